@@ -1,0 +1,31 @@
+# tfmr: the two commands a new user needs are `make run` and `make test`.
+# Both create .venv on first use and install tfmr (with a CPU build of torch) into it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# A CPU build of torch keeps the set-up small; override TORCH_SPEC for a GPU build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.tfmr-installed
+
+.PHONY: run test bench setup clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" || $(PY) -m pip install -q --index-url https://download.pytorch.org/whl/cpu torch
+	$(PY) -m pip install -q -e ".[test,fast,metrics,g2p]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/tfmr train --preset default --out runs/default
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/tfmr bench train --preset nanogpt-shakespeare-char
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

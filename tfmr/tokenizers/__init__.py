@@ -1,0 +1,36 @@
+"""Tokenizers: text <-> token ids.
+
+Every tokenizer has `kind`, `vocab_size`, `encode(text) -> list[int]`, `decode(ids) -> str`,
+`save(directory)` (writes `tokenizer.json`, a readable file with a "kind" key) and
+`from_dict(data)`. `load(directory)` reads any of them back; a checkpoint carries its tokenizer.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .char import CharTokenizer
+
+TOKENIZERS = {"char": CharTokenizer}
+
+try:  # byte-level BPE (its own module; registered when present)
+    from .bpe import BPE  # noqa: F401
+
+    TOKENIZERS["bpe"] = BPE
+except ImportError:  # pragma: no cover - only while bpe.py is being written
+    pass
+
+
+def load(directory: str | Path):
+    """Load the tokenizer saved in `directory/tokenizer.json`."""
+    path = Path(directory) / "tokenizer.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no tokenizer.json in {directory}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        kind = data["kind"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a valid tokenizer file: {e}") from e
+    if kind not in TOKENIZERS:
+        raise ValueError(f"{path}: unknown tokenizer kind {kind!r}; valid: {sorted(TOKENIZERS)}")
+    return TOKENIZERS[kind].from_dict(data)
