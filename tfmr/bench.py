@@ -1,0 +1,164 @@
+"""`tfmr bench train`: training throughput of tfmr beside its peers, measured in the same run.
+
+tfmr is timed through the real Trainer (the same `train_step` a run uses). The peers train a
+model of the same shape on the same batches with the same optimizer settings:
+
+    hf-gpt2   Hugging Face GPT2LMHeadModel (SDPA attention), if `transformers` is installed
+    nanogpt   nanoGPT's GPT class, imported from a checkout you point at with --nanogpt
+
+Rounds alternate tfmr and peers so that machine drift hits both; the figure quoted is the median
+step time. MFU divides model FLOPs/s by the device's peak: the published bf16 dense peak for
+known GPUs, and on CPU the fp32 matmul throughput measured in the same run (so CPU MFU reads as
+"share of what this machine's matmul reaches").
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig, to_dict
+from .train import Trainer, autocast_for, make_optimizer
+
+GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+def device_peak(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peak in GPU_PEAK_BF16.items():
+            if key in name:
+                return peak, f"{name} bf16 dense peak"
+        return float("nan"), f"{name} (peak unknown)"
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / min(times), f"fp32 matmul measured here ({torch.get_num_threads()} threads)"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time_steps(step_fn, steps: int, device: torch.device) -> list[float]:
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        step_fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _peer_step(model, opt, batches, cfg: RunConfig, device, call):
+    t = cfg.train
+
+    def step():
+        x, y = batches.next(device)
+        with autocast_for(device, t.dtype):
+            loss = call(model, x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def hf_gpt2_peer(cfg: RunConfig, batches, device):
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError:
+        return None
+    m = cfg.model
+    hf_cfg = GPT2Config(vocab_size=m.vocab_size, n_positions=m.context, n_embd=m.dim, n_layer=m.layers,
+                        n_head=m.heads, resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=m.dropout,
+                        bos_token_id=m.vocab_size - 1, eos_token_id=m.vocab_size - 1, attn_implementation="sdpa")
+    model = GPT2LMHeadModel(hf_cfg).to(device).train()
+    opt = make_optimizer(model, cfg.train, device)
+
+    def call(mdl, x, y):
+        logits = mdl(input_ids=x).logits
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+    return _peer_step(model, opt, batches, cfg, device, call)
+
+
+def nanogpt_peer(path: str, cfg: RunConfig, batches, device):
+    """nanoGPT's own GPT and its own configure_optimizers (so its CPU optimizer choice stands)."""
+    spec = importlib.util.spec_from_file_location("nanogpt_model", Path(path) / "model.py")
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no model.py in {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    m, t = cfg.model, cfg.train
+    gpt_cfg = module.GPTConfig(block_size=m.context, vocab_size=m.vocab_size, n_layer=m.layers, n_head=m.heads,
+                               n_embd=m.dim, dropout=m.dropout, bias=m.bias)
+    model = module.GPT(gpt_cfg).to(device).train()
+    opt = model.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2), device.type)
+    return _peer_step(model, opt, batches, cfg, device, lambda mdl, x, y: mdl(x, y)[1])
+
+
+def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 3, peer: bool = True,
+                json_out: str | None = None, nanogpt: str | None = None) -> dict:
+    """Time training steps of tfmr and its peers in alternating rounds; print a table."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.train.steps = 10**9  # the schedule must not end inside the benchmark
+        trainer = Trainer(cfg, tmp, progress=False, log=lambda *_: None)
+        device = trainer.device
+        contenders = {"tfmr": trainer.train_step}
+        peer_batches = trainer.train_batches
+        if nanogpt:
+            contenders["nanogpt"] = nanogpt_peer(nanogpt, cfg, peer_batches, device)
+        if peer:
+            hf = hf_gpt2_peer(cfg, peer_batches, device)
+            if hf is not None:
+                contenders["hf-gpt2"] = hf
+        for fn in contenders.values():
+            _time_steps(fn, warmup, device)
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(rounds):
+            for name, fn in contenders.items():
+                times[name] += _time_steps(fn, max(1, steps // rounds), device)
+        peak, peak_what = device_peak(device)
+        tokens = cfg.train.batch_size * cfg.train.grad_accum * trainer.train_batches.context
+        flops_tok = trainer.model.flops_per_token(trainer.train_batches.context)
+    rows = []
+    base = statistics.median(times["tfmr"])
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        rows.append({"name": name, "ms_per_step": med * 1e3, "tokens_per_s": tokens / med,
+                     "mfu": flops_tok * tokens / med / peak, "tfmr_speedup": med / base})
+    result = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "peak_flops": peak, "peak_is": peak_what, "tokens_per_step": tokens, "steps_timed": len(times["tfmr"]),
+              "model": to_dict(cfg.model), "rows": rows}
+    _print_table(result)
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2))
+    print(json.dumps({r["name"]: round(r["tokens_per_s"]) for r in rows}))
+    return result
+
+
+def _print_table(result: dict) -> None:
+    print(f"device {result['device']} ({result['threads']} threads), torch {result['torch']}, "
+          f"{result['tokens_per_step']} tokens/step, {result['steps_timed']} timed steps each")
+    print(f"MFU is against: {result['peak_is']} = {result['peak_flops'] / 1e12:.2f} TFLOP/s")
+    print(f"{'':10} {'ms/step':>9} {'tokens/s':>10} {'MFU':>7} {'tfmr is':>9}")
+    for r in result["rows"]:
+        print(f"{r['name']:10} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10,.0f} {r['mfu'] * 100:6.1f}% "
+              f"{r['tfmr_speedup']:8.2f}x")
+    sys.stdout.flush()

@@ -1,0 +1,85 @@
+"""Builder: ModelConfig -> Model. The only reader of the registries (POSITIONS, KERNELS, ...).
+
+Each module gets its own slice of config: the builder checks every Choice against its registry
+(unknown kind or option -> ConfigError listing the valid ones) and passes the fixed arguments
+(dim, heads, ...) itself.
+"""
+from __future__ import annotations
+
+import inspect
+
+from torch import nn
+
+from .config import Choice, ConfigError, ModelConfig, check_options
+from .ffn import FFN_FIXED, FFNS
+from .kernels import KERNEL_FIXED, KERNELS
+from .model import RESIDUAL_FIXED, RESIDUALS, Attention, Block, Model, init_weights
+from .norms import NORM_FIXED, NORMS
+from .positions import POSITION_FIXED, POSITIONS
+
+ARCHS = ("decoder", "encoder")
+
+
+def _make(choice: Choice, registry: dict, axis: str, fixed: tuple, **given):
+    check_options(choice, registry, axis, fixed)
+    cls = registry[choice.kind]
+    try:
+        return cls(**given, **choice.options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{axis} {choice.kind!r}: {e}") from None
+
+
+def validate(cfg: ModelConfig) -> None:
+    """Check the shape and every axis before any tensor is allocated."""
+    if cfg.arch not in ARCHS:
+        raise ConfigError(f"unknown model.arch {cfg.arch!r}; valid: {', '.join(ARCHS)}")
+    for name in ("vocab_size", "dim", "layers", "heads", "context"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"model.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.dim % cfg.heads:
+        raise ConfigError(f"model.dim ({cfg.dim}) must be divisible by model.heads ({cfg.heads})")
+    kv = cfg.kv_heads or cfg.heads
+    if kv < 1 or cfg.heads % kv:
+        raise ConfigError(f"model.heads ({cfg.heads}) must be a multiple of model.kv_heads ({kv})")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
+    check_options(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED)
+    check_options(cfg.kernel, KERNELS, "model.kernel", KERNEL_FIXED)
+    check_options(cfg.ffn, FFNS, "model.ffn", FFN_FIXED)
+    check_options(cfg.norm, NORMS, "model.norm", NORM_FIXED)
+    check_options(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED)
+
+
+def _block(cfg: ModelConfig) -> Block:
+    kernel = _make(cfg.kernel, KERNELS, "model.kernel", KERNEL_FIXED, dropout=cfg.dropout)
+    attn = Attention(cfg.dim, cfg.heads, cfg.kv_heads or cfg.heads, cfg.bias, kernel)
+    ffn = _make(cfg.ffn, FFNS, "model.ffn", FFN_FIXED, dim=cfg.dim, bias=cfg.bias, dropout=cfg.dropout)
+    residual = _make(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED, dropout=cfg.dropout)
+    return Block(attn, _norm(cfg), ffn, _norm(cfg), residual)
+
+
+def _norm(cfg: ModelConfig) -> nn.Module:
+    return _make(cfg.norm, NORMS, "model.norm", NORM_FIXED, dim=cfg.dim, bias=cfg.bias)
+
+
+def build_model(cfg: ModelConfig) -> Model:
+    """A freshly initialised model for `cfg` (raises ConfigError on any invalid setting)."""
+    validate(cfg)
+    pos = _make(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED, **_pos_args(cfg))
+    tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
+    blocks = [_block(cfg) for _ in range(cfg.layers)]
+    # Pre-norm stacks need a norm after the last block; post-norm blocks already end in one.
+    final_norm = _norm(cfg) if cfg.residual.kind == "pre" else nn.Identity()
+    lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+    model = Model(cfg, tok_emb, pos, blocks, final_norm, lm_head)
+    init_weights(model, cfg.init_std)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.tok_emb.weight  # one matrix for input and output (Press & Wolf 2017)
+    return model
+
+
+def _pos_args(cfg: ModelConfig) -> dict:
+    """The fixed arguments a position class takes, out of dim / heads / head_dim / context."""
+    all_args = {"dim": cfg.dim, "heads": cfg.heads, "head_dim": cfg.dim // cfg.heads, "context": cfg.context}
+    params = inspect.signature(POSITIONS[cfg.pos.kind]).parameters
+    return {k: v for k, v in all_args.items() if k in params}

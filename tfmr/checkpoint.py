@@ -1,0 +1,168 @@
+"""Checkpoints: a folder of safetensors and JSON, written atomically, verified on load.
+
+    model.safetensors     weights (tied matrices stored once)
+    config.json           the resolved RunConfig
+    tokenizer.json        the tokenizer the model was trained with
+    state.safetensors     optimizer moments, RNG states, data-sampler state (tensors)
+    state.json            step, optimizer param groups, anything else plain
+    manifest.json         sha256 of every file above, written last
+
+Saving writes a sibling temporary folder (each file fsync'd), then swaps it into place with
+renames, so a crash never leaves a half-written checkpoint where the real one was. Loading checks
+every hash before reading anything, and reads only safetensors and JSON: nothing is unpickled.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete, tampered with or from another model."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _flatten_optimizer(opt_state: dict) -> tuple[dict, dict]:
+    """Optimizer state_dict -> (tensors for safetensors, plain rest for JSON)."""
+    tensors, plain = {}, {"param_groups": opt_state["param_groups"], "state": {}}
+    for idx, slots in opt_state["state"].items():
+        plain["state"][str(idx)] = []
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                plain["state"][str(idx)].append([name, value])
+    return tensors, plain
+
+
+def _unflatten_optimizer(tensors: dict, plain: dict) -> dict:
+    state: dict = {int(i): dict(extra) for i, extra in plain["state"].items()}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def save(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=None,
+         optimizer: torch.optim.Optimizer | None = None, tensors: dict | None = None,
+         extra: dict | None = None) -> Path:
+    """Write a complete checkpoint to `directory`, replacing any previous one atomically."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    if tokenizer is not None:
+        tokenizer.save(tmp)
+    state_tensors = dict(tensors or {})
+    plain = dict(extra or {})
+    if optimizer is not None:
+        opt_tensors, plain["optimizer"] = _flatten_optimizer(optimizer.state_dict())
+        state_tensors.update(opt_tensors)
+    if state_tensors or plain:
+        save_file(state_tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(plain, indent=2))
+    files = sorted(p.name for p in tmp.iterdir())
+    for name in files:
+        with open(tmp / name, "rb+") as f:
+            os.fsync(f.fileno())
+    manifest = {name: _sha256(tmp / name) for name in files}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    _fsync_dir(tmp)
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    _fsync_dir(directory.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def resolve(directory: str | Path) -> Path:
+    """The checkpoint folder to read: `directory`, or its `.old` twin if a save was cut short."""
+    directory = Path(directory)
+    if (directory / MANIFEST).exists():
+        return directory
+    old = directory.with_name(directory.name + ".old")
+    if (old / MANIFEST).exists():
+        return old
+    if directory.exists():
+        raise CheckpointError(f"{directory} is not a complete checkpoint (no {MANIFEST}); it may be a cut-short save")
+    raise CheckpointError(f"no checkpoint at {directory}")
+
+
+def verify(directory: str | Path) -> Path:
+    """Check every file against the manifest; raise CheckpointError on any mismatch."""
+    directory = resolve(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{directory / MANIFEST} is corrupt (not valid JSON)") from None
+    for name, digest in manifest.items():
+        path = directory / name
+        if not path.exists():
+            raise CheckpointError(f"checkpoint {directory} is incomplete: {name} is missing")
+        if _sha256(path) != digest:
+            raise CheckpointError(
+                f"checkpoint file {path} does not match its recorded sha256: it was modified or "
+                "corrupted after saving; refusing to load it"
+            )
+    return directory
+
+
+def read_config(directory: str | Path) -> dict:
+    directory = verify(directory)
+    return json.loads((directory / "config.json").read_text())
+
+
+def load_weights(directory: str | Path, model: torch.nn.Module) -> None:
+    """Load weights into a model built from the checkpoint's own config."""
+    directory = verify(directory)
+    try:
+        missing, unexpected = load_model(model, str(directory / "model.safetensors"), strict=False)
+    except (SafetensorError, RuntimeError) as e:
+        raise CheckpointError(f"cannot read weights from {directory}: {e}") from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"weights in {directory} do not fit this model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+
+
+def load_state(directory: str | Path) -> tuple[dict, dict]:
+    """(tensors, plain) of the training state; the optimizer is under plain['optimizer']."""
+    directory = verify(directory)
+    if not (directory / "state.json").exists():
+        raise CheckpointError(f"{directory} holds weights only; it has no training state to resume")
+    tensors = load_file(str(directory / "state.safetensors"))
+    plain = json.loads((directory / "state.json").read_text())
+    if "optimizer" in plain:
+        plain["optimizer"] = _unflatten_optimizer(tensors, plain["optimizer"])
+    return tensors, plain

@@ -1,0 +1,338 @@
+"""Typed configuration: small dataclasses, one `kind` per axis, overrides and config files.
+
+A run is described by `RunConfig` (model, data, train, sample sections). Each axis of variation is
+a `Choice(kind, **options)`; the valid kinds live in one plain dict per axis in the module that
+implements them (e.g. `POSITIONS` in positions.py), and the builder checks kinds and options
+against those dicts, so a typo fails at build time with the valid choices listed.
+
+Overrides use dotted keys: `model.heads=8`, `model.pos=rope`, `model.pos.base=500000`.
+Config files are YAML or TOML with the same nesting. Everything here is plain data: it
+round-trips through JSON, which is how checkpoints store it. Presets live in presets.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration mistake the user can fix; the CLI prints it as one line and exits 2."""
+
+
+class Choice:
+    """One point on an axis of variation: a registry `kind` plus its keyword options."""
+
+    def __init__(self, kind: str, **options: Any):
+        self.kind = kind
+        self.options = dict(options)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **self.options}
+
+    @classmethod
+    def coerce(cls, value: Any, where: str) -> "Choice":
+        if isinstance(value, Choice):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        if isinstance(value, dict) and "kind" in value:
+            opts = dict(value)
+            return cls(opts.pop("kind"), **opts)
+        raise ConfigError(f"{where}: expected a kind name or a table with a 'kind' key, got {value!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Choice) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        opts = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        return f"Choice({self.kind!r}{opts})"
+
+
+def choice(kind: str, **options: Any):
+    """Dataclass field default for a Choice (a fresh object per instance)."""
+    return field(default_factory=lambda: Choice(kind, **options))
+
+
+@dataclass
+class ModelConfig:
+    """The shape of a model and one choice per axis of variation."""
+
+    arch: str = "decoder"  # decoder | encoder | encoder-decoder
+    vocab_size: int = 256
+    dim: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int | None = None  # None: same as heads (MHA); 1: MQA; in between: GQA
+    context: int = 256  # longest sequence the positions must cover
+    dropout: float = 0.0
+    bias: bool = True  # bias in linear layers and LayerNorm
+    tie_embeddings: bool = True
+    pos: Choice = choice("learned")
+    kernel: Choice = choice("sdpa")
+    ffn: Choice = choice("mlp", mult=4, activation="gelu")
+    norm: Choice = choice("layernorm")
+    residual: Choice = choice("pre")  # where the norm sits: pre | post
+    init_std: float = 0.02
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it becomes token ids."""
+
+    path: str | None = None  # a text file or a folder of them; None: the embedded corpus
+    tokenizer: Choice = choice("char")
+    val_fraction: float = 0.1
+    cache_dir: str | None = None  # None: <out>/data
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_iters: int = 20
+    log_every: int = 10
+    checkpoint_every: int = 500
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | float32 | bfloat16
+    compile: bool = False
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+
+
+@dataclass
+class SampleConfig:
+    """What to print at the end of a run (the `generate` command has its own flags)."""
+
+    prompt: str = "\n"
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int | None = 40
+    num_samples: int = 2
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+# ----------------------------------------------------------------------------- plain data
+
+
+def to_dict(cfg: Any) -> Any:
+    """A dataclass tree as plain JSON-ready data (Choices become {'kind': ..., **options})."""
+    if isinstance(cfg, Choice):
+        return cfg.to_dict()
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    return cfg
+
+
+def from_dict(cls: type, data: dict, where: str = "") -> Any:
+    """Build dataclass `cls` from nested plain data, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table, got {type(data).__name__}")
+    obj = cls()
+    for key, value in data.items():
+        set_field(obj, key, value, where)
+    return obj
+
+
+def _fields(obj: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def _hint(obj: Any, name: str) -> Any:
+    return typing.get_type_hints(type(obj))[name]
+
+
+def set_field(obj: Any, key: str, value: Any, where: str = "") -> None:
+    """Set `obj.key = value` after checking the key exists and coercing the value's type."""
+    fields = _fields(obj)
+    path = f"{where}.{key}" if where else key
+    if key not in fields:
+        raise ConfigError(f"unknown key '{path}'; valid keys: {', '.join(fields)}")
+    hint = _hint(obj, key)
+    current = getattr(obj, key)
+    if dataclasses.is_dataclass(current):
+        setattr(obj, key, from_dict(type(current), value, path))
+    else:
+        setattr(obj, key, coerce(value, hint, path))
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """Turn `value` (possibly a command-line string) into type `hint`, or raise ConfigError."""
+    if hint is Choice:
+        return Choice.coerce(value, where)
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: cannot read {value!r} as {_type_name(hint)}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+        try:
+            number = hint(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+        if hint is int and isinstance(value, float) and number != value:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover
+
+
+def _type_name(hint: Any) -> str:
+    args = [a.__name__ if a is not type(None) else "none" for a in typing.get_args(hint)]
+    return " or ".join(args) if args else getattr(hint, "__name__", str(hint))
+
+
+def parse_scalar(text: str) -> Any:
+    """Read a command-line value: numbers, booleans and null as such, everything else as text."""
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def apply_override(cfg: RunConfig, assignment: str) -> None:
+    """Apply one `section.key=value` (or `section.choice.option=value`) to `cfg` in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like key=value (e.g. model.heads=8)")
+    dotted, raw = assignment.split("=", 1)
+    parts = dotted.strip().split(".")
+    obj: Any = cfg
+    where = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(obj, Choice):
+            if not last:
+                raise ConfigError(f"'{dotted}': options of '{where}' are not nested")
+            obj.options[part] = parse_scalar(raw) if part != "kind" else raw
+            if part == "kind":
+                obj.kind = obj.options.pop("kind")
+            return
+        fields = _fields(obj)
+        if part not in fields:
+            path = f"{where}.{part}" if where else part
+            raise ConfigError(f"unknown key '{path}'; valid keys: {', '.join(fields)}")
+        child = getattr(obj, part)
+        if last:
+            if isinstance(child, Choice):  # `model.pos=rope` picks a new kind with its defaults
+                setattr(obj, part, Choice(raw.strip()))
+            elif dataclasses.is_dataclass(child):
+                raise ConfigError(f"'{dotted}' is a section; set one of its keys: {', '.join(_fields(child))}")
+            else:
+                set_field(obj, part, raw if _hint(obj, part) is str else parse_scalar(raw), where)
+            return
+        obj, where = child, f"{where}.{part}" if where else part
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) config file into plain data."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+        return data
+    if path.suffix == ".json":
+        return json.loads(text)
+    raise ConfigError(f"{path}: config files must end in .yaml, .yml, .toml or .json")
+
+
+def merge_into(cfg: RunConfig, data: dict) -> RunConfig:
+    """Overlay nested plain data (from a file) onto `cfg`, key by key."""
+    def overlay(obj: Any, values: dict, where: str) -> None:
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where or 'config'}: expected a table")
+        fields = _fields(obj)
+        for key, value in values.items():
+            path = f"{where}.{key}" if where else key
+            if key not in fields:
+                raise ConfigError(f"unknown key '{path}'; valid keys: {', '.join(fields)}")
+            child = getattr(obj, key)
+            if dataclasses.is_dataclass(child):
+                overlay(child, value, path)
+            else:
+                set_field(obj, key, value, where)
+
+    overlay(cfg, data, "")
+    return cfg
+
+
+def check_options(choice_: Choice, registry: dict, axis: str, fixed: tuple[str, ...] = ()) -> None:
+    """Check a Choice against its registry: known kind, and options the class accepts.
+
+    `fixed` names constructor arguments the builder passes itself (not user options).
+    """
+    if choice_.kind not in registry:
+        raise ConfigError(f"unknown {axis} kind {choice_.kind!r}; valid kinds: {', '.join(registry)}")
+    params = inspect.signature(registry[choice_.kind]).parameters
+    valid = [n for n in params if n not in fixed and n != "self"]
+    for name in choice_.options:
+        if name not in valid:
+            listed = ", ".join(valid) if valid else "(none)"
+            raise ConfigError(f"{axis} kind {choice_.kind!r} has no option {name!r}; valid options: {listed}")
+
+
+def dumps(cfg: Any) -> str:
+    """The resolved config as indented JSON (printed at start, saved with checkpoints)."""
+    return json.dumps(to_dict(cfg), indent=2, ensure_ascii=False)

@@ -1,0 +1,149 @@
+"""Text -> token ids on disk -> random training windows.
+
+    read_text(path)       a file or a folder of text files, checked: empty, binary and
+                          non-UTF-8 input get a clear error naming the file
+    embedded_corpus()     the default corpus, needing no download: the Python reference
+                          documentation that ships with every CPython (`pydoc_data`)
+    prepare(cfg, dir)     train the tokenizer, encode, split train/val, store the ids as
+                          memory-mapped arrays; cached, so a second run does not re-tokenize
+    Batches               random (input, target) windows, nanoGPT style; its generator state
+                          is the data position a checkpoint saves
+
+Sequence-to-sequence data (pairs, padding, length buckets) lives with the seq2seq tasks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ConfigError, DataConfig, check_options, to_dict
+from .tokenizers import TOKENIZERS
+from .tokenizers import load as load_tokenizer
+
+
+class DataError(ValueError):
+    """Input text that cannot be used; the message names the file and the reason."""
+
+
+def embedded_corpus() -> str:
+    """Python's own reference documentation (about 0.5 MB of English), sorted by topic."""
+    from pydoc_data import topics
+
+    return "\n\n".join(topics.topics[name].strip() for name in sorted(topics.topics)) + "\n"
+
+
+def _read_file(path: Path) -> str:
+    raw = path.read_bytes()
+    if b"\x00" in raw[:8192]:
+        raise DataError(f"{path} looks binary (it has NUL bytes); give a UTF-8 text file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it first") from None
+
+
+def read_text(path: str | Path | None) -> str:
+    """The training text: a file, every file under a folder (sorted), or the embedded corpus."""
+    if path is None:
+        return embedded_corpus()
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data path not found: {path}")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"no files under {path}")
+    text = "\n".join(_read_file(f) for f in files)
+    if not text.strip():
+        raise DataError(f"{path} is empty: there is no text to train on")
+    return text
+
+
+def train_tokenizer(choice, text: str):
+    """Build the tokenizer named by the data config (char, or bpe with a vocab size)."""
+    check_options(choice, TOKENIZERS, "data.tokenizer", fixed=("text", "progress"))
+    cls = TOKENIZERS[choice.kind]
+    return cls.train(text, **choice.options)
+
+
+@dataclass
+class Prepared:
+    train: np.ndarray  # memory-mapped token ids
+    val: np.ndarray
+    tokenizer: object
+    directory: Path
+
+
+def _cache_key(text: str, cfg: DataConfig) -> str:
+    h = hashlib.sha256(text.encode("utf-8"))
+    h.update(json.dumps([to_dict(cfg.tokenizer), cfg.val_fraction], sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _write_ids(path: Path, ids: np.ndarray) -> None:
+    tmp = path.with_suffix(".tmp")
+    ids.tofile(tmp)
+    os.replace(tmp, path)
+
+
+def prepare(cfg: DataConfig, cache_root: str | Path, log=print) -> Prepared:
+    """Tokenize the configured text once and keep the ids on disk (memory-mapped thereafter)."""
+    text = read_text(cfg.path)
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.val_fraction}")
+    directory = Path(cache_root) / _cache_key(text, cfg)
+    meta_path = directory / "meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        log(f"data: cached ids in {directory} ({meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens)")
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        log(f"data: {len(text):,} characters; training the {cfg.tokenizer.kind} tokenizer and encoding ...")
+        tok = train_tokenizer(cfg.tokenizer, text)
+        ids = np.asarray(tok.encode(text), dtype=np.uint16 if tok.vocab_size <= 65536 else np.uint32)
+        n_val = max(1, int(len(ids) * cfg.val_fraction))
+        if len(ids) - n_val < 2:
+            raise DataError(f"the text is too short to train on ({len(ids)} tokens)")
+        _write_ids(directory / "train.bin", ids[:-n_val])
+        _write_ids(directory / "val.bin", ids[-n_val:])
+        tok.save(directory)
+        meta = {"dtype": str(ids.dtype), "train_tokens": len(ids) - n_val, "val_tokens": n_val,
+                "vocab_size": tok.vocab_size, "characters": len(text)}
+        meta_path.write_text(json.dumps(meta, indent=2))  # written last: marks the cache complete
+        log(f"data: {meta['train_tokens']:,} train / {n_val:,} val tokens, vocab {tok.vocab_size}, cached in {directory}")
+    dtype = np.dtype(meta["dtype"])
+    train = np.memmap(directory / "train.bin", dtype=dtype, mode="r")
+    val = np.memmap(directory / "val.bin", dtype=dtype, mode="r")
+    return Prepared(train, val, load_tokenizer(directory), directory)
+
+
+class Batches:
+    """Random windows of `context + 1` tokens from a 1-D id array: (inputs, targets) shifted by one."""
+
+    def __init__(self, ids: np.ndarray, context: int, batch_size: int, seed: int):
+        if len(ids) < 2:
+            raise DataError("not enough tokens to form a single training window")
+        self.ids = ids
+        self.context = min(context, len(ids) - 1)
+        self.batch_size = batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def next(self, device: str | torch.device = "cpu"):
+        starts = torch.randint(len(self.ids) - self.context, (self.batch_size,), generator=self.gen)
+        rows = np.stack([self.ids[s : s + self.context + 1] for s in starts.tolist()]).astype(np.int64)
+        block = torch.from_numpy(rows)  # (B, context + 1)
+        x, y = block[:, :-1].contiguous(), block[:, 1:].contiguous()  # (B, context) each
+        if torch.device(device).type == "cuda":
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x.to(device), y.to(device)
+
+    def state(self) -> torch.Tensor:
+        return self.gen.get_state()
+
+    def load_state(self, state: torch.Tensor) -> None:
+        self.gen.set_state(state)

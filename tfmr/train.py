@@ -1,0 +1,235 @@
+"""The training loop for language models: AdamW, warmup + cosine, clipping, accumulation,
+periodic evaluation, checkpoints that resume bit for bit, progress bar, JSON-lines metrics and a
+loss-curve PNG at the end.
+
+    Trainer(cfg, out_dir).fit()
+
+What is saved makes a resumed run identical to an uninterrupted one on CPU: weights, optimizer
+moments, the step, the global torch RNG (dropout) and the data sampler's generator. Evaluation
+draws from its own fixed generator so it never disturbs training randomness. Sequence-to-sequence
+objectives (scheduled sampling, RL on a metric) build on the same pieces in objectives.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .builder import build_model
+from .config import RunConfig, TrainConfig, dumps, from_dict, to_dict
+from .data import Batches, prepare
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device, dtype: str):
+    """bf16 autocast on GPU by default; fp32 on CPU unless bfloat16 is asked for."""
+    use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def lr_at(step: int, t: TrainConfig) -> float:
+    """Linear warmup to `lr`, then cosine decay to `min_lr` at the last step."""
+    if step < t.warmup:
+        return t.lr * (step + 1) / t.warmup
+    if step >= t.steps:
+        return t.min_lr
+    progress = (step - t.warmup) / max(1, t.steps - t.warmup)
+    return t.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (t.lr - t.min_lr)
+
+
+def make_optimizer(model: torch.nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (dim >= 2) only; fused kernel where available."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kwargs = {"lr": t.lr, "betas": (t.beta1, t.beta2)}
+    if device.type in ("cuda", "cpu"):
+        kwargs["fused"] = True
+    try:
+        return torch.optim.AdamW(groups, **kwargs)
+    except (RuntimeError, TypeError):  # fused kernel missing for this device / build
+        kwargs.pop("fused", None)
+        return torch.optim.AdamW(groups, **kwargs)
+
+
+class Trainer:
+    """Trains a decoder-only LM as configured; `fit()` runs to `train.steps` (or resumes)."""
+
+    def __init__(self, cfg: RunConfig, out_dir: str | Path, resume: bool = False, log=print,
+                 progress: bool = True):
+        self.cfg, self.out, self.log, self.progress = cfg, Path(out_dir), log, progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = resolve_device(t.device)
+        self.ckpt_dir = self.out / "checkpoint"
+        if resume:
+            self._adopt_saved_config()
+        self.data = prepare(cfg.data, cfg.data.cache_dir or self.out / "data", log=log)
+        cfg.model.vocab_size = self.data.tokenizer.vocab_size
+        torch.manual_seed(t.seed)
+        self.model = build_model(cfg.model).to(self.device)
+        self.optimizer = make_optimizer(self.model, t, self.device)
+        self.train_batches = Batches(self.data.train, cfg.model.context, t.batch_size, t.seed)
+        self.step = 0
+        self.history: list[dict] = []
+        if resume:
+            self._load_state()
+        self.forward = torch.compile(self.model) if t.compile else self.model
+
+    # ------------------------------------------------------------------ state
+    def _adopt_saved_config(self) -> None:
+        """On resume the saved model and data config win; train settings may be changed (steps)."""
+        saved = from_dict(RunConfig, checkpoint.read_config(self.ckpt_dir))
+        self.cfg.model, self.cfg.data = saved.model, saved.data
+
+    def _load_state(self) -> None:
+        checkpoint.load_weights(self.ckpt_dir, self.model)
+        tensors, plain = checkpoint.load_state(self.ckpt_dir)
+        self.optimizer.load_state_dict(plain["optimizer"])
+        self.step = plain["step"]
+        self.history = plain.get("history", [])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        self.train_batches.load_state(tensors["rng.data"])
+        self.log(f"resumed from {self.ckpt_dir} at step {self.step}")
+
+    def save(self) -> Path:
+        tensors = {"rng.torch": torch.get_rng_state(), "rng.data": self.train_batches.state()}
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        extra = {"step": self.step, "history": self.history}
+        return checkpoint.save(self.ckpt_dir, self.model, to_dict(self.cfg), self.data.tokenizer,
+                               self.optimizer, tensors, extra)
+
+    # ------------------------------------------------------------------ loop
+    def train_step(self) -> float:
+        """One optimizer step (with gradient accumulation); returns the mean loss."""
+        t = self.cfg.train
+        lr = lr_at(self.step, t)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for _ in range(t.grad_accum):
+            x, y = self.train_batches.next(self.device)
+            with autocast_for(self.device, t.dtype):
+                loss = self.forward(x, y).loss / t.grad_accum
+            loss.backward()
+            total += loss.item()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return total
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean loss over `eval_iters` fixed batches of each split (same batches every time)."""
+        t = self.cfg.train
+        was_training = self.model.training
+        self.model.eval()
+        result = {}
+        for split, ids in (("train", self.data.train), ("val", self.data.val)):
+            batches = Batches(ids, self.cfg.model.context, t.batch_size, seed=t.seed + 1)
+            losses = []
+            for _ in range(t.eval_iters):
+                x, y = batches.next(self.device)
+                with autocast_for(self.device, t.dtype):
+                    losses.append(self.model(x, y).loss.item())
+            result[f"{split}_loss"] = sum(losses) / len(losses)
+        self.model.train(was_training)
+        return result
+
+    def fit(self) -> dict:
+        """Train to `train.steps`; Ctrl-C saves a checkpoint first so `--resume` continues."""
+        t = self.cfg.train
+        self.log(f"model: {self.model.num_params() / 1e6:.2f}M parameters (non-embedding) on {self.device}")
+        metrics = open(self.out / "metrics.jsonl", "a")
+        tokens_per_step = t.batch_size * t.grad_accum * self.train_batches.context
+        bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
+                   dynamic_ncols=True)
+        self.model.train()
+        last = {}
+        try:
+            t0, steps_timed = time.perf_counter(), 0
+            while self.step < t.steps:
+                loss = self.train_step()
+                steps_timed += 1
+                record = {"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, t)}
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    elapsed = time.perf_counter() - t0
+                    record["tokens_per_s"] = tokens_per_step * steps_timed / max(elapsed, 1e-9)
+                    t0, steps_timed = time.perf_counter(), 0
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
+                if self.step % t.eval_every == 0 or self.step == t.steps:
+                    record.update(self.evaluate())
+                    bar.write(f"step {self.step}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}")
+                self.history.append(record)
+                metrics.write(json.dumps(record) + "\n")
+                last = record
+                bar.update(1)
+                if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                    metrics.flush()
+                    self.save()
+        except KeyboardInterrupt:
+            bar.close()
+            self.save()
+            self.log(f"\ninterrupted at step {self.step}; checkpoint saved; continue with --resume")
+            raise
+        finally:
+            bar.close()
+            metrics.close()
+        plot_losses(self.history, self.out / "loss.png")
+        return last
+
+
+def plot_losses(history: list[dict], path: Path) -> Path | None:
+    """Training loss per step and evaluation losses, as a PNG."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=0.8, alpha=0.6, label="train (batch)")
+    evals = [r for r in history if "val_loss" in r]
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (eval)")
+        ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def describe(cfg: RunConfig) -> str:
+    return "resolved config:\n" + dumps(cfg)
