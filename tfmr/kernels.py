@@ -89,7 +89,8 @@ class Eager(nn.Module):
         keep = mask.dense(q.shape[2], k.shape[2], q.device)
         if keep is not None:
             scores = scores.masked_fill(~keep, float("-inf"))
-        weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        upcast = scores.dtype in (torch.float16, torch.bfloat16)  # softmax in fp32 at low precision
+        weights = torch.softmax(scores.float() if upcast else scores, dim=-1).to(q.dtype)
         if mask.key_padding is not None:
             weights = torch.nan_to_num(weights)  # rows with every key masked (padding queries) -> 0
         return self.drop(weights) @ v, weights  # (B, H, Tq, D), (B, H, Tq, Tk)

@@ -46,7 +46,7 @@ import codecs
 import functools
 import heapq
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
 
@@ -230,8 +230,22 @@ def count_words(texts: Iterable[str], pat_str: str, special_tokens=(), progress:
     return counts
 
 
+_SHIFT = 20  # while training, the pair (a, b) of token ids is the int a << 20 | b
+_LOW = (1 << _SHIFT) - 1
+_KEY = 2 * _SHIFT  # heap key: -count << 40 | pair (highest count first, then smallest pair)
+_PAIR = (1 << _KEY) - 1
+MAX_TRAIN_VOCAB = 1 << _SHIFT
+
+
 class _Trainer:
-    """Incremental BPE merges over unique words; ids are ranks, 0..255 are the bytes."""
+    """Incremental BPE merges over unique words; ids are ranks, 0..255 are the bytes.
+
+    Invariant: every word is segmented exactly as `_merge_parts` (tiktoken's rule) would segment
+    it with the tokens learnt so far. `counts` holds the exact count of every adjacent pair,
+    `where` a superset of the words holding it, `heap` at least one entry per live pair whose
+    count is >= the true count (counts of old pairs only go down, so stale entries are requeued
+    when popped; pairs that gain count are pushed again).
+    """
 
     def __init__(self, word_counts: dict[str, int]):
         self.tb = list(_SINGLE_BYTES)  # id -> bytes
@@ -246,36 +260,34 @@ class _Trainer:
                 self.word_of_bytes[b] = len(self.words)
                 self.words.append(list(b))
                 self.freqs.append(f)
-        self.prefix_of: dict[bytes, list] = {}  # B -> [rest] for tokens B + rest
-        self.suffix_of: dict[bytes, list] = {}  # B -> [head] for tokens head + B
         self._count_pairs()
 
     def _count_pairs(self) -> None:
-        counts: dict = {}
-        where: dict = {}
+        counts: defaultdict = defaultdict(int)
+        where: defaultdict = defaultdict(set)
         for wi, w in enumerate(self.words):
             f = self.freqs[wi]
-            for p in zip(w, w[1:]):
-                counts[p] = counts.get(p, 0) + f
-                s = where.get(p)
-                if s is None:
-                    where[p] = {wi}
-                else:
-                    s.add(wi)
+            a = w[0]
+            for b in w[1:]:
+                p = a << _SHIFT | b
+                counts[p] += f
+                where[p].add(wi)
+                a = b
         self.counts, self.where = counts, where
-        self.heap = [(-c, p) for p, c in counts.items()]
+        self.heap = [-c << _KEY | p for p, c in counts.items()]
         heapq.heapify(self.heap)
 
-    def best_pair(self):
+    def best_pair(self) -> int | None:
         """Pop the pair with the highest count (smallest ids on ties); None when none is left."""
         heap, counts = self.heap, self.counts
         while heap:
-            neg, p = heapq.heappop(heap)
+            key = heapq.heappop(heap)
+            p = key & _PAIR
             c = counts.get(p, 0)
-            if c == -neg:
+            if c == -(key >> _KEY):
                 return p
-            if 0 < c < -neg:  # count went down since the push: requeue at its true count
-                heapq.heappush(heap, (-c, p))
+            if 0 < c < -(key >> _KEY):  # the count went down since the push: requeue it
+                heapq.heappush(heap, -c << _KEY | p)
         return None
 
     def run(self, n_merges: int, progress: bool = False) -> None:
@@ -296,46 +308,24 @@ class _Trainer:
             if bar is not None:
                 bar.close()
 
-    def _add_token(self, data: bytes) -> tuple[int, set, set]:
-        """Register a new token; return its id and the neighbours that would cascade into old tokens."""
+    def merge(self, pair: int) -> int:
+        """Add the token for `pair` and re-segment every word that holds it (or another split)."""
+        a, b = pair >> _SHIFT, pair & _LOW
+        data = self.tb[a] + self.tb[b]
+        others = self._other_splits(data, len(self.tb[a])) if len(data) > 2 else ()
         t = len(self.tb)
         self.tb.append(data)
         self.ranks[data] = t
-        ranks = self.ranks
-        left = {ranks[h] for h in self.suffix_of.get(data, ()) if h in ranks}
-        right = {ranks[r] for r in self.prefix_of.get(data, ()) if r in ranks}
-        for k in range(1, len(data)):
-            self.prefix_of.setdefault(data[:k], []).append(data[k:])
-            self.suffix_of.setdefault(data[k:], []).append(data[:k])
-        return t, left, right
-
-    def _other_splits(self, data: bytes, pair) -> list:
-        out = []
-        for k in range(1, len(data)):
-            x, y = self.ranks.get(data[:k]), self.ranks.get(data[k:])
-            if x is not None and y is not None and (x, y) != pair and self.counts.get((x, y), 0) > 0:
-                out.append((x, y))
-        return out
-
-    def merge(self, pair) -> int:
-        a, b = pair
-        data = self.tb[a] + self.tb[b]
-        others = self._other_splits(data, pair)
-        t, left, right = self._add_token(data)
-        self.merges.append(pair)
-        wids = self.where.pop(pair, set())
+        self.merges.append((a, b))
+        wids = self.where.pop(pair, ())
         touched: set = set()
-        if others:
-            for p in others:
-                wids |= self.where.pop(p, set())
+        if others:  # the same bytes can also be made from another adjacent pair: merge those too
+            wids = set(wids).union(*(self.where.pop(p, ()) for p in others))
             for wi in wids:
                 self._resegment(wi, self._greedy(self.words[wi]), touched)
-        elif left or right:
-            for wi in wids:
-                self._merge_word_checked(wi, a, b, t, left, right, touched)
         else:
-            for wi in wids:
-                self._merge_word(wi, a, b, t, touched)
+            for wi in self._merge_words(wids, a, b, t, data, touched):
+                self._resegment(wi, self._greedy(self._expand(self.words[wi], a, b, t)), touched)
         self.counts.pop(pair, None)
         wi = self.word_of_bytes.get(data)
         if wi is not None and self.words[wi] != [t]:  # tiktoken returns a whole-token piece as is
@@ -344,58 +334,72 @@ class _Trainer:
         for p in touched:
             c = counts.get(p, 0)
             if c > 0:
-                heapq.heappush(heap, (-c, p))
+                heapq.heappush(heap, -c << _KEY | p)
         return t
 
-    def _merge_word(self, wi: int, a: int, b: int, t: int, touched: set) -> None:
-        """Replace every (a, b) in word `wi` by t, left to right; update only the neighbours."""
-        w = self.words[wi]
-        f = self.freqs[wi]
-        counts, where = self.counts, self.where
-        i = 0
-        while True:
-            try:
-                i = w.index(a, i)
-            except ValueError:
-                return
-            n = len(w)
-            if i + 1 < n and w[i + 1] == b:
-                if i:
-                    prev = w[i - 1]
-                    counts[(prev, a)] -= f
-                    q = (prev, t)
-                    counts[q] = counts.get(q, 0) + f
-                    touched.add(q)
-                    s = where.get(q)
-                    if s is None:
-                        where[q] = {wi}
-                    else:
-                        s.add(wi)
-                if i + 2 < n:
-                    nx = w[i + 2]
-                    counts[(b, nx)] -= f
-                    q = (t, nx)
-                    counts[q] = counts.get(q, 0) + f
-                    touched.add(q)
-                    s = where.get(q)
-                    if s is None:
-                        where[q] = {wi}
-                    else:
-                        s.add(wi)
-                w[i] = t
-                del w[i + 1]
-            i += 1
+    def _other_splits(self, data: bytes, skip: int) -> list[int]:
+        """Adjacent pairs other than the chosen one whose bytes are also `data`."""
+        out = []
+        ranks, counts = self.ranks, self.counts
+        for k in range(1, len(data)):
+            if k != skip:
+                x, y = ranks.get(data[:k]), ranks.get(data[k:])
+                if x is not None and y is not None and counts.get(x << _SHIFT | y, 0) > 0:
+                    out.append(x << _SHIFT | y)
+        return out
 
-    def _merge_word_checked(self, wi, a, b, t, left: set, right: set, touched: set) -> None:
-        """As _merge_word, but re-segment the word exactly if t landed next to a cascading neighbour."""
-        old = list(self.words[wi])
-        self._merge_word(wi, a, b, t, touched)
-        w = self.words[wi]
-        last = len(w) - 1
-        for j, x in enumerate(w):
-            if x == t and ((j and w[j - 1] in left) or (j < last and w[j + 1] in right)):
-                self._resegment(wi, self._greedy(old), touched)  # counts now describe `w`
-                return
+    def _merge_words(self, wids, a: int, b: int, t: int, data: bytes, touched: set) -> list[int]:
+        """Replace each (a, b) by t in the words `wids`, left to right, updating only neighbours.
+
+        A word where t would land next to a neighbour whose bytes with t's make an older token
+        is left consistent but partly merged and returned: tiktoken would merge that pair first,
+        so the caller re-segments those words exactly.
+        """
+        words, freqs, counts, where, tb, ranks = self.words, self.freqs, self.counts, self.where, self.tb, self.ranks
+        cascades = []
+        for wi in wids:
+            w = words[wi]
+            f = freqs[wi]
+            left = w.count(a)
+            i = 0
+            while left:
+                i = w.index(a, i)
+                left -= 1
+                n = len(w)
+                if i + 1 < n and w[i + 1] == b:
+                    prev = w[i - 1] if i else -1
+                    nx = w[i + 2] if i + 2 < n else -1
+                    if (prev >= 0 and tb[prev] + data in ranks) or (nx >= 0 and data + tb[nx] in ranks):
+                        cascades.append(wi)
+                        break
+                    if prev >= 0:
+                        counts[prev << _SHIFT | a] -= f
+                        q = prev << _SHIFT | t
+                        counts[q] += f
+                        touched.add(q)
+                        where[q].add(wi)
+                    if nx >= 0:
+                        counts[b << _SHIFT | nx] -= f
+                        q = t << _SHIFT | nx
+                        counts[q] += f
+                        touched.add(q)
+                        where[q].add(wi)
+                    w[i] = t
+                    del w[i + 1]
+                    if a == b:
+                        left -= 1
+                i += 1
+        return cascades
+
+    @staticmethod
+    def _expand(w: list[int], a: int, b: int, t: int) -> list[int]:
+        out: list[int] = []
+        for x in w:
+            if x == t:
+                out += (a, b)
+            else:
+                out.append(x)
+        return out
 
     def _greedy(self, ids: list[int]) -> list[int]:
         parts = _merge_parts([self.tb[i] for i in ids], self.ranks)
@@ -406,12 +410,13 @@ class _Trainer:
         old = self.words[wi]
         f = self.freqs[wi]
         counts, where = self.counts, self.where
-        for p in zip(old, old[1:]):
-            counts[p] -= f
-        for p in zip(new, new[1:]):
-            counts[p] = counts.get(p, 0) + f
-            touched.add(p)
-            where.setdefault(p, set()).add(wi)
+        for x, y in zip(old, old[1:]):
+            counts[x << _SHIFT | y] -= f
+        for x, y in zip(new, new[1:]):
+            q = x << _SHIFT | y
+            counts[q] += f
+            touched.add(q)
+            where[q].add(wi)
         self.words[wi] = list(new)
 
 
@@ -467,9 +472,10 @@ class BPE:
         specials = list(special_tokens or [])
         if len(set(specials)) != len(specials):
             raise ValueError("special_tokens contains duplicates")
-        if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
+        if not isinstance(vocab_size, int) or not 256 + len(specials) <= vocab_size <= MAX_TRAIN_VOCAB:
             raise ValueError(
-                f"vocab_size must be an int >= 256 + {len(specials)} special tokens, got {vocab_size!r}"
+                f"vocab_size must be an int in [256 + {len(specials)} special tokens, {MAX_TRAIN_VOCAB}], "
+                f"got {vocab_size!r}"
             )
         _, pat_str = _resolve_pattern(pattern)
         texts = [text] if isinstance(text, str) else text
