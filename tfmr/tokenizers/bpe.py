@@ -17,12 +17,17 @@ What this file holds:
 
 Rank semantics. tiktoken does not replay a list of merges: inside each pre-token it repeatedly
 merges the adjacent pair whose *concatenated bytes* have the lowest rank (leftmost on ties), and a
-pre-token that is itself a token is returned whole. The encoder here does exactly that. The trainer
-keeps every word segmented exactly as that encoder would segment it with the ranks learnt so far:
-it never adds a token whose bytes already exist (a pair whose bytes are a token cannot stay
-adjacent), it merges every split of the new token's bytes, and when a merge puts a token next to
-a neighbour whose concatenation is an older token (a "cascade") it re-segments that word with the
-encoder's own algorithm. So training, the pure encoder and tiktoken agree by construction.
+pre-token that is itself a token is returned whole. The pure encoder here does exactly that
+(`_merge_parts`), for any rank table, so it matches tiktoken by construction. The trainer merges
+pairs of token ids, the classic way; the two agree because of a span argument: in a word whose
+segmentation is the rank-greedy one, any run of tokens that starts and ends on token boundaries
+is itself segmented as the greedy would segment its bytes alone (no merge ever crossed its
+edges). Hence two different adjacent pairs with the same bytes cannot both be live, a new token
+can never sit next to a neighbour that together with it spells an older token, and a live pair
+never spells an existing token. So merging every occurrence of the chosen pair left to right
+keeps each word exactly as the encoder (and tiktoken) would segment it with the ranks so far, and
+every new token's bytes are new (the trainer raises if that were ever violated). tests/test_bpe.py
+checks this on a 1 MB mixed corpus and under random merge orders.
 
 Tie-breaking in training: the pair with the highest count wins; among equal counts the smallest
 pair of token ids `(left, right)` wins. Single bytes have ids 0..255 in byte order (the order
@@ -240,11 +245,11 @@ MAX_TRAIN_VOCAB = 1 << _SHIFT
 class _Trainer:
     """Incremental BPE merges over unique words; ids are ranks, 0..255 are the bytes.
 
-    Invariant: every word is segmented exactly as `_merge_parts` (tiktoken's rule) would segment
-    it with the tokens learnt so far. `counts` holds the exact count of every adjacent pair,
-    `where` a superset of the words holding it, `heap` at least one entry per live pair whose
-    count is >= the true count (counts of old pairs only go down, so stale entries are requeued
-    when popped; pairs that gain count are pushed again).
+    State: `words` (each a list of token ids) with `freqs`; `counts`, the exact count of every
+    adjacent pair; `where`, pair -> a superset of the words holding it (entries are never
+    removed, a stale one costs a quick look); `heap`, at least one entry per live pair whose
+    key count is >= its true count. Only pairs holding the new token ever gain count, and they
+    are pushed when they do; a popped entry whose count went down is pushed back at its count.
     """
 
     def __init__(self, word_counts: dict[str, int]):
@@ -253,11 +258,9 @@ class _Trainer:
         self.merges: list[tuple[int, int]] = []
         self.words: list[list[int]] = []
         self.freqs: list[int] = []
-        self.word_of_bytes: dict[bytes, int] = {}
         for w, f in word_counts.items():
             b = _to_bytes(w)
             if len(b) > 1:
-                self.word_of_bytes[b] = len(self.words)
                 self.words.append(list(b))
                 self.freqs.append(f)
         self._count_pairs()
@@ -267,12 +270,10 @@ class _Trainer:
         where: defaultdict = defaultdict(set)
         for wi, w in enumerate(self.words):
             f = self.freqs[wi]
-            a = w[0]
-            for b in w[1:]:
+            for a, b in zip(w, w[1:]):
                 p = a << _SHIFT | b
                 counts[p] += f
                 where[p].add(wi)
-                a = b
         self.counts, self.where = counts, where
         self.heap = [-c << _KEY | p for p, c in counts.items()]
         heapq.heapify(self.heap)
@@ -309,54 +310,31 @@ class _Trainer:
                 bar.close()
 
     def merge(self, pair: int) -> int:
-        """Add the token for `pair` and re-segment every word that holds it (or another split)."""
+        """Add the token for the live `pair` and merge it in every word that holds it."""
         a, b = pair >> _SHIFT, pair & _LOW
         data = self.tb[a] + self.tb[b]
-        others = self._other_splits(data, len(self.tb[a])) if len(data) > 2 else ()
+        if data in self.ranks:  # impossible when training from bytes (see the module docstring)
+            raise RuntimeError(f"BPE training: merged bytes {data!r} are already a token")
         t = len(self.tb)
         self.tb.append(data)
         self.ranks[data] = t
         self.merges.append((a, b))
-        wids = self.where.pop(pair, ())
-        touched: set = set()
-        if others:  # the same bytes can also be made from another adjacent pair: merge those too
-            wids = set(wids).union(*(self.where.pop(p, ()) for p in others))
-            for wi in wids:
-                self._resegment(wi, self._greedy(self.words[wi]), touched)
-        else:
-            for wi in self._merge_words(wids, a, b, t, data, touched):
-                self._resegment(wi, self._greedy(self._expand(self.words[wi], a, b, t)), touched)
+        touched = self._merge_words(self.where.pop(pair, ()), a, b, t)
         self.counts.pop(pair, None)
-        wi = self.word_of_bytes.get(data)
-        if wi is not None and self.words[wi] != [t]:  # tiktoken returns a whole-token piece as is
-            self._resegment(wi, [t], touched)
         counts, heap = self.counts, self.heap
         for p in touched:
-            c = counts.get(p, 0)
+            c = counts[p]
             if c > 0:
                 heapq.heappush(heap, -c << _KEY | p)
         return t
 
-    def _other_splits(self, data: bytes, skip: int) -> list[int]:
-        """Adjacent pairs other than the chosen one whose bytes are also `data`."""
-        out = []
-        ranks, counts = self.ranks, self.counts
-        for k in range(1, len(data)):
-            if k != skip:
-                x, y = ranks.get(data[:k]), ranks.get(data[k:])
-                if x is not None and y is not None and counts.get(x << _SHIFT | y, 0) > 0:
-                    out.append(x << _SHIFT | y)
-        return out
-
-    def _merge_words(self, wids, a: int, b: int, t: int, data: bytes, touched: set) -> list[int]:
-        """Replace each (a, b) by t in the words `wids`, left to right, updating only neighbours.
-
-        A word where t would land next to a neighbour whose bytes with t's make an older token
-        is left consistent but partly merged and returned: tiktoken would merge that pair first,
-        so the caller re-segments those words exactly.
-        """
-        words, freqs, counts, where, tb, ranks = self.words, self.freqs, self.counts, self.where, self.tb, self.ranks
-        cascades = []
+    def _merge_words(self, wids, a: int, b: int, t: int) -> set[int]:
+        """Replace each (a, b) by t in the words `wids`, left to right, updating the counts of
+        the neighbouring pairs only; return the new pairs (those holding t)."""
+        words, freqs, counts, where = self.words, self.freqs, self.counts, self.where
+        sh = _SHIFT
+        bsh, tsh = b << sh, t << sh
+        touched: set[int] = set()
         for wi in wids:
             w = words[wi]
             f = freqs[wi]
@@ -367,57 +345,26 @@ class _Trainer:
                 left -= 1
                 n = len(w)
                 if i + 1 < n and w[i + 1] == b:
-                    prev = w[i - 1] if i else -1
-                    nx = w[i + 2] if i + 2 < n else -1
-                    if (prev >= 0 and tb[prev] + data in ranks) or (nx >= 0 and data + tb[nx] in ranks):
-                        cascades.append(wi)
-                        break
-                    if prev >= 0:
-                        counts[prev << _SHIFT | a] -= f
-                        q = prev << _SHIFT | t
+                    if i:
+                        prev = w[i - 1]  # may be t from the previous merge in this word
+                        counts[prev << sh | a] -= f
+                        q = prev << sh | t
                         counts[q] += f
                         touched.add(q)
                         where[q].add(wi)
-                    if nx >= 0:
-                        counts[b << _SHIFT | nx] -= f
-                        q = t << _SHIFT | nx
+                    if i + 2 < n:
+                        nx = w[i + 2]
+                        counts[bsh | nx] -= f
+                        q = tsh | nx
                         counts[q] += f
                         touched.add(q)
                         where[q].add(wi)
                     w[i] = t
                     del w[i + 1]
                     if a == b:
-                        left -= 1
+                        left -= 1  # the merge used up two of the counted a's
                 i += 1
-        return cascades
-
-    @staticmethod
-    def _expand(w: list[int], a: int, b: int, t: int) -> list[int]:
-        out: list[int] = []
-        for x in w:
-            if x == t:
-                out += (a, b)
-            else:
-                out.append(x)
-        return out
-
-    def _greedy(self, ids: list[int]) -> list[int]:
-        parts = _merge_parts([self.tb[i] for i in ids], self.ranks)
-        return [self.ranks[p] for p in parts]
-
-    def _resegment(self, wi: int, new: list[int], touched: set) -> None:
-        """Set word `wi` to `new`, updating pair counts by the difference of old and new pairs."""
-        old = self.words[wi]
-        f = self.freqs[wi]
-        counts, where = self.counts, self.where
-        for x, y in zip(old, old[1:]):
-            counts[x << _SHIFT | y] -= f
-        for x, y in zip(new, new[1:]):
-            q = x << _SHIFT | y
-            counts[q] += f
-            touched.add(q)
-            where[q].add(wi)
-        self.words[wi] = list(new)
+        return touched
 
 
 # ----------------------------------------------------------------------------------------------
