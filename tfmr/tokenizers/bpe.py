@@ -172,6 +172,17 @@ def _known(decoder: dict, idx) -> bool:
         return False
 
 
+def _check_merges(merges, decoder: dict[int, bytes]) -> list[tuple[int, int]]:
+    """Merge k joins (left, right) into id 256 + k; check that the bytes say so."""
+    out = []
+    for k, m in enumerate(merges):
+        a, b = (int(x) for x in m)
+        if a not in decoder or b not in decoder or decoder.get(256 + k) != decoder[a] + decoder[b]:
+            raise ValueError(f"merge {k} ({a}, {b}) does not make token {256 + k}")
+        out.append((a, b))
+    return out
+
+
 def _merge_parts(parts: list[bytes], ranks: dict[bytes, int]) -> list[bytes]:
     """tiktoken's merge rule: repeatedly join the adjacent pair whose bytes have the lowest rank.
 
@@ -390,9 +401,9 @@ class BPE:
         self.pattern_name, self.pat_str = _resolve_pattern(pattern)
         self._pat = regex.compile(self.pat_str)
         self.special_tokens = _check_special_tokens(dict(special_tokens or {}), set(self._ranks.values()))
-        self.merges = [tuple(m) for m in merges] if merges is not None else None
         self.fast = fast  # use tiktoken when it is installed
         self._decoder = {r: t for t, r in self._ranks.items()}
+        self.merges = _check_merges(merges, self._decoder) if merges is not None else None
         self._decoder.update((i, s.encode("utf-8")) for s, i in self.special_tokens.items())
         self._cache: dict[str, list[int]] = {}
         self._special_res: dict[frozenset, object] = {}
@@ -477,18 +488,20 @@ class BPE:
             raise ValueError(f"not a BPE tokenizer description (kind={data.get('kind') if isinstance(data, dict) else None!r})")
         try:
             rows = data["ranks"]
-            ranks = {}
+            ranks, made_by = {}, {}
             for row in rows:
-                ranks[base64.b64decode(row[0], validate=True)] = int(row[1])
+                tok, rank = base64.b64decode(row[0], validate=True), int(row[1])
+                ranks[tok] = rank
+                if len(row) > 3:
+                    made_by[rank] = (int(row[3][0]), int(row[3][1]))
             if len(ranks) != len(rows):
                 raise ValueError("a token appears twice in 'ranks'")
             specials = {str(k): int(v) for k, v in data.get("special_tokens", {}).items()}
-            merges = data.get("merges")
             return cls(
                 ranks,
                 pattern=data.get("pat_str") or data["pattern"],
                 special_tokens=specials,
-                merges=[(int(m[0]), int(m[1])) for m in merges] if merges is not None else None,
+                merges=[made_by[r] for r in sorted(made_by)] if made_by else None,
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"invalid BPE tokenizer data: {e}") from e
@@ -505,7 +518,8 @@ class BPE:
         return cls.from_dict(data)
 
     def save(self, directory: str | Path) -> Path:
-        """Write `directory/tokenizer.json`: one rank per line as [base64, rank, text-or-null]."""
+        """Write `directory/tokenizer.json`, one token per line: [base64 bytes, rank, the bytes
+        as text (null if they are not UTF-8), and for trained tokens the [left, right] ids merged]."""
         path = Path(directory) / "tokenizer.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self._to_json(), encoding="utf-8")
@@ -518,16 +532,17 @@ class BPE:
             "pattern": self.pattern_name,
             "pat_str": self.pat_str,
             "special_tokens": self.special_tokens,
-            "merges": None if self.merges is None else [list(m) for m in self.merges],
         }
         lines = [f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}," for k, v in head.items()]
+        made_by = {256 + k: list(m) for k, m in enumerate(self.merges or ())}
         rows = []
         for tok, r in sorted(self._ranks.items(), key=lambda kv: kv[1]):
             try:
                 readable = tok.decode("utf-8")
             except UnicodeDecodeError:
                 readable = None
-            rows.append("    " + json.dumps([base64.b64encode(tok).decode(), r, readable], ensure_ascii=False))
+            row = [base64.b64encode(tok).decode(), r, readable] + ([made_by[r]] if r in made_by else [])
+            rows.append("    " + json.dumps(row, ensure_ascii=False))
         return "{\n" + "\n".join(lines) + '\n  "ranks": [\n' + ",\n".join(rows) + "\n  ]\n}\n"
 
     # ---- vocabulary -------------------------------------------------------------------------
