@@ -235,6 +235,14 @@ def test_whole_piece_tokens_are_returned_as_is_like_tiktoken():
     assert t.encode("abc abc") == [256, 32, 97, 98, 99]
 
 
+def test_pattern_tiktoken_cannot_parse_falls_back_to_pure_python():
+    t = BPE.train("hello hello world", 270, pattern=r"\X")  # grapheme clusters: `regex` only
+    assert t.encode("hello world") == t.encode("hello world", fast=False)
+    assert "tiktoken cannot build" in t.fast_unavailable
+    with pytest.raises(ValueError, match="fast=True"):
+        t.encode("x", fast=True)
+
+
 # ---------------------------------------------------------------------------------- round trips
 ASSIGNED = st.characters(blacklist_categories=("Cs", "Cn"))  # Unicode as Python's unicodedata knows it
 TRICKY = " \t\n\r\x0b\x0c\x85\xa0\u2028\u3000ab1'sé中😀!"

@@ -48,7 +48,9 @@ from __future__ import annotations
 
 import base64
 import codecs
+import contextlib
 import functools
+import gc
 import heapq
 import json
 from collections import Counter, defaultdict
@@ -227,6 +229,17 @@ def _merge_parts(parts: list[bytes], ranks: dict[bytes, int]) -> list[bytes]:
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def count_words(texts: Iterable[str], pat_str: str, special_tokens=(), progress: bool = False) -> Counter:
@@ -409,6 +422,7 @@ class BPE:
         self._special_res: dict[frozenset, object] = {}
         self._vocab_size = max(self._decoder) + 1
         self._tk = None
+        self.fast_unavailable: str | None = None
 
     # ---- construction -----------------------------------------------------------------------
 
@@ -437,11 +451,12 @@ class BPE:
             )
         _, pat_str = _resolve_pattern(pattern)
         texts = [text] if isinstance(text, str) else text
-        words = count_words(texts, pat_str, specials, progress)
-        if not words:
-            raise ValueError("BPE.train: the training text is empty")
-        trainer = _Trainer(words)
-        trainer.run(vocab_size - 256 - len(specials), progress)
+        with _gc_paused():  # the trainer's many small sets and lists would only make the GC scan
+            words = count_words(texts, pat_str, specials, progress)
+            if not words:
+                raise ValueError("BPE.train: the training text is empty")
+            trainer = _Trainer(words)
+            trainer.run(vocab_size - 256 - len(specials), progress)
         n = len(trainer.tb)
         return cls(
             trainer.ranks,
@@ -563,17 +578,23 @@ class BPE:
             raise ValueError(f"unknown token id {idx!r} (vocab_size {self.vocab_size})") from None
 
     def tiktoken_encoding(self):
-        """The equivalent `tiktoken.Encoding` (built once, then cached); None without tiktoken."""
-        tiktoken = _tiktoken_module()
-        if tiktoken is None:
-            return None
-        if self._tk is None:
-            self._tk = tiktoken.Encoding(
-                name=f"tfmr-bpe-{self.vocab_size}",
-                pat_str=self.pat_str,
-                mergeable_ranks=self._ranks,
-                special_tokens=self.special_tokens,
-            )
+        """The equivalent `tiktoken.Encoding` (built once, then cached). None when tiktoken is
+        not installed or cannot take this tokenizer (e.g. a custom pattern its regex engine
+        rejects); `fast_unavailable` then says why."""
+        if self._tk is None and self.fast_unavailable is None:
+            tiktoken = _tiktoken_module()
+            if tiktoken is None:
+                self.fast_unavailable = "the tiktoken package is not installed (pip install tiktoken)"
+                return None
+            try:
+                self._tk = tiktoken.Encoding(
+                    name=f"tfmr-bpe-{self.vocab_size}",
+                    pat_str=self.pat_str,
+                    mergeable_ranks=self._ranks,
+                    special_tokens=self.special_tokens,
+                )
+            except Exception as e:  # tiktoken raises plain ValueError/BaseException subclasses from Rust
+                self.fast_unavailable = f"tiktoken cannot build this encoding: {e}"
         return self._tk
 
     # ---- encoding ---------------------------------------------------------------------------
@@ -652,7 +673,7 @@ class BPE:
         tk = self.tiktoken_encoding()
         if tk is None:
             if fast:
-                raise ValueError("fast=True needs the tiktoken package (pip install tiktoken)")
+                raise ValueError(f"fast=True, but {self.fast_unavailable}")
             return None
         if not text.isascii():
             try:

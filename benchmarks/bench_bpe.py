@@ -1,0 +1,181 @@
+"""Benchmark tfmr's byte-level BPE against Hugging Face `tokenizers` and `tiktoken`.
+
+    .venv/bin/python benchmarks/bench_bpe.py [--json out.json] [--repeats 3] [--skip-stdlib]
+
+Measures, each as the best of --repeats runs, and prints a table and then JSON:
+1. training on tinyshakespeare to vocab 4096 and 16384: tfmr (GPT-2 and GPT-4 split patterns)
+   vs HF ByteLevel BPE on one thread (RAYON_NUM_THREADS=1, run in a subprocess);
+2. training on the standard library's .py sources (the folder of `os.__file__`, without
+   site-packages and test folders; non-UTF-8 files skipped) to vocab 32768: tfmr vs HF on all
+   cores (and on one thread, for reference);
+3. encoding tinyshakespeare (MB/s): tiktoken itself, tfmr's fast path (tiktoken underneath),
+   and tfmr's pure-Python encoder with a cold and a warm cache.
+Times include reading the text and pre-tokenization on both sides. Not a test: nothing is
+asserted. Left out: GPU anything, memory use, and HF's own encode speed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tfmr.tokenizers import BPE  # noqa: E402
+
+SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
+
+# Runs in a fresh interpreter so RAYON_NUM_THREADS is read before tokenizers starts its pool.
+_HF_SCRIPT = r"""
+import json, sys, time
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+paths, vocab = json.loads(sys.argv[1]), int(sys.argv[2])
+start = time.perf_counter()
+tok = Tokenizer(models.BPE())
+tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+trainer = trainers.BpeTrainer(vocab_size=vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                              show_progress=False)
+tok.train(paths, trainer)  # HF reads the files itself (faster than train_from_iterator here)
+print(json.dumps({"seconds": time.perf_counter() - start, "vocab": tok.get_vocab_size()}))
+"""
+
+
+def best_of(repeats: int, fn):
+    """(best seconds, last result) over `repeats` calls."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def hf_train(paths: list[Path], vocab: int, threads: int | None, repeats: int) -> dict:
+    env = dict(os.environ)
+    env.pop("RAYON_NUM_THREADS", None)
+    if threads is not None:
+        env["RAYON_NUM_THREADS"] = str(threads)
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", _HF_SCRIPT, json.dumps([str(p) for p in paths]), str(vocab)],
+                             env=env, capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {"seconds": min(r["seconds"] for r in runs), "vocab": runs[-1]["vocab"]}
+
+
+def tfmr_train(paths: list[Path], vocab: int, pattern: str, repeats: int) -> tuple[dict, BPE]:
+    def run():
+        return BPE.train([p.read_text(encoding="utf-8") for p in paths], vocab, pattern=pattern)
+
+    seconds, tok = best_of(repeats, run)
+    return {"seconds": seconds, "vocab": tok.vocab_size}, tok
+
+
+def stdlib_files() -> tuple[list[Path], int]:
+    """UTF-8 .py files of the standard library (no site-packages, no test folders); skipped count."""
+    root = Path(os.__file__).parent
+    files, skipped = [], 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "test", "tests", "__pycache__"))
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                path = Path(dirpath) / name
+                try:
+                    path.read_bytes().decode("utf-8")
+                    files.append(path)
+                except UnicodeDecodeError:
+                    skipped += 1
+    return files, skipped
+
+
+def bench_training(args) -> list[dict]:
+    rows = []
+    for vocab in args.vocab:
+        hf = hf_train([args.data], vocab, 1, args.repeats)
+        row = {"corpus": args.data.name, "vocab": vocab, "hf_threads": 1, "hf_s": hf["seconds"]}
+        for pattern in ("gpt2", "gpt4"):
+            res, _ = tfmr_train([args.data], vocab, pattern, args.repeats)
+            row[f"tfmr_{pattern}_s"] = res["seconds"]
+        rows.append(row)
+    if not args.skip_stdlib:
+        files, skipped = stdlib_files()
+        mb = sum(p.stat().st_size for p in files) / 1e6
+        name = f"stdlib .py ({len(files)} files, {mb:.1f} MB, {skipped} non-UTF-8 skipped)"
+        all_cores = hf_train(files, args.stdlib_vocab, None, args.repeats)
+        one = hf_train(files, args.stdlib_vocab, 1, 1)
+        res, _ = tfmr_train(files, args.stdlib_vocab, "gpt4", args.repeats)
+        rows.append({"corpus": name, "vocab": args.stdlib_vocab, "hf_threads": os.cpu_count(),
+                     "hf_s": all_cores["seconds"], "hf_1thread_s": one["seconds"], "tfmr_gpt4_s": res["seconds"]})
+    return rows
+
+
+def bench_encoding(args) -> dict:
+    text = args.data.read_text(encoding="utf-8")
+    mb = len(text.encode("utf-8")) / 1e6
+    tok = BPE.train(text, args.encode_vocab)
+    enc = tok.tiktoken_encoding()
+    out = {"text_mb": mb, "vocab": tok.vocab_size}
+    t, ids = best_of(args.repeats, lambda: enc.encode_ordinary(text))
+    out["tiktoken_mb_s"] = mb / t
+    t, fast = best_of(args.repeats, lambda: tok.encode(text))
+    out["tfmr_fast_mb_s"] = mb / t
+    cold = []
+    for _ in range(args.repeats):
+        fresh = BPE.from_dict(json.loads(tok._to_json()))
+        cold.append(best_of(1, lambda: fresh.encode(text, fast=False))[0])
+    out["tfmr_pure_cold_mb_s"] = mb / min(cold)
+    t, pure = best_of(args.repeats, lambda: fresh.encode(text, fast=False))
+    out["tfmr_pure_warm_mb_s"] = mb / t
+    out["same_ids"] = ids == fast == pure
+    out["fast_vs_tiktoken"] = out["tfmr_fast_mb_s"] / out["tiktoken_mb_s"]
+    return out
+
+
+def print_tables(train_rows: list[dict], encode: dict) -> None:
+    print("\nTraining (seconds, best of repeats; lower is better)")
+    print(f"{'corpus':<58} {'vocab':>6} {'HF':>16} {'tfmr gpt2':>10} {'tfmr gpt4':>10} {'HF/tfmr':>8}")
+    for r in train_rows:
+        hf = f"{r['hf_s']:.3f} ({r['hf_threads']} thr)"
+        g2 = f"{r['tfmr_gpt2_s']:.3f}" if "tfmr_gpt2_s" in r else "-"
+        ratio = r["hf_s"] / r["tfmr_gpt4_s"]
+        print(f"{r['corpus']:<58} {r['vocab']:>6} {hf:>16} {g2:>10} {r['tfmr_gpt4_s']:>10.3f} {ratio:>8.2f}")
+        if "hf_1thread_s" in r:
+            print(f"{'  (HF on 1 thread: ' + format(r['hf_1thread_s'], '.3f') + ' s)':<58}")
+    e = encode
+    print(f"\nEncoding tinyshakespeare ({e['text_mb']:.2f} MB, vocab {e['vocab']}), MB/s, best of repeats")
+    print(f"{'tiktoken':>10} {'tfmr fast':>10} {'fast/tiktoken':>14} {'pure cold':>10} {'pure warm':>10} {'same ids':>9}")
+    print(f"{e['tiktoken_mb_s']:>10.2f} {e['tfmr_fast_mb_s']:>10.2f} {e['fast_vs_tiktoken']:>14.2f} "
+          f"{e['tfmr_pure_cold_mb_s']:>10.2f} {e['tfmr_pure_warm_mb_s']:>10.2f} {str(e['same_ids']):>9}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=SHAKESPEARE)
+    p.add_argument("--vocab", type=int, nargs="+", default=[4096, 16384])
+    p.add_argument("--stdlib-vocab", type=int, default=32768)
+    p.add_argument("--encode-vocab", type=int, default=16384)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--skip-stdlib", action="store_true")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    if not args.data.exists():
+        print(f"no data at {args.data}", file=sys.stderr)
+        return 2
+    train_rows = bench_training(args)
+    encode = bench_encoding(args)
+    print_tables(train_rows, encode)
+    result = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+              "training": train_rows, "encoding": encode}
+    print("\n" + json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
