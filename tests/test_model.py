@@ -23,7 +23,7 @@ def test_cached_decoding_equals_full_forward(pos, kernel, residual):
     model = build_model(_cfg(pos=Choice(pos), kernel=Choice(kernel), residual=Choice(residual))).eval()
     ids = torch.randint(0, 50, (2, 12))
     full = model(ids).logits  # (B, T, V)
-    state = {"cache": model.new_cache(2, 24), "pos": 0}
+    state = model.start_state(2, 24)
     logits, state = model.step(ids[:, :5], state)  # prefill 5, then one token at a time
     torch.testing.assert_close(logits, full[:, 4], atol=1e-5, rtol=1e-5)
     for t in range(5, 12):
@@ -105,3 +105,43 @@ def test_learned_positions_refuse_past_context():
     model = build_model(_cfg(pos=Choice("learned"), context=8))
     with pytest.raises(ValueError, match="learned positions cover 8 tokens"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def _seq2seq(**kw):
+    return build_model(_cfg(arch="encoder-decoder", pad_id=0, encoder_layers=3, **kw)).eval()
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_encoder_decoder_cached_decoding_equals_full_forward(kernel):
+    torch.manual_seed(0)
+    model = _seq2seq(kernel=Choice(kernel), pos=Choice("sinusoidal"))
+    src = torch.tensor([[5, 6, 7, 8, 9], [4, 3, 2, 0, 0]])  # second row padded
+    tgt = torch.randint(1, 50, (2, 7))
+    full = model(src, tgt).logits
+    state = model.start_state(2, 16, src)
+    logits, state = model.step(tgt[:, :3], state)
+    torch.testing.assert_close(logits, full[:, 2], atol=1e-5, rtol=1e-5)
+    for t in range(3, 7):
+        logits, state = model.step(tgt[:, t:t + 1], state)
+        torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
+
+
+def test_source_padding_does_not_change_real_outputs():
+    torch.manual_seed(0)
+    model = _seq2seq(kernel=Choice("eager"))
+    src = torch.tensor([[4, 3, 2]])
+    padded = torch.tensor([[4, 3, 2, 0, 0, 0]])
+    tgt = torch.tensor([[1, 7, 8, 9]])
+    a, b = model(src, tgt), model(padded, tgt)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
+    assert torch.all(b.cross_attentions[0][..., 3:] == 0)  # no attention on source padding
+    memory_a, _ = model.encode(src)
+    memory_b, _ = model.encode(padded)
+    torch.testing.assert_close(memory_a, memory_b[:, :3], atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_decoder_refuses_to_decode_without_a_source():
+    with pytest.raises(ValueError, match="needs the source sequence"):
+        _seq2seq().start_state(1, 8)
+    with pytest.raises(ConfigError, match="share_embeddings"):
+        build_model(_cfg(arch="encoder-decoder", src_vocab_size=20))

@@ -13,6 +13,7 @@ known GPUs, and on CPU the fp32 matmul throughput measured in the same run (so C
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import statistics
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig, to_dict
-from .train import Trainer, autocast_for, make_optimizer
+from .train import Trainer, autocast_for, make_optimizer, precision
 
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
@@ -65,11 +66,14 @@ def _time_steps(step_fn, steps: int, device: torch.device) -> list[float]:
 
 
 def _peer_step(model, opt, batches, cfg: RunConfig, device, call):
+    """A peer's training step in the peer's own precision: bf16 autocast on GPU, fp32 on CPU
+    (what nanoGPT's train.py and a plain Hugging Face loop do)."""
     t = cfg.train
+    peer_dtype = "bfloat16" if device.type == "cuda" else "float32"
 
     def step():
         x, y = batches.next(device)
-        with autocast_for(device, t.dtype):
+        with autocast_for(device, peer_dtype):
             loss = call(model, x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
@@ -120,14 +124,19 @@ def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 
         cfg.train.steps = 10**9  # the schedule must not end inside the benchmark
         trainer = Trainer(cfg, tmp, progress=False, log=lambda *_: None)
         device = trainer.device
-        contenders = {"tfmr": trainer.train_step}
+        contenders = {f"tfmr ({precision(device, cfg.train.dtype)})": trainer.train_step}
+        if precision(device, cfg.train.dtype) != "fp32":  # show the fp32 figure beside it
+            fp32 = copy.deepcopy(cfg)
+            fp32.train.dtype = "float32"
+            contenders["tfmr (fp32)"] = Trainer(fp32, Path(tmp) / "fp32", progress=False, log=lambda *_: None).train_step
         peer_batches = trainer.train_batches
+        peer_precision = "bf16" if device.type == "cuda" else "fp32"
         if nanogpt:
-            contenders["nanogpt"] = nanogpt_peer(nanogpt, cfg, peer_batches, device)
+            contenders[f"nanogpt ({peer_precision})"] = nanogpt_peer(nanogpt, cfg, peer_batches, device)
         if peer:
             hf = hf_gpt2_peer(cfg, peer_batches, device)
             if hf is not None:
-                contenders["hf-gpt2"] = hf
+                contenders[f"hf-gpt2 ({peer_precision})"] = hf
         for fn in contenders.values():
             _time_steps(fn, warmup, device)
         times: dict[str, list[float]] = {name: [] for name in contenders}
@@ -138,13 +147,13 @@ def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 
         tokens = cfg.train.batch_size * cfg.train.grad_accum * trainer.train_batches.context
         flops_tok = trainer.model.flops_per_token(trainer.train_batches.context)
     rows = []
-    base = statistics.median(times["tfmr"])
+    base = statistics.median(next(iter(times.values())))
     for name, ts in times.items():
         med = statistics.median(ts)
         rows.append({"name": name, "ms_per_step": med * 1e3, "tokens_per_s": tokens / med,
                      "mfu": flops_tok * tokens / med / peak, "tfmr_speedup": med / base})
     result = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "peak_flops": peak, "peak_is": peak_what, "tokens_per_step": tokens, "steps_timed": len(times["tfmr"]),
+              "peak_flops": peak, "peak_is": peak_what, "tokens_per_step": tokens, "steps_timed": len(next(iter(times.values()))),
               "model": to_dict(cfg.model), "rows": rows}
     _print_table(result)
     if json_out:
@@ -157,8 +166,8 @@ def _print_table(result: dict) -> None:
     print(f"device {result['device']} ({result['threads']} threads), torch {result['torch']}, "
           f"{result['tokens_per_step']} tokens/step, {result['steps_timed']} timed steps each")
     print(f"MFU is against: {result['peak_is']} = {result['peak_flops'] / 1e12:.2f} TFLOP/s")
-    print(f"{'':10} {'ms/step':>9} {'tokens/s':>10} {'MFU':>7} {'tfmr is':>9}")
+    print(f"{'':18} {'ms/step':>9} {'tokens/s':>10} {'MFU':>7} {'tfmr is':>9}")
     for r in result["rows"]:
-        print(f"{r['name']:10} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10,.0f} {r['mfu'] * 100:6.1f}% "
+        print(f"{r['name']:18} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10,.0f} {r['mfu'] * 100:6.1f}% "
               f"{r['tfmr_speedup']:8.2f}x")
     sys.stdout.flush()

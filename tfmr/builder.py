@@ -13,11 +13,11 @@ from torch import nn
 from .config import Choice, ConfigError, ModelConfig, check_options
 from .ffn import FFN_FIXED, FFNS
 from .kernels import KERNEL_FIXED, KERNELS
-from .model import RESIDUAL_FIXED, RESIDUALS, Attention, Block, Model, init_weights
+from .model import RESIDUAL_FIXED, RESIDUALS, Attention, Block, EncoderDecoder, Model, init_weights
 from .norms import NORM_FIXED, NORMS
 from .positions import POSITION_FIXED, POSITIONS
 
-ARCHS = ("decoder", "encoder")
+ARCHS = ("decoder", "encoder", "encoder-decoder")
 
 
 def _make(choice: Choice, registry: dict, axis: str, fixed: tuple, **given):
@@ -41,6 +41,8 @@ def validate(cfg: ModelConfig) -> None:
     kv = cfg.kv_heads or cfg.heads
     if kv < 1 or cfg.heads % kv:
         raise ConfigError(f"model.heads ({cfg.heads}) must be a multiple of model.kv_heads ({kv})")
+    if cfg.encoder_layers is not None and cfg.encoder_layers < 1:
+        raise ConfigError(f"model.encoder_layers must be at least 1, got {cfg.encoder_layers}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
     check_options(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED)
@@ -50,31 +52,62 @@ def validate(cfg: ModelConfig) -> None:
     check_options(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED)
 
 
-def _block(cfg: ModelConfig) -> Block:
+def _attention(cfg: ModelConfig) -> Attention:
     kernel = _make(cfg.kernel, KERNELS, "model.kernel", KERNEL_FIXED, dropout=cfg.dropout)
-    attn = Attention(cfg.dim, cfg.heads, cfg.kv_heads or cfg.heads, cfg.bias, kernel)
+    return Attention(cfg.dim, cfg.heads, cfg.kv_heads or cfg.heads, cfg.bias, kernel)
+
+
+def _block(cfg: ModelConfig, cross: bool = False) -> Block:
     ffn = _make(cfg.ffn, FFNS, "model.ffn", FFN_FIXED, dim=cfg.dim, bias=cfg.bias, dropout=cfg.dropout)
     residual = _make(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED, dropout=cfg.dropout)
-    return Block(attn, _norm(cfg), ffn, _norm(cfg), residual)
+    if not cross:
+        return Block(_attention(cfg), _norm(cfg), ffn, _norm(cfg), residual)
+    return Block(_attention(cfg), _norm(cfg), ffn, _norm(cfg), residual, _attention(cfg), _norm(cfg))
 
 
 def _norm(cfg: ModelConfig) -> nn.Module:
     return _make(cfg.norm, NORMS, "model.norm", NORM_FIXED, dim=cfg.dim, bias=cfg.bias)
 
 
-def build_model(cfg: ModelConfig) -> Model:
+def _final_norm(cfg: ModelConfig) -> nn.Module:
+    """Pre-norm stacks need a norm after the last block; post-norm blocks already end in one."""
+    return _norm(cfg) if cfg.residual.kind == "pre" else nn.Identity()
+
+
+def _position(cfg: ModelConfig) -> nn.Module:
+    return _make(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED, **_pos_args(cfg))
+
+
+def build_model(cfg: ModelConfig) -> Model | EncoderDecoder:
     """A freshly initialised model for `cfg` (raises ConfigError on any invalid setting)."""
     validate(cfg)
-    pos = _make(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED, **_pos_args(cfg))
+    if cfg.arch == "encoder-decoder":
+        return _build_encoder_decoder(cfg)
     tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
     blocks = [_block(cfg) for _ in range(cfg.layers)]
-    # Pre-norm stacks need a norm after the last block; post-norm blocks already end in one.
-    final_norm = _norm(cfg) if cfg.residual.kind == "pre" else nn.Identity()
     lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-    model = Model(cfg, tok_emb, pos, blocks, final_norm, lm_head)
+    model = Model(cfg, tok_emb, _position(cfg), blocks, _final_norm(cfg), lm_head)
     init_weights(model, cfg.init_std)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.tok_emb.weight  # one matrix for input and output (Press & Wolf 2017)
+    return model
+
+
+def _build_encoder_decoder(cfg: ModelConfig) -> EncoderDecoder:
+    src_vocab = cfg.src_vocab_size or cfg.vocab_size
+    if cfg.share_embeddings and src_vocab != cfg.vocab_size:
+        raise ConfigError(f"model.share_embeddings needs one vocabulary; src_vocab_size is {src_vocab}, "
+                          f"vocab_size is {cfg.vocab_size} (set model.share_embeddings=false)")
+    tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
+    src_emb = tok_emb if cfg.share_embeddings else nn.Embedding(src_vocab, cfg.dim)
+    encoder = [_block(cfg) for _ in range(cfg.encoder_layers or cfg.layers)]
+    decoder = [_block(cfg, cross=True) for _ in range(cfg.layers)]
+    lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+    model = EncoderDecoder(cfg, src_emb, tok_emb, _position(cfg), _position(cfg), encoder, _final_norm(cfg),
+                           decoder, _final_norm(cfg), lm_head)
+    init_weights(model, cfg.init_std)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.tok_emb.weight
     return model
 
 

@@ -31,3 +31,29 @@ class KVCache:
         """Select batch rows (beam search keeps the surviving hypotheses)."""
         self.k = self.k.index_select(0, index)
         self.v = self.v.index_select(0, index)
+
+
+class DecodeState:
+    """Everything a model needs between decoding steps: per-layer KV caches, the position of the
+    next token and, for encoder-decoder models, the encoder memory and its padding mask.
+
+    `reorder(index)` keeps batch rows `index` (beam search); it applies to every part.
+    """
+
+    def __init__(self, cache: list[KVCache], pos: int = 0, memory: torch.Tensor | None = None,
+                 memory_mask: torch.Tensor | None = None):
+        self.cache, self.pos = cache, pos
+        self.memory, self.memory_mask = memory, memory_mask
+        self.cross: list = [None] * len(cache)  # per-layer (k, v) of the memory, computed once
+        self.last = None  # the last step's Output (cross-attention weights for copy heads, heatmaps)
+
+    def reorder(self, index: torch.Tensor) -> "DecodeState":
+        for c in self.cache:
+            c.reorder(index)
+        if self.memory is not None:
+            self.memory = self.memory.index_select(0, index)
+        if self.memory_mask is not None:
+            self.memory_mask = self.memory_mask.index_select(0, index)
+        self.cross = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
+                      for kv in self.cross]
+        return self

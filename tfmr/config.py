@@ -79,6 +79,12 @@ class ModelConfig:
     norm: Choice = choice("layernorm")
     residual: Choice = choice("pre")  # where the norm sits: pre | post
     init_std: float = 0.02
+    label_smoothing: float = 0.0
+    pad_id: int | None = None  # padding token: masked as a key, ignored as a target
+    # encoder-decoder only
+    encoder_layers: int | None = None  # None: same as layers
+    src_vocab_size: int | None = None  # None: same as vocab_size
+    share_embeddings: bool = True  # one embedding for source, target and output
 
 
 @dataclass
@@ -111,7 +117,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | mps
-    dtype: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | float32 | bfloat16
+    dtype: str = "auto"  # auto (bf16 autocast on GPU and bf16-capable CPUs, else fp32) | float32 | bfloat16
     compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
 

@@ -1,8 +1,10 @@
 """Decoding: turn a model's next-token distributions into text.
 
-Functions over the small model protocol (`new_cache(batch, max_len)`, and
-`step(tokens, state) -> (logits, state)` with state = {"cache", "pos"}), so they work for any
-model that speaks it:
+Functions over the small model protocol, so they work for any model that speaks it:
+
+    model.start_state(batch, max_len, src=None) -> DecodeState   (KV caches, position, memory)
+    model.step(tokens (B, T), state) -> (next-token logits (B, V), state)
+
 
     stream(...)   yields one token id at a time (for printing as it comes)
     sample(...)   temperature, top-k, top-p (nucleus), min-p; seeded, reproducible
@@ -59,7 +61,7 @@ def stream(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: flo
         gen.seed()
     context = _context_of(model)
     ids = input_ids[:, -context:]
-    state = {"cache": model.new_cache(ids.shape[0], context), "pos": 0}
+    state = model.start_state(ids.shape[0], context)
     logits, state = model.step(ids, state)
     for _ in range(max_new_tokens):
         if temperature <= 0:
@@ -71,9 +73,9 @@ def stream(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: flo
         if eos_id is not None and bool((nxt == eos_id).all()):
             return
         ids = torch.cat([ids, nxt[:, None]], dim=1)
-        if state["pos"] + 1 > context:  # slide the window
+        if state.pos + 1 > context:  # slide the window
             ids = ids[:, -(context // 2):]
-            state = {"cache": model.new_cache(ids.shape[0], context), "pos": 0}
+            state = model.start_state(ids.shape[0], context)
             logits, state = model.step(ids, state)
         else:
             logits, state = model.step(nxt[:, None], state)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import KVCache
+from .cache import DecodeState, KVCache
 from .kernels import Mask
 
 
@@ -36,6 +36,7 @@ class Output:
     aux_loss: torch.Tensor | None = None  # sum of the layers' own losses (MoE balance, ...)
     attentions: list = field(default_factory=list)  # per layer: (B, H, Tq, Tk) or None
     hidden: torch.Tensor | None = None  # final hidden states (B, T, dim)
+    cross_attentions: list = field(default_factory=list)  # decoder over encoder: (B, H, T, S) or None
 
 
 class Attention(nn.Module):
@@ -54,15 +55,25 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(heads * self.head_dim, dim, bias=bias)
         self.kernel = kernel
 
-    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: int = 0):
+    def project_kv(self, src: torch.Tensor):
+        """Keys and values of `src` (B, S, dim) -> two (B, Hkv, S, D)."""
+        B, S, _ = src.shape
+        k = self.k_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, D)
+        v = self.v_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, D)
+        return k, v
+
+    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: int = 0, kv=None):
+        """Self-attention over `x`, or cross-attention when `kv` (keys, values of a memory) is given."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        q, k = pos.rotate(q, k, start)
-        if cache is not None:
-            k, v = cache.update(k, v, start)  # (B, Hkv, start + T, D)
-        bias = pos.bias(T, k.shape[2], start)  # (H, T, Tk) or None
+        if kv is None:  # self-attention: positions act on q and k, the cache grows
+            k, v = self.project_kv(x)
+            q, k = pos.rotate(q, k, start)
+            if cache is not None:
+                k, v = cache.update(k, v, start)  # (B, Hkv, start + T, D)
+            bias = pos.bias(T, k.shape[2], start)  # (H, T, Tk) or None
+        else:  # cross-attention: keys and values come from the encoder memory, no positions
+            (k, v), bias = kv, None
         if self.kv_heads != self.heads:  # share each key/value head among heads // kv_heads queries
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)  # (B, H, Tk, D)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
@@ -102,21 +113,59 @@ RESIDUALS = {"pre": PreNorm, "post": PostNorm}
 RESIDUAL_FIXED = ("dropout",)
 
 
+@dataclass
+class BlockOut:
+    x: torch.Tensor
+    weights: torch.Tensor | None  # self-attention weights (eager kernel) or None
+    cross_weights: torch.Tensor | None
+    aux: torch.Tensor | None  # the feed-forward's own loss (MoE) or None
+
+
 class Block(nn.Module):
-    """One Transformer layer: attention sublayer, then feed-forward sublayer, each wrapped by the
-    residual placement (`residual(x, norm, sublayer)`)."""
+    """One Transformer layer, each sublayer wrapped by the residual placement
+    (`residual(x, norm, sublayer)`):
+
+        x -> [attn_norm, self-attention] -> [cross_norm, cross-attention]? -> [ffn_norm, ffn] -> x
+    """
 
     def __init__(self, attn: Attention, attn_norm: nn.Module, ffn: nn.Module, ffn_norm: nn.Module,
-                 residual: nn.Module):
+                 residual: nn.Module, cross: Attention | None = None, cross_norm: nn.Module | None = None):
         super().__init__()
         self.attn_norm, self.attn = attn_norm, attn
+        self.cross_norm, self.cross = cross_norm, cross
         self.ffn_norm, self.ffn = ffn_norm, ffn
         self.residual = residual
 
-    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: int = 0):
+    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: int = 0,
+                memory_kv=None, memory_mask: Mask | None = None) -> BlockOut:
         x, weights = self.residual(x, self.attn_norm, lambda h: self.attn(h, pos, mask, cache, start))
+        cross_weights = None
+        if self.cross is not None:  # decoder of an encoder-decoder model
+            x, cross_weights = self.residual(x, self.cross_norm, lambda h: self.cross(h, pos, memory_mask, kv=memory_kv))
         x, aux = self.residual(x, self.ffn_norm, self.ffn)
-        return x, weights, aux
+        return BlockOut(x, weights, cross_weights, aux)
+
+
+def run_blocks(blocks, x, pos, mask: Mask, cache=None, start: int = 0, memory_kvs=None,
+               memory_mask: Mask | None = None):
+    """Apply a stack of blocks; collect attention weights and the sum of auxiliary losses."""
+    attentions, cross_attentions, aux_total = [], [], None
+    for i, block in enumerate(blocks):
+        out = block(x, pos, mask, None if cache is None else cache[i], start,
+                    None if memory_kvs is None else memory_kvs[i], memory_mask)
+        x = out.x
+        attentions.append(out.weights)
+        cross_attentions.append(out.cross_weights)
+        if out.aux is not None:
+            aux_total = out.aux if aux_total is None else aux_total + out.aux
+    return x, attentions, cross_attentions, aux_total
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, aux: torch.Tensor | None, label_smoothing: float = 0.0):
+    """Mean next-token cross entropy over targets != -100, plus the layers' auxiliary losses."""
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
+                           label_smoothing=label_smoothing)
+    return loss if aux is None else loss + aux
 
 
 class Model(nn.Module):
@@ -139,21 +188,12 @@ class Model(nn.Module):
         mask = Mask(causal=self.causal, q_start=start, key_padding=padding_mask)
         x = self.pos.embed(self.tok_emb(input_ids), start)  # (B, T, dim)
         x = self.drop(x)
-        attentions, aux_total = [], None
-        for i, block in enumerate(self.blocks):
-            x, weights, aux = block(x, self.pos, mask, None if cache is None else cache[i], start)
-            attentions.append(weights)
-            if aux is not None:
-                aux_total = aux if aux_total is None else aux_total + aux
+        x, attentions, _, aux_total = run_blocks(self.blocks, x, self.pos, mask, cache, start)
         x = self.final_norm(x)
         if last_only:
             x = x[:, -1:]  # (B, 1, dim): decoding needs only the next-token distribution
         logits = self.lm_head(x)  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-            if aux_total is not None:
-                loss = loss + aux_total
+        loss = None if targets is None else lm_loss(logits, targets, aux_total, self.cfg.label_smoothing)
         return Output(logits, loss, aux_total, attentions, x)
 
     # ------------------------------------------------------------ decoding protocol
@@ -163,10 +203,16 @@ class Model(nn.Module):
         a = self.blocks[0].attn
         return [KVCache(batch, a.kv_heads, max_len, a.head_dim, p.dtype, p.device) for _ in self.blocks]
 
-    def step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-        """Feed `tokens` (B, T) at position state['pos'], return next-token logits (B, vocab)."""
-        out = self(tokens, cache=state["cache"], start=state["pos"], last_only=True)
-        state["pos"] += tokens.shape[1]
+    def start_state(self, batch: int, max_len: int, src: torch.Tensor | None = None) -> DecodeState:
+        """A fresh decoding state (a decoder-only model has no source; `src` must be None)."""
+        if src is not None:
+            raise ValueError("a decoder-only model takes no source sequence (src)")
+        return DecodeState(self.new_cache(batch, max_len))
+
+    def step(self, tokens: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
+        """Feed `tokens` (B, T) at position state.pos; return next-token logits (B, vocab)."""
+        out = self(tokens, cache=state.cache, start=state.pos, last_only=True)
+        state.pos += tokens.shape[1]
         return out.logits[:, -1], state
 
     # ------------------------------------------------------------ accounting
@@ -187,7 +233,94 @@ class Model(nn.Module):
         return 6 * n + 12 * c.layers * c.heads * (c.dim // c.heads) * seq_len
 
 
-def init_weights(model: Model, std: float) -> None:
+class EncoderDecoder(nn.Module):
+    """Encoder-decoder Transformer (Vaswani et al. 2017):
+
+        src ids -> src_emb -> enc_pos.embed -> encoder Blocks (bidirectional) -> enc_norm = memory
+        tgt ids -> tok_emb -> pos.embed -> decoder Blocks (causal self-attn, cross-attn on memory)
+                -> final_norm -> lm_head
+    """
+
+    def __init__(self, cfg, src_emb: nn.Embedding, tok_emb: nn.Embedding, enc_pos: nn.Module, pos: nn.Module,
+                 encoder: list[Block], enc_norm: nn.Module, decoder: list[Block], final_norm: nn.Module,
+                 lm_head: nn.Linear):
+        super().__init__()
+        self.cfg = cfg
+        self.src_emb, self.tok_emb = src_emb, tok_emb
+        self.enc_pos, self.pos = enc_pos, pos
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder, self.enc_norm = nn.ModuleList(encoder), enc_norm
+        self.blocks = nn.ModuleList(decoder)
+        self.final_norm, self.lm_head = final_norm, lm_head
+
+    def _key_mask(self, ids: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | None:
+        if given is not None or self.cfg.pad_id is None:
+            return given
+        mask = ids != self.cfg.pad_id  # (B, S) True for real tokens
+        return None if bool(mask.all()) else mask
+
+    def encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor | None = None):
+        """(memory (B, S, dim), src_mask (B, S) or None): the encoder's output for `src_ids`."""
+        src_mask = self._key_mask(src_ids, src_mask)
+        x = self.drop(self.enc_pos.embed(self.src_emb(src_ids), 0))  # (B, S, dim)
+        x, _, _, _ = run_blocks(self.encoder, x, self.enc_pos, Mask(causal=False, key_padding=src_mask))
+        return self.enc_norm(x), src_mask
+
+    def memory_kvs(self, memory: torch.Tensor) -> list:
+        """Each decoder layer's cross-attention keys and values of the memory, computed once."""
+        return [block.cross.project_kv(memory) for block in self.blocks]
+
+    def decode(self, tgt_ids, memory, src_mask, targets=None, cache=None, start: int = 0,
+               memory_kvs=None, last_only: bool = False) -> Output:
+        x = self.drop(self.pos.embed(self.tok_emb(tgt_ids), start))  # (B, T, dim)
+        kvs = memory_kvs if memory_kvs is not None else self.memory_kvs(memory)
+        x, attentions, cross, aux = run_blocks(self.blocks, x, self.pos, Mask(causal=True, q_start=start), cache,
+                                               start, kvs, Mask(causal=False, key_padding=src_mask))
+        x = self.final_norm(x)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, dim)
+        logits = self.lm_head(x)  # (B, T, vocab)
+        loss = None if targets is None else lm_loss(logits, targets, aux, self.cfg.label_smoothing)
+        return Output(logits, loss, aux, attentions, x, cross)
+
+    def forward(self, src_ids: torch.Tensor, tgt_ids: torch.Tensor, targets: torch.Tensor | None = None, *,
+                src_mask: torch.Tensor | None = None) -> Output:
+        """Teacher forcing: `tgt_ids` are the decoder inputs (BOS + y[:-1]), `targets` are y."""
+        memory, src_mask = self.encode(src_ids, src_mask)
+        return self.decode(tgt_ids, memory, src_mask, targets)
+
+    # ------------------------------------------------------------ decoding protocol
+    def new_cache(self, batch: int, max_len: int) -> list[KVCache]:
+        p = next(self.parameters())
+        a = self.blocks[0].attn
+        return [KVCache(batch, a.kv_heads, max_len, a.head_dim, p.dtype, p.device) for _ in self.blocks]
+
+    def start_state(self, batch: int, max_len: int, src: torch.Tensor | None = None,
+                    src_mask: torch.Tensor | None = None) -> DecodeState:
+        if src is None:
+            raise ValueError("an encoder-decoder model needs the source sequence (src) to decode")
+        if src.shape[0] != batch:
+            raise ValueError(f"src has {src.shape[0]} rows, the decoding batch has {batch}")
+        memory, src_mask = self.encode(src, src_mask)
+        state = DecodeState(self.new_cache(batch, max_len), memory=memory, memory_mask=src_mask)
+        state.cross = self.memory_kvs(memory)
+        return state
+
+    def step(self, tokens: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
+        out = self.decode(tokens, state.memory, state.memory_mask, cache=state.cache, start=state.pos,
+                          memory_kvs=state.cross, last_only=True)
+        state.pos += tokens.shape[1]
+        state.last = out  # cross-attention weights of this step, for copy heads and heatmaps
+        return out.logits[:, -1], state
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= sum(e.weight.numel() for e in {id(self.src_emb): self.src_emb, id(self.tok_emb): self.tok_emb}.values())
+        return n
+
+
+def init_weights(model: nn.Module, std: float) -> None:
     """Weight init in one place: N(0, std) for linear and embedding weights, zero biases, and
     the projections that write into the residual stream scaled by 1/sqrt(2 * layers) (GPT-2)."""
     for module in model.modules():
@@ -195,7 +328,7 @@ def init_weights(model: Model, std: float) -> None:
             nn.init.normal_(module.weight, mean=0.0, std=std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-    depth_std = std / math.sqrt(2 * len(model.blocks))
+    depth_std = std / math.sqrt(2 * len(model.blocks))  # (decoder) layers
     for name, p in model.named_parameters():
         if name.endswith(("out_proj.weight", "w2.weight")):
             nn.init.normal_(p, mean=0.0, std=depth_std)

@@ -1,0 +1,60 @@
+"""Sampling: filters keep the right tokens; limits reduce to greedy; seeds reproduce."""
+from __future__ import annotations
+
+import torch
+
+from tfmr import ModelConfig, build_model
+from tfmr.decode import filter_logits, greedy, sample
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(vocab_size=30, dim=32, layers=2, heads=2, context=16)).eval()
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = torch.isfinite(filter_logits(logits, top_k=2))
+    assert kept.tolist() == [[False, True, False, True, False]]
+
+
+def test_top_p_keeps_the_smallest_prefix_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    assert torch.isfinite(filter_logits(logits, top_p=0.5)).tolist() == [[True, False, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.8)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.81)).tolist() == [[True, True, True, False]]
+
+
+def test_min_p_drops_tokens_below_a_share_of_the_best():
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    assert torch.isfinite(filter_logits(logits, min_p=0.5)).tolist() == [[True, True, False, False]]
+
+
+def test_top_k_1_and_tiny_top_p_equal_greedy():
+    model = _model()
+    prompt = torch.tensor([[1, 2, 3]])
+    g = greedy(model, prompt, 20)
+    assert torch.equal(sample(model, prompt, 20, temperature=1.0, top_k=1, seed=5), g)
+    assert torch.equal(sample(model, prompt, 20, temperature=1.0, top_p=1e-6, seed=7), g)
+
+
+def test_greedy_is_the_argmax_of_the_full_forward():
+    model = _model()
+    ids = greedy(model, torch.tensor([[4, 5]]), 10)
+    for t in range(2, ids.shape[1]):
+        assert ids[0, t] == model(ids[:, :t]).logits[0, -1].argmax()
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_differ():
+    model = _model()
+    prompt = torch.tensor([[1]])
+    a = sample(model, prompt, 30, temperature=1.5, seed=1)
+    assert torch.equal(a, sample(model, prompt, 30, temperature=1.5, seed=1))
+    assert not torch.equal(a, sample(model, prompt, 30, temperature=1.5, seed=2))
+
+
+def test_generation_past_the_context_slides_the_window():
+    model = _model()
+    ids = greedy(model, torch.tensor([[1, 2]]), 40)  # context is 16
+    assert ids.shape == (1, 42)
