@@ -248,8 +248,12 @@ ASSIGNED = st.characters(blacklist_categories=("Cs", "Cn"))  # Unicode as Python
 TRICKY = " \t\n\r\x0b\x0c\x85\xa0\u2028\u3000ab1'sé中😀!"
 
 
+ANY_CHAR = st.characters(blacklist_categories=())  # every code point, surrogates included
+SURROGATE = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+
+
 @HYPOTHESIS
-@given(st.text(alphabet=st.characters(blacklist_categories=())))
+@given(st.text(alphabet=ANY_CHAR) | st.text(alphabet=ANY_CHAR | SURROGATE | st.sampled_from(TRICKY)))
 def test_round_trip_any_python_string_including_lone_surrogates(tok, s):
     assert tok.decode(tok.encode(s, fast=False)) == s
     assert tok.decode(tok.encode(s, disallowed_special=())) == s
