@@ -456,6 +456,7 @@ class BPE:
         specials = list(special_tokens or [])
         if len(set(specials)) != len(specials):
             raise ValueError("special_tokens contains duplicates")
+        _check_special_tokens({s: i for i, s in enumerate(specials)}, set())  # fail before training
         if not isinstance(vocab_size, int) or not 256 + len(specials) <= vocab_size <= MAX_TRAIN_VOCAB:
             raise ValueError(
                 f"vocab_size must be an int in [256 + {len(specials)} special tokens, {MAX_TRAIN_VOCAB}], "
@@ -511,8 +512,9 @@ class BPE:
     @classmethod
     def from_dict(cls, data: dict) -> "BPE":
         """Rebuild a tokenizer from the contents of tokenizer.json."""
-        if not isinstance(data, dict) or data.get("kind") != cls.kind:
-            raise ValueError(f"not a BPE tokenizer description (kind={data.get('kind') if isinstance(data, dict) else None!r})")
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if kind != cls.kind:
+            raise ValueError(f"not a BPE tokenizer description (kind={kind!r})")
         try:
             rows = data["ranks"]
             ranks, made_by = {}, {}
