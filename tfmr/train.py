@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .builder import build_model
 from .config import ConfigError, RunConfig, TrainConfig, dumps, from_dict, to_dict
-from .data import Batches, prepare
+from .data import Batches, default_cache_root, prepare
 
 
 DTYPES = ("auto", "float32", "bfloat16")
@@ -120,7 +120,7 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoint"
         if resume:
             self._adopt_saved_config()
-        self.data = prepare(cfg.data, cfg.data.cache_dir or self.out / "data", log=log)
+        self.data = prepare(cfg.data, cfg.data.cache_dir or default_cache_root(), log=log)
         cfg.model.vocab_size = self.data.tokenizer.vocab_size
         torch.manual_seed(t.seed)
         self.model = build_model(cfg.model).to(self.device)

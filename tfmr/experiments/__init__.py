@@ -1,0 +1,13 @@
+"""Experiments: runs that answer a research question and write a table and a plot.
+
+Each module here exposes `add_arguments(parser)` and `main(args) -> int`, and is listed in
+`EXPERIMENTS`; `tfmr experiment NAME` runs it. Experiments build on the library (builder,
+Trainer, data) and add no model code of their own.
+
+    length-extrapolation   train at context L with each position scheme, test at L ... 16L
+"""
+from __future__ import annotations
+
+from . import length_extrapolation
+
+EXPERIMENTS = {"length-extrapolation": length_extrapolation}
