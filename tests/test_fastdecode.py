@@ -40,7 +40,10 @@ def _left_padded(prompts, pad=0):
     return ids, mask
 
 
-@pytest.mark.parametrize("pos", ["learned", "sinusoidal"])
+POSITIONS = ["learned", "sinusoidal", "none", "rope", "xpos", "alibi"]
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
 def test_prefill_with_left_padding_gives_each_rows_own_logits(pos):
     model = _lm(pos=pos)
     ids, mask = _left_padded(PROMPTS)
@@ -51,7 +54,7 @@ def test_prefill_with_left_padding_gives_each_rows_own_logits(pos):
         torch.testing.assert_close(logits[i], ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("pos", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("pos", POSITIONS)
 def test_left_padded_batch_equals_one_by_one_greedy(pos):
     model = _lm(1, pos=pos)
     ids, mask = _left_padded(PROMPTS)
@@ -98,11 +101,15 @@ def test_fast_decoder_refuses_what_it_cannot_do():
         FastDecoder(model, 1, 64)
 
     class Odd(Position):
-        def embed(self, x, start=0):
-            return x + 1
+        def rotate(self, q, k, start=0):
+            return k, q
 
-    with pytest.raises(ValueError, match="does not know how to embed per-row positions for Odd"):
+    with pytest.raises(ValueError, match="does not know how to rotate per-row positions for Odd; known: Rope, XPos"):
         RowPositions(Odd())
+    sliding = build_model(ModelConfig(vocab_size=50, dim=32, layers=1, heads=4, context=40,
+                                      attention_pattern=Choice("sliding", window=8)))
+    with pytest.raises(ValueError, match="dense attention pattern; this model uses SlidingWindow"):
+        FastDecoder(sliding, 1, 40)
 
 
 @pytest.mark.skipif(os.environ.get("TFMR_COMPILE_TESTS") != "1", reason="set TFMR_COMPILE_TESTS=1 (about a minute)")
