@@ -77,7 +77,7 @@ class ModelConfig:
     kernel: Choice = choice("sdpa")
     ffn: Choice = choice("mlp", mult=4, activation="gelu")
     norm: Choice = choice("layernorm")
-    residual: Choice = choice("pre")  # where the norm sits: pre | post
+    residual: Choice = choice("pre")  # where the norm sits: pre | post | deepnorm
     init_std: float = 0.02
     label_smoothing: float = 0.0
     pad_id: int | None = None  # padding token: masked as a key, ignored as a target

@@ -24,6 +24,7 @@ from . import checkpoint
 from .builder import build_model
 from .config import ConfigError, RunConfig, TrainConfig, dumps, from_dict, to_dict
 from .data import Batches, prepare
+from .ffn import expert_stats
 
 
 DTYPES = ("auto", "float32", "bfloat16")
@@ -217,6 +218,7 @@ class Trainer:
                     elapsed = time.perf_counter() - t0
                     record["tokens_per_s"] = tokens_per_step * steps_timed / max(elapsed, 1e-9)
                     t0, steps_timed = time.perf_counter(), 0
+                    record.update(expert_stats(self.model))  # MoE expert utilisation; {} without MoE
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
                 if self.step % t.eval_every == 0 or self.step == t.steps:
                     record.update(self.evaluate())
