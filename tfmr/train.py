@@ -121,10 +121,10 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoint"
         if resume:
             self._adopt_saved_config()
-        self.data = prepare(cfg.data, cfg.data.cache_dir or self.out / "data", log=log)
+        self.data = self.prepare_data()
         cfg.model.vocab_size = self.data.tokenizer.vocab_size
         torch.manual_seed(t.seed)
-        self.model = build_model(cfg.model).to(self.device)
+        self.model = self.build_model().to(self.device)
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.train_batches = Batches(self.data.train, cfg.model.context, t.batch_size, t.seed)
         self.step = 0
@@ -132,6 +132,14 @@ class Trainer:
         if resume:
             self._load_state()
         self.forward = torch.compile(self.model) if t.compile else self.model
+
+    def prepare_data(self):
+        """Tokenized train / val ids (fine-tuning overrides this to reuse a checkpoint's tokenizer)."""
+        return prepare(self.cfg.data, self.cfg.data.cache_dir or self.out / "data", log=self.log)
+
+    def build_model(self) -> torch.nn.Module:
+        """A fresh model (fine-tuning overrides this to load a checkpoint and add LoRA)."""
+        return build_model(self.cfg.model)
 
     # ------------------------------------------------------------------ state
     def _adopt_saved_config(self) -> None:
