@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.tfmr-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)" || $(PY) -m pip install -q --index-url https://download.pytorch.org/whl/cpu torch
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test,fast,metrics,g2p]"
 	touch $(STAMP)
 

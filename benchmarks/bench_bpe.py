@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_bpe.py [--json out.json] [--repeats 3] [--skip-stdlib]
 
-Measures, each as the best of --repeats runs, and prints a table and then JSON:
+Measures, each as the best of --repeats runs (the contenders take turns, so a burst of
+load from elsewhere hits all of them), and prints a table and then JSON:
 1. training on tinyshakespeare to vocab 4096 and 16384: tfmr (GPT-2 and GPT-4 split patterns)
    vs HF ByteLevel BPE on one thread (RAYON_NUM_THREADS=1, run in a subprocess);
 2. training on the standard library's .py sources (the folder of `os.__file__`, without
@@ -93,25 +94,48 @@ def stdlib_files() -> tuple[list[Path], int]:
     return files, skipped
 
 
+def interleaved(repeats: int, runners: dict) -> dict:
+    """Best seconds per runner; the runners take turns, so a burst of load hits all of them."""
+    best = {name: float("inf") for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            best[name] = min(best[name], run())
+    return best
+
+
 def bench_training(args) -> list[dict]:
     rows = []
     for vocab in args.vocab:
-        hf = hf_train([args.data], vocab, 1, args.repeats)
-        row = {"corpus": args.data.name, "vocab": vocab, "hf_threads": 1, "hf_s": hf["seconds"]}
-        for pattern in ("gpt2", "gpt4"):
-            res, _ = tfmr_train([args.data], vocab, pattern, args.repeats)
-            row[f"tfmr_{pattern}_s"] = res["seconds"]
-        rows.append(row)
+        best = interleaved(args.repeats, {
+            "hf_s": lambda: hf_train([args.data], vocab, 1, 1)["seconds"],
+            "tfmr_gpt2_s": lambda: tfmr_train([args.data], vocab, "gpt2", 1)[0]["seconds"],
+            "tfmr_gpt4_s": lambda: tfmr_train([args.data], vocab, "gpt4", 1)[0]["seconds"],
+        })
+        rows.append({"corpus": args.data.name, "vocab": vocab, "hf_threads": 1, **best})
     if not args.skip_stdlib:
         files, skipped = stdlib_files()
         mb = sum(p.stat().st_size for p in files) / 1e6
         name = f"stdlib .py ({len(files)} files, {mb:.1f} MB, {skipped} non-UTF-8 skipped)"
-        all_cores = hf_train(files, args.stdlib_vocab, None, args.repeats)
-        one = hf_train(files, args.stdlib_vocab, 1, 1)
-        res, _ = tfmr_train(files, args.stdlib_vocab, "gpt4", args.repeats)
-        rows.append({"corpus": name, "vocab": args.stdlib_vocab, "hf_threads": os.cpu_count(),
-                     "hf_s": all_cores["seconds"], "hf_1thread_s": one["seconds"], "tfmr_gpt4_s": res["seconds"]})
+        vocab = args.stdlib_vocab
+        best = interleaved(args.stdlib_repeats, {
+            "hf_s": lambda: hf_train(files, vocab, None, 1)["seconds"],
+            "hf_1thread_s": lambda: hf_train(files, vocab, 1, 1)["seconds"],
+            "tfmr_gpt4_s": lambda: tfmr_train(files, vocab, "gpt4", 1)[0]["seconds"],
+        })
+        rows.append({"corpus": name, "vocab": vocab, "hf_threads": os.cpu_count(), **best})
     return rows
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _cold_encode(tok: BPE, text: str) -> float:
+    """Seconds for the pure-Python encoder with an empty pre-token cache (a fresh copy)."""
+    fresh = BPE.from_dict(json.loads(tok._to_json()))
+    return _timed(lambda: fresh.encode(text, fast=False))
 
 
 def bench_encoding(args) -> dict:
@@ -119,19 +143,17 @@ def bench_encoding(args) -> dict:
     mb = len(text.encode("utf-8")) / 1e6
     tok = BPE.train(text, args.encode_vocab)
     enc = tok.tiktoken_encoding()
+    warm = BPE.from_dict(json.loads(tok._to_json()))
+    warm.encode(text, fast=False)  # fills its pre-token cache
+    best = interleaved(args.repeats, {
+        "tiktoken": lambda: _timed(lambda: enc.encode_ordinary(text)),
+        "tfmr_fast": lambda: _timed(lambda: tok.encode(text)),
+        "tfmr_pure_cold": lambda: _cold_encode(tok, text),
+        "tfmr_pure_warm": lambda: _timed(lambda: warm.encode(text, fast=False)),
+    })
     out = {"text_mb": mb, "vocab": tok.vocab_size}
-    t, ids = best_of(args.repeats, lambda: enc.encode_ordinary(text))
-    out["tiktoken_mb_s"] = mb / t
-    t, fast = best_of(args.repeats, lambda: tok.encode(text))
-    out["tfmr_fast_mb_s"] = mb / t
-    cold = []
-    for _ in range(args.repeats):
-        fresh = BPE.from_dict(json.loads(tok._to_json()))
-        cold.append(best_of(1, lambda: fresh.encode(text, fast=False))[0])
-    out["tfmr_pure_cold_mb_s"] = mb / min(cold)
-    t, pure = best_of(args.repeats, lambda: fresh.encode(text, fast=False))
-    out["tfmr_pure_warm_mb_s"] = mb / t
-    out["same_ids"] = ids == fast == pure
+    out.update({f"{name}_mb_s": mb / seconds for name, seconds in best.items()})
+    out["same_ids"] = enc.encode_ordinary(text) == tok.encode(text) == warm.encode(text, fast=False)
     out["fast_vs_tiktoken"] = out["tfmr_fast_mb_s"] / out["tiktoken_mb_s"]
     return out
 
@@ -159,7 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--vocab", type=int, nargs="+", default=[4096, 16384])
     p.add_argument("--stdlib-vocab", type=int, default=32768)
     p.add_argument("--encode-vocab", type=int, default=16384)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--stdlib-repeats", type=int, default=2)
     p.add_argument("--skip-stdlib", action="store_true")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)

@@ -8,6 +8,14 @@ from tfmr import presets
 
 torch.set_num_threads(2)
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Token caches of the tests (and of the CLI subprocesses they start) stay in a temp folder."""
+    import os
+
+    os.environ["TFMR_CACHE"] = str(tmp_path_factory.mktemp("tfmr-cache"))
+
 SHORT_TEXT = ("To be, or not to be, that is the question:\n"
               "Whether 'tis nobler in the mind to suffer\n"
               "The slings and arrows of outrageous fortune,\n") * 3

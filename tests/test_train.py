@@ -31,7 +31,9 @@ def _weights(trainer):
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
 
-def test_resume_is_bit_identical(tiny_cfg, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_resume_is_bit_identical(tiny_cfg, tmp_path, dtype):
+    tiny_cfg.train.dtype = dtype
     tiny_cfg.model.dropout = 0.1  # dropout makes the RNG state matter
     tiny_cfg.train.steps, tiny_cfg.train.checkpoint_every, tiny_cfg.train.eval_every = 20, 8, 10
     straight = _quiet(tiny_cfg, tmp_path / "a")

@@ -94,7 +94,7 @@ class DataConfig:
     path: str | None = None  # a text file or a folder of them; None: the embedded corpus
     tokenizer: Choice = choice("char")
     val_fraction: float = 0.1
-    cache_dir: str | None = None  # None: <out>/data
+    cache_dir: str | None = None  # None: $TFMR_CACHE or ~/.cache/tfmr/data (shared by runs)
 
 
 @dataclass

@@ -28,6 +28,12 @@ from .tokenizers import TOKENIZERS
 from .tokenizers import load as load_tokenizer
 
 
+def default_cache_root() -> Path:
+    """Where token ids are cached across runs: $TFMR_CACHE, else ~/.cache/tfmr/data."""
+    env = os.environ.get("TFMR_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "tfmr" / "data"
+
+
 class DataError(ValueError):
     """Input text that cannot be used; the message names the file and the reason."""
 

@@ -19,7 +19,7 @@ from . import checkpoint
 from .adapters import (ADAPTATION_FILE, apply_adapters, apply_lora, load_adaptation, parse_spec, read_adaptation,
                        save_adaptation)
 from .config import ConfigError, RunConfig, apply_override, from_dict
-from .data import prepare
+from .data import default_cache_root, prepare
 from .tokenizers import load as load_tokenizer
 from .train import Trainer
 
@@ -42,7 +42,8 @@ class FinetuneTrainer(Trainer):
 
     def prepare_data(self):
         tokenizer = load_tokenizer(self.base_dir)
-        return prepare(self.cfg.data, self.cfg.data.cache_dir or self.out / "data", log=self.log, tokenizer=tokenizer)
+        cache = self.cfg.data.cache_dir or default_cache_root()
+        return prepare(self.cfg.data, cache, log=self.log, tokenizer=tokenizer)
 
     def build_model(self):
         model = super().build_model()

@@ -11,6 +11,7 @@ from .config import Choice, ConfigError, DataConfig, ModelConfig, RunConfig, Sam
 
 
 def default() -> RunConfig:
+    """The `make run` job: a char-level LM on the embedded corpus, a few minutes on 2 CPU cores."""
     return RunConfig(
         model=ModelConfig(dim=192, layers=4, heads=6, context=128, dropout=0.0),
         data=DataConfig(tokenizer=Choice("char")),
@@ -21,10 +22,11 @@ def default() -> RunConfig:
 
 
 def tiny() -> RunConfig:
+    """Seconds-long runs for tests and smoke checks (fp32 everywhere, so results match across CPUs)."""
     return RunConfig(
         model=ModelConfig(dim=32, layers=2, heads=2, context=32),
         train=TrainConfig(steps=50, batch_size=8, lr=3e-3, min_lr=3e-4, warmup=5, eval_every=25,
-                          eval_iters=2, log_every=5, checkpoint_every=25),
+                          eval_iters=2, log_every=5, checkpoint_every=25, dtype="float32"),
         sample=SampleConfig(prompt="The ", max_new_tokens=40, num_samples=1),
     )
 
@@ -42,6 +44,7 @@ def nanogpt_shakespeare_char() -> RunConfig:
 
 
 def gpt2_124m() -> RunConfig:
+    """The GPT-2 small shape (12 x 768, context 1024, vocab 50304), for GPU benchmarks."""
     return RunConfig(
         model=ModelConfig(vocab_size=50304, dim=768, layers=12, heads=12, context=1024, bias=True),
         train=TrainConfig(steps=5000, batch_size=12, lr=6e-4, min_lr=6e-5, warmup=200, beta2=0.95),

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .builder import build_model
 from .config import ConfigError, RunConfig, TrainConfig, dumps, from_dict, to_dict
-from .data import Batches, prepare
+from .data import Batches, default_cache_root, prepare
 from .ffn import expert_stats
 
 
@@ -135,7 +135,7 @@ class Trainer:
 
     def prepare_data(self):
         """Tokenized train / val ids (fine-tuning overrides this to reuse a checkpoint's tokenizer)."""
-        return prepare(self.cfg.data, self.cfg.data.cache_dir or self.out / "data", log=self.log)
+        return prepare(self.cfg.data, self.cfg.data.cache_dir or default_cache_root(), log=self.log)
 
     def build_model(self) -> torch.nn.Module:
         """A fresh model (fine-tuning overrides this to load a checkpoint and add LoRA)."""

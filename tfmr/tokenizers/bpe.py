@@ -53,7 +53,7 @@ import functools
 import gc
 import heapq
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -290,14 +290,18 @@ class _Trainer:
         self._count_pairs()
 
     def _count_pairs(self) -> None:
-        counts: defaultdict = defaultdict(int)
-        where: defaultdict = defaultdict(set)
+        counts: dict = {}
+        where: dict = {}
         for wi, w in enumerate(self.words):
             f = self.freqs[wi]
             for a, b in zip(w, w[1:]):
                 p = a << _SHIFT | b
-                counts[p] += f
-                where[p].add(wi)
+                counts[p] = counts.get(p, 0) + f
+                ws = where.get(p)
+                if ws is None:
+                    where[p] = {wi}
+                else:
+                    ws.add(wi)
         self.counts, self.where = counts, where
         self.heap = [-c << _KEY | p for p, c in counts.items()]
         heapq.heapify(self.heap)
@@ -373,16 +377,24 @@ class _Trainer:
                         prev = w[i - 1]  # may be t from the previous merge in this word
                         counts[prev << sh | a] -= f
                         q = prev << sh | t
-                        counts[q] += f
+                        counts[q] = counts.get(q, 0) + f
                         touched.add(q)
-                        where[q].add(wi)
+                        ws = where.get(q)
+                        if ws is None:
+                            where[q] = {wi}
+                        else:
+                            ws.add(wi)
                     if i + 2 < n:
                         nx = w[i + 2]
                         counts[bsh | nx] -= f
                         q = tsh | nx
-                        counts[q] += f
+                        counts[q] = counts.get(q, 0) + f
                         touched.add(q)
-                        where[q].add(wi)
+                        ws = where.get(q)
+                        if ws is None:
+                            where[q] = {wi}
+                        else:
+                            ws.add(wi)
                     w[i] = t
                     del w[i + 1]
                     if a == b:
@@ -444,6 +456,7 @@ class BPE:
         specials = list(special_tokens or [])
         if len(set(specials)) != len(specials):
             raise ValueError("special_tokens contains duplicates")
+        _check_special_tokens({s: i for i, s in enumerate(specials)}, set())  # fail before training
         if not isinstance(vocab_size, int) or not 256 + len(specials) <= vocab_size <= MAX_TRAIN_VOCAB:
             raise ValueError(
                 f"vocab_size must be an int in [256 + {len(specials)} special tokens, {MAX_TRAIN_VOCAB}], "
@@ -499,8 +512,9 @@ class BPE:
     @classmethod
     def from_dict(cls, data: dict) -> "BPE":
         """Rebuild a tokenizer from the contents of tokenizer.json."""
-        if not isinstance(data, dict) or data.get("kind") != cls.kind:
-            raise ValueError(f"not a BPE tokenizer description (kind={data.get('kind') if isinstance(data, dict) else None!r})")
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if kind != cls.kind:
+            raise ValueError(f"not a BPE tokenizer description (kind={kind!r})")
         try:
             rows = data["ranks"]
             ranks, made_by = {}, {}
