@@ -140,6 +140,59 @@ def capacity(tokens: int, top_k: int, num_experts: int, factor: float) -> int | 
     return max(1, math.ceil(factor * tokens * top_k / num_experts))
 
 
+class Routes:
+    """Where the k*N (token, expert) assignments go: `src` (M,) the token of each kept assignment
+    in expert order; `back` (k*N,) for assignment slot * N + token, its row among the M kept
+    ones, or M when capacity dropped it."""
+
+    def __init__(self, src: torch.Tensor, back: torch.Tensor, k: int):
+        self.src, self.back, self.k = src, back, k
+
+
+def _inverse(order: torch.Tensor, total: int) -> torch.Tensor:
+    """back[order[j]] = j; len(order) for the assignments order leaves out."""
+    back = torch.full((total,), order.numel(), dtype=torch.long, device=order.device)
+    back[order] = torch.arange(order.numel(), device=order.device)
+    return back
+
+
+def _dispatch(x: torch.Tensor, r: Routes) -> torch.Tensor:
+    return x.index_select(0, r.src)  # (N, dim) -> (M, dim)
+
+
+def _combine(y: torch.Tensor, r: Routes) -> torch.Tensor:
+    padded = torch.cat([y, y.new_zeros(1, y.shape[1])])  # (M + 1, dim): row M stands for "dropped"
+    n = r.back.numel() // r.k
+    return padded.index_select(0, r.back).view(r.k, n, y.shape[1]).sum(0)  # (k, N, dim) -> (N, dim)
+
+
+class Dispatch(torch.autograd.Function):
+    """Tokens to expert order, x[src]. Combine is its transpose, so each one's backward is the
+    other's forward: gathers and a sum over the k copies, no scatter-add (faster, deterministic)."""
+
+    @staticmethod
+    def forward(ctx, x, routes):
+        ctx.routes = routes
+        return _dispatch(x, routes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _combine(grad, ctx.routes), None
+
+
+class Combine(torch.autograd.Function):
+    """Expert outputs back to token order, summing each token's k (gated) results."""
+
+    @staticmethod
+    def forward(ctx, y, routes):
+        ctx.routes = routes
+        return _combine(y, routes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _dispatch(grad, ctx.routes), None
+
+
 class MoE(nn.Module):
     """Mixture of experts FFN: a linear router sends each token to its top-k experts.
 
@@ -179,8 +232,9 @@ class MoE(nn.Module):
 
     def route(self, x: torch.Tensor):
         """Router logits (N, E), probabilities (N, E), gates (N, k) and experts (N, k), in fp32."""
-        with torch.autocast(device_type=x.device.type, enabled=False):  # routing in full precision
-            logits = F.linear(x.float(), self.router.weight.float())  # (N, E)
+        dtype = torch.promote_types(x.dtype, torch.float32)  # routing in full precision (Switch)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            logits = F.linear(x.to(dtype), self.router.weight.to(dtype))  # (N, E)
         probs = logits.softmax(-1)
         gates, chosen = probs.topk(self.top_k, dim=-1)  # (N, k)
         if self.top_k > 1 and self.norm_topk:
@@ -193,25 +247,21 @@ class MoE(nn.Module):
         n = flat.shape[0]
         logits, probs, gates, chosen = self.route(flat)
         # Assignments in priority order: every token's first choice, then every second choice.
-        expert_of = chosen.t().reshape(-1)  # (k*N,)
-        token_of = torch.arange(n, device=x.device).repeat(self.top_k)  # (k*N,)
-        gate_of = gates.t().reshape(-1)  # (k*N,)
+        expert_of = chosen.t().reshape(-1)  # (k*N,) assignment a = slot * N + token
         order = torch.argsort(expert_of, stable=True)  # grouped by expert, priority kept inside
         counts = torch.bincount(expert_of, minlength=self.num_experts)  # (E,)
         cap = capacity(n, self.top_k, self.num_experts,
                        self.capacity_factor if self.training else self.eval_capacity_factor)
+        kept = counts if cap is None else counts.clamp(max=cap)
         if cap is not None:
             starts = counts.cumsum(0) - counts  # (E,) where each expert's group begins
-            slot = torch.arange(order.numel(), device=x.device) - starts[expert_of[order]]  # rank in group
-            order = order[slot < cap]
-            kept = counts.clamp(max=cap)
-        else:
-            kept = counts
-        tokens = token_of[order]  # (M,) token index of each kept assignment, grouped by expert
-        inputs = flat[tokens]  # (M, dim)
+            rank = torch.arange(order.numel(), device=x.device) - starts[expert_of[order]]  # place in its group
+            order = order[rank < cap]
+        routes = Routes(order % n, _inverse(order, self.top_k * n), self.top_k)
+        inputs = Dispatch.apply(flat, routes)  # (M, dim) tokens grouped by expert
         outputs = [expert(chunk)[0] for expert, chunk in zip(self.experts, inputs.split(kept.tolist()))]
-        y = torch.cat(outputs) * gate_of[order, None].to(outputs[0].dtype)  # (M, dim)
-        out = torch.zeros(n, shape[-1], dtype=y.dtype, device=x.device).index_add_(0, tokens, y)  # (N, dim)
+        y = torch.cat(outputs) * gates.t().reshape(-1)[order, None].to(outputs[0].dtype)  # (M, dim)
+        out = Combine.apply(y, routes)  # (N, dim): each token's k results summed
         aux = None
         if self.training:
             self.routed += counts.to(self.routed.dtype)
