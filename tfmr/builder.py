@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import Choice, ConfigError, ModelConfig, check_options
 from .ffn import FFN_FIXED, FFNS
-from .kernels import KERNEL_FIXED, KERNELS
+from .kernels import KERNEL_FIXED, KERNELS, PATTERN_FIXED, PATTERNS
 from .model import RESIDUAL_FIXED, RESIDUALS, Attention, Block, EncoderDecoder, Model, init_weights
 from .norms import NORM_FIXED, NORMS
 from .positions import POSITION_FIXED, POSITIONS
@@ -47,6 +47,7 @@ def validate(cfg: ModelConfig) -> None:
         raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
     check_options(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED)
     check_options(cfg.kernel, KERNELS, "model.kernel", KERNEL_FIXED)
+    check_options(cfg.attention_pattern, PATTERNS, "model.attention_pattern", PATTERN_FIXED)
     check_options(cfg.ffn, FFNS, "model.ffn", FFN_FIXED)
     check_options(cfg.norm, NORMS, "model.norm", NORM_FIXED)
     check_options(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED)
@@ -74,6 +75,14 @@ def _final_norm(cfg: ModelConfig) -> nn.Module:
     return _norm(cfg) if cfg.residual.kind == "pre" else nn.Identity()
 
 
+def _pattern(cfg: ModelConfig) -> nn.Module:
+    return _make(cfg.attention_pattern, PATTERNS, "model.attention_pattern", PATTERN_FIXED)
+
+
+def _embed_norm(cfg: ModelConfig) -> nn.Module | None:
+    return _norm(cfg) if cfg.embed_norm else None
+
+
 def _position(cfg: ModelConfig) -> nn.Module:
     return _make(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED, **_pos_args(cfg))
 
@@ -87,7 +96,7 @@ def build_model(cfg: ModelConfig) -> Model | EncoderDecoder:
     role = "decoder-only" if cfg.arch == "decoder" else "encoder-only"
     blocks = [_block(cfg, role=role) for _ in range(cfg.layers)]
     lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-    model = Model(cfg, tok_emb, _position(cfg), blocks, _final_norm(cfg), lm_head)
+    model = Model(cfg, tok_emb, _position(cfg), blocks, _final_norm(cfg), lm_head, _pattern(cfg), _embed_norm(cfg))
     _init(model, cfg)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.tok_emb.weight  # one matrix for input and output (Press & Wolf 2017)
@@ -105,7 +114,7 @@ def _build_encoder_decoder(cfg: ModelConfig) -> EncoderDecoder:
     decoder = [_block(cfg, cross=True, role="decoder") for _ in range(cfg.layers)]
     lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
     model = EncoderDecoder(cfg, src_emb, tok_emb, _position(cfg), _position(cfg), encoder, _final_norm(cfg),
-                           decoder, _final_norm(cfg), lm_head)
+                           decoder, _final_norm(cfg), lm_head, _pattern(cfg))
     _init(model, cfg)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.tok_emb.weight

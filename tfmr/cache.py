@@ -1,8 +1,15 @@
-"""Key/value cache for incremental decoding: preallocated once, filled in place.
+"""Key/value caches for incremental decoding: preallocated once, filled in place.
 
-Each attention layer owns one `KVCache` slot of shape (B, H_kv, max_len, D). `update` writes the
-new keys/values at positions [start, start + T) and returns the filled prefix [0, start + T).
-Preallocation keeps memory flat and makes the decode step free of reallocations.
+    KVCache          static: one slot of shape (B, H_kv, max_len, D) per attention layer; `update`
+                     writes positions [start, start + T) and returns the filled prefix [0, start + T)
+    RollingKVCache   a ring of `window` positions for sliding-window attention: memory bounded by
+                     the window however long the sequence; `update` returns the held keys, oldest
+                     first, followed by the new ones
+    DecodeState      the per-sequence state between decoding steps (caches, position, memory)
+
+After `update`, `cache.key_start` is the absolute position of the first key returned; attention
+shifts its mask by it (`Mask.keys_from`). Preallocation keeps memory flat and makes the decode step
+free of reallocations. `kv_bytes_per_token` gives the cache cost of a model shape (MHA vs GQA vs MQA).
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.max_len = max_len
+        self.key_start = 0  # absolute position of the first key returned by `update`
 
     def update(self, k: torch.Tensor, v: torch.Tensor, start: int):
         end = start + k.shape[2]
@@ -31,6 +39,37 @@ class KVCache:
         """Select batch rows (beam search keeps the surviving hypotheses)."""
         self.k = self.k.index_select(0, index)
         self.v = self.v.index_select(0, index)
+
+
+class RollingKVCache(KVCache):
+    """The last `window` positions of keys and values, in a ring: position p lives in slot
+    p % window. Writes must continue where the last one stopped (or restart at 0)."""
+
+    def __init__(self, batch: int, kv_heads: int, window: int, head_dim: int, dtype, device):
+        super().__init__(batch, kv_heads, window, head_dim, dtype, device)
+        self.window = window
+        self.next_pos = 0
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, start: int):
+        if start not in (0, self.next_pos):
+            raise ValueError(f"rolling KV cache continues at position {self.next_pos}; asked to write at {start}")
+        W, T = self.window, k.shape[2]
+        held = min(start, W)  # positions [start - held, start) are in the ring
+        slots = torch.arange(start - held, start, device=k.device) % W
+        k_all = torch.cat((self.k.index_select(2, slots), k), dim=2)  # (B, H_kv, held + T, D), oldest first
+        v_all = torch.cat((self.v.index_select(2, slots), v), dim=2)
+        keep = min(W, held + T)  # the newest `keep` positions stay in the ring
+        end = start + T
+        write = torch.arange(end - keep, end, device=k.device) % W
+        self.k[:, :, write] = k_all[:, :, -keep:]
+        self.v[:, :, write] = v_all[:, :, -keep:]
+        self.key_start, self.next_pos = start - held, end
+        return k_all, v_all
+
+
+def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype=torch.bfloat16) -> int:
+    """Bytes a static KV cache holds per token: keys and values, every layer and key/value head."""
+    return 2 * layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
 
 
 class DecodeState:

@@ -75,12 +75,14 @@ class ModelConfig:
     tie_embeddings: bool = True
     pos: Choice = choice("learned")
     kernel: Choice = choice("sdpa")
+    attention_pattern: Choice = choice("dense")  # dense | sliding | longformer | bigbird (kernels.PATTERNS)
     ffn: Choice = choice("mlp", mult=4, activation="gelu")
     norm: Choice = choice("layernorm")
     residual: Choice = choice("pre")  # where the norm sits: pre | post | deepnorm
     init_std: float = 0.02
     label_smoothing: float = 0.0
     pad_id: int | None = None  # padding token: masked as a key, ignored as a target
+    embed_norm: bool = False  # a norm right after the embeddings (BLOOM, BERT)
     # encoder-decoder only
     encoder_layers: int | None = None  # None: same as layers
     src_vocab_size: int | None = None  # None: same as vocab_size

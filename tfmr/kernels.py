@@ -1,79 +1,192 @@
-"""Attention kernels: softmax(q k^T / sqrt(d) + bias, masked) v, computed different ways.
+"""Attention kernels: softmax(q k^T / sqrt(d) + bias, masked) v, computed different ways, and the
+attention patterns (which keys each query may see).
 
 Every kernel is `kernel(q, k, v, mask, bias) -> (out, weights_or_None)` with
 q: (B, H, Tq, D), k and v: (B, H, Tk, D) (key/value heads already expanded for GQA),
-`mask` a `Mask` (which keys each query may see) and `bias` an additive (H, Tq, Tk) tensor or None.
+`mask` a `Mask` (which keys each query may see) and `bias` None, an additive (H, Tq, Tk) or
+(B, H, Tq, Tk) tensor, or a described `LinearBias` (ALiBi).
 
     eager   the reference: plain matmuls, returns the attention weights
-    sdpa    torch.nn.functional.scaled_dot_product_attention (flash / memory-efficient on GPU)
+    sdpa    torch.nn.functional.scaled_dot_product_attention (flash / memory-efficient on GPU);
+            causal ALiBi runs on the flash path too (see `alibi_as_extra_dims`)
+    flex    FlexAttention (compiled, GPU) for what SDPA cannot run fast: sliding windows, sparse
+            patterns, other biases; it hands the easy cases to SDPA and falls back to SDPA with a
+            dense mask on CPU, for short inputs and with dropout
 
-A `Mask` is described, not materialised, so a kernel can take a fast path (SDPA's `is_causal`)
-and only build the dense boolean matrix when it has to.
+Masks and biases are described, not materialised, so a kernel can take a fast path (SDPA's
+`is_causal`, a FlexAttention block mask) and build the dense matrix only when it has to.
+
+Attention patterns (`PATTERNS`, the `model.attention_pattern` axis) turn a model's causal flag
+and positions into a `Mask` and choose the KV cache: `dense`, `sliding` (Mistral; rolling cache
+bounded by the window), `longformer` (window + global tokens), `bigbird` (window + global +
+random key blocks). Stateful alignment kernels (location-aware, monotonic) are left out here.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import KVCache, RollingKVCache
 
+
+# ----------------------------------------------------------------------------- masks
 @dataclass
 class Mask:
-    """Which keys each query may attend to.
+    """Which keys each query may attend to. Query i sits at absolute position q_start + i,
+    key j at k_start + j; a key is visible when every rule below allows it.
 
-    causal:      query i sees keys at positions <= its own position
-    q_start:     absolute position of the first query (keys start at 0); set while decoding
-    key_padding: (B, Tk) bool, True for real tokens, False for padding; None when there is none
+    causal:        key position <= query position
+    key_padding:   (B, Tk) bool, True for real tokens, False for padding; None when there is none
+    window:        sliding window: query - key < window (|query - key| < window when not causal)
+    global_tokens: the first n positions see every key and are seen by every query (Longformer);
+                   with a window they widen it, without one they add nothing
+    random_blocks: BigBird: each query block of `block` positions also sees this many key blocks
+                   drawn at random (earlier blocks when causal), fixed by `seed` and the block index
     """
 
     causal: bool = False
     q_start: int = 0
     key_padding: torch.Tensor | None = None
+    window: int | None = None
+    global_tokens: int = 0
+    random_blocks: int = 0
+    block: int = 64
+    seed: int = 0
+    k_start: int = 0
 
     def __post_init__(self):
-        self._dense: dict = {}  # built once per forward, shared by every layer
+        self._memo: dict = {}  # dense masks and block masks, built once per forward, shared by every layer
+
+    # ------------------------------------------------------------------ description
+    @property
+    def sparse(self) -> bool:
+        """True when a window, global tokens or random blocks restrict the keys."""
+        return self.window is not None or self.random_blocks > 0
+
+    def keys_from(self, k_start: int) -> "Mask":
+        """The same mask for keys starting at absolute position `k_start` (a rolling cache)."""
+        if k_start == self.k_start:
+            return self
+        other = dataclasses.replace(self, k_start=k_start)
+        other._memo = self._memo  # keys of the memo include k_start
+        return other
 
     def is_plain_causal(self, q_len: int, k_len: int) -> bool:
         """True when SDPA's built-in causal mask means exactly this mask."""
-        return self.causal and self.key_padding is None and self.q_start == 0 and q_len == k_len
+        return (self.causal and self.key_padding is None and not self.sparse and self.q_start == self.k_start
+                and q_len == k_len)
 
     def is_empty(self, q_len: int, k_len: int) -> bool:
         """True when every query may see every key."""
-        if self.key_padding is not None:
+        if self.key_padding is not None or self.sparse:
             return False
-        return not self.causal or self.q_start + 1 >= k_len  # one query at the end sees all
+        return not self.causal or self.q_start >= self.k_start + k_len - 1  # the first query sees all keys
+
+    # ------------------------------------------------------------------ evaluation
+    def allowed(self, q_pos: torch.Tensor, k_pos: torch.Tensor, table: torch.Tensor | None = None):
+        """Visibility of keys at `k_pos` for queries at `q_pos` (broadcasting tensors of absolute
+        positions), key padding aside; None when everything is visible. Tensor operations only, so
+        FlexAttention can trace it as a mask_mod."""
+        ok = None
+        if self.window is not None:
+            dist = q_pos - k_pos if self.causal else (q_pos - k_pos).abs()
+            ok = dist < self.window
+            if self.global_tokens:
+                ok = ok | (k_pos < self.global_tokens) | (q_pos < self.global_tokens)
+        if self.random_blocks:
+            rand = table[q_pos // self.block, k_pos // self.block]
+            ok = rand if ok is None else ok | rand
+        if self.causal:
+            ok = k_pos <= q_pos if ok is None else ok & (k_pos <= q_pos)
+        return ok
+
+    def random_table(self, q_len: int, k_len: int, device) -> torch.Tensor | None:
+        """(query blocks, key blocks) bool: BigBird's random key blocks, or None."""
+        if not self.random_blocks:
+            return None
+        key = ("random", self.q_start + q_len, self.k_start + k_len, str(device))
+        if key not in self._memo:
+            n_q = (self.q_start + q_len + self.block - 1) // self.block
+            n_k = (self.k_start + k_len + self.block - 1) // self.block
+            self._memo[key] = random_blocks(n_q, n_k, self.random_blocks, self.causal, self.seed).to(device)
+        return self._memo[key]
+
+    def positions(self, q_len: int, k_len: int, device):
+        q_pos = torch.arange(self.q_start, self.q_start + q_len, device=device)[:, None]  # (Tq, 1)
+        k_pos = torch.arange(self.k_start, self.k_start + k_len, device=device)[None, :]  # (1, Tk)
+        return q_pos, k_pos
 
     def dense(self, q_len: int, k_len: int, device) -> torch.Tensor | None:
         """The mask as bool (B or 1, 1, Tq, Tk), True = may attend; None when nothing is masked."""
         if self.is_empty(q_len, k_len):
             return None
-        key = (q_len, k_len, str(device))
-        if key not in self._dense:
-            self._dense[key] = self._build(q_len, k_len, device)
-        return self._dense[key]
+        key = ("dense", q_len, k_len, self.k_start, str(device))
+        if key not in self._memo:
+            self._memo[key] = self._build(q_len, k_len, device)
+        return self._memo[key]
 
     def _build(self, q_len: int, k_len: int, device) -> torch.Tensor:
+        q_pos, k_pos = self.positions(q_len, k_len, device)
+        ok = self.allowed(q_pos, k_pos, self.random_table(q_len, k_len, device))
         keep = torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)
-        if self.causal:
-            q_pos = torch.arange(self.q_start, self.q_start + q_len, device=device)[:, None]  # (Tq, 1)
-            k_pos = torch.arange(k_len, device=device)[None, :]  # (1, Tk)
-            keep = keep & (k_pos <= q_pos)
+        if ok is not None:
+            keep = keep & ok
         if self.key_padding is not None:
             keep = keep & self.key_padding[:, None, None, :k_len].to(torch.bool)  # (B, 1, 1, Tk)
         return keep
 
 
-def _float_mask(mask: Mask, bias: torch.Tensor | None, q_len: int, k_len: int, q: torch.Tensor):
+def random_blocks(n_q: int, n_k: int, count: int, causal: bool, seed: int) -> torch.Tensor:
+    """(n_q, n_k) bool with `count` random key blocks per query block (BigBird, Zaheer et al. 2020,
+    https://arxiv.org/abs/2007.14062). Causal: drawn among earlier blocks. Each row is drawn from
+    its own generator seeded by (seed, row), so a row does not depend on the sequence length and
+    cached decoding sees the same pattern as the full forward."""
+    table = torch.zeros(n_q, n_k, dtype=torch.bool)
+    for qb in range(n_q):
+        pool = qb if causal else n_k
+        if pool <= 0:
+            continue
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + qb)
+        table[qb, torch.randperm(pool, generator=gen)[:count]] = True
+    return table
+
+
+@dataclass
+class LinearBias:
+    """ALiBi's additive bias, described: -slopes[h] * |query position - key position|.
+    Kernels evaluate it at the positions of the `Mask` they are given."""
+
+    slopes: torch.Tensor  # (H,)
+
+    def dense(self, mask: Mask, q_len: int, k_len: int, device, dtype) -> torch.Tensor:
+        q_pos, k_pos = mask.positions(q_len, k_len, device)
+        dist = (q_pos - k_pos).abs().to(torch.float32)  # (Tq, Tk)
+        return (-self.slopes.to(device, torch.float32)[:, None, None] * dist).to(dtype)  # (H, Tq, Tk)
+
+
+def dense_bias(bias, mask: Mask, q: torch.Tensor, k_len: int) -> torch.Tensor | None:
+    """Any bias as an additive tensor broadcastable to (B, H, Tq, Tk), or None."""
+    if isinstance(bias, LinearBias):
+        return bias.dense(mask, q.shape[2], k_len, q.device, q.dtype)
+    return bias
+
+
+def _float_mask(mask: Mask, bias, q: torch.Tensor, k_len: int):
     """Combine mask and bias into one additive float tensor (or None)."""
-    keep = mask.dense(q_len, k_len, q.device)
+    keep = mask.dense(q.shape[2], k_len, q.device)
+    bias = dense_bias(bias, mask, q, k_len)
     if keep is None:
         return None if bias is None else bias.to(q.dtype)
     add = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, float("-inf"))
     return add if bias is None else add + bias.to(q.dtype)
 
 
+# ----------------------------------------------------------------------------- kernels
 class Eager(nn.Module):
     """The reference kernel: explicit scores, softmax and weighted sum. Returns the weights."""
 
@@ -84,6 +197,7 @@ class Eager(nn.Module):
     def forward(self, q, k, v, mask: Mask, bias=None):
         scale = q.shape[-1] ** -0.5
         scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
+        bias = dense_bias(bias, mask, q, k.shape[2])
         if bias is not None:
             scores = scores + bias
         keep = mask.dense(q.shape[2], k.shape[2], q.device)
@@ -91,14 +205,57 @@ class Eager(nn.Module):
             scores = scores.masked_fill(~keep, float("-inf"))
         upcast = scores.dtype in (torch.float16, torch.bfloat16)  # softmax in fp32 at low precision
         weights = torch.softmax(scores.float() if upcast else scores, dim=-1).to(q.dtype)
-        if mask.key_padding is not None:
+        if keep is not None and mask.key_padding is not None:
             weights = torch.nan_to_num(weights)  # rows with every key masked (padding queries) -> 0
         return self.drop(weights) @ v, weights  # (B, H, Tq, D), (B, H, Tq, Tk)
+
+
+def alibi_as_extra_dims(q, k, v, slopes: torch.Tensor, q_start: int, k_start: int):
+    """Causal ALiBi folded into the dot product, so SDPA's flash kernel runs it.
+
+    Under a causal mask, -m (i - j) = m j - m i, and softmax ignores the per-row constant -m i, so
+    the bias is m * (key position) + const. Append to each query the numbers c = m * sqrt(D)
+    (undoing SDPA's 1/sqrt(D) scale) and to each key its position p: q'.k' = q.k + c p.
+    In bf16 both are split so every product is exact: c = c_hi + c_lo, p = p_hi + p_lo with p_hi a
+    multiple of 256, giving four extra dimensions [c_hi, c_lo, c_hi, c_lo] . [p_hi, p_hi, p_lo, p_lo];
+    fp32 accumulation then sums them without loss. Positions are taken relative to the last query
+    (p <= 0) to keep the numbers small. Head dims are padded to a multiple of 8; v is zero-padded
+    and the output sliced back. Returns (q', k', v', scale) for SDPA.
+    """
+    D, Tk = q.shape[-1], k.shape[2]
+    extra = 8 - (D + 4) % 8 + 4 if (D + 4) % 8 else 4
+    B, H = q.shape[0], q.shape[1]
+    c = slopes.to(q.device, torch.float64) * D ** 0.5  # (H,)
+    c_hi = c.to(q.dtype)
+    c_lo = (c - c_hi.double()).to(q.dtype)
+    last = q_start + q.shape[2] - 1
+    a = (last - torch.arange(k_start, k_start + Tk, device=q.device)).clamp(min=0)  # (Tk,) distance to the last query
+    a_hi = (a // 256) * 256
+    a_lo = a - a_hi
+    qx = torch.zeros(B, H, q.shape[2], extra, dtype=q.dtype, device=q.device)  # (B, H, Tq, extra)
+    qx[..., 0] = c_hi[None, :, None]
+    qx[..., 1] = c_lo[None, :, None]
+    qx[..., 2] = c_hi[None, :, None]
+    qx[..., 3] = c_lo[None, :, None]
+    kx = torch.zeros(B, H, Tk, extra, dtype=k.dtype, device=k.device)  # (B, H, Tk, extra)
+    kx[..., 0] = kx[..., 1] = -a_hi.to(k.dtype)
+    kx[..., 2] = kx[..., 3] = -a_lo.to(k.dtype)
+    vx = torch.zeros(B, H, Tk, extra, dtype=v.dtype, device=v.device)
+    return torch.cat((q, qx), -1), torch.cat((k, kx), -1), torch.cat((v, vx), -1), D ** -0.5
+
+
+def _alibi_fast_ok(mask: Mask, q: torch.Tensor, k_len: int) -> bool:
+    """Causal ALiBi with nothing else masked, at a precision where the trick is exact enough."""
+    plain = mask.is_plain_causal(q.shape[2], k_len) or (mask.causal and mask.is_empty(q.shape[2], k_len))
+    precise = q.is_cuda or q.dtype in (torch.float32, torch.float64)  # CPU bf16 matmuls round the sums
+    return plain and precise and mask.q_start + q.shape[2] - mask.k_start < 65536
 
 
 class SDPA(nn.Module):
     """PyTorch's fused scaled_dot_product_attention; flash or memory-efficient kernels on GPU.
 
+    Fast paths: plain causal -> `is_causal`; causal ALiBi -> extra head dims (alibi_as_extra_dims)
+    on the same causal path. Everything else gets one dense additive mask.
     On CPU at bf16/fp16 with gradients, PyTorch's flash backward is far slower than plain matmuls
     (measured: 7x at T=64, head dim 32), so there this kernel takes the eager math path.
     """
@@ -115,14 +272,188 @@ class SDPA(nn.Module):
         p = self.dropout if self.training else 0.0
         if bias is None and mask.is_plain_causal(q_len, k_len):
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), None
-        attn_mask = _float_mask(mask, bias, q_len, k_len, q)
+        if isinstance(bias, LinearBias) and _alibi_fast_ok(mask, q, k_len):
+            D = q.shape[-1]
+            q2, k2, v2, scale = alibi_as_extra_dims(q, k, v, bias.slopes, mask.q_start, mask.k_start)
+            causal = mask.is_plain_causal(q_len, k_len)
+            out = F.scaled_dot_product_attention(q2, k2, v2, dropout_p=p, is_causal=causal, scale=scale)
+            return out[..., :D], None
+        attn_mask = _float_mask(mask, bias, q, k_len)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-        if mask.key_padding is not None:  # queries that see no key at all come out as NaN
+        if mask.key_padding is not None or mask.sparse:  # queries that see no key at all come out as NaN
             out = torch.nan_to_num(out)
         return out, None
 
 
-KERNELS = {"eager": Eager, "sdpa": SDPA}
+@functools.cache
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_block_mask(mask: Mask, q_len: int, k_len: int, device, compile_mask: bool = True):
+    """FlexAttention's BlockMask for `mask` (memoised on the mask; None when nothing is masked)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    if mask.is_empty(q_len, k_len):
+        return None
+    key = ("block", q_len, k_len, mask.k_start, str(device))
+    if key not in mask._memo:
+        table = mask.random_table(q_len, k_len, device)
+        pad = mask.key_padding
+        qs, ks = mask.q_start, mask.k_start
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            ok = mask.allowed(q_idx + qs, kv_idx + ks, table)
+            ok = (q_idx >= 0) if ok is None else ok
+            return ok if pad is None else ok & pad[b, kv_idx]
+
+        B = None if pad is None else pad.shape[0]
+        mask._memo[key] = create_block_mask(mask_mod, B, None, q_len, k_len, device=device, _compile=compile_mask)
+    return mask._memo[key]
+
+
+def flex_score_mod(bias, mask: Mask):
+    """FlexAttention's score_mod for a bias: ALiBi from its slopes, a tensor by indexing."""
+    if bias is None:
+        return None
+    if isinstance(bias, LinearBias):
+        slopes, qs, ks = bias.slopes, mask.q_start, mask.k_start
+
+        def alibi(score, b, h, q_idx, kv_idx):
+            return score - slopes[h] * ((q_idx + qs) - (kv_idx + ks)).abs()
+        return alibi
+    if bias.dim() == 3:
+        return lambda score, b, h, q_idx, kv_idx: score + bias[h, q_idx, kv_idx]
+    return lambda score, b, h, q_idx, kv_idx: score + bias[b, h, q_idx, kv_idx]
+
+
+def flex_attention_call(q, k, v, mask: Mask, bias=None, compiled: bool = True):
+    """One FlexAttention call for any mask and bias. `compiled=False` runs PyTorch's unfused
+    reference (forward only on CPU); tests use it to check the mask_mod and score_mod here."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if isinstance(bias, LinearBias):
+        bias = LinearBias(bias.slopes.to(q.device, q.dtype))
+    elif bias is not None:
+        bias = bias.to(q.dtype)
+    block_mask = flex_block_mask(mask, q.shape[2], k.shape[2], q.device, compile_mask=compiled)
+    fn = _compiled_flex() if compiled else flex_attention
+    return fn(q, k, v, score_mod=flex_score_mod(bias, mask), block_mask=block_mask)
+
+
+class Flex(nn.Module):
+    """FlexAttention (https://pytorch.org/blog/flexattention/): compiled kernels generated from a
+    mask_mod and score_mod, skipping fully masked blocks (sliding windows, sparse patterns).
+
+    Runs on CUDA for inputs of at least `min_len` queries. The cases SDPA runs on its flash path
+    (dense causal, causal ALiBi, nothing masked) go to SDPA; so do CPU tensors, short inputs
+    (decoding steps; a new block mask per step would cost more than it saves) and dropout (flex
+    has none): SDPA with a dense mask is the fallback, equal to eager.
+    """
+
+    def __init__(self, dropout: float = 0.0, min_len: int = 128):
+        super().__init__()
+        self.dropout, self.min_len = dropout, min_len
+        self.fallback = SDPA(dropout)
+
+    def _sdpa_is_fast(self, q, mask: Mask, bias, k_len: int) -> bool:
+        if bias is None:
+            return mask.is_plain_causal(q.shape[2], k_len) or mask.is_empty(q.shape[2], k_len)
+        return isinstance(bias, LinearBias) and _alibi_fast_ok(mask, q, k_len)
+
+    def forward(self, q, k, v, mask: Mask, bias=None):
+        use_flex = (q.is_cuda and q.shape[2] >= self.min_len and not (self.training and self.dropout > 0)
+                    and not self._sdpa_is_fast(q, mask, bias, k.shape[2]))
+        if not use_flex:
+            return self.fallback(q, k, v, mask, bias)
+        out = flex_attention_call(q, k, v, mask, bias)
+        return out, None
+
+    def extra_repr(self) -> str:
+        return f"min_len={self.min_len}"
+
+
+KERNELS = {"eager": Eager, "sdpa": SDPA, "flex": Flex}
 KERNEL_FIXED = ("dropout",)
 # Kernels that can hand back attention weights (guided attention, copy and heatmaps need them).
 GIVES_WEIGHTS = {"eager"}
+
+
+# ----------------------------------------------------------------------------- patterns
+class Dense(nn.Module):
+    """Every query sees every key it may (all of them, or the past when causal)."""
+
+    def mask(self, causal: bool, q_start: int = 0, key_padding: torch.Tensor | None = None) -> Mask:
+        return Mask(causal=causal, q_start=q_start, key_padding=key_padding, **self.rules())
+
+    def rules(self) -> dict:
+        return {}
+
+    def new_cache(self, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device) -> KVCache:
+        """A preallocated cache for `max_len` positions."""
+        return KVCache(batch, kv_heads, max_len, head_dim, dtype, device)
+
+
+class SlidingWindow(Dense):
+    """Each query sees the `window` most recent positions, itself included (Longformer's local
+    attention, https://arxiv.org/abs/2004.05150; Mistral 7B, https://arxiv.org/abs/2310.06825).
+    Decoding keeps a rolling cache of `window` positions: memory bounded by the window."""
+
+    def __init__(self, window: int = 256):
+        super().__init__()
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self.window = window
+
+    def rules(self) -> dict:
+        return {"window": self.window}
+
+    def new_cache(self, batch, kv_heads, max_len, head_dim, dtype, device) -> KVCache:
+        if self.window >= max_len:
+            return KVCache(batch, kv_heads, max_len, head_dim, dtype, device)
+        return RollingKVCache(batch, kv_heads, self.window, head_dim, dtype, device)
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}"
+
+
+class Longformer(Dense):
+    """Longformer (https://arxiv.org/abs/2004.05150): a sliding window plus `global_tokens` leading
+    positions that attend everywhere and are attended by all (here: the first n positions)."""
+
+    def __init__(self, window: int = 256, global_tokens: int = 1):
+        super().__init__()
+        if window < 1 or global_tokens < 0:
+            raise ValueError(f"window must be >= 1 and global_tokens >= 0, got {window}, {global_tokens}")
+        self.window, self.global_tokens = window, global_tokens
+
+    def rules(self) -> dict:
+        return {"window": self.window, "global_tokens": self.global_tokens}
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}, global_tokens={self.global_tokens}"
+
+
+class BigBird(Longformer):
+    """BigBird (https://arxiv.org/abs/2007.14062): window + global tokens + `random_blocks` random
+    key blocks of `block` positions per query block. Token-level window here (the paper slides
+    whole blocks); the random blocks are fixed by `seed`."""
+
+    def __init__(self, window: int = 256, global_tokens: int = 1, random_blocks: int = 2, block: int = 64,
+                 seed: int = 0):
+        super().__init__(window, global_tokens)
+        if random_blocks < 0 or block < 1:
+            raise ValueError(f"random_blocks must be >= 0 and block >= 1, got {random_blocks}, {block}")
+        self.random_blocks, self.block, self.seed = random_blocks, block, seed
+
+    def rules(self) -> dict:
+        return {**super().rules(), "random_blocks": self.random_blocks, "block": self.block, "seed": self.seed}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, random_blocks={self.random_blocks}, block={self.block}, seed={self.seed}"
+
+
+PATTERNS = {"dense": Dense, "sliding": SlidingWindow, "longformer": Longformer, "bigbird": BigBird}
+PATTERN_FIXED = ()

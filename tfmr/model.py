@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import DecodeState, KVCache
-from .kernels import Mask
+from .kernels import Dense, Mask
 
 
 @dataclass
@@ -70,7 +70,8 @@ class Attention(nn.Module):
             k, v = self.project_kv(x)
             q, k = pos.rotate(q, k, start)
             if cache is not None:
-                k, v = cache.update(k, v, start)  # (B, Hkv, start + T, D)
+                k, v = cache.update(k, v, start)  # (B, Hkv, Tk, D): cached keys, oldest first
+                mask = mask.keys_from(cache.key_start)  # a rolling cache no longer starts at 0
             bias = pos.bias(T, k.shape[2], start)  # (H, T, Tk) or None
         else:  # cross-attention: keys and values come from the encoder memory, no positions
             (k, v), bias = kv, None
@@ -226,11 +227,14 @@ class Model(nn.Module):
     """Decoder-only (causal LM) or encoder-only (bidirectional) Transformer."""
 
     def __init__(self, cfg, tok_emb: nn.Embedding, pos: nn.Module, blocks: list[Block],
-                 final_norm: nn.Module, lm_head: nn.Linear):
+                 final_norm: nn.Module, lm_head: nn.Linear, pattern: nn.Module | None = None,
+                 embed_norm: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
         self.causal = cfg.arch == "decoder"
         self.tok_emb, self.pos = tok_emb, pos
+        self.embed_norm = embed_norm if embed_norm is not None else nn.Identity()
+        self.pattern = pattern if pattern is not None else Dense()  # which keys each query sees
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(blocks)
         self.final_norm, self.lm_head = final_norm, lm_head
@@ -239,8 +243,8 @@ class Model(nn.Module):
                 cache: list[KVCache] | None = None, start: int = 0,
                 padding_mask: torch.Tensor | None = None, last_only: bool = False) -> Output:
         B, T = input_ids.shape
-        mask = Mask(causal=self.causal, q_start=start, key_padding=padding_mask)
-        x = self.pos.embed(self.tok_emb(input_ids), start)  # (B, T, dim)
+        mask = self.pattern.mask(self.causal, start, padding_mask)
+        x = self.embed_norm(self.pos.embed(self.tok_emb(input_ids), start))  # (B, T, dim)
         x = self.drop(x)
         x, attentions, _, aux_total = run_blocks(self.blocks, x, self.pos, mask, cache, start)
         x = self.final_norm(x)
@@ -255,7 +259,8 @@ class Model(nn.Module):
         """One preallocated KV cache per layer, for `batch` sequences of up to `max_len` tokens."""
         p = next(self.parameters())
         a = self.blocks[0].attn
-        return [KVCache(batch, a.kv_heads, max_len, a.head_dim, p.dtype, p.device) for _ in self.blocks]
+        return [self.pattern.new_cache(batch, a.kv_heads, max_len, a.head_dim, p.dtype, p.device)
+                for _ in self.blocks]
 
     def start_state(self, batch: int, max_len: int, src: torch.Tensor | None = None) -> DecodeState:
         """A fresh decoding state (a decoder-only model has no source; `src` must be None)."""
@@ -297,7 +302,7 @@ class EncoderDecoder(nn.Module):
 
     def __init__(self, cfg, src_emb: nn.Embedding, tok_emb: nn.Embedding, enc_pos: nn.Module, pos: nn.Module,
                  encoder: list[Block], enc_norm: nn.Module, decoder: list[Block], final_norm: nn.Module,
-                 lm_head: nn.Linear):
+                 lm_head: nn.Linear, pattern: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
         self.src_emb, self.tok_emb = src_emb, tok_emb
@@ -306,6 +311,7 @@ class EncoderDecoder(nn.Module):
         self.encoder, self.enc_norm = nn.ModuleList(encoder), enc_norm
         self.blocks = nn.ModuleList(decoder)
         self.final_norm, self.lm_head = final_norm, lm_head
+        self.pattern = pattern if pattern is not None else Dense()  # self-attention of encoder and decoder
 
     def _key_mask(self, ids: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | None:
         if given is not None or self.cfg.pad_id is None:
@@ -317,7 +323,7 @@ class EncoderDecoder(nn.Module):
         """(memory (B, S, dim), src_mask (B, S) or None): the encoder's output for `src_ids`."""
         src_mask = self._key_mask(src_ids, src_mask)
         x = self.drop(self.enc_pos.embed(self.src_emb(src_ids), 0))  # (B, S, dim)
-        x, _, _, _ = run_blocks(self.encoder, x, self.enc_pos, Mask(causal=False, key_padding=src_mask))
+        x, _, _, _ = run_blocks(self.encoder, x, self.enc_pos, self.pattern.mask(False, 0, src_mask))
         return self.enc_norm(x), src_mask
 
     def memory_kvs(self, memory: torch.Tensor) -> list:
@@ -328,7 +334,7 @@ class EncoderDecoder(nn.Module):
                memory_kvs=None, last_only: bool = False) -> Output:
         x = self.drop(self.pos.embed(self.tok_emb(tgt_ids), start))  # (B, T, dim)
         kvs = memory_kvs if memory_kvs is not None else self.memory_kvs(memory)
-        x, attentions, cross, aux = run_blocks(self.blocks, x, self.pos, Mask(causal=True, q_start=start), cache,
+        x, attentions, cross, aux = run_blocks(self.blocks, x, self.pos, self.pattern.mask(True, start), cache,
                                                start, kvs, Mask(causal=False, key_padding=src_mask))
         x = self.final_norm(x)
         if last_only:
@@ -347,7 +353,8 @@ class EncoderDecoder(nn.Module):
     def new_cache(self, batch: int, max_len: int) -> list[KVCache]:
         p = next(self.parameters())
         a = self.blocks[0].attn
-        return [KVCache(batch, a.kv_heads, max_len, a.head_dim, p.dtype, p.device) for _ in self.blocks]
+        return [self.pattern.new_cache(batch, a.kv_heads, max_len, a.head_dim, p.dtype, p.device)
+                for _ in self.blocks]
 
     def start_state(self, batch: int, max_len: int, src: torch.Tensor | None = None,
                     src_mask: torch.Tensor | None = None) -> DecodeState:

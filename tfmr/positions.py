@@ -8,7 +8,21 @@ implements only the one it needs (the others pass their input through):
     bias(q_len, k_len, start)   add a bias to the attention scores     (ALiBi family)
 
 `start` is the absolute position of the first token of `x` (non-zero while decoding with a KV
-cache). This file holds the absolute schemes and `none`; relative schemes plug in the same way.
+cache). Kinds (the `POSITIONS` dict at the bottom):
+
+    none         no positions (NoPE)
+    sinusoidal   fixed sin/cos table added to the embeddings           (Vaswani et al. 2017)
+    learned      a trained table added to the embeddings               (GPT-2)
+    rope         rotary: q and k rotated by position-dependent angles  (Su et al. 2021)
+                 options: base, rotary_dim (partial rotary), ntk_factor (NTK-aware base rescaling),
+                 interpolation (linear position interpolation), scale_base (xPos decay)
+    xpos         RoPE with xPos's exponential decay (scale_base=512 by default)
+    alibi        linear attention biases -slope_h * |i - j|            (Press et al. 2021)
+
+ALiBi's bias is handed to the kernel *described* (a `LinearBias`: the slopes only); the kernel
+evaluates it at the mask's query and key positions, so it works at any cache offset and lets
+kernels take fast paths (see kernels.py). Relative schemes with learned tables (T5) and rotary
+variants with per-frequency ramps (YaRN, Llama 3) are left out; they plug in the same way.
 """
 from __future__ import annotations
 
@@ -16,6 +30,8 @@ import math
 
 import torch
 from torch import nn
+
+from .kernels import LinearBias
 
 
 class Position(nn.Module):
@@ -84,6 +100,141 @@ class Learned(Position):
         return x + self.wpe(idx)  # (B, T, dim) + (T, dim)
 
 
-POSITIONS = {"none": NoPosition, "sinusoidal": Sinusoidal, "learned": Learned}
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Rope(Position):
+    """Rotary position embedding, RoFormer (https://arxiv.org/abs/2104.09864).
+
+    Queries and keys are rotated by an angle proportional to their position, so q_m . k_n depends
+    on m - n only. Convention: Hugging Face Llama's `rotate_half` (GPT-NeoX): within the first
+    `rotary_dim` dimensions of a head, dimension i pairs with dimension i + rotary_dim/2 and turns
+    by the angle pos * base^(-2i / rotary_dim). Meta's original Llama code pairs neighbours
+    (2i, 2i + 1) instead; Hugging Face permutes the q/k weights when converting, so Hugging Face
+    checkpoints load here as they are. Dimensions past `rotary_dim` pass through (partial rotary,
+    GPT-NeoX / Phi).
+
+    Length extension, both off by default:
+      ntk_factor     NTK-aware scaling: base -> base * factor^(r / (r - 2)), which stretches the
+                     low frequencies by about `factor` and leaves the highest one alone
+                     (https://www.reddit.com/r/LocalLLaMA/comments/14lz7j5/)
+      interpolation  linear position interpolation: positions divided by the factor
+                     (Chen et al. 2023, https://arxiv.org/abs/2306.15595; HF rope_type "linear")
+      scale_base     xPos (Sun et al. 2022, https://arxiv.org/abs/2212.10554): q scaled by
+                     zeta^(pos / scale_base), k by its inverse, so scores decay with distance;
+                     zeta_i = (2i / r + gamma) / (1 + gamma). Positions are absolute (not centred),
+                     so the scale stays in float32 range up to about 36k tokens at scale_base 512.
+    """
+
+    def __init__(self, head_dim: int, context: int, base: float = 10000.0, rotary_dim: int | None = None,
+                 ntk_factor: float = 1.0, interpolation: float = 1.0, scale_base: float | None = None,
+                 gamma: float = 0.4):
+        super().__init__()
+        r = head_dim if rotary_dim in (None, 0) else int(rotary_dim)
+        if r % 2 or not 0 < r <= head_dim:
+            raise ValueError(f"rotary_dim must be even and in (0, head_dim={head_dim}], got {rotary_dim}")
+        if ntk_factor < 1.0 or interpolation < 1.0:
+            raise ValueError(f"ntk_factor and interpolation must be >= 1, got {ntk_factor} and {interpolation}")
+        self.head_dim, self.rotary_dim, self.base = head_dim, r, float(base)
+        self.ntk_factor, self.interpolation, self.scale_base, self.gamma = ntk_factor, interpolation, scale_base, gamma
+        eff_base = self.base * ntk_factor ** (r / (r - 2)) if ntk_factor != 1.0 and r > 2 else self.base
+        # the same float32 arithmetic as Hugging Face, so tables agree bit for bit
+        inv_freq = 1.0 / (eff_base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))  # (r/2,)
+        self.register_buffer("inv_freq", inv_freq / interpolation, persistent=False)
+        zeta = (torch.arange(0, r, 2, dtype=torch.float32) / r + gamma) / (1 + gamma)  # (r/2,)
+        self.register_buffer("zeta", zeta, persistent=False)
+        self.context = context
+        self._last: tuple = (None, None)  # (start, length, device) -> tables: every layer reuses them
+
+
+    def tables(self, start: int, length: int, device) -> tuple[torch.Tensor, ...]:
+        """cos, sin (T, r) for positions [start, start + length), in float32, and the xPos scale
+        (T, r) or None."""
+        key = (start, length, str(device))
+        if self._last[0] == key:
+            return self._last[1]
+        pos = torch.arange(start, start + length, device=device, dtype=torch.float32)
+        freqs = pos[:, None] * self.inv_freq.to(device)[None, :]  # (T, r/2)
+        angles = torch.cat((freqs, freqs), dim=-1)  # (T, r): dims i and i + r/2 share an angle
+        scale = None
+        if self.scale_base is not None:
+            power = pos[:, None] / self.scale_base  # (T, 1)
+            scale = self.zeta.to(device)[None, :] ** power  # (T, r/2)
+            scale = torch.cat((scale, scale), dim=-1)  # (T, r)
+        tables = (angles.cos(), angles.sin(), scale)
+        self._last = (key, tables)
+        return tables
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int = 0):
+        """q (B, H, T, D), k (B, Hkv, T, D) -> rotated q, k (same shapes and dtypes)."""
+        cos, sin, scale = self.tables(start, q.shape[2], q.device)
+        if scale is None:
+            return self._apply(q, cos, sin), self._apply(k, cos, sin)
+        return self._apply(q, cos * scale, sin * scale), self._apply(k, cos / scale, sin / scale)
+
+    def _apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        r = self.rotary_dim
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, r), broadcast over (B, H)
+        if r == x.shape[-1]:
+            return x * cos + rotate_half(x) * sin
+        rot, rest = x[..., :r], x[..., r:]  # partial rotary: only the first r dims turn
+        return torch.cat((rot * cos + rotate_half(rot) * sin, rest), dim=-1)
+
+    def extra_repr(self) -> str:
+        parts = [f"base={self.base:g}", f"rotary_dim={self.rotary_dim}/{self.head_dim}"]
+        if self.ntk_factor != 1.0:
+            parts.append(f"ntk_factor={self.ntk_factor:g}")
+        if self.interpolation != 1.0:
+            parts.append(f"interpolation={self.interpolation:g}")
+        if self.scale_base is not None:
+            parts.append(f"xpos(scale_base={self.scale_base:g}, gamma={self.gamma:g})")
+        return ", ".join(parts)
+
+
+class XPos(Rope):
+    """xPos (https://arxiv.org/abs/2212.10554): RoPE plus an exponential decay with distance,
+    zeta^((m - n) / scale_base) on the score of query m and key n. The same class as `rope`
+    with its xPos option on by default."""
+
+    def __init__(self, head_dim: int, context: int, base: float = 10000.0, rotary_dim: int | None = None,
+                 ntk_factor: float = 1.0, interpolation: float = 1.0, scale_base: float = 512.0,
+                 gamma: float = 0.4):
+        super().__init__(head_dim, context, base, rotary_dim, ntk_factor, interpolation, scale_base, gamma)
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """ALiBi's head slopes (Press et al. 2021, section 3): for n heads, a power of two, the
+    geometric sequence 2^(-8/n), 2^(-16/n), ..., 2^(-8); otherwise the slopes of the nearest
+    smaller power of two p, then every other slope of 2p heads. (heads,) float32."""
+    if heads < 1:
+        raise ValueError(f"heads must be at least 1, got {heads}")
+    p = 2 ** math.floor(math.log2(heads))
+    slopes = [2.0 ** (-8.0 * i / p) for i in range(1, p + 1)]
+    slopes += [2.0 ** (-8.0 * i / (2 * p)) for i in range(1, 2 * p + 1, 2)][: heads - p]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+class Alibi(Position):
+    """Attention with Linear Biases (https://arxiv.org/abs/2108.12409): no position vectors; each
+    head adds -slope_h * |i - j| to the score of query i on key j. Causal models see j <= i only,
+    where this is the paper's -slope_h * (i - j); bidirectional models get the symmetric form."""
+
+    def __init__(self, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
+
+    def bias(self, q_len: int, k_len: int, start: int = 0) -> LinearBias:
+        return LinearBias(self.slopes)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}"
+
+
+POSITIONS = {"none": NoPosition, "sinusoidal": Sinusoidal, "learned": Learned, "rope": Rope, "xpos": XPos,
+             "alibi": Alibi}
 # Arguments the builder passes itself; everything else in a Choice is a user option.
 POSITION_FIXED = ("dim", "heads", "head_dim", "context")
