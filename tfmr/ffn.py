@@ -203,7 +203,9 @@ class MoE(nn.Module):
 
     top_k=1 with capacity_factor 1.25 is Switch (https://arxiv.org/abs/2101.03961): the gate
     is the router probability. top_k=2 without capacity is Mixtral
-    (https://arxiv.org/abs/2401.04088): the k gates are renormalised to sum to 1 (norm_topk).
+    (https://arxiv.org/abs/2401.04088): the k gates are renormalised to sum to 1. `norm_topk`
+    unset means exactly that (renormalise when top_k > 1); true renormalises at top_k 1 too
+    (Hugging Face Mixtral does: the gate is then 1 and the router learns from the aux loss only).
     A dropped assignment contributes nothing, so a token dropped by all its experts leaves the
     sublayer as zero and the residual carries it. At inference the capacity is
     `eval_capacity_factor` (default 0: no limit), so cached decoding equals the full forward.
@@ -213,13 +215,14 @@ class MoE(nn.Module):
     """
 
     def __init__(self, dim: int, bias: bool = True, dropout: float = 0.0, experts: int = 8, top_k: int = 2,
-                 capacity_factor: float = 0.0, eval_capacity_factor: float = 0.0, norm_topk: bool = True,
+                 capacity_factor: float = 0.0, eval_capacity_factor: float = 0.0, norm_topk: bool | None = None,
                  balance_coef: float = 0.01, z_coef: float = 0.001, expert: str = "mlp",
                  hidden: int | None = None, mult: float = 4, activation: str | None = None):
         super().__init__()
         if not 1 <= top_k <= experts:
             raise ValueError(f"top_k must be between 1 and experts ({experts}), got {top_k}")
-        self.num_experts, self.top_k, self.norm_topk = experts, top_k, norm_topk
+        self.num_experts, self.top_k = experts, top_k
+        self.norm_topk = top_k > 1 if norm_topk is None else bool(norm_topk)
         self.capacity_factor, self.eval_capacity_factor = capacity_factor, eval_capacity_factor
         self.balance_coef, self.z_coef = balance_coef, z_coef
         self.expert_kind = expert
@@ -237,7 +240,7 @@ class MoE(nn.Module):
             logits = F.linear(x.to(dtype), self.router.weight.to(dtype))  # (N, E)
         probs = logits.softmax(-1)
         gates, chosen = probs.topk(self.top_k, dim=-1)  # (N, k)
-        if self.top_k > 1 and self.norm_topk:
+        if self.norm_topk:
             gates = gates / gates.sum(-1, keepdim=True)
         return logits, probs, gates, chosen
 
@@ -270,7 +273,7 @@ class MoE(nn.Module):
         return out.view(shape), aux  # (B, T, dim)
 
     def extra_repr(self) -> str:
-        return (f"experts={self.num_experts}, top_k={self.top_k}, expert={self.expert_kind}, "
+        return (f"experts={self.num_experts}, top_k={self.top_k}, norm_topk={self.norm_topk}, expert={self.expert_kind}, "
                 f"capacity_factor={self.capacity_factor}, balance_coef={self.balance_coef}, z_coef={self.z_coef}")
 
 

@@ -172,10 +172,10 @@ class Rope(Position):
         """q (B, H, T, D), k (B, Hkv, T, D) -> rotated q, k (same shapes and dtypes)."""
         cos, sin, scale = self.tables(start, q.shape[2], q.device)
         if scale is None:
-            return self._apply(q, cos, sin), self._apply(k, cos, sin)
-        return self._apply(q, cos * scale, sin * scale), self._apply(k, cos / scale, sin / scale)
+            return self._turn(q, cos, sin), self._turn(k, cos, sin)
+        return self._turn(q, cos * scale, sin * scale), self._turn(k, cos / scale, sin / scale)
 
-    def _apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def _turn(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         r = self.rotary_dim
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, r), broadcast over (B, H)
         if r == x.shape[-1]:
