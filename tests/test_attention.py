@@ -283,3 +283,28 @@ def test_static_cache_refuses_to_overflow():
     cache = KVCache(1, 1, 3, 2, torch.float32, "cpu")
     with pytest.raises(ValueError, match="holds 3 positions"):
         cache.update(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2), 0)
+
+
+# ------------------------------------------------------------------ pictures
+def test_viz_attention_writes_one_heatmap_per_layer_from_a_checkpoint(tmp_path):
+    """`tfmr viz attention`: the eager weights of each layer as a PNG; the kernel is restored."""
+    from tfmr import checkpoint
+    from tfmr.cli import main
+    from tfmr.config import RunConfig, to_dict
+    from tfmr.tokenizers.char import CharTokenizer
+    from tfmr.viz import attention_weights
+
+    tok = CharTokenizer.train("to be or not to be")
+    cfg = RunConfig(model=ModelConfig(vocab_size=tok.vocab_size, dim=16, layers=2, heads=2, context=16,
+                                      pos=Choice("alibi"), kernel=Choice("sdpa")))
+    model = build_model(cfg.model)
+    checkpoint.save(tmp_path / "ckpt", model, to_dict(cfg), tok)
+    assert main(["viz", "attention", "--checkpoint", str(tmp_path / "ckpt"), "--text", "not to be",
+                 "--out", str(tmp_path / "maps")]) == 0
+    pngs = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert pngs == ["layer_0.png", "layer_1.png"]
+    assert all((tmp_path / "maps" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    weights = attention_weights(model, torch.tensor([tok.encode("not to be")]))
+    assert weights[0].shape == (1, 2, 9, 9)
+    torch.testing.assert_close(weights[1].sum(-1), torch.ones(1, 2, 9))
+    assert type(model.blocks[0].attn.kernel).__name__ == "SDPA"

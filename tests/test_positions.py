@@ -206,6 +206,9 @@ def test_every_position_kind_trains_and_distinguishes_order(kind):
     model = build_model(ModelConfig(arch="encoder", vocab_size=40, dim=32, layers=2, heads=4, context=32,
                                     pos=Choice(kind), init_std=0.3))
     ids = torch.randint(0, 40, (2, 10))
+    assert model.to(torch.float64)(ids).logits.dtype == torch.float64  # moves like any module
+    assert all(getattr(model.pos, name).dtype == torch.float32 for name in model.pos.float32)  # not rounded
+    model.float()
     model(ids, ids).loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
     swapped = ids.clone()
@@ -225,3 +228,33 @@ def test_rope_options_build_through_the_config(kind, opts):
     for name, value in opts.items():
         assert getattr(model.pos, name) == value
     assert "rotary_dim=" in repr(model.pos)
+
+
+def test_viz_positions_writes_three_pictures(tmp_path):
+    from tfmr.cli import main
+
+    assert main(["viz", "positions", "--out", str(tmp_path)]) == 0
+    for name in ("sinusoidal.png", "rope.png", "alibi.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_length_extrapolation_experiment_runs_and_reports_every_scheme(text_file, tmp_path):
+    """A seconds-long run of `tfmr experiment length-extrapolation`: a row per scheme (plus RoPE's
+    NTK and interpolation rows), n/a for learned positions past L, a table and a plot."""
+    import json
+
+    from tfmr.cli import main
+
+    out = tmp_path / "lenx"
+    code = main(["experiment", "length-extrapolation", "--data", str(text_file), "--out", str(out),
+                 "--context", "8", "--factors", "1,2", "--schemes", "learned,rope,alibi", "--steps", "3",
+                 "--dim", "16", "--heads", "2", "--eval-windows", "2", "--batch-size", "4"])
+    assert code == 0
+    res = json.loads((out / "results.json").read_text())
+    ppl = res["perplexity"]
+    assert list(ppl) == ["learned", "rope", "rope+ntk", "rope+pi", "alibi"]
+    assert ppl["learned"][1] is None and ppl["learned"][0] > 1
+    assert ppl["rope+ntk"][0] == ppl["rope"][0] == ppl["rope+pi"][0]  # factor 1: the same model
+    assert ppl["rope+ntk"][1] != ppl["rope"][1] != ppl["rope+pi"][1]  # factor 2: other angles
+    assert "| alibi |" in (out / "table.md").read_text()
+    assert (out / "perplexity.png").read_bytes()[:4] == b"\x89PNG"

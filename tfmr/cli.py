@@ -150,6 +150,35 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_viz(args) -> int:
+    from . import viz
+
+    if args.what == "positions":
+        paths = viz.positions(args.out)
+    else:
+        import torch
+
+        model, tokenizer, _ = load_model(Path(args.checkpoint))
+        ids = tokenizer.encode(args.text)
+        if not ids:
+            raise ConfigError("the text is empty; give at least one character")
+        labels = [tokenizer.decode([i]) for i in ids]
+        paths = viz.attention_maps(model, torch.tensor([ids[: model.cfg.context]]), args.out, labels)
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+def add_experiment_parser(sub) -> None:
+    from .experiments import EXPERIMENTS
+
+    p = sub.add_parser("experiment", help="research experiments that write a table and a plot")
+    exp = p.add_subparsers(dest="name", required=True)
+    for name, module in EXPERIMENTS.items():
+        e = exp.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        module.add_arguments(e)
+        e.set_defaults(func=module.main)
+
+
 # ---------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfmr", description="Transformers, every concept, real and fast.")
@@ -200,6 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list presets")
     p.add_argument("-v", "--verbose", action="store_true", help="print each preset's full config")
     p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("viz", help="pictures: positions, attention heatmaps (PNG)")
+    viz_sub = p.add_subparsers(dest="what", required=True)
+    v = viz_sub.add_parser("positions", help="sinusoidal table, RoPE rotation, ALiBi bias")
+    v.add_argument("--out", default="runs/viz", help="folder for the PNG files")
+    v.set_defaults(func=cmd_viz)
+    v = viz_sub.add_parser("attention", help="attention heatmaps per layer and head for a text")
+    v.add_argument("--checkpoint", required=True, help="a checkpoint folder (RUN/checkpoint)")
+    v.add_argument("--text", required=True, help="the text to attend over (cut to the model's context)")
+    v.add_argument("--out", default="runs/viz", help="folder for the PNG files")
+    v.set_defaults(func=cmd_viz)
+    add_experiment_parser(sub)
 
     try:
         from .tokenizers.bpe_cli import add_parser as add_tokenizer

@@ -292,13 +292,23 @@ def _compiled_flex():
     return torch.compile(flex_attention, dynamic=False)
 
 
+_BLOCK_MASKS: dict = {}  # masks without padding: description -> BlockMask, kept across forwards
+
+
 def flex_block_mask(mask: Mask, q_len: int, k_len: int, device, compile_mask: bool = True):
-    """FlexAttention's BlockMask for `mask` (memoised on the mask; None when nothing is masked)."""
+    """FlexAttention's BlockMask for `mask` (None when nothing is masked). Memoised on the mask,
+    and across forwards for masks without padding (a training run builds it once per shape)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     if mask.is_empty(q_len, k_len):
         return None
     key = ("block", q_len, k_len, mask.k_start, str(device))
+    shared = None
+    if mask.key_padding is None:
+        shared = (mask.causal, mask.q_start, mask.k_start, mask.window, mask.global_tokens, mask.random_blocks,
+                  mask.block, mask.seed, q_len, k_len, str(device), compile_mask)
+        if shared in _BLOCK_MASKS:
+            return _BLOCK_MASKS[shared]
     if key not in mask._memo:
         table = mask.random_table(q_len, k_len, device)
         pad = mask.key_padding
@@ -311,6 +321,10 @@ def flex_block_mask(mask: Mask, q_len: int, k_len: int, device, compile_mask: bo
 
         B = None if pad is None else pad.shape[0]
         mask._memo[key] = create_block_mask(mask_mod, B, None, q_len, k_len, device=device, _compile=compile_mask)
+    if shared is not None:
+        if len(_BLOCK_MASKS) >= 16:
+            _BLOCK_MASKS.pop(next(iter(_BLOCK_MASKS)))  # oldest first
+        _BLOCK_MASKS[shared] = mask._memo[key]
     return mask._memo[key]
 
 
@@ -335,7 +349,7 @@ def flex_attention_call(q, k, v, mask: Mask, bias=None, compiled: bool = True):
     from torch.nn.attention.flex_attention import flex_attention
 
     if isinstance(bias, LinearBias):
-        bias = LinearBias(bias.slopes.to(q.device, q.dtype))
+        bias = LinearBias(bias.slopes.to(q.device))
     elif bias is not None:
         bias = bias.to(q.dtype)
     block_mask = flex_block_mask(mask, q.shape[2], k.shape[2], q.device, compile_mask=compiled)

@@ -35,7 +35,19 @@ from .kernels import LinearBias
 
 
 class Position(nn.Module):
-    """Base class: every hook is the identity."""
+    """Base class: every hook is the identity.
+
+    Constants named in `float32` (RoPE frequencies, ALiBi slopes) follow the model's device but
+    keep float32 when the model is cast (`model.to(torch.bfloat16)`): rounding them would shift
+    every angle and bias."""
+
+    float32: tuple[str, ...] = ()
+
+    def _apply(self, fn, recurse=True):
+        for name in self.float32:
+            t = getattr(self, name)
+            setattr(self, name, t.to(fn(t).device))  # fn's device, not its dtype
+        return super()._apply(fn, recurse)
 
     def embed(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         return x
@@ -129,6 +141,8 @@ class Rope(Position):
                      so the scale stays in float32 range up to about 36k tokens at scale_base 512.
     """
 
+    float32 = ("inv_freq", "zeta")
+
     def __init__(self, head_dim: int, context: int, base: float = 10000.0, rotary_dim: int | None = None,
                  ntk_factor: float = 1.0, interpolation: float = 1.0, scale_base: float | None = None,
                  gamma: float = 0.4):
@@ -143,9 +157,8 @@ class Rope(Position):
         eff_base = self.base * ntk_factor ** (r / (r - 2)) if ntk_factor != 1.0 and r > 2 else self.base
         # the same float32 arithmetic as Hugging Face, so tables agree bit for bit
         inv_freq = 1.0 / (eff_base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))  # (r/2,)
-        self.register_buffer("inv_freq", inv_freq / interpolation, persistent=False)
-        zeta = (torch.arange(0, r, 2, dtype=torch.float32) / r + gamma) / (1 + gamma)  # (r/2,)
-        self.register_buffer("zeta", zeta, persistent=False)
+        self.inv_freq = inv_freq / interpolation  # float32 on the model's device (see Position._apply)
+        self.zeta = (torch.arange(0, r, 2, dtype=torch.float32) / r + gamma) / (1 + gamma)  # (r/2,)
         self.context = context
         self._last: tuple = (None, None)  # (start, length, device) -> tables: every layer reuses them
 
@@ -222,10 +235,12 @@ class Alibi(Position):
     head adds -slope_h * |i - j| to the score of query i on key j. Causal models see j <= i only,
     where this is the paper's -slope_h * (i - j); bidirectional models get the symmetric form."""
 
+    float32 = ("slopes",)
+
     def __init__(self, heads: int):
         super().__init__()
         self.heads = heads
-        self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
+        self.slopes = alibi_slopes(heads)  # (H,) float32 on the model's device (see Position._apply)
 
     def bias(self, q_len: int, k_len: int, start: int = 0) -> LinearBias:
         return LinearBias(self.slopes)

@@ -1,1 +1,15 @@
-"""Experiments: small, CPU-sized studies that train several variants and plot them side by side."""
+"""Experiments: runs that answer a research question and write a table and a plot.
+
+Each module here exposes `add_arguments(parser)` and `main(args) -> int`, and is listed in
+`EXPERIMENTS`; `tfmr experiment NAME` runs it. Experiments build on the library (builder,
+Trainer, data) and add no model code of their own.
+
+    length-extrapolation   train at context L with each position scheme, test at L ... 16L
+    norm-depth             Post-LN, Pre-LN and DeepNorm on a deep thin stack at one learning rate
+    moe                    mixture of experts vs dense at equal active parameters
+"""
+from __future__ import annotations
+
+from . import length_extrapolation, moe, norm_depth
+
+EXPERIMENTS = {"length-extrapolation": length_extrapolation, "norm-depth": norm_depth, "moe": moe}

@@ -1,6 +1,6 @@
 """Mixture of experts vs dense at equal active parameters: quality and training tokens/s.
 
-    python -m tfmr.experiments.moe --out runs/moe          # dim 128, 4 layers, 400 steps
+    tfmr experiment moe --out runs/moe          # dim 128, 4 layers, 400 steps
 
 Three char-level LMs on the embedded corpus, same seed, data order and schedule:
 
@@ -91,8 +91,7 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="MoE vs dense at equal active parameters")
+def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/moe")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
@@ -106,7 +105,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     p.add_argument("--only", nargs="+", default=None, help="a subset of: dense top2 switch")
-    args = p.parse_args(argv)
+
+
+def main(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = {k: v for k, v in variants(args.dim, args.experts).items() if args.only is None or k in args.only}
@@ -117,10 +118,12 @@ def main(argv=None) -> int:
         print(table(results).splitlines()[-1], flush=True)
     title = f"dense vs MoE, {args.layers} layers x dim {args.dim}, {args.steps} steps, lr {args.lr}"
     png = plot(results, out / "moe.png", title)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    (out / "results.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "func"}, "results": results}, indent=1))
     print(f"\n{title}\n{table(results)}\nplot: {png}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    parser = argparse.ArgumentParser(description="MoE vs dense at equal active parameters")
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

@@ -1,7 +1,7 @@
 """Depth vs norm placement: Post-LN, Pre-LN and DeepNorm on a deep, thin stack, same learning rate.
 
-    python -m tfmr.experiments.norm_depth --out runs/norm_depth            # 24 layers, dim 64
-    python -m tfmr.experiments.norm_depth --layers 48 --steps 200 --lr 3e-3
+    tfmr experiment norm-depth --out runs/norm-depth            # 24 layers, dim 64
+    tfmr experiment norm-depth --layers 48 --steps 200 --lr 5e-4 --warmup 100
 
 Each placement trains the same char-level LM on the embedded corpus (Python's reference docs)
 with the same seed, data order, learning rate and warmup; only `model.residual` changes. Writes
@@ -97,9 +97,8 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Post-LN vs Pre-LN vs DeepNorm on a deep thin stack")
-    p.add_argument("--out", default="runs/norm_depth")
+def add_arguments(p) -> None:
+    p.add_argument("--out", default="runs/norm-depth")
     p.add_argument("--layers", type=int, default=24)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--heads", type=int, default=4)
@@ -111,7 +110,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     p.add_argument("--placements", nargs="+", default=list(PLACEMENTS), choices=PLACEMENTS)
-    args = p.parse_args(argv)
+
+
+def main(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -122,10 +123,12 @@ def main(argv=None) -> int:
         print(table(results[-1:]).splitlines()[-1], flush=True)
     title = f"{args.layers} layers x dim {args.dim}, lr {args.lr}, warmup {args.warmup}, batch {args.batch_size}x{args.context}"
     png = plot(results, out / "norm_depth.png", title)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    (out / "results.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "func"}, "results": results}, indent=1))
     print(f"\n{title}\n{table(results)}\nplot: {png}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    parser = argparse.ArgumentParser(description="Post-LN vs Pre-LN vs DeepNorm on a deep thin stack")
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))
