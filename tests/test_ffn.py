@@ -268,3 +268,23 @@ def test_moe_gradients_pass_gradcheck_with_and_without_drops(capacity_factor):
     moe(x)
     assert (float(moe.dropped) > 0) == (capacity_factor > 0)  # the drop path is exercised
     torch.autograd.gradcheck(lambda v: moe(v)[0], (x,))  # through Combine's and Dispatch's backward
+
+
+def test_moe_experiment_runs_and_compares_equal_active_sizes(tmp_path, capsys):
+    import argparse
+
+    from tfmr.experiments import EXPERIMENTS
+
+    module = EXPERIMENTS["moe"]
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), "--layers", "1", "--dim", "16", "--context", "16",
+                              "--batch-size", "4", "--steps", "3", "--warmup", "1", "--experts", "4"])
+    assert module.main(args) == 0
+    results = {r["name"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
+    assert set(results) == {"dense", "top2", "switch"}
+    dense = results["dense"]["active_ffn_params"]
+    for name in ("top2", "switch"):  # same active FFN size, up to the router's dim x E
+        assert results[name]["active_ffn_params"] - dense == 16 * 4 + (16 if name == "top2" else 0)  # + a 2nd w2 bias
+        assert results[name]["ffn_params"] > 2 * dense
+    assert (tmp_path / "moe.png").exists() and "| switch |" in capsys.readouterr().out

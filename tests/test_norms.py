@@ -155,3 +155,22 @@ def test_bad_residual_option_names_the_valid_ones():
     with pytest.raises(ConfigError, match="valid kinds: pre, post, deepnorm"):
         build_model(_cfg(Choice("sandwich")))
     assert isinstance(build_model(_cfg(Choice("deepnorm"))).blocks[0].residual, DeepNorm)
+
+
+def test_norm_depth_experiment_runs_and_writes_its_table_and_plot(tmp_path, capsys):
+    import argparse
+    import json
+
+    from tfmr.experiments import EXPERIMENTS
+
+    module = EXPERIMENTS["norm-depth"]
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), "--layers", "2", "--dim", "16", "--context", "16",
+                              "--batch-size", "4", "--steps", "3", "--warmup", "1"])
+    assert module.main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [r["name"] for r in results] == ["post", "pre", "deepnorm"]
+    assert all(len(r["history"]) == 3 and math.isfinite(r["final_val"]) for r in results)
+    assert (tmp_path / "norm_depth.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| deepnorm |" in capsys.readouterr().out

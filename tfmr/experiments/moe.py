@@ -62,7 +62,8 @@ def run_one(name: str, ffn: Choice, args, out: Path) -> dict:
     seconds = time.perf_counter() - start
     history = trainer.history
     evals = [r for r in history if "val_loss" in r]
-    speeds = [r["tokens_per_s"] for r in history if "tokens_per_s" in r][1:]  # the first window warms up
+    speeds = [r["tokens_per_s"] for r in history if "tokens_per_s" in r]
+    speeds = speeds[1:] or speeds  # the first window warms up
     loads = [r["moe_max_load"] for r in history if "moe_max_load" in r]
     dropped = [r["moe_dropped"] for r in history if "moe_dropped" in r]
     ffn_total = sum(p.numel() for b in trainer.model.blocks for p in b.ffn.parameters())
@@ -118,7 +119,8 @@ def main(args) -> int:
         print(table(results).splitlines()[-1], flush=True)
     title = f"dense vs MoE, {args.layers} layers x dim {args.dim}, {args.steps} steps, lr {args.lr}"
     png = plot(results, out / "moe.png", title)
-    (out / "results.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "func"}, "results": results}, indent=1))
+    settings = {k: v for k, v in vars(args).items() if k != "func"}
+    (out / "results.json").write_text(json.dumps({"args": settings, "results": results}, indent=1))
     print(f"\n{title}\n{table(results)}\nplot: {png}")
     return 0
 

@@ -123,7 +123,8 @@ def main(args) -> int:
         print(table(results[-1:]).splitlines()[-1], flush=True)
     title = f"{args.layers} layers x dim {args.dim}, lr {args.lr}, warmup {args.warmup}, batch {args.batch_size}x{args.context}"
     png = plot(results, out / "norm_depth.png", title)
-    (out / "results.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "func"}, "results": results}, indent=1))
+    settings = {k: v for k, v in vars(args).items() if k != "func"}
+    (out / "results.json").write_text(json.dumps({"args": settings, "results": results}, indent=1))
     print(f"\n{title}\n{table(results)}\nplot: {png}")
     return 0
 
