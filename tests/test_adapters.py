@@ -165,8 +165,8 @@ def test_finetune_trains_only_lora_from_a_checkpoint(tiny_cfg, tmp_path):
     Trainer(tiny_cfg, tmp_path / "base", progress=False, log=lambda *a: None).fit()
     ckpt = tmp_path / "base" / "checkpoint"
     cfg = finetune_config(ckpt, tiny_cfg.data.path, ["train.steps=6", "train.lr=0.01"])
-    trainer = FinetuneTrainer(cfg, tmp_path / "ft", ckpt, "lora", {"rank": 2, "alpha": 4, "targets": ["q_proj", "v_proj"]},
-                              progress=False, log=lambda *a: None)
+    lora = {"rank": 2, "alpha": 4, "targets": ["q_proj", "v_proj"]}
+    trainer = FinetuneTrainer(cfg, tmp_path / "ft", ckpt, "lora", lora, progress=False, log=lambda *a: None)
     trainer.fit()
     base = build_model(cfg.model)
     load_weights(ckpt, base)
@@ -192,7 +192,8 @@ def test_cli_finetune_then_generate_with_lora(tiny_cfg, text_file, tmp_path):
     base = tmp_path / "base"
     tiny_cfg.train.steps = 3
     Trainer(tiny_cfg, base, progress=False, log=lambda *a: None).fit()  # what `tfmr train` writes
-    out = _tfmr("finetune", "--checkpoint", str(base / "checkpoint"), "--lora", "rank=4,alpha=32,targets=q_proj,v_proj,w1",
+    out = _tfmr("finetune", "--checkpoint", str(base / "checkpoint"),
+                "--lora", "rank=4,alpha=32,targets=q_proj,v_proj,w1",
                 "--data", str(text_file), "--out", str(tmp_path / "ft"), "--no-progress",
                 "--set", "train.steps=8", "--set", "train.lr=0.02")
     assert "lora weights:" in out

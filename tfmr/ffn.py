@@ -244,23 +244,29 @@ class MoE(nn.Module):
             gates = gates / gates.sum(-1, keepdim=True)
         return logits, probs, gates, chosen
 
-    def forward(self, x: torch.Tensor):
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1])  # (N, dim)
-        n = flat.shape[0]
-        logits, probs, gates, chosen = self.route(flat)
-        # Assignments in priority order: every token's first choice, then every second choice.
-        expert_of = chosen.t().reshape(-1)  # (k*N,) assignment a = slot * N + token
+    def assign(self, chosen: torch.Tensor):
+        """Sort the k*N assignments (a = slot * N + token) by expert, first choices ahead of
+        second ones, and keep what fits each expert's capacity. -> order (M,), counts (E,) before
+        capacity, kept (E,) after it."""
+        n = chosen.shape[0]
+        expert_of = chosen.t().reshape(-1)  # (k*N,)
         order = torch.argsort(expert_of, stable=True)  # grouped by expert, priority kept inside
         counts = torch.bincount(expert_of, minlength=self.num_experts)  # (E,)
         cap = capacity(n, self.top_k, self.num_experts,
                        self.capacity_factor if self.training else self.eval_capacity_factor)
-        kept = counts if cap is None else counts.clamp(max=cap)
-        if cap is not None:
-            starts = counts.cumsum(0) - counts  # (E,) where each expert's group begins
-            rank = torch.arange(order.numel(), device=x.device) - starts[expert_of[order]]  # place in its group
-            order = order[rank < cap]
-        routes = Routes(order % n, _inverse(order, self.top_k * n), self.top_k)
+        if cap is None:
+            return order, counts, counts
+        starts = counts.cumsum(0) - counts  # (E,) where each expert's group begins
+        rank = torch.arange(order.numel(), device=order.device) - starts[expert_of[order]]  # place in group
+        return order[rank < cap], counts, counts.clamp(max=cap)
+
+    def forward(self, x: torch.Tensor):
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])  # (N, dim)
+        n, k = flat.shape[0], self.top_k
+        logits, probs, gates, chosen = self.route(flat)
+        order, counts, kept = self.assign(chosen)
+        routes = Routes(order % n, _inverse(order, k * n), k)
         inputs = Dispatch.apply(flat, routes)  # (M, dim) tokens grouped by expert
         outputs = [expert(chunk)[0] for expert, chunk in zip(self.experts, inputs.split(kept.tolist()))]
         y = torch.cat(outputs) * gates.t().reshape(-1)[order, None].to(outputs[0].dtype)  # (M, dim)
@@ -273,8 +279,9 @@ class MoE(nn.Module):
         return out.view(shape), aux  # (B, T, dim)
 
     def extra_repr(self) -> str:
-        return (f"experts={self.num_experts}, top_k={self.top_k}, norm_topk={self.norm_topk}, expert={self.expert_kind}, "
-                f"capacity_factor={self.capacity_factor}, balance_coef={self.balance_coef}, z_coef={self.z_coef}")
+        return (f"experts={self.num_experts}, top_k={self.top_k}, norm_topk={self.norm_topk}, "
+                f"expert={self.expert_kind}, capacity_factor={self.capacity_factor}, "
+                f"balance_coef={self.balance_coef}, z_coef={self.z_coef}")
 
 
 def _expert(kind: str, dim: int, bias: bool, dropout: float, hidden, mult, activation) -> nn.Module:

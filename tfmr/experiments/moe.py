@@ -87,7 +87,8 @@ def table(results: list[dict]) -> str:
         load = "-" if r["max_load_last"] is None else f"{r['max_load_last']:.2f}"
         drop = "-" if r["dropped_mean"] is None else f"{100 * r['dropped_mean']:.1f}%"
         rows.append(f"| {r['name']} | {r['ffn_params']:,} | {r['active_ffn_params']:,} | {r['final_train']:.4f} | "
-                    f"{r['final_val']:.4f} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / dense['tokens_per_s']:.2f}x | "
+                    f"{r['final_val']:.4f} | {r['tokens_per_s']:,.0f} | "
+                    f"{r['tokens_per_s'] / dense['tokens_per_s']:.2f}x | "
                     f"{load} | {drop} |")
     return "\n".join(rows)
 

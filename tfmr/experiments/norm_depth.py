@@ -121,7 +121,8 @@ def main(args) -> int:
               flush=True)
         results.append(run_one(placement, args, out))
         print(table(results[-1:]).splitlines()[-1], flush=True)
-    title = f"{args.layers} layers x dim {args.dim}, lr {args.lr}, warmup {args.warmup}, batch {args.batch_size}x{args.context}"
+    title = (f"{args.layers} layers x dim {args.dim}, lr {args.lr}, warmup {args.warmup}, "
+             f"batch {args.batch_size}x{args.context}")
     png = plot(results, out / "norm_depth.png", title)
     settings = {k: v for k, v in vars(args).items() if k != "func"}
     (out / "results.json").write_text(json.dumps({"args": settings, "results": results}, indent=1))
