@@ -203,3 +203,13 @@ def test_cli_finetune_then_generate_with_lora(tiny_cfg, text_file, tmp_path):
     load(model, tmp_path / "ft" / "adaptation.safetensors")
     ids = greedy(model, torch.tensor([tok.encode("To be")]), 20)
     assert text.rstrip("\n") == tok.decode(ids[0].tolist())  # the CLI used base + LoRA
+
+
+def test_finetune_names_the_valid_settings(tmp_path):
+    from tfmr import ConfigError
+    from tfmr.finetune import FinetuneTrainer, spec_options
+
+    with pytest.raises(ConfigError, match="--lora has no setting 'ranks'; valid: targets, rank, alpha, dropout"):
+        FinetuneTrainer(None, tmp_path, tmp_path, "lora", spec_options("ranks=4"))
+    with pytest.raises(ConfigError, match="valid: lora, adapter"):
+        FinetuneTrainer(None, tmp_path, tmp_path, "prefix", {})

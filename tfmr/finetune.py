@@ -12,6 +12,7 @@ to the usual metrics.jsonl and loss.png. Resuming a fine-tuning run is not suppo
 """
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -37,6 +38,10 @@ class FinetuneTrainer(Trainer):
     def __init__(self, cfg: RunConfig, out_dir, base_dir, method: str, options: dict, **kw):
         if method not in METHODS:
             raise ConfigError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
+        valid = [n for n in inspect.signature(METHODS[method]).parameters if n != "model"]
+        for key in options:
+            if key not in valid:
+                raise ConfigError(f"--{method} has no setting {key!r}; valid: {', '.join(valid)}")
         self.base_dir, self.method, self.options = checkpoint.verify(base_dir), method, options
         super().__init__(cfg, out_dir, **kw)
 
