@@ -119,3 +119,22 @@ def test_compiled_step_gives_the_same_tokens():
     eager = FastDecoder(model, 3, 40).generate(ids, 20, attention_mask=mask)
     compiled = FastDecoder(model, 3, 40, compile=True).generate(ids, 20, attention_mask=mask)
     assert torch.equal(compiled, eager)
+
+
+def test_fast_greedy_on_a_hugging_face_llama_equals_generate():
+    """Outside reference for the fast path: RoPE at per-row positions, GQA, SwiGLU, RMSNorm."""
+    transformers = pytest.importorskip("transformers")
+    from tfmr.interop import FAMILIES, from_hf
+
+    if "llama" not in FAMILIES:
+        pytest.skip("tfmr.interop.from_hf does not support llama yet")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   pad_token_id=0, tie_word_embeddings=False)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        hf.lm_head.weight.normal_(0.0, 1.0)  # peaky logits: no near ties
+    ids, mask = _left_padded([[5, 9, 12, 3, 3], [7, 8]])
+    ref = hf.generate(ids, attention_mask=mask.long(), do_sample=False, max_new_tokens=10, pad_token_id=0)
+    assert torch.equal(FastDecoder(from_hf(hf), 2, 20).generate(ids, 10, attention_mask=mask), ref)

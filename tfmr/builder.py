@@ -58,9 +58,9 @@ def _attention(cfg: ModelConfig) -> Attention:
     return Attention(cfg.dim, cfg.heads, cfg.kv_heads or cfg.heads, cfg.bias, kernel)
 
 
-def _block(cfg: ModelConfig, cross: bool = False) -> Block:
+def _block(cfg: ModelConfig, cross: bool = False, role: str = "decoder-only") -> Block:
     ffn = _make(cfg.ffn, FFNS, "model.ffn", FFN_FIXED, dim=cfg.dim, bias=cfg.bias, dropout=cfg.dropout)
-    residual = _make(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED, dropout=cfg.dropout)
+    residual = _make(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED, **_residual_args(cfg, role))
     if not cross:
         return Block(_attention(cfg), _norm(cfg), ffn, _norm(cfg), residual)
     return Block(_attention(cfg), _norm(cfg), ffn, _norm(cfg), residual, _attention(cfg), _norm(cfg))
@@ -93,10 +93,11 @@ def build_model(cfg: ModelConfig) -> Model | EncoderDecoder:
     if cfg.arch == "encoder-decoder":
         return _build_encoder_decoder(cfg)
     tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
-    blocks = [_block(cfg) for _ in range(cfg.layers)]
+    role = "decoder-only" if cfg.arch == "decoder" else "encoder-only"
+    blocks = [_block(cfg, role=role) for _ in range(cfg.layers)]
     lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
     model = Model(cfg, tok_emb, _position(cfg), blocks, _final_norm(cfg), lm_head, _pattern(cfg), _embed_norm(cfg))
-    init_weights(model, cfg.init_std)
+    _init(model, cfg)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.tok_emb.weight  # one matrix for input and output (Press & Wolf 2017)
     return model
@@ -109,15 +110,30 @@ def _build_encoder_decoder(cfg: ModelConfig) -> EncoderDecoder:
                           f"vocab_size is {cfg.vocab_size} (set model.share_embeddings=false)")
     tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
     src_emb = tok_emb if cfg.share_embeddings else nn.Embedding(src_vocab, cfg.dim)
-    encoder = [_block(cfg) for _ in range(cfg.encoder_layers or cfg.layers)]
-    decoder = [_block(cfg, cross=True) for _ in range(cfg.layers)]
+    encoder = [_block(cfg, role="encoder") for _ in range(cfg.encoder_layers or cfg.layers)]
+    decoder = [_block(cfg, cross=True, role="decoder") for _ in range(cfg.layers)]
     lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
     model = EncoderDecoder(cfg, src_emb, tok_emb, _position(cfg), _position(cfg), encoder, _final_norm(cfg),
                            decoder, _final_norm(cfg), lm_head, _pattern(cfg))
-    init_weights(model, cfg.init_std)
+    _init(model, cfg)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.tok_emb.weight
     return model
+
+
+def _init(model: nn.Module, cfg: ModelConfig) -> None:
+    """tfmr's init, then each block's residual placement adjusts its block (DeepNorm's beta)."""
+    init_weights(model, cfg.init_std)
+    for block in list(getattr(model, "encoder", [])) + list(model.blocks):
+        block.residual.init_block(block)
+
+
+def _residual_args(cfg: ModelConfig, role: str) -> dict:
+    """The fixed arguments a residual class takes: dropout, and the stack's role and depths."""
+    all_args = {"dropout": cfg.dropout, "role": role, "layers": cfg.layers,
+                "encoder_layers": cfg.encoder_layers or cfg.layers}
+    params = inspect.signature(RESIDUALS[cfg.residual.kind]).parameters
+    return {k: v for k, v in all_args.items() if k in params}
 
 
 def _pos_args(cfg: ModelConfig) -> dict:

@@ -1,4 +1,4 @@
-"""The `tfmr` command line: train, generate, eval, bench, tokenizer (and more as issues land).
+"""The `tfmr` command line: train, generate, eval, finetune, bench, tokenizer (and more as issues land).
 
 Common flags: --preset NAME, --config FILE (YAML/TOML), --set key=value (repeatable),
 --out DIR, --resume. User mistakes (a bad key, a missing file, a tampered checkpoint) print one
@@ -127,6 +127,10 @@ def _beam_text(model, tokenizer, args) -> None:
 
 def cmd_generate(args) -> int:
     model, tokenizer, _ = load_model(Path(args.checkpoint))
+    if args.lora:  # base + LoRA / adapter weights from `tfmr finetune`, merged for speed
+        from .finetune import add_finetuned
+
+        add_finetuned(model, args.lora, args.checkpoint).eval()
     if args.beam > 1:
         _beam_text(model, tokenizer, args)
         return 0
@@ -171,6 +175,22 @@ def cmd_eval_decoding(args) -> int:
     files = write_report(cmp, out)
     print("\n" + markdown_table(cmp.rows) + "\n")
     print(f"table: {files['table']}\njson:  {files['json']}\nplot:  {files['plot']}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from .finetune import FinetuneTrainer, finetune_config, spec_options
+
+    method, spec = ("lora", args.lora) if args.lora else ("adapter", args.adapter)
+    cfg = finetune_config(args.checkpoint, args.data, args.set)
+    trainer = FinetuneTrainer(cfg, args.out, args.checkpoint, method, spec_options(spec),
+                              progress=not args.no_progress)
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        return 130
+    print(f"{method} weights: {trainer.save()}\nmetrics: {args.out}/metrics.jsonl\n"
+          f"use: tfmr generate --checkpoint {args.checkpoint} --lora {args.out}")
     return 0
 
 
@@ -249,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --beam: score = sum log p / length ** this (> 0 favours long)")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--lora", metavar="DIR", help="add the LoRA (or adapter) weights of a `tfmr finetune` run")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint")
@@ -265,6 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", help="report folder (default RUN/eval_decoding)")
     e.set_defaults(func=cmd_eval_decoding)
+
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint with LoRA or adapters (only they train)")
+    p.add_argument("--checkpoint", required=True, help="the base checkpoint folder (RUN/checkpoint)")
+    method = p.add_mutually_exclusive_group(required=True)
+    method.add_argument("--lora", metavar="SPEC", help="e.g. rank=8,alpha=16,targets=q_proj,v_proj[,dropout=0.05]")
+    method.add_argument("--adapter", metavar="SPEC", help="e.g. bottleneck=32,targets=out_proj,w2")
+    p.add_argument("--data", required=True, help="the text to fine-tune on (file or folder)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the base run, e.g. --set train.steps=200")
+    p.add_argument("--out", default="runs/finetune", help="run folder (adaptation weights, metrics)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("bench", help="benchmarks")
     bench_sub = p.add_subparsers(dest="what", required=True)

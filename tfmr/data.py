@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def read_text(path: str | Path | None) -> str:
 
 def train_tokenizer(choice, text: str):
     """Build the tokenizer named by the data config (char, or bpe with a vocab size)."""
-    check_options(choice, TOKENIZERS, "data.tokenizer", fixed=("text", "progress"))
+    check_options(choice, TOKENIZERS, "data.tokenizer", fixed=("text", "progress"), method="train")
     cls = TOKENIZERS[choice.kind]
     return cls.train(text, **choice.options)
 
@@ -85,9 +86,12 @@ class Prepared:
     directory: Path
 
 
-def _cache_key(text: str, cfg: DataConfig) -> str:
+def _cache_key(text: str, cfg: DataConfig, tokenizer=None) -> str:
     h = hashlib.sha256(text.encode("utf-8"))
     h.update(json.dumps([to_dict(cfg.tokenizer), cfg.val_fraction], sort_keys=True).encode())
+    if tokenizer is not None:  # a given tokenizer (fine-tuning): its saved form is its identity
+        with tempfile.TemporaryDirectory() as tmp:
+            h.update(Path(tokenizer.save(tmp)).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -97,21 +101,26 @@ def _write_ids(path: Path, ids: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def prepare(cfg: DataConfig, cache_root: str | Path, log=print) -> Prepared:
-    """Tokenize the configured text once and keep the ids on disk (memory-mapped thereafter)."""
+def prepare(cfg: DataConfig, cache_root: str | Path, log=print, tokenizer=None) -> Prepared:
+    """Tokenize the configured text once and keep the ids on disk (memory-mapped thereafter).
+    With `tokenizer` (fine-tuning a checkpoint) the text is encoded with it, none is trained."""
     text = read_text(cfg.path)
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.val_fraction}")
-    directory = Path(cache_root) / _cache_key(text, cfg)
+    directory = Path(cache_root) / _cache_key(text, cfg, tokenizer)
     meta_path = directory / "meta.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         log(f"data: cached ids in {directory} ({meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens)")
     else:
         directory.mkdir(parents=True, exist_ok=True)
-        log(f"data: {len(text):,} characters; training the {cfg.tokenizer.kind} tokenizer and encoding ...")
-        tok = train_tokenizer(cfg.tokenizer, text)
-        ids = np.asarray(tok.encode(text), dtype=np.uint16 if tok.vocab_size <= 65536 else np.uint32)
+        log(f"data: {len(text):,} characters; {'encoding with the given' if tokenizer else 'training the'} "
+            f"{cfg.tokenizer.kind} tokenizer ...")
+        tok = tokenizer if tokenizer is not None else train_tokenizer(cfg.tokenizer, text)
+        try:
+            ids = np.asarray(tok.encode(text), dtype=np.uint16 if tok.vocab_size <= 65536 else np.uint32)
+        except ValueError as e:  # a given tokenizer that cannot encode this text (unknown characters)
+            raise DataError(f"{cfg.path}: {e}") from None
         n_val = max(1, int(len(ids) * cfg.val_fraction))
         if len(ids) - n_val < 2:
             raise DataError(f"the text is too short to train on ({len(ids)} tokens)")

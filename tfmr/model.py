@@ -86,32 +86,86 @@ class Attention(nn.Module):
         return f"heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}"
 
 
-class PreNorm(nn.Module):
-    """x + f(norm(x)): the GPT-2 / Llama placement, stable in deep stacks."""
+class Residual(nn.Module):
+    """Where the norm sits around a sublayer: `residual(x, norm, sublayer) -> (x', extra)`."""
 
     def __init__(self, dropout: float = 0.0):
         super().__init__()
         self.drop = nn.Dropout(dropout)
+
+    def init_block(self, block: nn.Module) -> None:
+        """Adjust a freshly initialised block's weights (DeepNorm scales some down); default: none."""
+
+
+class PreNorm(Residual):
+    """x + f(norm(x)): the GPT-2 / Llama placement, stable in deep stacks."""
 
     def forward(self, x, norm, sublayer):
         y, extra = sublayer(norm(x))
         return x + self.drop(y), extra
 
 
-class PostNorm(nn.Module):
+class PostNorm(Residual):
     """norm(x + f(x)): the original Transformer's placement."""
-
-    def __init__(self, dropout: float = 0.0):
-        super().__init__()
-        self.drop = nn.Dropout(dropout)
 
     def forward(self, x, norm, sublayer):
         y, extra = sublayer(x)
         return norm(x + self.drop(y)), extra
 
 
-RESIDUALS = {"pre": PreNorm, "post": PostNorm}
-RESIDUAL_FIXED = ("dropout",)
+def deepnorm_constants(role: str, layers: int, encoder_layers: int = 0) -> tuple[float, float]:
+    """(alpha, beta) of DeepNet (https://arxiv.org/abs/2203.00555, table / figure 2) for a stack.
+
+    role "decoder-only" / "encoder-only" (N = layers): alpha = (2N)^1/4, beta = (8N)^-1/4;
+    in an encoder-decoder with N encoder and M decoder layers:
+    "encoder": alpha = 0.81 (N^4 M)^1/16, beta = 0.87 (N^4 M)^-1/16;
+    "decoder": alpha = (3M)^1/4, beta = (12M)^-1/4."""
+    if role in ("decoder-only", "encoder-only"):
+        return (2 * layers) ** 0.25, (8 * layers) ** -0.25
+    if role == "encoder":
+        nm = encoder_layers ** 4 * layers
+        return 0.81 * nm ** (1 / 16), 0.87 * nm ** (-1 / 16)
+    if role == "decoder":
+        return (3 * layers) ** 0.25, (12 * layers) ** -0.25
+    raise ValueError(f"unknown DeepNorm role {role!r}; valid: decoder-only, encoder-only, encoder, decoder")
+
+
+class DeepNorm(Residual):
+    """norm(alpha * x + f(x)) with the sublayers' value, output and FFN weights initialised by
+    Xavier-normal with gain beta (queries and keys with gain 1): DeepNet
+    (https://arxiv.org/abs/2203.00555). Post-LN with an up-weighted residual; alpha = beta = 1 is
+    exactly Post-LN. Unset alpha / beta follow the paper for this stack's role and depth."""
+
+    def __init__(self, dropout: float = 0.0, role: str = "decoder-only", layers: int = 1,
+                 encoder_layers: int = 0, alpha: float | None = None, beta: float | None = None):
+        super().__init__(dropout)
+        paper_alpha, paper_beta = deepnorm_constants(role, layers, encoder_layers)
+        self.alpha = paper_alpha if alpha is None else float(alpha)
+        self.beta = paper_beta if beta is None else float(beta)
+
+    def forward(self, x, norm, sublayer):
+        y, extra = sublayer(x)
+        return norm(self.alpha * x + self.drop(y)), extra
+
+    @torch.no_grad()
+    def init_block(self, block: nn.Module) -> None:
+        for attn in (block.attn, getattr(block, "cross", None)):
+            if attn is None:
+                continue
+            for proj, gain in ((attn.q_proj, 1.0), (attn.k_proj, 1.0), (attn.v_proj, self.beta),
+                               (attn.out_proj, self.beta)):
+                nn.init.xavier_normal_(proj.weight, gain=gain)
+        for name, module in block.ffn.named_modules():
+            if isinstance(module, nn.Linear) and "router" not in name:
+                nn.init.xavier_normal_(module.weight, gain=self.beta)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha:.4g}, beta={self.beta:.4g}"
+
+
+RESIDUALS = {"pre": PreNorm, "post": PostNorm, "deepnorm": DeepNorm}
+# Arguments the builder passes itself (each class takes the ones it needs).
+RESIDUAL_FIXED = ("dropout", "role", "layers", "encoder_layers")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from . import checkpoint
 from .builder import build_model
 from .config import ConfigError, RunConfig, TrainConfig, dumps, from_dict, to_dict
 from .data import Batches, default_cache_root, prepare
+from .ffn import expert_stats
 
 
 DTYPES = ("auto", "float32", "bfloat16")
@@ -120,10 +121,10 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoint"
         if resume:
             self._adopt_saved_config()
-        self.data = prepare(cfg.data, cfg.data.cache_dir or default_cache_root(), log=log)
+        self.data = self.prepare_data()
         cfg.model.vocab_size = self.data.tokenizer.vocab_size
         torch.manual_seed(t.seed)
-        self.model = build_model(cfg.model).to(self.device)
+        self.model = self.build_model().to(self.device)
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.train_batches = Batches(self.data.train, cfg.model.context, t.batch_size, t.seed)
         self.step = 0
@@ -131,6 +132,14 @@ class Trainer:
         if resume:
             self._load_state()
         self.forward = torch.compile(self.model) if t.compile else self.model
+
+    def prepare_data(self):
+        """Tokenized train / val ids (fine-tuning overrides this to reuse a checkpoint's tokenizer)."""
+        return prepare(self.cfg.data, self.cfg.data.cache_dir or default_cache_root(), log=self.log)
+
+    def build_model(self) -> torch.nn.Module:
+        """A fresh model (fine-tuning overrides this to load a checkpoint and add LoRA)."""
+        return build_model(self.cfg.model)
 
     # ------------------------------------------------------------------ state
     def _adopt_saved_config(self) -> None:
@@ -217,6 +226,7 @@ class Trainer:
                     elapsed = time.perf_counter() - t0
                     record["tokens_per_s"] = tokens_per_step * steps_timed / max(elapsed, 1e-9)
                     t0, steps_timed = time.perf_counter(), 0
+                    record.update(expert_stats(self.model))  # MoE expert utilisation; {} without MoE
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
                 if self.step % t.eval_every == 0 or self.step == t.steps:
                     record.update(self.evaluate())

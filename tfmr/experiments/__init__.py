@@ -5,9 +5,11 @@ Each module here exposes `add_arguments(parser)` and `main(args) -> int`, and is
 Trainer, data) and add no model code of their own.
 
     length-extrapolation   train at context L with each position scheme, test at L ... 16L
+    norm-depth             Post-LN, Pre-LN and DeepNorm on a deep thin stack at one learning rate
+    moe                    mixture of experts vs dense at equal active parameters
 """
 from __future__ import annotations
 
-from . import length_extrapolation
+from . import length_extrapolation, moe, norm_depth
 
-EXPERIMENTS = {"length-extrapolation": length_extrapolation}
+EXPERIMENTS = {"length-extrapolation": length_extrapolation, "norm-depth": norm_depth, "moe": moe}

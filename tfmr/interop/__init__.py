@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from ..builder import build_model
-from . import bloom, gpt2
+from . import bloom, gpt2, llama
 
-FAMILIES = {"gpt2": gpt2, "bloom": bloom}
+FAMILIES = {"gpt2": gpt2, "bloom": bloom, "llama": llama, "mistral": llama, "mixtral": llama}
 
 
 def from_hf(hf_model) -> torch.nn.Module:

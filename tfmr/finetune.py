@@ -1,0 +1,96 @@
+"""Fine-tuning a trained checkpoint with LoRA or bottleneck adapters (`tfmr finetune`).
+
+    tfmr finetune --checkpoint RUN/checkpoint --lora rank=8,alpha=16,targets=q_proj,v_proj \
+                  --data new.txt --out RUN-lora [--set train.steps=300 ...]
+    tfmr generate --checkpoint RUN/checkpoint --lora RUN-lora --prompt "..."
+
+The base checkpoint's model, tokenizer and training settings are the starting point (`--set`
+overrides any of them, e.g. train.steps or train.lr); the new text is encoded with the base
+tokenizer. Only the LoRA / adapter weights train, and only they are written
+(`OUT/adaptation.safetensors`, with the settings and the base weights' sha256 as metadata), next
+to the usual metrics.jsonl and loss.png. Resuming a fine-tuning run is not supported.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+from . import checkpoint
+from .adapters import (ADAPTATION_FILE, apply_adapters, apply_lora, load_adaptation, parse_spec, read_adaptation,
+                       save_adaptation)
+from .config import ConfigError, RunConfig, apply_override, from_dict
+from .data import default_cache_root, prepare
+from .tokenizers import load as load_tokenizer
+from .train import Trainer
+
+METHODS = {"lora": apply_lora, "adapter": apply_adapters}
+
+
+def base_digest(directory: Path) -> str:
+    """The sha256 of a checkpoint's weights, as its manifest records it."""
+    return json.loads((Path(directory) / checkpoint.MANIFEST).read_text())["model.safetensors"]
+
+
+class FinetuneTrainer(Trainer):
+    """The Trainer, starting from a checkpoint's weights with LoRA or adapters added."""
+
+    def __init__(self, cfg: RunConfig, out_dir, base_dir, method: str, options: dict, **kw):
+        if method not in METHODS:
+            raise ConfigError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
+        valid = [n for n in inspect.signature(METHODS[method]).parameters if n != "model"]
+        for key in options:
+            if key not in valid:
+                raise ConfigError(f"--{method} has no setting {key!r}; valid: {', '.join(valid)}")
+        self.base_dir, self.method, self.options = checkpoint.verify(base_dir), method, options
+        super().__init__(cfg, out_dir, **kw)
+
+    def prepare_data(self):
+        tokenizer = load_tokenizer(self.base_dir)
+        cache = self.cfg.data.cache_dir or default_cache_root()
+        return prepare(self.cfg.data, cache, log=self.log, tokenizer=tokenizer)
+
+    def build_model(self):
+        model = super().build_model()
+        checkpoint.load_weights(self.base_dir, model)
+        try:
+            METHODS[self.method](model, **self.options)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"--{self.method}: {e}") from None
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.log(f"{self.method}: {trainable:,} trainable parameters of {sum(p.numel() for p in model.parameters()):,}")
+        return model
+
+    def save(self) -> Path:
+        extra = {"base": str(self.base_dir), "base_sha256": base_digest(self.base_dir), "step": self.step}
+        return save_adaptation(self.model, self.out / ADAPTATION_FILE, extra)
+
+
+def finetune_config(base_dir, data: str | None, sets: list[str]) -> RunConfig:
+    """The base run's config, pointed at the new data, then each `--set`."""
+    cfg = from_dict(RunConfig, checkpoint.read_config(base_dir))
+    cfg.data.path, cfg.data.cache_dir = data, None
+    for assignment in sets:
+        apply_override(cfg, assignment)
+    return cfg
+
+
+def add_finetuned(model, adaptation_path, base_dir, merge: bool = True):
+    """Add the LoRA / adapter weights of a finetune run to `model`, loaded from `base_dir`;
+    refuse weights fine-tuned from another base checkpoint."""
+    try:
+        _, _, extra = read_adaptation(adaptation_path)
+        expected = extra.get("base_sha256")
+        if expected and expected != base_digest(checkpoint.resolve(base_dir)):
+            raise ValueError(f"{adaptation_path} was fine-tuned from other base weights ({extra.get('base')}); "
+                             f"it does not fit {base_dir}")
+        return load_adaptation(model, adaptation_path, merge=merge)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def spec_options(text: str) -> dict:
+    try:
+        return parse_spec(text)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
