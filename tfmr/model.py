@@ -71,7 +71,7 @@ class Attention(nn.Module):
             q, k = pos.rotate(q, k, start)
             if cache is not None:
                 k, v = cache.update(k, v, start)  # (B, Hkv, Tk, D): cached keys, oldest first
-                mask = mask.keys_from(cache.key_start)  # a rolling cache no longer starts at 0
+                mask = mask.keys_from(getattr(cache, "key_start", 0))  # a rolling cache no longer starts at 0
             bias = pos.bias(T, k.shape[2], start)  # (H, T, Tk) or None
         else:  # cross-attention: keys and values come from the encoder memory, no positions
             (k, v), bias = kv, None
