@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -12,11 +13,28 @@ from tfmr.cli import load_model
 from tfmr.train import Trainer
 
 
-@pytest.fixture
-def trained(tiny_cfg, tmp_path):
-    tiny_cfg.train.steps = 6
-    trainer = Trainer(tiny_cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+@pytest.fixture(scope="module")
+def _trained_once(tmp_path_factory):
+    from conftest import SHORT_TEXT
+
+    from tfmr import presets
+
+    root = tmp_path_factory.mktemp("ckpt")
+    (root / "corpus.txt").write_text(SHORT_TEXT)
+    cfg = presets.tiny()
+    cfg.data.path, cfg.data.cache_dir = str(root / "corpus.txt"), str(root / "cache")
+    cfg.train.steps, cfg.train.eval_iters = 6, 1
+    trainer = Trainer(cfg, root / "run", progress=False, log=lambda *a: None)
     trainer.fit()
+    return trainer, trainer.ckpt_dir
+
+
+@pytest.fixture
+def trained(_trained_once, tmp_path):
+    """The module's trained run with a private copy of its checkpoint (tests may damage it)."""
+    trainer, original = _trained_once
+    trainer.ckpt_dir = tmp_path / "checkpoint"
+    shutil.copytree(original, trainer.ckpt_dir)
     return trainer
 
 

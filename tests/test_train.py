@@ -96,3 +96,21 @@ def test_run_writes_metrics_plot_and_checkpoint(tiny_cfg, tmp_path):
     png = (tmp_path / "run" / "loss.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert (tmp_path / "run" / "checkpoint" / "manifest.json").exists()
+
+
+def test_language_model_trains_on_bpe_ids_and_carries_its_tokenizer(tiny_cfg, tmp_path):
+    from tfmr.cli import load_model
+    from tfmr.config import apply_override
+
+    apply_override(tiny_cfg, "data.tokenizer=bpe")
+    apply_override(tiny_cfg, "data.tokenizer.vocab_size=300")
+    tiny_cfg.train.steps = 30
+    trainer = _quiet(tiny_cfg, tmp_path / "run")
+    tok = trainer.data.tokenizer
+    assert tok.kind == "bpe" and trainer.model.cfg.vocab_size == tok.vocab_size
+    text = "To be, or not to be"
+    assert len(tok.encode(text)) < len(text)  # merges were learned and used
+    last = trainer.fit()
+    assert last["train_loss"] < math.log(tok.vocab_size) - 1.0
+    model, loaded, _ = load_model(trainer.ckpt_dir)
+    assert loaded.kind == "bpe" and loaded.encode(text) == tok.encode(text)

@@ -326,15 +326,19 @@ def merge_into(cfg: RunConfig, data: dict) -> RunConfig:
     return cfg
 
 
-def check_options(choice_: Choice, registry: dict, axis: str, fixed: tuple[str, ...] = ()) -> None:
+def check_options(choice_: Choice, registry: dict, axis: str, fixed: tuple[str, ...] = (),
+                  method: str | None = None) -> None:
     """Check a Choice against its registry: known kind, and options the class accepts.
 
-    `fixed` names constructor arguments the builder passes itself (not user options).
+    `fixed` names constructor arguments the builder passes itself (not user options); `method`
+    checks the options against a classmethod (e.g. a tokenizer's `train`) instead of `__init__`.
     """
     if choice_.kind not in registry:
         raise ConfigError(f"unknown {axis} kind {choice_.kind!r}; valid kinds: {', '.join(registry)}")
-    params = inspect.signature(registry[choice_.kind]).parameters
-    valid = [n for n in params if n not in fixed and n != "self"]
+    target = registry[choice_.kind] if method is None else getattr(registry[choice_.kind], method)
+    params = inspect.signature(target).parameters
+    valid = [n for n, p in params.items()
+             if n not in fixed and n not in ("self", "cls") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     for name in choice_.options:
         if name not in valid:
             listed = ", ".join(valid) if valid else "(none)"

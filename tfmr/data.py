@@ -72,7 +72,7 @@ def read_text(path: str | Path | None) -> str:
 
 def train_tokenizer(choice, text: str):
     """Build the tokenizer named by the data config (char, or bpe with a vocab size)."""
-    check_options(choice, TOKENIZERS, "data.tokenizer", fixed=("text", "progress"))
+    check_options(choice, TOKENIZERS, "data.tokenizer", fixed=("text", "progress"), method="train")
     cls = TOKENIZERS[choice.kind]
     return cls.train(text, **choice.options)
 
