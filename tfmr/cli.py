@@ -1,4 +1,4 @@
-"""The `tfmr` command line: train, generate, finetune, bench, tokenizer (and more as issues land).
+"""The `tfmr` command line: train, generate, finetune, eval, bench, tokenizer, experiment, viz.
 
 Common flags: --preset NAME, --config FILE (YAML/TOML), --set key=value (repeatable),
 --out DIR, --resume. User mistakes (a bad key, a missing file, a tampered checkpoint) print one
@@ -63,20 +63,26 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _stream_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed) -> str:
-    """Generate and print text as it is produced; returns the continuation."""
+def _prompt_ids(model, tokenizer, prompt):
     import torch
-
-    from .decode import stream
 
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
     if ids.shape[1] == 0:
         raise ConfigError("the prompt is empty; give at least one character")
+    return ids
+
+
+def _stream_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, **more) -> str:
+    """Generate and print text as it is produced; returns the continuation. `more`: min_p,
+    repetition, ngram (see tfmr.decode.stream)."""
+    from .decode import stream
+
+    ids = _prompt_ids(model, tokenizer, prompt)
     sys.stdout.write(prompt)
     new: list[int] = []
     shown = ""
-    for tok in stream(model, ids, max_new_tokens, temperature, top_k, top_p, seed=seed):
+    for tok in stream(model, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, **more):
         new.append(int(tok[0]))
         text = tokenizer.decode(new)
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
@@ -101,18 +107,74 @@ def load_model(checkpoint_dir):
     return model.eval(), load_tokenizer(directory), cfg
 
 
+def _beam_text(model, tokenizer, args) -> None:
+    """Beam search: print the n best continuations with their scores (nothing to stream)."""
+    from .decode import beam_search
+
+    ids = _prompt_ids(model, tokenizer, args.prompt)
+    n = args.n_best or 1
+    try:
+        best = beam_search(model, ids, args.beam, args.max_new_tokens, length_penalty=args.length_penalty,
+                           n_best=n, repetition=args.repetition_penalty, ngram=args.no_repeat_ngram)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for k in range(n):
+        if n > 1:
+            print(f"--- beam {k + 1} of {args.beam}, score {float(best.scores[0, k]):.4f}")
+        length = int(best.lengths[0, k])
+        print(args.prompt + tokenizer.decode(best.ids[0, k, ids.shape[1]:ids.shape[1] + length].tolist()))
+
+
 def cmd_generate(args) -> int:
     model, tokenizer, _ = load_model(Path(args.checkpoint))
     if args.lora:  # base + LoRA / adapter weights from `tfmr finetune`, merged for speed
         from .finetune import add_finetuned
 
         add_finetuned(model, args.lora, args.checkpoint).eval()
+    if args.beam > 1:
+        _beam_text(model, tokenizer, args)
+        return 0
     for i in range(args.num_samples):
         if i:
             print("\n---")
         seed = None if args.seed is None else args.seed + i
         _stream_text(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
-                     args.top_p, seed)
+                     args.top_p, seed, min_p=args.min_p, repetition=args.repetition_penalty,
+                     ngram=args.no_repeat_ngram)
+    return 0
+
+
+def cmd_eval_decoding(args) -> int:
+    """Decode held-out prompts with several strategies; table (md, json) and plot of the
+    degeneration metrics (Holtzman et al. 2019, Table 1)."""
+    import numpy as np
+
+    from .data import read_text
+    from .degeneration import (DEFAULT_STRATEGIES, compare_strategies, held_out_windows, markdown_table,
+                               parse_strategy, write_report)
+
+    try:
+        strategies = [parse_strategy(s) for s in (args.strategy or DEFAULT_STRATEGIES)]
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    model, tokenizer, cfg = load_model(Path(args.checkpoint))
+    ids = np.asarray(tokenizer.encode(read_text(args.data or cfg.data.path)))
+    held_out = ids[-max(1, int(len(ids) * cfg.data.val_fraction)):]  # the split training held out
+    context = cfg.model.context
+    prompt_len = args.prompt_len or min(32, context // 4)
+    new = args.new_tokens or min(200, context - prompt_len)
+    if prompt_len + new > context:
+        raise ConfigError(f"--prompt-len {prompt_len} + --new-tokens {new} exceeds the model's context ({context})")
+    try:
+        windows = held_out_windows(held_out, args.prompts, prompt_len + new, args.seed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    print(f"{args.prompts} held-out prompts of {prompt_len} tokens, {new} new tokens each")
+    cmp = compare_strategies(model, windows, prompt_len, strategies, decode_text=tokenizer.decode, seed=args.seed)
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval_decoding"
+    files = write_report(cmp, out)
+    print("\n" + markdown_table(cmp.rows) + "\n")
+    print(f"table: {files['table']}\njson:  {files['json']}\nplot:  {files['plot']}")
     return 0
 
 
@@ -198,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--min-p", type=float, default=None, help="keep tokens with p >= min_p * the best p")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages tokens already seen")
+    p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N", help="never repeat an N-gram")
+    p.add_argument("--beam", type=int, default=1, metavar="K", help="beam search with K beams (K > 1)")
+    p.add_argument("--n-best", type=int, default=None, help="with --beam: print the N best, with scores")
+    p.add_argument("--length-penalty", type=float, default=1.0,
+                   help="with --beam: score = sum log p / length ** this (> 0 favours long)")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--lora", metavar="DIR", help="add the LoRA (or adapter) weights of a `tfmr finetune` run")
@@ -214,6 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/finetune", help="run folder (adaptation weights, metrics)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint")
+    eval_sub = p.add_subparsers(dest="what", required=True)
+    e = eval_sub.add_parser("decoding", help="compare decoding strategies: repetition, self-BLEU, Zipf, distinct-n")
+    e.add_argument("--checkpoint", required=True, help="a checkpoint folder (RUN/checkpoint)")
+    e.add_argument("--strategy", action="append", metavar="SPEC",
+                   help="'greedy' or key=value,... with beam_size, temperature, top_k, top_p, min_p, repetition, "
+                        "ngram (repeatable; default: the rows of Holtzman et al.'s Table 1)")
+    e.add_argument("--prompts", type=int, default=100, help="held-out prompts to continue")
+    e.add_argument("--prompt-len", type=int, default=None, help="tokens per prompt (default min(32, context/4))")
+    e.add_argument("--new-tokens", type=int, default=None, help="tokens to generate (default: fill the context)")
+    e.add_argument("--data", help="text to draw prompts from (default: the run's data; its held-out tail is used)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", help="report folder (default RUN/eval_decoding)")
+    e.set_defaults(func=cmd_eval_decoding)
 
     p = sub.add_parser("bench", help="benchmarks")
     bench_sub = p.add_subparsers(dest="what", required=True)

@@ -1,94 +1,333 @@
-"""Decoding: turn a model's next-token distributions into text.
+"""Decoding: turn a model's next-token distributions into token ids.
 
-Functions over the small model protocol, so they work for any model that speaks it:
+Functions over the small model protocol, so they work for decoder-only and encoder-decoder
+models alike:
 
     model.start_state(batch, max_len, src=None) -> DecodeState   (KV caches, position, memory)
     model.step(tokens (B, T), state) -> (next-token logits (B, V), state)
+    state.reorder(rows)                                            (beam search keeps survivors)
 
+    greedy(...)        the arg-max at every step                        贪心解码
+    sample(...)        temperature, top-k, top-p (nucleus), min-p       采样
+    stream(...)        the same, one token at a time (for printing as it comes)
+    beam_search(...)   K hypotheses per input, length penalty, early stopping, n-best   束搜索
 
-    stream(...)   yields one token id at a time (for printing as it comes)
-    sample(...)   temperature, top-k, top-p (nucleus), min-p; seeded, reproducible
-    greedy(...)   the arg-max at every step
+Logits processors run in Hugging Face `generate`'s order and with its math, so the same logits
+give the same choices: repetition penalty, no-repeat-n-gram, then temperature, top-k, top-p,
+min-p. Greedy and beam search follow `generate`'s semantics token for token (tests/test_decode_hf.py):
+after EOS a row emits `pad_id` (default: `eos_id`); beam search keeps the 2K best continuations,
+finishes a hypothesis when it ends in EOS or reaches the length limit, scores a finished one by
+sum(log p) / (generated tokens) ** length_penalty, and stops when no running beam can beat the
+finished ones (`early_stopping` False / True / "never", as in `generate`).
 
-Beam search and the degeneration metrics live beside these (issue: decoding).
+Left padding (ragged prompts in one batch) and the compiled static-cache path for GPUs live in
+fastdecode.py; the degeneration metrics in degeneration.py.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
+NEG = -1.0e9  # the "impossible" score beam search adds, as Hugging Face does (not -inf: it is summed)
 
+
+# ------------------------------------------------------------------------ logits processors
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None,
                   min_p: float | None = None) -> torch.Tensor:
-    """Set to -inf every logit outside the top-k / nucleus (top-p) / min-p set. (B, V) -> (B, V)."""
+    """Set to -inf every logit outside the top-k / nucleus (top-p) / min-p set. (B, V) -> (B, V).
+
+    top-k: keep the k largest (ties with the k-th kept too).
+    top-p: keep the smallest set of most likely tokens whose probability reaches p
+           (Holtzman et al. 2019, https://arxiv.org/abs/1904.09751); the best token always stays.
+    min-p: keep tokens with probability >= min_p * the best token's (https://arxiv.org/abs/2407.01082).
+    """
     if top_k is not None and top_k > 0:
         k = min(top_k, logits.shape[-1])
         kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        before = probs.cumsum(-1) - probs  # mass strictly before each token
-        drop_sorted = before >= top_p  # keep the smallest prefix whose mass reaches top_p
-        drop_sorted[..., 0] = False  # always keep the most likely token
+        # ascending order: a token goes when the mass of it and everything less likely is <= 1 - p
+        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
+        mass_up_to = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
+        drop_sorted = mass_up_to <= 1 - top_p
+        drop_sorted[..., -1] = False  # the most likely token always stays
         logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
     if min_p is not None and min_p > 0:
         probs = torch.softmax(logits, dim=-1)
-        floor = min_p * probs.max(dim=-1, keepdim=True).values
+        floor = min_p * probs.amax(dim=-1, keepdim=True)  # (B, 1)
         logits = logits.masked_fill(probs < floor, float("-inf"))
     return logits
 
 
+def repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Make every token already in `seen` (B, T) less likely, once per token (CTRL,
+    https://arxiv.org/abs/1909.05858): a positive logit is divided by `penalty`, a negative one
+    multiplied. penalty 1 changes nothing; above 1 penalises, below 1 rewards."""
+    if penalty == 1.0:
+        return logits
+    old = torch.gather(logits, 1, seen)  # (B, T)
+    new = torch.where(old < 0, old * penalty, old / penalty)
+    return logits.scatter(1, seen, new)
+
+
+def no_repeat_ngram(logits: torch.Tensor, seen: torch.Tensor, n: int) -> torch.Tensor:
+    """Forbid (-inf) every token that would complete an n-gram already present in `seen` (B, T)."""
+    T = seen.shape[1]
+    if n <= 0 or T < n:
+        return logits
+    suffix = seen[:, T - n + 1:]  # (B, n-1): the n-gram the next token would complete starts with this
+    grams = seen.unfold(1, n, 1)  # (B, T-n+1, n): every n-gram so far
+    hits = (grams[..., :-1] == suffix[:, None]).all(dim=-1)  # (B, T-n+1)
+    V = logits.shape[-1]
+    banned = torch.zeros(logits.shape[0], V + 1, dtype=torch.bool, device=logits.device)
+    banned.scatter_(1, torch.where(hits, grams[..., -1].clamp(max=V), V), True)  # misses go to column V
+    return logits.masked_fill(banned[:, :V], float("-inf"))
+
+
+def process(logits: torch.Tensor, seen: torch.Tensor, repetition: float = 1.0, ngram: int = 0) -> torch.Tensor:
+    """The processors that come before temperature and filtering, in Hugging Face's order."""
+    if repetition != 1.0:
+        logits = repetition_penalty(logits, seen, repetition)
+    if ngram:
+        logits = no_repeat_ngram(logits, seen, ngram)
+    return logits
+
+
+def choose(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+           top_p: float | None = None, min_p: float | None = None,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """The next token of each row (B,): the arg-max when temperature <= 0, else a draw from the
+    filtered, tempered distribution."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p, min_p), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+
+
+# ------------------------------------------------------------------------ greedy and sampling
 def _context_of(model) -> int:
     return model.cfg.context
+
+
+def _generator(device, seed: int | None) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    if seed is not None:
+        gen.manual_seed(seed)
+    else:
+        gen.seed()
+    return gen
 
 
 @torch.no_grad()
 def stream(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
-           seed: int | None = None, eos_id: int | None = None) -> Iterator[torch.Tensor]:
+           seed: int | None = None, eos_id: int | None = None, *, src: torch.Tensor | None = None,
+           repetition: float = 1.0, ngram: int = 0, pad_id: int | None = None) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) one step at a time, using the KV cache.
 
-    When the sequence reaches the model's context, the window slides: the cache is refilled from
-    the last half-context of tokens (positions restart at 0).
+    A row that has produced `eos_id` yields `pad_id` (default `eos_id`) from then on; the stream
+    ends when every row has. When the sequence reaches the model's context the window slides:
+    the cache is refilled from the last half-context of tokens (positions restart at 0).
     """
     model.eval()
-    gen = torch.Generator(device=input_ids.device)
-    if seed is not None:
-        gen.manual_seed(seed)
-    else:
-        gen.seed()
+    gen = _generator(input_ids.device, seed)
+    pad = eos_id if pad_id is None else pad_id
     context = _context_of(model)
-    ids = input_ids[:, -context:]
-    state = model.start_state(ids.shape[0], context)
-    logits, state = model.step(ids, state)
+    seen = input_ids  # everything so far, for the repetition processors
+    window = input_ids[:, -context:]
+    state = model.start_state(window.shape[0], context, src=src)
+    logits, state = model.step(window, state)
+    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     for _ in range(max_new_tokens):
-        if temperature <= 0:
-            nxt = logits.argmax(-1)
-        else:
-            probs = torch.softmax(filter_logits(logits.float() / temperature, top_k, top_p, min_p), dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)  # (B,)
+        scores = process(logits.float(), seen, repetition, ngram)
+        nxt = choose(scores, temperature, top_k, top_p, min_p, gen)
+        if eos_id is not None:
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            done = done | (nxt == eos_id)
         yield nxt
-        if eos_id is not None and bool((nxt == eos_id).all()):
+        if eos_id is not None and bool(done.all()):
             return
-        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        seen = torch.cat([seen, nxt[:, None]], dim=1)
+        window = torch.cat([window, nxt[:, None]], dim=1)
         if state.pos + 1 > context:  # slide the window
-            ids = ids[:, -(context // 2):]
-            state = model.start_state(ids.shape[0], context)
-            logits, state = model.step(ids, state)
+            window = window[:, -(context // 2):]
+            state = model.start_state(window.shape[0], context, src=src)
+            logits, state = model.step(window, state)
         else:
             logits, state = model.step(nxt[:, None], state)
 
 
 def sample(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
-           seed: int | None = None, eos_id: int | None = None) -> torch.Tensor:
-    """Prompt + sampled continuation, (B, T + new)."""
-    new = list(stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, seed, eos_id))
+           seed: int | None = None, eos_id: int | None = None, src: torch.Tensor | None = None, *,
+           repetition: float = 1.0, ngram: int = 0, pad_id: int | None = None) -> torch.Tensor:
+    """Prompt + sampled continuation, (B, T + new). temperature <= 0 means greedy."""
+    new = list(stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, seed, eos_id,
+                      src=src, repetition=repetition, ngram=ngram, pad_id=pad_id))
     return torch.cat([input_ids] + [t[:, None] for t in new], dim=1) if new else input_ids
 
 
-def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, eos_id: int | None = None) -> torch.Tensor:
+def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, eos_id: int | None = None,
+           src: torch.Tensor | None = None, *, repetition: float = 1.0, ngram: int = 0,
+           pad_id: int | None = None) -> torch.Tensor:
     """Prompt + arg-max continuation, (B, T + new)."""
-    return sample(model, input_ids, max_new_tokens, temperature=0.0, eos_id=eos_id)
+    return sample(model, input_ids, max_new_tokens, temperature=0.0, eos_id=eos_id, src=src,
+                  repetition=repetition, ngram=ngram, pad_id=pad_id)
+
+
+# ------------------------------------------------------------------------ beam search
+@dataclass
+class NBest:
+    """The n best finished hypotheses of each input, best first."""
+
+    ids: torch.Tensor  # (B, n, T): prompt + continuation, `pad_id` after a hypothesis ends
+    scores: torch.Tensor  # (B, n): sum of log-probs / (generated tokens) ** length_penalty
+    lengths: torch.Tensor  # (B, n): generated tokens of each hypothesis, EOS included
+
+
+class Beams:
+    """The bookkeeping of beam search for B inputs x K beams, all in tensors (no per-beam Python).
+
+    Each step: add the K beams' log-probs to their running scores, keep the 2K best continuations
+    over all K x V, move those that end (EOS or the length limit) into a pool of K finished
+    hypotheses when they rank among the first K and score well enough, and carry the best K
+    unfinished ones on. `advance` returns the cache rows the survivors come from and their new
+    tokens; `finished()` says whether any running beam could still improve the pool.
+
+        running:  seqs (B, K, L)      scores (B, K)        sum of log-probs so far
+        pool:     fin_seqs (B, K, L)  fin_scores (B, K)    normalised by length ** length_penalty
+    """
+
+    def __init__(self, prompts: torch.Tensor, beam_size: int, max_new_tokens: int, eos_id: int | None,
+                 length_penalty: float = 1.0, early_stopping: bool | str = False, fill: int = 0):
+        if early_stopping not in (True, False, "never"):
+            raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+        B, P = prompts.shape
+        K, L, dev = beam_size, P + max_new_tokens, prompts.device
+        self.B, self.K, self.P, self.L = B, K, P, L
+        self.eos_id, self.lp, self.es = eos_id, length_penalty, early_stopping
+        self.seqs = torch.full((B, K, L), fill, dtype=torch.long, device=dev)
+        self.seqs[:, :, :P] = prompts[:, None]
+        self.scores = torch.zeros(B, K, device=dev)
+        self.scores[:, 1:] = NEG  # at first every beam is the same prompt: expand only the first
+        self.fin_seqs = self.seqs.clone()
+        self.fin_scores = torch.full((B, K), NEG, device=dev)
+        self.fin_done = torch.zeros(B, K, dtype=torch.bool, device=dev)
+        self.fin_len = torch.zeros(B, K, dtype=torch.long, device=dev)
+        self.improvable = torch.ones(B, 1, dtype=torch.bool, device=dev)  # False for good once decoding stops
+        self.first_k = torch.arange(2 * K, device=dev) < K  # (2K,)
+        self.row_base = torch.arange(B, device=dev)[:, None] * K  # (B, 1)
+        self.t = 0
+
+    def history(self) -> torch.Tensor:
+        """Every running beam's tokens so far, (B*K, P + t): what the processors look at."""
+        return self.seqs[:, :, : self.P + self.t].reshape(self.B * self.K, -1)
+
+    def advance(self, logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step from log-probs (B*K, V); returns (cache rows (B*K,), next tokens (B*K,))."""
+        B, K, t = self.B, self.K, self.t
+        V = logprobs.shape[-1]
+        total = (logprobs.view(B, K, V) + self.scores[:, :, None]).view(B, K * V)
+        cand_scores, flat = torch.topk(total, 2 * K)  # (B, 2K) each, best first
+        beam, tok = flat // V, flat % V
+        cand = torch.take_along_dim(self.seqs, beam[..., None], dim=1)  # (B, 2K, L)
+        cand[:, :, self.P + t] = tok
+        ends = torch.full_like(tok, self.P + t + 1 >= self.L, dtype=torch.bool)
+        if self.eos_id is not None:
+            ends = ends | (tok == self.eos_id)
+        self._keep_running(cand, cand_scores, beam, ends)
+        self._update_pool(cand, cand_scores, ends)
+        self.t = t + 1
+        self._update_improvable(ends)
+        rows = (self.src_beam + self.row_base).view(-1)
+        return rows, self.seqs[:, :, self.P + t].reshape(-1)
+
+    def _keep_running(self, cand, cand_scores, beam, ends):
+        alive = cand_scores + ends.to(torch.float32) * NEG  # an ended continuation cannot run on
+        best = torch.topk(alive, self.K).indices  # (B, K)
+        self.seqs = torch.take_along_dim(cand, best[..., None], dim=1)
+        self.scores = torch.take_along_dim(alive, best, dim=1)
+        self.src_beam = torch.take_along_dim(beam, best, dim=1)
+
+    def _update_pool(self, cand, cand_scores, ends):
+        new = ends & self.first_k[None, :]  # only the first K continuations may finish
+        normed = cand_scores / ((self.t + 1) ** self.lp)
+        full = self.fin_done.all(dim=-1, keepdim=True) & (self.es is True)
+        normed = normed + full.to(torch.float32) * NEG
+        normed = normed + (~self.improvable).to(torch.float32) * NEG
+        normed = normed + (~new) * NEG
+        scores = torch.cat([self.fin_scores, normed], dim=1)  # (B, 3K)
+        top = torch.topk(scores, self.K).indices  # (B, K)
+        self.fin_scores = torch.take_along_dim(scores, top, dim=1)
+        self.fin_seqs = torch.take_along_dim(torch.cat([self.fin_seqs, cand], dim=1), top[..., None], dim=1)
+        self.fin_done = torch.take_along_dim(torch.cat([self.fin_done, new], dim=1), top, dim=1)
+        lengths = torch.cat([self.fin_len, torch.full_like(new, self.t + 1, dtype=torch.long)], dim=1)
+        self.fin_len = torch.take_along_dim(lengths, top, dim=1)
+
+    def _update_improvable(self, ends):
+        """Can the best running beam still beat the worst finished one? With early_stopping=False
+        its best possible score is taken at the current length, with "never" (and a positive
+        length penalty) at the longest allowed length. Decoding stops for the whole batch when no
+        input can improve, when every pool is full under early_stopping=True, or when every
+        continuation ended; then `improvable` turns False everywhere, which freezes the pools
+        (so a caller that checks `finished()` only now and then gets the same result)."""
+        best_len = (self.L - self.P) if (self.es == "never" and self.lp > 0.0) else self.t
+        best = self.scores[:, :1] / (best_len ** self.lp)  # (B, 1)
+        worst = torch.where(self.fin_done, self.fin_scores.min(dim=1, keepdim=True).values, NEG)  # (B, K)
+        improvable = self.improvable & (best > worst).any(dim=-1, keepdim=True)
+        stop = ~improvable.any() | (self.fin_done.all() & (self.es is True)) | ends.all()
+        self.improvable = improvable & ~stop
+
+    def finished(self) -> bool:
+        """True when decoding can stop for every input (one host sync)."""
+        return not bool(self.improvable.any())
+
+    def result(self, n: int) -> NBest:
+        """The n best finished hypotheses, cropped to the longest one returned."""
+        lengths = self.fin_len[:, :n]
+        end = self.P + int(lengths.max())
+        return NBest(self.fin_seqs[:, :n, :end], self.fin_scores[:, :n], lengths)
+
+
+def _expand(state, rows: int, beam_size: int, device):
+    return state.reorder(torch.arange(rows, device=device).repeat_interleave(beam_size))
+
+
+@torch.no_grad()
+def beam_search(model, input_ids: torch.Tensor, beam_size: int, max_new_tokens: int, eos_id: int | None = None,
+                length_penalty: float = 1.0, src: torch.Tensor | None = None, *,
+                early_stopping: bool | str = False, n_best: int | None = None, pad_id: int | None = None,
+                repetition: float = 1.0, ngram: int = 0) -> torch.Tensor | NBest:
+    """Beam search (https://arxiv.org/abs/1409.3215 section 3.2; scoring and stopping as in
+    Hugging Face `generate`). Returns the best hypothesis per input, (B, T + new), or with
+    `n_best=n` an `NBest` with the n best of each (n <= beam_size), their scores and lengths.
+
+    length_penalty > 0 favours longer hypotheses, < 0 shorter ones. Finished hypotheses shorter
+    than the longest returned are filled with `pad_id` (default `eos_id`).
+    """
+    model.eval()
+    B, P = input_ids.shape
+    K = beam_size
+    n = 1 if n_best is None else n_best
+    if not 1 <= n <= K:
+        raise ValueError(f"n_best must be between 1 and beam_size ({K}), got {n}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if P + max_new_tokens > _context_of(model):
+        raise ValueError(f"beam search keeps the whole sequence in the cache: prompt ({P}) + max_new_tokens "
+                         f"({max_new_tokens}) exceeds the model's context ({_context_of(model)})")
+    fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
+    state = _expand(model.start_state(B, P + max_new_tokens, src=src), B, K, input_ids.device)
+    logits, state = model.step(input_ids.repeat_interleave(K, dim=0), state)  # (B*K, V)
+    beams = Beams(input_ids, K, max_new_tokens, eos_id, length_penalty, early_stopping, fill)
+    while True:
+        logprobs = process(torch.log_softmax(logits.float(), dim=-1), beams.history(), repetition, ngram)
+        rows, tokens = beams.advance(logprobs)
+        if beams.finished():
+            break
+        state.reorder(rows)
+        logits, state = model.step(tokens[:, None], state)
+    best = beams.result(n)
+    return best if n_best is not None else best.ids[:, 0]

@@ -1,0 +1,114 @@
+"""The static-cache fast path computes what decode.py computes: same logits, same tokens, with
+ragged prompts left-padded into one batch.
+
+The compiled variant (torch.compile) is checked here only with TFMR_COMPILE_TESTS=1 (compiling
+takes about a minute on a 2-core CPU); benchmarks/gpu_decode.py --quick checks it too.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tfmr import ModelConfig, build_model
+from tfmr.config import Choice
+from tfmr.decode import beam_search, greedy
+from tfmr.fastdecode import FastDecoder, RowPositions
+from tfmr.positions import Position
+
+
+def _lm(seed=0, pos="learned"):
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(vocab_size=50, dim=32, layers=2, heads=4, kv_heads=2, context=40,
+                                    pos=Choice(pos))).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)  # peaky: no near ties
+    return model
+
+
+PROMPTS = [[5, 9, 12, 3, 3], [7], [20, 21, 22, 23, 24, 25, 26, 27]]
+
+
+def _left_padded(prompts, pad=0):
+    P = max(map(len, prompts))
+    ids = torch.full((len(prompts), P), pad, dtype=torch.long)
+    mask = torch.zeros(len(prompts), P, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):] = torch.tensor(p)
+        mask[i, P - len(p):] = True
+    return ids, mask
+
+
+@pytest.mark.parametrize("pos", ["learned", "sinusoidal"])
+def test_prefill_with_left_padding_gives_each_rows_own_logits(pos):
+    model = _lm(pos=pos)
+    ids, mask = _left_padded(PROMPTS)
+    logits = FastDecoder(model, 3, 40).prefill(ids, mask)
+    for i, p in enumerate(PROMPTS):
+        with torch.no_grad():
+            ref = model(torch.tensor([p])).logits[0, -1]
+        torch.testing.assert_close(logits[i], ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pos", ["learned", "sinusoidal"])
+def test_left_padded_batch_equals_one_by_one_greedy(pos):
+    model = _lm(1, pos=pos)
+    ids, mask = _left_padded(PROMPTS)
+    eos = int(greedy(model, torch.tensor([PROMPTS[0]]), 24)[0, len(PROMPTS[0]) + 4])  # row 0 ends early
+    out = FastDecoder(model, 3, 40).generate(ids, 24, attention_mask=mask, eos_id=eos, pad_id=0, check_every=5)
+    P = ids.shape[1]
+    for i, p in enumerate(PROMPTS):
+        ref = greedy(model, torch.tensor([p]), 24, eos_id=eos, pad_id=0)
+        n = ref.shape[1] - len(p)
+        assert torch.equal(out[i, P:P + n], ref[0, len(p):])
+        assert (out[i, P + n:] == 0).all()
+    assert out.shape[1] - P < 24 or (out[0, P + 5:] == 0).all()
+
+
+def test_fast_beam_search_equals_decode_beam_search():
+    model = _lm(2)
+    ids = torch.tensor([[5, 9, 12, 3]])
+    dec = FastDecoder(model, 4, 40)
+    for eos, stop in [(None, False), (11, False), (11, True), (11, "never")]:
+        ref = beam_search(model, ids, 4, 20, eos_id=eos, early_stopping=stop, n_best=3, pad_id=0)
+        got = dec.beam_search(ids, 4, 20, eos_id=eos, early_stopping=stop, n_best=3, pad_id=0, check_every=3)
+        assert torch.equal(got.ids, ref.ids), (eos, stop)
+        torch.testing.assert_close(got.scores, ref.scores, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_sampling_with_top_k_1_is_greedy_and_seeds_reproduce():
+    model = _lm(3)
+    ids, mask = _left_padded(PROMPTS)
+    dec = FastDecoder(model, 3, 40)
+    g = dec.generate(ids, 15, attention_mask=mask)
+    assert torch.equal(dec.generate(ids, 15, attention_mask=mask, temperature=1.0, top_k=1, seed=3), g)
+    a = dec.generate(ids, 15, attention_mask=mask, temperature=1.5, seed=3)
+    assert torch.equal(a, dec.generate(ids, 15, attention_mask=mask, temperature=1.5, seed=3))
+    assert not torch.equal(a, g)
+
+
+def test_fast_decoder_refuses_what_it_cannot_do():
+    model = _lm()
+    with pytest.raises(ValueError, match="holds 2 rows of 40 tokens"):
+        FastDecoder(model, 2, 40).generate(torch.zeros(3, 4, dtype=torch.long), 5)
+    with pytest.raises(ValueError, match="needs FastDecoder\\(batch=8\\)"):
+        FastDecoder(model, 4, 40).beam_search(torch.zeros(2, 4, dtype=torch.long), 4, 5)
+    with pytest.raises(ValueError, match="exceeds the 40 learned positions"):
+        FastDecoder(model, 1, 64)
+
+    class Odd(Position):
+        def embed(self, x, start=0):
+            return x + 1
+
+    with pytest.raises(ValueError, match="does not know how to embed per-row positions for Odd"):
+        RowPositions(Odd())
+
+
+@pytest.mark.skipif(os.environ.get("TFMR_COMPILE_TESTS") != "1", reason="set TFMR_COMPILE_TESTS=1 (about a minute)")
+def test_compiled_step_gives_the_same_tokens():
+    model = _lm(4)
+    ids, mask = _left_padded(PROMPTS)
+    eager = FastDecoder(model, 3, 40).generate(ids, 20, attention_mask=mask)
+    compiled = FastDecoder(model, 3, 40, compile=True).generate(ids, 20, attention_mask=mask)
+    assert torch.equal(compiled, eager)
