@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 
@@ -94,7 +95,7 @@ def test_comparison_scores_every_strategy_and_writes_table_json_and_plot(tmp_pat
     assert files["plot"].read_bytes()[:4] == b"\x89PNG"
 
 
-def test_eval_decoding_cli_on_a_trained_checkpoint(text_file, tmp_path):
+def test_eval_decoding_and_beam_generate_on_a_trained_checkpoint(text_file, tmp_path):
     run = tmp_path / "run"
     train = subprocess.run([sys.executable, "-m", "tfmr", "train", "--preset", "tiny", "--data", str(text_file),
                             "--out", str(run), "--no-progress", "--set", "train.steps=3",
@@ -108,3 +109,10 @@ def test_eval_decoding_cli_on_a_trained_checkpoint(text_file, tmp_path):
     table = (tmp_path / "eval" / "decoding.md").read_text()
     assert "| human |" in table and "| greedy |" in table and "| top_k=5 |" in table
     assert (tmp_path / "eval" / "decoding.png").exists()
+    g = subprocess.run([sys.executable, "-m", "tfmr", "generate", "--checkpoint", str(run / "checkpoint"), "--prompt",
+                        "To be", "--max-new-tokens", "8", "--beam", "3", "--n-best", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert g.returncode == 0, g.stderr
+    parts = re.split(r"--- beam (\d) of 3, score -[\d.]+\n", g.stdout)
+    assert parts[0] == "" and parts[1] == "1" and parts[3] == "2"
+    assert all(text.startswith("To be") and len(text) == len("To be") + 8 + 1 for text in (parts[2], parts[4]))

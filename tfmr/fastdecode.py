@@ -14,7 +14,8 @@ compiled graph that CUDA replays with a single launch:
 Left padding lets prompts of different lengths share one batch. The model's own modules run: the
 blocks are called through `run_blocks` with a `StaticCache` per layer, a `StaticMask` and per-row
 positions, so this path computes what `model.step` computes (tests/test_fastdecode.py checks the
-tokens against decode.py). Decoder-only models; encoder-decoder models use decode.py.
+tokens against decode.py). Decoder-only models with the dense attention pattern; every position
+kind (learned, sinusoidal, none, RoPE, xPos, ALiBi); encoder-decoder models use decode.py.
 
     dec = FastDecoder(model, batch=1, max_len=272, compile=True)
     ids = dec.generate(prompt, 256)                                   # greedy
@@ -32,9 +33,9 @@ import torch
 from torch import nn
 
 from .decode import Beams, NBest, filter_logits
-from .kernels import Mask
+from .kernels import Dense, Mask
 from .model import run_blocks
-from .positions import Learned, NoPosition, Position, Sinusoidal
+from .positions import Alibi, Learned, NoPosition, Position, Rope, Sinusoidal, XPos
 
 
 @dataclass
@@ -49,6 +50,8 @@ class StaticCache(nn.Module):
     """One layer's keys and values, preallocated for the whole generation; buffers, so a CUDA
     graph sees the same memory on every replay. `update` writes at tensor slots and returns the
     whole buffer: the mask hides what is not filled yet."""
+
+    key_start = 0  # the keys returned start at position 0 (attention shifts its mask by this)
 
     def __init__(self, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device):
         super().__init__()
@@ -99,31 +102,53 @@ def _embed_none(pos, x, positions):
     return x
 
 
-class RowPositions:
-    """A model's position module called with per-row positions (B, T) instead of one start.
+def _rotate_rope(pos: Rope, q, k, positions):
+    """RoPE (and xPos) at per-row positions: Rope.tables' float32 arithmetic, (B, 1, T, r) tables."""
+    p = positions.to(torch.float32)[..., None]  # (B, T, 1)
+    freqs = p * pos.inv_freq  # (B, T, r/2)
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, r), broadcast over heads
+    cos, sin = angles.cos(), angles.sin()
+    if pos.scale_base is None:
+        return pos._turn(q, cos, sin), pos._turn(k, cos, sin)
+    scale = pos.zeta ** (p / pos.scale_base)  # (B, T, r/2)
+    scale = torch.cat((scale, scale), dim=-1)[:, None]  # (B, 1, T, r)
+    return pos._turn(q, cos * scale, sin * scale), pos._turn(k, cos / scale, sin / scale)
 
-    Absolute schemes are looked up in ROW_EMBEDS. A scheme that rotates queries and keys or adds
-    an attention bias is called with the (B, T) positions (rotate) or the `Where` (bias) in place
-    of its int start; it must accept them to run here."""
+
+def _bias_alibi(pos: Alibi, q_len: int, k_len: int, where: Where):
+    """-slope_h * |query slot - key slot|: relative, so the left padding cancels. (H, T, k_len)"""
+    keys = torch.arange(k_len, device=where.slots.device)
+    dist = (where.slots[:, None] - keys[None, :]).abs().to(torch.float32)  # (T, k_len)
+    return -pos.slopes[:, None, None] * dist
+
+
+class RowPositions:
+    """A model's position module called with per-row positions (B, T) instead of one int start,
+    through the per-class functions in ROW_EMBEDS, ROW_ROTATES and ROW_BIASES."""
 
     def __init__(self, pos: nn.Module):
         self.pos = pos
-        embed = ROW_EMBEDS.get(type(pos))
-        if embed is None and type(pos).embed is not Position.embed:
-            raise ValueError(f"fast decoding does not know how to embed per-row positions for {type(pos).__name__}; "
-                             f"known: {', '.join(c.__name__ for c in ROW_EMBEDS)}")
-        self._embed = embed or _embed_none
-        self._rotates = type(pos).rotate is not Position.rotate
-        self._biases = type(pos).bias is not Position.bias
+        self._embed = self._pick(ROW_EMBEDS, "embed", _embed_none)
+        self._rotate = self._pick(ROW_ROTATES, "rotate", None)
+        self._bias = self._pick(ROW_BIASES, "bias", None)
+
+    def _pick(self, table: dict, hook: str, identity):
+        kind = type(self.pos)
+        if kind in table:
+            return table[kind]
+        if getattr(kind, hook) is getattr(Position, hook):  # the class does not use this hook
+            return identity
+        raise ValueError(f"fast decoding does not know how to {hook} per-row positions for {kind.__name__}; "
+                         f"known: {', '.join(c.__name__ for c in table)}")
 
     def embed(self, x: torch.Tensor, where: Where) -> torch.Tensor:
         return self._embed(self.pos, x, where.positions)
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, where: Where):
-        return self.pos.rotate(q, k, where.positions) if self._rotates else (q, k)
+        return (q, k) if self._rotate is None else self._rotate(self.pos, q, k, where.positions)
 
     def bias(self, q_len: int, k_len: int, where: Where):
-        return self.pos.bias(q_len, k_len, where) if self._biases else None
+        return None if self._bias is None else self._bias(self.pos, q_len, k_len, where)
 
 
 def _draw(probs: torch.Tensor) -> torch.Tensor:
@@ -161,6 +186,9 @@ class FastDecoder(nn.Module):
         super().__init__()
         if not hasattr(model, "tok_emb") or hasattr(model, "encoder"):
             raise ValueError("FastDecoder takes a decoder-only tfmr Model; use tfmr.decode for encoder-decoder models")
+        if type(model.pattern) is not Dense:
+            raise ValueError(f"FastDecoder runs the dense attention pattern; this model uses "
+                             f"{type(model.pattern).__name__} (decode with tfmr.decode)")
         if max_len > model.cfg.context and isinstance(model.pos, Learned):
             raise ValueError(f"max_len {max_len} exceeds the {model.cfg.context} learned positions of this model")
         self.model = model.eval()
@@ -183,7 +211,7 @@ class FastDecoder(nn.Module):
         return the float logits of the last position (B, V)."""
         m = self.model
         where = Where(slots, (slots[None, :] - self.pad).clamp(min=0))  # positions (B, T)
-        x = self.rows.embed(m.tok_emb(tokens), where)  # (B, T, dim)
+        x = m.embed_norm(self.rows.embed(m.tok_emb(tokens), where))  # (B, T, dim)
         x, _, _, _ = run_blocks(m.blocks, x, self.rows, StaticMask(keep), self.caches, where)
         return m.lm_head(m.final_norm(x[:, -1:]))[:, -1].float()  # (B, V)
 
@@ -282,5 +310,7 @@ class FastDecoder(nn.Module):
         return best if n_best is not None else best.ids[:, 0]
 
 
-# Absolute position schemes: how to add the embedding of per-row positions (B, T).
+# How each position scheme acts at per-row positions (B, T); a class not listed must leave that hook alone.
 ROW_EMBEDS = {Learned: _embed_learned, Sinusoidal: _embed_sinusoidal, NoPosition: _embed_none}
+ROW_ROTATES = {Rope: _rotate_rope, XPos: _rotate_rope}
+ROW_BIASES = {Alibi: _bias_alibi}
