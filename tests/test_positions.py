@@ -258,3 +258,27 @@ def test_length_extrapolation_experiment_runs_and_reports_every_scheme(text_file
     assert ppl["rope+ntk"][1] != ppl["rope"][1] != ppl["rope+pi"][1]  # factor 2: other angles
     assert "| alibi |" in (out / "table.md").read_text()
     assert (out / "perplexity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("kind", ["rope", "xpos", "alibi"])
+def test_relative_schemes_run_in_fast_decoding_with_left_padding(kind):
+    """fastdecode.py calls rotate with (B, T) per-row positions and bias with cache slots: each
+    left-padded row gets its own logits, and greedy decoding equals decode.greedy row by row."""
+    from tfmr.decode import greedy
+    from tfmr.fastdecode import FastDecoder
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=50, dim=32, layers=2, heads=4, kv_heads=2, context=40,
+                                    pos=Choice(kind))).eval()
+    prompts = [[5, 9, 12, 3, 3], [7], [20, 21, 22, 23, 24, 25, 26, 27]]
+    P = max(map(len, prompts))
+    ids = torch.zeros(3, P, dtype=torch.long)
+    mask = torch.zeros(3, P, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):], mask[i, P - len(p):] = torch.tensor(p), True
+    logits = FastDecoder(model, 3, 40).prefill(ids, mask)
+    out = FastDecoder(model, 3, 40).generate(ids, 12, attention_mask=mask)
+    for i, p in enumerate(prompts):
+        with torch.no_grad():
+            torch.testing.assert_close(logits[i], model(torch.tensor([p])).logits[0, -1], atol=1e-5, rtol=1e-5)
+        assert out[i, P:].tolist() == greedy(model, torch.tensor([p]), 12)[0, len(p):].tolist()

@@ -1,4 +1,4 @@
-"""The `tfmr` command line: train, generate, eval, finetune, bench, tokenizer (and more as issues land).
+"""The `tfmr` command line: train, generate, finetune, eval, bench, tokenizer, experiment, viz.
 
 Common flags: --preset NAME, --config FILE (YAML/TOML), --set key=value (repeatable),
 --out DIR, --resume. User mistakes (a bad key, a missing file, a tampered checkpoint) print one
@@ -272,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora", metavar="DIR", help="add the LoRA (or adapter) weights of a `tfmr finetune` run")
     p.set_defaults(func=cmd_generate)
 
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint with LoRA or adapters (only they train)")
+    p.add_argument("--checkpoint", required=True, help="the base checkpoint folder (RUN/checkpoint)")
+    method = p.add_mutually_exclusive_group(required=True)
+    method.add_argument("--lora", metavar="SPEC", help="e.g. rank=8,alpha=16,targets=q_proj,v_proj[,dropout=0.05]")
+    method.add_argument("--adapter", metavar="SPEC", help="e.g. bottleneck=32,targets=out_proj,w2")
+    p.add_argument("--data", required=True, help="the text to fine-tune on (file or folder)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the base run, e.g. --set train.steps=200")
+    p.add_argument("--out", default="runs/finetune", help="run folder (adaptation weights, metrics)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     eval_sub = p.add_subparsers(dest="what", required=True)
     e = eval_sub.add_parser("decoding", help="compare decoding strategies: repetition, self-BLEU, Zipf, distinct-n")
@@ -286,18 +298,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", help="report folder (default RUN/eval_decoding)")
     e.set_defaults(func=cmd_eval_decoding)
-
-    p = sub.add_parser("finetune", help="fine-tune a checkpoint with LoRA or adapters (only they train)")
-    p.add_argument("--checkpoint", required=True, help="the base checkpoint folder (RUN/checkpoint)")
-    method = p.add_mutually_exclusive_group(required=True)
-    method.add_argument("--lora", metavar="SPEC", help="e.g. rank=8,alpha=16,targets=q_proj,v_proj[,dropout=0.05]")
-    method.add_argument("--adapter", metavar="SPEC", help="e.g. bottleneck=32,targets=out_proj,w2")
-    p.add_argument("--data", required=True, help="the text to fine-tune on (file or folder)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting of the base run, e.g. --set train.steps=200")
-    p.add_argument("--out", default="runs/finetune", help="run folder (adaptation weights, metrics)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("bench", help="benchmarks")
     bench_sub = p.add_subparsers(dest="what", required=True)

@@ -280,7 +280,7 @@ class SDPA(nn.Module):
             return out[..., :D], None
         attn_mask = _float_mask(mask, bias, q, k_len)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-        if mask.key_padding is not None or mask.sparse:  # queries that see no key at all come out as NaN
+        if mask.key_padding is not None:  # queries that see no key at all come out as NaN
             out = torch.nan_to_num(out)
         return out, None
 

@@ -3,9 +3,11 @@
     token ids (B, T)
       -> tok_emb                          token embedding            词嵌入
       -> pos.embed                        absolute positions         位置编码
+      -> embed_norm                       a norm on the embeddings (BLOOM); identity by default
       -> Block x layers:
            Residual(attn_norm, Attention)  self-attention             自注意力 / 多头注意力
-             q_proj, k_proj, v_proj -> pos.rotate -> cache -> kernel(+ pos.bias) -> out_proj
+             q_proj, k_proj, v_proj -> pos.rotate -> cache -> kernel(mask, pos.bias) -> out_proj
+             (the mask comes from the attention pattern: dense, sliding window, sparse)
            Residual(ffn_norm, ffn)         feed-forward               前馈网络
       -> final_norm -> lm_head             linear + softmax (tied to tok_emb by default)
 
@@ -71,7 +73,7 @@ class Attention(nn.Module):
             q, k = pos.rotate(q, k, start)
             if cache is not None:
                 k, v = cache.update(k, v, start)  # (B, Hkv, Tk, D): cached keys, oldest first
-                mask = mask.keys_from(cache.key_start)  # a rolling cache no longer starts at 0
+                mask = mask.keys_from(getattr(cache, "key_start", 0))  # a rolling cache no longer starts at 0
             bias = pos.bias(T, k.shape[2], start)  # (H, T, Tk) or None
         else:  # cross-attention: keys and values come from the encoder memory, no positions
             (k, v), bias = kv, None

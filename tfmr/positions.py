@@ -162,35 +162,41 @@ class Rope(Position):
         self.context = context
         self._last: tuple = (None, None)  # (start, length, device) -> tables: every layer reuses them
 
-
     def tables(self, start: int, length: int, device) -> tuple[torch.Tensor, ...]:
         """cos, sin (T, r) for positions [start, start + length), in float32, and the xPos scale
-        (T, r) or None."""
+        (T, r) or None. Every layer of a forward asks for the same: the last answer is kept."""
         key = (start, length, str(device))
-        if self._last[0] == key:
-            return self._last[1]
-        pos = torch.arange(start, start + length, device=device, dtype=torch.float32)
-        freqs = pos[:, None] * self.inv_freq.to(device)[None, :]  # (T, r/2)
-        angles = torch.cat((freqs, freqs), dim=-1)  # (T, r): dims i and i + r/2 share an angle
+        if self._last[0] != key:
+            pos = torch.arange(start, start + length, device=device, dtype=torch.float32)
+            self._last = (key, self.tables_at(pos))
+        return self._last[1]
+
+    def tables_at(self, pos: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """cos, sin and xPos scale (or None) at positions `pos` of any shape (..., T) -> (..., T, r)."""
+        pos = pos.to(torch.float32)
+        freqs = pos[..., None] * self.inv_freq.to(pos.device)  # (..., T, r/2)
+        angles = torch.cat((freqs, freqs), dim=-1)  # (..., T, r): dims i and i + r/2 share an angle
         scale = None
         if self.scale_base is not None:
-            power = pos[:, None] / self.scale_base  # (T, 1)
-            scale = self.zeta.to(device)[None, :] ** power  # (T, r/2)
-            scale = torch.cat((scale, scale), dim=-1)  # (T, r)
-        tables = (angles.cos(), angles.sin(), scale)
-        self._last = (key, tables)
-        return tables
+            scale = self.zeta.to(pos.device) ** (pos[..., None] / self.scale_base)  # (..., T, r/2)
+            scale = torch.cat((scale, scale), dim=-1)  # (..., T, r)
+        return angles.cos(), angles.sin(), scale
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int = 0):
-        """q (B, H, T, D), k (B, Hkv, T, D) -> rotated q, k (same shapes and dtypes)."""
-        cos, sin, scale = self.tables(start, q.shape[2], q.device)
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int | torch.Tensor = 0):
+        """q (B, H, T, D), k (B, Hkv, T, D) -> rotated q, k (same shapes and dtypes).
+        `start` is the position of the first token, or a (B, T) tensor of per-row positions
+        (left-padded batches in fastdecode.py)."""
+        if isinstance(start, torch.Tensor):
+            cos, sin, scale = (None if t is None else t[:, None] for t in self.tables_at(start))  # (B, 1, T, r)
+        else:
+            cos, sin, scale = self.tables(start, q.shape[2], q.device)  # (T, r)
         if scale is None:
             return self._turn(q, cos, sin), self._turn(k, cos, sin)
         return self._turn(q, cos * scale, sin * scale), self._turn(k, cos / scale, sin / scale)
 
     def _turn(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         r = self.rotary_dim
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, r), broadcast over (B, H)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, r) or (B, 1, T, r), broadcast over heads
         if r == x.shape[-1]:
             return x * cos + rotate_half(x) * sin
         rot, rest = x[..., :r], x[..., r:]  # partial rotary: only the first r dims turn
@@ -242,8 +248,16 @@ class Alibi(Position):
         self.heads = heads
         self.slopes = alibi_slopes(heads)  # (H,) float32 on the model's device (see Position._apply)
 
-    def bias(self, q_len: int, k_len: int, start: int = 0) -> LinearBias:
-        return LinearBias(self.slopes)
+    def bias(self, q_len: int, k_len: int, start=0):
+        """A `LinearBias` (the kernel evaluates it at its mask's positions). Fast decoding
+        (fastdecode.py) passes its queries' cache slots instead of an int start (a tensor (T,), or
+        an object holding it as `.slots`) and reads the cache whole: then the dense (H, T, k_len)
+        bias over slots, which equals the one over positions since only left padding shifts them."""
+        if isinstance(start, int):
+            return LinearBias(self.slopes)
+        slots = getattr(start, "slots", start)  # (T,)
+        dist = (slots[:, None] - torch.arange(k_len, device=slots.device)[None, :]).abs()  # (T, k_len)
+        return -self.slopes.to(slots.device)[:, None, None] * dist  # (H, T, k_len)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}"
