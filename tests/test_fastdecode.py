@@ -101,10 +101,10 @@ def test_fast_decoder_refuses_what_it_cannot_do():
         FastDecoder(model, 1, 64)
 
     class Odd(Position):
-        def rotate(self, q, k, start=0):
-            return k, q
+        def embed(self, x, start=0):
+            return x + start
 
-    with pytest.raises(ValueError, match="does not know how to rotate per-row positions for Odd; known: Rope, XPos"):
+    with pytest.raises(ValueError, match="does not know how to embed per-row positions for Odd; known: Learned"):
         RowPositions(Odd())
     sliding = build_model(ModelConfig(vocab_size=50, dim=32, layers=1, heads=4, context=40,
                                       attention_pattern=Choice("sliding", window=8)))

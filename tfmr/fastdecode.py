@@ -35,7 +35,7 @@ from torch import nn
 from .decode import Beams, NBest, filter_logits
 from .kernels import Dense, Mask
 from .model import run_blocks
-from .positions import Alibi, Learned, NoPosition, Position, Rope, Sinusoidal, XPos
+from .positions import Learned, NoPosition, Position, Sinusoidal
 
 
 @dataclass
@@ -102,53 +102,32 @@ def _embed_none(pos, x, positions):
     return x
 
 
-def _rotate_rope(pos: Rope, q, k, positions):
-    """RoPE (and xPos) at per-row positions: Rope.tables' float32 arithmetic, (B, 1, T, r) tables."""
-    p = positions.to(torch.float32)[..., None]  # (B, T, 1)
-    freqs = p * pos.inv_freq  # (B, T, r/2)
-    angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, r), broadcast over heads
-    cos, sin = angles.cos(), angles.sin()
-    if pos.scale_base is None:
-        return pos._turn(q, cos, sin), pos._turn(k, cos, sin)
-    scale = pos.zeta ** (p / pos.scale_base)  # (B, T, r/2)
-    scale = torch.cat((scale, scale), dim=-1)[:, None]  # (B, 1, T, r)
-    return pos._turn(q, cos * scale, sin * scale), pos._turn(k, cos / scale, sin / scale)
-
-
-def _bias_alibi(pos: Alibi, q_len: int, k_len: int, where: Where):
-    """-slope_h * |query slot - key slot|: relative, so the left padding cancels. (H, T, k_len)"""
-    keys = torch.arange(k_len, device=where.slots.device)
-    dist = (where.slots[:, None] - keys[None, :]).abs().to(torch.float32)  # (T, k_len)
-    return -pos.slopes[:, None, None] * dist
-
-
 class RowPositions:
-    """A model's position module called with per-row positions (B, T) instead of one int start,
-    through the per-class functions in ROW_EMBEDS, ROW_ROTATES and ROW_BIASES."""
+    """A model's position module called with per-row positions instead of one int start.
+
+    embed: absolute schemes are looked up in ROW_EMBEDS (their `embed` takes an int start).
+    rotate: the module's own `rotate(q, k, positions)` with (B, T) positions (Rope accepts them).
+    bias: the module's own `bias(q_len, k_len, where)` with the `Where` (Alibi then returns the
+    dense (H, T, max_len) bias over cache slots)."""
 
     def __init__(self, pos: nn.Module):
         self.pos = pos
-        self._embed = self._pick(ROW_EMBEDS, "embed", _embed_none)
-        self._rotate = self._pick(ROW_ROTATES, "rotate", None)
-        self._bias = self._pick(ROW_BIASES, "bias", None)
-
-    def _pick(self, table: dict, hook: str, identity):
-        kind = type(self.pos)
-        if kind in table:
-            return table[kind]
-        if getattr(kind, hook) is getattr(Position, hook):  # the class does not use this hook
-            return identity
-        raise ValueError(f"fast decoding does not know how to {hook} per-row positions for {kind.__name__}; "
-                         f"known: {', '.join(c.__name__ for c in table)}")
+        kind = type(pos)
+        if kind not in ROW_EMBEDS and kind.embed is not Position.embed:
+            raise ValueError(f"fast decoding does not know how to embed per-row positions for {kind.__name__}; "
+                             f"known: {', '.join(c.__name__ for c in ROW_EMBEDS)}")
+        self._embed = ROW_EMBEDS.get(kind, _embed_none)
+        self._rotates = kind.rotate is not Position.rotate
+        self._biases = kind.bias is not Position.bias
 
     def embed(self, x: torch.Tensor, where: Where) -> torch.Tensor:
         return self._embed(self.pos, x, where.positions)
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, where: Where):
-        return (q, k) if self._rotate is None else self._rotate(self.pos, q, k, where.positions)
+        return self.pos.rotate(q, k, where.positions) if self._rotates else (q, k)
 
     def bias(self, q_len: int, k_len: int, where: Where):
-        return None if self._bias is None else self._bias(self.pos, q_len, k_len, where)
+        return self.pos.bias(q_len, k_len, where) if self._biases else None
 
 
 def _draw(probs: torch.Tensor) -> torch.Tensor:
@@ -310,7 +289,5 @@ class FastDecoder(nn.Module):
         return best if n_best is not None else best.ids[:, 0]
 
 
-# How each position scheme acts at per-row positions (B, T); a class not listed must leave that hook alone.
+# Absolute schemes: how to add the embeddings of per-row positions (B, T).
 ROW_EMBEDS = {Learned: _embed_learned, Sinusoidal: _embed_sinusoidal, NoPosition: _embed_none}
-ROW_ROTATES = {Rope: _rotate_rope, XPos: _rotate_rope}
-ROW_BIASES = {Alibi: _bias_alibi}
