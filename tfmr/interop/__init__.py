@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from ..builder import build_model
-from . import gpt2
+from . import bert, gpt2, marian
 
-FAMILIES = {"gpt2": gpt2}
+FAMILIES = {"gpt2": gpt2, "bert": bert, "marian": marian}
 
 
 def from_hf(hf_model) -> torch.nn.Module:
@@ -30,6 +30,8 @@ def from_hf(hf_model) -> torch.nn.Module:
     state = family.state_dict_from_hf(hf_model.state_dict(), cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if cfg.tie_embeddings else set()
+    if cfg.arch == "encoder-decoder" and cfg.share_embeddings:
+        tied.add("src_emb.weight")
     if set(missing) - tied or unexpected:
         raise ValueError(f"weight mapping for {model_type} is incomplete: missing {sorted(set(missing) - tied)}, "
                          f"unexpected {sorted(unexpected)}")
