@@ -63,7 +63,7 @@ def decode_extended(vocab: Vocab, ids: Sequence[int], oov: Sequence[str]) -> lis
 class CopyTaskConfig:
     model: ModelConfig = field(default_factory=lambda: ModelConfig(
         arch="encoder-decoder", dim=64, layers=2, encoder_layers=2, heads=4, context=32, kernel=Choice("eager"),
-        pos=Choice("sinusoidal"), share_embeddings=True, tie_embeddings=True))
+        pos=Choice("learned"), share_embeddings=True, tie_embeddings=True))
     train: Seq2SeqTrainConfig = field(default_factory=lambda: Seq2SeqTrainConfig(
         steps=600, batch_size=64, lr=2e-3, min_lr=1e-4, warmup=50, weight_decay=0.0, eval_every=200,
         log_every=20, checkpoint_every=10**9, eval_pairs=256, dtype="float32"))

