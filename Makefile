@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The main job: grapheme-to-phoneme on CMUdict (train about 7 min on CPU, test WER / PER, heatmaps).
 run: $(STAMP)
-	$(VENV)/bin/tfmr train --preset default --out runs/default
+	$(VENV)/bin/tfmr g2p train --preset g2p-small --out runs/g2p
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -12,6 +12,7 @@ from torch import nn
 
 from .config import Choice, ConfigError, ModelConfig, check_options
 from .ffn import FFN_FIXED, FFNS
+from .heads import HEAD_FIXED, HEADS
 from .kernels import KERNEL_FIXED, KERNELS, PATTERN_FIXED, PATTERNS
 from .model import RESIDUAL_FIXED, RESIDUALS, Attention, Block, EncoderDecoder, Model, init_weights
 from .norms import NORM_FIXED, NORMS
@@ -51,6 +52,9 @@ def validate(cfg: ModelConfig) -> None:
     check_options(cfg.ffn, FFNS, "model.ffn", FFN_FIXED)
     check_options(cfg.norm, NORMS, "model.norm", NORM_FIXED)
     check_options(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED)
+    check_options(cfg.head, HEADS, "model.head", HEAD_FIXED)
+    if cfg.type_vocab_size < 0:
+        raise ConfigError(f"model.type_vocab_size must be 0 (none) or more, got {cfg.type_vocab_size}")
 
 
 def _attention(cfg: ModelConfig) -> Attention:
@@ -83,6 +87,10 @@ def _embed_norm(cfg: ModelConfig) -> nn.Module | None:
     return _norm(cfg) if cfg.embed_norm else None
 
 
+def _head(cfg: ModelConfig) -> nn.Module:
+    return _make(cfg.head, HEADS, "model.head", HEAD_FIXED, dim=cfg.dim, vocab_size=cfg.vocab_size)
+
+
 def _position(cfg: ModelConfig) -> nn.Module:
     return _make(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED, **_pos_args(cfg))
 
@@ -95,8 +103,9 @@ def build_model(cfg: ModelConfig) -> Model | EncoderDecoder:
     tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
     role = "decoder-only" if cfg.arch == "decoder" else "encoder-only"
     blocks = [_block(cfg, role=role) for _ in range(cfg.layers)]
-    lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-    model = Model(cfg, tok_emb, _position(cfg), blocks, _final_norm(cfg), lm_head, _pattern(cfg), _embed_norm(cfg))
+    type_emb = nn.Embedding(cfg.type_vocab_size, cfg.dim) if cfg.type_vocab_size else None
+    model = Model(cfg, tok_emb, _position(cfg), blocks, _final_norm(cfg), _head(cfg), _pattern(cfg), type_emb,
+                  _embed_norm(cfg))
     _init(model, cfg)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.tok_emb.weight  # one matrix for input and output (Press & Wolf 2017)
@@ -112,9 +121,8 @@ def _build_encoder_decoder(cfg: ModelConfig) -> EncoderDecoder:
     src_emb = tok_emb if cfg.share_embeddings else nn.Embedding(src_vocab, cfg.dim)
     encoder = [_block(cfg, role="encoder") for _ in range(cfg.encoder_layers or cfg.layers)]
     decoder = [_block(cfg, cross=True, role="decoder") for _ in range(cfg.layers)]
-    lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
     model = EncoderDecoder(cfg, src_emb, tok_emb, _position(cfg), _position(cfg), encoder, _final_norm(cfg),
-                           decoder, _final_norm(cfg), lm_head, _pattern(cfg))
+                           decoder, _final_norm(cfg), _head(cfg), _pattern(cfg))
     _init(model, cfg)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.tok_emb.weight

@@ -332,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_tokenizer = None
     if add_tokenizer is not None:
         add_tokenizer(sub)
+    from .g2p import add_parser as add_g2p  # grapheme-to-phoneme: train | eval | predict
+
+    add_g2p(sub)
     return parser
 
 

@@ -82,7 +82,9 @@ class ModelConfig:
     init_std: float = 0.02
     label_smoothing: float = 0.0
     pad_id: int | None = None  # padding token: masked as a key, ignored as a target
-    embed_norm: bool = False  # a norm right after the embeddings (BLOOM, BERT)
+    head: Choice = choice("linear")  # output head: linear (bias=False) | mlm (BERT's transform + bias)
+    type_vocab_size: int = 0  # > 0: token-type (segment) embeddings added to the input (BERT)
+    embed_norm: bool = False  # a norm right after the embeddings (BERT's embedding LayerNorm)
     # encoder-decoder only
     encoder_layers: int | None = None  # None: same as layers
     src_vocab_size: int | None = None  # None: same as vocab_size

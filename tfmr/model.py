@@ -229,12 +229,14 @@ class Model(nn.Module):
     """Decoder-only (causal LM) or encoder-only (bidirectional) Transformer."""
 
     def __init__(self, cfg, tok_emb: nn.Embedding, pos: nn.Module, blocks: list[Block],
-                 final_norm: nn.Module, lm_head: nn.Linear, pattern: nn.Module | None = None,
+                 final_norm: nn.Module, lm_head: nn.Module, pattern: nn.Module | None = None,
+                 type_emb: nn.Embedding | None = None,
                  embed_norm: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
         self.causal = cfg.arch == "decoder"
         self.tok_emb, self.pos = tok_emb, pos
+        self.type_emb = type_emb  # token-type (segment) embeddings, BERT; None for most models
         self.embed_norm = embed_norm if embed_norm is not None else nn.Identity()
         self.pattern = pattern if pattern is not None else Dense()  # which keys each query sees
         self.drop = nn.Dropout(cfg.dropout)
@@ -243,11 +245,14 @@ class Model(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, *,
                 cache: list[KVCache] | None = None, start: int = 0,
-                padding_mask: torch.Tensor | None = None, last_only: bool = False) -> Output:
+                padding_mask: torch.Tensor | None = None, last_only: bool = False,
+                token_type_ids: torch.Tensor | None = None) -> Output:
         B, T = input_ids.shape
         mask = self.pattern.mask(self.causal, start, padding_mask)
-        x = self.embed_norm(self.pos.embed(self.tok_emb(input_ids), start))  # (B, T, dim)
-        x = self.drop(x)
+        x = self.pos.embed(self.tok_emb(input_ids), start)  # (B, T, dim)
+        if self.type_emb is not None:  # segment A / B (type 0 when not given)
+            x = x + self.type_emb(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        x = self.drop(self.embed_norm(x))
         x, attentions, _, aux_total = run_blocks(self.blocks, x, self.pos, mask, cache, start)
         x = self.final_norm(x)
         if last_only:
@@ -304,7 +309,7 @@ class EncoderDecoder(nn.Module):
 
     def __init__(self, cfg, src_emb: nn.Embedding, tok_emb: nn.Embedding, enc_pos: nn.Module, pos: nn.Module,
                  encoder: list[Block], enc_norm: nn.Module, decoder: list[Block], final_norm: nn.Module,
-                 lm_head: nn.Linear, pattern: nn.Module | None = None):
+                 lm_head: nn.Module, pattern: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
         self.src_emb, self.tok_emb = src_emb, tok_emb

@@ -63,34 +63,37 @@ class NoPosition(Position):
     """No positional information at all (NoPE); causal masking alone leaks some order."""
 
 
-def sinusoid_table(length: int, dim: int, base: float = 10000.0) -> torch.Tensor:
-    """The table of Vaswani et al. 2017, section 3.5: sin on even, cos on odd dimensions."""
+def sinusoid_table(length: int, dim: int, base: float = 10000.0, halves: bool = False) -> torch.Tensor:
+    """The table of Vaswani et al. 2017, section 3.5: sin on even, cos on odd dimensions; with
+    `halves`, the same columns reordered as all sines then all cosines (Marian, tensor2tensor)."""
     pos = torch.arange(length, dtype=torch.float32)[:, None]  # (T, 1)
     freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(base) / dim))  # (dim/2,)
     table = torch.zeros(length, dim)
     table[:, 0::2] = torch.sin(pos * freq)
     table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    if halves:
+        table = torch.cat([table[:, 0::2], table[:, 1::2]], dim=1)
     return table  # (T, dim)
 
 
 class Sinusoidal(Position):
     """Fixed sinusoidal absolute positions (https://arxiv.org/abs/1706.03762), any length."""
 
-    def __init__(self, dim: int, context: int, base: float = 10000.0, scale: bool = False):
+    def __init__(self, dim: int, context: int, base: float = 10000.0, scale: bool = False, halves: bool = False):
         super().__init__()
-        self.dim, self.base = dim, base
+        self.dim, self.base, self.halves = dim, base, halves
         # Marian/fairseq scale token embeddings by sqrt(dim) before adding positions.
         self.scale = math.sqrt(dim) if scale else 1.0
-        self.register_buffer("table", sinusoid_table(context, dim, base), persistent=False)
+        self.register_buffer("table", sinusoid_table(context, dim, base, halves), persistent=False)
 
     def embed(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         end = start + x.shape[1]
         if end > self.table.shape[0]:  # longer than ever seen: extend the table (no parameters)
-            self.table = sinusoid_table(max(end, 2 * self.table.shape[0]), self.dim, self.base).to(x.device)
+            self.table = sinusoid_table(max(end, 2 * self.table.shape[0]), self.dim, self.base, self.halves).to(x.device)
         return x * self.scale + self.table[start:end].to(x.dtype)  # (B, T, dim)
 
     def extra_repr(self) -> str:
-        return f"base={self.base}, scale={self.scale != 1.0}"
+        return f"base={self.base}, scale={self.scale != 1.0}, halves={self.halves}"
 
 
 class Learned(Position):

