@@ -20,7 +20,7 @@ setup: $(STAMP)
 
 # The main job: grapheme-to-phoneme on CMUdict (train about 7 min on CPU, test WER / PER, heatmaps).
 run: $(STAMP)
-	$(VENV)/bin/tfmr g2p train --preset g2p-small --out runs/g2p
+	$(VENV)/bin/tfmr train --preset default --out runs/default
 
 test: $(STAMP)
 	$(PY) -m pytest
