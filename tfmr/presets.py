@@ -15,8 +15,8 @@ def default() -> RunConfig:
     return RunConfig(
         model=ModelConfig(dim=192, layers=4, heads=6, context=128, dropout=0.0),
         data=DataConfig(tokenizer=Choice("char")),
-        train=TrainConfig(steps=1200, batch_size=16, lr=2e-3, min_lr=2e-4, warmup=100,
-                          eval_every=300, eval_iters=10, checkpoint_every=300),
+        train=TrainConfig(steps=1000, batch_size=16, lr=2e-3, min_lr=2e-4, warmup=100,
+                          eval_every=250, eval_iters=10, checkpoint_every=250),
         sample=SampleConfig(prompt="The ", max_new_tokens=300, temperature=0.8, top_k=40, num_samples=2),
     )
 
