@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job: grapheme-to-phoneme on CMUdict (train about 7 min on CPU, test WER / PER, heatmaps).
+# The main job: a char-level LM on the embedded corpus (the G2P job, docs/g2p.md, takes over once timed).
 run: $(STAMP)
 	$(VENV)/bin/tfmr train --preset default --out runs/default
 
