@@ -31,7 +31,8 @@ from . import checkpoint
 from .builder import build_model
 from .config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
 from .kernels import Eager
-from .train import autocast_for, lr_at, make_optimizer, plot_losses, resolve_device, validate_train
+from .train import (autocast_for, lr_at, make_optimizer, optimizer_step, plot_losses, resolve_device,
+                    validate_train)
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -268,19 +269,11 @@ class Seq2SeqTrainer:
     def train_step(self) -> float:
         t = self.cfg.train
         lr = lr_at(round(self.progress_fraction() * t.steps), t)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        total = 0.0
-        for _ in range(t.grad_accum):
-            batch = self.make_batch(self.batches.next(), self.device)
-            with autocast_for(self.device, t.dtype):
-                loss = self.model(**batch).loss / t.grad_accum
-            loss.backward()
-            total += loss.item()
-        if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+
+        def micro_loss():
+            return self.model(**self.make_batch(self.batches.next(), self.device)).loss
+
+        total = optimizer_step(self.model, self.optimizer, micro_loss, t, self.device, lr)
         self.step += 1
         return total
 

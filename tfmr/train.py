@@ -106,6 +106,24 @@ def make_optimizer(model: torch.nn.Module, t: TrainConfig, device: torch.device)
         return torch.optim.AdamW(groups, **kwargs)
 
 
+def optimizer_step(model, optimizer, micro_loss, t: TrainConfig, device: torch.device, lr: float) -> float:
+    """One optimizer step at learning rate `lr`: gradients summed over `t.grad_accum` micro-batches
+    (`micro_loss()` returns one micro-batch's mean loss), clipped, applied; returns the mean loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    total = 0.0
+    for _ in range(t.grad_accum):
+        with autocast_for(device, t.dtype):
+            loss = micro_loss() / t.grad_accum
+        loss.backward()
+        total += loss.item()
+    if t.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
 class Trainer:
     """Trains a decoder-only LM as configured; `fit()` runs to `train.steps` (or resumes)."""
 
@@ -171,20 +189,12 @@ class Trainer:
     def train_step(self) -> float:
         """One optimizer step (with gradient accumulation); returns the mean loss."""
         t = self.cfg.train
-        lr = lr_at(self.step, t)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        total = 0.0
-        for _ in range(t.grad_accum):
+
+        def micro_loss():
             x, y = self.train_batches.next(self.device)
-            with autocast_for(self.device, t.dtype):
-                loss = self.forward(x, y).loss / t.grad_accum
-            loss.backward()
-            total += loss.item()
-        if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+            return self.forward(x, y).loss
+
+        total = optimizer_step(self.model, self.optimizer, micro_loss, t, self.device, lr_at(self.step, t))
         self.step += 1
         return total
 
