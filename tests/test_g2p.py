@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -61,17 +62,19 @@ class Oracle(torch.nn.Module):
     def __init__(self, answers: list[list[int]]):
         super().__init__()
         self.answers, self.w = answers, torch.nn.Parameter(torch.zeros(1))
+        self.cfg = g2p.ModelConfig(context=64)
 
     def start_state(self, batch, max_len, src):
         self.t, self.rows = 0, self.answers[:batch]
         self.answers = self.answers[batch:]
-        return None
+        return SimpleNamespace(pos=0)
 
     def step(self, tokens, state):
         logits = torch.full((len(self.rows), 50), -1.0)
         for i, row in enumerate(self.rows):
             logits[i, row[self.t] if self.t < len(row) else 2] = 1.0  # </s> after the answer
         self.t += 1
+        state.pos += tokens.shape[1]
         return logits, state
 
 

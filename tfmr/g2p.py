@@ -120,10 +120,8 @@ def predict(model, vocab: PairVocab, words: Sequence[str], beam_size: int = 1, m
 
 
 def _beam(model, src, beam_size, max_len, length_penalty) -> list[list[int]]:
-    try:
-        from .decode import beam_search
-    except ImportError:
-        raise ConfigError("beam search is not available in this tfmr yet; use beam_size=1 (greedy)") from None
+    from .decode import beam_search
+
     start = torch.full((src.shape[0], 1), BOS, dtype=torch.long, device=src.device)
     ids = beam_search(model, start, beam_size, max_len, eos_id=EOS, length_penalty=length_penalty, src=src)
     return [row[1:] for row in ids.tolist()]  # drop <s>; Vocab.decode stops at </s>
@@ -304,11 +302,6 @@ def report(model, data: G2PData, cfg: G2PConfig, out: str | Path | None, split: 
     return {k: {m: v for m, v in r.items() if m != "predictions"} for k, r in results.items()}
 
 
-def beam_available() -> bool:
-    from . import decode
-
-    return hasattr(decode, "beam_search")
-
 
 # ----------------------------------------------------------------------------- command line
 def resolve_config(preset: str, config_file: str | None = None, overrides: Sequence[str] = ()) -> G2PConfig:
@@ -324,11 +317,7 @@ def resolve_config(preset: str, config_file: str | None = None, overrides: Seque
 
 
 def _beams(cfg: G2PConfig, asked: Sequence[int] | None) -> list[int]:
-    beams = list(asked) if asked else [1, cfg.decode.beam_size]
-    if any(b > 1 for b in beams) and not beam_available():
-        print("(beam search is not in this tfmr yet: evaluating greedy only)")
-        beams = [b for b in beams if b <= 1] or [1]
-    return sorted(set(beams))
+    return sorted(set(asked)) if asked else sorted({1, cfg.decode.beam_size})
 
 
 def cmd_train(args) -> int:
@@ -357,9 +346,10 @@ def cmd_predict(args, words: Sequence[str]) -> int:
     bad = [w for w in words if not WORD.match(w.lower())]
     if bad:
         raise ConfigError(f"G2P reads words of letters a-z and apostrophes; cannot read {bad}")
-    beam = (args.beam or [1])[-1]
-    if beam > 1 and not beam_available():
-        beam = 1
+    long = [w for w in words if len(w) > cfg.model.context]
+    if long and cfg.model.pos.kind == "learned":
+        raise ConfigError(f"this model reads words of up to {cfg.model.context} letters; {long[0]!r} is longer")
+    beam = (args.beam or [cfg.decode.beam_size])[-1]
     lex = lexicon(cfg.data.stress)
     for w, phones in zip(words, predict(model, vocab, [w.lower() for w in words], beam, cfg.decode.max_len)):
         known = lex.get(w.lower())

@@ -9,7 +9,7 @@ batched greedy decoding for encoder-decoder models.
     Seq2SeqTrainer          teacher forcing with label smoothing, AdamW + warmup + cosine, bf16
                             autocast, clipping, a wall-clock budget, progress bar, JSON-lines
                             metrics and checkpoints that resume (pieces shared with train.py)
-    greedy_decode(...)      batched arg-max decoding over model.start_state / model.step
+    greedy_decode(...)      batched arg-max decoding (tfmr.decode.greedy), ids before </s>
 
 What a task adds (the data, its metric, its presets) lives in the task's own module: g2p.py for
 grapheme-to-phoneme conversion. Beam search is `tfmr.decode.beam_search`.
@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .builder import build_model
 from .config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
+from .decode import greedy
 from .kernels import Eager
 from .train import (autocast_for, lr_at, make_optimizer, optimizer_step, plot_losses, resolve_device,
                     validate_train)
@@ -356,24 +357,11 @@ def pad_batch(seqs: Sequence[Sequence[int]], device="cpu") -> torch.Tensor:
     return out.to(device)
 
 
-@torch.no_grad()
 def greedy_decode(model, src: torch.Tensor, max_len: int, bos: int = BOS, eos: int = EOS) -> list[list[int]]:
-    """Arg-max decoding of a batch of padded sources (B, S); each row's ids before its </s>."""
-    model.eval()
-    B = src.shape[0]
-    state = model.start_state(B, max_len + 1, src)
-    tokens = torch.full((B, 1), bos, dtype=torch.long, device=src.device)
-    done = torch.zeros(B, dtype=torch.bool, device=src.device)
-    out = []
-    for _ in range(max_len):
-        logits, state = model.step(tokens, state)
-        nxt = logits.argmax(-1).masked_fill(done, eos)  # (B,)
-        out.append(nxt)
-        done |= nxt == eos
-        if bool(done.all()):
-            break
-        tokens = nxt[:, None]
-    ids = torch.stack(out, 1).tolist()  # (B, steps)
+    """Arg-max decoding (tfmr.decode.greedy) of a batch of padded sources (B, S): each row's ids
+    before its </s>."""
+    start = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
+    ids = greedy(model, start, max_len, eos_id=eos, src=src)[:, 1:].tolist()  # (B, new), </s> padded
     return [row[:row.index(eos)] if eos in row else row for row in ids]
 
 
