@@ -101,3 +101,64 @@ def test_checkpoint_holds_no_pickle(trained):
                      "state.safetensors", "tokenizer.json"]
     for p in trained.ckpt_dir.iterdir():
         assert b"\x80\x04\x95" not in p.read_bytes()[:64]  # pickle protocol 4 header
+
+
+# ----------------------------------------------------------------------------- snapshots, averaging
+@pytest.fixture(scope="module")
+def snapshots(tmp_path_factory):
+    """A tiny run that keeps its last two checkpoints (saved every 2 of 6 steps) as snapshots."""
+    from conftest import SHORT_TEXT
+
+    from tfmr import presets
+
+    root = tmp_path_factory.mktemp("snap")
+    (root / "corpus.txt").write_text(SHORT_TEXT)
+    cfg = presets.tiny()
+    cfg.data.path, cfg.data.cache_dir = str(root / "corpus.txt"), str(root / "cache")
+    cfg.train.steps, cfg.train.eval_iters, cfg.train.checkpoint_every, cfg.train.keep_last = 6, 1, 2, 2
+    Trainer(cfg, root / "run", progress=False, log=lambda *a: None).fit()
+    return root / "run" / "snapshots"
+
+
+def test_keep_last_keeps_the_newest_weights_only(snapshots):
+    assert [p.name for p in sorted(snapshots.iterdir())] == ["step-0000004", "step-0000006"]
+    assert not (snapshots / "step-0000006" / "state.json").exists()  # weights, config, tokenizer only
+    final, _, _ = load_model(snapshots.parent / "checkpoint")
+    last, _, _ = load_model(snapshots / "step-0000006")
+    for (name, a), b in zip(final.state_dict().items(), last.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_average_is_the_mean_of_the_weights_and_loads(snapshots, tmp_path):
+    from tfmr.cli import main
+
+    assert main(["average", "--last", "2", str(snapshots), "--out", str(tmp_path / "avg")]) == 0
+    avg, tok, _ = load_model(tmp_path / "avg")
+    a, _, _ = load_model(snapshots / "step-0000004")
+    b, tok_b, _ = load_model(snapshots / "step-0000006")
+    moved = 0
+    for name, w in avg.state_dict().items():
+        wa, wb = a.state_dict()[name], b.state_dict()[name]
+        torch.testing.assert_close(w, (wa + wb) / 2, rtol=0, atol=1e-7)
+        moved += not torch.equal(wa, wb)
+    assert moved > 0  # the two snapshots differ, so the check above could fail
+    assert avg.lm_head.weight is avg.tok_emb.weight  # tying survives averaging
+    assert tok.encode("To be") == tok_b.encode("To be") and tok.vocab_size == tok_b.vocab_size
+
+
+def test_average_refuses_other_models_and_bad_requests(snapshots, tmp_path):
+    from tfmr.cli import main
+
+    other = tmp_path / "other"
+    shutil.copytree(snapshots / "step-0000006", other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["model"]["dim"] += 8
+    (other / "config.json").write_text(json.dumps(cfg))
+    (other / "manifest.json").write_text(json.dumps({**json.loads((other / "manifest.json").read_text()),
+                                                     "config.json": checkpoint._sha256(other / "config.json")}))
+    with pytest.raises(CheckpointError, match="different model"):
+        checkpoint.average([snapshots / "step-0000006", other], tmp_path / "avg")
+    with pytest.raises(CheckpointError, match="nothing to average"):
+        checkpoint.average([], tmp_path / "avg")
+    assert main(["average", "--last", "3", str(snapshots), "--out", str(tmp_path / "avg")]) == 2
+    assert not (tmp_path / "avg").exists()

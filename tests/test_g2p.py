@@ -109,9 +109,12 @@ def test_heatmaps_are_written_for_a_small_model(tmp_path, data):
 def test_g2p_command_trains_evaluates_and_predicts(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["g2p", "train", "--preset", "g2p-tiny", "--out", str(out), "--no-progress", "--no-eval",
-                 "--set", "train.steps=4", "--set", "data.dev_words=20", "--set", "train.eval_pairs=20"]) == 0
+                 "--set", "train.steps=4", "--set", "data.dev_words=20", "--set", "train.eval_pairs=20",
+                 "--set", "train.checkpoint_every=2", "--set", "train.keep_last=1"]) == 0
     ckpt = out / "checkpoint"
     assert (ckpt / "vocab.json").exists()
+    assert [p.name for p in (out / "snapshots").iterdir()] == ["step-0000004"]  # train.keep_last=1
+    assert (out / "snapshots" / "step-0000004" / "vocab.json").exists()
     capsys.readouterr()
     assert main(["g2p", "eval", "--checkpoint", str(ckpt), "--limit", "30", "--beam", "1", "--out", str(out)]) == 0
     text = capsys.readouterr().out

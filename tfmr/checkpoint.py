@@ -7,6 +7,11 @@
     state.json            step, optimizer param groups, anything else plain
     manifest.json         sha256 of every file above, written last
 
+`snapshot` keeps a weights-only copy of a checkpoint (the last few, for averaging) and `average`
+writes the element-wise mean of several checkpoints' weights as a new checkpoint (checkpoint
+averaging, as in Vaswani et al. 2017 and fairseq's average_checkpoints: a cheap ensemble of the
+last points of one run).
+
 Saving writes a sibling temporary folder (each file fsync'd), then swaps it into place with
 renames, so a crash never leaves a half-written checkpoint where the real one was. Loading checks
 every hash before reading anything, and reads only safetensors and JSON: nothing is unpickled.
@@ -68,14 +73,19 @@ def _unflatten_optimizer(tensors: dict, plain: dict) -> dict:
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
+def _fresh_tmp(directory: Path) -> Path:
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
 def save(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=None,
          optimizer: torch.optim.Optimizer | None = None, tensors: dict | None = None,
          extra: dict | None = None) -> Path:
     """Write a complete checkpoint to `directory`, replacing any previous one atomically."""
     directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_tmp(directory)
     save_model(model, str(tmp / "model.safetensors"))
     (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
     if tokenizer is not None:
@@ -88,7 +98,12 @@ def save(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=
     if state_tensors or plain:
         save_file(state_tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps(plain, indent=2))
-    files = sorted(p.name for p in tmp.iterdir())
+    return _commit(tmp, directory)
+
+
+def _commit(tmp: Path, directory: Path) -> Path:
+    """fsync every file of `tmp`, write its manifest, then swap `tmp` into `directory`'s place."""
+    files = sorted(p.name for p in tmp.iterdir() if p.name != MANIFEST)
     for name in files:
         with open(tmp / name, "rb+") as f:
             os.fsync(f.fileno())
@@ -166,3 +181,61 @@ def load_state(directory: str | Path) -> tuple[dict, dict]:
     if "optimizer" in plain:
         plain["optimizer"] = _unflatten_optimizer(tensors, plain["optimizer"])
     return tensors, plain
+
+
+WEIGHTS_ONLY = ("state.safetensors", "state.json", MANIFEST)  # what a weights-only copy leaves out
+
+
+def snapshot(source: str | Path, directory: str | Path) -> Path:
+    """Copy the weights, config and tokenizer of checkpoint `source` (not its training state) to
+    `directory`, verified and atomically."""
+    source, directory = verify(source), Path(directory)
+    tmp = _fresh_tmp(directory)
+    for path in source.iterdir():
+        if path.name not in WEIGHTS_ONLY:
+            shutil.copy2(path, tmp / path.name)
+    return _commit(tmp, directory)
+
+
+def keep_snapshot(source: str | Path, root: str | Path, step: int, keep: int) -> Path:
+    """Snapshot checkpoint `source` as `root/step-NNNNNNN` and delete all but the newest `keep`."""
+    root = Path(root)
+    path = snapshot(source, root / f"step-{step:07d}")
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def average(sources: list[str | Path], directory: str | Path) -> Path:
+    """Write the element-wise mean of the weights of `sources` (checkpoints of one model: same
+    config, same tensor names and shapes) to `directory`, with the first source's config and
+    tokenizer. Floating-point tensors are averaged in float64 and stored in their own dtype."""
+    if not sources:
+        raise CheckpointError("nothing to average: give at least one checkpoint")
+    dirs = [verify(s) for s in sources]
+    config = read_config(dirs[0])
+    total: dict = {}
+    dtypes: dict = {}
+    for d in dirs:
+        if read_config(d).get("model") != config.get("model"):
+            raise CheckpointError(f"{d} holds a different model than {dirs[0]} (model configs differ); "
+                                  "only checkpoints of one model can be averaged")
+        weights = load_file(str(d / "model.safetensors"))
+        if dtypes and weights.keys() != dtypes.keys():
+            raise CheckpointError(f"{d} has other tensors than {dirs[0]}; cannot average them")
+        for name, w in weights.items():
+            if name in total and w.shape != total[name].shape:
+                raise CheckpointError(f"{name} is {tuple(w.shape)} in {d} but {tuple(total[name].shape)} in {dirs[0]}")
+            dtypes.setdefault(name, w.dtype)
+            if w.is_floating_point():
+                total[name] = total[name] + w.double() if name in total else w.double()
+            else:
+                total.setdefault(name, w)  # integer buffers: the first checkpoint's
+    mean = {name: (t / len(dirs)).to(dtypes[name]) if t.is_floating_point() else t for name, t in total.items()}
+    directory = Path(directory)
+    tmp = _fresh_tmp(directory)
+    save_file(mean, str(tmp / "model.safetensors"), metadata={"averaged_from": json.dumps([str(d) for d in dirs])})
+    for path in dirs[0].iterdir():
+        if path.name not in WEIGHTS_ONLY + ("model.safetensors",):
+            shutil.copy2(path, tmp / path.name)
+    return _commit(tmp, directory)

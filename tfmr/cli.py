@@ -230,6 +230,22 @@ def cmd_viz(args) -> int:
     return 0
 
 
+def cmd_average(args) -> int:
+    from . import checkpoint
+
+    sources = [Path(p) for p in args.checkpoints]
+    if args.last:
+        if len(sources) != 1 or not sources[0].is_dir():
+            raise ConfigError("--last N takes one folder of snapshots (RUN/snapshots)")
+        found = sorted(p for p in sources[0].iterdir() if p.is_dir() and not p.name.endswith((".tmp", ".old")))
+        if len(found) < args.last:
+            raise ConfigError(f"{sources[0]} holds {len(found)} checkpoints; --last {args.last} asks for more")
+        sources = found[-args.last:]
+    out = checkpoint.average(sources, args.out)
+    print(f"averaged {len(sources)} checkpoints ({', '.join(p.name for p in sources)}) -> {out}")
+    return 0
+
+
 def add_experiment_parser(sub) -> None:
     from .experiments import EXPERIMENTS
 
@@ -309,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--nanogpt", help="path to a nanoGPT checkout: time its GPT in the same run")
     b.add_argument("--json", help="also write the results as JSON to this file")
     b.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("average", help="average the weights of checkpoints of one run (checkpoint averaging)",
+                       description="tfmr average --out RUN/averaged CKPT CKPT ... | "
+                                   "tfmr average --out RUN/averaged --last 5 RUN/snapshots "
+                                   "(runs keep snapshots with --set train.keep_last=N)")
+    p.add_argument("checkpoints", nargs="+", help="checkpoint folders, or one folder of snapshots with --last")
+    p.add_argument("--last", type=int, default=0, help="average the newest N snapshots of the folder given")
+    p.add_argument("--out", required=True, help="where to write the averaged checkpoint")
+    p.set_defaults(func=cmd_average)
 
     p = sub.add_parser("presets", help="list presets")
     p.add_argument("-v", "--verbose", action="store_true", help="print each preset's full config")

@@ -255,8 +255,11 @@ class Seq2SeqTrainer:
     def save(self) -> Path:
         extra = {"step": self.step, "seconds": self.seconds, "history": self.history,
                  "batches": self.batches.state()}
-        return checkpoint.save(self.ckpt_dir, self.model, to_dict(self.cfg), self.vocab, self.optimizer,
+        path = checkpoint.save(self.ckpt_dir, self.model, to_dict(self.cfg), self.vocab, self.optimizer,
                                {"rng.torch": torch.get_rng_state()}, extra)
+        if self.cfg.train.keep_last > 0:
+            checkpoint.keep_snapshot(path, self.out / "snapshots", self.step, self.cfg.train.keep_last)
+        return path
 
     # ------------------------------------------------------------------ loop
     def progress_fraction(self) -> float:

@@ -42,6 +42,8 @@ def validate_train(t: TrainConfig) -> None:
             raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
     if t.warmup < 0 or t.lr <= 0 or t.min_lr < 0:
         raise ConfigError("train.warmup, train.lr and train.min_lr must be non-negative (lr positive)")
+    if t.keep_last < 0:
+        raise ConfigError(f"train.keep_last must be 0 (off) or a number of checkpoints, got {t.keep_last}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -182,8 +184,11 @@ class Trainer:
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
         extra = {"step": self.step, "history": self.history}
-        return checkpoint.save(self.ckpt_dir, self.model, to_dict(self.cfg), self.data.tokenizer,
+        path = checkpoint.save(self.ckpt_dir, self.model, to_dict(self.cfg), self.data.tokenizer,
                                self.optimizer, tensors, extra)
+        if self.cfg.train.keep_last > 0:
+            checkpoint.keep_snapshot(path, self.out / "snapshots", self.step, self.cfg.train.keep_last)
+        return path
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> float:
