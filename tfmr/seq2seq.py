@@ -305,7 +305,7 @@ class Seq2SeqTrainer:
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log(f"model: {n_params / 1e6:.2f}M parameters on {self.device}; "
                  f"{len(self.batches.pairs):,} training pairs, about {len(self.batches):,} batches per epoch")
-        metrics = open(self.out / "metrics.jsonl", "a")
+        metrics = open(self.out / "metrics.jsonl", "a" if self.step else "w")  # a fresh run starts a fresh log
         bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
                    dynamic_ncols=True)
         self.model.train()

@@ -225,7 +225,7 @@ class Trainer:
         """Train to `train.steps`; Ctrl-C saves a checkpoint first so `--resume` continues."""
         t = self.cfg.train
         self.log(f"model: {self.model.num_params() / 1e6:.2f}M parameters (non-embedding) on {self.device}")
-        metrics = open(self.out / "metrics.jsonl", "a")
+        metrics = open(self.out / "metrics.jsonl", "a" if self.step else "w")  # a fresh run starts a fresh log
         tokens_per_step = t.batch_size * t.grad_accum * self.train_batches.context
         bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
                    dynamic_ncols=True)
