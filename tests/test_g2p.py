@@ -3,6 +3,7 @@ vocabularies, evaluation, heatmaps and the `tfmr g2p` command end to end (tiny p
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from types import SimpleNamespace
 
@@ -123,3 +124,17 @@ def test_g2p_command_trains_evaluates_and_predicts(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("Hello") and "CMUdict, train split: T AH M EY T OW | T AH M AA T OW" in lines[1]
     assert main(["g2p", "--checkpoint", str(ckpt), "h3llo"]) == 2  # a clear error, no traceback
+
+
+@pytest.mark.slow
+def test_resume_continues_with_the_runs_own_settings(tmp_path):
+    out = tmp_path / "run"
+    tiny = ["--no-progress", "--no-eval", "--set", "data.dev_words=10", "--set", "train.eval_pairs=10"]
+    assert main(["g2p", "train", "--preset", "g2p-tiny", "--out", str(out), "--set", "train.steps=4"] + tiny) == 0
+    # no --preset: the default (g2p-small) must not replace the saved run's settings
+    assert main(["g2p", "train", "--out", str(out), "--resume", "--set", "train.steps=6", "--no-progress",
+                 "--no-eval"]) == 0
+    saved = json.loads((out / "checkpoint" / "config.json").read_text())
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 6 and saved["train"]["steps"] == 6
+    assert saved["train"]["lr"] == g2p.g2p_tiny().train.lr and saved["data"]["dev_words"] == 10

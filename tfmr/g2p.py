@@ -304,11 +304,19 @@ def report(model, data: G2PData, cfg: G2PConfig, out: str | Path | None, split: 
 
 
 # ----------------------------------------------------------------------------- command line
-def resolve_config(preset: str, config_file: str | None = None, overrides: Sequence[str] = ()) -> G2PConfig:
-    """Preset, then a YAML/TOML file, then each `--set key=value` in order."""
+def resolve_config(preset: str, config_file: str | None = None, overrides: Sequence[str] = (),
+                   resume_from: str | Path | None = None) -> G2PConfig:
+    """Preset (or, when resuming, the run's saved config), then a YAML/TOML file, then each
+    `--set key=value` in order."""
     from .config import apply_override, load_file, merge_into
 
-    cfg = get_preset(preset)
+    if resume_from is not None:
+        from . import checkpoint
+        from .config import from_dict
+
+        cfg = from_dict(G2PConfig, checkpoint.read_config(Path(resume_from) / "checkpoint"))
+    else:
+        cfg = get_preset(preset)
     if config_file:
         merge_into(cfg, load_file(config_file))
     for assignment in overrides:
@@ -322,7 +330,7 @@ def _beams(cfg: G2PConfig, asked: Sequence[int] | None) -> list[int]:
 
 def cmd_train(args) -> int:
     t0 = time.perf_counter()
-    cfg = resolve_config(args.preset, args.config, args.set)
+    cfg = resolve_config(args.preset, args.config, args.set, resume_from=args.out if args.resume else None)
     trainer, data = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     trained = trainer.seconds
     print(f"checkpoint: {trainer.ckpt_dir}  (trained {trained / 60:.1f} min, {trainer.step} steps, "
@@ -365,7 +373,8 @@ def add_parser(sub) -> None:
                                    "tfmr g2p --checkpoint DIR word ...")
     p.add_argument("action", nargs="*", metavar="train|eval|predict|WORD",
                    help="what to do; words alone mean predict")
-    p.add_argument("--preset", default="g2p-small", help=f"train: one of {', '.join(PRESETS)}")
+    p.add_argument("--preset", default="g2p-small",
+                   help=f"train: one of {', '.join(PRESETS)} (with --resume the run's saved config is used)")
     p.add_argument("--config", help="train: YAML or TOML file overlaid on the preset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: override a setting")
     p.add_argument("--out", default="runs/g2p", help="train: run folder; eval: where heatmaps go")
