@@ -186,14 +186,18 @@ def load_state(directory: str | Path) -> tuple[dict, dict]:
 WEIGHTS_ONLY = ("state.safetensors", "state.json", MANIFEST)  # what a weights-only copy leaves out
 
 
+def _copy_files(source: Path, target: Path, skip: tuple[str, ...]) -> None:
+    for path in source.iterdir():
+        if path.name not in skip:
+            shutil.copy2(path, target / path.name)
+
+
 def snapshot(source: str | Path, directory: str | Path) -> Path:
     """Copy the weights, config and tokenizer of checkpoint `source` (not its training state) to
     `directory`, verified and atomically."""
     source, directory = verify(source), Path(directory)
     tmp = _fresh_tmp(directory)
-    for path in source.iterdir():
-        if path.name not in WEIGHTS_ONLY:
-            shutil.copy2(path, tmp / path.name)
+    _copy_files(source, tmp, skip=WEIGHTS_ONLY)
     return _commit(tmp, directory)
 
 
@@ -209,33 +213,35 @@ def keep_snapshot(source: str | Path, root: str | Path, step: int, keep: int) ->
 def average(sources: list[str | Path], directory: str | Path) -> Path:
     """Write the element-wise mean of the weights of `sources` (checkpoints of one model: same
     config, same tensor names and shapes) to `directory`, with the first source's config and
-    tokenizer. Floating-point tensors are averaged in float64 and stored in their own dtype."""
+    tokenizer."""
     if not sources:
         raise CheckpointError("nothing to average: give at least one checkpoint")
     dirs = [verify(s) for s in sources]
-    config = read_config(dirs[0])
-    total: dict = {}
-    dtypes: dict = {}
-    for d in dirs:
-        if read_config(d).get("model") != config.get("model"):
+    model = read_config(dirs[0]).get("model")
+    for d in dirs[1:]:
+        if read_config(d).get("model") != model:
             raise CheckpointError(f"{d} holds a different model than {dirs[0]} (model configs differ); "
                                   "only checkpoints of one model can be averaged")
-        weights = load_file(str(d / "model.safetensors"))
-        if dtypes and weights.keys() != dtypes.keys():
-            raise CheckpointError(f"{d} has other tensors than {dirs[0]}; cannot average them")
-        for name, w in weights.items():
-            if name in total and w.shape != total[name].shape:
-                raise CheckpointError(f"{name} is {tuple(w.shape)} in {d} but {tuple(total[name].shape)} in {dirs[0]}")
-            dtypes.setdefault(name, w.dtype)
-            if w.is_floating_point():
-                total[name] = total[name] + w.double() if name in total else w.double()
-            else:
-                total.setdefault(name, w)  # integer buffers: the first checkpoint's
-    mean = {name: (t / len(dirs)).to(dtypes[name]) if t.is_floating_point() else t for name, t in total.items()}
     directory = Path(directory)
     tmp = _fresh_tmp(directory)
-    save_file(mean, str(tmp / "model.safetensors"), metadata={"averaged_from": json.dumps([str(d) for d in dirs])})
-    for path in dirs[0].iterdir():
-        if path.name not in WEIGHTS_ONLY + ("model.safetensors",):
-            shutil.copy2(path, tmp / path.name)
+    save_file(_mean_weights(dirs), str(tmp / "model.safetensors"),
+              metadata={"averaged_from": json.dumps([str(d) for d in dirs])})
+    _copy_files(dirs[0], tmp, skip=WEIGHTS_ONLY + ("model.safetensors",))
     return _commit(tmp, directory)
+
+
+def _mean_weights(dirs: list[Path]) -> dict:
+    """Floating-point tensors averaged in float64 and stored in their own dtype; integer buffers
+    taken from the first checkpoint."""
+    first = load_file(str(dirs[0] / "model.safetensors"))
+    total = {name: w.double() if w.is_floating_point() else w for name, w in first.items()}
+    for d in dirs[1:]:
+        weights = load_file(str(d / "model.safetensors"))
+        if weights.keys() != first.keys():
+            raise CheckpointError(f"{d} has other tensors than {dirs[0]}; cannot average them")
+        for name, w in weights.items():
+            if w.shape != first[name].shape:
+                raise CheckpointError(f"{name} is {tuple(w.shape)} in {d} but {tuple(first[name].shape)} in {dirs[0]}")
+            if w.is_floating_point():
+                total[name] += w.double()
+    return {name: (t / len(dirs)).to(first[name].dtype) if t.is_floating_point() else t for name, t in total.items()}
