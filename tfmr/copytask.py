@@ -81,17 +81,19 @@ def make_data(n_train: int = 20000, n_test: int = 1000, seed: int = 0):
 
 
 def accuracy(model, vocab: Vocab, examples, copy: bool, max_len: int) -> dict:
-    """Token accuracy (position by position against the true target) and whole-sequence accuracy."""
+    """Token accuracy (position by position against the true target), the same on the target
+    positions holding symbols outside the vocabulary (rare_acc), and whole-sequence accuracy."""
     encoded = [extended_ids(vocab, s, t) if copy else (vocab.encode(s), vocab.encode(t), []) for s, t in examples]
     hyps = []
     for i in range(0, len(encoded), 500):
         chunk = encoded[i:i + 500]
         ids = greedy_decode(model, pad_batch([e[0] for e in chunk]), max_len)
         hyps += [decode_extended(vocab, h, e[2]) for h, e in zip(ids, chunk)]
-    tokens = sum(len(t) for _, t in examples)
-    right = sum(sum(a == b for a, b in zip(h, t)) for h, (_, t) in zip(hyps, examples))
+    hits = [(a == b, b in vocab.stoi) for h, (_, t) in zip(hyps, examples) for a, b in zip(h + [None] * len(t), t)]
+    rare = [hit for hit, known in hits if not known]
     exact = sum(h == t for h, (_, t) in zip(hyps, examples))
-    return {"token_acc": right / tokens, "seq_acc": exact / len(examples), "example": (examples[0][0], hyps[0])}
+    return {"token_acc": sum(hit for hit, _ in hits) / len(hits), "rare_acc": sum(rare) / max(len(rare), 1),
+            "seq_acc": exact / len(examples), "example": (examples[0][0], hyps[0])}
 
 
 def run(steps: int = 1500, out: str | Path = "runs/copytask", seed: int = 0, progress: bool = True, log=print) -> dict:
@@ -113,8 +115,9 @@ def run(steps: int = 1500, out: str | Path = "runs/copytask", seed: int = 0, pro
         r = accuracy(trainer.model, vocab, test, copy, cfg.decode.max_len)
         r["seconds"] = time.perf_counter() - t0
         results[name] = r
-        log(f"{name:<20} test token accuracy {100 * r['token_acc']:5.1f}%  sequence accuracy "
-            f"{100 * r['seq_acc']:5.1f}%  ({steps} steps, {r['seconds']:.0f}s)")
+        log(f"{name:<20} test token accuracy {100 * r['token_acc']:5.1f}%  never-seen symbols "
+            f"{100 * r['rare_acc']:5.1f}%  sequence accuracy {100 * r['seq_acc']:5.1f}%  "
+            f"({steps} steps, {r['seconds']:.0f}s)")
         log(f"{'':<20} e.g. {' '.join(r['example'][0])}  ->  {' '.join(r['example'][1])}")
     return results
 
