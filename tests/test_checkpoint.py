@@ -13,19 +13,26 @@ from tfmr.cli import load_model
 from tfmr.train import Trainer
 
 
-@pytest.fixture(scope="module")
-def _trained_once(tmp_path_factory):
+def _tiny_run(root, **train) -> Trainer:
+    """Train the `tiny` preset for 6 steps on a short text in `root/run` (train settings overridable)."""
     from conftest import SHORT_TEXT
 
     from tfmr import presets
 
-    root = tmp_path_factory.mktemp("ckpt")
     (root / "corpus.txt").write_text(SHORT_TEXT)
     cfg = presets.tiny()
     cfg.data.path, cfg.data.cache_dir = str(root / "corpus.txt"), str(root / "cache")
     cfg.train.steps, cfg.train.eval_iters = 6, 1
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
     trainer = Trainer(cfg, root / "run", progress=False, log=lambda *a: None)
     trainer.fit()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def _trained_once(tmp_path_factory):
+    trainer = _tiny_run(tmp_path_factory.mktemp("ckpt"))
     return trainer, trainer.ckpt_dir
 
 
@@ -107,17 +114,7 @@ def test_checkpoint_holds_no_pickle(trained):
 @pytest.fixture(scope="module")
 def snapshots(tmp_path_factory):
     """A tiny run that keeps its last two checkpoints (saved every 2 of 6 steps) as snapshots."""
-    from conftest import SHORT_TEXT
-
-    from tfmr import presets
-
-    root = tmp_path_factory.mktemp("snap")
-    (root / "corpus.txt").write_text(SHORT_TEXT)
-    cfg = presets.tiny()
-    cfg.data.path, cfg.data.cache_dir = str(root / "corpus.txt"), str(root / "cache")
-    cfg.train.steps, cfg.train.eval_iters, cfg.train.checkpoint_every, cfg.train.keep_last = 6, 1, 2, 2
-    Trainer(cfg, root / "run", progress=False, log=lambda *a: None).fit()
-    return root / "run" / "snapshots"
+    return _tiny_run(tmp_path_factory.mktemp("snap"), checkpoint_every=2, keep_last=2).out / "snapshots"
 
 
 def test_keep_last_keeps_the_newest_weights_only(snapshots):
