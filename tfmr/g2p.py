@@ -302,7 +302,6 @@ def report(model, data: G2PData, cfg: G2PConfig, out: str | Path | None, split: 
     return {k: {m: v for m, v in r.items() if m != "predictions"} for k, r in results.items()}
 
 
-
 # ----------------------------------------------------------------------------- command line
 def resolve_config(preset: str, config_file: str | None = None, overrides: Sequence[str] = (),
                    resume_from: str | Path | None = None) -> G2PConfig:

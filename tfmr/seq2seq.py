@@ -317,7 +317,9 @@ class Seq2SeqTrainer:
                 self.seconds += time.perf_counter() - t0
                 record = {"step": self.step, "loss": loss, "epoch": self.batches.epoch, "seconds": round(self.seconds, 2)}
                 done = self.step >= t.steps or self.progress_fraction() >= 1.0
-                if self.step % t.log_every == 0:
+                if self.step % t.log_every == 0 or done:
+                    if t.max_minutes > 0:  # the bar's end: the steps the time budget will allow
+                        bar.total = self.step if done else min(t.steps, round(self.step / self.progress_fraction()))
                     bar.set_postfix(loss=f"{loss:.3f}", epoch=self.batches.epoch, min=f"{self.seconds / 60:.1f}")
                 if self.step % t.eval_every == 0 or done:
                     record.update(self.evaluate())
