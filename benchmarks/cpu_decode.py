@@ -13,7 +13,6 @@ measured in one run mean anything on a busy machine. Tokens are checked equal to
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
@@ -58,11 +57,7 @@ def main(argv=None) -> int:
     print("environment:", env)
     bandwidth = gpu_decode.copy_bandwidth(device, torch.float32)
     rows = gpu_decode.case("gpt2-small-cpu (4x256)", small_gpt2(), args, device, torch.float32, ["greedy", "beam4"])
-    text = gpu_decode.markdown(rows, env, bandwidth)
-    out = Path(args.out)
-    out.write_text(text, encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps({"env": env, "copy_bandwidth": bandwidth, "rows": rows}, indent=2))
-    print("\n" + text + f"\nwritten: {out} and {out.with_suffix('.json')}")
+    gpu_decode.write_report(args.out, rows, env, bandwidth)
     return 0
 
 

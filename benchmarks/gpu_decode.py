@@ -291,12 +291,17 @@ def main(argv=None) -> int:
                 raise
             rows.append({"model": name, "strategy": ",".join(strategies), "method": "all",
                          "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
+    write_report(args.out, rows, env, bandwidth)
+    return 0
+
+
+def write_report(path: str, rows: list, env: dict, bandwidth) -> None:
+    """The table as markdown at `path` and everything as JSON beside it; print the table."""
     text = markdown(rows, env, bandwidth)
-    out = Path(args.out)
+    out = Path(path)
     out.write_text(text, encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({"env": env, "copy_bandwidth": bandwidth, "rows": rows}, indent=2))
     print("\n" + text + f"\nwritten: {out} and {out.with_suffix('.json')}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -32,8 +32,7 @@ from .builder import build_model
 from .config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
 from .decode import greedy
 from .kernels import Eager
-from .train import (autocast_for, lr_at, make_optimizer, optimizer_step, plot_losses, resolve_device,
-                    validate_train)
+from .train import autocast_for, lr_at, make_optimizer, optimizer_step, plot_losses, prepare_run
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -219,14 +218,9 @@ class Seq2SeqTrainer:
                  out_dir: str | Path, resume: bool = False, log=print, progress: bool = True,
                  dev_metric: Callable | None = None, make_model: Callable = build_model,
                  make_batch: Callable = collate):
-        self.cfg, self.vocab, self.out, self.log, self.progress = cfg, vocab, Path(out_dir), log, progress
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.cfg, self.vocab, self.log, self.progress = cfg, vocab, log, progress
+        self.out, self.device, self.ckpt_dir = prepare_run(cfg.train, out_dir)
         t = cfg.train
-        validate_train(t)
-        if t.threads:
-            torch.set_num_threads(t.threads)
-        self.device = resolve_device(t.device)
-        self.ckpt_dir = self.out / "checkpoint"
         m = cfg.model
         m.arch, m.pad_id = "encoder-decoder", PAD
         m.src_vocab_size, m.vocab_size = len(vocab.src), len(vocab.tgt)

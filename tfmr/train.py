@@ -46,6 +46,17 @@ def validate_train(t: TrainConfig) -> None:
         raise ConfigError(f"train.keep_last must be 0 (off) or a number of checkpoints, got {t.keep_last}")
 
 
+def prepare_run(t: TrainConfig, out_dir: str | Path) -> tuple[Path, torch.device, Path]:
+    """What both trainers do first: check the train section, make the run folder, set threads.
+    Returns (run folder, device, checkpoint folder)."""
+    validate_train(t)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    return out, resolve_device(t.device), out / "checkpoint"
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -131,14 +142,9 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, out_dir: str | Path, resume: bool = False, log=print,
                  progress: bool = True):
-        self.cfg, self.out, self.log, self.progress = cfg, Path(out_dir), log, progress
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.cfg, self.log, self.progress = cfg, log, progress
+        self.out, self.device, self.ckpt_dir = prepare_run(cfg.train, out_dir)
         t = cfg.train
-        validate_train(t)
-        if t.threads:
-            torch.set_num_threads(t.threads)
-        self.device = resolve_device(t.device)
-        self.ckpt_dir = self.out / "checkpoint"
         if resume:
             self._adopt_saved_config()
         self.data = self.prepare_data()
