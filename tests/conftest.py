@@ -35,3 +35,18 @@ def tiny_cfg(text_file, tmp_path):
     cfg.data.cache_dir = str(tmp_path / "cache")
     cfg.train.eval_iters = 1
     return cfg
+
+
+def assert_steps_match_full_forward(model, src, tgt, prefix: int, max_len: int):
+    """Decode `tgt` through the model's cache (a `prefix`-token first step, then one token at a
+    time) and check every step's logits against the full teacher-forced forward. Returns the state."""
+    import torch
+
+    full = model(src, tgt).logits
+    state = model.start_state(src.shape[0], max_len, src)
+    logits, state = model.step(tgt[:, :prefix], state)
+    torch.testing.assert_close(logits, full[:, prefix - 1], atol=1e-5, rtol=1e-5)
+    for t in range(prefix, tgt.shape[1]):
+        logits, state = model.step(tgt[:, t:t + 1], state)
+        torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
+    return state

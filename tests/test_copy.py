@@ -7,6 +7,8 @@ import random
 import pytest
 import torch
 
+from conftest import assert_steps_match_full_forward
+
 from tfmr import Choice, ConfigError, ModelConfig
 from tfmr.copytask import decode_extended, extended_ids, make_example
 from tfmr.heads import build_copy_model, copy_distribution
@@ -74,13 +76,7 @@ def test_copy_model_cached_decoding_equals_full_forward():
     torch.manual_seed(0)
     model = build_copy_model(_cfg(), unk_id=UNK).eval()
     src, tgt = _batch()
-    full = model(src, tgt).logits
-    state = model.start_state(2, 8, src)
-    logits, state = model.step(tgt[:, :2], state)
-    torch.testing.assert_close(logits, full[:, 1], atol=1e-5, rtol=1e-5)
-    for t in range(2, 4):
-        logits, state = model.step(tgt[:, t:t + 1], state)
-        torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
+    state = assert_steps_match_full_forward(model, src, tgt, prefix=2, max_len=8)
     state.reorder(torch.tensor([1, 1]))  # beam search keeps rows: the source ids follow
     assert torch.equal(state.src_ext[0], src[1])
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import assert_steps_match_full_forward
+
 from tfmr import Choice, ConfigError, ModelConfig, build_model
 from tfmr.kernels import KERNELS
 from tfmr.positions import POSITIONS
@@ -117,13 +119,7 @@ def test_encoder_decoder_cached_decoding_equals_full_forward(kernel):
     model = _seq2seq(kernel=Choice(kernel), pos=Choice("sinusoidal"))
     src = torch.tensor([[5, 6, 7, 8, 9], [4, 3, 2, 0, 0]])  # second row padded
     tgt = torch.randint(1, 50, (2, 7))
-    full = model(src, tgt).logits
-    state = model.start_state(2, 16, src)
-    logits, state = model.step(tgt[:, :3], state)
-    torch.testing.assert_close(logits, full[:, 2], atol=1e-5, rtol=1e-5)
-    for t in range(3, 7):
-        logits, state = model.step(tgt[:, t:t + 1], state)
-        torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
+    assert_steps_match_full_forward(model, src, tgt, prefix=3, max_len=16)
 
 
 def test_source_padding_does_not_change_real_outputs():
