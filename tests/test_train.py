@@ -74,10 +74,10 @@ def test_grad_accumulation_matches_a_bigger_batch(tiny_cfg, tmp_path):
     big = _quiet(tiny_cfg, tmp_path / "big")
     tiny_cfg.train.batch_size, tiny_cfg.train.grad_accum = 4, 2
     small = _quiet(tiny_cfg, tmp_path / "small")
-    x, y = big.train_batches.next()
+    x, y = big.batches.next()
     chunks = iter([(x[:4], y[:4]), (x[4:], y[4:])])
-    small.train_batches.next = lambda device=None: next(chunks)
-    big.train_batches.next = lambda device=None: (x, y)
+    small.batches.next = lambda device=None: next(chunks)
+    big.batches.next = lambda device=None: (x, y)
     for trainer in (big, small):  # keep the gradients: compare them before any update
         trainer.optimizer.step = lambda: None
         trainer.optimizer.zero_grad = lambda set_to_none=True: None
@@ -114,3 +114,15 @@ def test_language_model_trains_on_bpe_ids_and_carries_its_tokenizer(tiny_cfg, tm
     assert last["train_loss"] < math.log(tok.vocab_size) - 1.0
     model, loaded, _ = load_model(trainer.ckpt_dir)
     assert loaded.kind == "bpe" and loaded.encode(text) == tok.encode(text)
+
+
+def test_language_model_time_budget_decays_the_schedule_and_stops(tiny_cfg, tmp_path):
+    """The wall-clock budget lives in the shared loop, so `tfmr train` has it too."""
+    cfg = tiny_cfg
+    cfg.train.steps, cfg.train.max_minutes = 10_000, 1e-9  # the first step already spends the budget
+    trainer = _quiet(cfg, tmp_path / "run")
+    last = trainer.fit()
+    assert trainer.step == 1 and trainer.progress_fraction() == 1.0
+    assert last["step"] == 1 and "val_loss" in last  # the last step evaluates and checkpoints
+    assert (tmp_path / "run" / "checkpoint").is_dir()
+    assert trainer.schedule_step() == cfg.train.steps and lr_at(trainer.schedule_step(), cfg.train) == cfg.train.min_lr

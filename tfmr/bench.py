@@ -129,7 +129,7 @@ def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 
             fp32 = copy.deepcopy(cfg)
             fp32.train.dtype = "float32"
             contenders["tfmr (fp32)"] = Trainer(fp32, Path(tmp) / "fp32", progress=False, log=lambda *_: None).train_step
-        peer_batches = trainer.train_batches
+        peer_batches = trainer.batches
         peer_precision = "bf16" if device.type == "cuda" else "fp32"
         if nanogpt:
             contenders[f"nanogpt ({peer_precision})"] = nanogpt_peer(nanogpt, cfg, peer_batches, device)
@@ -144,8 +144,8 @@ def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 
             for name, fn in contenders.items():
                 times[name] += _time_steps(fn, max(1, steps // rounds), device)
         peak, peak_what = device_peak(device)
-        tokens = cfg.train.batch_size * cfg.train.grad_accum * trainer.train_batches.context
-        flops_tok = trainer.model.flops_per_token(trainer.train_batches.context)
+        tokens = cfg.train.batch_size * cfg.train.grad_accum * trainer.batches.context
+        flops_tok = trainer.model.flops_per_token(trainer.batches.context)
     rows = []
     base = statistics.median(next(iter(times.values())))
     for name, ts in times.items():

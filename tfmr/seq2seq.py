@@ -6,9 +6,9 @@ batched greedy decoding for encoder-decoder models.
                             epoch from (seed, epoch), so the data position is two integers
     collate(pairs)          {src_ids (B, S), tgt_ids (B, T) = <s> y, targets (B, T) = y </s>}, padded
                             with <pad> (inputs) and -100 (targets, ignored by the loss)
-    Seq2SeqTrainer          teacher forcing with label smoothing, AdamW + warmup + cosine, bf16
-                            autocast, clipping, a wall-clock budget, progress bar, JSON-lines
-                            metrics and checkpoints that resume (pieces shared with train.py)
+    Seq2SeqTrainer          the one training loop (train.TrainLoop) on pairs: teacher forcing
+                            with label smoothing on bucketed batches; its loop, schedule, time
+                            budget, compile, checkpoints and metrics are train.py's
     greedy_decode(...)      batched arg-max decoding (tfmr.decode.greedy), ids before </s>
 
 What a task adds (the data, its metric, its presets) lives in the task's own module: g2p.py for
@@ -19,20 +19,18 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from . import checkpoint
 from .builder import build_model
-from .config import ConfigError, ModelConfig, TrainConfig, from_dict, to_dict
+from .config import ConfigError, ModelConfig, TrainConfig, from_dict
 from .decode import greedy
 from .kernels import Eager
-from .train import autocast_for, lr_at, make_optimizer, optimizer_step, plot_losses, prepare_run
+from .train import TrainLoop, autocast_for
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -162,11 +160,12 @@ class BucketBatches:
         self.index += 1
         return [self.pairs[i] for i in batch]
 
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index}
+    def state(self) -> torch.Tensor:
+        """Where the sampler is: (epoch, index), as a tensor for the checkpoint."""
+        return torch.tensor([self.epoch, self.index], dtype=torch.long)
 
-    def load_state(self, state: dict) -> None:
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+    def load_state(self, state: torch.Tensor) -> None:
+        self.epoch, self.index = (int(v) for v in state.tolist())
         self._order = self.epoch_batches(self.epoch)
 
     def __len__(self) -> int:
@@ -180,7 +179,6 @@ class Seq2SeqTrainConfig(TrainConfig):
     """TrainConfig plus what sequence pairs need."""
 
     batch_tokens: int = 0  # > 0: cap each batch at this many padded tokens (source + target)
-    max_minutes: float = 0.0  # > 0: a wall-clock budget; the schedule decays by steps or time, whichever is first
     eval_pairs: int = 2000  # dev pairs in the dev loss (and the task's own dev metric)
 
 
@@ -205,81 +203,49 @@ def check_lengths(pairs: Sequence[Pair], cfg: ModelConfig) -> None:
 
 
 # ----------------------------------------------------------------------------- trainer
-class Seq2SeqTrainer:
-    """Teacher-forced training of an encoder-decoder on (source, target) id pairs.
+class Seq2SeqTrainer(TrainLoop):
+    """The training loop (train.TrainLoop) on (source, target) id pairs: teacher forcing on
+    length-bucketed batches of an encoder-decoder.
 
-    `cfg` is a run config with `model`, `train` (Seq2SeqTrainConfig) sections (and whatever else the
-    task keeps; it is saved whole). `dev_metric(model) -> dict` is called at every evaluation (e.g.
-    greedy word error rate on part of the dev set). `make_model(ModelConfig)` defaults to
-    build_model; the copy head wraps it. `make_batch(pairs, device)` defaults to collate.
+    `cfg` is a run config with `model` and `train` (Seq2SeqTrainConfig) sections (and whatever
+    else the task keeps; it is saved whole). `dev_metric(model) -> dict` is called at every
+    evaluation (e.g. greedy word error rate on part of the dev set). `make_model(ModelConfig)`
+    defaults to build_model; the copy task passes `build_copy_model`. `make_batch(pairs, device)`
+    defaults to collate.
     """
 
     def __init__(self, cfg, vocab: PairVocab, train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair],
                  out_dir: str | Path, resume: bool = False, log=print, progress: bool = True,
                  dev_metric: Callable | None = None, make_model: Callable = build_model,
                  make_batch: Callable = collate):
-        self.cfg, self.vocab, self.log, self.progress = cfg, vocab, log, progress
-        self.out, self.device, self.ckpt_dir = prepare_run(cfg.train, out_dir)
-        t = cfg.train
-        m = cfg.model
+        self.vocab, self.train_pairs, self.all_dev_pairs = vocab, train_pairs, dev_pairs
+        self.dev_metric, self.make_model, self.make_batch = dev_metric, make_model, make_batch
+        super().__init__(cfg, out_dir, resume=resume, log=log, progress=progress)
+
+    def setup_data(self) -> None:
+        t, m = self.cfg.train, self.cfg.model
         m.arch, m.pad_id = "encoder-decoder", PAD
-        m.src_vocab_size, m.vocab_size = len(vocab.src), len(vocab.tgt)
-        check_lengths(train_pairs, m)
-        torch.manual_seed(t.seed)
-        self.model = make_model(m).to(self.device)
-        self.optimizer = make_optimizer(self.model, t, self.device)
-        self.make_batch, self.dev_metric = make_batch, dev_metric
-        self.batches = BucketBatches(train_pairs, t.batch_size, t.batch_tokens, t.seed)
-        self.dev_pairs = list(dev_pairs)[: t.eval_pairs]
-        self.step, self.seconds, self.history = 0, 0.0, []
-        if resume:
-            self._load_state()
+        m.src_vocab_size, m.vocab_size = len(self.vocab.src), len(self.vocab.tgt)
+        check_lengths(self.train_pairs, m)
+        self.batches = BucketBatches(self.train_pairs, t.batch_size, t.batch_tokens, t.seed)
+        self.dev_pairs = list(self.all_dev_pairs)[: t.eval_pairs]
 
-    # ------------------------------------------------------------------ state
-    def _load_state(self) -> None:
-        checkpoint.load_weights(self.ckpt_dir, self.model)
-        tensors, plain = checkpoint.load_state(self.ckpt_dir)
-        self.optimizer.load_state_dict(plain["optimizer"])
-        self.step, self.seconds = plain["step"], plain.get("seconds", 0.0)
-        self.history = plain.get("history", [])
-        self.batches.load_state(plain["batches"])
-        torch.set_rng_state(tensors["rng.torch"])
-        self.log(f"resumed from {self.ckpt_dir} at step {self.step} ({self.seconds / 60:.1f} min trained)")
+    def build_model(self) -> torch.nn.Module:
+        return self.make_model(self.cfg.model)
 
-    def save(self) -> Path:
-        extra = {"step": self.step, "seconds": self.seconds, "history": self.history,
-                 "batches": self.batches.state()}
-        path = checkpoint.save(self.ckpt_dir, self.model, to_dict(self.cfg), self.vocab, self.optimizer,
-                               {"rng.torch": torch.get_rng_state()}, extra)
-        if self.cfg.train.keep_last > 0:
-            checkpoint.keep_snapshot(path, self.out / "snapshots", self.step, self.cfg.train.keep_last)
-        return path
+    def vocabulary(self) -> PairVocab:
+        return self.vocab
 
-    # ------------------------------------------------------------------ loop
-    def progress_fraction(self) -> float:
-        """How far the schedule is: by steps, or by the wall-clock budget if that is further."""
-        t = self.cfg.train
-        frac = self.step / t.steps
-        if t.max_minutes > 0:
-            frac = max(frac, self.seconds / (60.0 * t.max_minutes))
-        return min(frac, 1.0)
+    def batch_loss(self) -> torch.Tensor:
+        batch = self.make_batch(self.batches.next(), self.device)
+        self.tokens += int((batch["targets"] != -100).sum())  # target tokens
+        return self.forward(**batch).loss
 
-    def train_step(self) -> float:
-        t = self.cfg.train
-        lr = lr_at(round(self.progress_fraction() * t.steps), t)
+    def log_fields(self) -> dict:
+        return {"epoch": self.batches.epoch}
 
-        def micro_loss():
-            return self.model(**self.make_batch(self.batches.next(), self.device)).loss
-
-        total = optimizer_step(self.model, self.optimizer, micro_loss, t, self.device, lr)
-        self.step += 1
-        return total
-
-    @torch.no_grad()
     def evaluate(self) -> dict:
         """Dev loss (token-weighted, fixed batches) and the task's dev metric."""
-        was = self.model.training
-        self.model.eval()
         total, count = 0.0, 0
         for i in range(0, len(self.dev_pairs), 256):
             batch = self.make_batch(self.dev_pairs[i:i + 256], self.device)
@@ -290,52 +256,13 @@ class Seq2SeqTrainer:
         result = {"dev_loss": total / max(count, 1)}
         if self.dev_metric is not None:
             result.update(self.dev_metric(self.model))
-        self.model.train(was)
         return result
 
     def fit(self) -> dict:
-        """Train to train.steps or the time budget; Ctrl-C saves a checkpoint first."""
-        t = self.cfg.train
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log(f"model: {n_params / 1e6:.2f}M parameters on {self.device}; "
                  f"{len(self.batches.pairs):,} training pairs, about {len(self.batches):,} batches per epoch")
-        metrics = open(self.out / "metrics.jsonl", "a" if self.step else "w")  # a fresh run starts a fresh log
-        bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
-                   dynamic_ncols=True)
-        self.model.train()
-        last: dict = {}
-        try:
-            while self.step < t.steps and self.progress_fraction() < 1.0:
-                t0 = time.perf_counter()
-                loss = self.train_step()
-                self.seconds += time.perf_counter() - t0
-                record = {"step": self.step, "loss": loss, "epoch": self.batches.epoch, "seconds": round(self.seconds, 2)}
-                done = self.step >= t.steps or self.progress_fraction() >= 1.0
-                if self.step % t.log_every == 0 or done:
-                    if t.max_minutes > 0:  # the bar's end: the steps the time budget will allow
-                        bar.total = self.step if done else min(t.steps, round(self.step / self.progress_fraction()))
-                    bar.set_postfix(loss=f"{loss:.3f}", epoch=self.batches.epoch, min=f"{self.seconds / 60:.1f}")
-                if self.step % t.eval_every == 0 or done:
-                    record.update(self.evaluate())
-                    bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items()
-                                                                  if k.startswith("dev")))
-                self.history.append(record)
-                metrics.write(json.dumps(record) + "\n")
-                last = record
-                bar.update(1)
-                if self.step % t.checkpoint_every == 0 or done:
-                    metrics.flush()
-                    self.save()
-        except KeyboardInterrupt:
-            bar.write("interrupted: saving a checkpoint")
-            self.save()
-            raise
-        finally:
-            bar.close()
-            metrics.close()
-        plot_losses([dict(r, val_loss=r["dev_loss"], train_loss=r["loss"]) if "dev_loss" in r else r
-                     for r in self.history], self.out / "loss.png")
-        return last
+        return super().fit()
 
 
 def load_run(directory: str | Path, config_cls, make_model: Callable = build_model):

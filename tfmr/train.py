@@ -1,14 +1,25 @@
-"""The training loop for language models: AdamW, warmup + cosine, clipping, accumulation,
-periodic evaluation, checkpoints that resume bit for bit, progress bar, JSON-lines metrics and a
-loss-curve PNG at the end.
+"""The one training loop of tfmr, and its language-model specialisation.
 
-    Trainer(cfg, out_dir).fit()
+    TrainLoop      AdamW, warmup + cosine (by steps, or decayed over a wall-clock budget),
+                   gradient accumulation, clipping, bf16 autocast, torch.compile, periodic
+                   evaluation, checkpoints that resume bit for bit, a progress bar, JSON-lines
+                   metrics and a loss-curve PNG: written once, for every task
+    Trainer        the loop on text: a decoder-only language model, `Trainer(cfg, out).fit()`
+
+A task specialises the loop by its data and its loss and nothing else, through five hooks:
+`setup_data()` (set `self.batches`, the training sampler, and the model's vocabulary sizes),
+`build_model()`, `batch_loss()` (one micro-batch's mean loss, through `self.forward`, the compiled
+model when `train.compile`), `evaluate()` (a dict of numbers) and `vocabulary()` (what the
+checkpoint keeps beside the weights). Sequence-to-sequence training (`seq2seq.Seq2SeqTrainer`)
+and fine-tuning (LoRA, adapters) are such specialisations; training objectives such as scheduled
+sampling or RL on a metric change `batch_loss` only.
 
 What is saved makes a resumed run identical to an uninterrupted one on CPU: weights, optimizer
-moments, the step, the global torch RNG (dropout) and the data sampler's generator. Evaluation
-draws from its own fixed generator so it never disturbs training randomness. Sequence-to-sequence
-objectives (scheduled sampling, RL on a metric) build on the same pieces in objectives.py.
+moments, the step and the seconds trained (a time budget resumes too), the torch RNG of the CPU
+and of CUDA (dropout), and the sampler's state (`batches.state()`, a tensor). Evaluation reads
+its own fixed batches, so it never disturbs training randomness.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -137,126 +148,157 @@ def optimizer_step(model, optimizer, micro_loss, t: TrainConfig, device: torch.d
     return total
 
 
-class Trainer:
-    """Trains a decoder-only LM as configured; `fit()` runs to `train.steps` (or resumes)."""
+class TrainLoop:
+    """The training loop; a task subclasses it and fills in the hooks (see the module docstring).
 
-    def __init__(self, cfg: RunConfig, out_dir: str | Path, resume: bool = False, log=print,
-                 progress: bool = True):
+    `cfg` has a `train` section (TrainConfig or a subclass) and a `model` section; it is saved
+    whole with every checkpoint. With `resume`, the run's saved model and data sections win and
+    the train section may be changed (more steps, a longer budget)."""
+
+    resume_keeps = ("model", "data")  # config sections a resumed run takes from its checkpoint
+
+    def __init__(self, cfg, out_dir: str | Path, resume: bool = False, log=print, progress: bool = True):
         self.cfg, self.log, self.progress = cfg, log, progress
         self.out, self.device, self.ckpt_dir = prepare_run(cfg.train, out_dir)
-        t = cfg.train
         if resume:
-            self._adopt_saved_config()
-        self.data = self.prepare_data()
-        cfg.model.vocab_size = self.data.tokenizer.vocab_size
-        torch.manual_seed(t.seed)
+            self.adopt_saved_config()
+        self.tokens = 0  # tokens read by batch_loss since the last log line (for tokens/s)
+        self.setup_data()
+        torch.manual_seed(cfg.train.seed)
         self.model = self.build_model().to(self.device)
-        self.optimizer = make_optimizer(self.model, t, self.device)
-        self.train_batches = Batches(self.data.train, cfg.model.context, t.batch_size, t.seed)
-        self.step = 0
-        self.history: list[dict] = []
+        self.optimizer = make_optimizer(self.model, cfg.train, self.device)
+        self.step, self.seconds, self.history = 0, 0.0, []
+        self.lr = lr_at(0, cfg.train)
         if resume:
-            self._load_state()
-        self.forward = torch.compile(self.model) if t.compile else self.model
+            self.load_state()
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
 
-    def prepare_data(self):
-        """Tokenized train / val ids (fine-tuning overrides this to reuse a checkpoint's tokenizer)."""
-        return prepare(self.cfg.data, self.cfg.data.cache_dir or default_cache_root(), log=self.log)
+    # ------------------------------------------------------------------ hooks
+    def setup_data(self) -> None:
+        """Set `self.batches` (with next / state / load_state) and the model's vocabulary sizes."""
+        raise NotImplementedError
 
     def build_model(self) -> torch.nn.Module:
-        """A fresh model (fine-tuning overrides this to load a checkpoint and add LoRA)."""
+        """A fresh model (fine-tuning loads a checkpoint and adds LoRA here)."""
         return build_model(self.cfg.model)
 
-    # ------------------------------------------------------------------ state
-    def _adopt_saved_config(self) -> None:
-        """On resume the saved model and data config win; train settings may be changed (steps)."""
-        saved = from_dict(RunConfig, checkpoint.read_config(self.ckpt_dir))
-        self.cfg.model, self.cfg.data = saved.model, saved.data
+    def batch_loss(self) -> torch.Tensor:
+        """The mean loss of one micro-batch, computed through `self.forward`; add its tokens to
+        `self.tokens`."""
+        raise NotImplementedError
 
-    def _load_state(self) -> None:
+    def evaluate(self) -> dict:
+        """Numbers on held-out data (called in eval mode, without gradients)."""
+        return {}
+
+    def vocabulary(self):
+        """What a checkpoint keeps beside the weights: an object with `save(directory)`."""
+        raise NotImplementedError
+
+    def log_fields(self) -> dict:
+        """Extra numbers for each log record (the epoch, for example)."""
+        return {}
+
+    # ------------------------------------------------------------------ state
+    def adopt_saved_config(self) -> None:
+        saved = from_dict(type(self.cfg), checkpoint.read_config(self.ckpt_dir))
+        for name in self.resume_keeps:
+            if hasattr(saved, name):
+                setattr(self.cfg, name, getattr(saved, name))
+
+    def load_state(self) -> None:
         checkpoint.load_weights(self.ckpt_dir, self.model)
         tensors, plain = checkpoint.load_state(self.ckpt_dir)
         self.optimizer.load_state_dict(plain["optimizer"])
-        self.step = plain["step"]
+        self.step, self.seconds = plain["step"], plain.get("seconds", 0.0)
         self.history = plain.get("history", [])
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])
-        self.train_batches.load_state(tensors["rng.data"])
-        self.log(f"resumed from {self.ckpt_dir} at step {self.step}")
+        self.batches.load_state(tensors["rng.data"])
+        self.log(f"resumed from {self.ckpt_dir} at step {self.step} ({self.seconds / 60:.1f} min trained)")
 
     def save(self) -> Path:
-        tensors = {"rng.torch": torch.get_rng_state(), "rng.data": self.train_batches.state()}
+        tensors = {"rng.torch": torch.get_rng_state(), "rng.data": self.batches.state()}
         if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        extra = {"step": self.step, "history": self.history}
-        path = checkpoint.save(self.ckpt_dir, self.model, to_dict(self.cfg), self.data.tokenizer,
-                               self.optimizer, tensors, extra)
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        extra = {"step": self.step, "seconds": self.seconds, "history": self.history}
+        path = checkpoint.save(self.ckpt_dir, self.model, to_dict(self.cfg), self.vocabulary(), self.optimizer,
+                               tensors, extra)
         if self.cfg.train.keep_last > 0:
             checkpoint.keep_snapshot(path, self.out / "snapshots", self.step, self.cfg.train.keep_last)
         return path
 
+    # ------------------------------------------------------------------ schedule
+    def progress_fraction(self) -> float:
+        """How far the schedule is: by steps, or by the wall-clock budget if that is further."""
+        t = self.cfg.train
+        frac = self.step / t.steps
+        if t.max_minutes > 0:
+            frac = max(frac, self.seconds / (60.0 * t.max_minutes))
+        return min(frac, 1.0)
+
+    def schedule_step(self) -> int:
+        """The step the learning-rate schedule is at (under a time budget, the budget's share)."""
+        t = self.cfg.train
+        return self.step if t.max_minutes <= 0 else round(self.progress_fraction() * t.steps)
+
+    def finished(self) -> bool:
+        return self.step >= self.cfg.train.steps or self.progress_fraction() >= 1.0
+
     # ------------------------------------------------------------------ loop
     def train_step(self) -> float:
         """One optimizer step (with gradient accumulation); returns the mean loss."""
-        t = self.cfg.train
-
-        def micro_loss():
-            x, y = self.train_batches.next(self.device)
-            return self.forward(x, y).loss
-
-        total = optimizer_step(self.model, self.optimizer, micro_loss, t, self.device, lr_at(self.step, t))
+        self.lr = lr_at(self.schedule_step(), self.cfg.train)
+        total = optimizer_step(self.model, self.optimizer, self.batch_loss, self.cfg.train, self.device, self.lr)
         self.step += 1
         return total
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
-        """Mean loss over `eval_iters` fixed batches of each split (same batches every time)."""
-        t = self.cfg.train
+    def run_evaluation(self) -> dict:
         was_training = self.model.training
         self.model.eval()
-        result = {}
-        for split, ids in (("train", self.data.train), ("val", self.data.val)):
-            batches = Batches(ids, self.cfg.model.context, t.batch_size, seed=t.seed + 1)
-            losses = []
-            for _ in range(t.eval_iters):
-                x, y = batches.next(self.device)
-                with autocast_for(self.device, t.dtype):
-                    losses.append(self.model(x, y).loss.item())
-            result[f"{split}_loss"] = sum(losses) / len(losses)
-        self.model.train(was_training)
-        return result
+        try:
+            return self.evaluate()
+        finally:
+            self.model.train(was_training)
 
     def fit(self) -> dict:
-        """Train to `train.steps`; Ctrl-C saves a checkpoint first so `--resume` continues."""
+        """Train to `train.steps` (or the time budget); Ctrl-C saves a checkpoint first, so
+        `--resume` continues exactly."""
         t = self.cfg.train
-        self.log(f"model: {self.model.num_params() / 1e6:.2f}M parameters (non-embedding) on {self.device}")
         metrics = open(self.out / "metrics.jsonl", "a" if self.step else "w")  # a fresh run starts a fresh log
-        tokens_per_step = t.batch_size * t.grad_accum * self.train_batches.context
         bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
                    dynamic_ncols=True)
         self.model.train()
-        last = {}
+        last: dict = {}
+        window = (0.0, 0)  # (seconds, tokens) trained since the last log line
         try:
-            t0, steps_timed = time.perf_counter(), 0
-            while self.step < t.steps:
+            while not self.finished():
+                t0 = time.perf_counter()
                 loss = self.train_step()
-                steps_timed += 1
-                record = {"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, t)}
-                if self.step % t.log_every == 0 or self.step == t.steps:
-                    elapsed = time.perf_counter() - t0
-                    record["tokens_per_s"] = tokens_per_step * steps_timed / max(elapsed, 1e-9)
-                    t0, steps_timed = time.perf_counter(), 0
+                spent = time.perf_counter() - t0
+                self.seconds += spent
+                window = (window[0] + spent, window[1] + self.tokens)
+                self.tokens = 0
+                record = {"step": self.step, "loss": loss, "lr": self.lr, "seconds": round(self.seconds, 2),
+                          **self.log_fields()}
+                done = self.finished()
+                if self.step % t.log_every == 0 or done:
+                    record["tokens_per_s"] = window[1] / max(window[0], 1e-9)
+                    window = (0.0, 0)
                     record.update(expert_stats(self.model))  # MoE expert utilisation; {} without MoE
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
-                if self.step % t.eval_every == 0 or self.step == t.steps:
-                    record.update(self.evaluate())
-                    bar.write(f"step {self.step}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}")
+                    self._show(bar, record, done)
+                if self.step % t.eval_every == 0 or done:
+                    evaluation = self.run_evaluation()
+                    record.update(evaluation)
+                    bar.write(f"step {self.step}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}"
+                                                                  for k, v in evaluation.items()))
                 self.history.append(record)
                 metrics.write(json.dumps(record) + "\n")
                 last = record
                 bar.update(1)
-                if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                if self.step % t.checkpoint_every == 0 or done:
                     metrics.flush()
                     self.save()
         except KeyboardInterrupt:
@@ -270,9 +312,56 @@ class Trainer:
         plot_losses(self.history, self.out / "loss.png")
         return last
 
+    def _show(self, bar, record: dict, done: bool) -> None:
+        t = self.cfg.train
+        if t.max_minutes > 0:  # the bar's end: the steps the time budget will allow
+            bar.total = self.step if done else min(t.steps, round(self.step / max(self.progress_fraction(), 1e-9)))
+        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}",
+                        min=f"{self.seconds / 60:.1f}")
+
+
+class Trainer(TrainLoop):
+    """The loop on text: a decoder-only language model, batches of random windows of the corpus."""
+
+    def setup_data(self) -> None:
+        self.data = self.prepare_data()
+        self.cfg.model.vocab_size = self.data.tokenizer.vocab_size
+        t = self.cfg.train
+        self.batches = Batches(self.data.train, self.cfg.model.context, t.batch_size, t.seed)
+
+    def prepare_data(self):
+        """Tokenized train / val ids (fine-tuning overrides this to reuse a checkpoint's tokenizer)."""
+        return prepare(self.cfg.data, self.cfg.data.cache_dir or default_cache_root(), log=self.log)
+
+    def vocabulary(self):
+        return self.data.tokenizer
+
+    def batch_loss(self) -> torch.Tensor:
+        x, y = self.batches.next(self.device)
+        self.tokens += x.numel()
+        return self.forward(x, y).loss
+
+    def evaluate(self) -> dict:
+        """Mean loss over `eval_iters` fixed batches of each split (the same batches every time)."""
+        t = self.cfg.train
+        result = {}
+        for split, ids in (("train", self.data.train), ("val", self.data.val)):
+            batches = Batches(ids, self.cfg.model.context, t.batch_size, seed=t.seed + 1)
+            losses = []
+            for _ in range(t.eval_iters):
+                x, y = batches.next(self.device)
+                with autocast_for(self.device, t.dtype):
+                    losses.append(self.model(x, y).loss.item())
+            result[f"{split}_loss"] = sum(losses) / len(losses)
+        return result
+
+    def fit(self) -> dict:
+        self.log(f"model: {self.model.num_params() / 1e6:.2f}M parameters (non-embedding) on {self.device}")
+        return super().fit()
+
 
 def plot_losses(history: list[dict], path: Path) -> Path | None:
-    """Training loss per step and evaluation losses, as a PNG."""
+    """Training loss per step and every evaluation loss (keys ending in _loss), as a PNG."""
     if not history:
         return None
     import matplotlib
@@ -282,10 +371,10 @@ def plot_losses(history: list[dict], path: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=0.8, alpha=0.6, label="train (batch)")
-    evals = [r for r in history if "val_loss" in r]
-    if evals:
-        ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (eval)")
-        ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val")
+    names = sorted({k for r in history for k in r if k.endswith("_loss")})  # train_loss, val_loss, dev_loss
+    for name in names:
+        evals = [r for r in history if name in r]
+        ax.plot([r["step"] for r in evals], [r[name] for r in evals], "o-", label=name.replace("_", " "))
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.legend()
