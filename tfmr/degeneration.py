@@ -21,7 +21,6 @@ strategy and scores the continuations, with the real continuations as the "human
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .metrics import bleu_from_stats
 
 Generations = list  # list[list[int]]
 
@@ -89,19 +90,6 @@ def _closest_other_length(lengths: list[int], i: int) -> int:
     return min(others, key=lambda r: (abs(r - hyp), r))
 
 
-def _bleu(correct: list[int], total: list[int], hyp_len: int, ref_len: int, floor: float) -> float:
-    """sacrebleu's compute_bleu with floor smoothing, on a 0..1 scale."""
-    if not any(correct):
-        return 0.0
-    bp = 1.0 if hyp_len >= ref_len else (math.exp(1 - ref_len / hyp_len) if hyp_len > 0 else 0.0)
-    logs = []
-    for c, t in zip(correct, total):
-        if t == 0:
-            return 0.0  # sacrebleu: log(0) for this and every higher order
-        logs.append(math.log((c if c else floor) / t))
-    return bp * math.exp(sum(logs) / len(logs))
-
-
 def self_bleu(gens: Generations, max_n: int = 4, sample: int | None = 1000, seed: int = 0,
               floor: float = 0.1) -> float:
     """Mean BLEU-`max_n` of (a sample of) the generations, each against all the others."""
@@ -124,7 +112,8 @@ def self_bleu(gens: Generations, max_n: int = 4, sample: int | None = 1000, seed
                 hits += min(c, second if who == i else top)
             correct.append(hits)
             total.append(max(0, lengths[i] - n + 1))
-        scores.append(_bleu(correct, total, lengths[i], _closest_other_length(lengths, i), floor))
+        ref_len = _closest_other_length(lengths, i)
+        scores.append(bleu_from_stats(correct, total, lengths[i], ref_len, smooth="floor", floor=floor) / 100)
     return sum(scores) / len(scores)
 
 

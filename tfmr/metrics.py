@@ -97,12 +97,13 @@ def bleu_stats(hyp: Sequence, refs: list[list], max_n: int = 4) -> tuple[list[in
 
 
 def bleu_from_stats(correct: list[int], total: list[int], hyp_len: int, ref_len: int,
-                    smooth: str = "exp", effective_order: bool = False) -> float:
+                    smooth: str = "exp", effective_order: bool = False, floor: float = 0.1) -> float:
     """BLEU (0-100) from summed statistics: geometric mean of the n-gram precisions times the
-    brevity penalty (Papineni et al. 2002). `smooth="exp"` is NIST's smoothing (Chen & Cherry
-    2014, method 3): the k-th zero precision counts as 1 / (2^k * n-grams)."""
-    if smooth not in ("exp", "none"):
-        raise ValueError(f"unknown smoothing {smooth!r}; valid: exp, none")
+    brevity penalty (Papineni et al. 2002), as sacrebleu's compute_bleu. Smoothing of a zero
+    precision: "exp" is NIST's (Chen & Cherry 2014, method 3: the k-th zero counts as
+    1 / (2^k * n-grams)); "floor" counts it as `floor` matches; "none" leaves it zero."""
+    if smooth not in ("exp", "floor", "none"):
+        raise ValueError(f"unknown smoothing {smooth!r}; valid: exp, floor, none")
     if not any(correct):
         return 0.0
     bp = 1.0 if hyp_len >= ref_len else (math.exp(1 - ref_len / hyp_len) if hyp_len > 0 else 0.0)
@@ -114,6 +115,8 @@ def bleu_from_stats(correct: list[int], total: list[int], hyp_len: int, ref_len:
             if smooth == "exp":
                 halvings *= 2
                 logs.append(math.log(1.0 / (halvings * t)))
+            elif smooth == "floor":
+                logs.append(math.log(floor / t))
             else:
                 logs.append(-9999999999.0)  # log(0), as sacrebleu writes it
         else:
