@@ -119,6 +119,7 @@ class TrainConfig:
     eval_iters: int = 20
     log_every: int = 10
     checkpoint_every: int = 500
+    on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop (nothing saved) | skip (the step)
     max_minutes: float = 0.0  # > 0: a wall-clock budget; the schedule decays by steps or time, whichever is first
     keep_last: int = 0  # > 0: also keep the weights of the last N checkpoints in RUN/snapshots/ (tfmr average)
     seed: int = 1337

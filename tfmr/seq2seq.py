@@ -217,10 +217,10 @@ class Seq2SeqTrainer(TrainLoop):
     def __init__(self, cfg, vocab: PairVocab, train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair],
                  out_dir: str | Path, resume: bool = False, log=print, progress: bool = True,
                  dev_metric: Callable | None = None, make_model: Callable = build_model,
-                 make_batch: Callable = collate):
+                 make_batch: Callable = collate, overwrite: bool = False):
         self.vocab, self.train_pairs, self.all_dev_pairs = vocab, train_pairs, dev_pairs
         self.dev_metric, self.make_model, self.make_batch = dev_metric, make_model, make_batch
-        super().__init__(cfg, out_dir, resume=resume, log=log, progress=progress)
+        super().__init__(cfg, out_dir, resume=resume, log=log, progress=progress, overwrite=overwrite)
 
     def setup_data(self) -> None:
         t, m = self.cfg.train, self.cfg.model

@@ -25,6 +25,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import shutil
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +44,8 @@ from .ffn import expert_stats
 
 
 DTYPES = ("auto", "float32", "bfloat16")
+ON_NONFINITE = ("stop", "skip")
+LOCK = "run.lock"  # in a run folder while a process trains into it: that process's pid
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -51,21 +58,84 @@ def validate_train(t: TrainConfig) -> None:
     for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_iters", "log_every", "checkpoint_every"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
-    if t.warmup < 0 or t.lr <= 0 or t.min_lr < 0:
+    if t.warmup < 0 or not t.lr > 0 or not t.min_lr >= 0:
         raise ConfigError("train.warmup, train.lr and train.min_lr must be non-negative (lr positive)")
+    for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "max_minutes"):
+        if not math.isfinite(getattr(t, name)):
+            raise ConfigError(f"train.{name} must be a finite number, got {getattr(t, name)}")
+    if t.on_nonfinite not in ON_NONFINITE:
+        raise ConfigError(f"train.on_nonfinite {t.on_nonfinite!r} is not one of: {', '.join(ON_NONFINITE)}")
     if t.keep_last < 0:
         raise ConfigError(f"train.keep_last must be 0 (off) or a number of checkpoints, got {t.keep_last}")
 
 
-def prepare_run(t: TrainConfig, out_dir: str | Path) -> tuple[Path, torch.device, Path]:
-    """What both trainers do first: check the train section, make the run folder, set threads.
-    Returns (run folder, device, checkpoint folder)."""
+def prepare_run(t: TrainConfig, out_dir: str | Path, resume: bool = False,
+                overwrite: bool = False) -> tuple[Path, torch.device, Path]:
+    """What every trainer does first: check the train section, claim the run folder (see
+    `claim_run_folder`), set threads. Returns (run folder, device, checkpoint folder)."""
     validate_train(t)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    ckpt = out / "checkpoint"
+    if resume and not ckpt.is_dir():
+        raise ConfigError(f"nothing to resume: {ckpt} does not exist")
+    if not resume and ckpt.exists() and not overwrite:
+        raise ConfigError(f"{out} already holds a run; continue it with --resume, or start over with --overwrite")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the run folder {out}: {e.strerror}") from None
+    claim_run_folder(out)
+    if overwrite and not resume:
+        for old in (ckpt, out / "snapshots"):
+            shutil.rmtree(old, ignore_errors=True)
     if t.threads:
         torch.set_num_threads(t.threads)
-    return out, resolve_device(t.device), out / "checkpoint"
+    return out, resolve_device(t.device), ckpt
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def claim_run_folder(out: Path) -> None:
+    """Write OUT/run.lock with this process's pid, so that a second process cannot train into
+    the same folder. A lock whose process is gone (killed) is stale: it is replaced, with a note.
+    The lock is released by `release_run_folder` when training ends."""
+    lock = out / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            text = lock.read_text().strip() if lock.exists() else ""
+            pid = int(text) if text.isdigit() else None
+            if pid == os.getpid():
+                return  # this process holds it already (a resumed trainer in the same process)
+            if pid is not None and _pid_alive(pid):
+                raise ConfigError(f"another run (pid {pid}) is training in {out}; wait for it, or use another --out")
+            print(f"note: removing a stale lock in {out} (pid {pid} is not running)", file=sys.stderr)
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return
+    raise ConfigError(f"could not lock the run folder {out}")
+
+
+def release_run_folder(out: Path) -> None:
+    lock = out / LOCK
+    try:
+        if lock.read_text().strip() == str(os.getpid()):
+            lock.unlink()
+    except OSError:
+        pass
 
 
 def resolve_device(name: str) -> torch.device:
@@ -130,22 +200,53 @@ def make_optimizer(model: torch.nn.Module, t: TrainConfig, device: torch.device)
         return torch.optim.AdamW(groups, **kwargs)
 
 
-def optimizer_step(model, optimizer, micro_loss, t: TrainConfig, device: torch.device, lr: float) -> float:
-    """One optimizer step at learning rate `lr`: gradients summed over `t.grad_accum` micro-batches
-    (`micro_loss()` returns one micro-batch's mean loss), clipped, applied; returns the mean loss."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+def accumulate_gradients(model, micro_loss, t: TrainConfig, device: torch.device) -> tuple[float, float]:
+    """The gradients of one optimizer step, summed over `t.grad_accum` micro-batches
+    (`micro_loss()` returns one micro-batch's mean loss) and clipped to `t.grad_clip`; returns
+    (mean loss, gradient norm before clipping). The weights are not touched."""
     total = 0.0
     for _ in range(t.grad_accum):
         with autocast_for(device, t.dtype):
             loss = micro_loss() / t.grad_accum
         loss.backward()
         total += loss.item()
-    if t.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return total
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+    return total, float(norm)
+
+
+class NonFiniteError(ConfigError):
+    """Training produced a non-finite loss or gradient norm (usually: the learning rate is too high)."""
+
+
+class _CtrlC:
+    """Ctrl-C while training: the first one asks the loop to stop once the current step is done
+    (then it saves, so --resume is exact); a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self) -> "_CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step (press again to stop at once)", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def finite_json(record: dict) -> str:
+    """One metrics line: strict JSON, non-finite numbers written as null."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    return json.dumps(clean, allow_nan=False)
 
 
 class TrainLoop:
@@ -153,13 +254,17 @@ class TrainLoop:
 
     `cfg` has a `train` section (TrainConfig or a subclass) and a `model` section; it is saved
     whole with every checkpoint. With `resume`, the run's saved model and data sections win and
-    the train section may be changed (more steps, a longer budget)."""
+    the train section may be changed (more steps, a longer budget). A folder that holds a run is
+    refused unless `resume` or `overwrite`; a lock keeps a second process out while this one
+    trains (`claim_run_folder`)."""
 
     resume_keeps = ("model", "data")  # config sections a resumed run takes from its checkpoint
 
-    def __init__(self, cfg, out_dir: str | Path, resume: bool = False, log=print, progress: bool = True):
+    def __init__(self, cfg, out_dir: str | Path, resume: bool = False, log=print, progress: bool = True,
+                 overwrite: bool = False):
         self.cfg, self.log, self.progress = cfg, log, progress
-        self.out, self.device, self.ckpt_dir = prepare_run(cfg.train, out_dir)
+        self.out, self.device, self.ckpt_dir = prepare_run(cfg.train, out_dir, resume, overwrite)
+        self.torn, self.skipped_in_a_row = False, 0
         if resume:
             self.adopt_saved_config()
         self.tokens = 0  # tokens read by batch_loss since the last log line (for tokens/s)
@@ -248,11 +353,48 @@ class TrainLoop:
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> float:
-        """One optimizer step (with gradient accumulation); returns the mean loss."""
-        self.lr = lr_at(self.schedule_step(), self.cfg.train)
-        total = optimizer_step(self.model, self.optimizer, self.batch_loss, self.cfg.train, self.device, self.lr)
+        """One optimizer step (with gradient accumulation); returns the mean loss. Interrupted
+        before the update, the step is rolled back (RNG and sampler), so a save is exact. A
+        non-finite loss or gradient norm is never applied (`train.on_nonfinite`)."""
+        t = self.cfg.train
+        self.lr = lr_at(self.schedule_step(), t)
+        marks = (torch.get_rng_state(), self.batches.state(),
+                 torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+        try:
+            loss, norm = accumulate_gradients(self.model, self.batch_loss, t, self.device)
+        except KeyboardInterrupt:
+            torch.set_rng_state(marks[0])
+            self.batches.load_state(marks[1])
+            if marks[2] is not None:
+                torch.cuda.set_rng_state(marks[2], self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            raise
+        if math.isfinite(loss) and math.isfinite(norm):
+            self.torn = True  # between here and the step count, an interrupt would leave half an update
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+            self.optimizer.step()
+            self.skipped_in_a_row = 0
+        else:
+            self.nonfinite(loss, norm)
+        self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return total
+        self.torn = False
+        return loss
+
+    def nonfinite(self, loss: float, norm: float) -> None:
+        """A step whose loss or gradient norm is not finite: stop (nothing is saved), or skip it."""
+        what = f"step {self.step + 1}: loss {loss}, gradient norm {norm}"
+        if self.cfg.train.on_nonfinite == "skip":
+            self.skipped_in_a_row += 1
+            if self.skipped_in_a_row < 20:
+                self.log(f"{what}: not finite, step skipped (weights unchanged)")
+                return
+            what += " (20 steps in a row skipped)"
+        last = f"the last good checkpoint is {self.ckpt_dir}" if self.ckpt_dir.is_dir() else "no checkpoint was saved"
+        self.optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteError(f"{what}: not finite; training stopped, nothing non-finite saved ({last}). "
+                             "Lower train.lr, or set train.on_nonfinite=skip")
 
     @torch.no_grad()
     def run_evaluation(self) -> dict:
@@ -264,53 +406,86 @@ class TrainLoop:
             self.model.train(was_training)
 
     def fit(self) -> dict:
-        """Train to `train.steps` (or the time budget); Ctrl-C saves a checkpoint first, so
-        `--resume` continues exactly."""
+        """Train to `train.steps` (or the time budget). Ctrl-C stops after the current step and
+        saves a checkpoint, so `--resume` continues exactly."""
         t = self.cfg.train
-        metrics = open(self.out / "metrics.jsonl", "a" if self.step else "w")  # a fresh run starts a fresh log
+        if self.finished():
+            self.log(f"the run in {self.out} is finished (step {self.step} of {t.steps}); "
+                     "raise train.steps or train.max_minutes to train on")
+            release_run_folder(self.out)
+            return self.history[-1] if self.history else {}
+        metrics = self._open_metrics()
         bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
                    dynamic_ncols=True)
         self.model.train()
-        last: dict = {}
-        window = (0.0, 0)  # (seconds, tokens) trained since the last log line
+        self.window = (0.0, 0)  # (seconds, tokens) trained since the last log line
         try:
-            while not self.finished():
-                t0 = time.perf_counter()
-                loss = self.train_step()
-                spent = time.perf_counter() - t0
-                self.seconds += spent
-                window = (window[0] + spent, window[1] + self.tokens)
-                self.tokens = 0
-                record = {"step": self.step, "loss": loss, "lr": self.lr, "seconds": round(self.seconds, 2),
-                          **self.log_fields()}
-                done = self.finished()
-                if self.step % t.log_every == 0 or done:
-                    record["tokens_per_s"] = window[1] / max(window[0], 1e-9)
-                    window = (0.0, 0)
-                    record.update(expert_stats(self.model))  # MoE expert utilisation; {} without MoE
-                    self._show(bar, record, done)
-                if self.step % t.eval_every == 0 or done:
-                    evaluation = self.run_evaluation()
-                    record.update(evaluation)
-                    bar.write(f"step {self.step}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}"
-                                                                  for k, v in evaluation.items()))
-                self.history.append(record)
-                metrics.write(json.dumps(record) + "\n")
-                last = record
-                bar.update(1)
-                if self.step % t.checkpoint_every == 0 or done:
-                    metrics.flush()
-                    self.save()
+            with _CtrlC() as ctrl_c:
+                while not self.finished():
+                    metrics.write(finite_json(self._step_and_record(bar)) + "\n")
+                    bar.update(1)
+                    if ctrl_c.requested:
+                        raise KeyboardInterrupt
+                    if self.step % t.checkpoint_every == 0 or self.finished():
+                        metrics.flush()
+                        self.save()
         except KeyboardInterrupt:
             bar.close()
-            self.save()
-            self.log(f"\ninterrupted at step {self.step}; checkpoint saved; continue with --resume")
+            metrics.flush()
+            if self.torn:
+                self.log(f"\ninterrupted inside an update: not saved; {self.ckpt_dir} keeps the last checkpoint")
+            else:
+                self.save()
+                self.log(f"\ninterrupted at step {self.step}; checkpoint saved; continue with --resume")
             raise
         finally:
             bar.close()
             metrics.close()
+            release_run_folder(self.out)
         plot_losses(self.history, self.out / "loss.png")
-        return last
+        return self.history[-1]
+
+    def _step_and_record(self, bar) -> dict:
+        """One training step, then its metrics record (log fields, evaluation when due)."""
+        t = self.cfg.train
+        t0 = time.perf_counter()
+        loss = self.train_step()
+        spent = time.perf_counter() - t0
+        self.seconds += spent
+        self.window = (self.window[0] + spent, self.window[1] + self.tokens)
+        self.tokens = 0
+        record = {"step": self.step, "loss": loss, "lr": self.lr, "seconds": round(self.seconds, 2),
+                  **self.log_fields()}
+        if not math.isfinite(loss):
+            record["skipped"] = True
+        done = self.finished()
+        if self.step % t.log_every == 0 or done:
+            record["tokens_per_s"] = self.window[1] / max(self.window[0], 1e-9)
+            self.window = (0.0, 0)
+            record.update(expert_stats(self.model))  # MoE expert utilisation; {} without MoE
+            self._show(bar, record, done)
+        if self.step % t.eval_every == 0 or done:
+            evaluation = self.run_evaluation()
+            record.update(evaluation)
+            bar.write(f"step {self.step}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in evaluation.items()))
+        self.history.append(record)
+        return record
+
+    def _open_metrics(self):
+        """metrics.jsonl for appending: a fresh run starts it anew; a resumed run first drops the
+        lines past its checkpoint's step (written after the last save), so no step repeats."""
+        path = self.out / "metrics.jsonl"
+        if not self.step or not path.exists():
+            return open(path, "w")
+        kept = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+        path.write_text("".join(line + "\n" for line in kept))
+        return open(path, "a")
 
     def _show(self, bar, record: dict, done: bool) -> None:
         t = self.cfg.train

@@ -1,0 +1,161 @@
+"""Nothing lost: the non-finite guard, run folders that are never silently overwritten, the run
+lock, an exact resume after a real Ctrl-C (SIGINT), and metrics that stay valid JSON."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tfmr import checkpoint
+from tfmr.config import ConfigError
+from tfmr.train import LOCK, NonFiniteError, Trainer
+
+
+def _quiet(cfg, out, **kw):
+    return Trainer(cfg, out, progress=False, log=lambda *a: None, **kw)
+
+
+def _strict_lines(path):
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def _finite(directory) -> bool:
+    model = _quiet_model_weights(directory)
+    return all(bool(torch.isfinite(t).all()) for t in model.values())
+
+
+def _quiet_model_weights(directory):
+    from safetensors.torch import load_file
+
+    return load_file(str(directory / "model.safetensors"))
+
+
+def test_a_diverging_run_stops_and_never_saves_non_finite_weights(tiny_cfg, tmp_path):
+    tiny_cfg.train.steps, tiny_cfg.train.checkpoint_every, tiny_cfg.train.log_every = 40, 1, 1
+    tiny_cfg.train.lr, tiny_cfg.train.warmup = 1e6, 0
+    trainer = _quiet(tiny_cfg, tmp_path / "run")
+    with pytest.raises(NonFiniteError, match=r"step \d+: loss .* not finite.*train.on_nonfinite=skip"):
+        trainer.fit()
+    assert trainer.step < 40
+    ckpt = tmp_path / "run" / "checkpoint"
+    if ckpt.exists():  # whatever was saved before the loss went bad is finite and loads
+        assert _finite(checkpoint.verify(ckpt))
+    for record in _strict_lines(tmp_path / "run" / "metrics.jsonl"):
+        assert math.isfinite(record["loss"])
+    assert not (tmp_path / "run" / LOCK).exists()  # the lock is released on the way out
+
+
+def test_skip_mode_drops_non_finite_steps_and_keeps_training(tiny_cfg, tmp_path):
+    tiny_cfg.train.steps, tiny_cfg.train.on_nonfinite, tiny_cfg.train.log_every = 6, "skip", 1
+    trainer = _quiet(tiny_cfg, tmp_path / "run")
+    real = trainer.batch_loss
+    trainer.batch_loss = lambda: real() * (float("nan") if trainer.step in (2, 4) else 1.0)
+    trainer.fit()
+    records = _strict_lines(tmp_path / "run" / "metrics.jsonl")  # NaN is written as null
+    assert [r["step"] for r in records if r.get("skipped")] == [3, 5]
+    assert all(r["loss"] is None for r in records if r.get("skipped"))
+    assert all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("key,value", [("lr", float("inf")), ("lr", float("nan")), ("min_lr", float("nan")),
+                                       ("on_nonfinite", "ignore")])
+def test_non_finite_and_unknown_train_settings_are_refused(tiny_cfg, tmp_path, key, value):
+    setattr(tiny_cfg.train, key, value)
+    with pytest.raises(ConfigError, match=f"train.{key}"):
+        _quiet(tiny_cfg, tmp_path / "run")
+
+
+def test_a_folder_holding_a_run_is_not_overwritten_without_asking(tiny_cfg, tmp_path):
+    tiny_cfg.train.steps = 3
+    _quiet(tiny_cfg, tmp_path / "run").fit()
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="already holds a run; continue it with --resume, or start over with --overwrite"):
+        _quiet(tiny_cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+    tiny_cfg.train.steps = 2
+    _quiet(tiny_cfg, tmp_path / "run", overwrite=True).fit()
+    assert [r["step"] for r in _strict_lines(tmp_path / "run" / "metrics.jsonl")] == [1, 2]
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        _quiet(tiny_cfg, tmp_path / "fresh", resume=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        _quiet(tiny_cfg, tmp_path / "file")
+
+
+def test_a_live_lock_keeps_a_second_run_out_and_a_stale_one_is_replaced(tiny_cfg, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK).write_text("1")  # pid 1 is always alive
+    with pytest.raises(ConfigError, match=r"another run \(pid 1\) is training in"):
+        _quiet(tiny_cfg, run)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (run / LOCK).write_text(str(gone.pid))
+    tiny_cfg.train.steps = 2
+    _quiet(tiny_cfg, run).fit()
+    assert f"stale lock in {run} (pid {gone.pid} is not running)" in capsys.readouterr().err
+    assert not (run / LOCK).exists()
+
+
+def test_ctrl_c_finishes_the_step_then_saves_so_resume_is_exact(tiny_cfg, tmp_path):
+    tiny_cfg.model.dropout = 0.1  # the RNG state matters
+    tiny_cfg.train.steps, tiny_cfg.train.checkpoint_every, tiny_cfg.train.eval_every = 12, 100, 100
+    straight = _quiet(tiny_cfg, tmp_path / "a")
+    straight.fit()
+
+    first = _quiet(tiny_cfg, tmp_path / "b")
+    real = first.batch_loss
+
+    def loss_with_ctrl_c():
+        if first.step == 5:  # a real SIGINT in the middle of step 6's forward pass
+            os.kill(os.getpid(), signal.SIGINT)
+        return real()
+
+    first.batch_loss = loss_with_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    assert first.step == 6  # the step was finished, then saved
+    resumed = _quiet(tiny_cfg, tmp_path / "b", resume=True)
+    assert resumed.step == 6
+    resumed.fit()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(straight.optimizer.state.values(), resumed.optimizer.state.values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in _strict_lines(tmp_path / "b" / "metrics.jsonl")]
+    assert steps == list(range(1, 13))  # no step logged twice
+
+
+def test_resume_drops_metrics_written_after_the_last_checkpoint(tiny_cfg, tmp_path):
+    tiny_cfg.train.steps, tiny_cfg.train.checkpoint_every = 10, 4
+    first = _quiet(tiny_cfg, tmp_path / "run")
+    real = first.train_step
+
+    def crash_at_7():
+        if first.step == 7:
+            raise RuntimeError("power cut")  # not Ctrl-C: no save, as after a kill
+        return real()
+
+    first.train_step = crash_at_7
+    with pytest.raises(RuntimeError):
+        first.fit()
+    resumed = _quiet(tiny_cfg, tmp_path / "run", resume=True)
+    assert resumed.step == 4
+    resumed.fit()
+    assert [r["step"] for r in _strict_lines(tmp_path / "run" / "metrics.jsonl")] == list(range(1, 11))
+
+
+def test_resuming_a_finished_run_says_so(tiny_cfg, tmp_path):
+    tiny_cfg.train.steps = 2
+    _quiet(tiny_cfg, tmp_path / "run").fit()
+    said = []
+    Trainer(tiny_cfg, tmp_path / "run", resume=True, progress=False, log=said.append).fit()
+    assert any("is finished (step 2 of 2)" in s for s in said)
