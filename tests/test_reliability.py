@@ -159,3 +159,34 @@ def test_resuming_a_finished_run_says_so(tiny_cfg, tmp_path):
     said = []
     Trainer(tiny_cfg, tmp_path / "run", resume=True, progress=False, log=said.append).fit()
     assert any("is finished (step 2 of 2)" in s for s in said)
+
+
+def test_a_full_disk_while_saving_leaves_the_previous_checkpoint_and_no_temporary_folder(tiny_cfg, tmp_path,
+                                                                                           monkeypatch):
+    import errno
+
+    tiny_cfg.train.steps, tiny_cfg.train.checkpoint_every = 4, 2
+    trainer = _quiet(tiny_cfg, tmp_path / "run")
+    real = checkpoint.save_file
+
+    def full_disk(tensors, path, *a, **kw):
+        if trainer.step == 4:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real(tensors, path, *a, **kw)
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(checkpoint.CheckpointError, match=r"cannot write the checkpoint .*No space left on device"):
+        trainer.fit()
+    assert not (tmp_path / "run" / "checkpoint.tmp").exists()
+    _, plain = checkpoint.load_state(checkpoint.verify(tmp_path / "run" / "checkpoint"))
+    assert plain["step"] == 2  # the previous checkpoint, intact
+
+
+def test_average_refuses_to_write_over_a_training_checkpoint(tiny_cfg, tmp_path):
+    tiny_cfg.train.steps = 2
+    _quiet(tiny_cfg, tmp_path / "run").fit()
+    ckpt = tmp_path / "run" / "checkpoint"
+    with pytest.raises(checkpoint.CheckpointError, match="is a training checkpoint"):
+        checkpoint.average([ckpt], ckpt)
+    assert checkpoint.load_state(checkpoint.verify(ckpt))[1]["step"] == 2  # still resumable
+    checkpoint.average([ckpt], tmp_path / "averaged")  # elsewhere is fine

@@ -18,6 +18,7 @@ every hash before reading anything, and reads only safetensors and JSON: nothing
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -76,8 +77,24 @@ def _unflatten_optimizer(tensors: dict, plain: dict) -> dict:
 def _fresh_tmp(directory: Path) -> Path:
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot write the checkpoint {directory}: {e.strerror}") from None
     return tmp
+
+
+@contextlib.contextmanager
+def _writing(tmp: Path, directory: Path):
+    """A failed write (disk full, permissions) removes the temporary folder, leaves the previous
+    checkpoint as it was and says so in one line."""
+    try:
+        yield
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        where = f" ({e.filename})" if e.filename else ""
+        raise CheckpointError(f"cannot write the checkpoint {directory}: {e.strerror or e}{where}; "
+                              "the previous checkpoint, if any, is unchanged") from None
 
 
 def save(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=None,
@@ -86,19 +103,20 @@ def save(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=
     """Write a complete checkpoint to `directory`, replacing any previous one atomically."""
     directory = Path(directory)
     tmp = _fresh_tmp(directory)
-    save_model(model, str(tmp / "model.safetensors"))
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
-    if tokenizer is not None:
-        tokenizer.save(tmp)
-    state_tensors = dict(tensors or {})
-    plain = dict(extra or {})
-    if optimizer is not None:
-        opt_tensors, plain["optimizer"] = _flatten_optimizer(optimizer.state_dict())
-        state_tensors.update(opt_tensors)
-    if state_tensors or plain:
-        save_file(state_tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(plain, indent=2))
-    return _commit(tmp, directory)
+    with _writing(tmp, directory):
+        save_model(model, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        state_tensors = dict(tensors or {})
+        plain = dict(extra or {})
+        if optimizer is not None:
+            opt_tensors, plain["optimizer"] = _flatten_optimizer(optimizer.state_dict())
+            state_tensors.update(opt_tensors)
+        if state_tensors or plain:
+            save_file(state_tensors, str(tmp / "state.safetensors"))
+            (tmp / "state.json").write_text(json.dumps(plain, indent=2))
+        return _commit(tmp, directory)
 
 
 def _commit(tmp: Path, directory: Path) -> Path:
@@ -197,8 +215,9 @@ def snapshot(source: str | Path, directory: str | Path) -> Path:
     `directory`, verified and atomically."""
     source, directory = verify(source), Path(directory)
     tmp = _fresh_tmp(directory)
-    _copy_files(source, tmp, skip=WEIGHTS_ONLY)
-    return _commit(tmp, directory)
+    with _writing(tmp, directory):
+        _copy_files(source, tmp, skip=WEIGHTS_ONLY)
+        return _commit(tmp, directory)
 
 
 def keep_snapshot(source: str | Path, root: str | Path, step: int, keep: int) -> Path:
@@ -223,11 +242,15 @@ def average(sources: list[str | Path], directory: str | Path) -> Path:
             raise CheckpointError(f"{d} holds a different model than {dirs[0]} (model configs differ); "
                                   "only checkpoints of one model can be averaged")
     directory = Path(directory)
+    if (directory / "state.json").exists() or any(directory.resolve() == d.resolve() for d in dirs):
+        raise CheckpointError(f"{directory} is a training checkpoint (it can resume); "
+                              "write the average to another folder")
     tmp = _fresh_tmp(directory)
-    save_file(_mean_weights(dirs), str(tmp / "model.safetensors"),
-              metadata={"averaged_from": json.dumps([str(d) for d in dirs])})
-    _copy_files(dirs[0], tmp, skip=WEIGHTS_ONLY + ("model.safetensors",))
-    return _commit(tmp, directory)
+    with _writing(tmp, directory):
+        save_file(_mean_weights(dirs), str(tmp / "model.safetensors"),
+                  metadata={"averaged_from": json.dumps([str(d) for d in dirs])})
+        _copy_files(dirs[0], tmp, skip=WEIGHTS_ONLY + ("model.safetensors",))
+        return _commit(tmp, directory)
 
 
 def _mean_weights(dirs: list[Path]) -> dict:
