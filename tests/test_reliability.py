@@ -190,3 +190,68 @@ def test_average_refuses_to_write_over_a_training_checkpoint(tiny_cfg, tmp_path)
         checkpoint.average([ckpt], ckpt)
     assert checkpoint.load_state(checkpoint.verify(ckpt))[1]["step"] == 2  # still resumable
     checkpoint.average([ckpt], tmp_path / "averaged")  # elsewhere is fine
+
+
+CHILD = """
+import sys
+from pathlib import Path
+from tfmr import presets
+from tfmr.train import Trainer
+out, text, cache = sys.argv[1:4]
+cfg = presets.tiny()
+cfg.data.path, cfg.data.cache_dir = text, cache
+cfg.model.dropout = 0.1
+cfg.train.steps, cfg.train.checkpoint_every, cfg.train.eval_every, cfg.train.eval_iters = 60, 5, 30, 1
+cfg.train.threads = 1
+resume = (Path(out) / "checkpoint").is_dir()
+Trainer(cfg, out, resume=resume, progress=False, log=lambda *a: None).fit()
+"""
+
+
+def _child_config(text_file, cache):
+    from tfmr import presets
+
+    cfg = presets.tiny()
+    cfg.data.path, cfg.data.cache_dir = str(text_file), str(cache)
+    cfg.model.dropout = 0.1
+    cfg.train.steps, cfg.train.checkpoint_every, cfg.train.eval_every, cfg.train.eval_iters = 60, 5, 30, 1
+    cfg.train.threads = 1
+    return cfg
+
+
+@pytest.mark.slow
+def test_sigkill_and_sigint_at_random_moments_then_resume_is_bit_identical(text_file, tmp_path):
+    """Kill (SIGKILL) and interrupt (SIGINT) a training process at random moments, resume it
+    each time, and compare the final weights and optimizer state with an uninterrupted run."""
+    import random
+    import time
+
+    cache = tmp_path / "cache"
+    straight = _quiet(_child_config(text_file, cache), tmp_path / "straight")
+    straight.fit()
+
+    run = tmp_path / "run"
+    rng = random.Random(7)
+    signals = [signal.SIGKILL, signal.SIGINT] * 3
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    finished, attempts, interrupted = False, 0, 0
+    while not finished and attempts < 20:
+        attempts += 1
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(run), str(text_file), str(cache)], env=env,
+                                 stderr=subprocess.PIPE, text=True)
+        if signals:
+            time.sleep(rng.uniform(2.0, 4.0))  # the import of torch takes about 1.5 s
+            if child.poll() is None:
+                child.send_signal(signals.pop(0))
+        _, err = child.communicate(timeout=120)
+        finished = child.returncode == 0
+        interrupted += not finished
+        assert finished or child.returncode == -signal.SIGKILL or "KeyboardInterrupt" in err, err
+    assert finished, "the run never finished"
+    assert interrupted >= 4, f"only {interrupted} of 6 signals landed during training"
+    resumed = _quiet(_child_config(text_file, cache), run, resume=True)
+    assert resumed.step == 60
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(straight.optimizer.state_dict()["state"].values(), resumed.optimizer.state_dict()["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
