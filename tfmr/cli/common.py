@@ -19,7 +19,8 @@ from ..checkpoint import CheckpointError
 from ..config import ConfigError, RunConfig
 from ..data import DataError
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+               PermissionError)
 
 
 def config_flags(p: argparse.ArgumentParser, preset: str = "default", data: bool = True,
