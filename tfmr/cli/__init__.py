@@ -14,7 +14,6 @@ and the experiments (tfmr/experiments/).
 from __future__ import annotations
 
 import argparse
-import sys
 
 from . import (average, bench, copytask, experiment, finetune, g2p, generate, presets, tokenizer, train,
                viz)
@@ -35,7 +34,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return guarded(args.func, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
