@@ -158,7 +158,7 @@ def test_parse_spec_reads_the_command_line_form():
 
 def test_finetune_trains_only_lora_from_a_checkpoint(tiny_cfg, tmp_path):
     from tfmr.checkpoint import load_weights
-    from tfmr.finetune import FinetuneTrainer, finetune_config
+    from tfmr.tasks.finetune import FinetuneTrainer, finetune_config
     from tfmr.train import Trainer
 
     tiny_cfg.train.steps = 4
@@ -207,7 +207,7 @@ def test_cli_finetune_then_generate_with_lora(tiny_cfg, text_file, tmp_path):
 
 def test_finetune_names_the_valid_settings(tmp_path):
     from tfmr import ConfigError
-    from tfmr.finetune import FinetuneTrainer, spec_options
+    from tfmr.tasks.finetune import FinetuneTrainer, spec_options
 
     with pytest.raises(ConfigError, match="--lora has no setting 'ranks'; valid: targets, rank, alpha, dropout"):
         FinetuneTrainer(None, tmp_path, tmp_path, "lora", spec_options("ranks=4"))

@@ -1,11 +1,11 @@
-"""Tests for the byte-level BPE tokenizer (tfmr/tokenizers/bpe.py) and its CLI (bpe_cli.py).
+"""Tests for the byte-level BPE tokenizer (tfmr/tokenizers/bpe.py) and its CLI (tfmr/cli/tokenizer.py).
 
 Covers: the Wikipedia worked example, equality with tiktoken (built from our ranks) on a
 generated 1 MB mixed corpus, the pure-Python vs fast path, round trips (hypothesis, including
 lone surrogates), special tokens, save/load, tiktoken rank files, deterministic training, the
 trainer's invariant (words stay segmented as the encoder would segment them) and the CLI.
 Nothing is downloaded; the tinyshakespeare check runs only when the file is present.
-Left out: timing (see benchmarks/bench_bpe.py).
+Left out: timing (see `tfmr bench bpe`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from tfmr.tokenizers import BPE
 from tfmr.tokenizers import bpe as bpe_mod
-from tfmr.tokenizers import bpe_cli
+from tfmr.cli import tokenizer as tokenizer_cli
 from tfmr.tokenizers import load as load_any
 
 try:
@@ -431,7 +431,7 @@ def test_tiktoken_rank_file_errors(tmp_path):
 # ---------------------------------------------------------------------------------- CLI
 def run_cli(*argv) -> int:
     parser = argparse.ArgumentParser(prog="tfmr")
-    bpe_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    tokenizer_cli.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["tokenizer", *argv])
     return args.func(args)
 
@@ -489,8 +489,8 @@ def test_cli_non_utf8_message(tmp_path, capsys):
 def test_show_groups_tokens_inside_a_character():
     ranks = {bytes([i]): i for i in range(256)}
     t = BPE(ranks)
-    groups = bpe_cli.token_groups(t, t.encode("a€"))
+    groups = tokenizer_cli.token_groups(t, t.encode("a€"))
     assert groups == [("a", [97]), ("€", [0xE2, 0x82, 0xAC])]
-    line, ids = bpe_cli.render(groups, colour=False)
+    line, ids = tokenizer_cli.render(groups, colour=False)
     assert line == "[a][€]" and ids == "97 226+130+172"
 

@@ -10,7 +10,7 @@ import torch
 from conftest import assert_steps_match_full_forward
 
 from tfmr import Choice, ConfigError, ModelConfig
-from tfmr.copytask import decode_extended, extended_ids, make_example
+from tfmr.tasks.copytask import decode_extended, extended_ids, make_example
 from tfmr.heads import build_copy_model, copy_distribution
 from tfmr.seq2seq import UNK, Vocab
 
@@ -107,7 +107,7 @@ def test_copy_task_examples_are_reversed_and_shifted():
 def test_trained_pointer_generator_copies_symbols_never_seen_in_training(tmp_path):
     """200 steps on short examples: the rare symbols of the test set (another pool than training's)
     come out in their right places; before training they do not."""
-    from tfmr import copytask as ct
+    from tfmr.tasks import copytask as ct
     from tfmr.seq2seq import PairVocab, Seq2SeqTrainer
 
     rng, vocab = random.Random(0), Vocab(ct.KNOWN)

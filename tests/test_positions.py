@@ -247,8 +247,9 @@ def test_length_extrapolation_experiment_runs_and_reports_every_scheme(text_file
 
     out = tmp_path / "lenx"
     code = main(["experiment", "length-extrapolation", "--data", str(text_file), "--out", str(out),
-                 "--context", "8", "--factors", "1,2", "--schemes", "learned,rope,alibi", "--steps", "3",
-                 "--dim", "16", "--heads", "2", "--eval-windows", "2", "--batch-size", "4"])
+                 "--set", "model.context=8", "--factors", "1,2", "--schemes", "learned,rope,alibi",
+                 "--set", "train.steps=3", "--set", "model.dim=16", "--set", "model.heads=2", "--eval-windows", "2",
+                 "--set", "train.batch_size=4"])
     assert code == 0
     res = json.loads((out / "results.json").read_text())
     ppl = res["perplexity"]

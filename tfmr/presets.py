@@ -1,17 +1,37 @@
-"""Presets: plain functions returning a RunConfig. `PRESETS` maps names to them.
+"""Presets: plain functions returning a config, one registry of them, and the one config resolver.
 
-    default                    the `make run` job: a char-level LM on the embedded corpus, CPU-sized
-    tiny                       seconds-long runs for tests and smoke checks
-    nanogpt-shakespeare-char   exactly nanoGPT's CPU recipe shape, for side-by-side benchmarks
-    gpt2-124m                  the GPT-2 small shape (12 x 768, context 1024), for GPU benchmarks
+    PRESETS                    every preset name -> (the command that uses it, its function)
+    get(name, cls)             a fresh config from a preset, checked to be a `cls` (RunConfig, ...)
+    resolve(...)               preset (or a run's saved config) -> YAML/TOML file -> --data -> each --set
+
+The presets, by the command that uses them (`tfmr presets` lists them, `-v` with their configs):
+
+    train        default, tiny, nanogpt-shakespeare-char, gpt2-124m           RunConfig
+    experiment   exp-length-extrapolation, exp-norm-depth, exp-moe            RunConfig (the base; each
+                                                                              experiment varies one axis)
+    g2p          g2p-tiny, g2p-small, g2p-base                                G2PConfig
+    copytask     copytask, copytask-tiny                                      CopyTaskConfig
+
+A command takes any preset whose config has its class: `tfmr train --preset exp-moe` trains the
+MoE experiment's base model, `tfmr train --preset g2p-tiny` is refused with the valid names.
+The G2P and copy-task config classes live here (not in tfmr/tasks/) because they are plain data
+made of seq2seq sections, and library code never imports the task programs.
 """
 from __future__ import annotations
 
-from .config import Choice, ConfigError, DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import checkpoint
+from .config import (Choice, ConfigError, DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig,
+                     apply_override, from_dict, load_file, merge_into, set_field)
+from .seq2seq import DecodeConfig, Seq2SeqTrainConfig
 
 
+# ----------------------------------------------------------------------------- language models (tfmr train)
 def default() -> RunConfig:
-    """The `make run` job: a char-level LM on the embedded corpus, a few minutes on 2 CPU cores."""
+    """The `make lm` job: a char-level LM on the embedded corpus, a few minutes on 2 CPU cores."""
     return RunConfig(
         model=ModelConfig(dim=192, layers=4, heads=6, context=128, dropout=0.0),
         data=DataConfig(tokenizer=Choice("char")),
@@ -32,7 +52,7 @@ def tiny() -> RunConfig:
 
 
 def nanogpt_shakespeare_char() -> RunConfig:
-    """nanoGPT's `train_shakespeare_char` run at its CPU recipe size (see ../shared/ANCHORS.md)."""
+    """nanoGPT's `train_shakespeare_char` run at its CPU recipe size, for side-by-side benchmarks."""
     return RunConfig(
         model=ModelConfig(dim=128, layers=4, heads=4, context=64, dropout=0.0, bias=False),
         data=DataConfig(tokenizer=Choice("char"), val_fraction=0.1),
@@ -51,15 +71,171 @@ def gpt2_124m() -> RunConfig:
     )
 
 
-PRESETS = {
-    "default": default,
-    "tiny": tiny,
-    "nanogpt-shakespeare-char": nanogpt_shakespeare_char,
-    "gpt2-124m": gpt2_124m,
+# ----------------------------------------------------------------------------- experiments (tfmr experiment)
+def exp_length_extrapolation() -> RunConfig:
+    """Length extrapolation: char LM, 2 x 128, trained at context 64 for 600 steps (model.pos varies)."""
+    return RunConfig(
+        model=ModelConfig(dim=128, layers=2, heads=4, context=64, kernel=Choice("sdpa"), dropout=0.0),
+        data=DataConfig(tokenizer=Choice("char")),  # cache: the experiment's OUT/data unless set
+        train=TrainConfig(steps=600, batch_size=32, lr=2e-3, min_lr=2e-4, warmup=50, eval_every=600, eval_iters=5,
+                          log_every=50, checkpoint_every=600, seed=1337, device="cpu", dtype="float32", threads=0),
+    )
+
+
+def exp_norm_depth() -> RunConfig:
+    """Norm placement vs depth: char LM, 24 layers x dim 64, 300 steps at lr 2e-3 (model.residual varies)."""
+    cfg = default()
+    m, t = cfg.model, cfg.train
+    m.dim, m.layers, m.heads, m.context, m.dropout = 64, 24, 4, 64, 0.0
+    t.steps, t.batch_size, t.lr, t.min_lr, t.warmup = 300, 16, 2e-3, 2e-4, 30
+    t.eval_every, t.eval_iters, t.log_every = 60, 10, 10
+    t.checkpoint_every, t.seed, t.threads, t.dtype = 300, 1337, 1, "float32"
+    return cfg
+
+
+def exp_moe() -> RunConfig:
+    """MoE vs dense: char LM, 4 layers x dim 128, 400 steps (model.ffn varies)."""
+    cfg = default()
+    m, t = cfg.model, cfg.train
+    m.dim, m.layers, m.heads, m.context, m.dropout = 128, 4, 4, 64, 0.0
+    t.steps, t.batch_size, t.lr, t.min_lr, t.warmup = 400, 16, 2e-3, 2e-4, 40
+    t.eval_every, t.eval_iters, t.log_every = 80, 10, 10
+    t.checkpoint_every, t.seed, t.threads, t.dtype = 400, 1337, 1, "float32"
+    return cfg
+
+
+# ----------------------------------------------------------------------------- G2P (tfmr g2p)
+@dataclass
+class G2PDataConfig:
+    stress: bool = False  # keep the stress digits (AH0, EY1) in the phonemes
+    dev_words: int = 1000  # dev words decoded (greedy) at each evaluation; 0 for none
+
+
+@dataclass
+class G2PConfig:
+    """A G2P run: a G2P data section and a decode section instead of text data and sampling."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: G2PDataConfig = field(default_factory=G2PDataConfig)
+    train: Seq2SeqTrainConfig = field(default_factory=Seq2SeqTrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+def _g2p_model(dim: int, layers: int, heads: int, dropout: float, label_smoothing: float) -> ModelConfig:
+    return ModelConfig(arch="encoder-decoder", dim=dim, layers=layers, encoder_layers=layers, heads=heads,
+                       context=64, dropout=dropout, pos=Choice("learned"), residual=Choice("pre"),
+                       ffn=Choice("mlp", mult=4, activation="gelu"), label_smoothing=label_smoothing,
+                       share_embeddings=False, tie_embeddings=True)
+
+
+def g2p_tiny() -> G2PConfig:
+    """Seconds-long G2P runs for tests and smoke checks."""
+    return G2PConfig(model=_g2p_model(32, 1, 2, 0.0, 0.0), data=G2PDataConfig(dev_words=50),
+                     train=Seq2SeqTrainConfig(steps=30, batch_size=32, lr=3e-3, min_lr=3e-4, warmup=5,
+                                              eval_every=15, log_every=5, checkpoint_every=15, eval_pairs=100),
+                     decode=DecodeConfig(beam_size=2, max_len=30))
+
+
+def g2p_small() -> G2PConfig:
+    """The `make run` job: a small G2P Transformer trained on CPU for about 7 minutes."""
+    return G2PConfig(model=_g2p_model(128, 2, 4, 0.0, 0.1), data=G2PDataConfig(dev_words=1000),
+                     train=Seq2SeqTrainConfig(steps=6000, batch_size=256, batch_tokens=5000, lr=2e-3, min_lr=1e-4,
+                                              warmup=200, weight_decay=0.01, beta2=0.98, eval_every=1000,
+                                              log_every=10, checkpoint_every=1000, max_minutes=7.0, eval_pairs=2000),
+                     decode=DecodeConfig(beam_size=4, max_len=40))
+
+
+def g2p_base() -> G2PConfig:
+    """The quality preset (goal: WER <= 21%, PER <= 5% on the test split): 3+3 layers of size 256."""
+    return G2PConfig(model=_g2p_model(256, 3, 4, 0.1, 0.1), data=G2PDataConfig(dev_words=2000),
+                     train=Seq2SeqTrainConfig(steps=60000, batch_size=256, batch_tokens=6000, lr=1e-3, min_lr=1e-5,
+                                              warmup=2000, weight_decay=0.01, beta2=0.98, eval_every=2500,
+                                              log_every=20, checkpoint_every=500, eval_pairs=4000),
+                     decode=DecodeConfig(beam_size=5, max_len=40))
+
+
+# ----------------------------------------------------------------------------- copy task (tfmr copytask)
+@dataclass
+class CopyTaskConfig:
+    """The copy task's two models (plain head and pointer-generator) share this shape and budget."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(
+        arch="encoder-decoder", dim=64, layers=2, encoder_layers=2, heads=4, context=32, kernel=Choice("eager"),
+        pos=Choice("learned"), share_embeddings=True, tie_embeddings=True))
+    train: Seq2SeqTrainConfig = field(default_factory=lambda: Seq2SeqTrainConfig(
+        steps=1500, batch_size=64, lr=2e-3, min_lr=1e-4, warmup=50, weight_decay=0.0, eval_every=250,
+        log_every=20, checkpoint_every=10**9, eval_pairs=256, dtype="float32", threads=1))
+    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(max_len=14))
+
+
+def copytask() -> CopyTaskConfig:
+    """Pointer-generator vs plain head, 1500 steps each (about a minute per head on one core); seed 0."""
+    cfg = CopyTaskConfig()
+    cfg.train.seed = 0  # also the data seed
+    return cfg
+
+
+def copytask_tiny() -> CopyTaskConfig:
+    """Seconds-long copy-task runs for tests and smoke checks (the numbers mean nothing)."""
+    cfg = copytask()
+    cfg.model.dim, cfg.model.layers, cfg.model.encoder_layers, cfg.model.heads = 16, 1, 1, 2
+    cfg.train.steps, cfg.train.warmup, cfg.train.eval_every, cfg.train.eval_pairs = 4, 1, 10**9, 16
+    return cfg
+
+
+# ----------------------------------------------------------------------------- the registry
+# name -> (the command that uses it, the function). `tfmr presets` lists them in this order.
+PRESETS: dict[str, tuple[str, Callable]] = {
+    "default": ("train", default),
+    "tiny": ("train", tiny),
+    "nanogpt-shakespeare-char": ("train", nanogpt_shakespeare_char),
+    "gpt2-124m": ("train", gpt2_124m),
+    "exp-length-extrapolation": ("experiment length-extrapolation", exp_length_extrapolation),
+    "exp-norm-depth": ("experiment norm-depth", exp_norm_depth),
+    "exp-moe": ("experiment moe", exp_moe),
+    "g2p-tiny": ("g2p", g2p_tiny),
+    "g2p-small": ("g2p", g2p_small),
+    "g2p-base": ("g2p", g2p_base),
+    "copytask": ("copytask", copytask),
+    "copytask-tiny": ("copytask", copytask_tiny),
 }
 
 
-def get(name: str) -> RunConfig:
+def names(cls: type = RunConfig) -> list[str]:
+    """The presets whose config is a `cls`, in registry order."""
+    return [name for name, (_, fn) in PRESETS.items() if isinstance(fn(), cls)]
+
+
+def get(name: str, cls: type = RunConfig):
+    """A fresh config from preset `name`; ConfigError, listing the valid names, if there is none
+    or if it makes another kind of config (a G2P preset for `tfmr train`, say)."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
-    return PRESETS[name]()
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(names(cls))}")
+    command, fn = PRESETS[name]
+    cfg = fn()
+    if not isinstance(cfg, cls):
+        raise ConfigError(f"preset {name!r} is a {type(cfg).__name__} for `tfmr {command}`; valid presets "
+                          f"here: {', '.join(names(cls))}")
+    return cfg
+
+
+def resolve(preset: str | None, config_file: str | Path | None = None, data: str | None = None,
+            overrides: Sequence[str] = (), *, cls: type = RunConfig, saved: str | Path | None = None):
+    """The one config resolver, for every command:
+
+        preset `preset` (a `cls`), or with `saved` the config saved in that checkpoint folder
+        -> the YAML / TOML / JSON file `config_file`, key by key
+        -> `data`: the --data shortcut for data.path
+        -> each key=value of `overrides` (--set), in order
+    """
+    if saved is not None:
+        cfg = from_dict(cls, checkpoint.read_config(saved))
+    else:
+        cfg = get(preset or "default", cls)
+    if config_file:
+        merge_into(cfg, load_file(config_file))
+    if data:
+        set_field(cfg.data, "path", str(data), "data")
+    for assignment in overrides:
+        apply_override(cfg, assignment)
+    return cfg

@@ -2,7 +2,9 @@
 
 Each module here exposes `add_arguments(parser)` and `main(args) -> int`, and is listed in
 `EXPERIMENTS`; `tfmr experiment NAME` runs it. Experiments build on the library (builder,
-Trainer, data) and add no model code of their own.
+Trainer, data) and add no model code of their own. Each takes the common --preset / --config /
+--set / --data flags, starting from its preset `exp-NAME` (tfmr/presets.py), and varies its one
+axis on top of the resolved config; its own flags are only the axis (which variants) and --out.
 
     length-extrapolation   train at context L with each position scheme, test at L ... 16L
     norm-depth             Post-LN, Pre-LN and DeepNorm on a deep thin stack at one learning rate

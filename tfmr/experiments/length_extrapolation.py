@@ -8,14 +8,18 @@ the two length-extension rules of `Rope`, set to the length factor f:
 NTK-aware base scaling (`rope+ntk`) and linear position interpolation (`rope+pi`).
 Learned positions have no vector past L, so their longer lengths are n/a.
 
-    tfmr experiment length-extrapolation --data ../shared/data/tinyshakespeare.txt --out runs/lenx
+    tfmr experiment length-extrapolation --data PATH/tinyshakespeare.txt --out runs/lenx
+    tfmr experiment length-extrapolation --set model.context=128 --set train.steps=1000 --schemes rope,alibi
 
-Writes results.json, table.md and perplexity.png in --out. The published reference (ALiBi paper,
+The base run is the preset `exp-length-extrapolation` (char LM, 2 x 128, context L = 64, 600
+steps) through the common --preset / --config / --set / --data flags; model.context is L and
+model.pos is what varies. Writes results.json, table.md and perplexity.png in --out. The published reference (ALiBi paper,
 https://arxiv.org/abs/2108.12409, WikiText-103, trained at 1024, tested at 16k): sinusoidal
 19.3 -> 453, rotary 19.3 -> 107, ALiBi 18.7 -> 18.0.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -23,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import Choice, DataConfig, ModelConfig, RunConfig, TrainConfig
+from ..cli.common import config_flags, positive_int, resolve_config
+from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..positions import Rope
 
 # position kind -> its options here. Sinusoidal scales token embeddings by sqrt(dim) as in
@@ -33,32 +38,20 @@ SCHEMES = {"sinusoidal": {"scale": True}, "learned": {}, "rope": {}, "xpos": {},
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--data", help="training text (a file or folder); default: the embedded corpus")
+    config_flags(p, preset="exp-length-extrapolation")
     p.add_argument("--out", default="runs/length-extrapolation", help="folder for models, table and plot")
-    p.add_argument("--context", type=int, default=64, help="training context L")
-    p.add_argument("--factors", default="1,2,4,8,16", help="evaluation lengths as multiples of L")
+    p.add_argument("--factors", default="1,2,4,8,16", help="evaluation lengths as multiples of L (model.context)")
     p.add_argument("--schemes", default=",".join(SCHEMES), help=f"position kinds to train ({', '.join(SCHEMES)})")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--eval-windows", type=int, default=8, help="windows of the longest length to score")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 is "
-                   "much faster on a CPU shared with other jobs)")
+    p.add_argument("--eval-windows", type=positive_int, default=8, help="windows of the longest length to score")
 
 
-def run_config(args, scheme: str) -> RunConfig:
-    """The same budget for every scheme; only model.pos differs."""
-    return RunConfig(
-        model=ModelConfig(dim=args.dim, layers=args.layers, heads=args.heads, context=args.context,
-                          pos=Choice(scheme, **SCHEMES.get(scheme, {})), kernel=Choice("sdpa"), dropout=0.0),
-        data=DataConfig(path=args.data, tokenizer=Choice("char"), cache_dir=str(Path(args.out) / "data")),
-        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=2e-3, min_lr=2e-4, warmup=50,
-                          eval_every=args.steps, eval_iters=5, log_every=50, checkpoint_every=args.steps,
-                          seed=args.seed, device="cpu", dtype="float32", threads=args.threads),
-    )
+def run_config(base: RunConfig, scheme: str, out: Path) -> RunConfig:
+    """The same budget for every scheme; only model.pos differs. Token ids are cached in OUT/data
+    unless data.cache_dir is set."""
+    cfg = copy.deepcopy(base)
+    cfg.model.pos = Choice(scheme, **SCHEMES.get(scheme, {}))
+    cfg.data.cache_dir = cfg.data.cache_dir or str(out / "data")
+    return cfg
 
 
 @torch.no_grad()
@@ -75,24 +68,25 @@ def perplexity(model, ids, length: int, n_tokens: int, batch: int = 8) -> float:
     return math.exp(total / windows)
 
 
-def evaluate(model, scheme: str, val, args, factors: list[int]) -> dict:
+def evaluate(model, scheme: str, val, cfg: RunConfig, factors: list[int], eval_windows: int) -> dict:
     """{row name: [perplexity per factor or None]} for one trained model (and RoPE's variants)."""
-    n_tokens = args.eval_windows * args.context * max(factors)
+    context = cfg.model.context
+    n_tokens = eval_windows * context * max(factors)
     if len(val) <= n_tokens:
         raise ValueError(f"the validation split has {len(val)} tokens; {n_tokens + 1} needed "
-                         f"(lower --eval-windows or --factors, or give more text)")
+                         f"(lower --eval-windows, --factors or model.context, or give more text)")
     rows = {scheme: []}
     variants = {}
     if scheme == "rope":
         variants = {"rope+ntk": "ntk_factor", "rope+pi": "interpolation"}
         rows.update({name: [] for name in variants})
     original = model.pos
-    head_dim = args.dim // args.heads
+    head_dim = cfg.model.dim // cfg.model.heads
     for f in factors:
-        length = f * args.context
+        length = f * context
         rows[scheme].append(None if scheme == "learned" and f > 1 else perplexity(model, val, length, n_tokens))
         for name, option in variants.items():
-            model.pos = Rope(head_dim, args.context, **{option: float(f)})
+            model.pos = Rope(head_dim, context, **{option: float(f)})
             rows[name].append(perplexity(model, val, length, n_tokens))
             model.pos = original
     return rows
@@ -137,19 +131,31 @@ def plot(results: dict, factors: list[int], context: int, path: Path) -> None:
 def main(args) -> int:
     from ..train import Trainer
 
+    base = resolve_config(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    factors = [int(f) for f in args.factors.split(",")]
+    try:
+        factors = [int(f) for f in args.factors.split(",")]
+    except ValueError:
+        raise ConfigError(f"--factors takes whole numbers separated by commas, got {args.factors!r}") from None
+    if not factors or min(factors) < 1:
+        raise ConfigError(f"--factors must be positive, got {args.factors!r}")
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
-    results = {"context": args.context, "factors": factors, "perplexity": {}, "train": {},
-               "config": {k: v for k, v in vars(args).items() if k != "func"}}
+    if not schemes:
+        raise ConfigError(f"--schemes: give one or more position kinds ({', '.join(SCHEMES)})")
+    context = base.model.context
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"context": context, "factors": factors, "perplexity": {}, "train": {},
+               "config": {k: v for k, v in vars(args).items() if k != "func"}, "base": to_dict(base)}
     for scheme in schemes:
-        cfg = run_config(args, scheme)
+        cfg = run_config(base, scheme, out)
         t0 = time.perf_counter()
         trainer = Trainer(cfg, out / scheme, log=lambda *a: None, progress=False)
         last = trainer.fit()
         seconds = time.perf_counter() - t0
-        rows = evaluate(trainer.model, scheme, trainer.data.val, args, factors)
+        try:
+            rows = evaluate(trainer.model, scheme, trainer.data.val, cfg, factors, args.eval_windows)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         results["perplexity"].update(rows)
         results["train"][scheme] = {"seconds": round(seconds, 1), "val_loss": last.get("val_loss"),
                                     "train_loss": last.get("train_loss")}
@@ -157,7 +163,7 @@ def main(args) -> int:
             shown = ", ".join("n/a" if p is None else f"{p:.2f}" for p in ppl)
             print(f"{name:>12}: {shown}   (trained in {seconds:.0f}s)", flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    table = write_table(results, factors, args.context, out / "table.md")
-    plot(results, factors, args.context, out / "perplexity.png")
+    table = write_table(results, factors, context, out / "table.md")
+    plot(results, factors, context, out / "perplexity.png")
     print("\n" + table + f"\nwritten: {out / 'results.json'}, {out / 'table.md'}, {out / 'perplexity.png'}")
     return 0

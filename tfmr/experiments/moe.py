@@ -1,8 +1,11 @@
 """Mixture of experts vs dense at equal active parameters: quality and training tokens/s.
 
     tfmr experiment moe --out runs/moe          # dim 128, 4 layers, 400 steps
+    tfmr experiment moe --set model.dim=256 --set train.steps=1000 --experts 16 --only dense top2
 
-Three char-level LMs on the embedded corpus, same seed, data order and schedule:
+The base run is the preset `exp-moe` through the common --preset / --config / --set flags; only
+model.ffn varies (sized from model.dim). The speed of one MoE layer alone is the benchmark
+`tfmr bench moe-dispatch`. Three char-level LMs on the embedded corpus, same seed, data order and schedule:
 
     dense      MLP, hidden = 4 * dim
     top2       8 experts of hidden 2 * dim, top-2, dropless (Mixtral style): same active size
@@ -16,13 +19,14 @@ balance and z losses are training-only). Tokens/s is the trainer's own, median o
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
 from pathlib import Path
 
-from ..config import Choice
-from ..presets import default
+from ..cli.common import config_flags, guarded, positive_int, resolve_config
+from ..config import Choice, RunConfig, to_dict
 from ..train import Trainer
 from .norm_depth import plot
 
@@ -35,13 +39,10 @@ def variants(dim: int, experts: int) -> dict[str, Choice]:
     }
 
 
-def config(ffn: Choice, args):
-    cfg = default()
-    m, t = cfg.model, cfg.train
-    m.dim, m.layers, m.heads, m.context, m.dropout, m.ffn = args.dim, args.layers, args.heads, args.context, 0.0, ffn
-    t.steps, t.batch_size, t.lr, t.min_lr, t.warmup = args.steps, args.batch_size, args.lr, args.lr / 10, args.warmup
-    t.eval_every, t.eval_iters, t.log_every = max(1, args.steps // 5), 10, 10
-    t.checkpoint_every, t.seed, t.threads, t.dtype = args.steps, args.seed, args.threads, "float32"
+def config(ffn: Choice, base: RunConfig) -> RunConfig:
+    """The base run with model.ffn set to `ffn`; nothing else changes."""
+    cfg = copy.deepcopy(base)
+    cfg.model.ffn = ffn
     return cfg
 
 
@@ -54,8 +55,8 @@ def active_ffn_params(model) -> int:
     return len(model.blocks) * sum(p.numel() for p in ffn.parameters())
 
 
-def run_one(name: str, ffn: Choice, args, out: Path) -> dict:
-    cfg = config(ffn, args)
+def run_one(name: str, ffn: Choice, base: RunConfig, out: Path) -> dict:
+    cfg = config(ffn, base)
     trainer = Trainer(cfg, out / name, progress=False, log=lambda *a: None)
     start = time.perf_counter()
     trainer.fit()
@@ -94,34 +95,29 @@ def table(results: list[dict]) -> str:
 
 
 def add_arguments(p) -> None:
+    config_flags(p, preset="exp-moe")
     p.add_argument("--out", default="runs/moe")
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--context", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--experts", type=int, default=8)
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=40)
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
-    p.add_argument("--only", nargs="+", default=None, help="a subset of: dense top2 switch")
+    p.add_argument("--experts", type=positive_int, default=8, help="experts of the MoE variants")
+    p.add_argument("--only", nargs="+", default=None, choices=("dense", "top2", "switch"),
+                   help="a subset of: dense top2 switch")
 
 
 def main(args) -> int:
+    base = resolve_config(args)
+    m, t = base.model, base.train
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = {k: v for k, v in variants(args.dim, args.experts).items() if args.only is None or k in args.only}
+    chosen = {k: v for k, v in variants(m.dim, args.experts).items() if args.only is None or k in args.only}
     results = []
     for name, ffn in chosen.items():
         print(f"training {name} ({ffn}) ...", flush=True)
-        results.append(run_one(name, ffn, args, out))
+        results.append(run_one(name, ffn, base, out))
         print(table(results).splitlines()[-1], flush=True)
-    title = f"dense vs MoE, {args.layers} layers x dim {args.dim}, {args.steps} steps, lr {args.lr}"
+    title = f"dense vs MoE, {m.layers} layers x dim {m.dim}, {t.steps} steps, lr {t.lr}"
     png = plot(results, out / "moe.png", title)
     settings = {k: v for k, v in vars(args).items() if k != "func"}
-    (out / "results.json").write_text(json.dumps({"args": settings, "results": results}, indent=1))
+    (out / "results.json").write_text(json.dumps({"args": settings, "base": to_dict(base), "results": results},
+                                                 indent=1))
     print(f"\n{title}\n{table(results)}\nplot: {png}")
     return 0
 
@@ -129,4 +125,4 @@ def main(args) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="MoE vs dense at equal active parameters")
     add_arguments(parser)
-    raise SystemExit(main(parser.parse_args()))
+    raise SystemExit(guarded(main, parser.parse_args()))

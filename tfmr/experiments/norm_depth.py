@@ -1,8 +1,10 @@
 """Depth vs norm placement: Post-LN, Pre-LN and DeepNorm on a deep, thin stack, same learning rate.
 
     tfmr experiment norm-depth --out runs/norm-depth            # 24 layers, dim 64
-    tfmr experiment norm-depth --layers 48 --steps 200 --lr 5e-4 --warmup 100
+    tfmr experiment norm-depth --set model.layers=48 --set train.steps=200 --set train.lr=5e-4 \
+                               --set train.min_lr=5e-5 --set train.warmup=100
 
+The base run is the preset `exp-norm-depth` through the common --preset / --config / --set flags.
 Each placement trains the same char-level LM on the embedded corpus (Python's reference docs)
 with the same seed, data order, learning rate and warmup; only `model.residual` changes. Writes
 OUT/norm_depth.png (training loss per step, smoothed, and validation loss), OUT/results.json and
@@ -13,31 +15,28 @@ keeps Post-LN's placement and trains stably. At this toy size, read the figures,
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import time
 from pathlib import Path
 
-from ..config import Choice
-from ..presets import default
+from ..cli.common import config_flags, guarded, resolve_config
+from ..config import Choice, RunConfig, to_dict
 from ..train import Trainer
 
 PLACEMENTS = ("post", "pre", "deepnorm")
 
 
-def config(placement: str, args):
-    cfg = default()
-    m, t = cfg.model, cfg.train
-    m.dim, m.layers, m.heads, m.context, m.dropout = args.dim, args.layers, args.heads, args.context, 0.0
-    m.residual = Choice(placement)
-    t.steps, t.batch_size, t.lr, t.min_lr, t.warmup = args.steps, args.batch_size, args.lr, args.lr / 10, args.warmup
-    t.eval_every, t.eval_iters, t.log_every = max(1, args.steps // 5), 10, 10
-    t.checkpoint_every, t.seed, t.threads, t.dtype = args.steps, args.seed, args.threads, "float32"
+def config(placement: str, base: RunConfig) -> RunConfig:
+    """The base run with model.residual set to `placement`; nothing else changes."""
+    cfg = copy.deepcopy(base)
+    cfg.model.residual = Choice(placement)
     return cfg
 
 
-def run_one(placement: str, args, out: Path) -> dict:
-    cfg = config(placement, args)
+def run_one(placement: str, base: RunConfig, out: Path) -> dict:
+    cfg = config(placement, base)
     trainer = Trainer(cfg, out / placement, progress=False, log=lambda *a: None)
     start = time.perf_counter()
     trainer.fit()
@@ -98,34 +97,26 @@ def table(results: list[dict]) -> str:
 
 
 def add_arguments(p) -> None:
+    config_flags(p, preset="exp-norm-depth")
     p.add_argument("--out", default="runs/norm-depth")
-    p.add_argument("--layers", type=int, default=24)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--context", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     p.add_argument("--placements", nargs="+", default=list(PLACEMENTS), choices=PLACEMENTS)
 
 
 def main(args) -> int:
+    base = resolve_config(args)
+    m, t = base.model, base.train
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for placement in args.placements:
-        print(f"training {placement} ({args.layers} layers x dim {args.dim}, {args.steps} steps, lr {args.lr}) ...",
-              flush=True)
-        results.append(run_one(placement, args, out))
+        print(f"training {placement} ({m.layers} layers x dim {m.dim}, {t.steps} steps, lr {t.lr}) ...", flush=True)
+        results.append(run_one(placement, base, out))
         print(table(results[-1:]).splitlines()[-1], flush=True)
-    title = (f"{args.layers} layers x dim {args.dim}, lr {args.lr}, warmup {args.warmup}, "
-             f"batch {args.batch_size}x{args.context}")
+    title = f"{m.layers} layers x dim {m.dim}, lr {t.lr}, warmup {t.warmup}, batch {t.batch_size}x{m.context}"
     png = plot(results, out / "norm_depth.png", title)
     settings = {k: v for k, v in vars(args).items() if k != "func"}
-    (out / "results.json").write_text(json.dumps({"args": settings, "results": results}, indent=1))
+    (out / "results.json").write_text(json.dumps({"args": settings, "base": to_dict(base), "results": results},
+                                                 indent=1))
     print(f"\n{title}\n{table(results)}\nplot: {png}")
     return 0
 
@@ -133,4 +124,4 @@ def main(args) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Post-LN vs Pre-LN vs DeepNorm on a deep thin stack")
     add_arguments(parser)
-    raise SystemExit(main(parser.parse_args()))
+    raise SystemExit(guarded(main, parser.parse_args()))

@@ -11,13 +11,13 @@
     evaluate(...)             WER (share of words whose prediction equals none of their
                               references) and PER (see tfmr.metrics.per)
     save_heatmaps(...)        the decoder's cross-attention over the letters, one PNG per word
-    G2PConfig, PRESETS        g2p-tiny (tests), g2p-small (`make run`, CPU, minutes), g2p-base
-                              (the quality preset)
-    train / evaluate_run / predict_words   what `tfmr g2p` runs
+    train(cfg, out)           train (or resume) a model; what `tfmr g2p train` runs
+    report(model, ...)        WER / PER per beam size, examples and heatmaps; what `tfmr g2p eval` runs
 
-The G2P presets need their own config dataclass (a G2P data section and a decode section instead
-of the language model's text data and sampling sections), so they live here and not in presets.py.
-Training itself is tfmr.seq2seq; the metrics are tfmr.metrics.
+The config class (G2PConfig) and the presets (g2p-tiny for tests, g2p-small for `make run`,
+g2p-base for quality) are in tfmr/presets.py with every other preset; the command line
+(`tfmr g2p train | eval | predict`) is tfmr/cli/g2p.py. Training itself is tfmr.seq2seq; the
+metrics are tfmr.metrics.
 """
 from __future__ import annotations
 
@@ -25,16 +25,16 @@ import functools
 import hashlib
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from .config import Choice, ConfigError, ModelConfig, dumps
-from .metrics import closest_reference, per, wer
-from .seq2seq import (BOS, EOS, DecodeConfig, PairVocab, Seq2SeqTrainConfig, Seq2SeqTrainer, Vocab,
-                      eager_attention, greedy_decode, load_run, pad_batch)
+from ..config import dumps
+from ..metrics import closest_reference, per, wer
+from ..presets import G2PConfig, G2PDataConfig, g2p_base, g2p_small, g2p_tiny, resolve  # noqa: F401 (re-exported)
+from ..seq2seq import BOS, EOS, PairVocab, Seq2SeqTrainer, Vocab, eager_attention, greedy_decode, pad_batch
 
 WORD = re.compile(r"^[a-z']+$")
 SPLITS = ("train", "dev", "test")
@@ -120,7 +120,7 @@ def predict(model, vocab: PairVocab, words: Sequence[str], beam_size: int = 1, m
 
 
 def _beam(model, src, beam_size, max_len, length_penalty) -> list[list[int]]:
-    from .decode import beam_search
+    from ..decode import beam_search
 
     start = torch.full((src.shape[0], 1), BOS, dtype=torch.long, device=src.device)
     ids = beam_search(model, start, beam_size, max_len, eos_id=EOS, length_penalty=length_penalty, src=src)
@@ -187,63 +187,6 @@ def save_heatmaps(model, vocab: PairVocab, predictions: dict, directory: str | P
     return paths
 
 
-# ----------------------------------------------------------------------------- config and presets
-@dataclass
-class G2PDataConfig:
-    stress: bool = False  # keep the stress digits (AH0, EY1) in the phonemes
-    dev_words: int = 1000  # dev words decoded (greedy) at each evaluation; 0 for none
-
-
-@dataclass
-class G2PConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: G2PDataConfig = field(default_factory=G2PDataConfig)
-    train: Seq2SeqTrainConfig = field(default_factory=Seq2SeqTrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-
-
-def _model(dim: int, layers: int, heads: int, dropout: float, label_smoothing: float) -> ModelConfig:
-    return ModelConfig(arch="encoder-decoder", dim=dim, layers=layers, encoder_layers=layers, heads=heads,
-                       context=64, dropout=dropout, pos=Choice("learned"), residual=Choice("pre"),
-                       ffn=Choice("mlp", mult=4, activation="gelu"), label_smoothing=label_smoothing,
-                       share_embeddings=False, tie_embeddings=True)
-
-
-def g2p_tiny() -> G2PConfig:
-    """Seconds-long G2P runs for tests and smoke checks."""
-    return G2PConfig(model=_model(32, 1, 2, 0.0, 0.0), data=G2PDataConfig(dev_words=50),
-                     train=Seq2SeqTrainConfig(steps=30, batch_size=32, lr=3e-3, min_lr=3e-4, warmup=5,
-                                              eval_every=15, log_every=5, checkpoint_every=15, eval_pairs=100),
-                     decode=DecodeConfig(beam_size=2, max_len=30))
-
-
-def g2p_small() -> G2PConfig:
-    """The `make run` job: a small G2P Transformer trained on CPU for about 7 minutes."""
-    return G2PConfig(model=_model(128, 2, 4, 0.0, 0.1), data=G2PDataConfig(dev_words=1000),
-                     train=Seq2SeqTrainConfig(steps=6000, batch_size=256, batch_tokens=5000, lr=2e-3, min_lr=1e-4,
-                                              warmup=200, weight_decay=0.01, beta2=0.98, eval_every=1000,
-                                              log_every=10, checkpoint_every=1000, max_minutes=7.0, eval_pairs=2000),
-                     decode=DecodeConfig(beam_size=4, max_len=40))
-
-
-def g2p_base() -> G2PConfig:
-    """The quality preset (goal: WER <= 21%, PER <= 5% on the test split): 3+3 layers of size 256."""
-    return G2PConfig(model=_model(256, 3, 4, 0.1, 0.1), data=G2PDataConfig(dev_words=2000),
-                     train=Seq2SeqTrainConfig(steps=60000, batch_size=256, batch_tokens=6000, lr=1e-3, min_lr=1e-5,
-                                              warmup=2000, weight_decay=0.01, beta2=0.98, eval_every=2500,
-                                              log_every=20, checkpoint_every=500, eval_pairs=4000),
-                     decode=DecodeConfig(beam_size=5, max_len=40))
-
-
-PRESETS = {"g2p-tiny": g2p_tiny, "g2p-small": g2p_small, "g2p-base": g2p_base}
-
-
-def get_preset(name: str) -> G2PConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown G2P preset {name!r}; valid: {', '.join(PRESETS)}")
-    return PRESETS[name]()
-
-
 # ----------------------------------------------------------------------------- the jobs
 EXAMPLE_WORDS = ("phoneme", "transformer", "attention", "beijing", "colonel", "queue", "knight", "tomato")
 
@@ -267,10 +210,7 @@ def train(cfg: G2PConfig, out: str | Path, resume: bool = False, progress: bool 
         f"{len(data.vocab.src) - 4} letters -> {len(data.vocab.tgt) - 4} phonemes "
         f"(stress {'kept' if cfg.data.stress else 'removed'}); {time.perf_counter() - t0:.1f}s")
     if resume:
-        from . import checkpoint
-        from .config import from_dict
-
-        saved = from_dict(G2PConfig, checkpoint.read_config(Path(out) / "checkpoint"))
+        saved = resolve(None, cls=G2PConfig, saved=Path(out) / "checkpoint")
         cfg.model, cfg.data = saved.model, saved.data  # the saved shape wins; train settings may change
     trainer = Seq2SeqTrainer(cfg, data.vocab, data.pairs("train"), data.pairs("dev"), out, resume=resume,
                              progress=progress, log=log, dev_metric=dev_metric(data, cfg.data.dev_words))
@@ -300,103 +240,3 @@ def report(model, data: G2PData, cfg: G2PConfig, out: str | Path | None, split: 
         paths = save_heatmaps(model, data.vocab, preds, Path(out) / "heatmaps")
         log(f"cross-attention heatmaps: {paths[0].parent}/ ({len(paths)} PNGs)")
     return {k: {m: v for m, v in r.items() if m != "predictions"} for k, r in results.items()}
-
-
-# ----------------------------------------------------------------------------- command line
-def resolve_config(preset: str, config_file: str | None = None, overrides: Sequence[str] = (),
-                   resume_from: str | Path | None = None) -> G2PConfig:
-    """Preset (or, when resuming, the run's saved config), then a YAML/TOML file, then each
-    `--set key=value` in order."""
-    from .config import apply_override, load_file, merge_into
-
-    if resume_from is not None:
-        from . import checkpoint
-        from .config import from_dict
-
-        cfg = from_dict(G2PConfig, checkpoint.read_config(Path(resume_from) / "checkpoint"))
-    else:
-        cfg = get_preset(preset)
-    if config_file:
-        merge_into(cfg, load_file(config_file))
-    for assignment in overrides:
-        apply_override(cfg, assignment)
-    return cfg
-
-
-def _beams(cfg: G2PConfig, asked: Sequence[int] | None) -> list[int]:
-    return sorted(set(asked)) if asked else sorted({1, cfg.decode.beam_size})
-
-
-def cmd_train(args) -> int:
-    t0 = time.perf_counter()
-    cfg = resolve_config(args.preset, args.config, args.set, resume_from=args.out if args.resume else None)
-    trainer, data = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    trained = trainer.seconds
-    print(f"checkpoint: {trainer.ckpt_dir}  (trained {trained / 60:.1f} min, {trainer.step} steps, "
-          f"epoch {trainer.batches.epoch})")
-    if not args.no_eval:
-        report(trainer.model.eval(), data, cfg, args.out, "test", _beams(cfg, args.beam))
-    print(f"total {(time.perf_counter() - t0) / 60:.1f} min. Try your own words:\n"
-          f"  tfmr g2p --checkpoint {trainer.ckpt_dir} hello transformer")
-    return 0
-
-
-def cmd_eval(args) -> int:
-    model, _, cfg = load_run(args.checkpoint, G2PConfig)
-    data = load_data(cfg.data.stress)
-    report(model, data, cfg, args.out, args.split, _beams(cfg, args.beam), limit=args.limit)
-    return 0
-
-
-def cmd_predict(args, words: Sequence[str]) -> int:
-    model, vocab, cfg = load_run(args.checkpoint, G2PConfig)
-    bad = [w for w in words if not WORD.match(w.lower())]
-    if bad:
-        raise ConfigError(f"G2P reads words of letters a-z and apostrophes; cannot read {bad}")
-    long = [w for w in words if len(w) > cfg.model.context]
-    if long and cfg.model.pos.kind == "learned":
-        raise ConfigError(f"this model reads words of up to {cfg.model.context} letters; {long[0]!r} is longer")
-    beam = (args.beam or [cfg.decode.beam_size])[-1]
-    lex = lexicon(cfg.data.stress)
-    for w, phones in zip(words, predict(model, vocab, [w.lower() for w in words], beam, cfg.decode.max_len)):
-        known = lex.get(w.lower())
-        note = f"   (CMUdict, {split_of(w.lower())} split: {' | '.join(' '.join(p) for p in known)})" if known else ""
-        print(f"{w:<16} {' '.join(phones)}{note}")
-    return 0
-
-
-def add_parser(sub) -> None:
-    """The `tfmr g2p` command: train | eval | predict WORD... (or just `--checkpoint DIR WORD...`)."""
-    p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict: train | eval | predict words",
-                       description="tfmr g2p train [--preset g2p-small] | tfmr g2p eval --checkpoint DIR | "
-                                   "tfmr g2p --checkpoint DIR word ...")
-    p.add_argument("action", nargs="*", metavar="train|eval|predict|WORD",
-                   help="what to do; words alone mean predict")
-    p.add_argument("--preset", default="g2p-small",
-                   help=f"train: one of {', '.join(PRESETS)} (with --resume the run's saved config is used)")
-    p.add_argument("--config", help="train: YAML or TOML file overlaid on the preset")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: override a setting")
-    p.add_argument("--out", default="runs/g2p", help="train: run folder; eval: where heatmaps go")
-    p.add_argument("--resume", action="store_true", help="train: continue the run saved in --out")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--no-eval", action="store_true", help="train: skip the test-set evaluation")
-    p.add_argument("--checkpoint", help="eval / predict: a checkpoint folder (RUN/checkpoint)")
-    p.add_argument("--split", default="test", choices=SPLITS, help="eval: which split")
-    p.add_argument("--beam", type=int, action="append", help="beam size (repeatable; 1 = greedy)")
-    p.add_argument("--limit", type=int, help="eval: only the first N words of the split (md5 order)")
-    p.set_defaults(func=cmd_g2p)
-
-
-def cmd_g2p(args) -> int:
-    action, rest = (args.action[0], args.action[1:]) if args.action else ("", [])
-    if action == "train":
-        return cmd_train(args)
-    if action not in ("eval", "predict"):
-        action, rest = "predict", list(args.action)
-    if not args.checkpoint:
-        raise ConfigError(f"g2p {action} needs --checkpoint DIR (a folder written by `tfmr g2p train`)")
-    if action == "eval":
-        return cmd_eval(args)
-    if not rest:
-        raise ConfigError("g2p predict: give one or more words")
-    return cmd_predict(args, rest)

@@ -1,4 +1,7 @@
-"""`tfmr bench train`: training throughput of tfmr beside its peers, measured in the same run.
+"""Training throughput (tokens/s, MFU) of tfmr beside its peers, measured in the same run.
+
+    tfmr bench train [--preset nanogpt-shakespeare-char] [--set ...] [--data PATH] [--steps 30]
+                     [--no-peer] [--nanogpt PATH/TO/nanoGPT] [--json FILE]
 
 tfmr is timed through the real Trainer (the same `train_step` a run uses). The peers train a
 model of the same shape on the same batches with the same optimizer settings:
@@ -24,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from .config import RunConfig, to_dict
-from .train import Trainer, autocast_for, make_optimizer, precision
+from ..cli.common import config_flags, count, positive_int, resolve_config
+from ..config import RunConfig, to_dict
+from ..train import Trainer, autocast_for, make_optimizer, precision
 
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
@@ -104,6 +108,8 @@ def hf_gpt2_peer(cfg: RunConfig, batches, device):
 
 def nanogpt_peer(path: str, cfg: RunConfig, batches, device):
     """nanoGPT's own GPT and its own configure_optimizers (so its CPU optimizer choice stands)."""
+    if not (Path(path) / "model.py").is_file():
+        raise FileNotFoundError(f"no model.py in {path} (--nanogpt takes a nanoGPT checkout)")
     spec = importlib.util.spec_from_file_location("nanogpt_model", Path(path) / "model.py")
     if spec is None or spec.loader is None:
         raise FileNotFoundError(f"no model.py in {path}")
@@ -171,3 +177,19 @@ def _print_table(result: dict) -> None:
         print(f"{r['name']:18} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10,.0f} {r['mfu'] * 100:6.1f}% "
               f"{r['tfmr_speedup']:8.2f}x")
     sys.stdout.flush()
+
+
+def add_arguments(p) -> None:
+    config_flags(p)
+    p.add_argument("--steps", type=positive_int, default=30, help="timed steps per contender")
+    p.add_argument("--warmup", type=count, default=5, help="untimed steps per contender first")
+    p.add_argument("--no-peer", action="store_true", help="skip the Hugging Face GPT-2 peer")
+    p.add_argument("--nanogpt", help="path to a nanoGPT checkout: time its GPT in the same run")
+    p.add_argument("--json", help="also write the results as JSON to this file")
+
+
+def main(args) -> int:
+    cfg = resolve_config(args)
+    bench_train(cfg, steps=args.steps, warmup=args.warmup, peer=not args.no_peer, json_out=args.json,
+                nanogpt=args.nanogpt)
+    return 0

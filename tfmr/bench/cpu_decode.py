@@ -1,8 +1,8 @@
 """Decoding speed on CPU: tfmr against Hugging Face `generate` at a small GPT-2 shape, one run.
 
-    python benchmarks/cpu_decode.py --out decode_cpu.md [--rounds 5] [--new-tokens 128]
+    tfmr bench cpu-decode --out decode_cpu.md [--rounds 5] [--new-tokens 128]
 
-The comparison benchmarks/gpu_decode.py makes on a GPU, at a CPU-sized shape: a random GPT-2 of
+The comparison `tfmr bench gpu-decode` (gpu_decode.py) makes on a GPU, at a CPU-sized shape: a random GPT-2 of
 4 layers, width 256, 4 heads, GPT-2's vocabulary (50257) and context (1024), fp32, batch 1,
 16-token prompt. Greedy and beam 4, each by HF generate, tfmr eager (decode.py), tfmr-static
 (fastdecode.py's static cache, run eagerly) and tfmr-fast (the same step through torch.compile;
@@ -12,16 +12,13 @@ measured in one run mean anything on a busy machine. Tokens are checked equal to
 """
 from __future__ import annotations
 
-import argparse
 import platform
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import gpu_decode  # noqa: E402
+from ..cli.common import count, positive_int
+from ..config import ConfigError
+from . import gpu_decode
 
 
 def small_gpt2():
@@ -31,15 +28,20 @@ def small_gpt2():
     return transformers.GPT2LMHeadModel(cfg)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="decode_cpu.md")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--prompt-len", type=int, default=16)
-    ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+def add_arguments(ap) -> None:
+    ap.add_argument("--out", default="decode_cpu.md", help="markdown table; JSON beside it (.json)")
+    ap.add_argument("--rounds", type=positive_int, default=5)
+    ap.add_argument("--prompt-len", type=positive_int, default=16)
+    ap.add_argument("--new-tokens", type=positive_int, default=128)
+    ap.add_argument("--threads", type=count, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--no-compile", action="store_true")
-    args = ap.parse_args(argv)
+
+
+def main(args) -> int:
+    if args.prompt_len + args.new_tokens > 1024:
+        raise ConfigError(f"--prompt-len + --new-tokens must fit GPT-2's context (1024), got "
+                          f"{args.prompt_len + args.new_tokens}")
+    gpu_decode.need_transformers()
     if args.threads:
         torch.set_num_threads(args.threads)
     args.mode, args.check, args.static_too = None, True, True
@@ -59,7 +61,3 @@ def main(argv=None) -> int:
     rows = gpu_decode.case("gpt2-small-cpu (4x256)", small_gpt2(), args, device, torch.float32, ["greedy", "beam4"])
     gpu_decode.write_report(args.out, rows, env, bandwidth)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,10 @@
-"""MoE layer vs a dense FFN of the same active size: forward + backward tokens/s.
+"""MoE expert dispatch: an MoE layer vs a dense FFN of the same active size, forward + backward tokens/s.
 
-    python benchmarks/moe.py                                  # CPU, fp32
-    python benchmarks/moe.py --device cuda --dtype bfloat16 --tokens 16384 --dim 1024
+    tfmr bench moe-dispatch                                  # CPU, fp32
+    tfmr bench moe-dispatch --device cuda --dtype bfloat16 --tokens 16384 --dim 1024
+
+A speed run of one layer. The quality question (does an MoE language model train to a lower loss
+than a dense one at the same active size?) is the experiment `tfmr experiment moe`.
 
 Each MoE expert has hidden = dense_hidden / top_k, so a token meets the same number of
 multiply-adds in both (plus the router's dim x E). The MoE variants timed are top-k dropless
@@ -12,17 +15,15 @@ anything on a shared machine. Goal on a GPU: MoE at 8 experts, top-2 >= 0.7x the
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's tfmr, not an installed one
-from tfmr.ffn import FFNS, MoE  # noqa: E402
+from ..cli.common import count, positive_int, torch_device
+from ..config import ConfigError
+from ..ffn import FFNS, MoE
 
 
 def timer(device: torch.device):
@@ -49,33 +50,36 @@ def build(args, device):
     kinds = {"dense": FFNS[args.expert](dim=args.dim, bias=False, hidden=dense_hidden)}
     for k, cf in args.variants:
         if dense_hidden % k:
-            raise SystemExit(f"dense hidden {dense_hidden} is not divisible by top-k {k}")
+            raise ConfigError(f"dense hidden {dense_hidden} (--mult x --dim) is not divisible by top-k {k}")
         name = f"moe E={args.experts} top-{k}" + (f" cf={cf}" if cf else " dropless")
         kinds[name] = MoE(dim=args.dim, bias=False, experts=args.experts, top_k=k, capacity_factor=cf,
                           expert=args.expert, hidden=dense_hidden // k)
     return {name: layer.to(device).train() for name, layer in kinds.items()}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
+def add_arguments(p) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--mult", type=int, default=4, help="dense hidden = mult * dim")
-    p.add_argument("--tokens", type=int, default=4096, help="tokens per call (batch x sequence)")
-    p.add_argument("--experts", type=int, default=8)
-    p.add_argument("--top-k", type=int, nargs="*", default=None,
+    p.add_argument("--dim", type=positive_int, default=256)
+    p.add_argument("--mult", type=positive_int, default=4, help="dense hidden = mult * dim")
+    p.add_argument("--tokens", type=positive_int, default=4096, help="tokens per call (batch x sequence)")
+    p.add_argument("--experts", type=positive_int, default=8)
+    p.add_argument("--top-k", type=positive_int, nargs="*", default=None,
                    help="MoE variants: top-k values (default: 2 dropless and 1 with capacity 1.25)")
     p.add_argument("--expert", default="mlp", choices=["mlp", "swiglu"])
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--iters", type=int, default=5, help="calls per round")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--rounds", type=positive_int, default=7)
+    p.add_argument("--iters", type=positive_int, default=5, help="calls per round")
+    p.add_argument("--threads", type=count, default=0)
     p.add_argument("--json", help="also write the results here")
-    args = p.parse_args(argv)
+
+
+def main(args) -> int:
+    if any(k > args.experts for k in args.top_k or ()):
+        raise ConfigError(f"--top-k cannot exceed --experts ({args.experts})")
     args.variants = [(k, 0.0) for k in args.top_k] if args.top_k else [(2, 0.0), (1, 1.25)]
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = torch_device(args.device)
     dtype = getattr(torch, args.dtype)
     layers = build(args, device)
     x = torch.randn(args.tokens, args.dim, device=device, requires_grad=True)
@@ -99,9 +103,6 @@ def main(argv=None):
                         "vs_dense": dense / t})
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": where, "args": {k: v for k, v in vars(args).items() if k != "variants"},
+            json.dump({"device": where, "args": {k: v for k, v in vars(args).items() if k not in ("variants", "func")},
                        "results": results}, f, indent=2)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

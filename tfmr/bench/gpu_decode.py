@@ -1,7 +1,7 @@
 """Decoding speed: tfmr against Hugging Face `generate`, in one run, every figure to one file.
 
-    python benchmarks/gpu_decode.py --out decode_gpu.md            # on a GPU: the issue's figures
-    python benchmarks/gpu_decode.py --quick --out /tmp/quick.md    # CPU smoke run of every code path
+    tfmr bench gpu-decode --out decode_gpu.md            # on a GPU: the issue's figures
+    tfmr bench gpu-decode --quick --out /tmp/quick.md    # CPU smoke run of every code path
 
 Cases (GPU defaults: bf16, batch 1, 16-token prompt, 256 new tokens; median of --rounds timed runs
 after one warm-up run that also compiles; methods alternate within each round):
@@ -17,29 +17,27 @@ Beside each figure: tokens/s (new tokens of the returned sequence per second), t
 in the same run, whether greedy tokens agree with HF, and the memory-bandwidth limit: copy
 bandwidth measured here divided by the bytes one decode step reads (weights, with a tied
 embedding read once as the output head, plus the whole static KV cache the fast step attends
-over). Published peer: gpt-fast 1,959 tokens/s at stories110m on an H100 (../shared/ANCHORS.md).
+over). Published peer: gpt-fast 1,959 tokens/s at stories110m on an H100 (gpt-fast's README).
 A method that fails is reported with its error; the others still run.
 """
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from .. import decode
+from ..cli.common import positive_int, torch_device
+from ..config import ConfigError
+from ..fastdecode import FastDecoder
+from ..interop import FAMILIES, from_hf
 
-from tfmr import decode  # noqa: E402
-from tfmr.fastdecode import FastDecoder  # noqa: E402
-from tfmr.interop import FAMILIES, from_hf  # noqa: E402
-
-GPT_FAST_STORIES110M_H100 = 1959.0  # tokens/s, ../shared/ANCHORS.md
+GPT_FAST_STORIES110M_H100 = 1959.0  # tokens/s, gpt-fast's published figure
 
 
 # ----------------------------------------------------------------------------- models
@@ -243,23 +241,34 @@ def markdown(rows: list[dict], env: dict, bandwidth: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def need_transformers() -> None:
+    if importlib.util.find_spec("transformers") is None:
+        raise ConfigError("the decoding benchmarks time Hugging Face generate beside tfmr: pip install transformers")
+
+
+def add_arguments(ap) -> None:
     ap.add_argument("--out", default="decode_bench.md", help="markdown table; JSON beside it (.json)")
     ap.add_argument("--quick", action="store_true", help="tiny shapes on CPU, fp32: proves every code path runs")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--prompt-len", type=int, default=None)
-    ap.add_argument("--new-tokens", type=int, default=None)
-    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if there is one)")
+    ap.add_argument("--prompt-len", type=positive_int, default=None)
+    ap.add_argument("--new-tokens", type=positive_int, default=None)
+    ap.add_argument("--rounds", type=positive_int, default=None)
     ap.add_argument("--mode", default=None, help="torch.compile mode (default: reduce-overhead on CUDA)")
     ap.add_argument("--no-compile", action="store_true", help="the static-cache path without torch.compile")
     ap.add_argument("--only", choices=["gpt2-124m", "stories110m"], default=None)
-    args = ap.parse_args(argv)
-    device = torch.device(args.device or ("cpu" if args.quick or not torch.cuda.is_available() else "cuda"))
+
+
+def main(args) -> int:
+    need_transformers()
+    device = torch_device(args.device or ("cpu" if args.quick or not torch.cuda.is_available() else "cuda"))
     dtype = torch.float32 if args.quick or device.type == "cpu" else torch.bfloat16
     args.prompt_len = args.prompt_len or (8 if args.quick else 16)
     args.new_tokens = args.new_tokens or (16 if args.quick else 256)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    context = 64 if args.quick else 1024  # the GPT-2 model's (the Llama one has 2048)
+    if args.prompt_len + args.new_tokens > context:
+        raise ConfigError(f"--prompt-len + --new-tokens must fit the model's context ({context}), got "
+                          f"{args.prompt_len + args.new_tokens}")
     args.check = dtype == torch.float32  # token equality is only promised in fp32
     for name in ("cache_size_limit", "recompile_limit"):  # one compiled step per FastDecoder and setting
         if hasattr(torch._dynamo.config, name):
@@ -299,10 +308,7 @@ def write_report(path: str, rows: list, env: dict, bandwidth) -> None:
     """The table as markdown at `path` and everything as JSON beside it; print the table."""
     text = markdown(rows, env, bandwidth)
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({"env": env, "copy_bandwidth": bandwidth, "rows": rows}, indent=2))
     print("\n" + text + f"\nwritten: {out} and {out.with_suffix('.json')}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,28 +10,30 @@ and writes every rare symbol as <unk>, so it can only get them wrong; the pointe
 receives them as extended ids (V + j for the j-th rare symbol of an example) and can copy them
 from the source through its cross-attention.
 
-    python -m tfmr.copytask [--steps 1500] [--out runs/copytask]
+    tfmr copytask [--preset copytask] [--set key=value ...] [--steps 1500] [--out runs/copytask]
+    python -m tfmr.tasks.copytask ...                 (the same)
 
 trains both on the same data for the same steps and prints token and sequence accuracy on
-test sequences (about a minute per head on one core). At 600 steps the pointer-generator has not
+test sequences (about a minute per head on one core). The config (model shape, training budget;
+CopyTaskConfig) comes from the presets `copytask` and `copytask-tiny` in tfmr/presets.py;
+train.seed also seeds the data. At 600 steps the pointer-generator has not
 yet learned when to generate and when to copy and trails the plain head; by 1500 it copies the
 never-seen symbols (numbers in docs/seq2seq.md). A demonstration, not a tuned benchmark.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
-from .config import Choice, ModelConfig
-from .heads import build_copy_model
-from .seq2seq import UNK, DecodeConfig, PairVocab, Seq2SeqTrainConfig, Seq2SeqTrainer, Vocab, greedy_decode, pad_batch
+from ..cli.common import config_flags, guarded, resolve_config
+from ..heads import build_copy_model
+from ..presets import CopyTaskConfig, copytask
+from ..seq2seq import UNK, PairVocab, Seq2SeqTrainer, Vocab, greedy_decode, pad_batch
 
 KNOWN = [chr(ord("a") + i) for i in range(20)]
 
@@ -61,17 +63,6 @@ def decode_extended(vocab: Vocab, ids: Sequence[int], oov: Sequence[str]) -> lis
             for i in ids]
 
 
-@dataclass
-class CopyTaskConfig:
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(
-        arch="encoder-decoder", dim=64, layers=2, encoder_layers=2, heads=4, context=32, kernel=Choice("eager"),
-        pos=Choice("learned"), share_embeddings=True, tie_embeddings=True))
-    train: Seq2SeqTrainConfig = field(default_factory=lambda: Seq2SeqTrainConfig(
-        steps=1500, batch_size=64, lr=2e-3, min_lr=1e-4, warmup=50, weight_decay=0.0, eval_every=250,
-        log_every=20, checkpoint_every=10**9, eval_pairs=256, dtype="float32", threads=1))
-    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(max_len=14))
-
-
 def make_data(n_train: int = 20000, n_test: int = 1000, seed: int = 0):
     rng = random.Random(seed)
     vocab = Vocab(KNOWN)
@@ -96,45 +87,55 @@ def accuracy(model, vocab: Vocab, examples, copy: bool, max_len: int) -> dict:
             "seq_acc": exact / len(examples), "example": (examples[0][0], hyps[0])}
 
 
-def run(steps: int = 1500, out: str | Path = "runs/copytask", seed: int = 0, progress: bool = True, log=print) -> dict:
-    vocab, train, test = make_data(seed=seed)
+def run(cfg: CopyTaskConfig | None = None, out: str | Path = "runs/copytask", progress: bool = True,
+        log=print) -> dict:
+    """Train the plain head and the pointer-generator with `cfg` (default: the `copytask` preset) on
+    the same data (seeded by cfg.train.seed); their test accuracies by head name."""
+    cfg = cfg or copytask()
+    vocab, train, test = make_data(seed=cfg.train.seed)
     pv = PairVocab(vocab, vocab)
     results = {}
-    for name, copy in (("plain softmax head", False), ("pointer-generator", True)):
-        cfg = CopyTaskConfig()
-        cfg.train.steps, cfg.train.seed = steps, seed
-        enc = (lambda s, t: extended_ids(vocab, s, t)[:2]) if copy else (lambda s, t: (vocab.encode(s), vocab.encode(t)))
+    for name, copying in (("plain softmax head", False), ("pointer-generator", True)):
+        head_cfg = copy.deepcopy(cfg)
+        enc = (lambda s, t: extended_ids(vocab, s, t)[:2]) if copying else (lambda s, t: (vocab.encode(s), vocab.encode(t)))
         pairs = [enc(s, t) for s, t in train]
         dev = [enc(s, t) for s, t in test[:256]]
-        make = (lambda m: build_copy_model(m, UNK)) if copy else None
+        make = (lambda m: build_copy_model(m, UNK)) if copying else None
         kwargs = {"make_model": make} if make else {}
         t0 = time.perf_counter()
-        trainer = Seq2SeqTrainer(cfg, pv, pairs, dev, Path(out) / name.split()[0], progress=progress,
+        trainer = Seq2SeqTrainer(head_cfg, pv, pairs, dev, Path(out) / name.split()[0], progress=progress,
                                  log=lambda *a: None, **kwargs)
         trainer.fit()
-        r = accuracy(trainer.model, vocab, test, copy, cfg.decode.max_len)
+        r = accuracy(trainer.model, vocab, test, copying, head_cfg.decode.max_len)
         r["seconds"] = time.perf_counter() - t0
         results[name] = r
         log(f"{name:<20} test token accuracy {100 * r['token_acc']:5.1f}%  never-seen symbols "
             f"{100 * r['rare_acc']:5.1f}%  sequence accuracy {100 * r['seq_acc']:5.1f}%  "
-            f"({steps} steps, {r['seconds']:.0f}s)")
+            f"({head_cfg.train.steps} steps, {r['seconds']:.0f}s)")
         log(f"{'':<20} e.g. {' '.join(r['example'][0])}  ->  {' '.join(r['example'][1])}")
     return results
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tfmr.copytask", description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--seed", type=int, default=0)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `tfmr copytask` and `python -m tfmr.tasks.copytask`."""
+    config_flags(p, preset="copytask", data=False)
+    p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N (the preset: 1500)")
+    p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N, which also seeds the data (the preset: 0)")
     p.add_argument("--out", default="runs/copytask")
     p.add_argument("--json", help="write the results to this file")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    results = run(args.steps, args.out, args.seed, not args.no_progress)
+
+
+def main(args) -> int:
+    shortcuts = [f"train.{key}={getattr(args, key)}" for key in ("steps", "seed") if getattr(args, key) is not None]
+    cfg = resolve_config(args, CopyTaskConfig, overrides=shortcuts)
+    results = run(cfg, args.out, not args.no_progress)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    parser = argparse.ArgumentParser(prog="python -m tfmr.tasks.copytask", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    raise SystemExit(guarded(main, parser.parse_args()))

@@ -1,9 +1,9 @@
 """Attention kernels on a GPU: forward + backward time of tfmr's kernels beside SDPA flash.
 
-    python benchmarks/gpu_attention.py [--out runs/gpu_attention]   # on a CUDA GPU
-    python benchmarks/gpu_attention.py --quick                                    # CPU smoke run
+    tfmr bench gpu-attention [--out runs/gpu_attention]   # on a CUDA GPU
+    tfmr bench gpu-attention --quick                      # CPU smoke run
 
-Shapes as in ../shared/ANCHORS.md: bf16, 16 heads, head dim 64; T=4096 with batch 4 and T=16384
+Shapes: bf16, 16 heads, head dim 64; T=4096 with batch 4 and T=16384
 with batch 1. Rows (each: forward + backward of one attention call, CUDA events, median of
 --repeats after --warmup calls; compilation happens in the warm-up):
 
@@ -16,7 +16,7 @@ with batch 1. Rows (each: forward + backward of one attention call, CUDA events,
                                                                             goal >= 0.8x sdpa_flash
     alibi_causal_flash  the same with the flash backend forced (fails if flash refuses the shape)
     sdpa_cudnn, alibi_causal_cudnn   the cuDNN backend forced, for both (information)
-    alibi_flex          FlexAttention compiled with ALiBi as score_mod (the ANCHORS row, 0.40x at 16k)
+    alibi_flex          FlexAttention compiled with ALiBi as score_mod (the published flex figure: 0.40x at 16k)
     longformer / bigbird  tfmr `flex` kernel with those patterns (window 512, 64 global, 2 random blocks)
 
 Before timing, a correctness pass compares every tfmr path with the eager kernel in float32 at
@@ -26,24 +26,18 @@ nothing (CPU, shared machine).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from tfmr.kernels import Eager, Flex, LinearBias, Mask, SDPA, flex_attention_call  # noqa: E402
-from tfmr.positions import alibi_slopes  # noqa: E402
-
-
+from ..cli.common import positive_int
+from ..kernels import SDPA, Eager, Flex, LinearBias, Mask, flex_attention_call
+from ..positions import alibi_slopes
 
 def _backend(name):
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -146,13 +140,14 @@ def check(device, quick: bool) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="small float32 shapes on CPU (smoke run)")
-    p.add_argument("--out", default=None, help="output path without extension")
-    p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=None)
-    args = p.parse_args(argv)
+    p.add_argument("--out", default=None, help="output path without extension (default runs/gpu_attention)")
+    p.add_argument("--warmup", type=positive_int, default=None)
+    p.add_argument("--repeats", type=positive_int, default=None)
+
+
+def main(args) -> int:
     device = torch.device("cpu" if args.quick or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.quick:
         print("no CUDA device: running --quick instead (CPU times mean nothing)")
@@ -161,7 +156,7 @@ def main(argv=None) -> int:
     shapes = [(1, 4, 256), (1, 4, 512)] if args.quick else [(4, 16, 4096), (1, 16, 16384)]
     warmup = args.warmup or (1 if args.quick else 5)
     repeats = args.repeats or (3 if args.quick else 10)
-    out_path = Path(args.out or ROOT / "runs" / ("gpu_attention_quick" if args.quick else "gpu_attention"))
+    out_path = Path(args.out or Path("runs") / ("gpu_attention_quick" if args.quick else "gpu_attention"))
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
@@ -214,7 +209,3 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r} | " + " | ".join(str(report["ratios"][s][r]) for s in shapes) + " |")
     lines += ["", f"max abs error vs eager (fp32, outputs and grads): {report['max_abs_error_vs_eager_fp32']}"]
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Fine-tuning a trained checkpoint with LoRA or bottleneck adapters (`tfmr finetune`).
+"""Fine-tuning a trained checkpoint with LoRA or bottleneck adapters (`tfmr finetune`, whose
+argument parsing is tfmr/cli/finetune.py).
 
     tfmr finetune --checkpoint RUN/checkpoint --lora rank=8,alpha=16,targets=q_proj,v_proj \
                   --data new.txt --out RUN-lora [--set train.steps=300 ...]
@@ -16,13 +17,14 @@ import inspect
 import json
 from pathlib import Path
 
-from . import checkpoint
-from .adapters import (ADAPTATION_FILE, apply_adapters, apply_lora, load_adaptation, parse_spec, read_adaptation,
-                       save_adaptation)
-from .config import ConfigError, RunConfig, apply_override, from_dict
-from .data import default_cache_root, prepare
-from .tokenizers import load as load_tokenizer
-from .train import Trainer
+from .. import checkpoint
+from ..adapters import (ADAPTATION_FILE, apply_adapters, apply_lora, load_adaptation, parse_spec,
+                        read_adaptation, save_adaptation)
+from ..config import ConfigError, RunConfig
+from ..data import default_cache_root, prepare
+from ..presets import resolve
+from ..tokenizers import load as load_tokenizer
+from ..train import Trainer
 
 METHODS = {"lora": apply_lora, "adapter": apply_adapters}
 
@@ -67,12 +69,9 @@ class FinetuneTrainer(Trainer):
 
 
 def finetune_config(base_dir, data: str | None, sets: list[str]) -> RunConfig:
-    """The base run's config, pointed at the new data, then each `--set`."""
-    cfg = from_dict(RunConfig, checkpoint.read_config(base_dir))
-    cfg.data.path, cfg.data.cache_dir = data, None
-    for assignment in sets:
-        apply_override(cfg, assignment)
-    return cfg
+    """The base run's config (through the one resolver: the config saved in `base_dir`), pointed
+    at the new data with the default token cache, then each `--set`."""
+    return resolve(None, data=data, overrides=["data.cache_dir=none", *sets], cls=RunConfig, saved=base_dir)
 
 
 def add_finetuned(model, adaptation_path, base_dir, merge: bool = True):

@@ -1,35 +1,38 @@
-"""Benchmark tfmr's byte-level BPE against Hugging Face `tokenizers` and `tiktoken`.
+"""BPE training and encoding speed: tfmr beside Hugging Face `tokenizers` and `tiktoken`.
 
-    .venv/bin/python benchmarks/bench_bpe.py [--json out.json] [--repeats 3] [--skip-stdlib]
+    tfmr bench bpe [--data PATH] [--json out.json] [--repeats 3] [--skip-stdlib]
+    tfmr bench bpe --data PATH/tinyshakespeare.txt          (the corpus of the figures in docs/tokenizer.md)
 
-Measures, each as the best of --repeats runs (the contenders take turns, so a burst of
-load from elsewhere hits all of them), and prints a table and then JSON:
-1. training on tinyshakespeare to vocab 4096 and 16384: tfmr (GPT-2 and GPT-4 split patterns)
+--data is one UTF-8 text file; without it, the embedded corpus (Python's reference docs, about
+0.5 MB, tfmr.data.embedded_corpus) written to a temporary file. Measures, each as the best of
+--repeats runs (the contenders take turns, so a burst of load from elsewhere hits all of them),
+and prints a table and then JSON:
+1. training on --data to vocab 4096 and 16384 (--vocab): tfmr (GPT-2 and GPT-4 split patterns)
    vs HF ByteLevel BPE on one thread (RAYON_NUM_THREADS=1, run in a subprocess);
 2. training on the standard library's .py sources (the folder of `os.__file__`, without
    site-packages and test folders; non-UTF-8 files skipped) to vocab 32768: tfmr vs HF on all
    cores (and on one thread, for reference);
-3. encoding tinyshakespeare (MB/s): tiktoken itself, tfmr's fast path (tiktoken underneath),
-   and tfmr's pure-Python encoder with a cold and a warm cache.
+3. encoding --data (MB/s): tiktoken itself, tfmr's fast path (tiktoken underneath), and tfmr's
+   pure-Python encoder with a cold and a warm cache.
 Times include reading the text and pre-tokenization on both sides. Not a test: nothing is
 asserted. Left out: GPU anything, memory use, and HF's own encode speed.
 """
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tfmr.tokenizers import BPE  # noqa: E402
-
-SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
+from ..cli.common import positive_int
+from ..config import ConfigError
+from ..data import DataError, embedded_corpus, read_text
+from ..tokenizers import BPE
+from ..tokenizers.bpe import MAX_TRAIN_VOCAB
 
 # Runs in a fresh interpreter so RAYON_NUM_THREADS is read before tokenizers starts its pool.
 _HF_SCRIPT = r"""
@@ -111,7 +114,7 @@ def bench_training(args) -> list[dict]:
             "tfmr_gpt2_s": lambda: tfmr_train([args.data], vocab, "gpt2", 1)[0]["seconds"],
             "tfmr_gpt4_s": lambda: tfmr_train([args.data], vocab, "gpt4", 1)[0]["seconds"],
         })
-        rows.append({"corpus": args.data.name, "vocab": vocab, "hf_threads": 1, **best})
+        rows.append({"corpus": args.corpus_name, "vocab": vocab, "hf_threads": 1, **best})
     if not args.skip_stdlib:
         files, skipped = stdlib_files()
         mb = sum(p.stat().st_size for p in files) / 1e6
@@ -151,7 +154,7 @@ def bench_encoding(args) -> dict:
         "tfmr_pure_cold": lambda: _cold_encode(tok, text),
         "tfmr_pure_warm": lambda: _timed(lambda: warm.encode(text, fast=False)),
     })
-    out = {"text_mb": mb, "vocab": tok.vocab_size}
+    out = {"corpus": args.corpus_name, "text_mb": mb, "vocab": tok.vocab_size}
     out.update({f"{name}_mb_s": mb / seconds for name, seconds in best.items()})
     out["same_ids"] = enc.encode_ordinary(text) == tok.encode(text) == warm.encode(text, fast=False)
     out["fast_vs_tiktoken"] = out["tfmr_fast_mb_s"] / out["tiktoken_mb_s"]
@@ -169,28 +172,42 @@ def print_tables(train_rows: list[dict], encode: dict) -> None:
         if "hf_1thread_s" in r:
             print(f"{'  (HF on 1 thread: ' + format(r['hf_1thread_s'], '.3f') + ' s)':<58}")
     e = encode
-    print(f"\nEncoding tinyshakespeare ({e['text_mb']:.2f} MB, vocab {e['vocab']}), MB/s, best of repeats")
+    print(f"\nEncoding {e['corpus']} ({e['text_mb']:.2f} MB, vocab {e['vocab']}), MB/s, best of repeats")
     print(f"{'tiktoken':>10} {'tfmr fast':>10} {'fast/tiktoken':>14} {'pure cold':>10} {'pure warm':>10} {'same ids':>9}")
     print(f"{e['tiktoken_mb_s']:>10.2f} {e['tfmr_fast_mb_s']:>10.2f} {e['fast_vs_tiktoken']:>14.2f} "
           f"{e['tfmr_pure_cold_mb_s']:>10.2f} {e['tfmr_pure_warm_mb_s']:>10.2f} {str(e['same_ids']):>9}")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=SHAKESPEARE)
-    p.add_argument("--vocab", type=int, nargs="+", default=[4096, 16384])
-    p.add_argument("--stdlib-vocab", type=int, default=32768)
-    p.add_argument("--encode-vocab", type=int, default=16384)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--stdlib-repeats", type=int, default=2)
+def add_arguments(p) -> None:
+    p.add_argument("--data", type=Path, help="a UTF-8 text file (default: the embedded corpus, Python's docs)")
+    p.add_argument("--vocab", type=positive_int, nargs="+", default=[4096, 16384], help="training vocab sizes")
+    p.add_argument("--stdlib-vocab", type=positive_int, default=32768)
+    p.add_argument("--encode-vocab", type=positive_int, default=16384)
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--stdlib-repeats", type=positive_int, default=2)
     p.add_argument("--skip-stdlib", action="store_true")
     p.add_argument("--json", type=Path, help="also write the results here")
-    args = p.parse_args(argv)
-    if not args.data.exists():
-        print(f"no data at {args.data}", file=sys.stderr)
-        return 2
-    train_rows = bench_training(args)
-    encode = bench_encoding(args)
+
+
+def main(args) -> int:
+    for vocab in [*args.vocab, args.stdlib_vocab, args.encode_vocab]:
+        if not 256 < vocab <= MAX_TRAIN_VOCAB:
+            raise ConfigError(f"vocab sizes must be in 257 ... {MAX_TRAIN_VOCAB}, got {vocab}")
+    for peer, what in (("tokenizers", "Hugging Face tokenizers"), ("tiktoken", "tiktoken")):
+        if importlib.util.find_spec(peer) is None:
+            raise ConfigError(f"bench bpe times {what} beside tfmr: pip install {peer}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.data is None:  # HF reads files itself, so the embedded corpus goes to one
+            args.data = Path(tmp) / "python-docs.txt"
+            args.data.write_text(embedded_corpus(), encoding="utf-8")
+            args.corpus_name = "embedded corpus (Python docs)"
+        elif not args.data.is_file():
+            raise DataError(f"--data takes one text file; not found: {args.data}")
+        else:
+            read_text(args.data)  # refuses binary, non-UTF-8 and empty files, naming the file
+            args.corpus_name = args.data.name
+        train_rows = bench_training(args)
+        encode = bench_encoding(args)
     print_tables(train_rows, encode)
     result = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
               "training": train_rows, "encoding": encode}
@@ -198,7 +215,3 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

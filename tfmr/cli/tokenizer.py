@@ -5,9 +5,10 @@
     tfmr tokenizer decode --tokenizer DIR ID...       (prints the text)
     tfmr tokenizer show   --tokenizer DIR TEXT        (token boundaries in colour, ids, counts)
 
-This file holds only argument parsing, corpus reading and printing; the tokenizer is in bpe.py.
-`add_parser(subparsers)` is called by tfmr/cli.py. Every command returns an exit code; a user
-mistake (missing file, non-UTF-8 data, bad id) prints one line `tfmr: error: ...` and returns 2.
+This file holds only argument parsing, corpus reading and printing; the tokenizer is
+tfmr/tokenizers/bpe.py. `add_parser(subparsers)` is called by tfmr/cli/__init__.py. Every command
+returns an exit code; a user mistake (missing file, non-UTF-8 data, bad id) prints one line
+`tfmr: error: ...` and returns 2.
 Left out: streaming corpora larger than memory, and training other tokenizer kinds.
 """
 from __future__ import annotations
@@ -108,7 +109,7 @@ def read_corpus(files: list[Path]) -> list[str]:
 
 # ---------------------------------------------------------------------------------- commands
 def cmd_train(args) -> int:
-    from .bpe import BPE
+    from ..tokenizers.bpe import BPE
 
     try:
         files = corpus_files(args.data, args.glob)
@@ -128,7 +129,7 @@ def cmd_train(args) -> int:
 
 
 def _load(directory: str):
-    from . import load
+    from ..tokenizers import load
 
     return load(directory)
 

@@ -1,0 +1,21 @@
+"""Benchmarks: speed runs that print figures beside a peer measured in the same run.
+
+Each module here exposes `add_arguments(parser)` and `main(args) -> int` and is listed in
+`BENCHES`; `tfmr bench NAME` runs it. Benchmarks time the library; they assert nothing (speed
+goals live here, never in timed tests). Only ratios measured in one run mean much on a shared
+machine.
+
+    train           training tokens/s and MFU: tfmr's Trainer beside Hugging Face GPT-2 and nanoGPT
+    bpe             BPE training and encoding: tfmr beside Hugging Face tokenizers and tiktoken
+    cpu-decode      decoding tokens/s on CPU at a small GPT-2 shape, beside Hugging Face generate
+    gpu-decode      decoding tokens/s on a GPU (GPT-2 124M, stories110M), beside HF generate and gpt-fast
+    gpu-attention   attention kernels, forward + backward, beside SDPA flash (--quick: CPU smoke run)
+    moe-dispatch    one MoE layer vs a dense FFN of the same active size (the quality comparison is
+                    `tfmr experiment moe`)
+"""
+from __future__ import annotations
+
+from . import bpe, cpu_decode, gpu_attention, gpu_decode, moe_dispatch, train
+
+BENCHES = {"train": train, "bpe": bpe, "cpu-decode": cpu_decode, "gpu-decode": gpu_decode,
+           "gpu-attention": gpu_attention, "moe-dispatch": moe_dispatch}

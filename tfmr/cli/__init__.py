@@ -1,0 +1,36 @@
+"""The `tfmr` command: one module per command group, put together here.
+
+    train, generate, finetune, eval, bench, average, presets, viz, experiment, tokenizer, g2p, copytask
+
+Each module in this folder has `add_parser(subparsers)`, which adds its command and sets
+`func`; `build_parser` calls them in the order of `COMMANDS`, `main` parses and runs.
+Common flags (cli/common.py): --preset NAME, --config FILE (YAML/TOML), --set key=value
+(repeatable), --data PATH, plus --out DIR and --resume where a command writes a run. User
+mistakes (a bad key, a missing file, a tampered checkpoint) print one line, `tfmr: error: ...`,
+and exit with code 2; no traceback. The commands hold argument parsing and printing only; the
+work is done by the library (tfmr/*.py), the tasks (tfmr/tasks/), the benchmarks (tfmr/bench/)
+and the experiments (tfmr/experiments/).
+"""
+from __future__ import annotations
+
+import argparse
+
+from . import (average, bench, copytask, experiment, finetune, g2p, generate, presets, tokenizer, train,
+               viz)
+from . import eval as eval_
+from .common import USER_ERRORS, config_flags, guarded, load_model, resolve_config  # noqa: F401 (public)
+
+COMMANDS = (train, generate, finetune, eval_, bench, average, presets, viz, experiment, tokenizer, g2p, copytask)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfmr", description="Transformers, every concept, real and fast.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(args.func, args)

@@ -1,0 +1,17 @@
+"""`tfmr experiment NAME`: research experiments that write a table and a plot (tfmr/experiments/).
+
+Each experiment takes the common --preset / --config / --set flags (its base run, from a preset
+named exp-NAME) plus its own few flags, and varies one axis on top of the resolved config.
+"""
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    from ..experiments import EXPERIMENTS
+
+    p = sub.add_parser("experiment", help="research experiments that write a table and a plot")
+    exp = p.add_subparsers(dest="name", required=True)
+    for name, module in EXPERIMENTS.items():
+        e = exp.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        module.add_arguments(e)
+        e.set_defaults(func=module.main)
