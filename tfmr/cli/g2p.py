@@ -33,6 +33,7 @@ def add_parser(sub) -> None:
                              "is used)")
     p.add_argument("--out", default="runs/g2p", help="train: run folder; eval: where heatmaps go")
     p.add_argument("--resume", action="store_true", help="train: continue the run saved in --out")
+    p.add_argument("--overwrite", action="store_true", help="train: start over in an --out that holds a run")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-eval", action="store_true", help="train: skip the test-set evaluation")
     p.add_argument("--checkpoint", help="eval / predict: a checkpoint folder (RUN/checkpoint)")
@@ -45,6 +46,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     action, rest = (args.action[0], args.action[1:]) if args.action else ("", [])
     if action == "train":
+        if args.checkpoint:
+            raise ConfigError("g2p train does not read --checkpoint; to pronounce the word 'train' write "
+                              f"`tfmr g2p predict --checkpoint {args.checkpoint} train`")
         return run_train(args)
     if action not in ("eval", "predict"):
         action, rest = "predict", list(args.action)
@@ -64,7 +68,7 @@ def _beams(cfg: G2PConfig, asked: Sequence[int] | None) -> list[int]:
 def run_train(args) -> int:
     t0 = time.perf_counter()
     cfg = resolve_config(args, G2PConfig, saved=Path(args.out) / "checkpoint" if args.resume else None)
-    trainer, data = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    trainer, data = train(cfg, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     trained = trainer.seconds
     print(f"checkpoint: {trainer.ckpt_dir}  (trained {trained / 60:.1f} min, {trainer.step} steps, "
           f"epoch {trainer.batches.epoch})")

@@ -1,6 +1,7 @@
 """`tfmr train`: train a language model, then print samples from it.
 
-    tfmr train [--preset default] [--config FILE] [--set key=value ...] [--data PATH] [--out DIR] [--resume]
+    tfmr train [--preset default] [--config FILE] [--set key=value ...] [--data PATH] [--out DIR]
+               [--resume | --overwrite]
 
 The run (checkpoint, metrics.jsonl, loss.png) is written to --out; the work is tfmr.train.Trainer.
 """
@@ -15,6 +16,7 @@ def add_parser(sub) -> None:
     config_flags(p)
     p.add_argument("--out", default="runs/train", help="run folder (checkpoint, metrics, plots)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -26,7 +28,7 @@ def run(args) -> int:
     cfg = resolve_config(args)
     validate(cfg.model)
     print(describe(cfg))
-    trainer = Trainer(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    trainer = Trainer(cfg, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     print(trainer.model)
     try:
         trainer.fit()

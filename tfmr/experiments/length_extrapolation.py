@@ -149,7 +149,7 @@ def main(args) -> int:
     for scheme in schemes:
         cfg = run_config(base, scheme, out)
         t0 = time.perf_counter()
-        trainer = Trainer(cfg, out / scheme, log=lambda *a: None, progress=False)
+        trainer = Trainer(cfg, out / scheme, log=lambda *a: None, progress=False, overwrite=True)  # a re-run replaces it
         last = trainer.fit()
         seconds = time.perf_counter() - t0
         try:

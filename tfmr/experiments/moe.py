@@ -57,7 +57,7 @@ def active_ffn_params(model) -> int:
 
 def run_one(name: str, ffn: Choice, base: RunConfig, out: Path) -> dict:
     cfg = config(ffn, base)
-    trainer = Trainer(cfg, out / name, progress=False, log=lambda *a: None)
+    trainer = Trainer(cfg, out / name, progress=False, log=lambda *a: None, overwrite=True)  # a re-run replaces it
     start = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - start

@@ -37,7 +37,7 @@ def config(placement: str, base: RunConfig) -> RunConfig:
 
 def run_one(placement: str, base: RunConfig, out: Path) -> dict:
     cfg = config(placement, base)
-    trainer = Trainer(cfg, out / placement, progress=False, log=lambda *a: None)
+    trainer = Trainer(cfg, out / placement, progress=False, log=lambda *a: None, overwrite=True)  # a re-run replaces it
     start = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - start

@@ -103,7 +103,7 @@ def run(cfg: CopyTaskConfig | None = None, out: str | Path = "runs/copytask", pr
         make = (lambda m: build_copy_model(m, UNK)) if copying else None
         kwargs = {"make_model": make} if make else {}
         t0 = time.perf_counter()
-        trainer = Seq2SeqTrainer(head_cfg, pv, pairs, dev, Path(out) / name.split()[0], progress=progress,
+        trainer = Seq2SeqTrainer(head_cfg, pv, pairs, dev, Path(out) / name.split()[0], progress=progress, overwrite=True,
                                  log=lambda *a: None, **kwargs)
         trainer.fit()
         r = accuracy(trainer.model, vocab, test, copying, head_cfg.decode.max_len)

@@ -201,7 +201,8 @@ def dev_metric(data: G2PData, n: int):
     return metric
 
 
-def train(cfg: G2PConfig, out: str | Path, resume: bool = False, progress: bool = True, log=print):
+def train(cfg: G2PConfig, out: str | Path, resume: bool = False, progress: bool = True, log=print,
+          overwrite: bool = False):
     """Train (or resume) a G2P model; returns (trainer, data)."""
     t0 = time.perf_counter()
     data = load_data(cfg.data.stress)
@@ -209,11 +210,9 @@ def train(cfg: G2PConfig, out: str | Path, resume: bool = False, progress: bool 
         f"{len(data.splits['test']):,} test words, {len(data.pairs('train')):,} training pairs, "
         f"{len(data.vocab.src) - 4} letters -> {len(data.vocab.tgt) - 4} phonemes "
         f"(stress {'kept' if cfg.data.stress else 'removed'}); {time.perf_counter() - t0:.1f}s")
-    if resume:
-        saved = resolve(None, cls=G2PConfig, saved=Path(out) / "checkpoint")
-        cfg.model, cfg.data = saved.model, saved.data  # the saved shape wins; train settings may change
     trainer = Seq2SeqTrainer(cfg, data.vocab, data.pairs("train"), data.pairs("dev"), out, resume=resume,
-                             progress=progress, log=log, dev_metric=dev_metric(data, cfg.data.dev_words))
+                             progress=progress, log=log, dev_metric=dev_metric(data, cfg.data.dev_words),
+                             overwrite=overwrite)  # resuming, the saved model and data sections win
     log("resolved config:\n" + dumps(cfg))
     trainer.fit()
     return trainer, data
