@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 
 from .config import Choice, ModelConfig
-from .heads import build_copy_model
+from .builder import build_copy_model
 from .seq2seq import UNK, DecodeConfig, PairVocab, Seq2SeqTrainConfig, Seq2SeqTrainer, Vocab, greedy_decode, pad_batch
 
 KNOWN = [chr(ord("a") + i) for i in range(20)]

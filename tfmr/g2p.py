@@ -31,6 +31,7 @@ from typing import Sequence
 
 import torch
 
+from .builder import max_positions
 from .config import Choice, ConfigError, ModelConfig, dumps
 from .metrics import closest_reference, per, wer
 from .seq2seq import (BOS, EOS, DecodeConfig, PairVocab, Seq2SeqTrainConfig, Seq2SeqTrainer, Vocab,
@@ -354,7 +355,7 @@ def cmd_predict(args, words: Sequence[str]) -> int:
     if bad:
         raise ConfigError(f"G2P reads words of letters a-z and apostrophes; cannot read {bad}")
     long = [w for w in words if len(w) > cfg.model.context]
-    if long and cfg.model.pos.kind == "learned":
+    if long and max_positions(cfg.model) is not None:
         raise ConfigError(f"this model reads words of up to {cfg.model.context} letters; {long[0]!r} is longer")
     beam = (args.beam or [cfg.decode.beam_size])[-1]
     lex = lexicon(cfg.data.stress)
