@@ -88,7 +88,19 @@ def positions_of(start: Start, length: int, device) -> torch.Tensor:
 
 
 class Position(nn.Module):
-    """Base class: every hook is the identity; see the module docstring for the protocol.
+    """Base class of the position seam; every hook here is the identity.
+
+    start: `int | Where`. An int s places token t of every row at position s + t; a `Where`
+    places token t of row b at where.positions[b, t] (per-row positions of a left-padded batch;
+    its `slots` are for the cache). `positions_of(start, T, device)` -> (T,) or (B, T).
+
+    embed(x (B, T, dim), start) -> (B, T, dim)           absolute schemes add their vectors
+    rotate(q (B, H, T, D), k (B, Hkv, T, D), start) -> (q, k), same shapes and dtypes
+    bias(q_len, k_len, start) -> Bias | None             a described bias (kernels.Bias): the
+        kernel evaluates `bias.at(q_pos, k_pos)` at its Mask's query and key positions, which
+        covers offsets, rolling caches and per-row positions alike
+    max_len(context) -> int | None    classmethod: most positions placeable (None: unlimited)
+    embedding_weights() -> list[Parameter]    parameters counted as embeddings
 
     Constants named in `float32` (RoPE frequencies, ALiBi slopes) follow the model's device but
     keep float32 when the model is cast (`model.to(torch.bfloat16)`): rounding them would shift
