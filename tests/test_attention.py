@@ -106,6 +106,19 @@ def test_alibi_extra_dims_are_exact_in_bfloat16_at_long_range():
     torch.testing.assert_close(extra[0, :, 0], expected, atol=2e-3, rtol=1e-5)
 
 
+def test_eager_causal_weights_are_lower_triangular_and_sum_to_one():
+    q, k, v = _qkv(5, 5)
+    _, w = Eager()(q, k, v, Mask(causal=True))
+    assert torch.all(w[..., torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)] == 0)
+    torch.testing.assert_close(w.sum(-1), torch.ones(B, H, 5, dtype=torch.float64))
+
+
+def test_dense_causal_mask_at_an_offset_matches_definition():
+    m = Mask(causal=True, q_start=2).dense(2, 4, "cpu")
+    expected = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(m[0, 0], expected)
+
+
 def test_sdpa_alibi_takes_the_causal_fast_path():
     q, k, v = _qkv(9, 9)
     calls = []

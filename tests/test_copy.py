@@ -10,8 +10,9 @@ import torch
 from conftest import assert_steps_match_full_forward
 
 from tfmr import Choice, ConfigError, ModelConfig
+from tfmr.builder import build_copy_model
+from tfmr.pointer import copy_distribution
 from tfmr.tasks.copytask import decode_extended, extended_ids, make_example
-from tfmr.heads import build_copy_model, copy_distribution
 from tfmr.seq2seq import UNK, Vocab
 
 V = 12

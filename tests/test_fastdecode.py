@@ -14,8 +14,7 @@ import torch
 from tfmr import ModelConfig, build_model
 from tfmr.config import Choice
 from tfmr.decode import beam_search, greedy
-from tfmr.fastdecode import FastDecoder, RowPositions
-from tfmr.positions import Position
+from tfmr.fastdecode import FastDecoder
 
 
 def _lm(seed=0, pos="learned"):
@@ -97,19 +96,40 @@ def test_fast_decoder_refuses_what_it_cannot_do():
         FastDecoder(model, 2, 40).generate(torch.zeros(3, 4, dtype=torch.long), 5)
     with pytest.raises(ValueError, match="needs FastDecoder\\(batch=8\\)"):
         FastDecoder(model, 4, 40).beam_search(torch.zeros(2, 4, dtype=torch.long), 4, 5)
-    with pytest.raises(ValueError, match="exceeds the 40 learned positions"):
+    with pytest.raises(ValueError, match="exceeds the 40 positions this model's Learned positions can place"):
         FastDecoder(model, 1, 64)
+    seq2seq = build_model(ModelConfig(arch="encoder-decoder", vocab_size=50, dim=32, layers=1, heads=4))
+    with pytest.raises(ValueError, match="decoder-only tfmr Model; use tfmr.decode for encoder-decoder"):
+        FastDecoder(seq2seq, 1, 40)
+    encoder = build_model(ModelConfig(arch="encoder", vocab_size=50, dim=32, layers=1, heads=4))
+    with pytest.raises(ValueError, match="decoder-only"):
+        FastDecoder(encoder, 1, 40)
 
-    class Odd(Position):
-        def embed(self, x, start=0):
-            return x + start
 
-    with pytest.raises(ValueError, match="does not know how to embed per-row positions for Odd; known: Learned"):
-        RowPositions(Odd())
-    sliding = build_model(ModelConfig(vocab_size=50, dim=32, layers=1, heads=4, context=40,
-                                      attention_pattern=Choice("sliding", window=8)))
-    with pytest.raises(ValueError, match="dense attention pattern; this model uses SlidingWindow"):
-        FastDecoder(sliding, 1, 40)
+PATTERNS = {"sliding": Choice("sliding", window=4), "longformer": Choice("longformer", window=3, global_tokens=2),
+            "bigbird": Choice("bigbird", window=2, global_tokens=1, random_blocks=1, block=3, seed=2)}
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+@pytest.mark.parametrize("pos", ["learned", "alibi"])
+def test_sparse_patterns_decode_like_decode_py_with_left_padding(pattern, pos):
+    """The fast path evaluates the model's own pattern (window, global tokens, random blocks) at
+    each row's positions: prefill logits per row and greedy tokens equal decode.py's (which uses
+    a rolling cache for windows)."""
+    torch.manual_seed(5)
+    model = build_model(ModelConfig(vocab_size=50, dim=32, layers=2, heads=4, context=40, pos=Choice(pos),
+                                    attention_pattern=PATTERNS[pattern])).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    ids, mask = _left_padded(PROMPTS)
+    logits = FastDecoder(model, 3, 40).prefill(ids, mask)
+    out = FastDecoder(model, 3, 40).generate(ids, 14, attention_mask=mask)
+    P = ids.shape[1]
+    for i, p in enumerate(PROMPTS):
+        with torch.no_grad():
+            ref = model(torch.tensor([p])).logits[0, -1]
+        torch.testing.assert_close(logits[i], ref, atol=1e-5, rtol=1e-5)
+        assert torch.equal(out[i, P:], greedy(model, torch.tensor([p]), 14)[0, len(p):])
 
 
 @pytest.mark.skipif(os.environ.get("TFMR_COMPILE_TESTS") != "1", reason="set TFMR_COMPILE_TESTS=1 (about a minute)")

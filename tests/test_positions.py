@@ -10,7 +10,7 @@ import torch
 from tfmr import Choice, ModelConfig, build_model
 from tfmr.builder import _position
 from tfmr.kernels import LinearBias, Mask
-from tfmr.positions import POSITIONS, Alibi, Rope, XPos, alibi_slopes, rotate_half, sinusoid_table
+from tfmr.positions import POSITIONS, Alibi, Rope, Where, XPos, alibi_slopes, rotate_half, sinusoid_table
 
 
 def _qk(B=2, H=3, T=10, D=16, seed=0, dtype=torch.float64):
@@ -199,6 +199,35 @@ def test_every_position_kind_works_at_any_offset(kind):
 
 
 @pytest.mark.parametrize("kind", sorted(POSITIONS))
+def test_every_position_kind_answers_per_row_positions_like_an_int_start(kind):
+    """The seam's tensor form: a `Where` placing row b at its own offset gives, row by row, what
+    the int start gives; a bias evaluated at a by-row mask's positions equals the one at an
+    offset Mask (queries at s_b, keys from c_b)."""
+    from tfmr.fastdecode import StaticMask
+
+    pos = _position(_cfg(kind))
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 5, 32, generator=g)
+    q, k = _qk(B=2, T=5, D=8, H=4, dtype=torch.float32)
+    starts, key_starts = [3, 9], [0, 6]
+    where = Where(torch.stack([torch.arange(s, s + 5) for s in starts]), slots=torch.arange(5))
+    embedded, (rq, rk) = pos.embed(x, where), pos.rotate(q, k, where)
+    for b, s in enumerate(starts):
+        torch.testing.assert_close(embedded[b], pos.embed(x[b:b + 1], s)[0])
+        q1, k1 = pos.rotate(q[b:b + 1], k[b:b + 1], s)
+        torch.testing.assert_close(rq[b], q1[0])
+        torch.testing.assert_close(rk[b], k1[0])
+    bias = pos.bias(5, 12, where)
+    if bias is not None:
+        k_pos = torch.stack([torch.arange(c, c + 12) for c in key_starts])
+        by_row = bias.dense(StaticMask(torch.ones(2, 1, 5, 12, dtype=torch.bool), where.positions, k_pos),
+                            5, 12, "cpu", torch.float32)  # (B, H, 5, 12)
+        for b, (s, c) in enumerate(zip(starts, key_starts)):
+            one = pos.bias(5, 12, s).dense(Mask(causal=False, q_start=s, k_start=c), 5, 12, "cpu", torch.float32)
+            torch.testing.assert_close(by_row[b], one)
+
+
+@pytest.mark.parametrize("kind", sorted(POSITIONS))
 def test_every_position_kind_trains_and_distinguishes_order(kind):
     """A model with each scheme gives gradients everywhere, and (except none) reacts to a swap
     of two tokens in a bidirectional encoder, which sees order only through positions."""
@@ -263,8 +292,9 @@ def test_length_extrapolation_experiment_runs_and_reports_every_scheme(text_file
 
 @pytest.mark.parametrize("kind", ["rope", "xpos", "alibi"])
 def test_relative_schemes_run_in_fast_decoding_with_left_padding(kind):
-    """fastdecode.py calls rotate with (B, T) per-row positions and bias with cache slots: each
-    left-padded row gets its own logits, and greedy decoding equals decode.greedy row by row."""
+    """fastdecode.py calls rotate with per-row positions (a `Where`) and the kernel evaluates
+    the described bias at the mask's per-row positions: each left-padded row gets its own
+    logits, and greedy decoding equals decode.greedy row by row."""
     from tfmr.decode import greedy
     from tfmr.fastdecode import FastDecoder
 

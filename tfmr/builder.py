@@ -2,7 +2,13 @@
 
 Each module gets its own slice of config: the builder checks every Choice against its registry
 (unknown kind or option -> ConfigError listing the valid ones) and passes the fixed arguments
-(dim, heads, ...) itself.
+(dim, heads, ...) itself. What a kind can do is declared on its class and read from there
+(`needs_final_norm` on residual placements, `max_len` on position schemes), never from the kind
+string.
+
+    build_model(cfg)          a freshly initialised Model or EncoderDecoder
+    build_copy_model(cfg)     an encoder-decoder wrapped in a pointer-generator (pointer.py)
+    max_positions(cfg)        the longest sequence cfg's position scheme can place (None: any)
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from .heads import HEAD_FIXED, HEADS
 from .kernels import KERNEL_FIXED, KERNELS, PATTERN_FIXED, PATTERNS
 from .model import RESIDUAL_FIXED, RESIDUALS, Attention, Block, EncoderDecoder, Model, init_weights
 from .norms import NORM_FIXED, NORMS
+from .pointer import PointerGenerator
 from .positions import POSITION_FIXED, POSITIONS
 
 ARCHS = ("decoder", "encoder", "encoder-decoder")
@@ -76,7 +83,7 @@ def _norm(cfg: ModelConfig) -> nn.Module:
 
 def _final_norm(cfg: ModelConfig) -> nn.Module:
     """Pre-norm stacks need a norm after the last block; post-norm blocks already end in one."""
-    return _norm(cfg) if cfg.residual.kind == "pre" else nn.Identity()
+    return _norm(cfg) if RESIDUALS[cfg.residual.kind].needs_final_norm else nn.Identity()
 
 
 def _pattern(cfg: ModelConfig) -> nn.Module:
@@ -112,6 +119,18 @@ def build_model(cfg: ModelConfig) -> Model | EncoderDecoder:
     return model
 
 
+def build_copy_model(cfg: ModelConfig, unk_id: int = 3, layer: int = -1) -> PointerGenerator:
+    """An encoder-decoder from `cfg` with a pointer-generator on top (See et al. 2017)."""
+    return PointerGenerator(build_model(cfg), unk_id, layer)
+
+
+def max_positions(cfg: ModelConfig) -> int | None:
+    """The most tokens a sequence may have under cfg's position scheme (None: no limit), as the
+    scheme's class declares it (`Position.max_len`); learned positions stop at model.context."""
+    check_options(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED)
+    return POSITIONS[cfg.pos.kind].max_len(cfg.context)
+
+
 def _build_encoder_decoder(cfg: ModelConfig) -> EncoderDecoder:
     src_vocab = cfg.src_vocab_size or cfg.vocab_size
     if cfg.share_embeddings and src_vocab != cfg.vocab_size:
@@ -132,7 +151,7 @@ def _build_encoder_decoder(cfg: ModelConfig) -> EncoderDecoder:
 def _init(model: nn.Module, cfg: ModelConfig) -> None:
     """tfmr's init, then each block's residual placement adjusts its block (DeepNorm's beta)."""
     init_weights(model, cfg.init_std)
-    for block in list(getattr(model, "encoder", [])) + list(model.blocks):
+    for block in [m for m in model.modules() if isinstance(m, Block)]:  # encoder blocks first, as built
         block.residual.init_block(block)
 
 

@@ -8,14 +8,21 @@ shape, so one decode step (embedding, all layers, head and the choice of the nex
 compiled graph that CUDA replays with a single launch:
 
     cache      per layer (B, H_kv, max_len, D), written in place at `slots` (a tensor, not an int)
-    mask       (B, 1, T, max_len): keys at or before the query's slot that are not left padding
     positions  (B, T) = slot - the row's left padding, so each row sees positions 0, 1, 2, ...
+    mask       (B, 1, T, max_len): the model's own attention pattern (dense, sliding window,
+               Longformer, BigBird) evaluated at those per-row positions, minus left padding
 
-Left padding lets prompts of different lengths share one batch. The model's own modules run: the
-blocks are called through `run_blocks` with a `StaticCache` per layer, a `StaticMask` and per-row
-positions, so this path computes what `model.step` computes (tests/test_fastdecode.py checks the
-tokens against decode.py). Decoder-only models with the dense attention pattern; every position
-kind (learned, sinusoidal, none, RoPE, xPos, ALiBi); encoder-decoder models use decode.py.
+Left padding lets prompts of different lengths share one batch. Nothing here knows a variant:
+the model's own modules run, through the same seam as the spine. The tokens are embedded by
+`model.embed(tokens, where)` and the blocks run through `run_blocks` with a `StaticCache` per
+layer, a `StaticMask` and `where = positions.Where(positions, slots)` as the start; every
+position scheme answers its hooks for per-row positions (positions.py), and a bias scheme's
+described `Bias` is evaluated by the kernel at the mask's per-row positions. So this path
+computes what `model.step` computes (tests/test_fastdecode.py checks the tokens against decode.py
+for every position kind and pattern; tests/test_contracts.py for schemes defined outside tfmr).
+What it refuses, it reads from declarations: models that need a source (`needs_source`, the
+encoder-decoders: use decode.py) or are not causal, and a `max_len` past what the position
+scheme can place (`Position.max_len`).
 
     dec = FastDecoder(model, batch=1, max_len=272, compile=True)
     ids = dec.generate(prompt, 256)                                   # greedy
@@ -33,25 +40,17 @@ import torch
 from torch import nn
 
 from .decode import Beams, NBest, filter_logits
-from .kernels import Dense, Mask
+from .kernels import Mask
 from .model import run_blocks
-from .positions import Learned, NoPosition, Position, Sinusoidal
-
-
-@dataclass
-class Where:
-    """Where a chunk of tokens goes: cache slots (T,) shared by the batch, positions (B, T) per row."""
-
-    slots: torch.Tensor
-    positions: torch.Tensor
+from .positions import Where
 
 
 class StaticCache(nn.Module):
     """One layer's keys and values, preallocated for the whole generation; buffers, so a CUDA
-    graph sees the same memory on every replay. `update` writes at tensor slots and returns the
-    whole buffer: the mask hides what is not filled yet."""
+    graph sees the same memory on every replay. `update` writes at the `Where`'s slots and returns
+    the whole buffer: the mask hides what is not filled yet."""
 
-    key_start = 0  # the keys returned start at position 0 (attention shifts its mask by this)
+    key_start = 0  # the keys returned start at slot 0 (attention shifts its mask by this)
 
     def __init__(self, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device):
         super().__init__()
@@ -74,11 +73,14 @@ class StaticCache(nn.Module):
 
 
 class StaticMask(Mask):
-    """A mask given as a ready (B, 1, T, max_len) bool tensor, True = may attend."""
+    """A ready (B, 1, T, max_len) bool mask (True = may attend) with the per-row positions of its
+    queries (B, T) and keys (B, max_len); biases are evaluated at those positions (`by_row`)."""
 
-    def __init__(self, keep: torch.Tensor):
+    by_row = True
+
+    def __init__(self, keep: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor):
         super().__init__(causal=True)
-        self.keep = keep
+        self.keep, self.q_pos, self.k_pos = keep, q_pos, k_pos
 
     def is_plain_causal(self, q_len: int, k_len: int) -> bool:
         return False
@@ -89,45 +91,8 @@ class StaticMask(Mask):
     def dense(self, q_len: int, k_len: int, device) -> torch.Tensor:
         return self.keep
 
-
-def _embed_learned(pos: Learned, x, positions):
-    return x + pos.wpe(positions)  # (B, T, dim)
-
-
-def _embed_sinusoidal(pos: Sinusoidal, x, positions):
-    return x * pos.scale + pos.table[positions].to(x.dtype)  # (B, T, dim)
-
-
-def _embed_none(pos, x, positions):
-    return x
-
-
-class RowPositions:
-    """A model's position module called with per-row positions instead of one int start.
-
-    embed: absolute schemes are looked up in ROW_EMBEDS (their `embed` takes an int start).
-    rotate: the module's own `rotate(q, k, positions)` with (B, T) positions (Rope accepts them).
-    bias: the module's own `bias(q_len, k_len, where)` with the `Where` (Alibi then returns the
-    dense (H, T, max_len) bias over cache slots)."""
-
-    def __init__(self, pos: nn.Module):
-        self.pos = pos
-        kind = type(pos)
-        if kind not in ROW_EMBEDS and kind.embed is not Position.embed:
-            raise ValueError(f"fast decoding does not know how to embed per-row positions for {kind.__name__}; "
-                             f"known: {', '.join(c.__name__ for c in ROW_EMBEDS)}")
-        self._embed = ROW_EMBEDS.get(kind, _embed_none)
-        self._rotates = kind.rotate is not Position.rotate
-        self._biases = kind.bias is not Position.bias
-
-    def embed(self, x: torch.Tensor, where: Where) -> torch.Tensor:
-        return self._embed(self.pos, x, where.positions)
-
-    def rotate(self, q: torch.Tensor, k: torch.Tensor, where: Where):
-        return self.pos.rotate(q, k, where.positions) if self._rotates else (q, k)
-
-    def bias(self, q_len: int, k_len: int, where: Where):
-        return self.pos.bias(q_len, k_len, where) if self._biases else None
+    def positions(self, q_len: int, k_len: int, device):
+        return self.q_pos[:, :, None], self.k_pos[:, None, :]  # (B, T, 1), (B, 1, max_len)
 
 
 def _draw(probs: torch.Tensor) -> torch.Tensor:
@@ -163,19 +128,20 @@ class FastDecoder(nn.Module):
 
     def __init__(self, model: nn.Module, batch: int, max_len: int, compile: bool = False, mode: str | None = None):
         super().__init__()
-        if not hasattr(model, "tok_emb") or hasattr(model, "encoder"):
+        if model.needs_source or not model.causal:
             raise ValueError("FastDecoder takes a decoder-only tfmr Model; use tfmr.decode for encoder-decoder models")
-        if type(model.pattern) is not Dense:
-            raise ValueError(f"FastDecoder runs the dense attention pattern; this model uses "
-                             f"{type(model.pattern).__name__} (decode with tfmr.decode)")
-        if max_len > model.cfg.context and isinstance(model.pos, Learned):
-            raise ValueError(f"max_len {max_len} exceeds the {model.cfg.context} learned positions of this model")
+        limit = model.pos.max_len(model.cfg.context)
+        if limit is not None and max_len > limit:
+            raise ValueError(f"max_len {max_len} exceeds the {limit} positions this model's "
+                             f"{type(model.pos).__name__} positions can place")
         self.model = model.eval()
         p, a = next(model.parameters()), model.blocks[0].attn
         self.batch, self.max_len = batch, max_len
         self.caches = nn.ModuleList(StaticCache(batch, a.kv_heads, max_len, a.head_dim, p.dtype, p.device)
                                     for _ in model.blocks)
-        self.rows = RowPositions(model.pos)
+        self.rules = model.pattern.mask(True)  # the model's own pattern: its rules, evaluated per row below
+        table = self.rules.random_table(max_len, max_len, p.device)  # BigBird's random blocks, or None
+        self.register_buffer("random_table", table, persistent=False)
         self.register_buffer("pad", torch.zeros(batch, 1, dtype=torch.long, device=p.device), persistent=False)
         self.register_buffer("slot_ids", torch.arange(max_len, device=p.device), persistent=False)
         self.compiled = compile
@@ -185,29 +151,35 @@ class FastDecoder(nn.Module):
             self._beam_next = torch.compile(self._beam_next, mode=mode, fullgraph=True)
 
     # ---------------------------------------------------------------- the step, shared by all
-    def forward(self, tokens: torch.Tensor, slots: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Feed tokens (B, T) into cache slots (T,), attending where keep (B, 1, T, max_len);
-        return the float logits of the last position (B, V)."""
+    def forward(self, tokens: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Feed tokens (B, T) into cache slots (T,); return the float logits of the last
+        position (B, V)."""
         m = self.model
-        where = Where(slots, (slots[None, :] - self.pad).clamp(min=0))  # positions (B, T)
-        x = m.embed_norm(self.rows.embed(m.tok_emb(tokens), where))  # (B, T, dim)
-        x, _, _, _ = run_blocks(m.blocks, x, self.rows, StaticMask(keep), self.caches, where)
+        where = Where((slots[None, :] - self.pad).clamp(min=0), slots)  # positions (B, T); padding at 0
+        x = m.embed(tokens, where)  # (B, T, dim)
+        x, _, _, _ = run_blocks(m.blocks, x, m.pos, self.mask(slots), self.caches, where)
         return m.lm_head(m.final_norm(x[:, -1:]))[:, -1].float()  # (B, V)
 
-    def _decode_keep(self, slot: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 1, max_len): one query at `slot` sees filled, non-padding slots."""
-        keep = (self.slot_ids <= slot) & (self.slot_ids >= self.pad)  # (B, max_len)
-        return keep[:, None, None, :]
+    def mask(self, slots: torch.Tensor) -> StaticMask:
+        """Queries at `slots` (T,) over the whole cache: the model's pattern rules at each row's
+        positions (causal, windows, global tokens, random blocks), keys of left padding hidden;
+        a padding query sees itself only (so no row of the softmax is empty)."""
+        q_pos = slots[None, :] - self.pad  # (B, T), negative on left padding
+        k_pos = self.slot_ids[None, :] - self.pad  # (B, max_len)
+        ok = self.rules.allowed(q_pos[:, :, None], k_pos[:, None, :], self.random_table)  # (B, T, max_len)
+        own = slots[:, None] == self.slot_ids[None, :]  # (T, max_len)
+        keep = ok & ((k_pos >= 0)[:, None, :] | own)  # (B, T, max_len)
+        return StaticMask(keep[:, None], q_pos, k_pos)  # (B, 1, T, max_len)
 
     def _next(self, tokens: torch.Tensor, slot: torch.Tensor, sampling: Sampling) -> torch.Tensor:
         """The compiled decode step: tokens (B, 1) at `slot` (1,) -> next tokens (B,)."""
-        return sampling.choose(self(tokens, slot, self._decode_keep(slot)))
+        return sampling.choose(self(tokens, slot))
 
     def _beam_next(self, tokens: torch.Tensor, slot: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The compiled beam step: keep the surviving rows' caches, then logits (B, V) at `slot`."""
         for cache in self.caches:
             cache.reorder(rows)
-        return self(tokens, slot, self._decode_keep(slot))
+        return self(tokens, slot)
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Fill the cache with left-padded prompts (B, P); return the last logits (B, V)."""
@@ -219,12 +191,7 @@ class FastDecoder(nn.Module):
             self.pad.zero_()
         else:
             self.pad.copy_((P - attention_mask.long().sum(dim=1, keepdim=True)))  # (B, 1) pads on the left
-        slots = self.slot_ids[:P]
-        real = slots[None, :] >= self.pad  # (B, P)
-        causal = slots[None, :] <= slots[:, None]  # (P, P): query i sees key j <= i
-        keep = causal[None] & (real[:, None, :] | torch.eye(P, dtype=torch.bool, device=slots.device))
-        keep = torch.cat([keep, keep.new_zeros(B, P, self.max_len - P)], dim=-1)  # (B, P, max_len)
-        return self(input_ids, slots, keep[:, None])
+        return self(input_ids, self.slot_ids[:P])
 
     # ---------------------------------------------------------------- decoders
     @torch.no_grad()
@@ -288,6 +255,3 @@ class FastDecoder(nn.Module):
         best = beams.result(n)
         return best if n_best is not None else best.ids[:, 0]
 
-
-# Absolute schemes: how to add the embeddings of per-row positions (B, T).
-ROW_EMBEDS = {Learned: _embed_learned, Sinusoidal: _embed_sinusoidal, NoPosition: _embed_none}

@@ -11,6 +11,14 @@ limits drop the overflow, which then rides the residual connection unchanged. It
 router z-losses come back as the aux loss while training; `expert_stats(model)` reads (and
 resets) the routing counts the trainer logs. Attention-side variants live in kernels.py;
 where the norm sits is the `Residual` in model.py.
+
+Every FFN subclasses `FFN` and declares its projections, which init reads (never their names):
+
+    output_projections = ("w2",)     names of the Linear layers that write into the residual
+                                     stream: `residual_projections()` returns them, and init gives
+                                     them std / sqrt(2 * layers) (GPT-2's depth-scaled init)
+    value_projections()              the Linear layers DeepNorm scales by beta: all of them by
+                                     default; the mixture of experts leaves its router out
 """
 from __future__ import annotations
 
@@ -35,8 +43,25 @@ def _activation(name: str):
     return ACTIVATIONS[name]
 
 
-class MLP(nn.Module):
+class FFN(nn.Module):
+    """Base of the feed-forward sublayers: `ffn(x) -> (y, aux_loss or None)`, with the
+    declarations init reads (see the module docstring)."""
+
+    output_projections: tuple[str, ...]  # every subclass names its down projection(s)
+
+    def residual_projections(self) -> list[nn.Linear]:
+        """The Linear layers that write into the residual stream (depth-scaled at init)."""
+        return [getattr(self, name) for name in type(self).output_projections]
+
+    def value_projections(self) -> list[nn.Linear]:
+        """The Linear layers DeepNorm initialises with gain beta (all of them, in module order)."""
+        return [m for m in self.modules() if isinstance(m, nn.Linear)]
+
+
+class MLP(FFN):
     """Position-wise MLP (https://arxiv.org/abs/1706.03762): w2(act(w1 x)), hidden = mult * dim."""
+
+    output_projections = ("w2",)
 
     def __init__(self, dim: int, bias: bool = True, dropout: float = 0.0, mult: float = 4,
                  hidden: int | None = None, activation: str = "gelu"):
@@ -62,13 +87,15 @@ def glu_hidden(dim: int, mult: float = 4, multiple_of: int = 8) -> int:
     return multiple_of * math.ceil(hidden / multiple_of)
 
 
-class GLU(nn.Module):
+class GLU(FFN):
     """Gated linear unit FFN (https://arxiv.org/abs/2002.05202): w2(act(w1 x) * (w3 x)).
 
     w1 is the gate, w3 the up projection, w2 the down projection (Llama's names). With
     activation sigmoid this is Dauphin et al.'s GLU; silu, gelu and relu give SwiGLU, GeGLU and
     ReGLU. Unless `hidden` is given, hidden = 2/3 * mult * dim rounded up to `multiple_of`.
     """
+
+    output_projections = ("w2",)
 
     def __init__(self, dim: int, bias: bool = True, dropout: float = 0.0, mult: float = 4,
                  hidden: int | None = None, multiple_of: int = 8, activation: str = "sigmoid"):
@@ -193,7 +220,7 @@ class Combine(torch.autograd.Function):
         return _dispatch(grad, ctx.routes), None
 
 
-class MoE(nn.Module):
+class MoE(FFN):
     """Mixture of experts FFN: a linear router sends each token to its top-k experts.
 
         x (N, dim) -> router -> softmax -> top-k (expert, gate) per token
@@ -211,7 +238,8 @@ class MoE(nn.Module):
     `eval_capacity_factor` (default 0: no limit), so cached decoding equals the full forward.
 
     Training adds `balance_coef * balance_loss + z_coef * z_loss` as the aux loss.
-    Experts are any non-MoE FFN kind (`expert`), sized by `hidden` or `mult`.
+    Experts are any non-MoE FFN kind (`expert`), sized by `hidden` or `mult`. The experts'
+    projections are this layer's own (residual, value); the router is neither.
     """
 
     def __init__(self, dim: int, bias: bool = True, dropout: float = 0.0, experts: int = 8, top_k: int = 2,
@@ -232,6 +260,12 @@ class MoE(nn.Module):
         # routing counts since the last `expert_stats` read (training steps only); not saved
         self.register_buffer("routed", torch.zeros(experts), persistent=False)
         self.register_buffer("dropped", torch.zeros(()), persistent=False)
+
+    def residual_projections(self) -> list[nn.Linear]:
+        return [p for expert in self.experts for p in expert.residual_projections()]
+
+    def value_projections(self) -> list[nn.Linear]:
+        return [p for expert in self.experts for p in expert.value_projections()]
 
     def route(self, x: torch.Tensor):
         """Router logits (N, E), probabilities (N, E), gates (N, k) and experts (N, k), in fp32."""

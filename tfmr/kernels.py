@@ -4,7 +4,11 @@ attention patterns (which keys each query may see).
 Every kernel is `kernel(q, k, v, mask, bias) -> (out, weights_or_None)` with
 q: (B, H, Tq, D), k and v: (B, H, Tk, D) (key/value heads already expanded for GQA),
 `mask` a `Mask` (which keys each query may see) and `bias` None, an additive (H, Tq, Tk) or
-(B, H, Tq, Tk) tensor, or a described `LinearBias` (ALiBi).
+(B, H, Tq, Tk) tensor, or a described `Bias` (a function of query and key positions, what position
+schemes hand over; `LinearBias` is ALiBi's) that the kernel evaluates at the mask's positions.
+Every kernel subclasses `Kernel` and declares `gives_weights` (whether it hands back the weights:
+guided attention, copy heads and heatmaps need them); `eager_attention(model)` runs a model on
+the eager kernel for a while.
 
     eager   the reference: plain matmuls, returns the attention weights
     sdpa    torch.nn.functional.scaled_dot_product_attention (flash / memory-efficient on GPU);
@@ -14,7 +18,8 @@ q: (B, H, Tq, D), k and v: (B, H, Tk, D) (key/value heads already expanded for G
             dense mask on CPU, for short inputs and with dropout
 
 Masks and biases are described, not materialised, so a kernel can take a fast path (SDPA's
-`is_causal`, a FlexAttention block mask) and build the dense matrix only when it has to.
+`is_causal`, a FlexAttention block mask) and build the dense matrix only when it has to. A mask
+with per-row positions (`by_row`, left-padded batches in fastdecode.py) goes the dense way.
 
 Attention patterns (`PATTERNS`, the `model.attention_pattern` axis) turn a model's causal flag
 and positions into a `Mask` and choose the KV cache: `dense`, `sliding` (Mistral; rolling cache
@@ -23,6 +28,7 @@ random key blocks). Stateful alignment kernels (location-aware, monotonic) are l
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -58,6 +64,9 @@ class Mask:
     block: int = 64
     seed: int = 0
     k_start: int = 0
+    # True for masks whose query and key positions differ per row (fastdecode.py's left-padded
+    # batches): `positions` then gives (B, Tq, 1) and (B, 1, Tk), and only dense paths apply.
+    by_row = False
 
     def __post_init__(self):
         self._memo: dict = {}  # dense masks and block masks, built once per forward, shared by every layer
@@ -117,6 +126,7 @@ class Mask:
         return self._memo[key]
 
     def positions(self, q_len: int, k_len: int, device):
+        """Absolute positions of the queries (Tq, 1) and keys (1, Tk)."""
         q_pos = torch.arange(self.q_start, self.q_start + q_len, device=device)[:, None]  # (Tq, 1)
         k_pos = torch.arange(self.k_start, self.k_start + k_len, device=device)[None, :]  # (1, Tk)
         return q_pos, k_pos
@@ -156,22 +166,38 @@ def random_blocks(n_q: int, n_k: int, count: int, causal: bool, seed: int) -> to
     return table
 
 
+class Bias:
+    """An additive attention bias described as a function of positions (what a position scheme's
+    `bias` hook returns). Kernels evaluate it where their `Mask` says queries and keys sit.
+
+    at(q_pos, k_pos): q_pos (..., Tq, 1) and k_pos (..., 1, Tk) long absolute positions, the
+    leading dims () or (B,) (per-row positions); returns float32 (..., H, Tq, Tk)."""
+
+    def at(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def dense(self, mask: Mask, q_len: int, k_len: int, device, dtype) -> torch.Tensor:
+        """The bias at `mask`'s positions: (H, Tq, Tk), or (B, H, Tq, Tk) for a mask `by_row`."""
+        q_pos, k_pos = mask.positions(q_len, k_len, device)
+        return self.at(q_pos, k_pos).to(dtype)
+
+
 @dataclass
-class LinearBias:
+class LinearBias(Bias):
     """ALiBi's additive bias, described: -slopes[h] * |query position - key position|.
-    Kernels evaluate it at the positions of the `Mask` they are given."""
+    Kernels evaluate it at the positions of the `Mask` they are given (SDPA and flex have fast
+    paths for it)."""
 
     slopes: torch.Tensor  # (H,)
 
-    def dense(self, mask: Mask, q_len: int, k_len: int, device, dtype) -> torch.Tensor:
-        q_pos, k_pos = mask.positions(q_len, k_len, device)
-        dist = (q_pos - k_pos).abs().to(torch.float32)  # (Tq, Tk)
-        return (-self.slopes.to(device, torch.float32)[:, None, None] * dist).to(dtype)  # (H, Tq, Tk)
+    def at(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        dist = (q_pos - k_pos).abs().to(torch.float32)  # (..., Tq, Tk)
+        return -self.slopes.to(dist.device, torch.float32)[:, None, None] * dist.unsqueeze(-3)  # (..., H, Tq, Tk)
 
 
 def dense_bias(bias, mask: Mask, q: torch.Tensor, k_len: int) -> torch.Tensor | None:
     """Any bias as an additive tensor broadcastable to (B, H, Tq, Tk), or None."""
-    if isinstance(bias, LinearBias):
+    if isinstance(bias, Bias):
         return bias.dense(mask, q.shape[2], k_len, q.device, q.dtype)
     return bias
 
@@ -187,11 +213,26 @@ def _float_mask(mask: Mask, bias, q: torch.Tensor, k_len: int):
 
 
 # ----------------------------------------------------------------------------- kernels
-class Eager(nn.Module):
-    """The reference kernel: explicit scores, softmax and weighted sum. Returns the weights."""
+class Kernel(nn.Module):
+    """Base of the attention kernels: `kernel(q, k, v, mask, bias) -> (out, weights or None)`.
+
+    gives_weights: whether it hands back the attention weights (B, H, Tq, Tk); variants that read
+    them (guided attention, copy heads, heatmaps) check this on the built kernel."""
+
+    gives_weights: bool = False
 
     def __init__(self, dropout: float = 0.0):
         super().__init__()
+        self.dropout = dropout
+
+
+class Eager(Kernel):
+    """The reference kernel: explicit scores, softmax and weighted sum. Returns the weights."""
+
+    gives_weights = True
+
+    def __init__(self, dropout: float = 0.0):
+        super().__init__(dropout)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, q, k, v, mask: Mask, bias=None):
@@ -251,7 +292,7 @@ def _alibi_fast_ok(mask: Mask, q: torch.Tensor, k_len: int) -> bool:
     return plain and precise and mask.q_start + q.shape[2] - mask.k_start < 65536
 
 
-class SDPA(nn.Module):
+class SDPA(Kernel):
     """PyTorch's fused scaled_dot_product_attention; flash or memory-efficient kernels on GPU.
 
     Fast paths: plain causal -> `is_causal`; causal ALiBi -> extra head dims (alibi_as_extra_dims)
@@ -261,8 +302,7 @@ class SDPA(nn.Module):
     """
 
     def __init__(self, dropout: float = 0.0):
-        super().__init__()
-        self.dropout = dropout
+        super().__init__(dropout)
         self.math = Eager(dropout)
 
     def forward(self, q, k, v, mask: Mask, bias=None):
@@ -338,7 +378,7 @@ def flex_score_mod(bias, mask: Mask):
         def alibi(score, b, h, q_idx, kv_idx):
             return score - slopes[h] * ((q_idx + qs) - (kv_idx + ks)).abs()
         return alibi
-    if bias.dim() == 3:
+    if bias.dim() == 3:  # a tensor (other described biases arrive here evaluated)
         return lambda score, b, h, q_idx, kv_idx: score + bias[h, q_idx, kv_idx]
     return lambda score, b, h, q_idx, kv_idx: score + bias[b, h, q_idx, kv_idx]
 
@@ -351,25 +391,26 @@ def flex_attention_call(q, k, v, mask: Mask, bias=None, compiled: bool = True):
     if isinstance(bias, LinearBias):
         bias = LinearBias(bias.slopes.to(q.device))
     elif bias is not None:
-        bias = bias.to(q.dtype)
+        bias = dense_bias(bias, mask, q, k.shape[2]).to(q.dtype)
     block_mask = flex_block_mask(mask, q.shape[2], k.shape[2], q.device, compile_mask=compiled)
     fn = _compiled_flex() if compiled else flex_attention
     return fn(q, k, v, score_mod=flex_score_mod(bias, mask), block_mask=block_mask)
 
 
-class Flex(nn.Module):
+class Flex(Kernel):
     """FlexAttention (https://pytorch.org/blog/flexattention/): compiled kernels generated from a
     mask_mod and score_mod, skipping fully masked blocks (sliding windows, sparse patterns).
 
     Runs on CUDA for inputs of at least `min_len` queries. The cases SDPA runs on its flash path
     (dense causal, causal ALiBi, nothing masked) go to SDPA; so do CPU tensors, short inputs
     (decoding steps; a new block mask per step would cost more than it saves) and dropout (flex
-    has none): SDPA with a dense mask is the fallback, equal to eager.
+    has none) and masks with per-row positions (`by_row`): SDPA with a dense mask is the
+    fallback, equal to eager.
     """
 
     def __init__(self, dropout: float = 0.0, min_len: int = 128):
-        super().__init__()
-        self.dropout, self.min_len = dropout, min_len
+        super().__init__(dropout)
+        self.min_len = min_len
         self.fallback = SDPA(dropout)
 
     def _sdpa_is_fast(self, q, mask: Mask, bias, k_len: int) -> bool:
@@ -379,7 +420,7 @@ class Flex(nn.Module):
 
     def forward(self, q, k, v, mask: Mask, bias=None):
         use_flex = (q.is_cuda and q.shape[2] >= self.min_len and not (self.training and self.dropout > 0)
-                    and not self._sdpa_is_fast(q, mask, bias, k.shape[2]))
+                    and not mask.by_row and not self._sdpa_is_fast(q, mask, bias, k.shape[2]))
         if not use_flex:
             return self.fallback(q, k, v, mask, bias)
         out = flex_attention_call(q, k, v, mask, bias)
@@ -389,10 +430,32 @@ class Flex(nn.Module):
         return f"min_len={self.min_len}"
 
 
+@contextlib.contextmanager
+def eager_attention(model: nn.Module):
+    """Run every kernel of `model` that gives no weights on the eager kernel (the same function,
+    and it returns the weights) until the block ends, then put the model's own kernels back:
+    heatmaps and attention analyses of a model trained with SDPA or flex."""
+    swapped = []
+
+    def visit(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, Kernel):  # a kernel's own parts (SDPA's fallback) stay as they are
+                if not child.gives_weights:
+                    swapped.append((parent, name, child))
+                    setattr(parent, name, Eager(child.dropout))
+            else:
+                visit(child)
+
+    visit(model)
+    try:
+        yield model
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
 KERNELS = {"eager": Eager, "sdpa": SDPA, "flex": Flex}
 KERNEL_FIXED = ("dropout",)
-# Kernels that can hand back attention weights (guided attention, copy and heatmaps need them).
-GIVES_WEIGHTS = {"eager"}
 
 
 # ----------------------------------------------------------------------------- patterns

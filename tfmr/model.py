@@ -15,6 +15,13 @@ A variant appears here only as a named call on a module built from config (`self
 `self.kernel(...)`, `self.ffn(x)`); the variant classes live in positions.py, kernels.py, ffn.py
 and norms.py. Branches in this file are structural only: cache or not, causal or not, where the
 norm sits. `build_model(cfg)` in builder.py turns a ModelConfig into a Model.
+
+`start` (an int, or a `Where` of per-row positions and cache slots) is handed unchanged to the
+position hooks and the cache; positions.py defines it. fastdecode.py runs these same blocks with
+its static caches and a per-row mask. What a variant can do is declared on its class and read
+here, never guessed from names: `residual_projections()` (attention's and each FFN's output
+projections, for the depth-scaled init), `Residual.needs_final_norm`, `Position.embedding_weights()`,
+`needs_source` on the model classes.
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from torch import nn
 
 from .cache import DecodeState, KVCache
 from .kernels import Dense, Mask
+from .positions import Start
 
 
 @dataclass
@@ -57,6 +65,10 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(heads * self.head_dim, dim, bias=bias)
         self.kernel = kernel
 
+    def residual_projections(self) -> list[nn.Linear]:
+        """The projections that write into the residual stream (depth-scaled at init)."""
+        return [self.out_proj]
+
     def project_kv(self, src: torch.Tensor):
         """Keys and values of `src` (B, S, dim) -> two (B, Hkv, S, D)."""
         B, S, _ = src.shape
@@ -64,7 +76,7 @@ class Attention(nn.Module):
         v = self.v_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, D)
         return k, v
 
-    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: int = 0, kv=None):
+    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: Start = 0, kv=None):
         """Self-attention over `x`, or cross-attention when `kv` (keys, values of a memory) is given."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
@@ -73,8 +85,8 @@ class Attention(nn.Module):
             q, k = pos.rotate(q, k, start)
             if cache is not None:
                 k, v = cache.update(k, v, start)  # (B, Hkv, Tk, D): cached keys, oldest first
-                mask = mask.keys_from(getattr(cache, "key_start", 0))  # a rolling cache no longer starts at 0
-            bias = pos.bias(T, k.shape[2], start)  # (H, T, Tk) or None
+                mask = mask.keys_from(cache.key_start)  # a rolling cache no longer starts at 0
+            bias = pos.bias(T, k.shape[2], start)  # a Bias the kernel evaluates at the mask's positions, or None
         else:  # cross-attention: keys and values come from the encoder memory, no positions
             (k, v), bias = kv, None
         if self.kv_heads != self.heads:  # share each key/value head among heads // kv_heads queries
@@ -89,7 +101,12 @@ class Attention(nn.Module):
 
 
 class Residual(nn.Module):
-    """Where the norm sits around a sublayer: `residual(x, norm, sublayer) -> (x', extra)`."""
+    """Where the norm sits around a sublayer: `residual(x, norm, sublayer) -> (x', extra)`.
+
+    needs_final_norm: whether a stack of these blocks needs a norm after its last block (pre-norm
+    does; post-norm blocks already end in one)."""
+
+    needs_final_norm: bool = False
 
     def __init__(self, dropout: float = 0.0):
         super().__init__()
@@ -101,6 +118,8 @@ class Residual(nn.Module):
 
 class PreNorm(Residual):
     """x + f(norm(x)): the GPT-2 / Llama placement, stable in deep stacks."""
+
+    needs_final_norm = True
 
     def forward(self, x, norm, sublayer):
         y, extra = sublayer(norm(x))
@@ -151,15 +170,12 @@ class DeepNorm(Residual):
 
     @torch.no_grad()
     def init_block(self, block: nn.Module) -> None:
-        for attn in (block.attn, getattr(block, "cross", None)):
-            if attn is None:
-                continue
+        for attn in block.attentions():
             for proj, gain in ((attn.q_proj, 1.0), (attn.k_proj, 1.0), (attn.v_proj, self.beta),
                                (attn.out_proj, self.beta)):
                 nn.init.xavier_normal_(proj.weight, gain=gain)
-        for name, module in block.ffn.named_modules():
-            if isinstance(module, nn.Linear) and "router" not in name:
-                nn.init.xavier_normal_(module.weight, gain=self.beta)
+        for proj in block.ffn.value_projections():  # what the FFN class declares (not its router)
+            nn.init.xavier_normal_(proj.weight, gain=self.beta)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha:.4g}, beta={self.beta:.4g}"
@@ -193,7 +209,16 @@ class Block(nn.Module):
         self.ffn_norm, self.ffn = ffn_norm, ffn
         self.residual = residual
 
-    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: int = 0,
+    def attentions(self) -> list[Attention]:
+        """Self-attention, then cross-attention when there is one."""
+        return [self.attn] if self.cross is None else [self.attn, self.cross]
+
+    def residual_projections(self) -> list[nn.Linear]:
+        """Every projection of this block that writes into the residual stream, as declared by
+        its attention and feed-forward classes."""
+        return [p for a in self.attentions() for p in a.residual_projections()] + self.ffn.residual_projections()
+
+    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: Start = 0,
                 memory_kv=None, memory_mask: Mask | None = None) -> BlockOut:
         x, weights = self.residual(x, self.attn_norm, lambda h: self.attn(h, pos, mask, cache, start))
         cross_weights = None
@@ -203,7 +228,7 @@ class Block(nn.Module):
         return BlockOut(x, weights, cross_weights, aux)
 
 
-def run_blocks(blocks, x, pos, mask: Mask, cache=None, start: int = 0, memory_kvs=None,
+def run_blocks(blocks, x, pos, mask: Mask, cache=None, start: Start = 0, memory_kvs=None,
                memory_mask: Mask | None = None):
     """Apply a stack of blocks; collect attention weights and the sum of auxiliary losses."""
     attentions, cross_attentions, aux_total = [], [], None
@@ -228,6 +253,8 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, aux: torch.Tensor | Non
 class Model(nn.Module):
     """Decoder-only (causal LM) or encoder-only (bidirectional) Transformer."""
 
+    needs_source = False  # decoders: no source sequence (see EncoderDecoder)
+
     def __init__(self, cfg, tok_emb: nn.Embedding, pos: nn.Module, blocks: list[Block],
                  final_norm: nn.Module, lm_head: nn.Module, pattern: nn.Module | None = None,
                  type_emb: nn.Embedding | None = None,
@@ -247,12 +274,8 @@ class Model(nn.Module):
                 cache: list[KVCache] | None = None, start: int = 0,
                 padding_mask: torch.Tensor | None = None, last_only: bool = False,
                 token_type_ids: torch.Tensor | None = None) -> Output:
-        B, T = input_ids.shape
         mask = self.pattern.mask(self.causal, start, padding_mask)
-        x = self.pos.embed(self.tok_emb(input_ids), start)  # (B, T, dim)
-        if self.type_emb is not None:  # segment A / B (type 0 when not given)
-            x = x + self.type_emb(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
-        x = self.drop(self.embed_norm(x))
+        x = self.embed(input_ids, start, token_type_ids)  # (B, T, dim)
         x, attentions, _, aux_total = run_blocks(self.blocks, x, self.pos, mask, cache, start)
         x = self.final_norm(x)
         if last_only:
@@ -260,6 +283,14 @@ class Model(nn.Module):
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = None if targets is None else lm_loss(logits, targets, aux_total, self.cfg.label_smoothing)
         return Output(logits, loss, aux_total, attentions, x)
+
+    def embed(self, input_ids: torch.Tensor, start: Start = 0,
+              token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (B, T) placed at `start` -> the first block's input (B, T, dim)."""
+        x = self.pos.embed(self.tok_emb(input_ids), start)  # (B, T, dim)
+        if self.type_emb is not None:  # segment A / B (type 0 when not given)
+            x = x + self.type_emb(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        return self.drop(self.embed_norm(x))
 
     # ------------------------------------------------------------ decoding protocol
     def new_cache(self, batch: int, max_len: int) -> list[KVCache]:
@@ -286,8 +317,7 @@ class Model(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.tok_emb.weight.numel()
-            wpe = getattr(self.pos, "wpe", None)
-            n -= wpe.weight.numel() if wpe is not None else 0
+            n -= sum(p.numel() for p in self.pos.embedding_weights())
         return n
 
     def flops_per_token(self, seq_len: int) -> float:
@@ -306,6 +336,8 @@ class EncoderDecoder(nn.Module):
         tgt ids -> tok_emb -> pos.embed -> decoder Blocks (causal self-attn, cross-attn on memory)
                 -> final_norm -> lm_head
     """
+
+    needs_source = True  # decoding starts from an encoded source (`start_state(..., src)`)
 
     def __init__(self, cfg, src_emb: nn.Embedding, tok_emb: nn.Embedding, enc_pos: nn.Module, pos: nn.Module,
                  encoder: list[Block], enc_norm: nn.Module, decoder: list[Block], final_norm: nn.Module,
@@ -390,13 +422,16 @@ class EncoderDecoder(nn.Module):
 
 def init_weights(model: nn.Module, std: float) -> None:
     """Weight init in one place: N(0, std) for linear and embedding weights, zero biases, and
-    the projections that write into the residual stream scaled by 1/sqrt(2 * layers) (GPT-2)."""
+    the projections that write into the residual stream (each block's `residual_projections()`,
+    as its attention and FFN classes declare them) with std / sqrt(2 * layers) (GPT-2)."""
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
     depth_std = std / math.sqrt(2 * len(model.blocks))  # (decoder) layers
-    for name, p in model.named_parameters():
-        if name.endswith(("out_proj.weight", "w2.weight")):
+    scaled = {id(proj.weight) for block in model.modules() if isinstance(block, Block)
+              for proj in block.residual_projections()}
+    for p in model.parameters():  # in parameter order, so the random draws come in a fixed order
+        if id(p) in scaled:
             nn.init.normal_(p, mean=0.0, std=depth_std)

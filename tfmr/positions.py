@@ -1,14 +1,44 @@
 """Positional information: where each token sits in the sequence.
 
-A position scheme acts in one of three places, so every class here has three hooks and
-implements only the one it needs (the others pass their input through):
+The seam. A position scheme acts in one of three places, so every class here answers the same
+three hooks and implements only the one it needs (the `Position` base passes its input through):
 
-    embed(x, start)             add a vector to the token embeddings   (sinusoidal, learned)
-    rotate(q, k, start)         rotate queries and keys               (RoPE family)
-    bias(q_len, k_len, start)   add a bias to the attention scores     (ALiBi family)
+    embed(x, start) -> x                 add vectors to the token embeddings     (sinusoidal, learned)
+                                         x (B, T, dim) -> (B, T, dim)
+    rotate(q, k, start) -> (q, k)        rotate queries and keys                  (RoPE, xPos)
+                                         q (B, H, T, D), k (B, Hkv, T, D) -> same shapes, same dtypes
+    bias(q_len, k_len, start) -> Bias | None
+                                         describe a bias added to the attention scores (ALiBi)
 
-`start` is the absolute position of the first token of `x` (non-zero while decoding with a KV
-cache). Kinds (the `POSITIONS` dict at the bottom):
+`start` says where the T tokens of the chunk sit (`Start = int | Where`), in one of two forms:
+
+    int s                      token t of every row sits at position s + t: a training forward
+                               (s = 0) or a step of decode.py with its KV cache (s = tokens so far)
+    Where(positions, slots)    per-row positions of a left-padded batch (fastdecode.py):
+                               positions (B, T) long, token t of row b sits at positions[b, t] of
+                               its own sequence; slots (T,) long, the static-cache slots the chunk
+                               is written to (the cache reads them; position schemes do not)
+
+`positions_of(start, T, device)` gives either form as a tensor of positions, (T,) or (B, T); a
+scheme that computes from positions handles both forms with it.
+
+A bias is described, never materialised here: the hook returns a `Bias` (kernels.py), a function
+`bias.at(q_pos, k_pos)` of query and key positions, and the attention kernel evaluates it at the
+positions of the `Mask` it is given. The mask knows where queries and keys sit (an offset query,
+a rolling cache's first key, the per-row positions of a left-padded batch over cache slots), so
+one description holds everywhere and kernels can take fast paths (ALiBi's `LinearBias` runs on
+SDPA's flash kernel). The spine (model.py) and fast decoding (fastdecode.py) call the same hooks.
+
+What a scheme declares on its class (the builder, trainers and fast decoding read these; nothing
+reads a kind string or a class name):
+
+    max_len(context) -> int | None       classmethod: the most positions a model of `context`
+                                         tokens can place; None = any number (`max_positions(cfg)`
+                                         in builder.py asks it for a config)
+    embedding_weights() -> [Parameter]   its parameters that count as embeddings (Model.num_params)
+    float32 = (names, ...)               constants that stay float32 when the model is cast
+
+Kinds (the `POSITIONS` dict at the bottom):
 
     none         no positions (NoPE)
     sinusoidal   fixed sin/cos table added to the embeddings           (Vaswani et al. 2017)
@@ -19,23 +49,58 @@ cache). Kinds (the `POSITIONS` dict at the bottom):
     xpos         RoPE with xPos's exponential decay (scale_base=512 by default)
     alibi        linear attention biases -slope_h * |i - j|            (Press et al. 2021)
 
-ALiBi's bias is handed to the kernel *described* (a `LinearBias`: the slopes only); the kernel
-evaluates it at the mask's query and key positions, so it works at any cache offset and lets
-kernels take fast paths (see kernels.py). Relative schemes with learned tables (T5) and rotary
-variants with per-frequency ramps (YaRN, Llama 3) are left out; they plug in the same way.
+Relative schemes with learned tables (T5) and rotary variants with per-frequency ramps (YaRN,
+Llama 3) are left out; they plug in the same way (tests/test_contracts.py defines a new absolute
+and a new bias scheme outside the library and runs them through training and every decoder).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .kernels import LinearBias
+from .kernels import Bias, LinearBias
+
+
+@dataclass
+class Where:
+    """Per-row placement of a chunk of T tokens in a left-padded batch (the tensor form of `start`).
+
+    positions  (B, T) long   token t of row b sits at position positions[b, t] of its own sequence
+    slots      (T,) long     the cache slots the chunk is written to, the same for every row
+    """
+
+    positions: torch.Tensor
+    slots: torch.Tensor
+
+
+Start = int | Where
+
+
+def positions_of(start: Start, length: int, device) -> torch.Tensor:
+    """The positions of a chunk of `length` tokens placed at `start`: (T,) for an int, (B, T) for
+    a `Where`."""
+    if isinstance(start, Where):
+        return start.positions
+    return torch.arange(start, start + length, device=device)
 
 
 class Position(nn.Module):
-    """Base class: every hook is the identity.
+    """Base class of the position seam; every hook here is the identity.
+
+    start: `int | Where`. An int s places token t of every row at position s + t; a `Where`
+    places token t of row b at where.positions[b, t] (per-row positions of a left-padded batch;
+    its `slots` are for the cache). `positions_of(start, T, device)` -> (T,) or (B, T).
+
+    embed(x (B, T, dim), start) -> (B, T, dim)           absolute schemes add their vectors
+    rotate(q (B, H, T, D), k (B, Hkv, T, D), start) -> (q, k), same shapes and dtypes
+    bias(q_len, k_len, start) -> Bias | None             a described bias (kernels.Bias): the
+        kernel evaluates `bias.at(q_pos, k_pos)` at its Mask's query and key positions, which
+        covers offsets, rolling caches and per-row positions alike
+    max_len(context) -> int | None    classmethod: most positions placeable (None: unlimited)
+    embedding_weights() -> list[Parameter]    parameters counted as embeddings
 
     Constants named in `float32` (RoPE frequencies, ALiBi slopes) follow the model's device but
     keep float32 when the model is cast (`model.to(torch.bfloat16)`): rounding them would shift
@@ -49,13 +114,22 @@ class Position(nn.Module):
             setattr(self, name, t.to(fn(t).device))  # fn's device, not its dtype
         return super()._apply(fn, recurse)
 
-    def embed(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    @classmethod
+    def max_len(cls, context: int) -> int | None:
+        """The most positions this scheme can place in a model of `context` tokens (None: any)."""
+        return None
+
+    def embedding_weights(self) -> list[nn.Parameter]:
+        """Parameters that are embeddings (left out of the non-embedding parameter count)."""
+        return []
+
+    def embed(self, x: torch.Tensor, start: Start = 0) -> torch.Tensor:
         return x
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int = 0):
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: Start = 0):
         return q, k
 
-    def bias(self, q_len: int, k_len: int, start: int = 0) -> torch.Tensor | None:
+    def bias(self, q_len: int, k_len: int, start: Start = 0) -> Bias | None:
         return None
 
 
@@ -63,17 +137,23 @@ class NoPosition(Position):
     """No positional information at all (NoPE); causal masking alone leaks some order."""
 
 
-def sinusoid_table(length: int, dim: int, base: float = 10000.0, halves: bool = False) -> torch.Tensor:
-    """The table of Vaswani et al. 2017, section 3.5: sin on even, cos on odd dimensions; with
-    `halves`, the same columns reordered as all sines then all cosines (Marian, tensor2tensor)."""
-    pos = torch.arange(length, dtype=torch.float32)[:, None]  # (T, 1)
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(base) / dim))  # (dim/2,)
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+def sinusoid_at(pos: torch.Tensor, dim: int, base: float = 10000.0, halves: bool = False) -> torch.Tensor:
+    """The sinusoids of Vaswani et al. 2017, section 3.5, at positions `pos` of any shape (...,):
+    sin on even, cos on odd dimensions; with `halves`, the same columns reordered as all sines
+    then all cosines (Marian, tensor2tensor). -> (..., dim) float32."""
+    pos = pos.to(torch.float32)[..., None]  # (..., 1)
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=pos.device) * (-math.log(base) / dim))
+    table = torch.zeros(*pos.shape[:-1], dim, device=pos.device)
+    table[..., 0::2] = torch.sin(pos * freq)
+    table[..., 1::2] = torch.cos(pos * freq[: dim // 2])
     if halves:
-        table = torch.cat([table[:, 0::2], table[:, 1::2]], dim=1)
-    return table  # (T, dim)
+        table = torch.cat([table[..., 0::2], table[..., 1::2]], dim=-1)
+    return table  # (..., dim)
+
+
+def sinusoid_table(length: int, dim: int, base: float = 10000.0, halves: bool = False) -> torch.Tensor:
+    """`sinusoid_at` for positions 0 .. length - 1: (T, dim)."""
+    return sinusoid_at(torch.arange(length), dim, base, halves)
 
 
 class Sinusoidal(Position):
@@ -86,7 +166,9 @@ class Sinusoidal(Position):
         self.scale = math.sqrt(dim) if scale else 1.0
         self.register_buffer("table", sinusoid_table(context, dim, base, halves), persistent=False)
 
-    def embed(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, start: Start = 0) -> torch.Tensor:
+        if isinstance(start, Where):  # per-row positions: computed, so no table bound to check
+            return x * self.scale + sinusoid_at(start.positions, self.dim, self.base, self.halves).to(x.dtype)
         end = start + x.shape[1]
         if end > self.table.shape[0]:  # longer than ever seen: extend the table (no parameters)
             self.table = sinusoid_table(max(end, 2 * self.table.shape[0]), self.dim, self.base, self.halves).to(x.device)
@@ -104,15 +186,20 @@ class Learned(Position):
         self.context = context
         self.wpe = nn.Embedding(context, dim)
 
-    def embed(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        end = start + x.shape[1]
-        if end > self.context:
+    @classmethod
+    def max_len(cls, context: int) -> int | None:
+        return context
+
+    def embedding_weights(self) -> list[nn.Parameter]:
+        return [self.wpe.weight]
+
+    def embed(self, x: torch.Tensor, start: Start = 0) -> torch.Tensor:
+        if isinstance(start, int) and start + x.shape[1] > self.context:
             raise ValueError(
-                f"learned positions cover {self.context} tokens; asked for position {end - 1}. "
+                f"learned positions cover {self.context} tokens; asked for position {start + x.shape[1] - 1}. "
                 "Use a shorter input, or a scheme that extrapolates (sinusoidal, rope, alibi)."
             )
-        idx = torch.arange(start, end, device=x.device)
-        return x + self.wpe(idx)  # (B, T, dim) + (T, dim)
+        return x + self.wpe(positions_of(start, x.shape[1], x.device))  # (B, T, dim) + (T or B, T, dim)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -185,12 +272,11 @@ class Rope(Position):
             scale = torch.cat((scale, scale), dim=-1)  # (..., T, r)
         return angles.cos(), angles.sin(), scale
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int | torch.Tensor = 0):
-        """q (B, H, T, D), k (B, Hkv, T, D) -> rotated q, k (same shapes and dtypes).
-        `start` is the position of the first token, or a (B, T) tensor of per-row positions
-        (left-padded batches in fastdecode.py)."""
-        if isinstance(start, torch.Tensor):
-            cos, sin, scale = (None if t is None else t[:, None] for t in self.tables_at(start))  # (B, 1, T, r)
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: Start = 0):
+        """q (B, H, T, D), k (B, Hkv, T, D) -> rotated q, k (same shapes and dtypes), at an int
+        start (tables shared by the batch, memoised) or per-row positions (a `Where`)."""
+        if isinstance(start, Where):
+            cos, sin, scale = (None if t is None else t[:, None] for t in self.tables_at(start.positions))  # (B, 1, T, r)
         else:
             cos, sin, scale = self.tables(start, q.shape[2], q.device)  # (T, r)
         if scale is None:
@@ -251,16 +337,10 @@ class Alibi(Position):
         self.heads = heads
         self.slopes = alibi_slopes(heads)  # (H,) float32 on the model's device (see Position._apply)
 
-    def bias(self, q_len: int, k_len: int, start=0):
-        """A `LinearBias` (the kernel evaluates it at its mask's positions). Fast decoding
-        (fastdecode.py) passes its queries' cache slots instead of an int start (a tensor (T,), or
-        an object holding it as `.slots`) and reads the cache whole: then the dense (H, T, k_len)
-        bias over slots, which equals the one over positions since only left padding shifts them."""
-        if isinstance(start, int):
-            return LinearBias(self.slopes)
-        slots = getattr(start, "slots", start)  # (T,)
-        dist = (slots[:, None] - torch.arange(k_len, device=slots.device)[None, :]).abs()  # (T, k_len)
-        return -self.slopes.to(slots.device)[:, None, None] * dist  # (H, T, k_len)
+    def bias(self, q_len: int, k_len: int, start: Start = 0) -> LinearBias:
+        """The bias described by its slopes (`LinearBias`); the kernel evaluates it at its mask's
+        query and key positions, whatever `start` is."""
+        return LinearBias(self.slopes)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}"

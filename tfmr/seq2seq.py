@@ -16,7 +16,6 @@ grapheme-to-phoneme conversion. Beam search is `tfmr.decode.beam_search`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 from dataclasses import dataclass
@@ -26,10 +25,10 @@ from typing import Callable, Sequence
 import torch
 
 from . import checkpoint
-from .builder import build_model
+from .builder import build_model, max_positions
 from .config import ConfigError, ModelConfig, TrainConfig, from_dict
 from .decode import greedy
-from .kernels import Eager
+from .kernels import eager_attention  # re-exported: run a model on the eager kernel
 from .train import TrainLoop, autocast_for
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
@@ -194,7 +193,7 @@ class DecodeConfig:
 
 def check_lengths(pairs: Sequence[Pair], cfg: ModelConfig) -> None:
     """Learned positions cannot go past model.context: refuse data that would."""
-    if cfg.pos.kind != "learned":
+    if max_positions(cfg) is None:
         return
     longest = max(max(len(s), len(t) + 1) for s, t in pairs)
     if longest > cfg.context:
@@ -289,23 +288,6 @@ def greedy_decode(model, src: torch.Tensor, max_len: int, bos: int = BOS, eos: i
     start = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
     ids = greedy(model, start, max_len, eos_id=eos, src=src)[:, 1:].tolist()  # (B, new), </s> padded
     return [row[:row.index(eos)] if eos in row else row for row in ids]
-
-
-@contextlib.contextmanager
-def eager_attention(model: torch.nn.Module):
-    """Temporarily run every attention layer on the eager kernel, which returns its weights
-    (for heatmaps of a model trained with SDPA; both kernels compute the same function)."""
-    saved = []
-    for module in model.modules():
-        kernel = getattr(module, "kernel", None)
-        if isinstance(kernel, torch.nn.Module) and not isinstance(kernel, Eager):
-            saved.append((module, kernel))
-            module.kernel = Eager(getattr(kernel, "dropout", 0.0))
-    try:
-        yield model
-    finally:
-        for module, kernel in saved:
-            module.kernel = kernel
 
 
 __all__ = ["Vocab", "PairVocab", "BucketBatches", "collate", "Seq2SeqTrainConfig", "DecodeConfig",

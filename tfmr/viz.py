@@ -7,8 +7,8 @@
     attention_maps(model, ids, out)    one PNG per layer: a grid of heads, query x key weights
 
 `tfmr viz positions` and `tfmr viz attention --checkpoint DIR --text ...` call these. Attention
-maps need weights, so the model's kernels are swapped for the eager one (same math, same
-weights) for the picture. Training curves are drawn by train.py, perplexity curves by experiments.
+maps need weights, so the model runs under `kernels.eager_attention` (same math, and the eager
+kernel returns the weights) for the picture. Training curves are drawn by train.py, perplexity curves by experiments.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .kernels import Eager, Mask
+from .kernels import Mask, eager_attention
 from .positions import Alibi, Rope, XPos, sinusoid_table
 
 
@@ -106,15 +106,9 @@ def positions(out_dir: str | Path) -> list[Path]:
 @torch.no_grad()
 def attention_weights(model, ids: torch.Tensor) -> list[torch.Tensor]:
     """Per layer (B, H, T, T) self-attention weights, computed with the eager kernel."""
-    kernels = [block.attn.kernel for block in model.blocks]
-    try:
-        for block in model.blocks:
-            block.attn.kernel = Eager()
+    with eager_attention(model):
         model.eval()
         return model(ids).attentions
-    finally:
-        for block, kernel in zip(model.blocks, kernels):
-            block.attn.kernel = kernel
 
 
 def attention_maps(model, ids: torch.Tensor, out_dir: str | Path, labels: list[str] | None = None) -> list[Path]:

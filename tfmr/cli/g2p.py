@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..builder import max_positions
 from ..config import ConfigError
 from ..presets import G2PConfig, names
 from ..seq2seq import load_run
@@ -92,7 +93,7 @@ def run_predict(args, words: Sequence[str]) -> int:
     if bad:
         raise ConfigError(f"G2P reads words of letters a-z and apostrophes; cannot read {bad}")
     long = [w for w in words if len(w) > cfg.model.context]
-    if long and cfg.model.pos.kind == "learned":
+    if long and max_positions(cfg.model) is not None:
         raise ConfigError(f"this model reads words of up to {cfg.model.context} letters; {long[0]!r} is longer")
     beam = (args.beam or [cfg.decode.beam_size])[-1]
     lex = lexicon(cfg.data.stress)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..cli.common import config_flags, guarded, resolve_config
-from ..heads import build_copy_model
+from ..builder import build_copy_model
 from ..presets import CopyTaskConfig, copytask
 from ..seq2seq import UNK, PairVocab, Seq2SeqTrainer, Vocab, greedy_decode, pad_batch
 
