@@ -20,12 +20,13 @@ setup: $(STAMP)
 
 # The main job: grapheme-to-phoneme on CMUdict (docs/g2p.md): a 7-minute training budget, then test
 # WER / PER with greedy and beam search, example words and cross-attention heatmaps in runs/g2p/.
+# Running it again starts over in runs/g2p (--overwrite); `tfmr train` alone never replaces a run.
 run: $(STAMP)
-	$(VENV)/bin/tfmr g2p train --preset g2p-small --out runs/g2p
+	$(VENV)/bin/tfmr g2p train --preset g2p-small --out runs/g2p --overwrite
 
 # A character-level language model on the embedded corpus (Python's own docs), samples at the end.
 lm: $(STAMP)
-	$(VENV)/bin/tfmr train --preset default --out runs/default
+	$(VENV)/bin/tfmr train --preset default --out runs/default --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest

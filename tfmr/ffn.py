@@ -57,6 +57,10 @@ class FFN(nn.Module):
         """The Linear layers DeepNorm initialises with gain beta (all of them, in module order)."""
         return [m for m in self.modules() if isinstance(m, nn.Linear)]
 
+    def active_parameters(self) -> int:
+        """Parameters one token meets (all of them for a dense FFN)."""
+        return sum(p.numel() for p in self.parameters())
+
 
 class MLP(FFN):
     """Position-wise MLP (https://arxiv.org/abs/1706.03762): w2(act(w1 x)), hidden = mult * dim."""
@@ -266,6 +270,10 @@ class MoE(FFN):
 
     def value_projections(self) -> list[nn.Linear]:
         return [p for expert in self.experts for p in expert.value_projections()]
+
+    def active_parameters(self) -> int:
+        """The router plus top_k experts: what one token meets."""
+        return self.router.weight.numel() + self.top_k * self.experts[0].active_parameters()
 
     def route(self, x: torch.Tensor):
         """Router logits (N, E), probabilities (N, E), gates (N, k) and experts (N, k), in fp32."""

@@ -84,7 +84,8 @@ def evaluate(model, scheme: str, val, cfg: RunConfig, factors: list[int], eval_w
     head_dim = cfg.model.dim // cfg.model.heads
     for f in factors:
         length = f * context
-        rows[scheme].append(None if scheme == "learned" and f > 1 else perplexity(model, val, length, n_tokens))
+        limit = type(original).max_len(context)  # learned positions stop at the training context
+        rows[scheme].append(None if limit is not None and length > limit else perplexity(model, val, length, n_tokens))
         for name, option in variants.items():
             model.pos = Rope(head_dim, context, **{option: float(f)})
             rows[name].append(perplexity(model, val, length, n_tokens))

@@ -48,11 +48,7 @@ def config(ffn: Choice, base: RunConfig) -> RunConfig:
 
 def active_ffn_params(model) -> int:
     """FFN parameters one token uses: the dense FFN, or the router plus k experts."""
-    ffn = model.blocks[0].ffn
-    if hasattr(ffn, "experts"):
-        per_expert = sum(p.numel() for p in ffn.experts[0].parameters())
-        return len(model.blocks) * (ffn.router.weight.numel() + ffn.top_k * per_expert)
-    return len(model.blocks) * sum(p.numel() for p in ffn.parameters())
+    return sum(block.ffn.active_parameters() for block in model.blocks)
 
 
 def run_one(name: str, ffn: Choice, base: RunConfig, out: Path) -> dict:
