@@ -371,7 +371,15 @@ class EncoderDecoder(nn.Module):
 
     def decode(self, tgt_ids, memory, src_mask, targets=None, cache=None, start: int = 0,
                memory_kvs=None, last_only: bool = False) -> Output:
-        x = self.drop(self.pos.embed(self.tok_emb(tgt_ids), start))  # (B, T, dim)
+        return self.decode_embedded(self.tok_emb(tgt_ids), memory, src_mask, targets, cache, start, memory_kvs,
+                                    last_only)
+
+    def decode_embedded(self, tok_x, memory, src_mask, targets=None, cache=None, start: int = 0,
+                        memory_kvs=None, last_only: bool = False) -> Output:
+        """The decoder from token embeddings `tok_x` (B, T, dim) instead of ids: `decode` is
+        `decode_embedded(tok_emb(ids), ...)`. Two-pass scheduled sampling (objectives.py) feeds
+        mixtures of embeddings through it; positions, dropout and blocks are the same."""
+        x = self.drop(self.pos.embed(tok_x, start))  # (B, T, dim)
         kvs = memory_kvs if memory_kvs is not None else self.memory_kvs(memory)
         x, attentions, cross, aux = run_blocks(self.blocks, x, self.pos, self.pattern.mask(True, start), cache,
                                                start, kvs, Mask(causal=False, key_padding=src_mask))

@@ -7,8 +7,9 @@ batched greedy decoding for encoder-decoder models.
     collate(pairs)          {src_ids (B, S), tgt_ids (B, T) = <s> y, targets (B, T) = y </s>}, padded
                             with <pad> (inputs) and -100 (targets, ignored by the loss)
     Seq2SeqTrainer          the one training loop (train.TrainLoop) on pairs: teacher forcing
-                            with label smoothing on bucketed batches; its loop, schedule, time
-                            budget, compile, checkpoints and metrics are train.py's
+                            with label smoothing on bucketed batches, or another objective of
+                            objectives.py (`train.objective`, `train.guided_attention`); its loop,
+                            schedule, time budget, compile, checkpoints and metrics are train.py's
     greedy_decode(...)      batched arg-max decoding (tfmr.decode.greedy), ids before </s>
 
 What a task adds (the data, its metric, its presets) lives in the task's own module: g2p.py for
@@ -26,9 +27,10 @@ import torch
 
 from . import checkpoint
 from .builder import build_model, max_positions
-from .config import ConfigError, ModelConfig, TrainConfig, from_dict
+from .config import Choice, ConfigError, ModelConfig, TrainConfig, check_options, choice, from_dict
 from .decode import greedy
 from .kernels import eager_attention  # re-exported: run a model on the eager kernel
+from .objectives import OBJECTIVES, GuidedAttention, Task
 from .train import TrainLoop, autocast_for
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
@@ -179,6 +181,11 @@ class Seq2SeqTrainConfig(TrainConfig):
 
     batch_tokens: int = 0  # > 0: cap each batch at this many padded tokens (source + target)
     eval_pairs: int = 2000  # dev pairs in the dev loss (and the task's own dev metric)
+    objective: Choice = choice("teacher-forcing")  # objectives.OBJECTIVES: scheduled, two-pass, parallel, reinforce, ...
+    guided_attention: float = 0.0  # > 0: weight of the guided attention loss (needs model.kernel=eager)
+    guided_sigma: float = 0.4  # g, the width of the guided attention's diagonal band
+    guided_layers: str = "all"  # cross-attention layers it acts on: all, or indices such as 0,1
+    guided_heads: str = "0,1"  # heads of each chosen layer it acts on
 
 
 @dataclass
@@ -230,7 +237,31 @@ class Seq2SeqTrainer(TrainLoop):
         self.dev_pairs = list(self.all_dev_pairs)[: t.eval_pairs]
 
     def build_model(self) -> torch.nn.Module:
-        return self.make_model(self.cfg.model)
+        model = self.make_model(self.cfg.model)
+        self.setup_objective(model)
+        return model
+
+    def setup_objective(self, model: torch.nn.Module) -> None:
+        """`train.objective` and the guided attention term, checked against the model at start."""
+        t = self.cfg.train
+        check_options(t.objective, OBJECTIVES, "train.objective")
+        self.objective = OBJECTIVES[t.objective.kind](**t.objective.options)
+        task = Task(BOS, EOS, PAD, self.vocab.tgt.decode, self.cfg.model.context)
+        self.objective.setup(model, task)
+        self.guided = None
+        if t.guided_attention:
+            if not self.objective.with_guided_attention:
+                raise ConfigError(f"train.guided_attention adds to a teacher-forced loss; train.objective="
+                                  f"{t.objective.kind} does not compute one (use teacher-forcing, scheduled, "
+                                  "two-pass or parallel)")
+            self.guided = GuidedAttention(t.guided_attention, t.guided_sigma, t.guided_layers, t.guided_heads)
+            self.guided.setup(model)
+
+    def extra_state(self) -> dict:
+        return self.objective.state()
+
+    def load_extra_state(self, tensors: dict) -> None:
+        self.objective.load_state(tensors)
 
     def vocabulary(self) -> PairVocab:
         return self.vocab
@@ -238,7 +269,10 @@ class Seq2SeqTrainer(TrainLoop):
     def batch_loss(self) -> torch.Tensor:
         batch = self.make_batch(self.batches.next(), self.device)
         self.tokens += int((batch["targets"] != -100).sum())  # target tokens
-        return self.forward(**batch).loss
+        out = self.objective.loss(self.forward, self.model, batch, self.step)  # train.objective
+        if self.guided is None:
+            return out.loss
+        return out.loss + self.guided.weight * self.guided.loss(out, batch["src_ids"], batch["targets"], PAD)
 
     def log_fields(self) -> dict:
         return {"epoch": self.batches.epoch}

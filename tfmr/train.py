@@ -304,6 +304,14 @@ class TrainLoop:
         """Extra numbers for each log record (the epoch, for example)."""
         return {}
 
+    def extra_state(self) -> dict:
+        """Tensors a resumed run needs beyond weights, optimizer, RNG and sampler (a training
+        objective's running baseline, for example); saved beside the RNG state."""
+        return {}
+
+    def load_extra_state(self, tensors: dict) -> None:
+        """Restore what `extra_state` saved (`tensors` holds every saved state tensor)."""
+
     # ------------------------------------------------------------------ state
     def adopt_saved_config(self) -> None:
         saved = from_dict(type(self.cfg), checkpoint.read_config(self.ckpt_dir))
@@ -321,10 +329,11 @@ class TrainLoop:
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])
         self.batches.load_state(tensors["rng.data"])
+        self.load_extra_state(tensors)
         self.log(f"resumed from {self.ckpt_dir} at step {self.step} ({self.seconds / 60:.1f} min trained)")
 
     def save(self) -> Path:
-        tensors = {"rng.torch": torch.get_rng_state(), "rng.data": self.batches.state()}
+        tensors = {"rng.torch": torch.get_rng_state(), "rng.data": self.batches.state(), **self.extra_state()}
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         extra = {"step": self.step, "seconds": self.seconds, "history": self.history}

@@ -1,0 +1,537 @@
+"""Training objectives of an encoder-decoder: what one micro-batch's loss is.
+
+    teacher-forcing   cross entropy of the gold next token, the gold prefix fed in (the default)
+    scheduled         scheduled sampling (Bengio et al. 2015): each input position gets the model's
+                      own previous prediction with probability 1 - eps_i
+    two-pass          two-pass scheduled sampling (Mihaylova & Martins 2019): a teacher-forced
+                      first pass, then per position the gold embedding or a predicted one
+                      (arg-max, top-k weighted, softmax weighted)
+    parallel          parallel scheduled sampling (Duckworth et al. 2019): K passes, each mixing
+                      samples of the previous pass with gold; the loss on the last
+    reinforce         REINFORCE on a metric with a moving-average reward baseline
+    self-critical     SCST (Rennie et al. 2017): the greedy decode's reward is the baseline
+    mrt               minimum risk training (Shen et al. 2016) over a sampled candidate set
+    GuidedAttention   the guided attention loss (Tachibana et al. 2017), an extra term that
+                      composes with the first four (not with the RL objectives)
+
+    schedules  eps_i, the probability of the gold token at step i (SCHEDULES):
+               constant k | linear max(eps_min, k - c i) | exponential k^i |
+               inverse-sigmoid k / (k + exp(i / k))
+    REWARDS    (hyp symbols, reference symbol lists) -> float: bleu (sacrebleu sentence BLEU / 100,
+               tokenize="none" on the space-joined symbols), per (1 - PER), exact (exact match)
+
+Every objective is a class with `loss(forward, model, batch, step) -> Output` (the Output whose
+`.loss` is minimised); `forward` is the loop's (possibly compiled) model, `model` the module
+itself for methods (`encode`, `decode_embedded`), `batch` the collated dict (src_ids, tgt_ids =
+<s> y, targets = y </s>), `step` the loop's step counter. `setup(model, task)` checks the model
+and takes the task's token ids. Randomness comes only from the global torch RNG, which the loop
+saves, so resumed runs stay bit-identical; a running baseline is saved through `state()`.
+
+Design choices:
+- A Transformer decoder is parallel over positions, so "the model's own previous prediction"
+  (scheduled, parallel) comes from a teacher-forced pass without gradient, as in Duckworth et al.
+  and Mihaylova & Martins; training stays one parallel pass per round, never a token-by-token loop.
+- Two-pass mixes *embeddings*. The seam is `EncoderDecoder.decode_embedded(tok_x, memory, ...)`:
+  `decode(ids)` is `decode_embedded(tok_emb(ids))`, so the spine gains no flag; the objective
+  encodes once and runs the decoder twice from embeddings it computes (it calls the model's
+  methods, so `train.compile` does not reach it). Models without `decode_embedded` (the
+  pointer-generator wrapper) are refused at start.
+- RL objectives sample with the decoding protocol (`start_state` / `step`, batched, in eval mode,
+  no gradient), then get log p(y|x) with gradient by one teacher-forced forward on the samples.
+  The sampler is here, not `tfmr.decode.sample`, because that one draws from its own generator
+  (seeded from the OS when no seed is given) and a training objective must use the saved RNG.
+
+The registry `OBJECTIVES` at the bottom is read by `Seq2SeqTrainer` (`train.objective`); the
+guided attention term is `train.guided_attention` (its weight; 0 = off) with `guided_sigma`,
+`guided_layers`, `guided_heads`. Not here: beam-search n-best candidate sets for MRT (sampled
+sets only), RL for decoder-only language models.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .config import ConfigError
+from .metrics import edit_distance
+from .model import Block, Output
+
+
+# ----------------------------------------------------------------------------- schedules
+def _constant(i: int, k: float, c: float) -> float:
+    return k
+
+
+def _linear(i: int, k: float, c: float) -> float:
+    return k - c * i
+
+
+def _exponential(i: int, k: float, c: float) -> float:
+    return k ** i
+
+
+def _inverse_sigmoid(i: int, k: float, c: float) -> float:
+    return 0.0 if i / k > 700 else k / (k + math.exp(i / k))
+
+
+SCHEDULES = {"constant": _constant, "linear": _linear, "exponential": _exponential,
+             "inverse-sigmoid": _inverse_sigmoid}
+DEFAULT_K = {"constant": 1.0, "linear": 1.0, "exponential": 0.9999, "inverse-sigmoid": 1000.0}
+
+
+class Schedule:
+    """eps_i, the probability of feeding the gold token at training step i (Bengio et al. 2015,
+    section 2.4), never below eps_min: linear max(eps_min, k - c i), exponential k^i,
+    inverse-sigmoid k / (k + exp(i / k)), constant k. `k=None` takes the kind's usual value."""
+
+    def __init__(self, kind: str = "inverse-sigmoid", k: float | None = None, c: float = 1e-4,
+                 eps_min: float = 0.0):
+        if kind not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {kind!r}; valid schedules: {', '.join(SCHEDULES)}")
+        self.kind, self.k, self.c, self.eps_min = kind, float(DEFAULT_K[kind] if k is None else k), float(c), float(eps_min)
+        if kind == "inverse-sigmoid" and self.k < 1:
+            raise ConfigError(f"the inverse-sigmoid schedule needs k >= 1, got {self.k}")
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, max(self.eps_min, SCHEDULES[self.kind](step, self.k, self.c)))
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.kind!r}, k={self.k}, c={self.c}, eps_min={self.eps_min})"
+
+
+# ----------------------------------------------------------------------------- rewards
+def bleu_reward(hyp: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
+    """sacrebleu's sentence BLEU of the space-joined symbols (tokenize="none"), in [0, 1]."""
+    from .metrics import sentence_bleu
+
+    return sentence_bleu(" ".join(hyp), [" ".join(r) for r in refs], tokenize="none") / 100.0
+
+
+def per_reward(hyp: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
+    """1 - PER against the closest reference: 1 - edit distance / reference length (may go below 0)."""
+    return max(1.0 - edit_distance(hyp, r) / max(len(r), 1) for r in refs)
+
+
+def exact_reward(hyp: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
+    """1 when the hypothesis equals one of the references, else 0."""
+    return float(any(list(hyp) == list(r) for r in refs))
+
+
+REWARDS = {"bleu": bleu_reward, "per": per_reward, "exact": exact_reward}
+
+
+# ----------------------------------------------------------------------------- the task's ids
+@dataclass
+class Task:
+    """What objectives need from the task: special ids and how ids become symbols."""
+
+    bos: int
+    eos: int
+    pad: int
+    symbols: Callable[[Sequence[int]], list]  # target ids -> symbols, up to the first </s>
+    context: int  # longest target the model's positions take
+
+
+def _without_targets(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k != "targets"}
+
+
+def mix_tokens(gold: torch.Tensor, pred_out: torch.Tensor, eps: float, pad: int) -> torch.Tensor:
+    """Decoder inputs (B, T): gold with probability eps per position, else the prediction made at
+    the previous position (`pred_out[:, t - 1]`). Position 0 (<s>) and padding stay gold."""
+    pred_in = torch.cat([gold[:, :1], pred_out[:, :-1]], dim=1)  # (B, T): what the model said before t
+    keep = (torch.rand(gold.shape, device=gold.device) < eps) | (gold == pad)
+    keep[:, 0] = True
+    return torch.where(keep, gold, pred_in)
+
+
+def predict_tokens(logits: torch.Tensor, how: str, temperature: float = 1.0) -> torch.Tensor:
+    """(B, T, V) -> (B, T): the arg-max, or a draw from softmax(logits / temperature)."""
+    if how == "argmax":
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs.flatten(0, 1), 1).view(logits.shape[:2])
+
+
+PREDICT = ("argmax", "sample")
+
+
+# ----------------------------------------------------------------------------- objectives
+class Objective:
+    """One micro-batch's loss. `with_guided_attention`: whether the guided attention term can be
+    added to the Output this objective returns (its cross-attention is over the gold target)."""
+
+    with_guided_attention = True
+
+    def setup(self, model: torch.nn.Module, task: Task) -> None:
+        self.task = task
+
+    def loss(self, forward, model, batch: dict, step: int) -> Output:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        """Tensors a resumed run needs (a running baseline); keys start with 'objective.'."""
+        return {}
+
+    def load_state(self, tensors: dict) -> None:
+        pass
+
+
+class TeacherForcing(Objective):
+    """Cross entropy of y_t given the gold prefix <s> y_<t (label smoothing is the model's)."""
+
+    def loss(self, forward, model, batch, step):
+        return forward(**batch)
+
+
+class ScheduledSampling(Objective):
+    """Scheduled sampling (Bengio et al. 2015, https://arxiv.org/abs/1506.03099).
+
+    Each decoder input position t >= 1 is the gold y_{t-1} with probability eps_i (the schedule at
+    training step i), else the model's own prediction for that position. A Transformer predicts
+    all positions at once, so the predictions come from a teacher-forced pass without gradient;
+    the loss is the cross entropy of the second pass on the mixed inputs. `predict`: argmax, or
+    sample (from softmax(logits / temperature)). eps = 1 is teacher forcing."""
+
+    def __init__(self, schedule: str = "inverse-sigmoid", k: float | None = None, c: float = 1e-4,
+                 eps_min: float = 0.0, predict: str = "argmax", temperature: float = 1.0):
+        self.schedule = Schedule(schedule, k, c, eps_min)
+        if predict not in PREDICT:
+            raise ConfigError(f"unknown predict {predict!r}; valid: {', '.join(PREDICT)}")
+        self.predict, self.temperature = predict, float(temperature)
+
+    def loss(self, forward, model, batch, step):
+        eps = self.schedule(step)
+        with torch.no_grad():
+            first = forward(**_without_targets(batch)).logits  # (B, T, V)
+        pred = predict_tokens(first, self.predict, self.temperature)  # (B, T)
+        mixed = mix_tokens(batch["tgt_ids"], pred, eps, self.task.pad)
+        return forward(**{**batch, "tgt_ids": mixed})
+
+
+class ParallelScheduledSampling(ScheduledSampling):
+    """Parallel scheduled sampling (Duckworth et al. 2019, https://arxiv.org/abs/1906.04331).
+
+    K passes: the first teacher-forced; pass k feeds gold with probability eps_i per position, else
+    a token sampled from pass k - 1; the loss is the cross entropy of pass K. No gradient flows
+    through the samples or the first K - 1 passes. passes = 2 is scheduled sampling with sampled
+    predictions."""
+
+    def __init__(self, passes: int = 2, schedule: str = "inverse-sigmoid", k: float | None = None,
+                 c: float = 1e-4, eps_min: float = 0.0, predict: str = "sample", temperature: float = 1.0):
+        super().__init__(schedule, k, c, eps_min, predict, temperature)
+        if int(passes) < 1:
+            raise ConfigError(f"parallel scheduled sampling needs passes >= 1, got {passes}")
+        self.passes = int(passes)
+
+    def loss(self, forward, model, batch, step):
+        eps, gold = self.schedule(step), batch["tgt_ids"]
+        inputs = gold
+        with torch.no_grad():
+            for _ in range(self.passes - 1):
+                logits = forward(**{**_without_targets(batch), "tgt_ids": inputs}).logits  # (B, T, V)
+                inputs = mix_tokens(gold, predict_tokens(logits, self.predict, self.temperature), eps,
+                                    self.task.pad)
+        return forward(**{**batch, "tgt_ids": inputs})
+
+
+MIXES = ("argmax", "top-k", "softmax")
+
+
+def predicted_embeddings(logits: torch.Tensor, weight: torch.Tensor, how: str, top_k: int = 5,
+                         temperature: float = 1.0) -> torch.Tensor:
+    """(B, T, V) logits, (V, dim) embedding table -> (B, T, dim): the arg-max token's embedding,
+    the top-k tokens' embeddings weighted by their renormalised softmax, or all embeddings weighted
+    by softmax(logits / temperature) (Mihaylova & Martins 2019, section 3)."""
+    if how == "argmax":
+        return F.embedding(logits.argmax(-1), weight)
+    scores = logits.float() / temperature
+    if how == "top-k":
+        kth = scores.topk(min(top_k, scores.shape[-1]), dim=-1).values[..., -1:]  # (B, T, 1)
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    return torch.softmax(scores, dim=-1).to(weight.dtype) @ weight  # (B, T, dim)
+
+
+class TwoPassScheduledSampling(Objective):
+    """Scheduled sampling for Transformers (Mihaylova & Martins 2019, https://arxiv.org/abs/1906.07651).
+
+        src -> encode -> memory
+        pass 1: decode_embedded(E[gold])             (no gradient unless first_grad)
+        pass 2: decode_embedded(mix), per position t: E[y_{t-1}] with probability eps_i, else the
+                predicted embedding from pass 1's output at t - 1 (mix: argmax | top-k | softmax)
+        loss: cross entropy of pass 2
+
+    The encoder runs once. The model must have `decode_embedded` and `tok_emb` (EncoderDecoder).
+    With eps = 1 it is teacher forcing (same loss, same gradients)."""
+
+    def __init__(self, schedule: str = "inverse-sigmoid", k: float | None = None, c: float = 1e-4,
+                 eps_min: float = 0.0, mix: str = "softmax", top_k: int = 5, temperature: float = 1.0,
+                 first_grad: bool = False):
+        self.schedule = Schedule(schedule, k, c, eps_min)
+        if mix not in MIXES:
+            raise ConfigError(f"unknown two-pass mix {mix!r}; valid: {', '.join(MIXES)}")
+        self.mix, self.top_k, self.temperature, self.first_grad = mix, int(top_k), float(temperature), bool(first_grad)
+
+    def setup(self, model, task):
+        super().setup(model, task)
+        if not (hasattr(model, "decode_embedded") and hasattr(model, "tok_emb")):
+            raise ConfigError(f"train.objective=two-pass feeds embeddings through decode_embedded, which "
+                              f"{type(model).__name__} does not have; use scheduled or parallel")
+
+    def loss(self, forward, model, batch, step):
+        eps, gold, targets = self.schedule(step), batch["tgt_ids"], batch["targets"]
+        weight = model.tok_emb.weight  # (V, dim)
+        memory, src_mask = model.encode(batch["src_ids"])
+        gold_emb = model.tok_emb(gold)  # (B, T, dim)
+        with torch.set_grad_enabled(self.first_grad and torch.is_grad_enabled()):
+            first = model.decode_embedded(gold_emb, memory, src_mask).logits  # (B, T, V)
+            pred = predicted_embeddings(first, weight, self.mix, self.top_k, self.temperature)  # (B, T, dim)
+        pred_in = torch.cat([gold_emb[:, :1], pred[:, :-1]], dim=1)  # (B, T, dim): said before t
+        keep = (torch.rand(gold.shape, device=gold.device) < eps) | (gold == self.task.pad)
+        keep[:, 0] = True
+        mixed = torch.where(keep[..., None], gold_emb, pred_in.to(gold_emb.dtype))
+        return model.decode_embedded(mixed, memory, src_mask, targets)
+
+
+# ----------------------------------------------------------------------------- RL on a metric
+@torch.no_grad()
+def sample_ids(model, src: torch.Tensor, max_len: int, bos: int, eos: int, pad: int, greedy: bool = False,
+               temperature: float = 1.0) -> torch.Tensor:
+    """Batched decoding through the model's protocol, in eval mode, from the global torch RNG:
+    (B, L) ids, </s> included, `pad` after it (L <= max_len)."""
+    was_training = model.training
+    model.eval()
+    try:
+        B = src.shape[0]
+        state = model.start_state(B, max_len, src=src)
+        tokens = torch.full((B, 1), bos, dtype=torch.long, device=src.device)
+        done = torch.zeros(B, dtype=torch.bool, device=src.device)
+        out = []
+        for _ in range(max_len):
+            logits, state = model.step(tokens, state)  # (B, V)
+            if greedy:
+                nxt = logits.argmax(-1)
+            else:
+                nxt = torch.multinomial(torch.softmax(logits.float() / temperature, dim=-1), 1).squeeze(-1)
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            out.append(nxt)
+            done = done | (nxt == eos)
+            if bool(done.all()):
+                break
+            tokens = nxt[:, None]
+    finally:
+        model.train(was_training)
+    return torch.stack(out, dim=1)
+
+
+def sequence_logprobs(forward, src: torch.Tensor, ys: torch.Tensor, bos: int, eos: int) -> torch.Tensor:
+    """log p(y | x) (N,) with gradient, by one teacher-forced forward on the sequences `ys` (N, L):
+    the sum over positions up to and including the first </s> (all L when there is none)."""
+    tgt_in = torch.cat([torch.full_like(ys[:, :1], bos), ys[:, :-1]], dim=1)  # (N, L): <s> y
+    ended_before = (ys == eos).long().cumsum(1) - (ys == eos).long()  # (N, L): </s> strictly before
+    valid = ended_before == 0
+    logits = forward(src_ids=src, tgt_ids=tgt_in).logits  # (N, L, V)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least (float64 kept)
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, ys[..., None]).squeeze(-1)  # (N, L)
+    return (logp * valid).sum(1)
+
+
+def reinforce_loss(logp: torch.Tensor, reward: torch.Tensor, baseline) -> torch.Tensor:
+    """-mean((r - b) log p(y)): its gradient is REINFORCE's estimate of -grad E[r] (Williams 1992)."""
+    return -((reward - baseline).detach() * logp).mean()
+
+
+def scst_advantage(sample_reward: torch.Tensor, greedy_reward: torch.Tensor) -> torch.Tensor:
+    """Self-critical advantage: r(sample) - r(greedy decode of the same source)."""
+    return sample_reward - greedy_reward
+
+
+def mrt_loss(logp: torch.Tensor, reward: torch.Tensor, alpha: float = 0.005,
+             mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Minimum risk (Shen et al. 2016, https://arxiv.org/abs/1512.02433): logp, reward (B, S) over
+    each source's candidate set (mask (B, S) False for dropped candidates, e.g. duplicates).
+    Q(y) = P(y)^alpha / sum over the set of P(y')^alpha; risk = sum_y Q(y) (-r(y)); mean over B."""
+    scores = alpha * logp
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    q = torch.softmax(scores, dim=-1)  # (B, S)
+    return (q * -reward.to(q.dtype)).sum(-1).mean()
+
+
+class _RL(Objective):
+    """Shared by the RL objectives: sampling, rewards, log-probabilities."""
+
+    with_guided_attention = False
+
+    def __init__(self, reward: str = "bleu", samples: int = 1, max_len: int = 0, temperature: float = 1.0):
+        if reward not in REWARDS:
+            raise ConfigError(f"unknown reward {reward!r}; valid rewards: {', '.join(REWARDS)}")
+        if int(samples) < 1:
+            raise ConfigError(f"samples must be at least 1, got {samples}")
+        self.reward_name, self.reward = reward, REWARDS[reward]
+        self.samples, self.max_len, self.temperature = int(samples), int(max_len), float(temperature)
+
+    def references(self, targets: torch.Tensor) -> list[list]:
+        return [[self.task.symbols([i for i in row if i != -100])] for row in targets.tolist()]
+
+    def rewards(self, ids: torch.Tensor, refs: list[list], repeat: int) -> torch.Tensor:
+        """(N,) rewards of the rows of `ids`; row j belongs to source j // repeat."""
+        hyps = [self.task.symbols(row) for row in ids.tolist()]
+        return torch.tensor([self.reward(h, refs[j // repeat]) for j, h in enumerate(hyps)], dtype=torch.float32,
+                            device=ids.device)
+
+    def length(self, targets: torch.Tensor) -> int:
+        longest = int((targets != -100).sum(1).max())
+        return min(self.max_len or longest + 5, self.task.context)
+
+    def draw(self, model, src: torch.Tensor, n: int, max_len: int, greedy: bool = False) -> tuple:
+        src_n = src.repeat_interleave(n, dim=0)  # (B n, S)
+        t = self.task
+        return src_n, sample_ids(model, src_n, max_len, t.bos, t.eos, t.pad, greedy, self.temperature)
+
+
+class Reinforce(_RL):
+    """REINFORCE (Williams 1992; Ranzato et al. 2016 for sequences) on a metric: `samples` draws
+    per source, loss -mean((r - b) log p(y|x)), b a moving average of the batch mean reward
+    (b <- decay b + (1 - decay) mean r, started at the first batch's mean; saved with checkpoints)."""
+
+    def __init__(self, reward: str = "bleu", samples: int = 4, baseline_decay: float = 0.9, max_len: int = 0,
+                 temperature: float = 1.0):
+        super().__init__(reward, samples, max_len, temperature)
+        self.decay = float(baseline_decay)
+        self.baseline: float | None = None
+
+    def loss(self, forward, model, batch, step):
+        src, targets = batch["src_ids"], batch["targets"]
+        src_n, ys = self.draw(model, src, self.samples, self.length(targets))
+        r = self.rewards(ys, self.references(targets), self.samples)
+        mean = float(r.mean())
+        b = mean if self.baseline is None else self.baseline
+        logp = sequence_logprobs(forward, src_n, ys, self.task.bos, self.task.eos)
+        self.baseline = self.decay * b + (1 - self.decay) * mean
+        return Output(logits=logp, loss=reinforce_loss(logp, r, b))
+
+    def state(self):
+        return {} if self.baseline is None else {"objective.baseline": torch.tensor([self.baseline], dtype=torch.float64)}
+
+    def load_state(self, tensors):
+        if "objective.baseline" in tensors:
+            self.baseline = float(tensors["objective.baseline"][0])
+
+
+class SelfCritical(_RL):
+    """Self-critical sequence training (Rennie et al. 2017, https://arxiv.org/abs/1612.00563): the
+    baseline of each sampled sequence is the reward of the greedy decode of its source; loss
+    -mean((r(sample) - r(greedy)) log p(sample|x))."""
+
+    def loss(self, forward, model, batch, step):
+        src, targets = batch["src_ids"], batch["targets"]
+        refs, L = self.references(targets), self.length(targets)
+        _, greedy = self.draw(model, src, 1, L, greedy=True)
+        r_greedy = self.rewards(greedy, refs, 1).repeat_interleave(self.samples)  # (B n,)
+        src_n, ys = self.draw(model, src, self.samples, L)
+        r = self.rewards(ys, refs, self.samples)
+        logp = sequence_logprobs(forward, src_n, ys, self.task.bos, self.task.eos)
+        return Output(logits=logp, loss=-(scst_advantage(r, r_greedy).detach() * logp).mean())
+
+
+class MinimumRisk(_RL):
+    """Minimum risk training (Shen et al. 2016, https://arxiv.org/abs/1512.02433) on a sampled set:
+    `samples` draws per source (duplicates dropped, the reference added when `with_reference`),
+    Q = P^alpha renormalised over the set, loss = E_Q[-reward]."""
+
+    def __init__(self, reward: str = "bleu", samples: int = 8, alpha: float = 0.005, with_reference: bool = False,
+                 max_len: int = 0, temperature: float = 1.0):
+        super().__init__(reward, samples, max_len, temperature)
+        self.alpha, self.with_reference = float(alpha), bool(with_reference)
+
+    def loss(self, forward, model, batch, step):
+        src, targets = batch["src_ids"], batch["targets"]
+        B, n = src.shape[0], self.samples
+        src_n, ys = self.draw(model, src, n, self.length(targets))  # (B n, L)
+        if self.with_reference:
+            gold = torch.where(targets == -100, torch.full_like(targets, self.task.pad), targets)  # (B, T)
+            L = max(ys.shape[1], gold.shape[1])
+            ys = torch.cat([F.pad(ys.view(B, n, -1), (0, L - ys.shape[1]), value=self.task.pad),
+                            F.pad(gold, (0, L - gold.shape[1]), value=self.task.pad)[:, None]], dim=1)
+            n += 1
+            ys, src_n = ys.view(B * n, L), src.repeat_interleave(n, dim=0)
+        keep = torch.ones(B, n, dtype=torch.bool)
+        rows = [tuple(self.task.symbols(r)) for r in ys.tolist()]
+        for b in range(B):  # drop repeated candidates: the set is a set
+            seen = set()
+            for j in range(n):
+                keep[b, j] = rows[b * n + j] not in seen
+                seen.add(rows[b * n + j])
+        r = self.rewards(ys, self.references(targets), n).view(B, n)
+        logp = sequence_logprobs(forward, src_n, ys, self.task.bos, self.task.eos).view(B, n)
+        return Output(logits=logp, loss=mrt_loss(logp, r, self.alpha, keep.to(logp.device)))
+
+
+# ----------------------------------------------------------------------------- guided attention
+def guided_weights(src_len, tgt_len, sigma: float, S: int | None = None, T: int | None = None) -> torch.Tensor:
+    """Tachibana et al. 2017 (https://arxiv.org/abs/1710.08969), eq. 1:
+    W(t, n) = 1 - exp(-(n / N - t / T)^2 / (2 g^2)), rows target positions t, columns source n.
+
+    Plain ints give one (T, N) matrix; tensors src_len, tgt_len (B,) give (B, T_max, S_max), zero
+    outside each row's N x T (padding excluded)."""
+    if isinstance(src_len, int):
+        return guided_weights(torch.tensor([src_len]), torch.tensor([tgt_len]), sigma)[0]
+    S = int(src_len.max()) if S is None else S
+    T = int(tgt_len.max()) if T is None else T
+    n = torch.arange(S, device=src_len.device, dtype=torch.float32)[None, None, :] / src_len[:, None, None]
+    t = torch.arange(T, device=src_len.device, dtype=torch.float32)[None, :, None] / tgt_len[:, None, None]
+    w = 1.0 - torch.exp(-(n - t) ** 2 / (2 * sigma ** 2))  # (B, T, S)
+    valid = (torch.arange(T, device=w.device)[None, :, None] < tgt_len[:, None, None]) & \
+            (torch.arange(S, device=w.device)[None, None, :] < src_len[:, None, None])
+    return w * valid
+
+
+def _indices(spec: str, count: int, what: str) -> list[int]:
+    if spec.strip() == "all":
+        return list(range(count))
+    try:
+        picked = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"train.guided_{what} must be 'all' or comma-separated indices, got {spec!r}") from None
+    bad = [i for i in picked if not -count <= i < count]
+    if bad or not picked:
+        raise ConfigError(f"train.guided_{what}={spec!r}: the model has {count} {what} (indices 0..{count - 1})")
+    return picked
+
+
+class GuidedAttention:
+    """The guided attention loss: mean of W * A over valid (source, target) positions of the chosen
+    layers' and heads' cross-attention A (B, H, T, S), W from `guided_weights`. It pushes attention
+    toward the diagonal; it needs attention weights, so it refuses a kernel without `gives_weights`."""
+
+    def __init__(self, weight: float, sigma: float = 0.4, layers: str = "all", heads: str = "0,1"):
+        if not sigma > 0:
+            raise ConfigError(f"train.guided_sigma must be positive, got {sigma}")
+        self.weight, self.sigma, self.layers_spec, self.heads_spec = float(weight), float(sigma), layers, heads
+
+    def setup(self, model: torch.nn.Module) -> None:
+        crosses = [m.cross for m in model.modules() if isinstance(m, Block) and m.cross is not None]
+        if not crosses:
+            raise ConfigError("train.guided_attention needs an encoder-decoder model (cross-attention)")
+        for a in crosses:
+            if not a.kernel.gives_weights:
+                raise ConfigError(f"train.guided_attention needs cross-attention weights, which the "
+                                  f"{type(a.kernel).__name__} kernel does not give; set model.kernel=eager")
+        self.layers = _indices(self.layers_spec, len(crosses), "layers")
+        self.heads = _indices(self.heads_spec, crosses[0].heads, "heads")
+
+    def loss(self, out: Output, src_ids: torch.Tensor, targets: torch.Tensor, pad: int) -> torch.Tensor:
+        src_len, tgt_len = (src_ids != pad).sum(1), (targets != -100).sum(1)  # (B,), (B,)
+        A = torch.stack([out.cross_attentions[i][:, self.heads] for i in self.layers], dim=1)  # (B, L, h, T, S)
+        W = guided_weights(src_len, tgt_len, self.sigma, A.shape[-1], A.shape[-2])  # (B, T, S)
+        valid = (src_len * tgt_len).sum() * A.shape[1] * A.shape[2]
+        return (W[:, None, None] * A.float()).sum() / valid
+
+
+OBJECTIVES = {"teacher-forcing": TeacherForcing, "scheduled": ScheduledSampling, "two-pass": TwoPassScheduledSampling,
+              "parallel": ParallelScheduledSampling, "reinforce": Reinforce, "self-critical": SelfCritical,
+              "mrt": MinimumRisk}
