@@ -232,12 +232,13 @@ def _run(kind=None, guided=0.0, steps=3, **options):
 
 OPTIONS = {"scheduled": {"k": 0.5, "schedule": "constant", "predict": "sample"}, "two-pass": {"k": 0.5, "schedule": "constant"},
            "parallel": {"k": 0.5, "schedule": "constant", "passes": 3}, "reinforce": {"samples": 2},
-           "self-critical": {"samples": 2, "reward": "per"}, "mrt": {"samples": 3, "reward": "exact"}}
+           "self-critical": {"samples": 2, "reward": "per"}, "mrt": {"samples": 3, "reward": "exact"},
+           "mrt-beam": {"samples": 3, "candidates": "beam", "with_reference": True}}
 
 
-@pytest.mark.parametrize("kind", list(OBJECTIVES))
+@pytest.mark.parametrize("kind", list(OBJECTIVES) + ["mrt-beam"])
 def test_every_objective_trains_a_few_steps(kind, tmp_path):
-    trainer = Seq2SeqTrainer(_run(kind, **OPTIONS.get(kind, {})), VOCAB, _pairs(40), _pairs(8, seed=9), tmp_path,
+    trainer = Seq2SeqTrainer(_run(kind.split("-beam")[0], **OPTIONS.get(kind, {})), VOCAB, _pairs(40), _pairs(8, seed=9), tmp_path,
                              progress=False, log=lambda *a: None)
     trainer.fit()
     assert trainer.step == 3 and all(math.isfinite(r["loss"]) for r in trainer.history)

@@ -10,7 +10,7 @@
                       samples of the previous pass with gold; the loss on the last
     reinforce         REINFORCE on a metric with a moving-average reward baseline
     self-critical     SCST (Rennie et al. 2017): the greedy decode's reward is the baseline
-    mrt               minimum risk training (Shen et al. 2016) over a sampled candidate set
+    mrt               minimum risk training (Shen et al. 2016) over a sampled or beam n-best set
     GuidedAttention   the guided attention loss (Tachibana et al. 2017), an extra term that
                       composes with the first four (not with the RL objectives)
 
@@ -43,8 +43,7 @@ Design choices:
 
 The registry `OBJECTIVES` at the bottom is read by `Seq2SeqTrainer` (`train.objective`); the
 guided attention term is `train.guided_attention` (its weight; 0 = off) with `guided_sigma`,
-`guided_layers`, `guided_heads`. Not here: beam-search n-best candidate sets for MRT (sampled
-sets only), RL for decoder-only language models.
+`guided_layers`, `guided_heads`. Not here: RL for decoder-only language models.
 """
 from __future__ import annotations
 
@@ -56,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ConfigError
+from .decode import beam_search
 from .metrics import edit_distance
 from .model import Block, Output
 
@@ -438,20 +438,41 @@ class SelfCritical(_RL):
         return Output(logits=logp, loss=-(scst_advantage(r, r_greedy).detach() * logp).mean())
 
 
+CANDIDATES = ("sample", "beam")
+
+
 class MinimumRisk(_RL):
-    """Minimum risk training (Shen et al. 2016, https://arxiv.org/abs/1512.02433) on a sampled set:
-    `samples` draws per source (duplicates dropped, the reference added when `with_reference`),
+    """Minimum risk training (Shen et al. 2016, https://arxiv.org/abs/1512.02433) over a candidate
+    set per source: `samples` draws (candidates=sample) or the n-best of a beam search of width
+    `samples` (candidates=beam); duplicates dropped, the reference added when `with_reference`.
     Q = P^alpha renormalised over the set, loss = E_Q[-reward]."""
 
-    def __init__(self, reward: str = "bleu", samples: int = 8, alpha: float = 0.005, with_reference: bool = False,
-                 max_len: int = 0, temperature: float = 1.0):
+    def __init__(self, reward: str = "bleu", samples: int = 8, alpha: float = 0.005, candidates: str = "sample",
+                 with_reference: bool = False, max_len: int = 0, temperature: float = 1.0):
         super().__init__(reward, samples, max_len, temperature)
-        self.alpha, self.with_reference = float(alpha), bool(with_reference)
+        if candidates not in CANDIDATES:
+            raise ConfigError(f"unknown MRT candidates {candidates!r}; valid: {', '.join(CANDIDATES)}")
+        self.alpha, self.candidates, self.with_reference = float(alpha), candidates, bool(with_reference)
+
+    def nbest(self, model, src: torch.Tensor, max_len: int) -> torch.Tensor:
+        """(B n, L) the n best hypotheses of beam search (width n), `pad` after </s>."""
+        t, n, was_training = self.task, self.samples, model.training
+        start = torch.full((src.shape[0], 1), t.bos, dtype=torch.long, device=src.device)
+        try:
+            with torch.no_grad():
+                best = beam_search(model, start, n, min(max_len, t.context - 1), eos_id=t.eos, src=src, n_best=n,
+                                   pad_id=t.pad)
+        finally:
+            model.train(was_training)
+        return best.ids[:, :, 1:].reshape(src.shape[0] * n, -1)
 
     def loss(self, forward, model, batch, step):
         src, targets = batch["src_ids"], batch["targets"]
         B, n = src.shape[0], self.samples
-        src_n, ys = self.draw(model, src, n, self.length(targets))  # (B n, L)
+        if self.candidates == "beam":
+            src_n, ys = src.repeat_interleave(n, dim=0), self.nbest(model, src, self.length(targets))
+        else:
+            src_n, ys = self.draw(model, src, n, self.length(targets))  # (B n, L)
         if self.with_reference:
             gold = torch.where(targets == -100, torch.full_like(targets, self.task.pad), targets)  # (B, T)
             L = max(ys.shape[1], gold.shape[1])
