@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tfmr import Choice, ConfigError, ModelConfig, RunConfig, build_model, checkpoint, decode
+from tfmr.builder import build_copy_model
 from tfmr.cache import DecodeState
 from tfmr.config import from_dict, to_dict
 from tfmr.kernels import (ALIGNMENT_KERNELS, CROSS_KERNELS, AlignmentState, Eager, LocationAware, Mask, Monotonic,
@@ -265,6 +266,34 @@ def test_trains_decodes_and_round_trips_a_checkpoint(kind, tmp_path):
     assert out.shape[0] == 4 and torch.equal(out, decode.greedy(loaded, start, 6, eos_id=EOS, src=src[:4]))
     beam = decode.beam_search(model, start, 3, 6, eos_id=EOS, src=src[:4])
     assert beam.shape[0] == 4 and torch.all(beam[:, 0] == BOS)
+
+
+@pytest.mark.parametrize("kind", sorted(ALIGNMENT_KERNELS))
+def test_pointer_generator_reads_the_alignment_step_by_step(kind):
+    torch.manual_seed(0)
+    model = build_copy_model(_cfg(kind), unk_id=3).eval()
+    src = _src()
+    src[0, 2] = V + 1  # a source-only token (extended vocabulary)
+    tgt = torch.randint(3, V, (3, 6), generator=torch.Generator().manual_seed(2))
+    tgt[:, 0] = BOS
+    with torch.no_grad():
+        full = model(src, tgt).logits  # (B, T, V + n_ext) log-probabilities
+        state = model.start_state(3, 16, src=src)
+        for t in range(6):
+            logp, state = model.step(tgt[:, t:t + 1], state)
+            torch.testing.assert_close(logp, full[:, t], atol=1e-5, rtol=1e-5)
+    assert decode.greedy(model, tgt[:, :1], 5, src=src).shape == (3, 6)
+
+
+def test_runs_under_bf16_autocast_with_gradients():
+    for kind in sorted(ALIGNMENT_KERNELS):
+        model = _model(kind).train()
+        src, tgt_in, targets = _reversal_batch(torch.Generator().manual_seed(0), B=4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(src, tgt_in, targets).loss
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 # ----------------------------------------------------------------------------- config
