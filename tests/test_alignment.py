@@ -10,8 +10,8 @@ from tfmr import Choice, ConfigError, ModelConfig, RunConfig, build_model, check
 from tfmr.builder import build_copy_model
 from tfmr.cache import DecodeState
 from tfmr.config import from_dict, to_dict
-from tfmr.kernels import (ALIGNMENT_KERNELS, CROSS_KERNELS, AlignmentState, Eager, LocationAware, Mask, Monotonic,
-                          expected_alignment, first_position, hard_alignment)
+from tfmr.kernels import (ALIGNMENT_KERNELS, CROSS_KERNELS, AlignmentState, Eager, LocationAware, Mask, MoChA,
+                          Monotonic, chunk_readout, expected_alignment, first_position, hard_alignment)
 
 V = 12  # tiny vocabulary: 0 pad, 1 bos, 2 eos, 3.. symbols
 PAD, BOS, EOS = 0, 1, 2
@@ -161,6 +161,29 @@ def test_monotonic_step_by_step_equals_all_steps_at_once_soft_and_hard():
             torch.testing.assert_close(o, out[:, :, i:i + 1], atol=1e-6, rtol=1e-6)
 
 
+# ----------------------------------------------------------------------------- MoChA
+def test_chunk_readout_equals_its_definition_by_loops():
+    g = torch.Generator().manual_seed(0)
+    S, w = 9, 3
+    alpha, u = torch.rand(S, generator=g) / S, torch.randn(S, generator=g)
+    beta = chunk_readout(alpha, u, w)
+    ref = [sum(float(alpha[j]) * float(torch.exp(u[k])) / sum(float(torch.exp(u[m])) for m in range(max(0, j - w + 1), j + 1))
+               for j in range(k, min(S, k + w))) for k in range(S)]
+    torch.testing.assert_close(beta, torch.tensor(ref), atol=1e-6, rtol=1e-5)
+    hard = chunk_readout(torch.eye(S)[5], u, w)  # stopped at 5: a softmax over positions 3..5
+    torch.testing.assert_close(hard, torch.cat((torch.zeros(3), torch.softmax(u[3:6], 0), torch.zeros(3))))
+
+
+def test_mocha_with_chunk_one_is_monotonic_attention_and_respects_padding():
+    q, k, v = _qkv(Tq=6)
+    mask, _ = _padded_mask()
+    for hard in (True, False):
+        mono, mocha = Monotonic(heads=3, r_init=0.3, hard=hard).eval(), MoChA(heads=3, r_init=0.3, hard=hard, chunk=1).eval()
+        torch.testing.assert_close(mocha(q, k, v, mask), mono(q, k, v, mask))
+    _, weights = MoChA(heads=3, r_init=0.3, chunk=3).train()(q, k, v, mask)
+    assert torch.all(weights[1, :, :, 4:] == 0) and torch.all(weights.sum(-1) <= 1 + 1e-5)
+
+
 def test_alignment_state_reorders_with_the_decode_state():
     state = DecodeState([], memory=torch.zeros(3, 5, 2))
     state.align = [AlignmentState(torch.arange(3.0)[:, None, None].expand(3, 2, 5).clone()), None]
@@ -172,7 +195,7 @@ def test_alignment_state_reorders_with_the_decode_state():
 def _model(kind: str, seed=0, **options):
     torch.manual_seed(seed)
     model = build_model(_cfg(kind, **options)).eval()
-    if kind == "monotonic":  # let the untrained hard alignment attend somewhere
+    if kind in ("monotonic", "mocha"):  # let the untrained hard alignment attend somewhere
         for block in model.blocks:
             block.cross.kernel.r.data.fill_(0.2)
     return model
@@ -194,7 +217,7 @@ def test_model_cached_decoding_equals_the_full_forward(kind):
             torch.testing.assert_close(logits, full.logits[:, t], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(state.last.cross_attentions[-1][:, :, -1], full.cross_attentions[-1][:, :, t])
     assert torch.all(full.cross_attentions[0][1, :, :, 4:] == 0)  # source padding gets no weight
-    if kind == "monotonic":
+    if kind in ("monotonic", "mocha"):
         assert full.cross_attentions[0].sum() > 0  # the hard alignment attends somewhere
 
 
@@ -234,7 +257,7 @@ def _reversal_batch(g, B=32):
 @pytest.mark.parametrize("kind", sorted(ALIGNMENT_KERNELS))
 def test_trains_decodes_and_round_trips_a_checkpoint(kind, tmp_path):
     torch.manual_seed(0)
-    cfg = _cfg(kind, **({"noise": 0.5} if kind == "monotonic" else {}))
+    cfg = _cfg(kind, **({"noise": 0.5} if kind in ("monotonic", "mocha") else {}))
     cfg.layers = cfg.encoder_layers = 1
     model = build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

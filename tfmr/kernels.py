@@ -29,7 +29,8 @@ random key blocks).
 Alignment kernels (`CROSS_KERNELS`, the `model.cross_kernel` axis, cross-attention only) are
 stateful: each target step reads the previous step's alignment. `location` (Chorowski et al.
 2015) adds a convolution of the previous alignment to the scores; `monotonic` (Raffel et al.
-2017) moves left to right over the source, soft in training and hard at decoding. They take a
+2017) moves left to right over the source, soft in training and hard at decoding; `mocha`
+(Chiu & Raffel 2018) adds a softmax over a chunk ending where monotonic attention stops. They take a
 sixth argument, `kernel(q, k, v, mask, bias, state)`, see `AlignmentKernel`.
 """
 from __future__ import annotations
@@ -504,9 +505,10 @@ def first_position(batch: int, heads: int, src_len: int, device) -> torch.Tensor
 
 class AlignmentKernel(Kernel):
     """Base of the stateful kernels: the loop over target steps, the state, the padding mask.
-    A subclass says what one target step does: `step(i, prev, scores_i, keep) -> alpha_i`, with
+    A subclass says what one target step does: `step(prev, scores_i, keep) -> alpha_i`, with
     scores (B, H, S) float32 (q.k / sqrt(d), padding not yet masked) and keep (B or 1, 1, S) bool
-    or None."""
+    or None; and, when the weights applied to v are not the carried alignment itself (MoChA),
+    `readout(alpha_i, scores_i, keep) -> weights_i`."""
 
     gives_weights = True
     stateful = True
@@ -527,14 +529,18 @@ class AlignmentKernel(Kernel):
         keep = mask.dense(Tq, S, q.device)  # (B or 1, 1, Tq, S) or None
         keep = None if keep is None else keep[:, :, 0]  # (B or 1, 1, S): cross-attention masks keys only
         prev = first_position(B, H, S, q.device) if state is None else state.prev  # (B, H, S)
-        alphas = []
+        rows = []
         for i in range(Tq):  # sequential over target steps: step i reads step i - 1
             prev = self.step(prev, scores[:, :, i], keep)  # (B, H, S)
-            alphas.append(prev)
+            rows.append(self.readout(prev, scores[:, :, i], keep))
         if state is not None:
             state.prev = prev
-        weights = torch.stack(alphas, dim=2)  # (B, H, Tq, S)
+        weights = torch.stack(rows, dim=2)  # (B, H, Tq, S)
         return self.attend(weights, v), weights.to(q.dtype)
+
+    def readout(self, alpha, scores, keep):
+        """The weights applied to v at this step; by default the alignment itself."""
+        return alpha
 
     def attend(self, weights, v):
         """The context: the alignment applied to the values, (B, H, Tq, D)."""
@@ -635,8 +641,8 @@ class Monotonic(AlignmentKernel):
     linear-time in the source. The full forward in eval runs the same hard steps, so cached
     step-by-step decoding equals it. The context is the alignment applied to v (no softmax).
     The paper's energy is additive with a weight-normalised scale g; ours is the scaled dot
-    product plus r (an adaptation). MoChA (chunkwise softmax over the stopped-at window) is not
-    implemented.
+    product plus r (an adaptation). MoChA (a softmax over the chunk that ends where this
+    attention stops) is the subclass `MoChA` below.
     """
 
     def __init__(self, heads: int, dropout: float = 0.0, r_init: float = -4.0, noise: float = 0.0,
@@ -665,9 +671,49 @@ class Monotonic(AlignmentKernel):
         return f"heads={self.heads}, noise={self.noise}, hard={self.hard}"
 
 
+def chunk_readout(alpha: torch.Tensor, u: torch.Tensor, width: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """MoChA's chunkwise softmax (Chiu & Raffel 2018, eq. 18-20) for one target step:
+
+        beta_k = sum_{j = k}^{k + w - 1} alpha_j exp(u_k) / sum_{l = j - w + 1}^{j} exp(u_l)
+
+    the expected attention when monotonic attention stops at j (probability alpha_j) and a softmax
+    runs over the chunk of `width` positions ending there. With a one-hot alpha (hard attention)
+    it is exactly that softmax. alpha, u: (..., S); keep: broadcastable bool or None -> (..., S)."""
+    if keep is not None:
+        u = u.masked_fill(~keep, float("-inf"))
+    u = u - u.amax(dim=-1, keepdim=True).clamp(min=-1e30)  # stable exp; a fully masked row stays -inf
+    e = torch.exp(u)  # (..., S), 0 on padding
+    window_sum = F.pad(e, (width - 1, 0)).unfold(-1, width, 1).sum(-1)  # (..., S): sum over [j - w + 1, j]
+    ratio = alpha / window_sum.clamp(min=1e-30)  # (..., S)
+    forward_sum = F.pad(ratio, (0, width - 1)).unfold(-1, width, 1).sum(-1)  # (..., S): sum over [k, k + w - 1]
+    return e * forward_sum
+
+
+class MoChA(Monotonic):
+    """Monotonic chunkwise attention (Chiu & Raffel 2018, https://arxiv.org/abs/1712.05382):
+    monotonic attention chooses where to stop (`Monotonic`, the carried state), then a softmax over
+    the `chunk` positions ending there gives the weights applied to v (`chunk_readout`); expected
+    in training, hard at decoding. Adaptation: the chunk energies are the same scaled dot products
+    q.k / sqrt(d) (the paper learns a second energy function); the selection adds r. chunk=1 is
+    monotonic attention."""
+
+    def __init__(self, heads: int, dropout: float = 0.0, r_init: float = -4.0, noise: float = 0.0,
+                 hard: bool = True, chunk: int = 3):
+        super().__init__(heads, dropout, r_init, noise, hard)
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        self.chunk = chunk
+
+    def readout(self, alpha, scores, keep):
+        return chunk_readout(alpha, scores, self.chunk, keep)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, chunk={self.chunk}"
+
+
 # Cross-attention kernels (`model.cross_kernel`): every kernel, plus the stateful alignment ones,
 # which only cross-attention may use (the builder refuses them for self-attention).
-ALIGNMENT_KERNELS = {"location": LocationAware, "monotonic": Monotonic}
+ALIGNMENT_KERNELS = {"location": LocationAware, "monotonic": Monotonic, "mocha": MoChA}
 CROSS_KERNELS = {**KERNELS, **ALIGNMENT_KERNELS}
 CROSS_KERNEL_FIXED = ("dropout", "heads")
 
