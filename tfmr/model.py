@@ -16,6 +16,10 @@ A variant appears here only as a named call on a module built from config (`self
 and norms.py. Branches in this file are structural only: cache or not, causal or not, where the
 norm sits. `build_model(cfg)` in builder.py turns a ModelConfig into a Model.
 
+The decoder's cross-attention may run a stateful alignment kernel (location-aware, monotonic,
+MoChA; `model.cross_kernel`): at decoding its per-layer state (`DecodeState.align`) travels
+run_blocks -> Block(cross_state) -> Attention(state) -> kernel(q, k, v, mask, bias, state).
+
 `start` (an int, or a `Where` of per-row positions and cache slots) is handed unchanged to the
 position hooks and the cache; positions.py defines it. fastdecode.py runs these same blocks with
 its static caches and a per-row mask. What a variant can do is declared on its class and read
