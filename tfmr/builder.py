@@ -19,7 +19,8 @@ from torch import nn
 from .config import Choice, ConfigError, ModelConfig, check_options
 from .ffn import FFN_FIXED, FFNS
 from .heads import HEAD_FIXED, HEADS
-from .kernels import KERNEL_FIXED, KERNELS, PATTERN_FIXED, PATTERNS
+from .kernels import (ALIGNMENT_KERNELS, CROSS_KERNEL_FIXED, CROSS_KERNELS, KERNEL_FIXED, KERNELS, PATTERN_FIXED,
+                      PATTERNS)
 from .model import RESIDUAL_FIXED, RESIDUALS, Attention, Block, EncoderDecoder, Model, init_weights
 from .norms import NORM_FIXED, NORMS
 from .pointer import PointerGenerator
@@ -54,7 +55,16 @@ def validate(cfg: ModelConfig) -> None:
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
     check_options(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED)
+    if cfg.kernel.kind in ALIGNMENT_KERNELS:
+        raise ConfigError(f"model.kernel {cfg.kernel.kind!r} is a stateful cross-attention kernel; set "
+                          f"model.cross_kernel={cfg.kernel.kind} on an encoder-decoder (model.kernel: "
+                          f"{', '.join(KERNELS)})")
     check_options(cfg.kernel, KERNELS, "model.kernel", KERNEL_FIXED)
+    if cfg.cross_kernel is not None:
+        if cfg.arch != "encoder-decoder":
+            raise ConfigError(f"model.cross_kernel needs model.arch=encoder-decoder (a {cfg.arch} model has no "
+                              f"cross-attention); use model.kernel for self-attention")
+        check_options(cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel", CROSS_KERNEL_FIXED)
     check_options(cfg.attention_pattern, PATTERNS, "model.attention_pattern", PATTERN_FIXED)
     check_options(cfg.ffn, FFNS, "model.ffn", FFN_FIXED)
     check_options(cfg.norm, NORMS, "model.norm", NORM_FIXED)
@@ -69,12 +79,23 @@ def _attention(cfg: ModelConfig) -> Attention:
     return Attention(cfg.dim, cfg.heads, cfg.kv_heads or cfg.heads, cfg.bias, kernel)
 
 
+def _cross_attention(cfg: ModelConfig) -> Attention:
+    """The decoder's cross-attention: `model.cross_kernel` (None: the same kernel as `model.kernel`)."""
+    if cfg.cross_kernel is None:
+        return _attention(cfg)
+    given = {"dropout": cfg.dropout, "heads": cfg.heads}
+    params = inspect.signature(CROSS_KERNELS[cfg.cross_kernel.kind]).parameters
+    kernel = _make(cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel", CROSS_KERNEL_FIXED,
+                   **{k: v for k, v in given.items() if k in params})
+    return Attention(cfg.dim, cfg.heads, cfg.kv_heads or cfg.heads, cfg.bias, kernel)
+
+
 def _block(cfg: ModelConfig, cross: bool = False, role: str = "decoder-only") -> Block:
     ffn = _make(cfg.ffn, FFNS, "model.ffn", FFN_FIXED, dim=cfg.dim, bias=cfg.bias, dropout=cfg.dropout)
     residual = _make(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED, **_residual_args(cfg, role))
     if not cross:
         return Block(_attention(cfg), _norm(cfg), ffn, _norm(cfg), residual)
-    return Block(_attention(cfg), _norm(cfg), ffn, _norm(cfg), residual, _attention(cfg), _norm(cfg))
+    return Block(_attention(cfg), _norm(cfg), ffn, _norm(cfg), residual, _cross_attention(cfg), _norm(cfg))
 
 
 def _norm(cfg: ModelConfig) -> nn.Module:

@@ -5,7 +5,8 @@
     RollingKVCache   a ring of `window` positions for sliding-window attention: memory bounded by
                      the window however long the sequence; `update` returns the held keys, oldest
                      first, followed by the new ones
-    DecodeState      the per-sequence state between decoding steps (caches, position, memory)
+    DecodeState      the per-sequence state between decoding steps (caches, position, memory, and
+                     the alignment kernels' previous alignments, `align`)
 
 After `update`, `cache.key_start` is the absolute position of the first key returned; attention
 shifts its mask by it (`Mask.keys_from`). Preallocation keeps memory flat and makes the decode step
@@ -84,6 +85,7 @@ class DecodeState:
         self.cache, self.pos = cache, pos
         self.memory, self.memory_mask = memory, memory_mask
         self.cross: list = [None] * len(cache)  # per-layer (k, v) of the memory, computed once
+        self.align: list = [None] * len(cache)  # per-layer state of a stateful cross-attention kernel
         self.last = None  # the last step's Output (cross-attention weights for copy heads, heatmaps)
 
     def reorder(self, index: torch.Tensor) -> "DecodeState":
@@ -95,4 +97,7 @@ class DecodeState:
             self.memory_mask = self.memory_mask.index_select(0, index)
         self.cross = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
                       for kv in self.cross]
+        for a in self.align:
+            if a is not None:
+                a.reorder(index)
         return self

@@ -89,6 +89,9 @@ class ModelConfig:
     encoder_layers: int | None = None  # None: same as layers
     src_vocab_size: int | None = None  # None: same as vocab_size
     share_embeddings: bool = True  # one embedding for source, target and output
+    # the decoder's cross-attention kernel: None = same as `kernel`; any kernel, or a stateful
+    # alignment kernel: location | monotonic (kernels.CROSS_KERNELS)
+    cross_kernel: Choice | None = None
 
 
 @dataclass

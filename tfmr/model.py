@@ -16,6 +16,10 @@ A variant appears here only as a named call on a module built from config (`self
 and norms.py. Branches in this file are structural only: cache or not, causal or not, where the
 norm sits. `build_model(cfg)` in builder.py turns a ModelConfig into a Model.
 
+The decoder's cross-attention may run a stateful alignment kernel (location-aware, monotonic,
+MoChA; `model.cross_kernel`): at decoding its per-layer state (`DecodeState.align`) travels
+run_blocks -> Block(cross_state) -> Attention(state) -> kernel(q, k, v, mask, bias, state).
+
 `start` (an int, or a `Where` of per-row positions and cache slots) is handed unchanged to the
 position hooks and the cache; positions.py defines it. fastdecode.py runs these same blocks with
 its static caches and a per-row mask. What a variant can do is declared on its class and read
@@ -76,8 +80,10 @@ class Attention(nn.Module):
         v = self.v_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, D)
         return k, v
 
-    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: Start = 0, kv=None):
-        """Self-attention over `x`, or cross-attention when `kv` (keys, values of a memory) is given."""
+    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: Start = 0, kv=None, state=None):
+        """Self-attention over `x`, or cross-attention when `kv` (keys, values of a memory) is given.
+        `state`: a stateful (alignment) kernel's state between decoding steps (kernels.AlignmentState),
+        handed to the kernel as its sixth argument; None in training and for every other kernel."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         if kv is None:  # self-attention: positions act on q and k, the cache grows
@@ -92,7 +98,10 @@ class Attention(nn.Module):
         if self.kv_heads != self.heads:  # share each key/value head among heads // kv_heads queries
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)  # (B, H, Tk, D)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        out, weights = self.kernel(q, k, v, mask, bias)  # (B, H, T, D)
+        if state is None:
+            out, weights = self.kernel(q, k, v, mask, bias)  # (B, H, T, D)
+        else:  # decoding with an alignment kernel: it starts from the previous step's alignment
+            out, weights = self.kernel(q, k, v, mask, bias, state)
         out = out.transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # (B, T, H*D)
         return self.out_proj(out), weights
 
@@ -219,22 +228,25 @@ class Block(nn.Module):
         return [p for a in self.attentions() for p in a.residual_projections()] + self.ffn.residual_projections()
 
     def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: Start = 0,
-                memory_kv=None, memory_mask: Mask | None = None) -> BlockOut:
+                memory_kv=None, memory_mask: Mask | None = None, cross_state=None) -> BlockOut:
         x, weights = self.residual(x, self.attn_norm, lambda h: self.attn(h, pos, mask, cache, start))
         cross_weights = None
         if self.cross is not None:  # decoder of an encoder-decoder model
-            x, cross_weights = self.residual(x, self.cross_norm, lambda h: self.cross(h, pos, memory_mask, kv=memory_kv))
+            x, cross_weights = self.residual(x, self.cross_norm,
+                                             lambda h: self.cross(h, pos, memory_mask, kv=memory_kv, state=cross_state))
         x, aux = self.residual(x, self.ffn_norm, self.ffn)
         return BlockOut(x, weights, cross_weights, aux)
 
 
 def run_blocks(blocks, x, pos, mask: Mask, cache=None, start: Start = 0, memory_kvs=None,
-               memory_mask: Mask | None = None):
-    """Apply a stack of blocks; collect attention weights and the sum of auxiliary losses."""
+               memory_mask: Mask | None = None, cross_states=None):
+    """Apply a stack of blocks; collect attention weights and the sum of auxiliary losses.
+    `cross_states`: per layer, the cross-attention kernel's decoding state (or None)."""
     attentions, cross_attentions, aux_total = [], [], None
     for i, block in enumerate(blocks):
         out = block(x, pos, mask, None if cache is None else cache[i], start,
-                    None if memory_kvs is None else memory_kvs[i], memory_mask)
+                    None if memory_kvs is None else memory_kvs[i], memory_mask,
+                    None if cross_states is None else cross_states[i])
         x = out.x
         attentions.append(out.weights)
         cross_attentions.append(out.cross_weights)
@@ -370,19 +382,22 @@ class EncoderDecoder(nn.Module):
         return [block.cross.project_kv(memory) for block in self.blocks]
 
     def decode(self, tgt_ids, memory, src_mask, targets=None, cache=None, start: int = 0,
-               memory_kvs=None, last_only: bool = False) -> Output:
+                memory_kvs=None, last_only: bool = False, cross_states=None) -> Output:
+        """The decoder over `memory`. `cross_states` (decoding) are the per-layer states of a
+        stateful cross-attention kernel; without them such a kernel starts from alpha_0, so a
+        call that does not start at position 0 must pass them."""
         return self.decode_embedded(self.tok_emb(tgt_ids), memory, src_mask, targets, cache, start, memory_kvs,
-                                    last_only)
+                                    last_only, cross_states)
 
     def decode_embedded(self, tok_x, memory, src_mask, targets=None, cache=None, start: int = 0,
-                        memory_kvs=None, last_only: bool = False) -> Output:
+                        memory_kvs=None, last_only: bool = False, cross_states=None) -> Output:
         """The decoder from token embeddings `tok_x` (B, T, dim) instead of ids: `decode` is
         `decode_embedded(tok_emb(ids), ...)`. Two-pass scheduled sampling (objectives.py) feeds
         mixtures of embeddings through it; positions, dropout and blocks are the same."""
         x = self.drop(self.pos.embed(tok_x, start))  # (B, T, dim)
         kvs = memory_kvs if memory_kvs is not None else self.memory_kvs(memory)
         x, attentions, cross, aux = run_blocks(self.blocks, x, self.pos, self.pattern.mask(True, start), cache,
-                                               start, kvs, Mask(causal=False, key_padding=src_mask))
+                                               start, kvs, Mask(causal=False, key_padding=src_mask), cross_states)
         x = self.final_norm(x)
         if last_only:
             x = x[:, -1:]  # (B, 1, dim)
@@ -412,11 +427,13 @@ class EncoderDecoder(nn.Module):
         memory, src_mask = self.encode(src, src_mask)
         state = DecodeState(self.new_cache(batch, max_len), memory=memory, memory_mask=src_mask)
         state.cross = self.memory_kvs(memory)
+        # each cross-attention kernel's own state (the previous alignment; None for plain kernels)
+        state.align = [block.cross.kernel.start_state(batch, memory.shape[1], memory.device) for block in self.blocks]
         return state
 
     def step(self, tokens: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
         out = self.decode(tokens, state.memory, state.memory_mask, cache=state.cache, start=state.pos,
-                          memory_kvs=state.cross, last_only=True)
+                          memory_kvs=state.cross, last_only=True, cross_states=state.align)
         state.pos += tokens.shape[1]
         state.last = out  # cross-attention weights of this step, for copy heads and heatmaps
         return out.logits[:, -1], state

@@ -78,9 +78,10 @@ class PointerGenerator(nn.Module):
             raise ConfigError("the pointer-generator needs an encoder-decoder model (model.arch=encoder-decoder)")
         kernel = base.blocks[layer].cross.kernel
         if not kernel.gives_weights:
-            raise ConfigError(f"the pointer-generator reads cross-attention weights; kernel {cfg.kernel.kind!r} "
+            kind = (cfg.cross_kernel or cfg.kernel).kind
+            raise ConfigError(f"the pointer-generator reads cross-attention weights; kernel {kind!r} "
                               f"({type(kernel).__name__}) does not return them: use a kernel that does "
-                              "(model.kernel=eager)")
+                              "(model.kernel=eager, or model.cross_kernel=eager | location | monotonic)")
         if not cfg.share_embeddings or (cfg.src_vocab_size or cfg.vocab_size) != cfg.vocab_size:
             raise ConfigError("the pointer-generator copies source ids into the output: source and target "
                               "must share one vocabulary (model.share_embeddings=true)")
