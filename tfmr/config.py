@@ -122,6 +122,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop (nothing saved) | skip (the step)
     max_minutes: float = 0.0  # > 0: a wall-clock budget; the schedule decays by steps or time, whichever is first
     keep_last: int = 0  # > 0: also keep the weights of the last N checkpoints in RUN/snapshots/ (tfmr average)
+    max_memory: float = 0.0  # > 0: refuse a run whose memory estimate (tfmr.memory) exceeds this many GB
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 autocast on GPU and bf16-capable CPUs, else fp32) | float32 | bfloat16

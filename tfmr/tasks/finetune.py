@@ -17,14 +17,14 @@ import inspect
 import json
 from pathlib import Path
 
-from .. import checkpoint
+from .. import checkpoint, memory
 from ..adapters import (ADAPTATION_FILE, apply_adapters, apply_lora, load_adaptation, parse_spec,
                         read_adaptation, save_adaptation)
 from ..config import ConfigError, RunConfig
 from ..data import default_cache_root, prepare
 from ..presets import resolve
 from ..tokenizers import load as load_tokenizer
-from ..train import Trainer
+from ..train import Trainer, precision
 
 METHODS = {"lora": apply_lora, "adapter": apply_adapters}
 
@@ -51,6 +51,12 @@ class FinetuneTrainer(Trainer):
         tokenizer = load_tokenizer(self.base_dir)
         cache = self.cfg.data.cache_dir or default_cache_root()
         return prepare(self.cfg.data, cache, log=self.log, tokenizer=tokenizer)
+
+    def memory_estimate(self):
+        """The base model's estimate, with optimizer state for the (small) adaptation weights only."""
+        t = self.cfg.train
+        return memory.estimate(self.cfg.model, t.batch_size, self.batches.context, precision(self.device, t.dtype),
+                               trainable=0)
 
     def build_model(self):
         model = super().build_model()
