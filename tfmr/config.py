@@ -285,11 +285,23 @@ def apply_override(cfg: RunConfig, assignment: str) -> None:
 
 
 def load_file(path: str | Path) -> dict:
-    """Read a YAML (.yaml/.yml) or TOML (.toml) config file into plain data."""
+    """Read a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) config file into plain data; anything
+    else (a folder, a binary file, invalid syntax) is a one-line ConfigError."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder; give a YAML, TOML or JSON file")
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(f"{path}: config files must end in .yaml, .yml, .toml or .json")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not a text config file (not UTF-8 at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file {path}: {e.strerror or e}") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path} is not a text config file (it has NUL bytes)")
     if path.suffix == ".toml":
         try:
             import tomllib
@@ -307,9 +319,10 @@ def load_file(path: str | Path) -> dict:
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
         return data
-    if path.suffix == ".json":
+    try:
         return json.loads(text)
-    raise ConfigError(f"{path}: config files must end in .yaml, .yml, .toml or .json")
+    except ValueError as e:
+        raise ConfigError(f"{path}: invalid JSON: {e}") from None
 
 
 def merge_into(cfg: RunConfig, data: dict) -> RunConfig:

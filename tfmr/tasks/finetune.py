@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import typing
 from pathlib import Path
 
 from .. import checkpoint, memory
 from ..adapters import (ADAPTATION_FILE, apply_adapters, apply_lora, load_adaptation, parse_spec,
                         read_adaptation, save_adaptation)
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, RunConfig, coerce
 from ..data import default_cache_root, prepare
 from ..presets import resolve
 from ..tokenizers import load as load_tokenizer
@@ -41,9 +42,13 @@ class FinetuneTrainer(Trainer):
         if method not in METHODS:
             raise ConfigError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
         valid = [n for n in inspect.signature(METHODS[method]).parameters if n != "model"]
-        for key in options:
+        hints = typing.get_type_hints(METHODS[method])
+        options = dict(options)
+        for key, value in options.items():
             if key not in valid:
                 raise ConfigError(f"--{method} has no setting {key!r}; valid: {', '.join(valid)}")
+            if key in hints:  # rank=abc: one line naming the setting and its type
+                options[key] = coerce(value, hints[key], f"--{method} {key}")
         self.base_dir, self.method, self.options = checkpoint.verify(base_dir), method, options
         super().__init__(cfg, out_dir, **kw)
 
