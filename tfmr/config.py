@@ -41,7 +41,7 @@ class Choice:
             return value
         if isinstance(value, str):
             return cls(value)
-        if isinstance(value, dict) and "kind" in value:
+        if isinstance(value, dict) and isinstance(value.get("kind"), str) and all(isinstance(k, str) for k in value):
             opts = dict(value)
             return cls(opts.pop("kind"), **opts)
         raise ConfigError(f"{where}: expected a kind name or a table with a 'kind' key, got {value!r}")
@@ -219,7 +219,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
         try:
             number = hint(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}") from None
         if hint is int and isinstance(value, float) and number != value:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")

@@ -362,12 +362,11 @@ def beam_search(model, input_ids: torch.Tensor, beam_size: int, max_new_tokens: 
     B, P = input_ids.shape
     K = beam_size
     n = 1 if n_best is None else n_best
+    check_decoding(max_new_tokens, repetition=repetition, ngram=ngram, beam_size=K, length_penalty=length_penalty)
     if not 1 <= n <= K:
         raise ValueError(f"n_best must be between 1 and beam_size ({K}), got {n}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    check_decoding(max_new_tokens, repetition=repetition, ngram=ngram, beam_size=K, n_best=n_best,
-                   length_penalty=length_penalty)
     if P + max_new_tokens > _context_of(model):
         raise ValueError(f"beam search keeps the whole sequence in the cache: prompt ({P}) + max_new_tokens "
                          f"({max_new_tokens}) exceeds the model's context ({_context_of(model)})")

@@ -222,8 +222,8 @@ def get(name: str, cls: type = RunConfig):
 
 
 # What each config class is, for messages about a checkpoint given to the wrong command.
-KINDS: dict[type, tuple[str, str]] = {RunConfig: ("a language-model", "tfmr train, generate, eval, viz, finetune"),
-                                      G2PConfig: ("a G2P", "tfmr g2p"), CopyTaskConfig: ("a copy-task", "tfmr copytask")}
+KINDS: dict[type, tuple[str, str]] = {RunConfig: ("language-model", "tfmr train, generate, eval, viz, finetune"),
+                                      G2PConfig: ("G2P", "tfmr g2p"), CopyTaskConfig: ("copy-task", "tfmr copytask")}
 
 
 def _fits(cls: type, data: dict) -> bool:
@@ -247,9 +247,9 @@ def read_run_config(directory: str | Path, cls: type = RunConfig):
     except ConfigError:
         for other, (kind, commands) in KINDS.items():
             if other is not cls and _fits(other, data):
-                mine = KINDS.get(cls, (f"a {cls.__name__}", ""))[0]
+                mine = KINDS.get(cls, (cls.__name__, ""))[0]
                 raise checkpoint.CheckpointError(
-                    f"{directory} is {kind} checkpoint ({commands}); this command reads {mine} checkpoints") from None
+                    f"{directory} is a {kind} checkpoint ({commands}); this command reads {mine} checkpoints") from None
         raise
 
 

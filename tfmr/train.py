@@ -310,14 +310,14 @@ class TrainLoop:
 
     def check_memory(self) -> None:
         """Log the memory estimate and refuse a run that cannot fit (train.max_memory, free memory)."""
-        estimate = self.memory_estimate()
-        if estimate is not None:
-            self.log(estimate.summary())
-            try:
+        try:
+            estimate = self.memory_estimate()
+            if estimate is not None:
+                self.log(estimate.summary())
                 memory.check(estimate, self.device, self.cfg.train.max_memory)
-            except ConfigError:
-                release_run_folder(self.out)
-                raise
+        except ConfigError:
+            release_run_folder(self.out)  # refused before anything started: leave no lock behind
+            raise
 
     def log_fields(self) -> dict:
         """Extra numbers for each log record (the epoch, for example)."""
