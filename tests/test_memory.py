@@ -9,6 +9,9 @@ from tfmr import memory
 from tfmr.builder import build_model
 from tfmr.config import Choice, ConfigError, ModelConfig
 from tfmr.ffn import FFNS
+from tfmr.kernels import KERNELS, PATTERNS
+from tfmr.model import RESIDUALS
+from tfmr.norms import NORMS
 from tfmr.positions import POSITIONS
 from tfmr.train import Trainer
 
@@ -60,6 +63,15 @@ def test_every_position_scheme_is_counted_exactly(kind):
     for arch in ("decoder", "encoder-decoder"):
         cfg = ModelConfig(arch=arch, vocab_size=40, dim=24, layers=2, heads=2, context=8, pos=Choice(kind))
         assert memory.count_parameters(cfg) == _built(cfg), arch
+
+
+@pytest.mark.parametrize("axis,kind", [("kernel", k) for k in KERNELS] + [("attention_pattern", k) for k in PATTERNS]
+                         + [("norm", k) for k in NORMS] + [("residual", k) for k in RESIDUALS])
+def test_every_kernel_pattern_norm_and_residual_is_counted_exactly(axis, kind):
+    cfg = ModelConfig(vocab_size=40, dim=24, layers=3, heads=2, context=8)
+    setattr(cfg, axis, Choice(kind))
+    assert memory.count_parameters(cfg) == _built(cfg)
+    assert memory.estimate(cfg, batch=2).kv_cache_bytes > 0
 
 
 def test_the_estimate_adds_up():
@@ -120,3 +132,30 @@ def test_the_estimate_is_logged_before_the_model_is_built(tiny_cfg, tmp_path):
     line = next(s for s in said if s.startswith("memory estimate: "))
     assert f"[{sum(p.numel() for p in trainer.model.parameters()):,}]" in line
     assert f"at batch {tiny_cfg.train.batch_size} x {trainer.batches.context} tokens" in line
+
+
+def _saved_bytes(cfg: ModelConfig, batch: int, tokens: int) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass of one forward (weights aside)."""
+    model = build_model(cfg)
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    x = torch.randint(0, cfg.vocab_size, (batch, tokens))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x, x)
+    return sum(n for ptr, n in saved.items() if ptr not in weights)
+
+
+@pytest.mark.parametrize("ffn,kernel", [("mlp", "sdpa"), ("swiglu", "sdpa"), ("mlp", "eager"),
+                                        (Choice("moe", experts=4, top_k=2), "sdpa")])
+def test_the_activation_term_is_close_to_what_autograd_saves(ffn, kernel):
+    cfg = ModelConfig(vocab_size=40, dim=64, layers=2, heads=4, kv_heads=2, context=32,
+                      ffn=Choice(ffn) if isinstance(ffn, str) else ffn, kernel=Choice(kernel))
+    est = memory.estimate(cfg, batch=4, tokens=32)
+    logits_peak = 4 * 32 * cfg.vocab_size * 8  # the estimate's extra logits copies at the backward's peak
+    ratio = (est.activation_bytes - logits_peak) / _saved_bytes(cfg, 4, 32)
+    assert 0.7 < ratio < 1.4, ratio

@@ -39,6 +39,11 @@ The rest of the estimate (bytes; fp32 parameters, gradients and moments as `Trai
     KV cache       keys and values of every layer for one sequence of `context` tokens, as the
                    model's own `new_cache` allocates them (a sliding window keeps its window)
 
+Against the bytes autograd actually saves in a forward pass (`saved_tensors_hooks`), the layer
+term is within about 20% for MLP, GLU, MoE and eager-attention models (tests/test_memory.py);
+the logits term counts the peak of the loss's backward (logits, log-softmax and gradient alive
+together), which is what runs a large-vocabulary model out of memory.
+
 The training total adds all of these (the end-of-run sample decodes while the optimizer state is
 still held). It is an estimate: allocator overhead, the CUDA context and temporary buffers of the
 kernels are not in it, so it errs low by a few percent on small models.
