@@ -43,6 +43,10 @@ class LoRALinear(nn.Module):
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+        if not math.isfinite(alpha):
+            raise ValueError(f"LoRA alpha must be a finite number, got {alpha}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias  # the same parameters, the same names
         self.rank, self.alpha, self.scale = rank, alpha, alpha / rank
@@ -86,6 +90,8 @@ class Adapter(nn.Module):
 
     def __init__(self, dim: int, bottleneck: int, activation: str = "gelu"):
         super().__init__()
+        if bottleneck < 1:
+            raise ValueError(f"adapter bottleneck must be at least 1, got {bottleneck}")
         self.activation = activation
         self.act = _activation(activation)
         self.down = nn.Linear(dim, bottleneck)

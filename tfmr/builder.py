@@ -13,6 +13,7 @@ string.
 from __future__ import annotations
 
 import inspect
+import math
 
 from torch import nn
 
@@ -52,8 +53,13 @@ def validate(cfg: ModelConfig) -> None:
         raise ConfigError(f"model.heads ({cfg.heads}) must be a multiple of model.kv_heads ({kv})")
     if cfg.encoder_layers is not None and cfg.encoder_layers < 1:
         raise ConfigError(f"model.encoder_layers must be at least 1, got {cfg.encoder_layers}")
+    _check_finite(cfg)
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.init_std < 0:
+        raise ConfigError(f"model.init_std must be 0 or more, got {cfg.init_std}")
+    if not 0.0 <= cfg.label_smoothing <= 1.0:
+        raise ConfigError(f"model.label_smoothing must be in [0, 1], got {cfg.label_smoothing}")
     check_options(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED)
     if cfg.kernel.kind in ALIGNMENT_KERNELS:
         raise ConfigError(f"model.kernel {cfg.kernel.kind!r} is a stateful cross-attention kernel; set "
@@ -72,6 +78,17 @@ def validate(cfg: ModelConfig) -> None:
     check_options(cfg.head, HEADS, "model.head", HEAD_FIXED)
     if cfg.type_vocab_size < 0:
         raise ConfigError(f"model.type_vocab_size must be 0 (none) or more, got {cfg.type_vocab_size}")
+
+
+def _check_finite(cfg: ModelConfig) -> None:
+    """Every float in the model section, the options of its Choices included, is a finite number
+    (nan / inf would pass every range check below and poison the weights or the loss)."""
+    for name, value in vars(cfg).items():
+        options = value.options.items() if isinstance(value, Choice) else [(None, value)]
+        for option, v in options:
+            if isinstance(v, float) and not math.isfinite(v):
+                key = f"model.{name}" + (f".{option}" if option else "")
+                raise ConfigError(f"{key} must be a finite number, got {v}")
 
 
 def _attention(cfg: ModelConfig) -> Attention:

@@ -75,6 +75,8 @@ def _unflatten_optimizer(tensors: dict, plain: dict) -> dict:
 
 
 def _fresh_tmp(directory: Path) -> Path:
+    if directory.exists() and not directory.is_dir():  # never replace a user's file with a checkpoint
+        raise CheckpointError(f"{directory} is a file; a checkpoint is written as a folder")
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -146,6 +148,11 @@ def resolve(directory: str | Path) -> Path:
     old = directory.with_name(directory.name + ".old")
     if (old / MANIFEST).exists():
         return old
+    if directory.is_file():
+        raise CheckpointError(f"{directory} is a file; a checkpoint is a folder (RUN/checkpoint)")
+    inner = directory / "checkpoint"
+    if (inner / MANIFEST).exists() or (inner.with_name("checkpoint.old") / MANIFEST).exists():
+        raise CheckpointError(f"{directory} is a run folder; its checkpoint is {inner}")
     if directory.exists():
         raise CheckpointError(f"{directory} is not a complete checkpoint (no {MANIFEST}); it may be a cut-short save")
     raise CheckpointError(f"no checkpoint at {directory}")
@@ -158,6 +165,9 @@ def verify(directory: str | Path) -> Path:
         manifest = json.loads((directory / MANIFEST).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{directory / MANIFEST} is corrupt (not valid JSON)") from None
+    if not isinstance(manifest, dict) or not all(isinstance(v, str) and "/" not in k and k not in ("", ".", "..")
+                                                 for k, v in manifest.items()):
+        raise CheckpointError(f"{directory / MANIFEST} is corrupt (not a table of file names and sha256 digests)")
     for name, digest in manifest.items():
         path = directory / name
         if not path.exists():
@@ -170,9 +180,21 @@ def verify(directory: str | Path) -> Path:
     return directory
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path.parent} has no {path.name}") from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path} is corrupt (not valid JSON: {str(e).splitlines()[0]})") from None
+
+
 def read_config(directory: str | Path) -> dict:
     directory = verify(directory)
-    return json.loads((directory / "config.json").read_text())
+    config = _read_json(directory / "config.json")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{directory / 'config.json'} is corrupt (not a table of settings)")
+    return config
 
 
 def load_weights(directory: str | Path, model: torch.nn.Module) -> None:
@@ -194,8 +216,13 @@ def load_state(directory: str | Path) -> tuple[dict, dict]:
     directory = verify(directory)
     if not (directory / "state.json").exists():
         raise CheckpointError(f"{directory} holds weights only; it has no training state to resume")
-    tensors = load_file(str(directory / "state.safetensors"))
-    plain = json.loads((directory / "state.json").read_text())
+    try:
+        tensors = load_file(str(directory / "state.safetensors"))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read the training state in {directory}: {e}") from None
+    plain = _read_json(directory / "state.json")
+    if not isinstance(plain, dict):
+        raise CheckpointError(f"{directory / 'state.json'} is corrupt (not a table)")
     if "optimizer" in plain:
         plain["optimizer"] = _unflatten_optimizer(tensors, plain["optimizer"])
     return tensors, plain
@@ -245,6 +272,9 @@ def average(sources: list[str | Path], directory: str | Path) -> Path:
     if (directory / "state.json").exists() or any(directory.resolve() == d.resolve() for d in dirs):
         raise CheckpointError(f"{directory} is a training checkpoint (it can resume); "
                               "write the average to another folder")
+    if directory.is_dir() and not (directory / MANIFEST).exists() and any(directory.iterdir()):
+        raise CheckpointError(f"{directory} is a folder of other files, not a checkpoint; the average would "
+                              "replace it: write it to a new folder")
     tmp = _fresh_tmp(directory)
     with _writing(tmp, directory):
         save_file(_mean_weights(dirs), str(tmp / "model.safetensors"),

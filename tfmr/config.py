@@ -41,7 +41,7 @@ class Choice:
             return value
         if isinstance(value, str):
             return cls(value)
-        if isinstance(value, dict) and "kind" in value:
+        if isinstance(value, dict) and isinstance(value.get("kind"), str) and all(isinstance(k, str) for k in value):
             opts = dict(value)
             return cls(opts.pop("kind"), **opts)
         raise ConfigError(f"{where}: expected a kind name or a table with a 'kind' key, got {value!r}")
@@ -125,6 +125,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop (nothing saved) | skip (the step)
     max_minutes: float = 0.0  # > 0: a wall-clock budget; the schedule decays by steps or time, whichever is first
     keep_last: int = 0  # > 0: also keep the weights of the last N checkpoints in RUN/snapshots/ (tfmr average)
+    max_memory: float = 0.0  # > 0: refuse a run whose memory estimate (tfmr.memory) exceeds this many GB
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 autocast on GPU and bf16-capable CPUs, else fp32) | float32 | bfloat16
@@ -221,7 +222,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
         try:
             number = hint(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}") from None
         if hint is int and isinstance(value, float) and number != value:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
@@ -287,11 +288,23 @@ def apply_override(cfg: RunConfig, assignment: str) -> None:
 
 
 def load_file(path: str | Path) -> dict:
-    """Read a YAML (.yaml/.yml) or TOML (.toml) config file into plain data."""
+    """Read a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) config file into plain data; anything
+    else (a folder, a binary file, invalid syntax) is a one-line ConfigError."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder; give a YAML, TOML or JSON file")
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(f"{path}: config files must end in .yaml, .yml, .toml or .json")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not a text config file (not UTF-8 at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file {path}: {e.strerror or e}") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path} is not a text config file (it has NUL bytes)")
     if path.suffix == ".toml":
         try:
             import tomllib
@@ -309,9 +322,10 @@ def load_file(path: str | Path) -> dict:
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
         return data
-    if path.suffix == ".json":
+    try:
         return json.loads(text)
-    raise ConfigError(f"{path}: config files must end in .yaml, .yml, .toml or .json")
+    except ValueError as e:
+        raise ConfigError(f"{path}: invalid JSON: {e}") from None
 
 
 def merge_into(cfg: RunConfig, data: dict) -> RunConfig:

@@ -10,6 +10,7 @@ models alike:
     greedy(...)        the arg-max at every step                        贪心解码
     sample(...)        temperature, top-k, top-p (nucleus), min-p       采样
     stream(...)        the same, one token at a time (for printing as it comes)
+    check_decoding(...)  every setting above in its range (ValueError naming it); the decoders call it
     beam_search(...)   K hypotheses per input, length penalty, early stopping, n-best   束搜索
 
 Logits processors run in Hugging Face `generate`'s order and with its math, so the same logits
@@ -25,12 +26,54 @@ fastdecode.py; the degeneration metrics in degeneration.py.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
 NEG = -1.0e9  # the "impossible" score beam search adds, as Hugging Face does (not -inf: it is summed)
+
+
+# ------------------------------------------------------------------------ settings
+def check_decoding(max_new_tokens: int = 0, temperature: float = 1.0, top_k: int | None = None,
+                   top_p: float | None = None, min_p: float | None = None, repetition: float = 1.0,
+                   ngram: int = 0, beam_size: int | None = None, n_best: int | None = None,
+                   length_penalty: float = 1.0, name: Callable[[str], str] = str) -> None:
+    """Raise ValueError, naming the setting (`name(argument)`: the CLI passes its flag names), for
+    any decoding setting out of its range:
+
+        max_new_tokens >= 0        temperature >= 0, finite (0: greedy)    top_k >= 0 or None (0: off)
+        0 < top_p <= 1 or None     0 <= min_p <= 1 or None                 repetition > 0, finite
+        ngram >= 0                 beam_size >= 1 or None                  1 <= n_best <= beam_size
+        length_penalty finite
+    """
+    def bad(arg: str, value, want: str):
+        raise ValueError(f"{name(arg)} must be {want}, got {value}")
+
+    def integer(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not integer(max_new_tokens) or max_new_tokens < 0:
+        bad("max_new_tokens", max_new_tokens, "an integer >= 0")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        bad("temperature", temperature, "a finite number >= 0 (0 means greedy)")
+    if top_k is not None and (not integer(top_k) or top_k < 0):
+        bad("top_k", top_k, "an integer >= 1 (0 or none: no top-k filter)")
+    if top_p is not None and not 0 < top_p <= 1:
+        bad("top_p", top_p, "in (0, 1] (1: no nucleus filter)")
+    if min_p is not None and not 0 <= min_p <= 1:
+        bad("min_p", min_p, "in [0, 1] (0: no min-p filter)")
+    if not (math.isfinite(repetition) and repetition > 0):
+        bad("repetition", repetition, "a finite number > 0 (1: no penalty; > 1 discourages repeats)")
+    if not integer(ngram) or ngram < 0:
+        bad("ngram", ngram, "an integer >= 0 (0: off)")
+    if beam_size is not None and (not integer(beam_size) or beam_size < 1):
+        bad("beam_size", beam_size, "an integer >= 1 (1: no beam search)")
+    if n_best is not None and not (integer(n_best) and 1 <= n_best <= (beam_size or 1)):
+        bad("n_best", n_best, f"between 1 and the beam size ({beam_size or 1})")
+    if not math.isfinite(length_penalty):
+        bad("length_penalty", length_penalty, "a finite number")
 
 
 # ------------------------------------------------------------------------ logits processors
@@ -120,7 +163,6 @@ def _generator(device, seed: int | None) -> torch.Generator:
     return gen
 
 
-@torch.no_grad()
 def stream(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
            seed: int | None = None, eos_id: int | None = None, *, src: torch.Tensor | None = None,
@@ -130,7 +172,16 @@ def stream(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: flo
     A row that has produced `eos_id` yields `pad_id` (default `eos_id`) from then on; the stream
     ends when every row has. When the sequence reaches the model's context the window slides:
     the cache is refilled from the last half-context of tokens (positions restart at 0).
+    The settings are checked when this is called (ValueError), before the first token.
     """
+    check_decoding(max_new_tokens, temperature, top_k, top_p, min_p, repetition, ngram)
+    return _stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, seed, eos_id, src,
+                   repetition, ngram, pad_id)
+
+
+@torch.no_grad()
+def _stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, seed, eos_id, src,
+            repetition, ngram, pad_id) -> Iterator[torch.Tensor]:
     model.eval()
     gen = _generator(input_ids.device, seed)
     pad = eos_id if pad_id is None else pad_id
@@ -163,7 +214,7 @@ def sample(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: flo
            top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
            seed: int | None = None, eos_id: int | None = None, src: torch.Tensor | None = None, *,
            repetition: float = 1.0, ngram: int = 0, pad_id: int | None = None) -> torch.Tensor:
-    """Prompt + sampled continuation, (B, T + new). temperature <= 0 means greedy."""
+    """Prompt + sampled continuation, (B, T + new). temperature 0 means greedy."""
     new = list(stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, seed, eos_id,
                       src=src, repetition=repetition, ngram=ngram, pad_id=pad_id))
     return torch.cat([input_ids] + [t[:, None] for t in new], dim=1) if new else input_ids
@@ -311,6 +362,7 @@ def beam_search(model, input_ids: torch.Tensor, beam_size: int, max_new_tokens: 
     B, P = input_ids.shape
     K = beam_size
     n = 1 if n_best is None else n_best
+    check_decoding(max_new_tokens, repetition=repetition, ngram=ngram, beam_size=K, length_penalty=length_penalty)
     if not 1 <= n <= K:
         raise ValueError(f"n_best must be between 1 and beam_size ({K}), got {n}")
     if max_new_tokens < 1:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .decode import check_decoding
 from .metrics import bleu_from_stats
 
 Generations = list  # list[list[int]]
@@ -167,8 +168,16 @@ def parse_strategy(spec: str) -> Strategy:
         if key not in STRATEGY_KEYS or not value:
             raise ValueError(f"bad strategy {spec!r}: use 'greedy' or key=value pairs with keys "
                              f"{', '.join(STRATEGY_KEYS)}")
-        options[key] = STRATEGY_KEYS[key](value)
-    return Strategy(spec, **options)
+        try:
+            options[key] = STRATEGY_KEYS[key](value)
+        except ValueError:
+            raise ValueError(f"bad strategy {spec!r}: {key} takes {STRATEGY_KEYS[key].__name__}, got {value!r}") from None
+    s = Strategy(spec, **options)
+    try:
+        check_decoding(0, s.temperature, s.top_k, s.top_p, s.min_p, s.repetition, s.ngram, s.beam_size)
+    except ValueError as e:
+        raise ValueError(f"bad strategy {spec!r}: {e}") from None
+    return s
 
 
 # The rows of Holtzman et al.'s Table 1 that fit a CPU (their beam is 16 wide).

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .decode import Beams, NBest, filter_logits
+from .decode import Beams, NBest, check_decoding, filter_logits
 from .kernels import Mask
 from .model import run_blocks
 from .positions import Where
@@ -104,7 +104,7 @@ def _draw(probs: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Sampling:
-    """How the next token is chosen inside the compiled step (temperature <= 0: arg-max)."""
+    """How the next token is chosen inside the compiled step (temperature 0: arg-max)."""
 
     temperature: float = 0.0
     top_k: int | None = None
@@ -203,6 +203,7 @@ class FastDecoder(nn.Module):
         returns (B, P + new). After EOS a row emits `pad_id` (default `eos_id`); whether every row
         is done is checked every `check_every` steps (one host sync each time). `seed` seeds the
         global RNG (sampling happens inside the compiled graph)."""
+        check_decoding(max_new_tokens, temperature, top_k, top_p, min_p)
         B, P = input_ids.shape
         if P + max_new_tokens > self.max_len:
             raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds max_len ({self.max_len})")
@@ -235,6 +236,7 @@ class FastDecoder(nn.Module):
         """decode.beam_search's semantics on the static cache; this decoder's batch must be
         inputs x beam_size. Whether decoding can stop is checked every `check_every` steps;
         the hypotheses pool is frozen once it can, so checking late changes nothing."""
+        check_decoding(max_new_tokens, beam_size=beam_size, n_best=n_best, length_penalty=length_penalty)
         B, P = input_ids.shape
         K = beam_size
         if B * K != self.batch:

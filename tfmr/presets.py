@@ -2,6 +2,7 @@
 
     PRESETS                    every preset name -> (the command that uses it, its function)
     get(name, cls)             a fresh config from a preset, checked to be a `cls` (RunConfig, ...)
+    read_run_config(dir, cls)  a checkpoint's saved config; another command's checkpoint is named as such
     resolve(...)               preset (or a run's saved config) -> YAML/TOML file -> --data -> each --set
 
 The presets, by the command that uses them (`tfmr presets` lists them, `-v` with their configs):
@@ -19,6 +20,7 @@ made of seq2seq sections, and library code never imports the task programs.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -219,6 +221,38 @@ def get(name: str, cls: type = RunConfig):
     return cfg
 
 
+# What each config class is, for messages about a checkpoint given to the wrong command.
+KINDS: dict[type, tuple[str, str]] = {RunConfig: ("language-model", "tfmr train, generate, eval, viz, finetune"),
+                                      G2PConfig: ("G2P", "tfmr g2p"), CopyTaskConfig: ("copy-task", "tfmr copytask")}
+
+
+def _fits(cls: type, data: dict) -> bool:
+    """Whether saved config `data` has exactly the sections of `cls` and reads as one."""
+    if not isinstance(data, dict) or set(data) != {f.name for f in dataclasses.fields(cls)}:
+        return False
+    try:
+        from_dict(cls, data)
+    except ConfigError:
+        return False
+    return True
+
+
+def read_run_config(directory: str | Path, cls: type = RunConfig):
+    """The config saved in checkpoint `directory`, as a `cls`. A checkpoint written by another
+    command (a G2P checkpoint given to `tfmr generate`, say) is refused with a CheckpointError
+    that names its kind and the command that reads it, instead of an unknown-key error."""
+    data = checkpoint.read_config(directory)
+    try:
+        return from_dict(cls, data)
+    except ConfigError:
+        for other, (kind, commands) in KINDS.items():
+            if other is not cls and _fits(other, data):
+                mine = KINDS.get(cls, (cls.__name__, ""))[0]
+                raise checkpoint.CheckpointError(
+                    f"{directory} is a {kind} checkpoint ({commands}); this command reads {mine} checkpoints") from None
+        raise
+
+
 def resolve(preset: str | None, config_file: str | Path | None = None, data: str | None = None,
             overrides: Sequence[str] = (), *, cls: type = RunConfig, saved: str | Path | None = None):
     """The one config resolver, for every command:
@@ -229,7 +263,7 @@ def resolve(preset: str | None, config_file: str | Path | None = None, data: str
         -> each key=value of `overrides` (--set), in order
     """
     if saved is not None:
-        cfg = from_dict(cls, checkpoint.read_config(saved))
+        cfg = read_run_config(saved, cls)
     else:
         cfg = get(preset or "default", cls)
     if config_file:

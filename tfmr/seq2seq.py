@@ -301,7 +301,14 @@ class Seq2SeqTrainer(TrainLoop):
 def load_run(directory: str | Path, config_cls, make_model: Callable = build_model):
     """(model in eval mode, PairVocab, config) from a checkpoint folder written by Seq2SeqTrainer."""
     directory = checkpoint.verify(directory)
-    cfg = from_dict(config_cls, checkpoint.read_config(directory))
+    try:
+        cfg = from_dict(config_cls, checkpoint.read_config(directory))
+    except ConfigError:
+        if (directory / "tokenizer.json").exists() and not (directory / "vocab.json").exists():
+            raise checkpoint.CheckpointError(
+                f"{directory} is a language-model checkpoint (tfmr train, generate); this command reads "
+                "sequence-to-sequence checkpoints (tfmr g2p)") from None
+        raise
     model = make_model(cfg.model)
     checkpoint.load_weights(directory, model)
     return model.eval(), PairVocab.load(directory), cfg

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, memory
 from .builder import build_model
 from .config import ConfigError, RunConfig, TrainConfig, dumps, from_dict, to_dict
 from .data import Batches, default_cache_root, prepare
@@ -67,6 +67,8 @@ def validate_train(t: TrainConfig) -> None:
         raise ConfigError(f"train.on_nonfinite {t.on_nonfinite!r} is not one of: {', '.join(ON_NONFINITE)}")
     if t.keep_last < 0:
         raise ConfigError(f"train.keep_last must be 0 (off) or a number of checkpoints, got {t.keep_last}")
+    if not (math.isfinite(t.max_memory) and t.max_memory >= 0):
+        raise ConfigError(f"train.max_memory must be 0 (no cap) or a number of GB, got {t.max_memory}")
 
 
 def prepare_run(t: TrainConfig, out_dir: str | Path, resume: bool = False,
@@ -269,6 +271,7 @@ class TrainLoop:
             self.adopt_saved_config()
         self.tokens = 0  # tokens read by batch_loss since the last log line (for tokens/s)
         self.setup_data()
+        self.check_memory()
         torch.manual_seed(cfg.train.seed)
         self.model = self.build_model().to(self.device)
         self.optimizer = make_optimizer(self.model, cfg.train, self.device)
@@ -299,6 +302,22 @@ class TrainLoop:
     def vocabulary(self):
         """What a checkpoint keeps beside the weights: an object with `save(directory)`."""
         raise NotImplementedError
+
+    def memory_estimate(self) -> memory.MemoryEstimate | None:
+        """What the run will hold (tfmr.memory), worked out before the model exists; None skips
+        the check (the default: a task whose batches the estimate does not describe)."""
+        return None
+
+    def check_memory(self) -> None:
+        """Log the memory estimate and refuse a run that cannot fit (train.max_memory, free memory)."""
+        try:
+            estimate = self.memory_estimate()
+            if estimate is not None:
+                self.log(estimate.summary())
+                memory.check(estimate, self.device, self.cfg.train.max_memory)
+        except ConfigError:
+            release_run_folder(self.out)  # refused before anything started: leave no lock behind
+            raise
 
     def log_fields(self) -> dict:
         """Extra numbers for each log record (the epoch, for example)."""
@@ -519,6 +538,10 @@ class Trainer(TrainLoop):
 
     def vocabulary(self):
         return self.data.tokenizer
+
+    def memory_estimate(self) -> memory.MemoryEstimate:
+        t = self.cfg.train
+        return memory.estimate(self.cfg.model, t.batch_size, self.batches.context, precision(self.device, t.dtype))
 
     def batch_loss(self) -> torch.Tensor:
         x, y = self.batches.next(self.device)

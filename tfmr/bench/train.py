@@ -10,9 +10,10 @@ model of the same shape on the same batches with the same optimizer settings:
     nanogpt   nanoGPT's GPT class, imported from a checkout you point at with --nanogpt
 
 Rounds alternate tfmr and peers so that machine drift hits both; the figure quoted is the median
-step time. MFU divides model FLOPs/s by the device's peak: the published bf16 dense peak for
-known GPUs, and on CPU the fp32 matmul throughput measured in the same run (so CPU MFU reads as
-"share of what this machine's matmul reaches").
+step time. MFU divides model FLOPs/s by the device's peak in the precision of that row: the
+published bf16 dense peak for known GPUs, otherwise the matmul throughput measured in the same
+run in that dtype (bf16 rows against a bf16 matmul, fp32 rows against an fp32 one), so MFU reads
+as "share of what this machine's matmul reaches" and stays under 100%.
 """
 from __future__ import annotations
 
@@ -34,23 +35,29 @@ from ..train import Trainer, autocast_for, make_optimizer, precision
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
 
-def device_peak(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
+def device_peak(device: torch.device, precision: str = "fp32") -> tuple[float, str]:
+    """(peak FLOP/s, what it is) in `precision` ("bf16" or "fp32"): the published dense bf16 peak
+    of a known GPU, else a square matmul in that dtype timed here."""
+    if device.type == "cuda" and precision == "bf16":
         name = torch.cuda.get_device_name(device)
         for key, peak in GPU_PEAK_BF16.items():
             if key in name:
                 return peak, f"{name} bf16 dense peak"
-        return float("nan"), f"{name} (peak unknown)"
-    n = 1024
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     for _ in range(3):
         a @ b
     times = []
     for _ in range(10):
+        _sync(device)
         t0 = time.perf_counter()
         a @ b
+        _sync(device)
         times.append(time.perf_counter() - t0)
-    return 2 * n**3 / min(times), f"fp32 matmul measured here ({torch.get_num_threads()} threads)"
+    threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    return 2 * n**3 / min(times), f"{precision} matmul measured here ({threads})"
 
 
 def _sync(device: torch.device) -> None:
@@ -130,36 +137,43 @@ def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 
         cfg.train.steps = 10**9  # the schedule must not end inside the benchmark
         trainer = Trainer(cfg, tmp, progress=False, log=lambda *_: None)
         device = trainer.device
-        contenders = {f"tfmr ({precision(device, cfg.train.dtype)})": trainer.train_step}
-        if precision(device, cfg.train.dtype) != "fp32":  # show the fp32 figure beside it
+        ours = precision(device, cfg.train.dtype)
+        contenders = {f"tfmr ({ours})": trainer.train_step}
+        precisions = {f"tfmr ({ours})": ours}  # each row's MFU is against the peak in its own dtype
+        if ours != "fp32":  # show the fp32 figure beside it
             fp32 = copy.deepcopy(cfg)
             fp32.train.dtype = "float32"
             contenders["tfmr (fp32)"] = Trainer(fp32, Path(tmp) / "fp32", progress=False, log=lambda *_: None).train_step
+            precisions["tfmr (fp32)"] = "fp32"
         peer_batches = trainer.batches
         peer_precision = "bf16" if device.type == "cuda" else "fp32"
         if nanogpt:
             contenders[f"nanogpt ({peer_precision})"] = nanogpt_peer(nanogpt, cfg, peer_batches, device)
+            precisions[f"nanogpt ({peer_precision})"] = peer_precision
         if peer:
             hf = hf_gpt2_peer(cfg, peer_batches, device)
             if hf is not None:
                 contenders[f"hf-gpt2 ({peer_precision})"] = hf
+                precisions[f"hf-gpt2 ({peer_precision})"] = peer_precision
         for fn in contenders.values():
             _time_steps(fn, warmup, device)
         times: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(rounds):
             for name, fn in contenders.items():
                 times[name] += _time_steps(fn, max(1, steps // rounds), device)
-        peak, peak_what = device_peak(device)
+        peaks = {p: device_peak(device, p) for p in dict.fromkeys(precisions.values())}
         tokens = cfg.train.batch_size * cfg.train.grad_accum * trainer.batches.context
         flops_tok = trainer.model.flops_per_token(trainer.batches.context)
     rows = []
     base = statistics.median(next(iter(times.values())))
     for name, ts in times.items():
         med = statistics.median(ts)
+        peak = peaks[precisions[name]][0]
         rows.append({"name": name, "ms_per_step": med * 1e3, "tokens_per_s": tokens / med,
-                     "mfu": flops_tok * tokens / med / peak, "tfmr_speedup": med / base})
+                     "mfu": flops_tok * tokens / med / peak, "peak_flops": peak, "tfmr_speedup": med / base})
     result = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "peak_flops": peak, "peak_is": peak_what, "tokens_per_step": tokens, "steps_timed": len(next(iter(times.values()))),
+              "peaks": {p: {"flops": f, "is": what} for p, (f, what) in peaks.items()},
+              "tokens_per_step": tokens, "steps_timed": len(next(iter(times.values()))),
               "model": to_dict(cfg.model), "rows": rows}
     _print_table(result)
     if json_out:
@@ -171,7 +185,8 @@ def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 
 def _print_table(result: dict) -> None:
     print(f"device {result['device']} ({result['threads']} threads), torch {result['torch']}, "
           f"{result['tokens_per_step']} tokens/step, {result['steps_timed']} timed steps each")
-    print(f"MFU is against: {result['peak_is']} = {result['peak_flops'] / 1e12:.2f} TFLOP/s")
+    for p, peak in result["peaks"].items():
+        print(f"MFU of {p} rows is against: {peak['is']} = {peak['flops'] / 1e12:.2f} TFLOP/s")
     print(f"{'':18} {'ms/step':>9} {'tokens/s':>10} {'MFU':>7} {'tfmr is':>9}")
     for r in result["rows"]:
         print(f"{r['name']:18} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10,.0f} {r['mfu'] * 100:6.1f}% "

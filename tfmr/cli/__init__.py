@@ -7,7 +7,8 @@ Each module in this folder has `add_parser(subparsers)`, which adds its command 
 Common flags (cli/common.py): --preset NAME, --config FILE (YAML/TOML), --set key=value
 (repeatable), --data PATH, plus --out DIR and --resume where a command writes a run. User
 mistakes (a bad key, a missing file, a tampered checkpoint) print one line, `tfmr: error: ...`,
-and exit with code 2; no traceback. The commands hold argument parsing and printing only; the
+and exit with code 2; no traceback. Output piped into a reader that stops early (`| head`) ends
+the command quietly with exit code 0. The commands hold argument parsing and printing only; the
 work is done by the library (tfmr/*.py), the tasks (tfmr/tasks/), the benchmarks (tfmr/bench/)
 and the experiments (tfmr/experiments/).
 """
@@ -33,4 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return guarded(args.func, args)
+    try:
+        return guarded(args.func, args)
+    except BrokenPipeError:  # `tfmr generate ... | head`: the reader has gone; stop quietly
+        quiet_stdout()
+        return 0
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush at exit does not fail (and
+    print "Exception ignored ... BrokenPipeError") on a pipe whose reader has gone."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in-process)
+        pass

@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
                                    "tfmr average --out RUN/averaged --last 5 RUN/snapshots "
                                    "(runs keep snapshots with --set train.keep_last=N)")
     p.add_argument("checkpoints", nargs="+", help="checkpoint folders, or one folder of snapshots with --last")
-    p.add_argument("--last", type=int, default=0, help="average the newest N snapshots of the folder given")
+    p.add_argument("--last", type=int, default=None, help="average the newest N snapshots of the folder given")
     p.add_argument("--out", required=True, help="where to write the averaged checkpoint")
     p.set_defaults(func=run)
 
@@ -27,7 +27,9 @@ def run(args) -> int:
     from .. import checkpoint
 
     sources = [Path(p) for p in args.checkpoints]
-    if args.last:
+    if args.last is not None:
+        if args.last < 1:
+            raise ConfigError(f"--last N takes the number of newest snapshots to average (N >= 1), got {args.last}")
         if len(sources) != 1 or not sources[0].is_dir():
             raise ConfigError("--last N takes one folder of snapshots (RUN/snapshots)")
         found = sorted(p for p in sources[0].iterdir() if p.is_dir() and not p.name.endswith((".tmp", ".old")))

@@ -5,6 +5,8 @@
     resolve_config(args)    those flags through the one resolver (tfmr.presets.resolve)
     guarded(func, args)     run a command function under the user-error rule
     load_model(dir)         (model, tokenizer, RunConfig) from a language-model checkpoint
+    encode_text(tok, text)  ids, or one line naming the characters the tokenizer never saw
+    out_folder(path)        an --out folder, created; a file there is refused
     positive_int, ...       argparse types for counts (a bad value is argparse's exit 2)
 
 Every program (the `tfmr` command, `python -m tfmr.tasks.copytask`, the experiments and the
@@ -14,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..checkpoint import CheckpointError
 from ..config import ConfigError, RunConfig
 from ..data import DataError
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-               PermissionError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError, IsADirectoryError,
+               NotADirectoryError, PermissionError)
 
 
 def config_flags(p: argparse.ArgumentParser, preset: str = "default", data: bool = True,
@@ -58,14 +61,40 @@ def load_model(checkpoint_dir):
     """(model, tokenizer, RunConfig) from a checkpoint folder."""
     from .. import checkpoint
     from ..builder import build_model
-    from ..config import from_dict
+    from ..presets import read_run_config
     from ..tokenizers import load as load_tokenizer
 
     directory = checkpoint.verify(checkpoint_dir)
-    cfg = from_dict(RunConfig, checkpoint.read_config(directory))
+    cfg = read_run_config(directory, RunConfig)
     model = build_model(cfg.model)
     checkpoint.load_weights(directory, model)
-    return model.eval(), load_tokenizer(directory), cfg
+    try:
+        tokenizer = load_tokenizer(directory)
+    except ValueError as e:
+        raise CheckpointError(f"{directory}: {e}") from None
+    return model.eval(), tokenizer, cfg
+
+
+def encode_text(tokenizer, text: str, what: str = "the prompt") -> list[int]:
+    """tokenizer.encode(text), a character the tokenizer never saw being one line naming it
+    (ConfigError) instead of a traceback."""
+    try:
+        return tokenizer.encode(text)
+    except ValueError as e:
+        raise ConfigError(f"{what} cannot be encoded: {e}") from None
+
+
+def out_folder(path, flag: str = "--out") -> Path:
+    """The output folder `path`, created if need be; a file there (or a folder that cannot be made)
+    is a one-line ConfigError naming the flag, never a traceback or a replaced file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot create the folder ({e.strerror or e})") from None
+    return path
 
 
 def _number(kind, low: float, what: str):

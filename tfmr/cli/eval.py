@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ConfigError
-from .common import load_model
+from .common import encode_text, load_model, out_folder
 
 
 def add_parser(sub) -> None:
@@ -41,7 +41,8 @@ def run_decoding(args) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     model, tokenizer, cfg = load_model(Path(args.checkpoint))
-    ids = np.asarray(tokenizer.encode(read_text(args.data or cfg.data.path)))
+    out = out_folder(args.out if args.out else Path(args.checkpoint).resolve().parent / "eval_decoding")
+    ids = np.asarray(encode_text(tokenizer, read_text(args.data or cfg.data.path), "the prompt text"))
     held_out = ids[-max(1, int(len(ids) * cfg.data.val_fraction)):]  # the split training held out
     context = cfg.model.context
     prompt_len = args.prompt_len or min(32, context // 4)
@@ -54,7 +55,6 @@ def run_decoding(args) -> int:
         raise ConfigError(str(e)) from None
     print(f"{args.prompts} held-out prompts of {prompt_len} tokens, {new} new tokens each")
     cmp = compare_strategies(model, windows, prompt_len, strategies, decode_text=tokenizer.decode, seed=args.seed)
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval_decoding"
     files = write_report(cmp, out)
     print("\n" + markdown_table(cmp.rows) + "\n")
     print(f"table: {files['table']}\njson:  {files['json']}\nplot:  {files['plot']}")

@@ -111,6 +111,8 @@ def read_corpus(files: list[Path]) -> list[str]:
 def cmd_train(args) -> int:
     from ..tokenizers.bpe import BPE
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        return _fail(f"--out {args.out} is a file, not a folder")
     try:
         files = corpus_files(args.data, args.glob)
         texts = read_corpus(files)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ConfigError
-from .common import load_model
+from .common import encode_text, load_model, out_folder
 
 
 def add_parser(sub) -> None:
@@ -26,13 +26,14 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from .. import viz
 
+    out_folder(args.out)
     if args.what == "positions":
         paths = viz.positions(args.out)
     else:
         import torch
 
         model, tokenizer, _ = load_model(Path(args.checkpoint))
-        ids = tokenizer.encode(args.text)
+        ids = encode_text(tokenizer, args.text, "--text")
         if not ids:
             raise ConfigError("the text is empty; give at least one character")
         labels = [tokenizer.decode([i]) for i in ids]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli.common import config_flags, positive_int, resolve_config
+from ..cli.common import config_flags, out_folder, positive_int, resolve_config
 from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..positions import Rope
 
@@ -133,7 +133,7 @@ def main(args) -> int:
     from ..train import Trainer
 
     base = resolve_config(args)
-    out = Path(args.out)
+    out = out_folder(args.out)
     try:
         factors = [int(f) for f in args.factors.split(",")]
     except ValueError:
@@ -144,7 +144,6 @@ def main(args) -> int:
     if not schemes:
         raise ConfigError(f"--schemes: give one or more position kinds ({', '.join(SCHEMES)})")
     context = base.model.context
-    out.mkdir(parents=True, exist_ok=True)
     results = {"context": context, "factors": factors, "perplexity": {}, "train": {},
                "config": {k: v for k, v in vars(args).items() if k != "func"}, "base": to_dict(base)}
     for scheme in schemes:

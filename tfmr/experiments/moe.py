@@ -25,7 +25,7 @@ import statistics
 import time
 from pathlib import Path
 
-from ..cli.common import config_flags, guarded, positive_int, resolve_config
+from ..cli.common import config_flags, guarded, out_folder, positive_int, resolve_config
 from ..config import Choice, RunConfig, to_dict
 from ..train import Trainer
 from .norm_depth import plot
@@ -101,8 +101,7 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     base = resolve_config(args)
     m, t = base.model, base.train
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(args.out)
     chosen = {k: v for k, v in variants(m.dim, args.experts).items() if args.only is None or k in args.only}
     results = []
     for name, ffn in chosen.items():

@@ -21,7 +21,7 @@ import math
 import time
 from pathlib import Path
 
-from ..cli.common import config_flags, guarded, resolve_config
+from ..cli.common import config_flags, guarded, out_folder, resolve_config
 from ..config import Choice, RunConfig, to_dict
 from ..train import Trainer
 
@@ -105,8 +105,7 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     base = resolve_config(args)
     m, t = base.model, base.train
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(args.out)
     results = []
     for placement in args.placements:
         print(f"training {placement} ({m.layers} layers x dim {m.dim}, {t.steps} steps, lr {t.lr}) ...", flush=True)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..cli.common import config_flags, guarded, resolve_config
+from ..cli.common import config_flags, guarded, out_folder, resolve_config
 from ..builder import build_copy_model
 from ..presets import CopyTaskConfig, copytask
 from ..seq2seq import UNK, PairVocab, Seq2SeqTrainer, Vocab, greedy_decode, pad_batch
@@ -129,6 +129,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     shortcuts = [f"train.{key}={getattr(args, key)}" for key in ("steps", "seed") if getattr(args, key) is not None]
     cfg = resolve_config(args, CopyTaskConfig, overrides=shortcuts)
+    out_folder(args.out)
     results = run(cfg, args.out, not args.no_progress)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import inspect
 import json
+import typing
 from pathlib import Path
 
-from .. import checkpoint
+from .. import checkpoint, memory
 from ..adapters import (ADAPTATION_FILE, apply_adapters, apply_lora, load_adaptation, parse_spec,
                         read_adaptation, save_adaptation)
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, RunConfig, coerce
 from ..data import default_cache_root, prepare
 from ..presets import resolve
 from ..tokenizers import load as load_tokenizer
-from ..train import Trainer
+from ..train import Trainer, precision
 
 METHODS = {"lora": apply_lora, "adapter": apply_adapters}
 
@@ -41,9 +42,13 @@ class FinetuneTrainer(Trainer):
         if method not in METHODS:
             raise ConfigError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
         valid = [n for n in inspect.signature(METHODS[method]).parameters if n != "model"]
-        for key in options:
+        hints = typing.get_type_hints(METHODS[method])
+        options = dict(options)
+        for key, value in options.items():
             if key not in valid:
                 raise ConfigError(f"--{method} has no setting {key!r}; valid: {', '.join(valid)}")
+            if key in hints:  # rank=abc: one line naming the setting and its type
+                options[key] = coerce(value, hints[key], f"--{method} {key}")
         self.base_dir, self.method, self.options = checkpoint.verify(base_dir), method, options
         super().__init__(cfg, out_dir, **kw)
 
@@ -51,6 +56,12 @@ class FinetuneTrainer(Trainer):
         tokenizer = load_tokenizer(self.base_dir)
         cache = self.cfg.data.cache_dir or default_cache_root()
         return prepare(self.cfg.data, cache, log=self.log, tokenizer=tokenizer)
+
+    def memory_estimate(self):
+        """The base model's estimate, with optimizer state for the (small) adaptation weights only."""
+        t = self.cfg.train
+        return memory.estimate(self.cfg.model, t.batch_size, self.batches.context, precision(self.device, t.dtype),
+                               trainable=0)
 
     def build_model(self):
         model = super().build_model()

@@ -3,6 +3,7 @@
 Every tokenizer has `kind`, `vocab_size`, `encode(text) -> list[int]`, `decode(ids) -> str`,
 `save(directory)` (writes `tokenizer.json`, a readable file with a "kind" key) and
 `from_dict(data)`. `load(directory)` reads any of them back; a checkpoint carries its tokenizer.
+A file that is not a tokenizer description (any bytes at all) is a ValueError naming the file.
 """
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ def load(directory: str | Path):
     if not path.exists():
         raise FileNotFoundError(f"no tokenizer.json in {directory}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
         kind = data["kind"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a valid tokenizer file: {e}") from e
-    if kind not in TOKENIZERS:
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError) as e:  # not UTF-8 / JSON / a table
+        raise ValueError(f"{path} is not a valid tokenizer file: {e}") from None
+    if not isinstance(kind, str) or kind not in TOKENIZERS:
         raise ValueError(f"{path}: unknown tokenizer kind {kind!r}; valid: {sorted(TOKENIZERS)}")
-    return TOKENIZERS[kind].from_dict(data)
+    try:
+        return TOKENIZERS[kind].from_dict(data)
+    except ValueError as e:
+        raise ValueError(f"{path} is not a valid tokenizer file: {e}") from None

@@ -532,7 +532,7 @@ class BPE:
                 special_tokens=specials,
                 merges=[made_by[r] for r in sorted(made_by)] if made_by else None,
             )
-        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError, OverflowError) as e:
             raise ValueError(f"invalid BPE tokenizer data: {e}") from e
 
     @classmethod

@@ -32,6 +32,8 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
+        """One id per character; a character the training text lacked is a ValueError naming
+        every such character (a char tokenizer has no unknown token)."""
         try:
             return [self.stoi[c] for c in text]
         except KeyError as e:
@@ -51,7 +53,10 @@ class CharTokenizer:
 
     @classmethod
     def from_dict(cls, data: dict) -> "CharTokenizer":
-        return cls(list(data["chars"]))
+        chars = data.get("chars") if isinstance(data, dict) else None
+        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise ValueError("a char tokenizer's 'chars' must be a list of single characters")
+        return cls(chars)
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
