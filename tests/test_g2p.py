@@ -123,8 +123,12 @@ def test_g2p_command_trains_evaluates_and_predicts(tmp_path, capsys):
     assert re.search(r"test \(30 words\), greedy : WER \d+\.\d\d%  PER \d+\.\d\d%", text)
     assert main(["g2p", "--checkpoint", str(ckpt), "Hello", "tomato"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("Hello") and "CMUdict, train split: T AH M EY T OW | T AH M AA T OW" in lines[1]
-    assert main(["g2p", "--checkpoint", str(ckpt), "h3llo"]) == 2  # a clear error, no traceback
+    assert lines[0].startswith("Hello\tdictionary\t")
+    assert lines[-2:] == ["tomato\tdictionary\tT AH M EY T OW", "tomato\tdictionary\tT AH M AA T OW"]
+    assert main(["g2p", "predict", "--checkpoint", str(ckpt), "--model-only", "tomato"]) == 0
+    assert re.fullmatch(r"tomato\tpredicted\t[A-Z ]*\n", capsys.readouterr().out)
+    assert main(["g2p", "--checkpoint", str(ckpt), "h3llo"]) == 1  # reported, not guessed, no traceback
+    assert capsys.readouterr().out == "h3llo\tunreadable\t\n"
 
 
 @pytest.mark.slow
