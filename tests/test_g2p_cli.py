@@ -90,7 +90,7 @@ def stress_free(word: str) -> list[str]:
 def test_a_dictionary_word_prints_every_pronunciation_as_tsv(capsys, none_shipped):
     expected = stress_free("hello")
     assert len(expected) == 2  # HH AH L OW and HH EH L OW
-    code, out, err = run(capsys, "hello", "TOMATO")
+    code, out, err = run(capsys, "hello", "--beam", "1", "TOMATO")  # words before and after options
     assert code == 0 and err == []
     assert out == [f"hello\tdictionary\t{p}" for p in expected] + \
                   [f"TOMATO\tdictionary\t{p}" for p in stress_free("tomato")]  # upper case folded, shown as given

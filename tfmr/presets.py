@@ -130,9 +130,12 @@ def _g2p_model(dim: int, layers: int, heads: int, dropout: float, label_smoothin
 
 # g2p-small trains a fixed number of steps, the schedule decayed over them, so the same seed gives the
 # same model on a busy machine as on a quiet one (a wall-clock budget trained fewer steps, and a worse
-# model, whenever the machine was shared). Sized from a measurement on the 2-core AMD EPYC without
-# bf16 (fp32 training), `--set train.threads=2`, quiet machine: MEASURED.
-STEPS_SMALL = 2000
+# model, whenever the machine was shared). Sized on the 2-core AMD EPYC without AVX512-BF16 (so fp32
+# training), 2 threads, quiet machine: the median step took 217-237 ms over two 60-second runs (4.2
+# and 4.6 steps/s); 420 s x 4.4 steps/s = 1,850 steps, less the 4 evaluations' few seconds each:
+# 1,800 steps. A CPU with bf16 (about 9 steps/s) takes about 3.5 minutes. Busy machines take
+# longer; the model is the same.
+STEPS_SMALL = 1800
 
 
 def g2p_tiny() -> G2PConfig:

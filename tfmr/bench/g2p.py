@@ -1,6 +1,6 @@
 """G2P speed on CPU: the model's words/s (greedy, beam) and one-word latency, beside CMUdict lookup.
 
-    tfmr bench g2p [--checkpoint DIR] [--threads N] [--limit N] [--beam 5] [--calls 50]
+    tfmr bench g2p [--checkpoint DIR] [--threads N] [--limit N] [--beam 5] [--calls 50] [--dtype float16]
 
 Times what `tfmr g2p WORD ...` runs (tasks/g2p.py's Pronouncer), on the words of the test split
 (md5 order; --limit N takes the first N): the model pronouncing every word (--model-only) greedily
@@ -30,6 +30,8 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=positive_int, help="only the first N test words (md5 order); default all 6,261")
     p.add_argument("--beam", type=positive_int, default=5, help="the beam size timed beside greedy (default 5)")
     p.add_argument("--calls", type=positive_int, default=50, help="single-word calls for the latency median")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="decode in this dtype (float32, as the loader does; float16 to check that choice)")
 
 
 def _timed(fn) -> tuple[float, object]:
@@ -53,6 +55,7 @@ def main(args) -> int:
                               "(a folder written by `tfmr g2p train` or `tfmr g2p export`)")
         model, vocab, cfg = g2p.load_shipped()
         where = f"the shipped model ({g2p.SHIPPED})"
+    model = model.to(getattr(torch, args.dtype))
     data = g2p.load_data(cfg.data.stress)
     refs_by_word = data.splits["test"]
     words = sorted(refs_by_word, key=g2p.md5_key)[:args.limit]

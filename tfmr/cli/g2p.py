@@ -67,7 +67,7 @@ def add_parser(sub) -> None:
                    help="beam size (1 = greedy); words: default the model's decode.beam_size; eval / train: "
                         "repeatable, default 1 and the model's")
     p.add_argument("--limit", type=int, help="eval: only the first N words of the split (md5 order)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, intermixed="action")  # words may follow options: g2p hello --beam 1 world
 
 
 def run(args) -> int:
@@ -131,6 +131,9 @@ def run_export(args, rest: Sequence[str]) -> int:
     if not args.checkpoint or not args.out:
         raise ConfigError("g2p export needs --checkpoint RUN/checkpoint (the model) and --out DIR (where to write "
                           f"it; {g2p.SHIPPED} ships it with tfmr)")
+    if Path(args.out).resolve() == g2p.SHIPPED.resolve() and load_run(args.checkpoint, G2PConfig)[2].data.stress:
+        raise ConfigError("the shipped model must be stress-free, as the dictionary's answers beside it are; "
+                          "this checkpoint was trained with data.stress=true")
     out = g2p.export(args.checkpoint, args.out)
     size = (out / "model.safetensors").stat().st_size
     total = sum(p.stat().st_size for p in out.iterdir())
