@@ -59,16 +59,17 @@ def test_stress_is_removed_by_default_and_kept_on_request(data):
 
 
 class Oracle(torch.nn.Module):
-    """A stand-in model speaking the decoding protocol: it spells out a fixed answer per source row."""
+    """A stand-in model speaking the decoding protocol: it spells out a fixed answer per source word."""
 
-    def __init__(self, answers: list[list[int]]):
+    def __init__(self, answers: dict[tuple[int, ...], list[int]]):
         super().__init__()
         self.answers, self.w = answers, torch.nn.Parameter(torch.zeros(1))
         self.cfg = ModelConfig(context=64)
 
     def start_state(self, batch, max_len, src):
-        self.t, self.rows = 0, self.answers[:batch]
-        self.answers = self.answers[batch:]
+        # the answer of each source row: `answers` maps a word's letter ids to its answer, so the
+        # rows may come in any order (predict batches words by length)
+        self.t, self.rows = 0, [self.answers[tuple(i for i in row if i != 0)] for row in src.tolist()]
         return SimpleNamespace(pos=0)
 
     def step(self, tokens, state):
@@ -86,7 +87,8 @@ def test_evaluate_scores_any_reference_as_right(data):
     answers = [tgt.encode(data.splits["test"][words[0]][-1]),  # the last of its references: right
                tgt.encode(data.splits["test"][words[1]][0][:-1]),  # one phoneme short: wrong, 1 edit
                tgt.encode(data.splits["test"][words[2]][0])]
-    r = g2p.evaluate(Oracle(answers), data, "test", limit=3)
+    r = g2p.evaluate(Oracle({tuple(data.vocab.src.encode(w)): a for w, a in zip(words, answers)}), data, "test",
+                     limit=3)
     ref_len = len(data.splits["test"][words[1]][0])
     assert r["wer"] == pytest.approx(1 / 3)
     total = sum(len(g2p.closest_reference(list(r["predictions"][w]), [list(p) for p in data.splits["test"][w]])[1])
@@ -123,8 +125,12 @@ def test_g2p_command_trains_evaluates_and_predicts(tmp_path, capsys):
     assert re.search(r"test \(30 words\), greedy : WER \d+\.\d\d%  PER \d+\.\d\d%", text)
     assert main(["g2p", "--checkpoint", str(ckpt), "Hello", "tomato"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("Hello") and "CMUdict, train split: T AH M EY T OW | T AH M AA T OW" in lines[1]
-    assert main(["g2p", "--checkpoint", str(ckpt), "h3llo"]) == 2  # a clear error, no traceback
+    assert lines[0].startswith("Hello\tdictionary\t")
+    assert lines[-2:] == ["tomato\tdictionary\tT AH M EY T OW", "tomato\tdictionary\tT AH M AA T OW"]
+    assert main(["g2p", "predict", "--checkpoint", str(ckpt), "--model-only", "tomato"]) == 0
+    assert re.fullmatch(r"tomato\tpredicted\t[A-Z ]*\n", capsys.readouterr().out)
+    assert main(["g2p", "--checkpoint", str(ckpt), "h3llo"]) == 1  # reported, not guessed, no traceback
+    assert capsys.readouterr().out == "h3llo\tunreadable\t\n"
 
 
 @pytest.mark.slow

@@ -7,6 +7,8 @@
     state.json            step, optimizer param groups, anything else plain
     manifest.json         sha256 of every file above, written last
 
+`export` writes an inference-only copy (weights in a smaller float type such as fp16, config,
+tokenizer, `export.json` saying where it came from; no training state), for shipping a model.
 `snapshot` keeps a weights-only copy of a checkpoint (the last few, for averaging) and `average`
 writes the element-wise mean of several checkpoints' weights as a new checkpoint (checkpoint
 averaging, as in Vaswani et al. 2017 and fairseq's average_checkpoints: a cheap ensemble of the
@@ -19,6 +21,7 @@ every hash before reading anything, and reads only safetensors and JSON: nothing
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -30,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 MANIFEST = "manifest.json"
+EXPORT_INFO = "export.json"  # in an exported model only: its dtype and where it came from
 
 
 class CheckpointError(RuntimeError):
@@ -280,6 +284,33 @@ def average(sources: list[str | Path], directory: str | Path) -> Path:
         save_file(_mean_weights(dirs), str(tmp / "model.safetensors"),
                   metadata={"averaged_from": json.dumps([str(d) for d in dirs])})
         _copy_files(dirs[0], tmp, skip=WEIGHTS_ONLY + ("model.safetensors",))
+        return _commit(tmp, directory)
+
+
+def export(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=None,
+           dtype: torch.dtype = torch.float16, info: dict | None = None) -> Path:
+    """Write an inference-only copy of `model` to `directory`: its floating-point weights in
+    `dtype` (tied matrices stored once, as in `save`), the config, the tokenizer and EXPORT_INFO
+    (`info` plus the dtype), with the manifest, atomically. `verify` and `load_weights` read it
+    like any checkpoint; the weights are cast to the dtype of the model they are loaded into.
+
+    `directory` must be new, empty or an earlier export: the write replaces the whole folder, so
+    a folder holding anything else (a run, a training checkpoint, a source tree) is refused."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"{directory} is a file; export to a folder")
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / EXPORT_INFO).exists():
+        raise CheckpointError(f"{directory} already holds other files (it is not an earlier export); "
+                              "export to a new or empty folder")
+    small = copy.deepcopy(model).to(dtype)  # only floating-point tensors change type; ties survive the copy
+    tmp = _fresh_tmp(directory)
+    with _writing(tmp, directory):
+        save_model(small, str(tmp / "model.safetensors"), metadata={"dtype": str(dtype).replace("torch.", "")})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        about = {"dtype": str(dtype).replace("torch.", ""), **(info or {})}
+        (tmp / EXPORT_INFO).write_text(json.dumps(about, indent=2, ensure_ascii=False))
         return _commit(tmp, directory)
 
 

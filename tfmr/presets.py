@@ -130,6 +130,16 @@ def _g2p_model(dim: int, layers: int, heads: int, dropout: float, label_smoothin
                        share_embeddings=False, tie_embeddings=True)
 
 
+# g2p-small trains a fixed number of steps, the schedule decayed over them, so the same seed gives the
+# same model on a busy machine as on a quiet one (a wall-clock budget trained fewer steps, and a worse
+# model, whenever the machine was shared). Sized on the 2-core AMD EPYC without AVX512-BF16 (so fp32
+# training), 2 threads, quiet machine: the median step took 217-237 ms over two 60-second runs (4.2
+# and 4.6 steps/s); 420 s x 4.4 steps/s = 1,850 steps, less the 4 evaluations' few seconds each:
+# 1,800 steps. A CPU with bf16 (about 9 steps/s) takes about 3.5 minutes. Busy machines take
+# longer; the model is the same.
+STEPS_SMALL = 1800
+
+
 def g2p_tiny() -> G2PConfig:
     """Seconds-long G2P runs for tests and smoke checks."""
     return G2PConfig(model=_g2p_model(32, 1, 2, 0.0, 0.0), data=G2PDataConfig(dev_words=50),
@@ -139,11 +149,11 @@ def g2p_tiny() -> G2PConfig:
 
 
 def g2p_small() -> G2PConfig:
-    """The `make run` job: a small G2P Transformer trained on CPU for about 7 minutes."""
+    """The `make run` job: a small G2P Transformer, STEPS_SMALL steps (about 7 minutes on 2 quiet CPU cores)."""
     return G2PConfig(model=_g2p_model(128, 2, 4, 0.0, 0.1), data=G2PDataConfig(dev_words=1000),
-                     train=Seq2SeqTrainConfig(steps=6000, batch_size=256, batch_tokens=5000, lr=2e-3, min_lr=1e-4,
-                                              warmup=200, weight_decay=0.01, beta2=0.98, eval_every=1000,
-                                              log_every=10, checkpoint_every=1000, max_minutes=7.0, eval_pairs=2000),
+                     train=Seq2SeqTrainConfig(steps=STEPS_SMALL, batch_size=256, batch_tokens=5000, lr=2e-3,
+                                              min_lr=1e-4, warmup=200, weight_decay=0.01, beta2=0.98, eval_every=500,
+                                              log_every=10, checkpoint_every=500, max_minutes=0.0, eval_pairs=2000),
                      decode=DecodeConfig(beam_size=4, max_len=40))
 
 

@@ -10,12 +10,14 @@ machine.
     cpu-decode      decoding tokens/s on CPU at a small GPT-2 shape, beside Hugging Face generate
     gpu-decode      decoding tokens/s on a GPU (GPT-2 124M, stories110M), beside HF generate and gpt-fast
     gpu-attention   attention kernels, forward + backward, beside SDPA flash (--quick: CPU smoke run)
+    g2p             G2P on CPU: the model's words/s (greedy, beam 5) and one-word latency, beside CMUdict
+                    lookup (the shipped model, or --checkpoint)
     moe-dispatch    one MoE layer vs a dense FFN of the same active size (the quality comparison is
                     `tfmr experiment moe`)
 """
 from __future__ import annotations
 
-from . import bpe, cpu_decode, gpu_attention, gpu_decode, moe_dispatch, train
+from . import bpe, cpu_decode, g2p, gpu_attention, gpu_decode, moe_dispatch, train
 
 BENCHES = {"train": train, "bpe": bpe, "cpu-decode": cpu_decode, "gpu-decode": gpu_decode,
-           "gpu-attention": gpu_attention, "moe-dispatch": moe_dispatch}
+           "gpu-attention": gpu_attention, "g2p": g2p, "moe-dispatch": moe_dispatch}

