@@ -48,6 +48,7 @@ text_no_eq = st.text(max_size=30).filter(lambda s: "=" not in s)
                                                                 "1.5", "3", "[1, 2]", "{kind: x}", ""])))
 @example(key="model.dim", value="1e400")  # int(inf) once escaped as OverflowError
 @example(key="train.steps", value="-inf")
+@example(key="model.arch.", value="")  # a key below a plain setting once escaped as TypeError
 def test_any_set_assignment_either_applies_or_is_a_config_error(key, value):
     cfg = RunConfig()
     try:

@@ -271,6 +271,8 @@ def apply_override(cfg: RunConfig, assignment: str) -> None:
             if part == "kind":
                 obj.kind = obj.options.pop("kind")
             return
+        if not dataclasses.is_dataclass(obj):
+            raise ConfigError(f"'{dotted}': '{where}' is a single setting, it has no keys")
         fields = _fields(obj)
         if part not in fields:
             path = f"{where}.{part}" if where else part
