@@ -31,7 +31,7 @@ except ImportError:  # the parity tests need it; everything else runs without it
     tiktoken = None
 needs_tiktoken = pytest.mark.skipif(tiktoken is None, reason="tiktoken is not installed")
 
-SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"  # ../shared beside the repo
 HYPOTHESIS = settings(max_examples=150, deadline=None, derandomize=True,
                       suppress_health_check=[HealthCheck.too_slow])
 
