@@ -255,3 +255,10 @@ def test_sigkill_and_sigint_at_random_moments_then_resume_is_bit_identical(text_
         assert torch.equal(a, b), name
     for a, b in zip(straight.optimizer.state_dict()["state"].values(), resumed.optimizer.state_dict()["state"].values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_that_fails_before_training_leaves_no_lock(tiny_cfg, tmp_path):
+    tiny_cfg.data.path = str(tmp_path / "missing.txt")
+    with pytest.raises(Exception):
+        _quiet(tiny_cfg, tmp_path / "run")
+    assert (tmp_path / "run").is_dir() and not (tmp_path / "run" / LOCK).exists()

@@ -266,6 +266,15 @@ class TrainLoop:
                  overwrite: bool = False):
         self.cfg, self.log, self.progress = cfg, log, progress
         self.out, self.device, self.ckpt_dir = prepare_run(cfg.train, out_dir, resume, overwrite)
+        try:
+            self._start(resume)
+        except BaseException:  # refused or failed before training began: leave no lock behind
+            release_run_folder(self.out)
+            raise
+
+    def _start(self, resume: bool) -> None:
+        """Data, memory check, model, optimizer and (when resuming) the saved state."""
+        cfg = self.cfg
         self.torn, self.skipped_in_a_row = False, 0
         if resume:
             self.adopt_saved_config()
@@ -310,14 +319,10 @@ class TrainLoop:
 
     def check_memory(self) -> None:
         """Log the memory estimate and refuse a run that cannot fit (train.max_memory, free memory)."""
-        try:
-            estimate = self.memory_estimate()
-            if estimate is not None:
-                self.log(estimate.summary())
-                memory.check(estimate, self.device, self.cfg.train.max_memory)
-        except ConfigError:
-            release_run_folder(self.out)  # refused before anything started: leave no lock behind
-            raise
+        estimate = self.memory_estimate()
+        if estimate is not None:
+            self.log(estimate.summary())
+            memory.check(estimate, self.device, self.cfg.train.max_memory)
 
     def log_fields(self) -> dict:
         """Extra numbers for each log record (the epoch, for example)."""
