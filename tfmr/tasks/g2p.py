@@ -48,18 +48,20 @@ from ..seq2seq import (BOS, EOS, PairVocab, Seq2SeqTrainer, Vocab, eager_attenti
                        pad_batch)
 
 WORD = re.compile(r"^[a-z']+$")
+LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz'")  # the same alphabet as WORD, for per-letter checks
 SPLITS = ("train", "dev", "test")
 
 
 # ----------------------------------------------------------------------------- data
+def md5_key(word: str) -> str:
+    """md5(word as UTF-8) in hex: the split's hash, and the order evaluation reads a split in
+    (`--limit N` takes the first N)."""
+    return hashlib.md5(word.encode("utf-8")).hexdigest()
+
+
 def bucket(word: str) -> int:
     """int(md5(word as UTF-8).hexdigest(), 16) % 100."""
-    return int(hashlib.md5(word.encode("utf-8")).hexdigest(), 16) % 100
-
-
-def md5_key(word: str) -> str:
-    """The order evaluation reads a split in (and `--limit N` takes the first N of)."""
-    return hashlib.md5(word.encode("utf-8")).hexdigest()
+    return int(md5_key(word), 16) % 100
 
 
 def split_of(word: str) -> str:
@@ -318,7 +320,6 @@ def agreement(model_a, vocab_a: PairVocab, model_b, vocab_b: PairVocab, words: S
 
 
 # ----------------------------------------------------------------------------- pronouncing words
-LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz'")
 DICTIONARY, PREDICTED, UNREADABLE = "dictionary", "predicted", "unreadable"  # the TSV's source column
 _PENDING = "pending"  # a word the model must pronounce, before it has
 
@@ -429,7 +430,7 @@ def compare_with_shipped(fresh: dict, data: G2PData, split: str = "test", log=pr
         model, vocab, cfg = load_shipped()
     except NoShippedModel:
         log(f"no G2P model is shipped in this build of tfmr, so there is nothing to compare with "
-            f"(docs/g2p.md, 'The shipped model')")
+            "(docs/g2p.md, 'The shipped model')")
         return
     except checkpoint.CheckpointError as e:
         log(f"the shipped model could not be read: {e}")
