@@ -429,7 +429,7 @@ def compare_with_shipped(fresh: dict, data: G2PData, split: str = "test", log=pr
     try:
         model, vocab, cfg = load_shipped()
     except NoShippedModel:
-        log(f"no G2P model is shipped in this build of tfmr, so there is nothing to compare with "
+        log("no G2P model is shipped in this build of tfmr, so there is nothing to compare with "
             "(docs/g2p.md, 'The shipped model')")
         return
     except checkpoint.CheckpointError as e:
