@@ -20,6 +20,7 @@ from torch import nn
 from .config import Choice, ConfigError, ModelConfig, check_options
 from .ffn import FFN_FIXED, FFNS
 from .heads import HEAD_FIXED, HEADS
+from .mixers import MIXER_FIXED, MIXERS
 from .kernels import (ALIGNMENT_KERNELS, CROSS_KERNEL_FIXED, CROSS_KERNELS, KERNEL_FIXED, KERNELS, PATTERN_FIXED,
                       PATTERNS)
 from .model import RESIDUAL_FIXED, RESIDUALS, Attention, Block, EncoderDecoder, Model, init_weights
@@ -72,12 +73,36 @@ def validate(cfg: ModelConfig) -> None:
                               f"cross-attention); use model.kernel for self-attention")
         check_options(cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel", CROSS_KERNEL_FIXED)
     check_options(cfg.attention_pattern, PATTERNS, "model.attention_pattern", PATTERN_FIXED)
+    _check_mixers(cfg)
+    if PATTERNS[cfg.attention_pattern.kind].positions_in_cache and POSITIONS[cfg.pos.kind].absolute:
+        raise ConfigError(f"model.attention_pattern={cfg.attention_pattern.kind} places positions inside its cache; "
+                          f"model.pos={cfg.pos.kind} adds absolute vectors to the input (use rope, xpos, alibi or none)")
     check_options(cfg.ffn, FFNS, "model.ffn", FFN_FIXED)
     check_options(cfg.norm, NORMS, "model.norm", NORM_FIXED)
     check_options(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED)
     check_options(cfg.head, HEADS, "model.head", HEAD_FIXED)
     if cfg.type_vocab_size < 0:
         raise ConfigError(f"model.type_vocab_size must be 0 (none) or more, got {cfg.type_vocab_size}")
+
+
+def mixer_kinds(cfg: ModelConfig) -> list[str]:
+    """The mixer kind of each layer: model.mixer_pattern repeated over model.layers, or model.mixer."""
+    kinds = [k.strip() for k in cfg.mixer_pattern.split(",") if k.strip()] or [cfg.mixer.kind]
+    return [kinds[i % len(kinds)] for i in range(cfg.layers)]
+
+
+def _mixer_choice(cfg: ModelConfig, kind: str) -> Choice:
+    return cfg.mixer if kind == cfg.mixer.kind else Choice(kind)
+
+
+def _check_mixers(cfg: ModelConfig) -> None:
+    check_options(cfg.mixer, MIXERS, "model.mixer", MIXER_FIXED)
+    for kind in set(mixer_kinds(cfg)):
+        if kind not in MIXERS:
+            raise ConfigError(f"model.mixer_pattern: unknown mixer kind {kind!r}; valid kinds: {', '.join(MIXERS)}")
+        if MIXERS[kind].causal_only and cfg.arch != "decoder":
+            raise ConfigError(f"model.mixer {kind!r} is causal; it runs in decoder-only models (model.arch=decoder), "
+                              f"not in a {cfg.arch}")
 
 
 def _check_finite(cfg: ModelConfig) -> None:
@@ -107,12 +132,24 @@ def _cross_attention(cfg: ModelConfig) -> Attention:
     return Attention(cfg.dim, cfg.heads, cfg.kv_heads or cfg.heads, cfg.bias, kernel)
 
 
-def _block(cfg: ModelConfig, cross: bool = False, role: str = "decoder-only") -> Block:
+def _mixer(cfg: ModelConfig, kind: str) -> nn.Module:
+    """One layer's sequence mixer (model.mixer / model.mixer_pattern): attention or retention."""
+    if kind == "attention" and not cfg.mixer.options:
+        return _attention(cfg)
+    given = {"dim": cfg.dim, "heads": cfg.heads, "kv_heads": cfg.kv_heads or cfg.heads, "bias": cfg.bias}
+    params = inspect.signature(MIXERS[kind]).parameters
+    if "kernel" in params:
+        given["kernel"] = _make(cfg.kernel, KERNELS, "model.kernel", KERNEL_FIXED, dropout=cfg.dropout)
+    return _make(_mixer_choice(cfg, kind), MIXERS, "model.mixer", MIXER_FIXED,
+                 **{k: v for k, v in given.items() if k in params})
+
+
+def _block(cfg: ModelConfig, cross: bool = False, role: str = "decoder-only", kind: str = "attention") -> Block:
     ffn = _make(cfg.ffn, FFNS, "model.ffn", FFN_FIXED, dim=cfg.dim, bias=cfg.bias, dropout=cfg.dropout)
     residual = _make(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED, **_residual_args(cfg, role))
     if not cross:
-        return Block(_attention(cfg), _norm(cfg), ffn, _norm(cfg), residual)
-    return Block(_attention(cfg), _norm(cfg), ffn, _norm(cfg), residual, _cross_attention(cfg), _norm(cfg))
+        return Block(_mixer(cfg, kind), _norm(cfg), ffn, _norm(cfg), residual)
+    return Block(_mixer(cfg, kind), _norm(cfg), ffn, _norm(cfg), residual, _cross_attention(cfg), _norm(cfg))
 
 
 def _norm(cfg: ModelConfig) -> nn.Module:
@@ -147,7 +184,7 @@ def build_model(cfg: ModelConfig) -> Model | EncoderDecoder:
         return _build_encoder_decoder(cfg)
     tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
     role = "decoder-only" if cfg.arch == "decoder" else "encoder-only"
-    blocks = [_block(cfg, role=role) for _ in range(cfg.layers)]
+    blocks = [_block(cfg, role=role, kind=kind) for kind in mixer_kinds(cfg)]
     type_emb = nn.Embedding(cfg.type_vocab_size, cfg.dim) if cfg.type_vocab_size else None
     model = Model(cfg, tok_emb, _position(cfg), blocks, _final_norm(cfg), _head(cfg), _pattern(cfg), type_emb,
                   _embed_norm(cfg))
@@ -177,7 +214,7 @@ def _build_encoder_decoder(cfg: ModelConfig) -> EncoderDecoder:
     tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
     src_emb = tok_emb if cfg.share_embeddings else nn.Embedding(src_vocab, cfg.dim)
     encoder = [_block(cfg, role="encoder") for _ in range(cfg.encoder_layers or cfg.layers)]
-    decoder = [_block(cfg, cross=True, role="decoder") for _ in range(cfg.layers)]
+    decoder = [_block(cfg, cross=True, role="decoder", kind=kind) for kind in mixer_kinds(cfg)]
     model = EncoderDecoder(cfg, src_emb, tok_emb, _position(cfg), _position(cfg), encoder, _final_norm(cfg),
                            decoder, _final_norm(cfg), _head(cfg), _pattern(cfg))
     _init(model, cfg)

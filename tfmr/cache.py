@@ -5,11 +5,19 @@
     RollingKVCache   a ring of `window` positions for sliding-window attention: memory bounded by
                      the window however long the sequence; `update` returns the held keys, oldest
                      first, followed by the new ones
+    SinkCache        attention sinks + a rolling window (StreamingLLM): the first `sinks` positions
+                     and a ring of `window`, keys stored unrotated, positions inside the cache
+    SegmentMemory    Transformer-XL: the previous segment's hidden states (detached) for one layer
+    RetentionState   a retention layer's recurrent state (B, H, D_k, D_v), the same size at every
+                     length (mixers.py)
     DecodeState      the per-sequence state between decoding steps (caches, position, memory, and
                      the alignment kernels' previous alignments, `align`)
 
-After `update`, `cache.key_start` is the absolute position of the first key returned; attention
-shifts its mask by it (`Mask.keys_from`). Preallocation keeps memory flat and makes the decode step
+Attention hands its queries, keys and values to `cache.place(attn, x, q, k, v, pos, start, mask)`
+-> (q, k, v, mask): the default rotates at absolute positions, stores, and shifts the mask to
+where the returned keys start (`cache.key_start` after `update`, `Mask.keys_from`). A cache whose
+positions live inside it (sinks, segment memory) rotates after storing instead, at the positions
+the keys have in the cache, and places the mask there (`Mask.placed`). Preallocation keeps memory flat and makes the decode step
 free of reallocations. `kv_bytes_per_token` gives the cache cost of a model shape (MHA vs GQA vs MQA).
 """
 from __future__ import annotations
@@ -17,13 +25,33 @@ from __future__ import annotations
 import torch
 
 
-class KVCache:
+class Placement:
+    """The default `place`: positions act at absolute positions, then the cache stores the keys."""
+
+    def place(self, attn, x, q, k, v, pos, start, mask):
+        """q (B, H, T, D), k and v (B, Hkv, T, D) of `x` (B, T, dim) placed at `start` ->
+        (q, k, v, mask) for the kernel: rotated, keys and values of every held position."""
+        q, k = pos.rotate(q, k, start)
+        k, v = self.update(k, v, start)  # (B, Hkv, Tk, D): cached keys, oldest first
+        return q, k, v, mask.keys_from(self.key_start)  # a rolling cache no longer starts at 0
+
+
+def positions_inside(pos, q, k):
+    """Rotate keys at positions 0 .. Tk - 1 and the T queries at the last T of them (positions
+    inside the cache: StreamingLLM, Transformer-XL). -> q, k."""
+    q, _ = pos.rotate(q, q, k.shape[2] - q.shape[2])
+    _, k = pos.rotate(k, k, 0)
+    return q, k
+
+
+class KVCache(Placement):
     def __init__(self, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device):
         shape = (batch, kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.max_len = max_len
         self.key_start = 0  # absolute position of the first key returned by `update`
+        self.filled = 0  # positions written so far (the most `update` has reached)
 
     def update(self, k: torch.Tensor, v: torch.Tensor, start: int):
         end = start + k.shape[2]
@@ -31,10 +59,20 @@ class KVCache:
             raise ValueError(f"KV cache holds {self.max_len} positions; asked to write up to {end}")
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
+        self.filled = max(self.filled, end)
         return self.k[:, :, :end], self.v[:, :, :end]  # (B, H_kv, end, D)
 
     def bytes(self) -> int:
+        """Bytes allocated (keys and values)."""
         return self.k.numel() * self.k.element_size() * 2
+
+    def held(self) -> int:
+        """Positions whose keys and values the cache holds now."""
+        return self.filled
+
+    def used_bytes(self) -> int:
+        """Bytes of the positions held now (what a cache grown on demand would have allocated)."""
+        return self.held() * self.bytes() // self.max_len
 
     def reorder(self, index: torch.Tensor) -> None:
         """Select batch rows (beam search keeps the surviving hypotheses)."""
@@ -66,6 +104,124 @@ class RollingKVCache(KVCache):
         self.v[:, :, write] = v_all[:, :, -keep:]
         self.key_start, self.next_pos = start - held, end
         return k_all, v_all
+
+    def held(self) -> int:
+        return min(self.next_pos, self.window)
+
+
+class SinkCache(KVCache):
+    """Attention sinks plus a rolling window (StreamingLLM, Xiao et al. 2023,
+    https://arxiv.org/abs/2309.17453): the keys and values of the first `sinks` positions forever,
+    and a ring of the last `window` positions; memory is (sinks + window) positions however long
+    the generation.
+
+    Positions are those inside the cache, as in the paper: keys are stored unrotated and rotated
+    at every step at their cache positions 0 .. n - 1 (sinks first, then the window oldest first),
+    the query at the last of them; an ALiBi bias is evaluated at the same cache positions. So a
+    step sees positions 0 .. sinks + window - 1 however far the text has gone. A chunk written at
+    position 0 is placed at its own positions (the full forward of the `sinks` pattern); later
+    chunks follow the held keys.
+
+        slots  [0, sinks)             the sink positions 0 .. sinks - 1
+               [sinks, sinks+window)  ring: position p >= sinks lives in slot sinks + p % window
+    """
+
+    def __init__(self, batch: int, kv_heads: int, sinks: int, window: int, head_dim: int, dtype, device):
+        super().__init__(batch, kv_heads, sinks + window, head_dim, dtype, device)
+        self.sinks, self.window = sinks, window
+        self.next_pos = 0
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, start: int):
+        if start not in (0, self.next_pos):
+            raise ValueError(f"sink cache continues at position {self.next_pos}; asked to write at {start}")
+        S, W, T = self.sinks, self.window, k.shape[2]
+        first = max(S, start - W + 1)  # the oldest window position the first new query still sees
+        held = torch.cat((torch.arange(min(start, S)), S + torch.arange(first, max(first, start)) % W)).to(k.device)
+        k_all = torch.cat((self.k.index_select(2, held), k), dim=2)  # (B, Hkv, n, D): sinks, window, new
+        v_all = torch.cat((self.v.index_select(2, held), v), dim=2)
+        pos = torch.arange(start, start + T, device=k.device)
+        keep = (pos < S) | (pos >= start + T - W)  # sinks, and the newest `window` of the rest
+        slots = torch.where(pos < S, pos, S + pos % W)[keep]
+        self.k[:, :, slots] = k[:, :, keep]
+        self.v[:, :, slots] = v[:, :, keep]
+        self.next_pos = start + T
+        return k_all, v_all
+
+    def place(self, attn, x, q, k, v, pos, start, mask):
+        k, v = self.update(k, v, start)  # unrotated: positions are assigned inside the cache
+        q, k = positions_inside(pos, q, k)
+        return q, k, v, mask.placed(k.shape[2] - q.shape[2], 0)
+
+    def held(self) -> int:
+        return min(self.next_pos, self.sinks) + min(max(self.next_pos - self.sinks, 0), self.window)
+
+
+class SegmentMemory:
+    """Transformer-XL segment recurrence for one attention layer (Dai et al. 2019,
+    https://arxiv.org/abs/1901.02860): the layer's input hidden states of the last `length` tokens
+    of the previous segment(s), detached. The next segment's keys and values are projected from
+    [memory; segment] with the current weights; no gradient flows into the memory. Positions are
+    relative to the memory: keys at 0 .. M + T - 1, queries at M .. M + T - 1 (RoPE rotated there,
+    an ALiBi bias evaluated there), so only relative schemes carry across the boundary.
+
+        segment s:   q from h_s;  k, v from [SG(h_{s-1}); h_s]
+    """
+
+    def __init__(self, length: int):
+        if length < 1:
+            raise ValueError(f"memory length must be at least 1, got {length}")
+        self.length = length
+        self.h: torch.Tensor | None = None  # (B, M, dim)
+
+    def place(self, attn, x, q, k, v, pos, start, mask):
+        if self.h is not None:
+            mk, mv = attn.project_kv(self.h)  # (B, Hkv, M, D)
+            k, v = torch.cat((mk, k), dim=2), torch.cat((mv, v), dim=2)  # (B, Hkv, M + T, D)
+        self.h = x.detach() if self.h is None else torch.cat((self.h, x.detach()), dim=1)
+        self.h = self.h[:, -self.length:]  # (B, M', dim)
+        q, k = positions_inside(pos, q, k)
+        return q, k, v, mask.placed(k.shape[2] - q.shape[2], 0)
+
+    def bytes(self) -> int:
+        return 0 if self.h is None else self.h.numel() * self.h.element_size()
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.h is not None:
+            self.h = self.h.index_select(0, index)
+
+
+class RetentionState:
+    """A retention layer's decoding state S (B, H, Dk, Dv) and nothing else: its size does not
+    depend on how many tokens went through. The mixer reads it (`current`), runs a chunk through
+    the chunkwise form (mixers.retention_chunk) and keeps the new state (`keep`); `detach` (Transformer-XL-style segments in
+    training) keeps it out of the next segment's graph. batch None: allocated at the first chunk."""
+
+    def __init__(self, batch: int | None, heads: int, key_dim: int, value_dim: int, dtype, device,
+                 detach: bool = False):
+        self.shape = (heads, key_dim, value_dim)
+        self.dtype, self.device, self.detach = dtype, device, detach
+        self.S = None if batch is None else torch.zeros(batch, *self.shape, dtype=dtype, device=device)
+
+    def current(self, q: torch.Tensor) -> torch.Tensor:
+        """The state before this chunk (zeros at the start), in q's dtype: (B, H, Dk, Dv)."""
+        if self.S is None:
+            self.S = torch.zeros(q.shape[0], *self.shape, dtype=q.dtype, device=q.device)
+        return self.S.to(q.dtype)
+
+    def keep(self, S: torch.Tensor) -> None:
+        self.S = S.detach() if self.detach else S
+
+    def bytes(self) -> int:
+        if self.S is None:
+            return 0
+        return self.S.numel() * self.S.element_size()
+
+    def used_bytes(self) -> int:
+        return self.bytes()
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.S is not None:
+            self.S = self.S.index_select(0, index)
 
 
 def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype=torch.bfloat16) -> int:

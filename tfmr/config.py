@@ -75,7 +75,11 @@ class ModelConfig:
     tie_embeddings: bool = True
     pos: Choice = choice("learned")
     kernel: Choice = choice("sdpa")
-    attention_pattern: Choice = choice("dense")  # dense | sliding | longformer | bigbird (kernels.PATTERNS)
+    attention_pattern: Choice = choice("dense")  # dense | sliding | longformer | bigbird | sinks (kernels.PATTERNS)
+    mixer: Choice = choice("attention")  # what each block runs: attention | retention (mixers.MIXERS)
+    # a hybrid stack: mixer kinds repeated over the layers ("retention,attention": odd layers attention);
+    # "" means model.mixer everywhere
+    mixer_pattern: str = ""
     ffn: Choice = choice("mlp", mult=4, activation="gelu")
     norm: Choice = choice("layernorm")
     residual: Choice = choice("pre")  # where the norm sits: pre | post | deepnorm

@@ -171,7 +171,9 @@ def stream(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: flo
 
     A row that has produced `eos_id` yields `pad_id` (default `eos_id`) from then on; the stream
     ends when every row has. When the sequence reaches the model's context the window slides:
-    the cache is refilled from the last half-context of tokens (positions restart at 0).
+    the cache is refilled from the last half-context of tokens (positions restart at 0), unless
+    the model's decoding state is constant in size (`constant_state()`: attention sinks,
+    retention), which runs on for any length.
     The settings are checked when this is called (ValueError), before the first token.
     """
     check_decoding(max_new_tokens, temperature, top_k, top_p, min_p, repetition, ngram)
@@ -186,6 +188,9 @@ def _stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, 
     gen = _generator(input_ids.device, seed)
     pad = eos_id if pad_id is None else pad_id
     context = _context_of(model)
+    endless = getattr(model, "constant_state", lambda: False)()  # sinks / retention: never restart
+    if endless:
+        context = max(context, input_ids.shape[1])
     seen = input_ids  # everything so far, for the repetition processors
     window = input_ids[:, -context:]
     state = model.start_state(window.shape[0], context, src=src)
@@ -202,7 +207,7 @@ def _stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, 
             return
         seen = torch.cat([seen, nxt[:, None]], dim=1)
         window = torch.cat([window, nxt[:, None]], dim=1)
-        if state.pos + 1 > context:  # slide the window
+        if state.pos + 1 > context and not endless:  # slide the window
             window = window[:, -(context // 2):]
             state = model.start_state(window.shape[0], context, src=src)
             logits, state = model.step(window, state)

@@ -39,13 +39,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .cache import Placement
 from .decode import Beams, NBest, check_decoding, filter_logits
 from .kernels import Mask
 from .model import run_blocks
 from .positions import Where
 
 
-class StaticCache(nn.Module):
+class StaticCache(nn.Module, Placement):
     """One layer's keys and values, preallocated for the whole generation; buffers, so a CUDA
     graph sees the same memory on every replay. `update` writes at the `Where`'s slots and returns
     the whole buffer: the mask hides what is not filled yet."""
@@ -130,6 +131,10 @@ class FastDecoder(nn.Module):
         super().__init__()
         if model.needs_source or not model.causal:
             raise ValueError("FastDecoder takes a decoder-only tfmr Model; use tfmr.decode for encoder-decoder models")
+        if model.pattern.positions_in_cache or not all(b.attn.fast_decoding for b in model.blocks):
+            raise ValueError("FastDecoder keeps a static key/value cache at absolute positions; this model's "
+                             f"{type(model.pattern).__name__} pattern or sequence mixers keep their own decoding "
+                             "state: use tfmr.decode (greedy, sample, beam_search)")
         limit = model.pos.max_len(model.cfg.context)
         if limit is not None and max_len > limit:
             raise ValueError(f"max_len {max_len} exceeds the {limit} positions this model's "

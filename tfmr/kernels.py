@@ -24,7 +24,8 @@ with per-row positions (`by_row`, left-padded batches in fastdecode.py) goes the
 Attention patterns (`PATTERNS`, the `model.attention_pattern` axis) turn a model's causal flag
 and positions into a `Mask` and choose the KV cache: `dense`, `sliding` (Mistral; rolling cache
 bounded by the window), `longformer` (window + global tokens), `bigbird` (window + global +
-random key blocks).
+random key blocks), `sinks` (StreamingLLM: attention sinks + window, constant-size cache with
+positions inside it).
 
 Alignment kernels (`CROSS_KERNELS`, the `model.cross_kernel` axis, cross-attention only) are
 stateful: each target step reads the previous step's alignment. `location` (Chorowski et al.
@@ -44,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import KVCache, RollingKVCache
+from .cache import KVCache, RollingKVCache, SinkCache
 
 
 # ----------------------------------------------------------------------------- masks
@@ -60,6 +61,8 @@ class Mask:
                    with a window they widen it, without one they add nothing
     random_blocks: BigBird: each query block of `block` positions also sees this many key blocks
                    drawn at random (earlier blocks when causal), fixed by `seed` and the block index
+    sinks:         attention sinks (StreamingLLM): the first n positions are seen by every query
+                   (they widen a window; without one they add nothing)
     """
 
     causal: bool = False
@@ -71,6 +74,7 @@ class Mask:
     block: int = 64
     seed: int = 0
     k_start: int = 0
+    sinks: int = 0
     # True for masks whose query and key positions differ per row (fastdecode.py's left-padded
     # batches): `positions` then gives (B, Tq, 1) and (B, 1, Tk), and only dense paths apply.
     by_row = False
@@ -90,6 +94,15 @@ class Mask:
             return self
         other = dataclasses.replace(self, k_start=k_start)
         other._memo = self._memo  # keys of the memo include k_start
+        return other
+
+    def placed(self, q_start: int, k_start: int) -> "Mask":
+        """The same rules for queries from `q_start` and keys from `k_start` (positions inside a
+        cache: attention sinks, Transformer-XL memory)."""
+        if (q_start, k_start) == (self.q_start, self.k_start):
+            return self
+        other = dataclasses.replace(self, q_start=q_start, k_start=k_start)
+        other._memo = self._memo  # keys of the memo include both starts
         return other
 
     def is_plain_causal(self, q_len: int, k_len: int) -> bool:
@@ -114,6 +127,8 @@ class Mask:
             ok = dist < self.window
             if self.global_tokens:
                 ok = ok | (k_pos < self.global_tokens) | (q_pos < self.global_tokens)
+            if self.sinks:
+                ok = ok | (k_pos < self.sinks)
         if self.random_blocks:
             rand = table[q_pos // self.block, k_pos // self.block]
             ok = rand if ok is None else ok | rand
@@ -142,7 +157,7 @@ class Mask:
         """The mask as bool (B or 1, 1, Tq, Tk), True = may attend; None when nothing is masked."""
         if self.is_empty(q_len, k_len):
             return None
-        key = ("dense", q_len, k_len, self.k_start, str(device))
+        key = ("dense", q_len, k_len, self.q_start, self.k_start, str(device))
         if key not in self._memo:
             self._memo[key] = self._build(q_len, k_len, device)
         return self._memo[key]
@@ -357,11 +372,11 @@ def flex_block_mask(mask: Mask, q_len: int, k_len: int, device, compile_mask: bo
 
     if mask.is_empty(q_len, k_len):
         return None
-    key = ("block", q_len, k_len, mask.k_start, str(device))
+    key = ("block", q_len, k_len, mask.q_start, mask.k_start, str(device))
     shared = None
     if mask.key_padding is None:
-        shared = (mask.causal, mask.q_start, mask.k_start, mask.window, mask.global_tokens, mask.random_blocks,
-                  mask.block, mask.seed, q_len, k_len, str(device), compile_mask)
+        shared = (mask.causal, mask.q_start, mask.k_start, mask.window, mask.global_tokens, mask.sinks,
+                  mask.random_blocks, mask.block, mask.seed, q_len, k_len, str(device), compile_mask)
         if shared in _BLOCK_MASKS:
             return _BLOCK_MASKS[shared]
     if key not in mask._memo:
@@ -720,7 +735,15 @@ CROSS_KERNEL_FIXED = ("dropout", "heads")
 
 # ----------------------------------------------------------------------------- patterns
 class Dense(nn.Module):
-    """Every query sees every key it may (all of them, or the past when causal)."""
+    """Every query sees every key it may (all of them, or the past when causal).
+
+    positions_in_cache: whether decoding places positions inside the cache (sinks) rather than
+    at absolute positions; such patterns need a relative position scheme (the builder checks) and
+    decode.py (not FastDecoder's static cache). constant_state: whether the decoding cache stays
+    the same size however long the generation (decode.stream then never restarts it)."""
+
+    positions_in_cache = False
+    constant_state = False
 
     def mask(self, causal: bool, q_start: int = 0, key_padding: torch.Tensor | None = None) -> Mask:
         return Mask(causal=causal, q_start=q_start, key_padding=key_padding, **self.rules())
@@ -792,5 +815,36 @@ class BigBird(Longformer):
         return f"{super().extra_repr()}, random_blocks={self.random_blocks}, block={self.block}, seed={self.seed}"
 
 
-PATTERNS = {"dense": Dense, "sliding": SlidingWindow, "longformer": Longformer, "bigbird": BigBird}
+class Sinks(SlidingWindow):
+    """Attention sinks + sliding window (StreamingLLM, Xiao et al. 2023,
+    https://arxiv.org/abs/2309.17453): each query sees the first `sinks` positions and the `window`
+    most recent ones, itself included. Decoding keeps exactly those keys (`cache.SinkCache`),
+    so memory is constant however long the generation, and positions are those inside the cache
+    (RoPE keys stored unrotated and rotated at their cache slot, ALiBi distances by cache slot).
+    The full forward (training, a prompt at position 0) uses the same mask at absolute positions.
+
+        keys:  [0 .. sinks-1]  . . . (evicted) . . .  [t-window+1 .. t]
+        cache positions: 0 .. sinks-1, sinks .. sinks+window-1 (query at the last)
+    """
+
+    positions_in_cache = True
+    constant_state = True
+
+    def __init__(self, sinks: int = 4, window: int = 256):
+        super().__init__(window)
+        if sinks < 0:
+            raise ValueError(f"sinks must be 0 or more, got {sinks}")
+        self.sinks = sinks
+
+    def rules(self) -> dict:
+        return {"window": self.window, "sinks": self.sinks}
+
+    def new_cache(self, batch, kv_heads, max_len, head_dim, dtype, device) -> KVCache:
+        return SinkCache(batch, kv_heads, self.sinks, self.window, head_dim, dtype, device)
+
+    def extra_repr(self) -> str:
+        return f"sinks={self.sinks}, window={self.window}"
+
+
+PATTERNS = {"dense": Dense, "sliding": SlidingWindow, "longformer": Longformer, "bigbird": BigBird, "sinks": Sinks}
 PATTERN_FIXED = ()

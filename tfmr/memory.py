@@ -172,9 +172,7 @@ def estimate(cfg: ModelConfig, batch: int, tokens: int | None = None, precision:
     T = cfg.context if tokens is None else tokens
     act = 2 if precision == "bf16" else 4
     block = one.blocks[0]
-    attn = block.attn
-    kv_dim = attn.kv_heads * attn.head_dim
-    per_attention = 4 * cfg.dim + 2 * kv_dim + (2 * attn.heads * T if attn.kernel.gives_weights else 0)
+    per_attention = block.attn.activation_floats(T)  # the mixer's own count (attention, retention)
     per_ffn = 2 * cfg.dim + block.ffn.active_parameters() // cfg.dim
     decoder_layer = per_attention * len(block.attentions()) + per_ffn
     layers = cfg.layers * decoder_layer

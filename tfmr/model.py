@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import DecodeState, KVCache
+from .cache import DecodeState, KVCache, SegmentMemory
 from .kernels import Dense, Mask
 from .positions import Start
 
@@ -54,7 +54,19 @@ class Output:
 
 
 class Attention(nn.Module):
-    """Multi-head attention with separate q/k/v projections; GQA / MQA through `kv_heads`."""
+    """Multi-head attention with separate q/k/v projections; GQA / MQA through `kv_heads`.
+
+    The `attention` kind of the sequence-mixer axis (`model.mixer`, mixers.py); every mixer has
+    this forward signature and these declarations:
+      fast_decoding     FastDecoder's static per-row cache can run it
+      causal_only       decoder-only models only (the builder checks)
+      new_cache(pattern, batch, max_len, dtype, device)   its decoding state for one layer
+      new_memory(length)                                  its Transformer-XL segment memory
+      constant_state(pattern)    whether that state stays the same size however long the text
+      activation_floats(T)       floats per token autograd keeps in training (memory.py)"""
+
+    fast_decoding = True
+    causal_only = False  # retention is causal only; attention runs in encoders too
 
     def __init__(self, dim: int, heads: int, kv_heads: int, bias: bool, kernel: nn.Module):
         super().__init__()
@@ -73,6 +85,19 @@ class Attention(nn.Module):
         """The projections that write into the residual stream (depth-scaled at init)."""
         return [self.out_proj]
 
+    def new_cache(self, pattern, batch: int, max_len: int, dtype, device) -> KVCache:
+        return pattern.new_cache(batch, self.kv_heads, max_len, self.head_dim, dtype, device)
+
+    def new_memory(self, length: int) -> SegmentMemory:
+        return SegmentMemory(length)
+
+    def constant_state(self, pattern) -> bool:
+        return pattern.constant_state
+
+    def activation_floats(self, T: int) -> int:
+        dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return 4 * dim + 2 * kv_dim + (2 * self.heads * T if self.kernel.gives_weights else 0)
+
     def project_kv(self, src: torch.Tensor):
         """Keys and values of `src` (B, S, dim) -> two (B, Hkv, S, D)."""
         B, S, _ = src.shape
@@ -88,10 +113,10 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         if kv is None:  # self-attention: positions act on q and k, the cache grows
             k, v = self.project_kv(x)
-            q, k = pos.rotate(q, k, start)
-            if cache is not None:
-                k, v = cache.update(k, v, start)  # (B, Hkv, Tk, D): cached keys, oldest first
-                mask = mask.keys_from(cache.key_start)  # a rolling cache no longer starts at 0
+            if cache is None:
+                q, k = pos.rotate(q, k, start)
+            else:  # the cache places them: rotated, stored, the mask moved to where its keys sit
+                q, k, v, mask = cache.place(self, x, q, k, v, pos, start, mask)  # k, v: (B, Hkv, Tk, D)
             bias = pos.bias(T, k.shape[2], start)  # a Bias the kernel evaluates at the mask's positions, or None
         else:  # cross-attention: keys and values come from the encoder memory, no positions
             (k, v), bias = kv, None
@@ -306,11 +331,22 @@ class Model(nn.Module):
 
     # ------------------------------------------------------------ decoding protocol
     def new_cache(self, batch: int, max_len: int) -> list[KVCache]:
-        """One preallocated KV cache per layer, for `batch` sequences of up to `max_len` tokens."""
+        """One decoding cache per layer (a preallocated KV cache, or a retention layer's state),
+        for `batch` sequences of up to `max_len` tokens."""
         p = next(self.parameters())
-        a = self.blocks[0].attn
-        return [self.pattern.new_cache(batch, a.kv_heads, max_len, a.head_dim, p.dtype, p.device)
-                for _ in self.blocks]
+        return [block.attn.new_cache(self.pattern, batch, max_len, p.dtype, p.device) for block in self.blocks]
+
+    def new_memory(self, length: int) -> list:
+        """Transformer-XL segment memories, one per layer, holding `length` tokens: pass them as
+        `cache=` to consecutive segments (training and evaluation alike); start stays 0."""
+        if self.pos.absolute:
+            raise ValueError(f"segment memory places positions relative to the memory; {type(self.pos).__name__} "
+                             "positions are absolute (use model.pos=rope, xpos, alibi or none)")
+        return [block.attn.new_memory(length) for block in self.blocks]
+
+    def constant_state(self) -> bool:
+        """Whether decoding keeps the same memory however long the generation (sinks, retention)."""
+        return all(block.attn.constant_state(self.pattern) for block in self.blocks)
 
     def start_state(self, batch: int, max_len: int, src: torch.Tensor | None = None) -> DecodeState:
         """A fresh decoding state (a decoder-only model has no source; `src` must be None)."""
@@ -414,9 +450,7 @@ class EncoderDecoder(nn.Module):
     # ------------------------------------------------------------ decoding protocol
     def new_cache(self, batch: int, max_len: int) -> list[KVCache]:
         p = next(self.parameters())
-        a = self.blocks[0].attn
-        return [self.pattern.new_cache(batch, a.kv_heads, max_len, a.head_dim, p.dtype, p.device)
-                for _ in self.blocks]
+        return [block.attn.new_cache(self.pattern, batch, max_len, p.dtype, p.device) for block in self.blocks]
 
     def start_state(self, batch: int, max_len: int, src: torch.Tensor | None = None,
                     src_mask: torch.Tensor | None = None) -> DecodeState:

@@ -107,6 +107,9 @@ class Position(nn.Module):
     every angle and bias."""
 
     float32: tuple[str, ...] = ()
+    # absolute: positions enter as vectors added to the input (sinusoidal, learned), so they cannot
+    # be re-placed inside a cache (attention sinks) or relative to a segment memory (Transformer-XL)
+    absolute: bool = False
 
     def _apply(self, fn, recurse=True):
         for name in self.float32:
@@ -159,6 +162,8 @@ def sinusoid_table(length: int, dim: int, base: float = 10000.0, halves: bool = 
 class Sinusoidal(Position):
     """Fixed sinusoidal absolute positions (https://arxiv.org/abs/1706.03762), any length."""
 
+    absolute = True
+
     def __init__(self, dim: int, context: int, base: float = 10000.0, scale: bool = False, halves: bool = False):
         super().__init__()
         self.dim, self.base, self.halves = dim, base, halves
@@ -180,6 +185,8 @@ class Sinusoidal(Position):
 
 class Learned(Position):
     """Learned absolute positions (GPT-2); cannot go past `context`."""
+
+    absolute = True
 
     def __init__(self, dim: int, context: int):
         super().__init__()

@@ -1,0 +1,163 @@
+"""Sequence mixers: what a block runs where a Transformer runs self-attention (`model.mixer`).
+
+    attention   multi-head softmax attention (`model.Attention`): kernels, patterns, KV cache
+    retention   RetNet's multi-scale retention (Sun et al. 2023, https://arxiv.org/abs/2307.08621):
+                a decayed linear attention with a parallel form for training and a recurrent form
+                with a fixed-size state for decoding
+
+Every mixer has Attention's forward signature, `mixer(x, pos, mask, cache, start) -> (y, weights
+or None)`, and its declarations (`fast_decoding`, `new_cache`, `new_memory`, `constant_state`,
+`activation_floats`), so `Block`, the decoders and the memory estimate take any of them. A hybrid
+stack is configuration: `model.mixer_pattern=retention,retention,attention` repeats that list of
+kinds over the layers (options from `model.mixer` for layers of its kind).
+
+Retention, one head (h), positions n, m; gamma_h = 1 - 2^(-5 - h):
+
+    parallel    O = (Q K^T * D) V,   D[n, m] = gamma^(n - m) if n >= m else 0
+    recurrent   S_n = gamma S_{n-1} + k_n^T v_n,   o_n = q_n S_n          (S: D_k x D_v per head)
+    chunkwise   a chunk of T tokens after state S: O = (Q K^T * D) V + (gamma^(i+1) q_i) S,
+                S' = gamma^T S + sum_m gamma^(T-1-m) k_m^T v_m  (prefill and decoding steps)
+
+then per-head group norm, a swish gate and the output projection:
+Y = (swish(X W_G) * GroupNorm_h(O)) W_O. RetNet's rotation of q and k (its "xPos-like" Theta) is
+the model's own position seam: `model.pos=rope` (or xpos) rotates them, `model.pos=none` leaves
+them. The paper's extra score normalisations are left out: the group norm undoes any per-head
+scale, so they change only rounding.
+Not here: the chunkwise-recurrent training form for long sequences, bidirectional retention.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import RetentionState
+from .model import Attention
+
+
+def retention_decays(heads: int) -> torch.Tensor:
+    """log gamma_h for gamma_h = 1 - 2^(-5 - h), h = 0 .. heads - 1 (RetNet, section 2.2). (H,) float32."""
+    return torch.log1p(-(2.0 ** (-5.0 - torch.arange(heads, dtype=torch.float32))))
+
+
+def decay_mask(log_gamma: torch.Tensor, T: int) -> torch.Tensor:
+    """D (H, T, T): gamma_h^(n - m) where n >= m, else 0 (float32)."""
+    n = torch.arange(T, device=log_gamma.device)
+    diff = (n[:, None] - n[None, :]).to(torch.float32)  # (T, T)
+    D = torch.exp(diff.clamp(min=0) * log_gamma.float()[:, None, None])  # (H, T, T)
+    return D.masked_fill(diff < 0, 0.0)
+
+
+def retention_parallel(q, k, v, log_gamma):
+    """The parallel form: q, k (B, H, T, Dk), v (B, H, T, Dv) -> (B, H, T, Dv)."""
+    D = decay_mask(log_gamma, q.shape[2]).to(q.dtype)  # (H, T, T)
+    return ((q @ k.transpose(-2, -1)) * D) @ v
+
+
+def retention_recurrent(q, k, v, log_gamma, state=None):
+    """The recurrent form, one token at a time: S_n = gamma S_{n-1} + k_n^T v_n, o_n = q_n S_n.
+    -> (out (B, H, T, Dv), final state (B, H, Dk, Dv))."""
+    B, H, T, Dk = q.shape
+    gamma = torch.exp(log_gamma.float()).to(q.dtype)[None, :, None, None]  # (1, H, 1, 1)
+    S = q.new_zeros(B, H, Dk, v.shape[-1]) if state is None else state
+    outs = []
+    for n in range(T):
+        S = gamma * S + k[:, :, n, :, None] * v[:, :, n, None, :]  # (B, H, Dk, Dv)
+        outs.append((q[:, :, n, None, :] @ S).squeeze(2))  # (B, H, Dv)
+    return torch.stack(outs, dim=2), S
+
+
+def retention_chunk(q, k, v, log_gamma, state):
+    """The chunkwise form: T tokens after `state` (B, H, Dk, Dv) -> (out (B, H, T, Dv), new state).
+    T = 1 is the recurrent step; a zero state is the parallel form."""
+    T = q.shape[2]
+    lg = log_gamma.float()[:, None]  # (H, 1)
+    i = torch.arange(T, device=q.device, dtype=torch.float32)[None, :]  # (1, T)
+    into = torch.exp((i + 1) * lg).to(q.dtype)[None, :, :, None]  # (1, H, T, 1): gamma^(i+1)
+    out = retention_parallel(q, k, v, log_gamma) + (q * into) @ state  # (B, H, T, Dv)
+    carry = torch.exp((T - 1 - i) * lg).to(q.dtype)[None, :, :, None]  # (1, H, T, 1): gamma^(T-1-m)
+    new = torch.exp(T * lg).to(q.dtype)[None, :, :, None] * state + (k * carry).transpose(-2, -1) @ v
+    return out, new  # (B, H, T, Dv), (B, H, Dk, Dv)
+
+
+class Retention(nn.Module):
+    """Multi-scale retention (RetNet, https://arxiv.org/abs/2307.08621), causal only.
+
+    q_proj, k_proj: dim -> dim; v_proj, g_proj: dim -> value_factor * dim (the paper's 2);
+    out_proj back to dim. One decay gamma_h per head; keys scaled by 1/sqrt(head_dim).
+    Decoding keeps a (B, H, head_dim, value_dim) state per layer (`cache.RetentionState`),
+    whatever the length. Attention patterns and bias schemes (ALiBi) do not act here: the decay
+    is retention's window. Padding keys (the mask's key_padding) add nothing to the state."""
+
+    fast_decoding = False  # FastDecoder's static per-row cache holds keys, not a recurrent state
+    causal_only = True  # the builder refuses it in encoders
+
+    def __init__(self, dim: int, heads: int, bias: bool = True, value_factor: float = 2.0, eps: float = 1e-5):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.value_dim = int(value_factor * self.head_dim)
+        if self.value_dim < 1:
+            raise ValueError(f"value_factor {value_factor} leaves no value dimensions")
+        self.value_factor, self.eps = value_factor, eps
+        vdim = heads * self.value_dim
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, vdim, bias=bias)
+        self.g_proj = nn.Linear(dim, vdim, bias=bias)
+        self.out_proj = nn.Linear(vdim, dim, bias=bias)
+        self.norm = nn.GroupNorm(heads, vdim, eps=eps)
+        self.register_buffer("log_gamma", retention_decays(heads), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self.log_gamma = self.log_gamma.float()  # the decays stay float32 under model.to(bf16)
+        return out
+
+    # ------------------------------------------------------------ declarations (see model.Attention)
+    def residual_projections(self) -> list[nn.Linear]:
+        return [self.out_proj]
+
+    def new_cache(self, pattern, batch: int, max_len: int, dtype, device) -> RetentionState:
+        return RetentionState(batch, self.heads, self.head_dim, self.value_dim, dtype, device)
+
+    def new_memory(self, length: int) -> RetentionState:
+        """Across segments retention carries its state (detached), whatever `length` is."""
+        p = self.q_proj.weight
+        return RetentionState(None, self.heads, self.head_dim, self.value_dim, p.dtype, p.device, detach=True)
+
+    def constant_state(self, pattern) -> bool:
+        return True
+
+    def activation_floats(self, T: int) -> int:
+        dim, vdim = self.heads * self.head_dim, self.heads * self.value_dim
+        return 3 * dim + 6 * vdim + 2 * self.heads * T  # x, q, k; v, g, swish, o, norm, gated; scores
+
+    # ------------------------------------------------------------ forward
+    def forward(self, x, pos, mask, cache: RetentionState | None = None, start=0, kv=None, state=None):
+        if kv is not None:
+            raise ValueError("retention is a self-mixer; cross-attention stays attention")
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dk)
+        k = self.k_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2) * self.head_dim ** -0.5
+        v = self.v_proj(x).view(B, T, self.heads, self.value_dim).transpose(1, 2)  # (B, H, T, Dv)
+        q, k = pos.rotate(q, k, start)  # RetNet's Theta when model.pos is rope / xpos
+        if mask is not None and mask.key_padding is not None:  # padding adds nothing to any state
+            k = k * mask.key_padding[:, None, -T:, None].to(k.dtype)
+        if cache is None:
+            o = retention_parallel(q, k, v, self.log_gamma)  # (B, H, T, Dv)
+        else:
+            o, S = retention_chunk(q, k, v, self.log_gamma, cache.current(q))  # (B, H, T, Dv)
+            cache.keep(S)
+        o = self.norm(o.transpose(1, 2).reshape(B * T, self.heads * self.value_dim))  # (B*T, H*Dv)
+        y = F.silu(self.g_proj(x)) * o.view(B, T, -1)  # (B, T, H*Dv)
+        return self.out_proj(y), None
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, head_dim={self.head_dim}, value_dim={self.value_dim}"
+
+
+MIXERS = {"attention": Attention, "retention": Retention}
+# Arguments the builder passes itself (each class takes the ones it needs).
+MIXER_FIXED = ("dim", "heads", "kv_heads", "bias", "kernel")
