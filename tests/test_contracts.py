@@ -9,6 +9,14 @@ everything a built-in kind goes through, with no edit anywhere in tfmr/:
     bottleneck    a new FFN whose down projection is named `down` (not w2), declared as its
                   output projection
 
+and the sequence mixers beside attention (mixers.py), through the same contracts:
+
+    retention     every layer RetNet retention (`model.mixer=retention`)
+    hybrid        retention and attention layers (`model.mixer_pattern=retention,attention`)
+
+Mixers that declare `fast_decoding = False` (a recurrent state, not keys) are refused by
+FastDecoder with a message naming tfmr.decode; that refusal is their fast-decoding contract.
+
 Each one trains with tfmr.train.Trainer (config set with `--set`-style overrides), survives a
 checkpoint round trip with identical logits, decodes step by step with a cache exactly like the
 full forward (decoder-only, with a rolling sliding-window cache, and encoder-decoder), and decodes
@@ -98,6 +106,9 @@ VARIANTS = {
     "factored": (["model.pos=factored", "model.pos.rank=3"], {"pos": Choice("factored", rank=3)}),
     "log-distance": (["model.pos=log-distance"], {"pos": Choice("log-distance")}),
     "bottleneck": (["model.ffn=bottleneck", "model.ffn.mult=2"], {"ffn": Choice("bottleneck", mult=2)}),
+    "retention": (["model.mixer=retention"], {"mixer": Choice("retention")}),
+    "hybrid": (["model.mixer=retention", "model.mixer_pattern=retention,attention"],
+               {"mixer": Choice("retention"), "mixer_pattern": "retention,attention"}),
 }
 
 
@@ -172,6 +183,10 @@ PROMPTS = [[5, 9, 12, 3, 3], [7], [20, 21, 22, 23, 24, 25, 26, 27]]
 @pytest.mark.parametrize("kind", sorted(VARIANTS))
 def test_fast_decoding_equals_decode_greedy_on_a_left_padded_batch(kind, registered):
     model = _model(kind, seed=3)
+    if not all(block.attn.fast_decoding for block in model.blocks):  # declared: decode.py only
+        with pytest.raises(ValueError, match="use tfmr.decode"):
+            FastDecoder(model, 3, 40)
+        return
     P = max(map(len, PROMPTS))
     ids = torch.zeros(len(PROMPTS), P, dtype=torch.long)
     mask = torch.zeros(len(PROMPTS), P, dtype=torch.bool)

@@ -100,9 +100,9 @@ def _check_mixers(cfg: ModelConfig) -> None:
     for kind in set(mixer_kinds(cfg)):
         if kind not in MIXERS:
             raise ConfigError(f"model.mixer_pattern: unknown mixer kind {kind!r}; valid kinds: {', '.join(MIXERS)}")
-        if MIXERS[kind].causal_only and cfg.arch != "decoder":
-            raise ConfigError(f"model.mixer {kind!r} is causal; it runs in decoder-only models (model.arch=decoder), "
-                              f"not in a {cfg.arch}")
+        if MIXERS[kind].causal_only and cfg.arch == "encoder":
+            raise ConfigError(f"model.mixer {kind!r} is causal; it runs in decoders (model.arch=decoder, or the "
+                              f"decoder of an encoder-decoder), not in an encoder")
 
 
 def _check_finite(cfg: ModelConfig) -> None:
