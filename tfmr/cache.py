@@ -201,6 +201,7 @@ class RetentionState:
         self.shape = (heads, key_dim, value_dim)
         self.dtype, self.device, self.detach = dtype, device, detach
         self.S = None if batch is None else torch.zeros(batch, *self.shape, dtype=dtype, device=device)
+        self.seen = 0  # tokens folded into S: the position of the next one (segments restart `start` at 0)
 
     def current(self, q: torch.Tensor) -> torch.Tensor:
         """The state before this chunk (zeros at the start), in q's dtype: (B, H, Dk, Dv)."""
@@ -208,8 +209,9 @@ class RetentionState:
             self.S = torch.zeros(q.shape[0], *self.shape, dtype=q.dtype, device=q.device)
         return self.S.to(q.dtype)
 
-    def keep(self, S: torch.Tensor) -> None:
+    def keep(self, S: torch.Tensor, tokens: int) -> None:
         self.S = S.detach() if self.detach else S
+        self.seen += tokens
 
     def bytes(self) -> int:
         if self.S is None:

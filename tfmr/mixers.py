@@ -142,14 +142,14 @@ class Retention(nn.Module):
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dk)
         k = self.k_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2) * self.head_dim ** -0.5
         v = self.v_proj(x).view(B, T, self.heads, self.value_dim).transpose(1, 2)  # (B, H, T, Dv)
-        q, k = pos.rotate(q, k, start)  # RetNet's Theta when model.pos is rope / xpos
+        q, k = pos.rotate(q, k, start if cache is None else cache.seen)  # RetNet's Theta (rope / xpos)
         if mask is not None and mask.key_padding is not None:  # padding adds nothing to any state
             k = k * mask.key_padding[:, None, -T:, None].to(k.dtype)
         if cache is None:
             o = retention_parallel(q, k, v, self.log_gamma)  # (B, H, T, Dv)
         else:
             o, S = retention_chunk(q, k, v, self.log_gamma, cache.current(q))  # (B, H, T, Dv)
-            cache.keep(S)
+            cache.keep(S, T)
         o = self.norm(o.transpose(1, 2).reshape(B * T, self.heads * self.value_dim))  # (B*T, H*Dv)
         y = F.silu(self.g_proj(x)) * o.view(B, T, -1)  # (B, T, H*Dv)
         return self.out_proj(y), None
