@@ -103,6 +103,15 @@ def test_a_hybrid_stack_is_configuration():
     assert not model.constant_state()  # the attention layer's cache grows
 
 
+def test_the_parameter_count_of_a_hybrid_stack_is_exact():
+    """memory.count_parameters (meta device) counts each layer's own mixer."""
+    from tfmr.memory import count_parameters
+
+    cfg = ModelConfig(vocab_size=50, dim=32, layers=5, heads=4, mixer=Choice("retention"),
+                      mixer_pattern="attention,retention,retention")
+    assert count_parameters(cfg) == sum(p.numel() for p in build_model(cfg).parameters())
+
+
 def test_left_padding_adds_nothing_to_the_state():
     """With padding keys masked, a left-padded row gives the unpadded row's outputs (no positions)."""
     model = _model("", "none")

@@ -142,7 +142,10 @@ def _measure(model, arch: str, context: int) -> _Measure:
 
 
 def _counts(cfg: ModelConfig):
-    """(the measure at cfg's depth, a one-layer skeleton to read the block's shape from)."""
+    """(the measure at cfg's depth, a one-layer skeleton to read the block's shape from; for a
+    hybrid stack, the whole skeleton)."""
+    from .builder import mixer_kinds
+
     L = cfg.layers
     if cfg.arch == "encoder-decoder":
         E = cfg.encoder_layers or cfg.layers
@@ -152,6 +155,9 @@ def _counts(cfg: ModelConfig):
         enc = _measure(_skeleton(cfg, 1, 2), cfg.arch, cfg.context) - m11
         return m11 + dec * (L - 1) + enc * (E - 1), one
     one = _skeleton(cfg, 1, cfg.encoder_layers)
+    if len(set(mixer_kinds(cfg))) > 1:  # a hybrid stack: layers differ, so measure every one (meta device)
+        full = _skeleton(cfg, L, cfg.encoder_layers)
+        return _measure(full, cfg.arch, cfg.context), full
     m1 = _measure(one, cfg.arch, cfg.context)
     block = _measure(_skeleton(cfg, 2, cfg.encoder_layers), cfg.arch, cfg.context) - m1
     return m1 + block * (L - 1), one
@@ -176,6 +182,8 @@ def estimate(cfg: ModelConfig, batch: int, tokens: int | None = None, precision:
     per_ffn = 2 * cfg.dim + block.ffn.active_parameters() // cfg.dim
     decoder_layer = per_attention * len(block.attentions()) + per_ffn
     layers = cfg.layers * decoder_layer
+    if len(one.blocks) > 1:  # a hybrid stack (measured whole): each layer's own mixer
+        layers = sum(b.attn.activation_floats(T) * len(b.attentions()) + per_ffn for b in one.blocks)
     if cfg.arch == "encoder-decoder":
         encoder_block = one.encoder[0]
         layers += (cfg.encoder_layers or cfg.layers) * (per_attention * len(encoder_block.attentions()) + per_ffn)

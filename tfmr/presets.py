@@ -8,8 +8,8 @@
 The presets, by the command that uses them (`tfmr presets` lists them, `-v` with their configs):
 
     train        default, tiny, nanogpt-shakespeare-char, gpt2-124m           RunConfig
-    experiment   exp-length-extrapolation, exp-norm-depth, exp-moe            RunConfig (the base; each
-                                                                              experiment varies one axis)
+    experiment   exp-length-extrapolation, exp-norm-depth, exp-moe,           RunConfig (the base; each
+                 exp-long-context, exp-streaming, exp-mixers                  experiment varies one axis)
     g2p          g2p-tiny, g2p-small, g2p-base                                G2PConfig
     copytask     copytask, copytask-tiny                                      CopyTaskConfig
 
@@ -104,6 +104,32 @@ def exp_moe() -> RunConfig:
     t.eval_every, t.eval_iters, t.log_every = 80, 10, 10
     t.checkpoint_every, t.seed, t.threads, t.dtype = 400, 1337, 1, "float32"
     return cfg
+
+
+def exp_long_context() -> RunConfig:
+    """Loss by position to 16L: char LM, 2 x 128, RoPE, trained at L = 64 for 600 steps (what varies:
+    full / sliding / sinks attention, Transformer-XL memory, retention)."""
+    cfg = exp_length_extrapolation()
+    cfg.model.pos = Choice("rope")
+    return cfg
+
+
+def exp_streaming() -> RunConfig:
+    """Streaming generation: a 4 x 128 RoPE model (untrained: memory and speed only), context 256."""
+    return RunConfig(model=ModelConfig(dim=128, layers=4, heads=4, context=256, pos=Choice("rope"),
+                                       kernel=Choice("sdpa")),
+                     train=TrainConfig(seed=1337, device="cpu", dtype="float32"))
+
+
+def exp_mixers() -> RunConfig:
+    """Transformer vs retention vs hybrid: char LM, 6 x 128, RoPE, context 128, 5 minutes each
+    (the experiment's --minutes); evaluation every 100 steps."""
+    return RunConfig(
+        model=ModelConfig(dim=128, layers=6, heads=4, context=128, pos=Choice("rope"), kernel=Choice("sdpa")),
+        data=DataConfig(tokenizer=Choice("char")),
+        train=TrainConfig(steps=100000, batch_size=16, lr=2e-3, min_lr=2e-4, warmup=50, eval_every=100, eval_iters=5,
+                          log_every=50, checkpoint_every=100000, seed=1337, device="cpu", dtype="float32"),
+    )
 
 
 # ----------------------------------------------------------------------------- G2P (tfmr g2p)
@@ -205,6 +231,9 @@ PRESETS: dict[str, tuple[str, Callable]] = {
     "exp-length-extrapolation": ("experiment length-extrapolation", exp_length_extrapolation),
     "exp-norm-depth": ("experiment norm-depth", exp_norm_depth),
     "exp-moe": ("experiment moe", exp_moe),
+    "exp-long-context": ("experiment long-context", exp_long_context),
+    "exp-streaming": ("experiment streaming", exp_streaming),
+    "exp-mixers": ("experiment mixers", exp_mixers),
     "g2p-tiny": ("g2p", g2p_tiny),
     "g2p-small": ("g2p", g2p_small),
     "g2p-base": ("g2p", g2p_base),
