@@ -68,7 +68,7 @@ def test_every_position_scheme_is_counted_exactly(kind):
 @pytest.mark.parametrize("axis,kind", [("kernel", k) for k in KERNELS] + [("attention_pattern", k) for k in PATTERNS]
                          + [("norm", k) for k in NORMS] + [("residual", k) for k in RESIDUALS])
 def test_every_kernel_pattern_norm_and_residual_is_counted_exactly(axis, kind):
-    cfg = ModelConfig(vocab_size=40, dim=24, layers=3, heads=2, context=8)
+    cfg = ModelConfig(vocab_size=40, dim=24, layers=3, heads=2, context=8, pos=Choice("rope"))  # sinks: relative
     setattr(cfg, axis, Choice(kind))
     assert memory.count_parameters(cfg) == _built(cfg)
     assert memory.estimate(cfg, batch=2).kv_cache_bytes > 0
