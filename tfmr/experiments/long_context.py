@@ -63,7 +63,7 @@ class SegmentTrainer(Trainer):
         self.tokens += x.numel()
         L = self.cfg.model.context
         memory = self.model.new_memory(L)
-        losses = [self.model(x[:, i:i + L], y[:, i:i + L], cache=memory).loss for i in range(0, x.shape[1], L)]
+        losses = [self.forward(x[:, i:i + L], y[:, i:i + L], cache=memory).loss for i in range(0, x.shape[1], L)]
         return torch.stack(losses).mean()
 
 
