@@ -40,6 +40,7 @@ from ..tokenizers import load as load_tokenizer
 SHOWN = 30  # bars in the distribution chart
 MAX_BEAM = 8
 BEAM_NEW_TOKENS = 12  # the page's default length of a beam search
+DECODE_NEW_TOKENS = 40  # the longest greedy output (as `tfmr g2p`'s decoding)
 POSITIONS_SHOWN = 64  # positions drawn in the positional-encoding view
 
 
@@ -93,6 +94,10 @@ class Session:
         raise NotImplementedError
 
     def example(self) -> str:
+        raise NotImplementedError
+
+    def render(self, ids) -> str:
+        """Generated ids as the text a user reads (what `tfmr generate` / `tfmr g2p` print)."""
         raise NotImplementedError
 
     def beam_start(self, inp: Inputs) -> torch.Tensor:
@@ -187,13 +192,13 @@ class Session:
         inp = self.inputs(text)
         start = self.beam_start(inp)
         room = self.limit - start.shape[1]
-        new = room if max_new_tokens is None else min(int(max_new_tokens), room)
+        new = min(DECODE_NEW_TOKENS if max_new_tokens is None else int(max_new_tokens), room)
         if new < 1:
             raise ConfigError(f"the text fills the model's context ({self.limit} tokens); nothing to decode")
         ids = decode.greedy(self.model, start, new, eos_id=self.eos_id, src=inp.src)[0, start.shape[1]:].tolist()
         if self.eos_id is not None and self.eos_id in ids:
             ids = ids[:ids.index(self.eos_id) + 1]
-        return {"generated": ids, "labels": [self.label(i) for i in ids]}
+        return {"generated": ids, "labels": [self.label(i) for i in ids], "rendered": self.render(ids)}
 
     def beam(self, text: str, width: int = 3, max_new_tokens: int | None = None, generated=()) -> dict:
         """Beam search (decode.beam_search, width 1-8) from the text so far, with its tree."""
@@ -213,7 +218,10 @@ class Session:
         steps: list[decode.BeamStep] = []
         best = decode.beam_search(self.model, start, width, new, eos_id=self.eos_id, src=inp.src, n_best=width,
                                   on_step=steps.append)
-        return beam_tree(steps, best, start.shape[1], self.label, self.root_label(inp))
+        tree = beam_tree(steps, best, start.shape[1], self.label, self.root_label(inp))
+        for hyp in tree["n_best"]:
+            hyp["rendered"] = self.render(hyp["ids"])
+        return tree
 
     def root_label(self, inp: Inputs) -> str:
         return "".join(t["text"] for t in inp.tgt_tokens[-8:])
@@ -358,6 +366,9 @@ class LMSession(Session):
             return ""
         return text
 
+    def render(self, ids) -> str:
+        return self.tokenizer.decode(list(ids))
+
     def label(self, token_id: int) -> str:
         return self.tokenizer.token_bytes(int(token_id)).decode("utf-8", errors="backslashreplace")
 
@@ -409,6 +420,9 @@ class Seq2SeqSession(Session):
         if self.by_char and set("tomato") <= set(symbols):
             return "tomato"
         return ("" if self.by_char else " ").join(symbols[:5])
+
+    def render(self, ids) -> str:
+        return " ".join(self.vocab.tgt.decode(ids))
 
     def label(self, token_id: int) -> str:
         itos = self.vocab.tgt.itos
