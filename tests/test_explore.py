@@ -246,6 +246,16 @@ def test_only_its_own_host_is_answered(lm):
         assert lm.s.request("GET", "/static/explore.css", host=host)[0] == 200
 
 
+def test_allowed_host_names():
+    from tfmr.explore.server import allowed_hosts
+
+    loopback = allowed_hosts("127.0.0.1", 8765)
+    assert {"127.0.0.1:8765", "localhost:8765", "localhost", "[::1]:8765"} <= loopback
+    assert "evil.example:8765" not in loopback and "192.168.1.2:8765" not in loopback
+    assert allowed_hosts("192.168.1.2", 80) == {"192.168.1.2", "[192.168.1.2]", "192.168.1.2:80", "[192.168.1.2]:80"}
+    assert allowed_hosts("0.0.0.0", 80) is None  # every interface: any name
+
+
 def test_cli_refuses_a_missing_folder_a_non_checkpoint_and_a_taken_port(tmp_path, capsys, lm):
     for argv, words in ((["--checkpoint", str(tmp_path / "nope")], "no checkpoint at"),
                         (["--checkpoint", str(tmp_path)], "not a complete checkpoint"),
@@ -351,16 +361,20 @@ def test_the_language_model_page(browser, lm, capsys):
     assert len(page.all("#heads .head")) == 2 and page.all("#positions canvas.pos-embedding")
     # top-p down: more tokens greyed out, the kept ones renormalised upwards
     before = page.bars()
-    slide(page, "#top-p", Keys.LEFT, 40)  # 1.00 -> 0.60
+    slide(page, "#top-p", Keys.LEFT, 8)  # 1.00 -> 0.60
     after = page.bars()
+    assert page.find("#top-p-value").text == "0.6"
     assert sum(f for _, f, _ in after) > sum(f for _, f, _ in before) == 0
     kept = [(i, p) for i, f, p in after if not f]
-    assert sum(p for _, p in kept) > 0.6 and all(p == 0 for _, f, p in after if f)
+    assert sum(p for _, p in kept) == pytest.approx(1.0, abs=1e-4) and all(p == 0 for _, f, p in after if f)
     assert int(page.find("#dist-summary").get_attribute("data-kept")) == len(kept)
-    # temperature down: the distribution sharpens, so the same top-p keeps fewer tokens
+    reference = lm.s.post("distribution", text=PROMPT, top_p=0.6)[1]["tokens"]
+    assert [(t["id"], not t["kept"]) for t in reference] == [(i, f) for i, f, _ in after]
+    # temperature down: the distribution sharpens, so the same top-p keeps no more tokens, each more likely
     slide(page, "#temperature", Keys.LEFT, 10)  # 1.00 -> 0.50
-    assert sum(not f for _, f, _ in page.bars()) < len(kept)
+    cooler = page.bars()
     assert page.find("#temperature-value").text == "0.5"
+    assert sum(not f for _, f, _ in cooler) <= len(kept) and cooler[0][2] > after[0][2]
     page.shot("lm-distribution")
     # temperature 0 and step twice: greedy decoding, token by token
     page.act(lambda: page.find("#temperature").send_keys(Keys.HOME))

@@ -15,7 +15,8 @@ A request the session refuses (ConfigError: an empty prompt, unknown characters,
 a 500 with one line, and the server goes on serving. Model calls take turns (one lock): the
 model is not safe to run from two threads at once. The server binds to the host it is given
 (127.0.0.1 by default) and answers only requests addressed to that host (the Host header), so a
-web page elsewhere cannot reach it through a DNS name that points at this machine.
+web page elsewhere cannot reach it through a DNS name that points at this machine; served on every
+interface (0.0.0.0), it answers any name.
 """
 from __future__ import annotations
 
@@ -49,12 +50,16 @@ def load_assets() -> dict[str, tuple[bytes, str]]:
     return assets
 
 
-def allowed_hosts(host: str, port: int) -> set[str]:
+def allowed_hosts(host: str, port: int) -> set[str] | None:
     """The Host header values this server answers: the host it was given (and, on loopback, the
-    other names of loopback), with and without the port."""
+    other names of loopback), with and without the port. None (any) for an address that means
+    every interface (0.0.0.0, ::): whoever serves there chose to be reached by any name."""
     names = {host.lower(), f"[{host.lower()}]"}
     try:
-        if ip_address(host).is_loopback:
+        address = ip_address(host)
+        if address.is_unspecified:
+            return None
+        if address.is_loopback:
             names.update(LOOPBACK_NAMES)
     except ValueError:
         if host.lower() == "localhost":
@@ -93,7 +98,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def host_ok(self) -> bool:
         host = (self.headers.get("Host") or "").strip().lower()
-        if host in self.server.hosts:
+        if self.server.hosts is None or host in self.server.hosts:
             return True
         self.error(HTTPStatus.MISDIRECTED_REQUEST, f"this server answers only on {self.server.host}")
         return False
