@@ -58,3 +58,20 @@ def test_generation_past_the_context_slides_the_window():
     model = _model()
     ids = greedy(model, torch.tensor([[1, 2]]), 40)  # context is 16
     assert ids.shape == (1, 42)
+
+
+def test_next_token_probs_is_what_choose_samples_from():
+    """next_token_probs: the softmax of the tempered logits after the filters, renormalised over
+    the kept tokens (0 elsewhere); one-hot arg-max at temperature 0; and `choose` draws from it."""
+    from tfmr.decode import choose, filter_logits, next_token_probs
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50) * 3
+    p = next_token_probs(logits, 0.7, top_k=10, top_p=0.8, min_p=0.02)
+    kept = torch.isfinite(filter_logits(logits / 0.7, 10, 0.8, 0.02))
+    base = torch.softmax(logits / 0.7, -1)
+    torch.testing.assert_close(p, torch.where(kept, base / (base * kept).sum(-1, keepdim=True), 0.0))
+    assert torch.equal(next_token_probs(logits, 0.0), torch.nn.functional.one_hot(logits.argmax(-1), 50).float())
+    gen = torch.Generator().manual_seed(1)
+    draws = torch.stack([choose(logits, 0.7, 10, 0.8, 0.02, gen) for _ in range(200)])  # (200, 3)
+    assert bool(kept.gather(1, draws.T).all())  # never a filtered token

@@ -144,3 +144,41 @@ def test_bad_beam_arguments_are_refused_clearly():
         beam_search(model, ids, 2, 100)
     with pytest.raises(ValueError, match="early_stopping must be"):
         beam_search(model, ids, 2, 5, early_stopping="sometimes")
+
+
+def test_on_step_records_every_candidate_and_changes_nothing():
+    """The hook `tfmr explore` draws its tree from: the search returns the same n-best with it;
+    each step offers 2K candidates whose scores are the model's summed log-probs of the path the
+    parents say; the n best are among the candidates that entered the pool, with the log-prob sum
+    their normalised score came from; the running beams are the kept, unended candidates."""
+    from tfmr.decode import NEG, BeamStep
+
+    model = _lm(3)
+    ids = torch.tensor([[2, 5, 9]])
+    eos, K = 7, 3
+    plain = beam_search(model, ids, K, 6, eos_id=eos, n_best=K)
+    steps: list[BeamStep] = []
+    hooked = beam_search(model, ids, K, 6, eos_id=eos, n_best=K, on_step=steps.append)
+    assert torch.equal(plain.ids, hooked.ids) and torch.equal(plain.scores, hooked.scores)
+    paths = {0: ()}  # beam slot -> its tokens so far
+    pooled = {}
+    for s in steps:
+        assert s.parents.shape == s.tokens.shape == s.scores.shape == (1, 2 * K) and s.kept.shape == (1, K)
+        new_paths = {}
+        for c in range(2 * K):
+            if float(s.scores[0, c]) <= NEG / 2:
+                continue
+            path = paths[int(s.parents[0, c])] + (int(s.tokens[0, c]),)
+            full = torch.tensor([ids[0].tolist() + list(path)])
+            torch.testing.assert_close(float(s.scores[0, c]), float(_log_prob(model, full, 3)[0]), atol=1e-4, rtol=1e-4)
+            if bool(s.pooled[0, c]):
+                assert bool(s.ended[0, c])
+                pooled[path] = float(s.scores[0, c])
+            new_paths[c] = path
+        paths = {slot: new_paths[int(c)] for slot, c in enumerate(s.kept[0].tolist())
+                 if int(c) in new_paths and not bool(s.ended[0, int(c)])}
+    for k in range(K):
+        length = int(hooked.lengths[0, k])
+        path = tuple(hooked.ids[0, k, 3:3 + length].tolist())
+        assert path in pooled
+        torch.testing.assert_close(float(hooked.scores[0, k]), pooled[path] / length, atol=1e-5, rtol=1e-5)

@@ -1,6 +1,6 @@
 """The layout of programs apart from the library: one presets registry and one config resolver,
 `tfmr bench NAME` for every speed run, `tfmr copytask`, experiments on --set, and an import graph
-in which the library never reaches the programs (tfmr/cli, tasks, bench, experiments)."""
+in which the library never reaches the programs (tfmr/cli, tasks, bench, experiments, explore)."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +18,7 @@ from tfmr.cli import build_parser, main
 from tfmr.config import ConfigError, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-PROGRAMS = ("tfmr.cli", "tfmr.tasks", "tfmr.bench", "tfmr.experiments", "tfmr.__main__")
+PROGRAMS = ("tfmr.cli", "tfmr.tasks", "tfmr.bench", "tfmr.experiments", "tfmr.explore", "tfmr.__main__")
 
 
 # ----------------------------------------------------------------------------- presets

@@ -9,9 +9,11 @@ models alike:
 
     greedy(...)        the arg-max at every step                        贪心解码
     sample(...)        temperature, top-k, top-p (nucleus), min-p       采样
+    next_token_probs(...)  the filtered, renormalised distribution a sample is drawn from
     stream(...)        the same, one token at a time (for printing as it comes)
     check_decoding(...)  every setting above in its range (ValueError naming it); the decoders call it
     beam_search(...)   K hypotheses per input, length penalty, early stopping, n-best   束搜索
+                       (`on_step` sees every step's candidates: `BeamStep`, for drawing the tree)
 
 Logits processors run in Hugging Face `generate`'s order and with its math, so the same logits
 give the same choices: repetition penalty, no-repeat-n-gram, then temperature, top-k, top-p,
@@ -142,11 +144,21 @@ def choose(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
            top_p: float | None = None, min_p: float | None = None,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """The next token of each row (B,): the arg-max when temperature <= 0, else a draw from the
-    filtered, tempered distribution."""
+    filtered, tempered distribution (`next_token_probs`)."""
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p, min_p), dim=-1)
+    probs = next_token_probs(logits, temperature, top_k, top_p, min_p)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+
+
+def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                     top_p: float | None = None, min_p: float | None = None) -> torch.Tensor:
+    """The distribution `choose` draws from, (B, V) -> (B, V): softmax of the tempered logits after
+    top-k / top-p / min-p, so filtered tokens get 0 and the rest are renormalised. At temperature
+    <= 0 (greedy) all the mass is on the arg-max."""
+    if temperature <= 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    return torch.softmax(filter_logits(logits / temperature, top_k, top_p, min_p), dim=-1)
 
 
 # ------------------------------------------------------------------------ greedy and sampling
@@ -243,6 +255,22 @@ class NBest:
     lengths: torch.Tensor  # (B, n): generated tokens of each hypothesis, EOS included
 
 
+@dataclass
+class BeamStep:
+    """What one step of beam search looked at, for drawing its tree (`beam_search(on_step=...)`).
+    Step t adds token t + 1 of the continuation; candidate c extends running beam `parents[b, c]`
+    (the beam slot of the previous step; at t = 0 every beam is the prompt)."""
+
+    t: int
+    parents: torch.Tensor  # (B, 2K) the running beam slot each candidate extends
+    tokens: torch.Tensor  # (B, 2K) the token it adds
+    scores: torch.Tensor  # (B, 2K) sum of log-probs of the whole continuation, best first
+    ended: torch.Tensor  # (B, 2K) bool: ends here (EOS or the length limit)
+    kept: torch.Tensor  # (B, K) which candidate now runs in beam slot 0..K-1 (an ended one never runs on:
+    #                     a slot whose `scores` entry is NEG holds no live beam)
+    pooled: torch.Tensor  # (B, 2K) bool: entered the pool of finished hypotheses this step
+
+
 class Beams:
     """The bookkeeping of beam search for B inputs x K beams, all in tensors (no per-beam Python).
 
@@ -276,6 +304,8 @@ class Beams:
         self.first_k = torch.arange(2 * K, device=dev) < K  # (2K,)
         self.row_base = torch.arange(B, device=dev)[:, None] * K  # (B, 1)
         self.t = 0
+        self.last: BeamStep | None = None  # the step just taken, kept when `record` is True
+        self.record = False
 
     def history(self) -> torch.Tensor:
         """Every running beam's tokens so far, (B*K, P + t): what the processors look at."""
@@ -293,8 +323,10 @@ class Beams:
         ends = torch.full_like(tok, self.P + t + 1 >= self.L, dtype=torch.bool)
         if self.eos_id is not None:
             ends = ends | (tok == self.eos_id)
-        self._keep_running(cand, cand_scores, beam, ends)
-        self._update_pool(cand, cand_scores, ends)
+        kept = self._keep_running(cand, cand_scores, beam, ends)
+        pooled = self._update_pool(cand, cand_scores, ends)
+        if self.record:
+            self.last = BeamStep(t, beam, tok, cand_scores, ends, kept, pooled)
         self.t = t + 1
         self._update_improvable(ends)
         rows = (self.src_beam + self.row_base).view(-1)
@@ -306,6 +338,7 @@ class Beams:
         self.seqs = torch.take_along_dim(cand, best[..., None], dim=1)
         self.scores = torch.take_along_dim(alive, best, dim=1)
         self.src_beam = torch.take_along_dim(beam, best, dim=1)
+        return best
 
     def _update_pool(self, cand, cand_scores, ends):
         new = ends & self.first_k[None, :]  # only the first K continuations may finish
@@ -321,6 +354,9 @@ class Beams:
         self.fin_done = torch.take_along_dim(torch.cat([self.fin_done, new], dim=1), top, dim=1)
         lengths = torch.cat([self.fin_len, torch.full_like(new, self.t + 1, dtype=torch.long)], dim=1)
         self.fin_len = torch.take_along_dim(lengths, top, dim=1)
+        K = self.K  # which of the 2K candidates made it into the pool (pool rows K.. are candidates)
+        pooled = torch.zeros(self.B, 3 * K, dtype=torch.bool, device=top.device).scatter(1, top, True)[:, K:]
+        return pooled & new
 
     def _update_improvable(self, ends):
         """Can the best running beam still beat the worst finished one? With early_stopping=False
@@ -355,13 +391,16 @@ def _expand(state, rows: int, beam_size: int, device):
 def beam_search(model, input_ids: torch.Tensor, beam_size: int, max_new_tokens: int, eos_id: int | None = None,
                 length_penalty: float = 1.0, src: torch.Tensor | None = None, *,
                 early_stopping: bool | str = False, n_best: int | None = None, pad_id: int | None = None,
-                repetition: float = 1.0, ngram: int = 0) -> torch.Tensor | NBest:
+                repetition: float = 1.0, ngram: int = 0,
+                on_step: Callable[[BeamStep], None] | None = None) -> torch.Tensor | NBest:
     """Beam search (https://arxiv.org/abs/1409.3215 section 3.2; scoring and stopping as in
     Hugging Face `generate`). Returns the best hypothesis per input, (B, T + new), or with
     `n_best=n` an `NBest` with the n best of each (n <= beam_size), their scores and lengths.
 
     length_penalty > 0 favours longer hypotheses, < 0 shorter ones. Finished hypotheses shorter
-    than the longest returned are filled with `pad_id` (default `eos_id`).
+    than the longest returned are filled with `pad_id` (default `eos_id`). `on_step`, when given,
+    is called with a `BeamStep` after every step: the candidates, their scores and their fate (the
+    tree `tfmr explore` draws); it changes nothing in the search.
     """
     model.eval()
     B, P = input_ids.shape
@@ -379,9 +418,12 @@ def beam_search(model, input_ids: torch.Tensor, beam_size: int, max_new_tokens: 
     state = _expand(model.start_state(B, P + max_new_tokens, src=src), B, K, input_ids.device)
     logits, state = model.step(input_ids.repeat_interleave(K, dim=0), state)  # (B*K, V)
     beams = Beams(input_ids, K, max_new_tokens, eos_id, length_penalty, early_stopping, fill)
+    beams.record = on_step is not None
     while True:
         logprobs = process(torch.log_softmax(logits.float(), dim=-1), beams.history(), repetition, ngram)
         rows, tokens = beams.advance(logprobs)
+        if on_step is not None:
+            on_step(beams.last)
         if beams.finished():
             break
         state.reorder(rows)

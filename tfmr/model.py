@@ -51,6 +51,7 @@ class Output:
     attentions: list = field(default_factory=list)  # per layer: (B, H, Tq, Tk) or None
     hidden: torch.Tensor | None = None  # final hidden states (B, T, dim)
     cross_attentions: list = field(default_factory=list)  # decoder over encoder: (B, H, T, S) or None
+    encoder_attentions: list = field(default_factory=list)  # encoder self-attention: (B, H, S, S) or None
 
 
 class Attention(nn.Module):
@@ -408,10 +409,16 @@ class EncoderDecoder(nn.Module):
 
     def encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor | None = None):
         """(memory (B, S, dim), src_mask (B, S) or None): the encoder's output for `src_ids`."""
+        memory, src_mask, _ = self.encode_with_attention(src_ids, src_mask)
+        return memory, src_mask
+
+    def encode_with_attention(self, src_ids: torch.Tensor, src_mask: torch.Tensor | None = None):
+        """`encode`, plus the encoder's per-layer self-attention weights ((B, H, S, S), or None
+        where the kernel gives none)."""
         src_mask = self._key_mask(src_ids, src_mask)
         x = self.drop(self.enc_pos.embed(self.src_emb(src_ids), 0))  # (B, S, dim)
-        x, _, _, _ = run_blocks(self.encoder, x, self.enc_pos, self.pattern.mask(False, 0, src_mask))
-        return self.enc_norm(x), src_mask
+        x, attentions, _, _ = run_blocks(self.encoder, x, self.enc_pos, self.pattern.mask(False, 0, src_mask))
+        return self.enc_norm(x), src_mask, attentions
 
     def memory_kvs(self, memory: torch.Tensor) -> list:
         """Each decoder layer's cross-attention keys and values of the memory, computed once."""
@@ -444,8 +451,10 @@ class EncoderDecoder(nn.Module):
     def forward(self, src_ids: torch.Tensor, tgt_ids: torch.Tensor, targets: torch.Tensor | None = None, *,
                 src_mask: torch.Tensor | None = None) -> Output:
         """Teacher forcing: `tgt_ids` are the decoder inputs (BOS + y[:-1]), `targets` are y."""
-        memory, src_mask = self.encode(src_ids, src_mask)
-        return self.decode(tgt_ids, memory, src_mask, targets)
+        memory, src_mask, encoder_attentions = self.encode_with_attention(src_ids, src_mask)
+        out = self.decode(tgt_ids, memory, src_mask, targets)
+        out.encoder_attentions = encoder_attentions
+        return out
 
     # ------------------------------------------------------------ decoding protocol
     def new_cache(self, batch: int, max_len: int) -> list[KVCache]:

@@ -1,6 +1,7 @@
 """Tokenizers: text <-> token ids.
 
 Every tokenizer has `kind`, `vocab_size`, `encode(text) -> list[int]`, `decode(ids) -> str`,
+`token_bytes(id) -> bytes` (a token's bytes of UTF-8 text),
 `save(directory)` (writes `tokenizer.json`, a readable file with a "kind" key) and
 `from_dict(data)`. `load(directory)` reads any of them back; a checkpoint carries its tokenizer.
 A file that is not a tokenizer description (any bytes at all) is a ValueError naming the file.

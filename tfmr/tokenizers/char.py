@@ -46,6 +46,12 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
+    def token_bytes(self, idx: int) -> bytes:
+        """The UTF-8 bytes of token `idx` (as BPE.token_bytes: where each token starts and ends in the text)."""
+        if not isinstance(idx, int) or not 0 <= idx < self.vocab_size:
+            raise ValueError(f"unknown token id {idx!r} (vocab_size {self.vocab_size})")
+        return self.chars[idx].encode("utf-8")
+
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / "tokenizer.json"
         path.write_text(json.dumps({"kind": self.kind, "chars": self.chars}, ensure_ascii=False))

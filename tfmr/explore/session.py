@@ -1,0 +1,498 @@
+"""The numbers `tfmr explore` shows, for one checkpoint: every one comes from tfmr's own functions.
+
+    open_checkpoint(dir)     a Session for a language-model checkpoint (LMSession) or an
+                             encoder-decoder one, G2P included (Seq2SeqSession)
+    session.info()           what the model is: family, shape, positions, kernel, tokenizer
+    session.tokens(...)      the token ids, their text and byte spans (tokenizer.token_bytes)
+    session.attention(...)   one layer's weights per head, self / cross / encoder, from a forward
+                             pass under kernels.eager_attention (the same math, with weights)
+    session.distribution(...)  the next-token distribution before and after temperature, top-k,
+                             top-p and min-p (decode.next_token_probs, which decode.choose samples)
+    session.step(...)        one more token, drawn by decode.choose
+    session.decode(...)      the greedy output (decode.greedy) and, for an encoder-decoder, the
+                             cross-attention alignment of the output over the input
+    session.beam(...)        the beam-search tree: every step's candidates and their fate, recorded
+                             by decode.beam_search(on_step=...), and the n best
+    session.positions()      the position scheme at work, read through its three hooks: what
+                             `embed` adds, how `rotate` turns a vector, the `bias` it adds to scores
+    session.export(...)      every layer's attention for one input as BertViz-shaped tensors
+                             ([batch, heads, query, key]), JSON or safetensors
+
+What a request gets wrong (an empty prompt, a character the tokenizer never saw, a prompt longer
+than the context, a setting out of range) is a ConfigError with one line for the page. The HTTP
+side is server.py.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import checkpoint, decode
+from ..builder import build_model
+from ..config import ConfigError, ModelConfig, from_dict
+from ..kernels import Mask, eager_attention
+from ..seq2seq import BOS, EOS, SPECIALS, PairVocab
+from ..tokenizers import load as load_tokenizer
+
+SHOWN = 30  # bars in the distribution chart
+MAX_BEAM = 8
+BEAM_NEW_TOKENS = 12  # the page's default length of a beam search
+DECODE_NEW_TOKENS = 40  # the longest greedy output (as `tfmr g2p`'s decoding)
+POSITIONS_SHOWN = 64  # positions drawn in the positional-encoding view
+
+
+@dataclass
+class Inputs:
+    """One request's sequences, checked: what the decoder reads (`tgt`, (1, T)) and, for an
+    encoder-decoder, the source (`src`, (1, S)); `given` of the tgt tokens came from the user
+    (the prompt; for an encoder-decoder the start token), the rest were generated."""
+
+    tgt: torch.Tensor
+    src: torch.Tensor | None
+    given: int
+    tgt_tokens: list
+    src_tokens: list
+
+
+def _rounded(t: torch.Tensor, digits: int = 5):
+    return torch.round(t.float(), decimals=digits).tolist()
+
+
+def _settings(temperature, top_k, top_p, min_p) -> tuple:
+    """The sampling settings of a request, checked by decode.check_decoding (ConfigError)."""
+    try:
+        temperature = float(temperature)
+        top_k = None if top_k in (None, 0, "") else int(top_k)
+        top_p = None if top_p in (None, "") else float(top_p)
+        min_p = None if min_p in (None, "") else float(min_p)
+        decode.check_decoding(0, temperature, top_k, top_p, min_p)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e) or "a sampling setting is not a number") from None
+    return temperature, top_k, top_p, min_p
+
+
+class Session:
+    """What the two families share: attention, distributions, stepping, beam search, positions.
+    A subclass turns the page's text into `Inputs` and names tokens."""
+
+    kind = ""
+    eos_id: int | None = None
+
+    def __init__(self, model, directory: Path):
+        self.model, self.directory = model.eval(), directory
+        self.cfg = model.cfg
+        self.limit = model.cfg.context  # the longest sequence the model reads (its context)
+
+    # ------------------------------------------------------------ what subclasses provide
+    def inputs(self, text: str, generated=()) -> Inputs:
+        raise NotImplementedError
+
+    def label(self, token_id: int) -> str:
+        raise NotImplementedError
+
+    def example(self) -> str:
+        raise NotImplementedError
+
+    def render(self, ids) -> str:
+        """Generated ids as the text a user reads (what `tfmr generate` / `tfmr g2p` print)."""
+        raise NotImplementedError
+
+    def beam_start(self, inp: Inputs) -> torch.Tensor:
+        return inp.tgt
+
+    # ------------------------------------------------------------ the views
+    def info(self) -> dict:
+        c = self.cfg
+        return {"kind": self.kind, "checkpoint": str(self.directory), "arch": c.arch, "layers": c.layers,
+                "encoder_layers": (c.encoder_layers or c.layers) if c.arch == "encoder-decoder" else 0,
+                "heads": c.heads, "dim": c.dim, "context": c.context, "vocab_size": c.vocab_size,
+                "kernel": c.kernel.kind, "positions": repr(self.model.pos),
+                "parameters": sum(p.numel() for p in self.model.parameters()), "example": self.example(),
+                "max_beam": MAX_BEAM, "beam_new_tokens": BEAM_NEW_TOKENS}
+
+    def tokens(self, text: str, generated=()) -> dict:
+        inp = self.inputs(text, generated)
+        return {"tokens": inp.tgt_tokens, "source": inp.src_tokens, "given": inp.given}
+
+    @torch.no_grad()
+    def forward_with_weights(self, inp: Inputs):
+        """The model's forward pass on the eager kernel: an Output with every attention weight."""
+        with eager_attention(self.model):
+            return self.model(inp.tgt) if inp.src is None else self.model(inp.src, inp.tgt)
+
+    def attention(self, text: str, generated=(), which: str = "self", layer: int = 0) -> dict:
+        """One layer's attention weights, (heads, query, key), with the query and key labels."""
+        inp = self.inputs(text, generated)
+        out = self.forward_with_weights(inp)
+        stacks = {"self": (out.attentions, inp.tgt_tokens, inp.tgt_tokens)}
+        if inp.src is not None:
+            stacks["cross"] = (out.cross_attentions, inp.tgt_tokens, inp.src_tokens)
+            stacks["encoder"] = (out.encoder_attentions, inp.src_tokens, inp.src_tokens)
+        if which not in stacks:
+            raise ConfigError(f"no {which!r} attention in this model; it has {', '.join(stacks)}")
+        weights, queries, keys = stacks[which]
+        layer = int(layer)
+        if not 0 <= layer < len(weights):
+            raise ConfigError(f"layer {layer} does not exist; the {which} attention has {len(weights)} layers")
+        if weights[layer] is None:
+            raise ConfigError(f"the {which} attention of layer {layer} gives no weights")
+        return {"which": which, "layer": layer, "layers": len(weights), "kinds": list(stacks),
+                "queries": [t["text"] for t in queries], "keys": [t["text"] for t in keys],
+                "weights": _rounded(weights[layer][0])}
+
+    @torch.no_grad()
+    def next_logits(self, inp: Inputs) -> torch.Tensor:
+        """Next-token logits (1, V) after `inp.tgt`, through the decoding protocol (start_state,
+        step) that tfmr.decode uses."""
+        state = self.model.start_state(1, inp.tgt.shape[1], src=inp.src)
+        logits, _ = self.model.step(inp.tgt, state)
+        return logits.float()
+
+    def distribution(self, text: str, generated=(), temperature=1.0, top_k=None, top_p=None, min_p=None,
+                     shown: int = SHOWN) -> dict:
+        """The SHOWN most likely next tokens: probability after temperature alone (`before`),
+        whether the filters keep it, and the renormalised probability a sample is drawn with
+        (`after`, 0 for a filtered token)."""
+        temperature, top_k, top_p, min_p = _settings(temperature, top_k, top_p, min_p)
+        inp = self.inputs(text, generated)
+        logits = self.next_logits(inp)
+        before = decode.next_token_probs(logits, temperature if temperature > 0 else 1.0)[0]
+        after = decode.next_token_probs(logits, temperature, top_k, top_p, min_p)[0]
+        order = torch.argsort(before, descending=True, stable=True)[:shown].tolist()
+        kept = after > 0
+        return {"tokens": [{"id": i, "text": self.label(i), "before": float(before[i]), "after": float(after[i]),
+                            "kept": bool(kept[i])} for i in order],
+                "kept": int(kept.sum()), "vocab": int(after.numel()), "kept_mass": float(before[kept].sum()),
+                "greedy": temperature <= 0}
+
+    def step(self, text: str, generated=(), temperature=1.0, top_k=None, top_p=None, min_p=None,
+             seed: int | None = 0) -> dict:
+        """One more token after the text so far, drawn by decode.choose from `distribution`'s
+        `after` (the arg-max at temperature 0). The draw of step n uses seed + n, so the same
+        settings step the same way."""
+        temperature, top_k, top_p, min_p = _settings(temperature, top_k, top_p, min_p)
+        generated = [int(g) for g in generated]
+        inp = self.inputs(text, generated)
+        if self.eos_id is not None and generated and generated[-1] == self.eos_id:
+            raise ConfigError("the output has ended (</s>); reset the generation to step again")
+        if inp.tgt.shape[1] >= self.limit:
+            raise ConfigError(f"the text fills the model's context ({self.limit} tokens); it cannot step further")
+        gen = None
+        if seed is not None:
+            gen = torch.Generator().manual_seed(int(seed) + len(generated))
+        token = int(decode.choose(self.next_logits(inp), temperature, top_k, top_p, min_p, gen)[0])
+        return {"token": token, "text": self.label(token), "generated": generated + [token]}
+
+    @torch.no_grad()
+    def decode(self, text: str, max_new_tokens: int | None = None) -> dict:
+        """The greedy continuation (decode.greedy) of the text, as ids and labels."""
+        inp = self.inputs(text)
+        start = self.beam_start(inp)
+        room = self.limit - start.shape[1]
+        new = min(DECODE_NEW_TOKENS if max_new_tokens is None else int(max_new_tokens), room)
+        if new < 1:
+            raise ConfigError(f"the text fills the model's context ({self.limit} tokens); nothing to decode")
+        ids = decode.greedy(self.model, start, new, eos_id=self.eos_id, src=inp.src)[0, start.shape[1]:].tolist()
+        if self.eos_id is not None and self.eos_id in ids:
+            ids = ids[:ids.index(self.eos_id) + 1]
+        return {"generated": ids, "labels": [self.label(i) for i in ids], "rendered": self.render(ids)}
+
+    def beam(self, text: str, width: int = 3, max_new_tokens: int | None = None, generated=()) -> dict:
+        """Beam search (decode.beam_search, width 1-8) from the text so far, with its tree."""
+        try:
+            width = int(width)
+        except (TypeError, ValueError):
+            raise ConfigError(f"the beam width must be a whole number, got {width!r}") from None
+        if not 1 <= width <= MAX_BEAM:
+            raise ConfigError(f"the beam width must be between 1 and {MAX_BEAM}, got {width}")
+        inp = self.inputs(text, generated)
+        start = self.beam_start(inp)
+        room = self.limit - start.shape[1]
+        new = min(BEAM_NEW_TOKENS, room) if max_new_tokens in (None, "") else int(max_new_tokens)
+        if new < 1 or new > room:
+            raise ConfigError(f"beam search keeps the whole sequence in the context ({self.limit} tokens): "
+                              f"{start.shape[1]} tokens so far leave room for 1 to {room} new ones, not {new}")
+        steps: list[decode.BeamStep] = []
+        best = decode.beam_search(self.model, start, width, new, eos_id=self.eos_id, src=inp.src, n_best=width,
+                                  on_step=steps.append)
+        tree = beam_tree(steps, best, start.shape[1], self.label, self.root_label(inp))
+        for hyp in tree["n_best"]:
+            hyp["rendered"] = self.render(hyp["ids"])
+        return tree
+
+    def root_label(self, inp: Inputs) -> str:
+        return "".join(t["text"] for t in inp.tgt_tokens[-8:])
+
+    @torch.no_grad()
+    def positions(self) -> dict:
+        """Each position module of the model read through its hooks, at the first positions."""
+        T = min(self.limit, POSITIONS_SHOWN)
+        attn = self.model.blocks[0].attn
+        parts = [("encoder", self.model.enc_pos, False)] if self.kind == "seq2seq" else []
+        parts.append(("decoder", self.model.pos, True))
+        return {"length": T, "parts": [position_view(name, pos, T, self.cfg.dim, attn.heads, attn.head_dim, causal)
+                                       for name, pos, causal in parts]}
+
+    def export(self, text: str, generated=()) -> tuple[dict, dict]:
+        """(tensors, labels): every layer's attention for one input, each (1, heads, query, key),
+        named as BertViz's views take them ("attention.<layer>" for a language model;
+        "encoder_attention.<layer>", "decoder_attention.<layer>" and "cross_attention.<layer>" for
+        an encoder-decoder), and the token labels ("tokens", or "encoder_tokens" and "decoder_tokens")."""
+        inp = self.inputs(text, generated)
+        out = self.forward_with_weights(inp)
+        tgt = [t["text"] for t in inp.tgt_tokens]
+        if inp.src is None:
+            return {f"attention.{i}": w.float().contiguous() for i, w in enumerate(out.attentions)}, {"tokens": tgt}
+        tensors = {}
+        for name, stack in (("encoder_attention", out.encoder_attentions), ("decoder_attention", out.attentions),
+                            ("cross_attention", out.cross_attentions)):
+            tensors.update({f"{name}.{i}": w.float().contiguous() for i, w in enumerate(stack)})
+        return tensors, {"encoder_tokens": [t["text"] for t in inp.src_tokens], "decoder_tokens": tgt}
+
+
+def export_json(tensors: dict, labels: dict) -> bytes:
+    """The export as JSON: the labels, and per stack a list of layers, each [1][heads][query][key]."""
+    data: dict = dict(labels)
+    for name, w in tensors.items():
+        stack, layer = name.rsplit(".", 1)
+        data.setdefault(stack, []).append(None)
+        data[stack][int(layer)] = w.tolist()
+    return json.dumps(data).encode("utf-8")
+
+
+def export_safetensors(tensors: dict, labels: dict) -> bytes:
+    """The export as safetensors bytes; the token labels go in the metadata as JSON strings."""
+    from safetensors.torch import save
+
+    return save(tensors, metadata={k: json.dumps(v) for k, v in labels.items()})
+
+
+# ---------------------------------------------------------------------------- the beam tree
+def beam_tree(steps, best: decode.NBest, prompt_len: int, label, root: str) -> dict:
+    """Nodes of the beam-search tree from the recorded steps (one input). A node is one candidate
+    continuation: its parent (a node of the step before; 0 is the prompt), its token, the summed
+    log-prob, and its fate: "running" (a beam of the next step), "finished" (entered the pool of
+    finished hypotheses) or "pruned". The n best are marked by rank; the nodes on the best path
+    carry best=True."""
+    nodes = [{"id": 0, "parent": None, "step": -1, "token": None, "text": root, "score": 0.0, "fate": "root"}]
+    running = {0: 0}  # beam slot -> node id
+    finished: dict[tuple, int] = {}  # token path -> node id
+    paths = {0: ()}
+    for s in steps:
+        parents, tokens, scores = s.parents[0].tolist(), s.tokens[0].tolist(), s.scores[0].tolist()
+        ended, pooled, kept = s.ended[0].tolist(), s.pooled[0].tolist(), s.kept[0].tolist()
+        ids = {}
+        for c, (p, tok, score) in enumerate(zip(parents, tokens, scores)):
+            if score <= decode.NEG / 2 or p not in running:  # a placeholder beam (only one at the start)
+                continue
+            fate = "finished" if pooled[c] else "pruned"
+            node = {"id": len(nodes), "parent": running[p], "step": s.t, "token": tok, "text": label(tok),
+                    "score": score, "fate": fate}
+            ids[c] = node["id"]
+            paths[node["id"]] = paths[running[p]] + (tok,)
+            if pooled[c]:
+                finished[paths[node["id"]]] = node["id"]
+            nodes.append(node)
+        running = {}
+        for slot, c in enumerate(kept):
+            if c in ids and not ended[c]:
+                nodes[ids[c]]["fate"] = "running"
+                running[slot] = ids[c]
+    n_best = []
+    for rank in range(best.ids.shape[1]):
+        length = int(best.lengths[0, rank])
+        toks = tuple(best.ids[0, rank, prompt_len:prompt_len + length].tolist())
+        node = finished.get(toks)
+        if node is not None:
+            nodes[node]["rank"] = rank
+        n_best.append({"rank": rank, "ids": list(toks), "text": [label(t) for t in toks],
+                       "score": float(best.scores[0, rank]), "node": node})
+    node = n_best[0]["node"] if n_best else None
+    while node is not None:
+        nodes[node]["best"] = True
+        node = nodes[node]["parent"]
+    return {"nodes": nodes, "n_best": n_best, "steps": len(steps)}
+
+
+# ---------------------------------------------------------------------------- positions
+def position_view(where: str, pos, T: int, dim: int, heads: int, head_dim: int, causal: bool) -> dict:
+    """What a position module does, read through its three hooks (positions.py):
+
+        embedding   what `embed` adds to zero token embeddings, (T, dim): sinusoidal, learned
+        rotation    a vector of ones after `rotate`, (T, head_dim), and the score of the rotated
+                    query at each position against the key at position 0, q_m . k_0 / head_dim
+        bias        the `bias` it adds to attention scores, (heads, T, T), masked entries None
+    """
+    view: dict = {"where": where, "module": repr(pos), "name": type(pos).__name__}
+    added = pos.embed(torch.zeros(1, T, dim), 0)[0]  # (T, dim)
+    if bool(added.abs().max() > 0):
+        view["embedding"] = _rounded(added, 4)
+    ones = torch.ones(1, 1, T, head_dim)
+    q, k = pos.rotate(ones, ones, 0)  # (1, 1, T, head_dim) each
+    if not torch.equal(q, ones):
+        view["rotation"] = _rounded(q[0, 0], 4)
+        view["scores"] = _rounded(q[0, 0] @ k[0, 0, 0] / head_dim, 4)  # (T,)
+    bias = pos.bias(T, T, 0)
+    if bias is not None:
+        mask = Mask(causal=causal)
+        dense = bias.dense(mask, T, T, "cpu", torch.float32)  # (H, T, T)
+        allowed = mask.dense(T, T, "cpu")
+        if allowed is not None:
+            dense = dense.masked_fill(~allowed[0], float("nan"))
+        view["bias"] = [[[None if v != v else round(v, 4) for v in row] for row in h] for h in dense.tolist()]
+    return view
+
+
+# ---------------------------------------------------------------------------- the two families
+class LMSession(Session):
+    """A decoder-only language model and its tokenizer (a `tfmr train` checkpoint)."""
+
+    kind = "lm"
+
+    def __init__(self, model, directory: Path, tokenizer):
+        super().__init__(model, directory)
+        self.tokenizer = tokenizer
+        sample = _saved_section(directory, "sample")
+        self._example = sample.get("prompt") if isinstance(sample.get("prompt"), str) else ""
+
+    def example(self) -> str:
+        text = self._example if self._example.strip() else "The "
+        try:
+            self.tokenizer.encode(text)
+        except ValueError:
+            return ""
+        return text
+
+    def render(self, ids) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    def label(self, token_id: int) -> str:
+        return self.tokenizer.token_bytes(int(token_id)).decode("utf-8", errors="backslashreplace")
+
+    def info(self) -> dict:
+        return {**super().info(), "tokenizer": self.tokenizer.kind}
+
+    def inputs(self, text: str, generated=()) -> Inputs:
+        if not isinstance(text, str):
+            raise ConfigError("the prompt must be text")
+        if not text:
+            raise ConfigError("the prompt is empty: type at least one character")
+        try:
+            ids = self.tokenizer.encode(text)
+        except ValueError as e:
+            raise ConfigError(f"the prompt cannot be encoded: {e}") from None
+        ids = ids + [int(g) for g in generated]
+        if any(not 0 <= i < self.cfg.vocab_size for i in ids):
+            raise ConfigError(f"a generated token id is outside the vocabulary (0 to {self.cfg.vocab_size - 1})")
+        if len(ids) > self.limit:
+            raise ConfigError(f"the text is {len(ids)} tokens; this model reads at most {self.limit} (its context): "
+                              "shorten it")
+        tokens, at = [], 0
+        for n, i in enumerate(ids):
+            size = len(self.tokenizer.token_bytes(i))
+            tokens.append({"id": i, "text": self.label(i), "bytes": [at, at + size], "generated": n >= len(ids) -
+                           len(generated)})
+            at += size
+        return Inputs(torch.tensor([ids]), None, len(ids) - len(generated), tokens, [])
+
+
+class Seq2SeqSession(Session):
+    """An encoder-decoder model and its source / target vocabularies (G2P, the copy task): the
+    text is the source (one symbol per character when every source symbol is one character,
+    else one per word; folded to lower case when the source alphabet has no upper case); the
+    decoder starts from <s>."""
+
+    kind = "seq2seq"
+    eos_id = EOS
+
+    def __init__(self, model, directory: Path, vocab: PairVocab):
+        super().__init__(model, directory)
+        self.vocab = vocab
+        symbols = vocab.src.itos[len(SPECIALS):]
+        self.by_char = all(len(s) == 1 for s in symbols)
+        self.fold = all(s == s.lower() for s in symbols)
+
+    def example(self) -> str:
+        symbols = self.vocab.src.itos[len(SPECIALS):]
+        if self.by_char and set("tomato") <= set(symbols):
+            return "tomato"
+        return ("" if self.by_char else " ").join(symbols[:5])
+
+    def render(self, ids) -> str:
+        return " ".join(self.vocab.tgt.decode(ids))
+
+    def label(self, token_id: int) -> str:
+        itos = self.vocab.tgt.itos
+        return itos[token_id] if 0 <= token_id < len(itos) else SPECIALS[3]
+
+    def info(self) -> dict:
+        return {**super().info(), "tokenizer": "symbols", "source_symbols": len(self.vocab.src),
+                "target_symbols": len(self.vocab.tgt)}
+
+    def root_label(self, inp: Inputs) -> str:
+        return "<s>"
+
+    def inputs(self, text: str, generated=()) -> Inputs:
+        if not isinstance(text, str):
+            raise ConfigError("the input must be text")
+        text = text.strip().lower() if self.fold else text.strip()
+        symbols = list(text) if self.by_char else text.split()
+        if not symbols:
+            raise ConfigError("the input is empty: type a word")
+        stoi = self.vocab.src.stoi
+        unknown = sorted({s for s in symbols if s not in stoi or s in SPECIALS})
+        if unknown:
+            known = "".join(self.vocab.src.itos[len(SPECIALS):]) if self.by_char else f"{len(stoi)} symbols"
+            raise ConfigError(f"not in the model's input alphabet: {', '.join(map(repr, unknown))} "
+                              f"(it knows {known})")
+        tgt = [BOS] + [int(g) for g in generated]
+        for what, n in (("input", len(symbols)), ("output", len(tgt))):
+            if n > self.limit:
+                raise ConfigError(f"the {what} is {n} symbols; this model reads at most {self.limit}: shorten it")
+        if any(not 0 <= i < self.cfg.vocab_size for i in tgt):
+            raise ConfigError(f"a generated id is outside the vocabulary (0 to {self.cfg.vocab_size - 1})")
+        src_tokens = [{"id": stoi[s], "text": s} for s in symbols]
+        tgt_tokens = [{"id": i, "text": self.label(i), "generated": n > 0} for n, i in enumerate(tgt)]
+        return Inputs(torch.tensor([tgt]), torch.tensor([[stoi[s] for s in symbols]]), 1, tgt_tokens, src_tokens)
+
+    def decode(self, text: str, max_new_tokens: int | None = None) -> dict:
+        """The greedy output and its alignment: the last layer's cross-attention, averaged over
+        heads, one row per output symbol (and </s>) over the input symbols."""
+        result = super().decode(text, max_new_tokens)
+        ids = result["generated"]
+        body = ids[:-1] if ids and ids[-1] == EOS else ids
+        out = self.forward_with_weights(self.inputs(text, body))
+        result["alignment"] = {"rows": [self.label(i) for i in body] + [SPECIALS[2]],
+                               "columns": [t["text"] for t in self.inputs(text).src_tokens],
+                               "weights": _rounded(out.cross_attentions[-1][0].float().mean(0))}
+        return result
+
+
+def _saved_section(directory: Path, name: str) -> dict:
+    section = checkpoint.read_config(directory).get(name)
+    return section if isinstance(section, dict) else {}
+
+
+def open_checkpoint(path: str | Path) -> Session:
+    """The Session for the checkpoint folder `path`: checked against its manifest first
+    (CheckpointError for a missing folder, a folder that is no checkpoint or a changed file)."""
+    directory = checkpoint.verify(path)
+    section = checkpoint.read_config(directory).get("model")
+    if not isinstance(section, dict):
+        raise checkpoint.CheckpointError(f"{directory}/config.json has no model section; is it a tfmr checkpoint?")
+    cfg = from_dict(ModelConfig, section)
+    if cfg.arch == "encoder":
+        raise ConfigError(f"{directory} holds an encoder-only model; explore shows language models and "
+                          "encoder-decoder models")
+    model = build_model(cfg)
+    checkpoint.load_weights(directory, model)
+    if cfg.arch == "encoder-decoder":
+        return Seq2SeqSession(model, directory, PairVocab.load(directory))
+    try:
+        tokenizer = load_tokenizer(directory)
+    except ValueError as e:
+        raise checkpoint.CheckpointError(f"{directory}: {e}") from None
+    return LMSession(model, directory, tokenizer)
