@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import socket
 import threading
@@ -267,8 +268,10 @@ def test_cli_refuses_a_missing_folder_a_non_checkpoint_and_a_taken_port(tmp_path
 
 # ---------------------------------------------------------------------------- the page in a browser
 def _driver():
-    webdriver = pytest.importorskip("selenium.webdriver")
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if os.environ.get("CI"):  # CI installs them (.ci/run): a missing browser there is a failure, not a skip
+        assert chromium and chromedriver, "CI must install Debian's chromium and chromium-driver (.ci/run)"
+    webdriver = pytest.importorskip("selenium.webdriver")
     if not (chromium and chromedriver):
         pytest.skip("the browser tests need Debian's chromium and chromium-driver (.ci/run installs them)")
     from selenium.webdriver.chrome.service import Service
