@@ -9,9 +9,18 @@ axis on top of the resolved config; its own flags are only the axis (which varia
     length-extrapolation   train at context L with each position scheme, test at L ... 16L
     norm-depth             Post-LN, Pre-LN and DeepNorm on a deep thin stack at one learning rate
     moe                    mixture of experts vs dense at equal active parameters
+    g2p-sampling           teacher forcing vs three kinds of scheduled sampling (test WER, long words)
+    g2p-guided             steps until the cross-attention is diagonal, with and without guided attention
+    g2p-alignment          plain vs location-aware vs monotonic cross-attention (WER, time per word)
+    g2p-rl                 a G2P model's test WER / PER before and after SCST and MRT fine-tuning
+
+The G2P experiments share tfmr/experiments/g2p_common.py and write OUT/table.md, OUT/results.json
+and OUT/NAME.png.
 """
 from __future__ import annotations
 
-from . import length_extrapolation, moe, norm_depth
+from . import g2p_alignment, g2p_guided, g2p_rl, g2p_sampling, length_extrapolation, moe, norm_depth
 
-EXPERIMENTS = {"length-extrapolation": length_extrapolation, "norm-depth": norm_depth, "moe": moe}
+EXPERIMENTS = {"length-extrapolation": length_extrapolation, "norm-depth": norm_depth, "moe": moe,
+               "g2p-sampling": g2p_sampling, "g2p-guided": g2p_guided, "g2p-alignment": g2p_alignment,
+               "g2p-rl": g2p_rl}

@@ -493,13 +493,14 @@ def _loader(source: Path):
 
 def finetune(source: str | Path | None, objective: str, reward: str, out: str | Path, sets: Sequence[str] = (),
              resume: bool = False, overwrite: bool = False, limit: int | None = None,
-             beams: Sequence[int] | None = None, progress: bool = True, log=print) -> dict:
+             beams: Sequence[int] | None = None, progress: bool = True, log=print, before: dict | None = None) -> dict:
     """Fine-tune a G2P model with an RL objective (tfmr.objectives) in the one training loop, and
     evaluate it on the test split before and after (greedy and the model's beam).
 
     `source`: a training checkpoint or an export; None is the shipped model (NoShippedModel when
     there is none). With `resume` the run in `out` continues (its saved config, then `sets`), and
-    the "before" results are read back from OUT/finetune.json. Returns that record:
+    the "before" results are read back from OUT/finetune.json; `before` gives them (the same
+    source, beams and limit) instead of testing the source model again. Returns that record:
     {"source", "objective", "reward", "before", "after", "steps"}."""
     out = Path(out)
     record_path = out / FINETUNE_RECORD
@@ -522,8 +523,9 @@ def finetune(source: str | Path | None, objective: str, reward: str, out: str | 
     data = load_data(cfg.data.stress)
     if not resume:
         data = G2PData(data.splits, vocab, data.stress)  # the checkpoint's own ids
-        log(f"testing the model of {source} before fine-tuning ...")
-        record["before"] = test_results(base, data, cfg, beams, limit)
+        if before is None:
+            log(f"testing the model of {source} before fine-tuning ...")
+        record["before"] = before or test_results(base, data, cfg, beams, limit)
     else:
         data = G2PData(data.splits, PairVocab.load(out / "checkpoint"), data.stress)
     kw = {} if make_model is None else {"make_model": make_model}
