@@ -85,6 +85,7 @@ def test_the_default_is_the_shipped_model(base, tmp_path, capsys, monkeypatch):
     (["--reward", "wer"], "unknown reward 'wer'; valid: bleu, per, exact"),
     (["--checkpoint", "{tmp}/nowhere"], "nowhere"),
     ([], "no G2P model is shipped"),
+    (["--config", "run.yaml"], "starts from the model's own config; change it with --set"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.setattr(g2p, "SHIPPED", tmp_path / "g2p_model")  # this build ships none

@@ -442,11 +442,13 @@ class _RL(Objective):
         return torch.tensor([self.reward(h, refs[j // repeat]) for j, h in enumerate(hyps)], dtype=torch.float32,
                             device=ids.device)
 
-    def length(self, targets: torch.Tensor) -> int:
+    def length(self, targets: torch.Tensor, src: torch.Tensor) -> int:
         """How many tokens to draw: the longest reference + 5 (exactly its length without an end
-        token, as for a language model), or `max_len`; never past the model's positions."""
+        token, as for a language model), or `max_len`; never past the model's positions (a
+        language model's prompt takes some of them)."""
         longest = int((targets != -100).sum(1).max())
-        return min(self.max_len or longest + (5 if self.task.eos >= 0 else 0), self.task.context)
+        room = self.task.context - (0 if self.needs_source else src.shape[1])
+        return max(1, min(self.max_len or longest + (5 if self.task.eos >= 0 else 0), room))
 
     def draw(self, model, src: torch.Tensor, n: int, max_len: int, greedy: bool = False) -> tuple:
         src_n = src.repeat_interleave(n, dim=0)  # (B n, S)
@@ -467,7 +469,7 @@ class Reinforce(_RL):
 
     def loss(self, forward, model, batch, step):
         src, targets = batch["src_ids"], batch["targets"]
-        src_n, ys = self.draw(model, src, self.samples, self.length(targets))
+        src_n, ys = self.draw(model, src, self.samples, self.length(targets, src))
         r = self.rewards(ys, self.references(targets), self.samples)
         mean = float(r.mean())
         b = mean if self.baseline is None else self.baseline
@@ -490,7 +492,7 @@ class SelfCritical(_RL):
 
     def loss(self, forward, model, batch, step):
         src, targets = batch["src_ids"], batch["targets"]
-        refs, L = self.references(targets), self.length(targets)
+        refs, L = self.references(targets), self.length(targets, src)
         _, greedy = self.draw(model, src, 1, L, greedy=True)
         r_greedy = self.rewards(greedy, refs, 1).repeat_interleave(self.samples)  # (B n,)
         src_n, ys = self.draw(model, src, self.samples, L)
@@ -534,9 +536,9 @@ class MinimumRisk(_RL):
         src, targets = batch["src_ids"], batch["targets"]
         B, n = src.shape[0], self.samples
         if self.candidates == "beam":
-            src_n, ys = src.repeat_interleave(n, dim=0), self.nbest(model, src, self.length(targets))
+            src_n, ys = src.repeat_interleave(n, dim=0), self.nbest(model, src, self.length(targets, src))
         else:
-            src_n, ys = self.draw(model, src, n, self.length(targets))  # (B n, L)
+            src_n, ys = self.draw(model, src, n, self.length(targets, src))  # (B n, L)
         if self.with_reference:
             gold = torch.where(targets == -100, torch.full_like(targets, self.task.pad), targets)  # (B, T)
             L = max(ys.shape[1], gold.shape[1])

@@ -142,6 +142,9 @@ def run_finetune(args, rest: Sequence[str]) -> int:
                           "`tfmr g2p predict finetune`")
     if not args.out:
         raise ConfigError("g2p finetune needs --out RUN (the fine-tuning run folder)")
+    if args.config or args.preset != "g2p-small":
+        raise ConfigError("g2p finetune starts from the model's own config; change it with --set key=value "
+                          "(no --preset or --config)")
     g2p.finetune_overrides(args.objective, args.reward)  # unknown names: one line, before any work
     if args.resume and args.checkpoint:
         raise ConfigError("g2p finetune --resume continues the run in --out; it takes no --checkpoint")

@@ -498,7 +498,8 @@ def finetune(source: str | Path | None, objective: str, reward: str, out: str | 
     evaluate it on the test split before and after (greedy and the model's beam).
 
     `source`: a training checkpoint or an export; None is the shipped model (NoShippedModel when
-    there is none). With `resume` the run in `out` continues (its saved config, then `sets`), and
+    there is none). The config is the source's, then the fine-tuning defaults, then `sets`. With
+    `resume` the run in `out` continues (its saved config, then `sets`), and
     the "before" results are read back from OUT/finetune.json; `before` gives them (the same
     source, beams and limit) instead of testing the source model again. Returns that record:
     {"source", "objective", "reward", "before", "after", "steps"}."""
