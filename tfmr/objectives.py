@@ -567,7 +567,8 @@ def diagonal_share(attn: torch.Tensor, src_len: torch.Tensor, tgt_len: torch.Ten
     B, T, S = attn.shape
     n = torch.arange(S, device=attn.device, dtype=torch.float32)[None, None, :] / src_len[:, None, None]
     t = torch.arange(T, device=attn.device, dtype=torch.float32)[None, :, None] / tgt_len[:, None, None]
-    inside = ((n - t).abs() <= band + 1e-9) & (torch.arange(S, device=attn.device)[None, None, :] < src_len[:, None, None])
+    real = torch.arange(S, device=attn.device)[None, None, :] < src_len[:, None, None]  # (B, 1, S)
+    inside = ((n - t).abs() <= band + 1e-9) & real  # (B, T, S)
     rows = (attn.float() * inside).sum(-1)  # (B, T): mass in the band per row
     valid = torch.arange(T, device=attn.device)[None, :] < tgt_len[:, None]  # (B, T)
     return (rows * valid).sum(1) / tgt_len.clamp(min=1)

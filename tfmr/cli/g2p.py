@@ -60,8 +60,9 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="train / finetune: start over in an --out that holds a run")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-eval", action="store_true", help="train: skip the test-set evaluation")
-    p.add_argument("--checkpoint", help="words / eval / finetune: the model to use instead of the shipped one (a training "
-                                        "checkpoint RUN/checkpoint or an export); export: the checkpoint to export")
+    p.add_argument("--checkpoint", help="words / eval / finetune: the model to use instead of the shipped one (a "
+                                        "training checkpoint RUN/checkpoint or an export); export: the checkpoint to "
+                                        "export")
     p.add_argument("--model-only", action="store_true", help="words: pronounce every word with the model, "
                                                              "also those CMUdict has")
     p.add_argument("--file", metavar="FILE", help="words: read words from FILE, one per line (- for standard input)")
@@ -72,8 +73,8 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=int, help="eval / finetune: only the first N words of the split (md5 order)")
     p.add_argument("--objective", default="scst",
                    help=f"finetune: {' | '.join(g2p.RL_OBJECTIVES)} (default scst; train.objective "
-                        f"{', '.join(f'{k} = {v}' for k, v in g2p.RL_OBJECTIVES.items())}). Fine-tuning starts from the "
-                        f"model's own config with {' '.join(g2p.FINETUNE_DEFAULTS)}, samples per word "
+                        f"{', '.join(f'{k} = {v}' for k, v in g2p.RL_OBJECTIVES.items())}). Fine-tuning starts "
+                        f"from the model's own config with {' '.join(g2p.FINETUNE_DEFAULTS)}, samples per word "
                         f"{g2p.FINETUNE_SAMPLES}; --set changes any of them")
     p.add_argument("--reward", default="per", help="finetune: per (1 - PER) | exact (exact match) | bleu "
                                                     "(sentence BLEU on phonemes); default per")

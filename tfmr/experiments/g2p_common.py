@@ -70,7 +70,8 @@ def write(out: Path, name: str, title: str, table: str, results: dict, args, bas
     record = {"experiment": name, "title": title, "args": settings,
               "base": None if base is None else to_dict(base), "results": results}
     (out / "results.json").write_text(json.dumps(record, indent=1))
-    print(f"\n{title}\n{table}\ntable: {out / 'table.md'}  results: {out / 'results.json'}  plot: {out / (name + '.png')}")
+    print(f"\n{title}\n{table}\ntable: {out / 'table.md'}  results: {out / 'results.json'}  "
+          f"plot: {out / (name + '.png')}")
 
 
 def figure(ncols: int = 1, width: float = 6.5):
