@@ -135,6 +135,9 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 autocast on GPU and bf16-capable CPUs, else fp32) | float32 | bfloat16
     compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    # the loss (tfmr.objectives.OBJECTIVES): teacher-forcing, or for a language model RL on a metric
+    # (reinforce, self-critical, mrt: the window's first half the prompt, its rest the reference)
+    objective: Choice = choice("teacher-forcing")
 
 
 @dataclass

@@ -41,9 +41,18 @@ Design choices:
   The sampler is here, not `tfmr.decode.sample`, because that one draws from its own generator
   (seeded from the OS when no seed is given) and a training objective must use the saved RNG.
 
-The registry `OBJECTIVES` at the bottom is read by `Seq2SeqTrainer` (`train.objective`); the
-guided attention term is `train.guided_attention` (its weight; 0 = off) with `guided_sigma`,
-`guided_layers`, `guided_heads`. Not here: RL for decoder-only language models.
+The registry `OBJECTIVES` at the bottom is read by `Seq2SeqTrainer` and by the language-model
+`Trainer` (`train.objective`); the guided attention term is `train.guided_attention` (its weight;
+0 = off) with `guided_sigma`, `guided_layers`, `guided_heads`.
+
+Decoder-only language models take the objectives that declare `for_language_models`:
+teacher-forcing and the three RL ones. Each training window is split (`lm_batch`): the first
+`prompt` share (default half) is the prompt, the rest the reference continuation; the model
+continues the prompt for as many tokens, and the reward compares the token ids (bleu on the ids
+as words, exact, per = 1 - token error rate). The scheduled-sampling kinds are for
+encoder-decoders only.
+
+`diagonal_share` measures how diagonal a cross-attention is (the `g2p-guided` experiment).
 """
 from __future__ import annotations
 
@@ -135,6 +144,22 @@ class Task:
     context: int  # longest target the model's positions take
 
 
+def lm_task(context: int) -> Task:
+    """A decoder-only LM's Task: no <s> or </s> (continuations run to the reference's length),
+    token ids as the reward's symbols."""
+    return Task(bos=-1, eos=-1, pad=0, symbols=lambda ids: [str(i) for i in ids], context=context)
+
+
+def lm_batch(objective, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """A language model's window (B, T) as the batch an objective reads: teacher forcing gets
+    {input_ids, targets}; an RL objective {src_ids: the first `objective.prompt` share of the window
+    (B, P), targets: the rest (B, T - P), the reference continuation}."""
+    if not isinstance(objective, _RL):
+        return {"input_ids": x, "targets": y}
+    P = min(max(1, round(objective.prompt * x.shape[1])), x.shape[1] - 1)
+    return {"src_ids": x[:, :P], "targets": x[:, P:]}
+
+
 def _without_targets(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k != "targets"}
 
@@ -165,6 +190,7 @@ class Objective:
     added to the Output this objective returns (its cross-attention is over the gold target)."""
 
     with_guided_attention = True
+    for_language_models = False  # whether a decoder-only LM's batch (`lm_batch`) is read
 
     def setup(self, model: torch.nn.Module, task: Task) -> None:
         self.task = task
@@ -182,6 +208,8 @@ class Objective:
 
 class TeacherForcing(Objective):
     """Cross entropy of y_t given the gold prefix <s> y_<t (label smoothing is the model's)."""
+
+    for_language_models = True
 
     def loss(self, forward, model, batch, step):
         return forward(**batch)
@@ -297,18 +325,26 @@ class TwoPassScheduledSampling(Objective):
 
 
 # ----------------------------------------------------------------------------- RL on a metric
+def _start(model, src: torch.Tensor, max_len: int, bos: int):
+    """The decoding state and the first tokens fed: an encoder-decoder reads the source and starts
+    from <s>; a decoder-only LM (`needs_source` False) is fed `src` itself, the prompt."""
+    if model.needs_source:
+        start = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
+        return model.start_state(src.shape[0], max_len, src=src), start
+    return model.start_state(src.shape[0], src.shape[1] + max_len), src
+
+
 @torch.no_grad()
 def sample_ids(model, src: torch.Tensor, max_len: int, bos: int, eos: int, pad: int, greedy: bool = False,
                temperature: float = 1.0) -> torch.Tensor:
     """Batched decoding through the model's protocol, in eval mode, from the global torch RNG:
-    (B, L) ids, </s> included, `pad` after it (L <= max_len)."""
+    (B, L) ids, </s> included, `pad` after it (L <= max_len). For a decoder-only LM `src` is the
+    prompt (B, P) and the ids are its continuation; eos < 0: no end token, L = max_len."""
     was_training = model.training
     model.eval()
     try:
-        B = src.shape[0]
-        state = model.start_state(B, max_len, src=src)
-        tokens = torch.full((B, 1), bos, dtype=torch.long, device=src.device)
-        done = torch.zeros(B, dtype=torch.bool, device=src.device)
+        state, tokens = _start(model, src, max_len, bos)
+        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
         out = []
         for _ in range(max_len):
             logits, state = model.step(tokens, state)  # (B, V)
@@ -327,13 +363,19 @@ def sample_ids(model, src: torch.Tensor, max_len: int, bos: int, eos: int, pad: 
     return torch.stack(out, dim=1)
 
 
-def sequence_logprobs(forward, src: torch.Tensor, ys: torch.Tensor, bos: int, eos: int) -> torch.Tensor:
+def sequence_logprobs(forward, src: torch.Tensor, ys: torch.Tensor, bos: int, eos: int,
+                      needs_source: bool = True) -> torch.Tensor:
     """log p(y | x) (N,) with gradient, by one teacher-forced forward on the sequences `ys` (N, L):
-    the sum over positions up to and including the first </s> (all L when there is none)."""
-    tgt_in = torch.cat([torch.full_like(ys[:, :1], bos), ys[:, :-1]], dim=1)  # (N, L): <s> y
+    the sum over positions up to and including the first </s> (all L when there is none). With
+    `needs_source` False (a decoder-only LM) `src` is the prompt (N, P) and y its continuation."""
     ended_before = (ys == eos).long().cumsum(1) - (ys == eos).long()  # (N, L): </s> strictly before
     valid = ended_before == 0
-    logits = forward(src_ids=src, tgt_ids=tgt_in).logits  # (N, L, V)
+    if needs_source:
+        tgt_in = torch.cat([torch.full_like(ys[:, :1], bos), ys[:, :-1]], dim=1)  # (N, L): <s> y
+        logits = forward(src_ids=src, tgt_ids=tgt_in).logits  # (N, L, V)
+    else:
+        P = src.shape[1]
+        logits = forward(torch.cat([src, ys[:, :-1]], dim=1)).logits[:, P - 1:]  # (N, L, V): prompt y, shifted
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least (float64 kept)
     logp = torch.log_softmax(logits, dim=-1).gather(-1, ys[..., None]).squeeze(-1)  # (N, L)
     return (logp * valid).sum(1)
@@ -362,17 +404,34 @@ def mrt_loss(logp: torch.Tensor, reward: torch.Tensor, alpha: float = 0.005,
 
 
 class _RL(Objective):
-    """Shared by the RL objectives: sampling, rewards, log-probabilities."""
+    """Shared by the RL objectives: sampling, rewards, log-probabilities. For a decoder-only LM
+    (`lm_batch`), `prompt` is the share of each training window given as the prompt; the rest is
+    the reference continuation the sampled one is rewarded against."""
 
     with_guided_attention = False
+    for_language_models = True
 
-    def __init__(self, reward: str = "bleu", samples: int = 1, max_len: int = 0, temperature: float = 1.0):
+    def __init__(self, reward: str = "bleu", samples: int = 1, max_len: int = 0, temperature: float = 1.0,
+                 prompt: float = 0.5):
         if reward not in REWARDS:
             raise ConfigError(f"unknown reward {reward!r}; valid rewards: {', '.join(REWARDS)}")
         if int(samples) < 1:
             raise ConfigError(f"samples must be at least 1, got {samples}")
+        if not 0 < float(prompt) < 1:
+            raise ConfigError(f"prompt is the share of a window given as the prompt, between 0 and 1; got {prompt}")
         self.reward_name, self.reward = reward, REWARDS[reward]
         self.samples, self.max_len, self.temperature = int(samples), int(max_len), float(temperature)
+        self.prompt = float(prompt)
+
+    def setup(self, model, task):
+        super().setup(model, task)
+        self.needs_source = bool(model.needs_source)
+        if not self.needs_source and not model.causal:
+            raise ConfigError("RL objectives sample continuations: they need a causal model (model.arch=decoder) "
+                              "or an encoder-decoder")
+
+    def logprobs(self, forward, src: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return sequence_logprobs(forward, src, ys, self.task.bos, self.task.eos, self.needs_source)
 
     def references(self, targets: torch.Tensor) -> list[list]:
         return [[self.task.symbols([i for i in row if i != -100])] for row in targets.tolist()]
@@ -383,9 +442,13 @@ class _RL(Objective):
         return torch.tensor([self.reward(h, refs[j // repeat]) for j, h in enumerate(hyps)], dtype=torch.float32,
                             device=ids.device)
 
-    def length(self, targets: torch.Tensor) -> int:
+    def length(self, targets: torch.Tensor, src: torch.Tensor) -> int:
+        """How many tokens to draw: the longest reference + 5 (exactly its length without an end
+        token, as for a language model), or `max_len`; never past the model's positions (a
+        language model's prompt takes some of them)."""
         longest = int((targets != -100).sum(1).max())
-        return min(self.max_len or longest + 5, self.task.context)
+        room = self.task.context - (0 if self.needs_source else src.shape[1])
+        return max(1, min(self.max_len or longest + (5 if self.task.eos >= 0 else 0), room))
 
     def draw(self, model, src: torch.Tensor, n: int, max_len: int, greedy: bool = False) -> tuple:
         src_n = src.repeat_interleave(n, dim=0)  # (B n, S)
@@ -399,18 +462,18 @@ class Reinforce(_RL):
     (b <- decay b + (1 - decay) mean r, started at the first batch's mean; saved with checkpoints)."""
 
     def __init__(self, reward: str = "bleu", samples: int = 4, baseline_decay: float = 0.9, max_len: int = 0,
-                 temperature: float = 1.0):
-        super().__init__(reward, samples, max_len, temperature)
+                 temperature: float = 1.0, prompt: float = 0.5):
+        super().__init__(reward, samples, max_len, temperature, prompt)
         self.decay = float(baseline_decay)
         self.baseline: float | None = None
 
     def loss(self, forward, model, batch, step):
         src, targets = batch["src_ids"], batch["targets"]
-        src_n, ys = self.draw(model, src, self.samples, self.length(targets))
+        src_n, ys = self.draw(model, src, self.samples, self.length(targets, src))
         r = self.rewards(ys, self.references(targets), self.samples)
         mean = float(r.mean())
         b = mean if self.baseline is None else self.baseline
-        logp = sequence_logprobs(forward, src_n, ys, self.task.bos, self.task.eos)
+        logp = self.logprobs(forward, src_n, ys)
         self.baseline = self.decay * b + (1 - self.decay) * mean
         return Output(logits=logp, loss=reinforce_loss(logp, r, b))
 
@@ -429,12 +492,12 @@ class SelfCritical(_RL):
 
     def loss(self, forward, model, batch, step):
         src, targets = batch["src_ids"], batch["targets"]
-        refs, L = self.references(targets), self.length(targets)
+        refs, L = self.references(targets), self.length(targets, src)
         _, greedy = self.draw(model, src, 1, L, greedy=True)
         r_greedy = self.rewards(greedy, refs, 1).repeat_interleave(self.samples)  # (B n,)
         src_n, ys = self.draw(model, src, self.samples, L)
         r = self.rewards(ys, refs, self.samples)
-        logp = sequence_logprobs(forward, src_n, ys, self.task.bos, self.task.eos)
+        logp = self.logprobs(forward, src_n, ys)
         return Output(logits=logp, loss=-(scst_advantage(r, r_greedy).detach() * logp).mean())
 
 
@@ -448,8 +511,8 @@ class MinimumRisk(_RL):
     Q = P^alpha renormalised over the set, loss = E_Q[-reward]."""
 
     def __init__(self, reward: str = "bleu", samples: int = 8, alpha: float = 0.005, candidates: str = "sample",
-                 with_reference: bool = False, max_len: int = 0, temperature: float = 1.0):
-        super().__init__(reward, samples, max_len, temperature)
+                 with_reference: bool = False, max_len: int = 0, temperature: float = 1.0, prompt: float = 0.5):
+        super().__init__(reward, samples, max_len, temperature, prompt)
         if candidates not in CANDIDATES:
             raise ConfigError(f"unknown MRT candidates {candidates!r}; valid: {', '.join(CANDIDATES)}")
         self.alpha, self.candidates, self.with_reference = float(alpha), candidates, bool(with_reference)
@@ -457,22 +520,25 @@ class MinimumRisk(_RL):
     def nbest(self, model, src: torch.Tensor, max_len: int) -> torch.Tensor:
         """(B n, L) the n best hypotheses of beam search (width n), `pad` after </s>."""
         t, n, was_training = self.task, self.samples, model.training
-        start = torch.full((src.shape[0], 1), t.bos, dtype=torch.long, device=src.device)
+        if self.needs_source:
+            start, source = torch.full((src.shape[0], 1), t.bos, dtype=torch.long, device=src.device), src
+        else:
+            start, source = src, None  # a language model continues its prompt
         try:
             with torch.no_grad():
-                best = beam_search(model, start, n, min(max_len, t.context - 1), eos_id=t.eos, src=src, n_best=n,
-                                   pad_id=t.pad)
+                best = beam_search(model, start, n, min(max_len, t.context - start.shape[1]),
+                                   eos_id=t.eos if t.eos >= 0 else None, src=source, n_best=n, pad_id=t.pad)
         finally:
             model.train(was_training)
-        return best.ids[:, :, 1:].reshape(src.shape[0] * n, -1)
+        return best.ids[:, :, start.shape[1]:].reshape(src.shape[0] * n, -1)
 
     def loss(self, forward, model, batch, step):
         src, targets = batch["src_ids"], batch["targets"]
         B, n = src.shape[0], self.samples
         if self.candidates == "beam":
-            src_n, ys = src.repeat_interleave(n, dim=0), self.nbest(model, src, self.length(targets))
+            src_n, ys = src.repeat_interleave(n, dim=0), self.nbest(model, src, self.length(targets, src))
         else:
-            src_n, ys = self.draw(model, src, n, self.length(targets))  # (B n, L)
+            src_n, ys = self.draw(model, src, n, self.length(targets, src))  # (B n, L)
         if self.with_reference:
             gold = torch.where(targets == -100, torch.full_like(targets, self.task.pad), targets)  # (B, T)
             L = max(ys.shape[1], gold.shape[1])
@@ -488,11 +554,26 @@ class MinimumRisk(_RL):
                 keep[b, j] = rows[b * n + j] not in seen
                 seen.add(rows[b * n + j])
         r = self.rewards(ys, self.references(targets), n).view(B, n)
-        logp = sequence_logprobs(forward, src_n, ys, self.task.bos, self.task.eos).view(B, n)
+        logp = self.logprobs(forward, src_n, ys).view(B, n)
         return Output(logits=logp, loss=mrt_loss(logp, r, self.alpha, keep.to(logp.device)))
 
 
 # ----------------------------------------------------------------------------- guided attention
+def diagonal_share(attn: torch.Tensor, src_len: torch.Tensor, tgt_len: torch.Tensor, band: float = 0.1) -> torch.Tensor:
+    """How diagonal a cross-attention is: attn (B, T, S) (rows: target positions t, columns:
+    source n, e.g. averaged over heads), lengths (B,) -> (B,) the mean over each word's T valid rows
+    of the attention mass on the source positions with |n / N - t / T| <= band (N, T its lengths,
+    n / N and t / T as in `guided_weights`). 1 is all mass in the band; padding is left out."""
+    B, T, S = attn.shape
+    n = torch.arange(S, device=attn.device, dtype=torch.float32)[None, None, :] / src_len[:, None, None]
+    t = torch.arange(T, device=attn.device, dtype=torch.float32)[None, :, None] / tgt_len[:, None, None]
+    real = torch.arange(S, device=attn.device)[None, None, :] < src_len[:, None, None]  # (B, 1, S)
+    inside = ((n - t).abs() <= band + 1e-9) & real  # (B, T, S)
+    rows = (attn.float() * inside).sum(-1)  # (B, T): mass in the band per row
+    valid = torch.arange(T, device=attn.device)[None, :] < tgt_len[:, None]  # (B, T)
+    return (rows * valid).sum(1) / tgt_len.clamp(min=1)
+
+
 def guided_weights(src_len, tgt_len, sigma: float, S: int | None = None, T: int | None = None) -> torch.Tensor:
     """Tachibana et al. 2017 (https://arxiv.org/abs/1710.08969), eq. 1:
     W(t, n) = 1 - exp(-(n / N - t / T)^2 / (2 g^2)), rows target positions t, columns source n.

@@ -11,6 +11,7 @@ The presets, by the command that uses them (`tfmr presets` lists them, `-v` with
     experiment   exp-length-extrapolation, exp-norm-depth, exp-moe,           RunConfig (the base; each
                  exp-long-context, exp-streaming, exp-mixers                  experiment varies one axis)
     g2p          g2p-tiny, g2p-small, g2p-base                                G2PConfig
+    experiment   exp-g2p-sampling, exp-g2p-guided, exp-g2p-alignment          G2PConfig (g2p experiments)
     copytask     copytask, copytask-tiny                                      CopyTaskConfig
 
 A command takes any preset whose config has its class: `tfmr train --preset exp-moe` trains the
@@ -192,6 +193,38 @@ def g2p_base() -> G2PConfig:
                      decode=DecodeConfig(beam_size=5, max_len=40))
 
 
+# ----------------------------------------------------------------------------- G2P experiments (tfmr experiment g2p-*)
+# g2p-small's model at a fixed number of steps, sized so that each experiment (all its runs) takes
+# about 5-10 minutes on 2 quiet CPU cores, from g2p-small's 4.4 steps/s: the scheduled-sampling kinds
+# run 2 passes per step, the alignment kernels loop over target positions, guided attention needs the
+# eager kernel. Not yet timed as whole experiments (docs/objectives.md: "to be measured").
+def _exp_g2p(steps: int, eval_every: int | None = None) -> G2PConfig:
+    cfg = g2p_small()
+    t = cfg.train
+    t.steps, t.warmup, t.eval_every, t.checkpoint_every = steps, max(1, steps // 10), eval_every or steps, steps
+    t.eval_pairs, t.threads = 1000, 0
+    cfg.data.dev_words = 0  # the experiments measure on the test split themselves
+    return cfg
+
+
+def exp_g2p_sampling() -> G2PConfig:
+    """Teacher forcing vs scheduled sampling (3 kinds): g2p-small's model, 300 steps each (train.objective varies)."""
+    return _exp_g2p(300)
+
+
+def exp_g2p_guided() -> G2PConfig:
+    """With and without the guided attention loss: g2p-small's model on the eager kernel, 500 steps each."""
+    cfg = _exp_g2p(500, eval_every=25)
+    cfg.model.kernel = Choice("eager")
+    cfg.train.eval_pairs = 200
+    return cfg
+
+
+def exp_g2p_alignment() -> G2PConfig:
+    """Plain vs location-aware vs monotonic cross-attention: g2p-small's model, 300 steps each."""
+    return _exp_g2p(300)
+
+
 # ----------------------------------------------------------------------------- copy task (tfmr copytask)
 @dataclass
 class CopyTaskConfig:
@@ -237,6 +270,9 @@ PRESETS: dict[str, tuple[str, Callable]] = {
     "g2p-tiny": ("g2p", g2p_tiny),
     "g2p-small": ("g2p", g2p_small),
     "g2p-base": ("g2p", g2p_base),
+    "exp-g2p-sampling": ("experiment g2p-sampling", exp_g2p_sampling),
+    "exp-g2p-guided": ("experiment g2p-guided", exp_g2p_guided),
+    "exp-g2p-alignment": ("experiment g2p-alignment", exp_g2p_alignment),
     "copytask": ("copytask", copytask),
     "copytask-tiny": ("copytask", copytask_tiny),
 }

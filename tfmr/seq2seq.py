@@ -27,7 +27,7 @@ import torch
 
 from . import checkpoint
 from .builder import build_model, max_positions
-from .config import Choice, ConfigError, ModelConfig, TrainConfig, check_options, choice, from_dict
+from .config import ConfigError, ModelConfig, TrainConfig, check_options, from_dict
 from .decode import greedy
 from .kernels import eager_attention  # re-exported: run a model on the eager kernel
 from .objectives import OBJECTIVES, GuidedAttention, Task
@@ -181,7 +181,7 @@ class Seq2SeqTrainConfig(TrainConfig):
 
     batch_tokens: int = 0  # > 0: cap each batch at this many padded tokens (source + target)
     eval_pairs: int = 2000  # dev pairs in the dev loss (and the task's own dev metric)
-    objective: Choice = choice("teacher-forcing")  # objectives.OBJECTIVES: scheduled, two-pass, parallel, reinforce, ...
+    # train.objective (in TrainConfig): every kind of objectives.OBJECTIVES (scheduled, two-pass, ...)
     guided_attention: float = 0.0  # > 0: weight of the guided attention loss (needs model.kernel=eager)
     guided_sigma: float = 0.4  # g, the width of the guided attention's diagonal band
     guided_layers: str = "all"  # cross-attention layers it acts on: all, or indices such as 0,1

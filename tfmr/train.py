@@ -12,7 +12,8 @@ A task specialises the loop by its data and its loss and nothing else, through f
 model when `train.compile`), `evaluate()` (a dict of numbers) and `vocabulary()` (what the
 checkpoint keeps beside the weights). Sequence-to-sequence training (`seq2seq.Seq2SeqTrainer`)
 and fine-tuning (LoRA, adapters) are such specialisations; training objectives such as scheduled
-sampling or RL on a metric change `batch_loss` only.
+sampling or RL on a metric (`train.objective`, tfmr/objectives.py, for language models too)
+change `batch_loss` only.
 
 What is saved makes a resumed run identical to an uninterrupted one on CPU: weights, optimizer
 moments, the step and the seconds trained (a time budget resumes too), the torch RNG of the CPU
@@ -38,9 +39,10 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, memory
 from .builder import build_model
-from .config import ConfigError, RunConfig, TrainConfig, dumps, from_dict, to_dict
+from .config import ConfigError, RunConfig, TrainConfig, check_options, dumps, from_dict, to_dict
 from .data import Batches, default_cache_root, prepare
 from .ffn import expert_stats
+from .objectives import OBJECTIVES, lm_batch, lm_task
 
 
 DTYPES = ("auto", "float32", "bfloat16")
@@ -544,6 +546,29 @@ class Trainer(TrainLoop):
     def vocabulary(self):
         return self.data.tokenizer
 
+    def build_model(self) -> torch.nn.Module:
+        model = build_model(self.cfg.model)
+        self.setup_objective(model)
+        return model
+
+    def setup_objective(self, model: torch.nn.Module) -> None:
+        """`train.objective`: teacher forcing, or RL on a metric (tfmr.objectives, `lm_batch`)."""
+        t = self.cfg.train
+        check_options(t.objective, OBJECTIVES, "train.objective")
+        kind = OBJECTIVES[t.objective.kind]
+        if not kind.for_language_models:
+            valid = ", ".join(k for k, v in OBJECTIVES.items() if v.for_language_models)
+            raise ConfigError(f"train.objective={t.objective.kind} is for encoder-decoder models; a language model "
+                              f"takes: {valid}")
+        self.objective = kind(**t.objective.options)
+        self.objective.setup(model, lm_task(self.cfg.model.context))
+
+    def extra_state(self) -> dict:
+        return self.objective.state()
+
+    def load_extra_state(self, tensors: dict) -> None:
+        self.objective.load_state(tensors)
+
     def memory_estimate(self) -> memory.MemoryEstimate:
         t = self.cfg.train
         return memory.estimate(self.cfg.model, t.batch_size, self.batches.context, precision(self.device, t.dtype))
@@ -551,7 +576,7 @@ class Trainer(TrainLoop):
     def batch_loss(self) -> torch.Tensor:
         x, y = self.batches.next(self.device)
         self.tokens += x.numel()
-        return self.forward(x, y).loss
+        return self.objective.loss(self.forward, self.model, lm_batch(self.objective, x, y), self.step).loss
 
     def evaluate(self) -> dict:
         """Mean loss over `eval_iters` fixed batches of each split (the same batches every time)."""

@@ -1,7 +1,8 @@
 """`tfmr experiment NAME`: research experiments that write a table and a plot (tfmr/experiments/).
 
 Each experiment takes the common --preset / --config / --set flags (its base run, from a preset
-named exp-NAME) plus its own few flags, and varies one axis on top of the resolved config.
+named exp-NAME) plus its own few flags, and varies one axis on top of the resolved config;
+g2p-rl, which fine-tunes a given model, takes --checkpoint and --set (the fine-tuning settings).
 """
 from __future__ import annotations
 

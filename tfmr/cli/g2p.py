@@ -4,6 +4,7 @@
     tfmr g2p train [--preset g2p-small] [--config FILE] [--set key=value ...] [--out DIR] [--resume]
     tfmr g2p eval [--checkpoint DIR] [--split test] [--beam K ...] [--limit N]
     tfmr g2p export --checkpoint RUN/checkpoint --out DIR
+    tfmr g2p finetune --objective scst|mrt|reinforce --reward per|exact|bleu [--checkpoint DIR] --out RUN
     tfmr g2p predict WORD ...            (the same as words alone; for words such as 'train')
 
 Words alone are pronounced: a word CMUdict has gets every one of its pronunciations (source
@@ -22,7 +23,8 @@ are printed first, then one line `tfmr: error: ...` says how to get a model, exi
 `train` resolves its config like every command (preset, or with --resume the run's saved
 config, then --config, then each --set), trains, then reports test WER / PER greedy and with
 the preset's beam, and the fresh model beside the shipped one; `eval` reports on a split;
-`export` writes the fp16 form a model is shipped in.
+`export` writes the fp16 form a model is shipped in; `finetune` fine-tunes a model (--checkpoint,
+or the shipped one) with an RL objective on a metric, and prints test WER / PER before and after.
 """
 from __future__ import annotations
 
@@ -37,28 +39,30 @@ from ..seq2seq import load_run
 from ..tasks import g2p
 from .common import USER_ERRORS, config_flags, resolve_config
 
-ACTIONS = ("train", "eval", "predict", "export")
+ACTIONS = ("train", "eval", "predict", "export", "finetune")
 
 
 def add_parser(sub) -> None:
     """The `tfmr g2p` command: WORD... | train | eval | export | predict WORD..."""
     p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict: pronounce words | train | eval | export",
                        description="tfmr g2p WORD ... (or - for standard input) | tfmr g2p train [--preset g2p-small] | "
-                                   "tfmr g2p eval | tfmr g2p export --checkpoint DIR --out DIR. Words print as TSV: "
+                                   "tfmr g2p eval | tfmr g2p export --checkpoint DIR --out DIR | "
+                                   "tfmr g2p finetune --objective scst --reward per --out RUN. Words print as TSV: "
                                    "word<TAB>source<TAB>pronunciation, source dictionary | predicted | unreadable.")
-    p.add_argument("action", nargs="*", metavar="WORD|train|eval|export|predict",
+    p.add_argument("action", nargs="*", metavar="WORD|train|eval|export|finetune|predict",
                    help="words to pronounce (- reads them from standard input), or what to do")
     config_flags(p, preset="g2p-small", data=False,
                  preset_help=f"train: one of {', '.join(names(G2PConfig))} (with --resume the run's saved config "
                              "is used)")
     p.add_argument("--out", help="train: run folder (default runs/g2p); eval: where heatmaps go (default runs/g2p); "
-                                 "export: the folder to write (tfmr/tasks/g2p_model ships it)")
-    p.add_argument("--resume", action="store_true", help="train: continue the run saved in --out")
-    p.add_argument("--overwrite", action="store_true", help="train: start over in an --out that holds a run")
+                                 "export: the folder to write (tfmr/tasks/g2p_model ships it); finetune: run folder")
+    p.add_argument("--resume", action="store_true", help="train / finetune: continue the run saved in --out")
+    p.add_argument("--overwrite", action="store_true", help="train / finetune: start over in an --out that holds a run")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-eval", action="store_true", help="train: skip the test-set evaluation")
-    p.add_argument("--checkpoint", help="words / eval: the model to use instead of the shipped one (a training "
-                                        "checkpoint RUN/checkpoint or an export); export: the checkpoint to export")
+    p.add_argument("--checkpoint", help="words / eval / finetune: the model to use instead of the shipped one (a "
+                                        "training checkpoint RUN/checkpoint or an export); export: the checkpoint to "
+                                        "export")
     p.add_argument("--model-only", action="store_true", help="words: pronounce every word with the model, "
                                                              "also those CMUdict has")
     p.add_argument("--file", metavar="FILE", help="words: read words from FILE, one per line (- for standard input)")
@@ -66,7 +70,14 @@ def add_parser(sub) -> None:
     p.add_argument("--beam", type=int, action="append",
                    help="beam size (1 = greedy); words: default the model's decode.beam_size; eval / train: "
                         "repeatable, default 1 and the model's")
-    p.add_argument("--limit", type=int, help="eval: only the first N words of the split (md5 order)")
+    p.add_argument("--limit", type=int, help="eval / finetune: only the first N words of the split (md5 order)")
+    p.add_argument("--objective", default="scst",
+                   help=f"finetune: {' | '.join(g2p.RL_OBJECTIVES)} (default scst; train.objective "
+                        f"{', '.join(f'{k} = {v}' for k, v in g2p.RL_OBJECTIVES.items())}). Fine-tuning starts "
+                        f"from the model's own config with {' '.join(g2p.FINETUNE_DEFAULTS)}, samples per word "
+                        f"{g2p.FINETUNE_SAMPLES}; --set changes any of them")
+    p.add_argument("--reward", default="per", help="finetune: per (1 - PER) | exact (exact match) | bleu "
+                                                    "(sentence BLEU on phonemes); default per")
     p.set_defaults(func=run, intermixed="action")  # words may follow options: g2p hello --beam 1 world
 
 
@@ -86,6 +97,8 @@ def run(args) -> int:
         return run_train(args)
     if action == "export":
         return run_export(args, rest)
+    if action == "finetune":
+        return run_finetune(args, rest)
     if action == "eval":
         return run_eval(args)
     return run_predict(args, rest)
@@ -121,6 +134,27 @@ def run_eval(args) -> int:
     model, _, cfg = _model(args)
     data = g2p.load_data(cfg.data.stress)
     g2p.report(model, data, cfg, args.out or "runs/g2p", args.split, _beams(cfg, args.beam), limit=args.limit)
+    return 0
+
+
+def run_finetune(args, rest: Sequence[str]) -> int:
+    if rest:
+        raise ConfigError(f"g2p finetune takes no words (got {rest[0]!r}); to pronounce the word 'finetune' write "
+                          "`tfmr g2p predict finetune`")
+    if not args.out:
+        raise ConfigError("g2p finetune needs --out RUN (the fine-tuning run folder)")
+    if args.config or args.preset != "g2p-small":
+        raise ConfigError("g2p finetune starts from the model's own config; change it with --set key=value "
+                          "(no --preset or --config)")
+    g2p.finetune_overrides(args.objective, args.reward)  # unknown names: one line, before any work
+    if args.resume and args.checkpoint:
+        raise ConfigError("g2p finetune --resume continues the run in --out; it takes no --checkpoint")
+    record = g2p.finetune(args.checkpoint, args.objective, args.reward, args.out, args.set, resume=args.resume,
+                          overwrite=args.overwrite, limit=args.limit, beams=args.beam,
+                          progress=not args.no_progress)
+    print(f"{record['objective']} on {record['reward']}, {record['steps']} steps from {record['source']}")
+    print(g2p.side_by_side(record))
+    print(f"checkpoint: {Path(args.out) / 'checkpoint'}; results: {Path(args.out) / g2p.FINETUNE_RECORD}")
     return 0
 
 

@@ -12,10 +12,20 @@ axis on top of the resolved config; its own flags are only the axis (which varia
     long-context           loss by position out to 16L: full, sliding, sinks, Transformer-XL, retention
     streaming              generating 20,000 tokens: decoding memory and tokens/s along the way
     mixers                 Transformer vs retention vs hybrid at equal parameters and training time
+    g2p-sampling           teacher forcing vs three kinds of scheduled sampling (test WER, long words)
+    g2p-guided             steps until the cross-attention is diagonal, with and without guided attention
+    g2p-alignment          plain vs location-aware vs monotonic cross-attention (WER, time per word)
+    g2p-rl                 a G2P model's test WER / PER before and after SCST and MRT fine-tuning
+
+The G2P experiments share tfmr/experiments/g2p_common.py and write OUT/table.md, OUT/results.json
+and OUT/NAME.png.
 """
 from __future__ import annotations
 
-from . import length_extrapolation, long_context, mixer_race, moe, norm_depth, streaming
+from . import (g2p_alignment, g2p_guided, g2p_rl, g2p_sampling, length_extrapolation, long_context, mixer_race, moe,
+               norm_depth, streaming)
 
 EXPERIMENTS = {"length-extrapolation": length_extrapolation, "norm-depth": norm_depth, "moe": moe,
-               "long-context": long_context, "streaming": streaming, "mixers": mixer_race}
+               "long-context": long_context, "streaming": streaming, "mixers": mixer_race,
+               "g2p-sampling": g2p_sampling, "g2p-guided": g2p_guided, "g2p-alignment": g2p_alignment,
+               "g2p-rl": g2p_rl}

@@ -13,6 +13,8 @@
     save_heatmaps(...)        the decoder's cross-attention over the letters, one PNG per word
     train(cfg, out)           train (or resume) a model; what `tfmr g2p train` runs
     report(model, ...)        WER / PER per beam size, examples and heatmaps; what `tfmr g2p eval` runs
+    finetune(source, objective, reward, out)   RL fine-tuning (SCST, MRT, REINFORCE) of a trained
+                              model, test WER / PER before and after; what `tfmr g2p finetune` runs
     export(checkpoint, out)   an fp16 copy of a trained model (weights, vocabularies, config, sha256
                               manifest): what `tfmr g2p export` writes, and the shipped model's form
     SHIPPED, load_shipped()   the model shipped inside the package (tfmr/tasks/g2p_model/), checked
@@ -441,3 +443,112 @@ def compare_with_shipped(fresh: dict, data: G2PData, split: str = "test", log=pr
     log(f"{split} split ({fresh['words']:,} words), greedy     WER      PER   words/s")
     for name, x in ((label, fresh), ("the shipped model", r)):
         log(f"  {name:<28} {100 * x['wer']:6.2f}%  {100 * x['per']:6.2f}%  {x['words'] / max(x['seconds'], 1e-9):8,.0f}")
+
+
+# ----------------------------------------------------------------------------- RL fine-tuning
+# --objective -> the train.objective kind (tfmr.objectives.OBJECTIVES)
+RL_OBJECTIVES = {"scst": "self-critical", "mrt": "mrt", "reinforce": "reinforce"}
+# What a fine-tuning run changes in the base model's config before --set: a small learning rate
+# and a few hundred steps on small batches (each RL step decodes `samples` sequences per word).
+FINETUNE_DEFAULTS = ("train.steps=300", "train.lr=1e-4", "train.min_lr=1e-5", "train.warmup=10",
+                     "train.batch_size=64", "train.batch_tokens=0", "train.weight_decay=0.0", "train.eval_every=100",
+                     "train.checkpoint_every=100", "train.log_every=10", "train.max_minutes=0",
+                     "train.guided_attention=0")
+FINETUNE_SAMPLES = {"self-critical": 4, "mrt": 8, "reinforce": 4}  # sequences drawn per word
+FINETUNE_RECORD = "finetune.json"  # in the run folder: the source and the test results before and after
+
+
+def finetune_overrides(objective: str, reward: str) -> list[str]:
+    """The --set assignments a fine-tuning run starts from (FINETUNE_DEFAULTS and the objective)."""
+    from ..objectives import REWARDS
+
+    if objective not in RL_OBJECTIVES:
+        raise ConfigError(f"unknown objective {objective!r}; valid: {', '.join(RL_OBJECTIVES)}")
+    if reward not in REWARDS:
+        raise ConfigError(f"unknown reward {reward!r}; valid: {', '.join(REWARDS)}")
+    kind = RL_OBJECTIVES[objective]
+    return [*FINETUNE_DEFAULTS, f"train.objective={kind}", f"train.objective.reward={reward}",
+            f"train.objective.samples={FINETUNE_SAMPLES[kind]}"]
+
+
+def test_results(model, data: G2PData, cfg: G2PConfig, beams: Sequence[int], limit: int | None) -> dict:
+    """{"greedy" | "beam K": {"wer", "per", "words"}} on the test split."""
+    out = {}
+    for beam in beams:
+        r = evaluate(model, data, "test", beam, cfg.decode.max_len, cfg.decode.batch_size, limit=limit)
+        out["greedy" if beam <= 1 else f"beam {beam}"] = {k: r[k] for k in ("wer", "per", "words")}
+    return out
+
+
+def _loader(source: Path):
+    """make_model for Seq2SeqTrainer: the model built from its config, with `source`'s weights."""
+    from ..builder import build_model
+
+    def make(model_cfg):
+        model = build_model(model_cfg)
+        checkpoint.load_weights(source, model)
+        return model
+    return make
+
+
+def finetune(source: str | Path | None, objective: str, reward: str, out: str | Path, sets: Sequence[str] = (),
+             resume: bool = False, overwrite: bool = False, limit: int | None = None,
+             beams: Sequence[int] | None = None, progress: bool = True, log=print, before: dict | None = None) -> dict:
+    """Fine-tune a G2P model with an RL objective (tfmr.objectives) in the one training loop, and
+    evaluate it on the test split before and after (greedy and the model's beam).
+
+    `source`: a training checkpoint or an export; None is the shipped model (NoShippedModel when
+    there is none). The config is the source's, then the fine-tuning defaults, then `sets`. With
+    `resume` the run in `out` continues (its saved config, then `sets`), and
+    the "before" results are read back from OUT/finetune.json; `before` gives them (the same
+    source, beams and limit) instead of testing the source model again. Returns that record:
+    {"source", "objective", "reward", "before", "after", "steps"}."""
+    out = Path(out)
+    record_path = out / FINETUNE_RECORD
+    if resume:
+        if not record_path.exists():
+            raise ConfigError(f"nothing to resume: {record_path} does not exist (not a g2p finetune run)")
+        record = json.loads(record_path.read_text())
+        cfg = resolve(None, overrides=list(sets), cls=G2PConfig, saved=out / "checkpoint")
+        make_model = None
+    else:
+        if source is None:
+            load_shipped()  # NoShippedModel, one line, when this build ships none
+            source = SHIPPED
+        base, vocab, _ = load_run(source, G2PConfig)
+        source = checkpoint.resolve(source)
+        cfg = resolve(None, overrides=[*finetune_overrides(objective, reward), *sets], cls=G2PConfig, saved=source)
+        record = {"source": str(source), "objective": objective, "reward": reward}
+        make_model = _loader(source)
+    beams = sorted(set(beams)) if beams else sorted({1, cfg.decode.beam_size})
+    data = load_data(cfg.data.stress)
+    if not resume:
+        data = G2PData(data.splits, vocab, data.stress)  # the checkpoint's own ids
+        if before is None:
+            log(f"testing the model of {source} before fine-tuning ...")
+        record["before"] = before or test_results(base, data, cfg, beams, limit)
+    else:
+        data = G2PData(data.splits, PairVocab.load(out / "checkpoint"), data.stress)
+    kw = {} if make_model is None else {"make_model": make_model}
+    trainer = Seq2SeqTrainer(cfg, data.vocab, data.pairs("train"), data.pairs("dev"), out, resume=resume,
+                             progress=progress, log=log, dev_metric=dev_metric(data, cfg.data.dev_words),
+                             overwrite=overwrite, **kw)
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(record, indent=1))
+    trainer.fit()
+    record["after"] = test_results(trainer.model.eval(), data, cfg, beams, limit)
+    record["steps"] = trainer.step
+    record_path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def side_by_side(record: dict) -> str:
+    """The test results before and after fine-tuning, one row per decoder."""
+    words = next(iter(record["before"].values()))["words"]
+    rows = [f"test ({words:,} words)   WER before  WER after   PER before  PER after"]
+    for name, b in record["before"].items():
+        a = record["after"].get(name, {})
+        rows.append(f"  {name:<18} {100 * b['wer']:9.2f}% {100 * a.get('wer', float('nan')):9.2f}%  "
+                    f"{100 * b['per']:9.2f}% {100 * a.get('per', float('nan')):9.2f}%")
+    return "\n".join(rows)

@@ -1,0 +1,133 @@
+"""Plain vs location-aware vs monotonic cross-attention on G2P: test WER, and decoding time per
+word against word length (monotonic online, hard, decoding vs full attention).
+
+    tfmr experiment g2p-alignment --out runs/g2p-alignment     # g2p-small's model, 300 steps each
+    tfmr experiment g2p-alignment --preset g2p-tiny --set train.steps=20 --limit 200 --per-length 3
+
+The base run is the preset `exp-g2p-alignment` through --preset / --config / --set; only
+model.cross_kernel varies (tfmr.kernels.CROSS_KERNELS), same seed, same steps:
+
+    plain       the base run's kernel (softmax over every letter at every step: full attention)
+    location    location-aware attention (Chorowski et al. 2015)
+    monotonic   monotonic attention (Raffel et al. 2017): soft in training, hard and online at
+                decoding (each step moves forward from the last attended letter or stays)
+
+Test WER / PER are greedy. The timing: for each word length in --lengths, the first --per-length
+test words (md5 order) of that length are decoded one at a time (batch 1, greedy, after one warm-up
+word); the table and the plot give the median milliseconds per word. Times depend on the machine
+and its load: compare the kernels of one run, not runs. Writes OUT/table.md, OUT/results.json,
+OUT/g2p-alignment.png and each variant's run folder.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from ..cli.common import out_folder, positive_int, resolve_config
+from ..config import Choice, ConfigError
+from ..presets import G2PConfig
+from ..tasks import g2p
+from .g2p_common import add_common, figure, markdown, pct, save, test_wer, train_variant, write
+
+KINDS = ("plain", "location", "monotonic")
+
+
+def variants() -> dict[str, Choice | None]:
+    return {"plain": None, "location": Choice("location"), "monotonic": Choice("monotonic", hard=True)}
+
+
+def add_arguments(p) -> None:
+    add_common(p, "exp-g2p-alignment", "runs/g2p-alignment")
+    p.add_argument("--only", nargs="+", default=None, choices=KINDS, help=f"a subset of: {' '.join(KINDS)}")
+    p.add_argument("--lengths", default="4-14", help="word lengths timed, FIRST-LAST letters (default 4-14)")
+    p.add_argument("--per-length", type=positive_int, default=20, help="words timed per length (default 20)")
+
+
+def lengths(spec: str) -> list[int]:
+    try:
+        first, last = (int(x) for x in spec.split("-"))
+    except ValueError:
+        raise ConfigError(f"--lengths must look like FIRST-LAST (e.g. 4-14), got {spec!r}") from None
+    if not 1 <= first <= last:
+        raise ConfigError(f"--lengths {spec}: need 1 <= FIRST <= LAST")
+    return list(range(first, last + 1))
+
+
+def words_by_length(data: g2p.G2PData, wanted: list[int], per_length: int) -> dict[int, list[str]]:
+    by: dict[int, list[str]] = {n: [] for n in wanted}
+    for w in sorted(data.splits["test"], key=g2p.md5_key):
+        if len(w) in by and len(by[len(w)]) < per_length:
+            by[len(w)].append(w)
+    return {n: ws for n, ws in by.items() if ws}
+
+
+@torch.inference_mode()
+def time_per_word(model, data: g2p.G2PData, cfg: G2PConfig, by_length: dict[int, list[str]],
+                  progress: bool) -> dict[int, float]:
+    """Median milliseconds to decode one word (batch 1, greedy), per word length."""
+    g2p.predict(model, data.vocab, [next(iter(by_length.values()))[0]], 1, cfg.decode.max_len)  # warm-up
+    out = {}
+    for n, words in tqdm(by_length.items(), desc="timing", unit="length", disable=not progress, leave=False):
+        times = []
+        for w in words:
+            t0 = time.perf_counter()
+            g2p.predict(model, data.vocab, [w], 1, cfg.decode.max_len)
+            times.append(1000 * (time.perf_counter() - t0))
+        out[n] = statistics.median(times)
+    return out
+
+
+def plot(results: list[dict], path, title: str):
+    plt, fig, (left, right) = figure(2, 5.5)
+    names = [r["name"] for r in results]
+    left.bar(names, [100 * r["wer"] for r in results])
+    left.set_ylabel("test WER (%), greedy")
+    for r in results:
+        right.plot(list(r["ms_per_word"]), list(r["ms_per_word"].values()), "o-", ms=3, label=r["name"])
+    right.set_xlabel("word length (letters)")
+    right.set_ylabel("ms per word (batch 1, greedy, median)")
+    right.legend()
+    fig.suptitle(title, fontsize=9)
+    return save(plt, fig, path)
+
+
+def main(args) -> int:
+    base = resolve_config(args, G2PConfig)
+    wanted = lengths(args.lengths)
+    out = out_folder(args.out)
+    data = g2p.load_data(base.data.stress)
+    by_length = words_by_length(data, wanted, args.per_length)
+    if not by_length:
+        raise ConfigError(f"no test words of {args.lengths} letters")
+    chosen = {n: k for n, k in variants().items() if args.only is None or n in args.only}
+    results, rows = [], []
+    for name, kernel in chosen.items():
+        print(f"training {name} (model.cross_kernel={kernel or 'the base kernel'}) ...", flush=True)
+        cfg = copy.deepcopy(base)
+        cfg.model.cross_kernel = kernel
+        trainer = train_variant(cfg, out / name, data, not args.no_progress)
+        ms = time_per_word(trainer.model, data, cfg, by_length, not args.no_progress)
+        r = {"name": name, "cross_kernel": None if kernel is None else kernel.to_dict(), "steps": trainer.step,
+             "train_seconds": trainer.seconds, "ms_per_word": ms, **test_wer(trainer.model, data, cfg, args.limit)}
+        results.append(r)
+        rows.append(row(r))
+        print(markdown(header(by_length), rows[-1:]).splitlines()[-1], flush=True)
+    m, t = base.model, base.train
+    title = (f"cross-attention kernels, G2P, {m.layers}+{m.encoder_layers} layers x dim {m.dim}, {t.steps} steps, "
+             f"{results[0]['words']:,} test words; timing: median of {args.per_length} words per length, batch 1")
+    plot(results, out / "g2p-alignment.png", title)
+    write(out, "g2p-alignment", title, markdown(header(by_length), rows), results, args, base)
+    return 0
+
+
+def header(by_length: dict[int, list[str]]) -> list[str]:
+    return ["cross-attention", "test WER", "test PER", "train s", *(f"ms/word, {n} letters" for n in by_length)]
+
+
+def row(r: dict) -> list:
+    return [r["name"], pct(r["wer"]), pct(r["per"]), f"{r['train_seconds']:.0f}",
+            *(f"{v:.1f}" for v in r["ms_per_word"].values())]
