@@ -45,7 +45,7 @@ from .positions import Start
 class Output:
     """Everything a forward pass hands back, in one typed object."""
 
-    logits: torch.Tensor | None  # (B, T, vocab), or (B, 1, vocab) with last_only; None with model.loss_chunk and targets
+    logits: torch.Tensor | None  # (B, T, vocab), or (B, 1, vocab) with last_only; None: model.loss_chunk
     loss: torch.Tensor | None = None  # cross entropy (+ aux losses) when targets are given
     aux_loss: torch.Tensor | None = None  # sum of the layers' own losses (MoE balance, ...)
     attentions: list = field(default_factory=list)  # per layer: (B, H, Tq, Tk) or None

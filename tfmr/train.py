@@ -580,7 +580,8 @@ class TrainLoop:
             evaluation = self.run_evaluation()
             record.update(evaluation)
             if self.parallel.is_main:
-                bar.write(f"step {self.step}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in evaluation.items()))
+                shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in evaluation.items())
+                bar.write(f"step {self.step}: {shown}")
         self.history.append(record)
         return record
 
