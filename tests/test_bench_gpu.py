@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 def test_bench_gpu_quick_runs_every_section(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["bench", "gpu", "--quick", "--out", str(out)]) == 0
+    assert main(["bench", "gpu", "--quick", "--out", str(out), "--minutes", "30"]) == 0  # no time box on a busy machine
     report = json.loads(out.with_suffix(".json").read_text())
     assert {name: s["status"] for name, s in report["sections"].items()} == dict.fromkeys(
         ("train", "decode", "attention", "moe"), "ok")
