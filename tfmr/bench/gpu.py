@@ -1,7 +1,7 @@
 """The GPU benchmark in one command: training, decoding, attention kernels, MoE dispatch.
 
     tfmr bench gpu [--out runs/bench_gpu] [--minutes 8] [--nanogpt PATH]   # on a CUDA GPU
-    tfmr bench gpu --quick                                                   # CPU, tiny shapes, seconds
+    tfmr bench gpu --quick                                                   # CPU, tiny shapes (smoke run)
 
 Sections, each beside its peers measured in the same run (a section that fails is reported with
 its error; the others still run):
@@ -251,7 +251,7 @@ def markdown(report: dict) -> str:
 
 def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/bench_gpu", help="OUT.json and OUT.md, section outputs in OUT/")
-    p.add_argument("--quick", action="store_true", help="tiny shapes on CPU: every code path in seconds")
+    p.add_argument("--quick", action="store_true", help="tiny shapes on CPU: every code path (smoke run)")
     p.add_argument("--minutes", type=float, default=8.0, help="time box for the whole run")
     p.add_argument("--only", nargs="*", choices=list(SECTIONS), default=None, help="run only these sections")
     p.add_argument("--no-compile", action="store_true", help="train without torch.compile")
