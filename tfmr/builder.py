@@ -61,6 +61,8 @@ def validate(cfg: ModelConfig) -> None:
         raise ConfigError(f"model.init_std must be 0 or more, got {cfg.init_std}")
     if not 0.0 <= cfg.label_smoothing <= 1.0:
         raise ConfigError(f"model.label_smoothing must be in [0, 1], got {cfg.label_smoothing}")
+    if cfg.loss_chunk < 0:
+        raise ConfigError(f"model.loss_chunk must be 0 (off) or a number of tokens, got {cfg.loss_chunk}")
     check_options(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED)
     if cfg.kernel.kind in ALIGNMENT_KERNELS:
         raise ConfigError(f"model.kernel {cfg.kernel.kind!r} is a stateful cross-attention kernel; set "

@@ -7,6 +7,10 @@
     state.json            step, optimizer param groups, anything else plain
     manifest.json         sha256 of every file above, written last
 
+A sharded checkpoint (train.parallel=fsdp, tfmr/parallel.py) holds torch.distributed.checkpoint
+shards (`.metadata`, `__R_0.distcp`) and `sharded.json` instead of model.safetensors and the
+optimizer tensors; the same manifest and atomic swap cover it.
+
 `export` writes an inference-only copy (weights in a smaller float type such as fp16, config,
 tokenizer, `export.json` saying where it came from; no training state), for shipping a model.
 `snapshot` keeps a weights-only copy of a checkpoint (the last few, for averaging) and `average`
@@ -33,6 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 MANIFEST = "manifest.json"
+SHARDED = "sharded.json"  # in a sharded (fsdp) checkpoint only: written by tfmr.parallel.save_sharded
 EXPORT_INFO = "export.json"  # in an exported model only: its dtype and where it came from
 
 
@@ -204,6 +209,9 @@ def read_config(directory: str | Path) -> dict:
 def load_weights(directory: str | Path, model: torch.nn.Module) -> None:
     """Load weights into a model built from the checkpoint's own config."""
     directory = verify(directory)
+    if (directory / SHARDED).exists():
+        raise CheckpointError(f"{directory} is a sharded checkpoint (train.parallel=fsdp); make a plain copy first: "
+                              f"tfmr checkpoint consolidate {directory} --out PLAIN")
     try:
         missing, unexpected = load_model(model, str(directory / "model.safetensors"), strict=False)
     except (SafetensorError, RuntimeError) as e:

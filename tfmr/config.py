@@ -85,6 +85,7 @@ class ModelConfig:
     residual: Choice = choice("pre")  # where the norm sits: pre | post | deepnorm
     init_std: float = 0.02
     label_smoothing: float = 0.0
+    loss_chunk: int = 0  # > 0: training loss over this many tokens at a time, never all (B, T, vocab) logits
     pad_id: int | None = None  # padding token: masked as a key, ignored as a target
     head: Choice = choice("linear")  # output head: linear (bias=False) | mlm (BERT's transform + bias)
     type_vocab_size: int = 0  # > 0: token-type (segment) embeddings added to the input (BERT)
@@ -133,11 +134,14 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 autocast on GPU and bf16-capable CPUs, else fp32) | float32 | bfloat16
-    compile: bool = False
+    compile: bool = False  # torch.compile the model; if compiling fails, training says why and runs eager
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     # the loss (tfmr.objectives.OBJECTIVES): teacher-forcing, or for a language model RL on a metric
     # (reinforce, self-critical, mrt: the window's first half the prompt, its rest the reference)
     objective: Choice = choice("teacher-forcing")
+    parallel: str = "none"  # none | auto (ddp under torchrun) | ddp | fsdp (tfmr/parallel.py, docs/distributed.md)
+    parallel_timeout: float = 600.0  # seconds a rank waits for the others before failing (a dead rank)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
 
 
 @dataclass

@@ -7,7 +7,8 @@
     prepare(cfg, dir)     train the tokenizer, encode, split train/val, store the ids as
                           memory-mapped arrays; cached, so a second run does not re-tokenize
     Batches               random (input, target) windows, nanoGPT style; its generator state
-                          is the data position a checkpoint saves
+                          is the data position a checkpoint saves; under torchrun each process
+                          keeps its own rows of the same draw
 
 Sequence-to-sequence data (pairs, padding, length buckets) lives with the seq2seq tasks.
 """
@@ -140,16 +141,18 @@ def prepare(cfg: DataConfig, cache_root: str | Path, log=print, tokenizer=None) 
 class Batches:
     """Random windows of `context + 1` tokens from a 1-D id array: (inputs, targets) shifted by one."""
 
-    def __init__(self, ids: np.ndarray, context: int, batch_size: int, seed: int):
+    def __init__(self, ids: np.ndarray, context: int, batch_size: int, seed: int, rows: slice | None = None):
         if len(ids) < 2:
             raise DataError("not enough tokens to form a single training window")
         self.ids = ids
         self.context = min(context, len(ids) - 1)
         self.batch_size = batch_size
+        self.rows = rows or slice(None)  # a process's share of the batch (torchrun: tfmr.parallel)
         self.gen = torch.Generator().manual_seed(seed)
 
     def next(self, device: str | torch.device = "cpu"):
-        starts = torch.randint(len(self.ids) - self.context, (self.batch_size,), generator=self.gen)
+        """The next (inputs, targets): `batch_size` windows drawn, the rows `self.rows` kept."""
+        starts = torch.randint(len(self.ids) - self.context, (self.batch_size,), generator=self.gen)[self.rows]
         rows = np.stack([self.ids[s : s + self.context + 1] for s in starts.tolist()]).astype(np.int64)
         block = torch.from_numpy(rows)  # (B, context + 1)
         x, y = block[:, :-1].contiguous(), block[:, 1:].contiguous()  # (B, context) each

@@ -45,7 +45,7 @@ from .positions import Start
 class Output:
     """Everything a forward pass hands back, in one typed object."""
 
-    logits: torch.Tensor  # (B, T, vocab), or (B, 1, vocab) with last_only
+    logits: torch.Tensor | None  # (B, T, vocab), or (B, 1, vocab) with last_only; None: model.loss_chunk
     loss: torch.Tensor | None = None  # cross entropy (+ aux losses) when targets are given
     aux_loss: torch.Tensor | None = None  # sum of the layers' own losses (MoE balance, ...)
     attentions: list = field(default_factory=list)  # per layer: (B, H, Tq, Tk) or None
@@ -281,6 +281,23 @@ def run_blocks(blocks, x, pos, mask: Mask, cache=None, start: Start = 0, memory_
     return x, attentions, cross_attentions, aux_total
 
 
+def chunked_lm_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk: int,
+                    label_smoothing: float = 0.0) -> torch.Tensor:
+    """The mean cross entropy of `lm_loss` computed `chunk` positions at a time from the final
+    hidden states (B, T, dim): each chunk's logits are made, reduced to a summed loss and dropped,
+    then made again in backward (torch.utils.checkpoint), so the (B, T, vocab) logits never exist
+    at once. For large vocabularies (a 50,304 vocabulary x 12,288 tokens of fp32 logits is 2.5 GB)."""
+    from torch.utils.checkpoint import checkpoint
+
+    def summed(h, t):  # (n, dim), (n,) -> summed loss of the chunk
+        return F.cross_entropy(head(h).float(), t, ignore_index=-100, reduction="sum", label_smoothing=label_smoothing)
+
+    h, t = hidden.flatten(0, 1), targets.flatten()  # (B*T, dim), (B*T,)
+    total = sum(checkpoint(summed, h[i:i + chunk], t[i:i + chunk], use_reentrant=False)
+                for i in range(0, h.shape[0], chunk))
+    return total / (t != -100).sum().clamp(min=1)
+
+
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, aux: torch.Tensor | None, label_smoothing: float = 0.0):
     """Mean next-token cross entropy over targets != -100, plus the layers' auxiliary losses."""
     loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
@@ -318,6 +335,9 @@ class Model(nn.Module):
         x = self.final_norm(x)
         if last_only:
             x = x[:, -1:]  # (B, 1, dim): decoding needs only the next-token distribution
+        if targets is not None and self.cfg.loss_chunk > 0:  # the loss only: no whole logits tensor
+            loss = chunked_lm_loss(x, self.lm_head, targets, self.cfg.loss_chunk, self.cfg.label_smoothing)
+            return Output(None, loss if aux_total is None else loss + aux_total, aux_total, attentions, x)
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = None if targets is None else lm_loss(logits, targets, aux_total, self.cfg.label_smoothing)
         return Output(logits, loss, aux_total, attentions, x)

@@ -7,7 +7,8 @@
 
 The presets, by the command that uses them (`tfmr presets` lists them, `-v` with their configs):
 
-    train        default, tiny, nanogpt-shakespeare-char, gpt2-124m           RunConfig
+    train        default, tiny, nanogpt-shakespeare-char, gpt2-124m,          RunConfig
+                 llama-124m
     experiment   exp-length-extrapolation, exp-norm-depth, exp-moe,           RunConfig (the base; each
                  exp-long-context, exp-streaming, exp-mixers                  experiment varies one axis)
     g2p          g2p-tiny, g2p-small, g2p-base                                G2PConfig
@@ -67,9 +68,21 @@ def nanogpt_shakespeare_char() -> RunConfig:
 
 
 def gpt2_124m() -> RunConfig:
-    """The GPT-2 small shape (12 x 768, context 1024, vocab 50304), for GPU benchmarks."""
+    """The GPT-2 small shape (12 x 768, context 1024, vocab 50304), for GPU benchmarks and
+    multi-GPU runs (docs/distributed.md)."""
     return RunConfig(
         model=ModelConfig(vocab_size=50304, dim=768, layers=12, heads=12, context=1024, bias=True),
+        train=TrainConfig(steps=5000, batch_size=12, lr=6e-4, min_lr=6e-5, warmup=200, beta2=0.95),
+    )
+
+
+def llama_124m() -> RunConfig:
+    """A Llama-architecture model of GPT-2 small's size: 12 layers, dim 768, 12 heads with 4 KV
+    heads (GQA), SwiGLU hidden 2048, RoPE, RMSNorm, no biases, tied embeddings, vocab 50304."""
+    return RunConfig(
+        model=ModelConfig(vocab_size=50304, dim=768, layers=12, heads=12, kv_heads=4, context=1024, bias=False,
+                          pos=Choice("rope", base=10000.0), norm=Choice("rmsnorm"),
+                          ffn=Choice("swiglu", hidden=2048)),
         train=TrainConfig(steps=5000, batch_size=12, lr=6e-4, min_lr=6e-5, warmup=200, beta2=0.95),
     )
 
@@ -261,6 +274,7 @@ PRESETS: dict[str, tuple[str, Callable]] = {
     "tiny": ("train", tiny),
     "nanogpt-shakespeare-char": ("train", nanogpt_shakespeare_char),
     "gpt2-124m": ("train", gpt2_124m),
+    "llama-124m": ("train", llama_124m),
     "exp-length-extrapolation": ("experiment length-extrapolation", exp_length_extrapolation),
     "exp-norm-depth": ("experiment norm-depth", exp_norm_depth),
     "exp-moe": ("experiment moe", exp_moe),

@@ -220,6 +220,8 @@ class Seq2SeqTrainer(TrainLoop):
     defaults to collate.
     """
 
+    data_parallel = False  # length-bucketed batches are not yet split among torchrun processes
+
     def __init__(self, cfg, vocab: PairVocab, train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair],
                  out_dir: str | Path, resume: bool = False, log=print, progress: bool = True,
                  dev_metric: Callable | None = None, make_model: Callable = build_model,

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, memory
+from . import checkpoint, memory, parallel
 from .builder import build_model
 from .config import ConfigError, RunConfig, TrainConfig, check_options, dumps, from_dict, to_dict
 from .data import Batches, default_cache_root, prepare
@@ -71,12 +71,20 @@ def validate_train(t: TrainConfig) -> None:
         raise ConfigError(f"train.keep_last must be 0 (off) or a number of checkpoints, got {t.keep_last}")
     if not (math.isfinite(t.max_memory) and t.max_memory >= 0):
         raise ConfigError(f"train.max_memory must be 0 (no cap) or a number of GB, got {t.max_memory}")
+    if t.parallel not in parallel.PARALLEL:
+        raise ConfigError(f"train.parallel {t.parallel!r} is not one of: {', '.join(parallel.PARALLEL)}")
+    if not (math.isfinite(t.parallel_timeout) and t.parallel_timeout > 0):
+        raise ConfigError(f"train.parallel_timeout must be a positive number of seconds, got {t.parallel_timeout}")
+    if t.parallel == "fsdp" and t.keep_last:
+        raise ConfigError("train.keep_last keeps plain weights; with train.parallel=fsdp the checkpoint is sharded: "
+                          "set train.keep_last=0 (tfmr checkpoint consolidate makes a plain copy)")
 
 
 def prepare_run(t: TrainConfig, out_dir: str | Path, resume: bool = False,
-                overwrite: bool = False) -> tuple[Path, torch.device, Path]:
+                overwrite: bool = False, main: bool = True) -> tuple[Path, torch.device, Path]:
     """What every trainer does first: check the train section, claim the run folder (see
-    `claim_run_folder`), set threads. Returns (run folder, device, checkpoint folder)."""
+    `claim_run_folder`), set threads. Returns (run folder, device, checkpoint folder). Under
+    torchrun only the main process (rank 0) creates, claims and clears the folder."""
     validate_train(t)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -86,6 +94,10 @@ def prepare_run(t: TrainConfig, out_dir: str | Path, resume: bool = False,
         raise ConfigError(f"nothing to resume: {ckpt} does not exist")
     if not resume and ckpt.exists() and not overwrite:
         raise ConfigError(f"{out} already holds a run; continue it with --resume, or start over with --overwrite")
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    if not main:
+        return out, resolve_device(t.device), ckpt
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -94,8 +106,6 @@ def prepare_run(t: TrainConfig, out_dir: str | Path, resume: bool = False,
     if overwrite and not resume:
         for old in (ckpt, out / "snapshots"):
             shutil.rmtree(old, ignore_errors=True)
-    if t.threads:
-        torch.set_num_threads(t.threads)
     return out, resolve_device(t.device), ckpt
 
 
@@ -204,18 +214,47 @@ def make_optimizer(model: torch.nn.Module, t: TrainConfig, device: torch.device)
         return torch.optim.AdamW(groups, **kwargs)
 
 
-def accumulate_gradients(model, micro_loss, t: TrainConfig, device: torch.device) -> tuple[float, float]:
+def accumulate_gradients(model, micro_loss, t: TrainConfig, device: torch.device,
+                         par: parallel.Parallel | None = None) -> tuple[float, float]:
     """The gradients of one optimizer step, summed over `t.grad_accum` micro-batches
     (`micro_loss()` returns one micro-batch's mean loss) and clipped to `t.grad_clip`; returns
-    (mean loss, gradient norm before clipping). The weights are not touched."""
+    (mean loss, gradient norm before clipping). The weights are not touched. Under ddp / fsdp
+    (`par`) gradients are synchronised once, on the last micro-batch, and the loss returned is
+    the mean over all ranks."""
+    par = par or parallel.Parallel(device)
     total = 0.0
-    for _ in range(t.grad_accum):
-        with autocast_for(device, t.dtype):
-            loss = micro_loss() / t.grad_accum
-        loss.backward()
+    for i in range(t.grad_accum):
+        with par.micro_step(last=i == t.grad_accum - 1):
+            with autocast_for(device, t.dtype):
+                loss = micro_loss() / t.grad_accum
+            (loss * par.loss_scale).backward()
         total += loss.item()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
-    return total, float(norm)
+    if hasattr(norm, "full_tensor"):  # fsdp: a DTensor (already the norm over all shards)
+        norm = norm.full_tensor()
+    return par.mean(total), float(norm)
+
+
+class CompiledOrEager:
+    """`torch.compile(module)`, falling back to the eager module if compiling fails (no C compiler,
+    an unsupported operation, an old GPU), with one line saying why; training goes on."""
+
+    def __init__(self, module: torch.nn.Module, log=print):
+        self.eager, self.log = module, log
+        self.compiled = torch.compile(module)
+        self.failed: str | None = None
+
+    def __call__(self, *args, **kwargs):
+        if self.failed is None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except (KeyboardInterrupt, ConfigError, torch.OutOfMemoryError):
+                raise
+            except Exception as e:  # torch._dynamo / inductor errors have no common public base
+                reason = (str(e).strip().splitlines() or [""])[0][:300]
+                self.failed = f"{type(e).__name__}: {reason}"
+                self.log(f"note: torch.compile failed ({self.failed}); training continues without compiling")
+        return self.eager(*args, **kwargs)
 
 
 class NonFiniteError(ConfigError):
@@ -263,15 +302,28 @@ class TrainLoop:
     trains (`claim_run_folder`)."""
 
     resume_keeps = ("model", "data")  # config sections a resumed run takes from its checkpoint
+    data_parallel = True  # the task splits its batches among ranks (train.parallel ddp / fsdp)
 
     def __init__(self, cfg, out_dir: str | Path, resume: bool = False, log=print, progress: bool = True,
                  overwrite: bool = False):
-        self.cfg, self.log, self.progress = cfg, log, progress
-        self.out, self.device, self.ckpt_dir = prepare_run(cfg.train, out_dir, resume, overwrite)
+        validate_train(cfg.train)
+        if not self.data_parallel and parallel.resolve_kind(cfg.train.parallel) != "none":
+            raise ConfigError(f"train.parallel={cfg.train.parallel}: {type(self).__name__} does not split its "
+                              "batches among processes yet; train it with train.parallel=none")
+        self.parallel = parallel.make(cfg.train.parallel, resolve_device(cfg.train.device), cfg.train.parallel_timeout)
+        main = self.parallel.is_main
+        self.cfg, self.log, self.progress = cfg, log if main else _silent, progress and main
+        try:
+            self.out, _, self.ckpt_dir = prepare_run(cfg.train, out_dir, resume, overwrite, main=main)
+        except BaseException:
+            self.parallel.close()
+            raise
+        self.device = self.parallel.device
         try:
             self._start(resume)
         except BaseException:  # refused or failed before training began: leave no lock behind
             release_run_folder(self.out)
+            self.parallel.close()
             raise
 
     def _start(self, resume: bool) -> None:
@@ -283,14 +335,18 @@ class TrainLoop:
         self.tokens = 0  # tokens read by batch_loss since the last log line (for tokens/s)
         self.setup_data()
         self.check_memory()
-        torch.manual_seed(cfg.train.seed)
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         self.model = self.build_model().to(self.device)
+        if cfg.train.activation_checkpointing:
+            parallel.checkpoint_activations(self.model)
+        wrapped = self.parallel.wrap(self.model)  # ddp: a wrapper; fsdp: self.model, sharded in place
         self.optimizer = make_optimizer(self.model, cfg.train, self.device)
         self.step, self.seconds, self.history = 0, 0.0, []
         self.lr = lr_at(0, cfg.train)
+        self.seed_rank()
         if resume:
             self.load_state()
-        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.forward = CompiledOrEager(wrapped, self.log) if cfg.train.compile else wrapped
 
     # ------------------------------------------------------------------ hooks
     def setup_data(self) -> None:
@@ -345,15 +401,30 @@ class TrainLoop:
             if hasattr(saved, name):
                 setattr(self.cfg, name, getattr(saved, name))
 
+    def seed_rank(self) -> None:
+        """Ranks other than 0 get their own torch RNG stream (their own dropout masks)."""
+        if self.parallel.rank:
+            torch.manual_seed(self.cfg.train.seed + 1_000_003 * self.parallel.rank + self.step)
+
     def load_state(self) -> None:
-        checkpoint.load_weights(self.ckpt_dir, self.model)
-        tensors, plain = checkpoint.load_state(self.ckpt_dir)
-        self.optimizer.load_state_dict(plain["optimizer"])
+        """Weights, optimizer, step, RNG and sampler from the checkpoint: a plain one (saved by one
+        process or ddp), or a sharded one (fsdp) saved by any number of ranks."""
+        if parallel.is_sharded(self.ckpt_dir):
+            parallel.load_sharded(self.ckpt_dir, self.model, self.optimizer)
+            tensors, plain = checkpoint.load_state(self.ckpt_dir)
+        elif self.parallel.shards_checkpoints:
+            raise ConfigError(f"{self.ckpt_dir} is a plain checkpoint; resume it with train.parallel=ddp or none "
+                              "(train.parallel=fsdp resumes sharded checkpoints)")
+        else:
+            checkpoint.load_weights(self.ckpt_dir, self.model)
+            tensors, plain = checkpoint.load_state(self.ckpt_dir)
+            self.optimizer.load_state_dict(plain["optimizer"])
         self.step, self.seconds = plain["step"], plain.get("seconds", 0.0)
         self.history = plain.get("history", [])
-        torch.set_rng_state(tensors["rng.torch"])
+        torch.set_rng_state(tensors["rng.torch"])  # rank 0's stream
         if "rng.cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors["rng.cuda"])
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.seed_rank()
         self.batches.load_state(tensors["rng.data"])
         self.load_extra_state(tensors)
         self.log(f"resumed from {self.ckpt_dir} at step {self.step} ({self.seconds / 60:.1f} min trained)")
@@ -363,11 +434,16 @@ class TrainLoop:
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         extra = {"step": self.step, "seconds": self.seconds, "history": self.history}
-        path = checkpoint.save(self.ckpt_dir, self.model, to_dict(self.cfg), self.vocabulary(), self.optimizer,
-                               tensors, extra)
-        if self.cfg.train.keep_last > 0:
-            checkpoint.keep_snapshot(path, self.out / "snapshots", self.step, self.cfg.train.keep_last)
-        return path
+        if self.parallel.shards_checkpoints:  # fsdp: every rank writes its shard
+            return parallel.save_sharded(self.parallel, self.ckpt_dir, self.model, self.optimizer, to_dict(self.cfg),
+                                         self.vocabulary(), tensors, extra)
+        if self.parallel.is_main:
+            path = checkpoint.save(self.ckpt_dir, self.model, to_dict(self.cfg), self.vocabulary(), self.optimizer,
+                                   tensors, extra)
+            if self.cfg.train.keep_last > 0:
+                checkpoint.keep_snapshot(path, self.out / "snapshots", self.step, self.cfg.train.keep_last)
+        self.parallel.barrier()
+        return self.ckpt_dir
 
     # ------------------------------------------------------------------ schedule
     def progress_fraction(self) -> float:
@@ -396,7 +472,7 @@ class TrainLoop:
         marks = (torch.get_rng_state(), self.batches.state(),
                  torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
         try:
-            loss, norm = accumulate_gradients(self.model, self.batch_loss, t, self.device)
+            loss, norm = accumulate_gradients(self.model, self.batch_loss, t, self.device, self.parallel)
         except KeyboardInterrupt:
             torch.set_rng_state(marks[0])
             self.batches.load_state(marks[1])
@@ -448,8 +524,9 @@ class TrainLoop:
             self.log(f"the run in {self.out} is finished (step {self.step} of {t.steps}); "
                      "raise train.steps or train.max_minutes to train on")
             release_run_folder(self.out)
+            self.parallel.close()
             return self.history[-1] if self.history else {}
-        metrics = self._open_metrics()
+        metrics = self._open_metrics() if self.parallel.is_main else open(os.devnull, "w")
         bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
                    dynamic_ncols=True)
         self.model.train()
@@ -477,7 +554,9 @@ class TrainLoop:
             bar.close()
             metrics.close()
             release_run_folder(self.out)
-        plot_losses(self.history, self.out / "loss.png")
+            self.parallel.close()
+        if self.parallel.is_main:
+            plot_losses(self.history, self.out / "loss.png")
         return self.history[-1]
 
     def _step_and_record(self, bar) -> dict:
@@ -487,7 +566,7 @@ class TrainLoop:
         loss = self.train_step()
         spent = time.perf_counter() - t0
         self.seconds += spent
-        self.window = (self.window[0] + spent, self.window[1] + self.tokens)
+        self.window = (self.window[0] + spent, self.window[1] + self.tokens * self.parallel.world)
         self.tokens = 0
         record = {"step": self.step, "loss": loss, "lr": self.lr, "seconds": round(self.seconds, 2),
                   **self.log_fields()}
@@ -502,7 +581,9 @@ class TrainLoop:
         if self.step % t.eval_every == 0 or done:
             evaluation = self.run_evaluation()
             record.update(evaluation)
-            bar.write(f"step {self.step}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in evaluation.items()))
+            if self.parallel.is_main:
+                shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in evaluation.items())
+                bar.write(f"step {self.step}: {shown}")
         self.history.append(record)
         return record
 
@@ -531,13 +612,16 @@ class TrainLoop:
 
 
 class Trainer(TrainLoop):
-    """The loop on text: a decoder-only language model, batches of random windows of the corpus."""
+    """The loop on text: a decoder-only language model, batches of random windows of the corpus.
+    Under ddp / fsdp every rank draws the same global batch of windows and keeps its own rows."""
 
     def setup_data(self) -> None:
-        self.data = self.prepare_data()
+        with self.parallel.main_first():  # rank 0 tokenizes and caches; the others read the cache
+            self.data = self.prepare_data()
         self.cfg.model.vocab_size = self.data.tokenizer.vocab_size
         t = self.cfg.train
-        self.batches = Batches(self.data.train, self.cfg.model.context, t.batch_size, t.seed)
+        self.batches = Batches(self.data.train, self.cfg.model.context, t.batch_size, t.seed,
+                               rows=self.parallel.shard(t.batch_size))
 
     def prepare_data(self):
         """Tokenized train / val ids (fine-tuning overrides this to reuse a checkpoint's tokenizer)."""
@@ -595,6 +679,10 @@ class Trainer(TrainLoop):
     def fit(self) -> dict:
         self.log(f"model: {self.model.num_params() / 1e6:.2f}M parameters (non-embedding) on {self.device}")
         return super().fit()
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0."""
 
 
 def plot_losses(history: list[dict], path: Path) -> Path | None:

@@ -14,10 +14,12 @@ machine.
                     lookup (the shipped model, or --checkpoint)
     moe-dispatch    one MoE layer vs a dense FFN of the same active size (the quality comparison is
                     `tfmr experiment moe`)
+    gpu             all of the GPU figures in one time-boxed run (training at GPT-2 / Llama 124M,
+                    decoding, attention, MoE): one JSON and one markdown table (--quick: CPU smoke run)
 """
 from __future__ import annotations
 
-from . import bpe, cpu_decode, g2p, gpu_attention, gpu_decode, moe_dispatch, train
+from . import bpe, cpu_decode, g2p, gpu, gpu_attention, gpu_decode, moe_dispatch, train
 
 BENCHES = {"train": train, "bpe": bpe, "cpu-decode": cpu_decode, "gpu-decode": gpu_decode,
-           "gpu-attention": gpu_attention, "g2p": g2p, "moe-dispatch": moe_dispatch}
+           "gpu-attention": gpu_attention, "g2p": g2p, "moe-dispatch": moe_dispatch, "gpu": gpu}

@@ -4,6 +4,8 @@
                [--resume | --overwrite]
 
 The run (checkpoint, metrics.jsonl, loss.png) is written to --out; the work is tfmr.train.Trainer.
+Under torchrun (`torchrun --nproc_per_node N -m tfmr train --set train.parallel=ddp|fsdp`,
+docs/distributed.md) only rank 0 prints; the others train silently.
 With --resume the config is the one saved in OUT/checkpoint, then --config and --set (a longer
 run: --set train.steps=N); a change to the saved model or data sections is refused, since the
 saved weights and token ids are what the run continues.
@@ -89,8 +91,12 @@ def run(args) -> int:
     cfg = resolve_for_resume(args) if args.resume else resolve_config(args)
     validate(cfg.model)
     check_sample(cfg)
-    print(describe(cfg))
+    if os.environ.get("RANK", "0") == "0":
+        print(describe(cfg))
     trainer = Trainer(cfg, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
+    if not trainer.parallel.is_main:
+        trainer.fit()
+        return 0
     s = cfg.sample
     problem = sample_problem(trainer.data.tokenizer, s.prompt) if s.num_samples else None
     if problem:
@@ -101,6 +107,11 @@ def run(args) -> int:
     except KeyboardInterrupt:
         return 130
     print(f"checkpoint: {trainer.ckpt_dir}\nmetrics:    {args.out}/metrics.jsonl\nloss curve: {args.out}/loss.png")
+    if trainer.parallel.shards_checkpoints and s.num_samples:
+        problem = (f"the model is sharded across processes; make a plain checkpoint with "
+                   f"tfmr checkpoint consolidate {trainer.ckpt_dir} --out PLAIN")
+        print(f"\nno sample: {problem}; then tfmr generate --checkpoint PLAIN --prompt TEXT")
+        return 0
     if problem:
         print(f"\nno sample: {problem}; try: tfmr generate --checkpoint {trainer.ckpt_dir} --prompt TEXT")
         return 0
