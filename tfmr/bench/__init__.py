@@ -14,10 +14,13 @@ machine.
                     lookup (the shipped model, or --checkpoint)
     moe-dispatch    one MoE layer vs a dense FFN of the same active size (the quality comparison is
                     `tfmr experiment moe`)
+    hf-load         loading a Hugging Face folder (GPT-2 124M shape): tfmr.from_pretrained beside
+                    transformers' from_pretrained
 """
 from __future__ import annotations
 
-from . import bpe, cpu_decode, g2p, gpu_attention, gpu_decode, moe_dispatch, train
+from . import bpe, cpu_decode, g2p, gpu_attention, gpu_decode, hf_load, moe_dispatch, train
 
 BENCHES = {"train": train, "bpe": bpe, "cpu-decode": cpu_decode, "gpu-decode": gpu_decode,
-           "gpu-attention": gpu_attention, "g2p": g2p, "moe-dispatch": moe_dispatch}
+           "gpu-attention": gpu_attention, "g2p": g2p, "moe-dispatch": moe_dispatch,
+           "hf-load": hf_load}

@@ -64,6 +64,15 @@ def _split_pattern(pre: dict) -> str:
     return split["pattern"]["Regex"]
 
 
+def _adds_nothing(post: dict | None) -> bool:
+    """No post-processor, ByteLevel (offsets only), or a template of the bare sequence (as
+    transformers 5 writes one)."""
+    if post is None or post.get("type") == "ByteLevel":
+        return True
+    single = post.get("single") or []
+    return post.get("type") == "TemplateProcessing" and all("Sequence" in step for step in single)
+
+
 def _check_pipeline(data: dict) -> str:
     """The split pattern, after checking the rest of the pipeline is what tfmr's BPE does."""
     model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
@@ -73,8 +82,7 @@ def _check_pipeline(data: dict) -> str:
              "BPE options (dropout, subword prefix/suffix, byte fallback) that tfmr's BPE lacks")
     _require(data.get("normalizer") is None, "a normalizer")
     _require((data.get("decoder") or {}).get("type") == "ByteLevel", "not the ByteLevel decoder")
-    _require((data.get("post_processor") or {"type": "ByteLevel"}).get("type") == "ByteLevel",
-             "a post-processor that adds tokens")
+    _require(_adds_nothing(data.get("post_processor")), "a post-processor that adds tokens")
     return _split_pattern(pre)
 
 
@@ -102,11 +110,12 @@ def _ranks(vocab: dict[str, int], merges: list[tuple[str, str]]) -> dict[bytes, 
 def bpe_from_hf_json(data: dict) -> BPE:
     """tfmr's BPE with the same ids as this byte-level `tokenizer.json` (NotExact when it is not one)."""
     pattern = _check_pipeline(data)
-    ranks = _ranks(data["model"]["vocab"], _merge_pairs(data["model"].get("merges", [])))
     added = data.get("added_tokens") or []
     _require(not any(t.get("lstrip") or t.get("rstrip") or t.get("single_word") for t in added),
              "added tokens that strip spaces")
-    specials = {t["content"]: int(t["id"]) for t in added if t["content"].encode("utf-8") not in ranks}
+    specials = {t["content"]: int(t["id"]) for t in added}
+    vocab = {tok: i for tok, i in data["model"]["vocab"].items() if tok not in specials}  # the trainer lists them too
+    ranks = _ranks(vocab, _merge_pairs(data["model"].get("merges", [])))
     try:
         return BPE(ranks, pattern=pattern, special_tokens=specials)
     except ValueError as e:
