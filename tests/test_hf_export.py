@@ -67,7 +67,7 @@ def test_settings_no_family_expresses_are_refused_in_one_line(tmp_path, capsys, 
     path, _, _ = _checkpoint(tmp_path, "gpt2", **changes)
     code = main(["export", "--to", "hf", "--checkpoint", str(path), "--out", str(tmp_path / "hf")])
     err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 2 and message in err  # the 'loaded' line + the error
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
     assert not (tmp_path / "hf" / "model.safetensors").exists()
 
 

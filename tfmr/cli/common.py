@@ -5,7 +5,7 @@
     resolve_config(args)    those flags through the one resolver (tfmr.presets.resolve)
     guarded(func, args)     run a command function under the user-error rule
     load_model(dir)         (model, tokenizer, RunConfig) from a language-model checkpoint or a
-                            Hugging Face folder (config.json with a model_type), saying which on stderr
+                            Hugging Face folder (config.json with a model_type; said on stderr)
     encode_text(tok, text)  ids, or one line naming the characters the tokenizer never saw
     out_folder(path)        an --out folder, created; a file there is refused
     positive_int, ...       argparse types for counts (a bad value is argparse's exit 2)
@@ -89,7 +89,6 @@ def load_model(checkpoint_dir, allow_pickle: bool = False):
         tokenizer = load_tokenizer(directory)
     except ValueError as e:
         raise CheckpointError(f"{directory}: {e}") from None
-    print(f"loaded tfmr checkpoint {directory}", file=sys.stderr)
     return model.eval(), tokenizer, cfg
 
 
