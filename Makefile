@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,fast,metrics,g2p]"
+	$(PY) -m pip install -q -e ".[test,fast,metrics,g2p,onnx]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -62,7 +62,7 @@ def test_resolver_order_preset_then_file_then_data_then_each_set(tmp_path):
 # ----------------------------------------------------------------------------- bench
 def test_bench_help_lists_every_bench(capsys):
     assert set(BENCHES) == {"train", "bpe", "cpu-decode", "gpu-decode", "gpu-attention", "g2p",
-                            "moe-dispatch", "gpu"}
+                            "moe-dispatch", "gpu", "hf-load"}
     with pytest.raises(SystemExit) as e:
         main(["bench", "--help"])
     assert e.value.code == 0
@@ -82,6 +82,7 @@ def test_every_bench_parser_builds_with_its_defaults(name):
     ["gpu-attention", "--quick", "--warmup", "1", "--repeats", "1"],
     ["train", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--no-peer", "--set", "train.threads=1"],
     ["bpe", "--vocab", "300", "--encode-vocab", "300", "--skip-stdlib", "--repeats", "1"],
+    ["hf-load", "--quick", "--rounds", "1"],
 ], ids=lambda argv: argv[0])
 def test_bench_tiny_modes_run(argv, tmp_path, text_file, monkeypatch, capsys):
     if argv[0] == "bpe":

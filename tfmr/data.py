@@ -4,7 +4,8 @@
                           non-UTF-8 input get a clear error naming the file
     embedded_corpus()     the default corpus, needing no download: the Python reference
                           documentation that ships with every CPython (`pydoc_data`)
-    prepare(cfg, dir)     train the tokenizer, encode, split train/val, store the ids as
+    prepare(cfg, dir)     train the tokenizer (or load the one at data.tokenizer.path), encode,
+                          split train/val, store the ids as
                           memory-mapped arrays; cached, so a second run does not re-tokenize
     Batches               random (input, target) windows, nanoGPT style; its generator state
                           is the data position a checkpoint saves; under torchrun each process
@@ -72,6 +73,26 @@ def read_text(path: str | Path | None) -> str:
     return text
 
 
+def given_tokenizer(choice):
+    """The tokenizer named by `data.tokenizer.path` (a folder holding tokenizer.json, or the file: one
+    written by `tfmr tokenizer train` or a Hugging Face tokenizer.json), or None when no path is set.
+    It is used as is: the kind and any other option would be ignored, so they are refused."""
+    path = choice.options.get("path")
+    if path is None:
+        return None
+    others = sorted(set(choice.options) - {"path"})
+    if others:
+        raise ConfigError(f"data.tokenizer.path uses a saved tokenizer as is; drop the options {others}")
+    path = Path(path)
+    folder = path.parent if path.is_file() and path.name == "tokenizer.json" else path
+    if path.is_file() and path.name != "tokenizer.json":
+        raise DataError(f"data.tokenizer.path {path}: give the folder holding tokenizer.json, or that file")
+    try:
+        return load_tokenizer(folder)
+    except ValueError as e:
+        raise DataError(f"data.tokenizer.path: {e}") from None
+
+
 def train_tokenizer(choice, text: str):
     """Build the tokenizer named by the data config (char, or bpe with a vocab size)."""
     check_options(choice, TOKENIZERS, "data.tokenizer", fixed=("text", "progress"), method="train")
@@ -104,8 +125,10 @@ def _write_ids(path: Path, ids: np.ndarray) -> None:
 
 def prepare(cfg: DataConfig, cache_root: str | Path, log=print, tokenizer=None) -> Prepared:
     """Tokenize the configured text once and keep the ids on disk (memory-mapped thereafter).
-    With `tokenizer` (fine-tuning a checkpoint) the text is encoded with it, none is trained."""
+    With `tokenizer` (fine-tuning a checkpoint), or one saved at `data.tokenizer.path`, the text is
+    encoded with it and none is trained."""
     text = read_text(cfg.path)
+    tokenizer = tokenizer if tokenizer is not None else given_tokenizer(cfg.tokenizer)
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.val_fraction}")
     directory = Path(cache_root) / _cache_key(text, cfg, tokenizer)
@@ -116,7 +139,7 @@ def prepare(cfg: DataConfig, cache_root: str | Path, log=print, tokenizer=None) 
     else:
         directory.mkdir(parents=True, exist_ok=True)
         log(f"data: {len(text):,} characters; {'encoding with the given' if tokenizer else 'training the'} "
-            f"{cfg.tokenizer.kind} tokenizer ...")
+            f"{tokenizer.kind if tokenizer else cfg.tokenizer.kind} tokenizer ...")
         tok = tokenizer if tokenizer is not None else train_tokenizer(cfg.tokenizer, text)
         try:
             ids = np.asarray(tok.encode(text), dtype=np.uint16 if tok.vocab_size <= 65536 else np.uint32)

@@ -16,10 +16,13 @@ machine.
                     `tfmr experiment moe`)
     gpu             all of the GPU figures in one time-boxed run (training at GPT-2 / Llama 124M,
                     decoding, attention, MoE): one JSON and one markdown table (--quick: CPU smoke run)
+    hf-load         loading a Hugging Face folder (GPT-2 124M shape): tfmr.from_pretrained beside
+                    transformers' from_pretrained
 """
 from __future__ import annotations
 
-from . import bpe, cpu_decode, g2p, gpu, gpu_attention, gpu_decode, moe_dispatch, train
+from . import bpe, cpu_decode, g2p, gpu, gpu_attention, gpu_decode, hf_load, moe_dispatch, train
 
 BENCHES = {"train": train, "bpe": bpe, "cpu-decode": cpu_decode, "gpu-decode": gpu_decode,
-           "gpu-attention": gpu_attention, "g2p": g2p, "moe-dispatch": moe_dispatch, "gpu": gpu}
+           "gpu-attention": gpu_attention, "g2p": g2p, "moe-dispatch": moe_dispatch, "gpu": gpu,
+           "hf-load": hf_load}

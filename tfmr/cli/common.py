@@ -4,7 +4,8 @@
     config_flags(p, ...)    --preset NAME, --config FILE, --set KEY=VALUE (repeatable), --data PATH
     resolve_config(args)    those flags through the one resolver (tfmr.presets.resolve)
     guarded(func, args)     run a command function under the user-error rule
-    load_model(dir)         (model, tokenizer, RunConfig) from a language-model checkpoint
+    load_model(dir)         (model, tokenizer, RunConfig) from a language-model checkpoint or a
+                            Hugging Face folder (config.json with a model_type; said on stderr)
     encode_text(tok, text)  ids, or one line naming the characters the tokenizer never saw
     out_folder(path)        an --out folder, created; a file there is refused
     positive_int, ...       argparse types for counts (a bad value is argparse's exit 2)
@@ -57,13 +58,29 @@ def guarded(func, args) -> int:
         return 2
 
 
-def load_model(checkpoint_dir):
-    """(model, tokenizer, RunConfig) from a checkpoint folder."""
+def checkpoint_flags(p: argparse.ArgumentParser, what: str = "a checkpoint folder (RUN/checkpoint)") -> None:
+    """--checkpoint (a tfmr checkpoint or a Hugging Face folder) and --allow-pickle."""
+    p.add_argument("--checkpoint", required=True,
+                   help=f"{what}, or a Hugging Face model folder (config.json + safetensors + tokenizer.json)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="a Hugging Face folder with only pytorch_model.bin: read it with "
+                        "torch.load(weights_only=True) (default: refused)")
+
+
+def load_model(checkpoint_dir, allow_pickle: bool = False):
+    """(model, tokenizer, RunConfig) from a checkpoint folder or a Hugging Face model folder."""
     from .. import checkpoint
     from ..builder import build_model
+    from ..interop import from_pretrained, is_hf_folder
     from ..presets import read_run_config
     from ..tokenizers import load as load_tokenizer
 
+    if is_hf_folder(checkpoint_dir):
+        model, tokenizer, model_type = from_pretrained(checkpoint_dir, allow_pickle=allow_pickle)
+        if tokenizer is None:
+            raise ConfigError(f"{checkpoint_dir}: no tokenizer.json beside the model (tfmr needs one to read text)")
+        print(f"loaded Hugging Face folder {checkpoint_dir} (model_type {model_type})", file=sys.stderr)
+        return model, tokenizer, RunConfig(model=model.cfg)
     directory = checkpoint.verify(checkpoint_dir)
     cfg = read_run_config(directory, RunConfig)
     model = build_model(cfg.model)

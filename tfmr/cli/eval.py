@@ -7,14 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ConfigError
-from .common import encode_text, load_model, out_folder
+from .common import checkpoint_flags, encode_text, load_model, out_folder
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     eval_sub = p.add_subparsers(dest="what", required=True)
     e = eval_sub.add_parser("decoding", help="compare decoding strategies: repetition, self-BLEU, Zipf, distinct-n")
-    e.add_argument("--checkpoint", required=True, help="a checkpoint folder (RUN/checkpoint)")
+    checkpoint_flags(e)
     e.add_argument("--strategy", action="append", metavar="SPEC",
                    help="'greedy' or key=value,... with beam_size, temperature, top_k, top_p, min_p, repetition, "
                         "ngram (repeatable; default: the rows of Holtzman et al.'s Table 1)")
@@ -40,7 +40,7 @@ def run_decoding(args) -> int:
         strategies = [parse_strategy(s) for s in (args.strategy or DEFAULT_STRATEGIES)]
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    model, tokenizer, cfg = load_model(Path(args.checkpoint))
+    model, tokenizer, cfg = load_model(Path(args.checkpoint), args.allow_pickle)
     out = out_folder(args.out if args.out else Path(args.checkpoint).resolve().parent / "eval_decoding")
     ids = np.asarray(encode_text(tokenizer, read_text(args.data or cfg.data.path), "the prompt text"))
     held_out = ids[-max(1, int(len(ids) * cfg.data.val_fraction)):]  # the split training held out

@@ -23,7 +23,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..config import ConfigError
+    from ..interop import is_hf_folder
     from ..tasks.finetune import FinetuneTrainer, finetune_config, spec_options
+
+    if is_hf_folder(args.checkpoint):  # LoRA weights record the digest of a tfmr checkpoint's weights
+        raise ConfigError(f"{args.checkpoint} is a Hugging Face folder; make it a tfmr checkpoint first: "
+                          f"tfmr convert --from-hf {args.checkpoint} --out CKPT")
 
     method, spec = ("lora", args.lora) if args.lora else ("adapter", args.adapter)
     cfg = finetune_config(args.checkpoint, args.data, args.set)

@@ -1,9 +1,14 @@
 """`tfmr generate`: text from a language-model checkpoint, streamed as it is sampled, or the n
 best continuations of beam search with their scores.
 
-    tfmr generate --checkpoint RUN/checkpoint [--prompt TEXT] [--temperature T] [--top-k K] [--top-p P]
-                  [--min-p P] [--num-samples N] [--seed S] [--lora DIR]
+    tfmr generate --checkpoint RUN/checkpoint [--prompt TEXT | --prompt - | --prompt-file FILE]
+                  [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--num-samples N] [--seed S]
+                  [--lora DIR]
     tfmr generate --checkpoint RUN/checkpoint --beam K [--n-best N] [--length-penalty A]
+    tfmr generate --checkpoint HF-FOLDER ...      a Hugging Face folder (tfmr.interop.from_pretrained)
+
+Streaming prints whole characters only (tfmr.textstream), also when a byte-level token ends
+inside a multi-byte UTF-8 character.
 
 Every flag is checked before the model is loaded (`tfmr.decode.check_decoding`), and a flag the
 chosen method would ignore is refused: sampling flags with --beam, beam flags without it. Beam
@@ -16,7 +21,7 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
-from .common import encode_text, load_model
+from .common import checkpoint_flags, encode_text, load_model
 
 DEFAULT_NEW_TOKENS = 200
 DEFAULT_TEMPERATURE = 0.8
@@ -27,8 +32,10 @@ FLAGS = {"max_new_tokens": "--max-new-tokens", "temperature": "--temperature", "
 
 def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="sample text from a checkpoint, streamed")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint folder (RUN/checkpoint)")
-    p.add_argument("--prompt", default="\n")
+    checkpoint_flags(p)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--prompt", default="\n", help="the text to continue ('-': read it from stdin; default a newline)")
+    source.add_argument("--prompt-file", metavar="FILE", help="read the prompt from a UTF-8 text file")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help=f"tokens to generate (default {DEFAULT_NEW_TOKENS}; with --beam at most what the context "
                         "leaves after the prompt)")
@@ -90,23 +97,19 @@ def prompt_ids(model, tokenizer, prompt):
 
 
 def stream_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, **more) -> str:
-    """Generate and print text as it is produced; returns the continuation. `more`: min_p,
-    repetition, ngram (see tfmr.decode.stream)."""
-    from ..decode import stream
+    """Generate and print text as it is produced (tfmr.textstream: whole UTF-8 characters only);
+    returns the continuation. `more`: min_p, repetition, ngram (see tfmr.decode.stream)."""
+    from ..textstream import stream_text as pieces
 
     ids = prompt_ids(model, tokenizer, prompt)
     sys.stdout.write(prompt)
-    new: list[int] = []
-    shown = ""
-    for tok in stream(model, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, **more):
-        new.append(int(tok[0]))
-        text = tokenizer.decode(new)
-        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            sys.stdout.write(text[len(shown):])
-            sys.stdout.flush()
-            shown = text
+    text = []
+    for piece in pieces(model, tokenizer, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, **more):
+        text.append(piece)
+        sys.stdout.write(piece)
+        sys.stdout.flush()
     sys.stdout.write("\n")
-    return tokenizer.decode(new)
+    return "".join(text)
 
 
 def beam_length(model, prompt_len: int, asked: int | None) -> int:
@@ -145,9 +148,25 @@ def beam_text(model, tokenizer, args) -> None:
         print(args.prompt + tokenizer.decode(best.ids[0, k, ids.shape[1]:ids.shape[1] + length].tolist()))
 
 
+def read_prompt(args) -> str:
+    """The prompt: --prompt TEXT, --prompt - (stdin) or --prompt-file FILE (UTF-8)."""
+    if args.prompt_file:
+        try:
+            return Path(args.prompt_file).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"--prompt-file {args.prompt_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if args.prompt == "-":
+        return sys.stdin.read()
+    return args.prompt
+
+
 def run(args) -> int:
     check_flags(args)
-    model, tokenizer, _ = load_model(Path(args.checkpoint))
+    args.prompt = read_prompt(args)
+    model, tokenizer, _ = load_model(Path(args.checkpoint), args.allow_pickle)
+    if model.cfg.arch != "decoder":
+        raise ConfigError(f"{args.checkpoint}: generate continues a prompt with a decoder-only model; this one is "
+                          f"{model.cfg.arch}")
     if args.lora:  # base + LoRA / adapter weights from `tfmr finetune`, merged for speed
         from ..tasks.finetune import add_finetuned
 

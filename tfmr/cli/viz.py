@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ConfigError
-from .common import encode_text, load_model, out_folder
+from .common import checkpoint_flags, encode_text, load_model, out_folder
 
 
 def add_parser(sub) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
     v.add_argument("--out", default="runs/viz", help="folder for the PNG files")
     v.set_defaults(func=run)
     v = viz_sub.add_parser("attention", help="attention heatmaps per layer and head for a text")
-    v.add_argument("--checkpoint", required=True, help="a checkpoint folder (RUN/checkpoint)")
+    checkpoint_flags(v)
     v.add_argument("--text", required=True, help="the text to attend over (cut to the model's context)")
     v.add_argument("--out", default="runs/viz", help="folder for the PNG files")
     v.set_defaults(func=run)
@@ -32,7 +32,7 @@ def run(args) -> int:
     else:
         import torch
 
-        model, tokenizer, _ = load_model(Path(args.checkpoint))
+        model, tokenizer, _ = load_model(Path(args.checkpoint), args.allow_pickle)
         ids = encode_text(tokenizer, args.text, "--text")
         if not ids:
             raise ConfigError("the text is empty; give at least one character")

@@ -1,40 +1,29 @@
 """Interop: load Hugging Face models into tfmr with the same weights and the same logits.
 
-    from tfmr.interop import from_hf
-    model = from_hf(hf_model)        # a transformers PreTrainedModel instance
+    from tfmr.interop import from_hf, from_pretrained
+    model = from_hf(hf_model)                         # a transformers PreTrainedModel instance
+    model, tokenizer, model_type = from_pretrained(folder)   # a saved folder, no transformers needed
 
 Foreign names are mapped here, at the boundary; tfmr's own modules keep tfmr's names. Each family
-has one module with `config_from_hf(hf_config) -> ModelConfig` and
-`state_dict_from_hf(hf_state_dict, cfg) -> dict` for tfmr's parameter names. `transformers` is
-only needed by the caller (it is a test extra), never imported here.
+has one module with `config_from_hf(hf_config) -> ModelConfig`, `state_dict_from_hf(hf_state_dict,
+cfg) -> dict` for tfmr's parameter names, and `HF_DEFAULTS` (transformers' defaults for keys a
+config.json leaves out). The config is read by attribute, so a transformers config object and a
+config.json (hf_folder.py) both work. `transformers` is only needed by the caller of `from_hf`
+(it is a test extra), never imported here.
 """
 from __future__ import annotations
 
 import torch
 
-from ..builder import build_model
-from . import bert, bloom, gpt2, llama, marian
+from .hf_folder import FAMILIES, Loaded, family, from_pretrained, is_hf_folder, model_from_hf_state  # noqa: F401
 
-FAMILIES = {"gpt2": gpt2, "bloom": bloom, "llama": llama, "mistral": llama, "mixtral": llama,
-            "bert": bert, "marian": marian}
+__all__ = ["FAMILIES", "Loaded", "from_hf", "from_pretrained", "is_hf_folder"]
 
 
 def from_hf(hf_model) -> torch.nn.Module:
     """A tfmr model with `hf_model`'s architecture and weights (eval mode, same dtype)."""
     model_type = getattr(hf_model.config, "model_type", None)
-    if model_type not in FAMILIES:
-        raise ValueError(f"no tfmr mapping for Hugging Face model_type {model_type!r}; "
-                         f"supported: {', '.join(FAMILIES)}")
-    family = FAMILIES[model_type]
-    cfg = family.config_from_hf(hf_model.config)
-    model = build_model(cfg)
-    state = family.state_dict_from_hf(hf_model.state_dict(), cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if cfg.tie_embeddings else set()
-    if cfg.arch == "encoder-decoder" and cfg.share_embeddings:
-        tied.add("src_emb.weight")
-    if set(missing) - tied or unexpected:
-        raise ValueError(f"weight mapping for {model_type} is incomplete: missing {sorted(set(missing) - tied)}, "
-                         f"unexpected {sorted(unexpected)}")
+    family(model_type)  # an unmapped family is refused before its weights are touched
+    model = model_from_hf_state(model_type, hf_model.config, hf_model.state_dict(), where=f"{model_type} model")
     dtype = next(hf_model.parameters()).dtype
     return model.to(dtype).eval()

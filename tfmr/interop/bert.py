@@ -12,6 +12,10 @@ from ..config import Choice, ModelConfig
 
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
                "silu": "silu", "swish": "silu"}
+# transformers' BertConfig defaults, for a config.json that leaves a key out (tfmr.interop.hf_folder)
+HF_DEFAULTS = {"bert": {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                        "intermediate_size": 3072, "hidden_act": "gelu", "max_position_embeddings": 512,
+                        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "tie_word_embeddings": True}}
 
 
 def config_from_hf(c) -> ModelConfig:

@@ -13,6 +13,11 @@ from __future__ import annotations
 
 from ..config import Choice, ModelConfig
 
+# transformers' BloomConfig defaults and its older key names (tfmr.interop.hf_folder)
+HF_DEFAULTS = {"bloom": {"vocab_size": 250880, "hidden_size": 64, "n_layer": 2, "n_head": 8,
+                         "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True}}
+HF_ALIASES = {"n_embed": "hidden_size", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head"}
+
 
 def config_from_hf(c) -> ModelConfig:
     if getattr(c, "apply_residual_connection_post_layernorm", False):

@@ -10,6 +10,9 @@ from __future__ import annotations
 from ..config import Choice, ModelConfig
 
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
+# transformers' GPT2Config defaults, for a config.json that leaves a key out (tfmr.interop.hf_folder)
+HF_DEFAULTS = {"gpt2": {"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12,
+                        "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}}
 
 
 def config_from_hf(c) -> ModelConfig:

@@ -18,6 +18,16 @@ from __future__ import annotations
 from ..config import Choice, ModelConfig
 
 ROPE_TYPES = ("default", "linear")
+_LLAMA = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+          "num_attention_heads": 32, "num_key_value_heads": None, "hidden_act": "silu", "rms_norm_eps": 1e-6,
+          "max_position_embeddings": 2048, "tie_word_embeddings": False, "rope_theta": 10000.0}
+# transformers' defaults per model_type, for a config.json that leaves a key out (tfmr.interop.hf_folder)
+HF_DEFAULTS = {"llama": _LLAMA,
+               "mistral": {**_LLAMA, "intermediate_size": 14336, "num_key_value_heads": 8,
+                           "max_position_embeddings": 4096 * 32, "sliding_window": 4096},
+               "mixtral": {**_LLAMA, "intermediate_size": 14336, "num_key_value_heads": 8,
+                           "max_position_embeddings": 4096 * 32, "rope_theta": 1e6, "sliding_window": None,
+                           "num_local_experts": 8, "num_experts_per_tok": 2, "router_aux_loss_coef": 0.001}}
 
 
 def _rope(c) -> Choice:

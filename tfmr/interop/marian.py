@@ -12,6 +12,12 @@ from __future__ import annotations
 from ..config import Choice, ModelConfig
 
 ACTIVATIONS = {"swish": "silu", "silu": "silu", "gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu"}
+# transformers' MarianConfig defaults, for a config.json that leaves a key out (tfmr.interop.hf_folder)
+HF_DEFAULTS = {"marian": {"vocab_size": 58101, "max_position_embeddings": 1024, "encoder_layers": 12,
+                          "decoder_layers": 12, "encoder_ffn_dim": 4096, "decoder_ffn_dim": 4096,
+                          "encoder_attention_heads": 16, "decoder_attention_heads": 16, "d_model": 1024,
+                          "activation_function": "gelu", "scale_embedding": False, "pad_token_id": 58100,
+                          "decoder_start_token_id": 58100, "tie_word_embeddings": True}}
 
 
 def config_from_hf(c) -> ModelConfig:

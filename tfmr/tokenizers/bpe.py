@@ -412,6 +412,7 @@ class BPE:
     """Byte-level BPE: a rank table, a split pattern and special tokens (see the module docstring)."""
 
     kind = "bpe"
+    decode_errors = _ERRORS  # the handler decode(errors="replace") uses; tfmr.textstream decodes with it too
 
     def __init__(
         self,

@@ -1,0 +1,58 @@
+"""`tfmr export`: a tfmr checkpoint in another format.
+
+    tfmr export --to hf --checkpoint CKPT --out DIR [--family gpt2|llama]
+    tfmr export --to onnx --checkpoint CKPT --out DIR      prefill.onnx + step.onnx (decoder-only)
+
+`--to hf` writes a Hugging Face folder (config.json, model.safetensors, tokenizer.json) that
+`transformers.AutoModelForCausalLM.from_pretrained(DIR)` loads with the same logits
+(tfmr/interop/hf_export.py). A model with a setting no exported family expresses is refused with
+one line naming the setting. (`tfmr g2p export` is a different command: an inference copy of a
+G2P checkpoint.)
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from ..config import ConfigError
+
+from .common import checkpoint_flags
+
+TARGETS = ("hf", "onnx")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="a checkpoint as a Hugging Face folder or ONNX graphs")
+    p.add_argument("--to", choices=TARGETS, required=True,
+                   help="the format: hf (a transformers folder) or onnx (prefill + cached step graphs)")
+    checkpoint_flags(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    p.add_argument("--family", default=None, help="hf: the family to write (default: the first that fits: "
+                                                   "gpt2, llama; llama writes mistral for a sliding window)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..interop.hf_export import to_hf_folder
+    from .common import load_model, out_folder
+
+    model, tokenizer, _ = load_model(Path(args.checkpoint), args.allow_pickle)
+    out = out_folder(args.out)
+    if args.to == "onnx":
+        from ..interop.onnx_export import export_decoder
+
+        if args.family:
+            raise ConfigError("--family is for --to hf")
+        if importlib.util.find_spec("onnx") is None:
+            raise ConfigError("--to onnx needs the onnx package: pip install 'tfmr[onnx]'")
+        for path in export_decoder(model, out):
+            print(path)
+        return 0
+    family, wrote_tokenizer = to_hf_folder(model.float(), tokenizer, out, args.family)
+    print(f"{args.checkpoint} -> {out} (Hugging Face {family})")
+    if not wrote_tokenizer:
+        print(f"note: the {getattr(tokenizer, 'kind', '?')} tokenizer has no tokenizer.json form; "
+              "none was written", file=sys.stderr)
+    return 0

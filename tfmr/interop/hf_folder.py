@@ -1,0 +1,185 @@
+"""Load a Hugging Face model folder (config.json + safetensors + tokenizer.json) without `transformers`.
+
+    from tfmr import from_pretrained
+    model, tokenizer = from_pretrained("path/to/folder")        # Loaded(model, tokenizer, model_type)
+
+What a folder may hold, and what is read:
+
+    config.json                          `model_type` picks the family mapper in FAMILIES; the rest
+                                         is that family's settings (missing keys take the family's
+                                         transformers defaults, HF_DEFAULTS in each family module)
+    model.safetensors                    the weights, or
+    model.safetensors.index.json         + model-0000i-of-0000n.safetensors (sharded)
+    pytorch_model.bin                    a pickle: refused unless allow_pickle=True, then read with
+                                         torch.load(weights_only=True) (tensors only, no code)
+    tokenizer.json                       tfmr.tokenizers.hf.from_hf_json (tfmr's BPE where exact)
+
+Every way a folder can be wrong (no config.json, an unmapped model_type, a pickle-only folder, a
+truncated shard, a missing tensor, a tensor whose shape the config does not imply) is a one-line
+ConfigError. Left out: remote downloads (pass a local folder), quantized weights, adapters.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import NamedTuple
+
+import torch
+
+from ..builder import build_model
+from ..config import ConfigError
+from . import bert, bloom, gpt2, llama, marian
+
+FAMILIES = {"gpt2": gpt2, "bloom": bloom, "llama": llama, "mistral": llama, "mixtral": llama,
+            "bert": bert, "marian": marian}
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+PICKLE = "pytorch_model.bin"
+
+
+class Loaded(NamedTuple):
+    model: torch.nn.Module
+    tokenizer: object  # None when the folder has no tokenizer.json
+    model_type: str
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not readable JSON ({e})") from None
+
+
+def read_hf_config(directory) -> dict:
+    """config.json of a Hugging Face folder as a dict (ConfigError: no file, or no model_type)."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{directory}: no config.json; not a Hugging Face model folder")
+    data = _read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ConfigError(f"{path}: no model_type; not a Hugging Face model config")
+    return data
+
+
+def is_hf_folder(directory) -> bool:
+    """A folder whose config.json names a Hugging Face model_type (tfmr's own config.json does not)."""
+    try:
+        read_hf_config(directory)
+        return True
+    except ConfigError:
+        return False
+
+
+def family(model_type: str):
+    if model_type not in FAMILIES:
+        raise ConfigError(f"no tfmr mapping for Hugging Face model_type {model_type!r}; "
+                          f"supported: {', '.join(FAMILIES)}")
+    return FAMILIES[model_type]
+
+
+def config_namespace(data: dict):
+    """config.json as attributes (what the family mappers read), over the family's defaults."""
+    fam = family(data["model_type"])
+    aliases = getattr(fam, "HF_ALIASES", {})
+    named = {aliases.get(k, k): v for k, v in data.items() if aliases.get(k, k) not in data or k not in aliases}
+    return SimpleNamespace(**{**fam.HF_DEFAULTS[data["model_type"]], **named})
+
+
+def _load_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: weight file missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a complete safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def read_state_dict(directory, allow_pickle: bool = False) -> dict:
+    """All weight tensors of the folder, by their Hugging Face names."""
+    directory = Path(directory)
+    if (directory / INDEX).is_file():
+        index = _read_json(directory / INDEX)
+        shards = sorted(set((index.get("weight_map") or {}).values())) if isinstance(index, dict) else []
+        if not shards:
+            raise ConfigError(f"{directory / INDEX}: no weight_map")
+        state = {}
+        for shard in shards:
+            state.update(_load_safetensors(directory / shard))
+        missing = sorted(set(index["weight_map"]) - set(state))
+        if missing:
+            raise ConfigError(f"{directory}: tensors listed in {INDEX} are in no shard, e.g. {missing[0]}")
+        return state
+    if (directory / WEIGHTS).is_file():
+        return _load_safetensors(directory / WEIGHTS)
+    if (directory / PICKLE).is_file():
+        if not allow_pickle:
+            raise ConfigError(f"{directory} has only {PICKLE} (a pickle, which can run code when loaded); "
+                              "convert it to safetensors, or pass --allow-pickle to read it tensors-only")
+        try:
+            return torch.load(directory / PICKLE, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... for a bad file
+            raise ConfigError(f"{directory / PICKLE}: not loadable as tensors only ({str(e).splitlines()[0]})") from None
+    raise ConfigError(f"{directory}: no weights ({WEIGHTS}, {INDEX} or {PICKLE})")
+
+
+def _check_shapes(model: torch.nn.Module, state: dict, where) -> None:
+    expected = model.state_dict()
+    for name, tensor in state.items():
+        if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ConfigError(f"{where}: weights do not match config.json: {name} has shape {tuple(tensor.shape)}, "
+                              f"the config implies {tuple(expected[name].shape)}")
+
+
+def model_from_hf_state(model_type: str, hf_config, hf_state: dict, where="the model") -> torch.nn.Module:
+    """A tfmr model from a family's config (attributes) and Hugging Face state dict, weights loaded."""
+    fam = family(model_type)
+    try:
+        cfg = fam.config_from_hf(hf_config)
+    except (ValueError, AttributeError, TypeError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    model = build_model(cfg)
+    try:
+        state = fam.state_dict_from_hf(hf_state, cfg)
+    except KeyError as e:
+        raise ConfigError(f"{where}: weight {e.args[0]} is missing (config.json says {cfg.layers} layers)") from None
+    except (RuntimeError, ValueError) as e:  # a fused matrix that cannot be split as the config says
+        raise ConfigError(f"{where}: weights do not match config.json ({str(e).splitlines()[0]})") from None
+    _check_shapes(model, state, where)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if cfg.tie_embeddings else set()
+    if cfg.arch == "encoder-decoder" and cfg.share_embeddings:
+        tied.add("src_emb.weight")
+    if set(missing) - tied or unexpected:
+        raise ConfigError(f"{where}: weight mapping for {model_type} is incomplete: missing "
+                          f"{sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]}")
+    return model.eval()
+
+
+def load_hf_tokenizer(directory):
+    """The folder's tokenizer.json as a tfmr tokenizer, or None when there is none."""
+    from ..tokenizers.hf import from_hf_json
+
+    path = Path(directory) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        return from_hf_json(_read_json(path))
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def from_pretrained(directory, allow_pickle: bool = False, dtype: torch.dtype | None = None) -> Loaded:
+    """(model, tokenizer, model_type) from a local Hugging Face folder; weights in their stored
+    floating type unless `dtype` is given."""
+    directory = Path(directory)
+    data = read_hf_config(directory)
+    model_type = data["model_type"]
+    family(model_type)
+    hf_state = read_state_dict(directory, allow_pickle)
+    model = model_from_hf_state(model_type, config_namespace(data), hf_state, where=directory)
+    stored = next((t.dtype for t in hf_state.values() if t.is_floating_point()), torch.float32)
+    return Loaded(model.to(dtype or stored), load_hf_tokenizer(directory), model_type)
