@@ -310,7 +310,7 @@ def export(source: str | Path, out: str | Path, dtype: torch.dtype = torch.float
     if Path(out).resolve() == source.resolve():
         raise ConfigError(f"--out {out} is the checkpoint being exported; export to another folder")
     state = source / "state.json"
-    info = {"source": str(source), "parameters": sum(p.numel() for p in model.parameters()),
+    info = {"source": f"{source.parent.name}/{source.name}", "parameters": sum(p.numel() for p in model.parameters()),
             "step": json.loads(state.read_text()).get("step") if state.exists() else None}
     return checkpoint.export(out, model, to_dict(cfg), vocab, dtype, info)
 

