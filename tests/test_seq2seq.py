@@ -11,6 +11,7 @@ import torch
 from tfmr import Choice, ModelConfig, build_model
 from tfmr.seq2seq import (BOS, EOS, PAD, BucketBatches, PairVocab, Seq2SeqTrainConfig, Seq2SeqTrainer, Vocab,
                           collate, greedy_decode, pad_batch)
+from tfmr.train import CompiledOrEager
 
 
 def _pairs(n=300, seed=0, symbols=8):
@@ -145,8 +146,9 @@ def test_compile_setting_reaches_the_seq2seq_loss(tmp_path):
     """train.compile=true puts the model behind torch.compile for the shared loop's batch_loss
     (it used to be ignored by the seq2seq trainer)."""
     trainer = _compile_run(tmp_path, True)
-    assert isinstance(trainer.forward, torch._dynamo.eval_frame.OptimizedModule)
-    assert trainer.forward._orig_mod is trainer.model
+    assert isinstance(trainer.forward, CompiledOrEager) and trainer.forward.failed is None  # it compiled
+    assert isinstance(trainer.forward.compiled, torch._dynamo.eval_frame.OptimizedModule)
+    assert trainer.forward.compiled._orig_mod is trainer.model
     assert _compile_run(tmp_path, False).forward is not None
 
 
