@@ -23,11 +23,13 @@ from pathlib import Path
 
 import torch
 
+from ..cache import Placement
 from ..config import ConfigError
 
 
-class ConcatCache:
-    """A KV cache over given past keys / values: `update` appends the new ones (B, H_kv, T, D)."""
+class ConcatCache(Placement):
+    """A KV cache over given past keys / values: `update` appends the new ones (B, H_kv, T, D);
+    `place` (cache.Placement) rotates at absolute positions first, as the model's own cache does."""
 
     key_start = 0
 
