@@ -92,7 +92,7 @@ def plot(results: list[dict], path, title: str):
     right.set_ylabel("ms per word (batch 1, greedy, median)")
     right.legend()
     fig.suptitle(title, fontsize=9)
-    return save(plt, fig, path)
+    return save(fig, path)
 
 
 def main(args) -> int:

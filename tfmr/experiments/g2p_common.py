@@ -16,6 +16,7 @@ from ..metrics import per, wer
 from ..presets import G2PConfig
 from ..seq2seq import Seq2SeqTrainer
 from ..tasks import g2p
+from .plots import figure, save  # noqa: F401 (the G2P experiments' figures)
 
 LONG = 10  # a long word has more than LONG letters
 
@@ -72,20 +73,3 @@ def write(out: Path, name: str, title: str, table: str, results: dict, args, bas
     (out / "results.json").write_text(json.dumps(record, indent=1))
     print(f"\n{title}\n{table}\ntable: {out / 'table.md'}  results: {out / 'results.json'}  "
           f"plot: {out / (name + '.png')}")
-
-
-def figure(ncols: int = 1, width: float = 6.5):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, 4))
-    return plt, fig, axes
-
-
-def save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -73,7 +73,7 @@ def plot(results: list[dict], path, title: str, threshold: float):
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     ax.legend()
-    return save(plt, fig, path)
+    return save(fig, path)
 
 
 def main(args) -> int:

@@ -43,7 +43,7 @@ def plot(rows: dict, path, title: str):
     ax.set_ylabel("test WER (%)")
     ax.set_title(title, fontsize=9)
     ax.legend()
-    return save(plt, fig, path)
+    return save(fig, path)
 
 
 def main(args) -> int:

@@ -52,7 +52,7 @@ def plot(results: list[dict], path, title: str):
     ax.set_ylabel("test WER (%), greedy")
     ax.set_title(title, fontsize=9)
     ax.legend()
-    return save(plt, fig, path)
+    return save(fig, path)
 
 
 def main(args) -> int:

@@ -30,6 +30,7 @@ import torch
 from ..cli.common import config_flags, out_folder, positive_int, resolve_config
 from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..positions import Rope
+from .plots import save
 
 # position kind -> its options here. Sinusoidal scales token embeddings by sqrt(dim) as in
 # Vaswani et al. and fairseq (the ALiBi paper's baseline); unscaled, the table swamps embeddings
@@ -124,9 +125,7 @@ def plot(results: dict, factors: list[int], context: int, path: Path) -> None:
     ax.set_title("Train short, test long")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(args) -> int:

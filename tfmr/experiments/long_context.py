@@ -38,6 +38,7 @@ from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..data import Batches
 from ..kernels import SlidingWindow, Sinks
 from ..train import Trainer
+from .plots import save
 
 MODELS = ("attention", "xl", "retention")
 ROWS = ("full", "sliding", "sinks", "xl", "retention")
@@ -162,9 +163,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_title("Loss by position, trained at L")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(args) -> int:

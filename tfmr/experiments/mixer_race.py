@@ -26,6 +26,7 @@ from ..cli.common import config_flags, out_folder, positive_float, resolve_confi
 from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..data import prepare
 from ..memory import count_parameters
+from .plots import save
 
 MODELS = {"transformer": ("attention", ""), "retention": ("retention", ""),
           "hybrid": ("retention", "retention,retention,attention")}
@@ -89,9 +90,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set(xlabel="training minutes", ylabel="validation loss", title="Equal parameters, equal time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(args) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..cli.common import config_flags, guarded, out_folder, resolve_config
 from ..config import Choice, RunConfig, to_dict
 from ..train import Trainer
+from .plots import save
 
 PLACEMENTS = ("post", "pre", "deepnorm")
 
@@ -81,9 +82,7 @@ def plot(results: list[dict], path: Path, title: str) -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(ncol=2, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
     return path
 
 

@@ -29,6 +29,7 @@ import torch
 from ..builder import build_model
 from ..cli.common import config_flags, out_folder, positive_int, resolve_config
 from ..config import Choice, ConfigError, RunConfig, to_dict
+from .plots import save
 
 VARIANTS = ("full", "sliding", "sinks", "retention", "hybrid")
 
@@ -102,9 +103,7 @@ def plot(results: dict, path: Path) -> None:
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(args) -> int:
