@@ -98,12 +98,72 @@ def test_fast_decoder_refuses_what_it_cannot_do():
         FastDecoder(model, 4, 40).beam_search(torch.zeros(2, 4, dtype=torch.long), 4, 5)
     with pytest.raises(ValueError, match="exceeds the 40 positions this model's Learned positions can place"):
         FastDecoder(model, 1, 64)
-    seq2seq = build_model(ModelConfig(arch="encoder-decoder", vocab_size=50, dim=32, layers=1, heads=4))
-    with pytest.raises(ValueError, match="decoder-only tfmr Model; use tfmr.decode for encoder-decoder"):
-        FastDecoder(seq2seq, 1, 40)
+    with pytest.raises(ValueError, match="decoder-only model takes no source"):
+        FastDecoder(model, 1, 40).generate(torch.zeros(1, 4, dtype=torch.long), 5, src=torch.ones(1, 3, dtype=torch.long))
     encoder = build_model(ModelConfig(arch="encoder", vocab_size=50, dim=32, layers=1, heads=4))
-    with pytest.raises(ValueError, match="decoder-only"):
+    with pytest.raises(ValueError, match="this one is an encoder"):
         FastDecoder(encoder, 1, 40)
+
+
+# ------------------------------------------------------------------ encoder-decoder models
+def _seq2seq(seed=0, cross_kernel=None, kernel="eager"):
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(arch="encoder-decoder", vocab_size=30, src_vocab_size=25, dim=32, layers=2,
+                                    encoder_layers=2, heads=4, context=24, pad_id=0, kernel=Choice(kernel), share_embeddings=False,
+                                    cross_kernel=cross_kernel)).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)  # peaky: no near ties
+    return model
+
+
+SOURCES = [[5, 9, 12, 3, 3, 7], [7, 2], [20, 21, 22, 23, 24, 11, 13, 4, 8]]
+
+
+def _right_padded(sources):
+    src = torch.zeros(len(sources), max(map(len, sources)), dtype=torch.long)  # pad id 0
+    for i, s in enumerate(sources):
+        src[i, :len(s)] = torch.tensor(s)
+    return src
+
+
+@pytest.mark.parametrize("kernel", ["eager", "sdpa"])
+def test_encoder_decoder_greedy_equals_decode_py_per_source(kernel):
+    """Sources of different lengths in one batch (right-padded, the padding hidden from the
+    encoder and from cross-attention): each row's greedy tokens equal decode.greedy on that source
+    alone, for a one-token start (a decoding step) and a longer forced prefix (prefill)."""
+    model = _seq2seq(kernel=kernel)
+    src = _right_padded(SOURCES)
+    for start in ([[1]] * 3, [[1, 6, 4]] * 3):
+        ids = torch.tensor(start)
+        out = FastDecoder(model, 3, 20).generate(ids, 12, src=src)
+        for i, s in enumerate(SOURCES):
+            ref = greedy(model, ids[i:i + 1], 12, src=torch.tensor([s]))
+            assert torch.equal(out[i], ref[0]), (start, i)
+
+
+def test_encoder_decoder_stops_at_eos_and_beam_search_equals_decode_py():
+    model = _seq2seq(3)
+    src = _right_padded(SOURCES)
+    start = torch.ones(3, 1, dtype=torch.long)
+    eos = int(greedy(model, start[:1], 3, src=src[:1])[0, 2])  # a token this model emits early
+    out = FastDecoder(model, 3, 20).generate(start, 12, eos_id=eos, src=src, check_every=1)
+    assert torch.equal(out, greedy(model, start, 12, eos_id=eos, src=src)[:, :out.shape[1]])
+    fast = FastDecoder(model, 3 * 4, 20).beam_search(start, 4, 10, eos_id=eos, src=src)
+    for i, s in enumerate(SOURCES):
+        ref = beam_search(model, start[i:i + 1], 4, 10, eos_id=eos, src=torch.tensor([s]))
+        assert torch.equal(fast[i, :ref.shape[1]], ref[0]), i
+
+
+def test_encoder_decoder_refusals():
+    model = _seq2seq()
+    with pytest.raises(ValueError, match="needs its source"):
+        FastDecoder(model, 1, 20).generate(torch.ones(1, 1, dtype=torch.long), 5)
+    with pytest.raises(ValueError, match="holds 1 sources of up to 24 tokens; got 1 of 30"):
+        FastDecoder(model, 1, 20).generate(torch.ones(1, 1, dtype=torch.long), 5,
+                                           src=torch.ones(1, 30, dtype=torch.long))
+    for kind in ("location", "monotonic"):
+        with pytest.raises(ValueError, match="stateful cross-attention kernel"):
+            FastDecoder(_seq2seq(cross_kernel=Choice(kind)), 1, 20)
 
 
 PATTERNS = {"sliding": Choice("sliding", window=4), "longformer": Choice("longformer", window=3, global_tokens=2),
@@ -139,6 +199,10 @@ def test_compiled_step_gives_the_same_tokens():
     eager = FastDecoder(model, 3, 40).generate(ids, 20, attention_mask=mask)
     compiled = FastDecoder(model, 3, 40, compile=True).generate(ids, 20, attention_mask=mask)
     assert torch.equal(compiled, eager)
+    seq2seq, src = _seq2seq(), _right_padded(SOURCES)  # and an encoder-decoder (its encoder compiled per bucket)
+    start = torch.ones(3, 1, dtype=torch.long)
+    eager = FastDecoder(seq2seq, 3, 20).generate(start, 12, src=src)
+    assert torch.equal(FastDecoder(seq2seq, 3, 20, compile=True).generate(start, 12, src=src), eager)
 
 
 def test_fast_greedy_on_a_hugging_face_llama_equals_generate():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -85,3 +86,27 @@ def test_a_word_with_a_digit_is_reported_and_stdin_works():
     lines = r.stdout.splitlines()
     assert lines[0] == "h3llo\tunreadable\t" and lines[1].startswith("blorftastic\tpredicted\t")
     assert "cannot pronounce 'h3llo': it has '3'" in r.stderr and "Traceback" not in r.stderr
+
+
+def _test_words(n: int) -> list[str]:
+    return sorted(g2p.load_data().splits["test"], key=g2p.md5_key)[:n]
+
+
+def test_the_one_word_decoder_predicts_what_batched_greedy_predicts():
+    """tasks/g2p.py's WordDecoder (static cache, eager-kernel rebuild; not compiled here) on the
+    shipped weights: the same pronunciation as `predict`'s batched greedy for held-out words of
+    lengths 2 to 15, one word at a time."""
+    model, vocab, cfg = g2p.load_shipped()
+    words = _test_words(40)
+    assert min(map(len, words)) <= 4 and max(map(len, words)) >= 12
+    batched = g2p.predict(model, vocab, words, 1, cfg.decode.max_len)
+    one = g2p.WordDecoder(model, vocab, cfg, compile=False)
+    assert [one(w) for w in words] == batched
+
+
+@pytest.mark.skipif(os.environ.get("TFMR_COMPILE_TESTS") != "1", reason="set TFMR_COMPILE_TESTS=1 (about a minute)")
+def test_the_compiled_one_word_decoder_predicts_what_batched_greedy_predicts():
+    model, vocab, cfg = g2p.load_shipped()
+    words = _test_words(12)
+    assert [g2p.WordDecoder(model, vocab, cfg)(w) for w in words] == g2p.predict(model, vocab, words, 1,
+                                                                                  cfg.decode.max_len)

@@ -20,9 +20,12 @@ position scheme answers its hooks for per-row positions (positions.py), and a bi
 described `Bias` is evaluated by the kernel at the mask's per-row positions. So this path
 computes what `model.step` computes (tests/test_fastdecode.py checks the tokens against decode.py
 for every position kind and pattern; tests/test_contracts.py for schemes defined outside tfmr).
-What it refuses, it reads from declarations: models that need a source (`needs_source`, the
-encoder-decoders: use decode.py) or are not causal, and a `max_len` past what the position
-scheme can place (`Position.max_len`).
+An encoder-decoder (`needs_source`) decodes the same way over its encoded sources, held as
+fixed-size cross-attention keys and values (`src_len` slots, padding hidden), so a G2P word
+and a sentence share one compiled step. What it refuses, it reads from declarations: encoders
+(not causal), patterns and mixers that keep their own decoding state, stateful cross-attention
+kernels (`Kernel.stateful`), and a `max_len` past what the position scheme can place
+(`Position.max_len`).
 
     dec = FastDecoder(model, batch=1, max_len=272, compile=True)
     ids = dec.generate(prompt, 256)                                   # greedy
@@ -37,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .cache import Placement
@@ -44,6 +48,9 @@ from .decode import Beams, NBest, check_decoding, filter_logits
 from .kernels import Mask
 from .model import run_blocks
 from .positions import Where
+
+
+SRC_BUCKET = 16  # compiled encoding pads sources to a multiple of this (one graph per multiple)
 
 
 class StaticCache(nn.Module, Placement):
@@ -120,17 +127,24 @@ class Sampling:
 
 
 class FastDecoder(nn.Module):
-    """Static-cache decoding of one decoder-only model for `batch` rows of up to `max_len` tokens.
+    """Static-cache decoding of one model for `batch` rows of up to `max_len` tokens: a
+    decoder-only model, or an encoder-decoder whose sources (up to `src_len` tokens, default the
+    model's context) are encoded once per call (`encode`) into fixed-size cross-attention keys
+    and values (padding hidden by the key mask), so the decoder step keeps one shape.
 
     compile=True runs the decode step through torch.compile: mode "reduce-overhead" (CUDA graphs)
     on a GPU, the default mode on CPU; `mode` overrides it. The first call per sampling setting
     compiles (tens of seconds on a GPU); later calls replay.
     """
 
-    def __init__(self, model: nn.Module, batch: int, max_len: int, compile: bool = False, mode: str | None = None):
+    def __init__(self, model: nn.Module, batch: int, max_len: int, compile: bool = False, mode: str | None = None,
+                 src_len: int | None = None):
         super().__init__()
-        if model.needs_source or not model.causal:
-            raise ValueError("FastDecoder takes a decoder-only tfmr Model; use tfmr.decode for encoder-decoder models")
+        if not model.needs_source and not model.causal:
+            raise ValueError("FastDecoder decodes causal models (decoder-only or encoder-decoder); this one is an encoder")
+        if model.needs_source and any(b.cross.kernel.stateful for b in model.blocks):
+            raise ValueError("FastDecoder has no place for a stateful cross-attention kernel's alignment "
+                             "(location-aware, monotonic): use tfmr.decode (greedy, sample, beam_search)")
         if model.pattern.positions_in_cache or not all(b.attn.fast_decoding for b in model.blocks):
             raise ValueError("FastDecoder keeps a static key/value cache at absolute positions; this model's "
                              f"{type(model.pattern).__name__} pattern or sequence mixers keep their own decoding "
@@ -149,11 +163,19 @@ class FastDecoder(nn.Module):
         self.register_buffer("random_table", table, persistent=False)
         self.register_buffer("pad", torch.zeros(batch, 1, dtype=torch.long, device=p.device), persistent=False)
         self.register_buffer("slot_ids", torch.arange(max_len, device=p.device), persistent=False)
+        self.src_len = (src_len or model.cfg.context) if model.needs_source else 0
+        if model.needs_source:  # the encoded sources' cross-attention keys and values, and which are real
+            self.cross = nn.ModuleList(StaticCache(batch, b.cross.kv_heads, self.src_len, b.cross.head_dim, p.dtype,
+                                                   p.device) for b in model.blocks)
+            self.register_buffer("src_keep", torch.zeros(batch, self.src_len, dtype=torch.bool, device=p.device),
+                                 persistent=False)
         self.compiled = compile
         if compile:
             mode = mode or ("reduce-overhead" if p.device.type == "cuda" else None)
             self._next = torch.compile(self._next, mode=mode, fullgraph=True)
             self._beam_next = torch.compile(self._beam_next, mode=mode, fullgraph=True)
+            if model.needs_source:  # one graph per source bucket (`encode` pads to a multiple of SRC_BUCKET)
+                self._encode_kvs = torch.compile(self._encode_kvs, dynamic=False, fullgraph=True)
 
     # ---------------------------------------------------------------- the step, shared by all
     def forward(self, tokens: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -162,8 +184,48 @@ class FastDecoder(nn.Module):
         m = self.model
         where = Where((slots[None, :] - self.pad).clamp(min=0), slots)  # positions (B, T); padding at 0
         x = m.embed(tokens, where)  # (B, T, dim)
-        x, _, _, _ = run_blocks(m.blocks, x, m.pos, self.mask(slots), self.caches, where)
+        kvs, memory_mask = None, None
+        if m.needs_source:
+            kvs, memory_mask = [(c.k, c.v) for c in self.cross], Mask(causal=False, key_padding=self.src_keep)
+        x, _, _, _ = run_blocks(m.blocks, x, m.pos, self.mask(slots), self.caches, where, kvs, memory_mask)
         return m.lm_head(m.final_norm(x[:, -1:]))[:, -1].float()  # (B, V)
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> None:
+        """Encode sources (B, S) right-padded (padding from the model's pad id, or `src_mask`, True
+        for real tokens) into the fixed cross-attention buffers; slots past S are hidden."""
+        m = self.model
+        if not m.needs_source:
+            raise ValueError("this model is decoder-only: it takes no source")
+        B, S = src.shape
+        if B != self.batch or S > self.src_len:
+            raise ValueError(f"this FastDecoder holds {self.batch} sources of up to {self.src_len} tokens; "
+                             f"got {B} of {S}")
+        if src_mask is None:  # given explicitly, so the encoder never asks whether there is padding
+            src_mask = src != m.cfg.pad_id if m.cfg.pad_id is not None else torch.ones_like(src, dtype=torch.bool)
+        if self.compiled:  # pad to the bucket's length (hidden keys change nothing): few compiled graphs
+            S = min(self.src_len, -(-S // SRC_BUCKET) * SRC_BUCKET)
+            src = F.pad(src, (0, S - src.shape[1]), value=m.cfg.pad_id or 0)  # (B, S)
+            src_mask = F.pad(src_mask, (0, S - src_mask.shape[1]), value=False)
+        self.src_keep.zero_()
+        self.src_keep[:, :S] = src_mask
+        for cache, (k, v) in zip(self.cross, self._encode_kvs(src, src_mask)):  # k, v: (B, Hkv, S, D)
+            cache.k.zero_()
+            cache.v.zero_()
+            cache.k[:, :, :S], cache.v[:, :, :S] = k, v
+
+    def _encode_kvs(self, src: torch.Tensor, src_mask: torch.Tensor) -> list:
+        """The encoder and every decoder layer's cross-attention keys and values (compiled with
+        dynamic shapes when compile=True)."""
+        memory, _ = self.model.encode(src, src_mask)
+        return self.model.memory_kvs(memory)
+
+    def _source(self, src: torch.Tensor | None, rows: int = 1) -> None:
+        """Encode `src` (each row repeated `rows` times, for beams) when the model needs one."""
+        if self.model.needs_source != (src is not None):
+            raise ValueError("an encoder-decoder model needs its source (src=...)" if src is None
+                             else "a decoder-only model takes no source (src)")
+        if src is not None:
+            self.encode(src.repeat_interleave(rows, dim=0))
 
     def mask(self, slots: torch.Tensor) -> StaticMask:
         """Queries at `slots` (T,) over the whole cache: the model's pattern rules at each row's
@@ -203,15 +265,19 @@ class FastDecoder(nn.Module):
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, *, attention_mask: torch.Tensor | None = None,
                  temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                  min_p: float | None = None, eos_id: int | None = None, pad_id: int | None = None,
-                 seed: int | None = None, check_every: int = 16) -> torch.Tensor:
+                 seed: int | None = None, check_every: int = 16, src: torch.Tensor | None = None) -> torch.Tensor:
         """Greedy (temperature 0) or sampled continuation of left-padded prompts (B, P):
         returns (B, P + new). After EOS a row emits `pad_id` (default `eos_id`); whether every row
         is done is checked every `check_every` steps (one host sync each time). `seed` seeds the
-        global RNG (sampling happens inside the compiled graph)."""
+        global RNG (sampling happens inside the compiled graph). An encoder-decoder takes its
+        sources as `src` (B, S) and the decoder's start tokens as `input_ids`."""
         check_decoding(max_new_tokens, temperature, top_k, top_p, min_p)
         B, P = input_ids.shape
         if P + max_new_tokens > self.max_len:
             raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds max_len ({self.max_len})")
+        if B != self.batch:
+            raise ValueError(f"this FastDecoder holds {self.batch} rows of {self.max_len} tokens; got {B} prompts")
+        self._source(src)
         if seed is not None:
             torch.manual_seed(seed)
         sampling = Sampling(temperature, top_k, top_p, min_p)
@@ -219,7 +285,11 @@ class FastDecoder(nn.Module):
         out = torch.empty(B, max_new_tokens, dtype=torch.long, device=input_ids.device)
         done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         slot = torch.full((1,), P, dtype=torch.long, device=input_ids.device)
-        token = sampling.choose(self.prefill(input_ids, attention_mask))
+        if P == 1 and attention_mask is None:  # a one-token prompt (a decoder's start token) is a step
+            self.pad.zero_()
+            token = self._next(input_ids, slot - 1, sampling).clone()
+        else:
+            token = sampling.choose(self.prefill(input_ids, attention_mask))
         for t in range(max_new_tokens):
             if eos_id is not None:
                 token = torch.where(done, pad, token)
@@ -237,7 +307,8 @@ class FastDecoder(nn.Module):
     @torch.no_grad()
     def beam_search(self, input_ids: torch.Tensor, beam_size: int, max_new_tokens: int, eos_id: int | None = None,
                     length_penalty: float = 1.0, *, early_stopping: bool | str = False, n_best: int | None = None,
-                    pad_id: int | None = None, check_every: int = 16) -> torch.Tensor | NBest:
+                    pad_id: int | None = None, check_every: int = 16,
+                    src: torch.Tensor | None = None) -> torch.Tensor | NBest:
         """decode.beam_search's semantics on the static cache; this decoder's batch must be
         inputs x beam_size. Whether decoding can stop is checked every `check_every` steps;
         the hypotheses pool is frozen once it can, so checking late changes nothing."""
@@ -248,6 +319,7 @@ class FastDecoder(nn.Module):
             raise ValueError(f"beam search over {B} inputs x {K} beams needs FastDecoder(batch={B * K})")
         if P + max_new_tokens > self.max_len:
             raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds max_len ({self.max_len})")
+        self._source(src, K)
         n = 1 if n_best is None else n_best
         fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
         beams = Beams(input_ids, K, max_new_tokens, eos_id, length_penalty, early_stopping, fill)

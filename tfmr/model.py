@@ -440,6 +440,10 @@ class EncoderDecoder(nn.Module):
         x, attentions, _, _ = run_blocks(self.encoder, x, self.enc_pos, self.pattern.mask(False, 0, src_mask))
         return self.enc_norm(x), src_mask, attentions
 
+    def embed(self, tgt_ids: torch.Tensor, start: Start = 0) -> torch.Tensor:
+        """Target ids (B, T) placed at `start` -> the first decoder block's input (B, T, dim)."""
+        return self.drop(self.pos.embed(self.tok_emb(tgt_ids), start))
+
     def memory_kvs(self, memory: torch.Tensor) -> list:
         """Each decoder layer's cross-attention keys and values of the memory, computed once."""
         return [block.cross.project_kv(memory) for block in self.blocks]

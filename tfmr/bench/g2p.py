@@ -5,7 +5,9 @@
 Times what `tfmr g2p WORD ...` runs (tasks/g2p.py's Pronouncer), on the words of the test split
 (md5 order; --limit N takes the first N): the model pronouncing every word (--model-only) greedily
 and with beam search, one word at a time (the median of --calls single-word calls, each a new
-word), and the dictionary lookup of the same words, measured in the same run. The model is the
+word), and the dictionary lookup of the same words, measured in the same run. Then the same
+greedy decoding one word at a time through the compiled static-cache step (tasks/g2p.py's
+WordDecoder; --no-compiled skips it), after its compile time is reported. The model is the
 shipped one unless --checkpoint names another (a training checkpoint or an export); a build that
 ships none needs --checkpoint. The WER of each decoding on those words is printed beside its
 speed. Goal on 2 CPU cores: one word <= 10 ms, >= 500 words/s greedy.
@@ -30,6 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=positive_int, help="only the first N test words (md5 order); default all 6,261")
     p.add_argument("--beam", type=positive_int, default=5, help="the beam size timed beside greedy (default 5)")
     p.add_argument("--calls", type=positive_int, default=50, help="single-word calls for the latency median")
+    p.add_argument("--no-compiled", action="store_true",
+                   help="skip the compiled one-word decoder (it compiles for tens of seconds first)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="decode in this dtype (float32, as the loader does; float16 to check that choice)")
 
@@ -38,6 +42,22 @@ def _timed(fn) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
+
+
+def _compiled_row(g2p, model, vocab, cfg, singles, greedy, refs_by_word) -> tuple:
+    """One word at a time through the compiled static-cache step (tasks/g2p.py's WordDecoder):
+    compiled first (one graph per 16-letter bucket of the words timed), then each word timed;
+    words/s is one word after another. Its predictions are compared with batched greedy's."""
+    seconds, fast = _timed(lambda: g2p.WordDecoder(model, vocab, cfg))
+    buckets = {(len(w) - 1) // 16: w for w in singles}
+    seconds += _timed(lambda: [fast(w) for w in buckets.values()])[0]
+    times, hyps = zip(*(_timed(lambda: fast(w)) for w in singles))
+    same = sum(h == greedy[w] for w, h in zip(singles, hyps))
+    print(f"compiled one-word decoder: {seconds:.1f} s to build and compile; its predictions equal batched "
+          f"greedy's for {same} of {len(singles)} words")
+    refs = [[list(p) for p in refs_by_word[w]] for w in singles]
+    return ("compiled, 1 word", len(singles) / sum(times), statistics.median(times),
+            f"{100 * wer(list(hyps), refs):.2f}%*", f"{100 * per(list(hyps), refs):.2f}%*")
 
 
 def main(args) -> int:
@@ -67,15 +87,18 @@ def main(args) -> int:
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.processor() or 'cpu'}; "
           f"{len(words):,} test words")
 
-    rows = []
+    rows, greedy = [], {}
     for beam in (1, args.beam):
         pron = g2p.Pronouncer(lex, (model, vocab, cfg), model_only=True, beam_size=beam)
         pron(singles[:3])  # warm-up
         seconds, entries = _timed(lambda: pron(words))
         hyps = [list(e.phones[0]) for e in entries]
+        greedy = greedy or dict(zip(words, hyps))
         latency = statistics.median(_timed(lambda: pron([w]))[0] for w in singles)
         name = "model, greedy" if beam == 1 else f"model, beam {beam}"
         rows.append((name, len(words) / seconds, latency, f"{100 * wer(hyps, refs):.2f}%", f"{100 * per(hyps, refs):.2f}%"))
+    if not args.no_compiled:
+        rows.append(_compiled_row(g2p, model, vocab, cfg, singles, greedy, refs_by_word))
 
     lookup = g2p.Pronouncer(lex)
     reps = max(1, 200_000 // len(words))  # a lookup takes about a microsecond: time enough of them
@@ -87,6 +110,8 @@ def main(args) -> int:
     for name, rate, latency, w, p in rows:
         shown = f"{1e3 * latency:.2f} ms" if latency >= 1e-4 else f"{1e6 * latency:.1f} us"
         print(f"{name:<16} {rate:>12,.0f} {shown:>28} {w:>8} {p:>8}")
+    if not args.no_compiled:
+        print(f"* the compiled decoder's WER / PER are on the {args.calls} words it was timed on")
     print("\ngoal on 2 CPU cores: one word <= 10 ms and >= 500 words/s greedy (the shipped model; the dictionary "
           "answers the words it has, the model the rest)")
     return 0

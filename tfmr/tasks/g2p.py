@@ -151,6 +151,35 @@ def predict(model, vocab: PairVocab, words: Sequence[str], beam_size: int = 1, m
     return out
 
 
+class WordDecoder:
+    """Greedy G2P one word at a time through a compiled static-cache step (fastdecode.FastDecoder
+    with compile=True): the lowest latency for a single word, once compiled. Compiling takes tens
+    of seconds once per process (the encoder once per multiple of 16 letters), so this serves a
+    process that answers many single words, not `tfmr g2p` on a handful; `predict` (batched) is
+    faster for many words at once. The model is rebuilt with the eager attention kernel (the same
+    weights and maths): compiled, its few small matrix products fuse into the step, where SDPA's
+    CPU kernel keeps a fixed cost per call. Its predictions equal `predict`'s greedy ones
+    (tests/test_g2p_fast.py)."""
+
+    def __init__(self, model, vocab: PairVocab, cfg: G2PConfig, compile: bool = True):
+        from dataclasses import replace
+
+        from ..builder import build_model
+        from ..config import Choice
+        from ..fastdecode import FastDecoder
+
+        eager = build_model(replace(cfg.model, kernel=Choice("eager"))).to(next(model.parameters()).dtype)
+        eager.load_state_dict(model.state_dict())
+        self.vocab, self.max_len = vocab, cfg.decode.max_len
+        self.decoder = FastDecoder(eager.eval(), 1, self.max_len + 1, compile=compile)
+        self.start = torch.full((1, 1), BOS, dtype=torch.long)
+
+    def __call__(self, word: str) -> list[str]:
+        src = pad_batch([self.vocab.src.encode(word.lower())])  # (1, S)
+        ids = self.decoder.generate(self.start, self.max_len, eos_id=EOS, src=src, check_every=1)[0, 1:].tolist()
+        return self.vocab.tgt.decode(ids)  # stops at </s>
+
+
 def _beam(model, src, beam_size, max_len, length_penalty) -> list[list[int]]:
     from ..decode import beam_search
 
