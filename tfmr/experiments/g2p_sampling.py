@@ -51,7 +51,8 @@ def plot(results: list[dict], path, title: str):
     ax.set_xticks(list(x), names)
     ax.set_ylabel("test WER (%), greedy")
     ax.set_title(title, fontsize=9)
-    ax.legend()
+    ax.set_ylim(0, 1.2 * max(100 * max(r["wer"], r["long_wer"] or 0) for r in results))  # room for the legend
+    ax.legend(loc="upper center", ncol=2)
     return save(fig, path)
 
 

@@ -17,9 +17,16 @@ def figure(ncols: int = 1, width: float = 6.5):
 
 
 def save(fig, path: Path) -> Path:
-    """Write `fig` to `path` and close it."""
+    """Write `fig` to `path` and close it; titles too long for their plot are wrapped."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
+    for ax in fig.axes:
+        title = ax.get_title()
+        width = int(fig.get_figwidth() / len(fig.axes) * 12)  # characters that fit at fontsize 9
+        if len(title) > width:
+            ax.set_title("\n".join(textwrap.wrap(title, width)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
