@@ -154,6 +154,7 @@ def test_hf_encoder_folder_is_one_line(tmp_path, capsys):
     tokenizer = train_hf_tokenizer()
     hf_model("bert", len(tokenizer)).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
+    capsys.readouterr()  # transformers' progress bars
     assert main(["explore", "--checkpoint", str(tmp_path), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tfmr: error: ") and "decoder-only" in err and err.count("\n") == 1

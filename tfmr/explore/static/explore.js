@@ -129,7 +129,7 @@ function showDistribution(d) {
   const chart = $("dist-chart"), row = 20, labelW = 90, barW = 420;
   chart.replaceChildren();
   chart.setAttribute("height", d.tokens.length * row + 24);
-  chart.append(svgEl("text", { x: labelW + 4, y: 12 }, "blue: the model's p after temperature; orange: p a sample is drawn with (after penalties and filters)"));
+  chart.append(svgEl("text", { x: labelW + 4, y: 12 }, "blue: the model's p after temperature; orange: the p a sample is drawn with"));
   const max = Math.max(...d.tokens.map((t) => Math.max(t.before, t.after)), 1e-9);
   d.tokens.forEach((t, i) => {
     const cls = ["bar", t.kept ? "kept" : "filtered", t.penalised ? "penalised" : "", t.banned ? "banned" : ""];
@@ -140,7 +140,7 @@ function showDistribution(d) {
     if (t.kept) g.append(svgEl("rect", { class: "after", x: labelW, y: 10, height: 7, width: Math.max(1, barW * t.after / max) }));
     const pct = (p) => (100 * p).toFixed(2) + "%";
     const why = t.banned ? "banned (n-gram)" : "filtered";
-    const mark = t.penalised ? " (repetition penalty)" : "";
+    const mark = t.penalised ? " penalised" : "";
     g.append(svgEl("text", { x: labelW + barW + 8, y: 13 }, (t.kept ? `${pct(t.before)} \u2192 ${pct(t.after)}` : `${pct(t.before)} ${why}`) + mark));
     chart.append(g);
   });
