@@ -31,16 +31,17 @@ from tfmr.tokenizers import CharTokenizer  # noqa: E402
 
 PROMPT = "The café in"
 TEXT = "to be, or not to be, that is the question: whether 'tis nobler in the mind to suffer"
+FAMILIES = ("gpt2", "llama", "bloom")
 LONG = "to be, or not to be, that is"  # 28 characters: longer than sinks + window (2 + 4)
 
 
 # ---------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory):
-    """gpt2 and llama folders (save_pretrained), each with its transformers model and a server."""
+    """gpt2, llama and bloom folders (save_pretrained), each with its transformers model and a server."""
     tokenizer = train_hf_tokenizer()
     out = {}
-    for family in ("gpt2", "llama"):
+    for family in FAMILIES:
         model = hf_model(family, len(tokenizer))
         model.set_attn_implementation("eager")  # transformers' own attention weights, for the reference
         path = tmp_path_factory.mktemp(f"explore-{family}")
@@ -48,7 +49,7 @@ def hf(tmp_path_factory):
         tokenizer.save_pretrained(path)
         out[family] = types.SimpleNamespace(path=path, ref=model, s=Served(open_checkpoint(path)))
     yield types.SimpleNamespace(tokenizer=tokenizer, **out)
-    for family in ("gpt2", "llama"):
+    for family in FAMILIES:
         out[family].s.close()
 
 
@@ -84,7 +85,7 @@ def ids(tok, text):
 
 
 # ---------------------------------------------------------------------------- Hugging Face folders
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_hf_folder_tokens_distribution_and_attention_are_transformers(hf, family):
     f = getattr(hf, family)
     status, info = f.s.post("tokens", text=PROMPT)
@@ -114,7 +115,7 @@ def test_hf_folder_tokens_distribution_and_attention_are_transformers(hf, family
     assert generated == greedy
 
 
-def test_hf_folder_positions_are_learned_for_gpt2_and_rope_for_llama(hf):
+def test_hf_folder_positions_are_learned_for_gpt2_rope_for_llama_alibi_for_bloom(hf):
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
     gpt2 = hf.gpt2.s.post("positions")[1]["parts"][0]
@@ -130,6 +131,18 @@ def test_hf_folder_positions_are_learned_for_gpt2_and_rope_for_llama(hf):
     cos, sin = LlamaRotaryEmbedding(cfg)(ones, torch.arange(T)[None])
     q, _ = apply_rotary_pos_emb(ones, ones, cos, sin)
     torch.testing.assert_close(torch.tensor(llama["rotation"]), q[0, 0], atol=1e-4, rtol=0)
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    bloom = hf.bloom.s.post("positions")[1]["parts"][0]
+    assert bloom["name"] == "Alibi" and "embedding" not in bloom and "rotation" not in bloom
+    heads, T = hf.bloom.ref.config.n_head, len(bloom["bias"][0])
+    # transformers' ALiBi is slope_h * key position; softmax sees it shifted by a constant per
+    # query row, so compare each row relative to its diagonal
+    ref = build_alibi_tensor(torch.ones(1, T), heads, torch.float32).view(heads, 1, T)  # (H, 1, T)
+    for h in range(heads):
+        for q in (3, T - 1):
+            row = torch.tensor(bloom["bias"][h][q][:q + 1])
+            torch.testing.assert_close(row - row[q], ref[h, 0, :q + 1] - ref[h, 0, q], atol=1e-4, rtol=0)
 
 
 def test_hf_folder_with_a_tokenizer_the_tokenizers_library_runs(hf, tmp_path):
