@@ -198,6 +198,46 @@ def test_g2p_letters_in_phonemes_out_with_the_cross_attention_alignment(g2p_mode
     assert torch.tensor(data["decoder_attention"][0]).sum(-1).allclose(torch.ones(1, 2, 3))
 
 
+REPEATS = "to be, or not to b"  # "b" was followed by "e" once: a 2-gram ban forbids "e" next
+
+
+def test_repetition_penalty_and_ngram_ban_are_decodes_processors(lm):
+    rep, n, T = 1.8, 2, 0.9
+    status, d = lm.s.post("distribution", text=REPEATS, temperature=T, repetition=rep, ngram=n)
+    assert status == 200
+    ids = ids_of(lm, REPEATS)
+    with torch.no_grad():
+        logits = lm.model(ids).logits[:, -1].float()
+    processed = decode.no_repeat_ngram(decode.repetition_penalty(logits, ids, rep), ids, n)
+    after = decode.next_token_probs(processed, T)[0]
+    plain = lm.s.post("distribution", text=REPEATS, temperature=T)[1]["tokens"]
+    seen, e = set(ids[0].tolist()), lm.tok.encode("e")[0]
+    for t, p in zip(d["tokens"], plain):
+        assert t["id"] == p["id"] and t["before"] == pytest.approx(p["before"], abs=1e-7)  # the model's own
+        assert t["after"] == pytest.approx(float(after[t["id"]]), abs=1e-6)
+        assert t["penalised"] == (t["id"] in seen) and t["banned"] == (t["id"] == e)
+    assert d["banned"] == 1 and d["penalised"] == len(seen)
+    assert next(t for t in d["tokens"] if t["id"] == e)["after"] == 0.0
+    moved = [abs(t["after"] - p["after"]) for t, p in zip(d["tokens"], plain)]
+    assert max(moved) > 1e-3  # the penalties change the distribution the page draws from
+    # stepping at temperature 0 is decode.greedy with the same processors
+    generated = []
+    for _ in range(4):
+        generated = lm.s.post("step", text=REPEATS, generated=generated, temperature=0, repetition=rep, ngram=n)[1]["generated"]
+    assert generated == decode.greedy(lm.model, ids, 4, repetition=rep, ngram=n)[0, -4:].tolist()
+    # beam search under the ban: no 2-gram that ends in a generated token occurred before it
+    best = lm.s.post("beam", text=REPEATS, width=3, max_new_tokens=8, ngram=n)[1]["n_best"][0]["ids"]
+    seq = ids[0].tolist() + best
+    grams = list(zip(seq, seq[1:]))
+    P = ids.shape[1]
+    assert all(grams[j] not in grams[:j] for j in range(P - 1, len(grams)))
+    unbanned = lm.s.post("beam", text=REPEATS, width=3, max_new_tokens=8)[1]["n_best"][0]["ids"]
+    free = list(zip(ids[0].tolist() + unbanned, (ids[0].tolist() + unbanned)[1:]))
+    assert any(free[j] in free[:j] for j in range(P - 1, len(free)))  # without the ban it does repeat one
+    assert lm.s.post("distribution", text=REPEATS, repetition=0)[0] == 400
+    assert lm.s.post("distribution", text=REPEATS, ngram=-1)[0] == 400
+
+
 def test_positions_are_read_through_the_hooks():
     T, dim, heads, hd = 16, 8, 4, 4
     sin = position_view("decoder", Sinusoidal(dim, 32), T, dim, heads, hd, True)
@@ -415,6 +455,28 @@ def test_the_language_model_page(browser, lm, capsys):
     type_prompt(page, "The")
     assert page.message() == "" and len(page.all("#tokens .token")) == 3
     page.shot("lm")
+
+
+def test_the_penalty_controls_change_the_bars(browser, lm):
+    from selenium.webdriver.common.keys import Keys
+
+    page = Page(browser, lm.s)
+    type_prompt(page, REPEATS)
+    assert not page.all("#dist-chart g.bar.penalised")
+    slide(page, "#repetition", Keys.RIGHT, 5)  # 1.0 -> 1.5
+    assert page.find("#repetition-value").text == "1.5"
+    reference = lm.s.post("distribution", text=REPEATS, repetition=1.5)[1]["tokens"]
+    shown = page.bars()
+    assert [(i, p) for i, _, p in shown] == [(t["id"], pytest.approx(t["after"], abs=1e-9)) for t in reference]
+    penalised = {int(b.get_attribute("data-id")) for b in page.all("#dist-chart g.bar.penalised")}
+    assert penalised == {t["id"] for t in reference if t["penalised"]} and penalised
+    ngram = page.find("#ngram")
+    page.act(lambda: (ngram.send_keys(Keys.CONTROL, "a"), ngram.send_keys("2")))
+    e = lm.tok.encode("e")[0]
+    banned = page.all("#dist-chart g.bar.banned")
+    assert [int(b.get_attribute("data-id")) for b in banned] == [e] and float(banned[0].get_attribute("data-after")) == 0
+    assert "banned by the n-gram rule" in page.find("#dist-summary").text
+    page.shot("lm-penalties")
 
 
 def test_the_g2p_page(browser, g2p_model):

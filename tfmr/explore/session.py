@@ -1,12 +1,16 @@
 """The numbers `tfmr explore` shows, for one checkpoint: every one comes from tfmr's own functions.
 
-    open_checkpoint(dir)     a Session for a language-model checkpoint (LMSession) or an
-                             encoder-decoder one, G2P included (Seq2SeqSession)
-    session.info()           what the model is: family, shape, positions, kernel, tokenizer
+    open_checkpoint(dir)     a Session for a language-model checkpoint or a Hugging Face folder of
+                             a decoder-only model (LMSession), or an encoder-decoder checkpoint,
+                             G2P included (Seq2SeqSession)
+    session.info()           what the model is: family, shape, positions, kernel, mixers, pattern,
+                             tokenizer, source
     session.tokens(...)      the token ids, their text and byte spans (tokenizer.token_bytes)
     session.attention(...)   one layer's weights per head, self / cross / encoder, from a forward
-                             pass under kernels.eager_attention (the same math, with weights)
-    session.distribution(...)  the next-token distribution before and after temperature, top-k,
+                             pass under kernels.eager_attention (the same math, with weights); for
+                             a retention layer, which has none, its decay (mixers.decay_mask)
+    session.distribution(...)  the next-token distribution before and after the repetition
+                             penalty and no-repeat-n-gram (decode.process), temperature, top-k,
                              top-p and min-p (decode.next_token_probs, which decode.choose samples)
     session.step(...)        one more token, drawn by decode.choose
     session.decode(...)      the greedy output (decode.greedy) and, for an encoder-decoder, the
@@ -18,7 +22,8 @@
     session.export(...)      every layer's attention for one input as BertViz-shaped tensors
                              ([batch, heads, query, key]), JSON or safetensors
 
-What a request gets wrong (an empty prompt, a character the tokenizer never saw, a prompt longer
+Logits come through the model's own decoding state (start_state / step) fed as decode.stream
+feeds it, so attention sinks and retention show what decoding computes. What a request gets wrong (an empty prompt, a character the tokenizer never saw, a prompt longer
 than the context, a setting out of range) is a ConfigError with one line for the page. The HTTP
 side is server.py.
 """
@@ -31,11 +36,14 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint, decode
-from ..builder import build_model
+from ..builder import build_model, mixer_kinds
 from ..config import ConfigError, ModelConfig, from_dict
+from ..interop import from_pretrained, is_hf_folder
 from ..kernels import Mask, eager_attention
+from ..mixers import decay_mask
 from ..seq2seq import BOS, EOS, SPECIALS, PairVocab
 from ..tokenizers import load as load_tokenizer
+from ..tokenizers.hf import HFTokenizer
 
 SHOWN = 30  # bars in the distribution chart
 MAX_BEAM = 8
@@ -61,17 +69,35 @@ def _rounded(t: torch.Tensor, digits: int = 5):
     return torch.round(t.float(), decimals=digits).tolist()
 
 
-def _settings(temperature, top_k, top_p, min_p) -> tuple:
-    """The sampling settings of a request, checked by decode.check_decoding (ConfigError)."""
+@dataclass
+class Settings:
+    """A request's decoding settings, checked by decode.check_decoding: the processors that come
+    before temperature (repetition penalty, no-repeat-n-gram; decode.process) and the filters after."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition: float = 1.0
+    ngram: int = 0
+
+    def filters(self) -> tuple:
+        return self.temperature, self.top_k, self.top_p, self.min_p
+
+
+def _settings(temperature, top_k, top_p, min_p, repetition=1.0, ngram=0) -> Settings:
+    """The decoding settings of a request (ConfigError when one is out of range or not a number)."""
     try:
         temperature = float(temperature)
         top_k = None if top_k in (None, 0, "") else int(top_k)
         top_p = None if top_p in (None, "") else float(top_p)
         min_p = None if min_p in (None, "") else float(min_p)
-        decode.check_decoding(0, temperature, top_k, top_p, min_p)
+        repetition = 1.0 if repetition in (None, "") else float(repetition)
+        ngram = 0 if ngram in (None, "") else int(ngram)
+        decode.check_decoding(0, temperature, top_k, top_p, min_p, repetition, ngram)
     except (TypeError, ValueError) as e:
-        raise ConfigError(str(e) or "a sampling setting is not a number") from None
-    return temperature, top_k, top_p, min_p
+        raise ConfigError(str(e) or "a decoding setting is not a number") from None
+    return Settings(temperature, top_k, top_p, min_p, repetition, ngram)
 
 
 class Session:
@@ -80,6 +106,7 @@ class Session:
 
     kind = ""
     eos_id: int | None = None
+    source = "tfmr checkpoint"
 
     def __init__(self, model, directory: Path):
         self.model, self.directory = model.eval(), directory
@@ -109,7 +136,8 @@ class Session:
         return {"kind": self.kind, "checkpoint": str(self.directory), "arch": c.arch, "layers": c.layers,
                 "encoder_layers": (c.encoder_layers or c.layers) if c.arch == "encoder-decoder" else 0,
                 "heads": c.heads, "dim": c.dim, "context": c.context, "vocab_size": c.vocab_size,
-                "kernel": c.kernel.kind, "positions": repr(self.model.pos),
+                "kernel": c.kernel.kind, "positions": repr(self.model.pos), "pattern": repr(self.model.pattern),
+                "mixers": self.mixers(), "constant_state": bool(getattr(self.model, "constant_state", lambda: False)()), "source": self.source,
                 "parameters": sum(p.numel() for p in self.model.parameters()), "example": self.example(),
                 "max_beam": MAX_BEAM, "beam_new_tokens": BEAM_NEW_TOKENS}
 
@@ -123,8 +151,15 @@ class Session:
         with eager_attention(self.model):
             return self.model(inp.tgt) if inp.src is None else self.model(inp.src, inp.tgt)
 
+    def mixers(self) -> list[str]:
+        """The sequence mixer of each decoder layer (builder.mixer_kinds: attention or retention)."""
+        return mixer_kinds(self.cfg)
+
     def attention(self, text: str, generated=(), which: str = "self", layer: int = 0) -> dict:
-        """One layer's attention weights, (heads, query, key), with the query and key labels."""
+        """One layer's attention weights, (heads, query, key), with the query and key labels. A
+        retention layer has no attention map (no softmax; its parallel form is (Q K^T * D) V): it
+        gives `weights` None and, per head, the decay D[n, m] = gamma_h^(n - m) that its parallel
+        form multiplies the scores with (mixers.decay_mask of the layer's own decays)."""
         inp = self.inputs(text, generated)
         out = self.forward_with_weights(inp)
         stacks = {"self": (out.attentions, inp.tgt_tokens, inp.tgt_tokens)}
@@ -134,46 +169,65 @@ class Session:
         if which not in stacks:
             raise ConfigError(f"no {which!r} attention in this model; it has {', '.join(stacks)}")
         weights, queries, keys = stacks[which]
-        layer = int(layer)
+        try:
+            layer = int(layer)
+        except (TypeError, ValueError):
+            raise ConfigError(f"the layer must be a whole number, got {layer!r}") from None
         if not 0 <= layer < len(weights):
             raise ConfigError(f"layer {layer} does not exist; the {which} attention has {len(weights)} layers")
-        if weights[layer] is None:
+        mixer = self.mixers()[layer] if which == "self" else "attention"
+        view = {"which": which, "layer": layer, "layers": len(weights), "kinds": list(stacks), "mixer": mixer,
+                "mixers": self.mixers() if which == "self" else ["attention"] * len(weights),
+                "queries": [t["text"] for t in queries], "keys": [t["text"] for t in keys]}
+        if weights[layer] is not None:
+            return {**view, "weights": _rounded(weights[layer][0])}
+        if mixer != "retention":
             raise ConfigError(f"the {which} attention of layer {layer} gives no weights")
-        return {"which": which, "layer": layer, "layers": len(weights), "kinds": list(stacks),
-                "queries": [t["text"] for t in queries], "keys": [t["text"] for t in keys],
-                "weights": _rounded(weights[layer][0])}
+        decays = self.model.blocks[layer].attn.log_gamma
+        return {**view, "weights": None, "decay": _rounded(decay_mask(decays, inp.tgt.shape[1])),
+                "gammas": _rounded(decays.exp(), 8)}
 
     @torch.no_grad()
     def next_logits(self, inp: Inputs) -> torch.Tensor:
-        """Next-token logits (1, V) after `inp.tgt`, through the decoding protocol (start_state,
-        step) that tfmr.decode uses."""
-        state = self.model.start_state(1, inp.tgt.shape[1], src=inp.src)
-        logits, _ = self.model.step(inp.tgt, state)
+        """Next-token logits (1, V) after `inp.tgt`, through the model's own decoding state as
+        decode.stream drives it: the given tokens in one step (the prefill), then each generated
+        token one step at a time. For attention sinks (positions inside the cache) and retention
+        (the recurrent state) that is what decoding computes, not what one full forward would."""
+        state = self.model.start_state(1, self.limit, src=inp.src)
+        logits, state = self.model.step(inp.tgt[:, :inp.given], state)
+        for t in range(inp.given, inp.tgt.shape[1]):
+            logits, state = self.model.step(inp.tgt[:, t:t + 1], state)
         return logits.float()
 
     def distribution(self, text: str, generated=(), temperature=1.0, top_k=None, top_p=None, min_p=None,
-                     shown: int = SHOWN) -> dict:
-        """The SHOWN most likely next tokens: probability after temperature alone (`before`),
-        whether the filters keep it, and the renormalised probability a sample is drawn with
-        (`after`, 0 for a filtered token)."""
-        temperature, top_k, top_p, min_p = _settings(temperature, top_k, top_p, min_p)
+                     repetition=1.0, ngram=0, shown: int = SHOWN) -> dict:
+        """The SHOWN most likely next tokens by the model's own tempered probability (`before`);
+        the repetition penalty and the no-repeat-n-gram ban over the text so far (decode.process,
+        as decode.stream applies them), then the filters; the renormalised probability a sample is
+        drawn with (`after`, 0 for a filtered or banned token). `penalised`: the repetition
+        penalty changed the token's logit; `banned`: the n-gram rule forbids it."""
+        s = _settings(temperature, top_k, top_p, min_p, repetition, ngram)
         inp = self.inputs(text, generated)
         logits = self.next_logits(inp)
-        before = decode.next_token_probs(logits, temperature if temperature > 0 else 1.0)[0]
-        after = decode.next_token_probs(logits, temperature, top_k, top_p, min_p)[0]
+        processed = decode.process(logits, inp.tgt, s.repetition, s.ngram)
+        before = decode.next_token_probs(logits, s.temperature if s.temperature > 0 else 1.0)[0]
+        after = decode.next_token_probs(processed, *s.filters())[0]
+        penalised = decode.repetition_penalty(logits, inp.tgt, s.repetition)[0] != logits[0]
+        banned = torch.isinf(decode.no_repeat_ngram(logits, inp.tgt, s.ngram)[0]) & ~torch.isinf(logits[0])
         order = torch.argsort(before, descending=True, stable=True)[:shown].tolist()
         kept = after > 0
         return {"tokens": [{"id": i, "text": self.label(i), "before": float(before[i]), "after": float(after[i]),
-                            "kept": bool(kept[i])} for i in order],
+                            "kept": bool(kept[i]), "penalised": bool(penalised[i]), "banned": bool(banned[i])}
+                           for i in order],
                 "kept": int(kept.sum()), "vocab": int(after.numel()), "kept_mass": float(before[kept].sum()),
-                "greedy": temperature <= 0}
+                "greedy": s.temperature <= 0, "penalised": int(penalised.sum()), "banned": int(banned.sum())}
 
     def step(self, text: str, generated=(), temperature=1.0, top_k=None, top_p=None, min_p=None,
-             seed: int | None = 0) -> dict:
+             repetition=1.0, ngram=0, seed: int | None = 0) -> dict:
         """One more token after the text so far, drawn by decode.choose from `distribution`'s
-        `after` (the arg-max at temperature 0). The draw of step n uses seed + n, so the same
-        settings step the same way."""
-        temperature, top_k, top_p, min_p = _settings(temperature, top_k, top_p, min_p)
+        `after` (the arg-max at temperature 0), after the same processors. The draw of step n
+        uses seed + n, so the same settings step the same way."""
+        s = _settings(temperature, top_k, top_p, min_p, repetition, ngram)
         generated = [int(g) for g in generated]
         inp = self.inputs(text, generated)
         if self.eos_id is not None and generated and generated[-1] == self.eos_id:
@@ -183,7 +237,8 @@ class Session:
         gen = None
         if seed is not None:
             gen = torch.Generator().manual_seed(int(seed) + len(generated))
-        token = int(decode.choose(self.next_logits(inp), temperature, top_k, top_p, min_p, gen)[0])
+        scores = decode.process(self.next_logits(inp), inp.tgt, s.repetition, s.ngram)
+        token = int(decode.choose(scores, *s.filters(), gen)[0])
         return {"token": token, "text": self.label(token), "generated": generated + [token]}
 
     @torch.no_grad()
@@ -200,8 +255,11 @@ class Session:
             ids = ids[:ids.index(self.eos_id) + 1]
         return {"generated": ids, "labels": [self.label(i) for i in ids], "rendered": self.render(ids)}
 
-    def beam(self, text: str, width: int = 3, max_new_tokens: int | None = None, generated=()) -> dict:
-        """Beam search (decode.beam_search, width 1-8) from the text so far, with its tree."""
+    def beam(self, text: str, width: int = 3, max_new_tokens: int | None = None, generated=(), repetition=1.0,
+             ngram=0) -> dict:
+        """Beam search (decode.beam_search, width 1-8) from the text so far, with its tree; the
+        repetition penalty and no-repeat-n-gram apply to the candidates as in `generate`."""
+        s = _settings(1.0, None, None, None, repetition, ngram)
         try:
             width = int(width)
         except (TypeError, ValueError):
@@ -217,7 +275,7 @@ class Session:
                               f"{start.shape[1]} tokens so far leave room for 1 to {room} new ones, not {new}")
         steps: list[decode.BeamStep] = []
         best = decode.beam_search(self.model, start, width, new, eos_id=self.eos_id, src=inp.src, n_best=width,
-                                  on_step=steps.append)
+                                  repetition=s.repetition, ngram=s.ngram, on_step=steps.append)
         tree = beam_tree(steps, best, start.shape[1], self.label, self.root_label(inp))
         for hyp in tree["n_best"]:
             hyp["rendered"] = self.render(hyp["ids"])
@@ -240,25 +298,32 @@ class Session:
         """(tensors, labels): every layer's attention for one input, each (1, heads, query, key),
         named as BertViz's views take them ("attention.<layer>" for a language model;
         "encoder_attention.<layer>", "decoder_attention.<layer>" and "cross_attention.<layer>" for
-        an encoder-decoder), and the token labels ("tokens", or "encoder_tokens" and "decoder_tokens")."""
+        an encoder-decoder), and the labels: the tokens ("tokens", or "encoder_tokens" and
+        "decoder_tokens") and "layers", the number of layers of each stack. A retention layer has
+        no weights: its tensor is left out (null in the JSON)."""
         inp = self.inputs(text, generated)
         out = self.forward_with_weights(inp)
         tgt = [t["text"] for t in inp.tgt_tokens]
         if inp.src is None:
-            return {f"attention.{i}": w.float().contiguous() for i, w in enumerate(out.attentions)}, {"tokens": tgt}
-        tensors = {}
-        for name, stack in (("encoder_attention", out.encoder_attentions), ("decoder_attention", out.attentions),
-                            ("cross_attention", out.cross_attentions)):
-            tensors.update({f"{name}.{i}": w.float().contiguous() for i, w in enumerate(stack)})
-        return tensors, {"encoder_tokens": [t["text"] for t in inp.src_tokens], "decoder_tokens": tgt}
+            stacks = {"attention": out.attentions}
+            labels = {"tokens": tgt}
+        else:
+            stacks = {"encoder_attention": out.encoder_attentions, "decoder_attention": out.attentions,
+                      "cross_attention": out.cross_attentions}
+            labels = {"encoder_tokens": [t["text"] for t in inp.src_tokens], "decoder_tokens": tgt}
+        tensors = {f"{name}.{i}": w.float().contiguous() for name, stack in stacks.items()
+                   for i, w in enumerate(stack) if w is not None}
+        return tensors, {**labels, "layers": {name: len(stack) for name, stack in stacks.items()}}
 
 
 def export_json(tensors: dict, labels: dict) -> bytes:
-    """The export as JSON: the labels, and per stack a list of layers, each [1][heads][query][key]."""
-    data: dict = dict(labels)
+    """The export as JSON: the labels, and per stack a list of layers, each [1][heads][query][key]
+    (null for a layer without weights)."""
+    data: dict = {k: v for k, v in labels.items() if k != "layers"}
+    for stack, count in labels["layers"].items():
+        data[stack] = [None] * count
     for name, w in tensors.items():
         stack, layer = name.rsplit(".", 1)
-        data.setdefault(stack, []).append(None)
         data[stack][int(layer)] = w.tolist()
     return json.dumps(data).encode("utf-8")
 
@@ -348,15 +413,17 @@ def position_view(where: str, pos, T: int, dim: int, heads: int, head_dim: int, 
 
 # ---------------------------------------------------------------------------- the two families
 class LMSession(Session):
-    """A decoder-only language model and its tokenizer (a `tfmr train` checkpoint)."""
+    """A decoder-only language model and its tokenizer: a `tfmr train` checkpoint, or a Hugging
+    Face folder (tfmr.interop.from_pretrained). A tokenizer that tfmr reads as its own (char, BPE,
+    a byte-level tokenizer.json) names each token by its bytes, with byte spans; one the
+    `tokenizers` library runs for tfmr (HFTokenizer) names it by its vocabulary entry, no spans."""
 
     kind = "lm"
 
-    def __init__(self, model, directory: Path, tokenizer):
+    def __init__(self, model, directory: Path, tokenizer, example: str = "", source: str = "tfmr checkpoint"):
         super().__init__(model, directory)
-        self.tokenizer = tokenizer
-        sample = _saved_section(directory, "sample")
-        self._example = sample.get("prompt") if isinstance(sample.get("prompt"), str) else ""
+        self.tokenizer, self._example, self.source = tokenizer, example, source
+        self.byte_spans = not isinstance(tokenizer, HFTokenizer)
 
     def example(self) -> str:
         text = self._example if self._example.strip() else "The "
@@ -370,6 +437,8 @@ class LMSession(Session):
         return self.tokenizer.decode(list(ids))
 
     def label(self, token_id: int) -> str:
+        if not self.byte_spans:
+            return self.tokenizer.piece(int(token_id))
         return self.tokenizer.token_bytes(int(token_id)).decode("utf-8", errors="backslashreplace")
 
     def info(self) -> dict:
@@ -392,10 +461,11 @@ class LMSession(Session):
                               "shorten it")
         tokens, at = [], 0
         for n, i in enumerate(ids):
-            size = len(self.tokenizer.token_bytes(i))
-            tokens.append({"id": i, "text": self.label(i), "bytes": [at, at + size], "generated": n >= len(ids) -
-                           len(generated)})
-            at += size
+            tokens.append({"id": i, "text": self.label(i), "generated": n >= len(ids) - len(generated)})
+            if self.byte_spans:
+                size = len(self.tokenizer.token_bytes(i))
+                tokens[-1]["bytes"] = [at, at + size]
+                at += size
         return Inputs(torch.tensor([ids]), None, len(ids) - len(generated), tokens, [])
 
 
@@ -477,8 +547,12 @@ def _saved_section(directory: Path, name: str) -> dict:
 
 
 def open_checkpoint(path: str | Path) -> Session:
-    """The Session for the checkpoint folder `path`: checked against its manifest first
-    (CheckpointError for a missing folder, a folder that is no checkpoint or a changed file)."""
+    """The Session for the folder `path`: a Hugging Face model folder (config.json with a
+    model_type; read by tfmr.interop.from_pretrained, decoder-only families with a tokenizer.json),
+    or a tfmr checkpoint, checked against its manifest first (CheckpointError for a missing
+    folder, a folder that is no checkpoint or a changed file)."""
+    if is_hf_folder(path):
+        return _open_hf_folder(Path(path))
     directory = checkpoint.verify(path)
     section = checkpoint.read_config(directory).get("model")
     if not isinstance(section, dict):
@@ -495,4 +569,18 @@ def open_checkpoint(path: str | Path) -> Session:
         tokenizer = load_tokenizer(directory)
     except ValueError as e:
         raise checkpoint.CheckpointError(f"{directory}: {e}") from None
-    return LMSession(model, directory, tokenizer)
+    prompt = _saved_section(directory, "sample").get("prompt")
+    return LMSession(model, directory, tokenizer, prompt if isinstance(prompt, str) else "")
+
+
+def _open_hf_folder(directory: Path) -> LMSession:
+    """A Hugging Face folder as a language-model session, in float32 (the page's numbers are
+    float32 either way). An encoder (BERT) or encoder-decoder (Marian) folder, or one without a
+    tokenizer.json, is a ConfigError: the page reads text with one tokenizer into a decoder."""
+    model, tokenizer, model_type = from_pretrained(directory, dtype=torch.float32)
+    if model.cfg.arch != "decoder":
+        raise ConfigError(f"{directory} holds a Hugging Face {model_type} model ({model.cfg.arch}); explore shows "
+                          "Hugging Face decoder-only language models (gpt2, bloom, llama, mistral, mixtral)")
+    if tokenizer is None:
+        raise ConfigError(f"{directory}: no tokenizer.json beside the model (explore needs one to read text)")
+    return LMSession(model.eval(), directory, tokenizer, source=f"Hugging Face folder (model_type {model_type})")

@@ -146,6 +146,11 @@ class HFTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids
 
+    def piece(self, idx: int) -> str:
+        """The vocabulary entry of token `idx` as the file spells it (e.g. "\u2581the" for a
+        SentencePiece-style model); "" for an id outside the vocabulary."""
+        return self._tok.id_to_token(int(idx)) or ""
+
     def decode(self, ids) -> str:
         if hasattr(ids, "tolist"):
             ids = ids.tolist()

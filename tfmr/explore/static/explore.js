@@ -43,6 +43,8 @@ function settings() {
     top_k: parseInt($("top-k").value || "0", 10),
     top_p: parseFloat($("top-p").value),
     min_p: parseFloat($("min-p").value),
+    repetition: parseFloat($("repetition").value),
+    ngram: parseInt($("ngram").value || "0", 10),
   };
 }
 
@@ -127,21 +129,28 @@ function showDistribution(d) {
   const chart = $("dist-chart"), row = 20, labelW = 90, barW = 420;
   chart.replaceChildren();
   chart.setAttribute("height", d.tokens.length * row + 24);
-  chart.append(svgEl("text", { x: labelW + 4, y: 12 }, "blue: p after temperature; orange: renormalised p after the filters"));
+  chart.append(svgEl("text", { x: labelW + 4, y: 12 }, "blue: the model's p after temperature; orange: the p a sample is drawn with"));
   const max = Math.max(...d.tokens.map((t) => Math.max(t.before, t.after)), 1e-9);
   d.tokens.forEach((t, i) => {
-    const g = svgEl("g", { class: "bar " + (t.kept ? "kept" : "filtered"), "data-id": t.id,
+    const cls = ["bar", t.kept ? "kept" : "filtered", t.penalised ? "penalised" : "", t.banned ? "banned" : ""];
+    const g = svgEl("g", { class: cls.join(" ").trim(), "data-id": t.id,
       "data-before": t.before, "data-after": t.after, transform: `translate(0,${24 + i * row})` });
-    g.append(svgEl("text", { x: labelW - 6, y: 13, "text-anchor": "end" }, visible(t.text).slice(0, 10)));
+    g.append(svgEl("text", { class: "label", x: labelW - 6, y: 13, "text-anchor": "end" }, visible(t.text).slice(0, 10)));
     g.append(svgEl("rect", { class: "before", x: labelW, y: 2, height: 7, width: Math.max(1, barW * t.before / max) }));
     if (t.kept) g.append(svgEl("rect", { class: "after", x: labelW, y: 10, height: 7, width: Math.max(1, barW * t.after / max) }));
     const pct = (p) => (100 * p).toFixed(2) + "%";
-    g.append(svgEl("text", { x: labelW + barW + 8, y: 13 }, t.kept ? `${pct(t.before)} \u2192 ${pct(t.after)}` : `${pct(t.before)} filtered`));
+    const why = t.banned ? "banned (n-gram)" : "filtered";
+    const mark = t.penalised ? " penalised" : "";
+    g.append(svgEl("text", { x: labelW + barW + 8, y: 13 }, (t.kept ? `${pct(t.before)} \u2192 ${pct(t.after)}` : `${pct(t.before)} ${why}`) + mark));
     chart.append(g);
   });
-  $("dist-summary").textContent = d.greedy
+  const processors = [];
+  if (d.penalised) processors.push(`${d.penalised} seen tokens penalised`);
+  if (d.banned) processors.push(`${d.banned} tokens banned by the n-gram rule`);
+  $("dist-summary").textContent = (d.greedy
     ? "temperature 0: greedy, all the mass on the most likely token"
-    : `${d.kept} of ${d.vocab} tokens kept, holding ${(100 * d.kept_mass).toFixed(1)}% of the tempered mass`;
+    : `${d.kept} of ${d.vocab} tokens kept, holding ${(100 * d.kept_mass).toFixed(1)}% of the tempered mass`) +
+    (processors.length ? `; ${processors.join(", ")}` : "");
   $("dist-summary").dataset.kept = d.kept;
 }
 
@@ -153,18 +162,26 @@ async function showAttention() {
     $("attn-kind").value = a.which;
   }
   if ($("attn-layer").options.length !== a.layers) {
-    $("attn-layer").replaceChildren(...Array.from({ length: a.layers }, (_, i) => el("option", { value: i }, `${i}`)));
+    $("attn-layer").replaceChildren(...a.mixers.map((m, i) => el("option", { value: i }, m === "attention" ? `${i}` : `${i} (${m})`)));
     $("attn-layer").value = a.layer;
   }
   state.attention = a;
+  // a retention layer has no attention map: show its decay D per head (the matrix its parallel form multiplies the scores with)
+  const maps = a.weights || a.decay;
+  const note = $("attn-note");
+  note.hidden = a.weights !== null;
+  note.dataset.mixer = a.mixer;
+  note.textContent = a.weights ? "" : `layer ${a.layer} is a retention layer: it has no attention map (no softmax; ` +
+    "its output is (Q K\u1d40 \u2299 D) V). Shown instead, per head: the decay D[n, m] = \u03b3\u2095^(n\u2212m) " +
+    `that retention multiplies the scores with (\u03b3 = ${a.gammas.map((g) => g.toFixed(4)).join(", ")})`;
   const heads = $("heads");
   heads.replaceChildren();
-  if (state.head >= a.weights.length) state.head = 0;
-  a.weights.forEach((w, h) => {
+  if (state.head >= maps.length) state.head = 0;
+  maps.forEach((w, h) => {
     const box = el("div", { class: "head" + (h === state.head ? " selected" : ""), "data-head": h });
     const c = el("canvas", { class: "head-canvas" });
     heatmap(c, w, { cell: Math.max(2, Math.min(8, Math.floor(96 / Math.max(w.length, w[0].length)))), max: 1 });
-    box.append(c, el("div", {}, `head ${h}`));
+    box.append(c, el("div", {}, a.weights ? `head ${h}` : `head ${h} decay`));
     box.addEventListener("click", () => { state.head = h; showLargeHead(); });
     heads.append(box);
   });
@@ -172,9 +189,9 @@ async function showAttention() {
 }
 
 function showLargeHead() {
-  const a = state.attention;
+  const a = state.attention, maps = a.weights || a.decay;
   document.querySelectorAll(".head").forEach((b) => b.classList.toggle("selected", +b.dataset.head === state.head));
-  heatmap($("attn-large"), a.weights[state.head], { cell: 18, max: 1, rowLabels: a.queries, colLabels: a.keys });
+  heatmap($("attn-large"), maps[state.head], { cell: 18, max: 1, rowLabels: a.queries, colLabels: a.keys });
 }
 
 function showOutput(d) {
@@ -287,7 +304,7 @@ async function refresh() {
 }
 
 async function refreshDistribution() {
-  for (const id of ["temperature", "top-p", "min-p"]) $(`${id}-value`).textContent = $(id).value;
+  for (const id of ["temperature", "top-p", "min-p", "repetition"]) $(`${id}-value`).textContent = $(id).value;
   try {
     showDistribution(await api("distribution", { text: state.text, generated: state.generated, ...settings() }));
     showMessage("");
@@ -332,7 +349,7 @@ function wire() {
     typing = setTimeout(() => { typing = null; state.generated = []; run(refresh); }, 250);
     signal();
   });
-  for (const id of ["temperature", "top-k", "top-p", "min-p"]) $(id).addEventListener("input", () => run(refreshDistribution));
+  for (const id of ["temperature", "top-k", "top-p", "min-p", "repetition", "ngram"]) $(id).addEventListener("input", () => run(refreshDistribution));
   $("attn-kind").addEventListener("change", () => run(showAttention));
   $("attn-layer").addEventListener("change", () => run(showAttention));
   $("step").addEventListener("click", () => run(async () => {
@@ -344,7 +361,8 @@ function wire() {
   $("reset").addEventListener("click", () => { state.generated = []; run(refresh); });
   $("beam-run").addEventListener("click", () => run(async () => {
     const b = await api("beam", { text: $("prompt").value, generated: state.generated,
-      width: parseInt($("beam-width").value, 10), max_new_tokens: $("beam-new").value });
+      width: parseInt($("beam-width").value, 10), max_new_tokens: $("beam-new").value,
+      repetition: settings().repetition, ngram: settings().ngram });
     state.beam = b;
     showBeam(b);
     showMessage("");
@@ -363,7 +381,9 @@ async function start() {
   const i = state.info;
   $("info").textContent = `${i.checkpoint}: ${i.arch}, ${i.layers} layers${i.encoder_layers ? ` (+${i.encoder_layers} encoder)` : ""}, ` +
     `${i.heads} heads, dim ${i.dim}, context ${i.context}, vocabulary ${i.vocab_size}, ${i.parameters.toLocaleString()} parameters, ` +
-    `kernel ${i.kernel}, tokenizer ${i.tokenizer}`;
+    `kernel ${i.kernel}, tokenizer ${i.tokenizer}; ${i.source}` +
+    (i.mixers.some((m) => m !== "attention") ? `; mixers ${i.mixers.join(", ")}` : "") +
+    (i.pattern.startsWith("Dense") ? "" : `; attention pattern ${i.pattern}`);
   if (i.kind === "seq2seq") {
     $("input-title").textContent = "Input (letters in, phonemes out)";
     $("input-note").textContent = "type a word; the decoder starts from <s>";
