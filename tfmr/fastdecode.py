@@ -141,7 +141,8 @@ class FastDecoder(nn.Module):
                  src_len: int | None = None):
         super().__init__()
         if not model.needs_source and not model.causal:
-            raise ValueError("FastDecoder decodes causal models (decoder-only or encoder-decoder); this one is an encoder")
+            raise ValueError("FastDecoder decodes causal models (decoder-only or encoder-decoder); "
+                             "this one is an encoder")
         if model.needs_source and any(b.cross.kernel.stateful for b in model.blocks):
             raise ValueError("FastDecoder has no place for a stateful cross-attention kernel's alignment "
                              "(location-aware, monotonic): use tfmr.decode (greedy, sample, beam_search)")

@@ -23,9 +23,9 @@
                              ([batch, heads, query, key]), JSON or safetensors
 
 Logits come through the model's own decoding state (start_state / step) fed as decode.stream
-feeds it, so attention sinks and retention show what decoding computes. What a request gets wrong (an empty prompt, a character the tokenizer never saw, a prompt longer
-than the context, a setting out of range) is a ConfigError with one line for the page. The HTTP
-side is server.py.
+feeds it, so attention sinks and retention show what decoding computes. What a request gets
+wrong (an empty prompt, a character the tokenizer never saw, a prompt longer than the context,
+a setting out of range) is a ConfigError with one line for the page. The HTTP side is server.py.
 """
 from __future__ import annotations
 
@@ -137,7 +137,8 @@ class Session:
                 "encoder_layers": (c.encoder_layers or c.layers) if c.arch == "encoder-decoder" else 0,
                 "heads": c.heads, "dim": c.dim, "context": c.context, "vocab_size": c.vocab_size,
                 "kernel": c.kernel.kind, "positions": repr(self.model.pos), "pattern": repr(self.model.pattern),
-                "mixers": self.mixers(), "constant_state": bool(getattr(self.model, "constant_state", lambda: False)()), "source": self.source,
+                "mixers": self.mixers(), "source": self.source,
+                "constant_state": bool(getattr(self.model, "constant_state", lambda: False)()),
                 "parameters": sum(p.numel() for p in self.model.parameters()), "example": self.example(),
                 "max_beam": MAX_BEAM, "beam_new_tokens": BEAM_NEW_TOKENS}
 
