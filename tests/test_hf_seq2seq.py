@@ -1,8 +1,9 @@
 """Outside reference: a random tiny Marian folder written by `save_pretrained`, with a
 `tokenizer.json` built here like Marian's (a `</s>` appended to every source; byte-level BPE
 trained with the `tokenizers` library, since Marian's own sentencepiece tokenizer has no
-tokenizer.json form), translates with `tfmr generate` to the text of transformers' greedy
-`generate`, decoded by the same tokenizer."""
+tokenizer.json form), translates with `tfmr generate` to the text of transformers' greedy (and
+beam) `generate`, decoded by the same tokenizer; `tfmr viz attention` draws transformers' encoder
+attention; its ONNX graphs, run by onnxruntime, decode transformers' greedy tokens."""
 from __future__ import annotations
 
 import pytest
@@ -107,3 +108,29 @@ def test_eval_decoding_refuses_an_encoder_decoder_in_one_line(marian, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("tfmr: error:") and "is encoder-decoder" in err
+
+
+@pytest.mark.slow
+def test_onnx_export_of_a_marian_folder_decodes_transformers_greedy_tokens(marian, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import numpy
+
+    path, model, tok = marian
+    assert main(["export", "--to", "onnx", "--checkpoint", str(path), "--out", str(tmp_path / "onnx")]) == 0
+    encoder = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"))
+    decoder = ort.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"))
+    names = [i.name for i in decoder.get_inputs()]
+    batch = tok(["The café in 東京", "quick brown dog and fox"], return_tensors="pt", padding=True)
+    assert not batch.attention_mask.all()  # one source is padded
+    with torch.no_grad():
+        ref = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=8, eos_token_id=None,
+                             forced_eos_token_id=None)[:, 1:]
+    _, src_mask, *cross = encoder.run(None, {"src_ids": batch.input_ids.numpy()})
+    assert numpy.array_equal(src_mask, batch.attention_mask.bool().numpy())
+    tokens, past, chosen = numpy.full((2, 1), 2, dtype=numpy.int64), [numpy.zeros((2, 4, 0, 8), numpy.float32)] * 4, []
+    for _ in range(8):
+        logits, *past = decoder.run(None, dict(zip(names, [tokens, src_mask, *past, *cross])))
+        tokens = logits[:, -1].argmax(-1)[:, None]
+        chosen.append(tokens)
+    assert torch.equal(torch.from_numpy(numpy.concatenate(chosen, 1)), ref)
