@@ -1,7 +1,8 @@
 """`tfmr export --to onnx`: the prefill and cached-step graphs (decoder-only), and the encoder and
 cached decoder-step graphs (encoder-decoder), run by onnxruntime at batch sizes and lengths other
-than the traced ones, give the model's outputs (atol 1e-4); greedy decoding run entirely through
-onnxruntime picks tfmr's tokens."""
+than the traced ones, give the model's outputs (atol 1e-4), also with dropout in the config;
+greedy decoding run entirely through onnxruntime picks tfmr's tokens, for a random model and for
+the shipped G2P model."""
 from __future__ import annotations
 
 import numpy
@@ -22,7 +23,8 @@ def test_prefill_then_one_cached_step_match_the_model(tmp_path, capsys):
     tok = CharTokenizer.train("abcdefghij")
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=tok.vocab_size, dim=32, layers=2, heads=4, kv_heads=2, context=32, init_std=0.3,
-                      pos=Choice("rope"), norm=Choice("rmsnorm"), ffn=Choice("swiglu"), bias=False)
+                      pos=Choice("rope"), norm=Choice("rmsnorm"), ffn=Choice("swiglu"), bias=False,
+                      dropout=0.1)  # a trained checkpoint's dropout: the export must run the model in eval mode
     model = build_model(cfg).eval()
     checkpoint.save(tmp_path / "ckpt", model, to_dict(RunConfig(model=cfg)), tok)
     assert main(["export", "--to", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
@@ -45,7 +47,7 @@ def _encoder_decoder_checkpoint(tmp_path):
     torch.manual_seed(0)
     cfg = ModelConfig(arch="encoder-decoder", vocab_size=tok.vocab_size, src_vocab_size=tok.vocab_size + 3, dim=32,
                       layers=2, encoder_layers=1, heads=4, kv_heads=2, context=32, init_std=1.0, pad_id=0,
-                      share_embeddings=False, tie_embeddings=False, pos=Choice("sinusoidal"))
+                      share_embeddings=False, tie_embeddings=False, pos=Choice("sinusoidal"), dropout=0.1)
     model = build_model(cfg).eval()
     checkpoint.save(tmp_path / "ckpt", model, to_dict(RunConfig(model=cfg)), tok)
     return model
@@ -89,6 +91,7 @@ def test_greedy_decoding_through_onnxruntime_gives_tfmrs_tokens(tmp_path):
 
     model = _encoder_decoder_checkpoint(tmp_path)
     export_onnx(model, tmp_path / "onnx")
+    assert not any(m.training for m in model.modules())  # exporting left the model in eval mode
     encoder = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"))
     decoder = ort.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"))
     names = [i.name for i in decoder.get_inputs()]
@@ -111,3 +114,31 @@ def test_encoder_only_is_refused_in_one_line(tmp_path, capsys):
     code = main(["export", "--to", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "decoder-only and encoder-decoder" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_shipped_g2p_model_exports_and_decodes_words_through_onnxruntime(tmp_path, capsys):
+    from pathlib import Path
+
+    from tfmr.presets import G2PConfig
+    from tfmr.seq2seq import BOS, EOS, greedy_decode, load_run, pad_batch
+
+    shipped = Path(__file__).resolve().parents[1] / "tfmr" / "tasks" / "g2p_model"
+    assert main(["export", "--to", "onnx", "--checkpoint", str(shipped), "--out", str(tmp_path / "onnx")]) == 0
+    model, vocab, _ = load_run(shipped, G2PConfig)
+    model = model.float()
+    src = pad_batch([vocab.src.encode(list(w)) for w in ("hello", "transformer", "cat")])  # (3, S), padded
+    encoder = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"))
+    decoder = ort.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"))
+    names = [i.name for i in decoder.get_inputs()]
+    _, src_mask, *cross = encoder.run(None, {"src_ids": src.numpy()})
+    past = [numpy.zeros((3, 4, 0, 64), numpy.float32)] * 6
+    tokens, chosen = numpy.full((3, 1), BOS, dtype=numpy.int64), []
+    for _ in range(20):
+        logits, *past = decoder.run(None, dict(zip(names, [tokens, src_mask, *past, *cross])))
+        tokens = logits[:, -1].argmax(-1)[:, None]
+        chosen.append(tokens[:, 0].tolist())
+    rows = [list(r) for r in zip(*chosen)]
+    got = [r[:r.index(EOS)] if EOS in r else r for r in rows]
+    assert got == greedy_decode(model, src, 20)
+    assert vocab.tgt.decode(got[2]) == ["K", "AE", "T"]  # cat: what the shipped model says

@@ -2,7 +2,8 @@
 
     tfmr export --to hf --checkpoint CKPT --out DIR [--family gpt2|llama]
     tfmr export --to onnx --checkpoint CKPT --out DIR      prefill.onnx + step.onnx (decoder-only),
-                                                           encoder.onnx + decoder.onnx (encoder-decoder)
+                                                           encoder.onnx + decoder.onnx (encoder-decoder,
+                                                           also a G2P checkpoint)
 
 `--to hf` writes a Hugging Face folder (config.json, model.safetensors, tokenizer.json) that
 `transformers.AutoModelForCausalLM.from_pretrained(DIR)` loads with the same logits
@@ -33,13 +34,31 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def load_for_export(args):
+    """(model, tokenizer) of --checkpoint: a language-model checkpoint or a Hugging Face folder
+    (load_model); for --to onnx also a sequence-to-sequence checkpoint (one with vocab.json, such
+    as a G2P model), whose tokenizer is its PairVocab."""
     from pathlib import Path
 
-    from ..interop.hf_export import to_hf_folder
-    from .common import load_model, out_folder
+    from .. import checkpoint
+    from ..interop import is_hf_folder
+    from .common import load_model
 
-    model, tokenizer, _ = load_model(Path(args.checkpoint), args.allow_pickle)
+    path = Path(args.checkpoint)
+    if args.to == "onnx" and not is_hf_folder(path) and (checkpoint.resolve(path) / "vocab.json").is_file():
+        from ..presets import G2PConfig
+        from ..seq2seq import load_run
+
+        model, vocab, _ = load_run(path, G2PConfig)
+        return model, vocab
+    return load_model(path, args.allow_pickle)[:2]
+
+
+def run(args) -> int:
+    from ..interop.hf_export import to_hf_folder
+    from .common import out_folder
+
+    model, tokenizer = load_for_export(args)
     out = out_folder(args.out)
     if args.to == "onnx":
         from ..interop.onnx_export import export_onnx

@@ -88,7 +88,7 @@ def export_decoder(model, out, check: bool = True) -> list[Path]:
         raise ConfigError(f"ONNX export covers decoder-only models; this one is {model.cfg.arch}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    graph = _Graph(model.float().eval())
+    graph = _Graph(model.float()).eval()  # a wrapper left in train mode: export restores it, dropout and all
     layers = len(model.blocks)
     present = _names(layers, "present")
     kv_axes = {0: "batch", 2: "past"}
@@ -186,7 +186,7 @@ def export_encoder_decoder(model, out, check: bool = True) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
-    encoder, step = _Encoder(model), _DecoderStep(model)
+    encoder, step = _Encoder(model).eval(), _DecoderStep(model).eval()  # (see export_decoder)
     layers, attn = len(model.blocks), model.blocks[0].attn
     cross, past, present = _names(layers, "cross"), _names(layers, "past"), _names(layers, "present")
     src = torch.ones(2, 5, dtype=torch.long)  # traced shapes; every axis below is dynamic
@@ -228,7 +228,7 @@ def _check_encoder_decoder(model, paths: list[Path]) -> None:
     if model.cfg.pad_id is not None:
         src = torch.where(src == model.cfg.pad_id, src.new_tensor(1 if model.cfg.pad_id != 1 else 2), src)
         src[1, 5:] = model.cfg.pad_id  # one padded row
-    enc = _Encoder(model)
+    enc = _Encoder(model).eval()
     ref_enc = enc(src)
     sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in paths]
     got_enc = sessions[0].run(None, {"src_ids": src.numpy()})
