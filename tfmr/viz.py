@@ -105,9 +105,12 @@ def positions(out_dir: str | Path) -> list[Path]:
 
 @torch.no_grad()
 def attention_weights(model, ids: torch.Tensor) -> list[torch.Tensor]:
-    """Per layer (B, H, T, T) self-attention weights, computed with the eager kernel."""
+    """Per layer (B, H, T, T) self-attention weights, computed with the eager kernel; of a model
+    that reads a source (encoder-decoder), its encoder's over `ids` as the source."""
     with eager_attention(model):
         model.eval()
+        if model.needs_source:
+            return model.encode_with_attention(ids)[2]
         return model(ids).attentions
 
 

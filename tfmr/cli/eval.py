@@ -41,6 +41,9 @@ def run_decoding(args) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     model, tokenizer, cfg = load_model(Path(args.checkpoint), args.allow_pickle)
+    if model.cfg.arch != "decoder":
+        raise ConfigError(f"{args.checkpoint}: eval decoding continues held-out text with a language model; this one "
+                          f"is {model.cfg.arch}")
     out = out_folder(args.out if args.out else Path(args.checkpoint).resolve().parent / "eval_decoding")
     ids = np.asarray(encode_text(tokenizer, read_text(args.data or cfg.data.path), "the prompt text"))
     held_out = ids[-max(1, int(len(ids) * cfg.data.val_fraction)):]  # the split training held out

@@ -1,7 +1,9 @@
 """`tfmr export`: a tfmr checkpoint in another format.
 
     tfmr export --to hf --checkpoint CKPT --out DIR [--family gpt2|llama]
-    tfmr export --to onnx --checkpoint CKPT --out DIR      prefill.onnx + step.onnx (decoder-only)
+    tfmr export --to onnx --checkpoint CKPT --out DIR      prefill.onnx + step.onnx (decoder-only),
+                                                           encoder.onnx + decoder.onnx (encoder-decoder,
+                                                           also a G2P checkpoint)
 
 `--to hf` writes a Hugging Face folder (config.json, model.safetensors, tokenizer.json) that
 `transformers.AutoModelForCausalLM.from_pretrained(DIR)` loads with the same logits
@@ -24,7 +26,7 @@ TARGETS = ("hf", "onnx")
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="a checkpoint as a Hugging Face folder or ONNX graphs")
     p.add_argument("--to", choices=TARGETS, required=True,
-                   help="the format: hf (a transformers folder) or onnx (prefill + cached step graphs)")
+                   help="the format: hf (a transformers folder) or onnx (prefill + cached step graphs; encoder + cached decoder step for an encoder-decoder)")
     checkpoint_flags(p)
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
     p.add_argument("--family", default=None, help="hf: the family to write (default: the first that fits: "
@@ -32,22 +34,40 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def load_for_export(args):
+    """(model, tokenizer) of --checkpoint: a language-model checkpoint or a Hugging Face folder
+    (load_model); for --to onnx also a sequence-to-sequence checkpoint (one with vocab.json, such
+    as a G2P model), whose tokenizer is its PairVocab."""
     from pathlib import Path
 
-    from ..interop.hf_export import to_hf_folder
-    from .common import load_model, out_folder
+    from .. import checkpoint
+    from ..interop import is_hf_folder
+    from .common import load_model
 
-    model, tokenizer, _ = load_model(Path(args.checkpoint), args.allow_pickle)
+    path = Path(args.checkpoint)
+    if args.to == "onnx" and not is_hf_folder(path) and (checkpoint.resolve(path) / "vocab.json").is_file():
+        from ..presets import G2PConfig
+        from ..seq2seq import load_run
+
+        model, vocab, _ = load_run(path, G2PConfig)
+        return model, vocab
+    return load_model(path, args.allow_pickle)[:2]
+
+
+def run(args) -> int:
+    from ..interop.hf_export import to_hf_folder
+    from .common import out_folder
+
+    model, tokenizer = load_for_export(args)
     out = out_folder(args.out)
     if args.to == "onnx":
-        from ..interop.onnx_export import export_decoder
+        from ..interop.onnx_export import export_onnx
 
         if args.family:
             raise ConfigError("--family is for --to hf")
         if importlib.util.find_spec("onnx") is None:
             raise ConfigError("--to onnx needs the onnx package: pip install 'tfmr[onnx]'")
-        for path in export_decoder(model, out):
+        for path in export_onnx(model, out):
             print(path)
         return 0
     family, wrote_tokenizer = to_hf_folder(model.float(), tokenizer, out, args.family)

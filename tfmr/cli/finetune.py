@@ -3,14 +3,17 @@
     tfmr finetune --checkpoint RUN/checkpoint --lora rank=8,alpha=16,targets=q_proj,v_proj \
                   --data new.txt --out RUN-lora [--set train.steps=300 ...]
 
-The work is tfmr/tasks/finetune.py; `tfmr generate --lora RUN-lora` uses the result.
+The base may be a decoder-only Hugging Face folder (config.json + safetensors + tokenizer.json);
+the LoRA weights then record one sha256 over its weight files. The work is
+tfmr/tasks/finetune.py; `tfmr generate --lora RUN-lora` uses the result.
 """
 from __future__ import annotations
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a checkpoint with LoRA or adapters (only they train)")
-    p.add_argument("--checkpoint", required=True, help="the base checkpoint folder (RUN/checkpoint)")
+    p.add_argument("--checkpoint", required=True,
+                   help="the base: a checkpoint folder (RUN/checkpoint) or a decoder-only Hugging Face model folder")
     method = p.add_mutually_exclusive_group(required=True)
     method.add_argument("--lora", metavar="SPEC", help="e.g. rank=8,alpha=16,targets=q_proj,v_proj[,dropout=0.05]")
     method.add_argument("--adapter", metavar="SPEC", help="e.g. bottleneck=32,targets=out_proj,w2")
@@ -23,13 +26,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..config import ConfigError
-    from ..interop import is_hf_folder
     from ..tasks.finetune import FinetuneTrainer, finetune_config, spec_options
-
-    if is_hf_folder(args.checkpoint):  # LoRA weights record the digest of a tfmr checkpoint's weights
-        raise ConfigError(f"{args.checkpoint} is a Hugging Face folder; make it a tfmr checkpoint first: "
-                          f"tfmr convert --from-hf {args.checkpoint} --out CKPT")
 
     method, spec = ("lora", args.lora) if args.lora else ("adapter", args.adapter)
     cfg = finetune_config(args.checkpoint, args.data, args.set)

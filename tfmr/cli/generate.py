@@ -6,6 +6,13 @@ best continuations of beam search with their scores.
                   [--lora DIR]
     tfmr generate --checkpoint RUN/checkpoint --beam K [--n-best N] [--length-penalty A]
     tfmr generate --checkpoint HF-FOLDER ...      a Hugging Face folder (tfmr.interop.from_pretrained)
+    tfmr generate --checkpoint MARIAN-FOLDER --prompt TEXT --temperature 0     a translation of TEXT
+
+An encoder-decoder Hugging Face folder (Marian) translates: the prompt is the source, the decoder
+starts from the config's decoder_start_token_id (generation_config.json over config.json), stops
+after eos_token_id, and with forced_eos_token_id ends at the length limit as transformers does
+(the end token takes the last place, so one token fewer is printed). Only the translation is
+printed, without the end token.
 
 Streaming prints whole characters only (tfmr.textstream), also when a byte-level token ends
 inside a multi-byte UTF-8 character.
@@ -148,6 +155,75 @@ def beam_text(model, tokenizer, args) -> None:
         print(args.prompt + tokenizer.decode(best.ids[0, k, ids.shape[1]:ids.shape[1] + length].tolist()))
 
 
+def seq2seq_ids(args):
+    """(decoder start id, end id, new tokens) of an encoder-decoder Hugging Face folder; a tfmr
+    encoder-decoder checkpoint records no decoder start token and is refused."""
+    from ..interop import is_hf_folder
+    from ..interop.hf_folder import generation_ids
+
+    if not is_hf_folder(args.checkpoint):
+        raise ConfigError(f"{args.checkpoint}: generate translates with an encoder-decoder Hugging Face folder (its "
+                          "config names the decoder start token); this tfmr checkpoint records none")
+    ids = generation_ids(args.checkpoint)
+    if ids.decoder_start is None:
+        raise ConfigError(f"{args.checkpoint}: config.json has no decoder_start_token_id")
+    new = DEFAULT_NEW_TOKENS if args.max_new_tokens is None else args.max_new_tokens
+    if ids.forced_eos is not None and ids.forced_eos == ids.eos:  # the limit's last place is the end token
+        new -= 1
+    return ids.decoder_start, ids.eos, new
+
+
+def translate(model, tokenizer, args) -> None:
+    """An encoder-decoder: the prompt is the source; print the target text as it is chosen
+    (sampling or greedy) or the n best of beam search, each up to its end token."""
+    import torch
+
+    start, eos, new = seq2seq_ids(args)
+    src = prompt_ids(model, tokenizer, args.prompt)  # (1, S)
+    first = torch.full((1, 1), start, dtype=torch.long, device=src.device)
+    try:
+        if args.beam > 1:
+            translate_beam(model, tokenizer, args, first, src, eos, new)
+        else:
+            translate_stream(model, tokenizer, args, first, src, eos, new)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def translate_stream(model, tokenizer, args, first, src, eos, new) -> None:
+    """Sampling (temperature 0: greedy), printed as it is chosen, up to the end token."""
+    from ..decode import stream
+    from ..textstream import TextPieces
+
+    temperature = DEFAULT_TEMPERATURE if args.temperature is None else args.temperature
+    for i in range(args.num_samples or 1):
+        if i:
+            print("\n---")
+        pieces, seed = TextPieces(tokenizer), None if args.seed is None else args.seed + i
+        for tok in stream(model, first, new, temperature, args.top_k, args.top_p, args.min_p, seed, eos, src=src,
+                          repetition=args.repetition_penalty, ngram=args.no_repeat_ngram):
+            if int(tok[0]) == eos:
+                break
+            sys.stdout.write(pieces.add(int(tok[0])))
+            sys.stdout.flush()
+        sys.stdout.write(pieces.finish() + "\n")
+
+
+def translate_beam(model, tokenizer, args, first, src, eos, new) -> None:
+    """Beam search: the n best translations (with their scores when --n-best is given)."""
+    from ..decode import beam_search
+
+    n = args.n_best or 1
+    penalty = 1.0 if args.length_penalty is None else args.length_penalty
+    best = beam_search(model, first, args.beam, max(new, 1), eos, penalty, src=src, n_best=n,
+                       repetition=args.repetition_penalty, ngram=args.no_repeat_ngram)
+    for k in range(n):
+        if args.n_best:
+            print(f"--- beam {k + 1} of {args.beam}, score {float(best.scores[0, k]):.4f}")
+        ids = best.ids[0, k, 1:1 + int(best.lengths[0, k])].tolist()
+        print(tokenizer.decode(ids[:ids.index(eos)] if eos in ids else ids))
+
+
 def read_prompt(args) -> str:
     """The prompt: --prompt TEXT, --prompt - (stdin) or --prompt-file FILE (UTF-8)."""
     if args.prompt_file:
@@ -164,9 +240,12 @@ def run(args) -> int:
     check_flags(args)
     args.prompt = read_prompt(args)
     model, tokenizer, _ = load_model(Path(args.checkpoint), args.allow_pickle)
+    if model.cfg.arch == "encoder-decoder" and not args.lora:
+        translate(model, tokenizer, args)
+        return 0
     if model.cfg.arch != "decoder":
-        raise ConfigError(f"{args.checkpoint}: generate continues a prompt with a decoder-only model; this one is "
-                          f"{model.cfg.arch}")
+        raise ConfigError(f"{args.checkpoint}: generate continues a prompt with a decoder-only model or translates "
+                          f"with an encoder-decoder (without --lora); this one is {model.cfg.arch}")
     if args.lora:  # base + LoRA / adapter weights from `tfmr finetune`, merged for speed
         from ..tasks.finetune import add_finetuned
 

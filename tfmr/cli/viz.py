@@ -1,6 +1,6 @@
 """`tfmr viz`: pictures (PNG). `positions`: the sinusoidal table, RoPE's rotation and ALiBi's
-bias; `attention`: a checkpoint's attention heatmaps per layer and head for a text. The
-drawing is tfmr/viz.py.
+bias; `attention`: a checkpoint's attention heatmaps per layer and head for a text (an
+encoder-decoder's encoder self-attention, the text being the source). The drawing is tfmr/viz.py.
 """
 from __future__ import annotations
 

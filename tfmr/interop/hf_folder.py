@@ -13,6 +13,8 @@ What a folder may hold, and what is read:
     pytorch_model.bin                    a pickle: refused unless allow_pickle=True, then read with
                                          torch.load(weights_only=True) (tensors only, no code)
     tokenizer.json                       tfmr.tokenizers.hf.from_hf_json (tfmr's BPE where exact)
+    generation_config.json               decoder start, end and forced end token ids, over config.json's
+                                         (`generation_ids`, for encoder-decoder generation)
 
 Every way a folder can be wrong (no config.json, an unmapped model_type, a pickle-only folder, a
 truncated shard, a missing tensor, a tensor whose shape the config does not imply) is a one-line
@@ -20,6 +22,7 @@ ConfigError. Left out: remote downloads (pass a local folder), quantized weights
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -126,6 +129,35 @@ def read_state_dict(directory, allow_pickle: bool = False) -> dict:
     raise ConfigError(f"{directory}: no weights ({WEIGHTS}, {INDEX} or {PICKLE})")
 
 
+def weight_files(directory) -> list[Path]:
+    """The files `read_state_dict` reads: the index and its shards, model.safetensors or the pickle."""
+    directory = Path(directory)
+    if (directory / INDEX).is_file():
+        index = _read_json(directory / INDEX)
+        shards = sorted(set((index.get("weight_map") or {}).values())) if isinstance(index, dict) else []
+        return [directory / INDEX, *(directory / shard for shard in shards)]
+    for name in (WEIGHTS, PICKLE):
+        if (directory / name).is_file():
+            return [directory / name]
+    raise ConfigError(f"{directory}: no weights ({WEIGHTS}, {INDEX} or {PICKLE})")
+
+
+def weights_digest(directory) -> str:
+    """One sha256 over the folder's weight files (each file's name and sha256, in order): what
+    LoRA weights fine-tuned from the folder record, so that loading them checks the base."""
+    whole = hashlib.sha256()
+    for path in weight_files(directory):
+        one = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    one.update(chunk)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+        whole.update(f"{path.name}\0{one.hexdigest()}\n".encode())
+    return whole.hexdigest()
+
+
 def _check_shapes(model: torch.nn.Module, state: dict, where) -> None:
     expected = model.state_dict()
     for name, tensor in state.items():
@@ -157,6 +189,31 @@ def model_from_hf_state(model_type: str, hf_config, hf_state: dict, where="the m
         raise ConfigError(f"{where}: weight mapping for {model_type} is incomplete: missing "
                           f"{sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]}")
     return model.eval()
+
+
+class GenerationIds(NamedTuple):
+    decoder_start: int | None  # the first decoder input of an encoder-decoder (Marian: the pad id)
+    eos: int | None  # generation stops after this token
+    forced_eos: int | None  # the token forced at the length limit (transformers' forced_eos_token_id)
+
+
+def generation_ids(directory) -> GenerationIds:
+    """The token ids `generate` starts and stops with: generation_config.json over config.json over
+    the family's defaults. A list of end ids keeps its first."""
+    directory = Path(directory)
+    data = vars(config_namespace(read_hf_config(directory)))
+    if (directory / "generation_config.json").is_file():
+        extra = _read_json(directory / "generation_config.json")
+        data.update(extra if isinstance(extra, dict) else {})
+
+    def one(key):
+        value = data.get(key)
+        value = value[0] if isinstance(value, list) and value else value
+        if value is not None and not isinstance(value, int):
+            raise ConfigError(f"{directory}: {key} is {value!r}, not a token id")
+        return value
+
+    return GenerationIds(one("decoder_start_token_id"), one("eos_token_id"), one("forced_eos_token_id"))
 
 
 def load_hf_tokenizer(directory):

@@ -17,7 +17,8 @@ HF_DEFAULTS = {"marian": {"vocab_size": 58101, "max_position_embeddings": 1024, 
                           "decoder_layers": 12, "encoder_ffn_dim": 4096, "decoder_ffn_dim": 4096,
                           "encoder_attention_heads": 16, "decoder_attention_heads": 16, "d_model": 1024,
                           "activation_function": "gelu", "scale_embedding": False, "pad_token_id": 58100,
-                          "decoder_start_token_id": 58100, "tie_word_embeddings": True}}
+                          "decoder_start_token_id": 58100, "tie_word_embeddings": True,
+                          "eos_token_id": 0, "forced_eos_token_id": 0}}
 
 
 def config_from_hf(c) -> ModelConfig:

@@ -1,21 +1,32 @@
-"""Export a decoder-only tfmr model to ONNX: a prefill graph and a one-token cached step graph.
+"""Export a tfmr model to ONNX: a decoder-only model as a prefill graph and a one-token cached step
+graph; an encoder-decoder model as an encoder graph and a cached decoder-step graph.
 
-    from tfmr.interop.onnx_export import export_decoder
-    export_decoder(model, "out/")     # out/prefill.onnx, out/step.onnx
+    from tfmr.interop.onnx_export import export_onnx
+    export_onnx(model, "out/")     # decoder-only: out/prefill.onnx, out/step.onnx
+                                   # encoder-decoder: out/encoder.onnx, out/decoder.onnx
 
     prefill.onnx   input_ids (batch, seq)                       -> logits (batch, seq, vocab),
                                                                    present.{i}.key / .value (batch, kv_heads, seq, head_dim)
     step.onnx      input_ids (batch, 1), past.{i}.key / .value  -> logits (batch, 1, vocab),
                    (batch, kv_heads, past, head_dim)               present.{i}.key / .value (..., past + 1, ...)
 
-batch, seq and past are dynamic axes. The graphs run the model's own forward: a `ConcatCache`
+    encoder.onnx   src_ids (batch, src)                         -> memory (batch, src, dim), src_mask (batch, src)
+                                                                   bool, cross.{i}.key / .value (batch, kv_heads, src, head_dim)
+    decoder.onnx   input_ids (batch, seq), src_mask,            -> logits (batch, seq, vocab),
+                   past.{i}.key / .value (past may be 0 long),     present.{i}.key / .value (..., past + seq, ...)
+                   cross.{i}.key / .value
+
+batch, seq, past and src are dynamic axes. The graphs run the model's own forward: a `ConcatCache`
 stands in for the KV cache (same `update` protocol as cache.KVCache, but it appends to the past it
-was given), so nothing here re-implements the model. The exporter is torch's TorchScript-based
+was given), so nothing here re-implements the model. The encoder computes each decoder layer's
+cross-attention keys and values once (EncoderDecoder.memory_kvs); the decoder graph starts from
+an empty past (length 0) with the decoder start token. The exporter is torch's TorchScript-based
 `torch.onnx.export(dynamo=False)`, which needs no network and no onnxscript; the dynamo exporter
-also works but takes minutes on a small CPU. After export, when onnxruntime is installed, both
+also works but takes minutes on a small CPU. After export, when onnxruntime is installed, the
 graphs are run at another batch size and length and compared with the model (atol 1e-4); a
 mismatch (a variant whose shape logic the trace froze, such as a sliding-window mask) removes the
-files and says so. Left out: encoder-decoder models (refused), a static-cache graph for GPUs.
+files and says so. Left out: encoder-only models, stateful cross-attention kernels (location-aware,
+monotonic), a static-cache graph for GPUs.
 """
 from __future__ import annotations
 
@@ -63,13 +74,21 @@ def _names(layers: int, prefix: str) -> list[str]:
     return [f"{prefix}.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
 
 
+def export_onnx(model, out, check: bool = True) -> list[Path]:
+    """The graphs of `model` in the folder `out`: decoder-only or encoder-decoder (ConfigError otherwise)."""
+    exporters = {"decoder": export_decoder, "encoder-decoder": export_encoder_decoder}
+    if model.cfg.arch not in exporters:
+        raise ConfigError(f"ONNX export covers decoder-only and encoder-decoder models; this one is {model.cfg.arch}")
+    return exporters[model.cfg.arch](model, out, check)
+
+
 def export_decoder(model, out, check: bool = True) -> list[Path]:
     """Write prefill.onnx and step.onnx for a decoder-only `model` into the folder `out`."""
     if model.cfg.arch != "decoder":
         raise ConfigError(f"ONNX export covers decoder-only models; this one is {model.cfg.arch}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    graph = _Graph(model.float().eval())
+    graph = _Graph(model.float()).eval()  # a wrapper left in train mode: export restores it, dropout and all
     layers = len(model.blocks)
     present = _names(layers, "present")
     kv_axes = {0: "batch", 2: "past"}
@@ -106,9 +125,123 @@ def _check(graph, paths: list[Path]) -> None:
     nxt = ids[:, -1:]
     ref_step = graph(nxt, *ref[1:])
     got_step = step.run(None, dict(zip(names, [nxt.numpy(), *[t.numpy() for t in ref[1:]]])))
-    for ours, theirs in ((ref, got), (ref_step, got_step)):
-        if not all(torch.allclose(a, torch.from_numpy(b), atol=1e-4, rtol=1e-4) for a, b in zip(ours, theirs)):
+    _compare([(ref, got), (ref_step, got_step)], paths)
+
+
+def _compare(pairs, paths: list[Path]) -> None:
+    """Each (torch outputs, onnxruntime outputs) pair equal at atol 1e-4; else remove `paths`."""
+    for ours, theirs in pairs:
+        if not all(a.shape == b.shape and torch.allclose(a.float(), torch.from_numpy(b).float(), atol=1e-4, rtol=1e-4)
+                   for a, b in zip(ours, theirs)):
             for p in paths:
                 p.unlink(missing_ok=True)
             raise ConfigError("the ONNX graphs do not reproduce the model at another batch size and length "
                               "(a setting the trace froze); the files were removed")
+
+
+# ----------------------------------------------------------------------------- encoder-decoder
+class _Encoder(torch.nn.Module):
+    """forward(src_ids) -> (memory, src_mask, k0, v0, k1, v1, ...): the cross keys / values of every
+    decoder layer. The padding mask is always computed (src_ids != pad_id), so no branch is traced."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src_ids):
+        pad = self.model.cfg.pad_id
+        src_mask = src_ids != pad if pad is not None else torch.ones_like(src_ids, dtype=torch.bool)  # (B, S)
+        memory, src_mask = self.model.encode(src_ids, src_mask)
+        return (memory, src_mask, *[t for kv in self.model.memory_kvs(memory) for t in kv])
+
+
+class _DecoderStep(torch.nn.Module):
+    """forward(input_ids, src_mask, *past, *cross) -> (logits, *present), flattened per layer (k, v)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, src_mask, *tensors):
+        layers = len(self.model.blocks)
+        past, cross = tensors[:2 * layers], tensors[2 * layers:]
+        caches = [ConcatCache(past[2 * i], past[2 * i + 1]) for i in range(layers)]
+        kvs = [(cross[2 * i], cross[2 * i + 1]) for i in range(layers)]
+        out = self.model.decode(input_ids, None, src_mask, cache=caches, start=past[0].shape[2], memory_kvs=kvs)
+        return (out.logits, *[t for c in caches for t in (c.k, c.v)])
+
+
+def _refuse_stateful(model) -> None:
+    for block in model.blocks:
+        if block.cross.kernel.stateful:
+            raise ConfigError(f"ONNX export of a stateful cross-attention kernel ({type(block.cross.kernel).__name__}) "
+                              "is not supported; export a model with model.cross_kernel=sdpa or eager")
+
+
+def export_encoder_decoder(model, out, check: bool = True) -> list[Path]:
+    """Write encoder.onnx and decoder.onnx for an encoder-decoder `model` into the folder `out`."""
+    if model.cfg.arch != "encoder-decoder":
+        raise ConfigError(f"this exporter covers encoder-decoder models; this one is {model.cfg.arch}")
+    _refuse_stateful(model)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.float().eval()
+    encoder, step = _Encoder(model).eval(), _DecoderStep(model).eval()  # (see export_decoder)
+    layers, attn = len(model.blocks), model.blocks[0].attn
+    cross, past, present = _names(layers, "cross"), _names(layers, "past"), _names(layers, "present")
+    src = torch.ones(2, 5, dtype=torch.long)  # traced shapes; every axis below is dynamic
+    ids = torch.ones(2, 2, dtype=torch.long)
+    kv = [torch.zeros(2, attn.kv_heads, 3, attn.head_dim) for _ in range(2 * layers)]
+    paths = [out / "encoder.onnx", out / "decoder.onnx"]
+    with torch.no_grad():
+        memory, src_mask, *cross_kv = encoder(src)
+        torch.onnx.export(encoder, (src,), str(paths[0]), dynamo=False, input_names=["src_ids"],
+                          output_names=["memory", "src_mask", *cross],
+                          dynamic_axes={n: {0: "batch", 1: "src"} for n in ("src_ids", "memory", "src_mask")}
+                          | {n: {0: "batch", 2: "src"} for n in cross})
+        torch.onnx.export(step, (ids, src_mask, *kv, *cross_kv), str(paths[1]), dynamo=False,
+                          input_names=["input_ids", "src_mask", *past, *cross], output_names=["logits", *present],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"},
+                                        "src_mask": {0: "batch", 1: "src"}, **{n: {0: "batch", 2: "src"} for n in cross},
+                                        **{n: {0: "batch", 2: "past"} for n in past},
+                                        **{n: {0: "batch", 2: "total"} for n in present}})
+    if check:
+        _check_encoder_decoder(model, paths)
+    return paths
+
+
+def empty_past(model, batch: int) -> list[torch.Tensor]:
+    """The decoder graph's past at the first step: zero positions per layer (keys, values)."""
+    attn = model.blocks[0].attn
+    return [torch.zeros(batch, attn.kv_heads, 0, attn.head_dim) for _ in range(2 * len(model.blocks))]
+
+
+@torch.no_grad()
+def _check_encoder_decoder(model, paths: list[Path]) -> None:
+    """Encode a padded batch of another size and length, then run three decoder steps from an
+    empty past (the first feeds two tokens), each compared with the model's own cached decoding."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    src = torch.arange(3 * 7).remainder(model.cfg.src_vocab_size or model.cfg.vocab_size).view(3, 7)  # (B, S)
+    if model.cfg.pad_id is not None:
+        src = torch.where(src == model.cfg.pad_id, src.new_tensor(1 if model.cfg.pad_id != 1 else 2), src)
+        src[1, 5:] = model.cfg.pad_id  # one padded row
+    enc = _Encoder(model).eval()
+    ref_enc = enc(src)
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in paths]
+    got_enc = sessions[0].run(None, {"src_ids": src.numpy()})
+    pairs = [(ref_enc, got_enc)]
+    layers = len(model.blocks)
+    names = [i.name for i in sessions[1].get_inputs()]
+    state = model.start_state(3, 16, src=src)
+    past = empty_past(model, 3)
+    for tokens in (torch.tensor([[1, 2], [3, 4], [5, 6]]), torch.tensor([[7], [8], [9]]), torch.tensor([[2], [1], [0]])):
+        tokens = tokens.remainder(model.cfg.vocab_size)
+        ref, state = model.step(tokens, state)
+        feed = [tokens, ref_enc[1], *past, *ref_enc[2:]]
+        got = sessions[1].run(None, dict(zip(names, [t.numpy() for t in feed])))
+        pairs.append(((ref,), (got[0][:, -1],)))
+        past = [torch.from_numpy(t) for t in got[1:1 + 2 * layers]]
+    _compare(pairs, paths)

@@ -7,7 +7,9 @@ argument parsing is tfmr/cli/finetune.py).
 
 The base checkpoint's model, tokenizer and training settings are the starting point (`--set`
 overrides any of them, e.g. train.steps or train.lr); the new text is encoded with the base
-tokenizer. Only the LoRA / adapter weights train, and only they are written
+tokenizer. The base may also be a decoder-only Hugging Face folder (`tfmr.interop`): its model and
+tokenizer.json, with the `default` preset's training settings; its digest is one sha256 over its
+weight files (`interop.hf_folder.weights_digest`). Only the LoRA / adapter weights train, and only they are written
 (`OUT/adaptation.safetensors`, with the settings and the base weights' sha256 as metadata), next
 to the usual metrics.jsonl and loss.png. Resuming a fine-tuning run is not supported.
 """
@@ -21,8 +23,10 @@ from pathlib import Path
 from .. import checkpoint, memory
 from ..adapters import (ADAPTATION_FILE, apply_adapters, apply_lora, load_adaptation, parse_spec,
                         read_adaptation, save_adaptation)
-from ..config import ConfigError, RunConfig, coerce
+from ..config import ConfigError, RunConfig, apply_override, coerce
 from ..data import default_cache_root, prepare
+from ..interop import from_pretrained, is_hf_folder
+from ..interop.hf_folder import weights_digest
 from ..presets import resolve
 from ..tokenizers import load as load_tokenizer
 from ..train import Trainer, precision
@@ -31,8 +35,27 @@ METHODS = {"lora": apply_lora, "adapter": apply_adapters}
 
 
 def base_digest(directory: Path) -> str:
-    """The sha256 of a checkpoint's weights, as its manifest records it."""
+    """The sha256 of a checkpoint's weights, as its manifest records it (of a Hugging Face
+    folder's weight files: weights_digest)."""
+    if is_hf_folder(directory):
+        return weights_digest(directory)
     return json.loads((Path(directory) / checkpoint.MANIFEST).read_text())["model.safetensors"]
+
+
+def base_folder(directory) -> Path:
+    """The base: a Hugging Face folder as it is, a tfmr checkpoint verified against its manifest."""
+    return Path(directory) if is_hf_folder(directory) else checkpoint.verify(directory)
+
+
+def load_base_weights(directory: Path, model) -> None:
+    """The base weights into `model` (built from the base's config)."""
+    if not is_hf_folder(directory):
+        checkpoint.load_weights(directory, model)
+        return
+    base = from_pretrained(directory).model
+    if base.cfg.arch != "decoder":
+        raise ConfigError(f"{directory}: finetune trains language models; this folder's model is {base.cfg.arch}")
+    model.load_state_dict(base.state_dict())
 
 
 class FinetuneTrainer(Trainer):
@@ -49,7 +72,7 @@ class FinetuneTrainer(Trainer):
                 raise ConfigError(f"--{method} has no setting {key!r}; valid: {', '.join(valid)}")
             if key in hints:  # rank=abc: one line naming the setting and its type
                 options[key] = coerce(value, hints[key], f"--{method} {key}")
-        self.base_dir, self.method, self.options = checkpoint.verify(base_dir), method, options
+        self.base_dir, self.method, self.options = base_folder(base_dir), method, options
         super().__init__(cfg, out_dir, **kw)
 
     def prepare_data(self):
@@ -65,7 +88,7 @@ class FinetuneTrainer(Trainer):
 
     def build_model(self):
         model = super().build_model()
-        checkpoint.load_weights(self.base_dir, model)
+        load_base_weights(self.base_dir, model)
         try:
             METHODS[self.method](model, **self.options)
         except (TypeError, ValueError) as e:
@@ -81,8 +104,25 @@ class FinetuneTrainer(Trainer):
 
 def finetune_config(base_dir, data: str | None, sets: list[str]) -> RunConfig:
     """The base run's config (through the one resolver: the config saved in `base_dir`), pointed
-    at the new data with the default token cache, then each `--set`."""
-    return resolve(None, data=data, overrides=["data.cache_dir=none", *sets], cls=RunConfig, saved=base_dir)
+    at the new data with the default token cache, then each `--set`. A Hugging Face folder: the
+    `default` preset with the folder's model config."""
+    if not is_hf_folder(base_dir):
+        return resolve(None, data=data, overrides=["data.cache_dir=none", *sets], cls=RunConfig, saved=base_dir)
+    from ..interop.hf_folder import config_namespace, family, read_hf_config
+
+    hf = read_hf_config(base_dir)
+    try:
+        model_cfg = family(hf["model_type"]).config_from_hf(config_namespace(hf))
+    except (ValueError, AttributeError, TypeError) as e:
+        raise ConfigError(f"{base_dir}: {e}") from None
+    if model_cfg.arch != "decoder":
+        raise ConfigError(f"{base_dir}: finetune trains language models; this folder's model is {model_cfg.arch} "
+                          f"({hf['model_type']})")
+    cfg = resolve("default", data=data, overrides=["data.cache_dir=none"], cls=RunConfig)
+    cfg.model = model_cfg
+    for assignment in sets:
+        apply_override(cfg, assignment)
+    return cfg
 
 
 def add_finetuned(model, adaptation_path, base_dir, merge: bool = True):
@@ -91,7 +131,7 @@ def add_finetuned(model, adaptation_path, base_dir, merge: bool = True):
     try:
         _, _, extra = read_adaptation(adaptation_path)
         expected = extra.get("base_sha256")
-        if expected and expected != base_digest(checkpoint.resolve(base_dir)):
+        if expected and expected != base_digest(base_dir if is_hf_folder(base_dir) else checkpoint.resolve(base_dir)):
             raise ValueError(f"{adaptation_path} was fine-tuned from other base weights ({extra.get('base')}); "
                              f"it does not fit {base_dir}")
         return load_adaptation(model, adaptation_path, merge=merge)
