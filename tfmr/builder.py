@@ -15,7 +15,9 @@ from __future__ import annotations
 import inspect
 import math
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .config import Choice, ConfigError, ModelConfig, check_options
 from .ffn import FFN_FIXED, FFNS
@@ -177,6 +179,27 @@ def _head(cfg: ModelConfig) -> nn.Module:
 
 def _position(cfg: ModelConfig) -> nn.Module:
     return _make(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED, **_pos_args(cfg))
+
+
+class _NoRandomFill(TorchFunctionMode):
+    """Inside it, the in-place random fills that weight initialisation is made of (normal_,
+    uniform_, and nn.init's functions built on them) leave the tensor as it is."""
+
+    SKIPPED = {torch.Tensor.normal_, torch.Tensor.uniform_, torch.nn.init.trunc_normal_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.SKIPPED:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def build_uninitialised(cfg: ModelConfig) -> Model | EncoderDecoder:
+    """`build_model(cfg)` without drawing random weights: parameters hold whatever memory they were
+    given, everything derived (position tables, ALiBi slopes, retention decays) is computed as
+    usual. For a caller that loads every parameter next (and checks that it did): drawing 124M
+    random numbers takes longer than reading them from a file."""
+    with _NoRandomFill():
+        return build_model(cfg)
 
 
 def build_model(cfg: ModelConfig) -> Model | EncoderDecoder:

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..builder import build_model
+from ..builder import build_model, build_uninitialised
 from ..config import ConfigError
 from . import bert, bloom, gpt2, llama, marian
 
@@ -173,7 +173,7 @@ def model_from_hf_state(model_type: str, hf_config, hf_state: dict, where="the m
         cfg = fam.config_from_hf(hf_config)
     except (ValueError, AttributeError, TypeError) as e:
         raise ConfigError(f"{where}: {e}") from None
-    model = build_model(cfg)
+    model = build_uninitialised(cfg)  # every parameter is loaded below, or the load is refused
     try:
         state = fam.state_dict_from_hf(hf_state, cfg)
     except KeyError as e:
