@@ -185,11 +185,13 @@ class _NoRandomFill(TorchFunctionMode):
     """Inside it, the in-place random fills that weight initialisation is made of (normal_,
     uniform_, and nn.init's functions built on them) leave the tensor as it is."""
 
-    SKIPPED = {torch.Tensor.normal_, torch.Tensor.uniform_, torch.nn.init.trunc_normal_}
+    # the Tensor methods, and nn.init's functions (inside one of them this mode is off, so each is named)
+    SKIPPED = {"normal_", "uniform_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+               "xavier_normal_", "orthogonal_"}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.SKIPPED:
-            return args[0]
+        if getattr(func, "__name__", None) in self.SKIPPED:  # Tensor.normal_(t, ...) or nn.init.normal_(tensor=t)
+            return args[0] if args else kwargs["tensor"]
         return func(*args, **(kwargs or {}))
 
 
