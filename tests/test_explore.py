@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import threading
 import types
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from tfmr import decode, viz
 from tfmr.cli import main
 from tfmr.explore.server import serve
-from tfmr.explore.session import LMSession, Seq2SeqSession, open_checkpoint, position_view
+from tfmr.explore.session import open_checkpoint, position_view
 from tfmr.positions import Alibi, Learned, Rope, Sinusoidal, alibi_slopes, sinusoid_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +167,7 @@ def test_attention_is_the_eager_kernels_weights_and_the_export_has_bertviz_shape
         status, a = lm.s.post("attention", text=PROMPT, which="self", layer=layer)
         assert status == 200 and a["queries"] == list(PROMPT)
         torch.testing.assert_close(torch.tensor(a["weights"]), reference[layer][0], atol=1e-5, rtol=0)
-    status, data = lm.s.request("GET", f"/api/export?text=To%20be&format=json")
+    status, data = lm.s.request("GET", "/api/export?text=To%20be&format=json")
     assert status == 200 and data["tokens"] == list(PROMPT) and len(data["attention"]) == 2
     for layer, w in enumerate(data["attention"]):
         torch.testing.assert_close(torch.tensor(w), reference[layer], atol=1e-6, rtol=0)  # [batch, heads, q, k]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import inspect
 import math
 
-import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..builder import build_model, build_uninitialised
+from ..builder import build_uninitialised
 from ..config import ConfigError
 from . import bert, bloom, gpt2, llama, marian
 
