@@ -20,7 +20,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from test_explore import ARTIFACTS, Page, Served, _driver, type_prompt  # noqa: E402
+import test_explore  # noqa: E402
+from test_explore import Page, Served, type_prompt  # noqa: E402
 from test_hf_folder import hf_model, train_hf_tokenizer  # noqa: E402
 
 from tfmr import Choice, ModelConfig, build_model, checkpoint, decode, viz  # noqa: E402
@@ -271,13 +272,7 @@ def test_sinks_step_through_the_sink_cache_as_decode_does(kinds):
 
 
 # ---------------------------------------------------------------------------- the page
-@pytest.fixture(scope="module")
-def browser():
-    driver = _driver()
-    driver.set_page_load_timeout(60)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    yield driver
-    driver.quit()
+browser = test_explore.browser  # the same module-scoped headless chromium fixture
 
 
 def test_the_hf_folder_page(browser, hf):
