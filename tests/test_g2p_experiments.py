@@ -74,7 +74,7 @@ def test_g2p_alignment_times_each_kernel_per_word_length(tmp_path):
         assert list(r["ms_per_word"]) == ["4", "5", "6"] and all(v > 0 for v in r["ms_per_word"].values())
         assert list(r["ms_per_step"]) == ["4", "5", "6"] and all(0 < s <= w for s, w in
                                                                  zip(r["ms_per_step"].values(), r["ms_per_word"].values()))
-    assert results["results"][2]["cross_kernel"] == {"kind": "monotonic", "hard": True}
+    assert results["results"][2]["cross_kernel"] == {"kind": "monotonic", "hard": True, "noise": 1.0, "r_init": -1.0}
 
 
 def test_g2p_rl_fine_tunes_with_scst_and_mrt(tmp_path, monkeypatch):

@@ -159,7 +159,7 @@ class WordDecoder:
     faster for many words at once. The model is rebuilt with the eager attention kernel (the same
     weights and maths): compiled, its few small matrix products fuse into the step, where SDPA's
     CPU kernel keeps a fixed cost per call. Its predictions equal `predict`'s greedy ones
-    (tests/test_g2p_fast.py)."""
+    (tests/test_g2p_shipped.py)."""
 
     def __init__(self, model, vocab: PairVocab, cfg: G2PConfig, compile: bool = True):
         from dataclasses import replace
