@@ -205,7 +205,16 @@ cfg.train.steps, cfg.train.checkpoint_every, cfg.train.eval_every, cfg.train.eva
 cfg.train.threads = 1
 resume = (Path(out) / "checkpoint").is_dir()
 trainer = Trainer(cfg, out, resume=resume, progress=False, log=lambda *a: None)
-print("ready", flush=True)  # the parent times its signal from here, not from the (load-dependent) imports
+step = trainer.train_step
+
+
+def reported_step():  # one line per finished step: the parent signals at a chosen step, not a time
+    loss = step()
+    print(trainer.step, flush=True)
+    return loss
+
+
+trainer.train_step = reported_step
 trainer.fit()
 """
 
@@ -242,8 +251,10 @@ def test_sigkill_and_sigint_at_random_moments_then_resume_is_bit_identical(text_
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(run), str(text_file), str(cache)], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if signals:
-            child.stdout.readline()  # "ready": the trainer is built, fit() starts now
-            time.sleep(rng.uniform(0.05, 1.0))
+            wait = rng.randint(1, 12)  # steps this attempt trains before its signal
+            while wait and child.stdout.readline():  # "" when the child has ended
+                wait -= 1
+            time.sleep(rng.uniform(0.0, 0.01))  # anywhere in the next step, or between steps
             if child.poll() is None:
                 child.send_signal(signals.pop(0))
         _, err = child.communicate(timeout=120)
