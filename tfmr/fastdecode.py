@@ -215,8 +215,8 @@ class FastDecoder(nn.Module):
             cache.k[:, :, :S], cache.v[:, :, :S] = k, v
 
     def _encode_kvs(self, src: torch.Tensor, src_mask: torch.Tensor) -> list:
-        """The encoder and every decoder layer's cross-attention keys and values (compiled with
-        dynamic shapes when compile=True)."""
+        """The encoder and every decoder layer's cross-attention keys and values (compiled once per
+        source bucket when compile=True)."""
         memory, _ = self.model.encode(src, src_mask)
         return self.model.memory_kvs(memory)
 

@@ -164,12 +164,12 @@ class WordDecoder:
     def __init__(self, model, vocab: PairVocab, cfg: G2PConfig, compile: bool = True):
         from dataclasses import replace
 
-        from ..builder import build_model
+        from ..builder import build_uninitialised
         from ..config import Choice
         from ..fastdecode import FastDecoder
 
-        eager = build_model(replace(cfg.model, kernel=Choice("eager"))).to(next(model.parameters()).dtype)
-        eager.load_state_dict(model.state_dict())
+        eager = build_uninitialised(replace(cfg.model, kernel=Choice("eager"))).to(next(model.parameters()).dtype)
+        eager.load_state_dict(model.state_dict())  # strict: every parameter
         self.vocab, self.max_len = vocab, cfg.decode.max_len
         self.decoder = FastDecoder(eager.eval(), 1, self.max_len + 1, compile=compile)
         self.start = torch.full((1, 1), BOS, dtype=torch.long)
