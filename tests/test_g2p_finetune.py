@@ -49,7 +49,7 @@ def test_finetune_trains_with_the_rl_objective_and_prints_before_and_after(base,
     assert record["before"]["greedy"]["words"] == 12 and record["steps"] == 2
     _, _, cfg = load_run(out / "checkpoint", G2PConfig)
     assert cfg.train.objective.kind == kind and cfg.train.objective.options["reward"] == "per"
-    assert cfg.train.lr == 1e-4 and cfg.train.steps == 2  # the fine-tuning default, then --set
+    assert cfg.train.lr == 3e-5 and cfg.train.steps == 2  # the fine-tuning default, then --set
     before, _, _ = load_run(ckpt, G2PConfig)
     after, _, _ = load_run(out / "checkpoint", G2PConfig)
     moved = [not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values())]

@@ -76,8 +76,8 @@ def add_parser(sub) -> None:
                         f"{', '.join(f'{k} = {v}' for k, v in g2p.RL_OBJECTIVES.items())}). Fine-tuning starts "
                         f"from the model's own config with {' '.join(g2p.FINETUNE_DEFAULTS)}, samples per word "
                         f"{g2p.FINETUNE_SAMPLES}; --set changes any of them")
-    p.add_argument("--reward", default="per", help="finetune: per (1 - PER) | exact (exact match) | bleu "
-                                                    "(sentence BLEU on phonemes); default per")
+    p.add_argument("--reward", default="exact", help="finetune: per (1 - PER) | exact (exact match) | bleu "
+                                                    "(sentence BLEU on phonemes); default exact")
     p.set_defaults(func=run, intermixed="action")  # words may follow options: g2p hello --beam 1 world
 
 
