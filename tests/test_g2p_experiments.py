@@ -84,13 +84,17 @@ def test_g2p_rl_fine_tunes_with_scst_and_mrt(tmp_path, monkeypatch):
     monkeypatch.setattr(g2p, "SHIPPED", g2p.export(trainer.ckpt_dir, tmp_path / "export"))  # the default model
     out = tmp_path / "rl"
     assert main(["experiment", "g2p-rl", "--set", "train.steps=1", "--set", "train.batch_size=4",
-                 "--set", "data.dev_words=0", "--set", "train.eval_pairs=8", "--set", "train.objective.samples=2",
+                 "--set", "data.dev_words=5", "--set", "train.eval_pairs=8", "--set", "train.objective.samples=2",
                  "--limit", "20", "--no-progress", "--out", str(out)]) == 0
     table, results = outputs(out, "g2p-rl")
     assert table_rows(table) == ["before", "after SCST", "after MRT"]
     rows = results["results"]["rows"]
     assert list(rows["before"]) == ["greedy", "beam 2"] and rows["after MRT"]["greedy"]["words"] == 20
-    assert results["results"]["runs"]["scst"]["before"] == rows["before"]
+    runs = results["results"]["runs"]
+    assert runs["after SCST"]["before"] == rows["before"]
+    for name in ("after SCST", "after MRT"):  # the weights tested: those of the lowest dev WER, step 0 or 1
+        best = runs[name]["best"]
+        assert best["step"] in (0, 1) and f"step {best['step']} (dev WER {100 * best['value']:.2f}%)" in table
 
 
 def test_g2p_rl_without_a_model_is_one_line(tmp_path, monkeypatch, capsys):

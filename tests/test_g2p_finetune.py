@@ -57,6 +57,14 @@ def test_finetune_trains_with_the_rl_objective_and_prints_before_and_after(base,
     row = next(line for line in lines if line.strip().startswith("greedy"))
     b, a = record["before"]["greedy"], record["after"]["greedy"]
     assert f"{100 * b['wer']:.2f}%" in row and f"{100 * a['wer']:.2f}%" in row
+    # "after" tests the weights of the lowest dev WER (train.keep_best), the start included
+    best = record["best"]
+    assert best["metric"] == "dev_wer" and best["step"] in (0, 1, 2)
+    assert f"after: the weights of step {best['step']}" in "\n".join(lines)
+    kept, vocab, kept_cfg = load_run(out / "best", G2PConfig)
+    data = g2p.load_data(kept_cfg.data.stress)
+    data = g2p.G2PData(data.splits, vocab, data.stress)
+    assert g2p.test_results(kept, data, kept_cfg, [1, 2], 12) == record["after"]
 
 
 def test_finetune_reads_an_export_and_resumes_like_any_run(base, tmp_path, capsys):

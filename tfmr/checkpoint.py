@@ -115,7 +115,7 @@ def save(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=
     directory = Path(directory)
     tmp = _fresh_tmp(directory)
     with _writing(tmp, directory):
-        save_model(model, str(tmp / "model.safetensors"))
+        save_model(model, str(tmp / "model.safetensors"), force_contiguous=True)  # a transposed view is written packed
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
         if tokenizer is not None:
             tokenizer.save(tmp)
@@ -313,7 +313,7 @@ def export(directory: str | Path, model: torch.nn.Module, config: dict, tokenize
     small = copy.deepcopy(model).to(dtype)  # only floating-point tensors change type; ties survive the copy
     tmp = _fresh_tmp(directory)
     with _writing(tmp, directory):
-        save_model(small, str(tmp / "model.safetensors"), metadata={"dtype": str(dtype).replace("torch.", "")})
+        save_model(small, str(tmp / "model.safetensors"), force_contiguous=True, metadata={"dtype": str(dtype).replace("torch.", "")})
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
         if tokenizer is not None:
             tokenizer.save(tmp)

@@ -130,6 +130,9 @@ class TrainConfig:
     on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop (nothing saved) | skip (the step)
     max_minutes: float = 0.0  # > 0: a wall-clock budget; the schedule decays by steps or time, whichever is first
     keep_last: int = 0  # > 0: also keep the weights of the last N checkpoints in RUN/snapshots/ (tfmr average)
+    # an evaluation number where lower is better (dev_loss, dev_wer, val_loss ...): keep the weights at
+    # which it was lowest in RUN/best/, the starting weights included (evaluated before step 1)
+    keep_best: str = ""
     max_memory: float = 0.0  # > 0: refuse a run whose memory estimate (tfmr.memory) exceeds this many GB
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | mps

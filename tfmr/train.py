@@ -2,7 +2,8 @@
 
     TrainLoop      AdamW, warmup + cosine (by steps, or decayed over a wall-clock budget),
                    gradient accumulation, clipping, bf16 autocast, torch.compile, periodic
-                   evaluation, checkpoints that resume bit for bit, a progress bar, JSON-lines
+                   evaluation (the best weights kept in RUN/best/ with `train.keep_best`),
+                   checkpoints that resume bit for bit, a progress bar, JSON-lines
                    metrics and a loss-curve PNG: written once, for every task
     Trainer        the loop on text: a decoder-only language model, `Trainer(cfg, out).fit()`
 
@@ -75,9 +76,9 @@ def validate_train(t: TrainConfig) -> None:
         raise ConfigError(f"train.parallel {t.parallel!r} is not one of: {', '.join(parallel.PARALLEL)}")
     if not (math.isfinite(t.parallel_timeout) and t.parallel_timeout > 0):
         raise ConfigError(f"train.parallel_timeout must be a positive number of seconds, got {t.parallel_timeout}")
-    if t.parallel == "fsdp" and t.keep_last:
-        raise ConfigError("train.keep_last keeps plain weights; with train.parallel=fsdp the checkpoint is sharded: "
-                          "set train.keep_last=0 (tfmr checkpoint consolidate makes a plain copy)")
+    if t.parallel == "fsdp" and (t.keep_last or t.keep_best):
+        raise ConfigError("train.keep_last and train.keep_best keep plain weights; with train.parallel=fsdp the "
+                          "checkpoint is sharded: leave them off (tfmr checkpoint consolidate makes a plain copy)")
 
 
 def prepare_run(t: TrainConfig, out_dir: str | Path, resume: bool = False,
@@ -342,6 +343,7 @@ class TrainLoop:
         wrapped = self.parallel.wrap(self.model)  # ddp: a wrapper; fsdp: self.model, sharded in place
         self.optimizer = make_optimizer(self.model, cfg.train, self.device)
         self.step, self.seconds, self.history = 0, 0.0, []
+        self.best: dict | None = None  # train.keep_best: {"step", "value"} of the weights in RUN/best/
         self.lr = lr_at(0, cfg.train)
         self.seed_rank()
         if resume:
@@ -421,6 +423,7 @@ class TrainLoop:
             self.optimizer.load_state_dict(plain["optimizer"])
         self.step, self.seconds = plain["step"], plain.get("seconds", 0.0)
         self.history = plain.get("history", [])
+        self.best = plain.get("best")
         torch.set_rng_state(tensors["rng.torch"])  # rank 0's stream
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
@@ -433,7 +436,7 @@ class TrainLoop:
         tensors = {"rng.torch": torch.get_rng_state(), "rng.data": self.batches.state(), **self.extra_state()}
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        extra = {"step": self.step, "seconds": self.seconds, "history": self.history}
+        extra = {"step": self.step, "seconds": self.seconds, "history": self.history, "best": self.best}
         if self.parallel.shards_checkpoints:  # fsdp: every rank writes its shard
             return parallel.save_sharded(self.parallel, self.ckpt_dir, self.model, self.optimizer, to_dict(self.cfg),
                                          self.vocabulary(), tensors, extra)
@@ -529,6 +532,8 @@ class TrainLoop:
         metrics = self._open_metrics() if self.parallel.is_main else open(os.devnull, "w")
         bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
                    dynamic_ncols=True)
+        if t.keep_best and self.best is None:
+            self._evaluate_start(metrics)
         self.model.train()
         self.window = (0.0, 0)  # (seconds, tokens) trained since the last log line
         try:
@@ -584,8 +589,35 @@ class TrainLoop:
             if self.parallel.is_main:
                 shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in evaluation.items())
                 bar.write(f"step {self.step}: {shown}")
+            self.keep_if_best(evaluation)
         self.history.append(record)
         return record
+
+    def _evaluate_start(self, metrics) -> None:
+        """train.keep_best: the weights before step 1 are the first candidate (a fine-tuning run may
+        not improve on them); a fresh run's metrics start with their evaluation, as step 0."""
+        evaluation = self.run_evaluation()
+        if self.step == 0:
+            record = {"step": 0, **evaluation}
+            metrics.write(finite_json(record) + "\n")
+            self.history.append(record)
+        self.keep_if_best(evaluation)
+
+    def keep_if_best(self, evaluation: dict) -> None:
+        """train.keep_best: write the weights to RUN/best/ when the metric is the lowest so far."""
+        name = self.cfg.train.keep_best
+        if not name:
+            return
+        if name not in evaluation:
+            raise ConfigError(f"train.keep_best={name}: this run's evaluation has no such number; "
+                              f"it has: {', '.join(evaluation) or 'none'}")
+        value = float(evaluation[name])
+        if self.best is not None and not value < self.best["value"]:
+            return
+        self.best = {"step": self.step, "value": value}
+        if self.parallel.is_main:
+            checkpoint.save(self.out / "best", self.model, to_dict(self.cfg), self.vocabulary())
+        self.parallel.barrier()
 
     def _open_metrics(self):
         """metrics.jsonl for appending: a fresh run starts it anew; a resumed run first drops the
@@ -695,7 +727,8 @@ def plot_losses(history: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=0.8, alpha=0.6, label="train (batch)")
+    steps = [r for r in history if "loss" in r]  # an evaluation before step 1 (train.keep_best) has none
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6, label="train (batch)")
     names = sorted({k for r in history for k in r if k.endswith("_loss")})  # train_loss, val_loss, dev_loss
     for name in names:
         evals = [r for r in history if name in r]

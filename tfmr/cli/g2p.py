@@ -154,6 +154,10 @@ def run_finetune(args, rest: Sequence[str]) -> int:
                           progress=not args.no_progress)
     print(f"{record['objective']} on {record['reward']}, {record['steps']} steps from {record['source']}")
     print(g2p.side_by_side(record))
+    best = record.get("best")
+    if best:
+        print(f"after: the weights of step {best['step']}, the lowest {best['metric']} ({best['value']:.4f}), "
+              f"in {Path(args.out) / 'best'}")
     print(f"checkpoint: {Path(args.out) / 'checkpoint'}; results: {Path(args.out) / g2p.FINETUNE_RECORD}")
     return 0
 

@@ -6,10 +6,14 @@
 The model is --checkpoint (a training checkpoint or an export), by default the shipped one (none
 shipped: one-line error). Each objective fine-tunes a copy of it with `tfmr g2p finetune`'s
 defaults (tfmr.tasks.g2p.FINETUNE_DEFAULTS: 100 steps at lr 3e-5 on batches of 64 words), then
-each --set; both are tested on the test split, greedy and with the model's beam, beside the model
-before. Writes OUT/table.md, OUT/results.json, OUT/g2p-rl.png and the runs OUT/scst, OUT/mrt.
+each --set; the weights of its lowest dev WER (evaluated every 25 steps and at the start, so
+possibly the model itself) are tested on the test split, greedy and with the model's beam, beside
+the model before. Writes OUT/table.md, OUT/results.json, OUT/g2p-rl.png and the runs OUT/scst, OUT/mrt.
 """
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from ..cli.common import out_folder
 from ..config import ConfigError
@@ -32,18 +36,43 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def plot(rows: dict, path, title: str):
-    plt, fig, ax = figure()
-    names, decoders = list(rows), list(next(iter(rows.values())))
+def dev_curve(run: Path) -> list[tuple[int, float]]:
+    """(step, dev WER) at each evaluation of a fine-tuning run (step 0: the starting weights)."""
+    points = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("dev_wer") is not None:
+            points.append((record["step"], record["dev_wer"]))
+    return points
+
+
+def plot(rows: dict, curves: dict, kept: dict, path, title: str):
+    """Left: dev WER per step of each run, the kept weights circled; right: the change in test WER."""
+    plt, fig, (left, right) = figure(2, width=5.0)
+    for name, points in curves.items():
+        line, = left.plot([s for s, _ in points], [100 * w for _, w in points], "o-", label=name)
+        if name in kept:
+            left.plot([kept[name]["step"]], [100 * kept[name]["value"]], "o", ms=14, mfc="none", color=line.get_color())
+    left.set_xlabel("fine-tuning step")
+    left.set_ylabel("dev WER (%)")
+    left.set_title("dev WER (circled: the weights kept)", fontsize=9)
+    left.legend()
+    names, decoders = [n for n in rows if n != "before"], list(rows["before"])
     width = 0.8 / len(decoders)
     for j, dec in enumerate(decoders):
-        ax.bar([i + (j - (len(decoders) - 1) / 2) * width for i in range(len(names))],
-               [100 * rows[n][dec]["wer"] for n in names], width, label=dec)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("test WER (%)")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
+        change = [100 * (rows[n][dec]["wer"] - rows["before"][dec]["wer"]) for n in names]
+        right.bar([i + (j - (len(decoders) - 1) / 2) * width for i in range(len(names))], change, width, label=dec)
+    right.axhline(0, color="black", lw=0.8)
+    right.set_xticks(range(len(names)), names)
+    right.set_ylabel("test WER change (points, < 0: better)")
+    right.set_title(title, fontsize=9)
+    right.legend()
     return save(fig, path)
+
+
+def kept_column(record: dict) -> str:
+    best = record.get("best")
+    return "-" if best is None else f"step {best['step']} (dev WER {pct(best['value'])})"
 
 
 def main(args) -> int:
@@ -52,7 +81,8 @@ def main(args) -> int:
     chosen = [o for o in OBJECTIVES if args.only is None or o in args.only]
     for objective in chosen:
         g2p.finetune_overrides(objective, args.reward)  # unknown reward: one line before any work
-    if args.checkpoint is None:
+    shipped = args.checkpoint is None
+    if shipped:
         g2p.load_shipped()
         args.checkpoint = str(g2p.SHIPPED)
     model, vocab, cfg = load_run(args.checkpoint, G2PConfig)
@@ -69,14 +99,17 @@ def main(args) -> int:
                               limit=args.limit, beams=beams, progress=not args.no_progress,
                               log=lambda *a, **k: None, before=before)
         rows[f"after {objective.upper()}"] = record["after"]
-        records[objective] = record
+        records[f"after {objective.upper()}"] = record
     decoders = list(before)
-    header = ["model", *(f"{d} {m}" for d in decoders for m in ("WER", "PER"))]
-    table = markdown(header, [[name, *(pct(r[d][m]) for d in decoders for m in ("wer", "per"))]
-                              for name, r in rows.items()])
-    steps = {o: r["steps"] for o, r in records.items()}
-    title = (f"RL fine-tuning of {args.checkpoint} on reward {args.reward}, steps {steps}, "
+    header = ["model", *(f"{d} {m}" for d in decoders for m in ("WER", "PER")), "weights tested"]
+    table = markdown(header, [[name, *(pct(r[d][m]) for d in decoders for m in ("wer", "per")),
+                               kept_column(records.get(name, {}))] for name, r in rows.items()])
+    steps = {name.split()[-1]: r["steps"] for name, r in records.items()}
+    model = "the shipped model" if shipped else args.checkpoint
+    title = (f"RL fine-tuning of {model} on reward {args.reward}, steps {steps}, "
              f"{before['greedy']['words']:,} test words")
-    plot(rows, out / "g2p-rl.png", title)
+    curves = {name.split()[-1]: dev_curve(out / name.split()[-1].lower()) for name in records}
+    kept = {name.split()[-1]: r["best"] for name, r in records.items() if r.get("best")}
+    plot(rows, curves, kept, out / "g2p-rl.png", title)
     write(out, "g2p-rl", title, table, {"rows": rows, "runs": records}, args, None)
     return 0

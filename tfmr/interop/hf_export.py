@@ -15,6 +15,7 @@ behind. Exported families: GPT-2 (learned positions, LayerNorm, MLP, tied) and L
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -169,7 +170,9 @@ def to_hf_folder(model, tokenizer, out, family: str | None = None, check: bool =
     out.mkdir(parents=True, exist_ok=True)
     config = {**make_config(model.cfg, model), "torch_dtype": str(next(model.parameters()).dtype).split(".")[-1]}
     state = {k: v.detach().contiguous().clone() for k, v in make_state(model.state_dict(), model.cfg).items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    partial = out / "model.safetensors.partial"  # then renamed: a model still reading the old file's map keeps it
+    save_file(state, str(partial), metadata={"format": "pt"})
+    os.replace(partial, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(config, indent=2))
     data = tokenizer_json(tokenizer)
     if data is not None:

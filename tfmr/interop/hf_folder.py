@@ -166,6 +166,31 @@ def _check_shapes(model: torch.nn.Module, state: dict, where) -> None:
                               f"the config implies {tuple(expected[name].shape)}")
 
 
+def _owns_storage(t: torch.Tensor) -> bool:
+    """Whether `t` covers its whole storage (a tensor, or a transpose of one), so that it can be a
+    parameter of its own and be saved alone; a slice of a fused matrix cannot."""
+    return t.data_ptr() == t.untyped_storage().data_ptr() and t.numel() * t.element_size() == t.untyped_storage().nbytes()
+
+
+def _load_in_place(model: torch.nn.Module, state: dict):
+    """load_state_dict(assign=True): the read tensors become the parameters, without a copy (the
+    file's memory map stays their storage until a write; a transposed matrix stays a transposed
+    view). A slice of a fused matrix is cloned first, so that every parameter owns its storage.
+    Parameters shared under several names (tied embeddings) are shared again afterwards."""
+    groups: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(name)
+    state = {k: v if _owns_storage(v) else v.clone(memory_format=torch.contiguous_format) for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    for names in (g for g in groups.values() if len(g) > 1):
+        loaded = [n for n in names if n in state]
+        if loaded:
+            for name in names:
+                owner, _, leaf = name.rpartition(".")
+                setattr(model.get_submodule(owner), leaf, model.get_parameter(loaded[0]))
+    return missing, unexpected
+
+
 def model_from_hf_state(model_type: str, hf_config, hf_state: dict, where="the model") -> torch.nn.Module:
     """A tfmr model from a family's config (attributes) and Hugging Face state dict, weights loaded."""
     fam = family(model_type)
@@ -181,7 +206,7 @@ def model_from_hf_state(model_type: str, hf_config, hf_state: dict, where="the m
     except (RuntimeError, ValueError) as e:  # a fused matrix that cannot be split as the config says
         raise ConfigError(f"{where}: weights do not match config.json ({str(e).splitlines()[0]})") from None
     _check_shapes(model, state, where)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = _load_in_place(model, state)
     tied = {"lm_head.weight"} if cfg.tie_embeddings else set()
     if cfg.arch == "encoder-decoder" and cfg.share_embeddings:
         tied.add("src_emb.weight")
