@@ -160,6 +160,33 @@ def test_convert_writes_a_checkpoint_that_generates_the_same_text(folders, tmp_p
     assert captured.out == direct and "Hugging Face" not in captured.err  # a tfmr checkpoint this time
 
 
+def test_gpt2_loads_without_copies_and_saves_and_trains_as_any_model(folders, tmp_path):
+    """GPT-2's fused, transposed c_attn becomes q, k and v as views of the read tensor (no copy:
+    loading is as fast as reading the file's map); a checkpoint of it packs them, and a training
+    step updates them apart."""
+    from tfmr import checkpoint
+    from tfmr.builder import build_model
+
+    path, hf = folders["gpt2"]
+    model = from_pretrained(path).model
+    attn = model.blocks[0].attn
+    assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.k_proj.weight.untyped_storage().data_ptr()
+    assert model.lm_head.weight is model.tok_emb.weight  # tied again after the load
+    ids = torch.randint(0, hf.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(2))
+    checkpoint.save(tmp_path / "ckpt", model, {})
+    fresh = build_model(model.cfg)
+    checkpoint.load_weights(tmp_path / "ckpt", fresh)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(ids).logits, model(ids).logits, atol=0, rtol=0)
+    k_before = attn.k_proj.weight.detach().clone()
+    attn.k_proj.weight.requires_grad_(False)
+    optimizer = torch.optim.SGD([attn.q_proj.weight], lr=1.0)
+    model.train()(ids, targets=ids).loss.backward()
+    optimizer.step()
+    assert torch.equal(attn.k_proj.weight, k_before)  # q's update stays inside q's columns of c_attn
+    assert not torch.equal(attn.q_proj.weight, fresh.blocks[0].attn.q_proj.weight)
+
+
 # ----------------------------------------------------------------------------- bad folders
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model, save_file
 
 MANIFEST = "manifest.json"
 SHARDED = "sharded.json"  # in a sharded (fsdp) checkpoint only: written by tfmr.parallel.save_sharded
@@ -108,6 +108,30 @@ def _writing(tmp: Path, directory: Path):
                               "the previous checkpoint, if any, is unchanged") from None
 
 
+def _owns_memory(t: torch.Tensor) -> bool:
+    """A contiguous tensor that covers its whole storage: what safetensors writes as it is."""
+    storage = t.untyped_storage()
+    return t.is_contiguous() and t.data_ptr() == storage.data_ptr() and t.numel() * t.element_size() == storage.nbytes()
+
+
+def write_weights(model: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> None:
+    """`model`'s state dict as a safetensors file: a tensor under several names (tied embeddings)
+    written once, under the first of its names in sorted order, as safetensors' save_model does
+    (load_model ties it again); a view (a transposed matrix, a slice of a fused one, as a Hugging
+    Face folder loads them) packed into memory of its own first."""
+    names: dict[tuple, list[str]] = {}
+    state = model.state_dict()
+    for name, t in state.items():
+        names.setdefault((t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride()), []).append(name)
+    out, aliases = {}, dict(metadata or {})
+    for group in names.values():
+        kept, *others = sorted(group)
+        t = state[kept].detach()
+        out[kept] = t if _owns_memory(t) else t.clone(memory_format=torch.contiguous_format)
+        aliases.update({other: kept for other in others if other not in aliases})
+    save_file(out, str(path), metadata=aliases or None)
+
+
 def save(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=None,
          optimizer: torch.optim.Optimizer | None = None, tensors: dict | None = None,
          extra: dict | None = None) -> Path:
@@ -115,7 +139,7 @@ def save(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=
     directory = Path(directory)
     tmp = _fresh_tmp(directory)
     with _writing(tmp, directory):
-        save_model(model, str(tmp / "model.safetensors"), force_contiguous=True)  # a transposed view is written packed
+        write_weights(model, tmp / "model.safetensors")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
         if tokenizer is not None:
             tokenizer.save(tmp)
@@ -313,7 +337,7 @@ def export(directory: str | Path, model: torch.nn.Module, config: dict, tokenize
     small = copy.deepcopy(model).to(dtype)  # only floating-point tensors change type; ties survive the copy
     tmp = _fresh_tmp(directory)
     with _writing(tmp, directory):
-        save_model(small, str(tmp / "model.safetensors"), force_contiguous=True, metadata={"dtype": str(dtype).replace("torch.", "")})
+        write_weights(small, tmp / "model.safetensors", metadata={"dtype": str(dtype).replace("torch.", "")})
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
         if tokenizer is not None:
             tokenizer.save(tmp)

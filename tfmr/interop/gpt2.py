@@ -45,4 +45,4 @@ def state_dict_from_hf(sd: dict, cfg: ModelConfig) -> dict:
             b + "attn_norm.weight": sd[h + "ln_1.weight"], b + "attn_norm.bias": sd[h + "ln_1.bias"],
             b + "ffn_norm.weight": sd[h + "ln_2.weight"], b + "ffn_norm.bias": sd[h + "ln_2.bias"],
         })
-    return out  # transposed views; q, k, v are slices of c_attn, which hf_folder clones
+    return out  # transposed views, and q, k, v slices of c_attn: hf_folder loads them without a copy

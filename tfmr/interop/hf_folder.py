@@ -166,21 +166,14 @@ def _check_shapes(model: torch.nn.Module, state: dict, where) -> None:
                               f"the config implies {tuple(expected[name].shape)}")
 
 
-def _owns_storage(t: torch.Tensor) -> bool:
-    """Whether `t` covers its whole storage (a tensor, or a transpose of one), so that it can be a
-    parameter of its own and be saved alone; a slice of a fused matrix cannot."""
-    return t.data_ptr() == t.untyped_storage().data_ptr() and t.numel() * t.element_size() == t.untyped_storage().nbytes()
-
-
 def _load_in_place(model: torch.nn.Module, state: dict):
     """load_state_dict(assign=True): the read tensors become the parameters, without a copy (the
     file's memory map stays their storage until a write; a transposed matrix stays a transposed
-    view). A slice of a fused matrix is cloned first, so that every parameter owns its storage.
-    Parameters shared under several names (tied embeddings) are shared again afterwards."""
+    view, q, k and v split from a fused matrix stay slices of it: checkpoint.write_weights packs
+    them when saving). Parameters shared under several names (tied embeddings) are shared again."""
     groups: dict[int, list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         groups.setdefault(id(p), []).append(name)
-    state = {k: v if _owns_storage(v) else v.clone(memory_format=torch.contiguous_format) for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     for names in (g for g in groups.values() if len(g) > 1):
         loaded = [n for n in names if n in state]
