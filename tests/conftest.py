@@ -50,3 +50,15 @@ def assert_steps_match_full_forward(model, src, tgt, prefix: int, max_len: int):
         logits, state = model.step(tgt[:, t:t + 1], state)
         torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
     return state
+
+
+def interrupt_at(trainer, step: int) -> None:
+    """Make `trainer` raise KeyboardInterrupt (as Ctrl-C does) just before its step `step + 1`."""
+    train_step = trainer.train_step
+
+    def interrupted():
+        if trainer.step == step:
+            raise KeyboardInterrupt
+        return train_step()
+
+    trainer.train_step = interrupted

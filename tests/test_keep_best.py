@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import interrupt_at
 from tfmr.config import ConfigError
 from tfmr.train import Trainer, validate_train
 
@@ -60,14 +61,7 @@ def test_best_survives_a_resume(tiny_cfg, tmp_path):
     t = tiny_cfg.train
     t.steps, t.eval_every, t.checkpoint_every, t.keep_best = 4, 1, 2, "val_loss"
     first = _quiet(tiny_cfg, tmp_path / "run")
-    step = first.train_step
-
-    def interrupted():
-        if first.step == 2:
-            raise KeyboardInterrupt
-        return step()
-
-    first.train_step = interrupted
+    interrupt_at(first, 2)
     with pytest.raises(KeyboardInterrupt):
         first.fit()
     saved = first.best

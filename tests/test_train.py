@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from conftest import interrupt_at
 from tfmr.train import Trainer, lr_at
 
 
@@ -40,14 +41,7 @@ def test_resume_is_bit_identical(tiny_cfg, tmp_path, dtype):
     straight.fit()
 
     first = _quiet(tiny_cfg, tmp_path / "b")  # interrupted (Ctrl-C) at step k = 7 ...
-    step = first.train_step
-
-    def interrupted():
-        if first.step == 7:
-            raise KeyboardInterrupt
-        return step()
-
-    first.train_step = interrupted
+    interrupt_at(first, 7)
     with pytest.raises(KeyboardInterrupt):
         first.fit()
     resumed = _quiet(tiny_cfg, tmp_path / "b", resume=True)

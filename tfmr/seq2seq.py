@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import checkpoint
-from .builder import build_model, max_positions
+from .builder import build_model, build_uninitialised, max_positions
 from .config import ConfigError, ModelConfig, TrainConfig, check_options, from_dict
 from .decode import greedy
 from .kernels import eager_attention  # re-exported: run a model on the eager kernel
@@ -300,8 +300,9 @@ class Seq2SeqTrainer(TrainLoop):
         return super().fit()
 
 
-def load_run(directory: str | Path, config_cls, make_model: Callable = build_model):
-    """(model in eval mode, PairVocab, config) from a checkpoint folder written by Seq2SeqTrainer."""
+def load_run(directory: str | Path, config_cls, make_model: Callable = build_uninitialised):
+    """(model in eval mode, PairVocab, config) from a checkpoint folder written by Seq2SeqTrainer
+    (built without random weights: every weight is loaded, or CheckpointError)."""
     directory = checkpoint.verify(directory)
     try:
         cfg = from_dict(config_cls, checkpoint.read_config(directory))

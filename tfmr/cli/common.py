@@ -70,7 +70,7 @@ def checkpoint_flags(p: argparse.ArgumentParser, what: str = "a checkpoint folde
 def load_model(checkpoint_dir, allow_pickle: bool = False):
     """(model, tokenizer, RunConfig) from a checkpoint folder or a Hugging Face model folder."""
     from .. import checkpoint
-    from ..builder import build_model
+    from ..builder import build_uninitialised
     from ..interop import from_pretrained, is_hf_folder
     from ..presets import read_run_config
     from ..tokenizers import load as load_tokenizer
@@ -83,7 +83,7 @@ def load_model(checkpoint_dir, allow_pickle: bool = False):
         return model, tokenizer, RunConfig(model=model.cfg)
     directory = checkpoint.verify(checkpoint_dir)
     cfg = read_run_config(directory, RunConfig)
-    model = build_model(cfg.model)
+    model = build_uninitialised(cfg.model)  # every weight is loaded next, or CheckpointError
     checkpoint.load_weights(directory, model)
     try:
         tokenizer = load_tokenizer(directory)

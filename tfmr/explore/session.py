@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint, decode
-from ..builder import build_model, mixer_kinds
+from ..builder import build_uninitialised, mixer_kinds
 from ..config import ConfigError, ModelConfig, from_dict
 from ..interop import from_pretrained, is_hf_folder
 from ..kernels import Mask, eager_attention
@@ -562,7 +562,7 @@ def open_checkpoint(path: str | Path) -> Session:
     if cfg.arch == "encoder":
         raise ConfigError(f"{directory} holds an encoder-only model; explore shows language models and "
                           "encoder-decoder models")
-    model = build_model(cfg)
+    model = build_uninitialised(cfg)  # every weight is loaded next, or CheckpointError
     checkpoint.load_weights(directory, model)
     if cfg.arch == "encoder-decoder":
         return Seq2SeqSession(model, directory, PairVocab.load(directory))
