@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from conftest import interrupt_at
 from tfmr.config import ConfigError
-from tfmr.train import Trainer, validate_train
+from tfmr.train import LOCK, Trainer, validate_train
 
 
 def _quiet(cfg, out, **kw):
@@ -77,6 +77,7 @@ def test_an_unknown_metric_names_the_ones_there_are(tiny_cfg, tmp_path):
     tiny_cfg.train.keep_best = "dev_wer"
     with pytest.raises(ConfigError, match="train.keep_best=dev_wer.*val_loss"):
         _quiet(tiny_cfg, tmp_path / "run").fit()
+    assert not (tmp_path / "run" / LOCK).exists()  # the run folder is released
 
 
 def test_keep_best_is_refused_with_sharded_checkpoints(tiny_cfg):

@@ -532,12 +532,12 @@ class TrainLoop:
         metrics = self._open_metrics() if self.parallel.is_main else open(os.devnull, "w")
         bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
                    dynamic_ncols=True)
-        if t.keep_best and self.best is None:
-            self._evaluate_start(metrics)
-        self.model.train()
         self.window = (0.0, 0)  # (seconds, tokens) trained since the last log line
         try:
             with _CtrlC() as ctrl_c:
+                if t.keep_best and self.best is None:
+                    self._evaluate_start(metrics)
+                self.model.train()
                 while not self.finished():
                     metrics.write(finite_json(self._step_and_record(bar)) + "\n")
                     bar.update(1)
@@ -612,7 +612,7 @@ class TrainLoop:
             raise ConfigError(f"train.keep_best={name}: this run's evaluation has no such number; "
                               f"it has: {', '.join(evaluation) or 'none'}")
         value = float(evaluation[name])
-        if self.best is not None and not value < self.best["value"]:
+        if not math.isfinite(value) or (self.best is not None and not value < self.best["value"]):
             return
         self.best = {"step": self.step, "value": value}
         if self.parallel.is_main:
