@@ -91,8 +91,8 @@ def test_g2p_rl_fine_tunes_with_scst_and_mrt(tmp_path, monkeypatch):
     rows = results["results"]["rows"]
     assert list(rows["before"]) == ["greedy", "beam 2"] and rows["after MRT"]["greedy"]["words"] == 20
     runs = results["results"]["runs"]
-    assert runs["after SCST"]["before"] == rows["before"]
-    for name in ("after SCST", "after MRT"):  # the weights tested: those of the lowest dev WER, step 0 or 1
+    assert runs["scst"]["before"] == rows["before"]
+    for name in ("scst", "mrt"):  # the weights tested: those of the lowest dev WER, step 0 or 1
         best = runs[name]["best"]
         assert best["step"] in (0, 1) and f"step {best['step']} (dev WER {100 * best['value']:.2f}%)" in table
 

@@ -209,6 +209,19 @@ def _refused(capsys, path, message, *flags):
     assert err.startswith("tfmr: error:") and len(err.strip().splitlines()) == 1 and message in err, err
 
 
+@pytest.mark.parametrize("dropped,missing", [("final_norm.bias", "['final_norm.bias']"),
+                                             ("tok_emb.weight", "['lm_head.weight', 'tok_emb.weight']")])
+def test_a_mapping_that_leaves_a_weight_unloaded_is_refused(folders, tmp_path, capsys, monkeypatch, dropped, missing):
+    """A weight the family's mapping does not fill is refused; the tied output matrix is filled
+    through its tie only when the matrix it is tied to was loaded."""
+    from tfmr.interop import gpt2
+
+    mapped = gpt2.state_dict_from_hf
+    monkeypatch.setattr(gpt2, "state_dict_from_hf",
+                        lambda sd, cfg: {k: v for k, v in mapped(sd, cfg).items() if k != dropped})
+    _refused(capsys, folders["gpt2"][0], f"weight mapping for gpt2 is incomplete: missing {missing}, unexpected []")
+
+
 def test_folder_without_config_json_is_refused(folders, tmp_path, capsys):
     path = _broken(folders, tmp_path)
     (path / "config.json").unlink()

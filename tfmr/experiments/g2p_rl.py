@@ -70,8 +70,7 @@ def plot(rows: dict, curves: dict, kept: dict, path, title: str):
     return save(fig, path)
 
 
-def kept_column(record: dict) -> str:
-    best = record.get("best")
+def kept_column(best: dict | None) -> str:
     return "-" if best is None else f"step {best['step']} (dev WER {pct(best['value'])})"
 
 
@@ -92,24 +91,23 @@ def main(args) -> int:
     beams = sorted({1, cfg.decode.beam_size})
     print(f"testing {args.checkpoint} ...", flush=True)
     before = g2p.test_results(model, data, cfg, beams, args.limit)
-    rows, records = {"before": before}, {}
+    records = {}
     for objective in chosen:
         print(f"fine-tuning with {objective} on {args.reward} ...", flush=True)
-        record = g2p.finetune(args.checkpoint, objective, args.reward, out / objective, args.set, overwrite=True,
-                              limit=args.limit, beams=beams, progress=not args.no_progress,
-                              log=lambda *a, **k: None, before=before)
-        rows[f"after {objective.upper()}"] = record["after"]
-        records[f"after {objective.upper()}"] = record
+        records[objective] = g2p.finetune(args.checkpoint, objective, args.reward, out / objective, args.set,
+                                          overwrite=True, limit=args.limit, beams=beams,
+                                          progress=not args.no_progress, log=lambda *a, **k: None, before=before)
+    rows = {"before": before, **{f"after {o.upper()}": r["after"] for o, r in records.items()}}
+    kept = {o.upper(): r["best"] for o, r in records.items() if r.get("best")}
     decoders = list(before)
     header = ["model", *(f"{d} {m}" for d in decoders for m in ("WER", "PER")), "weights tested"]
     table = markdown(header, [[name, *(pct(r[d][m]) for d in decoders for m in ("wer", "per")),
-                               kept_column(records.get(name, {}))] for name, r in rows.items()])
-    steps = {name.split()[-1]: r["steps"] for name, r in records.items()}
+                               kept_column(kept.get(name.split()[-1]))] for name, r in rows.items()])
+    steps = {o.upper(): r["steps"] for o, r in records.items()}
     model = "the shipped model" if shipped else args.checkpoint
     title = (f"RL fine-tuning of {model} on reward {args.reward}, steps {steps}, "
              f"{before['greedy']['words']:,} test words")
-    curves = {name.split()[-1]: dev_curve(out / name.split()[-1].lower()) for name in records}
-    kept = {name.split()[-1]: r["best"] for name, r in records.items() if r.get("best")}
+    curves = {o.upper(): dev_curve(out / o) for o in records}
     plot(rows, curves, kept, out / "g2p-rl.png", title)
     write(out, "g2p-rl", title, table, {"rows": rows, "runs": records}, args, None)
     return 0

@@ -170,18 +170,21 @@ def _load_in_place(model: torch.nn.Module, state: dict):
     """load_state_dict(assign=True): the read tensors become the parameters, without a copy (the
     file's memory map stays their storage until a write; a transposed matrix stays a transposed
     view, q, k and v split from a fused matrix stay slices of it: checkpoint.write_weights packs
-    them when saving). Parameters shared under several names (tied embeddings) are shared again."""
+    them when saving). Parameters shared under several names (tied embeddings, as the builder ties
+    them) are shared again, so a name filled through its tie is not missing. (missing, unexpected)."""
     groups: dict[int, list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         groups.setdefault(id(p), []).append(name)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    tied = set()
     for names in (g for g in groups.values() if len(g) > 1):
         loaded = [n for n in names if n in state]
         if loaded:
             for name in names:
                 owner, _, leaf = name.rpartition(".")
                 setattr(model.get_submodule(owner), leaf, model.get_parameter(loaded[0]))
-    return missing, unexpected
+            tied.update(names)
+    return sorted(set(missing) - tied), unexpected
 
 
 def model_from_hf_state(model_type: str, hf_config, hf_state: dict, where="the model") -> torch.nn.Module:
@@ -200,12 +203,9 @@ def model_from_hf_state(model_type: str, hf_config, hf_state: dict, where="the m
         raise ConfigError(f"{where}: weights do not match config.json ({str(e).splitlines()[0]})") from None
     _check_shapes(model, state, where)
     missing, unexpected = _load_in_place(model, state)
-    tied = {"lm_head.weight"} if cfg.tie_embeddings else set()
-    if cfg.arch == "encoder-decoder" and cfg.share_embeddings:
-        tied.add("src_emb.weight")
-    if set(missing) - tied or unexpected:
+    if missing or unexpected:
         raise ConfigError(f"{where}: weight mapping for {model_type} is incomplete: missing "
-                          f"{sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]}")
+                          f"{missing[:3]}, unexpected {sorted(unexpected)[:3]}")
     return model.eval()
 
 

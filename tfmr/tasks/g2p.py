@@ -479,9 +479,10 @@ def compare_with_shipped(fresh: dict, data: G2PData, split: str = "test", log=pr
 RL_OBJECTIVES = {"scst": "self-critical", "mrt": "mrt", "reinforce": "reinforce"}
 # What a fine-tuning run changes in the base model's config before --set: a small learning rate
 # and a few hundred steps on small batches (each RL step decodes `samples` sequences per word).
-# measured on the model shipped at step 6,530 (docs/objectives.md): SCST with reward exact at these settings lowered
-# test WER (32.47 -> 32.20% greedy); 300 steps at lr 1e-4 with reward per raised it (33.29%). The
-# weights tested after are those of the lowest dev WER, evaluated every 25 steps and at the start.
+# Measured on the model shipped at step 6,530 (docs/objectives.md): SCST with reward exact at these
+# settings lowered test WER (32.47 -> 32.20% greedy); 300 steps at lr 1e-4 with reward per raised it
+# (33.29%). The weights tested after are those of the lowest dev WER, evaluated every 25 steps and
+# at the start.
 FINETUNE_DEFAULTS = ("train.steps=100", "train.lr=3e-5", "train.min_lr=3e-6", "train.warmup=10",
                      "train.batch_size=64", "train.batch_tokens=0", "train.weight_decay=0.0", "train.eval_every=25",
                      "train.keep_best=dev_wer", "train.checkpoint_every=100", "train.log_every=10",
