@@ -12,7 +12,8 @@ The presets, by the command that uses them (`tfmr presets` lists them, `-v` with
     experiment   exp-length-extrapolation, exp-norm-depth, exp-moe,           RunConfig (the base; each
                  exp-long-context, exp-streaming, exp-mixers                  experiment varies one axis)
     g2p          g2p-tiny, g2p-small, g2p-base                                G2PConfig
-    experiment   exp-g2p-sampling, exp-g2p-guided, exp-g2p-alignment          G2PConfig (g2p experiments)
+    experiment   exp-g2p-sampling, exp-g2p-guided, exp-g2p-alignment,         G2PConfig (g2p experiments)
+                 exp-g2p-scaling
     copytask     copytask, copytask-tiny                                      CopyTaskConfig
 
 A command takes any preset whose config has its class: `tfmr train --preset exp-moe` trains the
@@ -178,6 +179,9 @@ def _g2p_model(dim: int, layers: int, heads: int, dropout: float, label_smoothin
 # 1,800 steps. A CPU with bf16 (about 9 steps/s) takes about 3.5 minutes. Busy machines take
 # longer; the model is the same.
 STEPS_SMALL = 1800
+# g2p-base, the shipped model's recipe: a fixed number of steps (the schedule decayed over them), so the
+# run is the same in one sitting or several (`--resume`), on a quiet machine or a busy one.
+STEPS_BASE = 8000
 
 
 def g2p_tiny() -> G2PConfig:
@@ -198,12 +202,21 @@ def g2p_small() -> G2PConfig:
 
 
 def g2p_base() -> G2PConfig:
-    """The quality preset (goal: WER <= 21%, PER <= 5% on the test split): 3+3 layers of size 256."""
-    return G2PConfig(model=_g2p_model(256, 3, 4, 0.1, 0.1), data=G2PDataConfig(dev_words=2000),
-                     train=Seq2SeqTrainConfig(steps=60000, batch_size=256, batch_tokens=6000, lr=1e-3, min_lr=1e-5,
-                                              warmup=2000, weight_decay=0.01, beta2=0.98, eval_every=2500,
-                                              log_every=20, checkpoint_every=500, eval_pairs=4000),
+    """The shipped model's recipe: 3+3 layers of width 192 that predict stress, 8,000 steps (one command)."""
+    return G2PConfig(model=_g2p_model(192, 3, 4, 0.1, 0.1), data=G2PDataConfig(stress=True, dev_words=1000),
+                     train=Seq2SeqTrainConfig(steps=STEPS_BASE, batch_size=1 << 20, batch_tokens=4000, lr=1.6e-3,
+                                              min_lr=8e-5, warmup=400, weight_decay=0.01, beta2=0.98,
+                                              eval_every=1000, log_every=20, checkpoint_every=250, keep_last=8,
+                                              eval_pairs=2000, max_minutes=0.0),
                      decode=DecodeConfig(beam_size=5, max_len=40))
+
+
+def exp_g2p_scaling() -> G2PConfig:
+    """WER against compute (tfmr experiment g2p-scaling): the batch tokens and peak lr its rule scales from."""
+    cfg = g2p_small()
+    cfg.train.batch_tokens, cfg.train.lr, cfg.train.threads = 2000, 2e-3, 0
+    cfg.data.dev_words = 0  # scored on the whole dev and test splits after training
+    return cfg
 
 
 # ----------------------------------------------------------------------------- G2P experiments (tfmr experiment g2p-*)
@@ -287,6 +300,7 @@ PRESETS: dict[str, tuple[str, Callable]] = {
     "exp-g2p-sampling": ("experiment g2p-sampling", exp_g2p_sampling),
     "exp-g2p-guided": ("experiment g2p-guided", exp_g2p_guided),
     "exp-g2p-alignment": ("experiment g2p-alignment", exp_g2p_alignment),
+    "exp-g2p-scaling": ("experiment g2p-scaling", exp_g2p_scaling),
     "copytask": ("copytask", copytask),
     "copytask-tiny": ("copytask", copytask_tiny),
 }

@@ -16,16 +16,17 @@ axis on top of the resolved config; its own flags are only the axis (which varia
     g2p-guided             steps until the cross-attention is diagonal, with and without guided attention
     g2p-alignment          plain vs location-aware vs monotonic cross-attention (WER, time per word)
     g2p-rl                 a G2P model's test WER / PER before and after SCST and MRT fine-tuning
+    g2p-scaling            G2P WER against training compute: the compute-optimal shape, a fitted curve
 
 The G2P experiments share tfmr/experiments/g2p_common.py and write OUT/table.md, OUT/results.json
 and OUT/NAME.png.
 """
 from __future__ import annotations
 
-from . import (g2p_alignment, g2p_guided, g2p_rl, g2p_sampling, length_extrapolation, long_context, mixer_race, moe,
-               norm_depth, streaming)
+from . import (g2p_alignment, g2p_guided, g2p_rl, g2p_sampling, g2p_scaling, length_extrapolation, long_context,
+               mixer_race, moe, norm_depth, streaming)
 
 EXPERIMENTS = {"length-extrapolation": length_extrapolation, "norm-depth": norm_depth, "moe": moe,
                "long-context": long_context, "streaming": streaming, "mixers": mixer_race,
                "g2p-sampling": g2p_sampling, "g2p-guided": g2p_guided, "g2p-alignment": g2p_alignment,
-               "g2p-rl": g2p_rl}
+               "g2p-rl": g2p_rl, "g2p-scaling": g2p_scaling}

@@ -197,8 +197,20 @@ def evaluate(model, data: G2PData, split: str = "test", beam_size: int = 1, max_
     hyps = predict(model, data.vocab, words, beam_size, max_len, batch_size)
     seconds = time.perf_counter() - t0
     refs = [[list(p) for p in refs_by_word[w]] for w in words]
-    return {"wer": wer(hyps, refs), "per": per(hyps, refs), "words": len(words), "seconds": seconds,
-            "predictions": dict(zip(words, hyps))}
+    out = {"wer": wer(hyps, refs), "per": per(hyps, refs), "words": len(words), "seconds": seconds,
+           "predictions": dict(zip(words, hyps))}
+    if data.stress:  # also scored as a stress-free model is: the predicted stress removed
+        plain = load_data(False).splits[split]
+        bare = [list(strip_stress(h)) for h in hyps]
+        gold = [[list(p) for p in plain[w]] for w in words]
+        out.update({"wer_no_stress": wer(bare, gold), "per_no_stress": per(bare, gold)})
+    return out
+
+
+def stress_free(result: dict) -> tuple[float, float]:
+    """(WER, PER) of an `evaluate` result with stress left out of the scoring (the same numbers for
+    a model that predicts no stress)."""
+    return result.get("wer_no_stress", result["wer"]), result.get("per_no_stress", result["per"])
 
 
 def show_examples(result: dict, data: G2PData, split: str, words: Sequence[str], out=print) -> None:
@@ -289,8 +301,10 @@ def report(model, data: G2PData, cfg: G2PConfig, out: str | Path | None, split: 
         r = evaluate(model, data, split, beam_size=beam, max_len=cfg.decode.max_len,
                      batch_size=cfg.decode.batch_size, limit=limit)
         name = "greedy" if beam <= 1 else f"beam {beam}"
-        log(f"{split} ({r['words']:,} words), {name:<7}: WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%  "
-            f"({r['seconds']:.1f}s)")
+        bare = "" if not data.stress else (f"; stress left out: WER {100 * r['wer_no_stress']:.2f}%  "
+                                           f"PER {100 * r['per_no_stress']:.2f}%")
+        log(f"{split} ({r['words']:,} words), {name:<7}: WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%"
+            f"{bare}  ({r['seconds']:.1f}s)")
         results[name] = r
     best = results[list(results)[-1]]
     log(f"examples from the {split} split:")
@@ -469,9 +483,12 @@ def compare_with_shipped(fresh: dict, data: G2PData, split: str = "test", log=pr
     shipped_data = data if cfg.data.stress == data.stress else load_data(cfg.data.stress)
     limit = fresh["words"] if fresh["words"] < len(data.splits[split]) else None
     r = evaluate(model, shipped_data, split, 1, cfg.decode.max_len, cfg.decode.batch_size, limit=limit)
-    log(f"{split} split ({fresh['words']:,} words), greedy     WER      PER   words/s")
+    both = data.stress == cfg.data.stress  # else both are scored without stress
+    log(f"{split} split ({fresh['words']:,} words), greedy{'' if both else ', stress left out'}     WER      PER"
+        "   words/s")
     for name, x in ((label, fresh), ("the shipped model", r)):
-        log(f"  {name:<28} {100 * x['wer']:6.2f}%  {100 * x['per']:6.2f}%  {x['words'] / max(x['seconds'], 1e-9):8,.0f}")
+        w, p = (x["wer"], x["per"]) if both else stress_free(x)
+        log(f"  {name:<28} {100 * w:6.2f}%  {100 * p:6.2f}%  {x['words'] / max(x['seconds'], 1e-9):8,.0f}")
 
 
 # ----------------------------------------------------------------------------- RL fine-tuning
