@@ -48,6 +48,7 @@ from ..metrics import closest_reference, per, wer
 from ..presets import G2PConfig, G2PDataConfig, g2p_base, g2p_small, g2p_tiny, resolve  # noqa: F401 (re-exported)
 from ..seq2seq import (BOS, EOS, PairVocab, Seq2SeqTrainer, Vocab, eager_attention, greedy_decode, load_run,
                        pad_batch)
+from .possessive import possessive
 
 WORD = re.compile(r"^[a-z']+$")
 LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz'")  # the same alphabet as WORD, for per-letter checks
@@ -191,20 +192,37 @@ def _beam(model, src, beam_size, max_len, length_penalty) -> list[list[int]]:
 def evaluate(model, data: G2PData, split: str = "test", beam_size: int = 1, max_len: int = 40,
              batch_size: int = 500, limit: int | None = None) -> dict:
     """WER and PER of `model` on `split` (first `limit` words by md5 order when given)."""
-    refs_by_word = data.splits[split]
-    words = sorted(refs_by_word, key=md5_key)[:limit]
+    words = sorted(data.splits[split], key=md5_key)[:limit]
     t0 = time.perf_counter()
     hyps = predict(model, data.vocab, words, beam_size, max_len, batch_size)
     seconds = time.perf_counter() - t0
-    refs = [[list(p) for p in refs_by_word[w]] for w in words]
-    out = {"wer": wer(hyps, refs), "per": per(hyps, refs), "words": len(words), "seconds": seconds,
-           "predictions": dict(zip(words, hyps))}
-    if data.stress:  # also scored as a stress-free model is: the predicted stress removed
+    predictions = dict(zip(words, hyps))
+    return {**score(predictions, data, split), "words": len(words), "seconds": seconds, "predictions": predictions}
+
+
+def score(predictions: dict, data: G2PData, split: str) -> dict:
+    """WER and PER of {word: phonemes} against `split`'s references; for stressed data also with
+    the stress left out on both sides (wer_no_stress, per_no_stress)."""
+    words = list(predictions)
+    hyps = [list(predictions[w]) for w in words]
+    refs = [[list(p) for p in data.splits[split][w]] for w in words]
+    out = {"wer": wer(hyps, refs), "per": per(hyps, refs)}
+    if data.stress:
         plain = load_data(False).splits[split]
         bare = [list(strip_stress(h)) for h in hyps]
         gold = [[list(p) for p in plain[w]] for w in words]
         out.update({"wer_no_stress": wer(bare, gold), "per_no_stress": per(bare, gold)})
     return out
+
+
+def with_possessives(result: dict, data: G2PData, split: str) -> dict:
+    """`evaluate`'s result re-scored with every possessive of a train-split word taken from the
+    train split's entries (tasks/possessive.py) instead of from the model: what `tfmr g2p` does
+    with the whole dictionary. Adds `composed`, how many words that changed hands."""
+    train = data.splits["train"]
+    composed = {w: possessive(w, train) for w in result["predictions"]}
+    predictions = {w: list(c[0]) if c else p for (w, p), c in zip(result["predictions"].items(), composed.values())}
+    return {**score(predictions, data, split), "composed": sum(c is not None for c in composed.values())}
 
 
 def stress_free(result: dict) -> tuple[float, float]:
@@ -306,6 +324,11 @@ def report(model, data: G2PData, cfg: G2PConfig, out: str | Path | None, split: 
         log(f"{split} ({r['words']:,} words), {name:<7}: WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%"
             f"{bare}  ({r['seconds']:.1f}s)")
         results[name] = r
+        if split != "train":
+            c = r["possessives"] = with_possessives(r, data, split)
+            log(f"  with the {c['composed']} possessives of train words from the dictionary (as `tfmr g2p` does): "
+                f"WER {100 * stress_free(c)[0]:.2f}%  PER {100 * stress_free(c)[1]:.2f}%"
+                f"{' (stress left out)' if data.stress else ''}")
     best = results[list(results)[-1]]
     log(f"examples from the {split} split:")
     show_examples(best, data, split, list(best["predictions"])[:12], log)
