@@ -120,3 +120,19 @@ def test_a_tiny_scaling_run_writes_its_table_plot_and_fit_and_continues(tmp_path
     capsys.readouterr()
     assert main(argv) == 0  # a second run reads every saved result and trains nothing
     assert "training 1x" not in capsys.readouterr().out
+
+
+def test_ctrl_c_in_a_training_command_is_one_line_and_status_130(tmp_path, monkeypatch, capsys):
+    """The loop saves and says how to continue; the command line adds one line, no traceback."""
+    real = g2p.Seq2SeqTrainer.__init__
+
+    def stop_at_2(self, *a, **k):
+        real(self, *a, **k)
+        interrupt_at(self, 2)
+
+    monkeypatch.setattr(g2p.Seq2SeqTrainer, "__init__", stop_at_2)
+    code = main(["g2p", "train", "--preset", "g2p-tiny", "--set", "data.dev_words=0", "--no-progress",
+                 "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert code == 130 and "continue with --resume" in out + err
+    assert err.strip().splitlines()[-1] == "tfmr: interrupted" and "Traceback" not in err

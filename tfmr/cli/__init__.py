@@ -16,6 +16,7 @@ and the experiments (tfmr/experiments/).
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import (average, bench, checkpoint, convert, copytask, experiment, explore, export, finetune, g2p, generate,
                presets, tokenizer, train, viz)
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `tfmr generate ... | head`: the reader has gone; stop quietly
         quiet_stdout()
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: what was saved has been said (e.g. "continue with --resume")
+        print("tfmr: interrupted", file=sys.stderr)
+        return 130
 
 
 def quiet_stdout() -> None:
