@@ -100,11 +100,14 @@ def test_bad_shapes_and_budgets_are_one_line(tmp_path, capsys, bad, word):
 
 def test_a_tiny_scaling_run_writes_its_table_plot_and_fit_and_continues(tmp_path, capsys):
     out = tmp_path / "scaling"
+    g2p.train(tiny_recipe(4), tmp_path / "full", **QUIET)  # a finished run of the recipe, placed beside the fit
     argv = ["experiment", "g2p-scaling", "--preset", "g2p-tiny", "--set", "train.batch_tokens=200",
             "--set", "data.stress=true", "--shapes", "1x16,1x32", "--budgets", "0.001,0.002", "--limit", "30",
-            "--no-progress", "--out", str(out)]
+            "--no-progress", "--out", str(out), "--runs", str(tmp_path / "full")]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())["results"]
+    full = results["full_runs"][0]
+    assert full["steps"] == 4 and full["stress"] and full["tflops"] > 0 and 0 <= full["dev"]["wer"] <= 1
     assert (out / "g2p-scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = results["runs"]
     assert [(r["shape"], r["budget_tflops"]) for r in runs] == [("1x16", 0.001), ("1x32", 0.001),

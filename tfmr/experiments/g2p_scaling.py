@@ -23,8 +23,10 @@ Each run is scored on the whole dev split (greedy WER and PER; the choice of sha
 the test split. With `data.stress=true` the WER with stress and the WER with the predicted stress
 removed are both reported. The compute-optimal frontier (the lowest dev WER at each budget) is
 fitted as WER = a * C^-b in log space, and the fit says what compute would reach `--target`.
-A run whose OUT/SHAPE@BUDGET/result.json exists is not trained again, so an interrupted experiment
-continues where it stopped. Writes OUT/table.md, OUT/results.json and OUT/g2p-scaling.png.
+`--runs RUN ...` places finished `tfmr g2p train` runs (the shipped model's recipe, say) on the
+plot as stars, scored the same way, with what the fit said for their compute: a check of the
+extrapolation. A run whose OUT/SHAPE@BUDGET/result.json exists is not trained again, so an
+interrupted experiment continues where it stopped (and a re-run with other --runs only scores). Writes OUT/table.md, OUT/results.json and OUT/g2p-scaling.png.
 """
 from __future__ import annotations
 
@@ -51,6 +53,9 @@ def add_arguments(p) -> None:
     p.add_argument("--budgets", default=BUDGETS, help=f"training compute per run in TFLOPs (default {BUDGETS})")
     p.add_argument("--target", type=float, default=24.5, help="the WER (%%) whose compute the fit predicts "
                                                                "(default 24.5)")
+    p.add_argument("--runs", nargs="*", default=[], metavar="RUN",
+                   help="finished `tfmr g2p train` runs to place beside the fit (their compute from their "
+                        "steps, shape and batches; scored on dev like the grid; stress left out)")
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -147,6 +152,26 @@ def run_one(base, shape, budget, smallest, args, data, out: Path) -> dict:
     return r
 
 
+def score_run(run: str, limit: int | None) -> dict:
+    """A finished training run (RUN/checkpoint) scored as the grid's runs are: its compute, dev WER
+    with the stress left out (a model that predicts stress is scored as a stress-free one)."""
+    from ..checkpoint import load_state
+    from ..seq2seq import load_run
+
+    folder = Path(run) / "checkpoint"
+    model, vocab, cfg = load_run(folder, G2PConfig)
+    step = load_state(folder)[1]["step"]
+    data = g2p.load_data(cfg.data.stress)
+    data = g2p.G2PData(data.splits, vocab, data.stress)  # the run's own ids
+    m = cfg.model
+    src, tgt = batch_means(data.pairs("train"), cfg.train.batch_tokens or 1 << 20, cfg.train.seed)
+    per_step = train_flops(m.layers, m.encoder_layers, m.dim, m.ffn.options.get("mult", 4), len(vocab.tgt), src, tgt)
+    dev = g2p.stress_free(g2p.evaluate(model, data, "dev", 1, cfg.decode.max_len, cfg.decode.batch_size, limit=limit))
+    return {"run": str(run), "shape": f"{m.encoder_layers}x{m.dim}", "params": sum(p.numel() for p in model.parameters()),
+            "steps": step, "tflops": step * per_step / 1e12, "stress": cfg.data.stress,
+            "dev": {"wer": dev[0], "per": dev[1]}}
+
+
 def frontier(results: list[dict]) -> list[dict]:
     """The lowest dev WER at each budget."""
     best: dict[float, dict] = {}
@@ -183,7 +208,9 @@ def row(r: dict) -> list:
             pct(r["dev"]["per"]), pct(r["test"]["wer"]), pct(r["test"]["per"])]
 
 
-def plot(results, best, law, target, path, title):
+def plot(results, best, law, target, path, title, runs=()):
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     plt, fig, ax = figure()
     for shape in dict.fromkeys(r["shape"] for r in results):
         rs = sorted((r for r in results if r["shape"] == shape), key=lambda r: r["tflops"])
@@ -198,8 +225,15 @@ def plot(results, best, law, target, path, title):
         ax.plot(xs, [100 * a * x ** -b for x in xs], "k--", lw=1, label=f"fit {100 * a:.0f}% x C^{-b:.3f}")
         ax.axhline(target, color="grey", lw=0.8, ls=":")
         ax.text(xs[0], target, f" {target:g}%", va="bottom", fontsize=8, color="grey")
+    for r in runs:
+        ax.plot([r["tflops"]], [100 * r["dev"]["wer"]], "*", ms=12,
+                label=f"{r['shape']} full run, {r['steps']:,} steps" + (" (stress left out)" if r["stress"] else ""))
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_yticks([t for t in (20, 25, 30, 40, 50, 60, 80, 100)])
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("training compute (TFLOPs)")
     ax.set_ylabel("dev WER (%), greedy")
     ax.set_title(title, fontsize=9)
@@ -218,17 +252,18 @@ def main(args) -> int:
     best = frontier(results)
     law = fit([(r["tflops"], r["dev"]["wer"]) for r in best])
     rows = [row(r) for r in results]
-    summary = summarise(best, law, args.target)
+    runs = [score_run(run, args.limit) for run in args.runs]
+    summary = summarise(best, law, args.target, runs)
     title = f"G2P dev WER against training compute, {len(shapes)} shapes x {len(budgets)} budgets"
-    plot(results, best, law, args.target, out / "g2p-scaling.png", title)
+    plot(results, best, law, args.target, out / "g2p-scaling.png", title, runs)
     write(out, "g2p-scaling", title, markdown(HEADER, rows) + "\n\n" + summary,
-          {"runs": results, "frontier": [r["shape"] + "@" + f"{r['budget_tflops']:g}" for r in best],
+          {"runs": results, "full_runs": runs, "frontier": [r["shape"] + "@" + f"{r['budget_tflops']:g}" for r in best],
            "fit": None if law is None else {"a": law[0], "b": law[1]},
            "target_tflops": None if law is None else predicted_compute(*law, args.target / 100)}, args, base)
     return 0
 
 
-def summarise(best: list[dict], law, target: float) -> str:
+def summarise(best: list[dict], law, target: float, runs=()) -> str:
     lines = ["Compute-optimal (lowest dev WER) at each budget: "
              + ", ".join(f"{r['budget_tflops']:g} TFLOPs -> {r['shape']} ({pct(r['dev']['wer'])})" for r in best)]
     if law is not None:
@@ -239,4 +274,8 @@ def summarise(best: list[dict], law, target: float) -> str:
         if reach is not None:
             lines.append(f"Extrapolated compute for {target:g}% dev WER: {reach:,.0f} TFLOPs, about "
                          f"{reach / rate / 60:,.1f} hours at this machine's {rate * 60:,.0f} TFLOPs per hour.")
+    for r in runs:
+        said = "" if law is None else f"; the fit says {100 * law[0] * r['tflops'] ** -law[1]:.2f}% at its compute"
+        lines.append(f"Full run {r['run']} ({r['shape']}, {r['steps']:,} steps, {r['tflops']:,.0f} TFLOPs): dev WER "
+                     f"{pct(r['dev']['wer'])}{' with the predicted stress left out' if r['stress'] else ''}{said}.")
     return "\n\n".join(lines)
