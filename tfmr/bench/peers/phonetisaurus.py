@@ -77,11 +77,16 @@ def write_lexicon(train: dict, path: Path) -> int:
     return len(lines)
 
 
-def _step(command: list, log: Path) -> float:
-    """Run one program with its output in `log`; its seconds, or PeerFailed quoting its last line."""
+def _step(command: list, log: Path, stdout: Path | None = None) -> float:
+    """Run one program, its output in `log` (or its standard output in `stdout`, the rest in `log`);
+    its seconds, or PeerFailed quoting its last line (or why it could not start)."""
     t0 = time.perf_counter()
-    with open(log, "w") as f:
-        rc = subprocess.run([str(c) for c in command], stdout=f, stderr=subprocess.STDOUT).returncode
+    try:
+        with open(log, "w") as err, open(stdout or os.devnull, "w") as out:
+            rc = subprocess.run([str(c) for c in command], stdout=out if stdout else err,
+                                stderr=err if stdout else subprocess.STDOUT).returncode
+    except OSError as e:  # not executable here (another platform, a broken install)
+        raise PeerFailed(f"{Path(command[0]).name} could not be started: {e.strerror or e}") from None
     seconds = time.perf_counter() - t0
     if rc != 0:
         last = (log.read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
@@ -118,15 +123,8 @@ def pronounce(model: Path, words: list[str], folder: Path, exe: dict) -> tuple[f
     """(seconds, predictions) of one g2pfst process for all `words` (loading the model included)."""
     wordlist, out = folder / "words.txt", folder / "predictions.tsv"
     wordlist.write_text("".join(f"{w}\n" for w in words), encoding="utf-8")
-    t0 = time.perf_counter()
-    with open(out, "w") as f, open(folder / "g2pfst.log", "w") as err:
-        rc = subprocess.run([str(exe["phonetisaurus-g2pfst"]), f"--model={model}", "--nbest=1", "--beam=10000",
-                             "--thresh=99", "--print_scores=false", f"--wordlist={wordlist}"],
-                            stdout=f, stderr=err).returncode
-    seconds = time.perf_counter() - t0
-    if rc != 0:
-        last = ((folder / "g2pfst.log").read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
-        raise PeerFailed(f"phonetisaurus-g2pfst exited with status {rc}: {last.strip()}")
+    seconds = _step([exe["phonetisaurus-g2pfst"], f"--model={model}", "--nbest=1", "--beam=10000", "--thresh=99",
+                     "--print_scores=false", f"--wordlist={wordlist}"], folder / "g2pfst.log", stdout=out)
     return seconds, parse_predictions(out.read_text(encoding="utf-8"), words)
 
 
