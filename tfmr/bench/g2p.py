@@ -1,4 +1,4 @@
-"""G2P speed on CPU: the model's words/s (greedy, beam) and one-word latency, beside CMUdict lookup.
+"""G2P on CPU: the model's words/s and one-word latency beside CMUdict lookup (--peer: and Phonetisaurus).
 
     tfmr bench g2p [--checkpoint DIR] [--threads N] [--limit N] [--beam 5] [--calls 50] [--dtype float16]
 
@@ -132,7 +132,8 @@ def _print_table(rows: list[dict], calls: int, training: bool) -> None:
 
 
 def _markdown(rows: list[dict], calls: int, header: str, breakdowns: dict) -> str:
-    md = [header, "", f"| | words/s | one word (median of {calls}) | WER | PER | training |", "|---|---|---|---|---|---|"]
+    md = [header, "", f"| | words/s | one word (median of {calls}) | WER | PER | training |",
+          "|---|---|---|---|---|---|"]
     md += [f"| {r['name']} | " + " | ".join(_cells(r)) + f" | {_duration(r['training_s'])} |" for r in rows]
     for name, b in breakdowns.items():
         md += ["", f"## tfmr beside {name}: where each loses words", "", g2p_breakdown.markdown(b, b["names"])]

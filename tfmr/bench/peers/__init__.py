@@ -14,6 +14,8 @@ rows. Left out: peers that need a network or a GPU, and any tuning of a peer bey
 from __future__ import annotations
 
 from . import phonetisaurus
-from .common import PeerFailed, PeerMissing, PeerRun  # noqa: F401 (re-exported)
+from .common import PeerFailed, PeerMissing, PeerRun
+
+__all__ = ["PEERS", "PeerFailed", "PeerMissing", "PeerRun"]
 
 PEERS = {"phonetisaurus": phonetisaurus}
