@@ -3,8 +3,11 @@ pronouncing a word list, each step one of its own programs run in a work folder.
 
     OUT/train.lex        word TAB phonemes, one line per pronunciation (every one of every word)
     OUT/model.corpus     phonetisaurus-align: the lexicon aligned letter-chunk to phoneme-chunk
-                         (EM, chunks of up to 2 on each side, no deletions: phonetisaurus-train's
-                         defaults)
+                         (EM, chunks of up to 2 on each side; a letter may map to no phoneme, a
+                         phoneme never to no letter: --seq1_del=false --seq2_del=true, the CMUdict
+                         recipe of Phonetisaurus' README, `phonetisaurus-train --seq2_del`). With no
+                         deletions at all (phonetisaurus-train's bare defaults) 224 of the 120,271
+                         train pronunciations cannot be aligned and are dropped (bough, they'll, ...)
     OUT/model.arpa       estimate-ngram (mitlm): an 8-gram joint-sequence model, modified
                          Kneser-Ney (-s ModKN, mitlm's default); removed once converted (large)
     OUT/model.fst        phonetisaurus-arpa2wfst: the model as a WFST
@@ -99,7 +102,7 @@ def train(lexicon: Path, folder: Path, exe: dict, order: int = ORDER) -> tuple[P
     corpus, arpa, model = folder / "model.corpus", folder / "model.arpa", folder / "model.fst"
     steps = {
         "align": _step([exe["phonetisaurus-align"], f"--input={lexicon}", f"--ofile={corpus}", "--seq1_del=false",
-                        "--seq2_del=false", "--seq1_max=2", "--seq2_max=2", "--grow=false"], folder / "align.log"),
+                        "--seq2_del=true", "--seq1_max=2", "--seq2_max=2", "--grow=false"], folder / "align.log"),
         "ngram": _step([exe["estimate-ngram"], "-o", order, "-s", "ModKN", "-t", corpus, "-wl", arpa],
                        folder / "ngram.log"),
         "wfst": _step([exe["phonetisaurus-arpa2wfst"], f"--lm={arpa}", f"--ofile={model}"], folder / "wfst.log"),
@@ -162,7 +165,8 @@ def run(train_split: dict, words: list[str], folder: Path, calls: int = 50, log=
     log(f"{NAME}: trained in {sum(steps.values()):.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
         + f"); pronouncing {len(words):,} words ...")
     seconds, predictions = pronounce(model, words, folder, exe)
-    result = PeerRun(NAME, f"align (2-2 chunks), mitlm {ORDER}-gram modified Kneser-Ney, WFST, nbest 1",
+    result = PeerRun(NAME, f"align (2-2 chunks, silent letters), mitlm {ORDER}-gram modified Kneser-Ney, WFST, "
+                           "nbest 1",
                      len(train_split), sum(steps.values()), steps, seconds, predictions)
     result.notes.append(f"{NAME}: words/s from one g2pfst process for all {len(words):,} words, loading the "
                         f"model included")
