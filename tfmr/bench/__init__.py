@@ -11,7 +11,9 @@ machine.
     gpu-decode      decoding tokens/s on a GPU (GPT-2 124M, stories110M), beside HF generate and gpt-fast
     gpu-attention   attention kernels, forward + backward, beside SDPA flash (--quick: CPU smoke run)
     g2p             G2P on CPU: the model's words/s (greedy, beam 5) and one-word latency, beside CMUdict
-                    lookup (the shipped model, or --checkpoint)
+                    lookup (the shipped model, or --checkpoint); --peer phonetisaurus trains Phonetisaurus
+                    on the same split in the same run (peers/) and breaks down where each loses words
+                    (g2p_breakdown.py)
     moe-dispatch    one MoE layer vs a dense FFN of the same active size (the quality comparison is
                     `tfmr experiment moe`)
     gpu             all of the GPU figures in one time-boxed run (training at GPT-2 / Llama 124M,

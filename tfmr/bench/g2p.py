@@ -1,4 +1,4 @@
-"""G2P speed on CPU: the model's words/s (greedy, beam) and one-word latency, beside CMUdict lookup.
+"""G2P on CPU: the model's words/s and one-word latency beside CMUdict lookup (--peer: and Phonetisaurus).
 
     tfmr bench g2p [--checkpoint DIR] [--threads N] [--limit N] [--beam 5] [--calls 50] [--dtype float16]
 
@@ -11,19 +11,39 @@ WordDecoder; --no-compiled skips it), after its compile time is reported. The mo
 shipped one unless --checkpoint names another (a training checkpoint or an export); a build that
 ships none needs --checkpoint. The WER of each decoding on those words is printed beside its
 speed. Goal on 2 CPU cores: one word <= 10 ms, >= 500 words/s greedy.
+
+    tfmr bench g2p --peer phonetisaurus [--peer-train-limit N] [--out DIR]
+
+--peer NAME (repeatable; tfmr/bench/peers/) trains another G2P program on the same train split
+(every pronunciation of every train word, as tfmr's model is trained; --peer-train-limit N takes
+the first N train words in md5 order, for a quick check) and pronounces the same test words.
+Its row joins the table, with a training column (a peer's training time in this run; tfmr's
+from its training checkpoint's state.json, none for an export), then an error breakdown of
+tfmr's beam decoding beside the peer (tfmr/bench/g2p_breakdown.py): WER with and without an
+apostrophe and by word length, the words only one of them misses and those both miss. A peer
+that is not installed is refused with one line before anything runs. --out DIR writes the table
+and the breakdown as g2p_bench.json and g2p_bench.md, every system's predictions as
+predictions.tsv, a plot of WER by group per peer, and keeps the peers' work files in
+DIR/peers/NAME/ (without --out they go to a temporary folder, removed at the end).
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from ..cli.common import count, positive_int
+from ..cli.common import count, out_folder, positive_int
 from ..config import ConfigError
 from ..metrics import per, wer
 from ..seq2seq import load_run
+from . import g2p_breakdown
+from .peers import PEERS
 
 
 def add_arguments(p) -> None:
@@ -36,6 +56,13 @@ def add_arguments(p) -> None:
                    help="skip the compiled one-word decoder (it compiles for tens of seconds first)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="decode in this dtype (float32, as the loader does; float16 to check that choice)")
+    p.add_argument("--peer", action="append", default=[], choices=sorted(PEERS),
+                   help="also train this G2P program on the train split and score it beside tfmr, with an "
+                        "error breakdown (repeatable; phonetisaurus needs `pip install 'tfmr[bench]'`)")
+    p.add_argument("--peer-train-limit", type=positive_int,
+                   help="train the peers on the first N train words (md5 order) only; default all 112,400")
+    p.add_argument("--out", help="write g2p_bench.json, g2p_bench.md, predictions.tsv and the breakdown plots "
+                                 "here; the peers' work files go to OUT/peers/NAME/ (default: a temporary folder)")
 
 
 def _timed(fn) -> tuple[float, object]:
@@ -44,7 +71,14 @@ def _timed(fn) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
-def _compiled_row(g2p, model, vocab, cfg, singles, greedy, refs_by_word) -> tuple:
+def _row(name: str, rate: float, latency: float | None, w: float | None, p: float | None, mark: str = "",
+         training: float | None = None) -> dict:
+    """One line of the table: words/s, one-word seconds, WER and PER (0-1; `mark` flags a subset), training seconds."""
+    return {"name": name, "words_per_s": rate, "one_word_s": latency, "wer": w, "per": p, "mark": mark,
+            "training_s": training}
+
+
+def _compiled_row(g2p, model, vocab, cfg, singles, greedy, refs_by_word, training) -> dict:
     """One word at a time through the compiled static-cache step (tasks/g2p.py's WordDecoder):
     compiled first (one graph per 16-letter bucket of the words timed), then each word timed;
     words/s is one word after another. Its predictions are compared with batched greedy's."""
@@ -56,14 +90,93 @@ def _compiled_row(g2p, model, vocab, cfg, singles, greedy, refs_by_word) -> tupl
     print(f"compiled one-word decoder: {seconds:.1f} s to build and compile; its predictions equal batched "
           f"greedy's for {same} of {len(singles)} words")
     refs = [[list(p) for p in refs_by_word[w]] for w in singles]
-    return ("compiled, 1 word", len(singles) / sum(times), statistics.median(times),
-            f"{100 * wer(list(hyps), refs):.2f}%*", f"{100 * per(list(hyps), refs):.2f}%*")
+    return _row("compiled, 1 word", len(singles) / sum(times), statistics.median(times), wer(list(hyps), refs),
+                per(list(hyps), refs), "*", training)
+
+
+def _trained_seconds(checkpoint_dir) -> float | None:
+    """The seconds a training checkpoint was trained (its state.json); None for an export or the shipped model."""
+    from .. import checkpoint
+
+    if not checkpoint_dir:
+        return None
+    state = checkpoint.resolve(checkpoint_dir) / "state.json"
+    seconds = json.loads(state.read_text()).get("seconds") if state.exists() else None
+    return float(seconds) if seconds else None
+
+
+def _pct(x, mark: str = "") -> str:
+    return "-" if x is None else f"{100 * x:.2f}%{mark}"
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _cells(r: dict) -> tuple[str, str, str, str]:
+    latency = r["one_word_s"]
+    shown = "-" if latency is None else f"{1e3 * latency:.2f} ms" if latency >= 1e-4 else f"{1e6 * latency:.1f} us"
+    return f"{r['words_per_s']:,.0f}", shown, _pct(r["wer"], r["mark"]), _pct(r["per"], r["mark"])
+
+
+def _print_table(rows: list[dict], calls: int, training: bool) -> None:
+    """The table; with `training` (peers in the run) a training-time column at the end."""
+    last = f" {'training':>10}" if training else ""
+    print(f"\n{'':<16} {'words/s':>12} {f'one word (median of {calls})':>28} {'WER':>8} {'PER':>8}{last}")
+    for r in rows:
+        rate, shown, w, p = _cells(r)
+        last = f" {_duration(r['training_s']):>10}" if training else ""
+        print(f"{r['name']:<16} {rate:>12} {shown:>28} {w:>8} {p:>8}{last}")
+
+
+def _markdown(rows: list[dict], calls: int, header: str, breakdowns: dict) -> str:
+    md = [header, "", f"| | words/s | one word (median of {calls}) | WER | PER | training |",
+          "|---|---|---|---|---|---|"]
+    md += [f"| {r['name']} | " + " | ".join(_cells(r)) + f" | {_duration(r['training_s'])} |" for r in rows]
+    for name, b in breakdowns.items():
+        md += ["", f"## tfmr beside {name}: where each loses words", "", g2p_breakdown.markdown(b, b["names"])]
+    return "\n".join(md) + "\n"
+
+
+def _peer_train_split(train: dict, limit: int | None, key) -> dict:
+    """The train split in md5 order (`key`; every pronunciation of each word), its first `limit` words when given."""
+    return {w: train[w] for w in sorted(train, key=key)[:limit]}
+
+
+def _run_peers(peers, train: dict, words: list[str], args, out: Path | None) -> list:
+    """Each peer trained on `train` and pronouncing `words`, in OUT/peers/NAME or a temporary folder."""
+    runs = []
+    with contextlib.ExitStack() as stack:
+        root = out / "peers" if out else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tfmr-peers-")))
+        for peer in peers:
+            print()
+            runs.append(peer.run(train, words, root / peer.NAME, args.calls))
+    return runs
+
+
+def _write(out: Path, report: dict, rows: list[dict], words: list[str], systems: dict, header: str) -> None:
+    """OUT/g2p_bench.json, OUT/g2p_bench.md, OUT/predictions.tsv and one plot per peer."""
+    (out / "g2p_bench.json").write_text(json.dumps(report, indent=1))
+    (out / "g2p_bench.md").write_text(_markdown(rows, report["calls"], header, report["breakdown"]))
+    lines = ["word\t" + "\t".join(systems)]
+    lines += [w + "\t" + "\t".join(" ".join(hyps[i]) for hyps in systems.values()) for i, w in enumerate(words)]
+    (out / "predictions.tsv").write_text("\n".join(lines) + "\n")
+    for name, b in report["breakdown"].items():
+        g2p_breakdown.plot(b, b["names"], out / f"g2p_wer_by_group_{name}.png")
+    print(f"\nwritten: {out}/g2p_bench.json, g2p_bench.md, predictions.tsv"
+          + "".join(f", g2p_wer_by_group_{n}.png" for n in report["breakdown"]))
 
 
 def main(args) -> int:
     from ..presets import G2PConfig
     from ..tasks import g2p
 
+    peers = [PEERS[name] for name in dict.fromkeys(args.peer)]
+    for peer in peers:
+        peer.tools()  # a missing peer is refused now, in one line, before anything is loaded
+    out = out_folder(args.out) if args.out else None
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.checkpoint:
@@ -75,6 +188,7 @@ def main(args) -> int:
                               "(a folder written by `tfmr g2p train` or `tfmr g2p export`)")
         model, vocab, cfg = g2p.load_shipped()
         where = f"the shipped model ({g2p.SHIPPED})"
+    trained = _trained_seconds(args.checkpoint)
     model = model.to(getattr(torch, args.dtype))
     data = g2p.load_data(cfg.data.stress)
     refs_by_word = data.splits["test"]
@@ -83,11 +197,12 @@ def main(args) -> int:
     singles = [words[i % len(words)] for i in range(args.calls)]
     lex = g2p.lexicon(cfg.data.stress)
     params = sum(p.numel() for p in model.parameters())
-    print(f"G2P speed: {where}, {params / 1e6:.2f}M parameters, {next(model.parameters()).dtype} on CPU, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.processor() or 'cpu'}; "
-          f"{len(words):,} test words")
+    header = (f"G2P speed: {where}, {params / 1e6:.2f}M parameters, {next(model.parameters()).dtype} on CPU, "
+              f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.processor() or 'cpu'}; "
+              f"{len(words):,} test words")
+    print(header)
 
-    rows, greedy = [], {}
+    rows, greedy, decoded = [], {}, {}
     for beam in (1, args.beam):
         pron = g2p.Pronouncer(lex, (model, vocab, cfg), model_only=True, beam_size=beam)
         pron(singles[:3])  # warm-up
@@ -96,22 +211,51 @@ def main(args) -> int:
         greedy = greedy or dict(zip(words, hyps))
         latency = statistics.median(_timed(lambda: pron([w]))[0] for w in singles)
         name = "model, greedy" if beam == 1 else f"model, beam {beam}"
-        rows.append((name, len(words) / seconds, latency, f"{100 * wer(hyps, refs):.2f}%", f"{100 * per(hyps, refs):.2f}%"))
+        decoded[name] = hyps
+        rows.append(_row(name, len(words) / seconds, latency, wer(hyps, refs), per(hyps, refs), training=trained))
     if not args.no_compiled:
-        rows.append(_compiled_row(g2p, model, vocab, cfg, singles, greedy, refs_by_word))
+        rows.append(_compiled_row(g2p, model, vocab, cfg, singles, greedy, refs_by_word, trained))
 
     lookup = g2p.Pronouncer(lex)
     reps = max(1, 200_000 // len(words))  # a lookup takes about a microsecond: time enough of them
     seconds, _ = _timed(lambda: [lookup(words) for _ in range(reps)])
     latency = statistics.median(_timed(lambda: lookup([w]))[0] for w in singles)
-    rows.append(("CMUdict lookup", reps * len(words) / seconds, latency, "-", "-"))  # it holds the references
+    lookup_row = _row("CMUdict lookup", reps * len(words) / seconds, latency, None, None)  # it holds the references
 
-    print(f"\n{'':<16} {'words/s':>12} {f'one word (median of {args.calls})':>28} {'WER':>8} {'PER':>8}")
-    for name, rate, latency, w, p in rows:
-        shown = f"{1e3 * latency:.2f} ms" if latency >= 1e-4 else f"{1e6 * latency:.1f} us"
-        print(f"{name:<16} {rate:>12,.0f} {shown:>28} {w:>8} {p:>8}")
+    train = _peer_train_split(data.splits["train"], args.peer_train_limit, g2p.md5_key)
+    runs = _run_peers(peers, train, words, args, out)
+    for r in runs:
+        rows.append(_row(r.name, len(words) / r.decode_seconds, r.one_word, wer(r.predictions, refs),
+                         per(r.predictions, refs), training=r.train_seconds))
+    rows.append(lookup_row)
+
+    _print_table(rows, args.calls, training=bool(runs))
     if not args.no_compiled:
         print(f"* the compiled decoder's WER / PER are on the {args.calls} words it was timed on")
+    for r in runs:
+        print(f"{r.name}: {r.settings}; trained on {r.train_words:,} train words in this run")
+        for note in r.notes:
+            print(note)
+    if runs and trained is None:
+        print("training: an export (the shipped model too) does not record tfmr's training time (docs/g2p.md)")
     print("\ngoal on 2 CPU cores: one word <= 10 ms and >= 500 words/s greedy (the shipped model; the dictionary "
           "answers the words it has, the model the rest)")
+
+    mine = list(decoded)[-1]  # the beam decoding, as `tfmr g2p` pronounces by default
+    breakdowns = {}
+    for r in runs:
+        names = [f"tfmr {mine.split(', ')[1]}", r.name]
+        b = g2p_breakdown.breakdown(words, refs, decoded[mine], r.predictions)
+        breakdowns[r.name] = {"names": names, **b}
+        print(f"\ntfmr ({mine}) beside {r.name} on the same {len(words):,} test words:")
+        print("\n".join(g2p_breakdown.lines(b, names)))
+    if out is not None:
+        report = {"bench": "g2p", "model": where, "parameters": params, "threads": torch.get_num_threads(),
+                  "torch": torch.__version__, "cpu": platform.processor() or "cpu", "test_words": len(words),
+                  "calls": args.calls, "rows": rows, "breakdown": breakdowns,
+                  "peers": {r.name: {"settings": r.settings, "train_words": r.train_words,
+                                     "train_seconds": r.train_seconds, "steps": r.steps,
+                                     "decode_seconds": r.decode_seconds, "notes": r.notes} for r in runs}}
+        systems = {f"tfmr {mine.split(', ')[1]}": decoded[mine], **{r.name: r.predictions for r in runs}}
+        _write(out, report, rows, words, systems, header)
     return 0
