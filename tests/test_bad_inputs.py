@@ -261,7 +261,7 @@ def test_average_never_replaces_a_folder_of_other_files(capsys, ckpt, tmp_path):
     folder = tmp_path / "runs"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
-    assert "is a folder of other files" in one_line_error(capsys, "average", "--out", folder, ckpt)
+    assert "is a folder of other files (notes.txt)" in one_line_error(capsys, "average", "--out", folder, ckpt)
     assert (folder / "notes.txt").read_text() == "keep me"
 
 

@@ -330,18 +330,17 @@ def load_shipped():
     return load_run(SHIPPED, G2PConfig)
 
 
-def export(source: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+def export(source: str | Path, out: str | Path, dtype: torch.dtype = torch.float16, overwrite: bool = False) -> Path:
     """Write the model of checkpoint `source` (a training checkpoint or an export) to `out` as
     weights in `dtype` (fp16: 2 bytes per parameter), vocab.json, config.json, export.json and the
-    sha256 manifest (tfmr.checkpoint.export). Returns `out`."""
+    sha256 manifest (tfmr.checkpoint.export; an earlier export in `out` is replaced only with
+    `overwrite`). Returns `out`."""
     model, vocab, cfg = load_run(source, G2PConfig)
     source = checkpoint.resolve(source)
-    if Path(out).resolve() == source.resolve():
-        raise ConfigError(f"--out {out} is the checkpoint being exported; export to another folder")
     state = source / "state.json"
     info = {"source": f"{source.parent.name}/{source.name}", "parameters": sum(p.numel() for p in model.parameters()),
             "step": json.loads(state.read_text()).get("step") if state.exists() else None}
-    return checkpoint.export(out, model, to_dict(cfg), vocab, dtype, info)
+    return checkpoint.export(out, model, to_dict(cfg), vocab, dtype, info, overwrite=overwrite, sources=(source,))
 
 
 def agreement(model_a, vocab_a: PairVocab, model_b, vocab_b: PairVocab, words: Sequence[str]) -> float:
