@@ -36,6 +36,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file
 
+from .config import ConfigError, parse_json
 from .folders import check_output
 
 MANIFEST = "manifest.json"
@@ -201,12 +202,16 @@ def verify(directory: str | Path) -> Path:
     """Check every file against the manifest; raise CheckpointError on any mismatch."""
     directory = resolve(directory)
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = parse_json((directory / MANIFEST).read_bytes(), "")
+    except ConfigError:  # invalid JSON, too deep, a 5,000-digit number
         raise CheckpointError(f"{directory / MANIFEST} is corrupt (not valid JSON)") from None
     if not isinstance(manifest, dict) or not all(isinstance(v, str) and "/" not in k and k not in ("", ".", "..")
                                                  for k, v in manifest.items()):
         raise CheckpointError(f"{directory / MANIFEST} is corrupt (not a table of file names and sha256 digests)")
+    unlisted = sorted(p.name for p in directory.iterdir() if p.name != MANIFEST and p.name not in manifest)
+    if unlisted:
+        raise CheckpointError(f"checkpoint {directory}: {unlisted[0]} is not in its {MANIFEST} (a file added or "
+                              "dropped from the manifest after saving); refusing to load it")
     for name, digest in manifest.items():
         path = directory / name
         if not path.exists():
@@ -221,11 +226,11 @@ def verify(directory: str | Path) -> Path:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return parse_json(path.read_bytes(), "")
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path.parent} has no {path.name}") from None
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise CheckpointError(f"{path} is corrupt (not valid JSON: {str(e).splitlines()[0]})") from None
+    except ConfigError as e:  # invalid JSON, nested too deep, a 5,000-digit number
+        raise CheckpointError(f"{path} is corrupt (not valid JSON: {str(e).removeprefix('invalid JSON: ')})") from None
 
 
 def read_config(directory: str | Path) -> dict:

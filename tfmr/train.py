@@ -66,6 +66,15 @@ def validate_train(t: TrainConfig) -> None:
     for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "max_minutes"):
         if not math.isfinite(getattr(t, name)):
             raise ConfigError(f"train.{name} must be a finite number, got {getattr(t, name)}")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(t, name) < 1.0:
+            raise ConfigError(f"train.{name} must be in [0, 1) (AdamW's moment decay), got {getattr(t, name)}")
+    for name in ("weight_decay", "grad_clip", "max_minutes", "threads", "warmup", "batch_tokens", "eval_pairs",
+                 "guided_attention"):  # the last three: Seq2SeqTrainConfig's
+        if getattr(t, name, 0) < 0:
+            raise ConfigError(f"train.{name} must be 0 or more, got {getattr(t, name)}")
+    if not 0 <= t.seed < 2 ** 63:
+        raise ConfigError(f"train.seed must be an integer in [0, 2**63), got {t.seed}")
     if t.on_nonfinite not in ON_NONFINITE:
         raise ConfigError(f"train.on_nonfinite {t.on_nonfinite!r} is not one of: {', '.join(ON_NONFINITE)}")
     if t.keep_last < 0:
@@ -305,6 +314,9 @@ class TrainLoop:
     def __init__(self, cfg, out_dir: str | Path, resume: bool = False, log=print, progress: bool = True,
                  overwrite: bool = False):
         validate_train(cfg.train)
+        for section in vars(cfg).values():  # a task's own sections check themselves (DecodeConfig.check)
+            if callable(getattr(section, "check", None)):
+                section.check()
         if not self.data_parallel and parallel.resolve_kind(cfg.train.parallel) != "none":
             raise ConfigError(f"train.parallel={cfg.train.parallel}: {type(self).__name__} does not split its "
                               "batches among processes yet; train it with train.parallel=none")
