@@ -549,3 +549,70 @@ def test_a_full_disk_while_saving_is_one_line_whatever_the_library_raises(tiny_c
         trainer.save()
     assert _tree(tmp_path / "run" / "checkpoint") == before
     assert not (tmp_path / "run" / "checkpoint.tmp").exists()
+
+
+# ----------------------------------------------------------------------------- the explore server under load
+@pytest.fixture(scope="module")
+def served(policy_root):
+    import threading
+
+    from tfmr.explore.server import serve
+    from tfmr.explore.session import open_checkpoint
+
+    server = serve(open_checkpoint(policy_root / "run" / "checkpoint"), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _post(server, body: bytes, host=None):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=60)
+    conn.putrequest("POST", "/api/tokens", skip_host=True)
+    conn.putheader("Host", f"127.0.0.1:{server.server_address[1]}" if host is None else host)
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders(body)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data
+
+
+def test_explore_refuses_an_empty_host_and_an_empty_host_header(capsys, policy_root, served):
+    from tfmr.cli import main
+
+    assert main(["explore", "--checkpoint", str(policy_root / "run" / "checkpoint"), "--host", ""]) == 2
+    assert "--host is empty, which would listen on every interface" in capsys.readouterr().err
+    assert _post(served, b'{"text": "To"}', host="")[0] == 421
+
+
+def test_explore_answers_deep_json_with_400_and_keeps_serving(served, capsys):
+    status, data = _post(served, b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and b"nested more than" in data
+    assert _post(served, b'{"text": "To"}')[0] == 200
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_explore_serves_32_clients_at_once_without_resets(served):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(lambda _: _post(served, b'{"text": "To"}')[0], range(160)))
+    assert statuses == [200] * 160
+
+
+def test_explore_says_nothing_when_a_client_goes_away(served, capsys):
+    import socket
+
+    for _ in range(5):
+        sock = socket.create_connection(("127.0.0.1", served.server_address[1]))
+        body = b'{"text": "To be, or not"}'
+        sock.sendall(b"POST /api/tokens HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %d\r\n\r\n"
+                     % (served.server_address[1], len(body)) + body)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()  # reset before the answer is written
+    assert _post(served, b'{"text": "To"}')[0] == 200
+    err = capsys.readouterr().err
+    assert "BrokenPipeError" not in err and "ConnectionResetError" not in err and "Traceback" not in err
