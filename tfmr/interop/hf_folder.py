@@ -231,19 +231,27 @@ def _check_unread(state: _Tracked, cfg, where) -> None:
                               "describes; the config does not match its weights")
 
 
+def model_config(model_type: str, hf_config, where="the model"):
+    """The ModelConfig a family makes of a Hugging Face config (attributes), checked before anything
+    is built: types (`n_embd: "32"`, `n_layer: 2.5`), ranges (a negative `rope_theta` or
+    `rms_norm_eps`), and the memory its weights need (`n_embd: 1e9`). ConfigError naming `where`."""
+    try:
+        cfg = family(model_type).config_from_hf(hf_config)
+        check_types(cfg, "model")
+        validate(cfg)
+    except (ValueError, AttributeError, TypeError, OverflowError) as e:  # ConfigError is a ValueError
+        raise ConfigError(f"{where}: config.json does not describe a model tfmr can build: {e}") from None
+    try:
+        check_inference(cfg)  # refused before the allocator is asked
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg
+
+
 def model_from_hf_state(model_type: str, hf_config, hf_state: dict, where="the model") -> torch.nn.Module:
     """A tfmr model from a family's config (attributes) and Hugging Face state dict, weights loaded."""
     fam = family(model_type)
-    try:
-        cfg = fam.config_from_hf(hf_config)
-        check_types(cfg, "model")  # n_embd: "32", n_layer: 2.5
-        validate(cfg)  # ranges: a negative rope_theta or rms_norm_eps
-    except (ValueError, AttributeError, TypeError) as e:  # ConfigError is a ValueError
-        raise ConfigError(f"{where}: config.json does not describe a model tfmr can build: {e}") from None
-    try:
-        check_inference(cfg)  # n_embd 1e9: refused before the allocator is asked
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    cfg = model_config(model_type, hf_config, where)
     model = build_uninitialised(cfg)  # every parameter is loaded below, or the load is refused
     read = _Tracked(hf_state)
     try:
