@@ -350,6 +350,7 @@ def load_file(path: str | Path) -> dict:
     if "\x00" in text:
         raise ConfigError(f"{path} is not a text config file (it has NUL bytes)")
     try:
+        _check_brackets(text)
         data = _parse(text, path.suffix)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
@@ -385,6 +386,20 @@ def parse_json(text: str | bytes, where: str) -> Any:
         raise ConfigError(f"{at}invalid JSON: {_reason(e)}") from None
     check_depth(data, where or "JSON")
     return data
+
+
+def _check_brackets(text: str) -> None:
+    """Refuse text whose brackets nest deeper than MAX_DEPTH before a parser walks it (PyYAML takes
+    seconds over a few thousand `[`); a bracket inside a quoted string counts too, harmlessly."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    if deepest > MAX_DEPTH:
+        raise ConfigError(f"nested more than {MAX_DEPTH} levels deep; not a config")
 
 
 def _reason(e: Exception) -> str:

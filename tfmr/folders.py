@@ -38,7 +38,8 @@ ADAPTATION = "adaptation.safetensors"  # tfmr.adapters.ADAPTATION_FILE
 TOKENIZER_FILES = {"tokenizer.json", "vocab.json"}
 ONNX_FILES = ("prefill.onnx", "step.onnx", "encoder.onnx", "decoder.onnx")
 RUN_OWNED = ("checkpoint", "checkpoint.old", "checkpoint.tmp", "best", "best.old", "best.tmp", "snapshots")
-RUN_LEFTOVERS = {"run.lock", "metrics.jsonl", "loss.png", "checkpoint.tmp"}  # a run stopped before its first save
+RUN_LEFTOVERS = {"run.lock", "metrics.jsonl", "loss.png", "checkpoint.tmp", "finetune.json"}  # stopped before
+# its first save (finetune.json: a g2p finetune run's record)
 
 KINDS = {
     "missing": "nothing",

@@ -44,6 +44,7 @@ import torch
 from .. import checkpoint
 from ..builder import max_positions
 from ..config import ConfigError, dumps, to_dict
+from ..folders import check_output
 from ..metrics import closest_reference, per, wer
 from ..presets import G2PConfig, G2PDataConfig, g2p_base, g2p_small, g2p_tiny, resolve  # noqa: F401 (re-exported)
 from ..seq2seq import (BOS, EOS, PairVocab, Seq2SeqTrainer, Vocab, eager_attention, greedy_decode, load_run,
@@ -265,6 +266,7 @@ def dev_metric(data: G2PData, n: int):
 def train(cfg: G2PConfig, out: str | Path, resume: bool = False, progress: bool = True, log=print,
           overwrite: bool = False):
     """Train (or resume) a G2P model; returns (trainer, data)."""
+    check_output(out, "run", overwrite=overwrite, resume=resume)  # before the data is read (tfmr.folders)
     t0 = time.perf_counter()
     data = load_data(cfg.data.stress)
     pairs = data.pairs("train")
@@ -538,6 +540,7 @@ def finetune(source: str | Path | None, objective: str, reward: str, out: str | 
     starting weights). Returns that record: {"source", "objective", "reward", "before", "after",
     "steps", "best": {"metric", "step", "value"}}."""
     out = Path(out)
+    check_output(out, "run", overwrite=overwrite, resume=resume)  # before the source is tested (tfmr.folders)
     record_path = out / FINETUNE_RECORD
     if resume:
         if not record_path.exists():
