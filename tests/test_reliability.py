@@ -368,9 +368,11 @@ def _argv(command: str, out, root, extra=()):
     from tfmr.tasks import g2p
 
     template, _, _ = WRITERS[command]
-    hf = root / "hf-source"
+    hf = root / "hf-source"  # a real Hugging Face folder: the refusal must not come from reading the source
     if not hf.exists():
-        _make_folder("hf", hf, root)
+        from tfmr.cli import main
+
+        assert main(["export", "--to", "hf", "--checkpoint", str(root / "run" / "checkpoint"), "--out", str(hf)]) == 0
     values = dict(out=out, text=root / "text.txt", ckpt=root / "run" / "checkpoint", cache=root / "cache", hf=hf,
                   g2p=g2p.SHIPPED)
     return [a.format(**values) for a in template] + list(extra)

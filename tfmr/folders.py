@@ -131,10 +131,11 @@ def _absolute(path: str | Path) -> Path:
     return Path(os.path.abspath(path))  # '.', '..' and 'a/../b' made plain, links left as they are
 
 
-def _check_place(path: Path, shown: str, sources: Iterable[str | Path]) -> None:
-    """Never over the working directory, over or around a source, nor inside another artefact."""
+def _check_place(path: Path, shown: str, sources: Iterable[str | Path], replaces: bool) -> None:
+    """Never over the working directory (for a write that may replace its folder), over or around
+    a source, nor inside another artefact."""
     here = _absolute(os.getcwd())
-    if path == here or path in here.parents:
+    if replaces and (path == here or path in here.parents):
         raise FolderError(f"{shown} is the folder you are in (or holds it); name a new folder to write to")
     for source in sources:
         src = _absolute(source)
@@ -161,7 +162,7 @@ def check_output(path: str | Path, writes: str, overwrite: bool = False, resume:
     kind = classify(absolute)
     if kind == "file":
         raise FolderError(f"{shown} is a file, not a folder")
-    _check_place(absolute, shown, sources)
+    _check_place(absolute, shown, sources, replaces=writes != "report")
     if resume:
         if kind != writes:
             raise FolderError(f"nothing to resume: {path} holds {describe(absolute, kind)}, not {KINDS[writes]}")
@@ -195,8 +196,8 @@ def staged(path: str | Path) -> Iterator[Path]:
         tmp.mkdir(parents=True)
         yield tmp
         _swap(tmp, path)
-    except (OSError, SafetensorError) as e:
-        reason = getattr(e, "strerror", None) or str(e).splitlines()[0] if str(e) else type(e).__name__
+    except (OSError, SafetensorError) as e:  # safetensors reports a full or read-only disk as a SafetensorError
+        reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
         raise FolderError(f"cannot write {path}: {reason}; nothing was changed there") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
