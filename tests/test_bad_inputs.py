@@ -261,7 +261,7 @@ def test_average_never_replaces_a_folder_of_other_files(capsys, ckpt, tmp_path):
     folder = tmp_path / "runs"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
-    assert "is a folder of other files" in one_line_error(capsys, "average", "--out", folder, ckpt)
+    assert "is a folder of other files (notes.txt)" in one_line_error(capsys, "average", "--out", folder, ckpt)
     assert (folder / "notes.txt").read_text() == "keep me"
 
 
@@ -416,3 +416,169 @@ def test_the_reliability_doc_names_tests_that_exist():
     assert len(named) > 30
     missing = [f"{f}::{t}" for f, t in named if f"def {t}(" not in (root / f).read_text()]
     assert not missing, missing
+
+
+# ----------------------------------------------------------------------------- 12. hostile config files
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefg", "bcdefgh")) + "model: {dim: *h}\n"
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("bomb.yaml", BOMB, "YAML aliases (*name) are not read"),
+    ("deep.yaml", "[" * 50_000 + "]" * 50_000, "nested more than 32 levels deep"),
+    ("deep.json", "[" * 50_000 + "]" * 50_000, "nested more than 32 levels deep"),
+    ("deep.toml", "a = " + "[" * 50_000 + "]" * 50_000, "nested more than 32 levels deep"),
+    ("big.yaml", "train: {seed: " + "9" * 5000 + "}\n", "a number of more than 4,300 digits"),
+    ("big.toml", "[train]\nseed = " + "9" * 5000 + "\n", "a number of more than 4,300 digits"),
+    ("big.json", '{"train": {"seed": ' + "9" * 5000 + "}}", "a number of more than 4,300 digits"),
+])
+def test_hostile_config_files_are_one_line_within_a_second(capsys, tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    line = one_line_error(capsys, "train", "--preset", "tiny", "--config", path, "--out", tmp_path / "r")
+    assert message in line and len(line) < 300
+
+
+@pytest.mark.parametrize("text", ["[" * 50_000 + "]" * 50_000, '{"model.safetensors": ' + "9" * 5000 + "}"])
+def test_a_hostile_manifest_is_a_corrupt_checkpoint(capsys, run_dir, tmp_path, text):
+    run = _copy_run(run_dir, tmp_path / "run")
+    (run / "checkpoint" / checkpoint.MANIFEST).write_text(text)
+    assert "manifest.json is corrupt" in one_line_error(capsys, "generate", "--checkpoint", run / "checkpoint")
+
+
+def test_a_file_dropped_from_the_manifest_is_refused(capsys, run_dir, tmp_path):
+    run = _copy_run(run_dir, tmp_path / "run")
+    ck = run / "checkpoint"
+    manifest = json.loads((ck / checkpoint.MANIFEST).read_text())
+    del manifest["model.safetensors"]
+    (ck / checkpoint.MANIFEST).write_text(json.dumps(manifest))
+    (ck / "model.safetensors").write_bytes((ck / "model.safetensors").read_bytes()[:-8] + b"tampered")
+    assert "model.safetensors is not in its manifest.json" in one_line_error(capsys, "generate", "--checkpoint", ck)
+
+
+# ----------------------------------------------------------------------------- 13. Hugging Face configs
+@pytest.fixture(scope="module")
+def hf_dir(run_dir, tmp_path_factory):
+    """The tiny run exported as a Hugging Face GPT-2 folder."""
+    out = tmp_path_factory.mktemp("hf") / "gpt2"
+    assert main(["export", "--to", "hf", "--checkpoint", str(run_dir / "checkpoint"), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"n_embd": "32"}, "model.dim: expected int, got '32'"),
+    ({"n_layer": 2.5}, "model.layers: expected int, got 2.5"),
+    ({"layer_norm_epsilon": -1e-5}, "model.norm.eps must be a number > 0"),
+    ({"n_embd": 10 ** 9}, "for its weights"),
+    ({"n_layer": 1}, "past the 1 layers config.json describes"),
+])
+def test_a_hugging_face_config_is_checked_before_anything_is_built(capsys, hf_dir, tmp_path, change, message):
+    import shutil
+
+    folder = tmp_path / "hf"
+    shutil.copytree(hf_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    line = one_line_error(capsys, "convert", "--from-hf", folder, "--out", tmp_path / "ck")
+    assert message in line
+    assert not (tmp_path / "ck").exists()
+
+
+def test_a_sharded_index_naming_files_outside_the_folder_is_refused(capsys, hf_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "hf"
+    shutil.copytree(hf_dir, folder)
+    shutil.move(folder / "model.safetensors", tmp_path / "x.safetensors")  # outside the folder
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "x.safetensors"), "pt") as f:
+        names = list(f.keys())
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {n: "../x.safetensors"
+                                                                                    for n in names}}))
+    line = one_line_error(capsys, "convert", "--from-hf", folder, "--out", tmp_path / "ck")
+    assert "names the weight file '../x.safetensors', which is not a file of" in line
+
+
+# ----------------------------------------------------------------------------- 14. numbers out of range
+@pytest.mark.parametrize("flags,message", [
+    (["--temperature", "1e-40"], "--temperature must be a finite number >= 0"),
+    (["--repetition-penalty", "1e-40"], "--repetition-penalty must be in [0.0001, 10000]"),
+    (["--seed", str(2 ** 70)], "--seed must be an integer in [0, 2**63)"),
+])
+def test_subnormal_sampling_scales_and_huge_seeds_are_refused(capsys, ckpt, flags, message):
+    assert message in one_line_error(capsys, "generate", "--checkpoint", ckpt, "--prompt", "To", *flags)
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("train.beta1=1.5", "train.beta1 must be in [0, 1)"),
+    ("train.threads=-1", "train.threads must be 0 or more"),
+    (f"train.seed={2 ** 70}", "train.seed must be an integer in [0, 2**63)"),
+    ("model.ffn=moe", None),
+])
+def test_train_settings_out_of_range_are_refused(capsys, tmp_path, setting, message):
+    extra = ["--set", "model.ffn.experts=100000"] if setting == "model.ffn=moe" else []
+    line = one_line_error(capsys, "train", "--preset", "tiny", "--set", setting, *extra, "--out", tmp_path / "r")
+    assert (message or "model.ffn.experts must be at most 1024") in line
+
+
+def test_g2p_decode_and_batch_settings_are_refused_before_training(capsys, tmp_path):
+    for setting, message in (("decode.batch_size=0", "decode.batch_size must be at least 1"),
+                             ("train.batch_tokens=-5", "train.batch_tokens must be 0 or more")):
+        line = one_line_error(capsys, "g2p", "train", "--preset", "g2p-tiny", "--set", setting,
+                              "--out", tmp_path / "g", "--no-progress", "--no-eval")
+        assert message in line
+        assert not (tmp_path / "g" / "checkpoint").exists()
+
+
+def test_finetune_memory_estimate_counts_the_lora_weights(capsys, ckpt, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    line = one_line_error(capsys, "finetune", "--checkpoint", ckpt, "--lora", "rank=100000000", "--data", text,
+                          "--out", tmp_path / "ft", "--no-progress", "--set", "train.max_memory=1")
+    assert "memory estimate" in line and "exceeds train.max_memory=1 GB" in line
+
+
+# ----------------------------------------------------------------------------- 15. the token cache
+def test_a_truncated_token_cache_is_tokenized_again(tmp_path):
+    from tfmr.data import prepare
+
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT * 20)
+    cfg = _tiny(text, tmp_path / "cache").data
+    first = prepare(cfg, tmp_path / "cache", log=lambda *a: None)
+    train_bin = first.directory / "train.bin"
+    train_bin.write_bytes(train_bin.read_bytes()[:100])  # 50 tokens of uint16 left
+    notes = []
+    again = prepare(cfg, tmp_path / "cache", log=notes.append)
+    assert "incomplete or damaged; tokenizing again" in notes[0]
+    assert len(again.train) == len(first.train) > 50
+    train_bin.write_bytes(b"")  # truncated while a run reads it: the run holds its ids in memory
+    assert int(again.train[-1]) == int(first.train[-1])
+
+
+def test_a_token_cache_that_cannot_be_written_is_one_line(capsys, tmp_path, monkeypatch):
+    import tfmr.data
+
+    def read_only(path, ids):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tfmr.data, "_write_ids", read_only)
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    line = one_line_error(capsys, "train", "--preset", "tiny", "--data", text, "--out", tmp_path / "r",
+                          "--set", f"data.cache_dir={tmp_path / 'cache'}", "--no-progress")
+    assert "cannot write the token cache" in line and "Read-only file system" in line
+
+
+def test_a_stale_world_size_in_the_shell_trains_in_one_process(capsys, tmp_path, monkeypatch):
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    code, out, err = cli(capsys, "train", "--preset", "tiny", "--data", text, "--out", tmp_path / "r", "--no-progress",
+                         "--set", "train.steps=1", "--set", "train.parallel=auto", "--set", "sample.num_samples=0",
+                         "--set", f"data.cache_dir={tmp_path / 'cache'}")
+    assert code == 0, err
+    assert "WORLD_SIZE=2 is set but this is no torchrun launch" in err

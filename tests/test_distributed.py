@@ -213,6 +213,9 @@ def test_auto_is_none_outside_torchrun_and_ddp_needs_torchrun(monkeypatch):
     with pytest.raises(ConfigError, match="not one of"):
         parallel.resolve_kind("zero3")
     monkeypatch.setenv("WORLD_SIZE", "2")
+    assert parallel.resolve_kind("auto") == "none"  # a WORLD_SIZE left in the shell is no launch
+    for name, value in (("RANK", "0"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):
+        monkeypatch.setenv(name, value)
     assert parallel.resolve_kind("auto") == "ddp"
 
 

@@ -218,12 +218,13 @@ def test_the_export_command_checks_its_work_and_refuses_to_overwrite_other_folde
     assert code == 0, err
     assert re.search(r"exported [\d,]+ parameters as float16 to .*: model\.safetensors \d+\.\d\d MB", out[0])
     assert out[1] == "check: 100.0% of 500 dev words are pronounced as the fp32 checkpoint does (greedy)"
-    assert out[2].startswith("to ship it: tfmr g2p export --checkpoint") and out[2].endswith("tfmr/tasks/g2p_model")
-    assert run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "model"))[0] == 0  # again
+    assert out[2].startswith("to ship it: tfmr g2p export --checkpoint") and out[2].endswith("tfmr/tasks/g2p_model --overwrite")
+    assert run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "model"))[0] == 2  # again: refused
+    assert run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "model"), "--overwrite")[0] == 0
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "keep.py").write_text("x = 1\n")
     code, _, err = run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "src"))
-    assert code == 2 and "already holds other files" in err[0] and (tmp_path / "src" / "keep.py").exists()
+    assert code == 2 and "is a folder of other files" in err[0] and (tmp_path / "src" / "keep.py").exists()
     code, _, err = run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tiny.ckpt))
     assert code == 2 and len(err) == 1
 

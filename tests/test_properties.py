@@ -200,3 +200,64 @@ def test_a_tokenizer_file_of_any_json_loads_or_is_a_value_error_naming_it(tmp_pa
         return
     sample = string.ascii_letters if kind == "bpe" else "".join(getattr(tok, "chars", []))
     assert tok.decode(tok.encode(sample)) == sample
+
+
+# ----------------------------------------------------------------------------- hostile config readers (time-bounded)
+HOSTILE_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-10 ** 30, max_value=10 ** 30),
+                           st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                           st.sampled_from(["32", "2.5", "-1", "1e9", "nan", "*a", "&a x"]))
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(prefix=st.sampled_from(["", "a: &a [x, x]\nb: [*a, *a]\n", "[" * 40, "x: " + "9" * 5000 + "\n"]),
+       body=st.text(alphabet="[]{}:,&*-\n 9ax\"'", max_size=200), depth=st.integers(0, 3000),
+       suffix=st.sampled_from([".yaml", ".json", ".toml"]))
+def test_a_hostile_config_file_is_read_or_refused_within_the_deadline(tmp_path, prefix, body, depth, suffix):
+    """Aliases, deep nesting and huge numbers: read, or one ConfigError, each in under 10 s (the
+    first example includes importing the parsers; the others take milliseconds)."""
+    import time
+
+    path = tmp_path / f"c{suffix}"
+    path.write_text(prefix + "[" * depth + body + "]" * depth)
+    start = time.perf_counter()
+    try:
+        data = load_file(path)
+    except ConfigError as e:
+        assert "\n" not in str(e) and len(str(e)) < 1000
+        return
+    finally:
+        assert time.perf_counter() - start < 10
+    merged = RunConfig()
+    try:
+        merge_into(merged, data if isinstance(data, dict) else {})
+    except ConfigError:
+        pass
+
+
+GPT2_KEYS = ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
+             "layer_norm_epsilon"]
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(changes=st.dictionaries(st.sampled_from(GPT2_KEYS), st.one_of(
+    HOSTILE_LEAVES, st.integers(min_value=-5, max_value=10 ** 12),
+    st.sampled_from([[1, 2], {"a": 1}, [[[]]], {"n": {"m": None}}])), max_size=4))
+def test_a_hugging_face_config_of_any_values_is_checked_before_anything_is_built(changes, monkeypatch):
+    """Any values in a GPT-2 config.json: a ModelConfig that fits in memory, or one ConfigError,
+    in under 10 s (the first example includes importing), and nothing built on the way."""
+    import time
+
+    from tfmr import builder
+    from tfmr.config import ModelConfig
+    from tfmr.interop.hf_folder import config_namespace, model_config
+
+    start = time.perf_counter()
+    base = {"model_type": "gpt2", "vocab_size": 50, "n_positions": 16, "n_embd": 32, "n_layer": 2, "n_head": 2}
+    monkeypatch.setattr(builder, "build_uninitialised", lambda cfg: pytest.fail("built before validation"))
+    try:
+        assert isinstance(model_config("gpt2", config_namespace({**base, **changes})), ModelConfig)
+    except ConfigError as e:
+        assert "\n" not in str(e)
+    assert time.perf_counter() - start < 10

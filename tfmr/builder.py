@@ -12,6 +12,7 @@ string.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 
@@ -64,6 +65,7 @@ def validate(cfg: ModelConfig) -> None:
         raise ConfigError(f"model.label_smoothing must be in [0, 1], got {cfg.label_smoothing}")
     if cfg.loss_chunk < 0:
         raise ConfigError(f"model.loss_chunk must be 0 (off) or a number of tokens, got {cfg.loss_chunk}")
+    _check_option_ranges(cfg)
     check_options(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED)
     if cfg.kernel.kind in ALIGNMENT_KERNELS:
         raise ConfigError(f"model.kernel {cfg.kernel.kind!r} is a stateful cross-attention kernel; set "
@@ -106,6 +108,27 @@ def _check_mixers(cfg: ModelConfig) -> None:
         if MIXERS[kind].causal_only and cfg.arch == "encoder":
             raise ConfigError(f"model.mixer {kind!r} is causal; it runs in decoders (model.arch=decoder, or the "
                               f"decoder of an encoder-decoder), not in an encoder")
+
+
+POSITIVE_OPTIONS = ("eps", "base", "ntk_factor", "mult", "hidden", "experts", "top_k", "capacity_factor")
+MAX_EXPERTS = 1024  # more experts than any published MoE; building (or estimating) 100,000 takes minutes
+
+
+def _check_option_ranges(cfg: ModelConfig) -> None:
+    """Options that are sizes, scales or epsilons are numbers > 0 (a negative norm epsilon or RoPE
+    base from a Hugging Face config.json is refused, not loaded); MoE has at most MAX_EXPERTS."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not isinstance(value, Choice):
+            continue
+        for key in POSITIVE_OPTIONS:
+            option = value.options.get(key)
+            if option is None:
+                continue
+            if isinstance(option, bool) or not isinstance(option, (int, float)) or not option > 0:
+                raise ConfigError(f"model.{f.name}.{key} must be a number > 0, got {option!r}")
+        if value.options.get("experts", 0) > MAX_EXPERTS:
+            raise ConfigError(f"model.{f.name}.experts must be at most {MAX_EXPERTS}, got {value.options['experts']}")
 
 
 def _check_finite(cfg: ModelConfig) -> None:

@@ -36,6 +36,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file
 
+from .config import ConfigError, parse_json
+from .folders import check_output
+
 MANIFEST = "manifest.json"
 SHARDED = "sharded.json"  # in a sharded (fsdp) checkpoint only: written by tfmr.parallel.save_sharded
 EXPORT_INFO = "export.json"  # in an exported model only: its dtype and where it came from
@@ -101,11 +104,15 @@ def _writing(tmp: Path, directory: Path):
     checkpoint as it was and says so in one line."""
     try:
         yield
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as a SafetensorError
         shutil.rmtree(tmp, ignore_errors=True)
-        where = f" ({e.filename})" if e.filename else ""
-        raise CheckpointError(f"cannot write the checkpoint {directory}: {e.strerror or e}{where}; "
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"cannot write the checkpoint {directory}: {reason}{where}; "
                               "the previous checkpoint, if any, is unchanged") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _owns_memory(t: torch.Tensor) -> bool:
@@ -195,12 +202,16 @@ def verify(directory: str | Path) -> Path:
     """Check every file against the manifest; raise CheckpointError on any mismatch."""
     directory = resolve(directory)
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = parse_json((directory / MANIFEST).read_bytes(), "")
+    except ConfigError:  # invalid JSON, too deep, a 5,000-digit number
         raise CheckpointError(f"{directory / MANIFEST} is corrupt (not valid JSON)") from None
     if not isinstance(manifest, dict) or not all(isinstance(v, str) and "/" not in k and k not in ("", ".", "..")
                                                  for k, v in manifest.items()):
         raise CheckpointError(f"{directory / MANIFEST} is corrupt (not a table of file names and sha256 digests)")
+    unlisted = sorted(p.name for p in directory.iterdir() if p.name != MANIFEST and p.name not in manifest)
+    if unlisted:
+        raise CheckpointError(f"checkpoint {directory}: {unlisted[0]} is not in its {MANIFEST} (a file added or "
+                              "dropped from the manifest after saving); refusing to load it")
     for name, digest in manifest.items():
         path = directory / name
         if not path.exists():
@@ -215,11 +226,11 @@ def verify(directory: str | Path) -> Path:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return parse_json(path.read_bytes(), "")
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path.parent} has no {path.name}") from None
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise CheckpointError(f"{path} is corrupt (not valid JSON: {str(e).splitlines()[0]})") from None
+    except ConfigError as e:  # invalid JSON, nested too deep, a 5,000-digit number
+        raise CheckpointError(f"{path} is corrupt (not valid JSON: {str(e).removeprefix('invalid JSON: ')})") from None
 
 
 def read_config(directory: str | Path) -> dict:
@@ -292,10 +303,11 @@ def keep_snapshot(source: str | Path, root: str | Path, step: int, keep: int) ->
     return path
 
 
-def average(sources: list[str | Path], directory: str | Path) -> Path:
+def average(sources: list[str | Path], directory: str | Path, overwrite: bool = False) -> Path:
     """Write the element-wise mean of the weights of `sources` (checkpoints of one model: same
     config, same tensor names and shapes) to `directory`, with the first source's config and
-    tokenizer."""
+    tokenizer. `directory` follows tfmr.folders: new, empty, or an earlier checkpoint with
+    `overwrite`; never a source, a run's own checkpoint or a folder of other files."""
     if not sources:
         raise CheckpointError("nothing to average: give at least one checkpoint")
     dirs = [verify(s) for s in sources]
@@ -304,13 +316,7 @@ def average(sources: list[str | Path], directory: str | Path) -> Path:
         if read_config(d).get("model") != model:
             raise CheckpointError(f"{d} holds a different model than {dirs[0]} (model configs differ); "
                                   "only checkpoints of one model can be averaged")
-    directory = Path(directory)
-    if (directory / "state.json").exists() or any(directory.resolve() == d.resolve() for d in dirs):
-        raise CheckpointError(f"{directory} is a training checkpoint (it can resume); "
-                              "write the average to another folder")
-    if directory.is_dir() and not (directory / MANIFEST).exists() and any(directory.iterdir()):
-        raise CheckpointError(f"{directory} is a folder of other files, not a checkpoint; the average would "
-                              "replace it: write it to a new folder")
+    directory = check_output(directory, "checkpoint", overwrite=overwrite, sources=dirs)
     tmp = _fresh_tmp(directory)
     with _writing(tmp, directory):
         save_file(_mean_weights(dirs), str(tmp / "model.safetensors"),
@@ -320,20 +326,16 @@ def average(sources: list[str | Path], directory: str | Path) -> Path:
 
 
 def export(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=None,
-           dtype: torch.dtype = torch.float16, info: dict | None = None) -> Path:
+           dtype: torch.dtype = torch.float16, info: dict | None = None, overwrite: bool = False,
+           sources: tuple = ()) -> Path:
     """Write an inference-only copy of `model` to `directory`: its floating-point weights in
     `dtype` (tied matrices stored once, as in `save`), the config, the tokenizer and EXPORT_INFO
     (`info` plus the dtype), with the manifest, atomically. `verify` and `load_weights` read it
     like any checkpoint; the weights are cast to the dtype of the model they are loaded into.
 
-    `directory` must be new, empty or an earlier export: the write replaces the whole folder, so
-    a folder holding anything else (a run, a training checkpoint, a source tree) is refused."""
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise CheckpointError(f"{directory} is a file; export to a folder")
-    if directory.is_dir() and any(directory.iterdir()) and not (directory / EXPORT_INFO).exists():
-        raise CheckpointError(f"{directory} already holds other files (it is not an earlier export); "
-                              "export to a new or empty folder")
+    `directory` follows tfmr.folders: new, empty, or an earlier export with `overwrite` (the write
+    replaces the whole folder); a folder holding anything else, or `sources`, is refused."""
+    directory = check_output(directory, "export", overwrite=overwrite, sources=sources)
     small = copy.deepcopy(model).to(dtype)  # only floating-point tensors change type; ties survive the copy
     tmp = _fresh_tmp(directory)
     with _writing(tmp, directory):

@@ -248,6 +248,34 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover
 
 
+def check_types(obj: Any, where: str) -> None:
+    """Every field of the dataclass `obj` holds its declared type as it is, without coercion
+    (`dim: "32"`, `layers: 2.5` and `eps: "x"` are refused): the check a config made from a
+    foreign file (a Hugging Face config.json) passes before anything is built from it."""
+    for f in dataclasses.fields(obj):
+        value, hint, path = getattr(obj, f.name), _hint(obj, f.name), f"{where}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_types(value, path)
+        elif isinstance(value, Choice):
+            for key, option in value.options.items():
+                if not isinstance(option, (str, int, float, bool, type(None), list, tuple)):
+                    raise ConfigError(f"{path}.{key}: expected a number or a name, got {option!r}")
+        elif not _holds(value, hint):
+            raise ConfigError(f"{path}: expected {_type_name(hint)}, got {value!r}")
+
+
+def _holds(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_holds(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
 def _type_name(hint: Any) -> str:
     args = [a.__name__ if a is not type(None) else "none" for a in typing.get_args(hint)]
     return " or ".join(args) if args else getattr(hint, "__name__", str(hint))
@@ -321,27 +349,108 @@ def load_file(path: str | Path) -> dict:
         raise ConfigError(f"cannot read the config file {path}: {e.strerror or e}") from None
     if "\x00" in text:
         raise ConfigError(f"{path} is not a text config file (it has NUL bytes)")
-    if path.suffix == ".toml":
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib
-        try:
+    try:
+        _check_brackets(text)
+        data = _parse(text, path.suffix)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    check_depth(data, str(path))
+    return data
+
+
+MAX_DEPTH = 32  # tables and lists inside each other: a config is 3 deep, a saved state a few more
+
+
+def check_depth(data: Any, where: str) -> None:
+    """Refuse data nested deeper than MAX_DEPTH (checked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; not a config")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def parse_json(text: str | bytes, where: str) -> Any:
+    """JSON from text or bytes: invalid JSON, a number of more than 4,300 digits or a nesting
+    deeper than MAX_DEPTH is one ConfigError naming `where`, never a RecursionError or ValueError."""
+    at = f"{where}: " if where else ""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{at}nested more than {MAX_DEPTH} levels deep; not a config") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer past 4,300 digits
+        raise ConfigError(f"{at}invalid JSON: {_reason(e)}") from None
+    check_depth(data, where or "JSON")
+    return data
+
+
+def _check_brackets(text: str) -> None:
+    """Refuse text whose brackets nest deeper than MAX_DEPTH before a parser walks it (PyYAML takes
+    seconds over a few thousand `[`); a bracket inside a quoted string counts too, harmlessly."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    if deepest > MAX_DEPTH:
+        raise ConfigError(f"nested more than {MAX_DEPTH} levels deep; not a config")
+
+
+def _reason(e: Exception) -> str:
+    text = (str(e).splitlines() or [type(e).__name__])[0]
+    return "a number of more than 4,300 digits" if "integer string conversion" in text else text
+
+
+def _parse(text: str, suffix: str) -> Any:
+    """The plain data of a config file's text; ConfigError (without the file's name) if invalid."""
+    if suffix == ".json":
+        return parse_json(text, "")
+    try:
+        if suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
             return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
-        return data
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise ConfigError(f"{path}: invalid JSON: {e}") from None
+        return yaml.load(text, Loader=_yaml_loader()) or {}
+    except RecursionError:
+        raise ConfigError(f"nested more than {MAX_DEPTH} levels deep; not a config") from None
+    except ValueError as e:  # TOMLDecodeError, an integer past 4,300 digits
+        raise ConfigError(f"invalid {suffix[1:].upper()}: {_reason(e)}") from None
+    except Exception as e:  # yaml.YAMLError (imported lazily)
+        if type(e).__module__.startswith("yaml"):
+            raise ConfigError(f"invalid YAML: {str(e).splitlines()[0]}") from None
+        raise
+
+
+def _yaml_loader():
+    """PyYAML's safe loader without aliases (`*name`: a 500-byte file of nested aliases expands to
+    gigabytes) and with a depth limit."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise ConfigError("YAML aliases (*name) are not read in config files; write the value out")
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise ConfigError(f"nested more than {MAX_DEPTH} levels deep; not a config")
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return Loader
 
 
 def merge_into(cfg: RunConfig, data: dict) -> RunConfig:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ConfigError, DataConfig, check_options, to_dict
+from .config import ConfigError, DataConfig, check_options, parse_json, to_dict
 from .tokenizers import TOKENIZERS
 from .tokenizers import load as load_tokenizer
 
@@ -102,7 +102,7 @@ def train_tokenizer(choice, text: str):
 
 @dataclass
 class Prepared:
-    train: np.ndarray  # memory-mapped token ids
+    train: np.ndarray  # token ids (in memory, or memory-mapped when large)
     val: np.ndarray
     tokenizer: object
     directory: Path
@@ -124,7 +124,8 @@ def _write_ids(path: Path, ids: np.ndarray) -> None:
 
 
 def prepare(cfg: DataConfig, cache_root: str | Path, log=print, tokenizer=None) -> Prepared:
-    """Tokenize the configured text once and keep the ids on disk (memory-mapped thereafter).
+    """Tokenize the configured text once and keep the ids on disk (read back, after a check of
+    their size, into memory; memory-mapped past IN_MEMORY bytes).
     With `tokenizer` (fine-tuning a checkpoint), or one saved at `data.tokenizer.path`, the text is
     encoded with it and none is trained."""
     text = read_text(cfg.path)
@@ -132,33 +133,70 @@ def prepare(cfg: DataConfig, cache_root: str | Path, log=print, tokenizer=None) 
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.val_fraction}")
     directory = Path(cache_root) / _cache_key(text, cfg, tokenizer)
-    meta_path = directory / "meta.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        log(f"data: cached ids in {directory} ({meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens)")
-    else:
-        directory.mkdir(parents=True, exist_ok=True)
-        log(f"data: {len(text):,} characters; {'encoding with the given' if tokenizer else 'training the'} "
-            f"{tokenizer.kind if tokenizer else cfg.tokenizer.kind} tokenizer ...")
-        tok = tokenizer if tokenizer is not None else train_tokenizer(cfg.tokenizer, text)
+    meta = _cached(directory, log)
+    if meta is None:
         try:
-            ids = np.asarray(tok.encode(text), dtype=np.uint16 if tok.vocab_size <= 65536 else np.uint32)
-        except ValueError as e:  # a given tokenizer that cannot encode this text (unknown characters)
-            raise DataError(f"{cfg.path}: {e}") from None
-        n_val = max(1, int(len(ids) * cfg.val_fraction))
-        if len(ids) - n_val < 2:
-            raise DataError(f"the text is too short to train on ({len(ids)} tokens)")
-        _write_ids(directory / "train.bin", ids[:-n_val])
-        _write_ids(directory / "val.bin", ids[-n_val:])
-        tok.save(directory)
-        meta = {"dtype": str(ids.dtype), "train_tokens": len(ids) - n_val, "val_tokens": n_val,
-                "vocab_size": tok.vocab_size, "characters": len(text)}
-        meta_path.write_text(json.dumps(meta, indent=2))  # written last: marks the cache complete
-        log(f"data: {meta['train_tokens']:,} train / {n_val:,} val tokens, vocab {tok.vocab_size}, cached in {directory}")
+            meta = _encode_into(directory, text, cfg, tokenizer, log)
+        except OSError as e:  # a read-only or full disk under TFMR_CACHE
+            raise DataError(f"cannot write the token cache {directory}: {e.strerror or e}; set TFMR_CACHE or "
+                            "data.cache_dir to a writable folder") from None
     dtype = np.dtype(meta["dtype"])
-    train = np.memmap(directory / "train.bin", dtype=dtype, mode="r")
-    val = np.memmap(directory / "val.bin", dtype=dtype, mode="r")
+    train, val = (_read_ids(directory / f"{split}.bin", dtype) for split in ("train", "val"))
     return Prepared(train, val, load_tokenizer(directory), directory)
+
+
+IN_MEMORY = 2 << 30  # id files up to this size are read into memory (a file truncated mid-run cannot then
+# end the run with SIGBUS); larger ones are memory-mapped
+
+
+def _read_ids(path: Path, dtype: np.dtype) -> np.ndarray:
+    if path.stat().st_size <= IN_MEMORY:
+        return np.fromfile(path, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def _cached(directory: Path, log) -> dict | None:
+    """The cache's meta.json when the cache is complete: its id files hold as many tokens as it
+    says (a truncated or edited cache is tokenized again, with a note); None otherwise."""
+    meta_path = directory / "meta.json"
+    if not meta_path.exists():
+        return None
+    try:
+        meta = parse_json(meta_path.read_bytes(), str(meta_path))
+        dtype = np.dtype(meta["dtype"])
+        sizes = {split: (directory / f"{split}.bin").stat().st_size for split in ("train", "val")}
+        complete = all(sizes[s] == meta[f"{s}_tokens"] * dtype.itemsize for s in sizes)
+    except (ConfigError, OSError, KeyError, TypeError, ValueError):
+        complete = False
+    if not complete:
+        log(f"note: the token cache in {directory} is incomplete or damaged; tokenizing again")
+        meta_path.unlink(missing_ok=True)
+        return None
+    log(f"data: cached ids in {directory} ({meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens)")
+    return meta
+
+
+def _encode_into(directory: Path, text: str, cfg: DataConfig, tokenizer, log) -> dict:
+    """Tokenize `text` and write the cache: train.bin, val.bin, the tokenizer, meta.json last."""
+    directory.mkdir(parents=True, exist_ok=True)
+    log(f"data: {len(text):,} characters; {'encoding with the given' if tokenizer else 'training the'} "
+        f"{tokenizer.kind if tokenizer else cfg.tokenizer.kind} tokenizer ...")
+    tok = tokenizer if tokenizer is not None else train_tokenizer(cfg.tokenizer, text)
+    try:
+        ids = np.asarray(tok.encode(text), dtype=np.uint16 if tok.vocab_size <= 65536 else np.uint32)
+    except ValueError as e:  # a given tokenizer that cannot encode this text (unknown characters)
+        raise DataError(f"{cfg.path}: {e}") from None
+    n_val = max(1, int(len(ids) * cfg.val_fraction))
+    if len(ids) - n_val < 2:
+        raise DataError(f"the text is too short to train on ({len(ids)} tokens)")
+    _write_ids(directory / "train.bin", ids[:-n_val])
+    _write_ids(directory / "val.bin", ids[-n_val:])
+    tok.save(directory)
+    meta = {"dtype": str(ids.dtype), "train_tokens": len(ids) - n_val, "val_tokens": n_val,
+            "vocab_size": tok.vocab_size, "characters": len(text)}
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2))  # written last: marks the cache complete
+    log(f"data: {meta['train_tokens']:,} train / {n_val:,} val tokens, vocab {tok.vocab_size}, cached in {directory}")
+    return meta
 
 
 class Batches:

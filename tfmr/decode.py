@@ -38,17 +38,22 @@ NEG = -1.0e9  # the "impossible" score beam search adds, as Hugging Face does (n
 
 
 # ------------------------------------------------------------------------ settings
+SCALE_MIN, SCALE_MAX = 1e-4, 1e4  # the temperature's and the repetition penalty's range
+
+
 def check_decoding(max_new_tokens: int = 0, temperature: float = 1.0, top_k: int | None = None,
                    top_p: float | None = None, min_p: float | None = None, repetition: float = 1.0,
                    ngram: int = 0, beam_size: int | None = None, n_best: int | None = None,
-                   length_penalty: float = 1.0, name: Callable[[str], str] = str) -> None:
+                   length_penalty: float = 1.0, name: Callable[[str], str] = str, seed: int | None = None) -> None:
     """Raise ValueError, naming the setting (`name(argument)`: the CLI passes its flag names), for
     any decoding setting out of its range:
 
-        max_new_tokens >= 0        temperature >= 0, finite (0: greedy)    top_k >= 0 or None (0: off)
-        0 < top_p <= 1 or None     0 <= min_p <= 1 or None                 repetition > 0, finite
+        max_new_tokens >= 0        temperature 0 (greedy) or in [1e-4, 1e4]  top_k >= 0 or None (0: off)
+        0 < top_p <= 1 or None     0 <= min_p <= 1 or None                 repetition in [1e-4, 1e4]
         ngram >= 0                 beam_size >= 1 or None                  1 <= n_best <= beam_size
-        length_penalty finite
+        length_penalty finite      0 <= seed < 2**63 or None
+    A temperature or penalty of 1e-40 divides the logits into infinities (NaN probabilities), so
+    the ranges stop at 1e-4 (temperature 1e-4 is greedy to every digit that matters).
     """
     def bad(arg: str, value, want: str):
         raise ValueError(f"{name(arg)} must be {want}, got {value}")
@@ -58,8 +63,8 @@ def check_decoding(max_new_tokens: int = 0, temperature: float = 1.0, top_k: int
 
     if not integer(max_new_tokens) or max_new_tokens < 0:
         bad("max_new_tokens", max_new_tokens, "an integer >= 0")
-    if not (math.isfinite(temperature) and temperature >= 0):
-        bad("temperature", temperature, "a finite number >= 0 (0 means greedy)")
+    if not (temperature == 0 or SCALE_MIN <= temperature <= SCALE_MAX):
+        bad("temperature", temperature, f"a finite number >= 0 (0 means greedy; else in [{SCALE_MIN:g}, {SCALE_MAX:g}])")
     if top_k is not None and (not integer(top_k) or top_k < 0):
         bad("top_k", top_k, "an integer >= 1 (0 or none: no top-k filter)")
     if top_p is not None and not 0 < top_p <= 1:
@@ -68,6 +73,8 @@ def check_decoding(max_new_tokens: int = 0, temperature: float = 1.0, top_k: int
         bad("min_p", min_p, "in [0, 1] (0: no min-p filter)")
     if not (math.isfinite(repetition) and repetition > 0):
         bad("repetition", repetition, "a finite number > 0 (1: no penalty; > 1 discourages repeats)")
+    if not SCALE_MIN <= repetition <= SCALE_MAX:
+        bad("repetition", repetition, f"in [{SCALE_MIN:g}, {SCALE_MAX:g}] (1: no penalty)")
     if not integer(ngram) or ngram < 0:
         bad("ngram", ngram, "an integer >= 0 (0: off)")
     if beam_size is not None and (not integer(beam_size) or beam_size < 1):
@@ -76,6 +83,8 @@ def check_decoding(max_new_tokens: int = 0, temperature: float = 1.0, top_k: int
         bad("n_best", n_best, f"between 1 and the beam size ({beam_size or 1})")
     if not math.isfinite(length_penalty):
         bad("length_penalty", length_penalty, "a finite number")
+    if seed is not None and (not integer(seed) or not 0 <= seed < 2 ** 63):
+        bad("seed", seed, "an integer in [0, 2**63)")
 
 
 # ------------------------------------------------------------------------ logits processors

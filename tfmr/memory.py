@@ -6,6 +6,7 @@
     available(device)              bytes free on the device: MemAvailable of /proc/meminfo on CPU,
                                    the CUDA driver's free memory on a GPU (None where unknown)
     check(estimate, device, max_gb)  ConfigError when the estimate exceeds what is free or the cap
+    check_inference(cfg, device)   the same for loading a model to run it (a Hugging Face folder)
 
 How the parameters are counted. The count is exact and needs no formula per variant: the model is
 built on PyTorch's `meta` device (shapes only, nothing allocated) with one and with two layers
@@ -224,3 +225,16 @@ def check(est: MemoryEstimate, device: torch.device | str, max_gb: float = 0.0) 
     if free is not None and est.total > free:
         raise ConfigError(f"memory estimate {est.short()} exceeds the {human(free)} available on "
                           f"{torch.device(device).type} ({where}); {advice}")
+
+
+def check_inference(cfg: ModelConfig, device: torch.device | str = "cpu") -> None:
+    """Refuse (ConfigError) loading a model whose fp32 weights and buffers alone exceed the memory
+    free on `device`: a config.json claiming `n_embd: 1000000000` is one line, not an allocator
+    traceback (`generate`, `convert`, `explore` and `finetune` read Hugging Face folders this way)."""
+    total, _ = _counts(cfg)
+    need = 4 * total.params + total.buffer_bytes
+    free, where = available(device)
+    if free is not None and need > free:
+        raise ConfigError(f"the model needs {human(need)} for its weights ({total.params:,} parameters), more than "
+                          f"the {human(free)} available on {torch.device(device).type} ({where}); its config "
+                          f"(model.dim {cfg.dim}, model.layers {cfg.layers}) may be wrong")

@@ -29,6 +29,7 @@ import contextlib
 import datetime
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -41,10 +42,26 @@ PARALLEL = ("none", "auto", "ddp", "fsdp")
 SHARDED = checkpoint.SHARDED  # in a sharded checkpoint: the format and the number of ranks that wrote it
 
 
+TORCHRUN = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets for every process
+
+
 def launched() -> tuple[int, int, int]:
-    """(rank, local rank, world size) from torchrun's environment; (0, 0, 1) outside torchrun."""
+    """(rank, local rank, world size) from torchrun's environment; (0, 0, 1) outside torchrun. A
+    WORLD_SIZE left in the shell without the rest of torchrun's variables is not a launch (a note
+    says it is ignored); a value that is not a number is a ConfigError."""
     env = os.environ
-    return int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1))
+    if not all(name in env for name in TORCHRUN):
+        if env.get("WORLD_SIZE", "1") != "1":
+            print(f"note: WORLD_SIZE={env['WORLD_SIZE']} is set but this is no torchrun launch (no "
+                  "RANK / MASTER_ADDR / MASTER_PORT); training in one process", file=sys.stderr)
+        return 0, 0, 1
+    try:
+        rank, local, world = int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"])
+    except ValueError:
+        raise ConfigError("RANK, LOCAL_RANK and WORLD_SIZE must be integers (torchrun sets them)") from None
+    if not (world >= 1 and 0 <= rank < world and local >= 0):
+        raise ConfigError(f"RANK={rank} and WORLD_SIZE={world} do not describe a torchrun launch")
+    return rank, local, world
 
 
 class Parallel:
@@ -189,7 +206,7 @@ def resolve_kind(kind: str) -> str:
         raise ConfigError(f"train.parallel {kind!r} is not one of: {', '.join(PARALLEL)}")
     if kind == "auto":
         return "ddp" if launched()[2] > 1 else "none"
-    if kind != "none" and "WORLD_SIZE" not in os.environ:
+    if kind != "none" and not all(name in os.environ for name in TORCHRUN):
         raise ConfigError(f"train.parallel={kind} needs a torchrun launch (WORLD_SIZE unset), e.g. "
                           f"torchrun --standalone --nproc_per_node 2 -m tfmr train --set train.parallel={kind}")
     return kind

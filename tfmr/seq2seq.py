@@ -18,6 +18,7 @@ grapheme-to-phoneme conversion. Beam search is `tfmr.decode.beam_search`.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,14 @@ class DecodeConfig:
     length_penalty: float = 1.0
     max_len: int = 40  # target tokens, </s> included
     batch_size: int = 500
+
+    def check(self) -> None:
+        """Refuse (ConfigError) a setting out of range before training, not after it."""
+        for name in ("beam_size", "max_len", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"decode.{name} must be at least 1, got {getattr(self, name)}")
+        if not math.isfinite(self.length_penalty):
+            raise ConfigError(f"decode.length_penalty must be a finite number, got {self.length_penalty}")
 
 
 def check_lengths(pairs: Sequence[Pair], cfg: ModelConfig) -> None:

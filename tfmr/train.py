@@ -28,7 +28,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -43,6 +42,7 @@ from .builder import build_model
 from .config import ConfigError, RunConfig, TrainConfig, check_options, dumps, from_dict, to_dict
 from .data import Batches, default_cache_root, prepare
 from .ffn import expert_stats
+from .folders import check_output, clear_run
 from .objectives import OBJECTIVES, lm_batch, lm_task
 
 
@@ -66,6 +66,15 @@ def validate_train(t: TrainConfig) -> None:
     for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "max_minutes"):
         if not math.isfinite(getattr(t, name)):
             raise ConfigError(f"train.{name} must be a finite number, got {getattr(t, name)}")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(t, name) < 1.0:
+            raise ConfigError(f"train.{name} must be in [0, 1) (AdamW's moment decay), got {getattr(t, name)}")
+    for name in ("weight_decay", "grad_clip", "max_minutes", "threads", "warmup", "batch_tokens", "eval_pairs",
+                 "guided_attention"):  # the last three: Seq2SeqTrainConfig's
+        if getattr(t, name, 0) < 0:
+            raise ConfigError(f"train.{name} must be 0 or more, got {getattr(t, name)}")
+    if not 0 <= t.seed < 2 ** 63:
+        raise ConfigError(f"train.seed must be an integer in [0, 2**63), got {t.seed}")
     if t.on_nonfinite not in ON_NONFINITE:
         raise ConfigError(f"train.on_nonfinite {t.on_nonfinite!r} is not one of: {', '.join(ON_NONFINITE)}")
     if t.keep_last < 0:
@@ -82,19 +91,17 @@ def validate_train(t: TrainConfig) -> None:
 
 
 def prepare_run(t: TrainConfig, out_dir: str | Path, resume: bool = False,
-                overwrite: bool = False, main: bool = True) -> tuple[Path, torch.device, Path]:
-    """What every trainer does first: check the train section, claim the run folder (see
+                overwrite: bool = False, main: bool = True, writes: str = "run") -> tuple[Path, torch.device, Path]:
+    """What every trainer does first: check the train section and the run folder (tfmr.folders:
+    a folder holding a run needs `resume` or `overwrite`; nothing is deleted here), claim it (see
     `claim_run_folder`), set threads. Returns (run folder, device, checkpoint folder). Under
-    torchrun only the main process (rank 0) creates, claims and clears the folder."""
+    torchrun only the main process (rank 0) creates and claims the folder."""
     validate_train(t)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
+    check_output(out, writes, overwrite=overwrite, resume=resume)
     ckpt = out / "checkpoint"
     if resume and not ckpt.is_dir():
         raise ConfigError(f"nothing to resume: {ckpt} does not exist")
-    if not resume and ckpt.exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a run; continue it with --resume, or start over with --overwrite")
     if t.threads:
         torch.set_num_threads(t.threads)
     if not main:
@@ -104,9 +111,6 @@ def prepare_run(t: TrainConfig, out_dir: str | Path, resume: bool = False,
     except OSError as e:
         raise ConfigError(f"cannot create the run folder {out}: {e.strerror}") from None
     claim_run_folder(out)
-    if overwrite and not resume:
-        for old in (ckpt, out / "snapshots"):
-            shutil.rmtree(old, ignore_errors=True)
     return out, resolve_device(t.device), ckpt
 
 
@@ -304,10 +308,15 @@ class TrainLoop:
 
     resume_keeps = ("model", "data")  # config sections a resumed run takes from its checkpoint
     data_parallel = True  # the task splits its batches among ranks (train.parallel ddp / fsdp)
+    writes = "run"  # what the run folder holds, for tfmr.folders (a fine-tuning run: "adapter")
+    replaced_files: tuple[str, ...] = ()  # files of the task's own that --overwrite removes with the old run
 
     def __init__(self, cfg, out_dir: str | Path, resume: bool = False, log=print, progress: bool = True,
                  overwrite: bool = False):
         validate_train(cfg.train)
+        for section in vars(cfg).values():  # a task's own sections check themselves (DecodeConfig.check)
+            if callable(getattr(section, "check", None)):
+                section.check()
         if not self.data_parallel and parallel.resolve_kind(cfg.train.parallel) != "none":
             raise ConfigError(f"train.parallel={cfg.train.parallel}: {type(self).__name__} does not split its "
                               "batches among processes yet; train it with train.parallel=none")
@@ -315,7 +324,8 @@ class TrainLoop:
         main = self.parallel.is_main
         self.cfg, self.log, self.progress = cfg, log if main else _silent, progress and main
         try:
-            self.out, _, self.ckpt_dir = prepare_run(cfg.train, out_dir, resume, overwrite, main=main)
+            self.out, _, self.ckpt_dir = prepare_run(cfg.train, out_dir, resume, overwrite, main=main,
+                                                     writes=self.writes)
         except BaseException:
             self.parallel.close()
             raise
@@ -326,6 +336,8 @@ class TrainLoop:
             release_run_folder(self.out)
             self.parallel.close()
             raise
+        if overwrite and not resume and main:  # every check passed: only now is the old run removed
+            clear_run(self.out, extra=self.replaced_files)
 
     def _start(self, resume: bool) -> None:
         """Data, memory check, model, optimizer and (when resuming) the saved state."""
@@ -403,6 +415,15 @@ class TrainLoop:
             if hasattr(saved, name):
                 setattr(self.cfg, name, getattr(saved, name))
 
+    def saved_weights(self):
+        """What a checkpoint stores of the model (anything with `state_dict()`): all of it here; a
+        fine-tuning run stores only the weights that train."""
+        return self.model
+
+    def load_weights(self) -> None:
+        """Read back what `saved_weights` stored into `self.model` (resuming)."""
+        checkpoint.load_weights(self.ckpt_dir, self.model)
+
     def seed_rank(self) -> None:
         """Ranks other than 0 get their own torch RNG stream (their own dropout masks)."""
         if self.parallel.rank:
@@ -418,7 +439,7 @@ class TrainLoop:
             raise ConfigError(f"{self.ckpt_dir} is a plain checkpoint; resume it with train.parallel=ddp or none "
                               "(train.parallel=fsdp resumes sharded checkpoints)")
         else:
-            checkpoint.load_weights(self.ckpt_dir, self.model)
+            self.load_weights()
             tensors, plain = checkpoint.load_state(self.ckpt_dir)
             self.optimizer.load_state_dict(plain["optimizer"])
         self.step, self.seconds = plain["step"], plain.get("seconds", 0.0)
@@ -441,8 +462,8 @@ class TrainLoop:
             return parallel.save_sharded(self.parallel, self.ckpt_dir, self.model, self.optimizer, to_dict(self.cfg),
                                          self.vocabulary(), tensors, extra)
         if self.parallel.is_main:
-            path = checkpoint.save(self.ckpt_dir, self.model, to_dict(self.cfg), self.vocabulary(), self.optimizer,
-                                   tensors, extra)
+            path = checkpoint.save(self.ckpt_dir, self.saved_weights(), to_dict(self.cfg), self.vocabulary(),
+                                   self.optimizer, tensors, extra)
             if self.cfg.train.keep_last > 0:
                 checkpoint.keep_snapshot(path, self.out / "snapshots", self.step, self.cfg.train.keep_last)
         self.parallel.barrier()

@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoints", nargs="+", help="checkpoint folders, or one folder of snapshots with --last")
     p.add_argument("--last", type=int, default=None, help="average the newest N snapshots of the folder given")
     p.add_argument("--out", required=True, help="where to write the averaged checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the checkpoint already in --out")
     p.set_defaults(func=run)
 
 
@@ -36,6 +37,6 @@ def run(args) -> int:
         if len(found) < args.last:
             raise ConfigError(f"{sources[0]} holds {len(found)} checkpoints; --last {args.last} asks for more")
         sources = found[-args.last:]
-    out = checkpoint.average(sources, args.out)
+    out = checkpoint.average(sources, args.out, overwrite=args.overwrite)
     print(f"averaged {len(sources)} checkpoints ({', '.join(p.name for p in sources)}) -> {out}")
     return 0

@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
                                     "a plain checkpoint.")
     c.add_argument("source", help="the sharded checkpoint folder (RUN/checkpoint)")
     c.add_argument("--out", required=True, help="where to write the plain checkpoint")
+    c.add_argument("--overwrite", action="store_true", help="replace the checkpoint already in --out")
     c.add_argument("--weights-only", action="store_true",
                    help="only the weights, config and tokenizer (default: also optimizer and training state)")
     c.set_defaults(func=consolidate)
@@ -31,13 +32,15 @@ def consolidate(args) -> int:
     from ..builder import build_model
     from ..checkpoint import read_config
     from ..config import ModelConfig, TrainConfig, from_dict
+    from ..folders import check_output
     from ..parallel import consolidate as run
     from ..train import make_optimizer
 
     saved = read_config(args.source)
+    out = check_output(args.out, "checkpoint", overwrite=args.overwrite, sources=[args.source])
     train = from_dict(TrainConfig, {k: v for k, v in saved.get("train", {}).items()
                                     if k in TrainConfig.__dataclass_fields__})
     optimizer = None if args.weights_only else (lambda m: make_optimizer(m, train, torch.device("cpu")))
-    out = run(args.source, args.out, build=lambda m: build_model(from_dict(ModelConfig, m)), make_optimizer=optimizer)
+    out = run(args.source, out, build=lambda m: build_model(from_dict(ModelConfig, m)), make_optimizer=optimizer)
     print(f"plain checkpoint: {out}")
     return 0

@@ -7,7 +7,7 @@
     load_model(dir)         (model, tokenizer, RunConfig) from a language-model checkpoint or a
                             Hugging Face folder (config.json with a model_type; said on stderr)
     encode_text(tok, text)  ids, or one line naming the characters the tokenizer never saw
-    out_folder(path)        an --out folder, created; a file there is refused
+    out_folder(path)        an --out folder for reports (tfmr.folders' policy), created
     positive_int, ...       argparse types for counts (a bad value is argparse's exit 2)
 
 Every program (the `tfmr` command, `python -m tfmr.tasks.copytask`, the experiments and the
@@ -102,11 +102,13 @@ def encode_text(tokenizer, text: str, what: str = "the prompt") -> list[int]:
 
 
 def out_folder(path, flag: str = "--out") -> Path:
-    """The output folder `path`, created if need be; a file there (or a folder that cannot be made)
-    is a one-line ConfigError naming the flag, never a traceback or a replaced file."""
+    """The output folder `path` of a report (plots, tables, an experiment's runs), created if need
+    be; a file there, an artefact (a checkpoint, an export, ...), a folder inside one or one that
+    cannot be made is a one-line ConfigError naming the flag (tfmr.folders)."""
+    from ..folders import check_output
+
+    check_output(path, "report", flag=flag)
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

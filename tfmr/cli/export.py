@@ -9,7 +9,8 @@
 `transformers.AutoModelForCausalLM.from_pretrained(DIR)` loads with the same logits
 (tfmr/interop/hf_export.py). A model with a setting no exported family expresses is refused with
 one line naming the setting. (`tfmr g2p export` is a different command: an inference copy of a
-G2P checkpoint.)
+G2P checkpoint.) --out follows tfmr.folders: a new or empty folder, or an earlier export of the
+same format with --overwrite; the folder is written beside and renamed into place once complete.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def add_parser(sub) -> None:
                    help="the format: hf (a transformers folder) or onnx (prefill + cached step graphs; encoder + cached decoder step for an encoder-decoder)")
     checkpoint_flags(p)
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export of the same format in --out")
     p.add_argument("--family", default=None, help="hf: the family to write (default: the first that fits: "
                                                    "gpt2, llama; llama writes mistral for a sliding window)")
     p.set_defaults(func=run)
@@ -55,11 +57,10 @@ def load_for_export(args):
 
 
 def run(args) -> int:
+    from ..folders import check_output, staged
     from ..interop.hf_export import to_hf_folder
-    from .common import out_folder
 
-    model, tokenizer = load_for_export(args)
-    out = out_folder(args.out)
+    out = check_output(args.out, args.to, overwrite=args.overwrite, sources=[args.checkpoint])
     if args.to == "onnx":
         from ..interop.onnx_export import export_onnx
 
@@ -67,11 +68,16 @@ def run(args) -> int:
             raise ConfigError("--family is for --to hf")
         if importlib.util.find_spec("onnx") is None:
             raise ConfigError("--to onnx needs the onnx package: pip install 'tfmr[onnx]'")
-        for path in export_onnx(model, out):
-            print(path)
+        model, _ = load_for_export(args)
+        with staged(out) as tmp:
+            names = [path.name for path in export_onnx(model, tmp)]
+        for name in names:
+            print(out / name)
         return 0
-    family, wrote_tokenizer = to_hf_folder(model.float(), tokenizer, out, args.family)
-    print(f"{args.checkpoint} -> {out} (Hugging Face {family})")
+    model, tokenizer = load_for_export(args)
+    with staged(out) as tmp:
+        family, wrote_tokenizer = to_hf_folder(model.float(), tokenizer, tmp, args.family)
+    print(f"{args.checkpoint} -> {args.out} (Hugging Face {family})")
     if not wrote_tokenizer:
         print(f"note: the {getattr(tokenizer, 'kind', '?')} tokenizer has no tokenizer.json form; "
               "none was written", file=sys.stderr)

@@ -57,7 +57,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="train: run folder (default runs/g2p); eval: where heatmaps go (default runs/g2p); "
                                  "export: the folder to write (tfmr/tasks/g2p_model ships it); finetune: run folder")
     p.add_argument("--resume", action="store_true", help="train / finetune: continue the run saved in --out")
-    p.add_argument("--overwrite", action="store_true", help="train / finetune: start over in an --out that holds a run")
+    p.add_argument("--overwrite", action="store_true", help="train / finetune: start over in an --out that holds a run; export: replace an earlier export")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-eval", action="store_true", help="train: skip the test-set evaluation")
     p.add_argument("--checkpoint", help="words / eval / finetune: the model to use instead of the shipped one (a "
@@ -172,7 +172,7 @@ def run_export(args, rest: Sequence[str]) -> int:
     if Path(args.out).resolve() == g2p.SHIPPED.resolve() and load_run(args.checkpoint, G2PConfig)[2].data.stress:
         raise ConfigError("the shipped model must be stress-free, as the dictionary's answers beside it are; "
                           "this checkpoint was trained with data.stress=true")
-    out = g2p.export(args.checkpoint, args.out)
+    out = g2p.export(args.checkpoint, args.out, overwrite=args.overwrite)
     size = (out / "model.safetensors").stat().st_size
     total = sum(p.stat().st_size for p in out.iterdir())
     original, vocab, cfg = load_run(args.checkpoint, G2PConfig)
@@ -187,7 +187,7 @@ def run_export(args, rest: Sequence[str]) -> int:
     if out.resolve() == g2p.SHIPPED.resolve():
         print(f"this is now the shipped model; ship it with: git add {_shown(g2p.SHIPPED)} && git commit")
     else:
-        print(f"to ship it: tfmr g2p export --checkpoint {args.checkpoint} --out {_shown(g2p.SHIPPED)}")
+        print(f"to ship it: tfmr g2p export --checkpoint {args.checkpoint} --out {_shown(g2p.SHIPPED)} --overwrite")
     return 0
 
 

@@ -34,7 +34,7 @@ DEFAULT_NEW_TOKENS = 200
 DEFAULT_TEMPERATURE = 0.8
 FLAGS = {"max_new_tokens": "--max-new-tokens", "temperature": "--temperature", "top_k": "--top-k",
          "top_p": "--top-p", "min_p": "--min-p", "repetition": "--repetition-penalty", "ngram": "--no-repeat-ngram",
-         "beam_size": "--beam", "n_best": "--n-best", "length_penalty": "--length-penalty"}
+         "beam_size": "--beam", "n_best": "--n-best", "length_penalty": "--length-penalty", "seed": "--seed"}
 
 
 def add_parser(sub) -> None:
@@ -88,7 +88,7 @@ def check_flags(args) -> None:
         check_decoding(args.max_new_tokens or 0, DEFAULT_TEMPERATURE if args.temperature is None else args.temperature,
                        args.top_k, args.top_p, args.min_p, args.repetition_penalty, args.no_repeat_ngram,
                        args.beam, args.n_best, 1.0 if args.length_penalty is None else args.length_penalty,
-                       name=FLAGS.get)
+                       name=FLAGS.get, seed=args.seed)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

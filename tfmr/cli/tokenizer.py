@@ -1,6 +1,6 @@
 """The `tfmr tokenizer` command: train, encode, decode and show a byte-level BPE tokenizer.
 
-    tfmr tokenizer train  --data PATH --vocab-size N --out DIR [--pattern gpt4]
+    tfmr tokenizer train  --data PATH --vocab-size N --out DIR [--pattern gpt4] [--overwrite]
     tfmr tokenizer encode --tokenizer DIR TEXT        (prints the ids)
     tfmr tokenizer decode --tokenizer DIR ID...       (prints the text)
     tfmr tokenizer show   --tokenizer DIR TEXT        (token boundaries in colour, ids, counts)
@@ -38,6 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="a UTF-8 text file, or a folder searched for --glob files")
     t.add_argument("--vocab-size", type=int, required=True, help="ids in total: 256 bytes + merges + special")
     t.add_argument("--out", required=True, help="folder to write tokenizer.json into")
+    t.add_argument("--overwrite", action="store_true", help="replace the tokenizer folder already in --out")
     t.add_argument("--pattern", default="gpt4", help="pre-tokenization: gpt2, gpt4 (default) or a regex")
     t.add_argument("--glob", default="*.txt", help="files to read when --data is a folder (default *.txt)")
     t.add_argument("--special-token", action="append", default=[], dest="special_tokens", metavar="TOKEN",
@@ -109,18 +110,20 @@ def read_corpus(files: list[Path]) -> list[str]:
 
 # ---------------------------------------------------------------------------------- commands
 def cmd_train(args) -> int:
+    from ..folders import check_output, staged
     from ..tokenizers.bpe import BPE
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        return _fail(f"--out {args.out} is a file, not a folder")
-    try:
+    try:  # --out follows tfmr.folders: a new or empty folder, or a tokenizer folder with --overwrite
+        out = check_output(args.out, "tokenizer", overwrite=args.overwrite, sources=[args.data])
         files = corpus_files(args.data, args.glob)
         texts = read_corpus(files)
         start = time.perf_counter()
         tok = BPE.train(texts, args.vocab_size, pattern=args.pattern, special_tokens=args.special_tokens,
                         progress=not args.no_progress)
         seconds = time.perf_counter() - start
-        path = tok.save(args.out)
+        with staged(out) as tmp:
+            name = tok.save(tmp).name
+        path = Path(args.out) / name
     except (ValueError, OSError) as e:
         return _fail(str(e))
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +30,7 @@ from importlib import resources
 from ipaddress import ip_address
 from urllib.parse import parse_qs, urlsplit
 
-from ..config import ConfigError
+from ..config import ConfigError, parse_json
 from .session import Session, export_json, export_safetensors
 
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -98,7 +99,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def host_ok(self) -> bool:
         host = (self.headers.get("Host") or "").strip().lower()
-        if self.server.hosts is None or host in self.server.hosts:
+        if self.server.hosts is None or (host and host in self.server.hosts):
             return True
         self.error(HTTPStatus.MISDIRECTED_REQUEST, f"this server answers only on {self.server.host}")
         return False
@@ -132,9 +133,9 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self.error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY} bytes")
         try:
-            args = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            return self.error(HTTPStatus.BAD_REQUEST, "the request body is not JSON")
+            args = parse_json(self.rfile.read(length) or b"{}", "the request body")
+        except ConfigError as e:  # invalid, nested too deep (a RecursionError otherwise), a 5,000-digit number
+            return self.error(HTTPStatus.BAD_REQUEST, first_line(e))
         if not isinstance(args, dict):
             return self.error(HTTPStatus.BAD_REQUEST, "the request body must be a JSON object")
         self.run_view(lambda s: getattr(s, view)(**args))
@@ -179,6 +180,7 @@ class ExploreServer(ThreadingHTTPServer):
     """A threading HTTP server bound to (host, port) that serves one Session."""
 
     daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 resets connections when a page and a few scripts ask at once
 
     def __init__(self, session: Session, host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
         if ":" in host:
@@ -189,6 +191,12 @@ class ExploreServer(ThreadingHTTPServer):
         self.assets = load_assets()
         self.hosts = allowed_hosts(host, self.server_address[1])
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away mid-answer (a closed tab) is no error of the server's."""
+        if isinstance(sys.exc_info()[1], ConnectionError):  # BrokenPipeError, ConnectionResetError
+            return
+        super().handle_error(request, client_address)
+
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -197,7 +205,11 @@ class ExploreServer(ThreadingHTTPServer):
 
 def serve(session: Session, host: str = "127.0.0.1", port: int = 8765, verbose: bool = False) -> ExploreServer:
     """A server for `session` on (host, port), not yet serving (call serve_forever). A port in use
-    or a host this machine does not have is a ConfigError."""
+    or a host this machine does not have is a ConfigError; so is an empty host, which would listen
+    on every interface."""
+    if not host.strip():
+        raise ConfigError("--host is empty, which would listen on every interface; give an address "
+                          "(127.0.0.1: this machine only; 0.0.0.0: every interface, if you mean it)")
     try:
         return ExploreServer(session, host, port, verbose)
     except OSError as e:

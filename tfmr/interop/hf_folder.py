@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import NamedTuple
 
 import torch
 
-from ..builder import build_uninitialised
-from ..config import ConfigError
+from ..builder import build_uninitialised, validate
+from ..config import ConfigError, check_types, parse_json
+from ..memory import check_inference
 from . import bert, bloom, gpt2, llama, marian
 
 FAMILIES = {"gpt2": gpt2, "bloom": bloom, "llama": llama, "mistral": llama, "mixtral": llama,
@@ -49,9 +51,26 @@ class Loaded(NamedTuple):
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        return parse_json(path.read_bytes(), "")
+    except OSError as e:
         raise ConfigError(f"{path}: not readable JSON ({e})") from None
+    except ConfigError as e:  # invalid, nested too deep, a 5,000-digit number
+        raise ConfigError(f"{path}: not readable JSON ({e})") from None
+
+
+def _shards(directory: Path) -> list[str]:
+    """The weight files the index names: plain file names inside the folder (an index naming
+    `../x.safetensors` or an absolute path is refused, never read)."""
+    index = _read_json(directory / INDEX)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ConfigError(f"{directory / INDEX}: no weight_map")
+    shards = sorted(set(weight_map.values()), key=str)
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard or shard in (".", ".."):
+            raise ConfigError(f"{directory / INDEX} names the weight file {shard!r}, which is not a file of "
+                              f"{directory}; refusing to read it")
+    return shards
 
 
 def read_hf_config(directory) -> dict:
@@ -105,14 +124,10 @@ def read_state_dict(directory, allow_pickle: bool = False) -> dict:
     """All weight tensors of the folder, by their Hugging Face names."""
     directory = Path(directory)
     if (directory / INDEX).is_file():
-        index = _read_json(directory / INDEX)
-        shards = sorted(set((index.get("weight_map") or {}).values())) if isinstance(index, dict) else []
-        if not shards:
-            raise ConfigError(f"{directory / INDEX}: no weight_map")
         state = {}
-        for shard in shards:
+        for shard in _shards(directory):
             state.update(_load_safetensors(directory / shard))
-        missing = sorted(set(index["weight_map"]) - set(state))
+        missing = sorted(set(_read_json(directory / INDEX)["weight_map"]) - set(state))
         if missing:
             raise ConfigError(f"{directory}: tensors listed in {INDEX} are in no shard, e.g. {missing[0]}")
         return state
@@ -133,9 +148,7 @@ def weight_files(directory) -> list[Path]:
     """The files `read_state_dict` reads: the index and its shards, model.safetensors or the pickle."""
     directory = Path(directory)
     if (directory / INDEX).is_file():
-        index = _read_json(directory / INDEX)
-        shards = sorted(set((index.get("weight_map") or {}).values())) if isinstance(index, dict) else []
-        return [directory / INDEX, *(directory / shard for shard in shards)]
+        return [directory / INDEX, *(directory / shard for shard in _shards(directory))]
     for name in (WEIGHTS, PICKLE):
         if (directory / name).is_file():
             return [directory / name]
@@ -187,20 +200,67 @@ def _load_in_place(model: torch.nn.Module, state: dict):
     return sorted(set(missing) - tied), unexpected
 
 
+class _Tracked(dict):
+    """A state dict that remembers which tensors a family's mapping read."""
+
+    def __init__(self, data: dict):
+        super().__init__(data)
+        self.read: set = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def pop(self, key, *default):
+        self.read.add(key)
+        return super().pop(key, *default)
+
+
+def _check_unread(state: _Tracked, cfg, where) -> None:
+    """Weights of layers past the config's count (a config claiming fewer layers than its weights
+    hold) are refused rather than silently left out."""
+    deepest = max(cfg.layers, cfg.encoder_layers or 0)
+    for name in sorted(set(state) - state.read):
+        number = re.search(r"\.(\d+)\.", f".{name}")
+        if number and int(number.group(1)) >= deepest:
+            raise ConfigError(f"{where}: the weights hold {name}, past the {deepest} layers config.json "
+                              "describes; the config does not match its weights")
+
+
+def model_config(model_type: str, hf_config, where="the model"):
+    """The ModelConfig a family makes of a Hugging Face config (attributes), checked before anything
+    is built: types (`n_embd: "32"`, `n_layer: 2.5`), ranges (a negative `rope_theta` or
+    `rms_norm_eps`), and the memory its weights need (`n_embd: 1e9`). ConfigError naming `where`."""
+    try:
+        cfg = family(model_type).config_from_hf(hf_config)
+        check_types(cfg, "model")
+        validate(cfg)
+    except (ValueError, AttributeError, TypeError, OverflowError) as e:  # ConfigError is a ValueError
+        raise ConfigError(f"{where}: config.json does not describe a model tfmr can build: {e}") from None
+    try:
+        check_inference(cfg)  # refused before the allocator is asked
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg
+
+
 def model_from_hf_state(model_type: str, hf_config, hf_state: dict, where="the model") -> torch.nn.Module:
     """A tfmr model from a family's config (attributes) and Hugging Face state dict, weights loaded."""
     fam = family(model_type)
-    try:
-        cfg = fam.config_from_hf(hf_config)
-    except (ValueError, AttributeError, TypeError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+    cfg = model_config(model_type, hf_config, where)
     model = build_uninitialised(cfg)  # every parameter is loaded below, or the load is refused
+    read = _Tracked(hf_state)
     try:
-        state = fam.state_dict_from_hf(hf_state, cfg)
+        state = fam.state_dict_from_hf(read, cfg)
     except KeyError as e:
         raise ConfigError(f"{where}: weight {e.args[0]} is missing (config.json says {cfg.layers} layers)") from None
     except (RuntimeError, ValueError) as e:  # a fused matrix that cannot be split as the config says
         raise ConfigError(f"{where}: weights do not match config.json ({str(e).splitlines()[0]})") from None
+    _check_unread(read, cfg, where)
     _check_shapes(model, state, where)
     missing, unexpected = _load_in_place(model, state)
     if missing or unexpected:

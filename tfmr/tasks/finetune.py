@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import checkpoint, memory
 from ..adapters import (ADAPTATION_FILE, apply_adapters, apply_lora, load_adaptation, parse_spec,
-                        read_adaptation, save_adaptation)
+                        read_adaptation, save_adaptation, trainable_state_dict)
 from ..config import ConfigError, RunConfig, apply_override, coerce
 from ..data import default_cache_root, prepare
 from ..interop import from_pretrained, is_hf_folder
@@ -61,6 +61,9 @@ def load_base_weights(directory: Path, model) -> None:
 class FinetuneTrainer(Trainer):
     """The Trainer, starting from a checkpoint's weights with LoRA or adapters added."""
 
+    writes = "adapter"  # tfmr.folders: the run folder holds adaptation.safetensors
+    replaced_files = (ADAPTATION_FILE,)
+
     def __init__(self, cfg: RunConfig, out_dir, base_dir, method: str, options: dict, **kw):
         if method not in METHODS:
             raise ConfigError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
@@ -73,7 +76,25 @@ class FinetuneTrainer(Trainer):
             if key in hints:  # rank=abc: one line naming the setting and its type
                 options[key] = coerce(value, hints[key], f"--{method} {key}")
         self.base_dir, self.method, self.options = base_folder(base_dir), method, options
+        if kw.get("resume"):
+            self.check_resumed(Path(out_dir))
         super().__init__(cfg, out_dir, **kw)
+
+    def check_resumed(self, out: Path) -> None:
+        """--resume continues the same fine-tuning: the same base weights, method and settings."""
+        path = out / ADAPTATION_FILE
+        if not path.is_file():
+            raise ConfigError(f"nothing to resume: {out} holds no {ADAPTATION_FILE}")
+        try:
+            settings, _, extra = read_adaptation(path)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if extra.get("base_sha256") != base_digest(self.base_dir):
+            raise ConfigError(f"--resume: {out} was fine-tuned from {extra.get('base')}, not {self.base_dir}")
+        given = {k: v for k, v in settings.items() if k != "kind"}
+        if settings.get("kind") != self.method or any(given.get(k) != v for k, v in self.options.items()):
+            raise ConfigError(f"--resume: {out} was fine-tuned with --{settings.get('kind')} "
+                              f"{json.dumps(given)}; give the same settings")
 
     def prepare_data(self):
         tokenizer = load_tokenizer(self.base_dir)
@@ -81,25 +102,71 @@ class FinetuneTrainer(Trainer):
         return prepare(self.cfg.data, cache, log=self.log, tokenizer=tokenizer)
 
     def memory_estimate(self):
-        """The base model's estimate, with optimizer state for the (small) adaptation weights only."""
+        """The base model's estimate plus the LoRA / adapter weights, with optimizer state for them
+        only; those weights are counted on the meta device (nothing allocated), so a rank of 1e8
+        is refused in a second."""
         t = self.cfg.train
-        return memory.estimate(self.cfg.model, t.batch_size, self.batches.context, precision(self.device, t.dtype),
-                               trainable=0)
+        added = self.adaptation_size()
+        est = memory.estimate(self.cfg.model, t.batch_size, self.batches.context, precision(self.device, t.dtype),
+                              trainable=added)
+        est.params += added
+        est.parameter_bytes += 4 * added
+        return est
+
+    def adaptation_size(self) -> int:
+        """The number of weights the method adds, from a skeleton of the model on the meta device."""
+        import torch
+
+        from ..builder import build_model
+
+        with torch.device("meta"):
+            model = build_model(self.cfg.model)
+            before = sum(p.numel() for p in model.parameters())
+            self.adapt(model)
+        return sum(p.numel() for p in model.parameters()) - before
+
+    def adapt(self, model) -> None:
+        try:
+            METHODS[self.method](model, **self.options)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"--{self.method}: {e}") from None
 
     def build_model(self):
         model = super().build_model()
         load_base_weights(self.base_dir, model)
-        try:
-            METHODS[self.method](model, **self.options)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"--{self.method}: {e}") from None
+        self.adapt(model)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.log(f"{self.method}: {trainable:,} trainable parameters of {sum(p.numel() for p in model.parameters()):,}")
         return model
 
+    def saved_weights(self):
+        return _Trainable(self.model)
+
+    def load_weights(self) -> None:
+        from safetensors.torch import load_file
+
+        directory = checkpoint.verify(self.ckpt_dir)
+        tensors = load_file(str(directory / "model.safetensors"))
+        expected = set(trainable_state_dict(self.model))
+        if set(tensors) != expected:
+            raise ConfigError(f"{directory} does not fit this fine-tuning: missing {sorted(expected - set(tensors))[:4]}")
+        self.model.load_state_dict(tensors, strict=False)
+
     def save(self) -> Path:
+        """The checkpoint (the weights that train, optimizer, RNG), then OUT/adaptation.safetensors."""
+        super().save()
         extra = {"base": str(self.base_dir), "base_sha256": base_digest(self.base_dir), "step": self.step}
         return save_adaptation(self.model, self.out / ADAPTATION_FILE, extra)
+
+
+class _Trainable:
+    """The weights of a fine-tuning run that train, as a checkpoint stores them (`state_dict()`)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def state_dict(self) -> dict:
+        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
 
 
 def finetune_config(base_dir, data: str | None, sets: list[str]) -> RunConfig:

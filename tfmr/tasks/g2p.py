@@ -44,6 +44,7 @@ import torch
 from .. import checkpoint
 from ..builder import max_positions
 from ..config import ConfigError, dumps, to_dict
+from ..folders import check_output
 from ..metrics import closest_reference, per, wer
 from ..presets import G2PConfig, G2PDataConfig, g2p_base, g2p_small, g2p_tiny, resolve  # noqa: F401 (re-exported)
 from ..seq2seq import (BOS, EOS, PairVocab, Seq2SeqTrainer, Vocab, eager_attention, greedy_decode, load_run,
@@ -295,6 +296,7 @@ def dev_metric(data: G2PData, n: int):
 def train(cfg: G2PConfig, out: str | Path, resume: bool = False, progress: bool = True, log=print,
           overwrite: bool = False):
     """Train (or resume) a G2P model; returns (trainer, data)."""
+    check_output(out, "run", overwrite=overwrite, resume=resume)  # before the data is read (tfmr.folders)
     t0 = time.perf_counter()
     data = load_data(cfg.data.stress)
     pairs = data.pairs("train")
@@ -367,18 +369,17 @@ def load_shipped():
     return load_run(SHIPPED, G2PConfig)
 
 
-def export(source: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+def export(source: str | Path, out: str | Path, dtype: torch.dtype = torch.float16, overwrite: bool = False) -> Path:
     """Write the model of checkpoint `source` (a training checkpoint or an export) to `out` as
     weights in `dtype` (fp16: 2 bytes per parameter), vocab.json, config.json, export.json and the
-    sha256 manifest (tfmr.checkpoint.export). Returns `out`."""
+    sha256 manifest (tfmr.checkpoint.export; an earlier export in `out` is replaced only with
+    `overwrite`). Returns `out`."""
     model, vocab, cfg = load_run(source, G2PConfig)
     source = checkpoint.resolve(source)
-    if Path(out).resolve() == source.resolve():
-        raise ConfigError(f"--out {out} is the checkpoint being exported; export to another folder")
     state = source / "state.json"
     info = {"source": f"{source.parent.name}/{source.name}", "parameters": sum(p.numel() for p in model.parameters()),
             "step": json.loads(state.read_text()).get("step") if state.exists() else None}
-    return checkpoint.export(out, model, to_dict(cfg), vocab, dtype, info)
+    return checkpoint.export(out, model, to_dict(cfg), vocab, dtype, info, overwrite=overwrite, sources=(source,))
 
 
 def agreement(model_a, vocab_a: PairVocab, model_b, vocab_b: PairVocab, words: Sequence[str]) -> float:
@@ -579,6 +580,7 @@ def finetune(source: str | Path | None, objective: str, reward: str, out: str | 
     starting weights). Returns that record: {"source", "objective", "reward", "before", "after",
     "steps", "best": {"metric", "step", "value"}}."""
     out = Path(out)
+    check_output(out, "run", overwrite=overwrite, resume=resume)  # before the source is tested (tfmr.folders)
     record_path = out / FINETUNE_RECORD
     if resume:
         if not record_path.exists():
