@@ -18,7 +18,8 @@ from tfmr.cli import build_parser, main
 from tfmr.config import ConfigError, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-PROGRAMS = ("tfmr.cli", "tfmr.tasks", "tfmr.bench", "tfmr.experiments", "tfmr.explore", "tfmr.__main__")
+# tfmr.g2p is the G2P task's public Python face (pronounce(), over tfmr/tasks and the shipped model): a program
+PROGRAMS = ("tfmr.cli", "tfmr.tasks", "tfmr.bench", "tfmr.experiments", "tfmr.explore", "tfmr.g2p", "tfmr.__main__")
 
 
 # ----------------------------------------------------------------------------- presets

@@ -218,6 +218,8 @@ def why_unreadable(word: str, letters=task.LETTERS, max_letters: int | None = No
     """task.why_unreadable, and a word of apostrophes alone is no word."""
     if word and not word.strip("'"):
         return "it has no letters, only apostrophes"
+    if "\ufffd" in word:
+        return "it has bytes that are not UTF-8 (read as U+FFFD)"
     return task.why_unreadable(word, letters, max_letters)
 
 
@@ -254,10 +256,17 @@ def tsv_lines(words: Iterable[Word], notes: bool = False) -> list[str]:
 
 
 def joined(words: Iterable[Word], format: str = "arpabet") -> str:  # noqa: A002
-    """One line for a line of text: each word's first pronunciation, words apart by ' ' (IPA) or
-    ' | ' (ARPAbet, whose symbols are apart by spaces), punctuation kept in place, an unreadable
-    word as ?."""
-    parts = []
+    """One line for a line of text: each word's first pronunciation, an unreadable word as ?.
+    IPA: words apart by spaces, punctuation kept in place (`həˈloʊ, ˈwɝld!`). ARPAbet, whose
+    symbols are apart by spaces: words and punctuation apart by ' | '."""
+    parts: list[str] = []
     for w in words:
-        parts.append(w.word if w.source == BOUNDARY_SOURCE else (w.pronunciations[0] if w.pronunciations else "?"))
+        said = w.word if w.source == BOUNDARY_SOURCE else (w.pronunciations[0] if w.pronunciations else "?")
+        if format == "ipa" and w.source == BOUNDARY_SOURCE and parts and w.word in _CLOSING:
+            parts[-1] += said
+        else:
+            parts.append(said)
     return (" " if format == "ipa" else " | ").join(parts)
+
+
+_CLOSING = frozenset(",.!?;:)]}")
