@@ -34,7 +34,7 @@ from .tasks import g2p as task
 from .tasks.g2p_checks import decode_checked
 from .tasks.g2p_text import ACRONYM, BOUNDARY, WORD, Token, acronym_phones, tokenize
 from .tasks.homographs import choose
-from .tasks.phonemes import FORMATS, format_phones, has_stress, strip_stress
+from .tasks.phonemes import FORMATS, format_phones, strip_stress
 
 DICTIONARY, SPELLED, PREDICTED, LOW_CONFIDENCE = "dictionary", "spelled", "predicted", "low-confidence"
 UNREADABLE, BOUNDARY_SOURCE = "unreadable", "boundary"
@@ -81,6 +81,7 @@ class G2P:
             raise ConfigError(f"--beam must be at least 1 (1 = greedy), got {beam}")
         self.checkpoint, self.beam, self.model_only = checkpoint, beam, model_only
         self.lexicon = task.lexicon(True)
+        self.model_stress: bool | None = None  # whether the model predicts stress (its cfg.data.stress), once loaded
 
     def model(self):
         """(model, vocab, cfg), loaded once per process (NoShippedModel when there is none)."""
@@ -148,6 +149,7 @@ class G2P:
         letters, max_letters = task.LETTERS, None
         if triple is not None:
             model, vocab, cfg = triple
+            self.model_stress = bool(cfg.data.stress)
             letters = task.LETTERS | set(vocab.src.itos[4:])
             max_letters = cfg.model.context if max_positions(cfg.model) is not None else None
         for e in pending:
@@ -188,7 +190,7 @@ class G2P:
             if v not in phones:
                 phones.append(v)
         note = e.note
-        if stress and e.source in (PREDICTED, LOW_CONFIDENCE) and phones and not has_stress(phones[0]):
+        if stress and e.source in (PREDICTED, LOW_CONFIDENCE) and self.model_stress is False:
             note = "; ".join(filter(None, [note, "no stress digits: this model does not predict stress"]))
         return Word(e.word, e.source, tuple(format_phones(p, format, stress) for p in phones), tuple(phones),
                     e.kind, e.token if e.token != e.word else "", note, e.line)

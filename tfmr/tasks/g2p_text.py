@@ -87,9 +87,21 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFC", "".join(out))
 
 
+def _num2words():
+    """num2words, or one line saying it is missing (a dependency of tfmr)."""
+    try:
+        from num2words import num2words
+    except ImportError:
+        from ..config import ConfigError
+
+        raise ConfigError("G2P reads numbers with the num2words package, a dependency of tfmr: "
+                          "pip install num2words") from None
+    return num2words
+
+
 def spell_number(text: str) -> list[str]:
     """Digits (with a currency sign, %, an ordinal ending or thousands commas) as English words."""
-    from num2words import num2words
+    num2words = _num2words()
 
     money = _MONEY.fullmatch(text)
     if money:
@@ -108,7 +120,7 @@ def spell_number(text: str) -> list[str]:
 
 def _money(sign: str, amount: str) -> list[str]:
     """$3.50 -> three dollars and fifty cents (no cents when there are none)."""
-    from num2words import num2words
+    num2words = _num2words()
 
     unit, units, cent, cents = CURRENCIES[sign]
     whole, _, fraction = amount.partition(".")
