@@ -211,3 +211,20 @@ def test_the_endpoint_refuses_bad_requests_and_other_hosts_with_one_line(server)
     assert status == 421 and "answers only on 127.0.0.1" in body["error"]
     with urllib.request.urlopen(server.url.replace("/g2p", "/health"), timeout=30) as r:
         assert json.loads(r.read())["ok"] is True
+
+
+# ----------------------------------------------------------------------------- the benches, run tiny
+def test_bench_g2p_serve_prints_requests_per_second_and_latency(capsys):
+    assert main(["bench", "g2p-serve", "--seconds", "0.3", "--clients", "2"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [(r[0], r[2]) for r in rows] == [("hello", "2"), ("blorftastic", "2")]
+    assert all(float(r[3].replace(",", "")) > 0 and r[-1] == "0" for r in rows)  # requests answered, no errors
+
+
+def test_bench_g2p_compare_prints_one_row_per_sentence(capsys, monkeypatch):
+    from tfmr.bench import g2p_compare
+
+    monkeypatch.setattr(g2p_compare, "g2p_en_reader", lambda: "(skipped)")
+    assert main(["bench", "g2p-compare", "--sentence", "Hello, world!"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[2].startswith("| Hello, world! | həˈloʊ, ˈwɝld! | ") and out[2].endswith("(skipped) |")

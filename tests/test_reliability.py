@@ -287,7 +287,10 @@ def test_g2p_ctrl_c_keeps_the_words_already_pronounced(capsys, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr(g2p, "predict", interrupted)  # Ctrl-C while the model decodes
-    code = main(["g2p", "hello", "blorftastic", "world"])
+    try:
+        code = main(["g2p", "hello", "blorftastic", "world"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped tfmr g2p: every line was lost")
     out, err = capsys.readouterr()
     assert code == 130 and "interrupted" in err
     assert [line.split("\t")[0] for line in out.splitlines()] == ["hello", "hello", "world"]  # the dictionary's
