@@ -1,6 +1,7 @@
 """`tfmr g2p`: grapheme-to-phoneme on CMUdict (the task is tfmr/tasks/g2p.py).
 
-    tfmr g2p WORD ... [-] [--file FILE] [--model-only] [--checkpoint DIR] [--beam K]
+    tfmr g2p WORD ... [-] [--file FILE] [--model-only] [--checkpoint DIR] [--beam K] [--format ipa] [--stress]
+    tfmr g2p --text "TEXT" | --text - [--join] [--all] [--format arpabet|ipa] [--stress]
     tfmr g2p train [--preset g2p-small] [--config FILE] [--set key=value ...] [--out DIR] [--resume]
     tfmr g2p eval [--checkpoint DIR] [--split test] [--beam K ...] [--limit N]
     tfmr g2p export --checkpoint RUN/checkpoint --out DIR
@@ -13,6 +14,13 @@ Words alone are pronounced: a word CMUdict has gets every one of its pronunciati
 --file FILE from a file, one word per line. The output is TSV, one line per pronunciation:
 
     word<TAB>source<TAB>pronunciation          hello	dictionary	HH AH L OW
+
+`--text` reads running text through the front end (numbers, acronyms, split words, punctuation
+as boundaries; tfmr/tasks/g2p_text.py), one line per spoken word with a fourth column, the note,
+or one line per line of text with --join. The work is tfmr.g2p's (the same as the Python call and
+`tfmr serve --g2p`); this file reads the input in bounded batches and prints each batch as soon as
+it is pronounced (Ctrl-C keeps what was pronounced, exit 130). A prediction that fails the
+long-word checks is `low-confidence`, exit status 1.
 
 A word with characters outside a-z and ' (digits, punctuation, other scripts) is not guessed
 (unless the model's alphabet has them): its line reads `word<TAB>unreadable<TAB>` (empty
