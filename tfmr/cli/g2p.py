@@ -292,6 +292,9 @@ def run_predict(args, rest: Sequence[str]) -> int:
     if text is None and not rest and not args.file:
         raise ConfigError("give one or more words to pronounce, - to read them from standard input, --file FILE, "
                           "or --text TEXT")
+    if args.set or args.config:
+        raise ConfigError("pronouncing reads no --set or --config (they configure training); use --stress to keep "
+                          "stress, --beam K for the beam, --checkpoint DIR for another model")
     if args.join and text is None:
         raise ConfigError("--join writes one line per line of text: use it with --text TEXT (or --text -)")
     if text is not None and (rest or args.file):
