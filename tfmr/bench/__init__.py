@@ -14,6 +14,9 @@ machine.
                     lookup (the shipped model, or --checkpoint); --peer phonetisaurus trains Phonetisaurus
                     on the same split in the same run (peers/) and breaks down where each loses words
                     (g2p_breakdown.py)
+    g2p-serve       `tfmr serve --g2p` under concurrent clients: requests/s and latency for one word
+    g2p-lengths     G2P test WER by word length, before and after the long-word checks (quality)
+    g2p-compare     tfmr g2p beside espeak-ng and g2p_en on the same sentences (IPA side by side)
     moe-dispatch    one MoE layer vs a dense FFN of the same active size (the quality comparison is
                     `tfmr experiment moe`)
     gpu             all of the GPU figures in one time-boxed run (training at GPT-2 / Llama 124M,
@@ -23,8 +26,9 @@ machine.
 """
 from __future__ import annotations
 
-from . import bpe, cpu_decode, g2p, gpu, gpu_attention, gpu_decode, hf_load, moe_dispatch, train
+from . import (bpe, cpu_decode, g2p, g2p_compare, g2p_lengths, g2p_serve, gpu, gpu_attention, gpu_decode, hf_load,
+               moe_dispatch, train)
 
 BENCHES = {"train": train, "bpe": bpe, "cpu-decode": cpu_decode, "gpu-decode": gpu_decode,
            "gpu-attention": gpu_attention, "g2p": g2p, "moe-dispatch": moe_dispatch, "gpu": gpu,
-           "hf-load": hf_load}
+           "hf-load": hf_load, "g2p-serve": g2p_serve, "g2p-lengths": g2p_lengths, "g2p-compare": g2p_compare}

@@ -1,6 +1,7 @@
 """`tfmr g2p`: grapheme-to-phoneme on CMUdict (the task is tfmr/tasks/g2p.py).
 
-    tfmr g2p WORD ... [-] [--file FILE] [--model-only] [--checkpoint DIR] [--beam K]
+    tfmr g2p WORD ... [-] [--file FILE] [--model-only] [--checkpoint DIR] [--beam K] [--format ipa] [--stress]
+    tfmr g2p --text "TEXT" | --text - [--join] [--all] [--format arpabet|ipa] [--stress]
     tfmr g2p train [--preset g2p-small] [--config FILE] [--set key=value ...] [--out DIR] [--resume]
     tfmr g2p eval [--checkpoint DIR] [--split test] [--beam K ...] [--limit N]
     tfmr g2p export --checkpoint RUN/checkpoint --out DIR
@@ -13,6 +14,13 @@ Words alone are pronounced: a word CMUdict has gets every one of its pronunciati
 --file FILE from a file, one word per line. The output is TSV, one line per pronunciation:
 
     word<TAB>source<TAB>pronunciation          hello	dictionary	HH AH L OW
+
+`--text` reads running text through the front end (numbers, acronyms, split words, punctuation
+as boundaries; tfmr/tasks/g2p_text.py), one line per spoken word with a fourth column, the note,
+or one line per line of text with --join. The work is tfmr.g2p's (the same as the Python call and
+`tfmr serve --g2p`); this file reads the input in bounded batches and prints each batch as soon as
+it is pronounced (Ctrl-C keeps what was pronounced, exit 130). A prediction that fails the
+long-word checks is `low-confidence`, exit status 1.
 
 A word with characters outside a-z and ' (digits, punctuation, other scripts) is not guessed
 (unless the model's alphabet has them): its line reads `word<TAB>unreadable<TAB>` (empty
@@ -31,10 +39,12 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 from ..config import ConfigError
+from ..g2p import G2P, LOW_CONFIDENCE, PROBLEMS, UNREADABLE, joined, tsv_lines
 from ..presets import G2PConfig, names
+from ..tasks.phonemes import FORMATS
 from ..seq2seq import load_run
 from ..tasks import g2p
 from .common import USER_ERRORS, config_flags, resolve_config
@@ -66,6 +76,15 @@ def add_parser(sub) -> None:
     p.add_argument("--model-only", action="store_true", help="words: pronounce every word with the model, "
                                                              "also those CMUdict has")
     p.add_argument("--file", metavar="FILE", help="words: read words from FILE, one per line (- for standard input)")
+    p.add_argument("--text", metavar="TEXT", help="words: pronounce running text (- reads it from standard input): "
+                   "numbers, acronyms, hyphenated and camel-case words, punctuation as boundaries; one line per "
+                   "spoken word with a fourth column, the note")
+    p.add_argument("--format", choices=FORMATS, default="arpabet", help="words: arpabet (default) or ipa")
+    p.add_argument("--stress", action="store_true", help="words: keep stress (ARPAbet digits 0 1 2, IPA marks); "
+                   "dictionary words keep CMUdict's, predicted ones the model's when it predicts stress")
+    p.add_argument("--all", action="store_true", help="--text: every dictionary variant of each word (default: "
+                   "the one the homograph rules or the dictionary's order pick)")
+    p.add_argument("--join", action="store_true", help="--text: one line of phonemes per line of text")
     p.add_argument("--split", default="test", choices=g2p.SPLITS, help="eval: which split")
     p.add_argument("--beam", type=int, action="append",
                    help="beam size (1 = greedy); words: default the model's decode.beam_size; eval / train: "
@@ -169,9 +188,6 @@ def run_export(args, rest: Sequence[str]) -> int:
     if not args.checkpoint or not args.out:
         raise ConfigError("g2p export needs --checkpoint RUN/checkpoint (the model) and --out DIR (where to write "
                           f"it; {g2p.SHIPPED} ships it with tfmr)")
-    if Path(args.out).resolve() == g2p.SHIPPED.resolve() and load_run(args.checkpoint, G2PConfig)[2].data.stress:
-        raise ConfigError("the shipped model must be stress-free, as the dictionary's answers beside it are; "
-                          "this checkpoint was trained with data.stress=true")
     out = g2p.export(args.checkpoint, args.out, overwrite=args.overwrite)
     size = (out / "model.safetensors").stat().st_size
     total = sum(p.stat().st_size for p in out.iterdir())
@@ -199,47 +215,143 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def read_words(args_words: Sequence[str], file: str | None) -> tuple[list[str], bool]:
+BATCH_WORDS, BATCH_LINES = 256, 64  # read, pronounce and print this many at a time: memory stays flat
+
+
+def _stdin_lines() -> Iterator[str]:
+    """Standard input line by line, as it comes; bytes that are not UTF-8 become U+FFFD (the word
+    that holds them is then unreadable, never a crash)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream put in place of stdin (tests)
+        yield from (line.rstrip("\r\n") for line in sys.stdin)
+        return
+    for raw in stream:
+        yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def _file_lines(path: str) -> Iterator[str]:
+    if path == "-":
+        yield from _stdin_lines()
+        return
+    with open(path, "rb") as f:  # FileNotFoundError here is one line (USER_ERRORS)
+        for raw in f:
+            yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def iter_words(args_words: Sequence[str], file: str | None) -> Iterator[str]:
     """The words of the command line, with `-` replaced by the lines of standard input, then
-    those of --file FILE (`-`: standard input); blank lines skipped, each line stripped. Also
-    says whether any words were asked for at all (an empty file asks for none, and that is fine)."""
-    words: list[str] = []
+    those of --file FILE (`-`: standard input); blank lines skipped, each line stripped."""
     for item in args_words:
-        words.extend(_lines(sys.stdin.read()) if item == "-" else [item])
-    if file == "-":
-        words.extend(_lines(sys.stdin.read()))
-    elif file:
-        words.extend(_lines(Path(file).read_text(encoding="utf-8", errors="replace")))
-    return words, bool(args_words) or bool(file)
+        yield from (_stripped(_stdin_lines()) if item == "-" else [item])
+    if file:
+        yield from _stripped(_file_lines(file))
 
 
-def _lines(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip()]
+def _stripped(lines: Iterable[str]) -> Iterator[str]:
+    return (line.strip() for line in lines if line.strip())
+
+
+def read_words(args_words: Sequence[str], file: str | None) -> tuple[list[str], bool]:
+    """All the words at once (see iter_words), and whether any were asked for at all."""
+    return list(iter_words(args_words, file)), bool(args_words) or bool(file)
+
+
+def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Progress:
+    """A line on standard error, rewritten after each batch, when stderr is a terminal and the
+    input runs to more than one batch."""
+
+    def __init__(self, what: str):
+        self.what, self.done, self.shown, self.t0 = what, 0, False, time.perf_counter()
+        self.on = sys.stderr.isatty()
+
+    def step(self, n: int) -> None:
+        self.done += n
+        if self.on:
+            rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
+            print(f"\r{self.done:,} {self.what} done ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+            self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def run_predict(args, rest: Sequence[str]) -> int:
-    words, asked = read_words(rest, args.file)
-    if not asked:
-        raise ConfigError("give one or more words to pronounce, - to read them from standard input, or --file FILE")
+    text = args.text
+    if text is None and not rest and not args.file:
+        raise ConfigError("give one or more words to pronounce, - to read them from standard input, --file FILE, "
+                          "or --text TEXT")
+    if args.set or args.config:
+        raise ConfigError("pronouncing reads no --set or --config (they configure training); use --stress to keep "
+                          "stress, --beam K for the beam, --checkpoint DIR for another model")
+    if args.join and text is None:
+        raise ConfigError("--join writes one line per line of text: use it with --text TEXT (or --text -)")
+    if text is not None and (rest or args.file):
+        raise ConfigError("--text takes the text (or - for standard input); give no words or --file beside it")
+    engine = G2P(args.checkpoint, (args.beam or [None])[-1], args.model_only)
     if args.checkpoint:
-        model = load_run(args.checkpoint, G2PConfig)  # now: a wrong --checkpoint fails before any output
-        stress = model[2].data.stress
+        engine.model()  # now: a wrong --checkpoint fails before any output
+    if text is None:
+        batches, what = _batches(iter_words(rest, args.file), BATCH_WORDS), "words"
     else:
-        model, stress = g2p.load_shipped, False  # loaded only if a word needs it; shipped models are stress-free
-    pronouncer = g2p.Pronouncer(g2p.lexicon(stress), model, args.model_only, (args.beam or [None])[-1])
-    entries = pronouncer.lookup(words)
+        lines = _stdin_lines() if text == "-" else iter(text.splitlines() or [""])
+        batches, what = _batches(lines, BATCH_LINES), "lines"
+    return _pronounce_stream(engine, batches, args, text is not None, _Progress(what))
+
+
+def _pronounce_stream(engine: G2P, batches: Iterable[list[str]], args, is_text: bool, progress: _Progress) -> int:
+    """Pronounce and print batch by batch; 1 when a word was unreadable or low-confidence. On
+    Ctrl-C the words of the batch that were already pronounced are printed, then exit 130."""
+    status, first_line = 0, 0
+    all_variants = args.all or not is_text
     try:
-        pronouncer.fill(entries)
-    except USER_ERRORS:
-        _print(e for e in entries if e.source in (g2p.DICTIONARY, g2p.UNREADABLE))
-        raise
-    _print(entries)
-    return 1 if any(e.source == g2p.UNREADABLE for e in entries) else 0
+        for batch in batches:
+            entries = engine.plan_text(batch, first_line) if is_text else engine.plan_words(batch)
+            first_line += len(batch)
+            engine.lookup(entries, all_variants)
+            try:
+                engine.fill(entries)
+            except (KeyboardInterrupt, *USER_ERRORS):
+                done = (e for e in entries if e.source != "pending")
+                _emit(engine.finish(done, args.format, args.stress), args, is_text, partial=True)
+                raise
+            status = max(status, _emit(engine.finish(entries, args.format, args.stress), args, is_text))
+            progress.step(len(batch))
+    except KeyboardInterrupt:
+        progress.close()
+        print("tfmr: interrupted: the words printed above are pronounced; the rest are not", file=sys.stderr)
+        return 130
+    progress.close()
+    return status
 
 
-def _print(entries) -> None:
-    for e in entries:
-        print("\n".join(e.tsv()))
-        if e.source == g2p.UNREADABLE:
-            print(f"note: cannot pronounce {e.word!r}: {e.note}", file=sys.stderr)
+def _emit(words: list, args, is_text: bool, partial: bool = False) -> int:
+    """Print one batch; 1 when some word was unreadable or low-confidence."""
+    if is_text and args.join and not partial:
+        by_line: dict[int, list] = {}
+        for w in words:
+            by_line.setdefault(w.line, []).append(w)
+        for line in sorted(by_line):
+            print(joined(by_line[line], args.format))
+    else:
+        lines = tsv_lines(words, notes=is_text)
+        if lines:
+            print("\n".join(lines))
+    for w in words:
+        if w.source == UNREADABLE:
+            print(f"note: cannot pronounce {w.word!r}: {w.note}", file=sys.stderr)
+        elif w.source == LOW_CONFIDENCE:
+            print(f"note: low confidence in {w.word!r}: {w.note}", file=sys.stderr)
     sys.stdout.flush()
+    return 1 if any(w.source in PROBLEMS for w in words) else 0

