@@ -1,7 +1,7 @@
 """The `tfmr` command: one module per command group, put together here.
 
-    train, generate, finetune, eval, bench, average, checkpoint, convert, export, presets, viz, explore,
-    experiment, tokenizer, g2p, copytask
+    train, generate, finetune, eval, bench, average, checkpoint, convert, export, quantize, presets, viz,
+    explore, experiment, tokenizer, g2p, copytask
 
 Each module in this folder has `add_parser(subparsers)`, which adds its command and sets
 `func`; `build_parser` calls them in the order of `COMMANDS`, `main` parses and runs.
@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 
 from . import (average, bench, checkpoint, convert, copytask, experiment, explore, export, finetune, g2p, generate,
-               presets, tokenizer, train, viz)
+               presets, quantize, tokenizer, train, viz)
 from . import eval as eval_
 from .common import USER_ERRORS, config_flags, guarded, load_model, resolve_config  # noqa: F401 (public)
 
-COMMANDS = (train, generate, finetune, eval_, bench, average, checkpoint, convert, export, presets, viz, explore,
-            experiment, tokenizer, g2p, copytask)
+COMMANDS = (train, generate, finetune, eval_, bench, average, checkpoint, convert, export, quantize, presets, viz,
+            explore, experiment, tokenizer, g2p, copytask)
 
 
 def build_parser() -> argparse.ArgumentParser:
