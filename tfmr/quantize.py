@@ -8,8 +8,9 @@ as they were:
 
     fp32   nothing changes (the reference)
     bf16   the matrix in bfloat16 (2 bytes a weight); the input is cast to bf16 for the matmul
-    int8   the matrix in int8 (1 byte a weight) with one symmetric scale per output channel:
-           W ~ q * s[:, None], q = round(W / s) in [-127, 127], s = max|W[i]| / 127;
+    int8   the matrix in int8 (1 byte a weight) with one symmetric scale per output channel
+           (bf16, the kernel's type): W ~ q * s[:, None], q = round(W / s) in [-127, 127],
+           s = max|W[i]| / 127 rounded to bf16;
            the kernel is aten._weight_int8pack_mm (int8 weights, bf16 activations and scales),
            the fastest weight-only kernel of torch 2.13 on CPU (docs/decoding.md, "weight-only
            quantization": dequantize-then-matmul and torch.compile's fusion read more bytes)
@@ -89,14 +90,16 @@ class Bf16Linear(WeightOnlyLinear):
 
 
 class Int8Linear(WeightOnlyLinear):
-    """The matrix in int8 with a per-output-channel symmetric scale (fp32, stored beside it)."""
+    """The matrix in int8 with a per-output-channel symmetric scale, stored beside it in bf16: the
+    type the kernel takes, held as a buffer so that torch.compile's lowering of the kernel sees a
+    stored tensor, not a cast."""
 
     weights, bytes_per_weight, kernel = "int8", 1, "aten._weight_int8pack_mm (bf16 activations)"
 
     def __init__(self, in_features: int, out_features: int, bias: bool, device=None):
         super().__init__(in_features, out_features, bias, device)
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
-        self.register_buffer("scale", torch.ones(out_features, device=device))
+        self.register_buffer("scale", torch.ones(out_features, dtype=torch.bfloat16, device=device))
 
     def set_weight(self, w: torch.Tensor) -> None:
         q, s = quantize_int8(w)
@@ -105,18 +108,18 @@ class Int8Linear(WeightOnlyLinear):
 
     def dequantized(self) -> torch.Tensor:
         """The matrix this module multiplies by, in fp32 (out, in)."""
-        return self.weight.float() * self.scale[:, None]
+        return self.weight.float() * self.scale.float()[:, None]
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.weight,
-                                                  self.scale.to(torch.bfloat16))  # (N, out)
+        return torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scale)  # (N, out)
 
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q int8 (out, in), s fp32 (out,)) with w ~ q * s[:, None]: symmetric, per output channel."""
-    s = w.abs().amax(dim=1).clamp(min=1e-12) / 127  # (out,)
-    q = torch.round(w / s[:, None]).clamp(-127, 127).to(torch.int8)  # (out, in)
-    return q, s.float()
+    """(q int8 (out, in), s bf16 (out,)) with w ~ q * s[:, None]: symmetric, per output channel;
+    q is rounded against the bf16 scale the kernel multiplies by."""
+    s = (w.abs().amax(dim=1).clamp(min=1e-12) / 127).to(torch.bfloat16)  # (out,)
+    q = torch.round(w / s.float()[:, None]).clamp(-127, 127).to(torch.int8)  # (out, in)
+    return q, s
 
 
 WEIGHTS = {"fp32": None, "bf16": Bf16Linear, "int8": Int8Linear}

@@ -62,7 +62,7 @@ def cpu_model() -> tuple[str, bool]:
 
 
 def load_average() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def main(args) -> int:
