@@ -159,11 +159,19 @@ class SampleConfig:
 
 
 @dataclass
+class DecodeWeightsConfig:
+    """How a language model is run for decoding (`tfmr generate`, the fast path)."""
+
+    weights: str = "fp32"  # fp32 | bf16 | int8: weight-only quantization of the linear layers (tfmr/quantize.py)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    decode: DecodeWeightsConfig = field(default_factory=DecodeWeightsConfig)
 
 
 # ----------------------------------------------------------------------------- plain data

@@ -33,7 +33,8 @@ kernels (`Kernel.stateful`), and a `max_len` past what the position scheme can p
     dec4 = FastDecoder(model, batch=4, max_len=272, compile=True)
     ids = dec4.beam_search(prompt, 4, 256)                            # batch = inputs x beams
 
-Not here: speculative decoding, paged caches, quantisation.
+Not here: speculative decoding, paged caches. A weight-only quantized model (quantize.py) decodes here
+as it is: its linear layers are the model's own modules.
 """
 from __future__ import annotations
 

@@ -246,6 +246,8 @@ class MoE(FFN):
     projections are this layer's own (residual, value); the router is neither.
     """
 
+    quantizable = False  # route() reads router.weight itself: weight-only quantization (quantize.py) refuses it
+
     def __init__(self, dim: int, bias: bool = True, dropout: float = 0.0, experts: int = 8, top_k: int = 2,
                  capacity_factor: float = 0.0, eval_capacity_factor: float = 0.0, norm_topk: bool | None = None,
                  balance_coef: float = 0.01, z_coef: float = 0.001, expert: str = "mlp",

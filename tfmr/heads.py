@@ -30,6 +30,8 @@ class MLMHead(nn.Module):
     """BERT's masked-LM head (https://arxiv.org/abs/1810.04805): a dense layer, an activation and a
     LayerNorm transform the hidden state before the (tied) output matrix, which has a bias."""
 
+    quantizable = False  # its matrix is a bare parameter, not a linear layer (and it decodes nothing)
+
     def __init__(self, dim: int, vocab_size: int, activation: str = "gelu", eps: float = 1e-12):
         super().__init__()
         self.activation = activation

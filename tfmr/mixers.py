@@ -89,6 +89,8 @@ class Retention(nn.Module):
     whatever the length. Attention patterns and bias schemes (ALiBi) do not act here: the decay
     is retention's window. Padding keys (the mask's key_padding) add nothing to the state."""
 
+    quantizable = False  # new_memory() reads q_proj.weight's dtype: weight-only quantization refuses it
+
     fast_decoding = False  # FastDecoder's static per-row cache holds keys, not a recurrent state
     causal_only = True  # the builder refuses it in encoders
 

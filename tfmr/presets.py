@@ -330,8 +330,9 @@ KINDS: dict[type, tuple[str, str]] = {RunConfig: ("language-model", "tfmr train,
 
 
 def _fits(cls: type, data: dict) -> bool:
-    """Whether saved config `data` has exactly the sections of `cls` and reads as one."""
-    if not isinstance(data, dict) or set(data) != {f.name for f in dataclasses.fields(cls)}:
+    """Whether saved config `data` has sections of `cls` only, its model among them, and reads as
+    one (a section added later, such as a language model's `decode`, may be missing)."""
+    if not isinstance(data, dict) or "model" not in data or not set(data) <= {f.name for f in dataclasses.fields(cls)}:
         return False
     try:
         from_dict(cls, data)

@@ -197,6 +197,7 @@ class DecodeConfig:
     length_penalty: float = 1.0
     max_len: int = 40  # target tokens, </s> included
     batch_size: int = 500
+    weights: str = "fp32"  # fp32 | bf16 | int8: weight-only quantization for decoding (tfmr/quantize.py)
 
     def check(self) -> None:
         """Refuse (ConfigError) a setting out of range before training, not after it."""
@@ -311,7 +312,9 @@ class Seq2SeqTrainer(TrainLoop):
 
 def load_run(directory: str | Path, config_cls, make_model: Callable = build_uninitialised):
     """(model in eval mode, PairVocab, config) from a checkpoint folder written by Seq2SeqTrainer
-    (built without random weights: every weight is loaded, or CheckpointError)."""
+    or `tfmr quantize` (built without random weights: every weight is loaded, or CheckpointError)."""
+    from .quantize import prepare_, saved_weights
+
     directory = checkpoint.verify(directory)
     try:
         cfg = from_dict(config_cls, checkpoint.read_config(directory))
@@ -321,7 +324,7 @@ def load_run(directory: str | Path, config_cls, make_model: Callable = build_uni
                 f"{directory} is a language-model checkpoint (tfmr train, generate); this command reads "
                 "sequence-to-sequence checkpoints (tfmr g2p)") from None
         raise
-    model = make_model(cfg.model)
+    model = prepare_(make_model(cfg.model), saved_weights(cfg))  # a quantized checkpoint: int8 / bf16 layers
     checkpoint.load_weights(directory, model)
     return model.eval(), PairVocab.load(directory), cfg
 

@@ -9,10 +9,19 @@ The comparison `tfmr bench gpu-decode` (gpu_decode.py) makes on a GPU, at a CPU-
 no CUDA graphs on CPU). Methods alternate within each round, so drift on a shared machine hits
 all of them; medians of --rounds timed runs after a warm-up (which compiles). Only the ratios
 measured in one run mean anything on a busy machine. Tokens are checked equal to HF's.
+
+Beside fp32, tfmr-fast-bf16 and tfmr-fast-int8 run the same fast step over weight-only quantized
+copies (tfmr/quantize.py; --weights picks them): their bandwidth limit counts the bytes they read
+(int8 matrices and scales), and their greedy tokens are compared with fp32's per position, free-
+running ("same tokens as HF", which equals fp32 here) and teacher-forced on fp32's greedy output.
+The CPU model, native bf16, threads and the load average at start and end go into the table's
+environment line, with a warning when the load exceeded the threads.
 """
 from __future__ import annotations
 
+import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -35,6 +44,25 @@ def add_arguments(ap) -> None:
     ap.add_argument("--new-tokens", type=positive_int, default=128)
     ap.add_argument("--threads", type=count, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--weights", default="bf16,int8",
+                    help="weight-only quantized rows beside fp32 (tfmr/quantize.py): comma-separated bf16, int8, "
+                         "or none")
+
+
+def cpu_model() -> tuple[str, bool]:
+    """(the CPU's model name, whether it has native bf16 instructions: avx512_bf16 or amx_bf16), from
+    /proc/cpuinfo where there is one."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "cpu", False
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    flags = set(" ".join(line for line in info.splitlines() if line.startswith("flags")).split())
+    return (names[0] if names else platform.processor() or "cpu"), bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def main(args) -> int:
@@ -51,13 +79,25 @@ def main(args) -> int:
     torch.manual_seed(0)
     import transformers
 
+    weights = [] if args.weights == "none" else [w.strip() for w in args.weights.split(",") if w.strip()]
+    for w in weights:
+        if w not in ("bf16", "int8"):
+            raise ConfigError(f"--weights {args.weights}: each must be bf16 or int8 (or none), got {w!r}")
+    args.weights = weights
     device = torch.device("cpu")
-    env = {"device": platform.processor() or "cpu", "threads": torch.get_num_threads(), "dtype": "float32",
+    name, bf16 = cpu_model()
+    env = {"device": name, "native bf16": "yes" if bf16 else "no", "load average at start": load_average(),
+           "threads": torch.get_num_threads(), "dtype": "float32", "weights": ", ".join(["fp32", *weights]),
            "torch": torch.__version__, "transformers": transformers.__version__,
            "compile": "off" if args.no_compile else "default (inductor C++)", "prompt": args.prompt_len,
            "new tokens": args.new_tokens, "rounds": args.rounds}
     print("environment:", env)
     bandwidth = gpu_decode.copy_bandwidth(device, torch.float32)
     rows = gpu_decode.case("gpt2-small-cpu (4x256)", small_gpt2(), args, device, torch.float32, ["greedy", "beam4"])
+    env["load average at end"] = load_average()
+    busy = max(env["load average at start"] or 0, env["load average at end"] or 0)
+    if busy > 1.25 * env["threads"]:  # more runnable work than the threads this run uses: figures are shared
+        env["WARNING"] = f"the machine was busy (load average {busy:.1f} for {env['threads']} threads)"
+        print("WARNING:", env["WARNING"])
     gpu_decode.write_report(args.out, rows, env, bandwidth)
     return 0

@@ -22,6 +22,7 @@ A method that fails is reported with its error; the others still run.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import platform
@@ -36,6 +37,8 @@ from ..cli.common import positive_int, torch_device
 from ..config import ConfigError
 from ..fastdecode import FastDecoder
 from ..interop import FAMILIES, from_hf
+from ..quantize import argmax_agreement, quantize_
+from ..quantize import weight_bytes as quantized_bytes
 
 GPT_FAST_STORIES110M_H100 = 1959.0  # tokens/s, gpt-fast's published figure
 
@@ -100,6 +103,7 @@ def bytes_per_step(model, batch: int, max_len: int) -> tuple[int, int]:
         if id(p) in tables and id(p) != head:
             continue
         weights += p.numel() * p.element_size()
+    weights += quantized_bytes(model)  # int8 / bf16 matrices (and scales) are buffers, not parameters
     a = model.blocks[0].attn
     p = next(model.parameters())
     cache = 2 * len(model.blocks) * batch * a.kv_heads * a.head_dim * max_len * p.element_size()
@@ -159,6 +163,13 @@ def fast_decoders(model, batch: int, max_len: int, args) -> dict:
     return decs
 
 
+def quantized_decoders(models: dict, batch: int, max_len: int, args) -> dict:
+    """tfmr-fast-{bf16,int8}: the fast step (compiled unless --no-compile) over each weight-only
+    quantized copy of the model (tfmr/quantize.py)."""
+    return {w: FastDecoder(m, batch, max_len, compile=not args.no_compile, mode=args.mode)
+            for w, m in models.items() if w != "fp32"}
+
+
 def case(name, hf, args, device, dtype, strategies, log=print) -> list[dict]:
     """Time HF generate and tfmr (eager and fast) on one model for each strategy."""
     import transformers  # noqa: F401 - the peer
@@ -170,6 +181,8 @@ def case(name, hf, args, device, dtype, strategies, log=print) -> list[dict]:
     mask = torch.ones_like(ids)
     hf_common = dict(attention_mask=mask, max_new_tokens=N, min_new_tokens=N, eos_token_id=None, pad_token_id=0)
     rows = []
+    models = {"fp32": model, **{w: quantize_(copy.deepcopy(model), w) for w in getattr(args, "weights", ())}}
+    agreement = {}
     for strategy in strategies:
         bench = Bench(device, args.rounds)
         if strategy == "greedy":
@@ -177,11 +190,15 @@ def case(name, hf, args, device, dtype, strategies, log=print) -> list[dict]:
             bench.add("tfmr-eager", lambda: decode.greedy(model, ids, N))
             for label, dec in fast_decoders(model, 1, P + N, args).items():
                 bench.add(label, lambda dec=dec: dec.generate(ids, N))
+            for w, dec in quantized_decoders(models, 1, P + N, args).items():
+                bench.add(f"tfmr-fast-{w}", lambda dec=dec: dec.generate(ids, N))
         elif strategy == "beam4":
             bench.add("hf", lambda: hf.generate(ids, do_sample=False, num_beams=4, **hf_common))
             bench.add("tfmr-eager", lambda: decode.beam_search(model, ids, 4, N))
             for label, dec in fast_decoders(model, 4, P + N, args).items():
                 bench.add(label, lambda dec=dec: dec.beam_search(ids, 4, N))
+            for w, dec in quantized_decoders(models, 4, P + N, args).items():
+                bench.add(f"tfmr-fast-{w}", lambda dec=dec: dec.beam_search(ids, 4, N))
         else:  # gpt-fast's sampling: top-k 200, temperature 0.8
             bench.add("hf", lambda: hf.generate(ids, do_sample=True, top_k=200, temperature=0.8, **hf_common))
             for label, dec in fast_decoders(model, 1, P + N, args).items():
@@ -189,21 +206,25 @@ def case(name, hf, args, device, dtype, strategies, log=print) -> list[dict]:
         log(f"{name} / {strategy}")
         results = bench.run(log)
         batch = 4 if strategy == "beam4" else 1
-        weights, cache = bytes_per_step(model, batch, P + N)
         hf_s = results["hf"].get("seconds")
         ref = new_ids(results["hf"]["out"], P) if "out" in results["hf"] else None
+        if strategy == "greedy" and "out" in results["tfmr-eager"]:  # fp32 greedy, read by each precision
+            fp32 = results["tfmr-eager"]["out"]
+            agreement = {w: argmax_agreement(model, m, fp32, P) for w, m in models.items() if w != "fp32"}
         for method, r in results.items():
-            row = {"model": name, "strategy": strategy, "method": method}
+            precision = method.rsplit("-", 1)[1] if method.startswith("tfmr-fast-") else "fp32"
+            row = {"model": name, "strategy": strategy, "method": method, "weights": precision}
             if "error" in r:
                 rows.append({**row, "error": r["error"]})
                 continue
+            weights, cache = bytes_per_step(models[precision], batch, P + N)
             got = new_ids(r["out"], P)
             row.update(seconds=r["seconds"], tokens_per_s=len(got) / r["seconds"], warmup_s=r["warmup_s"],
                        speedup_vs_hf=(hf_s / r["seconds"]) if hf_s else None,
                        weights_mb=weights / 1e6, kv_cache_mb=cache / 1e6,
                        same_tokens_as_hf=(None if strategy == "sample" or ref is None
                                           else int((got[: len(ref)] == ref[: len(got)]).sum())),
-                       new_tokens=len(got))
+                       new_tokens=len(got), argmax_agreement_fp32=agreement.get(precision))
             rows.append(row)
             log(f"    {method:11s} {row['tokens_per_s']:9.1f} tokens/s  ({row['seconds'] * 1e3:8.1f} ms, "
                 f"x{row['speedup_vs_hf'] or float('nan'):.2f} vs HF)")
@@ -222,18 +243,25 @@ def case(name, hf, args, device, dtype, strategies, log=print) -> list[dict]:
 
 def markdown(rows: list[dict], env: dict, bandwidth: float) -> str:
     lines = [f"# Decoding benchmark ({env['device']}, {env['dtype']})", "",
-             "| model | strategy | method | tokens/s | ms / run | x HF (same run) | same tokens as HF | "
-             "bandwidth limit tokens/s | share of limit | first run (compile) s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "machine: " + ", ".join(f"{k} {v}" for k, v in env.items() if k != "WARNING"), ""]
+    if env.get("WARNING"):
+        lines += [f"**WARNING: {env['WARNING']}; the figures below are shared with other work.**", ""]
+    lines += ["| model | strategy | method | weights | tokens/s | ms / run | x HF (same run) | same tokens as HF | "
+              "next token as fp32 (teacher-forced) | bytes read / token (MB) | bandwidth limit tokens/s | "
+              "share of limit | first run (compile) s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['strategy']} | {r['method']} | failed: {r['error']} | | | | | | |")
+            lines.append(f"| {r['model']} | {r['strategy']} | {r['method']} | {r.get('weights', '')} | "
+                         f"failed: {r['error']} | | | | | | | | |")
             continue
         limit = bandwidth / ((r["weights_mb"] + r["kv_cache_mb"]) * 1e6)  # one step = one token
         same = "" if r["same_tokens_as_hf"] is None else f"{r['same_tokens_as_hf']}/{r['new_tokens']}"
         sp = "" if r["speedup_vs_hf"] is None else f"{r['speedup_vs_hf']:.2f}"
-        lines.append(f"| {r['model']} | {r['strategy']} | {r['method']} | {r['tokens_per_s']:.1f} | "
-                     f"{r['seconds'] * 1e3:.1f} | {sp} | {same} | {limit:.0f} | {r['tokens_per_s'] / limit:.1%} | "
+        agree = "" if r.get("argmax_agreement_fp32") is None else f"{r['argmax_agreement_fp32']:.1%}"
+        lines.append(f"| {r['model']} | {r['strategy']} | {r['method']} | {r.get('weights', 'fp32')} | "
+                     f"{r['tokens_per_s']:.1f} | {r['seconds'] * 1e3:.1f} | {sp} | {same} | {agree} | "
+                     f"{r['weights_mb'] + r['kv_cache_mb']:.1f} | {limit:.0f} | {r['tokens_per_s'] / limit:.1%} | "
                      f"{r['warmup_s']:.1f} |")
     lines += ["", f"copy bandwidth measured: {bandwidth / 1e9:.1f} GB/s; peer: gpt-fast {GPT_FAST_STORIES110M_H100:.0f} "
               "tokens/s at stories110m on an H100 (static cache + torch.compile).", "",

@@ -1,7 +1,7 @@
 """The `tfmr` command: one module per command group, put together here.
 
-    train, generate, finetune, eval, bench, average, checkpoint, convert, export, presets, viz, explore,
-    experiment, tokenizer, g2p, serve, copytask
+    train, generate, finetune, eval, bench, average, checkpoint, convert, export, quantize, presets, viz,
+    explore, experiment, tokenizer, g2p, serve, copytask
 
 Each module in this folder has `add_parser(subparsers)`, which adds its command and sets
 `func`; `build_parser` calls them in the order of `COMMANDS`, `main` parses and runs.
@@ -19,12 +19,12 @@ import argparse
 import sys
 
 from . import (average, bench, checkpoint, convert, copytask, experiment, explore, export, finetune, g2p, generate,
-               presets, serve, tokenizer, train, viz)
+               presets, quantize, serve, tokenizer, train, viz)
 from . import eval as eval_
 from .common import USER_ERRORS, config_flags, guarded, load_model, resolve_config  # noqa: F401 (public)
 
-COMMANDS = (train, generate, finetune, eval_, bench, average, checkpoint, convert, export, presets, viz, explore,
-            experiment, tokenizer, g2p, serve, copytask)
+COMMANDS = (train, generate, finetune, eval_, bench, average, checkpoint, convert, export, quantize, presets, viz,
+            explore, experiment, tokenizer, g2p, serve, copytask)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,6 +73,7 @@ def load_model(checkpoint_dir, allow_pickle: bool = False):
     from ..builder import build_uninitialised
     from ..interop import from_pretrained, is_hf_folder
     from ..presets import read_run_config
+    from ..quantize import prepare_, saved_weights
     from ..tokenizers import load as load_tokenizer
 
     if is_hf_folder(checkpoint_dir):
@@ -84,6 +85,7 @@ def load_model(checkpoint_dir, allow_pickle: bool = False):
     directory = checkpoint.verify(checkpoint_dir)
     cfg = read_run_config(directory, RunConfig)
     model = build_uninitialised(cfg.model)  # every weight is loaded next, or CheckpointError
+    prepare_(model, saved_weights(cfg))  # a quantized checkpoint (tfmr quantize): its int8 / bf16 layers
     checkpoint.load_weights(directory, model)
     try:
         tokenizer = load_tokenizer(directory)

@@ -59,6 +59,8 @@ def add_parser(sub) -> None:
     p.add_argument("--num-samples", type=int, default=None, help="sampling: how many continuations (default 1)")
     p.add_argument("--seed", type=int, default=None, help="sampling: the random seed")
     p.add_argument("--lora", metavar="DIR", help="add the LoRA (or adapter) weights of a `tfmr finetune` run")
+    p.add_argument("--set", action="append", default=[], metavar="decode.KEY=VALUE",
+                   help="a decode setting: decode.weights=fp32|bf16|int8 (weight-only quantization, tfmr/quantize.py)")
     p.set_defaults(func=run)
 
 
@@ -236,10 +238,28 @@ def read_prompt(args) -> str:
     return args.prompt
 
 
+def decode_weights(model, cfg, sets, lora: bool) -> None:
+    """Apply --set decode.KEY=VALUE: decode.weights quantizes the loaded model (a fp32 one; a
+    quantized checkpoint decodes as what it holds). Other sections are refused."""
+    from ..config import apply_override
+    from ..quantize import convert_, saved_weights
+
+    stored = saved_weights(cfg)
+    for assignment in sets:
+        if not assignment.startswith("decode."):
+            raise ConfigError(f"--set {assignment}: generate takes decode settings only (decode.weights=int8)")
+        apply_override(cfg, assignment)
+    if lora and cfg.decode.weights != stored:
+        raise ConfigError("--lora merges adapter weights into fp32 matrices; quantize the merged model afterwards, "
+                          "not with --set decode.weights")
+    convert_(model, stored, cfg.decode.weights)
+
+
 def run(args) -> int:
     check_flags(args)
     args.prompt = read_prompt(args)
-    model, tokenizer, _ = load_model(Path(args.checkpoint), args.allow_pickle)
+    model, tokenizer, cfg = load_model(Path(args.checkpoint), args.allow_pickle)
+    decode_weights(model, cfg, args.set, lora=bool(args.lora))
     if model.cfg.arch == "encoder-decoder" and not args.lora:
         translate(model, tokenizer, args)
         return 0

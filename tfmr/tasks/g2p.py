@@ -175,7 +175,10 @@ class WordDecoder:
         from ..config import Choice
         from ..fastdecode import FastDecoder
 
+        from ..quantize import prepare_
+
         eager = build_uninitialised(replace(cfg.model, kernel=Choice("eager"))).to(next(model.parameters()).dtype)
+        prepare_(eager, getattr(model, "quantized", "fp32"))  # the same (quantized) layers as `model`
         eager.load_state_dict(model.state_dict())  # strict: every parameter
         self.vocab, self.max_len = vocab, cfg.decode.max_len
         self.decoder = FastDecoder(eager.eval(), 1, self.max_len + 1, compile=compile)

@@ -1,0 +1,59 @@
+"""`tfmr quantize`: a checkpoint with its linear layers' weights in int8 or bf16, for decoding.
+
+    tfmr quantize --checkpoint CKPT --to int8 --out DIR     language model, G2P model or HF folder
+
+Writes a tfmr checkpoint (model.safetensors with the int8 matrices and their per-channel scales,
+or the bf16 matrices; config.json with `decode.weights` set; the tokenizer or vocab; the sha256
+manifest), which `tfmr generate`, `tfmr g2p eval --checkpoint DIR` and the library loaders read
+like any other (tfmr/quantize.py). A model that cannot be quantized is refused in one line.
+Not here: ONNX export of a quantized model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import ConfigError
+from .common import checkpoint_flags
+
+TARGETS = ("int8", "bf16")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("quantize", help="a checkpoint with int8 or bf16 weights for decoding")
+    checkpoint_flags(p, "a tfmr checkpoint (language model or G2P)")
+    p.add_argument("--to", choices=TARGETS, required=True, help="the weights' type (per-channel scales for int8)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the new checkpoint folder")
+    p.set_defaults(func=run)
+
+
+def load_any(path: Path, allow_pickle: bool):
+    """(model, tokenizer or vocab, config) of a sequence-to-sequence checkpoint (vocab.json: a G2P
+    model) or of a language-model checkpoint / Hugging Face folder."""
+    from .. import checkpoint
+    from ..interop import is_hf_folder
+    from .common import load_model
+
+    if not is_hf_folder(path) and (checkpoint.resolve(path) / "vocab.json").is_file():
+        from ..presets import G2PConfig
+        from ..seq2seq import load_run
+
+        return load_run(path, G2PConfig)
+    return load_model(path, allow_pickle)
+
+
+def run(args) -> int:
+    from .. import checkpoint
+    from ..config import to_dict
+    from ..quantize import convert_, saved_weights, weight_bytes
+
+    source, out = Path(args.checkpoint), Path(args.out)
+    if out.exists() and out.resolve() == source.resolve():
+        raise ConfigError(f"--out {out} is the checkpoint being quantized; write to another folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / checkpoint.MANIFEST).exists():
+        raise ConfigError(f"--out {out} holds other files (it is not a checkpoint); write to a new or empty folder")
+    model, tokenizer, cfg = load_any(source, args.allow_pickle)
+    convert_(model, saved_weights(cfg), args.to)
+    cfg.decode.weights = args.to
+    checkpoint.save(out, model, to_dict(cfg), tokenizer)
+    print(f"wrote {out}: linear layers in {args.to} ({weight_bytes(model) / 1e6:.1f} MB of matrices)")
+    return 0
