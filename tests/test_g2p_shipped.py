@@ -37,6 +37,10 @@ def dictionary_lines(word: str) -> list[str]:
     return [f"{word}\tdictionary\t{p}" for p in prons]
 
 
+def cfg_stress() -> bool:
+    return g2p.load_shipped()[2].data.stress
+
+
 def test_the_model_is_shipped_as_fp16_under_12_mb_and_matches_its_manifest():
     assert g2p.shipped_model_exists(), f"no model in {g2p.SHIPPED}"
     manifest = json.loads((g2p.SHIPPED / "manifest.json").read_text())
@@ -67,7 +71,12 @@ def test_an_invented_word_is_pronounced_by_the_shipped_model():
     _, vocab, _ = g2p.load_shipped()
     phonemes = pron.split()
     assert (word, source) == ("blorftastic", "predicted") and len(phonemes) >= 8
-    assert all(p in vocab.tgt.stoi for p in phonemes) and phonemes[0] == "B"  # real phonemes of the model
+    symbols = {s.rstrip("012") for s in vocab.tgt.itos}  # printed without stress unless --stress
+    assert all(p in symbols for p in phonemes) and phonemes[0] == "B"  # real phonemes of the model
+    r = tfmr("g2p", "blorftastic", "--stress")
+    stressed = r.stdout.split("\t")[2].split()
+    assert [p.rstrip("012") for p in stressed] == phonemes and all(p in vocab.tgt.stoi for p in stressed)
+    assert any(p[-1].isdigit() for p in stressed) == cfg_stress()  # a model that predicts stress prints it
 
 
 def test_the_model_pronounces_most_held_out_words_right():
