@@ -47,7 +47,8 @@ def g2p_en_reader():
     except ImportError:
         return "(not installed: pip install 'tfmr[g2p-compare]')"
     except Exception as e:  # noqa: BLE001 - g2p_en needs NLTK data it downloads at run time
-        return f"(cannot run: {type(e).__name__}, {str(e).strip().splitlines()[0][:60] if str(e).strip() else ''})"
+        lines = [ln.strip(" *") for ln in str(e).splitlines() if ln.strip(" *")]
+        return f"(cannot run here: {type(e).__name__}{': ' + lines[0][:70] if lines else ''})"
 
     def read(text: str) -> str:
         from ..tasks.phonemes import to_ipa
