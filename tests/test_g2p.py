@@ -127,8 +127,11 @@ def test_g2p_command_trains_evaluates_and_predicts(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("Hello\tdictionary\t")
     assert lines[-2:] == ["tomato\tdictionary\tT AH M EY T OW", "tomato\tdictionary\tT AH M AA T OW"]
-    assert main(["g2p", "predict", "--checkpoint", str(ckpt), "--model-only", "tomato"]) == 0
-    assert re.fullmatch(r"tomato\tpredicted\t[A-Z ]*\n", capsys.readouterr().out)
+    # a 4-step model's guess may fail the long-word checks: then it is printed, marked, exit status 1
+    code = main(["g2p", "predict", "--checkpoint", str(ckpt), "--model-only", "tomato"])
+    out = capsys.readouterr().out
+    assert (code, out.split("\t")[1]) in ((0, "predicted"), (1, "low-confidence"))
+    assert re.fullmatch(r"tomato\t(predicted|low-confidence)\t[A-Z ]*(\t[^\n]*)?\n", out)
     assert main(["g2p", "--checkpoint", str(ckpt), "h3llo"]) == 1  # reported, not guessed, no traceback
     assert capsys.readouterr().out == "h3llo\tunreadable\t\n"
 

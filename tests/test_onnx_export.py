@@ -125,14 +125,15 @@ def test_the_shipped_g2p_model_exports_and_decodes_words_through_onnxruntime(tmp
 
     shipped = Path(__file__).resolve().parents[1] / "tfmr" / "tasks" / "g2p_model"
     assert main(["export", "--to", "onnx", "--checkpoint", str(shipped), "--out", str(tmp_path / "onnx")]) == 0
-    model, vocab, _ = load_run(shipped, G2PConfig)
+    model, vocab, cfg = load_run(shipped, G2PConfig)
     model = model.float()
+    heads, head_dim, layers = cfg.model.heads, cfg.model.dim // cfg.model.heads, cfg.model.layers
     src = pad_batch([vocab.src.encode(list(w)) for w in ("hello", "transformer", "cat")])  # (3, S), padded
     encoder = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"))
     decoder = ort.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"))
     names = [i.name for i in decoder.get_inputs()]
     _, src_mask, *cross = encoder.run(None, {"src_ids": src.numpy()})
-    past = [numpy.zeros((3, 4, 0, 64), numpy.float32)] * 6
+    past = [numpy.zeros((3, heads, 0, head_dim), numpy.float32)] * (2 * layers)  # (B, heads, 0 positions, head_dim)
     tokens, chosen = numpy.full((3, 1), BOS, dtype=numpy.int64), []
     for _ in range(20):
         logits, *past = decoder.run(None, dict(zip(names, [tokens, src_mask, *past, *cross])))
@@ -141,4 +142,4 @@ def test_the_shipped_g2p_model_exports_and_decodes_words_through_onnxruntime(tmp
     rows = [list(r) for r in zip(*chosen)]
     got = [r[:r.index(EOS)] if EOS in r else r for r in rows]
     assert got == greedy_decode(model, src, 20)
-    assert vocab.tgt.decode(got[2]) == ["K", "AE", "T"]  # cat: what the shipped model says
+    assert [p.rstrip("012") for p in vocab.tgt.decode(got[2])] == ["K", "AE", "T"]  # cat (with stress if predicted)

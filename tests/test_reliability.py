@@ -360,6 +360,7 @@ REPORT_MAY_JOIN = ("foreign", "started", "run")  # a report adds its own files t
 def _run_cli(capsys, argv):
     from tfmr.cli import main
 
+    capsys.readouterr()  # what came before (a module fixture's own notes) is not this command's
     code = main([str(a) for a in argv])
     return code, capsys.readouterr().err
 

@@ -110,7 +110,7 @@ def _check_mixers(cfg: ModelConfig) -> None:
                               f"decoder of an encoder-decoder), not in an encoder")
 
 
-POSITIVE_OPTIONS = ("eps", "base", "ntk_factor", "mult", "hidden", "experts", "top_k", "capacity_factor")
+POSITIVE_OPTIONS = ("eps", "base", "ntk_factor", "mult", "hidden", "experts", "top_k")
 MAX_EXPERTS = 1024  # more experts than any published MoE; building (or estimating) 100,000 takes minutes
 
 
@@ -127,6 +127,9 @@ def _check_option_ranges(cfg: ModelConfig) -> None:
                 continue
             if isinstance(option, bool) or not isinstance(option, (int, float)) or not option > 0:
                 raise ConfigError(f"model.{f.name}.{key} must be a number > 0, got {option!r}")
+        option = value.options.get("capacity_factor")
+        if option is not None and (isinstance(option, bool) or not isinstance(option, (int, float)) or option < 0):
+            raise ConfigError(f"model.{f.name}.capacity_factor must be a number >= 0 (0: no limit), got {option!r}")
         if value.options.get("experts", 0) > MAX_EXPERTS:
             raise ConfigError(f"model.{f.name}.experts must be at most {MAX_EXPERTS}, got {value.options['experts']}")
 
