@@ -74,6 +74,7 @@ class Handler(BaseHTTPRequestHandler):
     server: "ExploreServer"
     server_version = "tfmr-explore"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # keep-alive replies go out at once (no 40 ms wait for a delayed ACK)
 
     def log_message(self, format, *args) -> None:  # noqa: A002 (the base class's name)
         if self.server.verbose:
