@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import types
 import urllib.error
 import urllib.request
 
@@ -42,13 +41,18 @@ def run(capsys, *argv) -> tuple[int, list[str], list[str]]:
     return code, out.splitlines(), err.splitlines()
 
 
+def tiny_checkpoint(tmp_path_factory, stress: bool) -> str:
+    """A g2p-tiny model trained for two steps, with or without stress digits: its answers are poor,
+    its symbols real."""
+    cfg = g2p.g2p_tiny()
+    cfg.data.stress, cfg.data.dev_words, cfg.train.eval_pairs, cfg.train.steps = stress, 0, 10, 2
+    trainer, _ = g2p.train(cfg, tmp_path_factory.mktemp("g2p-tiny") / "run", **QUIET)
+    return str(trainer.ckpt_dir)
+
+
 @pytest.fixture(scope="module")
 def stressed(tmp_path_factory):
-    """A g2p-tiny model trained with stress digits for two steps: its answers are poor, its symbols real."""
-    cfg = g2p.g2p_tiny()
-    cfg.data.stress, cfg.data.dev_words, cfg.train.eval_pairs, cfg.train.steps = True, 0, 10, 2
-    trainer, _ = g2p.train(cfg, tmp_path_factory.mktemp("g2p-stress") / "run", **QUIET)
-    return str(trainer.ckpt_dir)
+    return tiny_checkpoint(tmp_path_factory, stress=True)
 
 
 # ----------------------------------------------------------------------------- the issue's sentences
@@ -116,11 +120,7 @@ def test_a_stressed_model_keeps_its_digits_with_stress_and_drops_them_without(st
 
 @pytest.fixture(scope="module")
 def unstressed(tmp_path_factory):
-    """A g2p-tiny model trained without stress digits for two steps."""
-    cfg = g2p.g2p_tiny()
-    cfg.data.stress, cfg.data.dev_words, cfg.train.eval_pairs, cfg.train.steps = False, 0, 10, 2
-    trainer, _ = g2p.train(cfg, tmp_path_factory.mktemp("g2p-plain") / "run", **QUIET)
-    return str(trainer.ckpt_dir)
+    return tiny_checkpoint(tmp_path_factory, stress=False)
 
 
 def test_an_unstressed_model_says_so_instead_of_inventing_digits(unstressed):

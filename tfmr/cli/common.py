@@ -151,3 +151,16 @@ def torch_device(name: str):
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"--device {name}: MPS is not available here")
     return device
+
+
+def serve_until_interrupted(server, banner: str) -> int:
+    """Print `banner`, serve until Ctrl-C (then "stopped" on standard error), close the socket: 0.
+    The loop of every local server command (`tfmr explore`, `tfmr serve`)."""
+    print(banner, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0

@@ -7,9 +7,8 @@ code 2), then serves the page until Ctrl-C. Loopback only unless --host says oth
 """
 from __future__ import annotations
 
-import sys
 
-from .common import count
+from .common import count, serve_until_interrupted
 
 DEFAULT_PORT = 8765
 
@@ -31,11 +30,5 @@ def run(args) -> int:
 
     session = open_checkpoint(args.checkpoint)
     server = serve(session, args.host, args.port, args.verbose)
-    print(f"tfmr explore: {session.kind} model from {session.directory} at {server.url} (Ctrl-C to stop)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_interrupted(server, f"tfmr explore: {session.kind} model from {session.directory} at "
+                                           f"{server.url} (Ctrl-C to stop)")

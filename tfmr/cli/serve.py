@@ -8,10 +8,9 @@ otherwise, with the host rules of `tfmr explore`.
 """
 from __future__ import annotations
 
-import sys
 
 from ..config import ConfigError
-from .common import count
+from .common import count, serve_until_interrupted
 
 DEFAULT_PORT = 8766
 
@@ -35,11 +34,5 @@ def run(args) -> int:
     from ..tasks.g2p_server import serve
 
     server = serve(G2P(args.checkpoint, args.beam), args.host, args.port, args.verbose)
-    print(f"tfmr serve: G2P at {server.url} (POST JSON {{\"text\": \"...\"}}; Ctrl-C to stop)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_interrupted(server, f"tfmr serve: G2P at {server.url} (POST JSON {{\"text\": \"...\"}}; "
+                                           "Ctrl-C to stop)")
