@@ -7,7 +7,6 @@ code 2), then serves the page until Ctrl-C. Loopback only unless --host says oth
 """
 from __future__ import annotations
 
-
 from .common import count, serve_until_interrupted
 
 DEFAULT_PORT = 8765

@@ -8,7 +8,6 @@ otherwise, with the host rules of `tfmr explore`.
 """
 from __future__ import annotations
 
-
 from ..config import ConfigError
 from .common import count, serve_until_interrupted
 

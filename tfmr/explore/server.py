@@ -68,11 +68,11 @@ def allowed_hosts(host: str, port: int) -> set[str] | None:
     return names | {f"{n}:{port}" for n in names}
 
 
-class Handler(BaseHTTPRequestHandler):
-    """One request: an asset, or a view of the session as JSON."""
+class LocalHandler(BaseHTTPRequestHandler):
+    """What every local server of tfmr answers with (`tfmr explore`, `tfmr serve`): JSON or bytes,
+    no caching, one-line errors, and only the Host names it serves (`allowed_hosts`). The server
+    has `verbose`, `hosts` and `host`."""
 
-    server: "ExploreServer"
-    server_version = "tfmr-explore"
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # keep-alive replies go out at once (no 40 ms wait for a delayed ACK)
 
@@ -104,6 +104,13 @@ class Handler(BaseHTTPRequestHandler):
             return True
         self.error(HTTPStatus.MISDIRECTED_REQUEST, f"this server answers only on {self.server.host}")
         return False
+
+
+class Handler(LocalHandler):
+    """One request: an asset, or a view of the session as JSON."""
+
+    server: "ExploreServer"
+    server_version = "tfmr-explore"
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if not self.host_ok():

@@ -21,11 +21,11 @@ import json
 import socket
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from ..config import ConfigError
-from ..explore.server import MAX_BODY, allowed_hosts, first_line
+from ..explore.server import MAX_BODY, LocalHandler, allowed_hosts, first_line
 from ..g2p import G2P, PROBLEMS, joined, tsv_lines
 from . import g2p as task
 
@@ -58,38 +58,15 @@ def answer(engine: G2P, request: dict) -> dict:
     return out
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(LocalHandler):
     """One request: POST /g2p or GET /health."""
 
     server: "G2PServer"
     server_version = "tfmr-g2p"
-    protocol_version = "HTTP/1.1"
-    # keep-alive answers go out at once: with Nagle's algorithm on, a reply written in two pieces
-    # (headers, body) waited for the client's delayed ACK, about 40 ms a request on loopback
-    disable_nagle_algorithm = True
-
-    def log_message(self, format, *args) -> None:  # noqa: A002
-        if self.server.verbose:
-            super().log_message(format, *args)
 
     def send_json(self, status: int, data) -> None:
-        body = json.dumps(data, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def error(self, status: int, message: str) -> None:
-        self.send_json(status, {"error": message})
-
-    def host_ok(self) -> bool:
-        host = (self.headers.get("Host") or "").strip().lower()
-        if self.server.hosts is None or host in self.server.hosts:
-            return True
-        self.error(HTTPStatus.MISDIRECTED_REQUEST, f"this server answers only on {self.server.host}")
-        return False
+        """JSON in UTF-8 as it is (IPA stays readable), where explore's escapes to ASCII."""
+        self.send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if not self.host_ok():
