@@ -11,7 +11,7 @@ The presets, by the command that uses them (`tfmr presets` lists them, `-v` with
                  llama-124m
     experiment   exp-length-extrapolation, exp-norm-depth, exp-moe,           RunConfig (the base; each
                  exp-long-context, exp-streaming, exp-mixers                  experiment varies one axis)
-    g2p          g2p-tiny, g2p-small, g2p-base                                G2PConfig
+    g2p          g2p-tiny, g2p-small, g2p-base, g2p-long                      G2PConfig
     experiment   exp-g2p-sampling, exp-g2p-guided, exp-g2p-alignment,         G2PConfig (g2p experiments)
                  exp-g2p-scaling
     copytask     copytask, copytask-tiny                                      CopyTaskConfig
@@ -182,6 +182,9 @@ STEPS_SMALL = 1800
 # g2p-base, the shipped model's recipe: a fixed number of steps (the schedule decayed over them), so the
 # run is the same in one sitting or several (`--resume`), on a quiet machine or a busy one.
 STEPS_BASE = 8000
+# g2p-long: g2p-base's model and batch trained 3.75 times as long, the schedule decayed over all of it;
+# about 5 hours of 2 quiet fp32 cores (0.6 s a step), so it is meant to run across sittings (`--resume`).
+STEPS_LONG = 30000
 
 
 def g2p_tiny() -> G2PConfig:
@@ -209,6 +212,13 @@ def g2p_base() -> G2PConfig:
                                               eval_every=1000, log_every=20, checkpoint_every=250, keep_last=8,
                                               eval_pairs=2000, max_minutes=0.0),
                      decode=DecodeConfig(beam_size=5, max_len=40))
+
+
+def g2p_long() -> G2PConfig:
+    """g2p-base trained STEPS_LONG steps: the compute the scaling curve asks for to approach 24.5% WER."""
+    cfg = g2p_base()
+    cfg.train.steps, cfg.train.eval_every = STEPS_LONG, 2000
+    return cfg
 
 
 def exp_g2p_scaling() -> G2PConfig:
@@ -297,6 +307,7 @@ PRESETS: dict[str, tuple[str, Callable]] = {
     "g2p-tiny": ("g2p", g2p_tiny),
     "g2p-small": ("g2p", g2p_small),
     "g2p-base": ("g2p", g2p_base),
+    "g2p-long": ("g2p", g2p_long),
     "exp-g2p-sampling": ("experiment g2p-sampling", exp_g2p_sampling),
     "exp-g2p-guided": ("experiment g2p-guided", exp_g2p_guided),
     "exp-g2p-alignment": ("experiment g2p-alignment", exp_g2p_alignment),
