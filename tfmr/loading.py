@@ -16,9 +16,10 @@ saved falls back to its `.old` twin (tfmr.checkpoint.resolve).
 
 `vocab` is what the model reads and writes: its tokenizer (tokenizer.json) or, for a
 sequence-to-sequence checkpoint, its PairVocab (vocab.json). `config` is the saved run config read
-as `expect` when it is given; otherwise as the registered class it reads as (tfmr.presets.KINDS:
-RunConfig, or the config class a task registered), and a pair checkpoint of a task that is not
-registered as seq2seq.Seq2SeqConfig (its model, train and decode sections). A Hugging Face
+as `expect` when it is given. Without it a language model's is a RunConfig; a pair checkpoint's is
+the config class a task registered (tfmr.presets.KINDS) when it is the only one the saved
+sections read as (G2P's, with its `data` section), else a seq2seq.Seq2SeqConfig of its model,
+train and decode sections (a checkpoint does not say which task wrote it). A Hugging Face
 folder's config is a RunConfig holding its model.
 
 Left out: fine-tuning runs (adaptation.safetensors, read by tfmr/tasks/finetune.py), sharded
@@ -31,13 +32,12 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, presets
 from .builder import build_uninitialised
 from .checkpoint import CheckpointError
 from .config import ConfigError, RunConfig, from_dict
 from .folders import classify, describe
 from .interop import from_pretrained
-from .presets import KINDS, fits, read_run_config
 from .quantize import prepare_, saved_weights
 from .seq2seq import PairVocab, Seq2SeqConfig
 from .tokenizers import load as load_tokenizer
@@ -97,11 +97,11 @@ def _checkpoint(directory: Path, kind: str, expect: type | None) -> LoadedModel:
 def _config(directory: Path, expect: type | None, pairs: bool):
     """The saved run config, typed (see the module docstring)."""
     if expect is not None or not pairs:
-        return read_run_config(directory, expect or RunConfig)
+        return presets.read_run_config(directory, expect or RunConfig)
     data = checkpoint.read_config(directory)
-    for cls in KINDS:
-        if cls is not RunConfig and fits(cls, data):
-            return from_dict(cls, data)
+    fitting = presets.kinds_of(data, but=RunConfig)
+    if len(fitting) == 1:
+        return from_dict(fitting[0], data)
     return from_dict(Seq2SeqConfig, {k: v for k, v in data.items() if k in PAIR_SECTIONS})
 
 
@@ -114,7 +114,7 @@ def _tokenizer(directory: Path):
 
 def _hf_folder(path: Path, expect: type | None, allow_pickle: bool, dtype: torch.dtype | None) -> LoadedModel:
     if expect not in (None, RunConfig):
-        mine = KINDS.get(expect, (expect.__name__, ""))[0]
+        mine = presets.KINDS.get(expect, (expect.__name__, ""))[0]
         raise CheckpointError(f"{path} is a Hugging Face model folder; this command reads {mine} checkpoints")
     model, tokenizer, model_type = from_pretrained(path, allow_pickle=allow_pickle, dtype=dtype)
     if tokenizer is None:

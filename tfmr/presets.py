@@ -214,6 +214,16 @@ def fits(cls: type, data: dict) -> bool:
     return True
 
 
+def kinds_of(data: dict, but: type | None = None) -> list[type]:
+    """The registered config classes (KINDS, less `but`) saved config `data` reads as: those with
+    exactly its sections, else those it fits with some missing. A checkpoint does not say which
+    command wrote it, so tasks with the same sections (the copy task's and any pair task's that adds
+    none) all read it."""
+    fitting = [cls for cls in KINDS if cls is not but and fits(cls, data)]
+    exact = [cls for cls in fitting if set(data) == {f.name for f in dataclasses.fields(cls)}]
+    return exact or fitting
+
+
 def read_run_config(directory: str | Path, cls: type = RunConfig):
     """The config saved in checkpoint `directory`, as a `cls`. A checkpoint written by another
     command (a G2P checkpoint given to `tfmr generate`, say) is refused with a CheckpointError
@@ -222,12 +232,14 @@ def read_run_config(directory: str | Path, cls: type = RunConfig):
     try:
         return from_dict(cls, data)
     except ConfigError:
-        for other, (kind, commands) in KINDS.items():
-            if other is not cls and fits(other, data):
-                mine = KINDS.get(cls, (cls.__name__, ""))[0]
-                raise checkpoint.CheckpointError(
-                    f"{directory} is a {kind} checkpoint ({commands}); this command reads {mine} checkpoints") from None
-        raise
+        others = kinds_of(data, but=cls)
+        if not others:
+            raise
+        kinds = " or ".join(dict.fromkeys(KINDS[other][0] for other in others))
+        commands = "; ".join(KINDS[other][1] for other in others)
+        mine = KINDS.get(cls, (cls.__name__, ""))[0]
+        raise checkpoint.CheckpointError(
+            f"{directory} is a {kinds} checkpoint ({commands}); this command reads {mine} checkpoints") from None
 
 
 def resolve(preset: str | None, config_file: str | Path | None = None, data: str | None = None,

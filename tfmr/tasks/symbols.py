@@ -524,7 +524,7 @@ class SymbolTask:
 
         parser = argparse.ArgumentParser(prog=f"tfmr {self.name}", description=f"the {self.title} task")
         self.add_arguments(parser)
-        return guarded(self.main, parser.parse_args(argv))
+        return guarded(self.main, parser.parse_intermixed_args(argv))  # SOURCE ... may follow options
 
     def _beams(self, cfg, asked: Sequence[int] | None) -> list[int]:
         return sorted(set(asked)) if asked else sorted({1, cfg.decode.beam_size})
