@@ -32,11 +32,11 @@ from .builder import max_positions
 from .config import ConfigError
 from .tasks import g2p as task
 from .tasks.g2p_checks import decode_checked
-from .tasks.symbols import escape
 from .tasks.g2p_text import ACRONYM, BOUNDARY, WORD, Token, acronym_phones, tokenize
 from .tasks.homographs import choose
 from .tasks.phonemes import FORMATS, format_phones, strip_stress
 from .tasks.possessive import possessive
+from .tasks.symbols import escape
 
 DICTIONARY, SPELLED, PREDICTED, LOW_CONFIDENCE = "dictionary", "spelled", "predicted", "low-confidence"
 COMPOSED = "composed"  # a possessive of a dictionary word, from its entry (tasks/possessive.py)
@@ -94,10 +94,7 @@ class G2P:
             return self.loaded
         if self.checkpoint is not None:
             return _load_checkpoint(str(Path(self.checkpoint).resolve()))
-        if not task.shipped_model_exists():
-            raise task.NoShippedModel(f"no G2P model is shipped in this build of tfmr (none in {task.SHIPPED}); "
-                                      f"{task.TRAIN_HINT}")
-        return _load_checkpoint(str(task.SHIPPED.resolve()))
+        return _load_checkpoint(str(task.TASK.default_checkpoint().resolve()))  # NoShippedModel when none
 
     def known(self, word: str) -> bool:
         return word in self.lexicon

@@ -197,9 +197,7 @@ def load_shipped():
     the 2-core AMD EPYC (no native fp16 arithmetic) a g2p-small-sized model decoded the test split
     greedily at 1,850-2,000 words/s in fp32 and 370-410 words/s in fp16 (beam 5: 270-300 vs 108),
     one word in 11-19 ms either way (`tfmr bench g2p --threads 2 [--dtype float16]`)."""
-    if not shipped_model_exists():
-        raise NoShippedModel(f"no G2P model is shipped in this build of tfmr (none in {SHIPPED}); {TRAIN_HINT}")
-    return load_run(SHIPPED, G2PConfig)
+    return load_run(TASK.default_checkpoint(), G2PConfig)
 
 
 def compare_with_shipped(fresh: dict, data: G2PData, split: str = "test", log=print, label: str = "your model") -> None:

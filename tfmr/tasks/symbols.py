@@ -108,7 +108,7 @@ class PairData:
         return [(src.encode(s), tgt.encode(t)) for s, targets in self.splits[split].items() for t in targets]
 
 
-def load_run(path: str | Path, config_class: type = Seq2SeqConfig):
+def load_run(path: str | Path, config_class: type):
     """(model in eval mode, PairVocab, config) of a training checkpoint or an export: tfmr.load,
     expecting `config_class` (another command's checkpoint is named as such; a run folder is
     pointed at its checkpoint)."""
@@ -311,7 +311,8 @@ class SymbolTask:
         its longest output ends, so a short source no longer waits for a long one, and the encoder
         reads little padding. On G2P's test split this made greedy decoding 2.2x faster than
         batches in md5 order (1,100 -> 2,400 words/s, a g2p-small-sized model, 2 CPU threads), with
-        the same outputs (each row is decoded on its own: the padding is masked out)."""
+        the same outputs (each row is decoded on its own: the padding is masked out). Batches of 250
+        to 2,000 words ran at the same speed."""
         device = next(model.parameters()).device  # (the decoders put the model in eval mode)
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         out: list[list[str]] = [[] for _ in sources]
