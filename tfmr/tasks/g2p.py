@@ -46,8 +46,8 @@ from ..config import ConfigError
 from ..metrics import closest_reference  # noqa: F401 (re-exported)
 from ..presets import resolve  # noqa: F401 (re-exported)
 from ..seq2seq import Seq2SeqTrainer  # noqa: F401 (re-exported: what g2p.train runs)
-from .g2p_presets import G2PConfig, G2PDataConfig, PRESETS, g2p_base, g2p_small, g2p_tiny  # noqa: F401
 from .cmudict_reader import read_entries
+from .g2p_presets import G2PConfig, G2PDataConfig, PRESETS, g2p_base, g2p_small, g2p_tiny  # noqa: F401
 from .possessive import possessive
 from .symbols import (FINETUNE_DEFAULTS, FINETUNE_RECORD, FINETUNE_SAMPLES, RL_OBJECTIVES,  # noqa: F401
                       SPLITS, CompiledDecoder, PairData, SymbolTask, bucket, cross_attention, finetune_overrides,
