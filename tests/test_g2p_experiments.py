@@ -114,6 +114,6 @@ def test_g2p_experiments_start_from_their_preset(name):
 
     parser = argparse.ArgumentParser()
     EXPERIMENTS[name].add_arguments(parser)
-    base = resolve_config(parser.parse_args([]), presets.G2PConfig)
-    assert to_dict(base) == to_dict(presets.get(f"exp-{name}", presets.G2PConfig))
-    assert base.model.dim == presets.g2p_small().model.dim and base.train.max_minutes == 0  # steps fixed
+    base = resolve_config(parser.parse_args([]), g2p.G2PConfig)
+    assert to_dict(base) == to_dict(presets.get(f"exp-{name}", g2p.G2PConfig))
+    assert base.model.dim == g2p.g2p_small().model.dim and base.train.max_minutes == 0  # steps fixed

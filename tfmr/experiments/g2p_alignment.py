@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 
 from ..cli.common import out_folder, positive_int, resolve_config
 from ..config import Choice, ConfigError
-from ..presets import G2PConfig
 from ..tasks import g2p
 from .g2p_common import add_common, figure, markdown, pct, save, test_wer, train_variant, write
 
@@ -80,7 +79,7 @@ def words_by_length(data: g2p.G2PData, wanted: list[int], per_length: int) -> di
 
 
 @torch.inference_mode()
-def time_per_word(model, data: g2p.G2PData, cfg: G2PConfig, by_length: dict[int, list[str]],
+def time_per_word(model, data: g2p.G2PData, cfg: g2p.G2PConfig, by_length: dict[int, list[str]],
                   progress: bool) -> tuple[dict[int, float], dict[int, float]]:
     """Median milliseconds to decode one word (batch 1, greedy) per word length, and per decoder
     step (the word's time over its steps: its phonemes and the end token). A word's time grows with
@@ -115,7 +114,7 @@ def plot(results: list[dict], path, title: str):
 
 
 def main(args) -> int:
-    base = resolve_config(args, G2PConfig)
+    base = resolve_config(args, g2p.G2PConfig)
     wanted = lengths(args.lengths)
     out = out_folder(args.out)
     data = g2p.load_data(base.data.stress)

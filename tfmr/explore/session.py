@@ -2,7 +2,7 @@
 
     open_checkpoint(dir)     a Session for a language-model checkpoint or a Hugging Face folder of
                              a decoder-only model (LMSession), or an encoder-decoder checkpoint,
-                             G2P included (Seq2SeqSession)
+                             G2P included (Seq2SeqSession); read by tfmr.load
     session.info()           what the model is: family, shape, positions, kernel, mixers, pattern,
                              tokenizer, source
     session.tokens(...)      the token ids, their text and byte spans (tokenizer.token_bytes)
@@ -35,14 +35,13 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint, decode
-from ..builder import build_uninitialised, mixer_kinds
-from ..config import ConfigError, ModelConfig, from_dict
-from ..interop import from_pretrained, is_hf_folder
+from .. import decode
+from ..builder import mixer_kinds
+from ..config import ConfigError
 from ..kernels import Mask, eager_attention
+from ..loading import load
 from ..mixers import decay_mask
 from ..seq2seq import BOS, EOS, SPECIALS, PairVocab
-from ..tokenizers import load as load_tokenizer
 from ..tokenizers.hf import HFTokenizer
 
 SHOWN = 30  # bars in the distribution chart
@@ -542,46 +541,25 @@ class Seq2SeqSession(Session):
         return result
 
 
-def _saved_section(directory: Path, name: str) -> dict:
-    section = checkpoint.read_config(directory).get(name)
-    return section if isinstance(section, dict) else {}
-
-
 def open_checkpoint(path: str | Path) -> Session:
-    """The Session for the folder `path`: a Hugging Face model folder (config.json with a
-    model_type; read by tfmr.interop.from_pretrained, decoder-only families with a tokenizer.json),
-    or a tfmr checkpoint, checked against its manifest first (CheckpointError for a missing
-    folder, a folder that is no checkpoint or a changed file)."""
-    if is_hf_folder(path):
-        return _open_hf_folder(Path(path))
-    directory = checkpoint.verify(path)
-    section = checkpoint.read_config(directory).get("model")
-    if not isinstance(section, dict):
-        raise checkpoint.CheckpointError(f"{directory}/config.json has no model section; is it a tfmr checkpoint?")
-    cfg = from_dict(ModelConfig, section)
-    if cfg.arch == "encoder":
-        raise ConfigError(f"{directory} holds an encoder-only model; explore shows language models and "
-                          "encoder-decoder models")
-    model = build_uninitialised(cfg)  # every weight is loaded next, or CheckpointError
-    checkpoint.load_weights(directory, model)
-    if cfg.arch == "encoder-decoder":
-        return Seq2SeqSession(model, directory, PairVocab.load(directory))
-    try:
-        tokenizer = load_tokenizer(directory)
-    except ValueError as e:
-        raise checkpoint.CheckpointError(f"{directory}: {e}") from None
-    prompt = _saved_section(directory, "sample").get("prompt")
-    return LMSession(model, directory, tokenizer, prompt if isinstance(prompt, str) else "")
-
-
-def _open_hf_folder(directory: Path) -> LMSession:
-    """A Hugging Face folder as a language-model session, in float32 (the page's numbers are
-    float32 either way). An encoder (BERT) or encoder-decoder (Marian) folder, or one without a
-    tokenizer.json, is a ConfigError: the page reads text with one tokenizer into a decoder."""
-    model, tokenizer, model_type = from_pretrained(directory, dtype=torch.float32)
-    if model.cfg.arch != "decoder":
-        raise ConfigError(f"{directory} holds a Hugging Face {model_type} model ({model.cfg.arch}); explore shows "
+    """The Session for the folder `path`, read by tfmr.load (a checkpoint checked against its
+    manifest first; a folder that is no model is one line naming what it holds): a language model
+    with its tokenizer (a tfmr checkpoint, or a Hugging Face folder of a decoder-only family, in
+    float32: the page's numbers are float32 either way), or a tfmr encoder-decoder with its
+    vocabularies (G2P, the copy task). An encoder-only model, or a Hugging Face encoder or
+    encoder-decoder folder, is a ConfigError: the page reads text into a decoder."""
+    loaded = load(path, runs=False, dtype=torch.float32)
+    arch = loaded.model.cfg.arch
+    if loaded.kind == "hf" and arch != "decoder":
+        raise ConfigError(f"{path} holds a Hugging Face {loaded.model_type} model ({arch}); explore shows "
                           "Hugging Face decoder-only language models (gpt2, bloom, llama, mistral, mixtral)")
-    if tokenizer is None:
-        raise ConfigError(f"{directory}: no tokenizer.json beside the model (explore needs one to read text)")
-    return LMSession(model.eval(), directory, tokenizer, source=f"Hugging Face folder (model_type {model_type})")
+    if arch == "encoder":
+        raise ConfigError(f"{loaded.path} holds an encoder-only model; explore shows language models and "
+                          "encoder-decoder models")
+    if isinstance(loaded.vocab, PairVocab):
+        return Seq2SeqSession(loaded.model, loaded.path, loaded.vocab)
+    if loaded.kind == "hf":
+        return LMSession(loaded.model, loaded.path, loaded.vocab,
+                         source=f"Hugging Face folder (model_type {loaded.model_type})")
+    prompt = loaded.config.sample.prompt
+    return LMSession(loaded.model, loaded.path, loaded.vocab, prompt if isinstance(prompt, str) else "")
