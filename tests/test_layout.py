@@ -64,7 +64,8 @@ def test_resolver_order_preset_then_file_then_data_then_each_set(tmp_path):
 # ----------------------------------------------------------------------------- bench
 def test_bench_help_lists_every_bench(capsys):
     assert set(BENCHES) == {"train", "bpe", "cpu-decode", "gpu-decode", "gpu-attention", "g2p",
-                            "moe-dispatch", "gpu", "hf-load", "g2p-serve", "g2p-lengths", "g2p-compare"}
+                            "moe-dispatch", "gpu", "hf-load", "g2p-serve", "g2p-lengths", "g2p-compare",
+                            "g2p-stream"}
     with pytest.raises(SystemExit) as e:
         main(["bench", "--help"])
     assert e.value.code == 0
