@@ -481,15 +481,18 @@ def merge_into(cfg: RunConfig, data: dict) -> RunConfig:
     return cfg
 
 
-def check_options(choice_: Choice, registry: dict, axis: str, fixed: tuple[str, ...] = (),
+def check_options(choice_: Choice, registry: dict, axis: str, fixed: tuple[str, ...] | None = None,
                   method: str | None = None) -> None:
     """Check a Choice against its registry: known kind, and options the class accepts.
 
-    `fixed` names constructor arguments the builder passes itself (not user options); `method`
+    `fixed` names constructor arguments the caller passes itself (not user options); by default
+    those the class declares it receives from the build (`variant.Variant.receives`). `method`
     checks the options against a classmethod (e.g. a tokenizer's `train`) instead of `__init__`.
     """
     if choice_.kind not in registry:
         raise ConfigError(f"unknown {axis} kind {choice_.kind!r}; valid kinds: {', '.join(registry)}")
+    if fixed is None:
+        fixed = getattr(registry[choice_.kind], "receives", ())
     target = registry[choice_.kind] if method is None else getattr(registry[choice_.kind], method)
     params = inspect.signature(target).parameters
     valid = [n for n, p in params.items()

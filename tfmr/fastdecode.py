@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import Placement
+from .cache import AbsoluteStore
 from .decode import Beams, NBest, check_decoding, filter_logits
 from .kernels import Mask
 from .model import run_blocks
@@ -54,7 +54,7 @@ from .positions import Where
 SRC_BUCKET = 16  # compiled encoding pads sources to a multiple of this (one graph per multiple)
 
 
-class StaticCache(nn.Module, Placement):
+class StaticCache(nn.Module, AbsoluteStore):
     """One layer's keys and values, preallocated for the whole generation; buffers, so a CUDA
     graph sees the same memory on every replay. `update` writes at the `Where`'s slots and returns
     the whole buffer: the mask hides what is not filled yet."""

@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
-from ..cache import Placement
+from ..cache import AbsoluteStore
 from ..config import ConfigError
 
 
-class ConcatCache(Placement):
+class ConcatCache(AbsoluteStore):
     """A KV cache over given past keys / values: `update` appends the new ones (B, H_kv, T, D);
-    `place` (cache.Placement) rotates at absolute positions first, as the model's own cache does."""
+    `store` (cache.AbsoluteStore) keeps keys rotated at absolute positions, as the model's own cache does."""
 
     key_start = 0
 
