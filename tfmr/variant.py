@@ -24,16 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-ROLES = ("decoder-only", "encoder-only", "encoder", "decoder")
-
 
 @dataclass(frozen=True)
 class BuildContext:
     """The model's shape and the stack a variant is built for, from `ModelConfig` (builder.py).
 
-    role: which stack the block belongs to (one of ROLES: a decoder-only or encoder-only model, or
-    the encoder / decoder of an encoder-decoder); layers: the (decoder) stack's depth;
-    encoder_layers: the encoder's depth (= layers outside an encoder-decoder).
+    role: which stack the block belongs to ("decoder-only" or "encoder-only" model, or the
+    "encoder" / "decoder" of an encoder-decoder: model.deepnorm_constants); layers: the
+    (decoder) stack's depth; encoder_layers: the encoder's depth (= layers outside an
+    encoder-decoder).
     new_kernel: a fresh self-attention kernel (`model.kernel`) for each call; None where the
     context builds no attention (tests of other axes)."""
 
