@@ -172,7 +172,7 @@ def _cross_attention(cfg: ModelConfig, ctx: BuildContext) -> Attention:
 
 
 def _mixer(cfg: ModelConfig, kind: str, ctx: BuildContext) -> nn.Module:
-    """One layer's sequence mixer (model.mixer / model.mixer_pattern): attention or retention."""
+    """One layer's sequence mixer (model.mixer / model.mixer_pattern): a kind of MIXERS."""
     return _make(_mixer_choice(cfg, kind), MIXERS, "model.mixer", ctx)
 
 

@@ -154,7 +154,7 @@ class Session:
             return self.model(inp.tgt) if inp.src is None else self.model(inp.src, inp.tgt)
 
     def mixers(self) -> list[str]:
-        """The sequence mixer of each decoder layer (builder.mixer_kinds: attention or retention)."""
+        """The sequence mixer of each decoder layer (builder.mixer_kinds: kinds of mixers.MIXERS)."""
         return mixer_kinds(self.cfg)
 
     def attention(self, text: str, generated=(), which: str = "self", layer: int = 0) -> dict:
