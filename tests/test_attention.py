@@ -11,7 +11,7 @@ from tfmr import Choice, ModelConfig, build_model
 from tfmr.cache import KVCache, RollingKVCache, kv_bytes_per_token
 from tfmr.kernels import (KERNELS, PATTERNS, Eager, LinearBias, Mask, alibi_as_extra_dims, flex_attention_call,
                           random_blocks)
-from tfmr.model import Attention
+from tfmr.mixers import Attention
 from tfmr.positions import POSITIONS, alibi_slopes
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")

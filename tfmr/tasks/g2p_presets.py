@@ -127,7 +127,7 @@ def exp_g2p_guided() -> G2PConfig:
 
 
 def exp_g2p_alignment() -> G2PConfig:
-    """Plain vs location-aware vs monotonic cross-attention: g2p-small's model, 300 steps each."""
+    """Plain vs each alignment kernel of cross-attention: g2p-small's model, 300 steps each."""
     return _exp_g2p(300)
 
 
