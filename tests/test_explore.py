@@ -252,6 +252,83 @@ def test_positions_are_read_through_the_hooks():
     assert alibi["bias"][1][5][2] == pytest.approx(-float(slopes[1]) * 3, abs=1e-4) and alibi["bias"][1][2][5] is None
 
 
+def test_the_n_best_carry_the_sum_the_tree_shows_and_the_score_they_are_ranked_by(lm):
+    b = lm.s.post("beam", text=PROMPT, width=3, max_new_tokens=8)[1]
+    nodes = {n["id"]: n for n in b["nodes"]}
+    assert b["length_penalty"] == 1.0 and b["stepped"] == 0
+    for hyp in b["n_best"]:
+        assert hyp["length"] == len(hyp["ids"]) and hyp["score"] == pytest.approx(hyp["log_prob"] / hyp["length"])
+        if hyp["node"] is not None:  # the tree's label of that hypothesis is its summed log-probability
+            assert nodes[hyp["node"]]["score"] == pytest.approx(hyp["log_prob"], abs=1e-5)
+    assert nodes[0]["text"] == PROMPT  # the root is the text so far, whole (the page shortens it to fit)
+
+
+def test_a_g2p_beam_after_stepping_starts_from_the_steps_and_shows_them(g2p_model):
+    word, label = "tomato", g2p_model.s.session.label
+    stepped = [5, 6]  # two symbols already stepped (any two: the search continues whatever was chosen)
+    b = g2p_model.s.post("beam", text=word, generated=stepped, width=3, max_new_tokens=10)[1]
+    assert b["nodes"][0]["text"] == " ".join(["<s>"] + [label(i) for i in stepped]) and b["stepped"] == 2
+    for hyp in b["n_best"]:  # the whole pronunciation, the stepped symbols first
+        assert hyp["rendered"] == " ".join(g2p_model.vocab.tgt.decode(stepped + hyp["ids"]))
+        assert hyp["rendered"].split()[:2] == [label(i) for i in stepped]
+
+
+def test_attention_rows_name_what_each_step_predicted(lm, g2p_model):
+    a = lm.s.post("attention", text=PROMPT, which="self", layer=1)[1]
+    with torch.no_grad():
+        best = lm.model(ids_of(lm, PROMPT)).logits[0].argmax(-1).tolist()
+    assert a["predicts"] == [lm.s.session.label(i) for i in best]
+    word = "tomato"
+    d = g2p_model.s.post("decode", text=word)[1]
+    cross = g2p_model.s.post("attention", text=word, generated=d["body"], which="cross", layer=0)[1]
+    assert cross["queries"] == ["<s>"] + d["labels"][:len(d["body"])]
+    assert cross["predicts"][:len(d["labels"])] == d["labels"]  # greedy: each step predicted the next symbol
+    assert "predicts" not in g2p_model.s.post("attention", text=word, which="encoder", layer=0)[1]
+
+
+def test_the_header_names_the_model_without_an_absolute_path(lm, tmp_path, monkeypatch):
+    from tfmr.explore.session import display_name
+
+    info = lm.s.request("GET", "/api/info")[1]
+    assert info["name"] == "run/checkpoint" and str(lm.ckpt) not in json.dumps(info)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    assert display_name(tmp_path / "models" / "mine") == "models/mine"  # inside the working directory
+    assert display_name(tmp_path) == tmp_path.name and display_name(tmp_path.parent / "elsewhere") == "elsewhere"
+
+
+def test_a_symbol_outside_the_alphabet_names_the_alphabet_in_quotes(g2p_model):
+    import ast
+
+    error = g2p_model.s.post("distribution", text="caf\u00e9")[1]["error"]
+    head, known = error.split("; it knows ")
+    count, alphabet = known.split(": ", 1)
+    symbols = g2p_model.vocab.src.itos[4:]
+    assert head == "not in the model's input alphabet: '\u00e9'" and count == f"these {len(symbols)}"
+    assert ast.literal_eval(alphabet) == "".join(symbols)  # one quoted string, closed, whatever it holds ("'")
+
+
+def test_positions_say_what_the_scheme_is_in_words():
+    view = position_view("decoder", Rope(4, 32), 8, 8, 2, 4, True)
+    assert view["about"] == "Rotary position embedding, RoFormer (https://arxiv.org/abs/2104.09864)."
+    assert view["settings"] == "base 10000, rotary_dim 4/4"
+    assert position_view("decoder", Learned(8, 32), 8, 8, 2, 4, True)["settings"] == ""  # a table: nothing to set
+
+
+def test_explore_g2p_opens_the_shipped_model_and_needs_a_model(capsys):
+    import argparse
+
+    from tfmr.cli.explore import model_folder
+    from tfmr.tasks import g2p
+
+    assert model_folder(argparse.Namespace(g2p=True, checkpoint=None)) == g2p.SHIPPED
+    for argv, words in (([], "--g2p for the G2P model shipped with tfmr"),
+                        (["--g2p", "--checkpoint", "x"], "not both")):
+        assert main(["explore", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tfmr: error: ") and words in err and err.count("\n") == 1
+
+
 # ---------------------------------------------------------------------------- bad input, refusals
 def test_bad_prompts_are_one_line_on_the_page_and_the_server_goes_on(lm, g2p_model):
     cases = [(lm, {"text": ""}, "empty"), (lm, {"text": "t" * 40}, "at most 32"),
