@@ -10,7 +10,7 @@ const state = { info: null, text: "", generated: [], predicted: [], head: 0, css
 const LABEL_FONT = "11px monospace";
 const LABEL_CAP = 150; // px: a heatmap label longer than this ends in "…" (the hover box names the whole token)
 const LOG_DECADES = 4; // the log scale spans at most 4 decades below a map's largest value
-const ROOT_CAP = 220; // px: the beam tree's root label (the text so far) keeps its last part, after "…"
+const ROOT_CAP = 160; // px: the beam tree's root label (the text so far) keeps its last part, after "…"
 
 // ------------------------------------------------------------------ helpers
 function visible(s) {
