@@ -71,8 +71,8 @@ def display_name(directory: str | Path) -> str:
 
 
 def _first_sentence(text: str | None) -> str:
-    """The first sentence of a docstring, on one line."""
-    words = " ".join((text or "").split())
+    """The first sentence of a docstring, on one line, without its code quotes."""
+    words = " ".join((text or "").replace("`", "").split())
     end = words.find(". ")
     return words if end < 0 else words[:end + 1]
 

@@ -121,7 +121,7 @@ function scaleCaption(s) {
 // a vertical colour bar for scale `s` in the svg `svg`: the largest value at the top, the smallest below
 function legend(svg, s, height = 100) {
   svg.replaceChildren();
-  const w = 12, h = Math.max(48, Math.min(height, 320)), id = `${svg.id}-gradient`;
+  const w = 12, h = Math.max(48, Math.min(height, 160)), id = `${svg.id}-gradient`;
   const grad = svgEl("linearGradient", { id, x1: 0, y1: 1, x2: 0, y2: 0 });
   for (let k = 0; k <= 16; k++) {
     const t = k / 16;
