@@ -480,41 +480,45 @@ function clearBeam() {
 }
 
 function showPositions(p) {
-  const box = $("positions");
-  box.replaceChildren();
-  for (const part of p.parts) {
-    const div = el("div", { class: "position", "data-where": part.where });
-    div.append(el("h3", {}, `${part.where}: ${part.name}`));
-    div.append(el("p", { class: "note about" }, part.about + (part.settings ? ` Settings: ${part.settings}.` : "")));
-    let shown = false;
-    if (part.embedding) {
-      const rows = part.embedding, n = rows.length, d = rows[0].length;
-      div.append(figure("pos-embedding", rows, { cell: 4, scale: scaleOf([rows], "diverging"), rowLabels: ticks(n, 4),
-        colLabels: ticks(d, 4), rowName: (i) => `position ${i}`, colName: (j) => `dimension ${j}` },
-      `added to the token embeddings; rows: position 0 to ${n - 1} (down); columns: dimension 0 to ${d - 1} (across)`));
-      shown = true;
-    }
-    if (part.rotation) {
-      const rows = part.rotation, n = rows.length, d = rows[0].length;
-      div.append(figure("pos-rotation", rows, { cell: 4, scale: scaleOf([rows], "diverging"), rowLabels: ticks(n, 4),
-        colLabels: ticks(d, 4), rowName: (i) => `position ${i}`, colName: (j) => `head dimension ${j}` },
-      `a vector of ones after the rotation; rows: position 0 to ${n - 1}; columns: head dimension 0 to ${d - 1}`));
-      div.append(lineChart(part.scores, "query position m (key at 0)", "q\u00b7k / d"));
-      div.append(el("div", { class: "note caption" }, "the score of the rotated query at position m against the key at position 0"));
-      shown = true;
-    }
-    if (part.bias) {
-      const heads = part.bias.slice(0, 8).map((hb) => hb.slice(0, 24).map((r) => r.slice(0, 24)));
-      const scale = scaleOf(heads, "diverging"), row = el("div", { class: "controls" });
-      heads.forEach((rows, h) => row.append(figure("pos-bias", rows, { cell: 4, scale, rowLabels: ticks(rows.length, 4),
-        colLabels: ticks(rows.length, 4), rowName: (i) => `query ${i}`, colName: (j) => `key ${j}` }, `head ${h}`)));
-      div.append(el("div", { class: "note caption" }, `bias added to the attention scores, per head; rows: query position ` +
-        `0 to ${heads[0].length - 1}; columns: key position; grey: masked`), row);
-      shown = true;
-    }
-    if (!shown) div.append(el("div", { class: "note" }, "no positional information (the model sees a set of tokens)"));
-    box.append(div);
-  }
+  $("positions").replaceChildren(...p.parts.map(positionPart));
+}
+
+// one position module: what it is in words, then what each of its hooks does, with axes and legends
+function positionPart(part) {
+  const div = el("div", { class: "position", "data-where": part.where });
+  div.append(el("h3", {}, `${part.where}: ${part.name}`));
+  div.append(el("p", { class: "note about" }, part.about + (part.settings ? ` Settings: ${part.settings}.` : "")));
+  const shown = [...embeddingView(part), ...rotationView(part), ...biasView(part)];
+  div.append(...(shown.length ? shown : [el("div", { class: "note" }, "no positional information (the model sees a set of tokens)")]));
+  return div;
+}
+
+function embeddingView(part) {
+  if (!part.embedding) return [];
+  const rows = part.embedding, n = rows.length, d = rows[0].length;
+  return [figure("pos-embedding", rows, { cell: 4, scale: scaleOf([rows], "diverging"), rowLabels: ticks(n, 4),
+    colLabels: ticks(d, 4), rowName: (i) => `position ${i}`, colName: (j) => `dimension ${j}` },
+  `added to the token embeddings; rows: position 0 to ${n - 1} (down); columns: dimension 0 to ${d - 1} (across)`)];
+}
+
+function rotationView(part) {
+  if (!part.rotation) return [];
+  const rows = part.rotation, n = rows.length, d = rows[0].length;
+  return [figure("pos-rotation", rows, { cell: 4, scale: scaleOf([rows], "diverging"), rowLabels: ticks(n, 4),
+    colLabels: ticks(d, 4), rowName: (i) => `position ${i}`, colName: (j) => `head dimension ${j}` },
+  `a vector of ones after the rotation; rows: position 0 to ${n - 1}; columns: head dimension 0 to ${d - 1}`),
+  lineChart(part.scores, "query position m (key at 0)", "q\u00b7k / d"),
+  el("div", { class: "note caption" }, "the score of the rotated query at position m against the key at position 0")];
+}
+
+function biasView(part) {
+  if (!part.bias) return [];
+  const heads = part.bias.slice(0, 8).map((hb) => hb.slice(0, 24).map((r) => r.slice(0, 24)));
+  const scale = scaleOf(heads, "diverging"), row = el("div", { class: "controls" });
+  heads.forEach((rows, h) => row.append(figure("pos-bias", rows, { cell: 4, scale, rowLabels: ticks(rows.length, 4),
+    colLabels: ticks(rows.length, 4), rowName: (i) => `query ${i}`, colName: (j) => `key ${j}` }, `head ${h}`)));
+  return [el("div", { class: "note caption" }, "bias added to the attention scores, per head; rows: query position " +
+    `0 to ${heads[0].length - 1}; columns: key position; grey: masked`), row];
 }
 
 function exportLinks() {
