@@ -32,10 +32,10 @@ import os
 import shutil
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model
-from safetensors.torch import save_file as _safetensors_save
 
 from .config import ConfigError, parse_json
 from .folders import check_output
@@ -61,7 +61,7 @@ def save_file(tensors: dict, path: str | Path, metadata: dict | None = None) -> 
     """safetensors' save_file, leaving the file with the mode any file written here gets (0666
     less the umask: 0644 under umask 022). safetensors 0.7 and later write through a private
     temporary file and keep its mode, 0600, which other users and tools then cannot read."""
-    _safetensors_save(tensors, str(path), metadata=metadata)
+    safetensors.torch.save_file(tensors, str(path), metadata=metadata)  # looked up at each call
     os.chmod(path, _default_mode(Path(path).parent))
 
 
