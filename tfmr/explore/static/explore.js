@@ -153,6 +153,7 @@ function fitText(measure, s, room, fromLeft = false) {
 // longest label needs (up to LABEL_CAP, then cut with "…"). The labels drawn are kept in
 // data-row-labels / data-col-labels; opts.rowName(i) and opts.colName(j) name a cell in the hover box.
 function heatmap(canvas, rows, opts = {}) {
+  $("hover").hidden = true; // whatever it named is redrawn
   const cell = opts.cell || 14, probe = canvas.getContext("2d");
   probe.font = LABEL_FONT;
   const measure = (s) => probe.measureText(s).width;
