@@ -52,7 +52,7 @@ def context(cfg: ModelConfig, role: str = "decoder-only") -> BuildContext:
     return BuildContext(dim=cfg.dim, heads=cfg.heads, kv_heads=cfg.kv_heads or cfg.heads, context=cfg.context,
                         vocab_size=cfg.vocab_size, bias=cfg.bias, dropout=cfg.dropout, layers=cfg.layers,
                         encoder_layers=cfg.encoder_layers or cfg.layers, role=role,
-                        new_kernel=functools.partial(_kernel, cfg))
+                        new_kernel=functools.partial(_kernel, cfg), new_pos_part=functools.partial(_pos_part, cfg))
 
 
 def validate(cfg: ModelConfig) -> None:
@@ -163,8 +163,15 @@ def _kernel(cfg: ModelConfig) -> nn.Module:
     return _make(cfg.kernel, KERNELS, "model.kernel", context(cfg))
 
 
+def _pos_part(cfg: ModelConfig) -> nn.Module | None:
+    """What one self-attention layer keeps for `model.pos` (`Position.layer_part`; usually None)."""
+    return POSITIONS[cfg.pos.kind].layer_part(context(cfg))
+
+
 def _cross_attention(cfg: ModelConfig, ctx: BuildContext) -> Attention:
-    """The decoder's cross-attention: `model.cross_kernel` (None: the same kernel as `model.kernel`)."""
+    """The decoder's cross-attention: `model.cross_kernel` (None: the same kernel as `model.kernel`);
+    no positions act there, so no part of the position scheme either."""
+    ctx = dataclasses.replace(ctx, new_pos_part=None)
     if cfg.cross_kernel is not None:
         cross_kernel = functools.partial(_make, cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel", ctx)
         ctx = dataclasses.replace(ctx, new_kernel=cross_kernel)

@@ -16,8 +16,8 @@ estimate and `tfmr explore` take any of them. A hybrid stack is configuration:
 
 Attention, in order (positions act as an explicit step; a cache only stores):
 
-    q_proj, k_proj, v_proj -> pos.rotate (absolute positions) -> cache.store -> kernel(mask, pos.bias)
-                           -> out_proj
+    q_proj, k_proj, v_proj -> pos.rotate (absolute positions) -> cache.store
+                           -> kernel(mask, pos.score: pos.bias, or a term of q and k) -> out_proj
     a cache with positions inside it (sinks, segment memory): cache.store -> rotate_inside
 
 Retention, one head (h), positions n, m; gamma_h = 1 - 2^(-5 - h):
@@ -135,9 +135,10 @@ class Attention(Mixer):
 
     fast_decoding = True
     causal_only = False  # retention is causal only; attention runs in encoders too
-    receives = ("dim", "heads", "kv_heads", "bias", "kernel")  # all of it: attention has no options
+    receives = ("dim", "heads", "kv_heads", "bias", "kernel", "pos_part")  # all of it: attention has no options
 
-    def __init__(self, dim: int, heads: int, kv_heads: int, bias: bool, kernel: nn.Module):
+    def __init__(self, dim: int, heads: int, kv_heads: int, bias: bool, kernel: nn.Module,
+                 pos_part: nn.Module | None = None):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
@@ -149,11 +150,14 @@ class Attention(Mixer):
         self.v_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(heads * self.head_dim, dim, bias=bias)
         self.kernel = kernel
+        self.pos_part = pos_part  # what the position scheme keeps in this layer (Transformer-XL's W_{k,R}), or None
 
     @classmethod
     def from_config(cls, ctx: BuildContext, **options) -> "Attention":
-        """Self-attention on a fresh `model.kernel` (ctx.new_kernel)."""
-        return cls(ctx.dim, ctx.heads, ctx.kv_heads, ctx.bias, ctx.new_kernel(), **options)
+        """Self-attention on a fresh `model.kernel` (ctx.new_kernel), with its own part of the
+        position scheme (ctx.new_pos_part, when the context makes one)."""
+        part = None if ctx.new_pos_part is None else ctx.new_pos_part()
+        return cls(ctx.dim, ctx.heads, ctx.kv_heads, ctx.bias, ctx.new_kernel(), part, **options)
 
     # ------------------------------------------------------------ declarations (see Mixer)
     def new_cache(self, pattern, batch: int, max_len: int, dtype, device) -> KeyStore:
@@ -185,12 +189,13 @@ class Attention(Mixer):
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         if kv is None:  # self-attention: positions act on q and k, the cache stores
             q, k, v, mask = self.self_keys(x, q, pos, mask, cache, start)  # k, v: (B, Hkv, Tk, D)
-            bias = pos.bias(T, k.shape[2], start)  # a Bias the kernel evaluates at the mask's positions, or None
         else:  # cross-attention: keys and values come from the encoder memory, no positions
-            (k, v), bias = kv, None
+            k, v = kv
         if self.kv_heads != self.heads:  # share each key/value head among heads // kv_heads queries
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)  # (B, H, Tk, D)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        # a Bias the kernel evaluates at the mask's positions (ALiBi, Transformer-XL's terms), or None
+        bias = pos.score(q, k, start, self.pos_part) if kv is None else None
         if state is None:
             out, weights = self.kernel(q, k, v, mask, bias)  # (B, H, T, D)
         else:  # decoding with an alignment kernel: it starts from the previous step's alignment
