@@ -268,13 +268,15 @@ def test_gradients_equal_torchscales(era):
         torch.testing.assert_close(got, want, atol=1e-5 * want.abs().max().item(), rtol=0)
 
 
-def test_leaving_the_rows_out_is_exact_only_up_to_the_epsilon():
+@pytest.mark.parametrize("era", sorted(ERAS))
+def test_leaving_the_rows_out_is_exact_only_up_to_the_epsilon(era):
     """tfmr's default (rows=none) at torchscale's init scale differs from torchscale by far more
     than 1e-5 (the norm's epsilon is not small beside these outputs); with eps -> 0 the rows stop
     mattering, which is why they were once left out."""
-    ref, exact = _pair("today")
-    loose = load_retention(Retention(DIM, HEADS, bias=False, value_factor=1.5, eps=1e-6, norm="rms", affine=False),
-                           ref.state_dict())
+    ref, exact = _pair(era)
+    e = ERAS[era]
+    loose = load_retention(Retention(DIM, HEADS, bias=e["bias"], value_factor=e["value_dim"] / DIM, eps=e["eps"],
+                                     norm=e["norm"], affine=False), ref.state_dict())
     x = _x()
     with torch.no_grad():
         want = ref.parallel(x, ReferenceRelPos().parallel(T))
