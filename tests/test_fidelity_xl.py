@@ -387,3 +387,25 @@ def test_the_kind_is_registered_and_refuses_bad_options():
         build_model(ModelConfig(vocab_size=V, dim=15, heads=3, pos=Choice("xl")))
     where = Where(torch.arange(4).repeat(2, 1), torch.arange(4))
     assert TransformerXL(D_MODEL, H, D_HEAD).embed(torch.ones(2, 4, D_MODEL), where).shape == (2, 4, D_MODEL)
+
+
+def test_the_long_context_experiment_runs_with_the_papers_positions(tmp_path):
+    """`tfmr experiment long-context --set model.pos=xl` (what docs/attention.md offers for its
+    Transformer-XL row) trains and scores every row with the paper's positions, at tiny size."""
+    import argparse
+    import json
+
+    from tfmr.experiments import EXPERIMENTS
+
+    tiny = ["--set", "model.dim=16", "--set", "model.layers=1", "--set", "model.heads=2", "--set", "train.steps=2",
+            "--set", "train.batch_size=4", "--set", "train.warmup=1", "--set", "train.eval_every=2",
+            "--set", "train.eval_iters=1", "--set", "train.checkpoint_every=2", "--set", "train.threads=1"]
+    parser = argparse.ArgumentParser()
+    EXPERIMENTS["long-context"].add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), *tiny, "--set", "model.context=8", "--set", "model.pos=xl",
+                              "--factor", "2", "--windows", "1", "--sinks", "2", "--segments", "2"])
+    assert EXPERIMENTS["long-context"].main(args) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert list(rows) == ["full", "sliding", "sinks", "xl", "retention"]
+    assert all(len(r["per_position"]) == 16 and all(math.isfinite(v) for v in r["per_position"]) for r in rows.values())
+    assert '"xl"' in next(tmp_path.rglob("config.json")).read_text()

@@ -12,6 +12,7 @@ string or a parameter name.
     context(cfg, role)        the BuildContext every variant of cfg is built from
     build_copy_model(cfg)     an encoder-decoder wrapped in a pointer-generator (pointer.py)
     max_positions(cfg)        the longest sequence cfg's position scheme can place (None: any)
+    relative_positions(cfg)   whether cfg's position scheme is relative (sinks, segment memory)
 """
 from __future__ import annotations
 
@@ -260,6 +261,13 @@ def build_model(cfg: ModelConfig) -> Model | EncoderDecoder:
 def build_copy_model(cfg: ModelConfig, unk_id: int = 3, layer: int = -1) -> PointerGenerator:
     """An encoder-decoder from `cfg` with a pointer-generator on top (See et al. 2017)."""
     return PointerGenerator(build_model(cfg), unk_id, layer)
+
+
+def relative_positions(cfg: ModelConfig) -> bool:
+    """Whether cfg's position scheme can be placed relative to a cache or a memory (sinks,
+    Transformer-XL): not `Position.absolute`, as the scheme's class declares it."""
+    check_options(cfg.pos, POSITIONS, "model.pos")
+    return not POSITIONS[cfg.pos.kind].absolute
 
 
 def max_positions(cfg: ModelConfig) -> int | None:
