@@ -113,6 +113,9 @@ class HeadRMSNorm(nn.Module):
         return f"heads={self.heads}, eps={self.eps}, affine={self.weight is not None}"
 
 
+HEAD_NORMS = ("group", "rms", "none")  # the kinds `head_norm` makes
+
+
 def head_norm(kind: str, heads: int, channels: int, eps: float, affine: bool) -> nn.Module:
     """The norm on each head's output (`norm` of retention): group (GroupNorm, one group per head:
     the paper; torchscale 2023 is this with affine=false), rms (per-head RMSNorm: torchscale today,
@@ -123,7 +126,7 @@ def head_norm(kind: str, heads: int, channels: int, eps: float, affine: bool) ->
         return HeadRMSNorm(heads, channels, eps, affine)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"unknown retention norm {kind!r}; valid: group, rms, none")
+    raise ValueError(f"unknown retention norm {kind!r}; valid: {', '.join(HEAD_NORMS)}")
 
 
 def decay_row_sums(log_gamma: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
