@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cli.common import positive_int
 from ..config import ConfigError
 from ..data import DataError, embedded_corpus, read_text
+from ..programs import positive_int
 from ..tokenizers import BPE
 from ..tokenizers.bpe import MAX_TRAIN_VOCAB
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ..cli.common import count, positive_int
 from ..config import ConfigError
+from ..programs import count, positive_int
 from . import gpu_decode
 
 

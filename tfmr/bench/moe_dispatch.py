@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from ..cli.common import count, positive_int, torch_device
 from ..config import ConfigError
 from ..ffn import FFNS, MoE
+from ..programs import count, positive_int, torch_device
 
 
 def timer(device: torch.device):

@@ -18,15 +18,14 @@ balance and z losses are training-only). Tokens/s is the trainer's own, median o
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
 import time
 from pathlib import Path
 
-from ..cli.common import config_flags, guarded, out_folder, positive_int, resolve_config
 from ..config import Choice, RunConfig, to_dict
+from ..programs import Parser, config_flags, guarded, out_folder, positive_int, resolve_config
 from ..train import Trainer
 from .norm_depth import plot
 
@@ -118,6 +117,6 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="MoE vs dense at equal active parameters")
+    parser = Parser(description="MoE vs dense at equal active parameters")
     add_arguments(parser)
     raise SystemExit(guarded(main, parser.parse_args()))

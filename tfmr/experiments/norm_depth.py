@@ -14,15 +14,14 @@ keeps Post-LN's placement and trains stably. At this toy size, read the figures,
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
 import time
 from pathlib import Path
 
-from ..cli.common import config_flags, guarded, out_folder, resolve_config
 from ..config import Choice, RunConfig, to_dict
+from ..programs import Parser, config_flags, guarded, out_folder, resolve_config
 from ..train import Trainer
 from .plots import save
 
@@ -120,6 +119,6 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Post-LN vs Pre-LN vs DeepNorm on a deep thin stack")
+    parser = Parser(description="Post-LN vs Pre-LN vs DeepNorm on a deep thin stack")
     add_arguments(parser)
     raise SystemExit(guarded(main, parser.parse_args()))

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..builder import build_copy_model
-from ..cli.common import config_flags, out_folder, resolve_config
 from ..config import Choice, ModelConfig
+from ..programs import config_flags, out_folder, resolve_config
 from ..seq2seq import UNK, DecodeConfig, PairVocab, Seq2SeqConfig, Seq2SeqTrainConfig, Vocab, greedy_decode, pad_batch
 from .symbols import SymbolTask, register
 

@@ -49,6 +49,7 @@ from ..decode import beam_search
 from ..folders import check_output
 from ..loading import load
 from ..metrics import closest_reference, per, wer
+from ..programs import config_flags, guarded, positive_int, resolve_config
 from ..seq2seq import (BOS, EOS, SPECIALS, PairVocab, Seq2SeqConfig, Seq2SeqTrainer, Vocab, eager_attention,
                        greedy_decode, pad_batch)
 
@@ -495,8 +496,6 @@ class SymbolTask:
     # ------------------------------------------------------------------ the command
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         """The flags of the task's command: ACTION [SOURCE ...], the config flags and the rest."""
-        from ..cli.common import config_flags, positive_int  # (the command line imports the tasks)
-
         p.add_argument("action", choices=("train", "eval", "export", "predict"))
         p.add_argument("sources", nargs="*", metavar="SOURCE", help=f"predict: the {self.items} to decode")
         config_flags(p, preset=self.default_preset, data=False)
@@ -521,8 +520,6 @@ class SymbolTask:
 
     def command_line(self, argv: Sequence[str] | None = None) -> int:
         """Parse `argv` and run the command: 0, or 2 with one line for a user's mistake."""
-        from ..cli.common import guarded
-
         parser = argparse.ArgumentParser(prog=f"tfmr {self.name}", description=f"the {self.title} task")
         self.add_arguments(parser)
         return guarded(self.main, parser.parse_intermixed_args(argv))  # SOURCE ... may follow options
@@ -531,8 +528,6 @@ class SymbolTask:
         return sorted(set(asked)) if asked else sorted({1, cfg.decode.beam_size})
 
     def _train_command(self, args) -> int:
-        from ..cli.common import resolve_config
-
         out = args.out or f"runs/{self.name}"
         cfg = resolve_config(args, self.config_class, saved=Path(out) / "checkpoint" if args.resume else None)
         trainer, data = self.train(cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
