@@ -1,5 +1,5 @@
 """The layout of programs apart from the library: one presets registry and one config resolver,
-`tfmr bench NAME` for every speed run, `tfmr copytask`, experiments on --set, and an import graph
+`tfmr bench NAME` for every speed run, `tfmr experiment copytask`, experiments on --set, and an import graph
 in which the library never reaches the programs (tfmr/cli, tasks, bench, experiments, explore) and
 no program but the command itself reaches the command line (tfmr/cli)."""
 from __future__ import annotations
@@ -33,8 +33,8 @@ def test_presets_lists_every_commands_presets_with_its_command(capsys):
     assert main(["presets"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert list(rows) == list(presets.PRESETS)
-    for name, command in (("tiny", "tfmr train"), ("default", "tfmr train"), ("g2p-small", "tfmr g2p"),
-                          ("g2p-tiny", "tfmr g2p"), ("copytask", "tfmr copytask"),
+    for name, command in (("tiny", "tfmr lm train"), ("default", "tfmr lm train"), ("g2p-small", "tfmr g2p"),
+                          ("g2p-tiny", "tfmr g2p"), ("copytask", "tfmr experiment copytask"),
                           ("exp-moe", "tfmr experiment moe")):
         assert command in rows[name]
     assert "Seconds-long G2P runs for tests" in rows["g2p-tiny"]  # the docstring's first line
@@ -44,7 +44,7 @@ def test_presets_verbose_prints_each_config(capsys):
     assert main(["presets", "-v"]) == 0
     out = capsys.readouterr().out
     assert "# g2p-tiny (tfmr g2p): Seconds-long G2P runs" in out and '"dev_words": 50' in out
-    assert "# copytask (tfmr copytask)" in out and '"max_len": 14' in out
+    assert "# copytask (tfmr experiment copytask)" in out and '"max_len": 14' in out
 
 
 @pytest.mark.parametrize("name", list(presets.PRESETS))
@@ -127,7 +127,7 @@ def test_bench_unknown_name_or_bad_number_is_argparse_exit_2(argv, capsys):
 # ----------------------------------------------------------------------------- copy task, experiments
 def test_copytask_command_and_module_run_the_same_program(tmp_path, capsys):
     out = tmp_path / "ct"
-    assert main(["copytask", "--preset", "copytask-tiny", "--steps", "2", "--out", str(out), "--no-progress",
+    assert main(["experiment", "copytask", "--preset", "copytask-tiny", "--steps", "2", "--out", str(out), "--no-progress",
                  "--json", str(tmp_path / "r.json")]) == 0
     results = json.loads((tmp_path / "r.json").read_text())
     assert list(results) == ["plain softmax head", "pointer-generator"]

@@ -53,7 +53,7 @@ def encode_text(tokenizer, text: str, what: str = "the prompt") -> list[int]:
 
 def serve_until_interrupted(server, banner: str) -> int:
     """Print `banner`, serve until Ctrl-C (then "stopped" on standard error), close the socket: 0.
-    The loop of every local server command (`tfmr explore`, `tfmr serve`)."""
+    The loop of every local server command (`tfmr explore`, `tfmr g2p serve`)."""
     print(banner, flush=True)
     try:
         server.serve_forever()

@@ -1,4 +1,4 @@
-"""`tfmr eval decoding`: decode held-out prompts of a checkpoint's own data with several
+"""`tfmr lm eval decoding`: decode held-out prompts of a checkpoint's own data with several
 strategies; a table (markdown, JSON) and a plot of the degeneration metrics (repetition,
 self-BLEU, Zipf, distinct-n; Holtzman et al. 2019, Table 1). The metrics are tfmr/degeneration.py.
 """

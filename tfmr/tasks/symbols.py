@@ -120,7 +120,7 @@ def load_run(path: str | Path, config_class: type):
 def register(task: "SymbolTask") -> None:
     """Add the task's config class and presets to tfmr.presets (`tfmr presets`, --preset, the
     checkpoint kinds of messages). A task module calls it once, at its end."""
-    presets.register(task.config_class, task.title, f"tfmr {task.name}", task.presets)
+    presets.register(task.config_class, task.title, f"tfmr {task.command or task.name}", task.presets)
 
 
 def escape(text: str) -> str:
@@ -260,6 +260,7 @@ class SymbolTask:
     `register` it. Methods take the data, config and model explicitly; the task holds no state."""
 
     name = ""  # the command (`tfmr NAME`) and the default run folder (runs/NAME)
+    command = ""  # the `tfmr` command words when they are not NAME (the copy task: `experiment copytask`)
     title = ""  # the checkpoint kind in messages ("a G2P checkpoint")
     config_class: type = Seq2SeqConfig
     presets: dict[str, tuple[str, Callable]] = {}
