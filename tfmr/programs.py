@@ -51,13 +51,11 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
 class Parser(argparse.ArgumentParser):
     """The parser of every program: defaults shown in --help, and a usage mistake (an unknown
-    flag, a missing one, a bad value) said in one line `tfmr: error: ...` with exit code 2. The
-    parsed namespace's `parser` is the innermost (sub)parser that read it, to name it in an error."""
+    flag, a missing one, a bad value) said in one line `tfmr: error: ...` with exit code 2."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
-        self.set_defaults(parser=self)
 
     def error(self, message: str):
         print(f"tfmr: error: {message} (see `{self.prog} --help`)", file=sys.stderr)

@@ -22,6 +22,7 @@ and the experiments (tfmr/experiments/).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 from . import bench, checkpoint, experiment, explore, g2p, lm, presets, spellings, tokenizer, viz
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if dest and extra and not any(e.startswith("-") and e != "-" for e in extra):
         setattr(args, dest, list(getattr(args, dest)) + extra)
     elif extra:
-        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return guarded(args.func, args)
     except BrokenPipeError:  # `tfmr lm generate ... | head`: the reader has gone; stop quietly
@@ -63,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: what was saved has been said (e.g. "continue with --resume")
         print("tfmr: interrupted", file=sys.stderr)
         return 130
+
+
+def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command `args` chose, `tfmr g2p export` say, to name it in an error."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            return innermost(action.choices[getattr(args, action.dest)], args)
+    return parser
 
 
 def quiet_stdout() -> None:

@@ -91,7 +91,7 @@ def table(results: list[dict]) -> str:
 
 def add_arguments(p) -> None:
     config_flags(p, preset="exp-moe")
-    p.add_argument("--out", default="runs/moe")
+    p.add_argument("--out", default="runs/moe", help="report folder (table, plot, runs)")
     p.add_argument("--experts", type=positive_int, default=8, help="experts of the MoE variants")
     p.add_argument("--only", nargs="+", default=None, choices=("dense", "top2", "switch"),
                    help="a subset of: dense top2 switch")

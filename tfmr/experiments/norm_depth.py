@@ -96,8 +96,9 @@ def table(results: list[dict]) -> str:
 
 def add_arguments(p) -> None:
     config_flags(p, preset="exp-norm-depth")
-    p.add_argument("--out", default="runs/norm-depth")
-    p.add_argument("--placements", nargs="+", default=list(PLACEMENTS), choices=PLACEMENTS)
+    p.add_argument("--out", default="runs/norm-depth", help="report folder (table, plot, runs)")
+    p.add_argument("--placements", nargs="+", default=list(PLACEMENTS), choices=PLACEMENTS,
+                   help="the residual placements to compare")
 
 
 def main(args) -> int:

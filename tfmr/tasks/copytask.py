@@ -163,9 +163,9 @@ class CopyTask(SymbolTask):
         config_flags(p, preset="copytask", data=False)
         p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N (the preset: 1500)")
         p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N, which also seeds the data (the preset: 0)")
-        p.add_argument("--out", default="runs/copytask")
+        p.add_argument("--out", default="runs/copytask", help="report folder (the runs of both heads)")
         p.add_argument("--json", help="write the results to this file")
-        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def main(self, args) -> int:
         shortcuts = [f"train.{key}={getattr(args, key)}" for key in ("steps", "seed") if getattr(args, key) is not None]
