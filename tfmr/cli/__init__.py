@@ -25,9 +25,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..programs import Parser
 from . import bench, checkpoint, experiment, explore, g2p, lm, presets, spellings, tokenizer, viz
 from .common import USER_ERRORS, config_flags, guarded, load_model, resolve_config  # noqa: F401 (public)
-from ..programs import Parser
 
 NOUNS = (lm, g2p, checkpoint, tokenizer, bench, experiment, viz, explore, presets)
 
