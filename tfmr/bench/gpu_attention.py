@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..cli.common import positive_int
 from ..kernels import SDPA, Eager, Flex, LinearBias, Mask, flex_attention_call
 from ..positions import alibi_slopes
+from ..programs import positive_int
 
 def _backend(name):
     from torch.nn.attention import SDPBackend, sdpa_kernel
