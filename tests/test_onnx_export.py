@@ -154,7 +154,7 @@ def test_export_prints_the_graphs_and_no_torch_warnings(tmp_path, capfd, recwarn
     checkpoint.save(tmp_path / "ckpt", build_model(cfg), to_dict(RunConfig(model=cfg)), tok)
     capfd.readouterr()
     recwarn.clear()
-    assert main(["export", "--to", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
+    assert main(["checkpoint", "export", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
     out, err = capfd.readouterr()
     assert err == "" and [str(w.message)[:80] for w in recwarn] == []
     assert out.splitlines() == [str(tmp_path / "onnx" / name) for name in ("prefill.onnx", "step.onnx")]
