@@ -336,7 +336,9 @@ def apply_override(cfg: RunConfig, assignment: str) -> None:
             elif dataclasses.is_dataclass(child):
                 raise ConfigError(f"'{dotted}' is a section; set one of its keys: {', '.join(_fields(child))}")
             else:
-                set_field(obj, part, raw if _hint(obj, part) is str else parse_scalar(raw), where)
+                hint = _hint(obj, part)
+                text = hint is str or (str in typing.get_args(hint) and parse_scalar(raw) is not None)
+                set_field(obj, part, raw if text else parse_scalar(raw), where)  # data.path=0 is the path "0"
             return
         obj, where = child, f"{where}.{part}" if where else part
 
