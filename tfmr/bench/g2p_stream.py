@@ -81,7 +81,7 @@ def run_child(words: list[str], beam: int, threads: int) -> dict:
 
 def main(args) -> int:
     words = feed_words(args.words, args.unknown_every)
-    unknown = sum(1 for i in range(args.words) if args.unknown_every and i % args.unknown_every == args.unknown_every - 1)
+    unknown = args.words // args.unknown_every if args.unknown_every else 0  # feed_words' every K-th word
     print(f"tfmr g2p - on {len(words):,} words ({unknown:,} made up, predicted with beam {args.beam}), "
           f"{args.threads} torch thread(s)")
     r = run_child(words, args.beam, args.threads)
