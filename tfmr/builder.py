@@ -23,10 +23,11 @@ from .config import Choice, ConfigError, ModelConfig, check_options
 from .ffn import FFN_FIXED, FFNS
 from .heads import HEAD_FIXED, HEADS
 from .mixers import MIXER_FIXED, MIXERS
-from .kernels import (ALIGNMENT_KERNELS, CROSS_KERNEL_FIXED, CROSS_KERNELS, KERNEL_FIXED, KERNELS, PATTERN_FIXED,
-                      PATTERNS)
+from .alignment import ALIGNMENT_KERNELS, CROSS_KERNEL_FIXED, CROSS_KERNELS
+from .kernels import KERNEL_FIXED, KERNELS
 from .model import RESIDUAL_FIXED, RESIDUALS, Attention, Block, EncoderDecoder, Model, init_weights
 from .norms import NORM_FIXED, NORMS
+from .patterns import PATTERN_FIXED, PATTERNS
 from .pointer import PointerGenerator
 from .positions import POSITION_FIXED, POSITIONS
 

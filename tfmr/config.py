@@ -75,7 +75,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     pos: Choice = choice("learned")
     kernel: Choice = choice("sdpa")
-    attention_pattern: Choice = choice("dense")  # dense | sliding | longformer | bigbird | sinks (kernels.PATTERNS)
+    attention_pattern: Choice = choice("dense")  # dense | sliding | longformer | bigbird | sinks (patterns.PATTERNS)
     mixer: Choice = choice("attention")  # what each block runs: attention | retention (mixers.MIXERS)
     # a hybrid stack: mixer kinds repeated over the layers ("retention,attention": odd layers attention);
     # "" means model.mixer everywhere
@@ -95,7 +95,7 @@ class ModelConfig:
     src_vocab_size: int | None = None  # None: same as vocab_size
     share_embeddings: bool = True  # one embedding for source, target and output
     # the decoder's cross-attention kernel: None = same as `kernel`; any kernel, or a stateful
-    # alignment kernel: location | monotonic (kernels.CROSS_KERNELS)
+    # alignment kernel: location | monotonic (alignment.CROSS_KERNELS)
     cross_kernel: Choice | None = None
 
 

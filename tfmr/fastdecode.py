@@ -46,7 +46,7 @@ from torch import nn
 
 from .cache import Placement
 from .decode import Beams, NBest, check_decoding, filter_logits
-from .kernels import Mask
+from .masks import Mask
 from .model import run_blocks
 from .positions import Where
 

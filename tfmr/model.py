@@ -12,9 +12,9 @@
       -> final_norm -> lm_head             linear + softmax (tied to tok_emb by default)
 
 A variant appears here only as a named call on a module built from config (`self.pos.embed`,
-`self.kernel(...)`, `self.ffn(x)`); the variant classes live in positions.py, kernels.py, ffn.py
-and norms.py. Branches in this file are structural only: cache or not, causal or not, where the
-norm sits. `build_model(cfg)` in builder.py turns a ModelConfig into a Model.
+`self.kernel(...)`, `self.ffn(x)`); the variant classes live in positions.py, patterns.py,
+kernels.py, alignment.py, ffn.py and norms.py. Branches in this file are structural only: cache or
+not, causal or not, where the norm sits. `build_model(cfg)` in builder.py turns a ModelConfig into a Model.
 
 The decoder's cross-attention may run a stateful alignment kernel (location-aware, monotonic,
 MoChA; `model.cross_kernel`): at decoding its per-layer state (`DecodeState.align`) travels
@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import DecodeState, KVCache, SegmentMemory
-from .kernels import Dense, Mask
+from .masks import Mask
+from .patterns import Dense
 from .positions import Start
 
 
@@ -108,7 +109,7 @@ class Attention(nn.Module):
 
     def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: Start = 0, kv=None, state=None):
         """Self-attention over `x`, or cross-attention when `kv` (keys, values of a memory) is given.
-        `state`: a stateful (alignment) kernel's state between decoding steps (kernels.AlignmentState),
+        `state`: a stateful (alignment) kernel's state between decoding steps (alignment.AlignmentState),
         handed to the kernel as its sixth argument; None in training and for every other kernel."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)

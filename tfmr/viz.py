@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .kernels import Mask, eager_attention
+from .kernels import eager_attention
+from .masks import Mask
 from .positions import Alibi, Rope, XPos, sinusoid_table
 
 

@@ -5,7 +5,7 @@ word against word length (monotonic online, hard, decoding vs full attention).
     tfmr experiment g2p-alignment --preset g2p-tiny --set train.steps=20 --limit 200 --per-length 3
 
 The base run is the preset `exp-g2p-alignment` through --preset / --config / --set; only
-model.cross_kernel varies (tfmr.kernels.CROSS_KERNELS), same seed, same steps:
+model.cross_kernel varies (tfmr.alignment.CROSS_KERNELS), same seed, same steps:
 
     plain       the base run's kernel (softmax over every letter at every step: full attention)
     location    location-aware attention (Chorowski et al. 2015)

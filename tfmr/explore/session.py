@@ -39,7 +39,8 @@ from .. import checkpoint, decode
 from ..builder import build_uninitialised, mixer_kinds
 from ..config import ConfigError, ModelConfig, from_dict
 from ..interop import from_pretrained, is_hf_folder
-from ..kernels import Mask, eager_attention
+from ..kernels import eager_attention
+from ..masks import Mask
 from ..mixers import decay_mask
 from ..seq2seq import BOS, EOS, SPECIALS, PairVocab
 from ..tokenizers import load as load_tokenizer
