@@ -6,10 +6,10 @@ batched greedy decoding for encoder-decoder models.
                             epoch from (seed, epoch), so the data position is two integers
     collate(pairs)          {src_ids (B, S), tgt_ids (B, T) = <s> y, targets (B, T) = y </s>}, padded
                             with <pad> (inputs) and -100 (targets, ignored by the loss)
-    Seq2SeqTrainer          the one training loop (train.TrainLoop) on pairs: teacher forcing
+    Seq2SeqTrainer          the one training loop (loop.TrainLoop) on pairs: teacher forcing
                             with label smoothing on bucketed batches, or another objective of
                             objectives.py (`train.objective`, `train.guided_attention`); its loop,
-                            schedule, time budget, compile, checkpoints and metrics are train.py's
+                            schedule, time budget, compile, checkpoints and metrics are loop.py's
     greedy_decode(...)      batched arg-max decoding (tfmr.decode.greedy), ids before </s>
 
 What a task adds (the data, its metric, its presets) lives in the task's own module: g2p.py for
@@ -30,9 +30,10 @@ from . import checkpoint
 from .builder import build_model, build_uninitialised, max_positions
 from .config import ConfigError, ModelConfig, TrainConfig, check_options, from_dict
 from .decode import greedy
+from .devices import autocast_for
 from .kernels import eager_attention  # re-exported: run a model on the eager kernel
+from .loop import TrainLoop
 from .objectives import OBJECTIVES, GuidedAttention, Task
-from .train import TrainLoop, autocast_for
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -220,7 +221,7 @@ def check_lengths(pairs: Sequence[Pair], cfg: ModelConfig) -> None:
 
 # ----------------------------------------------------------------------------- trainer
 class Seq2SeqTrainer(TrainLoop):
-    """The training loop (train.TrainLoop) on (source, target) id pairs: teacher forcing on
+    """The training loop (loop.TrainLoop) on (source, target) id pairs: teacher forcing on
     length-bucketed batches of an encoder-decoder.
 
     `cfg` is a run config with `model` and `train` (Seq2SeqTrainConfig) sections (and whatever

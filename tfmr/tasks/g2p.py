@@ -315,7 +315,7 @@ def train(cfg: G2PConfig, out: str | Path, resume: bool = False, progress: bool 
     trainer = Seq2SeqTrainer(cfg, data.vocab, pairs, data.pairs("dev"), out, resume=resume,
                              progress=progress, log=log, dev_metric=dev_metric(data, cfg.data.dev_words),
                              overwrite=overwrite)  # resuming, the saved model and data sections win
-    log("resolved config:\n" + dumps(cfg))
+    log("resolved config:\n" + dumps(trainer.cfg))
     trainer.fit()
     return trainer, data
 
