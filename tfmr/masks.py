@@ -47,6 +47,9 @@ class Rule:
         return None
 
 
+EVERY_KEY = Rule()  # dense attention's rule, what a Mask holds unless a pattern gives it another
+
+
 # ----------------------------------------------------------------------------- masks
 @dataclass
 class Mask:
@@ -63,12 +66,14 @@ class Mask:
     q_start: int = 0
     key_padding: torch.Tensor | None = None
     k_start: int = 0
-    rule: Rule = Rule()
+    rule: Rule | None = None  # None: `EVERY_KEY` (a default of None keeps Mask(...) compilable)
     # True for masks whose query and key positions differ per row (fastdecode.py's left-padded
     # batches): `positions` then gives (B, Tq, 1) and (B, 1, Tk), and only dense paths apply.
     by_row = False
 
     def __post_init__(self):
+        if self.rule is None:
+            self.rule = EVERY_KEY
         self._memo: dict = {}  # dense masks and block masks, built once per forward, shared by every layer
 
     # ------------------------------------------------------------------ description
