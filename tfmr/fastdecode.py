@@ -14,8 +14,9 @@ compiled graph that CUDA replays with a single launch:
 
 Left padding lets prompts of different lengths share one batch. Nothing here knows a variant:
 the model's own modules run, through the same seam as the spine. The tokens are embedded by
-`model.embed(tokens, where)` and the blocks run through `run_blocks` with a `StaticCache` per
-layer, a `StaticMask` and `where = positions.Where(positions, slots)` as the start; every
+`model.embed(tokens, where)` and the rest is the model's own `tail` (blocks, final norm, head;
+model.py) with a `StaticCache` per layer, a `StaticMask` and
+`where = positions.Where(positions, slots)` as the start; every
 position scheme answers its hooks for per-row positions (positions.py), and a bias scheme's
 described `Bias` is evaluated by the kernel at the mask's per-row positions. So this path
 computes what `model.step` computes (tests/test_fastdecode.py checks the tokens against decode.py
@@ -47,7 +48,6 @@ from torch import nn
 from .cache import Placement
 from .decode import Beams, NBest, check_decoding, filter_logits
 from .masks import Mask
-from .model import run_blocks
 from .positions import Where
 
 
@@ -185,12 +185,12 @@ class FastDecoder(nn.Module):
         position (B, V)."""
         m = self.model
         where = Where((slots[None, :] - self.pad).clamp(min=0), slots)  # positions (B, T); padding at 0
-        x = m.embed(tokens, where)  # (B, T, dim)
         kvs, memory_mask = None, None
         if m.needs_source:
             kvs, memory_mask = [(c.k, c.v) for c in self.cross], Mask(causal=False, key_padding=self.src_keep)
-        x, _, _, _ = run_blocks(m.blocks, x, m.pos, self.mask(slots), self.caches, where, kvs, memory_mask)
-        return m.lm_head(m.final_norm(x[:, -1:]))[:, -1].float()  # (B, V)
+        out = m.tail(m.embed(tokens, where), self.mask(slots), self.caches, where, last_only=True, memory_kvs=kvs,
+                     memory_mask=memory_mask)  # the model's own spine tail: blocks, final norm, head
+        return out.logits[:, -1].float()  # (B, V)
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> None:
         """Encode sources (B, S) right-padded (padding from the model's pad id, or `src_mask`, True
