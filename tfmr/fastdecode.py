@@ -39,14 +39,12 @@ as it is: its linear layers are the model's own modules.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .cache import Placement
-from .decode import Beams, NBest, check_decoding, filter_logits
+from .decode import Beams, NBest, Sampling, check_decoding, exponential_race
 from .masks import Mask
 from .positions import Where
 
@@ -102,29 +100,6 @@ class StaticMask(Mask):
 
     def positions(self, q_len: int, k_len: int, device):
         return self.q_pos[:, :, None], self.k_pos[:, None, :]  # (B, T, 1), (B, 1, max_len)
-
-
-def _draw(probs: torch.Tensor) -> torch.Tensor:
-    """A sample from each row of probs (B, V): argmax of p / Exp(1) noise (the exponential-race
-    form of multinomial sampling; compiles into the graph, unlike torch.multinomial)."""
-    noise = torch.empty_like(probs).exponential_(1)
-    return (probs / noise).argmax(dim=-1)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How the next token is chosen inside the compiled step (temperature 0: arg-max)."""
-
-    temperature: float = 0.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-
-    def choose(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.temperature <= 0:
-            return logits.argmax(dim=-1)
-        probs = torch.softmax(filter_logits(logits / self.temperature, self.top_k, self.top_p, self.min_p), dim=-1)
-        return _draw(probs)
 
 
 class FastDecoder(nn.Module):
@@ -242,7 +217,7 @@ class FastDecoder(nn.Module):
 
     def _next(self, tokens: torch.Tensor, slot: torch.Tensor, sampling: Sampling) -> torch.Tensor:
         """The compiled decode step: tokens (B, 1) at `slot` (1,) -> next tokens (B,)."""
-        return sampling.choose(self(tokens, slot))
+        return sampling.choose(self(tokens, slot), draw=exponential_race)
 
     def _beam_next(self, tokens: torch.Tensor, slot: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The compiled beam step: keep the surviving rows' caches, then logits (B, V) at `slot`."""
@@ -291,7 +266,7 @@ class FastDecoder(nn.Module):
             self.pad.zero_()
             token = self._next(input_ids, slot - 1, sampling).clone()
         else:
-            token = sampling.choose(self.prefill(input_ids, attention_mask))
+            token = sampling.choose(self.prefill(input_ids, attention_mask), draw=exponential_race)
         for t in range(max_new_tokens):
             if eos_id is not None:
                 token = torch.where(done, pad, token)

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ConfigError
-from .decode import beam_search
+from .decode import Sampling, beam_search
 from .metrics import edit_distance
 from .model import Block, Output
 
@@ -174,11 +174,10 @@ def mix_tokens(gold: torch.Tensor, pred_out: torch.Tensor, eps: float, pad: int)
 
 
 def predict_tokens(logits: torch.Tensor, how: str, temperature: float = 1.0) -> torch.Tensor:
-    """(B, T, V) -> (B, T): the arg-max, or a draw from softmax(logits / temperature)."""
-    if how == "argmax":
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs.flatten(0, 1), 1).view(logits.shape[:2])
+    """(B, T, V) -> (B, T): the arg-max, or a draw from softmax(logits / temperature), from the
+    global RNG (`decode.Sampling`, the one next-token chooser)."""
+    sampling = Sampling(0.0 if how == "argmax" else temperature)
+    return sampling.choose(logits.float().flatten(0, 1)).view(logits.shape[:2])  # (B T, V) -> (B, T)
 
 
 PREDICT = ("argmax", "sample")
@@ -342,16 +341,14 @@ def sample_ids(model, src: torch.Tensor, max_len: int, bos: int, eos: int, pad: 
     prompt (B, P) and the ids are its continuation; eos < 0: no end token, L = max_len."""
     was_training = model.training
     model.eval()
+    sampling = Sampling(0.0 if greedy else temperature)  # the one next-token chooser (decode.py)
     try:
         state, tokens = _start(model, src, max_len, bos)
         done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
         out = []
         for _ in range(max_len):
             logits, state = model.step(tokens, state)  # (B, V)
-            if greedy:
-                nxt = logits.argmax(-1)
-            else:
-                nxt = torch.multinomial(torch.softmax(logits.float() / temperature, dim=-1), 1).squeeze(-1)
+            nxt = sampling.choose(logits.float())  # from the global RNG, which the loop saves
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             out.append(nxt)
             done = done | (nxt == eos)
