@@ -12,8 +12,9 @@ A task specialises the loop by its data and its loss and nothing else, through f
 model when `train.compile`), `evaluate()` (a dict of numbers) and `vocabulary()` (what the
 checkpoint keeps beside the weights). The language-model `Trainer` (train.py), sequence-to-sequence
 training (`seq2seq.Seq2SeqTrainer`) and fine-tuning (LoRA, adapters) are such specialisations.
-Training objectives such as scheduled sampling or RL on a metric (`train.objective`,
-tfmr/objectives.py, for language models too) change `batch_loss` only.
+Training objectives (`train.objective`, objectives.py) are wired here once: a task calls
+`setup_objective(model, task)` in `build_model` and `objective_loss(batch)` in `batch_loss`; a
+running baseline is saved with the checkpoint.
 
 The loop works on its own copy of the config it is given: what it resolves (vocabulary sizes, a
 resumed run's saved model and data sections) goes into `self.cfg`, never into the caller's object.
@@ -47,6 +48,8 @@ from .config import ConfigError, TrainConfig, from_dict, to_dict
 from .devices import DEVICES, DTYPES, autocast_for, resolve_device
 from .ffn import expert_stats
 from .folders import check_output, clear_run
+from .model import Output
+from .objectives import Objective, Task, build_objective
 from .runfolder import claim_run_folder, release_run_folder
 from .viz import plot_losses
 
@@ -223,6 +226,7 @@ class TrainLoop:
     data_parallel = True  # the task splits its batches among ranks (train.parallel ddp / fsdp)
     writes = "run"  # what the run folder holds, for tfmr.folders (a fine-tuning run: "adapter")
     replaced_files: tuple[str, ...] = ()  # files of the task's own that --overwrite removes with the old run
+    objective: Objective | None = None  # train.objective, once `setup_objective` has run
 
     def __init__(self, cfg, out_dir: str | Path, resume: bool = False, log=print, progress: bool = True,
                  overwrite: bool = False):
@@ -315,12 +319,25 @@ class TrainLoop:
         return {}
 
     def extra_state(self) -> dict:
-        """Tensors a resumed run needs beyond weights, optimizer, RNG and sampler (a training
-        objective's running baseline, for example); saved beside the RNG state."""
-        return {}
+        """Tensors a resumed run needs beyond weights, optimizer, RNG and sampler (by default the
+        training objective's, such as a running reward baseline); saved beside the RNG state."""
+        return {} if self.objective is None else self.objective.state()
 
     def load_extra_state(self, tensors: dict) -> None:
         """Restore what `extra_state` saved (`tensors` holds every saved state tensor)."""
+        if self.objective is not None:
+            self.objective.load_state(tensors)
+
+    # ------------------------------------------------------------------ objective
+    def setup_objective(self, model: torch.nn.Module, task: Task) -> None:
+        """`train.objective` for this task, checked against the model at start
+        (objectives.build_objective); a task calls it from `build_model`."""
+        self.objective = build_objective(self.cfg.train.objective, model, task)
+
+    def objective_loss(self, batch: dict) -> Output:
+        """One micro-batch through `train.objective` (its `.loss` is what `batch_loss` returns),
+        computed through `self.forward`, compiled or not."""
+        return self.objective.loss(self.forward, self.model, batch, self.step)
 
     # ------------------------------------------------------------------ state
     def adopt_saved_config(self) -> None:

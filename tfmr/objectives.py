@@ -41,9 +41,10 @@ Design choices:
   The sampler is here, not `tfmr.decode.sample`, because that one draws from its own generator
   (seeded from the OS when no seed is given) and a training objective must use the saved RNG.
 
-The registry `OBJECTIVES` at the bottom is read by `Seq2SeqTrainer` and by the language-model
-`Trainer` (`train.objective`); the guided attention term is `train.guided_attention` (its weight;
-0 = off) with `guided_sigma`, `guided_layers`, `guided_heads`.
+The registry `OBJECTIVES` at the bottom is read by `build_objective`, the one wiring of
+`train.objective` into a trainer (the training loop's `setup_objective`, which `Seq2SeqTrainer`
+and the language-model `Trainer` call); the guided attention term is `train.guided_attention`
+(its weight; 0 = off) with `guided_sigma`, `guided_layers`, `guided_heads`.
 
 Decoder-only language models take the objectives that declare `for_language_models`:
 teacher-forcing and the three RL ones. Each training window is split (`lm_batch`): the first
@@ -63,7 +64,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError
+from .config import Choice, ConfigError, check_options
 from .decode import Sampling, beam_search
 from .metrics import edit_distance
 from .model import Block, Output
@@ -553,6 +554,22 @@ class MinimumRisk(_RL):
         r = self.rewards(ys, self.references(targets), n).view(B, n)
         logp = self.logprobs(forward, src_n, ys).view(B, n)
         return Output(logits=logp, loss=mrt_loss(logp, r, self.alpha, keep.to(logp.device)))
+
+
+def build_objective(spec: Choice, model: torch.nn.Module, task: Task) -> Objective:
+    """`train.objective` (a Choice of `OBJECTIVES`) built and set up for `model` and `task`: what
+    every trainer calls (`TrainLoop.setup_objective`). A model that reads a source (an
+    encoder-decoder) takes every kind; one that does not (a language model) only the kinds that
+    declare `for_language_models`."""
+    check_options(spec, OBJECTIVES, "train.objective")
+    kind = OBJECTIVES[spec.kind]
+    if not model.needs_source and not kind.for_language_models:
+        valid = ", ".join(k for k, v in OBJECTIVES.items() if v.for_language_models)
+        raise ConfigError(f"train.objective={spec.kind} is for encoder-decoder models; a language model "
+                          f"takes: {valid}")
+    objective = kind(**spec.options)
+    objective.setup(model, task)
+    return objective
 
 
 # ----------------------------------------------------------------------------- guided attention

@@ -18,11 +18,11 @@ import torch
 
 from . import memory
 from .builder import build_model
-from .config import ConfigError, RunConfig, check_options, dumps
+from .config import RunConfig, dumps
 from .data import Batches, default_cache_root, prepare
 from .devices import autocast_for, precision
 from .loop import TrainLoop
-from .objectives import OBJECTIVES, lm_batch, lm_task
+from .objectives import lm_batch, lm_task
 
 
 class Trainer(TrainLoop):
@@ -46,26 +46,8 @@ class Trainer(TrainLoop):
 
     def build_model(self) -> torch.nn.Module:
         model = build_model(self.cfg.model)
-        self.setup_objective(model)
+        self.setup_objective(model, lm_task(self.cfg.model.context))  # teacher forcing or an RL kind
         return model
-
-    def setup_objective(self, model: torch.nn.Module) -> None:
-        """`train.objective`: teacher forcing, or RL on a metric (tfmr.objectives, `lm_batch`)."""
-        t = self.cfg.train
-        check_options(t.objective, OBJECTIVES, "train.objective")
-        kind = OBJECTIVES[t.objective.kind]
-        if not kind.for_language_models:
-            valid = ", ".join(k for k, v in OBJECTIVES.items() if v.for_language_models)
-            raise ConfigError(f"train.objective={t.objective.kind} is for encoder-decoder models; a language model "
-                              f"takes: {valid}")
-        self.objective = kind(**t.objective.options)
-        self.objective.setup(model, lm_task(self.cfg.model.context))
-
-    def extra_state(self) -> dict:
-        return self.objective.state()
-
-    def load_extra_state(self, tensors: dict) -> None:
-        self.objective.load_state(tensors)
 
     def memory_estimate(self) -> memory.MemoryEstimate:
         t = self.cfg.train
@@ -74,7 +56,7 @@ class Trainer(TrainLoop):
     def batch_loss(self) -> torch.Tensor:
         x, y = self.batches.next(self.device)
         self.tokens += x.numel()
-        return self.objective.loss(self.forward, self.model, lm_batch(self.objective, x, y), self.step).loss
+        return self.objective_loss(lm_batch(self.objective, x, y)).loss
 
     def evaluate(self) -> dict:
         """Mean loss over `eval_iters` fixed batches of each split (the same batches every time)."""
