@@ -13,8 +13,8 @@ from tfmr import Choice, ModelConfig, build_model
 from tfmr.cache import KVCache, RollingKVCache, kv_bytes_per_token
 from tfmr.kernels import KERNELS, Eager, alibi_as_extra_dims, block_mask_key, flex_attention_call, flex_block_mask
 from tfmr.masks import LinearBias, Mask, Rule
+from tfmr.mixers import Attention
 from tfmr.patterns import PATTERNS, BigBirdRule, LongformerRule, WindowRule, random_blocks
-from tfmr.model import Attention
 from tfmr.positions import POSITIONS, alibi_slopes
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")

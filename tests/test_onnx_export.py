@@ -120,8 +120,9 @@ def test_encoder_only_is_refused_in_one_line(tmp_path, capsys):
 def test_the_shipped_g2p_model_exports_and_decodes_words_through_onnxruntime(tmp_path, capsys):
     from pathlib import Path
 
-    from tfmr.presets import G2PConfig
-    from tfmr.seq2seq import BOS, EOS, greedy_decode, load_run, pad_batch
+    from tfmr.seq2seq import BOS, EOS, greedy_decode, pad_batch
+    from tfmr.tasks.g2p import G2PConfig
+    from tfmr.tasks.symbols import load_run
 
     shipped = Path(__file__).resolve().parents[1] / "tfmr" / "tasks" / "g2p_model"
     assert main(["export", "--to", "onnx", "--checkpoint", str(shipped), "--out", str(tmp_path / "onnx")]) == 0

@@ -11,8 +11,8 @@ from tfmr import Choice, ModelConfig, build_model
 from tfmr.builder import mixer_kinds
 from tfmr.config import ConfigError, RunConfig, apply_override
 from tfmr.fastdecode import FastDecoder
-from tfmr.mixers import Retention, retention_chunk, retention_decays, retention_parallel, retention_recurrent
-from tfmr.model import Attention
+from tfmr.mixers import (Attention, Retention, retention_chunk, retention_decays, retention_parallel,
+                         retention_recurrent)
 
 
 def _qkv(B=2, H=4, T=24, Dk=8, Dv=16, seed=0):

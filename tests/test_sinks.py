@@ -22,8 +22,8 @@ from tfmr.decode import greedy
 from tfmr.fastdecode import FastDecoder
 from tfmr.kernels import KERNELS
 from tfmr.masks import Mask
+from tfmr.mixers import Attention
 from tfmr.patterns import Sinks, SinksRule
-from tfmr.model import Attention
 from tfmr.positions import Alibi, Rope, alibi_slopes
 
 

@@ -62,6 +62,7 @@ class AlignmentKernel(Kernel):
 
     gives_weights = True
     stateful = True
+    receives = ("heads", "dropout")
 
     def __init__(self, heads: int, dropout: float = 0.0):
         super().__init__(dropout)
@@ -265,4 +266,3 @@ class MoChA(Monotonic):
 # which only cross-attention may use (the builder refuses them for self-attention).
 ALIGNMENT_KERNELS = {"location": LocationAware, "monotonic": Monotonic, "mocha": MoChA}
 CROSS_KERNELS = {**KERNELS, **ALIGNMENT_KERNELS}
-CROSS_KERNEL_FIXED = ("dropout", "heads")

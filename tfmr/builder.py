@@ -1,46 +1,60 @@
 """Builder: ModelConfig -> Model. The only reader of the registries (POSITIONS, KERNELS, ...).
 
 Each module gets its own slice of config: the builder checks every Choice against its registry
-(unknown kind or option -> ConfigError listing the valid ones) and passes the fixed arguments
-(dim, heads, ...) itself. What a kind can do is declared on its class and read from there
+(unknown kind or option -> ConfigError listing the valid ones) and builds every registry entry
+through one hook, `cls.from_config(ctx, **choice.options)`, with one `BuildContext` of the
+model's shape and the stack being built (variant.py); what a class takes from the context it
+declares (`receives`). What a kind can do is declared on its class and read from there
 (`needs_final_norm` on residual placements, `max_len` on position schemes), never from the kind
-string.
+string or a parameter name.
 
     build_model(cfg)          a freshly initialised Model or EncoderDecoder
+    context(cfg, role)        the BuildContext every variant of cfg is built from
     build_copy_model(cfg)     an encoder-decoder wrapped in a pointer-generator (pointer.py)
     max_positions(cfg)        the longest sequence cfg's position scheme can place (None: any)
 """
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import functools
 import math
 
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .alignment import ALIGNMENT_KERNELS, CROSS_KERNELS
 from .config import Choice, ConfigError, ModelConfig, check_options
-from .ffn import FFN_FIXED, FFNS
-from .heads import HEAD_FIXED, HEADS
-from .mixers import MIXER_FIXED, MIXERS
-from .alignment import ALIGNMENT_KERNELS, CROSS_KERNEL_FIXED, CROSS_KERNELS
-from .kernels import KERNEL_FIXED, KERNELS
-from .model import RESIDUAL_FIXED, RESIDUALS, Attention, Block, EncoderDecoder, Model, init_weights
-from .norms import NORM_FIXED, NORMS
-from .patterns import PATTERN_FIXED, PATTERNS
+from .ffn import FFNS
+from .heads import HEADS
+from .kernels import KERNELS
+from .mixers import MIXERS, Attention
+from .model import RESIDUALS, Block, EncoderDecoder, Model, init_weights
+from .norms import NORMS
+from .patterns import PATTERNS
 from .pointer import PointerGenerator
-from .positions import POSITION_FIXED, POSITIONS
+from .positions import POSITIONS
+from .variant import BuildContext
 
 ARCHS = ("decoder", "encoder", "encoder-decoder")
 
 
-def _make(choice: Choice, registry: dict, axis: str, fixed: tuple, **given):
-    check_options(choice, registry, axis, fixed)
-    cls = registry[choice.kind]
+def _make(choice: Choice, registry: dict, axis: str, ctx: BuildContext):
+    """The registry entry `choice` names, built by its class's hook from `ctx` and the options."""
+    check_options(choice, registry, axis)
     try:
-        return cls(**given, **choice.options)
+        return registry[choice.kind].from_config(ctx, **choice.options)
+    except ConfigError:  # a part built inside the hook (attention's kernel) said what is wrong
+        raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{axis} {choice.kind!r}: {e}") from None
+
+
+def context(cfg: ModelConfig, role: str = "decoder-only") -> BuildContext:
+    """What every variant of `cfg` is built from, for a block of the stack `role`."""
+    return BuildContext(dim=cfg.dim, heads=cfg.heads, kv_heads=cfg.kv_heads or cfg.heads, context=cfg.context,
+                        vocab_size=cfg.vocab_size, bias=cfg.bias, dropout=cfg.dropout, layers=cfg.layers,
+                        encoder_layers=cfg.encoder_layers or cfg.layers, role=role,
+                        new_kernel=functools.partial(_kernel, cfg))
 
 
 def validate(cfg: ModelConfig) -> None:
@@ -67,26 +81,26 @@ def validate(cfg: ModelConfig) -> None:
     if cfg.loss_chunk < 0:
         raise ConfigError(f"model.loss_chunk must be 0 (off) or a number of tokens, got {cfg.loss_chunk}")
     _check_option_ranges(cfg)
-    check_options(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED)
+    check_options(cfg.pos, POSITIONS, "model.pos")
     if cfg.kernel.kind in ALIGNMENT_KERNELS:
         raise ConfigError(f"model.kernel {cfg.kernel.kind!r} is a stateful cross-attention kernel; set "
                           f"model.cross_kernel={cfg.kernel.kind} on an encoder-decoder (model.kernel: "
                           f"{', '.join(KERNELS)})")
-    check_options(cfg.kernel, KERNELS, "model.kernel", KERNEL_FIXED)
+    check_options(cfg.kernel, KERNELS, "model.kernel")
     if cfg.cross_kernel is not None:
         if cfg.arch != "encoder-decoder":
             raise ConfigError(f"model.cross_kernel needs model.arch=encoder-decoder (a {cfg.arch} model has no "
                               f"cross-attention); use model.kernel for self-attention")
-        check_options(cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel", CROSS_KERNEL_FIXED)
-    check_options(cfg.attention_pattern, PATTERNS, "model.attention_pattern", PATTERN_FIXED)
+        check_options(cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel")
+    check_options(cfg.attention_pattern, PATTERNS, "model.attention_pattern")
     _check_mixers(cfg)
     if PATTERNS[cfg.attention_pattern.kind].positions_in_cache and POSITIONS[cfg.pos.kind].absolute:
         raise ConfigError(f"model.attention_pattern={cfg.attention_pattern.kind} places positions inside its cache; "
                           f"model.pos={cfg.pos.kind} adds absolute vectors to the input (use rope, xpos, alibi or none)")
-    check_options(cfg.ffn, FFNS, "model.ffn", FFN_FIXED)
-    check_options(cfg.norm, NORMS, "model.norm", NORM_FIXED)
-    check_options(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED)
-    check_options(cfg.head, HEADS, "model.head", HEAD_FIXED)
+    check_options(cfg.ffn, FFNS, "model.ffn")
+    check_options(cfg.norm, NORMS, "model.norm")
+    check_options(cfg.residual, RESIDUALS, "model.residual")
+    check_options(cfg.head, HEADS, "model.head")
     if cfg.type_vocab_size < 0:
         raise ConfigError(f"model.type_vocab_size must be 0 (none) or more, got {cfg.type_vocab_size}")
 
@@ -102,7 +116,7 @@ def _mixer_choice(cfg: ModelConfig, kind: str) -> Choice:
 
 
 def _check_mixers(cfg: ModelConfig) -> None:
-    check_options(cfg.mixer, MIXERS, "model.mixer", MIXER_FIXED)
+    check_options(cfg.mixer, MIXERS, "model.mixer")
     for kind in set(mixer_kinds(cfg)):
         if kind not in MIXERS:
             raise ConfigError(f"model.mixer_pattern: unknown mixer kind {kind!r}; valid kinds: {', '.join(MIXERS)}")
@@ -146,44 +160,35 @@ def _check_finite(cfg: ModelConfig) -> None:
                 raise ConfigError(f"{key} must be a finite number, got {v}")
 
 
-def _attention(cfg: ModelConfig) -> Attention:
-    kernel = _make(cfg.kernel, KERNELS, "model.kernel", KERNEL_FIXED, dropout=cfg.dropout)
-    return Attention(cfg.dim, cfg.heads, cfg.kv_heads or cfg.heads, cfg.bias, kernel)
+def _kernel(cfg: ModelConfig) -> nn.Module:
+    """A fresh self-attention kernel (`model.kernel`): every attention layer has its own."""
+    return _make(cfg.kernel, KERNELS, "model.kernel", context(cfg))
 
 
-def _cross_attention(cfg: ModelConfig) -> Attention:
+def _cross_attention(cfg: ModelConfig, ctx: BuildContext) -> Attention:
     """The decoder's cross-attention: `model.cross_kernel` (None: the same kernel as `model.kernel`)."""
-    if cfg.cross_kernel is None:
-        return _attention(cfg)
-    given = {"dropout": cfg.dropout, "heads": cfg.heads}
-    params = inspect.signature(CROSS_KERNELS[cfg.cross_kernel.kind]).parameters
-    kernel = _make(cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel", CROSS_KERNEL_FIXED,
-                   **{k: v for k, v in given.items() if k in params})
-    return Attention(cfg.dim, cfg.heads, cfg.kv_heads or cfg.heads, cfg.bias, kernel)
+    if cfg.cross_kernel is not None:
+        cross_kernel = functools.partial(_make, cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel", ctx)
+        ctx = dataclasses.replace(ctx, new_kernel=cross_kernel)
+    return Attention.from_config(ctx)
 
 
-def _mixer(cfg: ModelConfig, kind: str) -> nn.Module:
-    """One layer's sequence mixer (model.mixer / model.mixer_pattern): attention or retention."""
-    if kind == "attention" and not cfg.mixer.options:
-        return _attention(cfg)
-    given = {"dim": cfg.dim, "heads": cfg.heads, "kv_heads": cfg.kv_heads or cfg.heads, "bias": cfg.bias}
-    params = inspect.signature(MIXERS[kind]).parameters
-    if "kernel" in params:
-        given["kernel"] = _make(cfg.kernel, KERNELS, "model.kernel", KERNEL_FIXED, dropout=cfg.dropout)
-    return _make(_mixer_choice(cfg, kind), MIXERS, "model.mixer", MIXER_FIXED,
-                 **{k: v for k, v in given.items() if k in params})
+def _mixer(cfg: ModelConfig, kind: str, ctx: BuildContext) -> nn.Module:
+    """One layer's sequence mixer (model.mixer / model.mixer_pattern): a kind of MIXERS."""
+    return _make(_mixer_choice(cfg, kind), MIXERS, "model.mixer", ctx)
 
 
 def _block(cfg: ModelConfig, cross: bool = False, role: str = "decoder-only", kind: str = "attention") -> Block:
-    ffn = _make(cfg.ffn, FFNS, "model.ffn", FFN_FIXED, dim=cfg.dim, bias=cfg.bias, dropout=cfg.dropout)
-    residual = _make(cfg.residual, RESIDUALS, "model.residual", RESIDUAL_FIXED, **_residual_args(cfg, role))
+    ctx = context(cfg, role)
+    ffn = _make(cfg.ffn, FFNS, "model.ffn", ctx)
+    residual = _make(cfg.residual, RESIDUALS, "model.residual", ctx)
     if not cross:
-        return Block(_mixer(cfg, kind), _norm(cfg), ffn, _norm(cfg), residual)
-    return Block(_mixer(cfg, kind), _norm(cfg), ffn, _norm(cfg), residual, _cross_attention(cfg), _norm(cfg))
+        return Block(_mixer(cfg, kind, ctx), _norm(cfg), ffn, _norm(cfg), residual)
+    return Block(_mixer(cfg, kind, ctx), _norm(cfg), ffn, _norm(cfg), residual, _cross_attention(cfg, ctx), _norm(cfg))
 
 
 def _norm(cfg: ModelConfig) -> nn.Module:
-    return _make(cfg.norm, NORMS, "model.norm", NORM_FIXED, dim=cfg.dim, bias=cfg.bias)
+    return _make(cfg.norm, NORMS, "model.norm", context(cfg))
 
 
 def _final_norm(cfg: ModelConfig) -> nn.Module:
@@ -192,7 +197,7 @@ def _final_norm(cfg: ModelConfig) -> nn.Module:
 
 
 def _pattern(cfg: ModelConfig) -> nn.Module:
-    return _make(cfg.attention_pattern, PATTERNS, "model.attention_pattern", PATTERN_FIXED)
+    return _make(cfg.attention_pattern, PATTERNS, "model.attention_pattern", context(cfg))
 
 
 def _embed_norm(cfg: ModelConfig) -> nn.Module | None:
@@ -200,11 +205,11 @@ def _embed_norm(cfg: ModelConfig) -> nn.Module | None:
 
 
 def _head(cfg: ModelConfig) -> nn.Module:
-    return _make(cfg.head, HEADS, "model.head", HEAD_FIXED, dim=cfg.dim, vocab_size=cfg.vocab_size)
+    return _make(cfg.head, HEADS, "model.head", context(cfg))
 
 
 def _position(cfg: ModelConfig) -> nn.Module:
-    return _make(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED, **_pos_args(cfg))
+    return _make(cfg.pos, POSITIONS, "model.pos", context(cfg))
 
 
 class _NoRandomFill(TorchFunctionMode):
@@ -255,7 +260,7 @@ def build_copy_model(cfg: ModelConfig, unk_id: int = 3, layer: int = -1) -> Poin
 def max_positions(cfg: ModelConfig) -> int | None:
     """The most tokens a sequence may have under cfg's position scheme (None: no limit), as the
     scheme's class declares it (`Position.max_len`); learned positions stop at model.context."""
-    check_options(cfg.pos, POSITIONS, "model.pos", POSITION_FIXED)
+    check_options(cfg.pos, POSITIONS, "model.pos")
     return POSITIONS[cfg.pos.kind].max_len(cfg.context)
 
 
@@ -281,18 +286,3 @@ def _init(model: nn.Module, cfg: ModelConfig) -> None:
     init_weights(model, cfg.init_std)
     for block in [m for m in model.modules() if isinstance(m, Block)]:  # encoder blocks first, as built
         block.residual.init_block(block)
-
-
-def _residual_args(cfg: ModelConfig, role: str) -> dict:
-    """The fixed arguments a residual class takes: dropout, and the stack's role and depths."""
-    all_args = {"dropout": cfg.dropout, "role": role, "layers": cfg.layers,
-                "encoder_layers": cfg.encoder_layers or cfg.layers}
-    params = inspect.signature(RESIDUALS[cfg.residual.kind]).parameters
-    return {k: v for k, v in all_args.items() if k in params}
-
-
-def _pos_args(cfg: ModelConfig) -> dict:
-    """The fixed arguments a position class takes, out of dim / heads / head_dim / context."""
-    all_args = {"dim": cfg.dim, "heads": cfg.heads, "head_dim": cfg.dim // cfg.heads, "context": cfg.context}
-    params = inspect.signature(POSITIONS[cfg.pos.kind]).parameters
-    return {k: v for k, v in all_args.items() if k in params}

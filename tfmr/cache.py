@@ -13,30 +13,66 @@
     DecodeState      the per-sequence state between decoding steps (caches, position, memory, and
                      the alignment kernels' previous alignments, `align`)
 
-Attention hands its queries, keys and values to `cache.place(attn, x, q, k, v, pos, start, mask)`
--> (q, k, v, mask): the default rotates at absolute positions, stores, and shifts the mask to
-where the returned keys start (`cache.key_start` after `update`, `Mask.keys_from`). A cache whose
-positions live inside it (sinks, segment memory) rotates after storing instead, at the positions
-the keys have in the cache, and places the mask there (`Mask.placed`). Preallocation keeps memory flat and makes the decode step
-free of reallocations. `kv_bytes_per_token` gives the cache cost of a model shape (MHA vs GQA vs MQA).
+The seams, written down: every per-layer decoding state is a `LayerCache` (beam search reorders
+it, memory.py counts its bytes); what attention hands its keys to is a `KeyStore`, which only
+stores. Rotation is attention's own step (mixers.Attention): keys arrive rotated at absolute
+positions and are stored as they come, or, for a store that declares `positions_inside` (sinks,
+segment memory), arrive unrotated and are rotated by attention after `store`, at the positions
+they hold inside the store (`rotate_inside`). `store` also moves the mask to where the returned
+keys sit (`Mask.keys_from` after a rolling cache, `Mask.placed` inside). Preallocation keeps
+memory flat and makes the decode step free of reallocations. `kv_bytes_per_token` gives the
+cache cost of a model shape (MHA vs GQA vs MQA).
 """
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 import torch
 
 
-class Placement:
-    """The default `place`: positions act at absolute positions, then the cache stores the keys."""
+@runtime_checkable
+class LayerCache(Protocol):
+    """One layer's decoding state, whatever the mixer: a key/value store or a recurrent state."""
 
-    def place(self, attn, x, q, k, v, pos, start, mask):
-        """q (B, H, T, D), k and v (B, Hkv, T, D) of `x` (B, T, dim) placed at `start` ->
-        (q, k, v, mask) for the kernel: rotated, keys and values of every held position."""
-        q, k = pos.rotate(q, k, start)
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` (beam search keeps the surviving hypotheses)."""
+
+    def bytes(self) -> int:
+        """Bytes held now (memory.py's estimate of decoding)."""
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """Where attention keeps keys and values between decoding steps. It stores; attention rotates.
+
+    positions_inside: False, keys come rotated at their absolute positions; True, keys come
+    unrotated and attention rotates them after `store` at 0 .. Tk - 1 (`rotate_inside`).
+    store(attn, x, k, v, start, mask) -> (k, v, mask): the new keys and values (B, Hkv, T, D) of
+    `x` (B, T, dim) at `start` stored; every held key and value (B, Hkv, Tk, D), oldest first,
+    and the mask placed where those keys sit."""
+
+    positions_inside: bool
+
+    def store(self, attn, x, k, v, start, mask) -> tuple:
+        ...
+
+    def reorder(self, index: torch.Tensor) -> None:
+        ...
+
+
+class AbsoluteStore:
+    """The default `store`, for keys at absolute positions: `update` writes them (a subclass says
+    how) and sets `key_start`, the position of the first key it returns."""
+
+    positions_inside = False
+    key_start = 0
+
+    def store(self, attn, x, k, v, start, mask):
         k, v = self.update(k, v, start)  # (B, Hkv, Tk, D): cached keys, oldest first
-        return q, k, v, mask.keys_from(self.key_start)  # a rolling cache no longer starts at 0
+        return k, v, mask.keys_from(self.key_start)  # a rolling cache no longer starts at 0
 
 
-def positions_inside(pos, q, k):
+def rotate_inside(pos, q, k):
     """Rotate keys at positions 0 .. Tk - 1 and the T queries at the last T of them (positions
     inside the cache: StreamingLLM, Transformer-XL). -> q, k."""
     q, _ = pos.rotate(q, q, k.shape[2] - q.shape[2])
@@ -44,7 +80,7 @@ def positions_inside(pos, q, k):
     return q, k
 
 
-class KVCache(Placement):
+class KVCache(AbsoluteStore):
     def __init__(self, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device):
         shape = (batch, kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
@@ -147,10 +183,11 @@ class SinkCache(KVCache):
         self.next_pos = start + T
         return k_all, v_all
 
-    def place(self, attn, x, q, k, v, pos, start, mask):
-        k, v = self.update(k, v, start)  # unrotated: positions are assigned inside the cache
-        q, k = positions_inside(pos, q, k)
-        return q, k, v, mask.placed(k.shape[2] - q.shape[2], 0)
+    positions_inside = True  # keys come unrotated: attention rotates them at their cache positions
+
+    def store(self, attn, x, k, v, start, mask):
+        k, v = self.update(k, v, start)  # (B, Hkv, n, D): sinks, window, new
+        return k, v, mask.placed(k.shape[2] - x.shape[1], 0)
 
     def held(self) -> int:
         return min(self.next_pos, self.sinks) + min(max(self.next_pos - self.sinks, 0), self.window)
@@ -173,14 +210,15 @@ class SegmentMemory:
         self.length = length
         self.h: torch.Tensor | None = None  # (B, M, dim)
 
-    def place(self, attn, x, q, k, v, pos, start, mask):
+    positions_inside = True  # keys at 0 .. M + T - 1, relative to the memory
+
+    def store(self, attn, x, k, v, start, mask):
         if self.h is not None:
             mk, mv = attn.project_kv(self.h)  # (B, Hkv, M, D)
             k, v = torch.cat((mk, k), dim=2), torch.cat((mv, v), dim=2)  # (B, Hkv, M + T, D)
         self.h = x.detach() if self.h is None else torch.cat((self.h, x.detach()), dim=1)
         self.h = self.h[:, -self.length:]  # (B, M', dim)
-        q, k = positions_inside(pos, q, k)
-        return q, k, v, mask.placed(k.shape[2] - q.shape[2], 0)
+        return k, v, mask.placed(k.shape[2] - x.shape[1], 0)
 
     def bytes(self) -> int:
         return 0 if self.h is None else self.h.numel() * self.h.element_size()
@@ -238,7 +276,7 @@ class DecodeState:
     `reorder(index)` keeps batch rows `index` (beam search); it applies to every part.
     """
 
-    def __init__(self, cache: list[KVCache], pos: int = 0, memory: torch.Tensor | None = None,
+    def __init__(self, cache: list[LayerCache], pos: int = 0, memory: torch.Tensor | None = None,
                  memory_mask: torch.Tensor | None = None):
         self.cache, self.pos = cache, pos
         self.memory, self.memory_mask = memory, memory_mask

@@ -73,29 +73,31 @@ class ModelConfig:
     dropout: float = 0.0
     bias: bool = True  # bias in linear layers and LayerNorm
     tie_embeddings: bool = True
-    pos: Choice = choice("learned")
-    kernel: Choice = choice("sdpa")
-    attention_pattern: Choice = choice("dense")  # dense | sliding | longformer | bigbird | sinks (patterns.PATTERNS)
-    mixer: Choice = choice("attention")  # what each block runs: attention | retention (mixers.MIXERS)
+    # Each Choice below is one axis: its kinds are the keys of the registry named beside it, and a
+    # wrong kind or option is refused with the valid ones listed (builder.validate)
+    pos: Choice = choice("learned")  # positions.POSITIONS
+    kernel: Choice = choice("sdpa")  # kernels.KERNELS
+    attention_pattern: Choice = choice("dense")  # which keys each query sees: patterns.PATTERNS
+    mixer: Choice = choice("attention")  # what each block runs: mixers.MIXERS
     # a hybrid stack: mixer kinds repeated over the layers ("retention,attention": odd layers attention);
     # "" means model.mixer everywhere
     mixer_pattern: str = ""
-    ffn: Choice = choice("mlp", mult=4, activation="gelu")
-    norm: Choice = choice("layernorm")
-    residual: Choice = choice("pre")  # where the norm sits: pre | post | deepnorm
+    ffn: Choice = choice("mlp", mult=4, activation="gelu")  # ffn.FFNS
+    norm: Choice = choice("layernorm")  # norms.NORMS
+    residual: Choice = choice("pre")  # where the norm sits: model.RESIDUALS
     init_std: float = 0.02
     label_smoothing: float = 0.0
     loss_chunk: int = 0  # > 0: training loss over this many tokens at a time, never all (B, T, vocab) logits
     pad_id: int | None = None  # padding token: masked as a key, ignored as a target
-    head: Choice = choice("linear")  # output head: linear (bias=False) | mlm (BERT's transform + bias)
+    head: Choice = choice("linear")  # output head: heads.HEADS
     type_vocab_size: int = 0  # > 0: token-type (segment) embeddings added to the input (BERT)
     embed_norm: bool = False  # a norm right after the embeddings (BERT's embedding LayerNorm)
     # encoder-decoder only
     encoder_layers: int | None = None  # None: same as layers
     src_vocab_size: int | None = None  # None: same as vocab_size
     share_embeddings: bool = True  # one embedding for source, target and output
-    # the decoder's cross-attention kernel: None = same as `kernel`; any kernel, or a stateful
-    # alignment kernel: location | monotonic (alignment.CROSS_KERNELS)
+    # the decoder's cross-attention kernel: None = same as `kernel`; any kind of alignment.CROSS_KERNELS
+    # (every kernel, and the stateful alignment kernels of alignment.ALIGNMENT_KERNELS)
     cross_kernel: Choice | None = None
 
 
@@ -481,15 +483,18 @@ def merge_into(cfg: RunConfig, data: dict) -> RunConfig:
     return cfg
 
 
-def check_options(choice_: Choice, registry: dict, axis: str, fixed: tuple[str, ...] = (),
+def check_options(choice_: Choice, registry: dict, axis: str, fixed: tuple[str, ...] | None = None,
                   method: str | None = None) -> None:
     """Check a Choice against its registry: known kind, and options the class accepts.
 
-    `fixed` names constructor arguments the builder passes itself (not user options); `method`
+    `fixed` names constructor arguments the caller passes itself (not user options); by default
+    those the class declares it receives from the build (`variant.Variant.receives`). `method`
     checks the options against a classmethod (e.g. a tokenizer's `train`) instead of `__init__`.
     """
     if choice_.kind not in registry:
         raise ConfigError(f"unknown {axis} kind {choice_.kind!r}; valid kinds: {', '.join(registry)}")
+    if fixed is None:
+        fixed = getattr(registry[choice_.kind], "receives", ())
     target = registry[choice_.kind] if method is None else getattr(registry[choice_.kind], method)
     params = inspect.signature(target).parameters
     valid = [n for n, p in params.items()

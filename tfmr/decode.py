@@ -1,8 +1,9 @@
 """Decoding: turn a model's next-token distributions into token ids.
 
-Functions over the small model protocol, so they work for decoder-only and encoder-decoder
-models alike:
+Functions over the small model protocol (`Decodable`, written down below), so they work for
+decoder-only and encoder-decoder models and the pointer-generator alike:
 
+    model.needs_source                                             (encoder-decoders: src=...)
     model.start_state(batch, max_len, src=None) -> DecodeState   (KV caches, position, memory)
     model.step(tokens (B, T), state) -> (next-token logits (B, V), state)
     state.reorder(rows)                                            (beam search keeps survivors)
@@ -34,11 +35,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 import torch
 
 NEG = -1.0e9  # the "impossible" score beam search adds, as Hugging Face does (not -inf: it is summed)
+
+
+@runtime_checkable
+class Decodable(Protocol):
+    """What the decoders here need of a model (model.Model, model.EncoderDecoder,
+    pointer.PointerGenerator). The state is a cache.DecodeState (or a subclass): per-layer caches,
+    the next position `pos`, and `reorder(rows)`."""
+
+    needs_source: bool  # True: start_state needs the source ids (encoder-decoders)
+
+    def start_state(self, batch: int, max_len: int, src: torch.Tensor | None = None):
+        """A fresh decoding state for `batch` rows of up to `max_len` tokens."""
+
+    def step(self, tokens: torch.Tensor, state) -> tuple[torch.Tensor, object]:
+        """Feed tokens (B, T) at state.pos -> (next-token logits (B, V), the advanced state)."""
 
 
 # ------------------------------------------------------------------------ settings

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import Placement
+from .cache import AbsoluteStore
 from .decode import Beams, NBest, Sampling, check_decoding, exponential_race
 from .masks import Mask
 from .positions import Where
@@ -52,7 +52,7 @@ from .positions import Where
 SRC_BUCKET = 16  # compiled encoding pads sources to a multiple of this (one graph per multiple)
 
 
-class StaticCache(nn.Module, Placement):
+class StaticCache(nn.Module, AbsoluteStore):
     """One layer's keys and values, preallocated for the whole generation; buffers, so a CUDA
     graph sees the same memory on every replay. `update` writes at the `Where`'s slots and returns
     the whole buffer: the mask hides what is not filled yet."""
@@ -119,9 +119,11 @@ class FastDecoder(nn.Module):
         if not model.needs_source and not model.causal:
             raise ValueError("FastDecoder decodes causal models (decoder-only or encoder-decoder); "
                              "this one is an encoder")
-        if model.needs_source and any(b.cross.kernel.stateful for b in model.blocks):
+        crosses = [b.cross.kernel for b in model.blocks] if model.needs_source else []
+        stateful = {type(k).__name__ for k in crosses if k.stateful}  # declared on the kernel class
+        if stateful:
             raise ValueError("FastDecoder has no place for a stateful cross-attention kernel's alignment "
-                             "(location-aware, monotonic): use tfmr.decode (greedy, sample, beam_search)")
+                             f"({', '.join(sorted(stateful))}): use tfmr.decode (greedy, sample, beam_search)")
         if model.pattern.positions_in_cache or not all(b.attn.fast_decoding for b in model.blocks):
             raise ValueError("FastDecoder keeps a static key/value cache at absolute positions; this model's "
                              f"{type(model.pattern).__name__} pattern or sequence mixers keep their own decoding "

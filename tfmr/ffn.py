@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .variant import Variant
+
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
@@ -43,11 +45,13 @@ def _activation(name: str):
     return ACTIVATIONS[name]
 
 
-class FFN(nn.Module):
+class FFN(nn.Module, Variant):
     """Base of the feed-forward sublayers: `ffn(x) -> (y, aux_loss or None)`, with the
-    declarations init reads (see the module docstring)."""
+    declarations init reads (see the module docstring). The build passes every FFN the model's
+    dim, the bias setting and the dropout (`receives`); the rest of `__init__` is options."""
 
     output_projections: tuple[str, ...]  # every subclass names its down projection(s)
+    receives = ("dim", "bias", "dropout")
 
     def residual_projections(self) -> list[nn.Linear]:
         """The Linear layers that write into the residual stream (depth-scaled at init)."""
@@ -363,4 +367,3 @@ def expert_stats(model: nn.Module) -> dict:
 
 
 FFNS = {"mlp": MLP, "glu": GLU, "swiglu": SwiGLU, "geglu": GeGLU, "reglu": ReGLU, "moe": MoE}
-FFN_FIXED = ("dim", "bias", "dropout")

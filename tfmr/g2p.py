@@ -36,6 +36,7 @@ from .tasks.g2p_text import ACRONYM, BOUNDARY, WORD, Token, acronym_phones, toke
 from .tasks.homographs import choose
 from .tasks.phonemes import FORMATS, format_phones, strip_stress
 from .tasks.possessive import possessive
+from .tasks.symbols import escape
 
 DICTIONARY, SPELLED, PREDICTED, LOW_CONFIDENCE = "dictionary", "spelled", "predicted", "low-confidence"
 COMPOSED = "composed"  # a possessive of a dictionary word, from its entry (tasks/possessive.py)
@@ -75,24 +76,25 @@ class _Entry:
 
 class G2P:
     """The pronouncing engine. `checkpoint`: a training checkpoint or an export (None: the model
-    shipped with tfmr); `beam`: the beam for predicted words (None: the model's); `model_only`:
-    send every readable word to the model."""
+    shipped with tfmr), or `loaded`: a (model, vocab, cfg) already in memory; `beam`: the beam for
+    predicted words (None: the model's); `model_only`: send every readable word to the model."""
 
-    def __init__(self, checkpoint: str | Path | None = None, beam: int | None = None, model_only: bool = False):
+    def __init__(self, checkpoint: str | Path | None = None, beam: int | None = None, model_only: bool = False,
+                 loaded: tuple | None = None):
         if beam is not None and beam < 1:
             raise ConfigError(f"--beam must be at least 1 (1 = greedy), got {beam}")
-        self.checkpoint, self.beam, self.model_only = checkpoint, beam, model_only
+        self.checkpoint, self.beam, self.model_only, self.loaded = checkpoint, beam, model_only, loaded
         self.lexicon = task.lexicon(True)
         self.model_stress: bool | None = None  # whether the model predicts stress (its cfg.data.stress), once loaded
 
     def model(self):
-        """(model, vocab, cfg), loaded once per process (NoShippedModel when there is none)."""
+        """(model, vocab, cfg): `loaded` when given (a model already in memory, as a benchmark
+        converts it), else loaded once per process (NoShippedModel when there is none)."""
+        if self.loaded is not None:
+            return self.loaded
         if self.checkpoint is not None:
             return _load_checkpoint(str(Path(self.checkpoint).resolve()))
-        if not task.shipped_model_exists():
-            raise task.NoShippedModel(f"no G2P model is shipped in this build of tfmr (none in {task.SHIPPED}); "
-                                      f"{task.TRAIN_HINT}")
-        return _load_checkpoint(str(task.SHIPPED.resolve()))
+        return _load_checkpoint(str(task.TASK.default_checkpoint().resolve()))  # NoShippedModel when none
 
     def known(self, word: str) -> bool:
         return word in self.lexicon
@@ -167,7 +169,7 @@ class G2P:
         left = [e for e in pending if e.source == _PENDING]
         if left and triple is None:
             n = len(left)
-            raise task.NoShippedModel(f"{n} word{'s' if n > 1 else ''} ({task._some(e.word for e in left)}) "
+            raise task.NoShippedModel(f"{n} word{'s' if n > 1 else ''} ({_some(e.word for e in left)}) "
                                       f"{'are' if n > 1 else 'is'} not in CMUdict and no G2P model is shipped in this "
                                       f"build of tfmr; {task.TRAIN_HINT}")
         if left:
@@ -216,21 +218,32 @@ class G2P:
 
 @functools.lru_cache(maxsize=4)
 def _load_checkpoint(path: str):
-    from .presets import G2PConfig
-    from .seq2seq import load_run
-
     if Path(path) == task.SHIPPED.resolve():
         return task.load_shipped()
-    return load_run(path, G2PConfig)
+    return task.TASK.load_model(path)
 
 
 def why_unreadable(word: str, letters=task.LETTERS, max_letters: int | None = None) -> str | None:
-    """task.why_unreadable, and a word of apostrophes alone is no word."""
-    if word and not word.strip("'"):
+    """Why the model cannot read `word` (lower case), or None when it can."""
+    if not word:
+        return "an empty word"
+    if not word.strip("'"):
         return "it has no letters, only apostrophes"
     if "\ufffd" in word:
         return "it has bytes that are not UTF-8 (read as U+FFFD)"
-    return task.why_unreadable(word, letters, max_letters)
+    odd = sorted({c for c in word if c not in letters})
+    if odd:
+        which = ", ".join(repr(c) for c in odd)
+        lacks = "a letter a-z or an apostrophe" if letters == task.LETTERS else "in the model's alphabet"
+        return f"it has {which}, which {'is' if len(odd) == 1 else 'are'} not {lacks} (not guessed)"
+    if max_letters is not None and len(word) > max_letters:
+        return f"the model reads words of up to {max_letters} letters; this one has {len(word)}"
+    return None
+
+
+def _some(words, n: int = 3) -> str:
+    words = list(words)
+    return ", ".join(words[:n]) + (f" and {len(words) - n} more" if len(words) > n else "")
 
 
 @functools.lru_cache(maxsize=4)
@@ -246,10 +259,6 @@ def pronounce(words_or_text: str | Sequence[str], format: str = "arpabet", stres
 
 
 # ---------------------------------------------------------------------------- printing
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
 def tsv_lines(words: Iterable[Word], notes: bool = False) -> list[str]:
     """`word<TAB>source<TAB>pronunciation` per pronunciation (one line with an empty one when
     there is none); with `notes` (text input) a fourth column: the note, and the text the word
@@ -259,9 +268,9 @@ def tsv_lines(words: Iterable[Word], notes: bool = False) -> list[str]:
         extra = ""
         if notes:
             origin = f"from {w.token!r} ({w.kind})" if w.token else (w.kind if w.kind not in (WORD, BOUNDARY) else "")
-            extra = "\t" + _escape("; ".join(filter(None, [origin, w.note])))
+            extra = "\t" + escape("; ".join(filter(None, [origin, w.note])))
         for p in w.pronunciations or ("",):
-            out.append(f"{_escape(w.word)}\t{w.source}\t{p}{extra}")
+            out.append(f"{escape(w.word)}\t{w.source}\t{p}{extra}")
     return out
 
 

@@ -17,16 +17,26 @@ from torch import nn
 
 from .ffn import _activation
 from .norms import LayerNorm
+from .variant import Variant
 
 
-class LinearHead(nn.Linear):
+class Head(Variant):
+    """The output-head seam: `head(x (B, T, dim)) -> logits (B, T, vocab_size)`, with its output
+    matrix at `weight` (vocab_size, dim), which the builder ties to the token embedding. Built
+    from the model's dim and vocabulary size (`receives`); the rest of `__init__` is options."""
+
+    receives = ("dim", "vocab_size")
+    weight: torch.Tensor
+
+
+class LinearHead(nn.Linear, Head):
     """logits = x W^T (+ b): the output layer of Vaswani et al. 2017 (https://arxiv.org/abs/1706.03762)."""
 
     def __init__(self, dim: int, vocab_size: int, bias: bool = False):
         super().__init__(dim, vocab_size, bias=bias)
 
 
-class MLMHead(nn.Module):
+class MLMHead(nn.Module, Head):
     """BERT's masked-LM head (https://arxiv.org/abs/1810.04805): a dense layer, an activation and a
     LayerNorm transform the hidden state before the (tied) output matrix, which has a bias."""
 
@@ -49,4 +59,3 @@ class MLMHead(nn.Module):
 
 
 HEADS = {"linear": LinearHead, "mlm": MLMHead}
-HEAD_FIXED = ("dim", "vocab_size")

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .masks import LinearBias, Mask, dense_bias
+from .variant import Variant
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -47,13 +48,15 @@ def _float_mask(mask: Mask, bias, q: torch.Tensor, k_len: int):
 
 
 # ----------------------------------------------------------------------------- kernels
-class Kernel(nn.Module):
+class Kernel(nn.Module, Variant):
     """Base of the attention kernels: `kernel(q, k, v, mask, bias) -> (out, weights or None)`.
 
     gives_weights: whether it hands back the attention weights (B, H, Tq, Tk); variants that read
-    them (guided attention, copy heads, heatmaps) check this on the built kernel."""
+    them (guided attention, copy heads, heatmaps) check this on the built kernel.
+    receives: what the build passes (the dropout; alignment kernels also the heads)."""
 
     gives_weights: bool = False
+    receives = ("dropout",)
     # stateful: whether the kernel reads the previous target step's alignment (location-aware and
     # monotonic attention, alignment.py). Such kernels are cross-attention only (`model.cross_kernel`)
     # and take one more argument, `kernel(q, k, v, mask, bias, state)`; the builder reads this flag.
@@ -306,4 +309,9 @@ def eager_attention(model: nn.Module):
 
 
 KERNELS = {"eager": Eager, "sdpa": SDPA, "flex": Flex}
-KERNEL_FIXED = ("dropout",)
+
+
+def weight_giving(registry: dict) -> list[str]:
+    """The kinds of a kernel registry whose class gives attention weights (`gives_weights`), for
+    the messages of what needs them (copy heads, guided attention)."""
+    return [kind for kind, cls in registry.items() if cls.gives_weights]

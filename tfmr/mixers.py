@@ -1,15 +1,24 @@
 """Sequence mixers: what a block runs where a Transformer runs self-attention (`model.mixer`).
 
-    attention   multi-head softmax attention (`model.Attention`): kernels, patterns, KV cache
+    Mixer       the seam: the forward signature and the declarations every mixer answers
+    attention   multi-head softmax attention (`Attention`): GQA / MQA, kernels, patterns, KV cache;
+                also the decoder's cross-attention
     retention   RetNet's multi-scale retention (Sun et al. 2023, https://arxiv.org/abs/2307.08621):
                 a decayed linear attention with a parallel form for training and a recurrent form
                 with a fixed-size state for decoding
 
-Every mixer has Attention's forward signature, `mixer(x, pos, mask, cache, start) -> (y, weights
-or None)`, and its declarations (`fast_decoding`, `new_cache`, `new_memory`, `constant_state`,
-`activation_floats`), so `Block`, the decoders and the memory estimate take any of them. A hybrid
-stack is configuration: `model.mixer_pattern=retention,retention,attention` repeats that list of
-kinds over the layers (options from `model.mixer` for layers of its kind).
+Every mixer subclasses `Mixer`: `mixer(x, pos, mask, cache, start) -> (y, weights or None)` and
+the declarations `fast_decoding`, `causal_only`, `new_cache`, `new_memory`, `constant_state`,
+`activation_floats`, `residual_projections`, `decays`, so `Block`, the decoders, the memory
+estimate and `tfmr explore` take any of them. A hybrid stack is configuration:
+`model.mixer_pattern=retention,retention,attention` repeats that list of kinds over the layers
+(options from `model.mixer` for layers of its kind).
+
+Attention, in order (positions act as an explicit step; a cache only stores):
+
+    q_proj, k_proj, v_proj -> pos.rotate (absolute positions) -> cache.store -> kernel(mask, pos.bias)
+                           -> out_proj
+    a cache with positions inside it (sinks, segment memory): cache.store -> rotate_inside
 
 Retention, one head (h), positions n, m; gamma_h = 1 - 2^(-5 - h):
 
@@ -31,8 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import RetentionState
-from .model import Attention
+from .cache import KeyStore, LayerCache, RetentionState, SegmentMemory, rotate_inside
+from .masks import Mask
+from .positions import Start
+from .variant import BuildContext, Variant
 
 
 def retention_decays(heads: int) -> torch.Tensor:
@@ -80,7 +91,132 @@ def retention_chunk(q, k, v, log_gamma, state):
     return out, new  # (B, H, T, Dv), (B, H, Dk, Dv)
 
 
-class Retention(nn.Module):
+class Mixer(nn.Module, Variant):
+    """Base of the sequence mixers: what a block runs in its attention seat.
+
+    forward(x (B, T, dim), pos, mask, cache=None, start=0, kv=None, state=None)
+        -> (y (B, T, dim), weights (B, H, T, Tk) or None); `kv` and `state`: cross-attention only
+    fast_decoding     FastDecoder's static per-row cache can run it
+    causal_only       decoders only (the builder refuses it in encoders)
+    new_cache(pattern, batch, max_len, dtype, device) -> LayerCache   its decoding state, one layer
+    new_memory(length) -> LayerCache                  its Transformer-XL segment memory
+    constant_state(pattern)     whether that state stays one size however long the text
+    activation_floats(T)        floats per token autograd keeps in training (memory.py)
+    residual_projections()      the projections that write into the residual stream (init)
+    decays()                    log decay per head (H,) of a decayed mixer (retention), else None:
+                                what `tfmr explore` draws for a layer that gives no weights"""
+
+    fast_decoding: bool = False
+    causal_only: bool = False
+
+    def new_cache(self, pattern, batch: int, max_len: int, dtype, device) -> LayerCache:
+        raise NotImplementedError
+
+    def new_memory(self, length: int) -> LayerCache:
+        raise NotImplementedError
+
+    def constant_state(self, pattern) -> bool:
+        raise NotImplementedError
+
+    def activation_floats(self, T: int) -> int:
+        raise NotImplementedError
+
+    def residual_projections(self) -> list[nn.Linear]:
+        return [self.out_proj]
+
+    def decays(self) -> torch.Tensor | None:
+        return None
+
+
+class Attention(Mixer):
+    """Multi-head attention with separate q/k/v projections; GQA / MQA through `kv_heads`
+    (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762; GQA: https://arxiv.org/abs/2305.13245).
+    The `attention` kind of `model.mixer`, and the decoder's cross-attention (`kv` given)."""
+
+    fast_decoding = True
+    causal_only = False  # retention is causal only; attention runs in encoders too
+    receives = ("dim", "heads", "kv_heads", "bias", "kernel")  # all of it: attention has no options
+
+    def __init__(self, dim: int, heads: int, kv_heads: int, bias: bool, kernel: nn.Module):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        if heads % kv_heads:
+            raise ValueError(f"heads {heads} is not a multiple of kv_heads {kv_heads}")
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.q_proj = nn.Linear(dim, heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=bias)
+        self.out_proj = nn.Linear(heads * self.head_dim, dim, bias=bias)
+        self.kernel = kernel
+
+    @classmethod
+    def from_config(cls, ctx: BuildContext, **options) -> "Attention":
+        """Self-attention on a fresh `model.kernel` (ctx.new_kernel)."""
+        return cls(ctx.dim, ctx.heads, ctx.kv_heads, ctx.bias, ctx.new_kernel(), **options)
+
+    # ------------------------------------------------------------ declarations (see Mixer)
+    def new_cache(self, pattern, batch: int, max_len: int, dtype, device) -> KeyStore:
+        return pattern.new_cache(batch, self.kv_heads, max_len, self.head_dim, dtype, device)
+
+    def new_memory(self, length: int) -> SegmentMemory:
+        return SegmentMemory(length)
+
+    def constant_state(self, pattern) -> bool:
+        return pattern.constant_state
+
+    def activation_floats(self, T: int) -> int:
+        dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return 4 * dim + 2 * kv_dim + (2 * self.heads * T if self.kernel.gives_weights else 0)
+
+    # ------------------------------------------------------------ forward
+    def project_kv(self, src: torch.Tensor):
+        """Keys and values of `src` (B, S, dim) -> two (B, Hkv, S, D)."""
+        B, S, _ = src.shape
+        k = self.k_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, D)
+        v = self.v_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, D)
+        return k, v
+
+    def forward(self, x, pos, mask: Mask, cache: KeyStore | None = None, start: Start = 0, kv=None, state=None):
+        """Self-attention over `x`, or cross-attention when `kv` (keys, values of a memory) is given.
+        `state`: a stateful (alignment) kernel's state between decoding steps (alignment.AlignmentState),
+        handed to the kernel as its sixth argument; None in training and for every other kernel."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        if kv is None:  # self-attention: positions act on q and k, the cache stores
+            q, k, v, mask = self.self_keys(x, q, pos, mask, cache, start)  # k, v: (B, Hkv, Tk, D)
+            bias = pos.bias(T, k.shape[2], start)  # a Bias the kernel evaluates at the mask's positions, or None
+        else:  # cross-attention: keys and values come from the encoder memory, no positions
+            (k, v), bias = kv, None
+        if self.kv_heads != self.heads:  # share each key/value head among heads // kv_heads queries
+            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)  # (B, H, Tk, D)
+            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        if state is None:
+            out, weights = self.kernel(q, k, v, mask, bias)  # (B, H, T, D)
+        else:  # decoding with an alignment kernel: it starts from the previous step's alignment
+            out, weights = self.kernel(q, k, v, mask, bias, state)
+        out = out.transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # (B, T, H*D)
+        return self.out_proj(out), weights
+
+    def self_keys(self, x, q, pos, mask: Mask, cache: KeyStore | None, start: Start):
+        """Keys and values of `x` with q and k rotated -> (q, k, v, mask). Rotation is this step's,
+        not the cache's: at absolute positions before the cache stores the keys, or, for a cache
+        that places positions inside itself, after it returns every held key (at 0 .. Tk - 1)."""
+        k, v = self.project_kv(x)  # (B, Hkv, T, D)
+        inside = cache is not None and cache.positions_inside
+        if not inside:
+            q, k = pos.rotate(q, k, start)
+        if cache is not None:
+            k, v, mask = cache.store(self, x, k, v, start, mask)  # (B, Hkv, Tk, D): every held key, oldest first
+        if inside:
+            q, k = rotate_inside(pos, q, k)
+        return q, k, v, mask
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}"
+
+
+class Retention(Mixer):
     """Multi-scale retention (RetNet, https://arxiv.org/abs/2307.08621), causal only.
 
     q_proj, k_proj: dim -> dim; v_proj, g_proj: dim -> value_factor * dim (the paper's 2);
@@ -93,6 +229,7 @@ class Retention(nn.Module):
 
     fast_decoding = False  # FastDecoder's static per-row cache holds keys, not a recurrent state
     causal_only = True  # the builder refuses it in encoders
+    receives = ("dim", "heads", "bias")
 
     def __init__(self, dim: int, heads: int, bias: bool = True, value_factor: float = 2.0, eps: float = 1e-5):
         super().__init__()
@@ -117,10 +254,7 @@ class Retention(nn.Module):
         self.log_gamma = self.log_gamma.float()  # the decays stay float32 under model.to(bf16)
         return out
 
-    # ------------------------------------------------------------ declarations (see model.Attention)
-    def residual_projections(self) -> list[nn.Linear]:
-        return [self.out_proj]
-
+    # ------------------------------------------------------------ declarations (see Mixer)
     def new_cache(self, pattern, batch: int, max_len: int, dtype, device) -> RetentionState:
         return RetentionState(batch, self.heads, self.head_dim, self.value_dim, dtype, device)
 
@@ -135,6 +269,10 @@ class Retention(nn.Module):
     def activation_floats(self, T: int) -> int:
         dim, vdim = self.heads * self.head_dim, self.heads * self.value_dim
         return 3 * dim + 6 * vdim + 2 * self.heads * T  # x, q, k; v, g, swish, o, norm, gated; scores
+
+    def decays(self) -> torch.Tensor:
+        """log gamma_h per head (H,) float32: the decay D[n, m] = gamma_h^(n - m) (`decay_mask`)."""
+        return self.log_gamma
 
     # ------------------------------------------------------------ forward
     def forward(self, x, pos, mask, cache: RetentionState | None = None, start=0, kv=None, state=None):
@@ -161,5 +299,3 @@ class Retention(nn.Module):
 
 
 MIXERS = {"attention": Attention, "retention": Retention}
-# Arguments the builder passes itself (each class takes the ones it needs).
-MIXER_FIXED = ("dim", "heads", "kv_heads", "bias", "kernel")

@@ -5,19 +5,20 @@
       -> pos.embed                        absolute positions         位置编码
       -> embed_norm                       a norm on the embeddings (BLOOM); identity by default
       -> Block x layers:
-           Residual(attn_norm, Attention)  self-attention             自注意力 / 多头注意力
-             q_proj, k_proj, v_proj -> pos.rotate -> cache -> kernel(mask, pos.bias) -> out_proj
+           Residual(attn_norm, mixer)      self-attention (mixers.py)  自注意力 / 多头注意力
+             q_proj, k_proj, v_proj -> pos.rotate -> cache.store -> kernel(mask, pos.bias) -> out_proj
              (the mask comes from the attention pattern: dense, sliding window, sparse)
            Residual(ffn_norm, ffn)         feed-forward               前馈网络
       -> final_norm -> lm_head             linear + softmax (tied to tok_emb by default)
 
 A variant appears here only as a named call on a module built from config (`self.pos.embed`,
 `self.kernel(...)`, `self.ffn(x)`); the variant classes live in positions.py, patterns.py,
-kernels.py, alignment.py, ffn.py and norms.py. Branches in this file are structural only: cache or
-not, causal or not, where the norm sits. `build_model(cfg)` in builder.py turns a ModelConfig into a Model.
+kernels.py, alignment.py, mixers.py (attention, retention), ffn.py and norms.py. Branches in this
+file are structural only: cache or not, causal or not, where the norm sits. `build_model(cfg)` in
+builder.py turns a ModelConfig into a Model.
 
-The decoder's cross-attention may run a stateful alignment kernel (location-aware, monotonic,
-MoChA; `model.cross_kernel`): at decoding its per-layer state (`DecodeState.align`) travels
+The decoder's cross-attention may run a stateful alignment kernel (`alignment.ALIGNMENT_KERNELS`,
+`model.cross_kernel`): at decoding its per-layer state (`DecodeState.align`) travels
 run_blocks -> Block(cross_state) -> Attention(state) -> kernel(q, k, v, mask, bias, state).
 
 The tail (blocks -> final_norm -> lm_head, and the loss) is written once, `Spine.tail`: the
@@ -38,10 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import DecodeState, KVCache, SegmentMemory
+from .cache import DecodeState, LayerCache
 from .masks import Mask
+from .mixers import Attention, Mixer
 from .patterns import Dense
 from .positions import Start
+from .variant import Variant
 
 
 @dataclass
@@ -57,94 +60,15 @@ class Output:
     encoder_attentions: list = field(default_factory=list)  # encoder self-attention: (B, H, S, S) or None
 
 
-class Attention(nn.Module):
-    """Multi-head attention with separate q/k/v projections; GQA / MQA through `kv_heads`.
-
-    The `attention` kind of the sequence-mixer axis (`model.mixer`, mixers.py); every mixer has
-    this forward signature and these declarations:
-      fast_decoding     FastDecoder's static per-row cache can run it
-      causal_only       decoder-only models only (the builder checks)
-      new_cache(pattern, batch, max_len, dtype, device)   its decoding state for one layer
-      new_memory(length)                                  its Transformer-XL segment memory
-      constant_state(pattern)    whether that state stays the same size however long the text
-      activation_floats(T)       floats per token autograd keeps in training (memory.py)"""
-
-    fast_decoding = True
-    causal_only = False  # retention is causal only; attention runs in encoders too
-
-    def __init__(self, dim: int, heads: int, kv_heads: int, bias: bool, kernel: nn.Module):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        if heads % kv_heads:
-            raise ValueError(f"heads {heads} is not a multiple of kv_heads {kv_heads}")
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
-        self.q_proj = nn.Linear(dim, heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=bias)
-        self.out_proj = nn.Linear(heads * self.head_dim, dim, bias=bias)
-        self.kernel = kernel
-
-    def residual_projections(self) -> list[nn.Linear]:
-        """The projections that write into the residual stream (depth-scaled at init)."""
-        return [self.out_proj]
-
-    def new_cache(self, pattern, batch: int, max_len: int, dtype, device) -> KVCache:
-        return pattern.new_cache(batch, self.kv_heads, max_len, self.head_dim, dtype, device)
-
-    def new_memory(self, length: int) -> SegmentMemory:
-        return SegmentMemory(length)
-
-    def constant_state(self, pattern) -> bool:
-        return pattern.constant_state
-
-    def activation_floats(self, T: int) -> int:
-        dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        return 4 * dim + 2 * kv_dim + (2 * self.heads * T if self.kernel.gives_weights else 0)
-
-    def project_kv(self, src: torch.Tensor):
-        """Keys and values of `src` (B, S, dim) -> two (B, Hkv, S, D)."""
-        B, S, _ = src.shape
-        k = self.k_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, D)
-        v = self.v_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, D)
-        return k, v
-
-    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: Start = 0, kv=None, state=None):
-        """Self-attention over `x`, or cross-attention when `kv` (keys, values of a memory) is given.
-        `state`: a stateful (alignment) kernel's state between decoding steps (alignment.AlignmentState),
-        handed to the kernel as its sixth argument; None in training and for every other kernel."""
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        if kv is None:  # self-attention: positions act on q and k, the cache grows
-            k, v = self.project_kv(x)
-            if cache is None:
-                q, k = pos.rotate(q, k, start)
-            else:  # the cache places them: rotated, stored, the mask moved to where its keys sit
-                q, k, v, mask = cache.place(self, x, q, k, v, pos, start, mask)  # k, v: (B, Hkv, Tk, D)
-            bias = pos.bias(T, k.shape[2], start)  # a Bias the kernel evaluates at the mask's positions, or None
-        else:  # cross-attention: keys and values come from the encoder memory, no positions
-            (k, v), bias = kv, None
-        if self.kv_heads != self.heads:  # share each key/value head among heads // kv_heads queries
-            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)  # (B, H, Tk, D)
-            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        if state is None:
-            out, weights = self.kernel(q, k, v, mask, bias)  # (B, H, T, D)
-        else:  # decoding with an alignment kernel: it starts from the previous step's alignment
-            out, weights = self.kernel(q, k, v, mask, bias, state)
-        out = out.transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # (B, T, H*D)
-        return self.out_proj(out), weights
-
-    def extra_repr(self) -> str:
-        return f"heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}"
-
-
-class Residual(nn.Module):
+class Residual(nn.Module, Variant):
     """Where the norm sits around a sublayer: `residual(x, norm, sublayer) -> (x', extra)`.
 
     needs_final_norm: whether a stack of these blocks needs a norm after its last block (pre-norm
-    does; post-norm blocks already end in one)."""
+    does; post-norm blocks already end in one). receives: what the build passes (the dropout;
+    DeepNorm also the stack's role and depths)."""
 
     needs_final_norm: bool = False
+    receives = ("dropout",)
 
     def __init__(self, dropout: float = 0.0):
         super().__init__()
@@ -195,6 +119,8 @@ class DeepNorm(Residual):
     (https://arxiv.org/abs/2203.00555). Post-LN with an up-weighted residual; alpha = beta = 1 is
     exactly Post-LN. Unset alpha / beta follow the paper for this stack's role and depth."""
 
+    receives = ("dropout", "role", "layers", "encoder_layers")
+
     def __init__(self, dropout: float = 0.0, role: str = "decoder-only", layers: int = 1,
                  encoder_layers: int = 0, alpha: float | None = None, beta: float | None = None):
         super().__init__(dropout)
@@ -220,8 +146,6 @@ class DeepNorm(Residual):
 
 
 RESIDUALS = {"pre": PreNorm, "post": PostNorm, "deepnorm": DeepNorm}
-# Arguments the builder passes itself (each class takes the ones it needs).
-RESIDUAL_FIXED = ("dropout", "role", "layers", "encoder_layers")
 
 
 @dataclass
@@ -239,7 +163,7 @@ class Block(nn.Module):
         x -> [attn_norm, self-attention] -> [cross_norm, cross-attention]? -> [ffn_norm, ffn] -> x
     """
 
-    def __init__(self, attn: Attention, attn_norm: nn.Module, ffn: nn.Module, ffn_norm: nn.Module,
+    def __init__(self, attn: Mixer, attn_norm: nn.Module, ffn: nn.Module, ffn_norm: nn.Module,
                  residual: nn.Module, cross: Attention | None = None, cross_norm: nn.Module | None = None):
         super().__init__()
         self.attn_norm, self.attn = attn_norm, attn
@@ -247,7 +171,7 @@ class Block(nn.Module):
         self.ffn_norm, self.ffn = ffn_norm, ffn
         self.residual = residual
 
-    def attentions(self) -> list[Attention]:
+    def attentions(self) -> list[Mixer]:
         """Self-attention, then cross-attention when there is one."""
         return [self.attn] if self.cross is None else [self.attn, self.cross]
 
@@ -256,7 +180,7 @@ class Block(nn.Module):
         its attention and feed-forward classes."""
         return [p for a in self.attentions() for p in a.residual_projections()] + self.ffn.residual_projections()
 
-    def forward(self, x, pos, mask: Mask, cache: KVCache | None = None, start: Start = 0,
+    def forward(self, x, pos, mask: Mask, cache: LayerCache | None = None, start: Start = 0,
                 memory_kv=None, memory_mask: Mask | None = None, cross_state=None) -> BlockOut:
         x, weights = self.residual(x, self.attn_norm, lambda h: self.attn(h, pos, mask, cache, start))
         cross_weights = None
@@ -308,14 +232,30 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, aux: torch.Tensor | Non
     return loss if aux is None else loss + aux
 
 
+class DecoderStack(nn.Module):
+    """What the model families share of the decoding protocol (decode.Decodable: `needs_source`,
+    `start_state`, `step`): one decoding cache per decoder layer, each made by the layer's mixer
+    for the model's attention pattern. A subclass holds `blocks` (the decoder) and `pattern`."""
+
+    blocks: nn.ModuleList
+    pattern: nn.Module
+
+    def new_cache(self, batch: int, max_len: int) -> list[LayerCache]:
+        """One decoding cache per layer (a preallocated KV cache, or a retention layer's state),
+        for `batch` sequences of up to `max_len` tokens."""
+        p = next(self.parameters())
+        return [block.attn.new_cache(self.pattern, batch, max_len, p.dtype, p.device) for block in self.blocks]
+
+
 class Spine(nn.Module):
     """The spine's tail, written once for every model class: the first block's input (B, T, dim)
     -> blocks -> final norm -> head (-> loss). `Model.forward`, `EncoderDecoder.decode_embedded`
     and fast decoding (fastdecode.py) all end here; a subclass holds `cfg`, `pos`, `blocks`,
     `final_norm` and `lm_head`, and embeds its own tokens (`embed`)."""
 
-    def tail(self, x: torch.Tensor, mask: Mask, cache=None, start: Start = 0, *, targets: torch.Tensor | None = None,
-             last_only: bool = False, memory_kvs=None, memory_mask: Mask | None = None, cross_states=None) -> Output:
+    def tail(self, x: torch.Tensor, mask: Mask, cache: list[LayerCache] | None = None, start: Start = 0, *,
+             targets: torch.Tensor | None = None, last_only: bool = False, memory_kvs=None,
+             memory_mask: Mask | None = None, cross_states=None) -> Output:
         """Run the blocks on `x` (B, T, dim) under `mask` (the cache and `start` as the blocks take
         them; `memory_kvs`, `memory_mask` and `cross_states` for cross-attention), then the final
         norm and the head; the loss when `targets` are given (`model.loss_chunk`: from the hidden
@@ -334,7 +274,7 @@ class Spine(nn.Module):
         return Output(logits, loss, aux, attentions, x, cross)
 
 
-class Model(Spine):
+class Model(Spine, DecoderStack):
     """Decoder-only (causal LM) or encoder-only (bidirectional) Transformer."""
 
     needs_source = False  # decoders: no source sequence (see EncoderDecoder)
@@ -355,7 +295,7 @@ class Model(Spine):
         self.final_norm, self.lm_head = final_norm, lm_head
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, *,
-                cache: list[KVCache] | None = None, start: int = 0,
+                cache: list[LayerCache] | None = None, start: int = 0,
                 padding_mask: torch.Tensor | None = None, last_only: bool = False,
                 token_type_ids: torch.Tensor | None = None) -> Output:
         mask = self.pattern.mask(self.causal, start, padding_mask)
@@ -370,13 +310,7 @@ class Model(Spine):
             x = x + self.type_emb(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
         return self.drop(self.embed_norm(x))
 
-    # ------------------------------------------------------------ decoding protocol
-    def new_cache(self, batch: int, max_len: int) -> list[KVCache]:
-        """One decoding cache per layer (a preallocated KV cache, or a retention layer's state),
-        for `batch` sequences of up to `max_len` tokens."""
-        p = next(self.parameters())
-        return [block.attn.new_cache(self.pattern, batch, max_len, p.dtype, p.device) for block in self.blocks]
-
+    # ------------------------------------------------------------ decoding protocol (new_cache: DecoderStack)
     def new_memory(self, length: int) -> list:
         """Transformer-XL segment memories, one per layer, holding `length` tokens: pass them as
         `cache=` to consecutive segments (training and evaluation alike); start stays 0."""
@@ -418,7 +352,7 @@ class Model(Spine):
         return 6 * n + 12 * c.layers * c.heads * (c.dim // c.heads) * seq_len
 
 
-class EncoderDecoder(Spine):
+class EncoderDecoder(Spine, DecoderStack):
     """Encoder-decoder Transformer (Vaswani et al. 2017):
 
         src ids -> src_emb -> enc_pos.embed -> encoder Blocks (bidirectional) -> enc_norm = memory
@@ -495,11 +429,7 @@ class EncoderDecoder(Spine):
         out.encoder_attentions = encoder_attentions
         return out
 
-    # ------------------------------------------------------------ decoding protocol
-    def new_cache(self, batch: int, max_len: int) -> list[KVCache]:
-        p = next(self.parameters())
-        return [block.attn.new_cache(self.pattern, batch, max_len, p.dtype, p.device) for block in self.blocks]
-
+    # ------------------------------------------------------------ decoding protocol (new_cache: DecoderStack)
     def start_state(self, batch: int, max_len: int, src: torch.Tensor | None = None,
                     src_mask: torch.Tensor | None = None) -> DecodeState:
         if src is None:

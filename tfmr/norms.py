@@ -1,4 +1,4 @@
-"""Normalisation layers: LayerNorm (optional bias) and RMSNorm.
+"""Normalisation layers: LayerNorm (optional bias) and RMSNorm, behind one seam (`Norm`).
 
 Where a norm sits (pre, post, DeepNorm) is the `Residual` in model.py, not a property of the norm.
 """
@@ -8,8 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .variant import Variant
 
-class LayerNorm(nn.Module):
+
+class Norm(nn.Module, Variant):
+    """Base of the norms: `norm(x (..., dim)) -> (..., dim)`, built from the model's dim and bias
+    setting (`receives`); the rest of `__init__` (eps) is options."""
+
+    receives = ("dim", "bias")
+
+
+class LayerNorm(Norm):
     """LayerNorm (https://arxiv.org/abs/1607.06450) with an optional bias, as GPT-2 / nanoGPT."""
 
     def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5):
@@ -25,7 +34,7 @@ class LayerNorm(nn.Module):
         return f"{self.weight.shape[0]}, bias={self.bias is not None}, eps={self.eps}"
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(Norm):
     """Root-mean-square norm (https://arxiv.org/abs/1910.07467): x / rms(x) * weight, no centring."""
 
     def __init__(self, dim: int, bias: bool = False, eps: float = 1e-6):
@@ -44,4 +53,3 @@ class RMSNorm(nn.Module):
 
 
 NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
-NORM_FIXED = ("dim", "bias")

@@ -66,6 +66,7 @@ import torch.nn.functional as F
 
 from .config import Choice, ConfigError, check_options
 from .decode import Sampling, beam_search
+from .kernels import KERNELS, weight_giving
 from .metrics import edit_distance
 from .model import Block, Output
 
@@ -636,7 +637,8 @@ class GuidedAttention:
         for a in crosses:
             if not a.kernel.gives_weights:
                 raise ConfigError(f"train.guided_attention needs cross-attention weights, which the "
-                                  f"{type(a.kernel).__name__} kernel does not give; set model.kernel=eager")
+                                  f"{type(a.kernel).__name__} kernel does not give; set "
+                                  f"model.kernel={' | '.join(weight_giving(KERNELS))}")
         self.layers = _indices(self.layers_spec, len(crosses), "layers")
         self.heads = _indices(self.heads_spec, crosses[0].heads, "heads")
 

@@ -24,11 +24,15 @@ from torch import nn
 
 from .cache import KVCache, RollingKVCache, SinkCache
 from .masks import Mask, Rule
+from .variant import Variant
 
 
-# ----------------------------------------------------------------------------- dense
-class Dense(nn.Module):
-    """Every query sees every key it may (all of them, or the past when causal).
+# ----------------------------------------------------------------------------- the base
+class Pattern(nn.Module, Variant):
+    """Base of the attention patterns: `mask(causal, q_start, key_padding) -> Mask` (carrying its
+    `rule()` on top of causality and padding) and `new_cache(batch, kv_heads, max_len, head_dim,
+    dtype, device)`, the key/value store attention decodes with (cache.KeyStore). The build passes
+    a pattern nothing; its `__init__` arguments are options.
 
     positions_in_cache: whether decoding places positions inside the cache (sinks) rather than
     at absolute positions; such patterns need a relative position scheme (the builder checks) and
@@ -48,6 +52,11 @@ class Dense(nn.Module):
     def new_cache(self, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device) -> KVCache:
         """A preallocated cache for `max_len` positions."""
         return KVCache(batch, kv_heads, max_len, head_dim, dtype, device)
+
+
+# ----------------------------------------------------------------------------- dense
+class Dense(Pattern):
+    """Every query sees every key it may (all of them, or the past when causal)."""
 
 
 # ----------------------------------------------------------------------------- sliding window
@@ -222,4 +231,3 @@ class Sinks(SlidingWindow):
 
 
 PATTERNS = {"dense": Dense, "sliding": SlidingWindow, "longformer": Longformer, "bigbird": BigBird, "sinks": Sinks}
-PATTERN_FIXED = ()

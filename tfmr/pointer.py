@@ -7,7 +7,8 @@
                         (`start_state` / `step`), so decode.py's greedy, beam and sampling run it
 
 It reads the cross-attention weights, so it refuses a model whose kernel does not give them
-(the kernel class's `gives_weights`). Build one with `build_copy_model(cfg)` in builder.py; the
+(the kernel class's `gives_weights`; the refusal lists the kinds that do, read from the kernel
+registries by `kernels.weight_giving`). Build one with `build_copy_model(cfg)` in builder.py; the
 plain output heads are in heads.py.
 """
 from __future__ import annotations
@@ -16,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .alignment import CROSS_KERNELS
 from .cache import DecodeState
 from .config import ConfigError
+from .kernels import KERNELS, weight_giving
 from .model import Output
 
 
@@ -81,7 +84,8 @@ class PointerGenerator(nn.Module):
             kind = (cfg.cross_kernel or cfg.kernel).kind
             raise ConfigError(f"the pointer-generator reads cross-attention weights; kernel {kind!r} "
                               f"({type(kernel).__name__}) does not return them: use a kernel that does "
-                              "(model.kernel=eager, or model.cross_kernel=eager | location | monotonic)")
+                              f"(model.kernel={' | '.join(weight_giving(KERNELS))}, or "
+                              f"model.cross_kernel={' | '.join(weight_giving(CROSS_KERNELS))})")
         if not cfg.share_embeddings or (cfg.src_vocab_size or cfg.vocab_size) != cfg.vocab_size:
             raise ConfigError("the pointer-generator copies source ids into the output: source and target "
                               "must share one vocabulary (model.share_embeddings=true)")

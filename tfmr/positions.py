@@ -37,6 +37,9 @@ reads a kind string or a class name):
                                          in builder.py asks it for a config)
     embedding_weights() -> [Parameter]   its parameters that count as embeddings (Model.num_params)
     float32 = (names, ...)               constants that stay float32 when the model is cast
+    receives = (names, ...)              what the builder passes out of dim, heads, head_dim and
+                                         context (variant.py); the constructor's other arguments
+                                         are the user's options
 
 Kinds (the `POSITIONS` dict at the bottom):
 
@@ -62,6 +65,7 @@ import torch
 from torch import nn
 
 from .masks import Bias, LinearBias
+from .variant import Variant
 
 
 @dataclass
@@ -87,7 +91,7 @@ def positions_of(start: Start, length: int, device) -> torch.Tensor:
     return torch.arange(start, start + length, device=device)
 
 
-class Position(nn.Module):
+class Position(nn.Module, Variant):
     """Base class of the position seam; every hook here is the identity.
 
     start: `int | Where`. An int s places token t of every row at position s + t; a `Where`
@@ -101,6 +105,8 @@ class Position(nn.Module):
         covers offsets, rolling caches and per-row positions alike
     max_len(context) -> int | None    classmethod: most positions placeable (None: unlimited)
     embedding_weights() -> list[Parameter]    parameters counted as embeddings
+    receives                          what the build passes (variant.Variant): a subset of dim,
+                                      heads, head_dim, context; the rest of `__init__` is options
 
     Constants named in `float32` (RoPE frequencies, ALiBi slopes) follow the model's device but
     keep float32 when the model is cast (`model.to(torch.bfloat16)`): rounding them would shift
@@ -163,6 +169,7 @@ class Sinusoidal(Position):
     """Fixed sinusoidal absolute positions (https://arxiv.org/abs/1706.03762), any length."""
 
     absolute = True
+    receives = ("dim", "context")
 
     def __init__(self, dim: int, context: int, base: float = 10000.0, scale: bool = False, halves: bool = False):
         super().__init__()
@@ -187,6 +194,7 @@ class Learned(Position):
     """Learned absolute positions (GPT-2); cannot go past `context`."""
 
     absolute = True
+    receives = ("dim", "context")
 
     def __init__(self, dim: int, context: int):
         super().__init__()
@@ -239,6 +247,7 @@ class Rope(Position):
     """
 
     float32 = ("inv_freq", "zeta")
+    receives = ("head_dim", "context")
 
     def __init__(self, head_dim: int, context: int, base: float = 10000.0, rotary_dim: int | None = None,
                  ntk_factor: float = 1.0, interpolation: float = 1.0, scale_base: float | None = None,
@@ -338,6 +347,7 @@ class Alibi(Position):
     where this is the paper's -slope_h * (i - j); bidirectional models get the symmetric form."""
 
     float32 = ("slopes",)
+    receives = ("heads",)
 
     def __init__(self, heads: int):
         super().__init__()
@@ -355,5 +365,3 @@ class Alibi(Position):
 
 POSITIONS = {"none": NoPosition, "sinusoidal": Sinusoidal, "learned": Learned, "rope": Rope, "xpos": XPos,
              "alibi": Alibi}
-# Arguments the builder passes itself; everything else in a Choice is a user option.
-POSITION_FIXED = ("dim", "heads", "head_dim", "context")

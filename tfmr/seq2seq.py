@@ -10,25 +10,26 @@ batched greedy decoding for encoder-decoder models.
                             with label smoothing on bucketed batches, or another objective of
                             objectives.py (`train.objective`, `train.guided_attention`); its loop,
                             schedule, time budget, compile, checkpoints and metrics are loop.py's
+    Seq2SeqConfig           the model, train and decode sections every pair run saves
     greedy_decode(...)      batched arg-max decoding (tfmr.decode.greedy), ids before </s>
 
-What a task adds (the data, its metric, its presets) lives in the task's own module: g2p.py for
-grapheme-to-phoneme conversion. Beam search is `tfmr.decode.beam_search`.
+What a task adds (the data, its metric, its presets) lives in the task's own module: the task
+layer is tfmr/tasks/symbols.py, G2P tfmr/tasks/g2p.py. Loading a saved pair model is `tfmr.load`
+(tfmr/loading.py). Beam search is `tfmr.decode.beam_search`.
 """
 from __future__ import annotations
 
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from . import checkpoint
-from .builder import build_model, build_uninitialised, max_positions
-from .config import ConfigError, ModelConfig, TrainConfig, from_dict
+from .builder import build_model, max_positions
+from .config import ConfigError, ModelConfig, TrainConfig
 from .decode import greedy
 from .devices import autocast_for
 from .kernels import eager_attention  # re-exported: run a model on the eager kernel
@@ -209,6 +210,17 @@ class DecodeConfig:
             raise ConfigError(f"decode.length_penalty must be a finite number, got {self.length_penalty}")
 
 
+@dataclass
+class Seq2SeqConfig:
+    """The sections every sequence-to-sequence run saves: the model, its training and its decoding.
+    A task's own config has these and may add its own (G2P's `data`); `tfmr.load` reads a pair
+    checkpoint whose task is not registered as this, its other sections left out."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: Seq2SeqTrainConfig = field(default_factory=Seq2SeqTrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
 def check_lengths(pairs: Sequence[Pair], cfg: ModelConfig) -> None:
     """Learned positions cannot go past model.context: refuse data that would."""
     if max_positions(cfg) is None:
@@ -304,25 +316,6 @@ class Seq2SeqTrainer(TrainLoop):
         return super().fit()
 
 
-def load_run(directory: str | Path, config_cls, make_model: Callable = build_uninitialised):
-    """(model in eval mode, PairVocab, config) from a checkpoint folder written by Seq2SeqTrainer
-    or `tfmr quantize` (built without random weights: every weight is loaded, or CheckpointError)."""
-    from .quantize import prepare_, saved_weights
-
-    directory = checkpoint.verify(directory)
-    try:
-        cfg = from_dict(config_cls, checkpoint.read_config(directory))
-    except ConfigError:
-        if (directory / "tokenizer.json").exists() and not (directory / "vocab.json").exists():
-            raise checkpoint.CheckpointError(
-                f"{directory} is a language-model checkpoint (tfmr train, generate); this command reads "
-                "sequence-to-sequence checkpoints (tfmr g2p)") from None
-        raise
-    model = prepare_(make_model(cfg.model), saved_weights(cfg))  # a quantized checkpoint: int8 / bf16 layers
-    checkpoint.load_weights(directory, model)
-    return model.eval(), PairVocab.load(directory), cfg
-
-
 # ----------------------------------------------------------------------------- decoding
 def pad_batch(seqs: Sequence[Sequence[int]], device="cpu") -> torch.Tensor:
     """(B, S) ids, right-padded with <pad>."""
@@ -340,6 +333,6 @@ def greedy_decode(model, src: torch.Tensor, max_len: int, bos: int = BOS, eos: i
     return [row[:row.index(eos)] if eos in row else row for row in ids]
 
 
-__all__ = ["Vocab", "PairVocab", "BucketBatches", "collate", "Seq2SeqTrainConfig", "DecodeConfig",
-           "Seq2SeqTrainer", "load_run", "pad_batch", "greedy_decode", "eager_attention", "PAD", "BOS", "EOS",
+__all__ = ["Vocab", "PairVocab", "BucketBatches", "collate", "Seq2SeqTrainConfig", "DecodeConfig", "Seq2SeqConfig",
+           "Seq2SeqTrainer", "pad_batch", "greedy_decode", "eager_attention", "PAD", "BOS", "EOS",
            "UNK"]

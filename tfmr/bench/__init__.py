@@ -15,6 +15,7 @@ machine.
                     on the same split in the same run (peers/) and breaks down where each loses words
                     (g2p_breakdown.py)
     g2p-serve       `tfmr serve --g2p` under concurrent clients: requests/s and latency for one word
+    g2p-stream      `tfmr g2p -` on 100,000 words: peak memory and time to the first line
     g2p-lengths     G2P test WER by word length, before and after the long-word checks (quality)
     g2p-compare     tfmr g2p beside espeak-ng and g2p_en on the same sentences (IPA side by side)
     moe-dispatch    one MoE layer vs a dense FFN of the same active size (the quality comparison is
@@ -26,9 +27,10 @@ machine.
 """
 from __future__ import annotations
 
-from . import (bpe, cpu_decode, g2p, g2p_compare, g2p_lengths, g2p_serve, gpu, gpu_attention, gpu_decode, hf_load,
-               moe_dispatch, train)
+from . import (bpe, cpu_decode, g2p, g2p_compare, g2p_lengths, g2p_serve, g2p_stream, gpu, gpu_attention, gpu_decode,
+               hf_load, moe_dispatch, train)
 
 BENCHES = {"train": train, "bpe": bpe, "cpu-decode": cpu_decode, "gpu-decode": gpu_decode,
            "gpu-attention": gpu_attention, "g2p": g2p, "moe-dispatch": moe_dispatch, "gpu": gpu,
-           "hf-load": hf_load, "g2p-serve": g2p_serve, "g2p-lengths": g2p_lengths, "g2p-compare": g2p_compare}
+           "hf-load": hf_load, "g2p-serve": g2p_serve, "g2p-lengths": g2p_lengths, "g2p-compare": g2p_compare,
+           "g2p-stream": g2p_stream}

@@ -2,9 +2,9 @@
 
     tfmr bench g2p [--checkpoint DIR] [--threads N] [--limit N] [--beam 5] [--calls 50] [--dtype float16]
 
-Times what `tfmr g2p WORD ...` runs (tasks/g2p.py's Pronouncer), on the words of the test split
+Times what `tfmr g2p WORD ...` runs (tfmr.g2p.G2P, its engine), on the words of the test split
 (md5 order; --limit N takes the first N): the model pronouncing every word (--model-only) greedily
-and with beam search, one word at a time (the median of --calls single-word calls, each a new
+and with beam search, with the long-word checks and repairs `tfmr g2p` applies, one word at a time (the median of --calls single-word calls, each a new
 word), and the dictionary lookup of the same words, measured in the same run. Then the same
 greedy decoding one word at a time through the compiled static-cache step (tasks/g2p.py's
 WordDecoder; --no-compiled skips it), after its compile time is reported. The model is the
@@ -41,7 +41,6 @@ import torch
 from ..cli.common import count, out_folder, positive_int
 from ..config import ConfigError
 from ..metrics import per, wer
-from ..seq2seq import load_run
 from . import g2p_breakdown
 from .peers import PEERS
 
@@ -78,7 +77,7 @@ def _row(name: str, rate: float, latency: float | None, w: float | None, p: floa
             "training_s": training}
 
 
-def _compiled_row(g2p, model, vocab, cfg, singles, greedy, refs_by_word, training) -> dict:
+def _compiled_row(g2p, model, vocab, cfg, singles, refs_by_word, training) -> dict:
     """One word at a time through the compiled static-cache step (tasks/g2p.py's WordDecoder):
     compiled first (one graph per 16-letter bucket of the words timed), then each word timed;
     words/s is one word after another. Its predictions are compared with batched greedy's."""
@@ -87,7 +86,8 @@ def _compiled_row(g2p, model, vocab, cfg, singles, greedy, refs_by_word, trainin
     seconds += _timed(lambda: [fast(w) for w in buckets.values()])[0]
     times, hyps = zip(*(_timed(lambda: fast(w)) for w in singles))
     hyps = [list(g2p.strip_stress(h)) for h in hyps]  # scored without stress, as the table is
-    same = sum(h == greedy[w] for w, h in zip(singles, hyps))
+    batched = [list(g2p.strip_stress(h)) for h in g2p.predict(model, vocab, singles, 1, cfg.decode.max_len)]
+    same = sum(h == b for h, b in zip(hyps, batched))
     print(f"compiled one-word decoder: {seconds:.1f} s to build and compile; its predictions equal batched "
           f"greedy's for {same} of {len(singles)} words")
     refs = [[list(p) for p in refs_by_word[w]] for w in singles]
@@ -171,7 +171,7 @@ def _write(out: Path, report: dict, rows: list[dict], words: list[str], systems:
 
 
 def main(args) -> int:
-    from ..presets import G2PConfig
+    from ..g2p import G2P
     from ..tasks import g2p
 
     peers = [PEERS[name] for name in dict.fromkeys(args.peer)]
@@ -181,7 +181,7 @@ def main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.checkpoint:
-        model, vocab, cfg = load_run(args.checkpoint, G2PConfig)
+        model, vocab, cfg = g2p.TASK.load_model(args.checkpoint)
         where = args.checkpoint
     else:
         if not g2p.shipped_model_exists():
@@ -196,28 +196,26 @@ def main(args) -> int:
     words = sorted(refs_by_word, key=g2p.md5_key)[:args.limit]
     refs = [[list(p) for p in refs_by_word[w]] for w in words]
     singles = [words[i % len(words)] for i in range(args.calls)]
-    lex = g2p.lexicon(cfg.data.stress)
     params = sum(p.numel() for p in model.parameters())
     header = (f"G2P speed: {where}, {params / 1e6:.2f}M parameters, {next(model.parameters()).dtype} on CPU, "
               f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.processor() or 'cpu'}; "
               f"{len(words):,} test words, scored without stress")
     print(header)
 
-    rows, greedy, decoded = [], {}, {}
+    rows, decoded = [], {}
     for beam in (1, args.beam):
-        pron = g2p.Pronouncer(lex, (model, vocab, cfg), model_only=True, beam_size=beam)
+        pron = G2P(beam=beam, model_only=True, loaded=(model, vocab, cfg))
         pron(singles[:3])  # warm-up
-        seconds, entries = _timed(lambda: pron(words))
-        hyps = [list(g2p.strip_stress(e.phones[0])) for e in entries]
-        greedy = greedy or dict(zip(words, hyps))
+        seconds, said = _timed(lambda: pron(words))
+        hyps = [list(w.phones[0]) for w in said]  # stress left out (G2P's default)
         latency = statistics.median(_timed(lambda: pron([w]))[0] for w in singles)
         name = "model, greedy" if beam == 1 else f"model, beam {beam}"
         decoded[name] = hyps
         rows.append(_row(name, len(words) / seconds, latency, wer(hyps, refs), per(hyps, refs), training=trained))
     if not args.no_compiled:
-        rows.append(_compiled_row(g2p, model, vocab, cfg, singles, greedy, refs_by_word, trained))
+        rows.append(_compiled_row(g2p, model, vocab, cfg, singles, refs_by_word, trained))
 
-    lookup = g2p.Pronouncer(lex)
+    lookup = G2P()  # every test word is in CMUdict: no model is loaded
     reps = max(1, 200_000 // len(words))  # a lookup takes about a microsecond: time enough of them
     seconds, _ = _timed(lambda: [lookup(words) for _ in range(reps)])
     latency = statistics.median(_timed(lambda: lookup([w]))[0] for w in singles)

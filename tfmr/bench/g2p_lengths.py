@@ -38,14 +38,12 @@ def _row(name: str, words, right, flagged=None) -> str:
 def main(args) -> int:
     import torch
 
-    from ..presets import G2PConfig
-    from ..seq2seq import load_run
     from ..tasks import g2p
     from ..tasks.g2p_checks import decode_checked
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, vocab, cfg = load_run(args.checkpoint, G2PConfig) if args.checkpoint else g2p.load_shipped()
+    model, vocab, cfg = g2p.TASK.load_model(args.checkpoint) if args.checkpoint else g2p.load_shipped()
     data = g2p.load_data(cfg.data.stress)
     refs = data.splits["test"]
     words = sorted(refs, key=g2p.md5_key)[:args.limit]

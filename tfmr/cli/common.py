@@ -1,11 +1,11 @@
-"""What the command modules share: the user-error rule, the config flags, and loading a checkpoint.
+"""What the command modules share: the user-error rule, the config flags, and loading --checkpoint.
 
     USER_ERRORS             mistakes a user can fix; `guarded` prints them as one line, exit code 2
     config_flags(p, ...)    --preset NAME, --config FILE, --set KEY=VALUE (repeatable), --data PATH
     resolve_config(args)    those flags through the one resolver (tfmr.presets.resolve)
     guarded(func, args)     run a command function under the user-error rule
-    load_model(dir)         (model, tokenizer, RunConfig) from a language-model checkpoint or a
-                            Hugging Face folder (config.json with a model_type; said on stderr)
+    load_model(dir)         (model, tokenizer, RunConfig) of --checkpoint: tfmr.load (a checkpoint,
+                            an export or a Hugging Face folder, said on stderr)
     encode_text(tok, text)  ids, or one line naming the characters the tokenizer never saw
     out_folder(path)        an --out folder for reports (tfmr.folders' policy), created
     positive_int, ...       argparse types for counts (a bad value is argparse's exit 2)
@@ -67,31 +67,16 @@ def checkpoint_flags(p: argparse.ArgumentParser, what: str = "a checkpoint folde
                         "torch.load(weights_only=True) (default: refused)")
 
 
-def load_model(checkpoint_dir, allow_pickle: bool = False):
-    """(model, tokenizer, RunConfig) from a checkpoint folder or a Hugging Face model folder."""
-    from .. import checkpoint
-    from ..builder import build_uninitialised
-    from ..interop import from_pretrained, is_hf_folder
-    from ..presets import read_run_config
-    from ..quantize import prepare_, saved_weights
-    from ..tokenizers import load as load_tokenizer
+def load_model(checkpoint_dir, allow_pickle: bool = False, expect: type | None = RunConfig):
+    """(model, tokenizer or vocabulary, config) of --checkpoint, through tfmr.load: a checkpoint, an
+    export or a Hugging Face folder (said on stderr); a run folder is pointed at its checkpoint.
+    `expect`: the config class the command reads (None: any, a G2P checkpoint's vocab.json too)."""
+    from ..loading import load
 
-    if is_hf_folder(checkpoint_dir):
-        model, tokenizer, model_type = from_pretrained(checkpoint_dir, allow_pickle=allow_pickle)
-        if tokenizer is None:
-            raise ConfigError(f"{checkpoint_dir}: no tokenizer.json beside the model (tfmr needs one to read text)")
-        print(f"loaded Hugging Face folder {checkpoint_dir} (model_type {model_type})", file=sys.stderr)
-        return model, tokenizer, RunConfig(model=model.cfg)
-    directory = checkpoint.verify(checkpoint_dir)
-    cfg = read_run_config(directory, RunConfig)
-    model = build_uninitialised(cfg.model)  # every weight is loaded next, or CheckpointError
-    prepare_(model, saved_weights(cfg))  # a quantized checkpoint (tfmr quantize): its int8 / bf16 layers
-    checkpoint.load_weights(directory, model)
-    try:
-        tokenizer = load_tokenizer(directory)
-    except ValueError as e:
-        raise CheckpointError(f"{directory}: {e}") from None
-    return model.eval(), tokenizer, cfg
+    loaded = load(checkpoint_dir, expect, runs=False, allow_pickle=allow_pickle)
+    if loaded.kind == "hf":
+        print(f"loaded Hugging Face folder {checkpoint_dir} (model_type {loaded.model_type})", file=sys.stderr)
+    return loaded.model, loaded.vocab, loaded.config
 
 
 def encode_text(tokenizer, text: str, what: str = "the prompt") -> list[int]:

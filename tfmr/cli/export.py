@@ -40,20 +40,10 @@ def load_for_export(args):
     """(model, tokenizer) of --checkpoint: a language-model checkpoint or a Hugging Face folder
     (load_model); for --to onnx also a sequence-to-sequence checkpoint (one with vocab.json, such
     as a G2P model), whose tokenizer is its PairVocab."""
-    from pathlib import Path
-
-    from .. import checkpoint
-    from ..interop import is_hf_folder
+    from ..config import RunConfig
     from .common import load_model
 
-    path = Path(args.checkpoint)
-    if args.to == "onnx" and not is_hf_folder(path) and (checkpoint.resolve(path) / "vocab.json").is_file():
-        from ..presets import G2PConfig
-        from ..seq2seq import load_run
-
-        model, vocab, _ = load_run(path, G2PConfig)
-        return model, vocab
-    return load_model(path, args.allow_pickle)[:2]
+    return load_model(args.checkpoint, args.allow_pickle, expect=None if args.to == "onnx" else RunConfig)[:2]
 
 
 def run(args) -> int:

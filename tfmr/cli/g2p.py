@@ -43,10 +43,10 @@ from typing import Iterable, Iterator, Sequence
 
 from ..config import ConfigError
 from ..g2p import G2P, LOW_CONFIDENCE, PROBLEMS, UNREADABLE, joined, tsv_lines
-from ..presets import G2PConfig, names
+from ..presets import names
 from ..tasks.phonemes import FORMATS
-from ..seq2seq import load_run
 from ..tasks import g2p
+from ..tasks.g2p import G2PConfig
 from .common import USER_ERRORS, config_flags, resolve_config
 
 ACTIONS = ("train", "eval", "predict", "export", "finetune")
@@ -146,7 +146,7 @@ def run_train(args) -> int:
 
 def _model(args):
     """(model, vocab, cfg) of --checkpoint, or of the shipped model."""
-    return load_run(args.checkpoint, G2PConfig) if args.checkpoint else g2p.load_shipped()
+    return g2p.TASK.load_model(args.checkpoint) if args.checkpoint else g2p.load_shipped()
 
 
 def run_eval(args) -> int:
@@ -191,8 +191,8 @@ def run_export(args, rest: Sequence[str]) -> int:
     out = g2p.export(args.checkpoint, args.out, overwrite=args.overwrite)
     size = (out / "model.safetensors").stat().st_size
     total = sum(p.stat().st_size for p in out.iterdir())
-    original, vocab, cfg = load_run(args.checkpoint, G2PConfig)
-    exported, exported_vocab, _ = load_run(out, G2PConfig)
+    original, vocab, cfg = g2p.TASK.load_model(args.checkpoint)
+    exported, exported_vocab, _ = g2p.TASK.load_model(out)
     params = sum(p.numel() for p in original.parameters())
     print(f"exported {params:,} parameters as float16 to {out}: model.safetensors {size / 1e6:.2f} MB, "
           f"{total / 1e6:.2f} MB in all, sha256 of every file in {out / 'manifest.json'}")

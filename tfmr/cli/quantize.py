@@ -26,32 +26,18 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_any(path: Path, allow_pickle: bool):
-    """(model, tokenizer or vocab, config) of a sequence-to-sequence checkpoint (vocab.json: a G2P
-    model) or of a language-model checkpoint / Hugging Face folder."""
-    from .. import checkpoint
-    from ..interop import is_hf_folder
-    from .common import load_model
-
-    if not is_hf_folder(path) and (checkpoint.resolve(path) / "vocab.json").is_file():
-        from ..presets import G2PConfig
-        from ..seq2seq import load_run
-
-        return load_run(path, G2PConfig)
-    return load_model(path, allow_pickle)
-
-
 def run(args) -> int:
     from .. import checkpoint
     from ..config import to_dict
     from ..quantize import convert_, saved_weights, weight_bytes
+    from .common import load_model
 
     source, out = Path(args.checkpoint), Path(args.out)
     if out.exists() and out.resolve() == source.resolve():
         raise ConfigError(f"--out {out} is the checkpoint being quantized; write to another folder")
     if out.is_dir() and any(out.iterdir()) and not (out / checkpoint.MANIFEST).exists():
         raise ConfigError(f"--out {out} holds other files (it is not a checkpoint); write to a new or empty folder")
-    model, tokenizer, cfg = load_any(source, args.allow_pickle)
+    model, tokenizer, cfg = load_model(source, args.allow_pickle, expect=None)  # a G2P checkpoint too
     convert_(model, saved_weights(cfg), args.to)
     cfg.decode.weights = args.to
     checkpoint.save(out, model, to_dict(cfg), tokenizer)

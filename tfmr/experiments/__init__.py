@@ -14,7 +14,7 @@ axis on top of the resolved config; its own flags are only the axis (which varia
     mixers                 Transformer vs retention vs hybrid at equal parameters and training time
     g2p-sampling           teacher forcing vs three kinds of scheduled sampling (test WER, long words)
     g2p-guided             steps until the cross-attention is diagonal, with and without guided attention
-    g2p-alignment          plain vs location-aware vs monotonic cross-attention (WER, time per word)
+    g2p-alignment          plain vs each alignment kernel of cross-attention (WER, time per word)
     g2p-rl                 a G2P model's test WER / PER before and after SCST and MRT fine-tuning
     g2p-scaling            G2P WER against training compute: the compute-optimal shape, a fitted curve
 

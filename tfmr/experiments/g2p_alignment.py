@@ -1,17 +1,17 @@
-"""Plain vs location-aware vs monotonic cross-attention on G2P: test WER, and decoding time per
+"""Plain vs every alignment kernel of cross-attention on G2P: test WER, and decoding time per
 word against word length (monotonic online, hard, decoding vs full attention).
 
     tfmr experiment g2p-alignment --out runs/g2p-alignment     # g2p-small's model, 300 steps each
     tfmr experiment g2p-alignment --preset g2p-tiny --set train.steps=20 --limit 200 --per-length 3
 
 The base run is the preset `exp-g2p-alignment` through --preset / --config / --set; only
-model.cross_kernel varies (tfmr.alignment.CROSS_KERNELS), same seed, same steps:
-
-    plain       the base run's kernel (softmax over every letter at every step: full attention)
-    location    location-aware attention (Chorowski et al. 2015)
-    monotonic   monotonic attention (Raffel et al. 2017): soft in training, hard and online at
-                decoding (each step moves forward from the last attended letter or stays), with
-                the paper's N(0, 1) pre-sigmoid noise in training (MONOTONIC_NOISE)
+model.cross_kernel varies, same seed, same steps. The runs (`KINDS`) are `plain`, the base run's
+kernel (softmax over every letter at every step: full attention), then each kind of
+`tfmr.alignment.ALIGNMENT_KERNELS` in its order, so a new alignment kernel runs here with no edit
+(each class's docstring says what it computes). Kernels built on monotonic attention (the
+`Monotonic` class and its subclasses, MoChA among them) decode hard and online (each step moves
+forward from the last attended letter or stays), with the paper's N(0, 1) pre-sigmoid noise in
+training (MONOTONIC_NOISE) and a starting bias for short inputs (MONOTONIC_R).
 
 Test WER / PER are greedy. The timing: for each word length in --lengths, the first --per-length
 test words (md5 order) of that length are decoded one at a time (batch 1, greedy, after one warm-up
@@ -30,18 +30,25 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from ..alignment import ALIGNMENT_KERNELS, Monotonic
 from ..cli.common import out_folder, positive_int, resolve_config
 from ..config import Choice, ConfigError
-from ..presets import G2PConfig
 from ..tasks import g2p
 from .g2p_common import add_common, figure, markdown, pct, save, test_wer, train_variant, write
 
-KINDS = ("plain", "location", "monotonic")
+KINDS = ("plain", *ALIGNMENT_KERNELS)
 
 
 def variants() -> dict[str, Choice | None]:
-    return {"plain": None, "location": Choice("location"),
-            "monotonic": Choice("monotonic", hard=True, noise=MONOTONIC_NOISE, r_init=MONOTONIC_R)}
+    """model.cross_kernel of each run in KINDS (None: the base run's kernel)."""
+    return {"plain": None, **{kind: _cross_kernel(kind, cls) for kind, cls in ALIGNMENT_KERNELS.items()}}
+
+
+def _cross_kernel(kind: str, cls: type) -> Choice:
+    """Monotonic attention and what is built on it decode hard, with the settings below."""
+    if issubclass(cls, Monotonic):
+        return Choice(kind, hard=True, noise=MONOTONIC_NOISE, r_init=MONOTONIC_R)
+    return Choice(kind)
 
 
 # Raffel et al. 2017 add N(0, 1) noise to the pre-sigmoid energies in training, so that p_ij learns to
@@ -80,7 +87,7 @@ def words_by_length(data: g2p.G2PData, wanted: list[int], per_length: int) -> di
 
 
 @torch.inference_mode()
-def time_per_word(model, data: g2p.G2PData, cfg: G2PConfig, by_length: dict[int, list[str]],
+def time_per_word(model, data: g2p.G2PData, cfg: g2p.G2PConfig, by_length: dict[int, list[str]],
                   progress: bool) -> tuple[dict[int, float], dict[int, float]]:
     """Median milliseconds to decode one word (batch 1, greedy) per word length, and per decoder
     step (the word's time over its steps: its phonemes and the end token). A word's time grows with
@@ -115,7 +122,7 @@ def plot(results: list[dict], path, title: str):
 
 
 def main(args) -> int:
-    base = resolve_config(args, G2PConfig)
+    base = resolve_config(args, g2p.G2PConfig)
     wanted = lengths(args.lengths)
     out = out_folder(args.out)
     data = g2p.load_data(base.data.stress)

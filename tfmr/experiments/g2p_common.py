@@ -13,7 +13,6 @@ from typing import Callable, Sequence
 from ..cli.common import config_flags, positive_int
 from ..config import to_dict
 from ..metrics import per, wer
-from ..presets import G2PConfig
 from ..seq2seq import Seq2SeqTrainer
 from ..tasks import g2p
 from .plots import figure, save  # noqa: F401 (the G2P experiments' figures)
@@ -30,7 +29,7 @@ def add_common(p, preset: str, out: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def train_variant(cfg: G2PConfig, out: Path, data: g2p.G2PData, progress: bool,
+def train_variant(cfg: g2p.G2PConfig, out: Path, data: g2p.G2PData, progress: bool,
                   dev_metric: Callable | None = None) -> Seq2SeqTrainer:
     """Train one variant into `out` (a re-run replaces it); `dev_metric(model) -> dict` is logged
     at every evaluation (metrics.jsonl and the trainer's history)."""
@@ -41,7 +40,7 @@ def train_variant(cfg: G2PConfig, out: Path, data: g2p.G2PData, progress: bool,
     return trainer
 
 
-def test_wer(model, data: g2p.G2PData, cfg: G2PConfig, limit: int | None, beam: int = 1) -> dict:
+def test_wer(model, data: g2p.G2PData, cfg: g2p.G2PConfig, limit: int | None, beam: int = 1) -> dict:
     """Test WER / PER on all words and on the long ones (more than LONG letters; None when the
     words tested hold none)."""
     r = g2p.evaluate(model, data, "test", beam, cfg.decode.max_len, cfg.decode.batch_size, limit=limit)
@@ -64,7 +63,7 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
-def write(out: Path, name: str, title: str, table: str, results: dict, args, base: G2PConfig | None) -> None:
+def write(out: Path, name: str, title: str, table: str, results: dict, args, base: g2p.G2PConfig | None) -> None:
     """OUT/table.md (title and table), OUT/results.json (flags, base config, results)."""
     (out / "table.md").write_text(f"## {title}\n\n{table}\n")
     settings = {k: v for k, v in vars(args).items() if k != "func"}

@@ -24,7 +24,6 @@ import torch
 from ..cli.common import out_folder, resolve_config
 from ..config import ConfigError
 from ..objectives import GuidedAttention, diagonal_share
-from ..presets import G2PConfig
 from ..seq2seq import PAD, collate, eager_attention
 from ..tasks import g2p
 from .g2p_common import add_common, figure, markdown, pct, save, test_wer, train_variant, write
@@ -39,7 +38,7 @@ def add_arguments(p) -> None:
     p.add_argument("--words", type=int, default=200, help="dev words the share is measured on (default 200)")
 
 
-def diagonality(data: g2p.G2PData, cfg: G2PConfig, words: int, band: float):
+def diagonality(data: g2p.G2PData, cfg: g2p.G2PConfig, words: int, band: float):
     """A dev_metric for the trainer: {"diagonal_share": mean over the dev words}."""
     chosen = sorted(data.splits["dev"], key=g2p.md5_key)[:words]
     pairs = [(data.vocab.src.encode(w), data.vocab.tgt.encode(data.splits["dev"][w][0])) for w in chosen]
@@ -77,7 +76,7 @@ def plot(results: list[dict], path, title: str, threshold: float):
 
 
 def main(args) -> int:
-    base = resolve_config(args, G2PConfig)
+    base = resolve_config(args, g2p.G2PConfig)
     if not (0 < args.band < 1 and 0 < args.threshold <= 1 and args.words >= 1 and args.weight > 0):
         raise ConfigError("--band must be in (0, 1), --threshold in (0, 1], --words at least 1, --weight positive")
     out = out_folder(args.out)

@@ -17,8 +17,6 @@ from pathlib import Path
 
 from ..cli.common import out_folder
 from ..config import ConfigError
-from ..presets import G2PConfig
-from ..seq2seq import load_run
 from ..tasks import g2p
 from .g2p_common import figure, markdown, pct, save, write
 
@@ -84,7 +82,7 @@ def main(args) -> int:
     if shipped:
         g2p.load_shipped()
         args.checkpoint = str(g2p.SHIPPED)
-    model, vocab, cfg = load_run(args.checkpoint, G2PConfig)
+    model, vocab, cfg = g2p.TASK.load_model(args.checkpoint)
     out = out_folder(args.out)
     data = g2p.load_data(cfg.data.stress)
     data = g2p.G2PData(data.splits, vocab, data.stress)

@@ -22,7 +22,6 @@ import copy
 
 from ..cli.common import out_folder, resolve_config
 from ..config import Choice, ConfigError
-from ..presets import G2PConfig
 from ..tasks import g2p
 from .g2p_common import LONG, add_common, figure, markdown, pct, save, test_wer, train_variant, write
 
@@ -57,7 +56,7 @@ def plot(results: list[dict], path, title: str):
 
 
 def main(args) -> int:
-    base = resolve_config(args, G2PConfig)
+    base = resolve_config(args, g2p.G2PConfig)
     if args.k is not None and args.k < 1:
         raise ConfigError(f"--k must be at least 1 (the inverse-sigmoid schedule), got {args.k}")
     out = out_folder(args.out)

@@ -37,7 +37,6 @@ from pathlib import Path
 
 from ..cli.common import out_folder, resolve_config
 from ..config import ConfigError
-from ..presets import G2PConfig
 from ..seq2seq import BucketBatches
 from ..tasks import g2p
 from .g2p_common import add_common, figure, markdown, pct, save, train_variant, write
@@ -102,8 +101,8 @@ def batch_means(pairs, batch_tokens: int, seed: int) -> tuple[float, float]:
     return src / len(batches), tgt / len(batches)
 
 
-def plan(base: G2PConfig, shape: tuple[int, int], budget: float, smallest: float,
-         data: g2p.G2PData) -> tuple[G2PConfig, float]:
+def plan(base: g2p.G2PConfig, shape: tuple[int, int], budget: float, smallest: float,
+         data: g2p.G2PData) -> tuple[g2p.G2PConfig, float]:
     """The run for one shape at one budget (TFLOPs), and its FLOPs per step: the base run's
     train.batch_tokens at the smallest budget and train.lr at width 128, scaled as the module says."""
     layers, dim = shape
@@ -124,7 +123,7 @@ def plan(base: G2PConfig, shape: tuple[int, int], budget: float, smallest: float
     return cfg, per_step
 
 
-def score(model, data: g2p.G2PData, split: str, cfg: G2PConfig, limit: int | None) -> dict:
+def score(model, data: g2p.G2PData, split: str, cfg: g2p.G2PConfig, limit: int | None) -> dict:
     """Greedy WER / PER on `split`; with stress, also with the predicted stress removed."""
     r = g2p.evaluate(model, data, split, 1, cfg.decode.max_len, cfg.decode.batch_size, limit=limit)
     keys = ("wer", "per", "words", "wer_no_stress", "per_no_stress")
@@ -156,10 +155,9 @@ def score_run(run: str, limit: int | None) -> dict:
     """A finished training run (RUN/checkpoint) scored as the grid's runs are: its compute, dev WER
     with the stress left out (a model that predicts stress is scored as a stress-free one)."""
     from ..checkpoint import load_state
-    from ..seq2seq import load_run
 
     folder = Path(run) / "checkpoint"
-    model, vocab, cfg = load_run(folder, G2PConfig)
+    model, vocab, cfg = g2p.TASK.load_model(folder)
     step = load_state(folder)[1]["step"]
     data = g2p.load_data(cfg.data.stress)
     data = g2p.G2PData(data.splits, vocab, data.stress)  # the run's own ids
@@ -242,7 +240,7 @@ def plot(results, best, law, target, path, title, runs=()):
 
 
 def main(args) -> int:
-    base = resolve_config(args, G2PConfig)
+    base = resolve_config(args, g2p.G2PConfig)
     shapes, budgets = parse_shapes(args.shapes), parse_budgets(args.budgets)
     if base.train.batch_tokens < 64:
         raise ConfigError(f"train.batch_tokens must be at least 64 here, got {base.train.batch_tokens}")

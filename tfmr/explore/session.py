@@ -2,13 +2,14 @@
 
     open_checkpoint(dir)     a Session for a language-model checkpoint or a Hugging Face folder of
                              a decoder-only model (LMSession), or an encoder-decoder checkpoint,
-                             G2P included (Seq2SeqSession)
+                             G2P included (Seq2SeqSession); read by tfmr.load
     session.info()           what the model is: family, shape, positions, kernel, mixers, pattern,
                              tokenizer, source
     session.tokens(...)      the token ids, their text and byte spans (tokenizer.token_bytes)
     session.attention(...)   one layer's weights per head, self / cross / encoder, from a forward
                              pass under kernels.eager_attention (the same math, with weights); for
-                             a retention layer, which has none, its decay (mixers.decay_mask)
+                             a layer that gives none, the decay its mixer declares (`decays()`:
+                             retention's, drawn by mixers.decay_mask)
     session.distribution(...)  the next-token distribution before and after the repetition
                              penalty and no-repeat-n-gram (decode.process), temperature, top-k,
                              top-p and min-p (decode.next_token_probs, which decode.choose samples)
@@ -35,15 +36,14 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint, decode
-from ..builder import build_uninitialised, mixer_kinds
-from ..config import ConfigError, ModelConfig, from_dict
-from ..interop import from_pretrained, is_hf_folder
+from .. import decode
+from ..builder import mixer_kinds
+from ..config import ConfigError
 from ..kernels import eager_attention
+from ..loading import load
 from ..masks import Mask
 from ..mixers import decay_mask
 from ..seq2seq import BOS, EOS, SPECIALS, PairVocab
-from ..tokenizers import load as load_tokenizer
 from ..tokenizers.hf import HFTokenizer
 
 SHOWN = 30  # bars in the distribution chart
@@ -154,14 +154,15 @@ class Session:
             return self.model(inp.tgt) if inp.src is None else self.model(inp.src, inp.tgt)
 
     def mixers(self) -> list[str]:
-        """The sequence mixer of each decoder layer (builder.mixer_kinds: attention or retention)."""
+        """The sequence mixer of each decoder layer (builder.mixer_kinds: kinds of mixers.MIXERS)."""
         return mixer_kinds(self.cfg)
 
     def attention(self, text: str, generated=(), which: str = "self", layer: int = 0) -> dict:
         """One layer's attention weights, (heads, query, key), with the query and key labels. A
-        retention layer has no attention map (no softmax; its parallel form is (Q K^T * D) V): it
-        gives `weights` None and, per head, the decay D[n, m] = gamma_h^(n - m) that its parallel
-        form multiplies the scores with (mixers.decay_mask of the layer's own decays)."""
+        decayed mixer (retention) has no attention map (no softmax; its parallel form is
+        (Q K^T * D) V): it gives `weights` None and, per head, the decay D[n, m] = gamma_h^(n - m)
+        that its parallel form multiplies the scores with (mixers.decay_mask of the decays the
+        mixer declares, `Mixer.decays()`)."""
         inp = self.inputs(text, generated)
         out = self.forward_with_weights(inp)
         stacks = {"self": (out.attentions, inp.tgt_tokens, inp.tgt_tokens)}
@@ -183,9 +184,9 @@ class Session:
                 "queries": [t["text"] for t in queries], "keys": [t["text"] for t in keys]}
         if weights[layer] is not None:
             return {**view, "weights": _rounded(weights[layer][0])}
-        if mixer != "retention":
+        decays = self.model.blocks[layer].attn.decays() if which == "self" else None
+        if decays is None:
             raise ConfigError(f"the {which} attention of layer {layer} gives no weights")
-        decays = self.model.blocks[layer].attn.log_gamma
         return {**view, "weights": None, "decay": _rounded(decay_mask(decays, inp.tgt.shape[1])),
                 "gammas": _rounded(decays.exp(), 8)}
 
@@ -291,7 +292,7 @@ class Session:
         """Each position module of the model read through its hooks, at the first positions."""
         T = min(self.limit, POSITIONS_SHOWN)
         attn = self.model.blocks[0].attn
-        parts = [("encoder", self.model.enc_pos, False)] if self.kind == "seq2seq" else []
+        parts = [("encoder", self.model.enc_pos, False)] if self.model.needs_source else []
         parts.append(("decoder", self.model.pos, True))
         return {"length": T, "parts": [position_view(name, pos, T, self.cfg.dim, attn.heads, attn.head_dim, causal)
                                        for name, pos, causal in parts]}
@@ -543,46 +544,25 @@ class Seq2SeqSession(Session):
         return result
 
 
-def _saved_section(directory: Path, name: str) -> dict:
-    section = checkpoint.read_config(directory).get(name)
-    return section if isinstance(section, dict) else {}
-
-
 def open_checkpoint(path: str | Path) -> Session:
-    """The Session for the folder `path`: a Hugging Face model folder (config.json with a
-    model_type; read by tfmr.interop.from_pretrained, decoder-only families with a tokenizer.json),
-    or a tfmr checkpoint, checked against its manifest first (CheckpointError for a missing
-    folder, a folder that is no checkpoint or a changed file)."""
-    if is_hf_folder(path):
-        return _open_hf_folder(Path(path))
-    directory = checkpoint.verify(path)
-    section = checkpoint.read_config(directory).get("model")
-    if not isinstance(section, dict):
-        raise checkpoint.CheckpointError(f"{directory}/config.json has no model section; is it a tfmr checkpoint?")
-    cfg = from_dict(ModelConfig, section)
-    if cfg.arch == "encoder":
-        raise ConfigError(f"{directory} holds an encoder-only model; explore shows language models and "
-                          "encoder-decoder models")
-    model = build_uninitialised(cfg)  # every weight is loaded next, or CheckpointError
-    checkpoint.load_weights(directory, model)
-    if cfg.arch == "encoder-decoder":
-        return Seq2SeqSession(model, directory, PairVocab.load(directory))
-    try:
-        tokenizer = load_tokenizer(directory)
-    except ValueError as e:
-        raise checkpoint.CheckpointError(f"{directory}: {e}") from None
-    prompt = _saved_section(directory, "sample").get("prompt")
-    return LMSession(model, directory, tokenizer, prompt if isinstance(prompt, str) else "")
-
-
-def _open_hf_folder(directory: Path) -> LMSession:
-    """A Hugging Face folder as a language-model session, in float32 (the page's numbers are
-    float32 either way). An encoder (BERT) or encoder-decoder (Marian) folder, or one without a
-    tokenizer.json, is a ConfigError: the page reads text with one tokenizer into a decoder."""
-    model, tokenizer, model_type = from_pretrained(directory, dtype=torch.float32)
-    if model.cfg.arch != "decoder":
-        raise ConfigError(f"{directory} holds a Hugging Face {model_type} model ({model.cfg.arch}); explore shows "
+    """The Session for the folder `path`, read by tfmr.load (a checkpoint checked against its
+    manifest first; a folder that is no model is one line naming what it holds): a language model
+    with its tokenizer (a tfmr checkpoint, or a Hugging Face folder of a decoder-only family, in
+    float32: the page's numbers are float32 either way), or a tfmr encoder-decoder with its
+    vocabularies (G2P, the copy task). An encoder-only model, or a Hugging Face encoder or
+    encoder-decoder folder, is a ConfigError: the page reads text into a decoder."""
+    loaded = load(path, runs=False, dtype=torch.float32)
+    arch = loaded.model.cfg.arch
+    if loaded.kind == "hf" and arch != "decoder":
+        raise ConfigError(f"{path} holds a Hugging Face {loaded.model_type} model ({arch}); explore shows "
                           "Hugging Face decoder-only language models (gpt2, bloom, llama, mistral, mixtral)")
-    if tokenizer is None:
-        raise ConfigError(f"{directory}: no tokenizer.json beside the model (explore needs one to read text)")
-    return LMSession(model.eval(), directory, tokenizer, source=f"Hugging Face folder (model_type {model_type})")
+    if arch == "encoder":
+        raise ConfigError(f"{loaded.path} holds an encoder-only model; explore shows language models and "
+                          "encoder-decoder models")
+    if isinstance(loaded.vocab, PairVocab):
+        return Seq2SeqSession(loaded.model, loaded.path, loaded.vocab)
+    if loaded.kind == "hf":
+        return LMSession(loaded.model, loaded.path, loaded.vocab,
+                         source=f"Hugging Face folder (model_type {loaded.model_type})")
+    prompt = loaded.config.sample.prompt
+    return LMSession(loaded.model, loaded.path, loaded.vocab, prompt if isinstance(prompt, str) else "")

@@ -25,8 +25,8 @@ an empty past (length 0) with the decoder start token. The exporter is torch's T
 also works but takes minutes on a small CPU. After export, when onnxruntime is installed, the
 graphs are run at another batch size and length and compared with the model (atol 1e-4); a
 mismatch (a variant whose shape logic the trace froze, such as a sliding-window mask) removes the
-files and says so. Left out: encoder-only models, stateful cross-attention kernels (location-aware,
-monotonic), a static-cache graph for GPUs.
+files and says so. Left out: encoder-only models, stateful cross-attention kernels
+(`alignment.ALIGNMENT_KERNELS`), a static-cache graph for GPUs.
 """
 from __future__ import annotations
 
@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
-from ..cache import Placement
+from ..cache import AbsoluteStore
 from ..config import ConfigError
 
 
-class ConcatCache(Placement):
+class ConcatCache(AbsoluteStore):
     """A KV cache over given past keys / values: `update` appends the new ones (B, H_kv, T, D);
-    `place` (cache.Placement) rotates at absolute positions first, as the model's own cache does."""
+    `store` (cache.AbsoluteStore) keeps keys rotated at absolute positions, as the model's own cache does."""
 
     key_start = 0
 

@@ -15,8 +15,11 @@ from the source through its cross-attention.
 
 trains both on the same data for the same steps and prints token and sequence accuracy on
 test sequences (about a minute per head on one core). The config (model shape, training budget;
-CopyTaskConfig) comes from the presets `copytask` and `copytask-tiny` in tfmr/presets.py;
-train.seed also seeds the data. At 600 steps the pointer-generator has not
+CopyTaskConfig) comes from the presets `copytask` and `copytask-tiny`, defined here and added to
+tfmr.presets' registry at the end of this file; train.seed also seeds the data. The task is a
+symbol-to-symbol task of the task layer (tfmr/tasks/symbols.py: CopyTask), whose config,
+registration, training loop and command it uses; its data, two heads and accuracy are its own.
+At 600 steps the pointer-generator has not
 yet learned when to generate and when to copy and trails the plain head; by 1500 it copies the
 never-seen symbols (numbers in docs/seq2seq.md). A demonstration, not a tuned benchmark.
 """
@@ -27,17 +30,49 @@ import copy
 import json
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..cli.common import config_flags, guarded, out_folder, resolve_config
 from ..builder import build_copy_model
-from ..presets import CopyTaskConfig, copytask
-from ..seq2seq import UNK, PairVocab, Seq2SeqTrainer, Vocab, greedy_decode, pad_batch
+from ..cli.common import config_flags, out_folder, resolve_config
+from ..config import Choice, ModelConfig
+from ..seq2seq import UNK, DecodeConfig, PairVocab, Seq2SeqConfig, Seq2SeqTrainConfig, Vocab, greedy_decode, pad_batch
+from .symbols import SymbolTask, register
 
 KNOWN = [chr(ord("a") + i) for i in range(20)]
 
 
+# ----------------------------------------------------------------------------- config and presets
+@dataclass
+class CopyTaskConfig(Seq2SeqConfig):
+    """The copy task's two models (plain head and pointer-generator) share this shape and budget."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(
+        arch="encoder-decoder", dim=64, layers=2, encoder_layers=2, heads=4, context=32, kernel=Choice("eager"),
+        pos=Choice("learned"), share_embeddings=True, tie_embeddings=True))
+    train: Seq2SeqTrainConfig = field(default_factory=lambda: Seq2SeqTrainConfig(
+        steps=1500, batch_size=64, lr=2e-3, min_lr=1e-4, warmup=50, weight_decay=0.0, eval_every=250,
+        log_every=20, checkpoint_every=10**9, eval_pairs=256, dtype="float32", threads=1))
+    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(max_len=14))
+
+
+def copytask() -> CopyTaskConfig:
+    """Pointer-generator vs plain head, 1500 steps each (about a minute per head on one core); seed 0."""
+    cfg = CopyTaskConfig()
+    cfg.train.seed = 0  # also the data seed
+    return cfg
+
+
+def copytask_tiny() -> CopyTaskConfig:
+    """Seconds-long copy-task runs for tests and smoke checks (the numbers mean nothing)."""
+    cfg = copytask()
+    cfg.model.dim, cfg.model.layers, cfg.model.encoder_layers, cfg.model.heads = 16, 1, 1, 2
+    cfg.train.steps, cfg.train.warmup, cfg.train.eval_every, cfg.train.eval_pairs = 4, 1, 10**9, 16
+    return cfg
+
+
+# ----------------------------------------------------------------------------- data
 def make_example(rng: random.Random, pool: str, p_rare: float = 0.3, lengths=(4, 10)) -> tuple[list, list]:
     """(source symbols, target symbols) of one example; rare symbols come from `pool` ("R" or "N")."""
     n = rng.randint(*lengths)
@@ -87,56 +122,66 @@ def accuracy(model, vocab: Vocab, examples, copy: bool, max_len: int) -> dict:
             "seq_acc": exact / len(examples), "example": (examples[0][0], hyps[0])}
 
 
-def run(cfg: CopyTaskConfig | None = None, out: str | Path = "runs/copytask", progress: bool = True,
-        log=print) -> dict:
-    """Train the plain head and the pointer-generator with `cfg` (default: the `copytask` preset) on
-    the same data (seeded by cfg.train.seed); their test accuracies by head name."""
-    cfg = cfg or copytask()
-    vocab, train, test = make_data(seed=cfg.train.seed)
-    pv = PairVocab(vocab, vocab)
-    results = {}
-    for name, copying in (("plain softmax head", False), ("pointer-generator", True)):
-        head_cfg = copy.deepcopy(cfg)
-        enc = (lambda s, t: extended_ids(vocab, s, t)[:2]) if copying else (lambda s, t: (vocab.encode(s), vocab.encode(t)))
-        pairs = [enc(s, t) for s, t in train]
-        dev = [enc(s, t) for s, t in test[:256]]
-        make = (lambda m: build_copy_model(m, UNK)) if copying else None
-        kwargs = {"make_model": make} if make else {}
-        t0 = time.perf_counter()
-        trainer = Seq2SeqTrainer(head_cfg, pv, pairs, dev, Path(out) / name.split()[0], progress=progress, overwrite=True,
-                                 log=lambda *a: None, **kwargs)
-        trainer.fit()
-        r = accuracy(trainer.model, vocab, test, copying, head_cfg.decode.max_len)
-        r["seconds"] = time.perf_counter() - t0
-        results[name] = r
-        log(f"{name:<20} test token accuracy {100 * r['token_acc']:5.1f}%  never-seen symbols "
-            f"{100 * r['rare_acc']:5.1f}%  sequence accuracy {100 * r['seq_acc']:5.1f}%  "
-            f"({head_cfg.train.steps} steps, {r['seconds']:.0f}s)")
-        log(f"{'':<20} e.g. {' '.join(r['example'][0])}  ->  {' '.join(r['example'][1])}")
-    return results
+class CopyTask(SymbolTask):
+    """The copy task in the task layer: its config and presets, the one loop on each head's ids
+    (the heads encode the examples differently, so it trains on id pairs, not on PairData)."""
+
+    name, title = "copytask", "copy-task"
+    config_class = CopyTaskConfig
+    presets = {"copytask": ("copytask", copytask), "copytask-tiny": ("copytask", copytask_tiny)}
+    default_preset = "copytask"
+
+    def run(self, cfg: CopyTaskConfig | None = None, out: str | Path = "runs/copytask", progress: bool = True,
+            log=print) -> dict:
+        """Train the plain head and the pointer-generator with `cfg` (default: the `copytask` preset) on
+        the same data (seeded by cfg.train.seed); their test accuracies by head name."""
+        cfg = cfg or copytask()
+        vocab, train, test = make_data(seed=cfg.train.seed)
+        pv = PairVocab(vocab, vocab)
+        results = {}
+        for name, copying in (("plain softmax head", False), ("pointer-generator", True)):
+            head_cfg = copy.deepcopy(cfg)
+            enc = (lambda s, t: extended_ids(vocab, s, t)[:2]) if copying else (lambda s, t: (vocab.encode(s), vocab.encode(t)))
+            pairs = [enc(s, t) for s, t in train]
+            dev = [enc(s, t) for s, t in test[:256]]
+            options = {"make_model": lambda m: build_copy_model(m, UNK)} if copying else {}
+            t0 = time.perf_counter()
+            trainer = self.trainer(head_cfg, pv, pairs, dev, Path(out) / name.split()[0], progress=progress,
+                                   overwrite=True, log=lambda *a: None, **options)
+            trainer.fit()
+            r = accuracy(trainer.model, vocab, test, copying, head_cfg.decode.max_len)
+            r["seconds"] = time.perf_counter() - t0
+            results[name] = r
+            log(f"{name:<20} test token accuracy {100 * r['token_acc']:5.1f}%  never-seen symbols "
+                f"{100 * r['rare_acc']:5.1f}%  sequence accuracy {100 * r['seq_acc']:5.1f}%  "
+                f"({head_cfg.train.steps} steps, {r['seconds']:.0f}s)")
+            log(f"{'':<20} e.g. {' '.join(r['example'][0])}  ->  {' '.join(r['example'][1])}")
+        return results
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        """The flags of `tfmr copytask` and `python -m tfmr.tasks.copytask`."""
+        config_flags(p, preset="copytask", data=False)
+        p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N (the preset: 1500)")
+        p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N, which also seeds the data (the preset: 0)")
+        p.add_argument("--out", default="runs/copytask")
+        p.add_argument("--json", help="write the results to this file")
+        p.add_argument("--no-progress", action="store_true")
+
+    def main(self, args) -> int:
+        shortcuts = [f"train.{key}={getattr(args, key)}" for key in ("steps", "seed") if getattr(args, key) is not None]
+        cfg = resolve_config(args, CopyTaskConfig, overrides=shortcuts)
+        out_folder(args.out)
+        results = self.run(cfg, args.out, not args.no_progress)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        return 0
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of `tfmr copytask` and `python -m tfmr.tasks.copytask`."""
-    config_flags(p, preset="copytask", data=False)
-    p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N (the preset: 1500)")
-    p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N, which also seeds the data (the preset: 0)")
-    p.add_argument("--out", default="runs/copytask")
-    p.add_argument("--json", help="write the results to this file")
-    p.add_argument("--no-progress", action="store_true")
+TASK = CopyTask()
+run, add_arguments, main = TASK.run, TASK.add_arguments, TASK.main
 
+if __name__ == "__main__":  # `python -m tfmr.tasks.copytask`: this file also runs as the module the command
+    from tfmr.tasks.copytask import TASK as registered  # line imported; that module's task holds the presets
 
-def main(args) -> int:
-    shortcuts = [f"train.{key}={getattr(args, key)}" for key in ("steps", "seed") if getattr(args, key) is not None]
-    cfg = resolve_config(args, CopyTaskConfig, overrides=shortcuts)
-    out_folder(args.out)
-    results = run(cfg, args.out, not args.no_progress)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m tfmr.tasks.copytask", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    raise SystemExit(guarded(main, parser.parse_args()))
+    raise SystemExit(registered.command_line())
+register(TASK)

@@ -1,0 +1,144 @@
+"""The G2P task's config (G2PConfig: model, data, train, decode) and its presets.
+
+    g2p-tiny, g2p-small, g2p-base, g2p-long           tfmr g2p train --preset NAME
+    exp-g2p-sampling, -guided, -alignment, -scaling   the base runs of the G2P experiments
+
+PRESETS maps each name to (the command that uses it, its function); tfmr/tasks/g2p.py adds them,
+and the config class, to tfmr.presets' registries when it is imported (the library never imports
+a task). What the recipes were sized on is said beside each one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..config import Choice, ModelConfig
+from ..seq2seq import DecodeConfig, Seq2SeqTrainConfig
+
+
+# ----------------------------------------------------------------------------- the config
+@dataclass
+class G2PDataConfig:
+    stress: bool = False  # keep the stress digits (AH0, EY1) in the phonemes
+    dev_words: int = 1000  # dev words decoded (greedy) at each evaluation; 0 for none
+
+
+@dataclass
+class G2PConfig:
+    """A G2P run: a G2P data section and a decode section instead of text data and sampling."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: G2PDataConfig = field(default_factory=G2PDataConfig)
+    train: Seq2SeqTrainConfig = field(default_factory=Seq2SeqTrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+# ----------------------------------------------------------------------------- the presets (tfmr g2p)
+def _g2p_model(dim: int, layers: int, heads: int, dropout: float, label_smoothing: float) -> ModelConfig:
+    return ModelConfig(arch="encoder-decoder", dim=dim, layers=layers, encoder_layers=layers, heads=heads,
+                       context=64, dropout=dropout, pos=Choice("learned"), residual=Choice("pre"),
+                       ffn=Choice("mlp", mult=4, activation="gelu"), label_smoothing=label_smoothing,
+                       share_embeddings=False, tie_embeddings=True)
+
+
+# g2p-small trains a fixed number of steps, the schedule decayed over them, so the same seed gives the
+# same model on a busy machine as on a quiet one (a wall-clock budget trained fewer steps, and a worse
+# model, whenever the machine was shared). Sized on the 2-core AMD EPYC without AVX512-BF16 (so fp32
+# training), 2 threads, quiet machine: the median step took 217-237 ms over two 60-second runs (4.2
+# and 4.6 steps/s); 420 s x 4.4 steps/s = 1,850 steps, less the 4 evaluations' few seconds each:
+# 1,800 steps. A CPU with bf16 (about 9 steps/s) takes about 3.5 minutes. Busy machines take
+# longer; the model is the same.
+STEPS_SMALL = 1800
+# g2p-base, the shipped model's recipe: a fixed number of steps (the schedule decayed over them), so the
+# run is the same in one sitting or several (`--resume`), on a quiet machine or a busy one.
+STEPS_BASE = 8000
+# g2p-long: g2p-base's model and batch trained 3.75 times as long, the schedule decayed over all of it;
+# about 5 hours of 2 quiet fp32 cores (0.6 s a step), so it is meant to run across sittings (`--resume`).
+STEPS_LONG = 30000
+
+
+def g2p_tiny() -> G2PConfig:
+    """Seconds-long G2P runs for tests and smoke checks."""
+    return G2PConfig(model=_g2p_model(32, 1, 2, 0.0, 0.0), data=G2PDataConfig(dev_words=50),
+                     train=Seq2SeqTrainConfig(steps=30, batch_size=32, lr=3e-3, min_lr=3e-4, warmup=5,
+                                              eval_every=15, log_every=5, checkpoint_every=15, eval_pairs=100),
+                     decode=DecodeConfig(beam_size=2, max_len=30))
+
+
+def g2p_small() -> G2PConfig:
+    """The `make run` job: a small G2P Transformer, STEPS_SMALL steps (about 7 minutes on 2 quiet CPU cores)."""
+    return G2PConfig(model=_g2p_model(128, 2, 4, 0.0, 0.1), data=G2PDataConfig(dev_words=1000),
+                     train=Seq2SeqTrainConfig(steps=STEPS_SMALL, batch_size=256, batch_tokens=5000, lr=2e-3,
+                                              min_lr=1e-4, warmup=200, weight_decay=0.01, beta2=0.98, eval_every=500,
+                                              log_every=10, checkpoint_every=500, max_minutes=0.0, eval_pairs=2000),
+                     decode=DecodeConfig(beam_size=4, max_len=40))
+
+
+def g2p_base() -> G2PConfig:
+    """The shipped model's recipe: 3+3 layers of width 192 that predict stress, 8,000 steps (one command)."""
+    return G2PConfig(model=_g2p_model(192, 3, 4, 0.1, 0.1), data=G2PDataConfig(stress=True, dev_words=1000),
+                     train=Seq2SeqTrainConfig(steps=STEPS_BASE, batch_size=1 << 20, batch_tokens=4000, lr=1.6e-3,
+                                              min_lr=8e-5, warmup=400, weight_decay=0.01, beta2=0.98,
+                                              eval_every=1000, log_every=20, checkpoint_every=250, keep_last=8,
+                                              eval_pairs=2000, max_minutes=0.0),
+                     decode=DecodeConfig(beam_size=5, max_len=40))
+
+
+def g2p_long() -> G2PConfig:
+    """g2p-base trained STEPS_LONG steps: the compute the scaling curve asks for to approach 24.5% WER."""
+    cfg = g2p_base()
+    cfg.train.steps, cfg.train.eval_every = STEPS_LONG, 2000
+    return cfg
+
+
+def exp_g2p_scaling() -> G2PConfig:
+    """WER against compute (tfmr experiment g2p-scaling): the batch tokens and peak lr its rule scales from."""
+    cfg = g2p_small()
+    cfg.train.batch_tokens, cfg.train.lr, cfg.train.threads = 2000, 2e-3, 0
+    cfg.data.dev_words = 0  # scored on the whole dev and test splits after training
+    return cfg
+
+
+# ----------------------------------------------------------------------------- experiments (tfmr experiment g2p-*)
+# g2p-small's model at a fixed number of steps, sized so that each experiment (all its runs) takes
+# about 5-10 minutes on 2 quiet CPU cores, from g2p-small's 4.4 steps/s: the scheduled-sampling kinds
+# run 2 passes per step, the alignment kernels loop over target positions, guided attention needs the
+# eager kernel. Not yet timed as whole experiments (docs/objectives.md: "to be measured").
+def _exp_g2p(steps: int, eval_every: int | None = None) -> G2PConfig:
+    cfg = g2p_small()
+    t = cfg.train
+    t.steps, t.warmup, t.eval_every, t.checkpoint_every = steps, max(1, steps // 10), eval_every or steps, steps
+    t.eval_pairs, t.threads = 1000, 0
+    cfg.data.dev_words = 0  # the experiments measure on the test split themselves
+    return cfg
+
+
+def exp_g2p_sampling() -> G2PConfig:
+    """Teacher forcing vs scheduled sampling (3 kinds): g2p-small's model, 300 steps each (train.objective varies)."""
+    return _exp_g2p(300)
+
+
+def exp_g2p_guided() -> G2PConfig:
+    """With and without the guided attention loss: g2p-small's model on the eager kernel, 500 steps each."""
+    cfg = _exp_g2p(500, eval_every=25)
+    cfg.model.kernel = Choice("eager")
+    cfg.train.eval_pairs = 200
+    return cfg
+
+
+def exp_g2p_alignment() -> G2PConfig:
+    """Plain vs each alignment kernel of cross-attention: g2p-small's model, 300 steps each."""
+    return _exp_g2p(300)
+
+
+# name -> (the command that uses it, the function), in the order `tfmr presets` lists them
+PRESETS: dict[str, tuple[str, Callable]] = {
+    "g2p-tiny": ("g2p", g2p_tiny),
+    "g2p-small": ("g2p", g2p_small),
+    "g2p-base": ("g2p", g2p_base),
+    "g2p-long": ("g2p", g2p_long),
+    "exp-g2p-sampling": ("experiment g2p-sampling", exp_g2p_sampling),
+    "exp-g2p-guided": ("experiment g2p-guided", exp_g2p_guided),
+    "exp-g2p-alignment": ("experiment g2p-alignment", exp_g2p_alignment),
+    "exp-g2p-scaling": ("experiment g2p-scaling", exp_g2p_scaling),
+}
