@@ -159,3 +159,51 @@ def test_average_refuses_other_models_and_bad_requests(snapshots, tmp_path):
         checkpoint.average([], tmp_path / "avg")
     assert main(["average", "--last", "3", str(snapshots), "--out", str(tmp_path / "avg")]) == 2
     assert not (tmp_path / "avg").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask):
+    """safetensors writes its files 0600; a checkpoint, an export and an average get what any file
+    written here gets (0644 under umask 022), so other users and tools can read a shipped model."""
+    import os
+    import stat
+
+    model, config = torch.nn.Linear(3, 2), {"model": {}}
+    old = os.umask(umask)
+    try:
+        folders = [checkpoint.save(tmp_path / "saved", model, config),
+                   checkpoint.export(tmp_path / "exported", model, config),
+                   checkpoint.average([tmp_path / "saved"], tmp_path / "averaged")]
+    finally:
+        os.umask(old)
+    for folder in folders:
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+        assert set(modes.values()) == {0o666 & ~umask}, (folder.name, modes)
+        assert "model.safetensors" in modes
+
+
+def test_consolidate_prints_no_raw_torch_warnings(tmp_path, capfd, recwarn):
+    """A sharded checkpoint read in one process: torch.distributed.checkpoint warns that it assumes
+    one process on each call; that is what consolidate means, so the user sees only its own line."""
+    from safetensors.torch import load_file
+
+    from tfmr import RunConfig, build_model, parallel
+    from tfmr.cli import main
+    from tfmr.config import ModelConfig, to_dict
+    from tfmr.loop import make_optimizer
+
+    run = RunConfig(model=ModelConfig(vocab_size=11, dim=16, layers=1, heads=2, context=8))
+    model = build_model(run.model)
+    optimizer = make_optimizer(model, run.train, torch.device("cpu"))  # as consolidate rebuilds it
+    model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long)).loss.backward()
+    optimizer.step()
+    parallel.save_sharded(parallel.Parallel(torch.device("cpu")), tmp_path / "sharded", model, optimizer,
+                          to_dict(run), None, {}, {"step": 1})
+    capfd.readouterr()
+    recwarn.clear()
+    assert main(["checkpoint", "consolidate", str(tmp_path / "sharded"), "--out", str(tmp_path / "plain")]) == 0
+    out, err = capfd.readouterr()
+    assert err == "" and [str(w.message)[:80] for w in recwarn] == []
+    assert out == f"plain checkpoint: {tmp_path / 'plain'}\n"
+    weights = load_file(str(tmp_path / "plain" / "model.safetensors"))
+    assert all(torch.equal(weights[name], p.detach()) for name, p in model.state_dict().items() if name in weights)

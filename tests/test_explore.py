@@ -252,6 +252,84 @@ def test_positions_are_read_through_the_hooks():
     assert alibi["bias"][1][5][2] == pytest.approx(-float(slopes[1]) * 3, abs=1e-4) and alibi["bias"][1][2][5] is None
 
 
+def test_the_n_best_carry_the_sum_the_tree_shows_and_the_score_they_are_ranked_by(lm):
+    b = lm.s.post("beam", text=PROMPT, width=3, max_new_tokens=8)[1]
+    nodes = {n["id"]: n for n in b["nodes"]}
+    assert b["length_penalty"] == 1.0 and b["stepped"] == 0
+    for hyp in b["n_best"]:
+        assert hyp["length"] == len(hyp["ids"]) and hyp["score"] == pytest.approx(hyp["log_prob"] / hyp["length"])
+        if hyp["node"] is not None:  # the tree's label of that hypothesis is its summed log-probability
+            assert nodes[hyp["node"]]["score"] == pytest.approx(hyp["log_prob"], abs=1e-5)
+    assert nodes[0]["text"] == PROMPT  # the root is the text so far, whole (the page shortens it to fit)
+
+
+def test_a_g2p_beam_after_stepping_starts_from_the_steps_and_shows_them(g2p_model):
+    word, label = "tomato", g2p_model.s.session.label
+    stepped = [5, 6]  # two symbols already stepped (any two: the search continues whatever was chosen)
+    b = g2p_model.s.post("beam", text=word, generated=stepped, width=3, max_new_tokens=10)[1]
+    assert b["nodes"][0]["text"] == " ".join(["<s>"] + [label(i) for i in stepped]) and b["stepped"] == 2
+    for hyp in b["n_best"]:  # the whole pronunciation, the stepped symbols first
+        assert hyp["rendered"] == " ".join(g2p_model.vocab.tgt.decode(stepped + hyp["ids"]))
+        assert hyp["rendered"].split()[:2] == [label(i) for i in stepped]
+
+
+def test_attention_rows_name_what_each_step_predicted(lm, g2p_model):
+    a = lm.s.post("attention", text=PROMPT, which="self", layer=1)[1]
+    with torch.no_grad():
+        best = lm.model(ids_of(lm, PROMPT)).logits[0].argmax(-1).tolist()
+    assert a["predicts"] == [lm.s.session.label(i) for i in best]
+    word = "tomato"
+    d = g2p_model.s.post("decode", text=word)[1]
+    cross = g2p_model.s.post("attention", text=word, generated=d["body"], which="cross", layer=0)[1]
+    assert cross["queries"] == ["<s>"] + d["labels"][:len(d["body"])]
+    assert cross["predicts"][:len(d["labels"])] == d["labels"]  # greedy: each step predicted the next symbol
+    assert "predicts" not in g2p_model.s.post("attention", text=word, which="encoder", layer=0)[1]
+
+
+def test_the_header_names_the_model_without_an_absolute_path(lm, tmp_path, monkeypatch):
+    from tfmr.explore.session import display_name
+
+    info = lm.s.request("GET", "/api/info")[1]
+    assert info["name"] == display_name(lm.ckpt) and not info["name"].startswith("/")
+    assert str(lm.ckpt.parent) not in json.dumps(info)  # "run/checkpoint" from the tests' folder
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    assert display_name(tmp_path / "models" / "mine") == "models/mine"  # inside the working directory
+    assert display_name(tmp_path) == tmp_path.name and display_name(tmp_path.parent / "elsewhere") == "elsewhere"
+
+
+def test_a_symbol_outside_the_alphabet_names_the_alphabet_in_quotes(g2p_model):
+    import ast
+
+    error = g2p_model.s.post("distribution", text="caf\u00e9")[1]["error"]
+    head, known = error.split("; it knows ")
+    count, alphabet = known.split(": ", 1)
+    symbols = g2p_model.vocab.src.itos[4:]
+    assert head == "not in the model's input alphabet: '\u00e9'" and count == f"these {len(symbols)}"
+    assert ast.literal_eval(alphabet) == "".join(symbols)  # one quoted string, closed, whatever it holds ("'")
+
+
+def test_positions_say_what_the_scheme_is_in_words():
+    view = position_view("decoder", Rope(4, 32), 8, 8, 2, 4, True)
+    assert view["about"] == "Rotary position embedding, RoFormer (https://arxiv.org/abs/2104.09864)."
+    assert view["settings"] == "base 10000, rotary_dim 4/4"
+    assert position_view("decoder", Learned(8, 32), 8, 8, 2, 4, True)["settings"] == ""  # a table: nothing to set
+
+
+def test_explore_g2p_opens_the_shipped_model_and_needs_a_model(capsys):
+    import argparse
+
+    from tfmr.cli.explore import model_folder
+    from tfmr.tasks import g2p
+
+    assert model_folder(argparse.Namespace(g2p=True, checkpoint=None)) == g2p.SHIPPED
+    for argv, words in (([], "--g2p for the G2P model shipped with tfmr"),
+                        (["--g2p", "--checkpoint", "x"], "not both")):
+        assert main(["explore", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tfmr: error: ") and words in err and err.count("\n") == 1
+
+
 # ---------------------------------------------------------------------------- bad input, refusals
 def test_bad_prompts_are_one_line_on_the_page_and_the_server_goes_on(lm, g2p_model):
     cases = [(lm, {"text": ""}, "empty"), (lm, {"text": "t" * 40}, "at most 32"),
@@ -491,3 +569,200 @@ def test_the_g2p_page(browser, g2p_model):
     page.shot("g2p")
     type_prompt(page, "caf\u00e9")
     assert "input alphabet" in page.message()
+
+
+# ---------------------------------------------------------------------------- the page: what issue 28 saw
+def _pixel(page, css: str, i: int, j: int) -> list[int]:
+    """The colour of cell (i, j) of the heatmap canvas `css`, as drawn."""
+    return page.d.execute_script(
+        "const c = document.querySelector(arguments[0]), d = c.dataset;"
+        "return Array.from(c.getContext('2d').getImageData(+d.left + (arguments[2] + 0.5) * d.cell,"
+        " +d.top + (arguments[1] + 0.5) * d.cell, 1, 1).data).slice(0, 3);", css, i, j)
+
+
+def _hover(page, css: str, i: int, j: int):
+    """Point at cell (i, j) of the canvas `css`; the hover box."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = page.find(css)
+    d = {k: float(canvas.get_attribute(f"data-{k}")) for k in ("left", "top", "cell")}
+    width, height = float(canvas.get_attribute("width")), float(canvas.get_attribute("height"))
+    shown = canvas.size  # CSS pixels (the canvas may be drawn smaller than its own size on a narrow page)
+    x = (d["left"] + (j + 0.5) * d["cell"]) * shown["width"] / width - shown["width"] / 2
+    y = (d["top"] + (i + 0.5) * d["cell"]) * shown["height"] / height - shown["height"] / 2
+    ActionChains(page.d).move_to_element_with_offset(canvas, round(x), round(y)).perform()
+    return page.find("#hover")
+
+
+def test_the_g2p_page_opens_on_the_cross_attention_of_the_predicted_pronunciation(browser, g2p_model):
+    from selenium.webdriver.support.ui import Select
+
+    page, word = Page(browser, g2p_model.s), "tomato"
+    type_prompt(page, word)
+    d = g2p_model.s.post("decode", text=word)[1]
+    layer = g2p_model.model.cfg.layers - 1
+    a = g2p_model.s.post("attention", text=word, generated=d["body"], which="cross", layer=layer)[1]
+    assert page.find("#attn-kind").get_attribute("value") == "cross"
+    assert page.find("#attn-layer").get_attribute("value") == str(layer)
+    large = page.find("#attn-large")
+    rows, cols = (json.loads(large.get_attribute(f"data-{k}-labels")) for k in ("row", "col"))
+    assert rows == [f"{q}\u2192{p}" for q, p in zip(a["queries"], a["predicts"])] and rows[0].startswith("<s>\u2192")
+    assert cols == list(word) and len(rows) == len(d["body"]) + 1
+    # a legend with the range of the layer's weights, and the scale named in the caption
+    w = torch.tensor(a["weights"])  # (heads, query, key)
+    legend = page.find("#attn-legend")
+    assert legend.get_attribute("data-scale") == "linear" and float(legend.get_attribute("data-min")) == 0
+    assert float(legend.get_attribute("data-max")) == pytest.approx(float(w.max()))
+    assert float(legend.find_element(page.by.CSS_SELECTOR, "text.legend-max").text) == pytest.approx(float(w.max()), rel=5e-3)
+    assert "linear scale" in page.find("#attn-caption").text and page.find("#heads-legend").get_attribute("data-max")
+    # the hover box names the row, the column and the value
+    box = _hover(page, "#attn-large", 1, 2)
+    assert box.is_displayed() and (box.get_attribute("data-row"), box.get_attribute("data-column")) == ("1", "2")
+    assert f'query 1 "{a["queries"][1]}"' in box.text and 'key 2 "m"' in box.text and f"{float(w[0, 1, 2]):.4f}" in box.text
+    # the log scale darkens the small weights of a long row, and says so
+    i, j = divmod(int(torch.where(w[0] > 0, w[0], 2.0).argmin()), len(word))
+    linear = _pixel(page, "#attn-large", i, j)
+    page.act(lambda: Select(page.find("#attn-scale")).select_by_value("log"))
+    assert legend.get_attribute("data-scale") == "log" and "log scale" in page.find("#attn-caption").text
+    assert sum(_pixel(page, "#attn-large", i, j)) < sum(linear)
+    # the alignment has its own legend and hover
+    assert page.find("#alignment-legend").get_attribute("data-scale") == "linear"
+    box = _hover(page, "#alignment", 0, 0)
+    assert box.get_attribute("data-value") and f'input 0 "{word[0]}"' in box.text
+    page.shot("g2p-attention")
+
+
+def _boxes(page) -> list[dict]:
+    """Every node of the beam tree: its label's and its circle's boxes on the page."""
+    return page.d.execute_script(
+        "return [...document.querySelectorAll('#beam-tree g.node')].map((g) => ({id: +g.dataset.id,"
+        " text: g.querySelector('text').getBoundingClientRect().toJSON(),"
+        " dot: g.querySelector('circle').getBoundingClientRect().toJSON(),"
+        " label: g.querySelector('text').textContent, title: g.querySelector('title').textContent}));")
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
+
+
+def test_the_g2p_beam_tree_after_stepping(browser, g2p_model):
+    from selenium.webdriver.common.keys import Keys
+
+    page, word = Page(browser, g2p_model.s), "tomato"
+    type_prompt(page, word)
+    assert not page.find("#beam-box").is_displayed() and "Run beam search" in page.find("#beam-hint").text
+    page.act(lambda: page.find("#temperature").send_keys(Keys.HOME))
+    page.act(lambda: page.find("#step").click())
+    stepped = [int(t.get_attribute("data-id")) for t in page.all("#tokens .token.generated")]
+    assert len(stepped) == 1
+    rows = json.loads(page.find("#attn-large").get_attribute("data-row-labels"))
+    assert len(rows) == 2 and rows[1].startswith(g2p_model.s.session.label(stepped[0]) + "\u2192")  # the steps now
+    page.act(lambda: page.find("#beam-run").click())
+    assert page.find("#beam-box").is_displayed() and not page.find("#beam-hint").is_displayed()
+    new = int(page.find("#beam-new").get_attribute("value"))
+    ref = g2p_model.s.post("beam", text=word, generated=stepped, width=3, max_new_tokens=new)[1]
+    boxes = {b["id"]: b for b in _boxes(page)}
+    assert boxes[0]["label"] == ref["nodes"][0]["text"] == f"<s> {g2p_model.s.session.label(stepped[0])}"
+    assert page.find("#beam-best").get_attribute("data-best") == ref["n_best"][0]["rendered"]
+    first = page.all("#beam-best li")[0].text
+    assert f"\u03a3 log p {ref['n_best'][0]['log_prob']:.2f}" in first and f"score {ref['n_best'][0]['score']:.4f}" in first
+    assert "summed log-probability" in page.find("#beam-caption").text and "length" in page.find("#beam-caption").text
+    # no label overlaps another label or another node's circle
+    for a in boxes.values():
+        for b in boxes.values():
+            assert a is b or not (_overlap(a["text"], b["text"]) or _overlap(a["text"], b["dot"])), (a, b)
+    page.shot("g2p-beam")
+
+
+def test_the_beam_tree_of_a_long_prompt_and_a_wide_search(browser, lm):
+    from selenium.webdriver.support.ui import Select
+
+    page = Page(browser, lm.s)
+    long = "To be, or not to be, that is t"  # 30 of the 32 positions: the root label is too long to show whole
+    type_prompt(page, long)
+    new = page.find("#beam-new")
+    page.act(lambda: (new.clear(), new.send_keys("2"), page.find("#beam-run").click()))
+    boxes = {b["id"]: b for b in _boxes(page)}
+    root, tree = boxes[0], page.find("#beam-tree").rect
+    assert root["label"].startswith("\u2026") and root["label"].endswith("is\u2423t")  # cut at its start
+    assert root["title"].endswith(long.replace(" ", "\u2423"))  # whole in the title
+    assert root["text"]["left"] >= tree["x"] - 0.5 and root["text"]["right"] < root["dot"]["left"]  # whole, and clear
+    assert all(root["text"]["right"] < b["dot"]["left"] for i, b in boxes.items() if i)
+    # a wide search with the pruned candidates: the tree opens on its root, not on an empty corner
+    type_prompt(page, PROMPT)
+    Select(page.find("#beam-width")).select_by_value("8")
+    page.find("#beam-pruned").click()
+    page.act(lambda: (new.clear(), new.send_keys("12"), page.find("#beam-run").click()))
+    view = page.d.execute_script("return document.getElementById('beam-box').getBoundingClientRect().toJSON()")
+    dot = {b["id"]: b for b in _boxes(page)}[0]["dot"]
+    assert float(page.find("#beam-tree").get_attribute("height")) > view["height"]  # it does scroll
+    assert view["top"] <= dot["top"] and dot["bottom"] <= view["bottom"] and view["left"] <= dot["left"] <= view["right"]
+    page.shot("lm-beam-wide")
+
+
+def test_bad_input_clears_the_other_panels_and_the_header_has_no_absolute_path(browser, g2p_model):
+    import ast
+
+    from tfmr.explore.session import display_name
+
+    page = Page(browser, g2p_model.s)
+    info = page.find("#info").text
+    assert info.startswith(f"{display_name(g2p_model.ckpt)}: encoder-decoder") and str(g2p_model.ckpt.parent) not in info
+    type_prompt(page, "tomato")
+    page.act(lambda: page.find("#beam-run").click())
+    type_prompt(page, "caf\u00e9")
+    message = page.message()
+    assert ast.literal_eval(message.split(": ", 2)[2]) == "".join(g2p_model.vocab.src.itos[4:])  # quotes closed
+    assert page.find("#output-text").text == "" and not page.all("#source-tokens .token")
+    assert not page.all("#heads .head") and not page.all("#dist-chart g.bar")
+    assert not page.find("#beam-box").is_displayed() and page.find("#attn-caption").text == ""
+    page.shot("g2p-bad-input")
+    type_prompt(page, "tomato")
+    assert page.message() == "" and page.find("#output-text").text and len(page.all("#heads .head")) == 2
+
+
+def test_positions_have_axes_legends_and_a_caption_in_words(browser, lm):
+    page = Page(browser, lm.s)
+    part = page.find("#positions .position")
+    assert not part.find_elements(page.by.CSS_SELECTOR, "pre") and "Embedding(" not in part.text
+    assert part.find_element(page.by.CSS_SELECTOR, ".about").text.startswith("Learned absolute positions")
+    caption = part.find_element(page.by.CSS_SELECTOR, "figcaption").text
+    assert "rows: position 0 to 31" in caption and "columns: dimension 0 to 31" in caption and "(red)" in caption
+    canvas = part.find_element(page.by.CSS_SELECTOR, "canvas.pos-embedding")
+    ticks = json.loads(canvas.get_attribute("data-row-labels"))
+    assert ticks[:5] == ["0", "", "", "", "4"] and json.loads(canvas.get_attribute("data-col-labels"))[4] == "4"
+    assert part.find_element(page.by.CSS_SELECTOR, "svg.legend").get_attribute("data-scale") == "diverging"
+    box = _hover(page, "#positions canvas.pos-embedding", 3, 5)
+    assert box.text.startswith("position 3, dimension 5: ")
+    # a RoPE chart draws both axes with their titles
+    titles = page.d.execute_script(
+        "const s = window.tfmrExplore.lineChart([1, 0.5, -0.25], 'query position m (key at 0)', 'q\u00b7k / d');"
+        "return [...s.querySelectorAll('text')].map((t) => t.textContent);")
+    assert titles == ["0", "2", "-0.25", "1", "query position m (key at 0)", "q\u00b7k / d"]
+
+
+def test_heatmap_labels_are_whole_up_to_a_cap_on_both_axes(browser, lm):
+    page = Page(browser, lm.s)
+    cols, rows, top, widest = page.d.execute_script("""
+        const c = document.createElement('canvas'); document.body.append(c);
+        window.tfmrExplore.heatmap(c, [[0.1, 0.9]], {cell: 18, rowLabels: ['a row label'],
+                                   colLabels: ['abcdefghijkl', 'x'.repeat(60)]});
+        const ctx = c.getContext('2d'); ctx.font = '11px monospace';
+        const out = [JSON.parse(c.dataset.colLabels), JSON.parse(c.dataset.rowLabels), +c.dataset.top,
+                     ctx.measureText(JSON.parse(c.dataset.colLabels)[1]).width];
+        c.remove(); return out;""")
+    assert cols[0] == "abcdefghijkl" and rows == ["a\u2423row\u2423label"]  # whole: 12 characters, not 7
+    assert cols[1].endswith("\u2026") and 10 < len(cols[1]) < 60 and top >= widest  # cut to the cap, with room
+
+
+def test_the_page_fits_a_700_pixel_window(browser, g2p_model):
+    try:
+        browser.set_window_size(700, 2400)
+        page = Page(browser, g2p_model.s)
+        type_prompt(page, "tomato")
+        page.act(lambda: page.find("#beam-run").click())
+        width = page.d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1]  # no sideways scrolling of the page (the beam tree scrolls in its box)
+        page.shot("g2p-700")
+    finally:
+        browser.set_window_size(1200, 2400)

@@ -120,3 +120,18 @@ def test_the_compiled_one_word_decoder_predicts_what_batched_greedy_predicts():
     words = _test_words(12)
     assert [g2p.WordDecoder(model, vocab, cfg)(w) for w in words] == g2p.predict(model, vocab, words, 1,
                                                                                   cfg.decode.max_len)
+
+
+def test_g2p_export_writes_files_other_users_can_read(tmp_path):
+    """`tfmr g2p export` of the shipped model: every file gets the umask's mode (0644 under umask
+    022), not safetensors' private 0600, so a model exported for others can be read by them."""
+    import stat
+
+    old = os.umask(0o022)  # the child process inherits it
+    try:
+        done = tfmr("g2p", "export", "--checkpoint", str(g2p.SHIPPED), "--out", str(tmp_path / "out"))
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stderr
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {0o644}, modes

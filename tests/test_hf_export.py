@@ -27,8 +27,8 @@ SHAPES = {
 }
 
 
-def _checkpoint(tmp_path, shape: str, pattern="gpt2", **changes):
-    tok = BPE.train(TEXT, vocab_size=280, pattern=pattern, special_tokens=["<|endoftext|>"])
+def _checkpoint(tmp_path, shape: str, pattern="gpt2", specials=("<|endoftext|>",), **changes):
+    tok = BPE.train(TEXT, vocab_size=280, pattern=pattern, special_tokens=list(specials))
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=tok.vocab_size, dim=32, layers=2, heads=4, context=32, init_std=0.3,
                       **{**SHAPES[shape], **changes})
@@ -79,3 +79,45 @@ def test_round_trip_through_tfmr_reader_keeps_the_bpe(tmp_path):
     back = from_pretrained(tmp_path / "hf")
     assert isinstance(back.tokenizer, BPE) and back.tokenizer.mergeable_ranks() == tok.mergeable_ranks()
     assert back.tokenizer.pat_str == tok.pat_str and back.tokenizer.special_tokens == tok.special_tokens
+
+
+@pytest.mark.parametrize("shape,specials,start,end", [
+    ("gpt2", ["<|endoftext|>"], "<|endoftext|>", "<|endoftext|>"),  # GPT-2's default would be 50256
+    ("llama", ["<s>", "</s>", "<pad>"], "<s>", "</s>"),              # Llama's default would be 1 and 2
+    ("gpt2", [], None, None),                                         # none in the tokenizer: none in the config
+])
+def test_start_and_end_ids_come_from_the_models_own_tokenizer(tmp_path, recwarn, shape, specials, start, end):
+    import logging
+
+    path, _, tok = _checkpoint(tmp_path, shape, specials=specials)
+    assert main(["export", "--to", "hf", "--checkpoint", str(path), "--out", str(tmp_path / "hf")]) == 0
+    saved = json.loads((tmp_path / "hf" / "config.json").read_text())
+    expected = [tok.special_tokens.get(start), tok.special_tokens.get(end)]
+    assert [saved["bos_token_id"], saved["eos_token_id"]] == expected
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    recwarn.clear()
+    try:
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == [] and [str(w.message) for w in recwarn] == []
+    assert [hf.config.bos_token_id, hf.config.eos_token_id] == expected
+    assert all(i is None or 0 <= i < hf.config.vocab_size for i in expected)
+
+
+def test_exported_files_have_the_umasks_mode(tmp_path):
+    import os
+    import stat
+
+    path, _, _ = _checkpoint(tmp_path, "gpt2")
+    old = os.umask(0o022)
+    try:
+        assert main(["export", "--to", "hf", "--checkpoint", str(path), "--out", str(tmp_path / "hf")]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "hf").iterdir()}
+    assert modes == {"config.json": 0o644, "model.safetensors": 0o644, "tokenizer.json": 0o644}

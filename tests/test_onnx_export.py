@@ -144,3 +144,17 @@ def test_the_shipped_g2p_model_exports_and_decodes_words_through_onnxruntime(tmp
     got = [r[:r.index(EOS)] if EOS in r else r for r in rows]
     assert got == greedy_decode(model, src, 20)
     assert [p.rstrip("012") for p in vocab.tgt.decode(got[2])] == ["K", "AE", "T"]  # cat (with stress if predicted)
+
+
+def test_export_prints_the_graphs_and_no_torch_warnings(tmp_path, capfd, recwarn):
+    """torch's tracer warns on every Python bool it freezes and its TorchScript exporter on its own
+    deprecation; tfmr checks the graphs at other shapes instead, so the user sees only the files."""
+    tok = CharTokenizer.train("abcdefghij")
+    cfg = ModelConfig(vocab_size=tok.vocab_size, dim=16, layers=1, heads=2, context=16, pos=Choice("rope"))
+    checkpoint.save(tmp_path / "ckpt", build_model(cfg), to_dict(RunConfig(model=cfg)), tok)
+    capfd.readouterr()
+    recwarn.clear()
+    assert main(["export", "--to", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
+    out, err = capfd.readouterr()
+    assert err == "" and [str(w.message)[:80] for w in recwarn] == []
+    assert out.splitlines() == [str(tmp_path / "onnx" / name) for name in ("prefill.onnx", "step.onnx")]

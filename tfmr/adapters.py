@@ -212,7 +212,7 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_adaptation(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
     """Write the trained LoRA / adapter weights alone, with their settings as metadata.
     LoRA layers must be unmerged (what is saved is A and B, the base stays untouched)."""
-    from safetensors.torch import save_file
+    from .checkpoint import save_file  # safetensors' own, with the normal file mode
 
     settings = getattr(model, "adaptation", None)
     if settings is None:

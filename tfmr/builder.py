@@ -12,6 +12,7 @@ string or a parameter name.
     context(cfg, role)        the BuildContext every variant of cfg is built from
     build_copy_model(cfg)     an encoder-decoder wrapped in a pointer-generator (pointer.py)
     max_positions(cfg)        the longest sequence cfg's position scheme can place (None: any)
+    relative_positions(cfg)   whether cfg's position scheme is relative (sinks, segment memory)
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def context(cfg: ModelConfig, role: str = "decoder-only") -> BuildContext:
     return BuildContext(dim=cfg.dim, heads=cfg.heads, kv_heads=cfg.kv_heads or cfg.heads, context=cfg.context,
                         vocab_size=cfg.vocab_size, bias=cfg.bias, dropout=cfg.dropout, layers=cfg.layers,
                         encoder_layers=cfg.encoder_layers or cfg.layers, role=role,
-                        new_kernel=functools.partial(_kernel, cfg))
+                        new_kernel=functools.partial(_kernel, cfg), new_pos_part=functools.partial(_pos_part, cfg))
 
 
 def validate(cfg: ModelConfig) -> None:
@@ -165,8 +166,15 @@ def _kernel(cfg: ModelConfig) -> nn.Module:
     return _make(cfg.kernel, KERNELS, "model.kernel", context(cfg))
 
 
+def _pos_part(cfg: ModelConfig) -> nn.Module | None:
+    """What one self-attention layer keeps for `model.pos` (`Position.layer_part`; usually None)."""
+    return POSITIONS[cfg.pos.kind].layer_part(context(cfg))
+
+
 def _cross_attention(cfg: ModelConfig, ctx: BuildContext) -> Attention:
-    """The decoder's cross-attention: `model.cross_kernel` (None: the same kernel as `model.kernel`)."""
+    """The decoder's cross-attention: `model.cross_kernel` (None: the same kernel as `model.kernel`);
+    no positions act there, so no part of the position scheme either."""
+    ctx = dataclasses.replace(ctx, new_pos_part=None)
     if cfg.cross_kernel is not None:
         cross_kernel = functools.partial(_make, cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel", ctx)
         ctx = dataclasses.replace(ctx, new_kernel=cross_kernel)
@@ -255,6 +263,13 @@ def build_model(cfg: ModelConfig) -> Model | EncoderDecoder:
 def build_copy_model(cfg: ModelConfig, unk_id: int = 3, layer: int = -1) -> PointerGenerator:
     """An encoder-decoder from `cfg` with a pointer-generator on top (See et al. 2017)."""
     return PointerGenerator(build_model(cfg), unk_id, layer)
+
+
+def relative_positions(cfg: ModelConfig) -> bool:
+    """Whether cfg's position scheme can be placed relative to a cache or a memory (sinks,
+    Transformer-XL): not `Position.absolute`, as the scheme's class declares it."""
+    check_options(cfg.pos, POSITIONS, "model.pos")
+    return not POSITIONS[cfg.pos.kind].absolute
 
 
 def max_positions(cfg: ModelConfig) -> int | None:

@@ -32,9 +32,10 @@ import os
 import shutil
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file
+from safetensors.torch import load_file, load_model
 
 from .config import ConfigError, parse_json
 from .folders import check_output
@@ -54,6 +55,26 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def save_file(tensors: dict, path: str | Path, metadata: dict | None = None) -> None:
+    """safetensors' save_file, leaving the file with the mode any file written here gets (0666
+    less the umask: 0644 under umask 022). safetensors 0.7 and later write through a private
+    temporary file and keep its mode, 0600, which other users and tools then cannot read."""
+    safetensors.torch.save_file(tensors, str(path), metadata=metadata)  # looked up at each call
+    os.chmod(path, _default_mode(Path(path).parent))
+
+
+def _default_mode(directory: Path) -> int:
+    """The mode a new file in `directory` gets from open(): 0666 less the umask, read from a probe
+    file (setting the umask to read it would race with other threads creating files)."""
+    probe = directory / f".mode-probe-{os.getpid()}"
+    fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o666)
+    try:
+        return os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

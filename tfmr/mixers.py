@@ -16,8 +16,8 @@ estimate and `tfmr explore` take any of them. A hybrid stack is configuration:
 
 Attention, in order (positions act as an explicit step; a cache only stores):
 
-    q_proj, k_proj, v_proj -> pos.rotate (absolute positions) -> cache.store -> kernel(mask, pos.bias)
-                           -> out_proj
+    q_proj, k_proj, v_proj -> pos.rotate (absolute positions) -> cache.store
+                           -> kernel(mask, pos.score: pos.bias, or a term of q and k) -> out_proj
     a cache with positions inside it (sinks, segment memory): cache.store -> rotate_inside
 
 Retention, one head (h), positions n, m; gamma_h = 1 - 2^(-5 - h):
@@ -30,8 +30,10 @@ Retention, one head (h), positions n, m; gamma_h = 1 - 2^(-5 - h):
 then per-head group norm, a swish gate and the output projection:
 Y = (swish(X W_G) * GroupNorm_h(O)) W_O. RetNet's rotation of q and k (its "xPos-like" Theta) is
 the model's own position seam: `model.pos=rope` (or xpos) rotates them, `model.pos=none` leaves
-them. The paper's extra score normalisations are left out: the group norm undoes any per-head
-scale, so they change only rounding.
+them. The paper's score normalisations (`rows`: the decay rows over sqrt(sum), the score rows over
+max(|sum|, 1)) are off by default: the group norm undoes any per-row scale up to its epsilon;
+`rows=paper` / `rows=torchscale` and `norm=group` / `norm=rms` give the published variants
+exactly (`RowScale`, `head_norm`).
 Not here: the chunkwise-recurrent training form for long sequences, bidirectional retention.
 """
 from __future__ import annotations
@@ -91,6 +93,120 @@ def retention_chunk(q, k, v, log_gamma, state):
     return out, new  # (B, H, T, Dv), (B, H, Dk, Dv)
 
 
+# ----------------------------------------------------------------------------- retention's normalisations
+class HeadRMSNorm(nn.Module):
+    """RMSNorm over each head's `channels // heads` values (torchscale's RMSNorm(head_dim, eps,
+    elementwise_affine=False) on every head), computed in float32; `affine` adds a learned scale
+    per channel. x (N, channels) -> (N, channels)."""
+
+    def __init__(self, heads: int, channels: int, eps: float, affine: bool = False):
+        super().__init__()
+        self.heads, self.eps = heads, eps
+        self.weight = nn.Parameter(torch.ones(channels)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float().view(x.shape[0], self.heads, -1)  # (N, H, Dv)
+        y = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).view(x.shape).to(x.dtype)
+        return y if self.weight is None else y * self.weight
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, eps={self.eps}, affine={self.weight is not None}"
+
+
+HEAD_NORMS = ("group", "rms", "none")  # the kinds `head_norm` makes
+
+
+def head_norm(kind: str, heads: int, channels: int, eps: float, affine: bool) -> nn.Module:
+    """The norm on each head's output (`norm` of retention): group (GroupNorm, one group per head:
+    the paper; torchscale 2023 is this with affine=false), rms (per-head RMSNorm: torchscale today,
+    affine=false), none."""
+    if kind == "group":
+        return nn.GroupNorm(heads, channels, eps=eps, affine=affine)
+    if kind == "rms":
+        return HeadRMSNorm(heads, channels, eps, affine)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown retention norm {kind!r}; valid: {', '.join(HEAD_NORMS)}")
+
+
+def decay_row_sums(log_gamma: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """sum_{m=0}^{n} gamma^m for each head and each n: (H,) and (...,) -> (H, ...) float32."""
+    lg = log_gamma.float().view(-1, *([1] * n.dim()))  # (H, 1, ...)
+    return torch.expm1((n.float() + 1) * lg) / torch.expm1(lg)
+
+
+class RowScale:
+    """Retention's score row normalisations, as a number s (B or 1, H, T, 1) that divides each
+    head's output row: O / s. `rows=none` (this class) divides by nothing; the subclasses follow
+    RetNet's normalisations (the paper's section 2.2 and microsoft/torchscale), whose three forms
+    divide by different numbers, so, as in torchscale, they agree only through the norm (up to its
+    epsilon). Every s is computed without gradient, as torchscale's detached scales.
+
+        parallel    sqrt(r_n) * c_n        r_n = sum_{m <= n} gamma^(n-m), c_n from R~ = QK^T * D / sqrt(r)
+        recurrent   sqrt(r_n)              one token after a state: n its position
+        chunkwise   sqrt(r~_i) * max(clamp(sum_j |R~_ij|, 1), kv)   a chunk of T after a state; r~ the
+                    row sums inside the chunk, kv = clamp(max_v sum_k |S| / w, 1) of the state before
+    """
+
+    def parallel(self, q, k, log_gamma) -> torch.Tensor | None:
+        return None
+
+    def recurrent(self, log_gamma, position: int) -> torch.Tensor | None:
+        return None
+
+    def chunk(self, q, k, log_gamma, state) -> torch.Tensor | None:
+        return None
+
+
+class PaperRows(RowScale):
+    """The paper's normalisations (Sun et al. 2023, section 2.2, "retention score normalization";
+    torchscale July - September 2023, commit d1fefe9): c_n = max(|sum_m R~_nm|, 1); the chunk's
+    state scale divides by sqrt(r~_{T-1})."""
+
+    def parallel(self, q, k, log_gamma):
+        with torch.no_grad():
+            r, scores = self._rows(q, k, log_gamma)  # (H, T), (B, H, T, T)
+            return r.sqrt()[None, :, :, None] * self.clamp_rows(scores)  # (B, H, T, 1)
+
+    def clamp_rows(self, scores):
+        return scores.sum(-1, keepdim=True).abs().clamp(min=1)
+
+    def state_weight(self, r_last):
+        return r_last.sqrt()
+
+    def _rows(self, q, k, log_gamma):
+        T = q.shape[2]
+        D = decay_mask(log_gamma, T)  # (H, T, T)
+        r = D.sum(-1)  # (H, T)
+        return r, (q.float() @ k.float().transpose(-2, -1)) * (D / r.sqrt()[..., None])  # R~ (B, H, T, T)
+
+    def recurrent(self, log_gamma, position):
+        r = decay_row_sums(log_gamma, torch.tensor(position, device=log_gamma.device))  # (H,)
+        return r.sqrt()[None, :, None, None]  # (1, H, 1, 1)
+
+    def chunk(self, q, k, log_gamma, state):
+        with torch.no_grad():
+            r, scores = self._rows(q, k, log_gamma)  # inside the chunk
+            inner = scores.abs().sum(-1, keepdim=True).clamp(min=1)  # (B, H, T, 1)
+            kv = (state.float().abs().sum(-2, keepdim=True).amax(-1, keepdim=True)
+                  / self.state_weight(r[:, -1])[None, :, None, None]).clamp(min=1)  # (B, H, 1, 1)
+            return r.sqrt()[None, :, :, None] * torch.maximum(inner, kv)
+
+
+class TorchscaleRows(PaperRows):
+    """torchscale's normalisations today (commit fdd8838, November 2023 on): c_n = sum_m |R~_nm|
+    clamped to [1, 5e4]; the chunk's state scale divides by r~_{T-1}."""
+
+    def clamp_rows(self, scores):
+        return scores.abs().sum(-1, keepdim=True).clamp(min=1, max=5e4)
+
+    def state_weight(self, r_last):
+        return r_last
+
+
+ROW_SCALES = {"none": RowScale, "paper": PaperRows, "torchscale": TorchscaleRows}
+
+
 class Mixer(nn.Module, Variant):
     """Base of the sequence mixers: what a block runs in its attention seat.
 
@@ -135,9 +251,10 @@ class Attention(Mixer):
 
     fast_decoding = True
     causal_only = False  # retention is causal only; attention runs in encoders too
-    receives = ("dim", "heads", "kv_heads", "bias", "kernel")  # all of it: attention has no options
+    receives = ("dim", "heads", "kv_heads", "bias", "kernel", "pos_part")  # all of it: attention has no options
 
-    def __init__(self, dim: int, heads: int, kv_heads: int, bias: bool, kernel: nn.Module):
+    def __init__(self, dim: int, heads: int, kv_heads: int, bias: bool, kernel: nn.Module,
+                 pos_part: nn.Module | None = None):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
@@ -149,11 +266,14 @@ class Attention(Mixer):
         self.v_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(heads * self.head_dim, dim, bias=bias)
         self.kernel = kernel
+        self.pos_part = pos_part  # what the position scheme keeps in this layer (Transformer-XL's W_{k,R}), or None
 
     @classmethod
     def from_config(cls, ctx: BuildContext, **options) -> "Attention":
-        """Self-attention on a fresh `model.kernel` (ctx.new_kernel)."""
-        return cls(ctx.dim, ctx.heads, ctx.kv_heads, ctx.bias, ctx.new_kernel(), **options)
+        """Self-attention on a fresh `model.kernel` (ctx.new_kernel), with its own part of the
+        position scheme (ctx.new_pos_part, when the context makes one)."""
+        part = None if ctx.new_pos_part is None else ctx.new_pos_part()
+        return cls(ctx.dim, ctx.heads, ctx.kv_heads, ctx.bias, ctx.new_kernel(), part, **options)
 
     # ------------------------------------------------------------ declarations (see Mixer)
     def new_cache(self, pattern, batch: int, max_len: int, dtype, device) -> KeyStore:
@@ -185,12 +305,13 @@ class Attention(Mixer):
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         if kv is None:  # self-attention: positions act on q and k, the cache stores
             q, k, v, mask = self.self_keys(x, q, pos, mask, cache, start)  # k, v: (B, Hkv, Tk, D)
-            bias = pos.bias(T, k.shape[2], start)  # a Bias the kernel evaluates at the mask's positions, or None
         else:  # cross-attention: keys and values come from the encoder memory, no positions
-            (k, v), bias = kv, None
+            k, v = kv
         if self.kv_heads != self.heads:  # share each key/value head among heads // kv_heads queries
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)  # (B, H, Tk, D)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        # a Bias the kernel evaluates at the mask's positions (ALiBi, Transformer-XL's terms), or None
+        bias = pos.score(q, k, start, self.pos_part) if kv is None else None
         if state is None:
             out, weights = self.kernel(q, k, v, mask, bias)  # (B, H, T, D)
         else:  # decoding with an alignment kernel: it starts from the previous step's alignment
@@ -223,7 +344,17 @@ class Retention(Mixer):
     out_proj back to dim. One decay gamma_h per head; keys scaled by 1/sqrt(head_dim).
     Decoding keeps a (B, H, head_dim, value_dim) state per layer (`cache.RetentionState`),
     whatever the length. Attention patterns and bias schemes (ALiBi) do not act here: the decay
-    is retention's window. Padding keys (the mask's key_padding) add nothing to the state."""
+    is retention's window. Padding keys (the mask's key_padding) add nothing to the state.
+
+    Options of the published variants (`tfmr.interop.torchscale` loads torchscale's weights):
+      norm     the norm on each head's output: group (default; GroupNorm, the paper), rms
+               (per-head RMSNorm, torchscale today), none; `affine` (default true) gives it a
+               learned per-channel scale (and shift, group); torchscale's norms have none
+      rows     the score row normalisations (`RowScale`): none (default; the group norm undoes
+               them up to its epsilon), paper (the paper and torchscale 2023), torchscale (today)
+      eps      the norm's epsilon (torchscale's layernorm_eps is 1e-6)
+    paper 2023 = norm=group affine=false rows=paper; torchscale today = norm=rms affine=false
+    rows=torchscale, bias=false."""
 
     quantizable = False  # new_memory() reads q_proj.weight's dtype: weight-only quantization refuses it
 
@@ -231,22 +362,26 @@ class Retention(Mixer):
     causal_only = True  # the builder refuses it in encoders
     receives = ("dim", "heads", "bias")
 
-    def __init__(self, dim: int, heads: int, bias: bool = True, value_factor: float = 2.0, eps: float = 1e-5):
+    def __init__(self, dim: int, heads: int, bias: bool = True, value_factor: float = 2.0, eps: float = 1e-5,
+                 norm: str = "group", affine: bool = True, rows: str = "none"):
         super().__init__()
+        if rows not in ROW_SCALES:
+            raise ValueError(f"unknown retention rows {rows!r}; valid: {', '.join(ROW_SCALES)}")
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads, self.head_dim = heads, dim // heads
         self.value_dim = int(value_factor * self.head_dim)
         if self.value_dim < 1:
             raise ValueError(f"value_factor {value_factor} leaves no value dimensions")
-        self.value_factor, self.eps = value_factor, eps
+        self.value_factor, self.eps, self.norm_kind, self.rows = value_factor, eps, norm, rows
         vdim = heads * self.value_dim
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(dim, dim, bias=bias)
         self.v_proj = nn.Linear(dim, vdim, bias=bias)
         self.g_proj = nn.Linear(dim, vdim, bias=bias)
         self.out_proj = nn.Linear(vdim, dim, bias=bias)
-        self.norm = nn.GroupNorm(heads, vdim, eps=eps)
+        self.norm = head_norm(norm, heads, vdim, eps, affine)
+        self.scale = ROW_SCALES[rows]()
         self.register_buffer("log_gamma", retention_decays(heads), persistent=False)
 
     def _apply(self, fn, recurse=True):
@@ -285,17 +420,33 @@ class Retention(Mixer):
         q, k = pos.rotate(q, k, start if cache is None else cache.seen)  # RetNet's Theta (rope / xpos)
         if mask is not None and mask.key_padding is not None:  # padding adds nothing to any state
             k = k * mask.key_padding[:, None, -T:, None].to(k.dtype)
-        if cache is None:
-            o = retention_parallel(q, k, v, self.log_gamma)  # (B, H, T, Dv)
-        else:
-            o, S = retention_chunk(q, k, v, self.log_gamma, cache.current(q))  # (B, H, T, Dv)
-            cache.keep(S, T)
+        o = self.retain(q, k, v, cache)  # (B, H, T, Dv)
         o = self.norm(o.transpose(1, 2).reshape(B * T, self.heads * self.value_dim))  # (B*T, H*Dv)
         y = F.silu(self.g_proj(x)) * o.view(B, T, -1)  # (B, T, H*Dv)
         return self.out_proj(y), None
 
+    def retain(self, q, k, v, cache: RetentionState | None) -> torch.Tensor:
+        """Retention of q, k (B, H, T, Dk) and v (B, H, T, Dv), each row divided by the form's
+        row scale (`rows`): the parallel form without a cache; with one, the recurrent form for
+        one token and the chunkwise form for more. -> (B, H, T, Dv)."""
+        if cache is None:
+            return self._scaled(retention_parallel(q, k, v, self.log_gamma), self.scale.parallel(q, k, self.log_gamma))
+        state = cache.current(q)
+        o, S = retention_chunk(q, k, v, self.log_gamma, state)  # (B, H, T, Dv), (B, H, Dk, Dv)
+        if q.shape[2] == 1:
+            s = self.scale.recurrent(self.log_gamma, cache.seen)
+        else:
+            s = self.scale.chunk(q, k, self.log_gamma, state)
+        cache.keep(S, q.shape[2])
+        return self._scaled(o, s)
+
+    @staticmethod
+    def _scaled(o: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
+        return o if s is None else o / s.to(o.dtype)
+
     def extra_repr(self) -> str:
-        return f"heads={self.heads}, head_dim={self.head_dim}, value_dim={self.value_dim}"
+        return (f"heads={self.heads}, head_dim={self.head_dim}, value_dim={self.value_dim}, norm={self.norm_kind}, "
+                f"rows={self.rows}")
 
 
 MIXERS = {"attention": Attention, "retention": Retention}

@@ -6,7 +6,7 @@
       -> embed_norm                       a norm on the embeddings (BLOOM); identity by default
       -> Block x layers:
            Residual(attn_norm, mixer)      self-attention (mixers.py)  自注意力 / 多头注意力
-             q_proj, k_proj, v_proj -> pos.rotate -> cache.store -> kernel(mask, pos.bias) -> out_proj
+             q_proj, k_proj, v_proj -> pos.rotate -> cache.store -> kernel(mask, pos.score) -> out_proj
              (the mask comes from the attention pattern: dense, sliding window, sparse)
            Residual(ffn_norm, ffn)         feed-forward               前馈网络
       -> final_norm -> lm_head             linear + softmax (tied to tok_emb by default)

@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -240,6 +241,16 @@ def is_sharded(directory: str | Path) -> bool:
     return (checkpoint.resolve(directory) / SHARDED).exists()
 
 
+@contextlib.contextmanager
+def _one_process_quiet():
+    """torch.distributed.checkpoint in a process without a process group (consolidate, a plain
+    resume) warns that it assumes one process on every call; that is the intent here, so the
+    warning is filtered. Any other warning passes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed is disabled, unavailable or uninitialized", UserWarning)
+        yield
+
+
 def _state(model: nn.Module, optimizer) -> dict:
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
@@ -260,7 +271,8 @@ def save_sharded(par: Parallel, directory: str | Path, model: nn.Module, optimiz
     if par.is_main:
         checkpoint._fresh_tmp(directory)
     par.barrier()
-    dcp.save(_state(model, optimizer), checkpoint_id=str(tmp))
+    with _one_process_quiet():
+        dcp.save(_state(model, optimizer), checkpoint_id=str(tmp))
     par.barrier()
     if par.is_main:
         with checkpoint._writing(tmp, directory):
@@ -286,13 +298,15 @@ def load_sharded(directory: str | Path, model: nn.Module, optimizer=None) -> Non
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
         state = {"model": get_model_state_dict(model)}
-        dcp.load(state, checkpoint_id=str(directory))
+        with _one_process_quiet():
+            dcp.load(state, checkpoint_id=str(directory))
         set_model_state_dict(model, state["model"])
         return
     msd, osd = get_state_dict(model, optimizer)
     state = {"model": msd, "optim": osd}
     try:
-        dcp.load(state, checkpoint_id=str(directory))
+        with _one_process_quiet():
+            dcp.load(state, checkpoint_id=str(directory))
     except Exception as e:  # a checkpoint of another model: DCP says which keys are missing
         raise checkpoint.CheckpointError(f"cannot read the sharded checkpoint {directory}: "
                                          f"{str(e).splitlines()[0]}") from None

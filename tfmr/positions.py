@@ -9,6 +9,10 @@ three hooks and implements only the one it needs (the `Position` base passes its
                                          q (B, H, T, D), k (B, Hkv, T, D) -> same shapes, same dtypes
     bias(q_len, k_len, start) -> Bias | None
                                          describe a bias added to the attention scores (ALiBi)
+    score(q, k, start, part) -> Bias | None
+                                         a score term computed from this layer's queries and keys
+                                         and the relative distances (Transformer-XL); by default
+                                         the `bias` hook's answer
 
 `start` says where the T tokens of the chunk sit (`Start = int | Where`), in one of two forms:
 
@@ -35,6 +39,10 @@ reads a kind string or a class name):
     max_len(context) -> int | None       classmethod: the most positions a model of `context`
                                          tokens can place; None = any number (`max_positions(cfg)`
                                          in builder.py asks it for a config)
+    layer_part(ctx) -> Module | None     classmethod: the parameters the scheme keeps in each
+                                         attention layer (Transformer-XL's W_{k,R}); the builder
+                                         gives every self-attention layer its own, and attention
+                                         hands it back to `score`. None (the default): none
     embedding_weights() -> [Parameter]   its parameters that count as embeddings (Model.num_params)
     float32 = (names, ...)               constants that stay float32 when the model is cast
     receives = (names, ...)              what the builder passes out of dim, heads, head_dim and
@@ -51,6 +59,8 @@ Kinds (the `POSITIONS` dict at the bottom):
                  interpolation (linear position interpolation), scale_base (xPos decay)
     xpos         RoPE with xPos's exponential decay (scale_base=512 by default)
     alibi        linear attention biases -slope_h * |i - j|            (Press et al. 2021)
+    xl           Transformer-XL's relative positions: u, v and W_{k,R} R_{i-j} (Dai et al. 2019)
+                 options: base, clamp_len
 
 Relative schemes with learned tables (T5) and rotary variants with per-frequency ramps (YaRN,
 Llama 3) are left out; they plug in the same way (tests/test_contracts.py defines a new absolute
@@ -103,7 +113,11 @@ class Position(nn.Module, Variant):
     bias(q_len, k_len, start) -> Bias | None             a described bias (masks.Bias): the
         kernel evaluates `bias.at(q_pos, k_pos)` at its Mask's query and key positions, which
         covers offsets, rolling caches and per-row positions alike
+    score(q (B, H, Tq, D), k (B, H, Tk, D), start, part) -> Bias | None
+        the score term of one attention layer, from its queries and keys as the kernel gets them
+        (rotated, cached, heads expanded) and its `part`; by default `bias(Tq, Tk, start)`
     max_len(context) -> int | None    classmethod: most positions placeable (None: unlimited)
+    layer_part(ctx) -> Module | None  classmethod: what each attention layer keeps for the scheme
     embedding_weights() -> list[Parameter]    parameters counted as embeddings
     receives                          what the build passes (variant.Variant): a subset of dim,
                                       heads, head_dim, context; the rest of `__init__` is options
@@ -139,6 +153,17 @@ class Position(nn.Module, Variant):
         return q, k
 
     def bias(self, q_len: int, k_len: int, start: Start = 0) -> Bias | None:
+        return None
+
+    def score(self, q: torch.Tensor, k: torch.Tensor, start: Start = 0, part: nn.Module | None = None) -> Bias | None:
+        """The term this scheme adds to one layer's attention scores (`part`: that layer's
+        `layer_part`). Schemes whose term depends on positions only answer through `bias`."""
+        return self.bias(q.shape[2], k.shape[2], start)
+
+    @classmethod
+    def layer_part(cls, ctx) -> nn.Module | None:
+        """The module each self-attention layer keeps for this scheme (built from the model's
+        BuildContext); None: the scheme keeps nothing in the layers."""
         return None
 
 
@@ -363,5 +388,104 @@ class Alibi(Position):
         return f"heads={self.heads}"
 
 
+def xl_sinusoids(dist: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Transformer-XL's R at distances `dist` (n,): all sines, then all cosines, of
+    dist * inv_freq. -> (n, dim) float32."""
+    angles = dist.to(torch.float32)[:, None] * inv_freq.to(dist.device)[None, :]  # (n, dim/2)
+    return torch.cat((angles.sin(), angles.cos()), dim=-1)  # (n, dim)
+
+
+class RelativeScores(Bias):
+    """Transformer-XL's position terms of one layer's scores, described (Dai et al. 2019, sec. 3.3):
+
+        scale * ( u . k_j  +  (q_i + v) . W_{k,R} R_{i-j} )        (H, Tq, Tk) per batch row
+
+    the content term q_i . k_j being the kernel's own. Evaluated at the query and key positions of
+    the kernel's Mask, so one description holds for training, a KV cache offset, a segment memory
+    and the per-row positions of fast decoding. The distances are gathered from a table of the
+    span they take (0 .. Tk - 1 under a causal mask: the reference's relative shift), so the
+    table costs one (B, H, Tq, n) product, n <= Tk (2 Tk - 1 for a bidirectional model)."""
+
+    def __init__(self, q, k, u, v, r_proj: nn.Module, inv_freq: torch.Tensor, clamp_len: int = 0):
+        self.q, self.k, self.u, self.v = q, k, u, v  # q (B, H, Tq, D), k (B, H, Tk, D), u and v (H, D)
+        self.r_proj, self.inv_freq, self.clamp_len = r_proj, inv_freq, clamp_len
+
+    def at(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        dist = q_pos - k_pos  # (..., Tq, Tk)
+        return self._terms(dist, int(dist.min()), int(dist.max()))
+
+    def dense(self, mask, q_len: int, k_len: int, device, dtype) -> torch.Tensor:
+        """The terms at `mask`'s positions, (B, H, Tq, Tk). The span of distances comes from the
+        mask's description (no data-dependent shape, so fast decoding compiles it): a causal mask
+        hides every negative distance, and sees none past Tk - 1."""
+        q_pos, k_pos = mask.positions(q_len, k_len, device)
+        if mask.by_row:
+            lo, hi = (0 if mask.causal else 1 - k_len), k_len - 1
+        else:
+            lo = mask.q_start - mask.k_start - (k_len - 1)
+            hi = mask.q_start + q_len - 1 - mask.k_start
+            lo = max(lo, 0) if mask.causal else lo
+        return self._terms(q_pos - k_pos, lo, max(lo, hi)).to(dtype)
+
+    def _terms(self, dist: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        B, H, Tq, D = self.q.shape
+        span = torch.arange(lo, hi + 1, device=self.q.device)  # (n,) the distances of the table
+        if self.clamp_len > 0:
+            span = span.clamp(-self.clamp_len, self.clamp_len)
+        R = xl_sinusoids(span, self.inv_freq).to(self.q.dtype)  # (n, dim)
+        r = self.r_proj(R).view(-1, H, D)  # (n, H, D): W_{k,R} R_d, per head
+        table = torch.einsum("bhid,nhd->bhin", self.q + self.v[:, None].to(self.q.dtype), r)  # (B, H, Tq, n)
+        index = (dist - lo).clamp(0, span.shape[0] - 1)  # (Tq, Tk) or (B, Tq, Tk)
+        index = (index[None, None] if index.dim() == 2 else index[:, None]).expand(B, H, Tq, -1)  # (B, H, Tq, Tk)
+        position = table.gather(-1, index)  # (B, H, Tq, Tk): (q_i + v) . W_{k,R} R_{i-j}
+        content = torch.einsum("hd,bhjd->bhj", self.u.to(self.k.dtype), self.k)[:, :, None]  # (B, H, 1, Tk): u . k_j
+        return (position + content).float() * D ** -0.5
+
+
+class TransformerXL(Position):
+    """Transformer-XL's relative positional encoding (Dai et al. 2019,
+    https://arxiv.org/abs/1901.02860, section 3.3): the score of query i on key j is
+
+        q_i.k_j  +  u.k_j  +  q_i.W_{k,R} R_{i-j}  +  v.W_{k,R} R_{i-j}        (then / sqrt(D))
+
+    R_d the fixed sinusoids of the distance d over `dim` (all sines, then all cosines, as the
+    reference code's PositionalEmbedding), W_{k,R} a projection dim -> heads x head_dim in each
+    attention layer (`layer_part`: the reference's r_net), u and v one vector per head shared by
+    every layer (the reference's r_w_bias and r_r_bias). Nothing is added to the input and q, k
+    are not rotated: the terms reach the kernel as a described bias (`RelativeScores`), so a
+    segment memory, a KV cache and fast decoding place them by the mask's positions. The term
+    depends on q, so no kernel runs it on a flash path (SDPA gets a float mask).
+
+    clamp_len > 0 clamps distances at that value (the reference's clamp_len)."""
+
+    float32 = ("inv_freq",)
+    receives = ("dim", "heads", "head_dim")
+
+    def __init__(self, dim: int, heads: int, head_dim: int, base: float = 10000.0, clamp_len: int = 0):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"Transformer-XL's sinusoids need an even dim, got {dim}")
+        if clamp_len < 0:
+            raise ValueError(f"clamp_len must be 0 (off) or more, got {clamp_len}")
+        self.dim, self.base, self.clamp_len = dim, float(base), int(clamp_len)
+        self.u = nn.Parameter(torch.zeros(heads, head_dim))  # (H, D): the global content bias
+        self.v = nn.Parameter(torch.zeros(heads, head_dim))  # (H, D): the global position bias
+        self.inv_freq = 1.0 / self.base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # (dim/2,)
+
+    @classmethod
+    def layer_part(cls, ctx) -> nn.Linear:
+        """W_{k,R}: each attention layer's projection of R to its heads (no bias)."""
+        return nn.Linear(ctx.dim, ctx.heads * ctx.head_dim, bias=False)
+
+    def score(self, q: torch.Tensor, k: torch.Tensor, start: Start = 0, part: nn.Module | None = None) -> RelativeScores:
+        if part is None:
+            raise ValueError("model.pos=xl scores with each attention layer's own W_{k,R}; this attention has none "
+                             "(build the model with tfmr.build_model)")
+        return RelativeScores(q, k, self.u, self.v, part, self.inv_freq, self.clamp_len)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, base={self.base:g}, clamp_len={self.clamp_len}"
+
+
 POSITIONS = {"none": NoPosition, "sinusoidal": Sinusoidal, "learned": Learned, "rope": Rope, "xpos": XPos,
-             "alibi": Alibi}
+             "alibi": Alibi, "xl": TransformerXL}

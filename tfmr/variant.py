@@ -34,7 +34,10 @@ class BuildContext:
     (decoder) stack's depth; encoder_layers: the encoder's depth (= layers outside an
     encoder-decoder).
     new_kernel: a fresh self-attention kernel (`model.kernel`) for each call; None where the
-    context builds no attention (tests of other axes)."""
+    context builds no attention (tests of other axes).
+    new_pos_part: a fresh per-layer part of the position scheme (`Position.layer_part`: the
+    module or None) for each self-attention layer; None where there is none to make
+    (cross-attention, tests of other axes)."""
 
     dim: int
     heads: int
@@ -47,6 +50,7 @@ class BuildContext:
     encoder_layers: int = 1
     role: str = "decoder-only"
     new_kernel: Callable[[], Any] | None = None
+    new_pos_part: Callable[[], Any] | None = None
 
     @property
     def head_dim(self) -> int:

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..builder import relative_positions
 from ..cli.common import config_flags, out_folder, positive_int, resolve_config
 from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..data import Batches
@@ -170,7 +171,7 @@ def main(args) -> int:
     base = resolve_config(args)
     out = out_folder(args.out)
     L = base.model.context
-    if base.model.pos.kind not in ("rope", "xpos", "alibi", "none"):
+    if not relative_positions(base.model):
         raise ConfigError(f"long-context needs relative positions (sinks, XL); model.pos is {base.model.pos.kind}")
     if args.sinks >= L:
         raise ConfigError(f"--sinks ({args.sinks}) must be below model.context ({L})")

@@ -3,8 +3,8 @@
     open_checkpoint(dir)     a Session for a language-model checkpoint or a Hugging Face folder of
                              a decoder-only model (LMSession), or an encoder-decoder checkpoint,
                              G2P included (Seq2SeqSession); read by tfmr.load
-    session.info()           what the model is: family, shape, positions, kernel, mixers, pattern,
-                             tokenizer, source
+    session.info()           what the model is: its name (never an absolute path: display_name),
+                             family, shape, positions, kernel, mixers, pattern, tokenizer, source
     session.tokens(...)      the token ids, their text and byte spans (tokenizer.token_bytes)
     session.attention(...)   one layer's weights per head, self / cross / encoder, from a forward
                              pass under kernels.eager_attention (the same math, with weights); for
@@ -17,7 +17,8 @@
     session.decode(...)      the greedy output (decode.greedy) and, for an encoder-decoder, the
                              cross-attention alignment of the output over the input
     session.beam(...)        the beam-search tree: every step's candidates and their fate, recorded
-                             by decode.beam_search(on_step=...), and the n best
+                             by decode.beam_search(on_step=...), and the n best (each with its
+                             summed log-probability and its length-normalised score)
     session.positions()      the position scheme at work, read through its three hooks: what
                              `embed` adds, how `rotate` turns a vector, the `bias` it adds to scores
     session.export(...)      every layer's attention for one input as BertViz-shaped tensors
@@ -31,6 +32,7 @@ a setting out of range) is a ConfigError with one line for the page. The HTTP si
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,29 @@ MAX_BEAM = 8
 BEAM_NEW_TOKENS = 12  # the page's default length of a beam search
 DECODE_NEW_TOKENS = 40  # the longest greedy output (as `tfmr g2p`'s decoding)
 POSITIONS_SHOWN = 64  # positions drawn in the positional-encoding view
+LENGTH_PENALTY = 1.0  # the beam's n-best score: summed log-probability / length ** LENGTH_PENALTY
+GENERIC_FOLDERS = ("checkpoint", "best")  # folder names that say little without their run's name
+
+
+def display_name(directory: str | Path) -> str:
+    """What the page calls the model: its path relative to the working directory when it lies
+    inside it, else its folder name (with the run's name for a run's checkpoint / best folder).
+    Never an absolute path: the page may be served to others, and the header has no room for it."""
+    path = Path(os.path.abspath(directory))
+    try:
+        relative = path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        relative = ""
+    if relative not in ("", "."):
+        return relative
+    return f"{path.parent.name}/{path.name}" if path.name in GENERIC_FOLDERS else path.name
+
+
+def _first_sentence(text: str | None) -> str:
+    """The first sentence of a docstring, on one line, without its code quotes."""
+    words = " ".join((text or "").replace("`", "").split())
+    end = words.find(". ")
+    return words if end < 0 else words[:end + 1]
 
 
 @dataclass
@@ -111,6 +136,7 @@ class Session:
 
     def __init__(self, model, directory: Path):
         self.model, self.directory = model.eval(), directory
+        self.name = display_name(directory)
         self.cfg = model.cfg
         self.limit = model.cfg.context  # the longest sequence the model reads (its context)
 
@@ -134,7 +160,7 @@ class Session:
     # ------------------------------------------------------------ the views
     def info(self) -> dict:
         c = self.cfg
-        return {"kind": self.kind, "checkpoint": str(self.directory), "arch": c.arch, "layers": c.layers,
+        return {"kind": self.kind, "name": self.name, "arch": c.arch, "layers": c.layers,
                 "encoder_layers": (c.encoder_layers or c.layers) if c.arch == "encoder-decoder" else 0,
                 "heads": c.heads, "dim": c.dim, "context": c.context, "vocab_size": c.vocab_size,
                 "kernel": c.kernel.kind, "positions": repr(self.model.pos), "pattern": repr(self.model.pattern),
@@ -158,11 +184,12 @@ class Session:
         return mixer_kinds(self.cfg)
 
     def attention(self, text: str, generated=(), which: str = "self", layer: int = 0) -> dict:
-        """One layer's attention weights, (heads, query, key), with the query and key labels. A
-        decayed mixer (retention) has no attention map (no softmax; its parallel form is
-        (Q K^T * D) V): it gives `weights` None and, per head, the decay D[n, m] = gamma_h^(n - m)
-        that its parallel form multiplies the scores with (mixers.decay_mask of the decays the
-        mixer declares, `Mixer.decays()`)."""
+        """One layer's attention weights, (heads, query, key), with the query and key labels; for
+        decoder queries (self, cross) also `predicts`, the token the model ranks first after each
+        (so a row can say what its step predicted). A decayed mixer (retention) has no attention
+        map (no softmax; its parallel form is (Q K^T * D) V): it gives `weights` None and, per
+        head, the decay D[n, m] = gamma_h^(n - m) that its parallel form multiplies the scores with
+        (mixers.decay_mask of the decays the mixer declares, `Mixer.decays()`)."""
         inp = self.inputs(text, generated)
         out = self.forward_with_weights(inp)
         stacks = {"self": (out.attentions, inp.tgt_tokens, inp.tgt_tokens)}
@@ -182,6 +209,8 @@ class Session:
         view = {"which": which, "layer": layer, "layers": len(weights), "kinds": list(stacks), "mixer": mixer,
                 "mixers": self.mixers() if which == "self" else ["attention"] * len(weights),
                 "queries": [t["text"] for t in queries], "keys": [t["text"] for t in keys]}
+        if which != "encoder":
+            view["predicts"] = [self.label(int(i)) for i in out.logits[0].argmax(-1).tolist()]
         if weights[layer] is not None:
             return {**view, "weights": _rounded(weights[layer][0])}
         decays = self.model.blocks[layer].attn.decays() if which == "self" else None
@@ -277,15 +306,20 @@ class Session:
             raise ConfigError(f"beam search keeps the whole sequence in the context ({self.limit} tokens): "
                               f"{start.shape[1]} tokens so far leave room for 1 to {room} new ones, not {new}")
         steps: list[decode.BeamStep] = []
-        best = decode.beam_search(self.model, start, width, new, eos_id=self.eos_id, src=inp.src, n_best=width,
-                                  repetition=s.repetition, ngram=s.ngram, on_step=steps.append)
+        best = decode.beam_search(self.model, start, width, new, eos_id=self.eos_id, length_penalty=LENGTH_PENALTY,
+                                  src=inp.src, n_best=width, repetition=s.repetition, ngram=s.ngram,
+                                  on_step=steps.append)
         tree = beam_tree(steps, best, start.shape[1], self.label, self.root_label(inp))
+        so_far = list(generated)  # already stepped: the output so far, which each hypothesis continues
         for hyp in tree["n_best"]:
-            hyp["rendered"] = self.render(hyp["ids"])
-        return tree
+            hyp["length"] = len(hyp["ids"])
+            hyp["log_prob"] = hyp["score"] * max(hyp["length"], 1) ** LENGTH_PENALTY  # the sum the tree shows
+            hyp["rendered"] = self.render([int(g) for g in so_far] + hyp["ids"])
+        return {**tree, "length_penalty": LENGTH_PENALTY, "stepped": len(so_far)}
 
     def root_label(self, inp: Inputs) -> str:
-        return "".join(t["text"] for t in inp.tgt_tokens[-8:])
+        """The text the tree grows from: everything the decoder has read (the page shortens it)."""
+        return "".join(t["text"] for t in inp.tgt_tokens)
 
     @torch.no_grad()
     def positions(self) -> dict:
@@ -393,8 +427,11 @@ def position_view(where: str, pos, T: int, dim: int, heads: int, head_dim: int, 
         rotation    a vector of ones after `rotate`, (T, head_dim), and the score of the rotated
                     query at each position against the key at position 0, q_m . k_0 / head_dim
         bias        the `bias` it adds to attention scores, (heads, T, T), masked entries None
-    """
-    view: dict = {"where": where, "module": repr(pos), "name": type(pos).__name__}
+
+    and, for the caption, `about` (the first sentence of the class's docstring) and `settings`
+    (its extra_repr, as print(model) shows it)."""
+    view: dict = {"where": where, "module": repr(pos), "name": type(pos).__name__,
+                  "about": _first_sentence(type(pos).__doc__), "settings": pos.extra_repr().replace("=", " ")}
     added = pos.embed(torch.zeros(1, T, dim), 0)[0]  # (T, dim)
     if bool(added.abs().max() > 0):
         view["embedding"] = _rounded(added, 4)
@@ -506,7 +543,8 @@ class Seq2SeqSession(Session):
                 "target_symbols": len(self.vocab.tgt)}
 
     def root_label(self, inp: Inputs) -> str:
-        return "<s>"
+        """<s> and the symbols stepped so far: where the beam starts."""
+        return " ".join(t["text"] for t in inp.tgt_tokens)
 
     def inputs(self, text: str, generated=()) -> Inputs:
         if not isinstance(text, str):
@@ -518,9 +556,9 @@ class Seq2SeqSession(Session):
         stoi = self.vocab.src.stoi
         unknown = sorted({s for s in symbols if s not in stoi or s in SPECIALS})
         if unknown:
-            known = "".join(self.vocab.src.itos[len(SPECIALS):]) if self.by_char else f"{len(stoi)} symbols"
-            raise ConfigError(f"not in the model's input alphabet: {', '.join(map(repr, unknown))} "
-                              f"(it knows {known})")
+            alphabet = self.vocab.src.itos[len(SPECIALS):]
+            known = f"these {len(alphabet)}: {''.join(alphabet)!r}" if self.by_char else f"{len(alphabet)} symbols"
+            raise ConfigError(f"not in the model's input alphabet: {', '.join(map(repr, unknown))}; it knows {known}")
         tgt = [BOS] + [int(g) for g in generated]
         for what, n in (("input", len(symbols)), ("output", len(tgt))):
             if n > self.limit:
@@ -538,6 +576,7 @@ class Seq2SeqSession(Session):
         ids = result["generated"]
         body = ids[:-1] if ids and ids[-1] == EOS else ids
         out = self.forward_with_weights(self.inputs(text, body))
+        result["body"] = body  # the output without </s>: what the attention view reads by default
         result["alignment"] = {"rows": [self.label(i) for i in body] + [SPECIALS[2]],
                                "columns": [t["text"] for t in self.inputs(text).src_tokens],
                                "weights": _rounded(out.cross_attentions[-1][0].float().mean(0))}

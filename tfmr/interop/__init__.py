@@ -9,7 +9,8 @@ has one module with `config_from_hf(hf_config) -> ModelConfig`, `state_dict_from
 cfg) -> dict` for tfmr's parameter names, and `HF_DEFAULTS` (transformers' defaults for keys a
 config.json leaves out). The config is read by attribute, so a transformers config object and a
 config.json (hf_folder.py) both work. `transformers` is only needed by the caller of `from_hf`
-(it is a test extra), never imported here.
+(it is a test extra), never imported here. `torchscale.py` loads microsoft/torchscale's RetNet
+retention layer (`load_retention`) the same way.
 """
 from __future__ import annotations
 

@@ -23,6 +23,9 @@ import torch
 from ..config import ConfigError
 
 GPT2_ACTS = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
+# special tokens that start / end a text, by their usual spellings (GPT-2, Llama 1-2, Llama 3)
+BOS_NAMES = ("<|endoftext|>", "<s>", "<|begin_of_text|>", "<bos>")
+EOS_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<|eot_id|>", "<eos>")
 
 
 def _common(cfg, model) -> list[str]:
@@ -158,17 +161,36 @@ def tokenizer_json(tokenizer) -> dict | None:
     return None
 
 
+def special_tokens(tokenizer) -> dict[str, int]:
+    """The special tokens of `tokenizer` (text -> id): a BPE's own, a tokenizer.json's special
+    added tokens; none for a tokenizer without them (char) or no tokenizer."""
+    from ..tokenizers.hf import HFTokenizer
+
+    if isinstance(tokenizer, HFTokenizer):
+        return {t["content"]: int(t["id"]) for t in tokenizer.data.get("added_tokens") or [] if t.get("special")}
+    return dict(getattr(tokenizer, "special_tokens", None) or {})
+
+
+def start_end_ids(tokenizer, vocab_size: int) -> dict[str, int | None]:
+    """bos_token_id and eos_token_id for config.json, from the model's own tokenizer (the first of
+    BOS_NAMES / EOS_NAMES it has, inside the vocabulary), else None. Written either way: left out,
+    transformers would fill in its family's defaults (GPT-2's 50256), outside a small vocabulary."""
+    specials = {text: i for text, i in special_tokens(tokenizer).items() if 0 <= i < vocab_size}
+    first = lambda names: next((specials[n] for n in names if n in specials), None)  # noqa: E731
+    return {"bos_token_id": first(BOS_NAMES), "eos_token_id": first(EOS_NAMES)}
+
+
 def to_hf_folder(model, tokenizer, out, family: str | None = None, check: bool = True) -> tuple[str, bool]:
     """Write `model` (and `tokenizer`) to the folder `out`; (family written, tokenizer written)."""
-    from safetensors.torch import save_file
-
+    from ..checkpoint import save_file  # safetensors' own, with the normal file mode
     from .hf_folder import from_pretrained
 
     family = pick_family(model, family)
     _, make_config, make_state = EXPORTERS[family]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = {**make_config(model.cfg, model), "torch_dtype": str(next(model.parameters()).dtype).split(".")[-1]}
+    config = {**make_config(model.cfg, model), **start_end_ids(tokenizer, model.cfg.vocab_size),
+              "torch_dtype": str(next(model.parameters()).dtype).split(".")[-1]}
     state = {k: v.detach().contiguous().clone() for k, v in make_state(model.state_dict(), model.cfg).items()}
     partial = out / "model.safetensors.partial"  # then renamed: a model still reading the old file's map keeps it
     save_file(state, str(partial), metadata={"format": "pt"})

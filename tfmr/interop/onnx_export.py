@@ -25,11 +25,15 @@ an empty past (length 0) with the decoder start token. The exporter is torch's T
 also works but takes minutes on a small CPU. After export, when onnxruntime is installed, the
 graphs are run at another batch size and length and compared with the model (atol 1e-4); a
 mismatch (a variant whose shape logic the trace froze, such as a sliding-window mask) removes the
-files and says so. Left out: encoder-only models, stateful cross-attention kernels
-(`alignment.ALIGNMENT_KERNELS`), a static-cache graph for GPUs.
+files and says so. The warnings torch's tracer always gives (a Python bool taken from a tensor,
+TracerWarning; the legacy exporter's deprecation) are filtered, since that check is what tells
+whether the trace holds; any other warning passes. Left out: encoder-only models, stateful
+cross-attention kernels (`alignment.ALIGNMENT_KERNELS`), a static-cache graph for GPUs.
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -70,6 +74,18 @@ class _Graph(torch.nn.Module):
         return (logits, *[t for c in caches for t in (c.k, c.v)])
 
 
+@contextlib.contextmanager
+def quiet_trace():
+    """torch.onnx.export(dynamo=False) without the warnings it always gives: TracerWarning on every
+    Python bool the trace freezes (the graphs are checked at other shapes instead) and the
+    DeprecationWarnings of the TorchScript exporter itself. Other warnings are shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        yield
+
+
 def _names(layers: int, prefix: str) -> list[str]:
     return [f"{prefix}.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
 
@@ -95,7 +111,7 @@ def export_decoder(model, out, check: bool = True) -> list[Path]:
     ids = torch.zeros(2, 4, dtype=torch.long)
     past = [torch.zeros(2, graph.kv_heads, 4, graph.head_dim) for _ in range(2 * layers)]
     paths = [out / "prefill.onnx", out / "step.onnx"]
-    with torch.no_grad():
+    with torch.no_grad(), quiet_trace():
         torch.onnx.export(graph, (ids,), str(paths[0]), dynamo=False, input_names=["input_ids"],
                           output_names=["logits", *present],
                           dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"},
@@ -193,7 +209,7 @@ def export_encoder_decoder(model, out, check: bool = True) -> list[Path]:
     ids = torch.ones(2, 2, dtype=torch.long)
     kv = [torch.zeros(2, attn.kv_heads, 3, attn.head_dim) for _ in range(2 * layers)]
     paths = [out / "encoder.onnx", out / "decoder.onnx"]
-    with torch.no_grad():
+    with torch.no_grad(), quiet_trace():
         memory, src_mask, *cross_kv = encoder(src)
         torch.onnx.export(encoder, (src,), str(paths[0]), dynamo=False, input_names=["src_ids"],
                           output_names=["memory", "src_mask", *cross],
