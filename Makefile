@@ -21,14 +21,14 @@ setup: $(STAMP)
 # The main job: grapheme-to-phoneme on CMUdict (docs/g2p.md): a fixed number of training steps (about
 # 7 minutes on 2 quiet CPU cores; the same model however busy the machine), then test WER / PER with
 # greedy and beam search, example words, cross-attention heatmaps in runs/g2p/, and the fresh model
-# beside the shipped one. Running it again starts over in runs/g2p (--overwrite); `tfmr train` alone
+# beside the shipped one. Running it again starts over in runs/g2p (--overwrite); `tfmr lm train` alone
 # never replaces a run.
 run: $(STAMP)
 	$(VENV)/bin/tfmr g2p train --preset g2p-small --out runs/g2p --overwrite
 
 # A character-level language model on the embedded corpus (Python's own docs), samples at the end.
 lm: $(STAMP)
-	$(VENV)/bin/tfmr train --preset default --out runs/default --overwrite
+	$(VENV)/bin/tfmr lm train --preset default --out runs/default --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -1,6 +1,6 @@
 """LoRA and bottleneck adapters as transforms of a built model: B = 0 changes nothing, merged
 equals unmerged, only the added weights get gradients, they save and load apart from the base,
-and `tfmr finetune` -> `tfmr generate --lora` works from a trained checkpoint."""
+and `tfmr lm finetune` -> `tfmr lm generate --lora` works from a trained checkpoint."""
 from __future__ import annotations
 
 import subprocess
@@ -191,13 +191,13 @@ def test_cli_finetune_then_generate_with_lora(tiny_cfg, text_file, tmp_path):
 
     base = tmp_path / "base"
     tiny_cfg.train.steps = 3
-    Trainer(tiny_cfg, base, progress=False, log=lambda *a: None).fit()  # what `tfmr train` writes
-    out = _tfmr("finetune", "--checkpoint", str(base / "checkpoint"),
+    Trainer(tiny_cfg, base, progress=False, log=lambda *a: None).fit()  # what `tfmr lm train` writes
+    out = _tfmr("lm", "finetune", "--checkpoint", str(base / "checkpoint"),
                 "--lora", "rank=4,alpha=32,targets=q_proj,v_proj,w1",
                 "--data", str(text_file), "--out", str(tmp_path / "ft"), "--no-progress",
                 "--set", "train.steps=8", "--set", "train.lr=0.02")
     assert "lora weights:" in out
-    text = _tfmr("generate", "--checkpoint", str(base / "checkpoint"), "--lora", str(tmp_path / "ft"),
+    text = _tfmr("lm", "generate", "--checkpoint", str(base / "checkpoint"), "--lora", str(tmp_path / "ft"),
                  "--prompt", "To be", "--max-new-tokens", "20", "--temperature", "0")
     model, tok, _ = load_model(base / "checkpoint")
     load(model, tmp_path / "ft" / "adaptation.safetensors")

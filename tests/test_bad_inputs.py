@@ -97,7 +97,7 @@ def test_non_finite_options_of_a_choice_are_refused():
 
 
 def test_train_with_init_std_nan_is_one_line(capsys, tmp_path):
-    line = one_line_error(capsys, "train", "--preset", "tiny", "--set", "model.init_std=nan", "--out", tmp_path / "r")
+    line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--set", "model.init_std=nan", "--out", tmp_path / "r")
     assert "model.init_std must be a finite number, got nan" in line
 
 
@@ -108,7 +108,7 @@ def test_train_with_init_std_nan_is_one_line(capsys, tmp_path):
 def test_absurd_sizes_are_refused_before_anything_is_allocated(capsys, tmp_path, setting, message):
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
-    line = one_line_error(capsys, "train", "--preset", "tiny", "--data", text, "--set", setting,
+    line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--data", text, "--set", setting,
                           "--set", f"data.cache_dir={tmp_path / 'cache'}", "--out", tmp_path / "r", "--no-progress")
     assert message in line
     assert not (tmp_path / "r" / "run.lock").exists()  # the refused run leaves no lock behind
@@ -116,7 +116,7 @@ def test_absurd_sizes_are_refused_before_anything_is_allocated(capsys, tmp_path,
 
 # ----------------------------------------------------------------------------- 7. characters the tokenizer never saw
 def test_generate_names_the_prompt_characters_the_tokenizer_never_saw(capsys, ckpt):
-    line = one_line_error(capsys, "generate", "--checkpoint", ckpt, "--prompt", "Zoé")
+    line = one_line_error(capsys, "lm", "generate", "--checkpoint", ckpt, "--prompt", "Zoé")
     assert "the prompt cannot be encoded" in line and "'Z'" in line and "'é'" in line
 
 
@@ -128,14 +128,14 @@ def test_viz_attention_names_unknown_characters(capsys, ckpt, tmp_path):
 def test_eval_decoding_names_unknown_characters_in_its_data(capsys, ckpt, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("Zzz " * 200)
-    line = one_line_error(capsys, "eval", "decoding", "--checkpoint", ckpt, "--data", other, "--out", tmp_path / "e")
+    line = one_line_error(capsys, "lm", "eval", "decoding", "--checkpoint", ckpt, "--data", other, "--out", tmp_path / "e")
     assert "cannot be encoded" in line and "'Z'" in line
 
 
 def test_a_finished_training_skips_a_sample_it_cannot_encode(capsys, tmp_path):
     text = tmp_path / "abc.txt"
     text.write_text("abc abd abe " * 40)  # no 'T', 'h', 'e' of the default prompt "The ", no newline
-    code, out, err = cli(capsys, "train", "--preset", "tiny", "--data", text, "--out", tmp_path / "r", "--no-progress",
+    code, out, err = cli(capsys, "lm", "train", "--preset", "tiny", "--data", text, "--out", tmp_path / "r", "--no-progress",
                          "--set", "train.steps=2", "--set", f"data.cache_dir={tmp_path / 'cache'}")
     assert code == 0, err
     assert "Traceback" not in err
@@ -165,7 +165,7 @@ def test_a_finished_training_skips_a_sample_it_cannot_encode(capsys, tmp_path):
     (["--length-penalty", "2"], "--length-penalty: beam-search flag(s)"),
 ])
 def test_every_decoding_flag_is_checked(capsys, ckpt, flags, message):
-    line = one_line_error(capsys, "generate", "--checkpoint", ckpt, "--prompt", "To", *flags)
+    line = one_line_error(capsys, "lm", "generate", "--checkpoint", ckpt, "--prompt", "To", *flags)
     assert message in line
 
 
@@ -189,17 +189,17 @@ def test_the_library_decoders_check_their_settings(run_dir):
 
 
 def test_beam_search_without_max_new_tokens_fits_the_context_with_a_note(capsys, ckpt):
-    code, out, err = cli(capsys, "generate", "--checkpoint", ckpt, "--prompt", "To be", "--beam", "2")
+    code, out, err = cli(capsys, "lm", "generate", "--checkpoint", ckpt, "--prompt", "To be", "--beam", "2")
     assert code == 0, err
     assert "note: beam search keeps the whole sequence in the model's context (32 tokens): at most 27" in err
     assert out.startswith("To be") and len(out.rstrip("\n")) <= len("To be") + 27
-    line = one_line_error(capsys, "generate", "--checkpoint", ckpt, "--prompt", "To be", "--beam", "2",
+    line = one_line_error(capsys, "lm", "generate", "--checkpoint", ckpt, "--prompt", "To be", "--beam", "2",
                           "--max-new-tokens", "100")
     assert "exceeds the model's context (32)" in line
 
 
 def test_eval_decoding_checks_its_strategies(capsys, ckpt):
-    line = one_line_error(capsys, "eval", "decoding", "--checkpoint", ckpt, "--strategy", "top_p=0")
+    line = one_line_error(capsys, "lm", "eval", "decoding", "--checkpoint", ckpt, "--strategy", "top_p=0")
     assert "bad strategy 'top_p=0': top_p must be in (0, 1]" in line
 
 
@@ -213,7 +213,7 @@ def test_config_files_that_are_folders_binary_or_invalid_json(capsys, tmp_path):
     bad_json.write_text('{"model": {"dim": 64,}}')
     for path, message in ((folder, "is a folder"), (binary, "is not a text config file"),
                           (bad_json, "invalid JSON")):
-        line = one_line_error(capsys, "train", "--preset", "tiny", "--config", path, "--out", tmp_path / "r")
+        line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--config", path, "--out", tmp_path / "r")
         assert message in line
 
 
@@ -221,26 +221,26 @@ def test_a_checkpoint_with_invalid_json_behind_a_matching_manifest(capsys, run_d
     run = _copy_run(run_dir, tmp_path / "run")
     ck = run / "checkpoint"
     _rewrite_with_manifest(ck, "config.json", b'{"model": {"dim": 32')
-    for argv in (["generate", "--checkpoint", ck], ["average", "--out", tmp_path / "avg", ck],
-                 ["train", "--out", run, "--resume", "--no-progress"]):
+    for argv in (["lm", "generate", "--checkpoint", ck], ["checkpoint", "average", "--out", tmp_path / "avg", ck],
+                 ["lm", "train", "--out", run, "--resume", "--no-progress"]):
         line = one_line_error(capsys, *argv)
         assert "config.json is corrupt (not valid JSON" in line, argv
     _rewrite_with_manifest(ck, "tokenizer.json", b"\x00\x01 not json")
     _rewrite_with_manifest(ck, "config.json", (run_dir / "checkpoint" / "config.json").read_bytes())
-    assert "tokenizer.json is not a valid tokenizer file" in one_line_error(capsys, "generate", "--checkpoint", ck)
+    assert "tokenizer.json is not a valid tokenizer file" in one_line_error(capsys, "lm", "generate", "--checkpoint", ck)
     (ck / checkpoint.MANIFEST).write_text('["model.safetensors"]')  # valid JSON, not a manifest
-    assert "manifest.json is corrupt" in one_line_error(capsys, "generate", "--checkpoint", ck)
+    assert "manifest.json is corrupt" in one_line_error(capsys, "lm", "generate", "--checkpoint", ck)
 
 
 @pytest.mark.parametrize("argv", [
     ["viz", "positions", "--out", "{file}"],
     ["viz", "attention", "--checkpoint", "{ckpt}", "--text", "To", "--out", "{file}"],
-    ["eval", "decoding", "--checkpoint", "{ckpt}", "--prompts", "2", "--strategy", "greedy", "--out", "{file}"],
-    ["average", "--out", "{file}", "{ckpt}"],
+    ["lm", "eval", "decoding", "--checkpoint", "{ckpt}", "--prompts", "2", "--strategy", "greedy", "--out", "{file}"],
+    ["checkpoint", "average", "--out", "{file}", "{ckpt}"],
     ["tokenizer", "train", "--data", "{text}", "--vocab-size", "260", "--out", "{file}", "--no-progress"],
-    ["train", "--preset", "tiny", "--out", "{file}"],
-    ["finetune", "--checkpoint", "{ckpt}", "--lora", "rank=2", "--data", "{text}", "--out", "{file}"],
-    ["copytask", "--preset", "copytask-tiny", "--out", "{file}"],
+    ["lm", "train", "--preset", "tiny", "--out", "{file}"],
+    ["lm", "finetune", "--checkpoint", "{ckpt}", "--lora", "rank=2", "--data", "{text}", "--out", "{file}"],
+    ["experiment", "copytask", "--preset", "copytask-tiny", "--out", "{file}"],
     ["experiment", "moe", "--out", "{file}"],
     ["experiment", "norm-depth", "--out", "{file}"],
     ["experiment", "length-extrapolation", "--out", "{file}"],
@@ -261,21 +261,21 @@ def test_average_never_replaces_a_folder_of_other_files(capsys, ckpt, tmp_path):
     folder = tmp_path / "runs"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
-    assert "is a folder of other files (notes.txt)" in one_line_error(capsys, "average", "--out", folder, ckpt)
+    assert "is a folder of other files (notes.txt)" in one_line_error(capsys, "checkpoint", "average", "--out", folder, ckpt)
     assert (folder / "notes.txt").read_text() == "keep me"
 
 
 def test_a_negative_adapter_bottleneck_is_one_line(capsys, ckpt, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
-    line = one_line_error(capsys, "finetune", "--checkpoint", ckpt, "--adapter", "bottleneck=-1", "--data", text,
+    line = one_line_error(capsys, "lm", "finetune", "--checkpoint", ckpt, "--adapter", "bottleneck=-1", "--data", text,
                           "--out", tmp_path / "ft", "--no-progress")
     assert "--adapter: adapter bottleneck must be at least 1, got -1" in line
 
 
 def test_generate_into_a_closed_pipe_exits_quietly(ckpt):
-    """`tfmr generate ... | head -c 10`: the reader goes away; no traceback, exit code 0."""
-    proc = subprocess.Popen([sys.executable, "-m", "tfmr", "generate", "--checkpoint", ckpt, "--prompt", "To",
+    """`tfmr lm generate ... | head -c 10`: the reader goes away; no traceback, exit code 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "tfmr", "lm", "generate", "--checkpoint", ckpt, "--prompt", "To",
                              "--max-new-tokens", "20000", "--seed", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert len(proc.stdout.read(10)) == 10
@@ -294,20 +294,20 @@ def test_a_g2p_checkpoint_given_to_an_lm_command_and_the_reverse(capsys, ckpt, t
     g2p = g2p_presets.g2p_tiny()
     g2p.model.vocab_size, g2p.model.src_vocab_size = 20, 20
     g2p_ckpt = checkpoint.save(tmp_path / "g2p" / "checkpoint", build_model(g2p.model), to_dict(g2p))
-    line = one_line_error(capsys, "generate", "--checkpoint", g2p_ckpt)
+    line = one_line_error(capsys, "lm", "generate", "--checkpoint", g2p_ckpt)
     assert f"{g2p_ckpt} is a G2P checkpoint (tfmr g2p); this command reads language-model checkpoints" in line
     line = one_line_error(capsys, "g2p", "--checkpoint", ckpt, "hello")
-    assert "is a language-model checkpoint (tfmr train, generate)" in line and "unknown key" not in line
+    assert "is a language-model checkpoint (tfmr lm train, generate)" in line and "unknown key" not in line
 
 
 def test_lora_settings_of_the_wrong_type_name_the_setting(capsys, ckpt, tmp_path):
-    line = one_line_error(capsys, "finetune", "--checkpoint", ckpt, "--lora", "rank=abc", "--data", ckpt,
+    line = one_line_error(capsys, "lm", "finetune", "--checkpoint", ckpt, "--lora", "rank=abc", "--data", ckpt,
                           "--out", tmp_path / "ft")
     assert line == "tfmr: error: --lora rank: expected int, got 'abc'"
 
 
 def test_a_run_folder_given_as_checkpoint_points_at_its_checkpoint(capsys, run_dir):
-    line = one_line_error(capsys, "generate", "--checkpoint", run_dir)
+    line = one_line_error(capsys, "lm", "generate", "--checkpoint", run_dir)
     assert f"{run_dir} is a run folder; its checkpoint is {run_dir / 'checkpoint'}" in line
     assert "cut-short" not in line
 
@@ -321,24 +321,24 @@ def test_resume_refuses_to_change_the_saved_model_or_data(capsys, run_dir, tmp_p
     other.write_text(TEXT)
     before = (run / "checkpoint" / "model.safetensors").read_bytes()
     flags = [f.format(other=other) for f in flags]
-    line = one_line_error(capsys, "train", "--out", run, "--resume", "--no-progress", "--set", "train.steps=4", *flags)
+    line = one_line_error(capsys, "lm", "train", "--out", run, "--resume", "--no-progress", "--set", "train.steps=4", *flags)
     assert f"this command changes {key}" in line and "start a new run" in line
     assert (run / "checkpoint" / "model.safetensors").read_bytes() == before
 
 
 def test_resume_continues_the_saved_config_not_the_default_preset(capsys, run_dir, tmp_path):
     run = _copy_run(run_dir, tmp_path / "run")
-    code, out, err = cli(capsys, "train", "--out", run, "--resume", "--no-progress", "--set", "train.steps=3")
+    code, out, err = cli(capsys, "lm", "train", "--out", run, "--resume", "--no-progress", "--set", "train.steps=3")
     assert code == 0, err
     assert '"dim": 32' in out and '"batch_size": 8' in out  # the tiny run's config, printed as used
     assert "at step 2" in out
-    code, out, err = cli(capsys, "train", "--preset", "default", "--out", run, "--resume", "--no-progress")
+    code, out, err = cli(capsys, "lm", "train", "--preset", "default", "--out", run, "--resume", "--no-progress")
     assert code == 0 and "--preset default is not read" in err
 
 
 # ----------------------------------------------------------------------------- 11. minor
 def test_average_last_zero_is_refused(capsys, run_dir, tmp_path):
-    line = one_line_error(capsys, "average", "--last", "0", "--out", tmp_path / "avg", run_dir / "snapshots")
+    line = one_line_error(capsys, "checkpoint", "average", "--last", "0", "--out", tmp_path / "avg", run_dir / "snapshots")
     assert "--last N takes the number of newest snapshots to average (N >= 1), got 0" in line
 
 
@@ -437,7 +437,7 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 def test_hostile_config_files_are_one_line_within_a_second(capsys, tmp_path, name, text, message):
     path = tmp_path / name
     path.write_text(text)
-    line = one_line_error(capsys, "train", "--preset", "tiny", "--config", path, "--out", tmp_path / "r")
+    line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--config", path, "--out", tmp_path / "r")
     assert message in line and len(line) < 300
 
 
@@ -445,7 +445,7 @@ def test_hostile_config_files_are_one_line_within_a_second(capsys, tmp_path, nam
 def test_a_hostile_manifest_is_a_corrupt_checkpoint(capsys, run_dir, tmp_path, text):
     run = _copy_run(run_dir, tmp_path / "run")
     (run / "checkpoint" / checkpoint.MANIFEST).write_text(text)
-    assert "manifest.json is corrupt" in one_line_error(capsys, "generate", "--checkpoint", run / "checkpoint")
+    assert "manifest.json is corrupt" in one_line_error(capsys, "lm", "generate", "--checkpoint", run / "checkpoint")
 
 
 def test_a_file_dropped_from_the_manifest_is_refused(capsys, run_dir, tmp_path):
@@ -455,7 +455,7 @@ def test_a_file_dropped_from_the_manifest_is_refused(capsys, run_dir, tmp_path):
     del manifest["model.safetensors"]
     (ck / checkpoint.MANIFEST).write_text(json.dumps(manifest))
     (ck / "model.safetensors").write_bytes((ck / "model.safetensors").read_bytes()[:-8] + b"tampered")
-    assert "model.safetensors is not in its manifest.json" in one_line_error(capsys, "generate", "--checkpoint", ck)
+    assert "model.safetensors is not in its manifest.json" in one_line_error(capsys, "lm", "generate", "--checkpoint", ck)
 
 
 # ----------------------------------------------------------------------------- 13. Hugging Face configs
@@ -463,7 +463,7 @@ def test_a_file_dropped_from_the_manifest_is_refused(capsys, run_dir, tmp_path):
 def hf_dir(run_dir, tmp_path_factory):
     """The tiny run exported as a Hugging Face GPT-2 folder."""
     out = tmp_path_factory.mktemp("hf") / "gpt2"
-    assert main(["export", "--to", "hf", "--checkpoint", str(run_dir / "checkpoint"), "--out", str(out)]) == 0
+    assert main(["checkpoint", "export", "hf", "--checkpoint", str(run_dir / "checkpoint"), "--out", str(out)]) == 0
     return out
 
 
@@ -481,7 +481,7 @@ def test_a_hugging_face_config_is_checked_before_anything_is_built(capsys, hf_di
     shutil.copytree(hf_dir, folder)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, **change}))
-    line = one_line_error(capsys, "convert", "--from-hf", folder, "--out", tmp_path / "ck")
+    line = one_line_error(capsys, "checkpoint", "import", "hf", "--checkpoint", folder, "--out", tmp_path / "ck")
     assert message in line
     assert not (tmp_path / "ck").exists()
 
@@ -498,7 +498,7 @@ def test_a_sharded_index_naming_files_outside_the_folder_is_refused(capsys, hf_d
         names = list(f.keys())
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {n: "../x.safetensors"
                                                                                     for n in names}}))
-    line = one_line_error(capsys, "convert", "--from-hf", folder, "--out", tmp_path / "ck")
+    line = one_line_error(capsys, "checkpoint", "import", "hf", "--checkpoint", folder, "--out", tmp_path / "ck")
     assert "names the weight file '../x.safetensors', which is not a file of" in line
 
 
@@ -509,7 +509,7 @@ def test_a_sharded_index_naming_files_outside_the_folder_is_refused(capsys, hf_d
     (["--seed", str(2 ** 70)], "--seed must be an integer in [0, 2**63)"),
 ])
 def test_subnormal_sampling_scales_and_huge_seeds_are_refused(capsys, ckpt, flags, message):
-    assert message in one_line_error(capsys, "generate", "--checkpoint", ckpt, "--prompt", "To", *flags)
+    assert message in one_line_error(capsys, "lm", "generate", "--checkpoint", ckpt, "--prompt", "To", *flags)
 
 
 @pytest.mark.parametrize("setting,message", [
@@ -520,7 +520,7 @@ def test_subnormal_sampling_scales_and_huge_seeds_are_refused(capsys, ckpt, flag
 ])
 def test_train_settings_out_of_range_are_refused(capsys, tmp_path, setting, message):
     extra = ["--set", "model.ffn.experts=100000"] if setting == "model.ffn=moe" else []
-    line = one_line_error(capsys, "train", "--preset", "tiny", "--set", setting, *extra, "--out", tmp_path / "r")
+    line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--set", setting, *extra, "--out", tmp_path / "r")
     assert (message or "model.ffn.experts must be at most 1024") in line
 
 
@@ -536,7 +536,7 @@ def test_g2p_decode_and_batch_settings_are_refused_before_training(capsys, tmp_p
 def test_finetune_memory_estimate_counts_the_lora_weights(capsys, ckpt, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
-    line = one_line_error(capsys, "finetune", "--checkpoint", ckpt, "--lora", "rank=100000000", "--data", text,
+    line = one_line_error(capsys, "lm", "finetune", "--checkpoint", ckpt, "--lora", "rank=100000000", "--data", text,
                           "--out", tmp_path / "ft", "--no-progress", "--set", "train.max_memory=1")
     assert "memory estimate" in line and "exceeds train.max_memory=1 GB" in line
 
@@ -568,7 +568,7 @@ def test_a_token_cache_that_cannot_be_written_is_one_line(capsys, tmp_path, monk
     monkeypatch.setattr(tfmr.data, "_write_ids", read_only)
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
-    line = one_line_error(capsys, "train", "--preset", "tiny", "--data", text, "--out", tmp_path / "r",
+    line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--data", text, "--out", tmp_path / "r",
                           "--set", f"data.cache_dir={tmp_path / 'cache'}", "--no-progress")
     assert "cannot write the token cache" in line and "Read-only file system" in line
 
@@ -579,7 +579,7 @@ def test_a_stale_world_size_in_the_shell_trains_in_one_process(capsys, tmp_path,
     monkeypatch.setenv("WORLD_SIZE", "2")
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
-    code, out, err = cli(capsys, "train", "--preset", "tiny", "--data", text, "--out", tmp_path / "r", "--no-progress",
+    code, out, err = cli(capsys, "lm", "train", "--preset", "tiny", "--data", text, "--out", tmp_path / "r", "--no-progress",
                          "--set", "train.steps=1", "--set", "train.parallel=auto", "--set", "sample.num_samples=0",
                          "--set", f"data.cache_dir={tmp_path / 'cache'}")
     assert code == 0, err

@@ -129,7 +129,7 @@ def test_keep_last_keeps_the_newest_weights_only(snapshots):
 def test_average_is_the_mean_of_the_weights_and_loads(snapshots, tmp_path):
     from tfmr.cli import main
 
-    assert main(["average", "--last", "2", str(snapshots), "--out", str(tmp_path / "avg")]) == 0
+    assert main(["checkpoint", "average", "--last", "2", str(snapshots), "--out", str(tmp_path / "avg")]) == 0
     avg, tok, _ = load_model(tmp_path / "avg")
     a, _, _ = load_model(snapshots / "step-0000004")
     b, tok_b, _ = load_model(snapshots / "step-0000006")
@@ -157,7 +157,7 @@ def test_average_refuses_other_models_and_bad_requests(snapshots, tmp_path):
         checkpoint.average([snapshots / "step-0000006", other], tmp_path / "avg")
     with pytest.raises(CheckpointError, match="nothing to average"):
         checkpoint.average([], tmp_path / "avg")
-    assert main(["average", "--last", "3", str(snapshots), "--out", str(tmp_path / "avg")]) == 2
+    assert main(["checkpoint", "average", "--last", "3", str(snapshots), "--out", str(tmp_path / "avg")]) == 2
     assert not (tmp_path / "avg").exists()
 
 

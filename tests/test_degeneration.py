@@ -1,6 +1,6 @@
 """Degeneration metrics: the paper's repetition rule on worked cases, self-BLEU equal to
 sacrebleu's, Zipf's exponent recovered from a Zipfian sample, distinct-n by hand, and the
-`tfmr eval decoding` report end to end."""
+`tfmr lm eval decoding` report end to end."""
 from __future__ import annotations
 
 import json
@@ -97,11 +97,11 @@ def test_comparison_scores_every_strategy_and_writes_table_json_and_plot(tmp_pat
 
 def test_eval_decoding_and_beam_generate_on_a_trained_checkpoint(text_file, tmp_path):
     run = tmp_path / "run"
-    train = subprocess.run([sys.executable, "-m", "tfmr", "train", "--preset", "tiny", "--data", str(text_file),
+    train = subprocess.run([sys.executable, "-m", "tfmr", "lm", "train", "--preset", "tiny", "--data", str(text_file),
                             "--out", str(run), "--no-progress", "--set", "train.steps=3",
                             "--set", "data.val_fraction=0.5"], capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
-    r = subprocess.run([sys.executable, "-m", "tfmr", "eval", "decoding", "--checkpoint", str(run / "checkpoint"),
+    r = subprocess.run([sys.executable, "-m", "tfmr", "lm", "eval", "decoding", "--checkpoint", str(run / "checkpoint"),
                         "--prompts", "4", "--prompt-len", "6", "--new-tokens", "10", "--strategy", "greedy",
                         "--strategy", "top_k=5", "--out", str(tmp_path / "eval")],
                        capture_output=True, text=True, timeout=300)
@@ -109,7 +109,7 @@ def test_eval_decoding_and_beam_generate_on_a_trained_checkpoint(text_file, tmp_
     table = (tmp_path / "eval" / "decoding.md").read_text()
     assert "| human |" in table and "| greedy |" in table and "| top_k=5 |" in table
     assert (tmp_path / "eval" / "decoding.png").exists()
-    g = subprocess.run([sys.executable, "-m", "tfmr", "generate", "--checkpoint", str(run / "checkpoint"), "--prompt",
+    g = subprocess.run([sys.executable, "-m", "tfmr", "lm", "generate", "--checkpoint", str(run / "checkpoint"), "--prompt",
                         "To be", "--max-new-tokens", "8", "--beam", "3", "--n-best", "2"],
                        capture_output=True, text=True, timeout=300)
     assert g.returncode == 0, g.stderr

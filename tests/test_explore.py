@@ -1,10 +1,10 @@
 """`tfmr explore`: the JSON API against tfmr's own functions (decode filters, greedy, beam search,
-`tfmr generate --beam`, viz's attention, the G2P model's predictions and alignment), the exports,
+`tfmr lm generate --beam`, viz's attention, the G2P model's predictions and alignment), the exports,
 bad input (one line, and the server goes on), the server's refusals (paths outside its assets,
 other hosts), the command line, and the page in a real headless browser (Debian's chromium and
 chromedriver through Selenium; skipped where they are not installed: .ci/run installs them).
 
-One tiny language model (a few steps of `tfmr train --preset tiny`) and one g2p-tiny model are
+One tiny language model (a few steps of `tfmr lm train --preset tiny`) and one g2p-tiny model are
 trained for the module; each gets a server on a free loopback port in a thread. Browser
 screenshots and a page snapshot go to test-artifacts/ (gitignored)."""
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Served:
 def lm(tmp_path_factory):
     root = tmp_path_factory.mktemp("explore-lm")
     (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
-    assert main(["train", "--preset", "tiny", "--data", str(root / "corpus.txt"), "--out", str(root / "run"),
+    assert main(["lm", "train", "--preset", "tiny", "--data", str(root / "corpus.txt"), "--out", str(root / "run"),
                  "--no-progress", "--set", "train.steps=4", "--set", "sample.max_new_tokens=1",
                  "--set", f"data.cache_dir={root / 'cache'}"]) == 0
     served = Served(open_checkpoint(root / "run" / "checkpoint"))
@@ -142,7 +142,7 @@ def test_beam_tree_best_path_is_tfmr_generate_beam(lm, capsys):
     status, b = lm.s.post("beam", text=PROMPT, width=3, max_new_tokens=8)
     assert status == 200
     capsys.readouterr()
-    assert main(["generate", "--checkpoint", str(lm.ckpt), "--prompt", PROMPT, "--beam", "3",
+    assert main(["lm", "generate", "--checkpoint", str(lm.ckpt), "--prompt", PROMPT, "--beam", "3",
                  "--max-new-tokens", "8"]) == 0
     assert PROMPT + b["n_best"][0]["rendered"] + "\n" == capsys.readouterr().out
     nodes = {n["id"]: n for n in b["nodes"]}
@@ -504,13 +504,13 @@ def test_the_language_model_page(browser, lm, capsys):
     assert stepped == decode.greedy(lm.model, ids_of(lm, PROMPT), 2)[0, -2:].tolist()
     page.act(lambda: page.find("#reset").click())
     assert not page.all("#tokens .token.generated")
-    # the beam tree of width 3: its best path is what `tfmr generate --beam 3` prints
+    # the beam tree of width 3: its best path is what `tfmr lm generate --beam 3` prints
     Select(page.find("#beam-width")).select_by_value("3")
     new = page.find("#beam-new").get_attribute("value")
     page.act(lambda: page.find("#beam-run").click())
     best = page.find("#beam-best").get_attribute("data-best")
     capsys.readouterr()
-    assert main(["generate", "--checkpoint", str(lm.ckpt), "--prompt", PROMPT, "--beam", "3", "--max-new-tokens", new]) == 0
+    assert main(["lm", "generate", "--checkpoint", str(lm.ckpt), "--prompt", PROMPT, "--beam", "3", "--max-new-tokens", new]) == 0
     assert PROMPT + best + "\n" == capsys.readouterr().out
     assert len(page.all("#beam-tree g.node.best")) == int(new) + 1 or page.all("#beam-tree g.node.finished")
     assert len(page.all("#beam-best li")) == 3

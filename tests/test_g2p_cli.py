@@ -167,14 +167,41 @@ def test_the_command_line_reads_standard_input_in_a_real_process():
     (["--beam", "-2", "hello"], "--beam must be at least 1"),
     (["eval", "--limit", "-1"], "--limit must be at least 1"),
     (["eval", "--limit", "0"], "--limit must be at least 1"),
-    (["--checkpoint", "somewhere", "train"], "g2p train does not read --checkpoint"),
-    (["export", "--out", "x"], "g2p export needs --checkpoint"),
     ([], "give one or more words"),
 ])
 def test_bad_input_is_refused_with_one_line(capsys, none_shipped, argv, message):
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == [] and len(err) == 1
     assert err[0].startswith("tfmr: error: ") and message in err[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--checkpoint", "somewhere"], "unrecognized arguments: --checkpoint somewhere"),
+    (["export", "--out", "x"], "the following arguments are required: --checkpoint"),
+    (["export", "--checkpoint", "c", "--out", "x", "hello"], "unrecognized arguments: hello"),
+    (["export", "--checkpoint", "c", "--out", "x", "--beam", "5"], "unrecognized arguments: --beam 5"),
+    (["eval", "--model-only"], "unrecognized arguments: --model-only"),
+])
+def test_a_flag_the_verb_does_not_take_is_argparse_one_line(capsys, none_shipped, argv, message):
+    """Each verb's parser owns its flags: what another verb reads is refused before any work."""
+    with pytest.raises(SystemExit) as e:
+        run(capsys, *argv)
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == "" and len(err.splitlines()) == 1
+    assert err.startswith("tfmr: error: ") and message in err and f"tfmr g2p {argv[0]} --help" in err
+
+
+def test_a_verb_right_after_g2p_is_a_verb_anywhere_else_a_word(capsys, none_shipped):
+    """`tfmr g2p train` trains, `tfmr g2p pronounce train` and `tfmr g2p hello train` pronounce it."""
+    from tfmr.cli import build_parser, spellings
+
+    assert spellings.modern(["g2p", "hello", "train"]) == ["g2p", "pronounce", "hello", "train"]
+    assert spellings.modern(["g2p", "-"]) == ["g2p", "pronounce", "-"]
+    assert spellings.modern(["g2p", "train", "--preset", "g2p-tiny"]) == ["g2p", "train", "--preset", "g2p-tiny"]
+    assert build_parser().parse_args(["g2p", "train"]).func.__name__ == "run_train"
+    code, out, _ = run(capsys, "pronounce", "train")
+    assert code == 0 and out[0].startswith("train\tdictionary\t")
+    assert run(capsys, "hello", "train")[1] == run(capsys, "pronounce", "hello", "train")[1]
 
 
 # ----------------------------------------------------------------------------- export and the shipped model

@@ -93,7 +93,6 @@ def test_the_default_is_the_shipped_model(base, tmp_path, capsys, monkeypatch):
     (["--reward", "wer"], "unknown reward 'wer'; valid: bleu, per, exact"),
     (["--checkpoint", "{tmp}/nowhere"], "nowhere"),
     ([], "no G2P model is shipped"),
-    (["--config", "run.yaml"], "starts from the model's own config; change it with --set"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.setattr(g2p, "SHIPPED", tmp_path / "g2p_model")  # this build ships none
@@ -101,3 +100,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, m
     code, _, err = run(capsys, *argv, "--out", str(tmp_path / "ft"), "--no-progress")
     assert code == 2 and len(err) == 1 and err[0].startswith("tfmr: error: ") and message in err[0]
     assert not (tmp_path / "ft" / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("flag", ["--config", "--preset"])
+def test_finetune_takes_no_preset_or_config(tmp_path, capsys, flag):
+    """Fine-tuning starts from the model's own config (changed with --set): the parser has neither flag."""
+    with pytest.raises(SystemExit) as e:
+        run(capsys, flag, "run.yaml", "--out", str(tmp_path / "ft"), "--no-progress")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and f"unrecognized arguments: {flag} run.yaml" in err[0]
+    assert not (tmp_path / "ft").exists()

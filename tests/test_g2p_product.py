@@ -1,5 +1,5 @@
 """G2P a speech pipeline can use (issue #25): `tfmr g2p --text`, `--format ipa`, `--stress`, the
-homograph rules, the long-word checks, `tfmr.g2p.pronounce` and `tfmr serve --g2p`, all giving the
+homograph rules, the long-word checks, `tfmr.g2p.pronounce` and `tfmr g2p serve`, all giving the
 same answers.
 
 The sentences of the issue use the model shipped in the package (a word the dictionary lacks needs

@@ -16,7 +16,7 @@ TEXT = "To be, or not to be: that is the question. 東京の夜 🙂 Whether 'ti
 
 def _train(tmp_path, tokenizer_path, capsys):
     (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
-    code = main(["train", "--preset", "tiny", "--data", str(tmp_path / "text.txt"), "--out", str(tmp_path / "run"),
+    code = main(["lm", "train", "--preset", "tiny", "--data", str(tmp_path / "text.txt"), "--out", str(tmp_path / "run"),
                  "--no-progress", "--set", "train.steps=2", "--set", f"data.tokenizer.path={tokenizer_path}",
                  "--set", f"data.cache_dir={tmp_path / 'cache'}"])
     captured = capsys.readouterr()
@@ -53,7 +53,7 @@ def test_a_hugging_face_tokenizer_json_encodes_the_training_data(tmp_path, capsy
 
 def test_other_options_beside_path_are_refused(tmp_path, capsys):
     (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
-    code = main(["train", "--preset", "tiny", "--data", str(tmp_path / "text.txt"), "--out", str(tmp_path / "run"),
+    code = main(["lm", "train", "--preset", "tiny", "--data", str(tmp_path / "text.txt"), "--out", str(tmp_path / "run"),
                  "--no-progress", "--set", "data.tokenizer=bpe", "--set", "data.tokenizer.vocab_size=300",
                  "--set", f"data.tokenizer.path={tmp_path}"])
     assert code == 2 and "drop the options ['vocab_size']" in capsys.readouterr().err

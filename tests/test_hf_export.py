@@ -1,4 +1,4 @@
-"""`tfmr export --to hf`: a tfmr checkpoint in GPT-2 or Llama shape becomes a folder that
+"""`tfmr checkpoint export hf`: a tfmr checkpoint in GPT-2 or Llama shape becomes a folder that
 transformers' AutoModelForCausalLM loads with the same logits, with a tokenizer.json that the
 tokenizers library encodes like tfmr's BPE; settings no family expresses are one-line refusals."""
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _checkpoint(tmp_path, shape: str, pattern="gpt2", specials=("<|endoftext|>",
 def test_export_loads_in_transformers_with_the_same_logits(tmp_path, shape, pattern, capsys):
     path, model, tok = _checkpoint(tmp_path, shape, pattern)
     out = tmp_path / "hf"
-    assert main(["export", "--to", "hf", "--checkpoint", str(path), "--out", str(out)]) == 0
+    assert main(["checkpoint", "export", "hf", "--checkpoint", str(path), "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["model_type"] == shape
     hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     ids = torch.randint(0, tok.vocab_size, (2, 20), generator=torch.Generator().manual_seed(1))
@@ -65,7 +65,7 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, shape, patt
 ])
 def test_settings_no_family_expresses_are_refused_in_one_line(tmp_path, capsys, changes, message):
     path, _, _ = _checkpoint(tmp_path, "gpt2", **changes)
-    code = main(["export", "--to", "hf", "--checkpoint", str(path), "--out", str(tmp_path / "hf")])
+    code = main(["checkpoint", "export", "hf", "--checkpoint", str(path), "--out", str(tmp_path / "hf")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
     assert not (tmp_path / "hf" / "model.safetensors").exists()
@@ -75,7 +75,7 @@ def test_round_trip_through_tfmr_reader_keeps_the_bpe(tmp_path):
     from tfmr.interop import from_pretrained
 
     path, model, tok = _checkpoint(tmp_path, "llama", "gpt4")
-    assert main(["export", "--to", "hf", "--checkpoint", str(path), "--out", str(tmp_path / "hf")]) == 0
+    assert main(["checkpoint", "export", "hf", "--checkpoint", str(path), "--out", str(tmp_path / "hf")]) == 0
     back = from_pretrained(tmp_path / "hf")
     assert isinstance(back.tokenizer, BPE) and back.tokenizer.mergeable_ranks() == tok.mergeable_ranks()
     assert back.tokenizer.pat_str == tok.pat_str and back.tokenizer.special_tokens == tok.special_tokens

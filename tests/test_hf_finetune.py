@@ -1,5 +1,5 @@
-"""`tfmr finetune --checkpoint HF-FOLDER`: LoRA on a random tiny Llama folder written by
-transformers' `save_pretrained`, then `tfmr generate --lora` with the folder as the base, equal
+"""`tfmr lm finetune --checkpoint HF-FOLDER`: LoRA on a random tiny Llama folder written by
+transformers' `save_pretrained`, then `tfmr lm generate --lora` with the folder as the base, equal
 to the base + LoRA applied by hand; LoRA weights refuse a folder whose weights changed."""
 from __future__ import annotations
 
@@ -43,13 +43,13 @@ def test_finetune_a_hugging_face_folder_then_generate_with_its_lora(tmp_path, ca
     tok = _tokenizer()
     base = _llama_folder(tmp_path / "llama", tok)
     (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
-    assert main(["finetune", "--checkpoint", str(base), "--lora", "rank=4,alpha=16,targets=q_proj,v_proj",
+    assert main(["lm", "finetune", "--checkpoint", str(base), "--lora", "rank=4,alpha=16,targets=q_proj,v_proj",
                  "--data", str(tmp_path / "text.txt"), "--out", str(tmp_path / "ft"), "--no-progress",
                  "--set", "train.steps=4", "--set", "train.lr=0.05", "--set", "train.warmup=0", "--set", "train.batch_size=2",
                  "--set", "train.eval_iters=1", "--set", "model.context=32"]) == 0
     capsys.readouterr()
     args = ["--prompt", "To be", "--temperature", "0", "--max-new-tokens", "12"]
-    assert main(["generate", "--checkpoint", str(base), "--lora", str(tmp_path / "ft"), *args]) == 0
+    assert main(["lm", "generate", "--checkpoint", str(base), "--lora", str(tmp_path / "ft"), *args]) == 0
     tuned_text = capsys.readouterr().out
     model, tokenizer, _ = from_pretrained(base)
     prompt = torch.tensor([tokenizer.encode("To be")])
@@ -63,7 +63,7 @@ def test_finetune_a_hugging_face_folder_then_generate_with_its_lora(tmp_path, ca
 
     _llama_folder(base, tok, seed=1)  # the same folder, other weights: the LoRA no longer fits
     capsys.readouterr()
-    code = main(["generate", "--checkpoint", str(base), "--lora", str(tmp_path / "ft"), *args])
+    code = main(["lm", "generate", "--checkpoint", str(base), "--lora", str(tmp_path / "ft"), *args])
     _one_line_error(capsys.readouterr().err, code, "was fine-tuned from other base weights")
 
 
@@ -76,7 +76,7 @@ def test_finetune_refuses_an_encoder_decoder_folder_in_one_line(tmp_path, capsys
     tok.save_pretrained(tmp_path / "marian")
     (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
     capsys.readouterr()
-    code = main(["finetune", "--checkpoint", str(tmp_path / "marian"), "--lora", "rank=2",
+    code = main(["lm", "finetune", "--checkpoint", str(tmp_path / "marian"), "--lora", "rank=2",
                  "--data", str(tmp_path / "text.txt"), "--out", str(tmp_path / "ft")])
     _one_line_error(capsys.readouterr().err, code, "finetune trains language models; this folder's model is "
                                                    "encoder-decoder (marian)")

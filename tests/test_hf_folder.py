@@ -110,7 +110,7 @@ def test_generate_prints_transformers_greedy_text(folders, hf_tokenizer, family,
     with torch.no_grad():
         out = hf.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
     expected = PROMPT + hf_tokenizer.decode(out[0, ids.shape[1]:])
-    assert main(["generate", "--checkpoint", str(path), "--prompt", PROMPT, "--temperature", "0",
+    assert main(["lm", "generate", "--checkpoint", str(path), "--prompt", PROMPT, "--temperature", "0",
                  "--max-new-tokens", "8"]) == 0
     captured = capsys.readouterr()
     assert captured.out == expected + "\n"
@@ -151,11 +151,11 @@ def test_sharded_safetensors_load(tmp_path, hf_tokenizer):
 def test_convert_writes_a_checkpoint_that_generates_the_same_text(folders, tmp_path, capsys):
     path = folders["llama"][0]
     args = ["--prompt", PROMPT, "--temperature", "0", "--max-new-tokens", "8"]
-    assert main(["generate", "--checkpoint", str(path), *args]) == 0
+    assert main(["lm", "generate", "--checkpoint", str(path), *args]) == 0
     direct = capsys.readouterr().out
-    assert main(["convert", "--from-hf", str(path), "--out", str(tmp_path / "ckpt")]) == 0
+    assert main(["checkpoint", "import", "hf", "--checkpoint", str(path), "--out", str(tmp_path / "ckpt")]) == 0
     capsys.readouterr()
-    assert main(["generate", "--checkpoint", str(tmp_path / "ckpt"), *args]) == 0
+    assert main(["lm", "generate", "--checkpoint", str(tmp_path / "ckpt"), *args]) == 0
     captured = capsys.readouterr()
     assert captured.out == direct and "Hugging Face" not in captured.err  # a tfmr checkpoint this time
 
@@ -203,7 +203,7 @@ def _edit_config(path, **changes):
 
 
 def _refused(capsys, path, message, *flags):
-    code = main(["generate", "--checkpoint", str(path), "--prompt", "a", "--max-new-tokens", "2", *flags])
+    code = main(["lm", "generate", "--checkpoint", str(path), "--prompt", "a", "--max-new-tokens", "2", *flags])
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("tfmr: error:") and len(err.strip().splitlines()) == 1 and message in err, err
@@ -226,7 +226,7 @@ def test_folder_without_config_json_is_refused(folders, tmp_path, capsys):
     path = _broken(folders, tmp_path)
     (path / "config.json").unlink()
     _refused(capsys, path, "")  # neither a tfmr checkpoint nor an HF folder
-    assert main(["convert", "--from-hf", str(path), "--out", str(tmp_path / "x")]) == 2
+    assert main(["checkpoint", "import", "hf", "--checkpoint", str(path), "--out", str(tmp_path / "x")]) == 2
     assert "no config.json" in capsys.readouterr().err
 
 
@@ -255,7 +255,7 @@ def test_pickle_only_folder_needs_allow_pickle(folders, tmp_path, capsys):
     (path / "model.safetensors").unlink()
     torch.save(hf.state_dict(), path / "pytorch_model.bin")
     _refused(capsys, path, "pass --allow-pickle")
-    assert main(["generate", "--checkpoint", str(path), "--prompt", "a", "--max-new-tokens", "2",
+    assert main(["lm", "generate", "--checkpoint", str(path), "--prompt", "a", "--max-new-tokens", "2",
                  "--temperature", "0", "--allow-pickle"]) == 0
     ids = torch.tensor([[5, 6, 7]])
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """Outside reference: a random tiny Marian folder written by `save_pretrained`, with a
 `tokenizer.json` built here like Marian's (a `</s>` appended to every source; byte-level BPE
 trained with the `tokenizers` library, since Marian's own sentencepiece tokenizer has no
-tokenizer.json form), translates with `tfmr generate` to the text of transformers' greedy (and
+tokenizer.json form), translates with `tfmr lm generate` to the text of transformers' greedy (and
 beam) `generate`, decoded by the same tokenizer; `tfmr viz attention` draws transformers' encoder
 attention; its ONNX graphs, run by onnxruntime, decode transformers' greedy tokens."""
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _hf_text(model, tok, prompt, **kw):
 def test_marian_generate_prints_transformers_greedy_translation(marian, prompt, capsys):
     path, model, tok = marian
     expected, out = _hf_text(model, tok, prompt, num_beams=1, max_new_tokens=8)
-    assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--temperature", "0",
+    assert main(["lm", "generate", "--checkpoint", str(path), "--prompt", prompt, "--temperature", "0",
                  "--max-new-tokens", "8"]) == 0
     captured = capsys.readouterr()
     assert captured.out == expected + "\n"
@@ -71,16 +71,16 @@ def test_marian_generate_prints_transformers_greedy_translation(marian, prompt, 
 def test_marian_beam_search_prints_transformers_beam_translation(marian, capsys):
     path, model, tok = marian
     expected, _ = _hf_text(model, tok, "The quick fox", num_beams=3, max_new_tokens=8)
-    assert main(["generate", "--checkpoint", str(path), "--prompt", "The quick fox", "--beam", "3",
+    assert main(["lm", "generate", "--checkpoint", str(path), "--prompt", "The quick fox", "--beam", "3",
                  "--max-new-tokens", "8"]) == 0
     assert capsys.readouterr().out == expected + "\n"
 
 
 def test_encoder_decoder_tfmr_checkpoint_is_refused_in_one_line(marian, tmp_path, capsys):
     path = marian[0]
-    assert main(["convert", "--from-hf", str(path), "--out", str(tmp_path / "ckpt")]) == 0
+    assert main(["checkpoint", "import", "hf", "--checkpoint", str(path), "--out", str(tmp_path / "ckpt")]) == 0
     capsys.readouterr()
-    code = main(["generate", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "a", "--temperature", "0"])
+    code = main(["lm", "generate", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "a", "--temperature", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "records none" in err and len(err.strip().splitlines()) == 1
 
@@ -104,7 +104,7 @@ def test_viz_attention_draws_the_encoder_attention_transformers_computes(marian,
 
 
 def test_eval_decoding_refuses_an_encoder_decoder_in_one_line(marian, capsys):
-    code = main(["eval", "decoding", "--checkpoint", str(marian[0]), "--data", str(marian[0] / "config.json")])
+    code = main(["lm", "eval", "decoding", "--checkpoint", str(marian[0]), "--data", str(marian[0] / "config.json")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("tfmr: error:") and "is encoder-decoder" in err
@@ -117,7 +117,7 @@ def test_onnx_export_of_a_marian_folder_decodes_transformers_greedy_tokens(maria
     import numpy
 
     path, model, tok = marian
-    assert main(["export", "--to", "onnx", "--checkpoint", str(path), "--out", str(tmp_path / "onnx")]) == 0
+    assert main(["checkpoint", "export", "onnx", "--checkpoint", str(path), "--out", str(tmp_path / "onnx")]) == 0
     encoder = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"))
     decoder = ort.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"))
     names = [i.name for i in decoder.get_inputs()]

@@ -1,6 +1,7 @@
 """The layout of programs apart from the library: one presets registry and one config resolver,
-`tfmr bench NAME` for every speed run, `tfmr copytask`, experiments on --set, and an import graph
-in which the library never reaches the programs (tfmr/cli, tasks, bench, experiments, explore)."""
+`tfmr bench NAME` for every speed run, `tfmr experiment copytask`, experiments on --set, and an import graph
+in which the library never reaches the programs (tfmr/cli, tasks, bench, experiments, explore) and
+no program but the command itself reaches the command line (tfmr/cli)."""
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,12 @@ from tfmr.config import ConfigError, RunConfig
 from tfmr.tasks.g2p import G2PConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-# tfmr.g2p is the G2P task's public Python face (pronounce(), over tfmr/tasks and the shipped model): a program
-PROGRAMS = ("tfmr.cli", "tfmr.tasks", "tfmr.bench", "tfmr.experiments", "tfmr.explore", "tfmr.g2p", "tfmr.__main__")
+# tfmr.g2p is the G2P task's public Python face (pronounce(), over tfmr/tasks and the shipped model): a program;
+# tfmr.programs holds what the programs share (argument helpers, the user-error rule)
+PROGRAMS = ("tfmr.cli", "tfmr.tasks", "tfmr.bench", "tfmr.experiments", "tfmr.explore", "tfmr.g2p", "tfmr.programs",
+            "tfmr.__main__")
+# the command line, and the only programs that may import it: itself and `python -m tfmr`
+COMMAND_LINE, ITS_CALLERS = "tfmr.cli", ("tfmr.cli", "tfmr.__main__")
 
 
 # ----------------------------------------------------------------------------- presets
@@ -28,8 +33,8 @@ def test_presets_lists_every_commands_presets_with_its_command(capsys):
     assert main(["presets"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert list(rows) == list(presets.PRESETS)
-    for name, command in (("tiny", "tfmr train"), ("default", "tfmr train"), ("g2p-small", "tfmr g2p"),
-                          ("g2p-tiny", "tfmr g2p"), ("copytask", "tfmr copytask"),
+    for name, command in (("tiny", "tfmr lm train"), ("default", "tfmr lm train"), ("g2p-small", "tfmr g2p"),
+                          ("g2p-tiny", "tfmr g2p"), ("copytask", "tfmr experiment copytask"),
                           ("exp-moe", "tfmr experiment moe")):
         assert command in rows[name]
     assert "Seconds-long G2P runs for tests" in rows["g2p-tiny"]  # the docstring's first line
@@ -39,7 +44,7 @@ def test_presets_verbose_prints_each_config(capsys):
     assert main(["presets", "-v"]) == 0
     out = capsys.readouterr().out
     assert "# g2p-tiny (tfmr g2p): Seconds-long G2P runs" in out and '"dev_words": 50' in out
-    assert "# copytask (tfmr copytask)" in out and '"max_len": 14' in out
+    assert "# copytask (tfmr experiment copytask)" in out and '"max_len": 14' in out
 
 
 @pytest.mark.parametrize("name", list(presets.PRESETS))
@@ -122,7 +127,7 @@ def test_bench_unknown_name_or_bad_number_is_argparse_exit_2(argv, capsys):
 # ----------------------------------------------------------------------------- copy task, experiments
 def test_copytask_command_and_module_run_the_same_program(tmp_path, capsys):
     out = tmp_path / "ct"
-    assert main(["copytask", "--preset", "copytask-tiny", "--steps", "2", "--out", str(out), "--no-progress",
+    assert main(["experiment", "copytask", "--preset", "copytask-tiny", "--steps", "2", "--out", str(out), "--no-progress",
                  "--json", str(tmp_path / "r.json")]) == 0
     results = json.loads((tmp_path / "r.json").read_text())
     assert list(results) == ["plain softmax head", "pointer-generator"]
@@ -181,7 +186,33 @@ def test_the_library_never_imports_the_programs():
     graph = _imports()
     wrong = {m: sorted(filter(_is_program, deps)) for m, deps in graph.items() if not _is_program(m)}
     assert {m: d for m, d in wrong.items() if d} == {}
-    assert len(graph) > 40 and "tfmr.cli.common" in graph["tfmr.tasks.copytask"]  # the scan sees the programs
+    assert len(graph) > 40 and "tfmr.programs" in graph["tfmr.tasks.copytask"]  # the scan sees the programs
+
+
+def _within(module: str, packages) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def _command_line_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Program -> the tfmr.cli modules it imports, for every program that may not (all but the
+    command line itself and `python -m tfmr`)."""
+    wrong = {m: sorted(d for d in deps if _within(d, [COMMAND_LINE]))
+             for m, deps in graph.items() if _is_program(m) and not _within(m, ITS_CALLERS)}
+    return {m: d for m, d in wrong.items() if d}
+
+
+def test_programs_never_import_the_command_line():
+    """Tasks, benchmarks, experiments, explore and tfmr.g2p take their argument helpers from
+    tfmr.programs; only the command line itself and `python -m tfmr` import tfmr.cli."""
+    graph = _imports()
+    assert _command_line_imports(graph) == {}
+    assert "tfmr.cli" in graph["tfmr.__main__"] and "tfmr.cli.common" in graph["tfmr.cli.generate"]  # the scan sees cli
+
+
+def test_the_rule_names_a_program_that_imports_the_command_line():
+    graph = {"tfmr.bench.bad": {"tfmr.cli.common", "tfmr.programs"}, "tfmr.tasks.g2p": {"tfmr.cli"},
+             "tfmr.cli.generate": {"tfmr.cli.common"}, "tfmr.__main__": {"tfmr.cli"}, "tfmr.model": {"tfmr.kernels"}}
+    assert _command_line_imports(graph) == {"tfmr.bench.bad": ["tfmr.cli.common"], "tfmr.tasks.g2p": ["tfmr.cli"]}
 
 
 def test_no_import_cycle_runs_through_a_program():

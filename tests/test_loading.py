@@ -70,7 +70,7 @@ def test_a_folder_that_holds_no_model_is_one_line_naming_what_it_holds(tmp_path,
     with pytest.raises(CheckpointError) as e:
         load(path)
     assert str(e.value) == f"no checkpoint at {path}: {what}, {WHERE}"
-    assert main(["generate", "--checkpoint", str(path)]) == 2
+    assert main(["lm", "generate", "--checkpoint", str(path)]) == 2
     assert capsys.readouterr().err == f"tfmr: error: {e.value}\n"
 
 

@@ -1,4 +1,4 @@
-"""`tfmr export --to onnx`: the prefill and cached-step graphs (decoder-only), and the encoder and
+"""`tfmr checkpoint export onnx`: the prefill and cached-step graphs (decoder-only), and the encoder and
 cached decoder-step graphs (encoder-decoder), run by onnxruntime at batch sizes and lengths other
 than the traced ones, give the model's outputs (atol 1e-4), also with dropout in the config;
 greedy decoding run entirely through onnxruntime picks tfmr's tokens, for a random model and for
@@ -27,7 +27,7 @@ def test_prefill_then_one_cached_step_match_the_model(tmp_path, capsys):
                       dropout=0.1)  # a trained checkpoint's dropout: the export must run the model in eval mode
     model = build_model(cfg).eval()
     checkpoint.save(tmp_path / "ckpt", model, to_dict(RunConfig(model=cfg)), tok)
-    assert main(["export", "--to", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
+    assert main(["checkpoint", "export", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
     prefill = ort.InferenceSession(str(tmp_path / "onnx" / "prefill.onnx"))
     step = ort.InferenceSession(str(tmp_path / "onnx" / "step.onnx"))
     ids = torch.randint(0, tok.vocab_size, (5, 9), generator=torch.Generator().manual_seed(1))  # (B, T)
@@ -62,7 +62,7 @@ def _padded_source(batch, length, vocab, seed):
 @pytest.mark.slow
 def test_encoder_decoder_encoder_and_cached_steps_match_the_model(tmp_path):
     model = _encoder_decoder_checkpoint(tmp_path)
-    assert main(["export", "--to", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
+    assert main(["checkpoint", "export", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
     encoder = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"))
     decoder = ort.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"))
     names = [i.name for i in decoder.get_inputs()]
@@ -111,7 +111,7 @@ def test_encoder_only_is_refused_in_one_line(tmp_path, capsys):
     tok = CharTokenizer.train("abc")
     cfg = ModelConfig(arch="encoder", vocab_size=tok.vocab_size, dim=16, layers=1, heads=2, context=16)
     checkpoint.save(tmp_path / "ckpt", build_model(cfg), to_dict(RunConfig(model=cfg)), tok)
-    code = main(["export", "--to", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "o")])
+    code = main(["checkpoint", "export", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "decoder-only and encoder-decoder" in err and len(err.strip().splitlines()) == 1
 
@@ -125,7 +125,7 @@ def test_the_shipped_g2p_model_exports_and_decodes_words_through_onnxruntime(tmp
     from tfmr.tasks.symbols import load_run
 
     shipped = Path(__file__).resolve().parents[1] / "tfmr" / "tasks" / "g2p_model"
-    assert main(["export", "--to", "onnx", "--checkpoint", str(shipped), "--out", str(tmp_path / "onnx")]) == 0
+    assert main(["checkpoint", "export", "onnx", "--checkpoint", str(shipped), "--out", str(tmp_path / "onnx")]) == 0
     model, vocab, cfg = load_run(shipped, G2PConfig)
     model = model.float()
     heads, head_dim, layers = cfg.model.heads, cfg.model.dim // cfg.model.heads, cfg.model.layers
@@ -154,7 +154,7 @@ def test_export_prints_the_graphs_and_no_torch_warnings(tmp_path, capfd, recwarn
     checkpoint.save(tmp_path / "ckpt", build_model(cfg), to_dict(RunConfig(model=cfg)), tok)
     capfd.readouterr()
     recwarn.clear()
-    assert main(["export", "--to", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
+    assert main(["checkpoint", "export", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
     out, err = capfd.readouterr()
     assert err == "" and [str(w.message)[:80] for w in recwarn] == []
     assert out.splitlines() == [str(tmp_path / "onnx" / name) for name in ("prefill.onnx", "step.onnx")]

@@ -142,15 +142,15 @@ def _tfmr(*args):
 
 def test_cli_quantize_then_generate(tmp_path):
     _save_lm(_model(GPT2_LIKE), tmp_path / "fp32")
-    r = _tfmr("quantize", "--checkpoint", str(tmp_path / "fp32"), "--to", "int8", "--out", str(tmp_path / "q"))
+    r = _tfmr("checkpoint", "quantize", "--checkpoint", str(tmp_path / "fp32"), "--to", "int8", "--out", str(tmp_path / "q"))
     assert r.returncode == 0, r.stderr
     assert "linear layers in int8" in r.stdout
-    g = _tfmr("generate", "--checkpoint", str(tmp_path / "q"), "--prompt", "a0b0", "--max-new-tokens", "5",
+    g = _tfmr("lm", "generate", "--checkpoint", str(tmp_path / "q"), "--prompt", "a0b0", "--max-new-tokens", "5",
               "--temperature", "0")
     assert g.returncode == 0, g.stderr
-    on_the_fly = _tfmr("generate", "--checkpoint", str(tmp_path / "fp32"), "--prompt", "a0b0", "--max-new-tokens",
+    on_the_fly = _tfmr("lm", "generate", "--checkpoint", str(tmp_path / "fp32"), "--prompt", "a0b0", "--max-new-tokens",
                        "5", "--temperature", "0", "--set", "decode.weights=int8")
     assert on_the_fly.returncode == 0 and on_the_fly.stdout == g.stdout
-    bad = _tfmr("generate", "--checkpoint", str(tmp_path / "q"), "--prompt", "a0", "--set", "decode.weights=bf16")
+    bad = _tfmr("lm", "generate", "--checkpoint", str(tmp_path / "q"), "--prompt", "a0", "--set", "decode.weights=bf16")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "holds int8 weights" in bad.stderr

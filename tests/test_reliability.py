@@ -340,16 +340,16 @@ def _tree(path) -> dict:
 
 # command -> (argv with {out}, what it writes, whether it takes --overwrite)
 WRITERS = {
-    "train": (["train", "--preset", "tiny", "--data", "{text}", "--out", "{out}", "--no-progress",
+    "train": (["lm", "train", "--preset", "tiny", "--data", "{text}", "--out", "{out}", "--no-progress",
                "--set", "train.steps=1", "--set", "data.cache_dir={cache}"], "run", True),
-    "finetune": (["finetune", "--checkpoint", "{ckpt}", "--lora", "rank=2", "--data", "{text}", "--out", "{out}",
+    "finetune": (["lm", "finetune", "--checkpoint", "{ckpt}", "--lora", "rank=2", "--data", "{text}", "--out", "{out}",
                   "--no-progress", "--set", "train.steps=1"], "adapter", True),
     "g2p train": (["g2p", "train", "--preset", "g2p-tiny", "--out", "{out}", "--no-progress", "--no-eval"], "run", True),
-    "convert": (["convert", "--from-hf", "{hf}", "--out", "{out}"], "checkpoint", True),
-    "average": (["average", "--out", "{out}", "{ckpt}"], "checkpoint", True),
+    "convert": (["checkpoint", "import", "hf", "--checkpoint", "{hf}", "--out", "{out}"], "checkpoint", True),
+    "average": (["checkpoint", "average", "--out", "{out}", "{ckpt}"], "checkpoint", True),
     "checkpoint consolidate": (["checkpoint", "consolidate", "{ckpt}", "--out", "{out}"], "checkpoint", True),
-    "export hf": (["export", "--to", "hf", "--checkpoint", "{ckpt}", "--out", "{out}"], "hf", True),
-    "export onnx": (["export", "--to", "onnx", "--checkpoint", "{ckpt}", "--out", "{out}"], "onnx", True),
+    "export hf": (["checkpoint", "export", "hf", "--checkpoint", "{ckpt}", "--out", "{out}"], "hf", True),
+    "export onnx": (["checkpoint", "export", "onnx", "--checkpoint", "{ckpt}", "--out", "{out}"], "onnx", True),
     "g2p export": (["g2p", "export", "--checkpoint", "{g2p}", "--out", "{out}"], "export", True),
     "tokenizer train": (["tokenizer", "train", "--data", "{text}", "--vocab-size", "260", "--out", "{out}",
                         "--no-progress"], "tokenizer", True),
@@ -375,7 +375,7 @@ def _argv(command: str, out, root, extra=()):
     if not hf.exists():
         from tfmr.cli import main
 
-        assert main(["export", "--to", "hf", "--checkpoint", str(root / "run" / "checkpoint"), "--out", str(hf)]) == 0
+        assert main(["checkpoint", "export", "hf", "--checkpoint", str(root / "run" / "checkpoint"), "--out", str(hf)]) == 0
     values = dict(out=out, text=root / "text.txt", ckpt=root / "run" / "checkpoint", cache=root / "cache", hf=hf,
                   g2p=g2p.SHIPPED)
     return [a.format(**values) for a in template] + list(extra)
@@ -422,7 +422,7 @@ def test_nothing_is_written_inside_another_artefact_over_the_source_or_the_worki
     elif inside in ("source", "source-holder"):
         argv = _argv(command, tmp_path / "x", policy_root)
         source = argv[argv.index("--data" if command in ("train", "tokenizer train") else
-                                 {"convert": "--from-hf", "average": "--out"}.get(command, "--checkpoint")) + 1]
+                                 {"average": "--out"}.get(command, "--checkpoint")) + 1]
         if command == "average":
             source = argv[-1]
         out = source if inside == "source" else str(__import__("pathlib").Path(source).parent)
@@ -449,7 +449,7 @@ def test_train_overwrite_deletes_nothing_before_every_check_passed(capsys, polic
     run = tmp_path / "run"
     shutil.copytree(policy_root / "run", run, ignore=shutil.ignore_patterns("run.lock"))
     before = _tree(run)
-    argv = ["train", "--preset", "tiny", "--data", policy_root / "text.txt", "--out", run, "--overwrite",
+    argv = ["lm", "train", "--preset", "tiny", "--data", policy_root / "text.txt", "--out", run, "--overwrite",
             "--no-progress", "--set", f"data.cache_dir={policy_root / 'cache'}"]
     err = _refused(capsys, argv + [f.format(root=tmp_path) for f in flags])
     assert message in err
@@ -458,7 +458,7 @@ def test_train_overwrite_deletes_nothing_before_every_check_passed(capsys, polic
 
 def test_finetune_refuses_a_second_run_into_one_folder_and_resumes_or_starts_over(capsys, policy_root, tmp_path):
     out = tmp_path / "ft"
-    argv = ["finetune", "--checkpoint", policy_root / "run" / "checkpoint", "--lora", "rank=2", "--data",
+    argv = ["lm", "finetune", "--checkpoint", policy_root / "run" / "checkpoint", "--lora", "rank=2", "--data",
             policy_root / "text.txt", "--out", out, "--no-progress", "--set", "train.eval_iters=1"]
     code, err = _run_cli(capsys, argv + ["--set", "train.steps=2"])
     assert code == 0, err
@@ -522,7 +522,7 @@ def test_export_over_an_earlier_export_replaces_the_whole_folder(capsys, policy_
     from safetensors import SafetensorError
 
     out = tmp_path / "hf"
-    argv = ["export", "--to", "hf", "--checkpoint", policy_root / "run" / "checkpoint", "--out", out]
+    argv = ["checkpoint", "export", "hf", "--checkpoint", policy_root / "run" / "checkpoint", "--out", out]
     assert _run_cli(capsys, argv)[0] == 0
     (out / "tokenizer.json").write_text("{}")  # another model's tokenizer: it must not survive a replacement
     assert _run_cli(capsys, argv + ["--overwrite"])[0] == 0

@@ -75,10 +75,10 @@ def test_its_preset_is_listed_and_its_checkpoints_named(run, capsys):
     code, _, err = cli(capsys, "train", "--preset", "g2p-tiny", "--out", run / "other")
     assert code == 2 and err == ["tfmr: error: preset 'g2p-tiny' is a G2PConfig for `tfmr g2p`; valid presets "
                                  "here: reverse-tiny"]
-    assert main(["generate", "--checkpoint", str(run / "run" / "checkpoint")]) == 2
+    assert main(["lm", "generate", "--checkpoint", str(run / "run" / "checkpoint")]) == 2
     err = capsys.readouterr().err  # the copy task's config has the same sections: a checkpoint reads as either
-    assert "is a copy-task or word-reversing checkpoint (tfmr copytask; tfmr reverse); this command reads " \
-           "language-model checkpoints" in err
+    assert "is a copy-task or word-reversing checkpoint (tfmr experiment copytask; tfmr reverse); this command " \
+           "reads language-model checkpoints" in err
 
 
 def test_training_taught_it_to_reverse(run):

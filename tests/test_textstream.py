@@ -84,7 +84,7 @@ def test_stream_text_joins_to_the_greedy_continuation(bpe):
 def test_generate_reads_the_prompt_from_a_file_and_from_stdin(bpe, tmp_path, capsys, monkeypatch):
     model, cfg = _tiny(bpe)
     checkpoint.save(tmp_path / "ckpt", model, to_dict(RunConfig(model=cfg)), bpe)
-    args = ["generate", "--checkpoint", str(tmp_path / "ckpt"), "--temperature", "0", "--max-new-tokens", "5"]
+    args = ["lm", "generate", "--checkpoint", str(tmp_path / "ckpt"), "--temperature", "0", "--max-new-tokens", "5"]
     assert main([*args, "--prompt", "東京 café"]) == 0
     direct = capsys.readouterr().out
     assert direct.startswith("東京 café")

@@ -130,7 +130,7 @@ def test_language_model_trains_on_bpe_ids_and_carries_its_tokenizer(tiny_cfg, tm
 
 
 def test_language_model_time_budget_decays_the_schedule_and_stops(tiny_cfg, tmp_path):
-    """The wall-clock budget lives in the shared loop, so `tfmr train` has it too."""
+    """The wall-clock budget lives in the shared loop, so `tfmr lm train` has it too."""
     cfg = tiny_cfg
     cfg.train.steps, cfg.train.max_minutes = 10_000, 1e-9  # the first step already spends the budget
     trainer = _quiet(cfg, tmp_path / "run")

@@ -131,7 +131,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop (nothing saved) | skip (the step)
     max_minutes: float = 0.0  # > 0: a wall-clock budget; the schedule decays by steps or time, whichever is first
-    keep_last: int = 0  # > 0: also keep the weights of the last N checkpoints in RUN/snapshots/ (tfmr average)
+    keep_last: int = 0  # > 0: also keep the last N checkpoints' weights in RUN/snapshots/ (tfmr checkpoint average)
     # an evaluation number where lower is better (dev_loss, dev_wer, val_loss ...): keep the weights at
     # which it was lowest in RUN/best/, the starting weights included (evaluated before step 1)
     keep_best: str = ""
@@ -162,7 +162,7 @@ class SampleConfig:
 
 @dataclass
 class DecodeWeightsConfig:
-    """How a language model is run for decoding (`tfmr generate`, the fast path)."""
+    """How a language model is run for decoding (`tfmr lm generate`, the fast path)."""
 
     weights: str = "fp32"  # fp32 | bf16 | int8: weight-only quantization of the linear layers (tfmr/quantize.py)
 

@@ -1,4 +1,4 @@
-"""Degeneration metrics, and the comparison of decoding strategies behind `tfmr eval decoding`.
+"""Degeneration metrics, and the comparison of decoding strategies behind `tfmr lm eval decoding`.
 
 Holtzman et al. 2019, "The Curious Case of Neural Text Degeneration" (https://arxiv.org/abs/1904.09751),
 measure how text decoded from a language model differs from human text. Over a set of

@@ -1,4 +1,4 @@
-"""English pronunciations from Python: the public G2P call behind `tfmr g2p` and `tfmr serve --g2p`.
+"""English pronunciations from Python: the public G2P call behind `tfmr g2p` and `tfmr g2p serve`.
 
     from tfmr.g2p import pronounce
     pronounce("Mr. Smith paid $3.50", format="ipa", stress=True)  # -> list[Word]

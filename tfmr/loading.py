@@ -88,7 +88,7 @@ def _checkpoint(directory: Path, kind: str, expect: type | None) -> LoadedModel:
     pairs = (directory / "vocab.json").is_file() and not (directory / "tokenizer.json").is_file()
     config = _config(directory, expect, pairs)
     model = build_uninitialised(config.model)  # every weight is loaded next, or CheckpointError
-    prepare_(model, saved_weights(config))  # a quantized checkpoint (tfmr quantize): its int8 / bf16 layers
+    prepare_(model, saved_weights(config))  # a quantized checkpoint (tfmr checkpoint quantize): its int8 / bf16 layers
     checkpoint.load_weights(directory, model)
     return LoadedModel(model.eval(), PairVocab.load(directory) if pairs else _tokenizer(directory), config, kind,
                        directory)

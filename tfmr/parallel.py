@@ -209,7 +209,7 @@ def resolve_kind(kind: str) -> str:
         return "ddp" if launched()[2] > 1 else "none"
     if kind != "none" and not all(name in os.environ for name in TORCHRUN):
         raise ConfigError(f"train.parallel={kind} needs a torchrun launch (WORLD_SIZE unset), e.g. "
-                          f"torchrun --standalone --nproc_per_node 2 -m tfmr train --set train.parallel={kind}")
+                          f"torchrun --standalone --nproc_per_node 2 -m tfmr lm train --set train.parallel={kind}")
     return kind
 
 

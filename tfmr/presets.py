@@ -21,8 +21,8 @@ and those a task adds when it is imported (`register`; the `tfmr` command import
                  exp-g2p-scaling
     copytask     copytask, copytask-tiny                                      CopyTaskConfig (tasks/copytask.py)
 
-A command takes any preset whose config has its class: `tfmr train --preset exp-moe` trains the
-MoE experiment's base model, `tfmr train --preset g2p-tiny` is refused with the valid names.
+A command takes any preset whose config has its class: `tfmr lm train --preset exp-moe` trains the
+MoE experiment's base model, `tfmr lm train --preset g2p-tiny` is refused with the valid names.
 A task's config class and presets live with the task; the library never imports a task, so the
 task adds them to these registries itself.
 """
@@ -37,7 +37,7 @@ from .config import (Choice, ConfigError, DataConfig, ModelConfig, RunConfig, Sa
                      apply_override, from_dict, load_file, merge_into, set_field)
 
 
-# ----------------------------------------------------------------------------- language models (tfmr train)
+# ----------------------------------------------------------------------------- language models (tfmr lm train)
 def default() -> RunConfig:
     """The `make lm` job: a char-level LM on the embedded corpus, a few minutes on 2 CPU cores."""
     return RunConfig(
@@ -154,11 +154,11 @@ def exp_mixers() -> RunConfig:
 # name -> (the command that uses it, the function). `tfmr presets` lists them in this order: the
 # library's own here, then each task's as the task adds them (`register`).
 PRESETS: dict[str, tuple[str, Callable]] = {
-    "default": ("train", default),
-    "tiny": ("train", tiny),
-    "nanogpt-shakespeare-char": ("train", nanogpt_shakespeare_char),
-    "gpt2-124m": ("train", gpt2_124m),
-    "llama-124m": ("train", llama_124m),
+    "default": ("lm train", default),
+    "tiny": ("lm train", tiny),
+    "nanogpt-shakespeare-char": ("lm train", nanogpt_shakespeare_char),
+    "gpt2-124m": ("lm train", gpt2_124m),
+    "llama-124m": ("lm train", llama_124m),
     "exp-length-extrapolation": ("experiment length-extrapolation", exp_length_extrapolation),
     "exp-norm-depth": ("experiment norm-depth", exp_norm_depth),
     "exp-moe": ("experiment moe", exp_moe),
@@ -175,7 +175,7 @@ def names(cls: type = RunConfig) -> list[str]:
 
 def get(name: str, cls: type = RunConfig):
     """A fresh config from preset `name`; ConfigError, listing the valid names, if there is none
-    or if it makes another kind of config (a G2P preset for `tfmr train`, say)."""
+    or if it makes another kind of config (a G2P preset for `tfmr lm train`, say)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(names(cls))}")
     command, fn = PRESETS[name]
@@ -188,7 +188,7 @@ def get(name: str, cls: type = RunConfig):
 
 # What each config class is (its kind, the commands that read it), for messages about a checkpoint
 # given to the wrong command and for tfmr.load's reading of a checkpoint; a task adds its own.
-KINDS: dict[type, tuple[str, str]] = {RunConfig: ("language-model", "tfmr train, generate")}
+KINDS: dict[type, tuple[str, str]] = {RunConfig: ("language-model", "tfmr lm train, generate")}
 
 
 def register(cls: type, kind: str, commands: str, presets: dict[str, tuple[str, Callable]]) -> None:
@@ -226,7 +226,7 @@ def kinds_of(data: dict, but: type | None = None) -> list[type]:
 
 def read_run_config(directory: str | Path, cls: type = RunConfig):
     """The config saved in checkpoint `directory`, as a `cls`. A checkpoint written by another
-    command (a G2P checkpoint given to `tfmr generate`, say) is refused with a CheckpointError
+    command (a G2P checkpoint given to `tfmr lm generate`, say) is refused with a CheckpointError
     that names its kind and the command that reads it, instead of an unknown-key error."""
     data = checkpoint.read_config(directory)
     try:

@@ -24,7 +24,7 @@ reads one row of it). A module whose forward reads its linear layers' `.weight` 
 router, retention's state) declares `quantizable = False` and a model holding one is refused,
 as is an encoder (it does not decode). A quantized checkpoint records `decode.weights` in its
 config; loading builds the model, calls `prepare_` and reads the int8 matrices and scales
-(`tfmr quantize`, cli/quantize.py). Not here: int4, activation quantization, ONNX export.
+(`tfmr checkpoint quantize`, cli/quantize.py). Not here: int4, activation quantization, ONNX export.
 """
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def convert_(model: nn.Module, stored: str, wanted: str) -> nn.Module:
     if wanted == stored:
         return model
     if stored != "fp32":
-        raise ConfigError(f"this checkpoint holds {stored} weights (tfmr quantize): it decodes with "
+        raise ConfigError(f"this checkpoint holds {stored} weights (tfmr checkpoint quantize): it decodes with "
                           f"decode.weights={stored} only, not {wanted}")
     return quantize_(model, wanted)
 

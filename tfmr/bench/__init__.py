@@ -14,7 +14,7 @@ machine.
                     lookup (the shipped model, or --checkpoint); --peer phonetisaurus trains Phonetisaurus
                     on the same split in the same run (peers/) and breaks down where each loses words
                     (g2p_breakdown.py)
-    g2p-serve       `tfmr serve --g2p` under concurrent clients: requests/s and latency for one word
+    g2p-serve       `tfmr g2p serve` under concurrent clients: requests/s and latency for one word
     g2p-stream      `tfmr g2p -` on 100,000 words: peak memory and time to the first line
     g2p-lengths     G2P test WER by word length, before and after the long-word checks (quality)
     g2p-compare     tfmr g2p beside espeak-ng and g2p_en on the same sentences (IPA side by side)

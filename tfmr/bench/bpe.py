@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cli.common import positive_int
 from ..config import ConfigError
 from ..data import DataError, embedded_corpus, read_text
+from ..programs import positive_int
 from ..tokenizers import BPE
 from ..tokenizers.bpe import MAX_TRAIN_VOCAB
 
@@ -181,10 +181,10 @@ def print_tables(train_rows: list[dict], encode: dict) -> None:
 def add_arguments(p) -> None:
     p.add_argument("--data", type=Path, help="a UTF-8 text file (default: the embedded corpus, Python's docs)")
     p.add_argument("--vocab", type=positive_int, nargs="+", default=[4096, 16384], help="training vocab sizes")
-    p.add_argument("--stdlib-vocab", type=positive_int, default=32768)
-    p.add_argument("--encode-vocab", type=positive_int, default=16384)
-    p.add_argument("--repeats", type=positive_int, default=5)
-    p.add_argument("--stdlib-repeats", type=positive_int, default=2)
+    p.add_argument("--stdlib-vocab", type=positive_int, default=32768, help="vocab size of the standard-library run")
+    p.add_argument("--encode-vocab", type=positive_int, default=16384, help="vocab size of the encoding run")
+    p.add_argument("--repeats", type=positive_int, default=5, help="runs per figure (the best is kept)")
+    p.add_argument("--stdlib-repeats", type=positive_int, default=2, help="runs of the standard-library training")
     p.add_argument("--skip-stdlib", action="store_true")
     p.add_argument("--json", type=Path, help="also write the results here")
 

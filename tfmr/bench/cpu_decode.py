@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ..cli.common import count, positive_int
 from ..config import ConfigError
+from ..programs import count, positive_int
 from . import gpu_decode
 
 
@@ -39,9 +39,9 @@ def small_gpt2():
 
 def add_arguments(ap) -> None:
     ap.add_argument("--out", default="decode_cpu.md", help="markdown table; JSON beside it (.json)")
-    ap.add_argument("--rounds", type=positive_int, default=5)
-    ap.add_argument("--prompt-len", type=positive_int, default=16)
-    ap.add_argument("--new-tokens", type=positive_int, default=128)
+    ap.add_argument("--rounds", type=positive_int, default=5, help="timed rounds per contender")
+    ap.add_argument("--prompt-len", type=positive_int, default=16, help="prompt tokens")
+    ap.add_argument("--new-tokens", type=positive_int, default=128, help="tokens to generate")
     ap.add_argument("--threads", type=count, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--weights", default="bf16,int8",

@@ -38,9 +38,9 @@ from pathlib import Path
 
 import torch
 
-from ..cli.common import count, out_folder, positive_int
 from ..config import ConfigError
 from ..metrics import per, wer
+from ..programs import count, out_folder, positive_int
 from . import g2p_breakdown
 from .peers import PEERS
 

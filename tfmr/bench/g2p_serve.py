@@ -1,6 +1,6 @@
-"""`tfmr serve --g2p` under concurrent clients: requests/s and latency for one word a request.
+"""`tfmr g2p serve` under concurrent clients: requests/s and latency for one word a request.
 
-Starts `tfmr serve --g2p --port 0` as its own process (the model loaded once there), waits for
+Starts `tfmr g2p serve --port 0` as its own process (the model loaded once there), waits for
 its address, then for each client count runs that many threads, each with its own keep-alive
 HTTP connection, posting {"words": [WORD]} back to back for --seconds. Prints requests/s and the
 median / 95th-percentile latency per client count, for a dictionary word and for a word the
@@ -30,8 +30,8 @@ def add_arguments(p) -> None:
 
 
 def start_server(checkpoint: str | None, beam: int | None) -> tuple[subprocess.Popen, str]:
-    """`tfmr serve --g2p --port 0` in a child process, and the URL it printed."""
-    cmd = [sys.executable, "-m", "tfmr", "serve", "--g2p", "--port", "0"]
+    """`tfmr g2p serve --port 0` in a child process, and the URL it printed."""
+    cmd = [sys.executable, "-m", "tfmr", "g2p", "serve", "--port", "0"]
     cmd += ["--checkpoint", checkpoint] if checkpoint else []
     cmd += ["--beam", str(beam)] if beam else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -79,7 +79,7 @@ def main(args) -> int:
     try:
         for kind, word in WORDS:
             _client(url, word, time.perf_counter() + 1.0, [], [])  # warm up
-        print(f"tfmr serve --g2p at {url}, one word a request, {args.seconds:g} s a run")
+        print(f"tfmr g2p serve at {url}, one word a request, {args.seconds:g} s a run")
         print(f"{'word':<24} {'clients':>7} {'requests/s':>11} {'p50':>9} {'p95':>9} {'errors':>7}")
         for kind, word in WORDS:
             for clients in args.clients or [1, 4, 16]:

@@ -35,11 +35,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..cli.common import positive_int
 from ..kernels import SDPA, Eager, Flex, flex_attention_call
 from ..masks import LinearBias, Mask
 from ..patterns import BigBirdRule, LongformerRule, WindowRule
 from ..positions import alibi_slopes
+from ..programs import positive_int
 
 def _backend(name):
     from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 from .. import decode
-from ..cli.common import positive_int, torch_device
 from ..config import ConfigError
 from ..fastdecode import FastDecoder
 from ..interop import FAMILIES, from_hf
+from ..programs import positive_int, torch_device
 from ..quantize import argmax_agreement, quantize_
 from ..quantize import weight_bytes as quantized_bytes
 

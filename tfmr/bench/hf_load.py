@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli.common import positive_int
+from ..programs import positive_int
 
 SHAPES = {"gpt2-124m": dict(vocab_size=50257, dim=768, layers=12, heads=12, context=1024),
           "quick": dict(vocab_size=512, dim=64, layers=2, heads=4, context=128)}

@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from ..cli.common import count, positive_int, torch_device
 from ..config import ConfigError
 from ..ffn import FFNS, MoE
+from ..programs import count, positive_int, torch_device
 
 
 def timer(device: torch.device):
@@ -59,17 +59,17 @@ def build(args, device):
 
 def add_arguments(p) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--dim", type=positive_int, default=256)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the layers' weight type")
+    p.add_argument("--dim", type=positive_int, default=256, help="model width")
     p.add_argument("--mult", type=positive_int, default=4, help="dense hidden = mult * dim")
     p.add_argument("--tokens", type=positive_int, default=4096, help="tokens per call (batch x sequence)")
-    p.add_argument("--experts", type=positive_int, default=8)
+    p.add_argument("--experts", type=positive_int, default=8, help="experts of the MoE variants")
     p.add_argument("--top-k", type=positive_int, nargs="*", default=None,
                    help="MoE variants: top-k values (default: 2 dropless and 1 with capacity 1.25)")
-    p.add_argument("--expert", default="mlp", choices=["mlp", "swiglu"])
-    p.add_argument("--rounds", type=positive_int, default=7)
+    p.add_argument("--expert", default="mlp", choices=["mlp", "swiglu"], help="each expert's feed-forward")
+    p.add_argument("--rounds", type=positive_int, default=7, help="timed rounds (the median is kept)")
     p.add_argument("--iters", type=positive_int, default=5, help="calls per round")
-    p.add_argument("--threads", type=count, default=0)
+    p.add_argument("--threads", type=count, default=0, help="torch threads (0: leave the default)")
     p.add_argument("--json", help="also write the results here")
 
 

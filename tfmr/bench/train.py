@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from ..cli.common import config_flags, count, positive_int, resolve_config
 from ..config import RunConfig, to_dict
 from ..devices import autocast_for, precision
 from ..loop import make_optimizer
+from ..programs import config_flags, count, positive_int, resolve_config
 from ..train import Trainer
 
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}

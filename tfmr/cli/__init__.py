@@ -1,11 +1,18 @@
-"""The `tfmr` command: one module per command group, put together here.
+"""The `tfmr` command: `tfmr NOUN VERB [flags]`, one module per noun or verb, put together here.
 
-    train, generate, finetune, eval, bench, average, checkpoint, convert, export, quantize, presets, viz,
-    explore, experiment, tokenizer, g2p, serve, copytask
+    lm          train | generate | eval decoding | finetune        language models
+    g2p         pronounce (the default: tfmr g2p WORD ...) | train | eval | export | finetune | serve
+    checkpoint  average | consolidate | import hf | export hf|onnx | quantize
+    tokenizer   train | encode | decode | show
+    bench NAME, experiment NAME, viz positions|attention, explore, presets
 
-Each module in this folder has `add_parser(subparsers)`, which adds its command and sets
-`func`; `build_parser` calls them in the order of `COMMANDS`, `main` parses and runs.
-Common flags (cli/common.py): --preset NAME, --config FILE (YAML/TOML), --set key=value
+Each module in this folder has `add_parser(subparsers)`, which adds its noun (or, for the verbs
+of `lm` and `checkpoint`, its verb) and sets `func`; `build_parser` adds the nouns in the order of
+`NOUNS`, `main` rewrites an older spelling (cli/spellings.py: `tfmr train` is `tfmr lm train`,
+said in one note), parses and runs. docs/cli.md has the whole tree, old spellings beside new.
+Each verb's parser owns its flags, so a flag the verb does not read is argparse's one-line error
+(tfmr.programs.Parser), and every flag's --help shows its default.
+Common flags (tfmr/programs.py): --preset NAME, --config FILE (YAML/TOML), --set key=value
 (repeatable), --data PATH, plus --out DIR and --resume where a command writes a run. User
 mistakes (a bad key, a missing file, a tampered checkpoint) print one line, `tfmr: error: ...`,
 and exit with code 2; no traceback. Output piped into a reader that stops early (`| head`) ends
@@ -18,24 +25,28 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import (average, bench, checkpoint, convert, copytask, experiment, explore, export, finetune, g2p, generate,
-               presets, quantize, serve, tokenizer, train, viz)
-from . import eval as eval_
+from ..programs import Parser
+from . import bench, checkpoint, experiment, explore, g2p, lm, presets, spellings, tokenizer, viz
 from .common import USER_ERRORS, config_flags, guarded, load_model, resolve_config  # noqa: F401 (public)
 
-COMMANDS = (train, generate, finetune, eval_, bench, average, checkpoint, convert, export, quantize, presets, viz,
-            explore, experiment, tokenizer, g2p, serve, copytask)
+NOUNS = (lm, g2p, checkpoint, tokenizer, bench, experiment, viz, explore, presets)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tfmr", description="Transformers, every concept, real and fast.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for command in COMMANDS:
-        command.add_parser(sub)
+def build_parser() -> Parser:
+    parser = Parser(prog="tfmr", description="Transformers, every concept, real and fast. "
+                                             "tfmr NOUN VERB [flags]; tfmr NOUN --help lists the verbs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="NOUN")
+    for noun in NOUNS:
+        noun.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        argv = spellings.modern(sys.argv[1:] if argv is None else argv)
+    except USER_ERRORS as e:
+        print(f"tfmr: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # A command that sets `intermixed=DEST` takes positionals after its options too (`tfmr g2p
@@ -44,15 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     if dest and extra and not any(e.startswith("-") and e != "-" for e in extra):
         setattr(args, dest, list(getattr(args, dest)) + extra)
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return guarded(args.func, args)
-    except BrokenPipeError:  # `tfmr generate ... | head`: the reader has gone; stop quietly
+    except BrokenPipeError:  # `tfmr lm generate ... | head`: the reader has gone; stop quietly
         quiet_stdout()
         return 0
     except KeyboardInterrupt:  # Ctrl-C: what was saved has been said (e.g. "continue with --resume")
         print("tfmr: interrupted", file=sys.stderr)
         return 130
+
+
+def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command `args` chose, `tfmr g2p export` say, to name it in an error."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            return innermost(action.choices[getattr(args, action.dest)], args)
+    return parser
 
 
 def quiet_stdout() -> None:

@@ -1,7 +1,7 @@
-"""`tfmr average`: average the weights of checkpoints of one run (checkpoint averaging).
+"""`tfmr checkpoint average`: average the weights of checkpoints of one run (checkpoint averaging).
 
-    tfmr average --out RUN/averaged CKPT CKPT ...
-    tfmr average --out RUN/averaged --last 5 RUN/snapshots      (runs keep snapshots with --set train.keep_last=N)
+    tfmr checkpoint average --out RUN/averaged CKPT CKPT ...
+    tfmr checkpoint average --out RUN/averaged --last 5 RUN/snapshots   (runs keep snapshots: train.keep_last=N)
 
 The work is tfmr.checkpoint.average.
 """
@@ -14,8 +14,8 @@ from ..config import ConfigError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("average", help="average the weights of checkpoints of one run (checkpoint averaging)",
-                       description="tfmr average --out RUN/averaged CKPT CKPT ... | "
-                                   "tfmr average --out RUN/averaged --last 5 RUN/snapshots "
+                       description="tfmr checkpoint average --out RUN/averaged CKPT CKPT ... | "
+                                   "tfmr checkpoint average --out RUN/averaged --last 5 RUN/snapshots "
                                    "(runs keep snapshots with --set train.keep_last=N)")
     p.add_argument("checkpoints", nargs="+", help="checkpoint folders, or one folder of snapshots with --last")
     p.add_argument("--last", type=int, default=None, help="average the newest N snapshots of the folder given")

@@ -1,29 +1,41 @@
-"""`tfmr checkpoint`: work on checkpoint folders.
+"""`tfmr checkpoint VERB`: work on checkpoint folders.
 
-    tfmr checkpoint consolidate RUN/checkpoint --out PLAIN [--weights-only]
+    tfmr checkpoint average --out RUN/averaged CKPT CKPT ... | --last 5 RUN/snapshots  (cli/average.py)
+    tfmr checkpoint consolidate RUN/checkpoint --out PLAIN [--weights-only]           (here)
+    tfmr checkpoint import hf --checkpoint HF-DIR --out CKPT                          (cli/convert.py)
+    tfmr checkpoint export hf|onnx --checkpoint CKPT --out DIR                        (cli/export.py)
+    tfmr checkpoint quantize --checkpoint CKPT --to int8|bf16 --out DIR               (cli/quantize.py)
 
-`consolidate` turns a sharded checkpoint (written by `train.parallel=fsdp` under torchrun, one
-shard per rank) into a plain one in one process: model.safetensors and, unless --weights-only,
-the optimizer moments and training state, so `tfmr generate`, `eval`, `finetune` read it and
-`tfmr train --resume` continues it on one process or under ddp. The work is
-tfmr.parallel.consolidate.
+`import hf` and `export hf` mirror each other: --checkpoint is what is read, --out what is
+written. `consolidate` turns a sharded checkpoint (written by `train.parallel=fsdp` under
+torchrun, one shard per rank) into a plain one in one process: model.safetensors and, unless
+--weights-only, the optimizer moments and training state, so `tfmr lm generate`, `lm eval`,
+`lm finetune` read it and `tfmr lm train --resume` continues it on one process or under ddp.
+The work is tfmr.parallel.consolidate.
 """
 from __future__ import annotations
 
+from . import average, convert, export, quantize
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("checkpoint", help="work on checkpoints: consolidate a sharded (fsdp) checkpoint",
-                       description="tfmr checkpoint consolidate RUN/checkpoint --out PLAIN")
-    what = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    c = what.add_parser("consolidate", help="a sharded (fsdp) checkpoint -> a plain one",
-                        description="Read a sharded checkpoint (any number of shards) in one process and write "
-                                    "a plain checkpoint.")
+    p = sub.add_parser("checkpoint", help="checkpoints: average | consolidate | import | export | quantize",
+                       description="Work on checkpoint folders: tfmr checkpoint VERB [flags]; "
+                                   "tfmr checkpoint VERB --help gives its flags.")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    average.add_parser(verbs)
+    c = verbs.add_parser("consolidate", help="a sharded (fsdp) checkpoint -> a plain one",
+                         description="Read a sharded checkpoint (any number of shards) in one process and write "
+                                     "a plain checkpoint.")
     c.add_argument("source", help="the sharded checkpoint folder (RUN/checkpoint)")
     c.add_argument("--out", required=True, help="where to write the plain checkpoint")
     c.add_argument("--overwrite", action="store_true", help="replace the checkpoint already in --out")
     c.add_argument("--weights-only", action="store_true",
                    help="only the weights, config and tokenizer (default: also optimizer and training state)")
     c.set_defaults(func=consolidate)
+    convert.add_parser(verbs)
+    export.add_parser(verbs)
+    quantize.add_parser(verbs)
 
 
 def consolidate(args) -> int:

@@ -1,4 +1,4 @@
-"""`tfmr eval decoding`: decode held-out prompts of a checkpoint's own data with several
+"""`tfmr lm eval decoding`: decode held-out prompts of a checkpoint's own data with several
 strategies; a table (markdown, JSON) and a plot of the degeneration metrics (repetition,
 self-BLEU, Zipf, distinct-n; Holtzman et al. 2019, Table 1). The metrics are tfmr/degeneration.py.
 """
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     e.add_argument("--prompt-len", type=int, default=None, help="tokens per prompt (default min(32, context/4))")
     e.add_argument("--new-tokens", type=int, default=None, help="tokens to generate (default: fill the context)")
     e.add_argument("--data", help="text to draw prompts from (default: the run's data; its held-out tail is used)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="the seed of the prompts drawn and of sampling")
     e.add_argument("--out", help="report folder (default RUN/eval_decoding)")
     e.set_defaults(func=run_decoding)
 

@@ -2,7 +2,8 @@
 
 Each experiment takes the common --preset / --config / --set flags (its base run, from a preset
 named exp-NAME) plus its own few flags, and varies one axis on top of the resolved config;
-g2p-rl, which fine-tunes a given model, takes --checkpoint and --set (the fine-tuning settings).
+g2p-rl, which fine-tunes a given model, takes --checkpoint and --set (the fine-tuning settings);
+copytask (once `tfmr copytask`) starts from its preset `copytask`.
 """
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 def add_parser(sub) -> None:
     from ..experiments import EXPERIMENTS
 
-    p = sub.add_parser("experiment", help="research experiments that write a table and a plot")
-    exp = p.add_subparsers(dest="name", required=True)
+    p = sub.add_parser("experiment", help="research experiments that write a table and a plot",
+                       description="tfmr experiment NAME [flags]; tfmr experiment NAME --help gives its flags.")
+    exp = p.add_subparsers(dest="name", required=True, metavar="NAME")
     for name, module in EXPERIMENTS.items():
-        e = exp.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        doc = (module.__doc__ or "").strip().splitlines()[0]
+        e = exp.add_parser(name, help=doc, description=doc)
         module.add_arguments(e)
         e.set_defaults(func=module.main)

@@ -1,11 +1,11 @@
-"""`tfmr finetune`: fine-tune a checkpoint with LoRA or bottleneck adapters (only they train).
+"""`tfmr lm finetune`: fine-tune a checkpoint with LoRA or bottleneck adapters (only they train).
 
-    tfmr finetune --checkpoint RUN/checkpoint --lora rank=8,alpha=16,targets=q_proj,v_proj \
+    tfmr lm finetune --checkpoint RUN/checkpoint --lora rank=8,alpha=16,targets=q_proj,v_proj \
                   --data new.txt --out RUN-lora [--set train.steps=300 ...] [--resume | --overwrite]
 
 The base may be a decoder-only Hugging Face folder (config.json + safetensors + tokenizer.json);
 the LoRA weights then record one sha256 over its weight files. The work is
-tfmr/tasks/finetune.py; `tfmr generate --lora RUN-lora` uses the result.
+tfmr/tasks/finetune.py; `tfmr lm generate --lora RUN-lora` uses the result.
 """
 from __future__ import annotations
 
@@ -43,5 +43,5 @@ def run(args) -> int:
     except KeyboardInterrupt:
         return 130
     print(f"{method} weights: {trainer.out / ADAPTATION_FILE}\nmetrics: {args.out}/metrics.jsonl\n"
-          f"use: tfmr generate --checkpoint {args.checkpoint} --lora {args.out}")
+          f"use: tfmr lm generate --checkpoint {args.checkpoint} --lora {args.out}")
     return 0

@@ -1,13 +1,16 @@
-"""`tfmr g2p`: grapheme-to-phoneme on CMUdict (the task is tfmr/tasks/g2p.py).
+"""`tfmr g2p VERB`: grapheme-to-phoneme on CMUdict (the task is tfmr/tasks/g2p.py).
 
     tfmr g2p WORD ... [-] [--file FILE] [--model-only] [--checkpoint DIR] [--beam K] [--format ipa] [--stress]
     tfmr g2p --text "TEXT" | --text - [--join] [--all] [--format arpabet|ipa] [--stress]
+    tfmr g2p pronounce WORD ...          (the same as words alone; for words such as 'train')
     tfmr g2p train [--preset g2p-small] [--config FILE] [--set key=value ...] [--out DIR] [--resume]
     tfmr g2p eval [--checkpoint DIR] [--split test] [--beam K ...] [--limit N]
     tfmr g2p export --checkpoint RUN/checkpoint --out DIR
     tfmr g2p finetune --objective scst|mrt|reinforce --reward per|exact|bleu [--checkpoint DIR] --out RUN
-    tfmr g2p predict WORD ...            (the same as words alone; for words such as 'train')
+    tfmr g2p serve [--port 8766] [--host 127.0.0.1] [--checkpoint DIR] [--beam K]      (cli/serve.py)
 
+Each verb's parser owns its flags (`tfmr g2p export --beam 5` is argparse's one-line error). Words
+right after `g2p` are the verb `pronounce` (cli/spellings.py), so `tfmr g2p hello world` works.
 Words alone are pronounced: a word CMUdict has gets every one of its pronunciations (source
 `dictionary`), any other word the model's (source `predicted`): the shipped model, or the one in
 --checkpoint (a training checkpoint or an export). `-` reads words from standard input and
@@ -18,7 +21,7 @@ Words alone are pronounced: a word CMUdict has gets every one of its pronunciati
 `--text` reads running text through the front end (numbers, acronyms, split words, punctuation
 as boundaries; tfmr/tasks/g2p_text.py), one line per spoken word with a fourth column, the note,
 or one line per line of text with --join. The work is tfmr.g2p's (the same as the Python call and
-`tfmr serve --g2p`); this file reads the input in bounded batches and prints each batch as soon as
+`tfmr g2p serve`); this file reads the input in bounded batches and prints each batch as soon as
 it is pronounced (Ctrl-C keeps what was pronounced, exit 130). A prediction that fails the
 long-word checks is `low-confidence`, exit status 1.
 
@@ -36,6 +39,7 @@ or the shipped one) with an RL objective on a metric, and prints test WER / PER 
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -44,83 +48,135 @@ from typing import Iterable, Iterator, Sequence
 from ..config import ConfigError
 from ..g2p import G2P, LOW_CONFIDENCE, PROBLEMS, UNREADABLE, joined, tsv_lines
 from ..presets import names
-from ..tasks.phonemes import FORMATS
 from ..tasks import g2p
 from ..tasks.g2p import G2PConfig
+from ..tasks.phonemes import FORMATS
 from .common import USER_ERRORS, config_flags, resolve_config
 
-ACTIONS = ("train", "eval", "predict", "export", "finetune")
+VERBS = ("pronounce", "train", "eval", "export", "finetune", "serve")  # cli/spellings.py tells words from these
 
 
 def add_parser(sub) -> None:
-    """The `tfmr g2p` command: WORD... | train | eval | export | predict WORD..."""
-    p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict: pronounce words | train | eval | export",
-                       description="tfmr g2p WORD ... (or - for standard input) | tfmr g2p train [--preset g2p-small] | "
-                                   "tfmr g2p eval | tfmr g2p export --checkpoint DIR --out DIR | "
-                                   "tfmr g2p finetune --objective scst --reward per --out RUN. Words print as TSV: "
-                                   "word<TAB>source<TAB>pronunciation, source dictionary | predicted | unreadable.")
-    p.add_argument("action", nargs="*", metavar="WORD|train|eval|export|finetune|predict",
-                   help="words to pronounce (- reads them from standard input), or what to do")
-    config_flags(p, preset="g2p-small", data=False,
-                 preset_help=f"train: one of {', '.join(names(G2PConfig))} (with --resume the run's saved config "
-                             "is used)")
-    p.add_argument("--out", help="train: run folder (default runs/g2p); eval: where heatmaps go (default runs/g2p); "
-                                 "export: the folder to write (tfmr/tasks/g2p_model ships it); finetune: run folder")
-    p.add_argument("--resume", action="store_true", help="train / finetune: continue the run saved in --out")
-    p.add_argument("--overwrite", action="store_true", help="train / finetune: start over in an --out that holds a run; export: replace an earlier export")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--no-eval", action="store_true", help="train: skip the test-set evaluation")
-    p.add_argument("--checkpoint", help="words / eval / finetune: the model to use instead of the shipped one (a "
-                                        "training checkpoint RUN/checkpoint or an export); export: the checkpoint to "
-                                        "export")
-    p.add_argument("--model-only", action="store_true", help="words: pronounce every word with the model, "
-                                                             "also those CMUdict has")
-    p.add_argument("--file", metavar="FILE", help="words: read words from FILE, one per line (- for standard input)")
-    p.add_argument("--text", metavar="TEXT", help="words: pronounce running text (- reads it from standard input): "
+    """The `tfmr g2p` noun and its verbs, each with its own flags."""
+    from . import serve
+
+    p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict: pronounce words | train | eval | export | "
+                                   "finetune | serve",
+                       description="tfmr g2p WORD ... (or - for standard input; the same as tfmr g2p pronounce "
+                                   "WORD ...) | tfmr g2p VERB [flags]; tfmr g2p VERB --help gives its flags. Words "
+                                   "print as TSV: word<TAB>source<TAB>pronunciation, source dictionary | predicted | "
+                                   "unreadable.")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for add in (_pronounce, _train, _eval, _export, _finetune, serve.add_parser):  # in the order of VERBS
+        add(verbs)
+
+
+def _checkpoint_flag(p, what: str = "the model to use instead of the shipped one (a training checkpoint "
+                                    "RUN/checkpoint or an export)", **kw) -> None:
+    p.add_argument("--checkpoint", help=what, **kw)
+
+
+def _beams_flag(p) -> None:
+    p.add_argument("--beam", type=int, action="append", help="beam size (1 = greedy), repeatable (default 1 and "
+                                                              "the model's decode.beam_size)")
+
+
+def _limit_flag(p) -> None:
+    p.add_argument("--limit", type=int, help="only the first N words of the split (md5 order; default all)")
+
+
+def _pronounce(verbs) -> None:
+    p = verbs.add_parser("pronounce", help="words (or running text) -> phonemes; the default verb",
+                         description="Pronounce words: CMUdict's pronunciations, the model's for other words.")
+    p.add_argument("words", nargs="*", metavar="WORD", help="words to pronounce (- reads them from standard input)")
+    _checkpoint_flag(p)
+    p.add_argument("--model-only", action="store_true", help="pronounce every word with the model, also those "
+                                                             "CMUdict has")
+    p.add_argument("--file", metavar="FILE", help="read words from FILE, one per line (- for standard input)")
+    p.add_argument("--text", metavar="TEXT", help="pronounce running text (- reads it from standard input): "
                    "numbers, acronyms, hyphenated and camel-case words, punctuation as boundaries; one line per "
                    "spoken word with a fourth column, the note")
-    p.add_argument("--format", choices=FORMATS, default="arpabet", help="words: arpabet (default) or ipa")
-    p.add_argument("--stress", action="store_true", help="words: keep stress (ARPAbet digits 0 1 2, IPA marks); "
+    p.add_argument("--format", choices=FORMATS, default="arpabet", help="the phoneme alphabet")
+    p.add_argument("--stress", action="store_true", help="keep stress (ARPAbet digits 0 1 2, IPA marks); "
                    "dictionary words keep CMUdict's, predicted ones the model's when it predicts stress")
     p.add_argument("--all", action="store_true", help="--text: every dictionary variant of each word (default: "
                    "the one the homograph rules or the dictionary's order pick)")
     p.add_argument("--join", action="store_true", help="--text: one line of phonemes per line of text")
-    p.add_argument("--split", default="test", choices=g2p.SPLITS, help="eval: which split")
-    p.add_argument("--beam", type=int, action="append",
-                   help="beam size (1 = greedy); words: default the model's decode.beam_size; eval / train: "
-                        "repeatable, default 1 and the model's")
-    p.add_argument("--limit", type=int, help="eval / finetune: only the first N words of the split (md5 order)")
+    p.add_argument("--beam", type=int, help="beam size for predicted words (1 = greedy; default the model's "
+                                            "decode.beam_size)")
+    # read only to say what to use instead: they configure training, not pronouncing
+    p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    p.set_defaults(func=run_predict, intermixed="words")  # words may follow options: g2p hello --beam 1 world
+
+
+def _train(verbs) -> None:
+    p = verbs.add_parser("train", help="train a G2P model, then report test WER / PER",
+                         description="Train a G2P model (preset, or with --resume the run's saved config, then "
+                                     "--config, then each --set), then report test WER / PER.")
+    config_flags(p, preset="g2p-small", data=False,
+                 preset_help=f"one of {', '.join(names(G2PConfig))} (default g2p-small; with --resume the run's "
+                             "saved config is used)")
+    p.add_argument("--out", default="runs/g2p", help="run folder (checkpoint, metrics, heatmaps)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
+    _beams_flag(p)
+    p.set_defaults(func=run_train)
+
+
+def _eval(verbs) -> None:
+    p = verbs.add_parser("eval", help="WER / PER of a model on a split, greedy and with beams",
+                         description="WER / PER of a model (--checkpoint, or the shipped one) on a split.")
+    _checkpoint_flag(p)
+    p.add_argument("--split", default="test", choices=g2p.SPLITS, help="which split")
+    _beams_flag(p)
+    _limit_flag(p)
+    p.add_argument("--out", default="runs/g2p", help="where the heatmaps go")
+    p.set_defaults(func=run_eval)
+
+
+def _export(verbs) -> None:
+    p = verbs.add_parser("export", help="the fp16 inference copy a model is shipped in",
+                         description="Write the fp16 form a model is shipped in, with a sha256 manifest.")
+    _checkpoint_flag(p, "the checkpoint to export (RUN/checkpoint)", required=True)
+    p.add_argument("--out", required=True, help="the folder to write (tfmr/tasks/g2p_model ships it with tfmr)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.set_defaults(func=run_export)
+
+
+def _finetune(verbs) -> None:
+    p = verbs.add_parser("finetune", help="fine-tune a model with an RL objective on a metric",
+                         description="Fine-tune a model (--checkpoint, or the shipped one) with an RL objective "
+                                     "on a metric; test WER / PER before and after.")
+    _checkpoint_flag(p)
     p.add_argument("--objective", default="scst",
-                   help=f"finetune: {' | '.join(g2p.RL_OBJECTIVES)} (default scst; train.objective "
+                   help=f"{' | '.join(g2p.RL_OBJECTIVES)} (train.objective "
                         f"{', '.join(f'{k} = {v}' for k, v in g2p.RL_OBJECTIVES.items())}). Fine-tuning starts "
                         f"from the model's own config with {' '.join(g2p.FINETUNE_DEFAULTS)}, samples per word "
                         f"{g2p.FINETUNE_SAMPLES}; --set changes any of them")
-    p.add_argument("--reward", default="exact", help="finetune: per (1 - PER) | exact (exact match) | bleu "
-                                                    "(sentence BLEU on phonemes); default exact")
-    p.set_defaults(func=run, intermixed="action")  # words may follow options: g2p hello --beam 1 world
+    p.add_argument("--reward", default="exact", help="per (1 - PER) | exact (exact match) | bleu "
+                                                    "(sentence BLEU on phonemes)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the model's own config, e.g. --set train.steps=200 (repeatable)")
+    p.add_argument("--out", required=True, help="the fine-tuning run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
+    _limit_flag(p)
+    _beams_flag(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_finetune)
 
 
-def run(args) -> int:
-    action, rest = (args.action[0], args.action[1:]) if args.action else ("", [])
-    if action not in ACTIONS:
-        action, rest = "predict", list(args.action)
-    for beam in args.beam or ():
+def _check_counts(args) -> None:
+    """--beam and --limit are counts from 1 (one line, exit 2, before any work)."""
+    beams = args.beam if isinstance(args.beam, list) else [args.beam] if args.beam is not None else []
+    for beam in beams:
         if beam < 1:
             raise ConfigError(f"--beam must be at least 1 (1 = greedy), got {beam}")
-    if args.limit is not None and args.limit < 1:
+    if getattr(args, "limit", None) is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1 (a number of words), got {args.limit}")
-    if action == "train":
-        if args.checkpoint:
-            raise ConfigError("g2p train does not read --checkpoint; to pronounce the word 'train' write "
-                              f"`tfmr g2p predict --checkpoint {args.checkpoint} train`")
-        return run_train(args)
-    if action == "export":
-        return run_export(args, rest)
-    if action == "finetune":
-        return run_finetune(args, rest)
-    if action == "eval":
-        return run_eval(args)
-    return run_predict(args, rest)
 
 
 def _beams(cfg: G2PConfig, asked: Sequence[int] | None) -> list[int]:
@@ -128,8 +184,9 @@ def _beams(cfg: G2PConfig, asked: Sequence[int] | None) -> list[int]:
 
 
 def run_train(args) -> int:
+    _check_counts(args)
     t0 = time.perf_counter()
-    out = args.out or "runs/g2p"
+    out = args.out
     cfg = resolve_config(args, G2PConfig, saved=Path(out) / "checkpoint" if args.resume else None)
     trainer, data = g2p.train(cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     print(f"checkpoint: {trainer.ckpt_dir}  (trained {trainer.seconds / 60:.1f} min, {trainer.step} steps, "
@@ -150,21 +207,15 @@ def _model(args):
 
 
 def run_eval(args) -> int:
+    _check_counts(args)
     model, _, cfg = _model(args)
     data = g2p.load_data(cfg.data.stress)
-    g2p.report(model, data, cfg, args.out or "runs/g2p", args.split, _beams(cfg, args.beam), limit=args.limit)
+    g2p.report(model, data, cfg, args.out, args.split, _beams(cfg, args.beam), limit=args.limit)
     return 0
 
 
-def run_finetune(args, rest: Sequence[str]) -> int:
-    if rest:
-        raise ConfigError(f"g2p finetune takes no words (got {rest[0]!r}); to pronounce the word 'finetune' write "
-                          "`tfmr g2p predict finetune`")
-    if not args.out:
-        raise ConfigError("g2p finetune needs --out RUN (the fine-tuning run folder)")
-    if args.config or args.preset != "g2p-small":
-        raise ConfigError("g2p finetune starts from the model's own config; change it with --set key=value "
-                          "(no --preset or --config)")
+def run_finetune(args) -> int:
+    _check_counts(args)
     g2p.finetune_overrides(args.objective, args.reward)  # unknown names: one line, before any work
     if args.resume and args.checkpoint:
         raise ConfigError("g2p finetune --resume continues the run in --out; it takes no --checkpoint")
@@ -181,13 +232,7 @@ def run_finetune(args, rest: Sequence[str]) -> int:
     return 0
 
 
-def run_export(args, rest: Sequence[str]) -> int:
-    if rest:
-        raise ConfigError(f"g2p export takes no words (got {rest[0]!r}); to pronounce the word 'export' write "
-                          "`tfmr g2p predict export`")
-    if not args.checkpoint or not args.out:
-        raise ConfigError("g2p export needs --checkpoint RUN/checkpoint (the model) and --out DIR (where to write "
-                          f"it; {g2p.SHIPPED} ships it with tfmr)")
+def run_export(args) -> int:
     out = g2p.export(args.checkpoint, args.out, overwrite=args.overwrite)
     size = (out / "model.safetensors").stat().st_size
     total = sum(p.stat().st_size for p in out.iterdir())
@@ -287,8 +332,9 @@ class _Progress:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
-def run_predict(args, rest: Sequence[str]) -> int:
-    text = args.text
+def run_predict(args) -> int:
+    _check_counts(args)
+    text, rest = args.text, args.words
     if text is None and not rest and not args.file:
         raise ConfigError("give one or more words to pronounce, - to read them from standard input, --file FILE, "
                           "or --text TEXT")
@@ -299,7 +345,7 @@ def run_predict(args, rest: Sequence[str]) -> int:
         raise ConfigError("--join writes one line per line of text: use it with --text TEXT (or --text -)")
     if text is not None and (rest or args.file):
         raise ConfigError("--text takes the text (or - for standard input); give no words or --file beside it")
-    engine = G2P(args.checkpoint, (args.beam or [None])[-1], args.model_only)
+    engine = G2P(args.checkpoint, args.beam, args.model_only)
     if args.checkpoint:
         engine.model()  # now: a wrong --checkpoint fails before any output
     if text is None:

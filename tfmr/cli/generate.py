@@ -1,12 +1,12 @@
-"""`tfmr generate`: text from a language-model checkpoint, streamed as it is sampled, or the n
+"""`tfmr lm generate`: text from a language-model checkpoint, streamed as it is sampled, or the n
 best continuations of beam search with their scores.
 
-    tfmr generate --checkpoint RUN/checkpoint [--prompt TEXT | --prompt - | --prompt-file FILE]
+    tfmr lm generate --checkpoint RUN/checkpoint [--prompt TEXT | --prompt - | --prompt-file FILE]
                   [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--num-samples N] [--seed S]
                   [--lora DIR]
-    tfmr generate --checkpoint RUN/checkpoint --beam K [--n-best N] [--length-penalty A]
-    tfmr generate --checkpoint HF-FOLDER ...      a Hugging Face folder (tfmr.interop.from_pretrained)
-    tfmr generate --checkpoint MARIAN-FOLDER --prompt TEXT --temperature 0     a translation of TEXT
+    tfmr lm generate --checkpoint RUN/checkpoint --beam K [--n-best N] [--length-penalty A]
+    tfmr lm generate --checkpoint HF-FOLDER ...      a Hugging Face folder (tfmr.interop.from_pretrained)
+    tfmr lm generate --checkpoint MARIAN-FOLDER --prompt TEXT --temperature 0     a translation of TEXT
 
 An encoder-decoder Hugging Face folder (Marian) translates: the prompt is the source, the decoder
 starts from the config's decoder_start_token_id (generation_config.json over config.json), stops
@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
                    help="with --beam: score = sum log p / length ** this (> 0 favours long; default 1)")
     p.add_argument("--num-samples", type=int, default=None, help="sampling: how many continuations (default 1)")
     p.add_argument("--seed", type=int, default=None, help="sampling: the random seed")
-    p.add_argument("--lora", metavar="DIR", help="add the LoRA (or adapter) weights of a `tfmr finetune` run")
+    p.add_argument("--lora", metavar="DIR", help="add the LoRA (or adapter) weights of a `tfmr lm finetune` run")
     p.add_argument("--set", action="append", default=[], metavar="decode.KEY=VALUE",
                    help="a decode setting: decode.weights=fp32|bf16|int8 (weight-only quantization, tfmr/quantize.py)")
     p.set_defaults(func=run)
@@ -266,7 +266,7 @@ def run(args) -> int:
     if model.cfg.arch != "decoder":
         raise ConfigError(f"{args.checkpoint}: generate continues a prompt with a decoder-only model or translates "
                           f"with an encoder-decoder (without --lora); this one is {model.cfg.arch}")
-    if args.lora:  # base + LoRA / adapter weights from `tfmr finetune`, merged for speed
+    if args.lora:  # base + LoRA / adapter weights from `tfmr lm finetune`, merged for speed
         from ..tasks.finetune import add_finetuned
 
         add_finetuned(model, args.lora, args.checkpoint).eval()

@@ -1,10 +1,10 @@
-"""`tfmr quantize`: a checkpoint with its linear layers' weights in int8 or bf16, for decoding.
+"""`tfmr checkpoint quantize`: a checkpoint with its linear layers' weights in int8 or bf16, for decoding.
 
-    tfmr quantize --checkpoint CKPT --to int8 --out DIR     language model, G2P model or HF folder
+    tfmr checkpoint quantize --checkpoint CKPT --to int8 --out DIR     language model, G2P model or HF folder
 
 Writes a tfmr checkpoint (model.safetensors with the int8 matrices and their per-channel scales,
 or the bf16 matrices; config.json with `decode.weights` set; the tokenizer or vocab; the sha256
-manifest), which `tfmr generate`, `tfmr g2p eval --checkpoint DIR` and the library loaders read
+manifest), which `tfmr lm generate`, `tfmr g2p eval --checkpoint DIR` and the library loaders read
 like any other (tfmr/quantize.py). A model that cannot be quantized is refused in one line.
 Not here: ONNX export of a quantized model.
 """

@@ -1,23 +1,23 @@
-"""`tfmr serve --g2p`: the G2P HTTP endpoint (tfmr/tasks/g2p_server.py) on this machine.
+"""`tfmr g2p serve`: the G2P HTTP endpoint (tfmr/tasks/g2p_server.py) on this machine.
 
-    tfmr serve --g2p [--port 8766] [--host 127.0.0.1] [--checkpoint DIR] [--beam K]
+    tfmr g2p serve [--port 8766] [--host 127.0.0.1] [--checkpoint DIR] [--beam K]
 
 Loads the model first (the shipped one unless --checkpoint names another; a bad checkpoint is one
 line and exit code 2), then answers `POST /g2p` until Ctrl-C. Loopback only unless --host says
-otherwise, with the host rules of `tfmr explore`.
+otherwise, with the host rules of `tfmr explore`. (Once `tfmr serve --g2p`: cli/spellings.py.)
 """
 from __future__ import annotations
 
-from ..config import ConfigError
 from .common import count, serve_until_interrupted
 
 DEFAULT_PORT = 8766
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("serve", help="an HTTP endpoint on this machine: --g2p (POST /g2p, JSON out)")
-    p.add_argument("--g2p", action="store_true", help="serve G2P: POST /g2p with {\"text\": ...} or {\"words\": "
-                   "[...]}, JSON out (what `tfmr g2p` prints, and each word typed)")
+def add_parser(verbs) -> None:
+    """`serve`, a verb of `tfmr g2p` (cli/g2p.py)."""
+    p = verbs.add_parser("serve", help="an HTTP endpoint on this machine: POST /g2p, JSON out",
+                         description="Serve G2P: POST /g2p with {\"text\": ...} or {\"words\": [...]}, JSON out "
+                                     "(what `tfmr g2p` prints, and each word typed).")
     p.add_argument("--port", type=count, default=DEFAULT_PORT, help=f"the port (default {DEFAULT_PORT}; 0: any free one)")
     p.add_argument("--host", default="127.0.0.1", help="the address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--checkpoint", help="the G2P model (a training checkpoint or an export; default the shipped one)")
@@ -27,11 +27,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    if not args.g2p:
-        raise ConfigError("say what to serve: tfmr serve --g2p (the only endpoint so far)")
     from ..g2p import G2P
     from ..tasks.g2p_server import serve
 
     server = serve(G2P(args.checkpoint, args.beam), args.host, args.port, args.verbose)
-    return serve_until_interrupted(server, f"tfmr serve: G2P at {server.url} (POST JSON {{\"text\": \"...\"}}; "
+    return serve_until_interrupted(server, f"tfmr g2p serve: G2P at {server.url} (POST JSON {{\"text\": \"...\"}}; "
                                            "Ctrl-C to stop)")

@@ -1,10 +1,10 @@
-"""`tfmr train`: train a language model, then print samples from it.
+"""`tfmr lm train`: train a language model, then print samples from it.
 
-    tfmr train [--preset default] [--config FILE] [--set key=value ...] [--data PATH] [--out DIR]
+    tfmr lm train [--preset default] [--config FILE] [--set key=value ...] [--data PATH] [--out DIR]
                [--resume | --overwrite]
 
 The run (checkpoint, metrics.jsonl, loss.png) is written to --out; the work is tfmr.train.Trainer.
-Under torchrun (`torchrun --nproc_per_node N -m tfmr train --set train.parallel=ddp|fsdp`,
+Under torchrun (`torchrun --nproc_per_node N -m tfmr lm train --set train.parallel=ddp|fsdp`,
 docs/distributed.md) only rank 0 prints; the others train silently.
 With --resume the config is the one saved in OUT/checkpoint, then --config and --set (a longer
 run: --set train.steps=N); a change to the saved model or data sections is refused, since the
@@ -110,10 +110,10 @@ def run(args) -> int:
     if trainer.parallel.shards_checkpoints and s.num_samples:
         problem = (f"the model is sharded across processes; make a plain checkpoint with "
                    f"tfmr checkpoint consolidate {trainer.ckpt_dir} --out PLAIN")
-        print(f"\nno sample: {problem}; then tfmr generate --checkpoint PLAIN --prompt TEXT")
+        print(f"\nno sample: {problem}; then tfmr lm generate --checkpoint PLAIN --prompt TEXT")
         return 0
     if problem:
-        print(f"\nno sample: {problem}; try: tfmr generate --checkpoint {trainer.ckpt_dir} --prompt TEXT")
+        print(f"\nno sample: {problem}; try: tfmr lm generate --checkpoint {trainer.ckpt_dir} --prompt TEXT")
         return 0
     for i in range(s.num_samples):
         print(f"\n--- sample {i + 1} (temperature {s.temperature}, top-k {s.top_k}) ---")

@@ -17,16 +17,19 @@ axis on top of the resolved config; its own flags are only the axis (which varia
     g2p-alignment          plain vs each alignment kernel of cross-attention (WER, time per word)
     g2p-rl                 a G2P model's test WER / PER before and after SCST and MRT fine-tuning
     g2p-scaling            G2P WER against training compute: the compute-optimal shape, a fitted curve
+    copytask               pointer-generator vs the plain softmax head where copying matters (the task
+                           is tfmr/tasks/copytask.py; its presets are `copytask` and `copytask-tiny`)
 
 The G2P experiments share tfmr/experiments/g2p_common.py and write OUT/table.md, OUT/results.json
 and OUT/NAME.png.
 """
 from __future__ import annotations
 
+from ..tasks import copytask
 from . import (g2p_alignment, g2p_guided, g2p_rl, g2p_sampling, g2p_scaling, length_extrapolation, long_context,
                mixer_race, moe, norm_depth, streaming)
 
 EXPERIMENTS = {"length-extrapolation": length_extrapolation, "norm-depth": norm_depth, "moe": moe,
                "long-context": long_context, "streaming": streaming, "mixers": mixer_race,
                "g2p-sampling": g2p_sampling, "g2p-guided": g2p_guided, "g2p-alignment": g2p_alignment,
-               "g2p-rl": g2p_rl, "g2p-scaling": g2p_scaling}
+               "g2p-rl": g2p_rl, "g2p-scaling": g2p_scaling, "copytask": copytask}

@@ -31,8 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..alignment import ALIGNMENT_KERNELS, Monotonic
-from ..cli.common import out_folder, positive_int, resolve_config
 from ..config import Choice, ConfigError
+from ..programs import out_folder, positive_int, resolve_config
 from ..tasks import g2p
 from .g2p_common import add_common, figure, markdown, pct, save, test_wer, train_variant, write
 

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..cli.common import config_flags, positive_int
 from ..config import to_dict
 from ..metrics import per, wer
+from ..programs import config_flags, positive_int
 from ..seq2seq import Seq2SeqTrainer
 from ..tasks import g2p
 from .plots import figure, save  # noqa: F401 (the G2P experiments' figures)

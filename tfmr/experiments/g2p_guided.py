@@ -21,9 +21,9 @@ import copy
 
 import torch
 
-from ..cli.common import out_folder, resolve_config
 from ..config import ConfigError
 from ..objectives import GuidedAttention, diagonal_share
+from ..programs import out_folder, resolve_config
 from ..seq2seq import PAD, collate, eager_attention
 from ..tasks import g2p
 from .g2p_common import add_common, figure, markdown, pct, save, test_wer, train_variant, write

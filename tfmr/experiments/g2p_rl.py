@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..cli.common import out_folder
 from ..config import ConfigError
+from ..programs import out_folder
 from ..tasks import g2p
 from .g2p_common import figure, markdown, pct, save, write
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import copy
 
-from ..cli.common import out_folder, resolve_config
 from ..config import Choice, ConfigError
+from ..programs import out_folder, resolve_config
 from ..tasks import g2p
 from .g2p_common import LONG, add_common, figure, markdown, pct, save, test_wer, train_variant, write
 

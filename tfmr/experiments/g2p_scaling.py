@@ -35,8 +35,8 @@ import json
 import math
 from pathlib import Path
 
-from ..cli.common import out_folder, resolve_config
 from ..config import ConfigError
+from ..programs import out_folder, resolve_config
 from ..seq2seq import BucketBatches
 from ..tasks import g2p
 from .g2p_common import add_common, figure, markdown, pct, save, train_variant, write

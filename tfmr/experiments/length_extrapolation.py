@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from ..cli.common import config_flags, out_folder, positive_int, resolve_config
 from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..positions import Rope
+from ..programs import config_flags, out_folder, positive_int, resolve_config
 from .plots import save
 
 # position kind -> its options here. Sinusoidal scales token embeddings by sqrt(dim) as in

@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from ..builder import relative_positions
-from ..cli.common import config_flags, out_folder, positive_int, resolve_config
 from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..data import Batches
 from ..patterns import SlidingWindow, Sinks
+from ..programs import config_flags, out_folder, positive_int, resolve_config
 from ..train import Trainer
 from .plots import save
 

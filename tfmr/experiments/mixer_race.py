@@ -22,10 +22,10 @@ import json
 import time
 from pathlib import Path
 
-from ..cli.common import config_flags, out_folder, positive_float, resolve_config
 from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..data import prepare
 from ..memory import count_parameters
+from ..programs import config_flags, out_folder, positive_float, resolve_config
 from .plots import save
 
 MODELS = {"transformer": ("attention", ""), "retention": ("retention", ""),

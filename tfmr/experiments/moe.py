@@ -18,15 +18,14 @@ balance and z losses are training-only). Tokens/s is the trainer's own, median o
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
 import time
 from pathlib import Path
 
-from ..cli.common import config_flags, guarded, out_folder, positive_int, resolve_config
 from ..config import Choice, RunConfig, to_dict
+from ..programs import Parser, config_flags, guarded, out_folder, positive_int, resolve_config
 from ..train import Trainer
 from .norm_depth import plot
 
@@ -92,7 +91,7 @@ def table(results: list[dict]) -> str:
 
 def add_arguments(p) -> None:
     config_flags(p, preset="exp-moe")
-    p.add_argument("--out", default="runs/moe")
+    p.add_argument("--out", default="runs/moe", help="report folder (table, plot, runs)")
     p.add_argument("--experts", type=positive_int, default=8, help="experts of the MoE variants")
     p.add_argument("--only", nargs="+", default=None, choices=("dense", "top2", "switch"),
                    help="a subset of: dense top2 switch")
@@ -118,6 +117,6 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="MoE vs dense at equal active parameters")
+    parser = Parser(description="MoE vs dense at equal active parameters")
     add_arguments(parser)
     raise SystemExit(guarded(main, parser.parse_args()))

@@ -14,15 +14,14 @@ keeps Post-LN's placement and trains stably. At this toy size, read the figures,
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
 import time
 from pathlib import Path
 
-from ..cli.common import config_flags, guarded, out_folder, resolve_config
 from ..config import Choice, RunConfig, to_dict
+from ..programs import Parser, config_flags, guarded, out_folder, resolve_config
 from ..train import Trainer
 from .plots import save
 
@@ -97,8 +96,9 @@ def table(results: list[dict]) -> str:
 
 def add_arguments(p) -> None:
     config_flags(p, preset="exp-norm-depth")
-    p.add_argument("--out", default="runs/norm-depth")
-    p.add_argument("--placements", nargs="+", default=list(PLACEMENTS), choices=PLACEMENTS)
+    p.add_argument("--out", default="runs/norm-depth", help="report folder (table, plot, runs)")
+    p.add_argument("--placements", nargs="+", default=list(PLACEMENTS), choices=PLACEMENTS,
+                   help="the residual placements to compare")
 
 
 def main(args) -> int:
@@ -120,6 +120,6 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Post-LN vs Pre-LN vs DeepNorm on a deep thin stack")
+    parser = Parser(description="Post-LN vs Pre-LN vs DeepNorm on a deep thin stack")
     add_arguments(parser)
     raise SystemExit(guarded(main, parser.parse_args()))

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from ..builder import build_model
-from ..cli.common import config_flags, out_folder, positive_int, resolve_config
 from ..config import Choice, ConfigError, RunConfig, to_dict
+from ..programs import config_flags, out_folder, positive_int, resolve_config
 from .plots import save
 
 VARIANTS = ("full", "sliding", "sinks", "retention", "hybrid")

@@ -69,7 +69,7 @@ def allowed_hosts(host: str, port: int) -> set[str] | None:
 
 
 class LocalHandler(BaseHTTPRequestHandler):
-    """What every local server of tfmr answers with (`tfmr explore`, `tfmr serve`): JSON or bytes,
+    """What every local server of tfmr answers with (`tfmr explore`, `tfmr g2p serve`): JSON or bytes,
     no caching, one-line errors, and only the Host names it serves (`allowed_hosts`). The server
     has `verbose`, `hosts` and `host`."""
 

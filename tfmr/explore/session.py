@@ -151,7 +151,7 @@ class Session:
         raise NotImplementedError
 
     def render(self, ids) -> str:
-        """Generated ids as the text a user reads (what `tfmr generate` / `tfmr g2p` print)."""
+        """Generated ids as the text a user reads (what `tfmr lm generate` / `tfmr g2p` print)."""
         raise NotImplementedError
 
     def beam_start(self, inp: Inputs) -> torch.Tensor:
@@ -453,7 +453,7 @@ def position_view(where: str, pos, T: int, dim: int, heads: int, head_dim: int, 
 
 # ---------------------------------------------------------------------------- the two families
 class LMSession(Session):
-    """A decoder-only language model and its tokenizer: a `tfmr train` checkpoint, or a Hugging
+    """A decoder-only language model and its tokenizer: a `tfmr lm train` checkpoint, or a Hugging
     Face folder (tfmr.interop.from_pretrained). A tokenizer that tfmr reads as its own (char, BPE,
     a byte-level tokenizer.json) names each token by its bytes, with byte spans; one the
     `tokenizers` library runs for tfmr (HFTokenizer) names it by its vocabulary entry, no spans."""

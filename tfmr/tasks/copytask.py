@@ -10,7 +10,7 @@ and writes every rare symbol as <unk>, so it can only get them wrong; the pointe
 receives them as extended ids (V + j for the j-th rare symbol of an example) and can copy them
 from the source through its cross-attention.
 
-    tfmr copytask [--preset copytask] [--set key=value ...] [--steps 1500] [--out runs/copytask]
+    tfmr experiment copytask [--preset copytask] [--set key=value ...] [--steps 1500] [--out runs/copytask]
     python -m tfmr.tasks.copytask ...                 (the same)
 
 trains both on the same data for the same steps and prints token and sequence accuracy on
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..builder import build_copy_model
-from ..cli.common import config_flags, out_folder, resolve_config
 from ..config import Choice, ModelConfig
+from ..programs import config_flags, out_folder, resolve_config
 from ..seq2seq import UNK, DecodeConfig, PairVocab, Seq2SeqConfig, Seq2SeqTrainConfig, Vocab, greedy_decode, pad_batch
 from .symbols import SymbolTask, register
 
@@ -126,9 +126,9 @@ class CopyTask(SymbolTask):
     """The copy task in the task layer: its config and presets, the one loop on each head's ids
     (the heads encode the examples differently, so it trains on id pairs, not on PairData)."""
 
-    name, title = "copytask", "copy-task"
+    name, title, command = "copytask", "copy-task", "experiment copytask"
     config_class = CopyTaskConfig
-    presets = {"copytask": ("copytask", copytask), "copytask-tiny": ("copytask", copytask_tiny)}
+    presets = {"copytask": ("experiment copytask", copytask), "copytask-tiny": ("experiment copytask", copytask_tiny)}
     default_preset = "copytask"
 
     def run(self, cfg: CopyTaskConfig | None = None, out: str | Path = "runs/copytask", progress: bool = True,
@@ -159,13 +159,13 @@ class CopyTask(SymbolTask):
         return results
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        """The flags of `tfmr copytask` and `python -m tfmr.tasks.copytask`."""
+        """The flags of `tfmr experiment copytask` and `python -m tfmr.tasks.copytask`."""
         config_flags(p, preset="copytask", data=False)
         p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N (the preset: 1500)")
         p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N, which also seeds the data (the preset: 0)")
-        p.add_argument("--out", default="runs/copytask")
+        p.add_argument("--out", default="runs/copytask", help="report folder (the runs of both heads)")
         p.add_argument("--json", help="write the results to this file")
-        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def main(self, args) -> int:
         shortcuts = [f"train.{key}={getattr(args, key)}" for key in ("steps", "seed") if getattr(args, key) is not None]

@@ -1,9 +1,9 @@
-"""Fine-tuning a trained checkpoint with LoRA or bottleneck adapters (`tfmr finetune`, whose
+"""Fine-tuning a trained checkpoint with LoRA or bottleneck adapters (`tfmr lm finetune`, whose
 argument parsing is tfmr/cli/finetune.py).
 
-    tfmr finetune --checkpoint RUN/checkpoint --lora rank=8,alpha=16,targets=q_proj,v_proj \
+    tfmr lm finetune --checkpoint RUN/checkpoint --lora rank=8,alpha=16,targets=q_proj,v_proj \
                   --data new.txt --out RUN-lora [--set train.steps=300 ...]
-    tfmr generate --checkpoint RUN/checkpoint --lora RUN-lora --prompt "..."
+    tfmr lm generate --checkpoint RUN/checkpoint --lora RUN-lora --prompt "..."
 
 The base checkpoint's model, tokenizer and training settings are the starting point (`--set`
 overrides any of them, e.g. train.steps or train.lr); the new text is encoded with the base

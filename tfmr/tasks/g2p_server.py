@@ -1,4 +1,4 @@
-"""The G2P HTTP endpoint behind `tfmr serve --g2p`: the standard library's http.server over one
+"""The G2P HTTP endpoint behind `tfmr g2p serve`: the standard library's http.server over one
 engine (tfmr.g2p.G2P), its model loaded once at start.
 
     POST /g2p      a JSON object in: {"text": "..."} (the text front end, as `tfmr g2p --text`) or

@@ -49,6 +49,7 @@ from ..decode import beam_search
 from ..folders import check_output
 from ..loading import load
 from ..metrics import closest_reference, per, wer
+from ..programs import config_flags, guarded, positive_int, resolve_config
 from ..seq2seq import (BOS, EOS, SPECIALS, PairVocab, Seq2SeqConfig, Seq2SeqTrainer, Vocab, eager_attention,
                        greedy_decode, pad_batch)
 
@@ -119,7 +120,7 @@ def load_run(path: str | Path, config_class: type):
 def register(task: "SymbolTask") -> None:
     """Add the task's config class and presets to tfmr.presets (`tfmr presets`, --preset, the
     checkpoint kinds of messages). A task module calls it once, at its end."""
-    presets.register(task.config_class, task.title, f"tfmr {task.name}", task.presets)
+    presets.register(task.config_class, task.title, f"tfmr {task.command or task.name}", task.presets)
 
 
 def escape(text: str) -> str:
@@ -259,6 +260,7 @@ class SymbolTask:
     `register` it. Methods take the data, config and model explicitly; the task holds no state."""
 
     name = ""  # the command (`tfmr NAME`) and the default run folder (runs/NAME)
+    command = ""  # the `tfmr` command words when they are not NAME (the copy task: `experiment copytask`)
     title = ""  # the checkpoint kind in messages ("a G2P checkpoint")
     config_class: type = Seq2SeqConfig
     presets: dict[str, tuple[str, Callable]] = {}
@@ -495,8 +497,6 @@ class SymbolTask:
     # ------------------------------------------------------------------ the command
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         """The flags of the task's command: ACTION [SOURCE ...], the config flags and the rest."""
-        from ..cli.common import config_flags, positive_int  # (the command line imports the tasks)
-
         p.add_argument("action", choices=("train", "eval", "export", "predict"))
         p.add_argument("sources", nargs="*", metavar="SOURCE", help=f"predict: the {self.items} to decode")
         config_flags(p, preset=self.default_preset, data=False)
@@ -521,8 +521,6 @@ class SymbolTask:
 
     def command_line(self, argv: Sequence[str] | None = None) -> int:
         """Parse `argv` and run the command: 0, or 2 with one line for a user's mistake."""
-        from ..cli.common import guarded
-
         parser = argparse.ArgumentParser(prog=f"tfmr {self.name}", description=f"the {self.title} task")
         self.add_arguments(parser)
         return guarded(self.main, parser.parse_intermixed_args(argv))  # SOURCE ... may follow options
@@ -531,8 +529,6 @@ class SymbolTask:
         return sorted(set(asked)) if asked else sorted({1, cfg.decode.beam_size})
 
     def _train_command(self, args) -> int:
-        from ..cli.common import resolve_config
-
         out = args.out or f"runs/{self.name}"
         cfg = resolve_config(args, self.config_class, saved=Path(out) / "checkpoint" if args.resume else None)
         trainer, data = self.train(cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)

@@ -1,0 +1,143 @@
+"""What every program shares: the argument helpers and the user-error rule.
+
+    Parser                  argparse.ArgumentParser whose --help shows each flag's default and whose
+                            errors are one line `tfmr: error: ...` (exit code 2)
+    USER_ERRORS             mistakes a user can fix; `guarded` prints them as one line, exit code 2
+    config_flags(p, ...)    --preset NAME, --config FILE, --set KEY=VALUE (repeatable), --data PATH
+    resolve_config(args)    those flags through the one resolver (tfmr.presets.resolve)
+    guarded(func, args)     run a program's main under the user-error rule
+    out_folder(path)        an --out folder for reports (tfmr.folders' policy), created
+    positive_int, ...       argparse types for counts (a bad value is argparse's exit 2)
+    torch_device(name)      a --device flag's torch.device, or one line saying why not
+
+The programs (the `tfmr` command in tfmr/cli/, the tasks, the benchmarks, the experiments,
+`tfmr explore`) take their flags from here, so they read the same everywhere, and none of them
+imports the command line (tests/test_layout.py). The library (tfmr/*.py) never imports this file.
+Left out: loading a checkpoint for a command (tfmr/cli/common.py).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, RunConfig
+from .data import DataError
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError, IsADirectoryError,
+               NotADirectoryError, PermissionError)
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether --help should show this flag's default: a flag that takes a value and has one (not
+    None, not an empty list). Switches (store_true and the like) and hidden flags have none to show."""
+    default = action.default
+    return (bool(action.option_strings) and action.nargs != 0 and action.help is not argparse.SUPPRESS
+            and default is not None and default is not argparse.SUPPRESS and default != [])
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default, unless the help already says it ("default 5")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if shows_default(action) and "%(default)" not in text and not re.search(
+                rf"default:? {re.escape(str(action.default))}\b", text):
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of every program: defaults shown in --help, and a usage mistake (an unknown
+    flag, a missing one, a bad value) said in one line `tfmr: error: ...` with exit code 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        print(f"tfmr: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def config_flags(p: argparse.ArgumentParser, preset: str = "default", data: bool = True,
+                 preset_help: str | None = None) -> None:
+    """The common flags: --preset, --config, --set (repeatable) and, with `data`, --data."""
+    p.add_argument("--preset", default=preset,
+                   help=preset_help or f"starting configuration (default {preset}; see `tfmr presets`)")
+    p.add_argument("--config", help="YAML or TOML file overlaid on the preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set model.heads=8 (repeatable)")
+    if data:
+        p.add_argument("--data", help="shortcut for --set data.path=PATH")
+
+
+def resolve_config(args, cls: type = RunConfig, saved=None, overrides=()):
+    """The config the flags of `config_flags` describe: preset (or the run saved in the checkpoint
+    folder `saved`) -> --config file -> --data -> `overrides` (a command's own shortcuts) -> --set."""
+    from .presets import resolve
+
+    return resolve(args.preset, args.config, getattr(args, "data", None), [*overrides, *args.set], cls=cls,
+                   saved=saved)
+
+
+def guarded(func, args) -> int:
+    """func(args), with a user mistake printed as one line `tfmr: error: ...` and exit code 2."""
+    try:
+        return func(args)
+    except USER_ERRORS as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"tfmr: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def out_folder(path, flag: str = "--out") -> Path:
+    """The output folder `path` of a report (plots, tables, an experiment's runs), created if need
+    be; a file there, an artefact (a checkpoint, an export, ...), a folder inside one or one that
+    cannot be made is a one-line ConfigError naming the flag (tfmr.folders)."""
+    from .folders import check_output
+
+    check_output(path, "report", flag=flag)
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot create the folder ({e.strerror or e})") from None
+    return path
+
+
+def _number(kind, low: float, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = what  # argparse names the type in its message
+    return parse
+
+
+positive_int = _number(int, 1, "a positive integer")
+count = _number(int, 0, "an integer >= 0")
+positive_float = _number(float, 1e-300, "a positive number")
+
+
+def torch_device(name: str):
+    """torch.device(name), refusing unknown names and devices this machine lacks (ConfigError)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device here (torch {torch.__version__})")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name}: MPS is not available here")
+    return device
