@@ -10,8 +10,10 @@ from tfmr import Choice, ConfigError, ModelConfig, RunConfig, build_model, check
 from tfmr.builder import build_copy_model
 from tfmr.cache import DecodeState
 from tfmr.config import from_dict, to_dict
-from tfmr.kernels import (ALIGNMENT_KERNELS, CROSS_KERNELS, AlignmentState, Eager, LocationAware, Mask, MoChA,
-                          Monotonic, chunk_readout, expected_alignment, first_position, hard_alignment)
+from tfmr.alignment import (ALIGNMENT_KERNELS, CROSS_KERNELS, AlignmentState, LocationAware, MoChA, Monotonic,
+                            chunk_readout, expected_alignment, first_position, hard_alignment)
+from tfmr.kernels import Eager
+from tfmr.masks import Mask
 
 V = 12  # tiny vocabulary: 0 pad, 1 bos, 2 eos, 3.. symbols
 PAD, BOS, EOS = 0, 1, 2

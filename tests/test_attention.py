@@ -4,14 +4,17 @@ torch's MultiheadAttention; GQA / MQA equal MHA with shared heads; sliding windo
 BigBird patterns mean what they say; rolling and static caches decode exactly like the full forward."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from tfmr import Choice, ModelConfig, build_model
 from tfmr.cache import KVCache, RollingKVCache, kv_bytes_per_token
-from tfmr.kernels import (KERNELS, PATTERNS, Eager, LinearBias, Mask, alibi_as_extra_dims, flex_attention_call,
-                          random_blocks)
+from tfmr.kernels import KERNELS, Eager, alibi_as_extra_dims, block_mask_key, flex_attention_call, flex_block_mask
+from tfmr.masks import LinearBias, Mask, Rule
 from tfmr.mixers import Attention
+from tfmr.patterns import PATTERNS, BigBirdRule, LongformerRule, WindowRule, random_blocks
 from tfmr.positions import POSITIONS, alibi_slopes
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -30,14 +33,14 @@ MASKS = {
     "causal-offset": (3, 9, lambda: Mask(causal=True, q_start=6)),
     "padding": (9, 9, lambda: Mask(key_padding=_pad(9))),
     "causal+padding": (9, 9, lambda: Mask(causal=True, key_padding=_pad(9))),
-    "window": (9, 9, lambda: Mask(causal=True, window=3)),
-    "window-bidirectional": (9, 9, lambda: Mask(window=2)),
-    "window+padding": (9, 9, lambda: Mask(causal=True, window=4, key_padding=_pad(9))),
-    "window-rolling": (2, 5, lambda: Mask(causal=True, window=3, q_start=10, k_start=7)),
-    "longformer": (9, 9, lambda: Mask(causal=True, window=2, global_tokens=2)),
-    "longformer-bidirectional": (9, 9, lambda: Mask(window=2, global_tokens=1)),
-    "bigbird": (12, 12, lambda: Mask(causal=True, window=2, global_tokens=1, random_blocks=1, block=3, seed=4)),
-    "bigbird-bidirectional": (12, 12, lambda: Mask(window=2, global_tokens=1, random_blocks=2, block=3)),
+    "window": (9, 9, lambda: Mask(causal=True, rule=WindowRule(3))),
+    "window-bidirectional": (9, 9, lambda: Mask(rule=WindowRule(2))),
+    "window+padding": (9, 9, lambda: Mask(causal=True, rule=WindowRule(4), key_padding=_pad(9))),
+    "window-rolling": (2, 5, lambda: Mask(causal=True, rule=WindowRule(3), q_start=10, k_start=7)),
+    "longformer": (9, 9, lambda: Mask(causal=True, rule=LongformerRule(2, global_tokens=2))),
+    "longformer-bidirectional": (9, 9, lambda: Mask(rule=LongformerRule(2, global_tokens=1))),
+    "bigbird": (12, 12, lambda: Mask(causal=True, rule=BigBirdRule(2, 1, random_blocks=1, block=3, seed=4))),
+    "bigbird-bidirectional": (12, 12, lambda: Mask(rule=BigBirdRule(2, global_tokens=1, random_blocks=2, block=3))),
 }
 BIASES = {
     "none": lambda Tq, Tk: None,
@@ -80,14 +83,67 @@ def test_flex_mask_mod_and_score_mod_equal_eager(mask_kind, bias_kind):
     torch.testing.assert_close(out, ref)
 
 
+def _changed(value):
+    """A different value of a Mask field's type."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, Rule):
+        return WindowRule(3) if value != WindowRule(3) else WindowRule(4)
+    if value is None:  # key padding
+        return _pad(9)
+    raise AssertionError(f"no other value for {value!r}: teach this test the type of the new Mask field")
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(Mask)])
+def test_block_mask_key_changes_with_every_mask_field(name):
+    """The key FlexAttention block masks are shared under is read from the Mask's fields: changing
+    any one of them (a field added later too) changes the key, so no mask reuses another's."""
+    base = Mask(causal=True, q_start=2, k_start=1, rule=BigBirdRule(2, 1, random_blocks=1, block=3, seed=4))
+    other = dataclasses.replace(base, **{name: _changed(getattr(base, name))})
+    assert block_mask_key(other, 9, 9, "cpu") != block_mask_key(base, 9, 9, "cpu")
+    assert block_mask_key(dataclasses.replace(base), 9, 9, "cpu") == block_mask_key(base, 9, 9, "cpu")
+
+
+@pytest.mark.parametrize("kind", sorted(PATTERNS))
+def test_block_mask_key_changes_with_every_field_of_each_patterns_rule(kind):
+    rule = PATTERNS[kind]().rule()
+    key = block_mask_key(Mask(causal=True, rule=rule), 9, 9, "cpu")
+    assert key == block_mask_key(PATTERNS[kind]().mask(True), 9, 9, "cpu")  # equal rules share
+    for f in dataclasses.fields(rule):
+        other = dataclasses.replace(rule, **{f.name: getattr(rule, f.name) + 1})
+        assert block_mask_key(Mask(causal=True, rule=other), 9, 9, "cpu") != key, f.name
+
+
+@dataclasses.dataclass
+class _StrideMask(Mask):
+    """A mask subclass with a field of its own: keys at a multiple of `stride` from the query."""
+
+    stride: int = 2
+
+    def allowed(self, q_pos, k_pos, table=None):
+        return (q_pos - k_pos) % self.stride == 0
+
+
+def test_a_shared_block_mask_is_never_another_masks():
+    """Two masks that differ only in a field of a subclass: each gets its own block mask, whose
+    mask_mod gives its own dense mask (the key is not a hand-kept list that misses the field)."""
+    q_idx, kv_idx = torch.arange(9)[:, None], torch.arange(9)[None, :]
+    for stride in (2, 3):
+        mask = _StrideMask(causal=True, stride=stride)
+        block = flex_block_mask(mask, 9, 9, "cpu", compile_mask=False)
+        assert torch.equal(block.mask_mod(0, 0, q_idx, kv_idx), mask.dense(9, 9, "cpu")[0, 0])
+
+
 def test_flex_falls_back_on_cpu_and_for_short_inputs():
     q, k, v = _qkv(9, 9)
     flex = KERNELS["flex"]()
-    assert not flex._sdpa_is_fast(q, Mask(causal=True, window=3), None, 9)
+    assert not flex._sdpa_is_fast(q, Mask(causal=True, rule=WindowRule(3)), None, 9)
     assert flex._sdpa_is_fast(q, Mask(causal=True), LinearBias(alibi_slopes(H)), 9)
-    out, weights = flex(q, k, v, Mask(causal=True, window=3))  # CPU: SDPA with a dense mask
+    out, weights = flex(q, k, v, Mask(causal=True, rule=WindowRule(3)))  # CPU: SDPA with a dense mask
     assert weights is None
-    torch.testing.assert_close(out, Eager()(q, k, v, Mask(causal=True, window=3))[0])
+    torch.testing.assert_close(out, Eager()(q, k, v, Mask(causal=True, rule=WindowRule(3)))[0])
 
 
 def test_alibi_extra_dims_are_exact_in_bfloat16_at_long_range():
@@ -138,20 +194,20 @@ def test_sdpa_alibi_takes_the_causal_fast_path():
 
 # ------------------------------------------------------------------ masks mean what they say
 def test_sliding_window_mask_definition():
-    keep = Mask(causal=True, window=3).dense(6, 6, "cpu")[0, 0].int()
+    keep = Mask(causal=True, rule=WindowRule(3)).dense(6, 6, "cpu")[0, 0].int()
     expected = torch.tensor([[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
                              [0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1]])
     assert torch.equal(keep, expected)
-    both = Mask(window=2).dense(4, 4, "cpu")[0, 0].int()
+    both = Mask(rule=WindowRule(2)).dense(4, 4, "cpu")[0, 0].int()
     assert torch.equal(both, torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1]]))
 
 
 def test_longformer_global_tokens_see_and_are_seen_by_all():
-    keep = Mask(window=1, global_tokens=2).dense(8, 8, "cpu")[0, 0]
+    keep = Mask(rule=LongformerRule(1, global_tokens=2)).dense(8, 8, "cpu")[0, 0]
     assert keep[:2].all() and keep[:, :2].all()  # global rows and columns
     local = keep[2:, 2:]
     assert torch.equal(local, torch.eye(6, dtype=torch.bool))  # window 1: only itself
-    causal = Mask(causal=True, window=1, global_tokens=2).dense(8, 8, "cpu")[0, 0]
+    causal = Mask(causal=True, rule=LongformerRule(1, global_tokens=2)).dense(8, 8, "cpu")[0, 0]
     assert torch.equal(causal, keep & torch.ones(8, 8, dtype=torch.bool).tril())
 
 

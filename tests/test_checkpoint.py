@@ -190,7 +190,7 @@ def test_consolidate_prints_no_raw_torch_warnings(tmp_path, capfd, recwarn):
     from tfmr import RunConfig, build_model, parallel
     from tfmr.cli import main
     from tfmr.config import ModelConfig, to_dict
-    from tfmr.train import make_optimizer
+    from tfmr.loop import make_optimizer
 
     run = RunConfig(model=ModelConfig(vocab_size=11, dim=16, layers=1, heads=2, context=8))
     model = build_model(run.model)

@@ -38,7 +38,7 @@ from tfmr.config import apply_override, from_dict
 from tfmr.decode import greedy
 from tfmr.fastdecode import FastDecoder
 from tfmr.ffn import FFN, FFNS
-from tfmr.kernels import Bias
+from tfmr.masks import Bias
 from tfmr.positions import POSITIONS, Position, positions_of
 from tfmr.train import Trainer
 

@@ -30,7 +30,8 @@ from tfmr.cli import main
 from tfmr.config import ConfigError, ModelConfig, from_dict, to_dict
 from tfmr.data import Batches
 from tfmr.presets import tiny
-from tfmr.train import CompiledOrEager, Trainer
+from tfmr.loop import CompiledOrEager
+from tfmr.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("dist_worker.py")

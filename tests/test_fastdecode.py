@@ -90,6 +90,20 @@ def test_fast_sampling_with_top_k_1_is_greedy_and_seeds_reproduce():
     assert not torch.equal(a, g)
 
 
+def test_fast_decoding_ends_in_the_models_own_tail(monkeypatch):
+    """FastDecoder embeds with `model.embed` and runs the rest through `model.tail`, the spine's
+    public tail (not the model's blocks, norm and head one by one): every step goes through it."""
+    model = _lm(2)
+    calls = []
+    tail = model.tail
+    monkeypatch.setattr(model, "tail", lambda *a, **kw: calls.append(kw["last_only"]) or tail(*a, **kw))
+    ids, mask = _left_padded(PROMPTS)
+    out = FastDecoder(model, 3, 30).generate(ids, 6, attention_mask=mask)
+    assert calls == [True] * 6  # the prefill and five steps
+    monkeypatch.undo()
+    assert torch.equal(out, FastDecoder(model, 3, 30).generate(ids, 6, attention_mask=mask))
+
+
 def test_fast_decoder_refuses_what_it_cannot_do():
     model = _lm()
     with pytest.raises(ValueError, match="holds 2 rows of 40 tokens"):

@@ -28,7 +28,7 @@ from torch import nn
 from tfmr import Choice, ModelConfig, build_model
 from tfmr.config import ConfigError
 from tfmr.interop.torchscale import halves_from_pairs, load_retention, theta_base
-from tfmr.kernels import Mask
+from tfmr.masks import Mask
 from tfmr.mixers import HeadRMSNorm, Retention
 from tfmr.positions import Rope
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfmr import Choice, ModelConfig, build_model
-from tfmr.kernels import Mask
+from tfmr.masks import Mask
 from tfmr.positions import POSITIONS, RelativeScores, TransformerXL, Where
 
 V, D_MODEL, H, D_HEAD, D_INNER, LAYERS = 37, 32, 4, 8, 48, 2

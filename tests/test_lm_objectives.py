@@ -35,6 +35,23 @@ def test_greedy_continuation_is_tfmr_decode_greedy():
     assert torch.equal(ours, reference)
 
 
+def test_sampled_continuations_are_softmax_multinomial_draws_from_the_global_rng():
+    """The objectives' sampler chooses through decode.Sampling and draws exactly what
+    torch.multinomial(softmax(logits / T)) draws from the global RNG, step by step (the RNG the
+    loop saves, so resumed runs stay bit-identical)."""
+    model, prompt = lm(2), torch.randint(0, 40, (3, 5))
+    torch.manual_seed(7)
+    ours = sample_ids(model, prompt, 6, bos=-1, eos=-1, pad=0, temperature=0.8)
+    torch.manual_seed(7)
+    state, tokens, expected = model.start_state(3, 11), prompt, []
+    with torch.no_grad():
+        for _ in range(6):
+            logits, state = model.step(tokens, state)
+            expected.append(torch.multinomial(torch.softmax(logits.float() / 0.8, dim=-1), 1).squeeze(-1))
+            tokens = expected[-1][:, None]
+    assert torch.equal(ours, torch.stack(expected, dim=1))
+
+
 def test_sequence_logprobs_of_a_continuation_match_step_by_step_decoding():
     model, prompt, ys = lm(1), torch.randint(0, 40, (2, 4)), torch.randint(0, 40, (2, 6))
     got = sequence_logprobs(model, prompt, ys, bos=-1, eos=-1, needs_source=False)

@@ -9,7 +9,8 @@ from tfmr import memory
 from tfmr.builder import build_model
 from tfmr.config import Choice, ConfigError, ModelConfig
 from tfmr.ffn import FFNS
-from tfmr.kernels import KERNELS, PATTERNS
+from tfmr.kernels import KERNELS
+from tfmr.patterns import PATTERNS
 from tfmr.model import RESIDUALS
 from tfmr.norms import NORMS
 from tfmr.positions import POSITIONS

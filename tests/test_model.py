@@ -141,3 +141,37 @@ def test_encoder_decoder_refuses_to_decode_without_a_source():
         _seq2seq().start_state(1, 8)
     with pytest.raises(ConfigError, match="share_embeddings"):
         build_model(_cfg(arch="encoder-decoder", src_vocab_size=20))
+
+
+# ------------------------------------------------------------------ the spine's tail, written once
+def test_every_model_class_ends_in_the_one_spine_tail():
+    from tfmr.model import EncoderDecoder, Model, Spine
+
+    assert Model.tail is Spine.tail and EncoderDecoder.tail is Spine.tail
+    torch.manual_seed(0)
+    model = build_model(_cfg()).eval()
+    ids = torch.randint(0, 50, (2, 9))
+    out = model.tail(model.embed(ids), model.pattern.mask(True), targets=ids)
+    ref = model(ids, ids)
+    assert torch.equal(out.logits, ref.logits) and torch.equal(out.loss, ref.loss) and out.cross_attentions == []
+
+
+def test_the_encoder_decoder_takes_the_chunked_loss_through_the_tail():
+    """model.loss_chunk acts in the tail, so an encoder-decoder gets it too: the same loss and
+    gradients, and no whole (B, T, vocab) logits."""
+    src, tgt = torch.randint(1, 40, (3, 7)), torch.randint(1, 50, (3, 6))
+    targets = tgt.roll(-1, 1)
+    targets[0, :2] = -100
+    results = []
+    for chunk in (0, 5):
+        torch.manual_seed(0)
+        model = build_model(_cfg(arch="encoder-decoder", src_vocab_size=40, share_embeddings=False, encoder_layers=2,
+                                 loss_chunk=chunk, label_smoothing=0.1))
+        out = model(src, tgt, targets)
+        out.loss.backward()
+        results.append((out, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (plain, plain_grads), (chunked, chunked_grads) = results
+    assert plain.logits is not None and chunked.logits is None and len(chunked.cross_attentions) == 2
+    torch.testing.assert_close(chunked.loss, plain.loss, atol=1e-6, rtol=1e-6)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, atol=1e-6, rtol=1e-6)

@@ -10,7 +10,7 @@ from tfmr import Choice, ModelConfig, build_model
 from tfmr.config import ConfigError
 from tfmr.objectives import (OBJECTIVES, REWARDS, GuidedAttention, ParallelScheduledSampling, Schedule,
                              ScheduledSampling, Task, TeacherForcing, TwoPassScheduledSampling, guided_weights,
-                             mrt_loss, reinforce_loss, scst_advantage, sequence_logprobs)
+                             mrt_loss, predict_tokens, reinforce_loss, scst_advantage, sequence_logprobs)
 from tfmr.seq2seq import BOS, EOS, PAD, Seq2SeqTrainer, collate
 
 from test_seq2seq import VOCAB, Run, _pairs
@@ -85,6 +85,18 @@ def test_scheduled_sampling_feeds_the_previous_prediction():
     real_pos = gold[:, 1:] != PAD
     assert torch.equal(fed[:, 1:][real_pos], first[:, :-1][real_pos])
     assert torch.equal(fed[:, 1:][~real_pos], gold[:, 1:][~real_pos])  # padding stays padding
+
+
+def test_predicted_tokens_are_the_arg_max_or_softmax_multinomial_draws():
+    """Scheduled sampling's predictions choose through decode.Sampling: the arg-max, or exactly
+    the draws torch.multinomial(softmax(logits / T)) makes from the global RNG."""
+    logits = torch.randn(2, 5, 12, generator=torch.Generator().manual_seed(4)) * 2
+    assert torch.equal(predict_tokens(logits, "argmax"), logits.argmax(-1))
+    torch.manual_seed(3)
+    ours = predict_tokens(logits, "sample", 0.9)
+    torch.manual_seed(3)
+    probs = torch.softmax(logits.float() / 0.9, dim=-1)  # (B, T, V)
+    assert torch.equal(ours, torch.multinomial(probs.flatten(0, 1), 1).view(2, 5))
 
 
 def test_schedules_reproduce_the_issue_numbers():

@@ -9,7 +9,7 @@ import torch
 
 from tfmr import Choice, ModelConfig, build_model
 from tfmr.builder import _position
-from tfmr.kernels import LinearBias, Mask
+from tfmr.masks import LinearBias, Mask
 from tfmr.positions import POSITIONS, Alibi, Rope, Where, XPos, alibi_slopes, rotate_half, sinusoid_table
 
 

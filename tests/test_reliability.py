@@ -14,7 +14,9 @@ import torch
 
 from tfmr import checkpoint
 from tfmr.config import ConfigError
-from tfmr.train import LOCK, NonFiniteError, Trainer
+from tfmr.loop import NonFiniteError
+from tfmr.runfolder import LOCK
+from tfmr.train import Trainer
 
 from conftest import interrupt_at
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tfmr import Choice, ModelConfig, build_model
+from tfmr.alignment import ALIGNMENT_KERNELS, CROSS_KERNELS, Monotonic
 from tfmr.builder import build_copy_model, context
 from tfmr.cache import KeyStore, KVCache, LayerCache, RetentionState, SegmentMemory, SinkCache
 from tfmr.cli import main
@@ -33,11 +34,12 @@ from tfmr.decode import Decodable, greedy
 from tfmr.fastdecode import StaticCache
 from tfmr.ffn import FFN, FFNS
 from tfmr.heads import HEADS, Head
-from tfmr.kernels import (ALIGNMENT_KERNELS, CROSS_KERNELS, KERNELS, PATTERNS, Bias, Eager, Kernel, Mask, Monotonic,
-                          Pattern, weight_giving)
+from tfmr.kernels import KERNELS, Eager, Kernel, weight_giving
+from tfmr.masks import Bias, Mask
 from tfmr.mixers import MIXERS, Attention, Mixer
 from tfmr.model import RESIDUALS, Residual
 from tfmr.norms import NORMS, Norm
+from tfmr.patterns import PATTERNS, Pattern
 from tfmr.positions import POSITIONS, Position, Where
 from tfmr.variant import BuildContext, Variant
 

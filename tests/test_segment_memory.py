@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tfmr import Choice, ModelConfig, build_model
-from tfmr.kernels import Dense, Mask
+from tfmr.masks import Mask
+from tfmr.patterns import Dense
 
 T = 5  # segment length (and memory length)
 

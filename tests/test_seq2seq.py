@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from tfmr import Choice, ModelConfig, build_model
+from tfmr.config import to_dict
+from tfmr.loop import CompiledOrEager
 from tfmr.seq2seq import (BOS, EOS, PAD, BucketBatches, PairVocab, Seq2SeqTrainConfig, Seq2SeqTrainer, Vocab,
                           collate, greedy_decode, pad_batch)
-from tfmr.train import CompiledOrEager
 
 
 def _pairs(n=300, seed=0, symbols=8):
@@ -132,6 +133,36 @@ def test_time_budget_decays_the_schedule_and_stops(tmp_path):
     assert trainer.step == 1 and trainer.progress_fraction() == 1.0
 
 
+def test_the_trainer_leaves_the_callers_config_as_given(tmp_path):
+    """The trainer resolves its own copy (arch, pad id and vocabulary sizes from the data; a resumed
+    run's saved model section): the config object it was handed is not rewritten."""
+    cfg = Run()
+    cfg.train.steps = 2
+    given = to_dict(cfg)
+    trainer = Seq2SeqTrainer(cfg, VOCAB, _pairs(50), _pairs(10, seed=9), tmp_path, progress=False, log=lambda *a: None)
+    trainer.fit()
+    assert to_dict(cfg) == given and cfg.model.arch == "decoder"
+    m = trainer.cfg.model
+    assert (m.arch, m.pad_id) == ("encoder-decoder", PAD)
+    assert (m.src_vocab_size, m.vocab_size) == (len(VOCAB.src), len(VOCAB.tgt))
+    cfg.train.steps, cfg.model.dim = 3, 64  # a resumed run keeps its saved model section
+    given = to_dict(cfg)
+    resumed = Seq2SeqTrainer(cfg, VOCAB, _pairs(50), _pairs(10, seed=9), tmp_path, resume=True, progress=False,
+                             log=lambda *a: None)
+    resumed.fit()
+    assert to_dict(cfg) == given and resumed.step == 3 and resumed.cfg.model.dim == Run().model.dim
+
+
+def test_both_trainers_wire_their_objective_through_the_loop():
+    """train.objective is wired once, in TrainLoop: neither trainer builds, runs or saves it itself."""
+    from tfmr.loop import TrainLoop
+    from tfmr.train import Trainer
+
+    for cls in (Trainer, Seq2SeqTrainer):
+        for name in ("setup_objective", "objective_loss", "extra_state", "load_extra_state"):
+            assert getattr(cls, name) is getattr(TrainLoop, name), (cls.__name__, name)
+
+
 def _compile_run(tmp_path, compile_: bool, steps: int = 0):
     cfg = Run()
     cfg.train.steps, cfg.train.compile, cfg.train.log_every = max(steps, 1), compile_, 1
@@ -160,7 +191,8 @@ def test_compiled_seq2seq_training_matches_eager(tmp_path):
 
 
 def test_seq2seq_and_language_model_trainers_share_one_loop():
-    from tfmr.train import TrainLoop, Trainer
+    from tfmr.loop import TrainLoop
+    from tfmr.train import Trainer
 
     for cls in (Trainer, Seq2SeqTrainer):
         assert issubclass(cls, TrainLoop)

@@ -20,8 +20,10 @@ from tfmr.cache import SinkCache
 from tfmr.config import ConfigError
 from tfmr.decode import greedy
 from tfmr.fastdecode import FastDecoder
-from tfmr.kernels import KERNELS, Mask, Sinks
+from tfmr.kernels import KERNELS
+from tfmr.masks import Mask
 from tfmr.mixers import Attention
+from tfmr.patterns import Sinks, SinksRule
 from tfmr.positions import Alibi, Rope, alibi_slopes
 
 
@@ -152,7 +154,7 @@ def test_generation_runs_past_the_context_without_restarting():
 
 
 def test_mask_placed_moves_queries_and_keys():
-    m = Mask(causal=True, window=2, sinks=1).placed(5, 2)
+    m = Mask(causal=True, rule=SinksRule(2, sinks=1)).placed(5, 2)
     keep = m.dense(1, 4, "cpu")[0, 0, 0]  # query at 5, keys at 2, 3, 4, 5
     assert keep.tolist() == [False, False, True, True]
 

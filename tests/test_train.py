@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from conftest import interrupt_at
-from tfmr.train import Trainer, lr_at
+from tfmr.config import to_dict
+from tfmr.schedule import lr_at
+from tfmr.train import Trainer
 
 
 def _quiet(cfg, out, **kw):
@@ -51,6 +53,23 @@ def test_resume_is_bit_identical(tiny_cfg, tmp_path, dtype):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_the_trainer_leaves_the_callers_config_as_given(tiny_cfg, tmp_path):
+    """The trainer resolves its own copy (the tokenizer's vocabulary size; a resumed run's saved
+    model and data sections): the config object it was handed is not rewritten."""
+    tiny_cfg.train.steps, tiny_cfg.model.vocab_size = 2, 7
+    given = to_dict(tiny_cfg)
+    trainer = _quiet(tiny_cfg, tmp_path / "run")
+    trainer.fit()
+    assert to_dict(tiny_cfg) == given and tiny_cfg.model.vocab_size == 7
+    assert trainer.cfg.model.vocab_size == trainer.data.tokenizer.vocab_size != 7
+    tiny_cfg.train.steps, tiny_cfg.model.dropout = 3, 0.25  # a resumed run keeps its saved model section
+    given = to_dict(tiny_cfg)
+    resumed = _quiet(tiny_cfg, tmp_path / "run", resume=True)
+    resumed.fit()
+    assert to_dict(tiny_cfg) == given and resumed.step == 3
+    assert resumed.cfg.model.dropout == trainer.cfg.model.dropout != 0.25
 
 
 def test_lr_schedule_warmup_then_cosine(tiny_cfg):

@@ -23,13 +23,15 @@ import math
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .alignment import ALIGNMENT_KERNELS, CROSS_KERNELS
 from .config import Choice, ConfigError, ModelConfig, check_options
 from .ffn import FFNS
 from .heads import HEADS
-from .kernels import ALIGNMENT_KERNELS, CROSS_KERNELS, KERNELS, PATTERNS
+from .kernels import KERNELS
 from .mixers import MIXERS, Attention
 from .model import RESIDUALS, Block, EncoderDecoder, Model, init_weights
 from .norms import NORMS
+from .patterns import PATTERNS
 from .pointer import PointerGenerator
 from .positions import POSITIONS
 from .variant import BuildContext

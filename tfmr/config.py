@@ -77,7 +77,7 @@ class ModelConfig:
     # wrong kind or option is refused with the valid ones listed (builder.validate)
     pos: Choice = choice("learned")  # positions.POSITIONS
     kernel: Choice = choice("sdpa")  # kernels.KERNELS
-    attention_pattern: Choice = choice("dense")  # which keys each query sees: kernels.PATTERNS
+    attention_pattern: Choice = choice("dense")  # which keys each query sees: patterns.PATTERNS
     mixer: Choice = choice("attention")  # what each block runs: mixers.MIXERS
     # a hybrid stack: mixer kinds repeated over the layers ("retention,attention": odd layers attention);
     # "" means model.mixer everywhere
@@ -96,8 +96,8 @@ class ModelConfig:
     encoder_layers: int | None = None  # None: same as layers
     src_vocab_size: int | None = None  # None: same as vocab_size
     share_embeddings: bool = True  # one embedding for source, target and output
-    # the decoder's cross-attention kernel: None = same as `kernel`; any kind of kernels.CROSS_KERNELS
-    # (every kernel, and the stateful alignment kernels of kernels.ALIGNMENT_KERNELS)
+    # the decoder's cross-attention kernel: None = same as `kernel`; any kind of alignment.CROSS_KERNELS
+    # (every kernel, and the stateful alignment kernels of alignment.ALIGNMENT_KERNELS)
     cross_kernel: Choice | None = None
 
 

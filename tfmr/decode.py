@@ -8,6 +8,10 @@ decoder-only and encoder-decoder models and the pointer-generator alike:
     model.step(tokens (B, T), state) -> (next-token logits (B, V), state)
     state.reorder(rows)                                            (beam search keeps survivors)
 
+    Sampling           how the next token is chosen (repetition, no-repeat-n-gram, temperature,
+                       top-k, top-p, min-p; temperature 0: arg-max): the one chooser, used here, by
+                       fastdecode.py inside its compiled step and by the training objectives
+    choose(...)        Sampling's choice as a function
     greedy(...)        the arg-max at every step                        贪心解码
     sample(...)        temperature, top-k, top-p (nucleus), min-p       采样
     next_token_probs(...)  the filtered, renormalised distribution a sample is drawn from
@@ -169,11 +173,51 @@ def choose(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
            top_p: float | None = None, min_p: float | None = None,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """The next token of each row (B,): the arg-max when temperature <= 0, else a draw from the
-    filtered, tempered distribution (`next_token_probs`)."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = next_token_probs(logits, temperature, top_k, top_p, min_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+    filtered, tempered distribution (`next_token_probs`). `Sampling.choose` as a function."""
+    return Sampling(temperature, top_k, top_p, min_p).choose(logits, generator=generator)
+
+
+def exponential_race(probs: torch.Tensor) -> torch.Tensor:
+    """A sample from each row of probs (B, V): argmax of p / Exp(1) noise (the exponential-race
+    form of multinomial sampling, from the global RNG; it compiles into a graph, unlike
+    torch.multinomial)."""
+    noise = torch.empty_like(probs).exponential_(1)
+    return (probs / noise).argmax(dim=-1)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen from a step's logits, in Hugging Face `generate`'s order: the
+    repetition processors (`repetition`, `ngram`; they need the tokens seen so far), then
+    temperature (<= 0: the arg-max), top-k, top-p, min-p, and a draw. The one chooser: decode.py's
+    decoders, fastdecode.py's compiled step and the training objectives' samplers all call it.
+    Frozen, so a compiled step can take it as an argument (one graph per setting)."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition: float = 1.0
+    ngram: int = 0
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The distribution a token is drawn from, (B, V) -> (B, V) (`next_token_probs`)."""
+        return next_token_probs(logits, self.temperature, self.top_k, self.top_p, self.min_p)
+
+    def choose(self, logits: torch.Tensor, seen: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, draw: Callable | None = None) -> torch.Tensor:
+        """The next token of each row (B,) from logits (B, V). `seen` (B, T): the tokens so far,
+        for the repetition processors (None: they are off). The draw is torch.multinomial from
+        `generator` (None: the global RNG), or `draw(probs) -> (B,)` (`exponential_race` in a
+        compiled graph)."""
+        if seen is not None:
+            logits = process(logits, seen, self.repetition, self.ngram)
+        if self.temperature <= 0:
+            return logits.argmax(-1)
+        probs = self.probs(logits)
+        if draw is not None:
+            return draw(probs)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
 
 
 def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -228,14 +272,14 @@ def _stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, 
     endless = getattr(model, "constant_state", lambda: False)()  # sinks / retention: never restart
     if endless:
         context = max(context, input_ids.shape[1])
+    sampling = Sampling(temperature, top_k, top_p, min_p, repetition, ngram)
     seen = input_ids  # everything so far, for the repetition processors
     window = input_ids[:, -context:]
     state = model.start_state(window.shape[0], context, src=src)
     logits, state = model.step(window, state)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     for _ in range(max_new_tokens):
-        scores = process(logits.float(), seen, repetition, ngram)
-        nxt = choose(scores, temperature, top_k, top_p, min_p, gen)
+        nxt = sampling.choose(logits.float(), seen, gen)
         if eos_id is not None:
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             done = done | (nxt == eos_id)

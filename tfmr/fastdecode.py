@@ -14,8 +14,9 @@ compiled graph that CUDA replays with a single launch:
 
 Left padding lets prompts of different lengths share one batch. Nothing here knows a variant:
 the model's own modules run, through the same seam as the spine. The tokens are embedded by
-`model.embed(tokens, where)` and the blocks run through `run_blocks` with a `StaticCache` per
-layer, a `StaticMask` and `where = positions.Where(positions, slots)` as the start; every
+`model.embed(tokens, where)` and the rest is the model's own `tail` (blocks, final norm, head;
+model.py) with a `StaticCache` per layer, a `StaticMask` and
+`where = positions.Where(positions, slots)` as the start; every
 position scheme answers its hooks for per-row positions (positions.py), and a bias scheme's
 described `Bias` is evaluated by the kernel at the mask's per-row positions. So this path
 computes what `model.step` computes (tests/test_fastdecode.py checks the tokens against decode.py
@@ -38,16 +39,13 @@ as it is: its linear layers are the model's own modules.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .cache import AbsoluteStore
-from .decode import Beams, NBest, check_decoding, filter_logits
-from .kernels import Mask
-from .model import run_blocks
+from .decode import Beams, NBest, Sampling, check_decoding, exponential_race
+from .masks import Mask
 from .positions import Where
 
 
@@ -102,29 +100,6 @@ class StaticMask(Mask):
 
     def positions(self, q_len: int, k_len: int, device):
         return self.q_pos[:, :, None], self.k_pos[:, None, :]  # (B, T, 1), (B, 1, max_len)
-
-
-def _draw(probs: torch.Tensor) -> torch.Tensor:
-    """A sample from each row of probs (B, V): argmax of p / Exp(1) noise (the exponential-race
-    form of multinomial sampling; compiles into the graph, unlike torch.multinomial)."""
-    noise = torch.empty_like(probs).exponential_(1)
-    return (probs / noise).argmax(dim=-1)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How the next token is chosen inside the compiled step (temperature 0: arg-max)."""
-
-    temperature: float = 0.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-
-    def choose(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.temperature <= 0:
-            return logits.argmax(dim=-1)
-        probs = torch.softmax(filter_logits(logits / self.temperature, self.top_k, self.top_p, self.min_p), dim=-1)
-        return _draw(probs)
 
 
 class FastDecoder(nn.Module):
@@ -187,12 +162,12 @@ class FastDecoder(nn.Module):
         position (B, V)."""
         m = self.model
         where = Where((slots[None, :] - self.pad).clamp(min=0), slots)  # positions (B, T); padding at 0
-        x = m.embed(tokens, where)  # (B, T, dim)
         kvs, memory_mask = None, None
         if m.needs_source:
             kvs, memory_mask = [(c.k, c.v) for c in self.cross], Mask(causal=False, key_padding=self.src_keep)
-        x, _, _, _ = run_blocks(m.blocks, x, m.pos, self.mask(slots), self.caches, where, kvs, memory_mask)
-        return m.lm_head(m.final_norm(x[:, -1:]))[:, -1].float()  # (B, V)
+        out = m.tail(m.embed(tokens, where), self.mask(slots), self.caches, where, last_only=True, memory_kvs=kvs,
+                     memory_mask=memory_mask)  # the model's own spine tail: blocks, final norm, head
+        return out.logits[:, -1].float()  # (B, V)
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> None:
         """Encode sources (B, S) right-padded (padding from the model's pad id, or `src_mask`, True
@@ -244,7 +219,7 @@ class FastDecoder(nn.Module):
 
     def _next(self, tokens: torch.Tensor, slot: torch.Tensor, sampling: Sampling) -> torch.Tensor:
         """The compiled decode step: tokens (B, 1) at `slot` (1,) -> next tokens (B,)."""
-        return sampling.choose(self(tokens, slot))
+        return sampling.choose(self(tokens, slot), draw=exponential_race)
 
     def _beam_next(self, tokens: torch.Tensor, slot: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The compiled beam step: keep the surviving rows' caches, then logits (B, V) at `slot`."""
@@ -293,7 +268,7 @@ class FastDecoder(nn.Module):
             self.pad.zero_()
             token = self._next(input_ids, slot - 1, sampling).clone()
         else:
-            token = sampling.choose(self.prefill(input_ids, attention_mask))
+            token = sampling.choose(self.prefill(input_ids, attention_mask), draw=exponential_race)
         for t in range(max_new_tokens):
             if eos_id is not None:
                 token = torch.where(done, pad, token)

@@ -17,7 +17,7 @@ The policy (docs/reliability.md, section 5, has it as a table):
   graphs, a tokenizer folder, a run's own checkpoint / best / snapshots folders), over the source
   the command reads, over a folder holding that source, or over the working directory.
 
-Left out: locking (a run's `run.lock`, tfmr/train.py) and the atomic checkpoint swap itself
+Left out: locking (a run's `run.lock`, tfmr/runfolder.py) and the atomic checkpoint swap itself
 (tfmr/checkpoint.py); this module decides what may be written where.
 """
 from __future__ import annotations

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import KeyStore, LayerCache, RetentionState, SegmentMemory, rotate_inside
-from .kernels import Mask
+from .masks import Mask
 from .positions import Start
 from .variant import BuildContext, Variant
 
@@ -299,7 +299,7 @@ class Attention(Mixer):
 
     def forward(self, x, pos, mask: Mask, cache: KeyStore | None = None, start: Start = 0, kv=None, state=None):
         """Self-attention over `x`, or cross-attention when `kv` (keys, values of a memory) is given.
-        `state`: a stateful (alignment) kernel's state between decoding steps (kernels.AlignmentState),
+        `state`: a stateful (alignment) kernel's state between decoding steps (alignment.AlignmentState),
         handed to the kernel as its sixth argument; None in training and for every other kernel."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)

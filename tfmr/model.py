@@ -12,18 +12,20 @@
       -> final_norm -> lm_head             linear + softmax (tied to tok_emb by default)
 
 A variant appears here only as a named call on a module built from config (`self.pos.embed`,
-`self.kernel(...)`, `self.ffn(x)`); the variant classes live in positions.py, kernels.py,
-mixers.py (attention, retention), ffn.py and norms.py. Branches in this file are structural
-only: cache or not, causal or not, where the norm sits. `build_model(cfg)` in builder.py turns a
-ModelConfig into a Model.
+`self.kernel(...)`, `self.ffn(x)`); the variant classes live in positions.py, patterns.py,
+kernels.py, alignment.py, mixers.py (attention, retention), ffn.py and norms.py. Branches in this
+file are structural only: cache or not, causal or not, where the norm sits. `build_model(cfg)` in
+builder.py turns a ModelConfig into a Model.
 
-The decoder's cross-attention may run a stateful alignment kernel (`kernels.ALIGNMENT_KERNELS`,
+The decoder's cross-attention may run a stateful alignment kernel (`alignment.ALIGNMENT_KERNELS`,
 `model.cross_kernel`): at decoding its per-layer state (`DecodeState.align`) travels
 run_blocks -> Block(cross_state) -> Attention(state) -> kernel(q, k, v, mask, bias, state).
 
-`start` (an int, or a `Where` of per-row positions and cache slots) is handed unchanged to the
-position hooks and the cache; positions.py defines it. fastdecode.py runs these same blocks with
-its static caches and a per-row mask. What a variant can do is declared on its class and read
+The tail (blocks -> final_norm -> lm_head, and the loss) is written once, `Spine.tail`: the
+decoder-only / encoder-only `Model`, the `EncoderDecoder`'s decoder and fastdecode.py all end
+there. `start` (an int, or a `Where` of per-row positions and cache slots) is handed unchanged to
+the position hooks and the cache; positions.py defines it. fastdecode.py runs `embed` and `tail`
+with its static caches and a per-row mask. What a variant can do is declared on its class and read
 here, never guessed from names: `residual_projections()` (attention's and each FFN's output
 projections, for the depth-scaled init), `Residual.needs_final_norm`, `Position.embedding_weights()`,
 `needs_source` on the model classes.
@@ -38,8 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import DecodeState, LayerCache
-from .kernels import Dense, Mask
+from .masks import Mask
 from .mixers import Attention, Mixer
+from .patterns import Dense
 from .positions import Start
 from .variant import Variant
 
@@ -244,7 +247,34 @@ class DecoderStack(nn.Module):
         return [block.attn.new_cache(self.pattern, batch, max_len, p.dtype, p.device) for block in self.blocks]
 
 
-class Model(DecoderStack):
+class Spine(nn.Module):
+    """The spine's tail, written once for every model class: the first block's input (B, T, dim)
+    -> blocks -> final norm -> head (-> loss). `Model.forward`, `EncoderDecoder.decode_embedded`
+    and fast decoding (fastdecode.py) all end here; a subclass holds `cfg`, `pos`, `blocks`,
+    `final_norm` and `lm_head`, and embeds its own tokens (`embed`)."""
+
+    def tail(self, x: torch.Tensor, mask: Mask, cache: list[LayerCache] | None = None, start: Start = 0, *,
+             targets: torch.Tensor | None = None, last_only: bool = False, memory_kvs=None,
+             memory_mask: Mask | None = None, cross_states=None) -> Output:
+        """Run the blocks on `x` (B, T, dim) under `mask` (the cache and `start` as the blocks take
+        them; `memory_kvs`, `memory_mask` and `cross_states` for cross-attention), then the final
+        norm and the head; the loss when `targets` are given (`model.loss_chunk`: from the hidden
+        states, chunk by chunk, without whole logits). `last_only`: the last position only."""
+        x, attentions, cross, aux = run_blocks(self.blocks, x, self.pos, mask, cache, start, memory_kvs, memory_mask,
+                                               cross_states)
+        x = self.final_norm(x)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, dim): decoding needs only the next-token distribution
+        cross = cross if memory_kvs is not None else []  # cross-attention weights only where there is some
+        if targets is not None and self.cfg.loss_chunk > 0:  # the loss only: no whole logits tensor
+            loss = chunked_lm_loss(x, self.lm_head, targets, self.cfg.loss_chunk, self.cfg.label_smoothing)
+            return Output(None, loss if aux is None else loss + aux, aux, attentions, x, cross)
+        logits = self.lm_head(x)  # (B, T, vocab)
+        loss = None if targets is None else lm_loss(logits, targets, aux, self.cfg.label_smoothing)
+        return Output(logits, loss, aux, attentions, x, cross)
+
+
+class Model(Spine, DecoderStack):
     """Decoder-only (causal LM) or encoder-only (bidirectional) Transformer."""
 
     needs_source = False  # decoders: no source sequence (see EncoderDecoder)
@@ -270,16 +300,7 @@ class Model(DecoderStack):
                 token_type_ids: torch.Tensor | None = None) -> Output:
         mask = self.pattern.mask(self.causal, start, padding_mask)
         x = self.embed(input_ids, start, token_type_ids)  # (B, T, dim)
-        x, attentions, _, aux_total = run_blocks(self.blocks, x, self.pos, mask, cache, start)
-        x = self.final_norm(x)
-        if last_only:
-            x = x[:, -1:]  # (B, 1, dim): decoding needs only the next-token distribution
-        if targets is not None and self.cfg.loss_chunk > 0:  # the loss only: no whole logits tensor
-            loss = chunked_lm_loss(x, self.lm_head, targets, self.cfg.loss_chunk, self.cfg.label_smoothing)
-            return Output(None, loss if aux_total is None else loss + aux_total, aux_total, attentions, x)
-        logits = self.lm_head(x)  # (B, T, vocab)
-        loss = None if targets is None else lm_loss(logits, targets, aux_total, self.cfg.label_smoothing)
-        return Output(logits, loss, aux_total, attentions, x)
+        return self.tail(x, mask, cache, start, targets=targets, last_only=last_only)
 
     def embed(self, input_ids: torch.Tensor, start: Start = 0,
               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -331,7 +352,7 @@ class Model(DecoderStack):
         return 6 * n + 12 * c.layers * c.heads * (c.dim // c.heads) * seq_len
 
 
-class EncoderDecoder(DecoderStack):
+class EncoderDecoder(Spine, DecoderStack):
     """Encoder-decoder Transformer (Vaswani et al. 2017):
 
         src ids -> src_emb -> enc_pos.embed -> encoder Blocks (bidirectional) -> enc_norm = memory
@@ -396,14 +417,9 @@ class EncoderDecoder(DecoderStack):
         mixtures of embeddings through it; positions, dropout and blocks are the same."""
         x = self.drop(self.pos.embed(tok_x, start))  # (B, T, dim)
         kvs = memory_kvs if memory_kvs is not None else self.memory_kvs(memory)
-        x, attentions, cross, aux = run_blocks(self.blocks, x, self.pos, self.pattern.mask(True, start), cache,
-                                               start, kvs, Mask(causal=False, key_padding=src_mask), cross_states)
-        x = self.final_norm(x)
-        if last_only:
-            x = x[:, -1:]  # (B, 1, dim)
-        logits = self.lm_head(x)  # (B, T, vocab)
-        loss = None if targets is None else lm_loss(logits, targets, aux, self.cfg.label_smoothing)
-        return Output(logits, loss, aux, attentions, x, cross)
+        return self.tail(x, self.pattern.mask(True, start), cache, start, targets=targets, last_only=last_only,
+                         memory_kvs=kvs, memory_mask=Mask(causal=False, key_padding=src_mask),
+                         cross_states=cross_states)
 
     def forward(self, src_ids: torch.Tensor, tgt_ids: torch.Tensor, targets: torch.Tensor | None = None, *,
                 src_mask: torch.Tensor | None = None) -> Output:

@@ -41,9 +41,10 @@ Design choices:
   The sampler is here, not `tfmr.decode.sample`, because that one draws from its own generator
   (seeded from the OS when no seed is given) and a training objective must use the saved RNG.
 
-The registry `OBJECTIVES` at the bottom is read by `Seq2SeqTrainer` and by the language-model
-`Trainer` (`train.objective`); the guided attention term is `train.guided_attention` (its weight;
-0 = off) with `guided_sigma`, `guided_layers`, `guided_heads`.
+The registry `OBJECTIVES` at the bottom is read by `build_objective`, the one wiring of
+`train.objective` into a trainer (the training loop's `setup_objective`, which `Seq2SeqTrainer`
+and the language-model `Trainer` call); the guided attention term is `train.guided_attention`
+(its weight; 0 = off) with `guided_sigma`, `guided_layers`, `guided_heads`.
 
 Decoder-only language models take the objectives that declare `for_language_models`:
 teacher-forcing and the three RL ones. Each training window is split (`lm_batch`): the first
@@ -63,8 +64,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError
-from .decode import beam_search
+from .config import Choice, ConfigError, check_options
+from .decode import Sampling, beam_search
 from .kernels import KERNELS, weight_giving
 from .metrics import edit_distance
 from .model import Block, Output
@@ -175,11 +176,10 @@ def mix_tokens(gold: torch.Tensor, pred_out: torch.Tensor, eps: float, pad: int)
 
 
 def predict_tokens(logits: torch.Tensor, how: str, temperature: float = 1.0) -> torch.Tensor:
-    """(B, T, V) -> (B, T): the arg-max, or a draw from softmax(logits / temperature)."""
-    if how == "argmax":
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs.flatten(0, 1), 1).view(logits.shape[:2])
+    """(B, T, V) -> (B, T): the arg-max, or a draw from softmax(logits / temperature), from the
+    global RNG (`decode.Sampling`, the one next-token chooser)."""
+    sampling = Sampling(0.0 if how == "argmax" else temperature)
+    return sampling.choose(logits.float().flatten(0, 1)).view(logits.shape[:2])  # (B T, V) -> (B, T)
 
 
 PREDICT = ("argmax", "sample")
@@ -343,16 +343,14 @@ def sample_ids(model, src: torch.Tensor, max_len: int, bos: int, eos: int, pad: 
     prompt (B, P) and the ids are its continuation; eos < 0: no end token, L = max_len."""
     was_training = model.training
     model.eval()
+    sampling = Sampling(0.0 if greedy else temperature)  # the one next-token chooser (decode.py)
     try:
         state, tokens = _start(model, src, max_len, bos)
         done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
         out = []
         for _ in range(max_len):
             logits, state = model.step(tokens, state)  # (B, V)
-            if greedy:
-                nxt = logits.argmax(-1)
-            else:
-                nxt = torch.multinomial(torch.softmax(logits.float() / temperature, dim=-1), 1).squeeze(-1)
+            nxt = sampling.choose(logits.float())  # from the global RNG, which the loop saves
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             out.append(nxt)
             done = done | (nxt == eos)
@@ -557,6 +555,22 @@ class MinimumRisk(_RL):
         r = self.rewards(ys, self.references(targets), n).view(B, n)
         logp = self.logprobs(forward, src_n, ys).view(B, n)
         return Output(logits=logp, loss=mrt_loss(logp, r, self.alpha, keep.to(logp.device)))
+
+
+def build_objective(spec: Choice, model: torch.nn.Module, task: Task) -> Objective:
+    """`train.objective` (a Choice of `OBJECTIVES`) built and set up for `model` and `task`: what
+    every trainer calls (`TrainLoop.setup_objective`). A model that reads a source (an
+    encoder-decoder) takes every kind; one that does not (a language model) only the kinds that
+    declare `for_language_models`."""
+    check_options(spec, OBJECTIVES, "train.objective")
+    kind = OBJECTIVES[spec.kind]
+    if not model.needs_source and not kind.for_language_models:
+        valid = ", ".join(k for k, v in OBJECTIVES.items() if v.for_language_models)
+        raise ConfigError(f"train.objective={spec.kind} is for encoder-decoder models; a language model "
+                          f"takes: {valid}")
+    objective = kind(**spec.options)
+    objective.setup(model, task)
+    return objective
 
 
 # ----------------------------------------------------------------------------- guided attention

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .alignment import CROSS_KERNELS
 from .cache import DecodeState
 from .config import ConfigError
-from .kernels import CROSS_KERNELS, KERNELS, weight_giving
+from .kernels import KERNELS, weight_giving
 from .model import Output
 
 

@@ -26,7 +26,7 @@ three hooks and implements only the one it needs (the `Position` base passes its
 `positions_of(start, T, device)` gives either form as a tensor of positions, (T,) or (B, T); a
 scheme that computes from positions handles both forms with it.
 
-A bias is described, never materialised here: the hook returns a `Bias` (kernels.py), a function
+A bias is described, never materialised here: the hook returns a `Bias` (masks.py), a function
 `bias.at(q_pos, k_pos)` of query and key positions, and the attention kernel evaluates it at the
 positions of the `Mask` it is given. The mask knows where queries and keys sit (an offset query,
 a rolling cache's first key, the per-row positions of a left-padded batch over cache slots), so
@@ -74,7 +74,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .kernels import Bias, LinearBias
+from .masks import Bias, LinearBias
 from .variant import Variant
 
 
@@ -110,7 +110,7 @@ class Position(nn.Module, Variant):
 
     embed(x (B, T, dim), start) -> (B, T, dim)           absolute schemes add their vectors
     rotate(q (B, H, T, D), k (B, Hkv, T, D), start) -> (q, k), same shapes and dtypes
-    bias(q_len, k_len, start) -> Bias | None             a described bias (kernels.Bias): the
+    bias(q_len, k_len, start) -> Bias | None             a described bias (masks.Bias): the
         kernel evaluates `bias.at(q_pos, k_pos)` at its Mask's query and key positions, which
         covers offsets, rolling caches and per-row positions alike
     score(q (B, H, Tq, D), k (B, H, Tk, D), start, part) -> Bias | None

@@ -6,10 +6,10 @@ batched greedy decoding for encoder-decoder models.
                             epoch from (seed, epoch), so the data position is two integers
     collate(pairs)          {src_ids (B, S), tgt_ids (B, T) = <s> y, targets (B, T) = y </s>}, padded
                             with <pad> (inputs) and -100 (targets, ignored by the loss)
-    Seq2SeqTrainer          the one training loop (train.TrainLoop) on pairs: teacher forcing
+    Seq2SeqTrainer          the one training loop (loop.TrainLoop) on pairs: teacher forcing
                             with label smoothing on bucketed batches, or another objective of
                             objectives.py (`train.objective`, `train.guided_attention`); its loop,
-                            schedule, time budget, compile, checkpoints and metrics are train.py's
+                            schedule, time budget, compile, checkpoints and metrics are loop.py's
     Seq2SeqConfig           the model, train and decode sections every pair run saves
     greedy_decode(...)      batched arg-max decoding (tfmr.decode.greedy), ids before </s>
 
@@ -29,11 +29,12 @@ from typing import Callable, Sequence
 import torch
 
 from .builder import build_model, max_positions
-from .config import ConfigError, ModelConfig, TrainConfig, check_options
+from .config import ConfigError, ModelConfig, TrainConfig
 from .decode import greedy
+from .devices import autocast_for
 from .kernels import eager_attention  # re-exported: run a model on the eager kernel
-from .objectives import OBJECTIVES, GuidedAttention, Task
-from .train import TrainLoop, autocast_for
+from .loop import TrainLoop
+from .objectives import GuidedAttention, Task
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -232,7 +233,7 @@ def check_lengths(pairs: Sequence[Pair], cfg: ModelConfig) -> None:
 
 # ----------------------------------------------------------------------------- trainer
 class Seq2SeqTrainer(TrainLoop):
-    """The training loop (train.TrainLoop) on (source, target) id pairs: teacher forcing on
+    """The training loop (loop.TrainLoop) on (source, target) id pairs: teacher forcing on
     length-bucketed batches of an encoder-decoder.
 
     `cfg` is a run config with `model` and `train` (Seq2SeqTrainConfig) sections (and whatever
@@ -262,30 +263,23 @@ class Seq2SeqTrainer(TrainLoop):
 
     def build_model(self) -> torch.nn.Module:
         model = self.make_model(self.cfg.model)
-        self.setup_objective(model)
+        self.setup_objective(model, Task(BOS, EOS, PAD, self.vocab.tgt.decode, self.cfg.model.context))
+        self.guided = self.guided_attention(model)
         return model
 
-    def setup_objective(self, model: torch.nn.Module) -> None:
-        """`train.objective` and the guided attention term, checked against the model at start."""
+    def guided_attention(self, model: torch.nn.Module) -> GuidedAttention | None:
+        """The guided attention term (`train.guided_attention`), checked against the model and the
+        objective at start; None when it is off."""
         t = self.cfg.train
-        check_options(t.objective, OBJECTIVES, "train.objective")
-        self.objective = OBJECTIVES[t.objective.kind](**t.objective.options)
-        task = Task(BOS, EOS, PAD, self.vocab.tgt.decode, self.cfg.model.context)
-        self.objective.setup(model, task)
-        self.guided = None
-        if t.guided_attention:
-            if not self.objective.with_guided_attention:
-                raise ConfigError(f"train.guided_attention adds to a teacher-forced loss; train.objective="
-                                  f"{t.objective.kind} does not compute one (use teacher-forcing, scheduled, "
-                                  "two-pass or parallel)")
-            self.guided = GuidedAttention(t.guided_attention, t.guided_sigma, t.guided_layers, t.guided_heads)
-            self.guided.setup(model)
-
-    def extra_state(self) -> dict:
-        return self.objective.state()
-
-    def load_extra_state(self, tensors: dict) -> None:
-        self.objective.load_state(tensors)
+        if not t.guided_attention:
+            return None
+        if not self.objective.with_guided_attention:
+            raise ConfigError(f"train.guided_attention adds to a teacher-forced loss; train.objective="
+                              f"{t.objective.kind} does not compute one (use teacher-forcing, scheduled, "
+                              "two-pass or parallel)")
+        guided = GuidedAttention(t.guided_attention, t.guided_sigma, t.guided_layers, t.guided_heads)
+        guided.setup(model)
+        return guided
 
     def vocabulary(self) -> PairVocab:
         return self.vocab
@@ -293,7 +287,7 @@ class Seq2SeqTrainer(TrainLoop):
     def batch_loss(self) -> torch.Tensor:
         batch = self.make_batch(self.batches.next(), self.device)
         self.tokens += int((batch["targets"] != -100).sum())  # target tokens
-        out = self.objective.loss(self.forward, self.model, batch, self.step)  # train.objective
+        out = self.objective_loss(batch)  # train.objective
         if self.guided is None:
             return out.loss
         return out.loss + self.guided.weight * self.guided.loss(out, batch["src_ids"], batch["targets"], PAD)

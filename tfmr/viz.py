@@ -1,14 +1,16 @@
-"""Pictures of positions and attention, as PNG files (matplotlib, Agg backend).
+"""Pictures of positions, attention and training losses, as PNG files (matplotlib, Agg backend).
 
     positions(out_dir)                 sinusoidal.png  the sin/cos table, position x dimension
                                        rope.png        RoPE angles per frequency pair, and the score of
                                                        q = k = ones against distance (RoPE, xPos)
                                        alibi.png       ALiBi's causal bias matrix for several heads
     attention_maps(model, ids, out)    one PNG per layer: a grid of heads, query x key weights
+    plot_losses(history, path)         loss.png: the training loss per step and every evaluation
+                                       loss (the training loop writes it at the end of a run)
 
 `tfmr viz positions` and `tfmr viz attention --checkpoint DIR --text ...` call these. Attention
 maps need weights, so the model runs under `kernels.eager_attention` (same math, and the eager
-kernel returns the weights) for the picture. Training curves are drawn by train.py, perplexity curves by experiments.
+kernel returns the weights) for the picture. Perplexity curves are drawn by the experiments.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .kernels import Mask, eager_attention
+from .kernels import eager_attention
+from .masks import Mask
 from .positions import Alibi, Rope, XPos, sinusoid_table
 
 
@@ -141,3 +144,25 @@ def attention_maps(model, ids: torch.Tensor, out_dir: str | Path, labels: list[s
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def plot_losses(history: list[dict], path: Path) -> Path | None:
+    """Training loss per step and every evaluation loss (keys ending in _loss), as a PNG."""
+    if not history:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r for r in history if "loss" in r]  # an evaluation before step 1 (train.keep_best) has none
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6, label="train (batch)")
+    names = sorted({k for r in history for k in r if k.endswith("_loss")})  # train_loss, val_loss, dev_loss
+    for name in names:
+        evals = [r for r in history if name in r]
+        ax.plot([r["step"] for r in evals], [r[name] for r in evals], "o-", label=name.replace("_", " "))
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -40,8 +40,9 @@ from torch import nn
 
 from ..builder import build_model
 from ..config import RunConfig
+from ..devices import precision
+from ..loop import CompiledOrEager, accumulate_gradients, make_optimizer
 from ..presets import get as preset
-from ..train import CompiledOrEager, accumulate_gradients, make_optimizer, precision
 from . import gpu_attention, gpu_decode, moe_dispatch
 from .train import _sync, _time_steps, device_peak
 

@@ -11,7 +11,7 @@ with batch 1. Rows (each: forward + backward of one attention call, CUDA events,
     dense_causal        tfmr `sdpa` kernel, Mask(causal=True)               goal >= 0.95x sdpa_flash
     flex_kernel_causal  tfmr `flex` kernel, same mask (hands it to SDPA)
     flex_raw_causal     FlexAttention compiled, causal block mask (what flex alone gives)
-    sliding_1024        tfmr `flex` kernel, Mask(causal=True, window=1024)   goal >= 2.5x dense at 16k
+    sliding_1024        tfmr `flex` kernel, causal, WindowRule(1024)        goal >= 2.5x dense at 16k
     alibi_causal        tfmr `sdpa` kernel, causal + ALiBi (extra head dims on the flash path)
                                                                             goal >= 0.8x sdpa_flash
     alibi_causal_flash  the same with the flash backend forced (fails if flash refuses the shape)
@@ -35,7 +35,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..kernels import SDPA, Eager, Flex, LinearBias, Mask, flex_attention_call
+from ..kernels import SDPA, Eager, Flex, flex_attention_call
+from ..masks import LinearBias, Mask
+from ..patterns import BigBirdRule, LongformerRule, WindowRule
 from ..positions import alibi_slopes
 from ..programs import positive_int
 
@@ -81,9 +83,9 @@ def rows(H: int, quick: bool):
 
 
 # one Mask object per pattern, reused across calls, so the block mask is built once per shape
-SLIDING = Mask(causal=True, window=1024)
-LONGFORMER = Mask(causal=True, window=512, global_tokens=64)
-BIGBIRD = Mask(causal=True, window=512, global_tokens=64, random_blocks=2, block=128)
+SLIDING = Mask(causal=True, rule=WindowRule(1024))
+LONGFORMER = Mask(causal=True, rule=LongformerRule(512, 64))
+BIGBIRD = Mask(causal=True, rule=BigBirdRule(512, 64, random_blocks=2, block=128))
 
 
 def _timer(device):
@@ -124,9 +126,9 @@ def check(device, quick: bool) -> dict:
     g = torch.Generator(device="cpu").manual_seed(0)
     base = [torch.randn(1, H, T, 64, generator=g).to(device) for _ in range(3)]
     masks = {"dense_causal": (Mask(causal=True), None), "alibi_causal": (Mask(causal=True), LinearBias(alibi_slopes(H))),
-             "sliding": (Mask(causal=True, window=T // 4), None),
-             "longformer": (Mask(causal=True, window=T // 8, global_tokens=16), None),
-             "bigbird": (Mask(causal=True, window=T // 8, global_tokens=16, random_blocks=2, block=128), None)}
+             "sliding": (Mask(causal=True, rule=WindowRule(T // 4)), None),
+             "longformer": (Mask(causal=True, rule=LongformerRule(T // 8, 16)), None),
+             "bigbird": (Mask(causal=True, rule=BigBirdRule(T // 8, 16, random_blocks=2, block=128)), None)}
     out = {}
     for name, (mask, bias) in masks.items():
         kernel = Flex() if name in ("sliding", "longformer", "bigbird") else SDPA()

@@ -29,8 +29,10 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig, to_dict
+from ..devices import autocast_for, precision
+from ..loop import make_optimizer
 from ..programs import config_flags, count, positive_int, resolve_config
-from ..train import Trainer, autocast_for, make_optimizer, precision
+from ..train import Trainer
 
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
@@ -136,6 +138,7 @@ def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 
     with tempfile.TemporaryDirectory() as tmp:
         cfg.train.steps = 10**9  # the schedule must not end inside the benchmark
         trainer = Trainer(cfg, tmp, progress=False, log=lambda *_: None)
+        cfg = trainer.cfg  # resolved: the data's vocabulary size, which the peers take too
         device = trainer.device
         ours = precision(device, cfg.train.dtype)
         contenders = {f"tfmr ({ours})": trainer.train_step}

@@ -46,7 +46,7 @@ def consolidate(args) -> int:
     from ..config import ModelConfig, TrainConfig, from_dict
     from ..folders import check_output
     from ..parallel import consolidate as run
-    from ..train import make_optimizer
+    from ..loop import make_optimizer
 
     saved = read_config(args.source)
     out = check_output(args.out, "checkpoint", overwrite=args.overwrite, sources=[args.source])

@@ -7,7 +7,7 @@ word against word length (monotonic online, hard, decoding vs full attention).
 The base run is the preset `exp-g2p-alignment` through --preset / --config / --set; only
 model.cross_kernel varies, same seed, same steps. The runs (`KINDS`) are `plain`, the base run's
 kernel (softmax over every letter at every step: full attention), then each kind of
-`tfmr.kernels.ALIGNMENT_KERNELS` in its order, so a new alignment kernel runs here with no edit
+`tfmr.alignment.ALIGNMENT_KERNELS` in its order, so a new alignment kernel runs here with no edit
 (each class's docstring says what it computes). Kernels built on monotonic attention (the
 `Monotonic` class and its subclasses, MoChA among them) decode hard and online (each step moves
 forward from the last attended letter or stays), with the paper's N(0, 1) pre-sigmoid noise in
@@ -30,8 +30,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from ..alignment import ALIGNMENT_KERNELS, Monotonic
 from ..config import Choice, ConfigError
-from ..kernels import ALIGNMENT_KERNELS, Monotonic
 from ..programs import out_folder, positive_int, resolve_config
 from ..tasks import g2p
 from .g2p_common import add_common, figure, markdown, pct, save, test_wer, train_variant, write

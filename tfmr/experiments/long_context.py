@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ..builder import relative_positions
 from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..data import Batches
-from ..kernels import SlidingWindow, Sinks
+from ..patterns import SlidingWindow, Sinks
 from ..programs import config_flags, out_folder, positive_int, resolve_config
 from ..train import Trainer
 from .plots import save

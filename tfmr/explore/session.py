@@ -41,8 +41,9 @@ import torch
 from .. import decode
 from ..builder import mixer_kinds
 from ..config import ConfigError
-from ..kernels import Mask, eager_attention
+from ..kernels import eager_attention
 from ..loading import load
+from ..masks import Mask
 from ..mixers import decay_mask
 from ..seq2seq import BOS, EOS, SPECIALS, PairVocab
 from ..tokenizers.hf import HFTokenizer

@@ -28,7 +28,7 @@ mismatch (a variant whose shape logic the trace froze, such as a sliding-window 
 files and says so. The warnings torch's tracer always gives (a Python bool taken from a tensor,
 TracerWarning; the legacy exporter's deprecation) are filtered, since that check is what tells
 whether the trace holds; any other warning passes. Left out: encoder-only models, stateful
-cross-attention kernels (`kernels.ALIGNMENT_KERNELS`), a static-cache graph for GPUs.
+cross-attention kernels (`alignment.ALIGNMENT_KERNELS`), a static-cache graph for GPUs.
 """
 from __future__ import annotations
 

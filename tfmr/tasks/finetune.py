@@ -25,11 +25,12 @@ from ..adapters import (ADAPTATION_FILE, apply_adapters, apply_lora, load_adapta
                         read_adaptation, save_adaptation, trainable_state_dict)
 from ..config import ConfigError, RunConfig, apply_override, coerce
 from ..data import default_cache_root, prepare
+from ..devices import precision
 from ..interop import from_pretrained, is_hf_folder
 from ..interop.hf_folder import weights_digest
 from ..presets import resolve
 from ..tokenizers import load as load_tokenizer
-from ..train import Trainer, precision
+from ..train import Trainer
 
 METHODS = {"lora": apply_lora, "adapter": apply_adapters}
 

@@ -389,7 +389,7 @@ class SymbolTask:
         log(f"data: {self.describe_data(data, cfg, len(pairs))}; {time.perf_counter() - t0:.1f}s")
         trainer = self.trainer(cfg, data.vocab, pairs, data.pairs("dev"), out, data, resume=resume, progress=progress,
                                log=log, overwrite=overwrite)  # resuming, the saved model and data sections win
-        log("resolved config:\n" + dumps(cfg))
+        log("resolved config:\n" + dumps(trainer.cfg))
         trainer.fit()
         return trainer, data
 
