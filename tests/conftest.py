@@ -1,4 +1,5 @@
 """Shared test fixtures: small configs and a short text corpus."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,9 +17,12 @@ def _private_cache(tmp_path_factory):
 
     os.environ["TFMR_CACHE"] = str(tmp_path_factory.mktemp("tfmr-cache"))
 
-SHORT_TEXT = ("To be, or not to be, that is the question:\n"
-              "Whether 'tis nobler in the mind to suffer\n"
-              "The slings and arrows of outrageous fortune,\n") * 3
+
+SHORT_TEXT = (
+    "To be, or not to be, that is the question:\n"
+    "Whether 'tis nobler in the mind to suffer\n"
+    "The slings and arrows of outrageous fortune,\n"
+) * 3
 
 
 @pytest.fixture
@@ -47,7 +51,7 @@ def assert_steps_match_full_forward(model, src, tgt, prefix: int, max_len: int):
     logits, state = model.step(tgt[:, :prefix], state)
     torch.testing.assert_close(logits, full[:, prefix - 1], atol=1e-5, rtol=1e-5)
     for t in range(prefix, tgt.shape[1]):
-        logits, state = model.step(tgt[:, t:t + 1], state)
+        logits, state = model.step(tgt[:, t : t + 1], state)
         torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
     return state
 

@@ -8,6 +8,7 @@ that step (a crashed rank). --audit makes every rank but 0 fail on any attempt t
 rename or remove a file under OUT (Python's audit hooks see every open for writing), so a run
 that finishes proves only rank 0 wrote there.
 """
+
 import argparse
 import json
 import os
@@ -34,8 +35,14 @@ def forbid_writes_under(root: Path) -> None:
             mode, flags = args[1], args[2]
             if (mode and any(c in mode for c in "wax+")) or (mode is None and flags & WRITES):
                 raise RuntimeError(f"rank {os.environ['RANK']} wrote {args[0]}")
-        elif event in ("os.mkdir", "os.rename", "os.replace", "os.remove", "os.rmdir", "shutil.rmtree") \
-                and inside(args[0]):
+        elif event in (
+            "os.mkdir",
+            "os.rename",
+            "os.replace",
+            "os.remove",
+            "os.rmdir",
+            "shutil.rmtree",
+        ) and inside(args[0]):
             raise RuntimeError(f"rank {os.environ['RANK']} changed {args[0]} ({event})")
 
     sys.addaudithook(hook)

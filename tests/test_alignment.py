@@ -1,17 +1,28 @@
 """Alignment kernels (location-aware, monotonic attention) as stateful cross-attention kernels:
 the identities and recursions they must satisfy, padding, step-by-step decoding equal to the full
 forward, beam search reordering their state, training, checkpoints and config validation."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from tfmr import Choice, ConfigError, ModelConfig, RunConfig, build_model, checkpoint, decode
+from tfmr.alignment import (
+    ALIGNMENT_KERNELS,
+    CROSS_KERNELS,
+    AlignmentState,
+    LocationAware,
+    MoChA,
+    Monotonic,
+    chunk_readout,
+    expected_alignment,
+    first_position,
+    hard_alignment,
+)
 from tfmr.builder import build_copy_model
 from tfmr.cache import DecodeState
 from tfmr.config import from_dict, to_dict
-from tfmr.alignment import (ALIGNMENT_KERNELS, CROSS_KERNELS, AlignmentState, LocationAware, MoChA, Monotonic,
-                            chunk_readout, expected_alignment, first_position, hard_alignment)
 from tfmr.kernels import Eager
 from tfmr.masks import Mask
 
@@ -20,8 +31,17 @@ PAD, BOS, EOS = 0, 1, 2
 
 
 def _cfg(kind: str, **options) -> ModelConfig:
-    return ModelConfig(arch="encoder-decoder", vocab_size=V, dim=32, layers=2, heads=4, context=16, pad_id=PAD,
-                       kernel=Choice("eager"), cross_kernel=Choice(kind, **options))
+    return ModelConfig(
+        arch="encoder-decoder",
+        vocab_size=V,
+        dim=32,
+        layers=2,
+        heads=4,
+        context=16,
+        pad_id=PAD,
+        kernel=Choice("eager"),
+        cross_kernel=Choice(kind, **options),
+    )
 
 
 def _qkv(B=2, H=3, Tq=5, S=7, D=8, seed=0):
@@ -71,8 +91,8 @@ def test_location_step_by_step_with_state_equals_all_steps_at_once():
     out, weights = kernel(q, k, v, mask)
     state = kernel.start_state(2, 7, q.device)
     for i in range(q.shape[2]):
-        o, w = kernel(q[:, :, i:i + 1], k, v, mask, None, state)
-        torch.testing.assert_close(o, out[:, :, i:i + 1], atol=1e-6, rtol=1e-6)
+        o, w = kernel(q[:, :, i : i + 1], k, v, mask, None, state)
+        torch.testing.assert_close(o, out[:, :, i : i + 1], atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(state.prev, weights[:, :, i], atol=1e-6, rtol=1e-6)
 
 
@@ -159,8 +179,8 @@ def test_monotonic_step_by_step_equals_all_steps_at_once_soft_and_hard():
         out, weights = kernel(q, k, v, mask)
         state = kernel.start_state(2, 7, q.device)
         for i in range(6):
-            o, _ = kernel(q[:, :, i:i + 1], k, v, mask, None, state)
-            torch.testing.assert_close(o, out[:, :, i:i + 1], atol=1e-6, rtol=1e-6)
+            o, _ = kernel(q[:, :, i : i + 1], k, v, mask, None, state)
+            torch.testing.assert_close(o, out[:, :, i : i + 1], atol=1e-6, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- MoChA
@@ -169,18 +189,30 @@ def test_chunk_readout_equals_its_definition_by_loops():
     S, w = 9, 3
     alpha, u = torch.rand(S, generator=g) / S, torch.randn(S, generator=g)
     beta = chunk_readout(alpha, u, w)
-    ref = [sum(float(alpha[j]) * float(torch.exp(u[k])) / sum(float(torch.exp(u[m])) for m in range(max(0, j - w + 1), j + 1))
-               for j in range(k, min(S, k + w))) for k in range(S)]
+    ref = [
+        sum(
+            float(alpha[j])
+            * float(torch.exp(u[k]))
+            / sum(float(torch.exp(u[m])) for m in range(max(0, j - w + 1), j + 1))
+            for j in range(k, min(S, k + w))
+        )
+        for k in range(S)
+    ]
     torch.testing.assert_close(beta, torch.tensor(ref), atol=1e-6, rtol=1e-5)
     hard = chunk_readout(torch.eye(S)[5], u, w)  # stopped at 5: a softmax over positions 3..5
-    torch.testing.assert_close(hard, torch.cat((torch.zeros(3), torch.softmax(u[3:6], 0), torch.zeros(3))))
+    torch.testing.assert_close(
+        hard, torch.cat((torch.zeros(3), torch.softmax(u[3:6], 0), torch.zeros(3)))
+    )
 
 
 def test_mocha_with_chunk_one_is_monotonic_attention_and_respects_padding():
     q, k, v = _qkv(Tq=6)
     mask, _ = _padded_mask()
     for hard in (True, False):
-        mono, mocha = Monotonic(heads=3, r_init=0.3, hard=hard).eval(), MoChA(heads=3, r_init=0.3, hard=hard, chunk=1).eval()
+        mono, mocha = (
+            Monotonic(heads=3, r_init=0.3, hard=hard).eval(),
+            MoChA(heads=3, r_init=0.3, hard=hard, chunk=1).eval(),
+        )
         torch.testing.assert_close(mocha(q, k, v, mask), mono(q, k, v, mask))
     _, weights = MoChA(heads=3, r_init=0.3, chunk=3).train()(q, k, v, mask)
     assert torch.all(weights[1, :, :, 4:] == 0) and torch.all(weights.sum(-1) <= 1 + 1e-5)
@@ -215,9 +247,11 @@ def test_model_cached_decoding_equals_the_full_forward(kind):
         logits, state = model.step(tgt[:, :3], state)  # a prompt of 3, then one token at a time
         torch.testing.assert_close(logits, full.logits[:, 2], atol=1e-5, rtol=1e-5)
         for t in range(3, 8):
-            logits, state = model.step(tgt[:, t:t + 1], state)
+            logits, state = model.step(tgt[:, t : t + 1], state)
             torch.testing.assert_close(logits, full.logits[:, t], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(state.last.cross_attentions[-1][:, :, -1], full.cross_attentions[-1][:, :, t])
+            torch.testing.assert_close(
+                state.last.cross_attentions[-1][:, :, -1], full.cross_attentions[-1][:, :, t]
+            )
     assert torch.all(full.cross_attentions[0][1, :, :, 4:] == 0)  # source padding gets no weight
     if kind in ("monotonic", "mocha"):
         assert full.cross_attentions[0].sum() > 0  # the hard alignment attends somewhere
@@ -230,12 +264,19 @@ def test_beam_search_reorders_the_alignment_state(kind):
     model = _model(kind)
     src = _src()
     start = torch.full((3, 1), BOS)
-    nb = decode.beam_search(model, start, beam_size=4, max_new_tokens=6, src=src, n_best=4, length_penalty=0.0)
+    nb = decode.beam_search(
+        model, start, beam_size=4, max_new_tokens=6, src=src, n_best=4, length_penalty=0.0
+    )
     with torch.no_grad():
         for b in range(3):
             ids = nb.ids[b]  # (n, 1 + 6)
-            out = model(src[b:b + 1].expand(4, -1), ids[:, :-1])
-            logp = torch.log_softmax(out.logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1).sum(-1)
+            out = model(src[b : b + 1].expand(4, -1), ids[:, :-1])
+            logp = (
+                torch.log_softmax(out.logits.float(), -1)
+                .gather(-1, ids[:, 1:, None])
+                .squeeze(-1)
+                .sum(-1)
+            )
             torch.testing.assert_close(nb.scores[b], logp, atol=1e-4, rtol=1e-4)
     greedy = decode.greedy(model, start, 6, src=src)
     assert torch.equal(decode.beam_search(model, start, 1, 6, src=src), greedy)  # beam 1 is greedy
@@ -251,8 +292,8 @@ def _reversal_batch(g, B=32):
         s = torch.randint(3, V, (n,), generator=g)
         y = torch.cat((s.flip(0), torch.tensor([EOS])))
         src[b, :n] = s
-        tgt_in[b, :n + 1] = torch.cat((torch.tensor([BOS]), y[:-1]))
-        targets[b, :n + 1] = y
+        tgt_in[b, : n + 1] = torch.cat((torch.tensor([BOS]), y[:-1]))
+        targets[b, : n + 1] = y
     return src, tgt_in, targets
 
 
@@ -288,7 +329,9 @@ def test_trains_decodes_and_round_trips_a_checkpoint(kind, tmp_path):
 
     start = torch.full((4, 1), BOS)
     out = decode.greedy(model, start, 6, eos_id=EOS, src=src[:4])
-    assert out.shape[0] == 4 and torch.equal(out, decode.greedy(loaded, start, 6, eos_id=EOS, src=src[:4]))
+    assert out.shape[0] == 4 and torch.equal(
+        out, decode.greedy(loaded, start, 6, eos_id=EOS, src=src[:4])
+    )
     beam = decode.beam_search(model, start, 3, 6, eos_id=EOS, src=src[:4])
     assert beam.shape[0] == 4 and torch.all(beam[:, 0] == BOS)
 
@@ -305,7 +348,7 @@ def test_pointer_generator_reads_the_alignment_step_by_step(kind):
         full = model(src, tgt).logits  # (B, T, V + n_ext) log-probabilities
         state = model.start_state(3, 16, src=src)
         for t in range(6):
-            logp, state = model.step(tgt[:, t:t + 1], state)
+            logp, state = model.step(tgt[:, t : t + 1], state)
             torch.testing.assert_close(logp, full[:, t], atol=1e-5, rtol=1e-5)
     assert decode.greedy(model, tgt[:, :1], 5, src=src).shape == (3, 6)
 
@@ -338,7 +381,14 @@ def test_cross_kernel_options_are_checked_and_declared():
     for kind, cls in ALIGNMENT_KERNELS.items():
         assert cls.gives_weights and cls.stateful and CROSS_KERNELS[kind] is cls
     model = build_model(_cfg("location", channels=2))
-    assert isinstance(model.blocks[0].cross.kernel, LocationAware) and model.blocks[0].cross.kernel.channels == 2
+    assert (
+        isinstance(model.blocks[0].cross.kernel, LocationAware)
+        and model.blocks[0].cross.kernel.channels == 2
+    )
     assert isinstance(model.blocks[0].attn.kernel, Eager)  # self-attention keeps model.kernel
-    plain = build_model(ModelConfig(arch="encoder-decoder", cross_kernel=Choice("eager"), kernel=Choice("sdpa")))
-    assert isinstance(plain.blocks[0].cross.kernel, Eager) and not isinstance(plain.blocks[0].attn.kernel, Eager)
+    plain = build_model(
+        ModelConfig(arch="encoder-decoder", cross_kernel=Choice("eager"), kernel=Choice("sdpa"))
+    )
+    assert isinstance(plain.blocks[0].cross.kernel, Eager) and not isinstance(
+        plain.blocks[0].attn.kernel, Eager
+    )

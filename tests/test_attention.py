@@ -2,6 +2,7 @@
 FlexAttention's mask_mod / score_mod equal eager; the flash ALiBi trick is exact; MHA equals
 torch's MultiheadAttention; GQA / MQA equal MHA with shared heads; sliding windows, Longformer and
 BigBird patterns mean what they say; rolling and static caches decode exactly like the full forward."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,14 @@ import torch
 
 from tfmr import Choice, ModelConfig, build_model
 from tfmr.cache import KVCache, RollingKVCache, kv_bytes_per_token
-from tfmr.kernels import KERNELS, Eager, alibi_as_extra_dims, block_mask_key, flex_attention_call, flex_block_mask
+from tfmr.kernels import (
+    KERNELS,
+    Eager,
+    alibi_as_extra_dims,
+    block_mask_key,
+    flex_attention_call,
+    flex_block_mask,
+)
 from tfmr.masks import LinearBias, Mask, Rule
 from tfmr.mixers import Attention
 from tfmr.patterns import PATTERNS, BigBirdRule, LongformerRule, WindowRule, random_blocks
@@ -39,19 +47,31 @@ MASKS = {
     "window-rolling": (2, 5, lambda: Mask(causal=True, rule=WindowRule(3), q_start=10, k_start=7)),
     "longformer": (9, 9, lambda: Mask(causal=True, rule=LongformerRule(2, global_tokens=2))),
     "longformer-bidirectional": (9, 9, lambda: Mask(rule=LongformerRule(2, global_tokens=1))),
-    "bigbird": (12, 12, lambda: Mask(causal=True, rule=BigBirdRule(2, 1, random_blocks=1, block=3, seed=4))),
-    "bigbird-bidirectional": (12, 12, lambda: Mask(rule=BigBirdRule(2, global_tokens=1, random_blocks=2, block=3))),
+    "bigbird": (
+        12,
+        12,
+        lambda: Mask(causal=True, rule=BigBirdRule(2, 1, random_blocks=1, block=3, seed=4)),
+    ),
+    "bigbird-bidirectional": (
+        12,
+        12,
+        lambda: Mask(rule=BigBirdRule(2, global_tokens=1, random_blocks=2, block=3)),
+    ),
 }
 BIASES = {
     "none": lambda Tq, Tk: None,
-    "tensor": lambda Tq, Tk: torch.randn(H, Tq, Tk, dtype=torch.float64, generator=torch.Generator().manual_seed(9)),
+    "tensor": lambda Tq, Tk: torch.randn(
+        H, Tq, Tk, dtype=torch.float64, generator=torch.Generator().manual_seed(9)
+    ),
     "alibi": lambda Tq, Tk: LinearBias(alibi_slopes(H)),
 }
 
 
 def _qkv(Tq, Tk, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(B, H, T, D, generator=g, dtype=dtype, requires_grad=True) for T in (Tq, Tk, Tk)]
+    return [
+        torch.randn(B, H, T, D, generator=g, dtype=dtype, requires_grad=True) for T in (Tq, Tk, Tk)
+    ]
 
 
 @pytest.mark.parametrize("kind", sorted(KERNELS))
@@ -93,17 +113,23 @@ def _changed(value):
         return WindowRule(3) if value != WindowRule(3) else WindowRule(4)
     if value is None:  # key padding
         return _pad(9)
-    raise AssertionError(f"no other value for {value!r}: teach this test the type of the new Mask field")
+    raise AssertionError(
+        f"no other value for {value!r}: teach this test the type of the new Mask field"
+    )
 
 
 @pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(Mask)])
 def test_block_mask_key_changes_with_every_mask_field(name):
     """The key FlexAttention block masks are shared under is read from the Mask's fields: changing
     any one of them (a field added later too) changes the key, so no mask reuses another's."""
-    base = Mask(causal=True, q_start=2, k_start=1, rule=BigBirdRule(2, 1, random_blocks=1, block=3, seed=4))
+    base = Mask(
+        causal=True, q_start=2, k_start=1, rule=BigBirdRule(2, 1, random_blocks=1, block=3, seed=4)
+    )
     other = dataclasses.replace(base, **{name: _changed(getattr(base, name))})
     assert block_mask_key(other, 9, 9, "cpu") != block_mask_key(base, 9, 9, "cpu")
-    assert block_mask_key(dataclasses.replace(base), 9, 9, "cpu") == block_mask_key(base, 9, 9, "cpu")
+    assert block_mask_key(dataclasses.replace(base), 9, 9, "cpu") == block_mask_key(
+        base, 9, 9, "cpu"
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(PATTERNS))
@@ -141,7 +167,9 @@ def test_flex_falls_back_on_cpu_and_for_short_inputs():
     flex = KERNELS["flex"]()
     assert not flex._sdpa_is_fast(q, Mask(causal=True, rule=WindowRule(3)), None, 9)
     assert flex._sdpa_is_fast(q, Mask(causal=True), LinearBias(alibi_slopes(H)), 9)
-    out, weights = flex(q, k, v, Mask(causal=True, rule=WindowRule(3)))  # CPU: SDPA with a dense mask
+    out, weights = flex(
+        q, k, v, Mask(causal=True, rule=WindowRule(3))
+    )  # CPU: SDPA with a dense mask
     assert weights is None
     torch.testing.assert_close(out, Eager()(q, k, v, Mask(causal=True, rule=WindowRule(3)))[0])
 
@@ -156,8 +184,10 @@ def test_alibi_extra_dims_are_exact_in_bfloat16_at_long_range():
     k = torch.randn(1, H_, T, 64, generator=g).to(torch.bfloat16)
     slopes = alibi_slopes(H_) * 1.37  # not powers of two: exercises c_hi + c_lo
     q2, k2, v2, scale = alibi_as_extra_dims(q, k, k, slopes, q_start=T - 1, k_start=0)
-    assert q2.shape[-1] % 8 == 0 and scale == 64 ** -0.5 and torch.all(v2[..., 64:] == 0)
-    extra = (q2[..., 64:].double() @ k2[..., 64:].double().transpose(-1, -2)) * scale  # (1, H, 1, T)
+    assert q2.shape[-1] % 8 == 0 and scale == 64**-0.5 and torch.all(v2[..., 64:] == 0)
+    extra = (
+        q2[..., 64:].double() @ k2[..., 64:].double().transpose(-1, -2)
+    ) * scale  # (1, H, 1, T)
     expected = slopes.double()[:, None] * (torch.arange(T, dtype=torch.float64) - (T - 1))[None, :]
     torch.testing.assert_close(extra[0, :, 0], expected, atol=2e-3, rtol=1e-5)
 
@@ -195,8 +225,16 @@ def test_sdpa_alibi_takes_the_causal_fast_path():
 # ------------------------------------------------------------------ masks mean what they say
 def test_sliding_window_mask_definition():
     keep = Mask(causal=True, rule=WindowRule(3)).dense(6, 6, "cpu")[0, 0].int()
-    expected = torch.tensor([[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
-                             [0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1]])
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [0, 1, 1, 1, 0, 0],
+            [0, 0, 1, 1, 1, 0],
+            [0, 0, 0, 1, 1, 1],
+        ]
+    )
     assert torch.equal(keep, expected)
     both = Mask(rule=WindowRule(2)).dense(4, 4, "cpu")[0, 0].int()
     assert torch.equal(both, torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1]]))
@@ -214,7 +252,9 @@ def test_longformer_global_tokens_see_and_are_seen_by_all():
 def test_bigbird_random_blocks_are_fixed_by_seed_and_block_index():
     a = random_blocks(10, 10, 2, causal=True, seed=3)
     assert torch.equal(a, random_blocks(10, 10, 2, causal=True, seed=3))
-    assert torch.equal(a[:6, :6], random_blocks(6, 6, 2, causal=True, seed=3))  # independent of the length
+    assert torch.equal(
+        a[:6, :6], random_blocks(6, 6, 2, causal=True, seed=3)
+    )  # independent of the length
     assert not torch.equal(a, random_blocks(10, 10, 2, causal=True, seed=4))
     assert a.sum(1).tolist() == [0, 1] + [2] * 8  # earlier blocks only, at most `count`
     assert not a.triu().any()
@@ -229,7 +269,9 @@ def test_mha_equals_torch_multihead_attention():
     attn = Attention(dim, 4, 4, True, Eager())
     ref = torch.nn.MultiheadAttention(dim, 4, batch_first=True)
     with torch.no_grad():
-        ref.in_proj_weight.copy_(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]))
+        ref.in_proj_weight.copy_(
+            torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+        )
         ref.in_proj_bias.copy_(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
         ref.out_proj.weight.copy_(attn.out_proj.weight)
         ref.out_proj.bias.copy_(attn.out_proj.bias)
@@ -254,7 +296,11 @@ def test_gqa_equals_mha_with_key_value_heads_shared(kv_heads):
             getattr(mha, name).load_state_dict(getattr(gqa, name).state_dict())
         for name in ("k_proj", "v_proj"):
             src = getattr(gqa, name)
-            w = src.weight.view(kv_heads, hd, dim).repeat_interleave(group, 0).reshape(heads * hd, dim)
+            w = (
+                src.weight.view(kv_heads, hd, dim)
+                .repeat_interleave(group, 0)
+                .reshape(heads * hd, dim)
+            )
             b = src.bias.view(kv_heads, hd).repeat_interleave(group, 0).reshape(-1)
             getattr(mha, name).weight.copy_(w)
             getattr(mha, name).bias.copy_(b)
@@ -278,7 +324,9 @@ def test_kv_cache_bytes_per_token(kv_heads):
     model = build_model(ModelConfig(vocab_size=30, dim=64, layers=3, heads=4, kv_heads=kv_heads))
     caches = model.new_cache(1, 100)
     measured = sum(c.bytes() for c in caches) / 100
-    assert measured == kv_bytes_per_token(3, kv_heads, 16, torch.float32) == 2 * 3 * kv_heads * 16 * 4
+    assert (
+        measured == kv_bytes_per_token(3, kv_heads, 16, torch.float32) == 2 * 3 * kv_heads * 16 * 4
+    )
 
 
 # ------------------------------------------------------------------ caches
@@ -288,7 +336,7 @@ def test_rolling_cache_returns_the_window_oldest_first():
     k, _ = cache.update(seq[:, :, :6], seq[:, :, :6], 0)  # prefill longer than the window
     assert k.flatten().tolist() == list(range(6)) and cache.key_start == 0
     for t in range(6, 11):
-        k, _ = cache.update(seq[:, :, t:t + 1], seq[:, :, t:t + 1], t)
+        k, _ = cache.update(seq[:, :, t : t + 1], seq[:, :, t : t + 1], t)
         assert k.flatten().tolist() == list(range(t - 4, t + 1)) and cache.key_start == t - 4
     assert cache.bytes() == 2 * 4 * 4  # four positions of k and v, whatever the length
     with pytest.raises(ValueError, match="continues at position 11"):
@@ -301,15 +349,19 @@ def _decode_matches_full(model, ids, max_len, prefill):
     logits, state = model.step(ids[:, :prefill], state)
     torch.testing.assert_close(logits, full[:, prefill - 1], atol=1e-5, rtol=1e-5)
     for t in range(prefill, ids.shape[1]):
-        logits, state = model.step(ids[:, t:t + 1], state)
+        logits, state = model.step(ids[:, t : t + 1], state)
         torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
     return state
 
 
-PATTERN_OPTS = {"dense": {}, "sliding": {"window": 4}, "longformer": {"window": 3, "global_tokens": 2},
-                "bigbird": {"window": 3, "global_tokens": 1, "random_blocks": 1, "block": 4},
-                # sinks place positions inside the cache once it is full (tests/test_sinks.py); here it never is
-                "sinks": {"sinks": 2, "window": 14}}
+PATTERN_OPTS = {
+    "dense": {},
+    "sliding": {"window": 4},
+    "longformer": {"window": 3, "global_tokens": 2},
+    "bigbird": {"window": 3, "global_tokens": 1, "random_blocks": 1, "block": 4},
+    # sinks place positions inside the cache once it is full (tests/test_sinks.py); here it never is
+    "sinks": {"sinks": 2, "window": 14},
+}
 
 
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
@@ -317,8 +369,17 @@ PATTERN_OPTS = {"dense": {}, "sliding": {"window": 4}, "longformer": {"window": 
 @pytest.mark.parametrize("pos", ["rope", "alibi"])
 def test_cached_decoding_equals_full_forward_for_every_pattern(pattern, kernel, pos):
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=40, dim=32, layers=2, heads=4, kv_heads=2, context=32, pos=Choice(pos),
-                      kernel=Choice(kernel), attention_pattern=Choice(pattern, **PATTERN_OPTS[pattern]))
+    cfg = ModelConfig(
+        vocab_size=40,
+        dim=32,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        context=32,
+        pos=Choice(pos),
+        kernel=Choice(kernel),
+        attention_pattern=Choice(pattern, **PATTERN_OPTS[pattern]),
+    )
     model = build_model(cfg).eval()
     state = _decode_matches_full(model, torch.randint(0, 40, (2, 16)), 32, prefill=6)
     rolling = pattern == "sliding"
@@ -329,9 +390,20 @@ def test_cached_decoding_equals_full_forward_for_every_pattern(pattern, kernel, 
 
 def test_sliding_window_model_differs_from_dense_only_past_the_window():
     torch.manual_seed(0)
-    dense = build_model(ModelConfig(vocab_size=40, dim=32, layers=1, heads=4, context=32, pos=Choice("rope")))
-    sliding = build_model(ModelConfig(vocab_size=40, dim=32, layers=1, heads=4, context=32, pos=Choice("rope"),
-                                      attention_pattern=Choice("sliding", window=5)))
+    dense = build_model(
+        ModelConfig(vocab_size=40, dim=32, layers=1, heads=4, context=32, pos=Choice("rope"))
+    )
+    sliding = build_model(
+        ModelConfig(
+            vocab_size=40,
+            dim=32,
+            layers=1,
+            heads=4,
+            context=32,
+            pos=Choice("rope"),
+            attention_pattern=Choice("sliding", window=5),
+        )
+    )
     sliding.load_state_dict(dense.state_dict())
     ids = torch.randint(0, 40, (1, 12))
     a, b = dense(ids).logits, sliding(ids).logits
@@ -366,12 +438,34 @@ def test_viz_attention_writes_one_heatmap_per_layer_from_a_checkpoint(tmp_path):
     from tfmr.viz import attention_weights
 
     tok = CharTokenizer.train("to be or not to be")
-    cfg = RunConfig(model=ModelConfig(vocab_size=tok.vocab_size, dim=16, layers=2, heads=2, context=16,
-                                      pos=Choice("alibi"), kernel=Choice("sdpa")))
+    cfg = RunConfig(
+        model=ModelConfig(
+            vocab_size=tok.vocab_size,
+            dim=16,
+            layers=2,
+            heads=2,
+            context=16,
+            pos=Choice("alibi"),
+            kernel=Choice("sdpa"),
+        )
+    )
     model = build_model(cfg.model)
     checkpoint.save(tmp_path / "ckpt", model, to_dict(cfg), tok)
-    assert main(["viz", "attention", "--checkpoint", str(tmp_path / "ckpt"), "--text", "not to be",
-                 "--out", str(tmp_path / "maps")]) == 0
+    assert (
+        main(
+            [
+                "viz",
+                "attention",
+                "--checkpoint",
+                str(tmp_path / "ckpt"),
+                "--text",
+                "not to be",
+                "--out",
+                str(tmp_path / "maps"),
+            ]
+        )
+        == 0
+    )
     pngs = sorted(p.name for p in (tmp_path / "maps").iterdir())
     assert pngs == ["layer_0.png", "layer_1.png"]
     assert all((tmp_path / "maps" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)

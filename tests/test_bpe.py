@@ -7,6 +7,7 @@ trainer's invariant (words stay segmented as the encoder would segment them) and
 Nothing is downloaded; the tinyshakespeare check runs only when the file is present.
 Left out: timing (see `tfmr bench bpe`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tfmr.cli import tokenizer as tokenizer_cli
 from tfmr.tokenizers import BPE
 from tfmr.tokenizers import bpe as bpe_mod
-from tfmr.cli import tokenizer as tokenizer_cli
 from tfmr.tokenizers import load as load_any
 
 try:
@@ -31,26 +32,49 @@ except ImportError:  # the parity tests need it; everything else runs without it
     tiktoken = None
 needs_tiktoken = pytest.mark.skipif(tiktoken is None, reason="tiktoken is not installed")
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"  # ../shared beside the repo
-HYPOTHESIS = settings(max_examples=150, deadline=None, derandomize=True,
-                      suppress_health_check=[HealthCheck.too_slow])
+SHAKESPEARE = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+)  # ../shared beside the repo
+HYPOTHESIS = settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 # ---------------------------------------------------------------------------------- corpus
-_WORDS = ("the of and to in is that it was for on are with as they be at one have this from or had "
-          "by word but what some we can out other were all there when up use your how said an each "
-          "she which do their time if will way about many then them write would like so these her "
-          "long make thing see him two has look more day could go come did number sound no most "
-          "people my over know water than call first who may down side been now find").split()
+_WORDS = (
+    "the of and to in is that it was for on are with as they be at one have this from or had "
+    "by word but what some we can out other were all there when up use your how said an each "
+    "she which do their time if will way about many then them write would like so these her "
+    "long make thing see him two has look more day could go come did number sound no most "
+    "people my over know water than call first who may down side been now find"
+).split()
 _CONTRACTIONS = ("don't", "it's", "we'll", "THEY'RE", "I've", "she'd", "You'LL", "o'clock", "isn't")
-_LATIN = ("café", "naïve", "Größe", "Ålborg", "façade", "mañana", "Ελλάδα", "Москва", "नमस्ते", "مرحبا")
+_LATIN = (
+    "café",
+    "naïve",
+    "Größe",
+    "Ålborg",
+    "façade",
+    "mañana",
+    "Ελλάδα",
+    "Москва",
+    "नमस्ते",
+    "مرحبا",
+)
 _HAN = [chr(c) for c in range(0x4E00, 0x4E00 + 400)]
 _EMOJI = ("😀", "👍🏽", "👨‍👩‍👧", "🇺🇸", "❤️", "🎉", "🤖", "🔥🔥", "✨", "🙈")
 _CODE = (
-    "def {w}(x, y=None):", "    return x + {n} * y  # {w}", "\tif (a != b && c >= {n}) {{", "}} else {{",
-    "for (let i = 0; i < {n}; i++) {{ {w}[i] = i ** 2; }}", "        self.{w} = {{'k': [{n}, 0x{n:X}]}}",
-    "import {w}.{w} as _{w}", '    print(f"{{{w}!r}}: {n:.3f}")', "SELECT * FROM {w} WHERE id = {n};",
-    "    #include <stdio.h>  /* {w} */", "x = lambda: {w}.get('{w}', -{n})",
+    "def {w}(x, y=None):",
+    "    return x + {n} * y  # {w}",
+    "\tif (a != b && c >= {n}) {{",
+    "}} else {{",
+    "for (let i = 0; i < {n}; i++) {{ {w}[i] = i ** 2; }}",
+    "        self.{w} = {{'k': [{n}, 0x{n:X}]}}",
+    "import {w}.{w} as _{w}",
+    '    print(f"{{{w}!r}}: {n:.3f}")',
+    "SELECT * FROM {w} WHERE id = {n};",
+    "    #include <stdio.h>  /* {w} */",
+    "x = lambda: {w}.get('{w}', -{n})",
 )
 
 
@@ -69,7 +93,10 @@ def _chinese(rng: random.Random) -> str:
 
 
 def _emoji(rng: random.Random) -> str:
-    return " ".join(rng.choice(_EMOJI) + rng.choice(("", " " + rng.choice(_WORDS))) for _ in range(rng.randint(1, 6)))
+    return " ".join(
+        rng.choice(_EMOJI) + rng.choice(("", " " + rng.choice(_WORDS)))
+        for _ in range(rng.randint(1, 6))
+    )
 
 
 def _code(rng: random.Random) -> str:
@@ -82,9 +109,14 @@ def _whitespace(rng: random.Random) -> str:
 
 
 def _digits(rng: random.Random) -> str:
-    forms = (str(rng.randint(0, 10**rng.randint(1, 20))), f"{rng.random() * 1e4:.4f}",
-             f"{rng.randint(1900, 2100)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-             f"+1 ({rng.randint(100, 999)}) {rng.randint(100, 999)}-{rng.randint(1000, 9999)}", "١٢٣٤٥", "Ⅻ½²")
+    forms = (
+        str(rng.randint(0, 10 ** rng.randint(1, 20))),
+        f"{rng.random() * 1e4:.4f}",
+        f"{rng.randint(1900, 2100)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        f"+1 ({rng.randint(100, 999)}) {rng.randint(100, 999)}-{rng.randint(1000, 9999)}",
+        "١٢٣٤٥",
+        "Ⅻ½²",
+    )
     return " ".join(rng.choice(forms) for _ in range(rng.randint(1, 5)))
 
 
@@ -112,8 +144,12 @@ def tok(corpus) -> BPE:
 
 
 def tiktoken_of(t: BPE):
-    return tiktoken.Encoding("test", pat_str=t.pat_str, mergeable_ranks=t.mergeable_ranks(),
-                             special_tokens=t.special_tokens)
+    return tiktoken.Encoding(
+        "test",
+        pat_str=t.pat_str,
+        mergeable_ranks=t.mergeable_ranks(),
+        special_tokens=t.special_tokens,
+    )
 
 
 # ---------------------------------------------------------------------------------- training
@@ -171,7 +207,9 @@ def test_trainer_words_match_the_encoder(corpus):
 def test_any_merge_order_keeps_words_as_the_encoder_segments_them(seed):
     rng = random.Random(seed)
     alphabet = ("ab", "abc", "aab")[seed % 3]
-    words = Counter("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 20))) for _ in range(40))
+    words = Counter(
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 20))) for _ in range(40)
+    )
     tr = bpe_mod._Trainer(words)
     for _ in range(200):
         live = sorted(p for p, c in tr.counts.items() if c > 0)
@@ -181,7 +219,9 @@ def test_any_merge_order_keeps_words_as_the_encoder_segments_them(seed):
     t = BPE(tr.ranks)
     for w, state in zip((w for w in words if len(w) > 1), tr.words):
         assert t._encode_piece(w) == state
-        assert [tr.ranks[p] for p in bpe_mod._merge_parts([bytes([c]) for c in w.encode()], tr.ranks)] == state
+        assert [
+            tr.ranks[p] for p in bpe_mod._merge_parts([bytes([c]) for c in w.encode()], tr.ranks)
+        ] == state
 
 
 def test_train_rejects_bad_input():
@@ -253,7 +293,9 @@ def test_pattern_tiktoken_cannot_parse_falls_back_to_pure_python():
 
 
 # ---------------------------------------------------------------------------------- round trips
-ASSIGNED = st.characters(blacklist_categories=("Cs", "Cn"))  # Unicode as Python's unicodedata knows it
+ASSIGNED = st.characters(
+    blacklist_categories=("Cs", "Cn")
+)  # Unicode as Python's unicodedata knows it
 TRICKY = " \t\n\r\x0b\x0c\x85\xa0\u2028\u3000ab1'sé中😀!"
 
 
@@ -262,7 +304,9 @@ SURROGATE = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
 
 
 @HYPOTHESIS
-@given(st.text(alphabet=ANY_CHAR) | st.text(alphabet=ANY_CHAR | SURROGATE | st.sampled_from(TRICKY)))
+@given(
+    st.text(alphabet=ANY_CHAR) | st.text(alphabet=ANY_CHAR | SURROGATE | st.sampled_from(TRICKY))
+)
 def test_round_trip_any_python_string_including_lone_surrogates(tok, s):
     assert tok.decode(tok.encode(s, fast=False)) == s
     assert tok.decode(tok.encode(s, disallowed_special=())) == s
@@ -272,7 +316,11 @@ def test_round_trip_any_python_string_including_lone_surrogates(tok, s):
 @HYPOTHESIS
 @given(st.text(alphabet=ASSIGNED) | st.text(alphabet=TRICKY))
 def test_fast_and_pure_paths_agree(tok, s):
-    assert tok.encode(s, fast=False) == tok.encode(s, fast=True) == tiktoken_of_cached(tok).encode_ordinary(s)
+    assert (
+        tok.encode(s, fast=False)
+        == tok.encode(s, fast=True)
+        == tiktoken_of_cached(tok).encode_ordinary(s)
+    )
 
 
 _ENC_CACHE: dict = {}
@@ -285,7 +333,7 @@ def tiktoken_of_cached(t: BPE):
 
 
 def test_surrogate_policy(tok):
-    s = "a\ud800b\udfff \ud83d\ude00 \U0001F600"
+    s = "a\ud800b\udfff \ud83d\ude00 \U0001f600"
     ids = tok.encode(s)
     assert ids == tok.encode(s, fast=False)
     assert tok.decode(ids) == s
@@ -407,8 +455,12 @@ def test_tiktoken_rank_files(tok, tmp_path, corpus, monkeypatch):
     shuffled = _gpt2_byte_order(tok.mergeable_ranks())
     path.write_text("".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in shuffled.items()))
     t = BPE.from_tiktoken_file(path, pattern="gpt4", special_tokens={"<|endoftext|>": 1000})
-    enc = tiktoken.Encoding("gpt2-order", pat_str=t.pat_str, mergeable_ranks=shuffled,
-                            special_tokens={"<|endoftext|>": 1000})
+    enc = tiktoken.Encoding(
+        "gpt2-order",
+        pat_str=t.pat_str,
+        mergeable_ranks=shuffled,
+        special_tokens={"<|endoftext|>": 1000},
+    )
     text = "".join(corpus[-500:])
     assert t.encode(text, fast=False) == enc.encode_ordinary(text) == t.encode(text)
     assert t.decode(t.encode(text)) == text
@@ -418,11 +470,13 @@ def test_tiktoken_rank_files(tok, tmp_path, corpus, monkeypatch):
 def test_tiktoken_rank_file_errors(tmp_path):
     path = tmp_path / "bad.tiktoken"
     good = "".join(f"{base64.b64encode(bytes([i])).decode()} {i}\n" for i in range(256))
-    for content, message in ((good[: good.index("\n") + 1], "256 single bytes"),
-                             (good + "!!!! 300\n", "257"),
-                             (good + "YWI= 300 extra\n", "expected"),
-                             (good + "YWI= 5\n", "share a rank"),
-                             ("", "no ranks")):
+    for content, message in (
+        (good[: good.index("\n") + 1], "256 single bytes"),
+        (good + "!!!! 300\n", "257"),
+        (good + "YWI= 300 extra\n", "expected"),
+        (good + "YWI= 5\n", "share a rank"),
+        ("", "no ranks"),
+    ):
         path.write_text(content)
         with pytest.raises(ValueError, match=message):
             BPE.from_tiktoken_file(path)
@@ -443,8 +497,21 @@ def test_cli_train_encode_decode_show(tmp_path, capsys, corpus):
     (data / "sub" / "b.txt").write_text("".join(corpus[1500:3000]), encoding="utf-8")
     (data / "ignored.bin").write_bytes(b"\xff\xfe")
     out = tmp_path / "tok"
-    assert run_cli("train", "--data", str(data), "--vocab-size", "600", "--out", str(out), "--no-progress",
-                   "--special-token", "<|endoftext|>") == 0
+    assert (
+        run_cli(
+            "train",
+            "--data",
+            str(data),
+            "--vocab-size",
+            "600",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--special-token",
+            "<|endoftext|>",
+        )
+        == 0
+    )
     assert "from 2 file(s)" in capsys.readouterr().out
     t = BPE.load(out)
     assert t.vocab_size == 600 and t.special_tokens == {"<|endoftext|>": 599}
@@ -452,7 +519,10 @@ def test_cli_train_encode_decode_show(tmp_path, capsys, corpus):
     assert run_cli("encode", "--tokenizer", str(out), "Hello wörld 😀") == 0
     ids = [int(x) for x in capsys.readouterr().out.split()]
     assert ids == t.encode("Hello wörld 😀")
-    assert run_cli("decode", "--tokenizer", str(out), *map(str, ids[:2]), ",".join(map(str, ids[2:]))) == 0
+    assert (
+        run_cli("decode", "--tokenizer", str(out), *map(str, ids[:2]), ",".join(map(str, ids[2:])))
+        == 0
+    )
     assert capsys.readouterr().out == "Hello wörld 😀\n"
 
     assert run_cli("show", "--tokenizer", str(out), "--no-color", "ab 中\n") == 0
@@ -467,9 +537,15 @@ def test_cli_errors(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     out = str(tmp_path / "tok")
-    assert run_cli("train", "--data", str(empty), "--vocab-size", "300", "--out", out, "--no-progress") == 2
+    assert (
+        run_cli("train", "--data", str(empty), "--vocab-size", "300", "--out", out, "--no-progress")
+        == 2
+    )
     assert "empty" in capsys.readouterr().err
-    assert run_cli("train", "--data", str(tmp_path / "missing"), "--vocab-size", "300", "--out", out) == 2
+    assert (
+        run_cli("train", "--data", str(tmp_path / "missing"), "--vocab-size", "300", "--out", out)
+        == 2
+    )
     assert "not found" in capsys.readouterr().err
     BPE.train("hello", 260).save(out)
     assert run_cli("decode", "--tokenizer", out, "1", "x") == 2
@@ -481,7 +557,10 @@ def test_cli_errors(tmp_path, capsys):
 def test_cli_non_utf8_message(tmp_path, capsys):
     latin = tmp_path / "latin.txt"
     latin.write_bytes("café".encode("latin-1"))
-    assert run_cli("train", "--data", str(latin), "--vocab-size", "300", "--out", str(tmp_path / "t")) == 2
+    assert (
+        run_cli("train", "--data", str(latin), "--vocab-size", "300", "--out", str(tmp_path / "t"))
+        == 2
+    )
     err = capsys.readouterr().err
     assert "not UTF-8" in err and "0xe9 at offset 3" in err
 
@@ -493,4 +572,3 @@ def test_show_groups_tokens_inside_a_character():
     assert groups == [("a", [97]), ("€", [0xE2, 0x82, 0xAC])]
     line, ids = tokenizer_cli.render(groups, colour=False)
     assert line == "[a][€]" and ids == "97 226+130+172"
-

@@ -1,6 +1,7 @@
 """builder.build_uninitialised: the same model as build_model (names, shapes, tied weights,
 derived tensors such as position tables, ALiBi slopes and retention decays), without drawing a
 single random number (the loaders replace every parameter next)."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,12 +13,33 @@ from tfmr.config import Choice
 
 CONFIGS = {
     "gpt2-like": ModelConfig(vocab_size=40, dim=32, layers=2, heads=4, context=16),
-    "alibi, retention hybrid": ModelConfig(vocab_size=40, dim=32, layers=3, heads=4, context=16, pos=Choice("alibi"),
-                                           mixer_pattern="retention,attention,retention"),
-    "encoder-decoder, sinusoidal": ModelConfig(arch="encoder-decoder", vocab_size=40, dim=32, layers=1, heads=4,
-                                               context=16, pos=Choice("sinusoidal")),
-    "moe, rope": ModelConfig(vocab_size=40, dim=32, layers=1, heads=4, context=16, pos=Choice("rope"),
-                             ffn=Choice("moe", experts=4, top_k=2)),
+    "alibi, retention hybrid": ModelConfig(
+        vocab_size=40,
+        dim=32,
+        layers=3,
+        heads=4,
+        context=16,
+        pos=Choice("alibi"),
+        mixer_pattern="retention,attention,retention",
+    ),
+    "encoder-decoder, sinusoidal": ModelConfig(
+        arch="encoder-decoder",
+        vocab_size=40,
+        dim=32,
+        layers=1,
+        heads=4,
+        context=16,
+        pos=Choice("sinusoidal"),
+    ),
+    "moe, rope": ModelConfig(
+        vocab_size=40,
+        dim=32,
+        layers=1,
+        heads=4,
+        context=16,
+        pos=Choice("rope"),
+        ffn=Choice("moe", experts=4, top_k=2),
+    ),
 }
 
 
@@ -37,7 +59,9 @@ def test_same_model_without_random_draws(name):
             assert torch.equal(ours[n], t), n
     if cfg.tie_embeddings:
         assert model.lm_head.weight is model.tok_emb.weight
-    for a, b in zip(model.modules(), reference.modules()):  # tensors held outside the state dict (ALiBi)
+    for a, b in zip(
+        model.modules(), reference.modules()
+    ):  # tensors held outside the state dict (ALiBi)
         for attr in getattr(type(a), "float32", ()):
             assert torch.equal(getattr(a, attr), getattr(b, attr))
     model.load_state_dict(reference.state_dict())

@@ -1,4 +1,5 @@
 """Checkpoints: round trip, tamper detection, cut-short saves, no pickle anywhere."""
+
 from __future__ import annotations
 
 import json
@@ -104,8 +105,14 @@ def test_cut_short_save_falls_back_to_the_previous_checkpoint(trained):
 
 def test_checkpoint_holds_no_pickle(trained):
     names = sorted(p.name for p in trained.ckpt_dir.iterdir())
-    assert names == ["config.json", "manifest.json", "model.safetensors", "state.json",
-                     "state.safetensors", "tokenizer.json"]
+    assert names == [
+        "config.json",
+        "manifest.json",
+        "model.safetensors",
+        "state.json",
+        "state.safetensors",
+        "tokenizer.json",
+    ]
     for p in trained.ckpt_dir.iterdir():
         assert b"\x80\x04\x95" not in p.read_bytes()[:64]  # pickle protocol 4 header
 
@@ -114,12 +121,17 @@ def test_checkpoint_holds_no_pickle(trained):
 @pytest.fixture(scope="module")
 def snapshots(tmp_path_factory):
     """A tiny run that keeps its last two checkpoints (saved every 2 of 6 steps) as snapshots."""
-    return _tiny_run(tmp_path_factory.mktemp("snap"), checkpoint_every=2, keep_last=2).out / "snapshots"
+    return (
+        _tiny_run(tmp_path_factory.mktemp("snap"), checkpoint_every=2, keep_last=2).out
+        / "snapshots"
+    )
 
 
 def test_keep_last_keeps_the_newest_weights_only(snapshots):
     assert [p.name for p in sorted(snapshots.iterdir())] == ["step-0000004", "step-0000006"]
-    assert not (snapshots / "step-0000006" / "state.json").exists()  # weights, config, tokenizer only
+    assert not (
+        snapshots / "step-0000006" / "state.json"
+    ).exists()  # weights, config, tokenizer only
     final, _, _ = load_model(snapshots.parent / "checkpoint")
     last, _, _ = load_model(snapshots / "step-0000006")
     for (name, a), b in zip(final.state_dict().items(), last.state_dict().values()):
@@ -129,7 +141,12 @@ def test_keep_last_keeps_the_newest_weights_only(snapshots):
 def test_average_is_the_mean_of_the_weights_and_loads(snapshots, tmp_path):
     from tfmr.cli import main
 
-    assert main(["checkpoint", "average", "--last", "2", str(snapshots), "--out", str(tmp_path / "avg")]) == 0
+    assert (
+        main(
+            ["checkpoint", "average", "--last", "2", str(snapshots), "--out", str(tmp_path / "avg")]
+        )
+        == 0
+    )
     avg, tok, _ = load_model(tmp_path / "avg")
     a, _, _ = load_model(snapshots / "step-0000004")
     b, tok_b, _ = load_model(snapshots / "step-0000006")
@@ -151,13 +168,24 @@ def test_average_refuses_other_models_and_bad_requests(snapshots, tmp_path):
     cfg = json.loads((other / "config.json").read_text())
     cfg["model"]["dim"] += 8
     (other / "config.json").write_text(json.dumps(cfg))
-    (other / "manifest.json").write_text(json.dumps({**json.loads((other / "manifest.json").read_text()),
-                                                     "config.json": checkpoint._sha256(other / "config.json")}))
+    (other / "manifest.json").write_text(
+        json.dumps(
+            {
+                **json.loads((other / "manifest.json").read_text()),
+                "config.json": checkpoint._sha256(other / "config.json"),
+            }
+        )
+    )
     with pytest.raises(CheckpointError, match="different model"):
         checkpoint.average([snapshots / "step-0000006", other], tmp_path / "avg")
     with pytest.raises(CheckpointError, match="nothing to average"):
         checkpoint.average([], tmp_path / "avg")
-    assert main(["checkpoint", "average", "--last", "3", str(snapshots), "--out", str(tmp_path / "avg")]) == 2
+    assert (
+        main(
+            ["checkpoint", "average", "--last", "3", str(snapshots), "--out", str(tmp_path / "avg")]
+        )
+        == 2
+    )
     assert not (tmp_path / "avg").exists()
 
 
@@ -171,9 +199,11 @@ def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask):
     model, config = torch.nn.Linear(3, 2), {"model": {}}
     old = os.umask(umask)
     try:
-        folders = [checkpoint.save(tmp_path / "saved", model, config),
-                   checkpoint.export(tmp_path / "exported", model, config),
-                   checkpoint.average([tmp_path / "saved"], tmp_path / "averaged")]
+        folders = [
+            checkpoint.save(tmp_path / "saved", model, config),
+            checkpoint.export(tmp_path / "exported", model, config),
+            checkpoint.average([tmp_path / "saved"], tmp_path / "averaged"),
+        ]
     finally:
         os.umask(old)
     for folder in folders:
@@ -197,13 +227,36 @@ def test_consolidate_prints_no_raw_torch_warnings(tmp_path, capfd, recwarn):
     optimizer = make_optimizer(model, run.train, torch.device("cpu"))  # as consolidate rebuilds it
     model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long)).loss.backward()
     optimizer.step()
-    parallel.save_sharded(parallel.Parallel(torch.device("cpu")), tmp_path / "sharded", model, optimizer,
-                          to_dict(run), None, {}, {"step": 1})
+    parallel.save_sharded(
+        parallel.Parallel(torch.device("cpu")),
+        tmp_path / "sharded",
+        model,
+        optimizer,
+        to_dict(run),
+        None,
+        {},
+        {"step": 1},
+    )
     capfd.readouterr()
     recwarn.clear()
-    assert main(["checkpoint", "consolidate", str(tmp_path / "sharded"), "--out", str(tmp_path / "plain")]) == 0
+    assert (
+        main(
+            [
+                "checkpoint",
+                "consolidate",
+                str(tmp_path / "sharded"),
+                "--out",
+                str(tmp_path / "plain"),
+            ]
+        )
+        == 0
+    )
     out, err = capfd.readouterr()
     assert err == "" and [str(w.message)[:80] for w in recwarn] == []
     assert out == f"plain checkpoint: {tmp_path / 'plain'}\n"
     weights = load_file(str(tmp_path / "plain" / "model.safetensors"))
-    assert all(torch.equal(weights[name], p.detach()) for name, p in model.state_dict().items() if name in weights)
+    assert all(
+        torch.equal(weights[name], p.detach())
+        for name, p in model.state_dict().items()
+        if name in weights
+    )

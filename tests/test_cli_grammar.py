@@ -1,6 +1,7 @@
 """One command grammar, `tfmr NOUN VERB [flags]` (docs/cli.md): the old spellings still run, as
 the new ones, after one note naming the new spelling; each verb's parser owns its flags; every
 flag's --help shows its default; docs/cli.md lists every command there is."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,26 +20,72 @@ ROOT = Path(__file__).resolve().parents[1]
 # (old spelling, today's spelling, the note's old and new words)
 OLD = [
     (["train", "--preset", "tiny"], ["lm", "train", "--preset", "tiny"], "train", "lm train"),
-    (["generate", "--checkpoint", "C", "--beam", "3"], ["lm", "generate", "--checkpoint", "C", "--beam", "3"],
-     "generate", "lm generate"),
-    (["eval", "decoding", "--checkpoint", "C"], ["lm", "eval", "decoding", "--checkpoint", "C"], "eval", "lm eval"),
-    (["finetune", "--checkpoint", "C", "--lora", "rank=2", "--data", "t.txt"],
-     ["lm", "finetune", "--checkpoint", "C", "--lora", "rank=2", "--data", "t.txt"], "finetune", "lm finetune"),
-    (["average", "--out", "O", "C1", "C2"], ["checkpoint", "average", "--out", "O", "C1", "C2"],
-     "average", "checkpoint average"),
-    (["quantize", "--checkpoint", "C", "--to", "int8", "--out", "O"],
-     ["checkpoint", "quantize", "--checkpoint", "C", "--to", "int8", "--out", "O"], "quantize", "checkpoint quantize"),
-    (["convert", "--from-hf", "H", "--out", "O"], ["checkpoint", "import", "hf", "--checkpoint", "H", "--out", "O"],
-     "convert --from-hf", "checkpoint import hf --checkpoint"),
-    (["convert", "--out", "O", "--from-hf=H"], ["checkpoint", "import", "hf", "--checkpoint", "H", "--out", "O"],
-     "convert --from-hf", "checkpoint import hf --checkpoint"),
-    (["export", "--to", "hf", "--checkpoint", "C", "--out", "O", "--family", "llama"],
-     ["checkpoint", "export", "hf", "--checkpoint", "C", "--out", "O", "--family", "llama"],
-     "export --to hf", "checkpoint export hf"),
-    (["export", "--checkpoint", "C", "--to=onnx", "--out", "O"],
-     ["checkpoint", "export", "onnx", "--checkpoint", "C", "--out", "O"], "export --to onnx", "checkpoint export onnx"),
-    (["serve", "--port", "0", "--g2p"], ["g2p", "serve", "--port", "0"], "serve --g2p", "g2p serve"),
-    (["copytask", "--steps", "2"], ["experiment", "copytask", "--steps", "2"], "copytask", "experiment copytask"),
+    (
+        ["generate", "--checkpoint", "C", "--beam", "3"],
+        ["lm", "generate", "--checkpoint", "C", "--beam", "3"],
+        "generate",
+        "lm generate",
+    ),
+    (
+        ["eval", "decoding", "--checkpoint", "C"],
+        ["lm", "eval", "decoding", "--checkpoint", "C"],
+        "eval",
+        "lm eval",
+    ),
+    (
+        ["finetune", "--checkpoint", "C", "--lora", "rank=2", "--data", "t.txt"],
+        ["lm", "finetune", "--checkpoint", "C", "--lora", "rank=2", "--data", "t.txt"],
+        "finetune",
+        "lm finetune",
+    ),
+    (
+        ["average", "--out", "O", "C1", "C2"],
+        ["checkpoint", "average", "--out", "O", "C1", "C2"],
+        "average",
+        "checkpoint average",
+    ),
+    (
+        ["quantize", "--checkpoint", "C", "--to", "int8", "--out", "O"],
+        ["checkpoint", "quantize", "--checkpoint", "C", "--to", "int8", "--out", "O"],
+        "quantize",
+        "checkpoint quantize",
+    ),
+    (
+        ["convert", "--from-hf", "H", "--out", "O"],
+        ["checkpoint", "import", "hf", "--checkpoint", "H", "--out", "O"],
+        "convert --from-hf",
+        "checkpoint import hf --checkpoint",
+    ),
+    (
+        ["convert", "--out", "O", "--from-hf=H"],
+        ["checkpoint", "import", "hf", "--checkpoint", "H", "--out", "O"],
+        "convert --from-hf",
+        "checkpoint import hf --checkpoint",
+    ),
+    (
+        ["export", "--to", "hf", "--checkpoint", "C", "--out", "O", "--family", "llama"],
+        ["checkpoint", "export", "hf", "--checkpoint", "C", "--out", "O", "--family", "llama"],
+        "export --to hf",
+        "checkpoint export hf",
+    ),
+    (
+        ["export", "--checkpoint", "C", "--to=onnx", "--out", "O"],
+        ["checkpoint", "export", "onnx", "--checkpoint", "C", "--out", "O"],
+        "export --to onnx",
+        "checkpoint export onnx",
+    ),
+    (
+        ["serve", "--port", "0", "--g2p"],
+        ["g2p", "serve", "--port", "0"],
+        "serve --g2p",
+        "g2p serve",
+    ),
+    (
+        ["copytask", "--steps", "2"],
+        ["experiment", "copytask", "--steps", "2"],
+        "copytask",
+        "experiment copytask",
+    ),
     (["g2p", "predict", "train"], ["g2p", "pronounce", "train"], "g2p predict", "g2p pronounce"),
 ]
 
@@ -53,8 +100,11 @@ def _parsers(parser: argparse.ArgumentParser, path=("tfmr",)):
 
 
 def _leaves() -> list[tuple[str, ...]]:
-    return [path for path, p in _parsers(build_parser())
-            if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)]
+    return [
+        path
+        for path, p in _parsers(build_parser())
+        if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
+    ]
 
 
 def _parsed(argv) -> dict:
@@ -62,12 +112,17 @@ def _parsed(argv) -> dict:
 
 
 # ----------------------------------------------------------------------------- old spellings
-@pytest.mark.parametrize("old, new, old_words, new_words", OLD, ids=lambda v: " ".join(v) if isinstance(v, list)
-                         else None)
+@pytest.mark.parametrize(
+    "old, new, old_words, new_words",
+    OLD,
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
 def test_an_old_spelling_is_the_new_command_with_one_note(capsys, old, new, old_words, new_words):
     assert spellings.modern(old) == new
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"tfmr: note: 'tfmr {old_words}' is now 'tfmr {new_words}'; the old spelling still works for now"]
+    assert err == [
+        f"tfmr: note: 'tfmr {old_words}' is now 'tfmr {new_words}'; the old spelling still works for now"
+    ]
     assert _parsed(new) == _parsed(spellings.modern(old))  # the same command, the same flags
     assert _parsed(new)["func"] is not None
 
@@ -81,14 +136,24 @@ def test_todays_spellings_pass_unchanged_and_quietly(capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("old, new", [
-    (["train", "--preset", "tiny", "--set", "model.haeds=8", "--out", "{tmp}/run"],
-     ["lm", "train", "--preset", "tiny", "--set", "model.haeds=8", "--out", "{tmp}/run"]),
-    (["average", "--last", "0", "--out", "{tmp}/avg", "{tmp}"],
-     ["checkpoint", "average", "--last", "0", "--out", "{tmp}/avg", "{tmp}"]),
-    (["convert", "--from-hf", "{tmp}/nothing", "--out", "{tmp}/ck"],
-     ["checkpoint", "import", "hf", "--checkpoint", "{tmp}/nothing", "--out", "{tmp}/ck"]),
-], ids=["train", "average", "convert"])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (
+            ["train", "--preset", "tiny", "--set", "model.haeds=8", "--out", "{tmp}/run"],
+            ["lm", "train", "--preset", "tiny", "--set", "model.haeds=8", "--out", "{tmp}/run"],
+        ),
+        (
+            ["average", "--last", "0", "--out", "{tmp}/avg", "{tmp}"],
+            ["checkpoint", "average", "--last", "0", "--out", "{tmp}/avg", "{tmp}"],
+        ),
+        (
+            ["convert", "--from-hf", "{tmp}/nothing", "--out", "{tmp}/ck"],
+            ["checkpoint", "import", "hf", "--checkpoint", "{tmp}/nothing", "--out", "{tmp}/ck"],
+        ),
+    ],
+    ids=["train", "average", "convert"],
+)
 def test_an_old_spelling_exits_as_the_new_one_and_says_the_same_error(capsys, tmp_path, old, new):
     old, new = ([a.replace("{tmp}", str(tmp_path)) for a in argv] for argv in (old, new))
     assert main(new) == 2
@@ -99,13 +164,20 @@ def test_an_old_spelling_exits_as_the_new_one_and_says_the_same_error(capsys, tm
     assert len(old_err) == 2 and old_err[0].startswith("tfmr: note: ") and old_err[1:] == new_err
 
 
-@pytest.mark.parametrize("argv, prog", [(["train", "--help"], "tfmr lm train"),
-                                        (["export", "--to", "onnx", "--help"], "tfmr checkpoint export onnx")])
+@pytest.mark.parametrize(
+    "argv, prog",
+    [
+        (["train", "--help"], "tfmr lm train"),
+        (["export", "--to", "onnx", "--help"], "tfmr checkpoint export onnx"),
+    ],
+)
 def test_an_old_spellings_help_is_the_new_commands(capsys, argv, prog):
     with pytest.raises(SystemExit) as e:
         main(argv)
     out, err = capsys.readouterr()
-    assert e.value.code == 0 and out.startswith(f"usage: {prog} ") and err.startswith("tfmr: note: ")
+    assert (
+        e.value.code == 0 and out.startswith(f"usage: {prog} ") and err.startswith("tfmr: note: ")
+    )
 
 
 def test_serve_without_g2p_is_still_an_error_in_one_line(capsys):
@@ -115,11 +187,18 @@ def test_serve_without_g2p_is_still_an_error_in_one_line(capsys):
 
 
 def test_an_old_spelling_in_a_real_process():
-    r = subprocess.run([sys.executable, "-m", "tfmr", "average", "--help"], capture_output=True, text=True,
-                       timeout=300, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "tfmr", "average", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert r.returncode == 0 and r.stdout.startswith("usage: tfmr checkpoint average ")
-    assert r.stderr == ("tfmr: note: 'tfmr average' is now 'tfmr checkpoint average'; the old spelling still works "
-                        "for now\n")
+    assert r.stderr == (
+        "tfmr: note: 'tfmr average' is now 'tfmr checkpoint average'; the old spelling still works "
+        "for now\n"
+    )
 
 
 # ----------------------------------------------------------------------------- structure
@@ -131,19 +210,32 @@ def test_g2p_words_are_the_pronounce_verb_and_the_verbs_are_the_parsers():
     assert args.func is cli_g2p.run_predict and args.words == ["hello"] and args.beam == 2
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["checkpoint", "export", "onnx", "--checkpoint", "C", "--out", "O", "--family", "gpt2"],
-     "unrecognized arguments: --family gpt2 (see `tfmr checkpoint export onnx --help`)"),
-    (["checkpoint", "export", "--checkpoint", "C", "--out", "O"], "(choose from 'hf', 'onnx')"),
-    (["lm", "generate", "--checkpoint", "C", "--preset", "tiny"], "unrecognized arguments: --preset tiny"),
-    (["lm"], "the following arguments are required: VERB"),
-    (["nope"], "argument NOUN: invalid choice: 'nope'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["checkpoint", "export", "onnx", "--checkpoint", "C", "--out", "O", "--family", "gpt2"],
+            "unrecognized arguments: --family gpt2 (see `tfmr checkpoint export onnx --help`)",
+        ),
+        (["checkpoint", "export", "--checkpoint", "C", "--out", "O"], "(choose from 'hf', 'onnx')"),
+        (
+            ["lm", "generate", "--checkpoint", "C", "--preset", "tiny"],
+            "unrecognized arguments: --preset tiny",
+        ),
+        (["lm"], "the following arguments are required: VERB"),
+        (["nope"], "argument NOUN: invalid choice: 'nope'"),
+    ],
+)
 def test_a_usage_mistake_is_one_line_and_exit_2(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         main(argv)
     err = capsys.readouterr().err
-    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("tfmr: error: ") and message in err
+    assert (
+        e.value.code == 2
+        and len(err.splitlines()) == 1
+        and err.startswith("tfmr: error: ")
+        and message in err
+    )
 
 
 # ----------------------------------------------------------------------------- --help shows the defaults
@@ -166,10 +258,15 @@ def test_every_flags_help_shows_its_default():
     assert missing == [] and checked > 100
 
 
-@pytest.mark.parametrize("argv, shown", [(["lm", "train"], "(default: runs/train)"),
-                                         (["g2p", "train"], "(default: runs/g2p)"),
-                                         (["lm", "finetune"], "(default: runs/finetune)"),
-                                         (["g2p", "finetune"], "(default: scst)")])
+@pytest.mark.parametrize(
+    "argv, shown",
+    [
+        (["lm", "train"], "(default: runs/train)"),
+        (["g2p", "train"], "(default: runs/g2p)"),
+        (["lm", "finetune"], "(default: runs/finetune)"),
+        (["g2p", "finetune"], "(default: scst)"),
+    ],
+)
 def test_help_prints_the_defaults_of_out_and_the_like(capsys, argv, shown):
     with pytest.raises(SystemExit):
         main([*argv, "--help"])
@@ -179,7 +276,7 @@ def test_help_prints_the_defaults_of_out_and_the_like(capsys, argv, shown):
 # ----------------------------------------------------------------------------- docs/cli.md
 def test_docs_cli_lists_every_command_and_every_old_spelling():
     doc = (ROOT / "docs" / "cli.md").read_text()
-    tree = doc[doc.index("## The whole tree"):doc.index("## Old spellings")]
+    tree = doc[doc.index("## The whole tree") : doc.index("## Old spellings")]
     nouns, noun = {}, None
     for row in re.findall(r"^\| (`\w+`)? ?\| (.*?) \|", tree, re.M):
         noun = row[0].strip("`") or noun
@@ -193,6 +290,6 @@ def test_docs_cli_lists_every_command_and_every_old_spelling():
             assert f"`{verbs}`" in cells, path
         else:
             assert noun in nouns, path
-    old_table = doc[doc.index("| old spelling | new spelling |"):]
-    for old, _, old_words, _ in OLD:
+    old_table = doc[doc.index("| old spelling | new spelling |") :]
+    for _old, _, old_words, _ in OLD:
         assert f"`tfmr {old_words.split(' --')[0]}" in old_table, old_words

@@ -22,15 +22,15 @@ checkpoint round trip with identical logits, decodes step by step with a cache e
 full forward (decoder-only, with a rolling sliding-window cache, and encoder-decoder), and decodes
 with fastdecode.FastDecoder exactly like tfmr.decode.greedy on a left-padded batch.
 """
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from torch import nn
-
 from conftest import assert_steps_match_full_forward
+from torch import nn
 
 from tfmr import Choice, ModelConfig, RunConfig, build_model, checkpoint
 from tfmr.builder import max_positions
@@ -63,7 +63,9 @@ class FactoredLearned(Position):
         return [self.rows.weight]
 
     def embed(self, x, start=0):
-        return x + self.up(self.rows(positions_of(start, x.shape[1], x.device))).to(x.dtype)  # (B, T, dim)
+        return x + self.up(self.rows(positions_of(start, x.shape[1], x.device))).to(
+            x.dtype
+        )  # (B, T, dim)
 
 
 class LogDistanceBias(Bias):
@@ -109,10 +111,15 @@ class Bottleneck(FFN):
 VARIANTS = {
     "factored": (["model.pos=factored", "model.pos.rank=3"], {"pos": Choice("factored", rank=3)}),
     "log-distance": (["model.pos=log-distance"], {"pos": Choice("log-distance")}),
-    "bottleneck": (["model.ffn=bottleneck", "model.ffn.mult=2"], {"ffn": Choice("bottleneck", mult=2)}),
+    "bottleneck": (
+        ["model.ffn=bottleneck", "model.ffn.mult=2"],
+        {"ffn": Choice("bottleneck", mult=2)},
+    ),
     "retention": (["model.mixer=retention"], {"mixer": Choice("retention")}),
-    "hybrid": (["model.mixer=retention", "model.mixer_pattern=retention,attention"],
-               {"mixer": Choice("retention"), "mixer_pattern": "retention,attention"}),
+    "hybrid": (
+        ["model.mixer=retention", "model.mixer_pattern=retention,attention"],
+        {"mixer": Choice("retention"), "mixer_pattern": "retention,attention"},
+    ),
 }
 
 
@@ -136,7 +143,9 @@ def _model(kind, seed=0, **fields):
 
 # ----------------------------------------------------------------------------- the contracts
 @pytest.mark.parametrize("kind", sorted(VARIANTS))
-def test_trains_with_the_trainer_and_its_checkpoint_round_trips(kind, registered, tiny_cfg, tmp_path):
+def test_trains_with_the_trainer_and_its_checkpoint_round_trips(
+    kind, registered, tiny_cfg, tmp_path
+):
     cfg = tiny_cfg
     for assignment in VARIANTS[kind][0]:
         apply_override(cfg, assignment)
@@ -149,14 +158,18 @@ def test_trains_with_the_trainer_and_its_checkpoint_round_trips(kind, registered
     saved = from_dict(RunConfig, checkpoint.read_config(trainer.ckpt_dir))
     loaded = build_model(saved.model)
     checkpoint.load_weights(trainer.ckpt_dir, loaded)
-    ids = torch.randint(0, saved.model.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        0, saved.model.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         assert torch.equal(loaded.eval()(ids).logits, trainer.model.eval()(ids).logits)
 
 
 @pytest.mark.parametrize("kind", sorted(VARIANTS))
-@pytest.mark.parametrize("kernel, pattern", [("eager", Choice("dense")), ("sdpa", Choice("dense")),
-                                             ("sdpa", Choice("sliding", window=3))])
+@pytest.mark.parametrize(
+    "kernel, pattern",
+    [("eager", Choice("dense")), ("sdpa", Choice("dense")), ("sdpa", Choice("sliding", window=3))],
+)
 def test_cached_decoding_equals_the_full_forward(kind, kernel, pattern, registered):
     """Decoder-only, prefix then one token at a time, with a static or a rolling cache (whose
     keys no longer start at position 0)."""
@@ -168,7 +181,7 @@ def test_cached_decoding_equals_the_full_forward(kind, kernel, pattern, register
         logits, state = model.step(ids[:, :4], state)
         torch.testing.assert_close(logits, full[:, 3], atol=1e-5, rtol=1e-5)
         for t in range(4, 11):
-            logits, state = model.step(ids[:, t:t + 1], state)
+            logits, state = model.step(ids[:, t : t + 1], state)
             torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
 
 
@@ -195,14 +208,14 @@ def test_fast_decoding_equals_decode_greedy_on_a_left_padded_batch(kind, registe
     ids = torch.zeros(len(PROMPTS), P, dtype=torch.long)
     mask = torch.zeros(len(PROMPTS), P, dtype=torch.bool)
     for i, p in enumerate(PROMPTS):
-        ids[i, P - len(p):], mask[i, P - len(p):] = torch.tensor(p), True
+        ids[i, P - len(p) :], mask[i, P - len(p) :] = torch.tensor(p), True
     logits = FastDecoder(model, 3, 40).prefill(ids, mask)
     out = FastDecoder(model, 3, 40).generate(ids, 16, attention_mask=mask)
     for i, p in enumerate(PROMPTS):
         with torch.no_grad():
             ref = model(torch.tensor([p])).logits[0, -1]
         torch.testing.assert_close(logits[i], ref, atol=1e-5, rtol=1e-5)
-        assert torch.equal(out[i, P:], greedy(model, torch.tensor([p]), 16)[0, len(p):])
+        assert torch.equal(out[i, P:], greedy(model, torch.tensor([p]), 16)[0, len(p) :])
 
 
 def test_declared_capabilities_are_what_tfmr_reads(registered):
@@ -211,10 +224,15 @@ def test_declared_capabilities_are_what_tfmr_reads(registered):
     factored = _model("factored")
     assert max_positions(factored.cfg) == 40
     assert max_positions(_model("log-distance").cfg) is None
-    with pytest.raises(ValueError, match="exceeds the 40 positions this model's FactoredLearned positions"):
+    with pytest.raises(
+        ValueError, match="exceeds the 40 positions this model's FactoredLearned positions"
+    ):
         FastDecoder(factored, 1, 41)
     total = sum(p.numel() for p in factored.parameters())
-    assert factored.num_params() == total - factored.tok_emb.weight.numel() - factored.pos.rows.weight.numel()
+    assert (
+        factored.num_params()
+        == total - factored.tok_emb.weight.numel() - factored.pos.rows.weight.numel()
+    )
 
 
 def test_a_new_ffns_declared_down_projection_gets_the_depth_scaled_init(registered):
@@ -222,15 +240,34 @@ def test_a_new_ffns_declared_down_projection_gets_the_depth_scaled_init(register
     out_proj), as for the built-in FFNs' w2."""
     layers, std = 8, 0.02
     torch.manual_seed(0)
-    model = build_model(ModelConfig(vocab_size=50, dim=256, layers=layers, heads=4, init_std=std,
-                                    ffn=Choice("bottleneck")))
+    model = build_model(
+        ModelConfig(
+            vocab_size=50, dim=256, layers=layers, heads=4, init_std=std, ffn=Choice("bottleneck")
+        )
+    )
     for block in model.blocks:
         assert block.ffn.up.weight.std().item() == pytest.approx(std, rel=0.02)
-        assert block.ffn.down.weight.std().item() == pytest.approx(std / math.sqrt(2 * layers), rel=0.02)
-        assert block.attn.out_proj.weight.std().item() == pytest.approx(std / math.sqrt(2 * layers), rel=0.03)
-    deep = build_model(ModelConfig(vocab_size=50, dim=256, layers=layers, heads=4, ffn=Choice("bottleneck"),
-                                   residual=Choice("deepnorm")))
+        assert block.ffn.down.weight.std().item() == pytest.approx(
+            std / math.sqrt(2 * layers), rel=0.02
+        )
+        assert block.attn.out_proj.weight.std().item() == pytest.approx(
+            std / math.sqrt(2 * layers), rel=0.03
+        )
+    deep = build_model(
+        ModelConfig(
+            vocab_size=50,
+            dim=256,
+            layers=layers,
+            heads=4,
+            ffn=Choice("bottleneck"),
+            residual=Choice("deepnorm"),
+        )
+    )
     beta = (8 * layers) ** -0.25
-    ffn = deep.blocks[1].ffn  # DeepNorm scales the FFN's value projections (all of its Linears) by beta
-    assert ffn.down.weight.std().item() == pytest.approx(beta * math.sqrt(2 / (256 + 1024)), rel=0.03)
+    ffn = deep.blocks[
+        1
+    ].ffn  # DeepNorm scales the FFN's value projections (all of its Linears) by beta
+    assert ffn.down.weight.std().item() == pytest.approx(
+        beta * math.sqrt(2 / (256 + 1024)), rel=0.03
+    )
     assert ffn.up.weight.std().item() == pytest.approx(beta * math.sqrt(2 / (256 + 1024)), rel=0.03)

@@ -1,32 +1,44 @@
 """Pointer-generator: p_gen = 1 is the plain softmax head, the output is a distribution, copying
 puts attention mass on source-only tokens, cached decoding equals the full forward."""
+
 from __future__ import annotations
 
 import random
 
 import pytest
 import torch
-
 from conftest import assert_steps_match_full_forward
 
 from tfmr import Choice, ConfigError, ModelConfig
 from tfmr.builder import build_copy_model
 from tfmr.pointer import copy_distribution
-from tfmr.tasks.copytask import decode_extended, extended_ids, make_example
 from tfmr.seq2seq import UNK, Vocab
+from tfmr.tasks.copytask import decode_extended, extended_ids, make_example
 
 V = 12
 
 
 def _cfg(**kw):
-    base = dict(arch="encoder-decoder", vocab_size=V, dim=32, layers=2, encoder_layers=2, heads=4, context=32,
-                kernel=Choice("eager"), pos=Choice("sinusoidal"), pad_id=0)
+    base = dict(
+        arch="encoder-decoder",
+        vocab_size=V,
+        dim=32,
+        layers=2,
+        encoder_layers=2,
+        heads=4,
+        context=32,
+        kernel=Choice("eager"),
+        pos=Choice("sinusoidal"),
+        pad_id=0,
+    )
     base.update(kw)
     return ModelConfig(**base)
 
 
 def _batch():
-    src = torch.tensor([[5, 12, 7, 13, 12], [6, 4, 14, 0, 0]])  # ids >= 12 are source-only; row 2 padded
+    src = torch.tensor(
+        [[5, 12, 7, 13, 12], [6, 4, 14, 0, 0]]
+    )  # ids >= 12 are source-only; row 2 padded
     tgt = torch.tensor([[1, 12, 8, 13], [1, 14, 5, 0]])
     return src, tgt
 
@@ -42,7 +54,9 @@ def test_copy_distribution_with_p_gen_one_is_the_softmax_and_sums_to_one():
     mixed = copy_distribution(logits, attn, src_ext, torch.rand(2, 3, 1), n_ext=3)
     torch.testing.assert_close(mixed.sum(-1), torch.ones(2, 3))
     only_copy = copy_distribution(logits, attn, src_ext, torch.zeros(2, 3, 1), n_ext=3)
-    torch.testing.assert_close(only_copy[0, :, 12], attn[0, :, 1] + attn[0, :, 4])  # token 12 sits twice
+    torch.testing.assert_close(
+        only_copy[0, :, 12], attn[0, :, 1] + attn[0, :, 4]
+    )  # token 12 sits twice
 
 
 def test_model_with_p_gen_forced_to_one_equals_the_plain_head():
@@ -69,7 +83,9 @@ def test_output_is_a_distribution_and_the_loss_is_its_nll():
     picked = out.logits.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
     expected = -(picked * (targets != -100)).sum() / (targets != -100).sum()
     torch.testing.assert_close(out.loss, expected)
-    assert out.logits.exp()[1, 0, 13] < 1e-12  # token 13 is not in row 2's source: it cannot be copied there
+    assert (
+        out.logits.exp()[1, 0, 13] < 1e-12
+    )  # token 13 is not in row 2's source: it cannot be copied there
     assert out.logits.exp()[1, 0, 14] > 0  # token 14 is
 
 
@@ -108,8 +124,8 @@ def test_copy_task_examples_are_reversed_and_shifted():
 def test_trained_pointer_generator_copies_symbols_never_seen_in_training(tmp_path):
     """200 steps on short examples: the rare symbols of the test set (another pool than training's)
     come out in their right places; before training they do not."""
-    from tfmr.tasks import copytask as ct
     from tfmr.seq2seq import PairVocab, Seq2SeqTrainer
+    from tfmr.tasks import copytask as ct
 
     rng, vocab = random.Random(0), Vocab(ct.KNOWN)
     train = [make_example(rng, "R", p_rare=0.5, lengths=(3, 5)) for _ in range(4000)]
@@ -118,9 +134,16 @@ def test_trained_pointer_generator_copies_symbols_never_seen_in_training(tmp_pat
     cfg.train.steps, cfg.train.warmup, cfg.train.lr, cfg.train.eval_every = 200, 20, 3e-3, 10**9
     cfg.train.threads = 0  # leave the test process's thread count alone
     pairs = [extended_ids(vocab, s, t)[:2] for s, t in train]
-    trainer = Seq2SeqTrainer(cfg, PairVocab(vocab, vocab),
-                             pairs, pairs[:64], tmp_path, progress=False, log=lambda *a: None,
-                             make_model=lambda m: build_copy_model(m, UNK))
+    trainer = Seq2SeqTrainer(
+        cfg,
+        PairVocab(vocab, vocab),
+        pairs,
+        pairs[:64],
+        tmp_path,
+        progress=False,
+        log=lambda *a: None,
+        make_model=lambda m: build_copy_model(m, UNK),
+    )
     before = ct.accuracy(trainer.model, vocab, test, True, 8)["rare_acc"]
     trainer.fit()
     after = ct.accuracy(trainer.model, vocab, test, True, 8)

@@ -1,4 +1,5 @@
 """Data: clear errors for unusable input, the embedded corpus, the token cache, batches."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,12 +17,15 @@ def test_embedded_corpus_is_real_text():
     assert "lambda" in text and "yield" in text and text.count("\n") > 5000
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty"),
-    (b"   \n\n", "is empty"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "looks binary"),
-    ("caf\u00e9".encode("latin-1"), "is not UTF-8 text (bad byte at offset 3)"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"   \n\n", "is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "looks binary"),
+        ("caf\u00e9".encode("latin-1"), "is not UTF-8 text (bad byte at offset 3)"),
+    ],
+)
 def test_unusable_input_gets_a_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.txt"
     path.write_bytes(content)
@@ -42,7 +46,9 @@ def test_second_prepare_reuses_the_cache(text_file, tmp_path, monkeypatch):
     monkeypatch.setattr(CharTokenizer, "train", classmethod(lambda cls, text: calls.append(1)))
     second = prepare(cfg, tmp_path / "cache", log=lambda *a: None)
     assert calls == []  # no re-tokenization
-    assert isinstance(second.train, np.ndarray)  # read whole (a small cache) or mapped: the same tokens
+    assert isinstance(
+        second.train, np.ndarray
+    )  # read whole (a small cache) or mapped: the same tokens
     assert np.array_equal(first.train, second.train) and np.array_equal(first.val, second.val)
     tok = second.tokenizer
     assert tok.decode(np.concatenate([second.train, second.val]).tolist()) == text_file.read_text()

@@ -1,4 +1,5 @@
 """Sampling: filters keep the right tokens; limits reduce to greedy; seeds reproduce."""
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,9 @@ def test_top_k_keeps_exactly_k():
 def test_top_p_keeps_the_smallest_prefix_reaching_p():
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     logits = probs.log()
-    assert torch.isfinite(filter_logits(logits, top_p=0.5)).tolist() == [[True, False, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.5)).tolist() == [
+        [True, False, False, False]
+    ]
     assert torch.isfinite(filter_logits(logits, top_p=0.8)).tolist() == [[True, True, False, False]]
     assert torch.isfinite(filter_logits(logits, top_p=0.81)).tolist() == [[True, True, True, False]]
 
@@ -70,8 +73,12 @@ def test_next_token_probs_is_what_choose_samples_from():
     p = next_token_probs(logits, 0.7, top_k=10, top_p=0.8, min_p=0.02)
     kept = torch.isfinite(filter_logits(logits / 0.7, 10, 0.8, 0.02))
     base = torch.softmax(logits / 0.7, -1)
-    torch.testing.assert_close(p, torch.where(kept, base / (base * kept).sum(-1, keepdim=True), 0.0))
-    assert torch.equal(next_token_probs(logits, 0.0), torch.nn.functional.one_hot(logits.argmax(-1), 50).float())
+    torch.testing.assert_close(
+        p, torch.where(kept, base / (base * kept).sum(-1, keepdim=True), 0.0)
+    )
+    assert torch.equal(
+        next_token_probs(logits, 0.0), torch.nn.functional.one_hot(logits.argmax(-1), 50).float()
+    )
     gen = torch.Generator().manual_seed(1)
     draws = torch.stack([choose(logits, 0.7, 10, 0.8, 0.02, gen) for _ in range(200)])  # (200, 3)
     assert bool(kept.gather(1, draws.T).all())  # never a filtered token
@@ -87,9 +94,13 @@ def test_one_next_token_chooser_for_decode_fastdecode_and_the_objectives():
     logits, seen = torch.randn(3, 50) * 3, torch.randint(0, 50, (3, 6))
     chooser = decode.Sampling(0.7, top_k=10, top_p=0.9, repetition=1.3, ngram=2)
     got = chooser.choose(logits, seen, torch.Generator().manual_seed(5))
-    want = decode.choose(decode.process(logits, seen, 1.3, 2), 0.7, 10, 0.9, None, torch.Generator().manual_seed(5))
+    want = decode.choose(
+        decode.process(logits, seen, 1.3, 2), 0.7, 10, 0.9, None, torch.Generator().manual_seed(5)
+    )
     assert torch.equal(got, want)
-    seen = torch.cat([logits.argmax(-1, keepdim=True), seen], dim=1)  # every row has seen its best token
+    seen = torch.cat(
+        [logits.argmax(-1, keepdim=True), seen], dim=1
+    )  # every row has seen its best token
     greedy_ = decode.Sampling(0.0, repetition=100.0).choose(logits, seen)
     assert torch.equal(greedy_, decode.repetition_penalty(logits, seen, 100.0).argmax(-1))
     assert not (greedy_ == logits.argmax(-1)).any()  # the penalty was applied before the arg-max
@@ -102,5 +113,7 @@ def test_the_exponential_race_draws_from_the_distribution():
 
     torch.manual_seed(0)
     p = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
-    freq = torch.bincount(exponential_race(p.expand(20_000, 5).clone()), minlength=5).float() / 20_000
+    freq = (
+        torch.bincount(exponential_race(p.expand(20_000, 5).clone()), minlength=5).float() / 20_000
+    )
     assert (freq - p).abs().max() < 0.015 and freq[4] == 0

@@ -1,6 +1,7 @@
 """Beam search and the decoders' identities: beam 1 is greedy, a wide enough beam is exhaustive
 search, scores are what the model says, batches equal one-by-one decoding, and the same holds
 for encoder-decoder models."""
+
 from __future__ import annotations
 
 import itertools
@@ -15,16 +16,28 @@ from tfmr.decode import beam_search, greedy, sample
 
 def _lm(seed=0, vocab=40, context=48):
     torch.manual_seed(seed)
-    model = build_model(ModelConfig(vocab_size=vocab, dim=32, layers=2, heads=4, context=context)).eval()
+    model = build_model(
+        ModelConfig(vocab_size=vocab, dim=32, layers=2, heads=4, context=context)
+    ).eval()
     with torch.no_grad():
-        model.lm_head.weight.mul_(8.0)  # peaky distributions: ties between hypotheses become unlikely
+        model.lm_head.weight.mul_(
+            8.0
+        )  # peaky distributions: ties between hypotheses become unlikely
     return model
 
 
 def _seq2seq(seed=0):
     torch.manual_seed(seed)
-    cfg = ModelConfig(arch="encoder-decoder", vocab_size=30, dim=32, layers=2, heads=4, context=32, pad_id=0,
-                      pos=Choice("sinusoidal"))
+    cfg = ModelConfig(
+        arch="encoder-decoder",
+        vocab_size=30,
+        dim=32,
+        layers=2,
+        heads=4,
+        context=32,
+        pad_id=0,
+        pos=Choice("sinusoidal"),
+    )
     return build_model(cfg).eval()
 
 
@@ -33,7 +46,7 @@ def _log_prob(model, ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
     with torch.no_grad():
         logp = torch.log_softmax(model(ids).logits[:, :-1].float(), dim=-1)
     picked = logp.gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1)
-    return picked[:, prompt_len - 1:].sum(-1)
+    return picked[:, prompt_len - 1 :].sum(-1)
 
 
 def test_beam_width_1_equals_greedy():
@@ -70,15 +83,19 @@ def test_n_best_scores_are_the_models_log_probs_over_length_to_the_penalty(lengt
     model = _lm(3)
     ids = torch.tensor([[2, 8, 5], [9, 1, 1]])
     eos = int(torch.mode(beam_search(model, ids, 4, 10, n_best=4).ids[..., 3:].flatten()).values)
-    got = beam_search(model, ids, 4, 10, eos_id=eos, length_penalty=length_penalty, n_best=4, pad_id=0)
+    got = beam_search(
+        model, ids, 4, 10, eos_id=eos, length_penalty=length_penalty, n_best=4, pad_id=0
+    )
     assert (got.scores[:, :-1] >= got.scores[:, 1:]).all()  # best first
     if length_penalty <= 1.0:
-        assert (got.lengths < 10).any()  # some hypotheses really ended at EOS (1.7 favours long ones)
+        assert (
+            got.lengths < 10
+        ).any()  # some hypotheses really ended at EOS (1.7 favours long ones)
     for b, k in itertools.product(range(2), range(4)):
         length = int(got.lengths[b, k])
         hyp = got.ids[b, k, : 3 + length][None]
         assert length == 10 or hyp[0, -1] == eos
-        expected = _log_prob(model, hyp, 3)[0] / length ** length_penalty
+        expected = _log_prob(model, hyp, 3)[0] / length**length_penalty
         torch.testing.assert_close(got.scores[b, k], expected, atol=1e-4, rtol=1e-5)
 
 
@@ -89,10 +106,10 @@ def test_batched_decoding_equals_one_by_one():
     batch_greedy = greedy(model, ids, 15, eos_id=eos, pad_id=0)
     batch_beam = beam_search(model, ids, 3, 15, eos_id=eos, n_best=2, pad_id=0)
     for i in range(3):
-        alone = greedy(model, ids[i:i + 1], 15, eos_id=eos, pad_id=0)
+        alone = greedy(model, ids[i : i + 1], 15, eos_id=eos, pad_id=0)
         assert torch.equal(batch_greedy[i, : alone.shape[1]], alone[0])
-        assert (batch_greedy[i, alone.shape[1]:] == 0).all()
-        one = beam_search(model, ids[i:i + 1], 3, 15, eos_id=eos, n_best=2, pad_id=0)
+        assert (batch_greedy[i, alone.shape[1] :] == 0).all()
+        one = beam_search(model, ids[i : i + 1], 3, 15, eos_id=eos, n_best=2, pad_id=0)
         assert torch.equal(batch_beam.ids[i, :, : one.ids.shape[-1]], one.ids[0])
         torch.testing.assert_close(batch_beam.scores[i], one.scores[0])
 
@@ -105,7 +122,7 @@ def test_seq2seq_beam_1_is_greedy_and_batches_with_source_padding_equal_one_by_o
     assert torch.equal(beam_search(model, bos, 1, 10, src=src), g)
     beams = beam_search(model, bos, 4, 10, src=src, n_best=2)
     for i, length in enumerate([5, 2]):
-        alone = src[i:i + 1, :length]
+        alone = src[i : i + 1, :length]
         assert torch.equal(g[i], greedy(model, bos[:1], 10, src=alone)[0])
         one = beam_search(model, bos[:1], 4, 10, src=alone, n_best=2)
         assert torch.equal(beams.ids[i], one.ids[0])
@@ -119,7 +136,9 @@ def test_repetition_processors_change_greedy_the_way_they_should():
     no_repeat = greedy(model, ids, 30, ngram=2)
     bigrams = list(zip(no_repeat[0].tolist(), no_repeat[0, 1:].tolist()))
     assert len(bigrams) == len(set(bigrams))  # no bigram twice, prompt included
-    assert len(set(zip(plain[0].tolist(), plain[0, 1:].tolist()))) < len(bigrams)  # and greedy alone repeats
+    assert len(set(zip(plain[0].tolist(), plain[0, 1:].tolist()))) < len(
+        bigrams
+    )  # and greedy alone repeats
     penalised = greedy(model, ids, 30, repetition=100.0)
     assert len(set(penalised[0, 3:].tolist())) > len(set(plain[0, 3:].tolist()))
 
@@ -163,22 +182,32 @@ def test_on_step_records_every_candidate_and_changes_nothing():
     paths = {0: ()}  # beam slot -> its tokens so far
     pooled = {}
     for s in steps:
-        assert s.parents.shape == s.tokens.shape == s.scores.shape == (1, 2 * K) and s.kept.shape == (1, K)
+        assert s.parents.shape == s.tokens.shape == s.scores.shape == (
+            1,
+            2 * K,
+        ) and s.kept.shape == (1, K)
         new_paths = {}
         for c in range(2 * K):
             if float(s.scores[0, c]) <= NEG / 2:
                 continue
             path = paths[int(s.parents[0, c])] + (int(s.tokens[0, c]),)
             full = torch.tensor([ids[0].tolist() + list(path)])
-            torch.testing.assert_close(float(s.scores[0, c]), float(_log_prob(model, full, 3)[0]), atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                float(s.scores[0, c]), float(_log_prob(model, full, 3)[0]), atol=1e-4, rtol=1e-4
+            )
             if bool(s.pooled[0, c]):
                 assert bool(s.ended[0, c])
                 pooled[path] = float(s.scores[0, c])
             new_paths[c] = path
-        paths = {slot: new_paths[int(c)] for slot, c in enumerate(s.kept[0].tolist())
-                 if int(c) in new_paths and not bool(s.ended[0, int(c)])}
+        paths = {
+            slot: new_paths[int(c)]
+            for slot, c in enumerate(s.kept[0].tolist())
+            if int(c) in new_paths and not bool(s.ended[0, int(c)])
+        }
     for k in range(K):
         length = int(hooked.lengths[0, k])
-        path = tuple(hooked.ids[0, k, 3:3 + length].tolist())
+        path = tuple(hooked.ids[0, k, 3 : 3 + length].tolist())
         assert path in pooled
-        torch.testing.assert_close(float(hooked.scores[0, k]), pooled[path] / length, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            float(hooked.scores[0, k]), pooled[path] / length, atol=1e-5, rtol=1e-5
+        )

@@ -8,6 +8,7 @@ after 5 steps). The model has no biases: the key projection's bias has a gradien
 in exact arithmetic (softmax ignores a constant added to every score), so its rounding noise,
 scaled up to whole AdamW steps, would differ by up to lr per step between any two runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,24 +30,39 @@ from tfmr.builder import build_model
 from tfmr.cli import main
 from tfmr.config import ConfigError, ModelConfig, from_dict, to_dict
 from tfmr.data import Batches
-from tfmr.presets import tiny
 from tfmr.loop import CompiledOrEager
+from tfmr.presets import tiny
 from tfmr.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("dist_worker.py")
 ATOL = 1e-5
-HANG = 600  # seconds: a launch still running then is a hang (a launch takes 10-20 s on 2 idle cores)
+HANG = (
+    600  # seconds: a launch still running then is a hang (a launch takes 10-20 s on 2 idle cores)
+)
 
 pytestmark = pytest.mark.slow
 
 
 def small_cfg(tmp_path: Path, text_file: Path, kind: str, steps: int):
     cfg = tiny()
-    cfg.model.dim, cfg.model.layers, cfg.model.heads, cfg.model.context, cfg.model.bias = 32, 1, 2, 16, False
+    cfg.model.dim, cfg.model.layers, cfg.model.heads, cfg.model.context, cfg.model.bias = (
+        32,
+        1,
+        2,
+        16,
+        False,
+    )
     cfg.data.path, cfg.data.cache_dir = str(text_file), str(tmp_path / "cache")
     t = cfg.train
-    t.steps, t.batch_size, t.grad_accum, t.warmup, t.lr, t.min_lr = steps, 4, 2, 0, 1e-2, 1e-2  # constant lr
+    t.steps, t.batch_size, t.grad_accum, t.warmup, t.lr, t.min_lr = (
+        steps,
+        4,
+        2,
+        0,
+        1e-2,
+        1e-2,
+    )  # constant lr
     t.eval_every = t.checkpoint_every = 10**6
     t.eval_iters, t.log_every, t.device, t.threads, t.parallel = 1, 1, "cpu", 1, kind
     return cfg
@@ -59,29 +75,56 @@ def env() -> dict:
     return e
 
 
-def torchrun(cfg, out: Path, *extra: str, launch=("--standalone", "--nproc_per_node", "2"), timeout=HANG,
-             check=True) -> subprocess.CompletedProcess:
+def torchrun(
+    cfg,
+    out: Path,
+    *extra: str,
+    launch=("--standalone", "--nproc_per_node", "2"),
+    timeout=HANG,
+    check=True,
+) -> subprocess.CompletedProcess:
     config = out.with_name(out.name + ".json")
     config.write_text(json.dumps(to_dict(cfg)))
-    cmd = ["nice", "-n", "19", sys.executable, "-m", "torch.distributed.run", *launch, str(WORKER), str(config),
-           str(out), *extra]
+    cmd = [
+        "nice",
+        "-n",
+        "19",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *launch,
+        str(WORKER),
+        str(config),
+        str(out),
+        *extra,
+    ]
     done = run_group(cmd, timeout)
     if check and done.returncode:
-        raise AssertionError(f"torchrun failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise AssertionError(
+            f"torchrun failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return done
 
 
 def run_group(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run `cmd` in its own process group; past `timeout`, kill the whole group (torchrun's
     workers too) and fail."""
-    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"timed out after {timeout} s:\n{out[-2000:]}\n{err[-2000:]}") from None
+        raise AssertionError(
+            f"timed out after {timeout} s:\n{out[-2000:]}\n{err[-2000:]}"
+        ) from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
@@ -97,7 +140,10 @@ def losses(out: Path) -> list[float]:
 def assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for name in a:
-        assert torch.allclose(a[name], b[name], atol=ATOL, rtol=0), (name, (a[name] - b[name]).abs().max())
+        assert torch.allclose(a[name], b[name], atol=ATOL, rtol=0), (
+            name,
+            (a[name] - b[name]).abs().max(),
+        )
 
 
 def plain_weights(ckpt: Path, tmp_path: Path, cli: bool = False) -> dict:
@@ -137,14 +183,19 @@ def test_fsdp_matches_one_process_and_resumes_in_1_and_2(tmp_path, text_file):
     assert {"__0_0.distcp", "__1_0.distcp", ".metadata"} <= set(os.listdir(ckpt))
     checkpoint.verify(ckpt)  # the manifest covers every shard
     with pytest.raises(checkpoint.CheckpointError, match="tfmr checkpoint consolidate"):
-        checkpoint.load_weights(ckpt, build_model(from_dict(ModelConfig, checkpoint.read_config(ckpt)["model"])))
+        checkpoint.load_weights(
+            ckpt, build_model(from_dict(ModelConfig, checkpoint.read_config(ckpt)["model"]))
+        )
     ref2 = one_process(small_cfg(tmp_path, text_file, "none", 2), tmp_path / "ref2")
     assert_same_weights(plain_weights(ckpt, tmp_path), ref2)
     assert losses(tmp_path / "fsdp") == pytest.approx(losses(tmp_path / "ref2"), abs=ATOL)
 
     ref4 = one_process(small_cfg(tmp_path, text_file, "none", 4), tmp_path / "ref4")
     shutil.copytree(tmp_path / "fsdp", tmp_path / "as-one")
-    assert_same_weights(one_process(small_cfg(tmp_path, text_file, "none", 4), tmp_path / "as-one", resume=True), ref4)
+    assert_same_weights(
+        one_process(small_cfg(tmp_path, text_file, "none", 4), tmp_path / "as-one", resume=True),
+        ref4,
+    )
     torchrun(small_cfg(tmp_path, text_file, "fsdp", 4), tmp_path / "fsdp", "--resume")
     assert_same_weights(plain_weights(ckpt, tmp_path, cli=True), ref4)
     assert losses(tmp_path / "fsdp") == pytest.approx(losses(tmp_path / "ref4"), abs=ATOL)
@@ -164,11 +215,40 @@ def test_two_nodes_by_c10d_rendezvous(tmp_path, text_file):
     (tmp_path / "nodes.json").write_text(json.dumps(to_dict(cfg)))
     agents = []
     for node in (0, 1):
-        cmd = ["nice", "-n", "19", sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
-               "1", "--node_rank", str(node), "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
-               "--rdzv_id", "tfmr-test", str(WORKER), str(tmp_path / "nodes.json"), str(out), "--audit"]
-        agents.append(subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       start_new_session=True))
+        cmd = [
+            "nice",
+            "-n",
+            "19",
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "2",
+            "--nproc_per_node",
+            "1",
+            "--node_rank",
+            str(node),
+            "--rdzv_backend",
+            "c10d",
+            "--rdzv_endpoint",
+            f"127.0.0.1:{port}",
+            "--rdzv_id",
+            "tfmr-test",
+            str(WORKER),
+            str(tmp_path / "nodes.json"),
+            str(out),
+            "--audit",
+        ]
+        agents.append(
+            subprocess.Popen(
+                cmd,
+                env=env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        )
     try:
         outputs = [a.communicate(timeout=HANG)[0] for a in agents]
     finally:
@@ -176,7 +256,9 @@ def test_two_nodes_by_c10d_rendezvous(tmp_path, text_file):
             if a.poll() is None:
                 os.killpg(a.pid, signal.SIGKILL)
     assert [a.returncode for a in agents] == [0, 0], outputs
-    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert [
+        json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+    ] == [1, 2]
     checkpoint.verify(out / "checkpoint")
 
 
@@ -197,7 +279,9 @@ def test_the_write_audit_catches_a_write(tmp_path, monkeypatch):
     from dist_worker import forbid_writes_under
 
     monkeypatch.setenv("RANK", "1")
-    forbid_writes_under(tmp_path / "guarded")  # (a hook cannot be removed; this folder is never used again)
+    forbid_writes_under(
+        tmp_path / "guarded"
+    )  # (a hook cannot be removed; this folder is never used again)
     with pytest.raises(RuntimeError, match="rank 1"):
         open(tmp_path / "guarded" / "f.txt", "w")
     with pytest.raises(RuntimeError, match="rank 1"):
@@ -261,14 +345,27 @@ def test_compile_failure_falls_back_to_eager_and_says_why(monkeypatch):
     forward = CompiledOrEager(model, notes.append)
     x = torch.ones(1, 2)
     assert torch.equal(forward(x), model(x)) and torch.equal(forward(x), model(x))
-    assert notes == ["note: torch.compile failed (RuntimeError: no C compiler found); "
-                     "training continues without compiling"]
+    assert notes == [
+        "note: torch.compile failed (RuntimeError: no C compiler found); "
+        "training continues without compiling"
+    ]
 
 
 def test_consolidate_refuses_a_plain_checkpoint(tmp_path, text_file, capsys):
     cfg = small_cfg(tmp_path, text_file, "none", 1)
     one_process(cfg, tmp_path / "run")
-    assert main(["checkpoint", "consolidate", str(tmp_path / "run" / "checkpoint"), "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "checkpoint",
+                "consolidate",
+                str(tmp_path / "run" / "checkpoint"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "tfmr: error:" in capsys.readouterr().err
     with pytest.raises(checkpoint.CheckpointError, match="not a sharded checkpoint"):
         parallel.consolidate(tmp_path / "run" / "checkpoint", tmp_path / "x", build=build_model)
@@ -289,10 +386,15 @@ def test_chunked_cross_entropy_equals_plain_cross_entropy():
         model = build_model(cfg)
         out = model(x, y)
         out.loss.backward()
-        results.append((out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-    plain = torch.nn.functional.cross_entropy(model(x).logits.flatten(0, 1), y.flatten(), ignore_index=-100,
-                                              label_smoothing=0.1)
-    assert torch.allclose(results[0][0], plain, atol=1e-6) and torch.allclose(results[1][0], plain, atol=1e-6)
+        results.append(
+            (out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+        )
+    plain = torch.nn.functional.cross_entropy(
+        model(x).logits.flatten(0, 1), y.flatten(), ignore_index=-100, label_smoothing=0.1
+    )
+    assert torch.allclose(results[0][0], plain, atol=1e-6) and torch.allclose(
+        results[1][0], plain, atol=1e-6
+    )
     for name, grad in results[0][1].items():
         assert torch.allclose(grad, results[1][1][name], atol=1e-6), name
 
@@ -301,10 +403,20 @@ def test_scale_presets_have_their_published_shapes():
     from tfmr.presets import get
 
     gpt2, llama = get("gpt2-124m").model, get("llama-124m").model
-    assert (gpt2.layers, gpt2.heads, gpt2.dim, gpt2.context, gpt2.vocab_size) == (12, 12, 768, 1024, 50304)
+    assert (gpt2.layers, gpt2.heads, gpt2.dim, gpt2.context, gpt2.vocab_size) == (
+        12,
+        12,
+        768,
+        1024,
+        50304,
+    )
     assert (llama.layers, llama.heads, llama.kv_heads, llama.dim) == (12, 12, 4, 768)
-    assert (llama.pos.kind, llama.norm.kind, llama.ffn.kind, llama.ffn.options["hidden"]) == ("rope", "rmsnorm",
-                                                                                             "swiglu", 2048)
+    assert (llama.pos.kind, llama.norm.kind, llama.ffn.kind, llama.ffn.options["hidden"]) == (
+        "rope",
+        "rmsnorm",
+        "swiglu",
+        2048,
+    )
     model = build_model(llama)
     # 12 x (attention 768 x (768 + 2 x 256 + 768) + SwiGLU 3 x 768 x 2048 + 2 norms) + the final norm
     assert model.num_params() == 12 * (768 * 2048 + 3 * 768 * 2048 + 2 * 768) + 768

@@ -9,6 +9,7 @@ sinks + window). The page itself in headless chromium for an HF folder and a hyb
 
 The tfmr models here are random and untrained (explore shows any checkpoint; the numbers are
 the point, not their quality): built with build_model, saved with checkpoint.save."""
+
 from __future__ import annotations
 
 import shutil
@@ -44,7 +45,9 @@ def hf(tmp_path_factory):
     out = {}
     for family in FAMILIES:
         model = hf_model(family, len(tokenizer))
-        model.set_attn_implementation("eager")  # transformers' own attention weights, for the reference
+        model.set_attn_implementation(
+            "eager"
+        )  # transformers' own attention weights, for the reference
         path = tmp_path_factory.mktemp(f"explore-{family}")
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
@@ -56,10 +59,20 @@ def hf(tmp_path_factory):
 
 def _tfmr_checkpoint(root, name: str, **model) -> types.SimpleNamespace:
     tok = CharTokenizer.train(TEXT)
-    cfg = ModelConfig(vocab_size=tok.vocab_size, dim=32, layers=2, heads=2, context=32, kernel=Choice("sdpa"), **model)
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size,
+        dim=32,
+        layers=2,
+        heads=2,
+        context=32,
+        kernel=Choice("sdpa"),
+        **model,
+    )
     torch.manual_seed(0)
     net = build_model(cfg)
-    with torch.no_grad():  # larger weights than the init's: peaked distributions, no near-ties in greedy choices
+    with (
+        torch.no_grad()
+    ):  # larger weights than the init's: peaked distributions, no near-ties in greedy choices
         for p in net.parameters():
             if p.dim() > 1:
                 p.normal_(0.0, 0.2)
@@ -72,10 +85,17 @@ def _tfmr_checkpoint(root, name: str, **model) -> types.SimpleNamespace:
 def kinds(tmp_path_factory):
     """Retention everywhere, a hybrid (retention, attention) and attention sinks (2 sinks, window 4)."""
     root = tmp_path_factory.mktemp("explore-kinds")
-    made = {"retention": _tfmr_checkpoint(root, "retention", mixer=Choice("retention"), pos=Choice("rope")),
-            "hybrid": _tfmr_checkpoint(root, "hybrid", mixer=Choice("retention"), mixer_pattern="retention,attention"),
-            "sinks": _tfmr_checkpoint(root, "sinks", pos=Choice("rope"),
-                                      attention_pattern=Choice("sinks", sinks=2, window=4))}
+    made = {
+        "retention": _tfmr_checkpoint(
+            root, "retention", mixer=Choice("retention"), pos=Choice("rope")
+        ),
+        "hybrid": _tfmr_checkpoint(
+            root, "hybrid", mixer=Choice("retention"), mixer_pattern="retention,attention"
+        ),
+        "sinks": _tfmr_checkpoint(
+            root, "sinks", pos=Choice("rope"), attention_pattern=Choice("sinks", sinks=2, window=4)
+        ),
+    }
     yield types.SimpleNamespace(**made)
     for m in made.values():
         m.s.close()
@@ -93,26 +113,41 @@ def test_hf_folder_tokens_distribution_and_attention_are_transformers(hf, family
     assert status == 200
     want = hf.tokenizer(PROMPT).input_ids
     assert [t["id"] for t in info["tokens"]] == want
-    assert info["tokens"][-1]["bytes"][1] == len(PROMPT.encode("utf-8"))  # spans cover the UTF-8 text
-    assert f.s.request("GET", "/api/info")[1]["source"] == f"Hugging Face folder (model_type {family})"
+    assert info["tokens"][-1]["bytes"][1] == len(
+        PROMPT.encode("utf-8")
+    )  # spans cover the UTF-8 text
+    assert (
+        f.s.request("GET", "/api/info")[1]["source"] == f"Hugging Face folder (model_type {family})"
+    )
     generated = [5, 17]
     with torch.no_grad():
         ref = f.ref(torch.tensor([want + generated]), output_attentions=True)
     probs = torch.softmax(ref.logits[0, -1].float() / 0.7, -1)
     d = f.s.post("distribution", text=PROMPT, generated=generated, temperature=0.7)[1]
-    assert [t["id"] for t in d["tokens"]] == torch.argsort(probs, descending=True, stable=True)[:30].tolist()
+    assert [t["id"] for t in d["tokens"]] == torch.argsort(probs, descending=True, stable=True)[
+        :30
+    ].tolist()
     for t in d["tokens"]:
         assert t["before"] == pytest.approx(float(probs[t["id"]]), abs=1e-5)
     for layer in range(2):
         a = f.s.post("attention", text=PROMPT, generated=generated, layer=layer)[1]
-        torch.testing.assert_close(torch.tensor(a["weights"]), ref.attentions[layer][0], atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(a["weights"]), ref.attentions[layer][0], atol=1e-4, rtol=0
+        )
     # stepping at temperature 0 is transformers' greedy generate
     with torch.no_grad():
-        greedy = f.ref.generate(torch.tensor([want]), max_new_tokens=3, do_sample=False, eos_token_id=None,
-                                pad_token_id=0)[0, len(want):].tolist()
+        greedy = f.ref.generate(
+            torch.tensor([want]),
+            max_new_tokens=3,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )[0, len(want) :].tolist()
     generated = []
     for _ in range(3):
-        generated = f.s.post("step", text=PROMPT, generated=generated, temperature=0)[1]["generated"]
+        generated = f.s.post("step", text=PROMPT, generated=generated, temperature=0)[1][
+            "generated"
+        ]
     assert generated == greedy
 
 
@@ -122,8 +157,12 @@ def test_hf_folder_positions_are_learned_for_gpt2_rope_for_llama_alibi_for_bloom
     gpt2 = hf.gpt2.s.post("positions")[1]["parts"][0]
     assert gpt2["name"] == "Learned" and "rotation" not in gpt2
     T = len(gpt2["embedding"])
-    torch.testing.assert_close(torch.tensor(gpt2["embedding"]), hf.gpt2.ref.transformer.wpe.weight[:T].detach(),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(gpt2["embedding"]),
+        hf.gpt2.ref.transformer.wpe.weight[:T].detach(),
+        atol=1e-4,
+        rtol=0,
+    )
     llama = hf.llama.s.post("positions")[1]["parts"][0]
     assert llama["name"] == "Rope" and "embedding" not in llama
     cfg = hf.llama.ref.config
@@ -142,8 +181,10 @@ def test_hf_folder_positions_are_learned_for_gpt2_rope_for_llama_alibi_for_bloom
     ref = build_alibi_tensor(torch.ones(1, T), heads, torch.float32).view(heads, 1, T)  # (H, 1, T)
     for h in range(heads):
         for q in (3, T - 1):
-            row = torch.tensor(bloom["bias"][h][q][:q + 1])
-            torch.testing.assert_close(row - row[q], ref[h, 0, :q + 1] - ref[h, 0, q], atol=1e-4, rtol=0)
+            row = torch.tensor(bloom["bias"][h][q][: q + 1])
+            torch.testing.assert_close(
+                row - row[q], ref[h, 0, : q + 1] - ref[h, 0, q], atol=1e-4, rtol=0
+            )
 
 
 def test_hf_folder_with_a_tokenizer_the_tokenizers_library_runs(hf, tmp_path):
@@ -151,8 +192,12 @@ def test_hf_folder_with_a_tokenizer_the_tokenizers_library_runs(hf, tmp_path):
 
     path = tmp_path / "lower"
     shutil.copytree(hf.gpt2.path, path)
-    backend = hf.tokenizer.backend_tokenizer.__class__.from_str(hf.tokenizer.backend_tokenizer.to_str())
-    backend.normalizer = normalizers.Lowercase()  # not exact as tfmr's BPE: the tokenizers library runs it
+    backend = hf.tokenizer.backend_tokenizer.__class__.from_str(
+        hf.tokenizer.backend_tokenizer.to_str()
+    )
+    backend.normalizer = (
+        normalizers.Lowercase()
+    )  # not exact as tfmr's BPE: the tokenizers library runs it
     (path / "tokenizer.json").write_text(backend.to_str())
     session = open_checkpoint(path)
     assert session.info()["tokenizer"] == "hf"
@@ -161,7 +206,8 @@ def test_hf_folder_with_a_tokenizer_the_tokenizers_library_runs(hf, tmp_path):
     assert [t["id"] for t in tokens] == enc.ids and [t["text"] for t in tokens] == enc.tokens
     assert all("bytes" not in t for t in tokens)
     assert session.distribution("The CAFÉ")["tokens"][0]["text"] == backend.id_to_token(
-        session.distribution("The CAFÉ")["tokens"][0]["id"])
+        session.distribution("The CAFÉ")["tokens"][0]["id"]
+    )
 
 
 def test_hf_encoder_folder_is_one_line(tmp_path, capsys):
@@ -182,11 +228,17 @@ def gammas(heads: int) -> list[float]:
 def test_retention_layers_show_their_decay_and_decode_through_the_recurrent_state(kinds):
     m, text = kinds.retention, "to be or"
     a = m.s.post("attention", text=text, layer=1)[1]
-    assert a["weights"] is None and a["mixer"] == "retention" and a["mixers"] == ["retention", "retention"]
+    assert (
+        a["weights"] is None
+        and a["mixer"] == "retention"
+        and a["mixers"] == ["retention", "retention"]
+    )
     T = len(text)
     for h, g in enumerate(gammas(2)):
         want = [[g ** (n - k) if n >= k else 0.0 for k in range(T)] for n in range(T)]
-        torch.testing.assert_close(torch.tensor(a["decay"][h]), torch.tensor(want), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(a["decay"][h]), torch.tensor(want), atol=1e-5, rtol=0
+        )
     # the page's numbers come through the recurrent state (prefill, then one token a step); the
     # parallel form (one full forward) must agree
     generated = [3, 7, 1]
@@ -209,8 +261,10 @@ def test_retention_layers_show_their_decay_and_decode_through_the_recurrent_stat
     P = len(text)
     total = sum(float(logp[P - 1 + i, tok]) for i, tok in enumerate(best))
     assert b["n_best"][0]["score"] == pytest.approx(total / len(best), abs=1e-4)
-    assert m.s.post("beam", text=text, width=1, max_new_tokens=5)[1]["n_best"][0]["ids"] == \
-        decode.greedy(m.model, ids(m.tok, text), 5)[0, -5:].tolist()
+    assert (
+        m.s.post("beam", text=text, width=1, max_new_tokens=5)[1]["n_best"][0]["ids"]
+        == decode.greedy(m.model, ids(m.tok, text), 5)[0, -5:].tolist()
+    )
 
 
 def test_hybrid_attention_layers_keep_their_weights_and_the_export_marks_retention(kinds):
@@ -222,7 +276,9 @@ def test_hybrid_attention_layers_keep_their_weights_and_the_export_marks_retenti
     attention = m.s.post("attention", text=text, layer=1)[1]
     reference = viz.attention_weights(m.model, ids(m.tok, text))
     assert reference[0] is None and attention["mixer"] == "attention"
-    torch.testing.assert_close(torch.tensor(attention["weights"]), reference[1][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(attention["weights"]), reference[1][0], atol=1e-5, rtol=0
+    )
     tensors, labels = m.s.session.export(text)
     assert sorted(tensors) == ["attention.1"] and labels["layers"] == {"attention": 2}
     status, data = m.s.request("GET", "/api/export?text=not%20to%20be&format=json")
@@ -248,7 +304,9 @@ def test_sinks_step_through_the_sink_cache_as_decode_does(kinds):
     # past sinks + window, decoding (positions inside the cache) is not one full forward: the page
     # shows what decoding computes
     with torch.no_grad():
-        full = torch.softmax(m.model(torch.cat([prompt, torch.tensor([stepped])], 1)).logits[0, -1], -1)
+        full = torch.softmax(
+            m.model(torch.cat([prompt, torch.tensor([stepped])], 1)).logits[0, -1], -1
+        )
         state = m.model.start_state(1, 32)
         logits, state = m.model.step(prompt, state)
         for tok in stepped:
@@ -263,8 +321,8 @@ def test_sinks_step_through_the_sink_cache_as_decode_does(kinds):
     T = w.shape[-1]
     allowed = torch.zeros(T, T, dtype=torch.bool)
     for t in range(T):
-        allowed[t, :min(t + 1, 2)] = True
-        allowed[t, max(0, t - 3):t + 1] = True
+        allowed[t, : min(t + 1, 2)] = True
+        allowed[t, max(0, t - 3) : t + 1] = True
     assert bool((w[:, ~allowed] == 0).all()) and bool((w[:, allowed] > 0).all())
     b = m.s.post("beam", text=LONG, width=1, max_new_tokens=4)[1]
     assert b["n_best"][0]["ids"] == decode.greedy(m.model, prompt, 4)[0, -4:].tolist()
@@ -279,11 +337,15 @@ def test_the_hf_folder_page(browser, hf):
     page = Page(browser, hf.gpt2.s)
     assert "Hugging Face folder (model_type gpt2)" in page.find("#info").text
     type_prompt(page, PROMPT)
-    assert [int(t.get_attribute("data-id")) for t in page.all("#tokens .token")] == hf.tokenizer(PROMPT).input_ids
+    assert [int(t.get_attribute("data-id")) for t in page.all("#tokens .token")] == hf.tokenizer(
+        PROMPT
+    ).input_ids
     with torch.no_grad():
         logits = hf.gpt2.ref(torch.tensor([hf.tokenizer(PROMPT).input_ids])).logits[0, -1]
     assert page.bars()[0][0] == int(logits.argmax())
-    assert page.find("#positions h3").text == "decoder: Learned" and page.all("#positions canvas.pos-embedding")
+    assert page.find("#positions h3").text == "decoder: Learned" and page.all(
+        "#positions canvas.pos-embedding"
+    )
     page.shot("hf-gpt2")
 
 
@@ -297,7 +359,11 @@ def test_the_hybrid_page(browser, kinds):
     type_prompt(page, "not to be")
     assert [o.text for o in page.all("#attn-layer option")] == ["0 (retention)", "1"]
     note = page.find("#attn-note")
-    assert note.is_displayed() and "no attention map" in note.text and len(page.all("#heads .head")) == 2
+    assert (
+        note.is_displayed()
+        and "no attention map" in note.text
+        and len(page.all("#heads .head")) == 2
+    )
     page.shot("hybrid-retention-layer")
     page.act(lambda: Select(page.find("#attn-layer")).select_by_value("1"))
     assert not page.find("#attn-note").is_displayed() and len(page.all("#heads .head")) == 2

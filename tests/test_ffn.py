@@ -1,6 +1,7 @@
 """Feed-forward sublayers: formulas, the registry-wide contract, and the mixture of experts
 (one expert is the MLP, top-k dispatch equals a per-token reference, balance / z-loss formulas,
 capacity drops, the Hugging Face balance loss, utilisation logging)."""
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,7 @@ def test_every_ffn_is_position_wise_at_inference(kind):
     x = torch.randn(2, 9, DIM)
     full, _ = ffn(x)
     for t in (0, 4, 8):
-        alone, _ = ffn(x[:, t:t + 1])
+        alone, _ = ffn(x[:, t : t + 1])
         torch.testing.assert_close(alone[:, 0], full[:, t], atol=1e-6, rtol=1e-5)
 
 
@@ -60,8 +61,11 @@ def test_every_ffn_passes_gradients_to_all_its_parameters(kind):
 def test_every_ffn_trains_in_a_model_and_decodes_with_a_cache(kind):
     torch.manual_seed(0)
     options = {"experts": 4, "top_k": 2} if kind == "moe" else {}
-    model = build_model(ModelConfig(vocab_size=40, dim=DIM, layers=2, heads=2, context=16,
-                                    ffn=Choice(kind, **options)))
+    model = build_model(
+        ModelConfig(
+            vocab_size=40, dim=DIM, layers=2, heads=2, context=16, ffn=Choice(kind, **options)
+        )
+    )
     ids = torch.randint(0, 40, (2, 10))
     loss = model(ids, ids).loss
     loss.backward()
@@ -71,7 +75,7 @@ def test_every_ffn_trains_in_a_model_and_decodes_with_a_cache(kind):
     state = model.start_state(2, 16)
     logits, state = model.step(ids[:, :6], state)
     for t in range(6, 10):
-        logits, state = model.step(ids[:, t:t + 1], state)
+        logits, state = model.step(ids[:, t : t + 1], state)
         torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
 
 
@@ -87,8 +91,9 @@ def test_mlp_is_w2_act_w1(activation, fn):
     assert ffn.w1.out_features == 4 * DIM
 
 
-@pytest.mark.parametrize("kind, gate", [("swiglu", F.silu), ("geglu", F.gelu), ("reglu", F.relu),
-                                        ("glu", torch.sigmoid)])
+@pytest.mark.parametrize(
+    "kind, gate", [("swiglu", F.silu), ("geglu", F.gelu), ("reglu", F.relu), ("glu", torch.sigmoid)]
+)
 def test_glu_variants_are_w2_of_gate_times_up(kind, gate):
     ffn = _ffn(kind)
     x = torch.randn(2, 5, DIM)
@@ -116,7 +121,15 @@ def test_glu_hidden_is_two_thirds_of_4x_rounded_up_to_a_multiple():
 def test_moe_with_one_expert_equals_the_dense_ffn(expert, dense, train):
     torch.manual_seed(0)
     ref = dense(dim=DIM)
-    moe = MoE(dim=DIM, experts=1, top_k=1, expert=expert, capacity_factor=1.0, balance_coef=0.01, z_coef=0.001)
+    moe = MoE(
+        dim=DIM,
+        experts=1,
+        top_k=1,
+        expert=expert,
+        capacity_factor=1.0,
+        balance_coef=0.01,
+        z_coef=0.001,
+    )
     moe.experts[0].load_state_dict(ref.state_dict())
     moe.train(train)
     x = torch.randn(2, 7, DIM)
@@ -139,7 +152,7 @@ def _reference_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
         if moe.norm_topk:
             gates = gates / gates.sum()
         for g, e in zip(gates, chosen):
-            out[t] += g * moe.experts[int(e)](flat[t:t + 1])[0][0]
+            out[t] += g * moe.experts[int(e)](flat[t : t + 1])[0][0]
     return out.view_as(x)
 
 
@@ -169,16 +182,21 @@ def test_balance_loss_equals_the_switch_formula_on_a_hand_made_routing():
     # top-2 of 3 experts, hand-made: counts (2, 1, 1) over N = 2, P = (0.5, 0.3, 0.2)
     probs = torch.tensor([[0.6, 0.3, 0.1], [0.4, 0.3, 0.3]])
     chosen = torch.tensor([[0, 1], [0, 2]])
-    torch.testing.assert_close(balance_loss(probs, chosen, 3), torch.tensor(3 * (1.0 * 0.5 + 0.5 * 0.3 + 0.5 * 0.2)))
+    torch.testing.assert_close(
+        balance_loss(probs, chosen, 3), torch.tensor(3 * (1.0 * 0.5 + 0.5 * 0.3 + 0.5 * 0.2))
+    )
     # perfectly even routing gives k
     uniform = torch.full((4, 4), 0.25)
-    torch.testing.assert_close(balance_loss(uniform, torch.tensor([[0, 1], [2, 3], [0, 2], [1, 3]]), 4),
-                               torch.tensor(2.0))
+    torch.testing.assert_close(
+        balance_loss(uniform, torch.tensor([[0, 1], [2, 3], [0, 2], [1, 3]]), 4), torch.tensor(2.0)
+    )
 
 
 def test_router_z_loss_is_the_mean_squared_logsumexp():
     logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
-    torch.testing.assert_close(z_loss(logits), torch.tensor((math.log(2) ** 2 + math.log(4) ** 2) / 2))
+    torch.testing.assert_close(
+        z_loss(logits), torch.tensor((math.log(2) ** 2 + math.log(4) ** 2) / 2)
+    )
 
 
 def test_moe_balance_loss_matches_hugging_face_mixtral():
@@ -233,13 +251,18 @@ def test_second_choices_are_dropped_before_first_choices():
     assert torch.all(y[:, 4:] == 0)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(top_k=5), "top_k must be between 1 and experts"),
-    (dict(expert="moe"), "unknown expert kind 'moe'"),
-    (dict(expert="swiglu", activation="relu"), "fixes its activation"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(top_k=5), "top_k must be between 1 and experts"),
+        (dict(expert="moe"), "unknown expert kind 'moe'"),
+        (dict(expert="swiglu", activation="relu"), "fixes its activation"),
+    ],
+)
 def test_bad_moe_options_are_config_errors(bad, message):
-    cfg = ModelConfig(vocab_size=20, dim=DIM, layers=1, heads=2, ffn=Choice("moe", experts=4, **bad))
+    cfg = ModelConfig(
+        vocab_size=20, dim=DIM, layers=1, heads=2, ffn=Choice("moe", experts=4, **bad)
+    )
     with pytest.raises(ConfigError, match=message):
         build_model(cfg)
 
@@ -250,11 +273,15 @@ def test_trainer_logs_expert_utilisation(tiny_cfg, tmp_path):
     tiny_cfg.model.ffn = Choice("moe", experts=4, top_k=2, hidden=32)
     tiny_cfg.train.steps, tiny_cfg.train.log_every, tiny_cfg.train.eval_every = 6, 3, 6
     Trainer(tiny_cfg, tmp_path / "run", progress=False, log=lambda *a: None).fit()
-    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     logged = [r for r in lines if "moe_load" in r]
     assert [r["step"] for r in logged] == [3, 6]
     for r in logged:
-        assert len(r["moe_load"]) == tiny_cfg.model.layers and all(len(layer) == 4 for layer in r["moe_load"])
+        assert len(r["moe_load"]) == tiny_cfg.model.layers and all(
+            len(layer) == 4 for layer in r["moe_load"]
+        )
         assert all(abs(sum(layer) - 1.0) < 1e-3 for layer in r["moe_load"])
         assert 1.0 <= r["moe_max_load"] <= 4.0 and r["moe_dropped"] == 0.0
 
@@ -278,14 +305,35 @@ def test_moe_experiment_runs_and_compares_equal_active_sizes(tmp_path, capsys):
     module = EXPERIMENTS["moe"]
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
-    args = parser.parse_args(["--out", str(tmp_path), "--set", "model.layers=1", "--set", "model.dim=16",
-                              "--set", "model.context=16", "--set", "train.batch_size=4", "--set", "train.steps=3",
-                              "--set", "train.warmup=1", "--set", "train.eval_every=1", "--experts", "4"])
+    args = parser.parse_args(
+        [
+            "--out",
+            str(tmp_path),
+            "--set",
+            "model.layers=1",
+            "--set",
+            "model.dim=16",
+            "--set",
+            "model.context=16",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "train.steps=3",
+            "--set",
+            "train.warmup=1",
+            "--set",
+            "train.eval_every=1",
+            "--experts",
+            "4",
+        ]
+    )
     assert module.main(args) == 0
     results = {r["name"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
     assert set(results) == {"dense", "top2", "switch"}
     dense = results["dense"]["active_ffn_params"]
     for name in ("top2", "switch"):  # same active FFN size, up to the router's dim x E
-        assert results[name]["active_ffn_params"] - dense == 16 * 4 + (16 if name == "top2" else 0)  # + a 2nd w2 bias
+        assert results[name]["active_ffn_params"] - dense == 16 * 4 + (
+            16 if name == "top2" else 0
+        )  # + a 2nd w2 bias
         assert results[name]["ffn_params"] > 2 * dense
     assert (tmp_path / "moe.png").exists() and "| switch |" in capsys.readouterr().out

@@ -16,6 +16,7 @@ larger of the inner score rows' and the carried state's scales. Each form is com
 tfmr's form at 1e-5, after loading the reference layer's random weights with
 `tfmr.interop.torchscale.load_retention`.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,10 @@ from tfmr.positions import Rope
 
 DIM, HEADS, T, CHUNK = 32, 4, 12, 4
 KEY_DIM = DIM // HEADS
-ERAS = {"2023": dict(bias=True, value_dim=2 * DIM, eps=1e-5, norm="group", rows="paper"),
-        "today": dict(bias=False, value_dim=48, eps=1e-6, norm="rms", rows="torchscale")}
+ERAS = {
+    "2023": dict(bias=True, value_dim=2 * DIM, eps=1e-5, norm="group", rows="paper"),
+    "today": dict(bias=False, value_dim=48, eps=1e-6, norm="rms", rows="torchscale"),
+}
 
 
 # ----------------------------------------------------------------------------- the reference, transcribed
@@ -79,7 +82,9 @@ class ReferenceRelPos:
         last = mask[:, -1].sum(-1)  # (H,): the last row's sum
         i = torch.arange(CHUNK).float()
         rise = torch.exp(self.decay[:, None] * (i + 1))[:, :, None]  # (H, C, 1): gamma^(i+1)
-        if era == "2023":  # values weighted by the normalised last row, queries by root_last / root_i
+        if (
+            era == "2023"
+        ):  # values weighted by the normalised last row, queries by root_last / root_i
             value_w = (mask / root)[:, -1, :, None]
             query_w = rise / (root / root[:, -1:])
         else:  # values by the last row over its sum, queries by last / root_i
@@ -119,7 +124,7 @@ class ReferenceRetention(nn.Module):
         else:
             self.group_norm = ReferenceRMSNorm(e["eps"])
         for proj in (self.q_proj, self.k_proj, self.v_proj, self.g_proj):  # reset_parameters
-            nn.init.xavier_uniform_(proj.weight, gain=2 ** -2.5)
+            nn.init.xavier_uniform_(proj.weight, gain=2**-2.5)
         nn.init.xavier_uniform_(self.out_proj.weight)
         if e["bias"]:  # the 2023 code leaves the other biases at nn.Linear's draw
             nn.init.zeros_(self.out_proj.bias)
@@ -127,7 +132,7 @@ class ReferenceRetention(nn.Module):
     def _qkvg(self, x, sin, cos):
         B, n, _ = x.shape
         q = self.q_proj(x).view(B, n, HEADS, KEY_DIM).transpose(1, 2)
-        k = (self.k_proj(x) * KEY_DIM ** -0.5).view(B, n, HEADS, KEY_DIM).transpose(1, 2)
+        k = (self.k_proj(x) * KEY_DIM**-0.5).view(B, n, HEADS, KEY_DIM).transpose(1, 2)
         return turn_pairs(q, sin, cos), turn_pairs(k, sin, cos), self.v_proj(x), self.g_proj(x)
 
     def _finish(self, out, g, B, n):
@@ -181,7 +186,9 @@ class ReferenceRetention(nn.Module):
             carried.append(state / state_scale)
             carried_scale.append(state_scale)
             state = state * cross_decay + kv[:, c]
-            state_scale = state.detach().abs().sum(-2, keepdim=True).amax(-1, keepdim=True).clamp(min=1)
+            state_scale = (
+                state.detach().abs().sum(-2, keepdim=True).amax(-1, keepdim=True).clamp(min=1)
+            )
         carried, carried_scale = torch.stack(carried, 1), torch.stack(carried_scale, 1)
         both = torch.maximum(inner_scale, carried_scale)
         cross = (q * query_w) @ carried
@@ -194,8 +201,16 @@ def _pair(era, seed=0, eps=None):
     torch.manual_seed(seed)
     e = dict(ERAS[era], eps=eps or ERAS[era]["eps"])
     ref = ReferenceRetention(era, e["eps"])
-    mine = Retention(DIM, HEADS, bias=e["bias"], value_factor=e["value_dim"] / DIM, eps=e["eps"], norm=e["norm"],
-                     affine=False, rows=e["rows"])
+    mine = Retention(
+        DIM,
+        HEADS,
+        bias=e["bias"],
+        value_factor=e["value_dim"] / DIM,
+        eps=e["eps"],
+        norm=e["norm"],
+        affine=False,
+        rows=e["rows"],
+    )
     return ref, load_retention(mine, ref.state_dict())
 
 
@@ -234,8 +249,8 @@ def test_the_recurrent_form_equals_torchscales(era, scale, eps):
     cache = mine.new_cache(None, 2, T, torch.float32, "cpu")
     with torch.no_grad():
         for n in range(T):
-            want = ref.recurrent(x[:, n:n + 1], rel.recurrent(n), state)
-            got, _ = mine(x[:, n:n + 1], _theta(), Mask(causal=True, q_start=n), cache, n)
+            want = ref.recurrent(x[:, n : n + 1], rel.recurrent(n), state)
+            got, _ = mine(x[:, n : n + 1], _theta(), Mask(causal=True, q_start=n), cache, n)
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5, msg=f"token {n}")
 
 
@@ -248,8 +263,13 @@ def test_the_chunkwise_form_equals_torchscales(era, scale, eps):
     cache = mine.new_cache(None, 2, T, torch.float32, "cpu")
     with torch.no_grad():
         want = ref.chunkwise(x, ReferenceRelPos().chunkwise(T, era))
-        got = torch.cat([mine(x[:, s:s + CHUNK], _theta(), Mask(causal=True, q_start=s), cache, s)[0]
-                         for s in range(0, T, CHUNK)], dim=1)
+        got = torch.cat(
+            [
+                mine(x[:, s : s + CHUNK], _theta(), Mask(causal=True, q_start=s), cache, s)[0]
+                for s in range(0, T, CHUNK)
+            ],
+            dim=1,
+        )
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -262,9 +282,15 @@ def test_gradients_equal_torchscales(era):
     x = _x(scale=10.0).double()
     ref.parallel(x, ReferenceRelPos().parallel(T)).pow(2).sum().backward()
     mine(x, _theta(), Mask(causal=True))[0].pow(2).sum().backward()
-    pairs = [(getattr(mine, name).weight.grad, getattr(ref, name).weight.grad) for name in ("v_proj", "g_proj", "out_proj")]
+    pairs = [
+        (getattr(mine, name).weight.grad, getattr(ref, name).weight.grad)
+        for name in ("v_proj", "g_proj", "out_proj")
+    ]
     pairs.append((mine.q_proj.weight.grad, halves_from_pairs(ref.q_proj.weight.grad, HEADS)))
-    for got, want in pairs:  # at 1e-5 of the largest gradient (the decays and angles are float32 on both sides)
+    for (
+        got,
+        want,
+    ) in pairs:  # at 1e-5 of the largest gradient (the decays and angles are float32 on both sides)
         torch.testing.assert_close(got, want, atol=1e-5 * want.abs().max().item(), rtol=0)
 
 
@@ -275,8 +301,18 @@ def test_leaving_the_rows_out_is_exact_only_up_to_the_epsilon(era):
     mattering, which is why they were once left out."""
     ref, exact = _pair(era)
     e = ERAS[era]
-    loose = load_retention(Retention(DIM, HEADS, bias=e["bias"], value_factor=e["value_dim"] / DIM, eps=e["eps"],
-                                     norm=e["norm"], affine=False), ref.state_dict())
+    loose = load_retention(
+        Retention(
+            DIM,
+            HEADS,
+            bias=e["bias"],
+            value_factor=e["value_dim"] / DIM,
+            eps=e["eps"],
+            norm=e["norm"],
+            affine=False,
+        ),
+        ref.state_dict(),
+    )
     x = _x()
     with torch.no_grad():
         want = ref.parallel(x, ReferenceRelPos().parallel(T))
@@ -288,12 +324,27 @@ def test_leaving_the_rows_out_is_exact_only_up_to_the_epsilon(era):
 
 
 def test_the_options_build_through_the_config_and_bad_ones_are_refused():
-    model = build_model(ModelConfig(vocab_size=40, dim=DIM, heads=HEADS, layers=1, bias=False,
-                                    mixer=Choice("retention", norm="rms", affine=False, rows="torchscale", eps=1e-6)))
+    model = build_model(
+        ModelConfig(
+            vocab_size=40,
+            dim=DIM,
+            heads=HEADS,
+            layers=1,
+            bias=False,
+            mixer=Choice("retention", norm="rms", affine=False, rows="torchscale", eps=1e-6),
+        )
+    )
     layer = model.blocks[0].attn
-    assert isinstance(layer.norm, HeadRMSNorm) and layer.norm.weight is None and layer.rows == "torchscale"
+    assert (
+        isinstance(layer.norm, HeadRMSNorm)
+        and layer.norm.weight is None
+        and layer.rows == "torchscale"
+    )
     assert "rows=torchscale" in repr(layer)
-    assert isinstance(build_model(ModelConfig(mixer=Choice("retention", norm="none"))).blocks[0].attn.norm, nn.Identity)
+    assert isinstance(
+        build_model(ModelConfig(mixer=Choice("retention", norm="none"))).blocks[0].attn.norm,
+        nn.Identity,
+    )
     with pytest.raises(ConfigError, match="unknown retention norm 'layer'"):
         build_model(ModelConfig(mixer=Choice("retention", norm="layer")))
     with pytest.raises(ConfigError, match="unknown retention rows 'sqrt'"):
@@ -307,7 +358,9 @@ def test_the_loader_refuses_what_does_not_fit():
     with pytest.raises(ValueError, match="bias=True"):
         load_retention(no_bias, state)
     with pytest.raises(ValueError, match="missing g_proj.weight"):
-        load_retention(Retention(DIM, HEADS), {k: v for k, v in state.items() if not k.startswith("g_proj")})
+        load_retention(
+            Retention(DIM, HEADS), {k: v for k, v in state.items() if not k.startswith("g_proj")}
+        )
     with pytest.raises(ValueError, match="v_proj.weight is"):
         load_retention(Retention(DIM, HEADS, value_factor=1.0), state)
 
@@ -322,5 +375,7 @@ def test_the_loader_turns_neighbour_pairs_into_halves():
             assert torch.equal(out[h * 8 + i], w[h * 8 + 2 * i])
             assert torch.equal(out[h * 8 + 4 + i], w[h * 8 + 2 * i + 1])
     n = KEY_DIM // 2
-    torch.testing.assert_close(_theta().inv_freq, 1.0 / 10000 ** torch.linspace(0, 1, n), atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(
+        _theta().inv_freq, 1.0 / 10000 ** torch.linspace(0, 1, n), atol=1e-7, rtol=1e-6
+    )
     assert math.isclose(theta_base(KEY_DIM), 10000 ** (n / (n - 1)))

@@ -9,6 +9,7 @@ mask "key j > query i + mlen", memories of each layer's input cut to the last me
 Both sides get the same weights and the same token ids; logits, attention weights and gradients
 must agree at 1e-5, in training with memory and in cached decoding.
 """
+
 from __future__ import annotations
 
 import math
@@ -111,12 +112,14 @@ class ReferenceLM(nn.Module):
         qlen = ids.shape[0]
         mlen = 0 if mems is None else mems[0].shape[0]
         klen = mlen + qlen
-        mask = torch.triu(torch.ones(qlen, klen, dtype=torch.bool), diagonal=1 + mlen)  # key j > query i + mlen
+        mask = torch.triu(
+            torch.ones(qlen, klen, dtype=torch.bool), diagonal=1 + mlen
+        )  # key j > query i + mlen
         pos_seq = torch.arange(klen - 1, -1, -1.0)
         if self.clamp_len > 0:
             pos_seq = pos_seq.clamp(max=self.clamp_len)
         r = reference_sinusoids(pos_seq, D_MODEL)
-        h = self.emb(ids) * D_MODEL ** 0.5
+        h = self.emb(ids) * D_MODEL**0.5
         inputs = []
         for i, layer in enumerate(self.layers):
             inputs.append(h)
@@ -124,7 +127,10 @@ class ReferenceLM(nn.Module):
         new = None
         if mems is not None:
             with torch.no_grad():
-                new = [torch.cat([m, x], 0)[max(0, klen - self.mem_len):klen].detach() for m, x in zip(mems, inputs)]
+                new = [
+                    torch.cat([m, x], 0)[max(0, klen - self.mem_len) : klen].detach()
+                    for m, x in zip(mems, inputs)
+                ]
         return self.out(h), new
 
     def empty_mems(self, batch):
@@ -133,16 +139,30 @@ class ReferenceLM(nn.Module):
 
 # ----------------------------------------------------------------------------- the same weights in tfmr
 def _config(residual="post", kernel="eager", **pos):
-    return ModelConfig(vocab_size=V, dim=D_MODEL, layers=LAYERS, heads=H, context=64, pos=Choice("xl", **pos),
-                       kernel=Choice(kernel), residual=Choice(residual),
-                       ffn=Choice("mlp", hidden=D_INNER, activation="relu"), head=Choice("linear", bias=True),
-                       tie_embeddings=False)
+    return ModelConfig(
+        vocab_size=V,
+        dim=D_MODEL,
+        layers=LAYERS,
+        heads=H,
+        context=64,
+        pos=Choice("xl", **pos),
+        kernel=Choice(kernel),
+        residual=Choice(residual),
+        ffn=Choice("mlp", hidden=D_INNER, activation="relu"),
+        head=Choice("linear", bias=True),
+        tie_embeddings=False,
+    )
 
 
 @torch.no_grad()
 def _load_attention(attn, ref: ReferenceRelAttention):
     q, k, v = ref.qkv_net.weight.chunk(3, dim=0)
-    for proj, weight in ((attn.q_proj, q), (attn.k_proj, k), (attn.v_proj, v), (attn.out_proj, ref.o_net.weight)):
+    for proj, weight in (
+        (attn.q_proj, q),
+        (attn.k_proj, k),
+        (attn.v_proj, v),
+        (attn.out_proj, ref.o_net.weight),
+    ):
         proj.weight.copy_(weight)
         proj.bias.zero_()  # the reference's projections have no bias
     attn.pos_part.weight.copy_(ref.r_net.weight)
@@ -160,7 +180,9 @@ def _load_layer(block, ref: ReferenceLayer):
 @torch.no_grad()
 def tfmr_from_reference(ref: ReferenceLM, kernel="eager"):
     model = build_model(_config(kernel=kernel, clamp_len=max(ref.clamp_len, 0)))
-    model.tok_emb.weight.copy_(ref.emb.weight * D_MODEL ** 0.5)  # the reference scales embeddings by sqrt(d)
+    model.tok_emb.weight.copy_(
+        ref.emb.weight * D_MODEL**0.5
+    )  # the reference scales embeddings by sqrt(d)
     model.pos.u.copy_(ref.r_w_bias)
     model.pos.v.copy_(ref.r_r_bias)
     for block, layer in zip(model.blocks, ref.layers):
@@ -190,7 +212,7 @@ def test_training_with_memory_equals_the_reference(kernel):
     mems, cache = ref.empty_mems(2), model.new_memory(6)
     ref_loss = got_loss = 0
     for s in range(3):
-        seg = ids[:, 6 * s:6 * (s + 1)]
+        seg = ids[:, 6 * s : 6 * (s + 1)]
         want, mems = ref(seg.T, mems)
         got = model(seg, cache=cache).logits
         torch.testing.assert_close(got, want.transpose(0, 1), atol=1e-5, rtol=1e-5)
@@ -198,10 +220,15 @@ def test_training_with_memory_equals_the_reference(kernel):
         got_loss = got_loss + got.pow(2).mean()
     ref_loss.backward(), got_loss.backward()
     pairs = [(model.pos.u, ref.r_w_bias), (model.pos.v, ref.r_r_bias)]
-    pairs += [(b.attn.pos_part.weight, layer.dec_attn.r_net.weight) for b, layer in zip(model.blocks, ref.layers)]
+    pairs += [
+        (b.attn.pos_part.weight, layer.dec_attn.r_net.weight)
+        for b, layer in zip(model.blocks, ref.layers)
+    ]
     for mine, theirs in pairs:
         torch.testing.assert_close(mine.grad, theirs.grad, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(model.tok_emb.weight.grad * D_MODEL ** 0.5, ref.emb.weight.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        model.tok_emb.weight.grad * D_MODEL**0.5, ref.emb.weight.grad, atol=1e-5, rtol=1e-4
+    )
 
 
 def test_attention_weights_equal_the_references_with_memory():
@@ -212,11 +239,13 @@ def test_attention_weights_equal_the_references_with_memory():
     mems, cache = ref.empty_mems(2), model.new_memory(6)
     with torch.no_grad():
         for s in range(2):
-            _, mems = ref(ids[:, 6 * s:6 * (s + 1)].T, mems)
-            out = model(ids[:, 6 * s:6 * (s + 1)], cache=cache)
+            _, mems = ref(ids[:, 6 * s : 6 * (s + 1)].T, mems)
+            out = model(ids[:, 6 * s : 6 * (s + 1)], cache=cache)
     for weights, layer in zip(out.attentions, ref.layers):
         assert weights.shape == (2, H, 6, 12)
-        torch.testing.assert_close(weights, layer.dec_attn.last_probs.permute(2, 3, 0, 1), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            weights, layer.dec_attn.last_probs.permute(2, 3, 0, 1), atol=1e-5, rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize("kernel", ["eager", "sdpa"])
@@ -231,14 +260,14 @@ def test_cached_decoding_equals_the_reference(kernel):
         full, _ = ref(ids.T)
         mems, stepped = ref.empty_mems(2), []
         for t in range(14):
-            logits, mems = ref(ids[:, t:t + 1].T, mems)
+            logits, mems = ref(ids[:, t : t + 1].T, mems)
             stepped.append(logits[0])
         torch.testing.assert_close(torch.stack(stepped), full, atol=1e-5, rtol=1e-5)
         state = model.start_state(2, 14)
         logits, state = model.step(ids[:, :5], state)
         torch.testing.assert_close(logits, full[4], atol=1e-5, rtol=1e-5)
         for t in range(5, 14):
-            logits, state = model.step(ids[:, t:t + 1], state)
+            logits, state = model.step(ids[:, t : t + 1], state)
             torch.testing.assert_close(logits, full[t], atol=1e-5, rtol=1e-5)
 
 
@@ -291,6 +320,7 @@ def _scores(B=2, Tq=3, Tk=9, seed=3):
 
 def _ctx():
     from tfmr.builder import context
+
     return context(_config())
 
 
@@ -310,10 +340,15 @@ def test_the_terms_follow_the_masks_positions():
     want = (pos.u[h] @ k[b, h, j] + (q[b, h, i] + pos.v[h]) @ rk) / math.sqrt(D_HEAD)
     torch.testing.assert_close(dense[b, h, i, j], want.detach(), atol=1e-5, rtol=1e-5)
     q_pos, k_pos = torch.arange(6, 9)[:, None], torch.arange(9)[None, :]
-    visible = (k_pos <= q_pos).expand(2, H, 3, 9)  # a causal mask shows only these: dense spans 0 .. 8
+    visible = (k_pos <= q_pos).expand(
+        2, H, 3, 9
+    )  # a causal mask shows only these: dense spans 0 .. 8
     torch.testing.assert_close(bias.at(q_pos, k_pos)[visible], dense[visible], atol=1e-6, rtol=1e-6)
-    rows = StaticMask(torch.ones(2, 1, 3, 9, dtype=torch.bool).tril(6), torch.arange(6, 9).repeat(2, 1),
-                      torch.arange(9).repeat(2, 1))
+    rows = StaticMask(
+        torch.ones(2, 1, 3, 9, dtype=torch.bool).tril(6),
+        torch.arange(6, 9).repeat(2, 1),
+        torch.arange(9).repeat(2, 1),
+    )
     by_row = bias.dense(rows, 3, 9, "cpu", torch.float32)
     torch.testing.assert_close(by_row[visible], dense[visible], atol=1e-6, rtol=1e-6)
 
@@ -326,10 +361,16 @@ def test_the_scheme_keeps_its_parts_where_the_paper_does():
     assert all(isinstance(p, nn.Linear) and p.weight.shape == (H * D_HEAD, D_MODEL) for p in parts)
     assert len({id(p) for p in parts}) == LAYERS
     assert model.pos.u.shape == model.pos.v.shape == (H, D_HEAD)
-    ed = build_model(ModelConfig(arch="encoder-decoder", vocab_size=V, dim=D_MODEL, layers=1, heads=H, pos=Choice("xl")))
+    ed = build_model(
+        ModelConfig(
+            arch="encoder-decoder", vocab_size=V, dim=D_MODEL, layers=1, heads=H, pos=Choice("xl")
+        )
+    )
     assert ed.blocks[0].attn.pos_part is not None and ed.encoder[0].attn.pos_part is not None
     assert ed.blocks[0].cross.pos_part is None
-    rope = build_model(ModelConfig(vocab_size=V, dim=D_MODEL, layers=1, heads=H, pos=Choice("rope")))
+    rope = build_model(
+        ModelConfig(vocab_size=V, dim=D_MODEL, layers=1, heads=H, pos=Choice("rope"))
+    )
     assert rope.blocks[0].attn.pos_part is None
     x = torch.randn(2, 5, D_MODEL)
     q, k = torch.randn(2, H, 5, D_HEAD), torch.randn(2, H, 5, D_HEAD)
@@ -386,7 +427,11 @@ def test_the_kind_is_registered_and_refuses_bad_options():
     with pytest.raises(ConfigError, match="even dim"):
         build_model(ModelConfig(vocab_size=V, dim=15, heads=3, pos=Choice("xl")))
     where = Where(torch.arange(4).repeat(2, 1), torch.arange(4))
-    assert TransformerXL(D_MODEL, H, D_HEAD).embed(torch.ones(2, 4, D_MODEL), where).shape == (2, 4, D_MODEL)
+    assert TransformerXL(D_MODEL, H, D_HEAD).embed(torch.ones(2, 4, D_MODEL), where).shape == (
+        2,
+        4,
+        D_MODEL,
+    )
 
 
 def test_the_long_context_experiment_runs_with_the_papers_positions(tmp_path):
@@ -397,15 +442,54 @@ def test_the_long_context_experiment_runs_with_the_papers_positions(tmp_path):
 
     from tfmr.experiments import EXPERIMENTS
 
-    tiny = ["--set", "model.dim=16", "--set", "model.layers=1", "--set", "model.heads=2", "--set", "train.steps=2",
-            "--set", "train.batch_size=4", "--set", "train.warmup=1", "--set", "train.eval_every=2",
-            "--set", "train.eval_iters=1", "--set", "train.checkpoint_every=2", "--set", "train.threads=1"]
+    tiny = [
+        "--set",
+        "model.dim=16",
+        "--set",
+        "model.layers=1",
+        "--set",
+        "model.heads=2",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "train.warmup=1",
+        "--set",
+        "train.eval_every=2",
+        "--set",
+        "train.eval_iters=1",
+        "--set",
+        "train.checkpoint_every=2",
+        "--set",
+        "train.threads=1",
+    ]
     parser = argparse.ArgumentParser()
     EXPERIMENTS["long-context"].add_arguments(parser)
-    args = parser.parse_args(["--out", str(tmp_path), *tiny, "--set", "model.context=8", "--set", "model.pos=xl",
-                              "--factor", "2", "--windows", "1", "--sinks", "2", "--segments", "2"])
+    args = parser.parse_args(
+        [
+            "--out",
+            str(tmp_path),
+            *tiny,
+            "--set",
+            "model.context=8",
+            "--set",
+            "model.pos=xl",
+            "--factor",
+            "2",
+            "--windows",
+            "1",
+            "--sinks",
+            "2",
+            "--segments",
+            "2",
+        ]
+    )
     assert EXPERIMENTS["long-context"].main(args) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert list(rows) == ["full", "sliding", "sinks", "xl", "retention"]
-    assert all(len(r["per_position"]) == 16 and all(math.isfinite(v) for v in r["per_position"]) for r in rows.values())
+    assert all(
+        len(r["per_position"]) == 16 and all(math.isfinite(v) for v in r["per_position"])
+        for r in rows.values()
+    )
     assert '"xl"' in next(tmp_path.rglob("config.json")).read_text()

@@ -6,6 +6,7 @@ not minutes, decide the schedule).
 One g2p-tiny model is trained for the module (seconds) and exported; tests that need a shipped
 model point `g2p.SHIPPED` at that export, the others at an empty folder, so they hold whether or
 not this build ships a model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,8 +93,9 @@ def test_a_dictionary_word_prints_every_pronunciation_as_tsv(capsys, none_shippe
     assert len(expected) == 2  # HH AH L OW and HH EH L OW
     code, out, err = run(capsys, "hello", "--beam", "1", "TOMATO")  # words before and after options
     assert code == 0 and err == []
-    assert out == [f"hello\tdictionary\t{p}" for p in expected] + \
-                  [f"TOMATO\tdictionary\t{p}" for p in stress_free("tomato")]  # upper case folded, shown as given
+    assert out == [f"hello\tdictionary\t{p}" for p in expected] + [
+        f"TOMATO\tdictionary\t{p}" for p in stress_free("tomato")
+    ]  # upper case folded, shown as given
 
 
 def checked(word: str, beam: int) -> tuple[str, str]:
@@ -103,14 +105,20 @@ def checked(word: str, beam: int) -> tuple[str, str]:
 
     model, vocab, cfg = g2p.load_shipped()
     [c] = decode_checked(model, vocab, cfg, [word], beam, g2p.lexicon(True), cfg.decode.max_len)
-    return ("low-confidence" if c.problem else "predicted"), " ".join(p.rstrip("012") for p in c.phones)
+    return ("low-confidence" if c.problem else "predicted"), " ".join(
+        p.rstrip("012") for p in c.phones
+    )
 
 
 def test_an_invented_word_comes_from_the_shipped_model(capsys, shipped):
     code, out, err = run(capsys, "hello", "blorftastic")
     source, expected = checked("blorftastic", g2p.g2p_tiny().decode.beam_size)
-    assert code == (0 if source == "predicted" else 1) and len(err) == (0 if source == "predicted" else 1)
-    assert out == [f"hello\tdictionary\t{p}" for p in stress_free("hello")] + [f"blorftastic\t{source}\t{expected}"]
+    assert code == (0 if source == "predicted" else 1) and len(err) == (
+        0 if source == "predicted" else 1
+    )
+    assert out == [f"hello\tdictionary\t{p}" for p in stress_free("hello")] + [
+        f"blorftastic\t{source}\t{expected}"
+    ]
     assert expected  # the tiny model says something
     code, out, _ = run(capsys, "--model-only", "--beam", "1", "hello")
     source, expected = checked("hello", 1)
@@ -120,9 +128,13 @@ def test_an_invented_word_comes_from_the_shipped_model(capsys, shipped):
 def test_without_a_shipped_model_known_words_print_then_one_error_line(capsys, none_shipped):
     code, out, err = run(capsys, "hello", "blorftastic", "h3llo")
     assert code == 2
-    assert out == [f"hello\tdictionary\t{p}" for p in stress_free("hello")] + ["h3llo\tunreadable\t"]
+    assert out == [f"hello\tdictionary\t{p}" for p in stress_free("hello")] + [
+        "h3llo\tunreadable\t"
+    ]
     assert len(err) == 2 and "'3'" in err[0]  # the note on h3llo, then the error
-    assert err[1].startswith("tfmr: error: 1 word (blorftastic) is not in CMUdict and no G2P model is shipped")
+    assert err[1].startswith(
+        "tfmr: error: 1 word (blorftastic) is not in CMUdict and no G2P model is shipped"
+    )
     assert "tfmr g2p train" in err[1] and "--checkpoint" in err[1]
     code, _, err = run(capsys, "eval", "--limit", "5")
     assert code == 2 and len(err) == 1 and "no G2P model is shipped" in err[0]
@@ -131,11 +143,15 @@ def test_without_a_shipped_model_known_words_print_then_one_error_line(capsys, n
 def test_a_word_with_a_digit_or_another_script_is_reported_not_guessed(capsys, shipped):
     code, out, err = run(capsys, "h3llo", "héllo", "hello")
     assert code == 1  # some words were not pronounced; the rest were
-    assert out[:2] == ["h3llo\tunreadable\t", "héllo\tunreadable\t"] and out[2].startswith("hello\tdictionary\t")
-    assert err == ["note: cannot pronounce 'h3llo': it has '3', which is not a letter a-z or an apostrophe "
-                   "(not guessed)",
-                   "note: cannot pronounce 'héllo': it has 'é', which is not a letter a-z or an apostrophe "
-                   "(not guessed)"]
+    assert out[:2] == ["h3llo\tunreadable\t", "héllo\tunreadable\t"] and out[2].startswith(
+        "hello\tdictionary\t"
+    )
+    assert err == [
+        "note: cannot pronounce 'h3llo': it has '3', which is not a letter a-z or an apostrophe "
+        "(not guessed)",
+        "note: cannot pronounce 'héllo': it has 'é', which is not a letter a-z or an apostrophe "
+        "(not guessed)",
+    ]
 
 
 def test_words_from_standard_input_and_from_a_file(capsys, shipped, tmp_path, monkeypatch):
@@ -143,12 +159,18 @@ def test_words_from_standard_input_and_from_a_file(capsys, shipped, tmp_path, mo
     code, out, _ = run(capsys, "-")
     source, _ = checked("blorftastic", g2p.g2p_tiny().decode.beam_size)
     assert code == (0 if source == "predicted" else 1)
-    assert [line.split("\t")[:2] for line in out] == [["Hello", "dictionary"]] * 2 + [["tomato", "dictionary"]] * 2 + \
-           [["blorftastic", source]]
+    assert [line.split("\t")[:2] for line in out] == [["Hello", "dictionary"]] * 2 + [
+        ["tomato", "dictionary"]
+    ] * 2 + [["blorftastic", source]]
     words = tmp_path / "words.txt"
     words.write_text("tomato\nHELLO\n", encoding="utf-8")
     code, out, _ = run(capsys, "--file", str(words))
-    assert code == 0 and [line.split("\t")[0] for line in out] == ["tomato", "tomato", "HELLO", "HELLO"]
+    assert code == 0 and [line.split("\t")[0] for line in out] == [
+        "tomato",
+        "tomato",
+        "HELLO",
+        "HELLO",
+    ]
     words.write_text("")
     assert run(capsys, "--file", str(words)) == (0, [], [])  # nothing asked, nothing printed
     code, _, err = run(capsys, "--file", str(tmp_path / "missing.txt"))
@@ -156,39 +178,58 @@ def test_words_from_standard_input_and_from_a_file(capsys, shipped, tmp_path, mo
 
 
 def test_the_command_line_reads_standard_input_in_a_real_process():
-    r = subprocess.run([sys.executable, "-m", "tfmr", "g2p", "-"], input="hello\nh3llo\n", capture_output=True,
-                       text=True, timeout=300, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "tfmr", "g2p", "-"],
+        input="hello\nh3llo\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stdout.splitlines() == [f"hello\tdictionary\t{p}" for p in stress_free("hello")] + ["h3llo\tunreadable\t"]
+    assert r.stdout.splitlines() == [f"hello\tdictionary\t{p}" for p in stress_free("hello")] + [
+        "h3llo\tunreadable\t"
+    ]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--beam", "0", "hello"], "--beam must be at least 1"),
-    (["--beam", "-2", "hello"], "--beam must be at least 1"),
-    (["eval", "--limit", "-1"], "--limit must be at least 1"),
-    (["eval", "--limit", "0"], "--limit must be at least 1"),
-    ([], "give one or more words"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--beam", "0", "hello"], "--beam must be at least 1"),
+        (["--beam", "-2", "hello"], "--beam must be at least 1"),
+        (["eval", "--limit", "-1"], "--limit must be at least 1"),
+        (["eval", "--limit", "0"], "--limit must be at least 1"),
+        ([], "give one or more words"),
+    ],
+)
 def test_bad_input_is_refused_with_one_line(capsys, none_shipped, argv, message):
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == [] and len(err) == 1
     assert err[0].startswith("tfmr: error: ") and message in err[0]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--checkpoint", "somewhere"], "unrecognized arguments: --checkpoint somewhere"),
-    (["export", "--out", "x"], "the following arguments are required: --checkpoint"),
-    (["export", "--checkpoint", "c", "--out", "x", "hello"], "unrecognized arguments: hello"),
-    (["export", "--checkpoint", "c", "--out", "x", "--beam", "5"], "unrecognized arguments: --beam 5"),
-    (["eval", "--model-only"], "unrecognized arguments: --model-only"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--checkpoint", "somewhere"], "unrecognized arguments: --checkpoint somewhere"),
+        (["export", "--out", "x"], "the following arguments are required: --checkpoint"),
+        (["export", "--checkpoint", "c", "--out", "x", "hello"], "unrecognized arguments: hello"),
+        (
+            ["export", "--checkpoint", "c", "--out", "x", "--beam", "5"],
+            "unrecognized arguments: --beam 5",
+        ),
+        (["eval", "--model-only"], "unrecognized arguments: --model-only"),
+    ],
+)
 def test_a_flag_the_verb_does_not_take_is_argparse_one_line(capsys, none_shipped, argv, message):
     """Each verb's parser owns its flags: what another verb reads is refused before any work."""
     with pytest.raises(SystemExit) as e:
         run(capsys, *argv)
     out, err = capsys.readouterr()
     assert e.value.code == 2 and out == "" and len(err.splitlines()) == 1
-    assert err.startswith("tfmr: error: ") and message in err and f"tfmr g2p {argv[0]} --help" in err
+    assert (
+        err.startswith("tfmr: error: ") and message in err and f"tfmr g2p {argv[0]} --help" in err
+    )
 
 
 def test_a_verb_right_after_g2p_is_a_verb_anywhere_else_a_word(capsys, none_shipped):
@@ -197,7 +238,12 @@ def test_a_verb_right_after_g2p_is_a_verb_anywhere_else_a_word(capsys, none_ship
 
     assert spellings.modern(["g2p", "hello", "train"]) == ["g2p", "pronounce", "hello", "train"]
     assert spellings.modern(["g2p", "-"]) == ["g2p", "pronounce", "-"]
-    assert spellings.modern(["g2p", "train", "--preset", "g2p-tiny"]) == ["g2p", "train", "--preset", "g2p-tiny"]
+    assert spellings.modern(["g2p", "train", "--preset", "g2p-tiny"]) == [
+        "g2p",
+        "train",
+        "--preset",
+        "g2p-tiny",
+    ]
     assert build_parser().parse_args(["g2p", "train"]).func.__name__ == "run_train"
     code, out, _ = run(capsys, "pronounce", "train")
     assert code == 0 and out[0].startswith("train\tdictionary\t")
@@ -217,13 +263,19 @@ def test_export_is_fp16_with_a_manifest_and_pronounces_like_the_checkpoint(tiny)
     info = json.loads((tiny.export / "export.json").read_text())
     assert info["dtype"] == "float16" and info["step"] == 30 and info["parameters"] == params
     exported, exported_vocab, exported_cfg = load_run(tiny.export, G2PConfig)
-    assert exported_cfg == cfg and next(exported.parameters()).dtype == torch.float32  # fp16 -> fp32 on load
+    assert (
+        exported_cfg == cfg and next(exported.parameters()).dtype == torch.float32
+    )  # fp16 -> fp32 on load
     data = g2p.load_data()
     words = sorted(data.splits["test"], key=g2p.md5_key)[:300]
-    assert g2p.agreement(model, vocab, exported, exported_vocab, words) == 1.0  # exact on the tiny model
+    assert (
+        g2p.agreement(model, vocab, exported, exported_vocab, words) == 1.0
+    )  # exact on the tiny model
 
 
-def test_a_changed_byte_in_the_shipped_model_is_refused_with_one_line(tiny, tmp_path, monkeypatch, capsys):
+def test_a_changed_byte_in_the_shipped_model_is_refused_with_one_line(
+    tiny, tmp_path, monkeypatch, capsys
+):
     copy = g2p.export(tiny.ckpt, tmp_path / "shipped")
     monkeypatch.setattr(g2p, "SHIPPED", copy)
     g2p.load_shipped()  # intact: loads
@@ -235,7 +287,9 @@ def test_a_changed_byte_in_the_shipped_model_is_refused_with_one_line(tiny, tmp_
         g2p.load_shipped()
     code, out, err = run(capsys, "hello", "blorftastic")
     assert code == 2 and len(err) == 1 and "modified or corrupted" in err[0]
-    assert out == [f"hello\tdictionary\t{p}" for p in stress_free("hello")]  # the dictionary still answers
+    assert out == [
+        f"hello\tdictionary\t{p}" for p in stress_free("hello")
+    ]  # the dictionary still answers
 
 
 def test_a_g2p_base_sized_model_exports_under_12_mb(tmp_path):
@@ -253,18 +307,49 @@ def test_a_g2p_base_sized_model_exports_under_12_mb(tmp_path):
     assert sum(p.stat().st_size for p in out.iterdir()) <= 12_000_000
 
 
-def test_the_export_command_checks_its_work_and_refuses_to_overwrite_other_folders(tiny, tmp_path, capsys):
-    code, out, err = run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "model"))
+def test_the_export_command_checks_its_work_and_refuses_to_overwrite_other_folders(
+    tiny, tmp_path, capsys
+):
+    code, out, err = run(
+        capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "model")
+    )
     assert code == 0, err
-    assert re.search(r"exported [\d,]+ parameters as float16 to .*: model\.safetensors \d+\.\d\d MB", out[0])
-    assert out[1] == "check: 100.0% of 500 dev words are pronounced as the fp32 checkpoint does (greedy)"
-    assert out[2].startswith("to ship it: tfmr g2p export --checkpoint") and out[2].endswith("tfmr/tasks/g2p_model --overwrite")
-    assert run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "model"))[0] == 2  # again: refused
-    assert run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "model"), "--overwrite")[0] == 0
+    assert re.search(
+        r"exported [\d,]+ parameters as float16 to .*: model\.safetensors \d+\.\d\d MB", out[0]
+    )
+    assert (
+        out[1]
+        == "check: 100.0% of 500 dev words are pronounced as the fp32 checkpoint does (greedy)"
+    )
+    assert out[2].startswith("to ship it: tfmr g2p export --checkpoint") and out[2].endswith(
+        "tfmr/tasks/g2p_model --overwrite"
+    )
+    assert (
+        run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "model"))[0]
+        == 2
+    )  # again: refused
+    assert (
+        run(
+            capsys,
+            "export",
+            "--checkpoint",
+            str(tiny.ckpt),
+            "--out",
+            str(tmp_path / "model"),
+            "--overwrite",
+        )[0]
+        == 0
+    )
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "keep.py").write_text("x = 1\n")
-    code, _, err = run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "src"))
-    assert code == 2 and "is a folder of other files" in err[0] and (tmp_path / "src" / "keep.py").exists()
+    code, _, err = run(
+        capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tmp_path / "src")
+    )
+    assert (
+        code == 2
+        and "is a folder of other files" in err[0]
+        and (tmp_path / "src" / "keep.py").exists()
+    )
     code, _, err = run(capsys, "export", "--checkpoint", str(tiny.ckpt), "--out", str(tiny.ckpt))
     assert code == 2 and len(err) == 1
 
@@ -276,15 +361,21 @@ def test_the_shipped_model_is_package_data_at_a_fixed_path():
         import tomli as tomllib
     package = Path(g2p.__file__).resolve().parents[1]  # tfmr/
     assert g2p.SHIPPED == package / "tasks" / "g2p_model"
-    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["tfmr"]
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["tfmr"]
     for name in ("model.safetensors", "config.json", "vocab.json", "export.json", "manifest.json"):
-        assert any(fnmatch((g2p.SHIPPED / name).relative_to(package).as_posix(), g) for g in globs), name
+        assert any(
+            fnmatch((g2p.SHIPPED / name).relative_to(package).as_posix(), g) for g in globs
+        ), name
 
 
 def test_eval_defaults_to_the_shipped_model(shipped, capsys, tmp_path):
     code, out, err = run(capsys, "eval", "--limit", "20", "--beam", "1", "--out", str(tmp_path))
     assert code == 0, err
-    assert re.search(r"^test \(20 words\), greedy : WER \d+\.\d\d%  PER \d+\.\d\d%", "\n".join(out), re.M)
+    assert re.search(
+        r"^test \(20 words\), greedy : WER \d+\.\d\d%  PER \d+\.\d\d%", "\n".join(out), re.M
+    )
 
 
 def test_make_run_prints_the_fresh_model_beside_the_shipped_one(tiny, monkeypatch):
@@ -303,16 +394,22 @@ def test_make_run_prints_the_fresh_model_beside_the_shipped_one(tiny, monkeypatc
     mine, theirs = row.match(lines[1]), row.match(lines[2])
     assert (mine[1], theirs[1]) == ("your model", "the shipped model")
     assert float(mine[2]) == pytest.approx(100 * fresh["wer"], abs=0.005)
-    assert theirs.groups()[1:] == mine.groups()[1:]  # the shipped model is this one in fp16: the same words right and wrong
+    assert (
+        theirs.groups()[1:] == mine.groups()[1:]
+    )  # the shipped model is this one in fp16: the same words right and wrong
 
 
 # ----------------------------------------------------------------------------- speed figures
 def test_bench_g2p_prints_its_table(tiny, capsys, none_shipped):
-    assert main(["bench", "g2p", "--limit", "20", "--calls", "5", "--checkpoint", str(tiny.ckpt)]) == 0
+    assert (
+        main(["bench", "g2p", "--limit", "20", "--calls", "5", "--checkpoint", str(tiny.ckpt)]) == 0
+    )
     out = capsys.readouterr().out
     assert "20 test words" in out
     for name in ("model, greedy", "model, beam 5"):
-        assert re.search(rf"^{name}\s+[\d,]+\s+\d+\.\d\d ms\s+\d+\.\d\d%\s+\d+\.\d\d%$", out, re.M), name
+        assert re.search(
+            rf"^{name}\s+[\d,]+\s+\d+\.\d\d ms\s+\d+\.\d\d%\s+\d+\.\d\d%$", out, re.M
+        ), name
     assert re.search(r"^CMUdict lookup\s+[\d,]+\s+\d+\.\d+ (us|ms)\s+-\s+-$", out, re.M)
     assert main(["bench", "g2p", "--limit", "20"]) == 2  # no shipped model: --checkpoint is needed
     assert "give --checkpoint" in capsys.readouterr().err
@@ -327,8 +424,19 @@ def test_make_run_trains_the_same_weights_however_busy_the_machine(tmp_path, mon
 
     def cfg() -> G2PConfig:
         c = tiny_cfg()
-        c.train = dataclasses.replace(small, steps=12, warmup=3, eval_every=12, checkpoint_every=12, log_every=4,
-                                      eval_pairs=20, batch_size=32, batch_tokens=0, dtype="float32", threads=0)
+        c.train = dataclasses.replace(
+            small,
+            steps=12,
+            warmup=3,
+            eval_every=12,
+            checkpoint_every=12,
+            log_every=4,
+            eval_pairs=20,
+            batch_size=32,
+            batch_tokens=0,
+            dtype="float32",
+            threads=0,
+        )
         return c
 
     quiet, _ = g2p.train(cfg(), tmp_path / "quiet", **QUIET)

@@ -1,6 +1,7 @@
 """`tfmr g2p finetune`: RL fine-tuning of a G2P checkpoint (SCST, MRT, REINFORCE on PER, exact
 match or BLEU) in the one training loop, test WER / PER before and after, a resumable run folder,
 and one-line errors for unknown objectives and rewards and for a missing checkpoint or model."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,21 @@ from tfmr.tasks.g2p import G2PConfig  # noqa: E402
 from tfmr.tasks.symbols import load_run  # noqa: E402
 
 QUIET = {"progress": False, "log": lambda *a, **k: None}
-FAST = ["--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "data.dev_words=5",
-        "--set", "train.eval_pairs=8", "--set", "train.objective.samples=2", "--limit", "12", "--no-progress"]
+FAST = [
+    "--set",
+    "train.steps=2",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "data.dev_words=5",
+    "--set",
+    "train.eval_pairs=8",
+    "--set",
+    "train.objective.samples=2",
+    "--limit",
+    "12",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +52,38 @@ def run(capsys, *argv):
 
 
 @pytest.mark.parametrize("objective,kind", [("scst", "self-critical"), ("mrt", "mrt")])
-def test_finetune_trains_with_the_rl_objective_and_prints_before_and_after(base, tmp_path, capsys, objective, kind):
+def test_finetune_trains_with_the_rl_objective_and_prints_before_and_after(
+    base, tmp_path, capsys, objective, kind
+):
     ckpt, _ = base
     out = tmp_path / "ft"
-    code, lines, _ = run(capsys, "--checkpoint", str(ckpt), "--objective", objective, "--reward", "per",
-                         "--out", str(out), *FAST)
+    code, lines, _ = run(
+        capsys,
+        "--checkpoint",
+        str(ckpt),
+        "--objective",
+        objective,
+        "--reward",
+        "per",
+        "--out",
+        str(out),
+        *FAST,
+    )
     assert code == 0
     record = json.loads((out / g2p.FINETUNE_RECORD).read_text())
-    assert list(record["before"]) == ["greedy", "beam 2"] == list(record["after"])  # g2p-tiny decodes with beam 2
+    assert (
+        list(record["before"]) == ["greedy", "beam 2"] == list(record["after"])
+    )  # g2p-tiny decodes with beam 2
     assert record["before"]["greedy"]["words"] == 12 and record["steps"] == 2
     _, _, cfg = load_run(out / "checkpoint", G2PConfig)
     assert cfg.train.objective.kind == kind and cfg.train.objective.options["reward"] == "per"
     assert cfg.train.lr == 3e-5 and cfg.train.steps == 2  # the fine-tuning default, then --set
     before, _, _ = load_run(ckpt, G2PConfig)
     after, _, _ = load_run(out / "checkpoint", G2PConfig)
-    moved = [not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values())]
+    moved = [
+        not torch.equal(a, b)
+        for a, b in zip(before.state_dict().values(), after.state_dict().values())
+    ]
     assert any(moved)  # the RL steps changed the weights
     row = next(line for line in lines if line.strip().startswith("greedy"))
     b, a = record["before"]["greedy"], record["after"]["greedy"]
@@ -70,13 +101,28 @@ def test_finetune_trains_with_the_rl_objective_and_prints_before_and_after(base,
 def test_finetune_reads_an_export_and_resumes_like_any_run(base, tmp_path, capsys):
     _, export = base
     out = tmp_path / "ft"
-    assert run(capsys, "--checkpoint", str(export), "--objective", "reinforce", "--reward", "exact",
-               "--out", str(out), *FAST)[0] == 0
+    assert (
+        run(
+            capsys,
+            "--checkpoint",
+            str(export),
+            "--objective",
+            "reinforce",
+            "--reward",
+            "exact",
+            "--out",
+            str(out),
+            *FAST,
+        )[0]
+        == 0
+    )
     first = json.loads((out / g2p.FINETUNE_RECORD).read_text())
     code, lines, _ = run(capsys, "--resume", "--out", str(out), *FAST, "--set", "train.steps=3")
     assert code == 0
     record = json.loads((out / g2p.FINETUNE_RECORD).read_text())
-    assert record["steps"] == 3 and record["before"] == first["before"]  # "before" is the base model's, kept
+    assert (
+        record["steps"] == 3 and record["before"] == first["before"]
+    )  # "before" is the base model's, kept
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
 
 
@@ -88,12 +134,15 @@ def test_the_default_is_the_shipped_model(base, tmp_path, capsys, monkeypatch):
     assert record["source"] == str(checkpoint.resolve(export)) and record["objective"] == "scst"
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--objective", "ppo"], "unknown objective 'ppo'; valid: scst, mrt, reinforce"),
-    (["--reward", "wer"], "unknown reward 'wer'; valid: bleu, per, exact"),
-    (["--checkpoint", "{tmp}/nowhere"], "nowhere"),
-    ([], "no G2P model is shipped"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--objective", "ppo"], "unknown objective 'ppo'; valid: scst, mrt, reinforce"),
+        (["--reward", "wer"], "unknown reward 'wer'; valid: bleu, per, exact"),
+        (["--checkpoint", "{tmp}/nowhere"], "nowhere"),
+        ([], "no G2P model is shipped"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.setattr(g2p, "SHIPPED", tmp_path / "g2p_model")  # this build ships none
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -108,5 +157,7 @@ def test_finetune_takes_no_preset_or_config(tmp_path, capsys, flag):
     with pytest.raises(SystemExit) as e:
         run(capsys, flag, "run.yaml", "--out", str(tmp_path / "ft"), "--no-progress")
     err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and len(err) == 1 and f"unrecognized arguments: {flag} run.yaml" in err[0]
+    assert (
+        e.value.code == 2 and len(err) == 1 and f"unrecognized arguments: {flag} run.yaml" in err[0]
+    )
     assert not (tmp_path / "ft").exists()

@@ -6,6 +6,7 @@ The sentences of the issue use the model shipped in the package (a word the dict
 a model; the checks here hold for any model: every word gets phonemes, a long word is right or
 marked). Stress is tested on a g2p-tiny model trained with data.stress=true for a few steps, so
 nothing here depends on a model's quality."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,14 @@ from tfmr.tasks import g2p  # noqa: E402
 from tfmr.tasks.g2p_server import serve  # noqa: E402
 from tfmr.tasks.phonemes import has_stress, to_ipa  # noqa: E402
 
-SENTENCES = ["Hello, world! The quick brown fox.", "covid19", "rock-n-roll", "ChatGPT", "Mr. Smith paid $3.50 in 1999",
-             "café"]
+SENTENCES = [
+    "Hello, world! The quick brown fox.",
+    "covid19",
+    "rock-n-roll",
+    "ChatGPT",
+    "Mr. Smith paid $3.50 in 1999",
+    "café",
+]
 QUIET = {"progress": False, "log": lambda *a, **k: None}
 
 
@@ -60,14 +67,18 @@ def stressed(tmp_path_factory):
 def test_every_word_of_the_issues_sentences_gets_phonemes(text):
     words = api.pronounce(text)
     spoken = [w for w in words if w.source != "boundary"]
-    assert spoken and all(w.pronunciations and w.pronunciations[0] for w in spoken), api.tsv_lines(words, True)
+    assert spoken and all(w.pronunciations and w.pronunciations[0] for w in spoken), api.tsv_lines(
+        words, True
+    )
     assert not [w.word for w in spoken if w.source == "unreadable"]
 
 
 def test_the_sentence_keeps_its_punctuation_as_boundaries_and_joins_one_line(capsys):
     code, out, _ = run(capsys, "--text", SENTENCES[0], "--join")
     assert code == 0 and len(out) == 1
-    assert out[0].split(" | ")[1] == "," and out[0].endswith(" | .")  # HH AH L OW | , | W ER L D | ! | ...
+    assert out[0].split(" | ")[1] == "," and out[0].endswith(
+        " | ."
+    )  # HH AH L OW | , | W ER L D | ! | ...
     code, out, _ = run(capsys, "--text", SENTENCES[0], "--join", "--format", "ipa", "--stress")
     assert out == ["həˈloʊ, ˈwɝld! ðə ˈkwɪk ˈbɹaʊn ˈfɑks."]
 
@@ -76,16 +87,32 @@ def test_mr_smith_paid_in_words_with_the_token_each_came_from(capsys):
     code, out, _ = run(capsys, "--text", "Mr. Smith paid $3.50 in 1999")
     rows = [line.split("\t") for line in out]
     assert code == 0 and all(len(r) == 4 for r in rows)
-    assert [r[0] for r in rows] == ["mister", "Smith", "paid", "three", "dollars", "and", "fifty", "cents", "in",
-                                    "nineteen", "ninety", "nine"]
-    assert rows[3][3].startswith("from '$3.50' (number)") and rows[0][3].startswith("from 'Mr.' (abbreviation)")
+    assert [r[0] for r in rows] == [
+        "mister",
+        "Smith",
+        "paid",
+        "three",
+        "dollars",
+        "and",
+        "fifty",
+        "cents",
+        "in",
+        "nineteen",
+        "ninety",
+        "nine",
+    ]
+    assert rows[3][3].startswith("from '$3.50' (number)") and rows[0][3].startswith(
+        "from 'Mr.' (abbreviation)"
+    )
     assert rows[1][1:3] == ["dictionary", "S M IH TH"]
 
 
 # ----------------------------------------------------------------------------- formats and stress
 def test_ipa_of_hello_is_the_mapping_of_cmudicts_entries(capsys):
     code, out, _ = run(capsys, "hello", "--format", "ipa")
-    assert code == 0 and out == [f"hello\tdictionary\t{to_ipa(p)}" for p in cmudict_entries("hello")]
+    assert code == 0 and out == [
+        f"hello\tdictionary\t{to_ipa(p)}" for p in cmudict_entries("hello")
+    ]
     code, out, _ = run(capsys, "hello", "--format", "ipa", "--stress")
     assert out == [f"hello\tdictionary\t{to_ipa(p, stress=True)}" for p in cmudict_entries("hello")]
     assert out[0].endswith("həˈloʊ")
@@ -93,22 +120,36 @@ def test_ipa_of_hello_is_the_mapping_of_cmudicts_entries(capsys):
 
 def test_stress_keeps_cmudicts_digits_and_is_dropped_without_it(capsys):
     code, out, _ = run(capsys, "--stress", "record")
-    assert code == 0 and out == [f"record\tdictionary\t{' '.join(p)}" for p in cmudict_entries("record")]
+    assert code == 0 and out == [
+        f"record\tdictionary\t{' '.join(p)}" for p in cmudict_entries("record")
+    ]
     code, out, _ = run(capsys, "record")
     assert not any(c.isdigit() for line in out for c in line)
 
 
-def test_a_stressed_model_keeps_its_digits_with_stress_and_drops_them_without(stressed, capsys, monkeypatch):
+def test_a_stressed_model_keeps_its_digits_with_stress_and_drops_them_without(
+    stressed, capsys, monkeypatch
+):
     from tfmr.tasks.g2p_checks import Checked
 
     engine = api.G2P(stressed, beam=1)
     _, vocab, cfg = engine.model()
-    assert cfg.data.stress and any(s[-1].isdigit() for s in vocab.tgt.itos[4:])  # the model writes digits
-    said = api.G2P(stressed, beam=1)(["blorf"], stress=True)[0]  # the real model: its own symbols, no note
-    assert said.source in ("predicted", "low-confidence") and "does not predict stress" not in said.note
+    assert cfg.data.stress and any(
+        s[-1].isdigit() for s in vocab.tgt.itos[4:]
+    )  # the model writes digits
+    said = api.G2P(stressed, beam=1)(["blorf"], stress=True)[
+        0
+    ]  # the real model: its own symbols, no note
+    assert (
+        said.source in ("predicted", "low-confidence")
+        and "does not predict stress" not in said.note
+    )
     # what the model says does not matter here (two steps of training): what comes out of it does
-    monkeypatch.setattr(api, "decode_checked", lambda m, v, c, words, *a: [Checked(("B", "L", "AO1", "R", "F"), -0.1)
-                                                                          for _ in words])
+    monkeypatch.setattr(
+        api,
+        "decode_checked",
+        lambda m, v, c, words, *a: [Checked(("B", "L", "AO1", "R", "F"), -0.1) for _ in words],
+    )
     code, out, _ = run(capsys, "--checkpoint", stressed, "--stress", "blorf", "hello")
     assert code == 0 and out[0] == "blorf\tpredicted\tB L AO1 R F"
     assert out[1:] == [f"hello\tdictionary\t{' '.join(p)}" for p in cmudict_entries("hello")]
@@ -136,22 +177,29 @@ def test_record_is_read_as_the_text_asks_and_the_choice_is_marked(capsys):
     assert set(rows) == {("record", "R AH K AO R D"), ("record", "R EH K ER D")}
     assert rows[("record", "R EH K ER D")].startswith("noun reading (after 'a')")
     code, out, _ = run(capsys, "--text", "a record", "--all")
-    assert [line.split("\t")[2] for line in out if line.startswith("record")] == ["R AH K AO R D", "R EH K ER D",
-                                                                                  "R IH K AO R D"]
+    assert [line.split("\t")[2] for line in out if line.startswith("record")] == [
+        "R AH K AO R D",
+        "R EH K ER D",
+        "R IH K AO R D",
+    ]
 
 
 # ----------------------------------------------------------------------------- long words
 # Hand-made references (stress removed) for the four long words: right, or marked low-confidence.
-LONG = {"supercalifragilisticexpialidocious": "S UW P ER K AE L AH F R AE JH AH L IH S T IH K EH K S P IY AE L AH D "
-                                              "OW SH AH S",
-        "incomprehensibilities": "IH N K AA M P R IY HH EH N S AH B IH L AH T IY Z",
-        "pneumonoultramicroscopicsilicovolcanoconiosis": "N UW M AH N OW AH L T R AH M AY K R AH S K AA P IH K S IH "
-                                                         "L IH K OW V AA L K EY N OW K OW N IY OW S IH S",
-        "floccinaucinihilipilification": "F L AA K S IH N AO S IH N IH HH IH L IH P IH L IH F IH K EY SH AH N"}
+LONG = {
+    "supercalifragilisticexpialidocious": "S UW P ER K AE L AH F R AE JH AH L IH S T IH K EH K S P IY AE L AH D "
+    "OW SH AH S",
+    "incomprehensibilities": "IH N K AA M P R IY HH EH N S AH B IH L AH T IY Z",
+    "pneumonoultramicroscopicsilicovolcanoconiosis": "N UW M AH N OW AH L T R AH M AY K R AH S K AA P IH K S IH "
+    "L IH K OW V AA L K EY N OW K OW N IY OW S IH S",
+    "floccinaucinihilipilification": "F L AA K S IH N AO S IH N IH HH IH L IH P IH L IH F IH K EY SH AH N",
+}
 
 
 def test_the_long_words_are_right_or_marked_low_confidence_with_exit_1(capsys):
-    code, out, err = run(capsys, "--beam", "1", *LONG)  # greedy first, then the wider beam of the repair
+    code, out, err = run(
+        capsys, "--beam", "1", *LONG
+    )  # greedy first, then the wider beam of the repair
     rows = [line.split("\t") for line in out]
     assert [r[0] for r in rows] == list(LONG)
     for word, source, pron in rows:
@@ -166,8 +214,13 @@ def test_decoding_stops_at_a_length_tied_to_the_word(monkeypatch):
 
     seen = []
     real = g2p.predict
-    monkeypatch.setattr(g2p, "predict", lambda m, v, words, beam, max_len, *a: seen.append(max_len) or
-                        real(m, v, words, beam, max_len, *a))
+    monkeypatch.setattr(
+        g2p,
+        "predict",
+        lambda m, v, words, beam, max_len, *a: (
+            seen.append(max_len) or real(m, v, words, beam, max_len, *a)
+        ),
+    )
     api.G2P(beam=1)(["blorf"])
     assert seen[0] == g2p_checks.length_limit(5, 40) == 12
 
@@ -177,8 +230,9 @@ TEXT = "The present blorftastic ChatGPT costs $5."
 
 
 def _post(url: str, body: bytes, content_type: str = "application/json", host: str | None = None):
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type, **({"Host": host} if host
-                                                                                                else {})})
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": content_type, **({"Host": host} if host else {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as r:
             return r.status, json.loads(r.read())
@@ -199,7 +253,9 @@ def server():
 def test_python_cli_and_http_give_the_same_lines(server, capsys):
     code, cli, _ = run(capsys, "--text", TEXT, "--format", "ipa", "--stress")
     python = api.tsv_lines(api.pronounce(TEXT, format="ipa", stress=True), notes=True)
-    status, http = _post(server.url, json.dumps({"text": TEXT, "format": "ipa", "stress": True}).encode())
+    status, http = _post(
+        server.url, json.dumps({"text": TEXT, "format": "ipa", "stress": True}).encode()
+    )
     assert status == 200 and cli == python == http["tsv"]
     assert http["status"] == code and [w["word"] for w in http["words"]][:2] == ["The", "present"]
     status, plain = _post(server.url, TEXT.encode(), "text/plain")  # a plain-text body is a text
@@ -224,7 +280,9 @@ def test_bench_g2p_serve_prints_requests_per_second_and_latency(capsys):
     assert main(["bench", "g2p-serve", "--seconds", "0.3", "--clients", "2"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [(r[0], r[2]) for r in rows] == [("hello", "2"), ("blorftastic", "2")]
-    assert all(float(r[3].replace(",", "")) > 0 and r[-1] == "0" for r in rows)  # requests answered, no errors
+    assert all(
+        float(r[3].replace(",", "")) > 0 and r[-1] == "0" for r in rows
+    )  # requests answered, no errors
 
 
 def test_bench_g2p_compare_prints_one_row_per_sentence(capsys, monkeypatch):
@@ -233,4 +291,8 @@ def test_bench_g2p_compare_prints_one_row_per_sentence(capsys, monkeypatch):
     monkeypatch.setattr(g2p_compare, "g2p_en_reader", lambda: "(skipped)")
     assert main(["bench", "g2p-compare", "--sentence", "Hello, world!"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 3 and out[2].startswith("| Hello, world! | həˈloʊ, ˈwɝld! | ") and out[2].endswith("(skipped) |")
+    assert (
+        len(out) == 3
+        and out[2].startswith("| Hello, world! | həˈloʊ, ˈwɝld! | ")
+        and out[2].endswith("(skipped) |")
+    )

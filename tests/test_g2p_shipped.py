@@ -3,6 +3,7 @@ the installed `tfmr` command in a fresh process, with no checkpoint given.
 
 Unlike tests/test_g2p_cli.py, nothing here points `g2p.SHIPPED` elsewhere: these tests read the
 real package data, so they fail when the model is missing, changed or unreadable."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,13 @@ from tfmr.tasks import g2p  # noqa: E402
 
 
 def tfmr(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tfmr", *args], input=stdin, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tfmr", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def dictionary_lines(word: str) -> list[str]:
@@ -52,9 +58,13 @@ def test_the_model_is_shipped_as_fp16_under_12_mb_and_matches_its_manifest():
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
     model, vocab, cfg = g2p.load_shipped()  # the loader's own check passes too
     assert cfg.model.arch == "encoder-decoder"
-    assert cfg.data.stress == any(s[-1].isdigit() for s in vocab.tgt.itos[4:])  # its config says what it predicts
-    assert sum(p.numel() for p in model.parameters()) == json.loads((g2p.SHIPPED / "export.json").read_text())[
-        "parameters"]
+    assert cfg.data.stress == any(
+        s[-1].isdigit() for s in vocab.tgt.itos[4:]
+    )  # its config says what it predicts
+    assert (
+        sum(p.numel() for p in model.parameters())
+        == json.loads((g2p.SHIPPED / "export.json").read_text())["parameters"]
+    )
 
 
 def test_hello_prints_the_dictionary_pronunciations_with_no_checkpoint():
@@ -75,8 +85,12 @@ def test_an_invented_word_is_pronounced_by_the_shipped_model():
     assert all(p in symbols for p in phonemes) and phonemes[0] == "B"  # real phonemes of the model
     r = tfmr("g2p", "blorftastic", "--stress")
     stressed = r.stdout.split("\t")[2].split()
-    assert [p.rstrip("012") for p in stressed] == phonemes and all(p in vocab.tgt.stoi for p in stressed)
-    assert any(p[-1].isdigit() for p in stressed) == cfg_stress()  # a model that predicts stress prints it
+    assert [p.rstrip("012") for p in stressed] == phonemes and all(
+        p in vocab.tgt.stoi for p in stressed
+    )
+    assert (
+        any(p[-1].isdigit() for p in stressed) == cfg_stress()
+    )  # a model that predicts stress prints it
 
 
 def test_the_model_pronounces_most_held_out_words_right():
@@ -114,12 +128,15 @@ def test_the_one_word_decoder_predicts_what_batched_greedy_predicts():
     assert [one(w) for w in words] == batched
 
 
-@pytest.mark.skipif(os.environ.get("TFMR_COMPILE_TESTS") != "1", reason="set TFMR_COMPILE_TESTS=1 (about a minute)")
+@pytest.mark.skipif(
+    os.environ.get("TFMR_COMPILE_TESTS") != "1", reason="set TFMR_COMPILE_TESTS=1 (about a minute)"
+)
 def test_the_compiled_one_word_decoder_predicts_what_batched_greedy_predicts():
     model, vocab, cfg = g2p.load_shipped()
     words = _test_words(12)
-    assert [g2p.WordDecoder(model, vocab, cfg)(w) for w in words] == g2p.predict(model, vocab, words, 1,
-                                                                                  cfg.decode.max_len)
+    assert [g2p.WordDecoder(model, vocab, cfg)(w) for w in words] == g2p.predict(
+        model, vocab, words, 1, cfg.decode.max_len
+    )
 
 
 def test_g2p_export_writes_files_other_users_can_read(tmp_path):
@@ -129,7 +146,9 @@ def test_g2p_export_writes_files_other_users_can_read(tmp_path):
 
     old = os.umask(0o022)  # the child process inherits it
     try:
-        done = tfmr("g2p", "export", "--checkpoint", str(g2p.SHIPPED), "--out", str(tmp_path / "out"))
+        done = tfmr(
+            "g2p", "export", "--checkpoint", str(g2p.SHIPPED), "--out", str(tmp_path / "out")
+        )
     finally:
         os.umask(old)
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,7 @@
 """The G2P library pieces that need no model: the text front end (tfmr/tasks/g2p_text.py), the
 ARPAbet -> IPA table checked against a published one (tfmr/tasks/phonemes.py), the homograph
 rules (tfmr/tasks/homographs.py) and the long-word checks (tfmr/tasks/g2p_checks.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,27 +29,77 @@ def spoken(text: str) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------- the text front end
 def test_a_sentence_becomes_words_with_punctuation_as_boundaries():
     assert spoken("Hello, world! The quick brown fox.") == [
-        ("Hello", "word"), (",", "boundary"), ("world", "word"), ("!", "boundary"), ("The", "word"),
-        ("quick", "word"), ("brown", "word"), ("fox", "word"), (".", "boundary")]
+        ("Hello", "word"),
+        (",", "boundary"),
+        ("world", "word"),
+        ("!", "boundary"),
+        ("The", "word"),
+        ("quick", "word"),
+        ("brown", "word"),
+        ("fox", "word"),
+        (".", "boundary"),
+    ]
 
 
 def test_money_years_abbreviations_and_ordinals_are_spelled_out():
     assert spoken("Mr. Smith paid $3.50 in 1999") == [
-        ("mister", "abbreviation"), ("Smith", "word"), ("paid", "word"), ("three", "number"), ("dollars", "number"),
-        ("and", "number"), ("fifty", "number"), ("cents", "number"), ("in", "word"), ("nineteen", "number"),
-        ("ninety", "number"), ("nine", "number")]
+        ("mister", "abbreviation"),
+        ("Smith", "word"),
+        ("paid", "word"),
+        ("three", "number"),
+        ("dollars", "number"),
+        ("and", "number"),
+        ("fifty", "number"),
+        ("cents", "number"),
+        ("in", "word"),
+        ("nineteen", "number"),
+        ("ninety", "number"),
+        ("nine", "number"),
+    ]
     assert [w for w, _ in spoken("the 21st of 2,500 at 7% for £1")] == [
-        "the", "twenty", "first", "of", "two", "thousand", "five", "hundred", "at", "seven", "percent", "for", "one",
-        "pound"]
-    assert [w for w, _ in spoken("No. 5, no.")] == ["number", "five", ",", "no", "."]  # "no." only before a digit
+        "the",
+        "twenty",
+        "first",
+        "of",
+        "two",
+        "thousand",
+        "five",
+        "hundred",
+        "at",
+        "seven",
+        "percent",
+        "for",
+        "one",
+        "pound",
+    ]
+    assert [w for w, _ in spoken("No. 5, no.")] == [
+        "number",
+        "five",
+        ",",
+        "no",
+        ".",
+    ]  # "no." only before a digit
 
 
 def test_hyphens_camel_case_digits_acronyms_and_accents_are_split_or_folded():
     assert spoken("rock-n-roll covid19 ChatGPT café FBI xkcd") == [
-        ("rock", "word"), ("n", "word"), ("roll", "word"), ("covid", "word"), ("nineteen", "number"),
-        ("Chat", "word"), ("GPT", "acronym"), ("cafe", "word"), ("FBI", "word"), ("xkcd", "acronym")]
+        ("rock", "word"),
+        ("n", "word"),
+        ("roll", "word"),
+        ("covid", "word"),
+        ("nineteen", "number"),
+        ("Chat", "word"),
+        ("GPT", "acronym"),
+        ("cafe", "word"),
+        ("FBI", "word"),
+        ("xkcd", "acronym"),
+    ]
     assert fold("Straße naïve œuvre “quoted”") == 'Strasse naive oeuvre "quoted"'
-    assert spoken("McDonald don't 'em") == [("McDonald", "word"), ("don't", "word"), ("'em", "word")]  # the dictionary's
+    assert spoken("McDonald don't 'em") == [
+        ("McDonald", "word"),
+        ("don't", "word"),
+        ("'em", "word"),
+    ]  # the dictionary's
 
 
 # ----------------------------------------------------------------------------- ARPAbet -> IPA
@@ -62,7 +113,9 @@ j=Y z=Z ʒ=ZH"""
 
 def test_the_ipa_table_matches_the_published_one_symbol_by_symbol():
     pairs = [item.split("=") for item in PUBLISHED.split()]
-    assert {arpa.rstrip("012") for _, arpa in pairs} == {k.rstrip("0") for k in ARPABET_IPA}  # every symbol
+    assert {arpa.rstrip("012") for _, arpa in pairs} == {
+        k.rstrip("0") for k in ARPABET_IPA
+    }  # every symbol
     for ipa, arpa in pairs:
         assert to_ipa([arpa]) == ipa, arpa
 
@@ -70,18 +123,27 @@ def test_the_ipa_table_matches_the_published_one_symbol_by_symbol():
 def test_hello_in_ipa_is_cmudicts_entry_mapped_with_stress_marks_before_the_syllable():
     assert [to_ipa(p) for p in LEX["hello"]] == ["həloʊ", "hɛloʊ"]
     assert to_ipa(LEX["hello"][0], stress=True) == "həˈloʊ"
-    assert to_ipa(("P", "R", "EH1", "Z", "AH0", "N", "T"), stress=True) == "ˈpɹɛzənt"  # the whole onset
-    assert to_ipa(("AE0", "B", "S", "T", "R", "AE1", "K", "T"), stress=True) == "æbˈstɹækt"  # b stays behind
+    assert (
+        to_ipa(("P", "R", "EH1", "Z", "AH0", "N", "T"), stress=True) == "ˈpɹɛzənt"
+    )  # the whole onset
+    assert (
+        to_ipa(("AE0", "B", "S", "T", "R", "AE1", "K", "T"), stress=True) == "æbˈstɹækt"
+    )  # b stays behind
 
 
 # ----------------------------------------------------------------------------- homographs
 def test_the_word_before_picks_the_noun_or_the_verb_of_a_stress_shift_pair():
     record = LEX["record"]  # R AH0 K AO1 R D, R EH1 K ER0 D, R IH0 K AO1 R D
     noun, why = choose(record, "the")
-    assert record[noun] == ("R", "EH1", "K", "ER0", "D") and why.startswith("noun reading (after 'the')")
+    assert record[noun] == ("R", "EH1", "K", "ER0", "D") and why.startswith(
+        "noun reading (after 'the')"
+    )
     verb, why = choose(record, "to")
     assert record[verb][2:4] == ("K", "AO1") and why.startswith("verb reading")
-    assert choose(record, "green") == (0, "1 of 3 variants (no rule applies; --all shows every one)")
+    assert choose(record, "green") == (
+        0,
+        "1 of 3 variants (no rule applies; --all shows every one)",
+    )
     assert choose(LEX["hello"], "the")[0] == 0  # no stress shift: no rule
 
 
@@ -92,12 +154,23 @@ def test_loops_cuts_and_short_outputs_are_flagged_and_dictionary_words_are_not()
     assert problem("incomprehensibilities", loop, -0.2, 38).startswith("a loop")
     cut = "S UW P ER K AE L AH F R AE JH IH L IH S T".split()
     assert "too few" in problem("supercalifragilisticexpialidocious", cut, -0.1, 40)
-    assert problem("blorf", ["B"] * 12, -0.1, length_limit(5, 40)).startswith("cut at the length limit")
+    assert problem("blorf", ["B"] * 12, -0.1, length_limit(5, 40)).startswith(
+        "cut at the length limit"
+    )
     assert "low model score" in problem("blorf", "B L AO R F".split(), -0.9, 12)
-    flagged = [w for w, prons in list(LEX.items())[::50] if problem(w, prons[0], 0.0, length_limit(len(w), 64))]
-    assert len(flagged) <= 5  # of 2,499 dictionary words, the checks flag a few (4: 1 of them for 0.78 at 16+ letters)
+    flagged = [
+        w
+        for w, prons in list(LEX.items())[::50]
+        if problem(w, prons[0], 0.0, length_limit(len(w), 64))
+    ]
+    assert (
+        len(flagged) <= 5
+    )  # of 2,499 dictionary words, the checks flag a few (4: 1 of them for 0.78 at 16+ letters)
 
 
 def test_a_long_word_can_be_split_into_dictionary_words():
-    assert dictionary_parts("basketballteacher", LEX) == ["basketball", "teacher"]  # fewest parts, not basket ball
+    assert dictionary_parts("basketballteacher", LEX) == [
+        "basketball",
+        "teacher",
+    ]  # fewest parts, not basket ball
     assert dictionary_parts("xqzvbn", LEX) is None

@@ -1,6 +1,7 @@
 """Outside references: random tiny Hugging Face BERT (masked LM) and Marian (MT) models loaded
 with from_hf give the same logits, with and without padding, and Marian decodes step by step
 to the same logits as Hugging Face's full forward."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,9 +26,18 @@ def _randomize_norms(model):
 
 def _hf_bert(**kw):
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=48, max_position_embeddings=40, type_vocab_size=2,
-                                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **kw)
+    cfg = transformers.BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=40,
+        type_vocab_size=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        **kw,
+    )
     return _randomize_norms(transformers.BertForMaskedLM(cfg).eval())
 
 
@@ -65,11 +75,24 @@ def test_bert_padding_mask_matches_hugging_face_attention_mask():
 
 def _hf_marian(**kw):
     torch.manual_seed(0)
-    cfg = transformers.MarianConfig(vocab_size=101, d_model=32, encoder_layers=2, decoder_layers=3,
-                                    encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-                                    decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=100,
-                                    decoder_start_token_id=100, eos_token_id=0, dropout=0.0,
-                                    attention_dropout=0.0, activation_dropout=0.0, **kw)
+    cfg = transformers.MarianConfig(
+        vocab_size=101,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=100,
+        decoder_start_token_id=100,
+        eos_token_id=0,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        **kw,
+    )
     return _randomize_norms(transformers.MarianMTModel(cfg).eval())
 
 
@@ -101,7 +124,7 @@ def test_marian_padded_source_and_cached_decoding_match_hugging_face():
     logits, state = model.step(tgt[:, :1], state)
     torch.testing.assert_close(logits, ref[:, 0], atol=1e-4, rtol=1e-4)
     for t in range(1, tgt.shape[1]):
-        logits, state = model.step(tgt[:, t:t + 1], state)
+        logits, state = model.step(tgt[:, t : t + 1], state)
         torch.testing.assert_close(logits, ref[:, t], atol=1e-4, rtol=1e-4)
 
 
@@ -110,4 +133,6 @@ def test_marian_positions_are_sines_then_cosines():
     model = from_hf(hf)
     table = hf.model.encoder.embed_positions.weight
     torch.testing.assert_close(model.enc_pos.table[:64], table, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(model.pos.table[:64], hf.model.decoder.embed_positions.weight, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        model.pos.table[:64], hf.model.decoder.embed_positions.weight, atol=1e-6, rtol=1e-5
+    )

@@ -1,5 +1,6 @@
 """Outside reference: a random tiny Hugging Face BLOOM (ALiBi) loaded with from_hf gives the same
 logits, in the full forward and in cached decoding, with every kernel."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,15 @@ from tfmr.kernels import KERNELS  # noqa: E402
 
 def _hf_bloom(seed=0, heads=4, **kw):
     torch.manual_seed(seed)
-    cfg = transformers.BloomConfig(vocab_size=97, hidden_size=48, n_layer=3, n_head=heads, hidden_dropout=0.0,
-                                   attention_dropout=0.0, **kw)
+    cfg = transformers.BloomConfig(
+        vocab_size=97,
+        hidden_size=48,
+        n_layer=3,
+        n_head=heads,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        **kw,
+    )
     model = transformers.BloomForCausalLM(cfg).eval()
     with torch.no_grad():  # random norms and biases so a mapping mistake there cannot hide
         for name, p in model.named_parameters():
@@ -25,7 +33,9 @@ def _hf_bloom(seed=0, heads=4, **kw):
     return model
 
 
-@pytest.mark.parametrize("heads", [4, 6])  # 6: ALiBi slopes for a head count that is not a power of two
+@pytest.mark.parametrize(
+    "heads", [4, 6]
+)  # 6: ALiBi slopes for a head count that is not a power of two
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
 def test_bloom_logits_match_hugging_face(heads, kernel):
     hf = _hf_bloom(heads=heads)
@@ -47,7 +57,7 @@ def test_bloom_cached_decoding_matches_hugging_face_last_logits():
     state = model.start_state(1, 32)
     logits, state = model.step(ids[:, :5], state)
     for t in range(5, 14):
-        logits, state = model.step(ids[:, t:t + 1], state)
+        logits, state = model.step(ids[:, t : t + 1], state)
     with torch.no_grad():
         ref = hf(ids).logits[:, -1]
     torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
@@ -73,4 +83,3 @@ def test_bloom_untied_head_and_refused_variant():
         torch.testing.assert_close(model(ids).logits, hf(ids).logits, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="apply_residual_connection_post_layernorm"):
         from_hf(_hf_bloom(apply_residual_connection_post_layernorm=True))
-

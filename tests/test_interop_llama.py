@@ -1,6 +1,7 @@
 """Outside reference: random tiny Hugging Face Llama, Mistral and Mixtral models loaded with
 from_hf give the same logits (float32, atol 1e-4), also through cached decoding, where Mistral's
 sliding window is shorter than the sequence."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,17 @@ transformers = pytest.importorskip("transformers")
 from tfmr.interop import from_hf  # noqa: E402
 
 VOCAB = 97
-COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, attention_dropout=0.0)
+COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    rms_norm_eps=1e-5,
+    attention_dropout=0.0,
+)
 
 
 def _rope(theta: float, **extra) -> dict:
@@ -45,16 +55,26 @@ def _assert_same_logits(hf, model, ids=IDS):
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("options", [
-    {},
-    {"tie_word_embeddings": True, **_rope(500000.0)},
-    {"num_key_value_heads": 4},  # MHA
-    {"num_key_value_heads": 1, **_rope(10000.0, rope_type="linear", factor=2.0)},  # MQA, linear RoPE scaling
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"tie_word_embeddings": True, **_rope(500000.0)},
+        {"num_key_value_heads": 4},  # MHA
+        {
+            "num_key_value_heads": 1,
+            **_rope(10000.0, rope_type="linear", factor=2.0),
+        },  # MQA, linear RoPE scaling
+    ],
+)
 def test_llama_logits_match_hugging_face(options):
     hf = _hf("llama", **options)
     model = from_hf(hf)
-    assert model.cfg.ffn.kind == "swiglu" and model.cfg.norm.kind == "rmsnorm" and model.cfg.pos.kind == "rope"
+    assert (
+        model.cfg.ffn.kind == "swiglu"
+        and model.cfg.norm.kind == "rmsnorm"
+        and model.cfg.pos.kind == "rope"
+    )
     _assert_same_logits(hf, model)
 
 
@@ -63,7 +83,7 @@ def _decode_last(model, ids, prefill=5):
     logits, state = model.step(ids[:, :prefill], state)
     out = [logits]
     for t in range(prefill, ids.shape[1]):
-        logits, state = model.step(ids[:, t:t + 1], state)
+        logits, state = model.step(ids[:, t : t + 1], state)
         out.append(logits)
     return torch.stack(out[1:], dim=1)  # (B, T - prefill, V) for positions prefill..T-1
 
@@ -84,7 +104,9 @@ def test_mistral_sliding_window_logits_match_hugging_face():
 
 @pytest.mark.parametrize("experts, top_k", [(4, 2), (3, 1)])
 def test_mixtral_logits_match_hugging_face(experts, top_k):
-    hf = _hf("mixtral", num_local_experts=experts, num_experts_per_tok=top_k, router_aux_loss_coef=0.02)
+    hf = _hf(
+        "mixtral", num_local_experts=experts, num_experts_per_tok=top_k, router_aux_loss_coef=0.02
+    )
     model = from_hf(hf)
     ffn = model.blocks[0].ffn
     assert (ffn.num_experts, ffn.top_k, ffn.balance_coef) == (experts, top_k, 0.02)
@@ -105,11 +127,17 @@ def test_llama_greedy_generation_matches_hugging_face():
     torch.testing.assert_close(greedy(model, prompt, 12), ref)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"head_dim": 16}, "head_dim 16 x 4 heads != hidden_size 32"),
-    ({"attention_bias": True}, "one bias switch"),
-    (_rope(10000.0, rope_type="dynamic", factor=2.0), "RoPE scaling 'dynamic' has no tfmr equivalent"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"head_dim": 16}, "head_dim 16 x 4 heads != hidden_size 32"),
+        ({"attention_bias": True}, "one bias switch"),
+        (
+            _rope(10000.0, rope_type="dynamic", factor=2.0),
+            "RoPE scaling 'dynamic' has no tfmr equivalent",
+        ),
+    ],
+)
 def test_unsupported_llama_variants_are_refused_by_name(options, message):
     hf_config = transformers.LlamaConfig(**{**COMMON, **_rope(10000.0), **options})
     from tfmr.interop import llama

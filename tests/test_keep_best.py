@@ -1,13 +1,14 @@
 """train.keep_best: RUN/best/ holds the weights of the lowest evaluation number, the start included."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from conftest import interrupt_at
 from safetensors.torch import load_file
 
-from conftest import interrupt_at
 from tfmr.config import ConfigError
 from tfmr.loop import validate_train
 from tfmr.runfolder import LOCK
@@ -39,8 +40,13 @@ def test_best_holds_the_weights_of_the_lowest_validation_loss(tiny_cfg, tmp_path
     best = _lowest(records, "val_loss")
     assert trainer.best == {"step": best["step"], "value": pytest.approx(best["val_loss"])}
     kept = load_file(tmp_path / "run" / "best" / "model.safetensors")
-    expected = start if best["step"] == 0 else load_file(
-        tmp_path / "run" / "snapshots" / f"step-{best['step']:07d}" / "model.safetensors")
+    expected = (
+        start
+        if best["step"] == 0
+        else load_file(
+            tmp_path / "run" / "snapshots" / f"step-{best['step']:07d}" / "model.safetensors"
+        )
+    )
     for name, tensor in kept.items():
         assert torch.equal(tensor, expected[name]), name
 
@@ -52,7 +58,9 @@ def test_the_starting_weights_are_kept_when_training_only_makes_it_worse(tiny_cf
     start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.fit()
     records = _records(tmp_path / "run")
-    assert all(r["val_loss"] > records[0]["val_loss"] for r in records[1:])  # lr 5 without clipping diverges
+    assert all(
+        r["val_loss"] > records[0]["val_loss"] for r in records[1:]
+    )  # lr 5 without clipping diverges
     assert trainer.best["step"] == 0
     kept = load_file(tmp_path / "run" / "best" / "model.safetensors")
     for name, tensor in kept.items():
@@ -70,9 +78,17 @@ def test_best_survives_a_resume(tiny_cfg, tmp_path):
     resumed = _quiet(tiny_cfg, tmp_path / "run", resume=True)
     assert resumed.best == saved
     resumed.fit()
-    assert [r["step"] for r in _records(tmp_path / "run")] == [0, 1, 2, 3, 4]  # step 0 not evaluated twice
-    assert resumed.best == {"step": _lowest(_records(tmp_path / "run"), "val_loss")["step"],
-                            "value": pytest.approx(_lowest(_records(tmp_path / "run"), "val_loss")["val_loss"])}
+    assert [r["step"] for r in _records(tmp_path / "run")] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]  # step 0 not evaluated twice
+    assert resumed.best == {
+        "step": _lowest(_records(tmp_path / "run"), "val_loss")["step"],
+        "value": pytest.approx(_lowest(_records(tmp_path / "run"), "val_loss")["val_loss"]),
+    }
 
 
 def test_an_unknown_metric_names_the_ones_there_are(tiny_cfg, tmp_path):

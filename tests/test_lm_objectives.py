@@ -1,6 +1,7 @@
 """RL on a metric for decoder-only language models: `train.objective=reinforce | self-critical |
 mrt` in the language-model Trainer (the one loop). Each window's first half is the prompt, the rest
 the reference continuation; the sampled continuation is rewarded against it on token ids."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,14 @@ import torch
 
 from tfmr import build_model, decode
 from tfmr.config import ConfigError, ModelConfig, apply_override
-from tfmr.objectives import (OBJECTIVES, SelfCritical, lm_batch, lm_task, sample_ids, sequence_logprobs)
+from tfmr.objectives import (
+    OBJECTIVES,
+    SelfCritical,
+    lm_batch,
+    lm_task,
+    sample_ids,
+    sequence_logprobs,
+)
 from tfmr.train import Trainer
 
 
@@ -47,7 +55,9 @@ def test_sampled_continuations_are_softmax_multinomial_draws_from_the_global_rng
     with torch.no_grad():
         for _ in range(6):
             logits, state = model.step(tokens, state)
-            expected.append(torch.multinomial(torch.softmax(logits.float() / 0.8, dim=-1), 1).squeeze(-1))
+            expected.append(
+                torch.multinomial(torch.softmax(logits.float() / 0.8, dim=-1), 1).squeeze(-1)
+            )
             tokens = expected[-1][:, None]
     assert torch.equal(ours, torch.stack(expected, dim=1))
 
@@ -59,8 +69,8 @@ def test_sequence_logprobs_of_a_continuation_match_step_by_step_decoding():
     logits, state = model.step(prompt, state)
     expected = torch.zeros(2)
     for t in range(6):
-        expected += torch.log_softmax(logits, -1).gather(-1, ys[:, t:t + 1]).squeeze(-1)
-        logits, state = model.step(ys[:, t:t + 1], state)
+        expected += torch.log_softmax(logits, -1).gather(-1, ys[:, t : t + 1]).squeeze(-1)
+        logits, state = model.step(ys[:, t : t + 1], state)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
@@ -71,32 +81,49 @@ def test_scst_with_equal_rewards_has_no_gradient():
     obj.setup(model, lm_task(24))
     x = torch.randint(0, 40, (2, 12))
     batch = lm_batch(obj, x, x)
-    batch["targets"] = torch.full_like(batch["targets"], 39)  # no continuation matches: every reward 0
+    batch["targets"] = torch.full_like(
+        batch["targets"], 39
+    )  # no continuation matches: every reward 0
     torch.manual_seed(0)
     model.zero_grad()
     loss = obj.loss(model, model, batch, 0).loss
     loss.backward()
-    assert loss.item() == 0.0 and all(p.grad is None or not p.grad.any() for p in model.parameters())
+    assert loss.item() == 0.0 and all(
+        p.grad is None or not p.grad.any() for p in model.parameters()
+    )
 
 
 @pytest.mark.parametrize("kind", ["reinforce", "self-critical", "mrt"])
 def test_the_language_model_trainer_takes_rl_objectives(tiny_cfg, tmp_path, kind):
     cfg = tiny_cfg
-    for s in ("train.steps=3", "train.eval_every=3", "train.checkpoint_every=3", "train.batch_size=2",
-              f"train.objective={kind}", "train.objective.reward=bleu", "train.objective.samples=2"):
+    for s in (
+        "train.steps=3",
+        "train.eval_every=3",
+        "train.checkpoint_every=3",
+        "train.batch_size=2",
+        f"train.objective={kind}",
+        "train.objective.reward=bleu",
+        "train.objective.samples=2",
+    ):
         apply_override(cfg, s)
     trainer = Trainer(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.fit()
     assert trainer.step == 3 and type(trainer.objective) is OBJECTIVES[kind]
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert len(losses) == 3 and all(v is not None for v in losses)
 
 
 def test_a_language_model_refuses_scheduled_sampling(tiny_cfg, tmp_path):
     apply_override(tiny_cfg, "train.objective=two-pass")
-    with pytest.raises(ConfigError, match="two-pass is for encoder-decoder models; a language model takes: "
-                                          "teacher-forcing, reinforce, self-critical, mrt"):
+    with pytest.raises(
+        ConfigError,
+        match="two-pass is for encoder-decoder models; a language model takes: "
+        "teacher-forcing, reinforce, self-critical, mrt",
+    ):
         Trainer(tiny_cfg, tmp_path / "run", progress=False, log=lambda *a: None)
     assert not (tmp_path / "run" / "run.lock").exists()

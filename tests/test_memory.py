@@ -1,5 +1,6 @@
 """The memory estimate (tfmr/memory.py): an exact parameter count without building the model,
 the estimate's terms, and runs refused before anything is allocated."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,36 +11,105 @@ from tfmr.builder import build_model
 from tfmr.config import Choice, ConfigError, ModelConfig
 from tfmr.ffn import FFNS
 from tfmr.kernels import KERNELS
-from tfmr.patterns import PATTERNS
 from tfmr.model import RESIDUALS
 from tfmr.norms import NORMS
+from tfmr.patterns import PATTERNS
 from tfmr.positions import POSITIONS
 from tfmr.train import Trainer
 
 CONFIGS = {
     "decoder": ModelConfig(vocab_size=50, dim=32, layers=3, heads=4, context=16),
-    "untied": ModelConfig(vocab_size=50, dim=32, layers=2, heads=4, context=16, tie_embeddings=False),
+    "untied": ModelConfig(
+        vocab_size=50, dim=32, layers=2, heads=4, context=16, tie_embeddings=False
+    ),
     "gqa": ModelConfig(vocab_size=50, dim=32, layers=3, heads=4, kv_heads=2, context=16),
-    "mqa-no-bias-rms": ModelConfig(vocab_size=50, dim=32, layers=2, heads=4, kv_heads=1, bias=False,
-                                   norm=Choice("rmsnorm"), context=16),
-    "swiglu-rope": ModelConfig(vocab_size=50, dim=32, layers=3, heads=4, ffn=Choice("swiglu"), pos=Choice("rope"),
-                               context=16),
-    "glu-hidden": ModelConfig(vocab_size=50, dim=32, layers=2, heads=4, ffn=Choice("glu", hidden=40), context=16),
-    "moe": ModelConfig(vocab_size=50, dim=32, layers=3, heads=4, ffn=Choice("moe", experts=4, top_k=2), context=16),
-    "moe-glu-experts": ModelConfig(vocab_size=50, dim=32, layers=2, heads=4,
-                                   ffn=Choice("moe", experts=3, top_k=1, expert="glu"), context=16),
-    "post-norm": ModelConfig(vocab_size=50, dim=32, layers=3, heads=4, residual=Choice("post"), context=16),
-    "deepnorm-sinusoidal": ModelConfig(vocab_size=50, dim=32, layers=4, heads=4, residual=Choice("deepnorm"),
-                                       pos=Choice("sinusoidal"), context=16),
-    "encoder-mlm": ModelConfig(arch="encoder", vocab_size=50, dim=32, layers=3, heads=4, head=Choice("mlm"),
-                               type_vocab_size=2, embed_norm=True, context=16),
-    "encoder-decoder": ModelConfig(arch="encoder-decoder", vocab_size=50, dim=32, layers=3, encoder_layers=2,
-                                   heads=4, context=16),
-    "encoder-decoder-unshared": ModelConfig(arch="encoder-decoder", vocab_size=50, src_vocab_size=30, dim=32,
-                                            layers=2, encoder_layers=4, heads=4, share_embeddings=False,
-                                            tie_embeddings=False, context=16),
-    "encoder-decoder-gqa-moe": ModelConfig(arch="encoder-decoder", vocab_size=50, dim=32, layers=2, heads=4,
-                                           kv_heads=2, ffn=Choice("moe", experts=2, top_k=1), context=16),
+    "mqa-no-bias-rms": ModelConfig(
+        vocab_size=50,
+        dim=32,
+        layers=2,
+        heads=4,
+        kv_heads=1,
+        bias=False,
+        norm=Choice("rmsnorm"),
+        context=16,
+    ),
+    "swiglu-rope": ModelConfig(
+        vocab_size=50,
+        dim=32,
+        layers=3,
+        heads=4,
+        ffn=Choice("swiglu"),
+        pos=Choice("rope"),
+        context=16,
+    ),
+    "glu-hidden": ModelConfig(
+        vocab_size=50, dim=32, layers=2, heads=4, ffn=Choice("glu", hidden=40), context=16
+    ),
+    "moe": ModelConfig(
+        vocab_size=50, dim=32, layers=3, heads=4, ffn=Choice("moe", experts=4, top_k=2), context=16
+    ),
+    "moe-glu-experts": ModelConfig(
+        vocab_size=50,
+        dim=32,
+        layers=2,
+        heads=4,
+        ffn=Choice("moe", experts=3, top_k=1, expert="glu"),
+        context=16,
+    ),
+    "post-norm": ModelConfig(
+        vocab_size=50, dim=32, layers=3, heads=4, residual=Choice("post"), context=16
+    ),
+    "deepnorm-sinusoidal": ModelConfig(
+        vocab_size=50,
+        dim=32,
+        layers=4,
+        heads=4,
+        residual=Choice("deepnorm"),
+        pos=Choice("sinusoidal"),
+        context=16,
+    ),
+    "encoder-mlm": ModelConfig(
+        arch="encoder",
+        vocab_size=50,
+        dim=32,
+        layers=3,
+        heads=4,
+        head=Choice("mlm"),
+        type_vocab_size=2,
+        embed_norm=True,
+        context=16,
+    ),
+    "encoder-decoder": ModelConfig(
+        arch="encoder-decoder",
+        vocab_size=50,
+        dim=32,
+        layers=3,
+        encoder_layers=2,
+        heads=4,
+        context=16,
+    ),
+    "encoder-decoder-unshared": ModelConfig(
+        arch="encoder-decoder",
+        vocab_size=50,
+        src_vocab_size=30,
+        dim=32,
+        layers=2,
+        encoder_layers=4,
+        heads=4,
+        share_embeddings=False,
+        tie_embeddings=False,
+        context=16,
+    ),
+    "encoder-decoder-gqa-moe": ModelConfig(
+        arch="encoder-decoder",
+        vocab_size=50,
+        dim=32,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        ffn=Choice("moe", experts=2, top_k=1),
+        context=16,
+    ),
 }
 
 
@@ -62,14 +132,23 @@ def test_every_ffn_kind_is_counted_exactly(kind):
 @pytest.mark.parametrize("kind", POSITIONS)
 def test_every_position_scheme_is_counted_exactly(kind):
     for arch in ("decoder", "encoder-decoder"):
-        cfg = ModelConfig(arch=arch, vocab_size=40, dim=24, layers=2, heads=2, context=8, pos=Choice(kind))
+        cfg = ModelConfig(
+            arch=arch, vocab_size=40, dim=24, layers=2, heads=2, context=8, pos=Choice(kind)
+        )
         assert memory.count_parameters(cfg) == _built(cfg), arch
 
 
-@pytest.mark.parametrize("axis,kind", [("kernel", k) for k in KERNELS] + [("attention_pattern", k) for k in PATTERNS]
-                         + [("norm", k) for k in NORMS] + [("residual", k) for k in RESIDUALS])
+@pytest.mark.parametrize(
+    "axis,kind",
+    [("kernel", k) for k in KERNELS]
+    + [("attention_pattern", k) for k in PATTERNS]
+    + [("norm", k) for k in NORMS]
+    + [("residual", k) for k in RESIDUALS],
+)
 def test_every_kernel_pattern_norm_and_residual_is_counted_exactly(axis, kind):
-    cfg = ModelConfig(vocab_size=40, dim=24, layers=3, heads=2, context=8, pos=Choice("rope"))  # sinks: relative
+    cfg = ModelConfig(
+        vocab_size=40, dim=24, layers=3, heads=2, context=8, pos=Choice("rope")
+    )  # sinks: relative
     setattr(cfg, axis, Choice(kind))
     assert memory.count_parameters(cfg) == _built(cfg)
     assert memory.estimate(cfg, batch=2).kv_cache_bytes > 0
@@ -82,9 +161,14 @@ def test_the_estimate_adds_up():
     assert est.params == n and est.trainable == n
     assert est.parameter_bytes == 4 * n  # no buffers in this model
     assert est.optimizer_bytes == 12 * n  # fp32 gradients + AdamW's two fp32 moments
-    kv = 2 * cfg.layers * 2 * (cfg.dim // cfg.heads) * cfg.context * 4  # k and v, 2 kv heads, fp32, one sequence
+    kv = (
+        2 * cfg.layers * 2 * (cfg.dim // cfg.heads) * cfg.context * 4
+    )  # k and v, 2 kv heads, fp32, one sequence
     assert est.kv_cache_bytes == kv
-    assert est.total == est.parameter_bytes + est.optimizer_bytes + est.activation_bytes + est.kv_cache_bytes
+    assert (
+        est.total
+        == est.parameter_bytes + est.optimizer_bytes + est.activation_bytes + est.kv_cache_bytes
+    )
     bf16 = memory.estimate(cfg, batch=4, tokens=16, precision="bf16")
     assert bf16.activation_bytes < est.activation_bytes
     assert memory.estimate(cfg, batch=8, tokens=16).activation_bytes == 2 * est.activation_bytes
@@ -93,13 +177,17 @@ def test_the_estimate_adds_up():
 
 
 def test_absurd_sizes_are_estimated_without_building_them():
-    huge = memory.estimate(ModelConfig(layers=10**8), batch=1, tokens=8)  # a loop of 1e8 blocks if built
+    huge = memory.estimate(
+        ModelConfig(layers=10**8), batch=1, tokens=8
+    )  # a loop of 1e8 blocks if built
     assert huge.params > 10**12
     long = memory.estimate(ModelConfig(context=10**9, pos=Choice("rope")), batch=1, tokens=8)
     assert long.kv_cache_bytes > 10**12  # the sample's KV cache at the full context
     with pytest.raises(ConfigError, match="far too large"):
         memory.count_parameters(ModelConfig(dim=10**9, heads=1))
-    with pytest.raises(ConfigError, match="model.dim"):  # invalid configs are refused as by the builder
+    with pytest.raises(
+        ConfigError, match="model.dim"
+    ):  # invalid configs are refused as by the builder
         memory.count_parameters(ModelConfig(dim=30, heads=4))
 
 
@@ -114,7 +202,10 @@ def _quiet(cfg, out, **kw):
 
 def test_a_run_over_max_memory_is_refused_with_the_estimate(tiny_cfg, tmp_path):
     tiny_cfg.train.max_memory = 0.0001  # 100 kB
-    with pytest.raises(ConfigError, match=r"memory estimate .* \(parameters .*\) exceeds train.max_memory=0.0001 GB"):
+    with pytest.raises(
+        ConfigError,
+        match=r"memory estimate .* \(parameters .*\) exceeds train.max_memory=0.0001 GB",
+    ):
         _quiet(tiny_cfg, tmp_path / "run")
     tiny_cfg.train.max_memory = -1.0
     with pytest.raises(ConfigError, match="train.max_memory must be 0"):
@@ -123,7 +214,9 @@ def test_a_run_over_max_memory_is_refused_with_the_estimate(tiny_cfg, tmp_path):
 
 def test_a_run_larger_than_the_free_memory_is_refused(tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "available", lambda device: (10_000, "a test's tiny machine"))
-    with pytest.raises(ConfigError, match=r"exceeds the 10 kB available on cpu \(a test's tiny machine\)"):
+    with pytest.raises(
+        ConfigError, match=r"exceeds the 10 kB available on cpu \(a test's tiny machine\)"
+    ):
         _quiet(tiny_cfg, tmp_path / "run")
 
 
@@ -151,12 +244,29 @@ def _saved_bytes(cfg: ModelConfig, batch: int, tokens: int) -> int:
     return sum(n for ptr, n in saved.items() if ptr not in weights)
 
 
-@pytest.mark.parametrize("ffn,kernel", [("mlp", "sdpa"), ("swiglu", "sdpa"), ("mlp", "eager"),
-                                        (Choice("moe", experts=4, top_k=2), "sdpa")])
+@pytest.mark.parametrize(
+    "ffn,kernel",
+    [
+        ("mlp", "sdpa"),
+        ("swiglu", "sdpa"),
+        ("mlp", "eager"),
+        (Choice("moe", experts=4, top_k=2), "sdpa"),
+    ],
+)
 def test_the_activation_term_is_close_to_what_autograd_saves(ffn, kernel):
-    cfg = ModelConfig(vocab_size=40, dim=64, layers=2, heads=4, kv_heads=2, context=32,
-                      ffn=Choice(ffn) if isinstance(ffn, str) else ffn, kernel=Choice(kernel))
+    cfg = ModelConfig(
+        vocab_size=40,
+        dim=64,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        context=32,
+        ffn=Choice(ffn) if isinstance(ffn, str) else ffn,
+        kernel=Choice(kernel),
+    )
     est = memory.estimate(cfg, batch=4, tokens=32)
-    logits_peak = 4 * 32 * cfg.vocab_size * 8  # the estimate's extra logits copies at the backward's peak
+    logits_peak = (
+        4 * 32 * cfg.vocab_size * 8
+    )  # the estimate's extra logits copies at the backward's peak
     ratio = (est.activation_bytes - logits_peak) / _saved_bytes(cfg, 4, 32)
     assert 0.7 < ratio < 1.4, ratio

@@ -1,17 +1,41 @@
 """Metrics: BLEU equals sacrebleu on fixtures (strings and token ids), WER / PER on hand-made cases."""
+
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from tfmr.metrics import bleu, edit_distance, per, sentence_bleu, token_bleu, token_sentence_bleu, wer
+from tfmr.metrics import (
+    bleu,
+    edit_distance,
+    per,
+    sentence_bleu,
+    token_bleu,
+    token_sentence_bleu,
+    wer,
+)
 
 sacrebleu = pytest.importorskip("sacrebleu")
 
-HYPS = ["the cat sat on the mat .", "a quick brown fox jumps over the dog", "hello there", "no overlap here"]
-REFS_A = ["the cat is on the mat .", "the quick brown fox jumped over the lazy dog", "hello there general", "xyz"]
-REFS_B = ["there is a cat on the mat .", "a fast brown fox jumps over a dog", "hi there", "nothing at all"]
+HYPS = [
+    "the cat sat on the mat .",
+    "a quick brown fox jumps over the dog",
+    "hello there",
+    "no overlap here",
+]
+REFS_A = [
+    "the cat is on the mat .",
+    "the quick brown fox jumped over the lazy dog",
+    "hello there general",
+    "xyz",
+]
+REFS_B = [
+    "there is a cat on the mat .",
+    "a fast brown fox jumps over a dog",
+    "hi there",
+    "nothing at all",
+]
 
 
 def test_corpus_bleu_with_one_and_several_references_equals_sacrebleu():
@@ -50,26 +74,40 @@ def test_bleu_of_a_perfect_corpus_is_100_and_of_a_disjoint_one_is_0():
     assert token_bleu([[1, 2, 3, 4, 5]], [[6, 7, 8, 9]]) == 0.0
 
 
-@pytest.mark.parametrize("a, b, d", [
-    ("kitten", "sitting", 3), ("", "abc", 3), ("abc", "", 3), ("flaw", "lawn", 2), ("same", "same", 0),
-    (["K", "AE", "T"], ["K", "AA", "T", "S"], 2),
-])
+@pytest.mark.parametrize(
+    "a, b, d",
+    [
+        ("kitten", "sitting", 3),
+        ("", "abc", 3),
+        ("abc", "", 3),
+        ("flaw", "lawn", 2),
+        ("same", "same", 0),
+        (["K", "AE", "T"], ["K", "AA", "T", "S"], 2),
+    ],
+)
 def test_edit_distance_on_known_pairs(a, b, d):
     assert edit_distance(a, b) == d == edit_distance(b, a)
 
 
 def test_wer_counts_a_word_right_when_it_matches_any_reference():
-    refs = [[["T", "AH", "M", "EY", "T", "OW"], ["T", "AH", "M", "AA", "T", "OW"]],  # tomato: two
-            [["R", "EH", "D"], ["R", "IY", "D"]],
-            [["K", "AE", "T"]]]
+    refs = [
+        [["T", "AH", "M", "EY", "T", "OW"], ["T", "AH", "M", "AA", "T", "OW"]],  # tomato: two
+        [["R", "EH", "D"], ["R", "IY", "D"]],
+        [["K", "AE", "T"]],
+    ]
     hyps = [["T", "AH", "M", "AA", "T", "OW"], ["R", "IY", "D"], ["K", "AA", "T"]]
     assert wer(hyps, refs) == pytest.approx(1 / 3)
     assert wer(hyps[:2], refs[:2]) == 0.0
 
 
 def test_per_uses_the_closest_reference_and_its_length():
-    refs = [[["A", "B", "C", "D"], ["A", "X"]],  # hyp "A X Y": 1 edit from "A X" (length 2), 2 from "A B C D"
-            [["K", "AE", "T"]]]
+    refs = [
+        [
+            ["A", "B", "C", "D"],
+            ["A", "X"],
+        ],  # hyp "A X Y": 1 edit from "A X" (length 2), 2 from "A B C D"
+        [["K", "AE", "T"]],
+    ]
     hyps = [["A", "X", "Y"], ["K", "AE"]]
     assert per(hyps, refs) == pytest.approx((1 + 1) / (2 + 3))
 

@@ -1,9 +1,9 @@
 """The spine: shapes, cached decoding equals the full forward, init, flops accounting."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import assert_steps_match_full_forward
 
 from tfmr import Choice, ConfigError, ModelConfig, build_model
@@ -22,14 +22,16 @@ def _cfg(**kw):
 @pytest.mark.parametrize("residual", ["pre", "post"])
 def test_cached_decoding_equals_full_forward(pos, kernel, residual):
     torch.manual_seed(0)
-    model = build_model(_cfg(pos=Choice(pos), kernel=Choice(kernel), residual=Choice(residual))).eval()
+    model = build_model(
+        _cfg(pos=Choice(pos), kernel=Choice(kernel), residual=Choice(residual))
+    ).eval()
     ids = torch.randint(0, 50, (2, 12))
     full = model(ids).logits  # (B, T, V)
     state = model.start_state(2, 24)
     logits, state = model.step(ids[:, :5], state)  # prefill 5, then one token at a time
     torch.testing.assert_close(logits, full[:, 4], atol=1e-5, rtol=1e-5)
     for t in range(5, 12):
-        logits, state = model.step(ids[:, t:t + 1], state)
+        logits, state = model.step(ids[:, t : t + 1], state)
         torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
 
 
@@ -90,14 +92,17 @@ def test_residual_projections_get_scaled_init():
     assert abs(std_out - 0.02 / 4) < 0.001  # 1 / sqrt(2 * 8)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(heads=5), "divisible"),
-    (dict(kv_heads=3), "multiple of model.kv_heads"),
-    (dict(arch="rnn"), "valid: decoder, encoder"),
-    (dict(pos=Choice("learned", base=3)), "valid options: (none)"),
-    (dict(ffn=Choice("mlp", mul=4)), "valid options: mult, hidden, activation"),
-    (dict(norm=Choice("batchnorm")), "valid kinds: layernorm, rmsnorm"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(heads=5), "divisible"),
+        (dict(kv_heads=3), "multiple of model.kv_heads"),
+        (dict(arch="rnn"), "valid: decoder, encoder"),
+        (dict(pos=Choice("learned", base=3)), "valid options: (none)"),
+        (dict(ffn=Choice("mlp", mul=4)), "valid options: mult, hidden, activation"),
+        (dict(norm=Choice("batchnorm")), "valid kinds: layernorm, rmsnorm"),
+    ],
+)
 def test_invalid_model_configs_name_the_valid_choices(bad, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_model(_cfg(**bad))
@@ -153,7 +158,11 @@ def test_every_model_class_ends_in_the_one_spine_tail():
     ids = torch.randint(0, 50, (2, 9))
     out = model.tail(model.embed(ids), model.pattern.mask(True), targets=ids)
     ref = model(ids, ids)
-    assert torch.equal(out.logits, ref.logits) and torch.equal(out.loss, ref.loss) and out.cross_attentions == []
+    assert (
+        torch.equal(out.logits, ref.logits)
+        and torch.equal(out.loss, ref.loss)
+        and out.cross_attentions == []
+    )
 
 
 def test_the_encoder_decoder_takes_the_chunked_loss_through_the_tail():
@@ -165,13 +174,23 @@ def test_the_encoder_decoder_takes_the_chunked_loss_through_the_tail():
     results = []
     for chunk in (0, 5):
         torch.manual_seed(0)
-        model = build_model(_cfg(arch="encoder-decoder", src_vocab_size=40, share_embeddings=False, encoder_layers=2,
-                                 loss_chunk=chunk, label_smoothing=0.1))
+        model = build_model(
+            _cfg(
+                arch="encoder-decoder",
+                src_vocab_size=40,
+                share_embeddings=False,
+                encoder_layers=2,
+                loss_chunk=chunk,
+                label_smoothing=0.1,
+            )
+        )
         out = model(src, tgt, targets)
         out.loss.backward()
         results.append((out, {n: p.grad.clone() for n, p in model.named_parameters()}))
     (plain, plain_grads), (chunked, chunked_grads) = results
-    assert plain.logits is not None and chunked.logits is None and len(chunked.cross_attentions) == 2
+    assert (
+        plain.logits is not None and chunked.logits is None and len(chunked.cross_attentions) == 2
+    )
     torch.testing.assert_close(chunked.loss, plain.loss, atol=1e-6, rtol=1e-6)
     for name, grad in plain_grads.items():
         torch.testing.assert_close(chunked_grads[name], grad, atol=1e-6, rtol=1e-6)

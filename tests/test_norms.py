@@ -1,5 +1,6 @@
 """Norms and their placement: formulas, the registry-wide contract for every norm and every
 residual placement, DeepNet's constants and init, and DeepNorm with alpha = beta = 1 = Post-LN."""
+
 from __future__ import annotations
 
 import math
@@ -95,7 +96,7 @@ def test_every_placement_and_norm_trains_and_decodes_with_a_cache(residual, norm
     state = model.start_state(2, 16)
     logits, state = model.step(ids[:, :4], state)
     for t in range(4, 10):
-        logits, state = model.step(ids[:, t:t + 1], state)
+        logits, state = model.step(ids[:, t : t + 1], state)
         torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
 
 
@@ -118,26 +119,30 @@ def test_deepnorm_constants_follow_the_deepnet_paper():
     # decoder-only, N = 16: alpha = 32^(1/4), beta = 128^(-1/4)
     assert deepnorm_constants("decoder-only", 16) == pytest.approx((2.3784, 0.29730), abs=1e-4)
     # encoder-decoder, N = M = 16: (N^4 M)^(1/16) = 2^(20/16) = 2.3784
-    assert deepnorm_constants("encoder", 16, 16) == pytest.approx((0.81 * 2.3784, 0.87 / 2.3784), abs=1e-4)
-    assert deepnorm_constants("decoder", 16, 16) == pytest.approx((48 ** 0.25, 192 ** -0.25))
+    assert deepnorm_constants("encoder", 16, 16) == pytest.approx(
+        (0.81 * 2.3784, 0.87 / 2.3784), abs=1e-4
+    )
+    assert deepnorm_constants("decoder", 16, 16) == pytest.approx((48**0.25, 192**-0.25))
     with pytest.raises(ValueError, match="valid: decoder-only"):
         deepnorm_constants("middle", 4)
 
 
 def test_deepnorm_uses_the_stack_depth_and_role():
     model = build_model(_cfg(Choice("deepnorm"), layers=8))
-    assert model.blocks[0].residual.alpha == pytest.approx(16 ** 0.25)
-    assert model.blocks[0].residual.beta == pytest.approx(64 ** -0.25)
+    assert model.blocks[0].residual.alpha == pytest.approx(16**0.25)
+    assert model.blocks[0].residual.beta == pytest.approx(64**-0.25)
     seq = build_model(_cfg(Choice("deepnorm"), layers=4, arch="encoder-decoder", encoder_layers=6))
-    assert seq.encoder[0].residual.alpha == pytest.approx(0.81 * (6 ** 4 * 4) ** (1 / 16))
-    assert seq.blocks[0].residual.alpha == pytest.approx(12 ** 0.25)
+    assert seq.encoder[0].residual.alpha == pytest.approx(0.81 * (6**4 * 4) ** (1 / 16))
+    assert seq.blocks[0].residual.alpha == pytest.approx(12**0.25)
     assert isinstance(model.final_norm, torch.nn.Identity)  # post-norm blocks already end in a norm
 
 
 def test_deepnorm_init_scales_values_outputs_and_ffn_by_beta():
     torch.manual_seed(0)
     dim, layers = 256, 16
-    model = build_model(ModelConfig(vocab_size=40, dim=dim, layers=layers, heads=4, residual=Choice("deepnorm")))
+    model = build_model(
+        ModelConfig(vocab_size=40, dim=dim, layers=layers, heads=4, residual=Choice("deepnorm"))
+    )
     beta = (8 * layers) ** -0.25
     xavier = math.sqrt(2 / (dim + dim))
     attn, ffn = model.blocks[3].attn, model.blocks[3].ffn
@@ -145,7 +150,9 @@ def test_deepnorm_init_scales_values_outputs_and_ffn_by_beta():
     assert attn.k_proj.weight.std().item() == pytest.approx(xavier, rel=0.03)
     assert attn.v_proj.weight.std().item() == pytest.approx(beta * xavier, rel=0.03)
     assert attn.out_proj.weight.std().item() == pytest.approx(beta * xavier, rel=0.03)
-    assert ffn.w1.weight.std().item() == pytest.approx(beta * math.sqrt(2 / (dim + 4 * dim)), rel=0.03)
+    assert ffn.w1.weight.std().item() == pytest.approx(
+        beta * math.sqrt(2 / (dim + 4 * dim)), rel=0.03
+    )
     assert "alpha=2.378, beta=0.2973" in repr(model.blocks[0].residual)
 
 
@@ -166,9 +173,26 @@ def test_norm_depth_experiment_runs_and_writes_its_table_and_plot(tmp_path, caps
     module = EXPERIMENTS["norm-depth"]
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
-    args = parser.parse_args(["--out", str(tmp_path), "--set", "model.layers=2", "--set", "model.dim=16",
-                              "--set", "model.context=16", "--set", "train.batch_size=4", "--set", "train.steps=3",
-                              "--set", "train.warmup=1", "--set", "train.eval_every=1"])
+    args = parser.parse_args(
+        [
+            "--out",
+            str(tmp_path),
+            "--set",
+            "model.layers=2",
+            "--set",
+            "model.dim=16",
+            "--set",
+            "model.context=16",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "train.steps=3",
+            "--set",
+            "train.warmup=1",
+            "--set",
+            "train.eval_every=1",
+        ]
+    )
     assert module.main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     assert [r["name"] for r in results] == ["post", "pre", "deepnorm"]

@@ -1,27 +1,49 @@
 """Training objectives: scheduled sampling (three kinds), guided attention, RL on a metric."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+from test_seq2seq import VOCAB, Run, _pairs
 
 from tfmr import Choice, ModelConfig, build_model
 from tfmr.config import ConfigError
-from tfmr.objectives import (OBJECTIVES, REWARDS, GuidedAttention, ParallelScheduledSampling, Schedule,
-                             ScheduledSampling, Task, TeacherForcing, TwoPassScheduledSampling, guided_weights,
-                             mrt_loss, predict_tokens, reinforce_loss, scst_advantage, sequence_logprobs)
+from tfmr.objectives import (
+    OBJECTIVES,
+    REWARDS,
+    GuidedAttention,
+    ParallelScheduledSampling,
+    Schedule,
+    ScheduledSampling,
+    Task,
+    TeacherForcing,
+    TwoPassScheduledSampling,
+    guided_weights,
+    mrt_loss,
+    predict_tokens,
+    reinforce_loss,
+    scst_advantage,
+    sequence_logprobs,
+)
 from tfmr.seq2seq import BOS, EOS, PAD, Seq2SeqTrainer, collate
-
-from test_seq2seq import VOCAB, Run, _pairs
 
 TASK = Task(BOS, EOS, PAD, VOCAB.tgt.decode, 16)
 
 
 def _tiny(dtype=torch.float32, kernel="sdpa", seed=0):
     torch.manual_seed(seed)
-    cfg = ModelConfig(arch="encoder-decoder", vocab_size=12, dim=16, layers=2, heads=2, context=16, pad_id=PAD,
-                      kernel=Choice(kernel))
+    cfg = ModelConfig(
+        arch="encoder-decoder",
+        vocab_size=12,
+        dim=16,
+        layers=2,
+        heads=2,
+        context=16,
+        pad_id=PAD,
+        kernel=Choice(kernel),
+    )
     return build_model(cfg).to(dtype)
 
 
@@ -39,14 +61,25 @@ def _loss_and_grads(model, objective, batch, step=0):
 
 
 # ----------------------------------------------------------------------------- scheduled sampling
-@pytest.mark.parametrize("objective", [
-    ScheduledSampling(schedule="constant", k=1.0),
-    ScheduledSampling(schedule="constant", k=1.0, predict="sample"),
-    ParallelScheduledSampling(passes=3, schedule="constant", k=1.0),
-    TwoPassScheduledSampling(schedule="constant", k=1.0, mix="softmax"),
-    TwoPassScheduledSampling(schedule="constant", k=1.0, mix="top-k", first_grad=True),
-    TwoPassScheduledSampling(schedule="constant", k=1.0, mix="argmax"),
-], ids=["scheduled", "scheduled-sample", "parallel", "two-pass-softmax", "two-pass-topk-grad", "two-pass-argmax"])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        ScheduledSampling(schedule="constant", k=1.0),
+        ScheduledSampling(schedule="constant", k=1.0, predict="sample"),
+        ParallelScheduledSampling(passes=3, schedule="constant", k=1.0),
+        TwoPassScheduledSampling(schedule="constant", k=1.0, mix="softmax"),
+        TwoPassScheduledSampling(schedule="constant", k=1.0, mix="top-k", first_grad=True),
+        TwoPassScheduledSampling(schedule="constant", k=1.0, mix="argmax"),
+    ],
+    ids=[
+        "scheduled",
+        "scheduled-sample",
+        "parallel",
+        "two-pass-softmax",
+        "two-pass-topk-grad",
+        "two-pass-argmax",
+    ],
+)
 def test_always_gold_is_teacher_forcing_exactly(objective):
     model, batch = _tiny(), _batch()
     want_loss, want = _loss_and_grads(model, TeacherForcing(), batch)
@@ -55,9 +88,14 @@ def test_always_gold_is_teacher_forcing_exactly(objective):
     assert len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want))
 
 
-@pytest.mark.parametrize("objective", [ScheduledSampling(schedule="constant", k=0.0),
-                                       ParallelScheduledSampling(schedule="constant", k=0.0),
-                                       TwoPassScheduledSampling(schedule="constant", k=0.0)])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        ScheduledSampling(schedule="constant", k=0.0),
+        ParallelScheduledSampling(schedule="constant", k=0.0),
+        TwoPassScheduledSampling(schedule="constant", k=0.0),
+    ],
+)
 def test_never_gold_changes_the_loss(objective):
     model, batch = _tiny(), _batch()
     want, _ = _loss_and_grads(model, TeacherForcing(), batch)
@@ -103,8 +141,8 @@ def test_schedules_reproduce_the_issue_numbers():
     assert Schedule("inverse-sigmoid", k=10)(0) == pytest.approx(10 / 11)
     assert round(Schedule("exponential", k=0.9999)(10000), 4) == 0.3679
     lin = Schedule("linear", k=1.0, c=0.01, eps_min=0.2)
-    assert lin(0) == 1.0 and lin(50) == pytest.approx(0.5) and lin(80) == 0.2 and lin(10 ** 6) == 0.2
-    assert Schedule("inverse-sigmoid", k=10)(10 ** 6) == 0.0  # no overflow
+    assert lin(0) == 1.0 and lin(50) == pytest.approx(0.5) and lin(80) == 0.2 and lin(10**6) == 0.2
+    assert Schedule("inverse-sigmoid", k=10)(10**6) == 0.0  # no overflow
     with pytest.raises(ConfigError, match="valid schedules: constant, linear"):
         Schedule("cosine")
 
@@ -132,8 +170,11 @@ def test_guided_loss_is_small_on_the_diagonal_and_large_on_the_antidiagonal():
     g.layers, g.heads = [0], [0, 1]
     src, tgt = torch.tensor([[5, 6, 7, 8, 9, 10]]), torch.full((1, 6), 4)
     from tfmr.model import Output
+
     diag = g.loss(Output(None, cross_attentions=[_attention(range(6), 6, 6)]), src, tgt, PAD)
-    anti = g.loss(Output(None, cross_attentions=[_attention(range(5, -1, -1), 6, 6)]), src, tgt, PAD)
+    anti = g.loss(
+        Output(None, cross_attentions=[_attention(range(5, -1, -1), 6, 6)]), src, tgt, PAD
+    )
     assert diag < 1e-6 and anti > 0.1  # the mean over N x T entries: at most 1 / N = 0.167 here
 
 
@@ -142,9 +183,15 @@ def test_guided_loss_excludes_padding():
     g = GuidedAttention(1.0, sigma=0.4)
     g.layers, g.heads = [0], [0]
     from tfmr.model import Output
+
     torch.manual_seed(0)
     a = torch.softmax(torch.randn(1, 1, 3, 4), -1)
-    alone = g.loss(Output(None, cross_attentions=[a]), torch.tensor([[5, 6, 7, 8]]), torch.tensor([[4, 4, 2]]), PAD)
+    alone = g.loss(
+        Output(None, cross_attentions=[a]),
+        torch.tensor([[5, 6, 7, 8]]),
+        torch.tensor([[4, 4, 2]]),
+        PAD,
+    )
     padded_a = torch.rand(1, 1, 5, 6)  # junk everywhere, then the real block
     padded_a[:, :, :3, :4] = a
     src = torch.tensor([[5, 6, 7, 8, PAD, PAD]])
@@ -187,8 +234,16 @@ def test_scst_advantage_and_direction():
 def test_mrt_gradient_matches_finite_differences():
     model = _tiny(torch.float64)
     src = torch.tensor([[5, 6, 7], [4, 8, PAD]]).repeat_interleave(3, 0)  # 2 sources x 3 candidates
-    ys = torch.tensor([[7, 6, 5, EOS], [7, 5, EOS, PAD], [6, EOS, PAD, PAD],
-                       [8, 4, EOS, PAD], [4, EOS, PAD, PAD], [8, 8, 8, 8]])
+    ys = torch.tensor(
+        [
+            [7, 6, 5, EOS],
+            [7, 5, EOS, PAD],
+            [6, EOS, PAD, PAD],
+            [8, 4, EOS, PAD],
+            [4, EOS, PAD, PAD],
+            [8, 8, 8, 8],
+        ]
+    )
     reward = torch.tensor([[1.0, 0.4, 0.1], [1.0, 0.3, 0.0]], dtype=torch.float64)
 
     def risk():
@@ -242,16 +297,28 @@ def _run(kind=None, guided=0.0, steps=3, **options):
     return cfg
 
 
-OPTIONS = {"scheduled": {"k": 0.5, "schedule": "constant", "predict": "sample"}, "two-pass": {"k": 0.5, "schedule": "constant"},
-           "parallel": {"k": 0.5, "schedule": "constant", "passes": 3}, "reinforce": {"samples": 2},
-           "self-critical": {"samples": 2, "reward": "per"}, "mrt": {"samples": 3, "reward": "exact"},
-           "mrt-beam": {"samples": 3, "candidates": "beam", "with_reference": True}}
+OPTIONS = {
+    "scheduled": {"k": 0.5, "schedule": "constant", "predict": "sample"},
+    "two-pass": {"k": 0.5, "schedule": "constant"},
+    "parallel": {"k": 0.5, "schedule": "constant", "passes": 3},
+    "reinforce": {"samples": 2},
+    "self-critical": {"samples": 2, "reward": "per"},
+    "mrt": {"samples": 3, "reward": "exact"},
+    "mrt-beam": {"samples": 3, "candidates": "beam", "with_reference": True},
+}
 
 
 @pytest.mark.parametrize("kind", list(OBJECTIVES) + ["mrt-beam"])
 def test_every_objective_trains_a_few_steps(kind, tmp_path):
-    trainer = Seq2SeqTrainer(_run(kind.split("-beam")[0], **OPTIONS.get(kind, {})), VOCAB, _pairs(40), _pairs(8, seed=9), tmp_path,
-                             progress=False, log=lambda *a: None)
+    trainer = Seq2SeqTrainer(
+        _run(kind.split("-beam")[0], **OPTIONS.get(kind, {})),
+        VOCAB,
+        _pairs(40),
+        _pairs(8, seed=9),
+        tmp_path,
+        progress=False,
+        log=lambda *a: None,
+    )
     trainer.fit()
     assert trainer.step == 3 and all(math.isfinite(r["loss"]) for r in trainer.history)
 
@@ -263,8 +330,15 @@ def test_guided_attention_composes_and_adds_to_the_loss(kind, tmp_path):
         cfg = _run(kind, guided=guided, steps=1, **OPTIONS.get(kind, {}))
         cfg.model.kernel = Choice("eager")
         torch.manual_seed(0)
-        trainer = Seq2SeqTrainer(cfg, VOCAB, _pairs(40), _pairs(8, seed=9), tmp_path / str(guided),
-                                 progress=False, log=lambda *a: None)
+        trainer = Seq2SeqTrainer(
+            cfg,
+            VOCAB,
+            _pairs(40),
+            _pairs(8, seed=9),
+            tmp_path / str(guided),
+            progress=False,
+            log=lambda *a: None,
+        )
         trainer.fit()
         losses.append(trainer.history[0]["loss"])
     assert losses[1] > losses[0]
@@ -272,7 +346,16 @@ def test_guided_attention_composes_and_adds_to_the_loss(kind, tmp_path):
 
 def test_objective_config_is_checked_at_start(tmp_path):
     def start(cfg):
-        Seq2SeqTrainer(cfg, VOCAB, _pairs(10), _pairs(4), tmp_path, progress=False, log=lambda *a: None, overwrite=True)
+        Seq2SeqTrainer(
+            cfg,
+            VOCAB,
+            _pairs(10),
+            _pairs(4),
+            tmp_path,
+            progress=False,
+            log=lambda *a: None,
+            overwrite=True,
+        )
 
     with pytest.raises(ConfigError, match="valid kinds: teacher-forcing, scheduled, two-pass"):
         start(_run("schedueld"))
@@ -294,8 +377,16 @@ def test_resume_is_bit_identical_with_an_objective(kind, tmp_path):
         cfg = _run(kind, steps=steps, **OPTIONS[kind])
         cfg.model.dropout = 0.1
         cfg.train.checkpoint_every = 2
-        trainer = Seq2SeqTrainer(cfg, VOCAB, _pairs(40), _pairs(8, seed=9), out, resume=resume, progress=False,
-                                 log=lambda *a: None)
+        trainer = Seq2SeqTrainer(
+            cfg,
+            VOCAB,
+            _pairs(40),
+            _pairs(8, seed=9),
+            out,
+            resume=resume,
+            progress=False,
+            log=lambda *a: None,
+        )
         trainer.fit()
         return trainer
 
@@ -305,5 +396,7 @@ def test_resume_is_bit_identical_with_an_objective(kind, tmp_path):
     assert resumed.step == 4
     if kind == "reinforce":
         assert resumed.objective.baseline == straight.objective.baseline
-    for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+    for (name, p), q in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
         assert torch.equal(p, q), name

@@ -3,6 +3,7 @@ cached decoder-step graphs (encoder-decoder), run by onnxruntime at batch sizes 
 than the traced ones, give the model's outputs (atol 1e-4), also with dropout in the config;
 greedy decoding run entirely through onnxruntime picks tfmr's tokens, for a random model and for
 the shipped G2P model."""
+
 from __future__ import annotations
 
 import numpy
@@ -22,15 +23,41 @@ from tfmr.tokenizers import CharTokenizer  # noqa: E402
 def test_prefill_then_one_cached_step_match_the_model(tmp_path, capsys):
     tok = CharTokenizer.train("abcdefghij")
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=tok.vocab_size, dim=32, layers=2, heads=4, kv_heads=2, context=32, init_std=0.3,
-                      pos=Choice("rope"), norm=Choice("rmsnorm"), ffn=Choice("swiglu"), bias=False,
-                      dropout=0.1)  # a trained checkpoint's dropout: the export must run the model in eval mode
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size,
+        dim=32,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        context=32,
+        init_std=0.3,
+        pos=Choice("rope"),
+        norm=Choice("rmsnorm"),
+        ffn=Choice("swiglu"),
+        bias=False,
+        dropout=0.1,
+    )  # a trained checkpoint's dropout: the export must run the model in eval mode
     model = build_model(cfg).eval()
     checkpoint.save(tmp_path / "ckpt", model, to_dict(RunConfig(model=cfg)), tok)
-    assert main(["checkpoint", "export", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
+    assert (
+        main(
+            [
+                "checkpoint",
+                "export",
+                "onnx",
+                "--checkpoint",
+                str(tmp_path / "ckpt"),
+                "--out",
+                str(tmp_path / "onnx"),
+            ]
+        )
+        == 0
+    )
     prefill = ort.InferenceSession(str(tmp_path / "onnx" / "prefill.onnx"))
     step = ort.InferenceSession(str(tmp_path / "onnx" / "step.onnx"))
-    ids = torch.randint(0, tok.vocab_size, (5, 9), generator=torch.Generator().manual_seed(1))  # (B, T)
+    ids = torch.randint(
+        0, tok.vocab_size, (5, 9), generator=torch.Generator().manual_seed(1)
+    )  # (B, T)
     logits, *present = prefill.run(None, {"input_ids": ids[:, :8].numpy()})
     with torch.no_grad():
         full = model(ids).logits
@@ -45,28 +72,60 @@ def test_prefill_then_one_cached_step_match_the_model(tmp_path, capsys):
 def _encoder_decoder_checkpoint(tmp_path):
     tok = CharTokenizer.train("abcdefghij")
     torch.manual_seed(0)
-    cfg = ModelConfig(arch="encoder-decoder", vocab_size=tok.vocab_size, src_vocab_size=tok.vocab_size + 3, dim=32,
-                      layers=2, encoder_layers=1, heads=4, kv_heads=2, context=32, init_std=1.0, pad_id=0,
-                      share_embeddings=False, tie_embeddings=False, pos=Choice("sinusoidal"), dropout=0.1)
+    cfg = ModelConfig(
+        arch="encoder-decoder",
+        vocab_size=tok.vocab_size,
+        src_vocab_size=tok.vocab_size + 3,
+        dim=32,
+        layers=2,
+        encoder_layers=1,
+        heads=4,
+        kv_heads=2,
+        context=32,
+        init_std=1.0,
+        pad_id=0,
+        share_embeddings=False,
+        tie_embeddings=False,
+        pos=Choice("sinusoidal"),
+        dropout=0.1,
+    )
     model = build_model(cfg).eval()
     checkpoint.save(tmp_path / "ckpt", model, to_dict(RunConfig(model=cfg)), tok)
     return model
 
 
 def _padded_source(batch, length, vocab, seed):
-    src = torch.randint(1, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))  # (B, S)
-    src[-1, length - 2:] = 0  # the last row is padded
+    src = torch.randint(
+        1, vocab, (batch, length), generator=torch.Generator().manual_seed(seed)
+    )  # (B, S)
+    src[-1, length - 2 :] = 0  # the last row is padded
     return src
 
 
 @pytest.mark.slow
 def test_encoder_decoder_encoder_and_cached_steps_match_the_model(tmp_path):
     model = _encoder_decoder_checkpoint(tmp_path)
-    assert main(["checkpoint", "export", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
+    assert (
+        main(
+            [
+                "checkpoint",
+                "export",
+                "onnx",
+                "--checkpoint",
+                str(tmp_path / "ckpt"),
+                "--out",
+                str(tmp_path / "onnx"),
+            ]
+        )
+        == 0
+    )
     encoder = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"))
     decoder = ort.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"))
     names = [i.name for i in decoder.get_inputs()]
-    assert names[:4] == ["input_ids", "src_mask", "past.0.key", "past.0.value"] and names[-1] == "cross.1.value"
+    assert (
+        names[:4] == ["input_ids", "src_mask", "past.0.key", "past.0.value"]
+        and names[-1] == "cross.1.value"
+    )
     for batch, length, seed in ((2, 6, 1), (5, 11, 2)):  # dynamic batch and source length
         src = _padded_source(batch, length, model.cfg.src_vocab_size, seed)
         memory, src_mask, *cross = encoder.run(None, {"src_ids": src.numpy()})
@@ -74,13 +133,23 @@ def test_encoder_decoder_encoder_and_cached_steps_match_the_model(tmp_path):
             ref_memory, ref_mask = model.encode(src)
         torch.testing.assert_close(torch.from_numpy(memory), ref_memory, atol=1e-4, rtol=1e-4)
         assert torch.equal(torch.from_numpy(src_mask), ref_mask)
-        tgt = torch.randint(1, model.cfg.vocab_size, (batch, 4), generator=torch.Generator().manual_seed(seed))
+        tgt = torch.randint(
+            1, model.cfg.vocab_size, (batch, 4), generator=torch.Generator().manual_seed(seed)
+        )
         with torch.no_grad():
             full = model(src, tgt).logits  # teacher forcing over the whole target: (B, 4, V)
         past = [numpy.zeros((batch, 2, 0, 8), dtype=numpy.float32)] * 4
-        for t, width in ((0, 2), (2, 1), (3, 1)):  # two tokens from an empty past, then one at a time
-            logits, *past = decoder.run(None, dict(zip(names, [tgt[:, t:t + width].numpy(), src_mask, *past, *cross])))
-            torch.testing.assert_close(torch.from_numpy(logits), full[:, t:t + width], atol=1e-4, rtol=1e-4)
+        for t, width in (
+            (0, 2),
+            (2, 1),
+            (3, 1),
+        ):  # two tokens from an empty past, then one at a time
+            logits, *past = decoder.run(
+                None, dict(zip(names, [tgt[:, t : t + width].numpy(), src_mask, *past, *cross]))
+            )
+            torch.testing.assert_close(
+                torch.from_numpy(logits), full[:, t : t + width], atol=1e-4, rtol=1e-4
+            )
         assert past[0].shape == (batch, 2, 4, 8)
 
 
@@ -97,7 +166,11 @@ def test_greedy_decoding_through_onnxruntime_gives_tfmrs_tokens(tmp_path):
     names = [i.name for i in decoder.get_inputs()]
     src = _padded_source(3, 9, model.cfg.src_vocab_size, 3)
     _, src_mask, *cross = encoder.run(None, {"src_ids": src.numpy()})
-    tokens, past, chosen = numpy.ones((3, 1), dtype=numpy.int64), [t.numpy() for t in empty_past(model, 3)], []
+    tokens, past, chosen = (
+        numpy.ones((3, 1), dtype=numpy.int64),
+        [t.numpy() for t in empty_past(model, 3)],
+        [],
+    )
     for _ in range(12):
         logits, *past = decoder.run(None, dict(zip(names, [tokens, src_mask, *past, *cross])))
         tokens = logits[:, -1].argmax(-1)[:, None]
@@ -109,11 +182,27 @@ def test_greedy_decoding_through_onnxruntime_gives_tfmrs_tokens(tmp_path):
 
 def test_encoder_only_is_refused_in_one_line(tmp_path, capsys):
     tok = CharTokenizer.train("abc")
-    cfg = ModelConfig(arch="encoder", vocab_size=tok.vocab_size, dim=16, layers=1, heads=2, context=16)
+    cfg = ModelConfig(
+        arch="encoder", vocab_size=tok.vocab_size, dim=16, layers=1, heads=2, context=16
+    )
     checkpoint.save(tmp_path / "ckpt", build_model(cfg), to_dict(RunConfig(model=cfg)), tok)
-    code = main(["checkpoint", "export", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "checkpoint",
+            "export",
+            "onnx",
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
-    assert code == 2 and "decoder-only and encoder-decoder" in err and len(err.strip().splitlines()) == 1
+    assert (
+        code == 2
+        and "decoder-only and encoder-decoder" in err
+        and len(err.strip().splitlines()) == 1
+    )
 
 
 @pytest.mark.slow
@@ -125,36 +214,74 @@ def test_the_shipped_g2p_model_exports_and_decodes_words_through_onnxruntime(tmp
     from tfmr.tasks.symbols import load_run
 
     shipped = Path(__file__).resolve().parents[1] / "tfmr" / "tasks" / "g2p_model"
-    assert main(["checkpoint", "export", "onnx", "--checkpoint", str(shipped), "--out", str(tmp_path / "onnx")]) == 0
+    assert (
+        main(
+            [
+                "checkpoint",
+                "export",
+                "onnx",
+                "--checkpoint",
+                str(shipped),
+                "--out",
+                str(tmp_path / "onnx"),
+            ]
+        )
+        == 0
+    )
     model, vocab, cfg = load_run(shipped, G2PConfig)
     model = model.float()
     heads, head_dim, layers = cfg.model.heads, cfg.model.dim // cfg.model.heads, cfg.model.layers
-    src = pad_batch([vocab.src.encode(list(w)) for w in ("hello", "transformer", "cat")])  # (3, S), padded
+    src = pad_batch(
+        [vocab.src.encode(list(w)) for w in ("hello", "transformer", "cat")]
+    )  # (3, S), padded
     encoder = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"))
     decoder = ort.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"))
     names = [i.name for i in decoder.get_inputs()]
     _, src_mask, *cross = encoder.run(None, {"src_ids": src.numpy()})
-    past = [numpy.zeros((3, heads, 0, head_dim), numpy.float32)] * (2 * layers)  # (B, heads, 0 positions, head_dim)
+    past = [numpy.zeros((3, heads, 0, head_dim), numpy.float32)] * (
+        2 * layers
+    )  # (B, heads, 0 positions, head_dim)
     tokens, chosen = numpy.full((3, 1), BOS, dtype=numpy.int64), []
     for _ in range(20):
         logits, *past = decoder.run(None, dict(zip(names, [tokens, src_mask, *past, *cross])))
         tokens = logits[:, -1].argmax(-1)[:, None]
         chosen.append(tokens[:, 0].tolist())
     rows = [list(r) for r in zip(*chosen)]
-    got = [r[:r.index(EOS)] if EOS in r else r for r in rows]
+    got = [r[: r.index(EOS)] if EOS in r else r for r in rows]
     assert got == greedy_decode(model, src, 20)
-    assert [p.rstrip("012") for p in vocab.tgt.decode(got[2])] == ["K", "AE", "T"]  # cat (with stress if predicted)
+    assert [p.rstrip("012") for p in vocab.tgt.decode(got[2])] == [
+        "K",
+        "AE",
+        "T",
+    ]  # cat (with stress if predicted)
 
 
 def test_export_prints_the_graphs_and_no_torch_warnings(tmp_path, capfd, recwarn):
     """torch's tracer warns on every Python bool it freezes and its TorchScript exporter on its own
     deprecation; tfmr checks the graphs at other shapes instead, so the user sees only the files."""
     tok = CharTokenizer.train("abcdefghij")
-    cfg = ModelConfig(vocab_size=tok.vocab_size, dim=16, layers=1, heads=2, context=16, pos=Choice("rope"))
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size, dim=16, layers=1, heads=2, context=16, pos=Choice("rope")
+    )
     checkpoint.save(tmp_path / "ckpt", build_model(cfg), to_dict(RunConfig(model=cfg)), tok)
     capfd.readouterr()
     recwarn.clear()
-    assert main(["checkpoint", "export", "onnx", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
+    assert (
+        main(
+            [
+                "checkpoint",
+                "export",
+                "onnx",
+                "--checkpoint",
+                str(tmp_path / "ckpt"),
+                "--out",
+                str(tmp_path / "onnx"),
+            ]
+        )
+        == 0
+    )
     out, err = capfd.readouterr()
     assert err == "" and [str(w.message)[:80] for w in recwarn] == []
-    assert out.splitlines() == [str(tmp_path / "onnx" / name) for name in ("prefill.onnx", "step.onnx")]
+    assert out.splitlines() == [
+        str(tmp_path / "onnx" / name) for name in ("prefill.onnx", "step.onnx")
+    ]

@@ -4,6 +4,7 @@ README.md's links, which must work on a page that is not the repository (absolut
 
 Building a wheel is left to `pip wheel --no-deps -w DIR .` by hand (seconds of work and a network
 fetch of setuptools); this file reads the sources only."""
+
 from __future__ import annotations
 
 import re
@@ -48,7 +49,9 @@ def test_readme_links_work_off_the_repository():
     """A package index shows README.md away from the repository: a relative link (docs/x.md,
     img/y.png) or an in-page anchor would lead nowhere there."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    targets = re.findall(r"\]\(([^)\s]+)", text) + re.findall(r"""(?:src|href)=["']([^"']+)""", text)
+    targets = re.findall(r"\]\(([^)\s]+)", text) + re.findall(
+        r"""(?:src|href)=["']([^"']+)""", text
+    )
     assert targets  # the README does link to its docs
     relative = [t for t in targets if not re.match(r"https?://", t)]
     assert relative == []
@@ -56,5 +59,7 @@ def test_readme_links_work_off_the_repository():
     for target in targets:
         if "/blob/" in target or "/raw/" in target:  # a file of the repository: it must exist here
             assert target.startswith(home), target
-            path = target.split("/", 7)[7].split("#")[0]  # https://github.com/OWNER/NAME/blob/main/PATH
+            path = target.split("/", 7)[7].split("#")[
+                0
+            ]  # https://github.com/OWNER/NAME/blob/main/PATH
             assert (ROOT / path).exists(), target

@@ -1,5 +1,6 @@
 """Positions: RoPE against Hugging Face, relative-offset property, NTK / interpolation identities,
 xPos decay, ALiBi slopes from the paper, and a contract every registered scheme must meet."""
+
 from __future__ import annotations
 
 import math
@@ -10,12 +11,23 @@ import torch
 from tfmr import Choice, ModelConfig, build_model
 from tfmr.builder import _position
 from tfmr.masks import LinearBias, Mask
-from tfmr.positions import POSITIONS, Alibi, Rope, Where, XPos, alibi_slopes, rotate_half, sinusoid_table
+from tfmr.positions import (
+    POSITIONS,
+    Alibi,
+    Rope,
+    Where,
+    XPos,
+    alibi_slopes,
+    rotate_half,
+    sinusoid_table,
+)
 
 
 def _qk(B=2, H=3, T=10, D=16, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(B, H, T, D, generator=g, dtype=dtype), torch.randn(B, H, T, D, generator=g, dtype=dtype)
+    return torch.randn(B, H, T, D, generator=g, dtype=dtype), torch.randn(
+        B, H, T, D, generator=g, dtype=dtype
+    )
 
 
 def _score_at(rope, q_vec, k_vec, m, n):
@@ -28,15 +40,23 @@ def _score_at(rope, q_vec, k_vec, m, n):
 
 
 # ------------------------------------------------------------------ RoPE
-@pytest.mark.parametrize("rope", [Rope(16, 64), Rope(16, 64, rotary_dim=8), XPos(16, 64, scale_base=64.0)],
-                         ids=["rope", "partial", "xpos"])
+@pytest.mark.parametrize(
+    "rope",
+    [Rope(16, 64), Rope(16, 64, rotary_dim=8), XPos(16, 64, scale_base=64.0)],
+    ids=["rope", "partial", "xpos"],
+)
 def test_rope_scores_depend_only_on_the_relative_offset(rope):
     g = torch.Generator().manual_seed(3)
-    q, k = torch.randn(16, generator=g, dtype=torch.float64), torch.randn(16, generator=g, dtype=torch.float64)
+    q, k = (
+        torch.randn(16, generator=g, dtype=torch.float64),
+        torch.randn(16, generator=g, dtype=torch.float64),
+    )
     for m, n in [(5, 2), (7, 7), (40, 1)]:
         base = _score_at(rope, q, k, m, n)
         for shift in (1, 13, 300):
-            assert math.isclose(_score_at(rope, q, k, m + shift, n + shift), base, rel_tol=1e-4, abs_tol=1e-4)  # float32 angle tables
+            assert math.isclose(
+                _score_at(rope, q, k, m + shift, n + shift), base, rel_tol=1e-4, abs_tol=1e-4
+            )  # float32 angle tables
     assert not math.isclose(_score_at(rope, q, k, 5, 2), _score_at(rope, q, k, 6, 2), rel_tol=1e-3)
 
 
@@ -44,7 +64,11 @@ def test_rope_matches_hugging_face_llama_rotate_half():
     transformers = pytest.importorskip("transformers")
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-    cfg = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4, rope_parameters={"rope_theta": 500.0, "rope_type": "default"})
+    cfg = transformers.LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        rope_parameters={"rope_theta": 500.0, "rope_type": "default"},
+    )
     hf = LlamaRotaryEmbedding(cfg)
     q, k = _qk(T=12, D=16, dtype=torch.float32)
     start = 7
@@ -59,8 +83,11 @@ def test_linear_interpolation_matches_hugging_face_linear_rope():
     transformers = pytest.importorskip("transformers")
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-    cfg = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4,
-                                   rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0})
+    cfg = transformers.LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0},
+    )
     q, k = _qk(T=9, D=16, dtype=torch.float32)
     cos, sin = LlamaRotaryEmbedding(cfg)(q, torch.arange(3, 12)[None])
     ref_q, ref_k = apply_rotary_pos_emb(q, k, cos, sin)
@@ -107,7 +134,9 @@ def test_ntk_factor_1_equals_plain_rope_and_factor_s_rescales_the_base():
     # the highest frequency is untouched, the lowest is slowed by exactly s
     r_ntk, r_plain = Rope(16, 64, ntk_factor=s), Rope(16, 64)
     assert r_ntk.inv_freq[0] == r_plain.inv_freq[0]
-    torch.testing.assert_close(r_plain.inv_freq[-1] / r_ntk.inv_freq[-1], torch.tensor(s), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        r_plain.inv_freq[-1] / r_ntk.inv_freq[-1], torch.tensor(s), rtol=1e-5, atol=0
+    )
 
 
 def test_interpolation_maps_position_s_times_m_to_m():
@@ -121,7 +150,10 @@ def test_interpolation_maps_position_s_times_m_to_m():
 def test_xpos_score_is_rope_score_times_the_decay():
     """For one rotary pair (head dim 2), xPos multiplies the RoPE score by zeta^((m - n) / scale_base)."""
     g = torch.Generator().manual_seed(0)
-    q, k = torch.randn(2, generator=g, dtype=torch.float64), torch.randn(2, generator=g, dtype=torch.float64)
+    q, k = (
+        torch.randn(2, generator=g, dtype=torch.float64),
+        torch.randn(2, generator=g, dtype=torch.float64),
+    )
     rope, xpos = Rope(2, 8), XPos(2, 8, scale_base=32.0)
     zeta = (0.0 + 0.4) / 1.4
     for m, n in [(10, 3), (50, 0), (4, 4)]:
@@ -138,13 +170,13 @@ def test_bad_rope_options_are_refused_with_the_rule():
 
 # ------------------------------------------------------------------ ALiBi
 def test_alibi_slopes_for_8_heads_are_half_to_1_over_256():
-    assert alibi_slopes(8).tolist() == [1 / 2 ** i for i in range(1, 9)]
+    assert alibi_slopes(8).tolist() == [1 / 2**i for i in range(1, 9)]
 
 
 def test_alibi_slopes_for_non_powers_of_two_follow_the_paper():
     # 6 heads: the 4-head slopes 2^-2 .. 2^-8, then every other 8-head slope: 2^-1, 2^-3
-    assert alibi_slopes(6).tolist() == [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3]
-    transformers = pytest.importorskip("transformers")
+    assert alibi_slopes(6).tolist() == [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]
+    pytest.importorskip("transformers")
     from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
 
     for n in range(1, 33):
@@ -168,13 +200,19 @@ def test_sinusoid_table_is_the_papers_formula():
     t = sinusoid_table(5, 8)
     for pos in range(5):
         for i in range(4):
-            assert math.isclose(t[pos, 2 * i].item(), math.sin(pos / 10000 ** (2 * i / 8)), abs_tol=1e-6)
-            assert math.isclose(t[pos, 2 * i + 1].item(), math.cos(pos / 10000 ** (2 * i / 8)), abs_tol=1e-6)
+            assert math.isclose(
+                t[pos, 2 * i].item(), math.sin(pos / 10000 ** (2 * i / 8)), abs_tol=1e-6
+            )
+            assert math.isclose(
+                t[pos, 2 * i + 1].item(), math.cos(pos / 10000 ** (2 * i / 8)), abs_tol=1e-6
+            )
 
 
 # ------------------------------------------------------------------ contract for every registered kind
 def _cfg(kind, **opts):
-    return ModelConfig(vocab_size=40, dim=32, layers=2, heads=4, context=32, pos=Choice(kind, **opts))
+    return ModelConfig(
+        vocab_size=40, dim=32, layers=2, heads=4, context=32, pos=Choice(kind, **opts)
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(POSITIONS))
@@ -213,17 +251,24 @@ def test_every_position_kind_answers_per_row_positions_like_an_int_start(kind):
     where = Where(torch.stack([torch.arange(s, s + 5) for s in starts]), slots=torch.arange(5))
     embedded, (rq, rk) = pos.embed(x, where), pos.rotate(q, k, where)
     for b, s in enumerate(starts):
-        torch.testing.assert_close(embedded[b], pos.embed(x[b:b + 1], s)[0])
-        q1, k1 = pos.rotate(q[b:b + 1], k[b:b + 1], s)
+        torch.testing.assert_close(embedded[b], pos.embed(x[b : b + 1], s)[0])
+        q1, k1 = pos.rotate(q[b : b + 1], k[b : b + 1], s)
         torch.testing.assert_close(rq[b], q1[0])
         torch.testing.assert_close(rk[b], k1[0])
     bias = pos.bias(5, 12, where)
     if bias is not None:
         k_pos = torch.stack([torch.arange(c, c + 12) for c in key_starts])
-        by_row = bias.dense(StaticMask(torch.ones(2, 1, 5, 12, dtype=torch.bool), where.positions, k_pos),
-                            5, 12, "cpu", torch.float32)  # (B, H, 5, 12)
+        by_row = bias.dense(
+            StaticMask(torch.ones(2, 1, 5, 12, dtype=torch.bool), where.positions, k_pos),
+            5,
+            12,
+            "cpu",
+            torch.float32,
+        )  # (B, H, 5, 12)
         for b, (s, c) in enumerate(zip(starts, key_starts)):
-            one = pos.bias(5, 12, s).dense(Mask(causal=False, q_start=s, k_start=c), 5, 12, "cpu", torch.float32)
+            one = pos.bias(5, 12, s).dense(
+                Mask(causal=False, q_start=s, k_start=c), 5, 12, "cpu", torch.float32
+            )
             torch.testing.assert_close(by_row[b], one)
 
 
@@ -232,14 +277,30 @@ def test_every_position_kind_trains_and_distinguishes_order(kind):
     """A model with each scheme gives gradients everywhere, and (except none) reacts to a swap
     of two tokens in a bidirectional encoder, which sees order only through positions."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="encoder", vocab_size=40, dim=32, layers=2, heads=4, context=32,
-                                    pos=Choice(kind), init_std=0.3))
+    model = build_model(
+        ModelConfig(
+            arch="encoder",
+            vocab_size=40,
+            dim=32,
+            layers=2,
+            heads=4,
+            context=32,
+            pos=Choice(kind),
+            init_std=0.3,
+        )
+    )
     ids = torch.randint(0, 40, (2, 10))
     assert model.to(torch.float64)(ids).logits.dtype == torch.float64  # moves like any module
-    assert all(getattr(model.pos, name).dtype == torch.float32 for name in model.pos.float32)  # not rounded
+    assert all(
+        getattr(model.pos, name).dtype == torch.float32 for name in model.pos.float32
+    )  # not rounded
     model.float()
     model(ids, ids).loss.backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all()
+        for p in model.parameters()
+        if p.requires_grad
+    )
     swapped = ids.clone()
     swapped[:, [2, 7]] = ids[:, [7, 2]]
     with torch.no_grad():
@@ -250,8 +311,14 @@ def test_every_position_kind_trains_and_distinguishes_order(kind):
         assert not torch.allclose(a, b, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind, opts", [("rope", {"base": 500.0, "rotary_dim": 4, "ntk_factor": 2.0}),
-                                        ("rope", {"interpolation": 2.0}), ("xpos", {"scale_base": 64.0})])
+@pytest.mark.parametrize(
+    "kind, opts",
+    [
+        ("rope", {"base": 500.0, "rotary_dim": 4, "ntk_factor": 2.0}),
+        ("rope", {"interpolation": 2.0}),
+        ("xpos", {"scale_base": 64.0}),
+    ],
+)
 def test_rope_options_build_through_the_config(kind, opts):
     model = build_model(_cfg(kind, **opts))
     for name, value in opts.items():
@@ -275,10 +342,32 @@ def test_length_extrapolation_experiment_runs_and_reports_every_scheme(text_file
     from tfmr.cli import main
 
     out = tmp_path / "lenx"
-    code = main(["experiment", "length-extrapolation", "--data", str(text_file), "--out", str(out),
-                 "--set", "model.context=8", "--factors", "1,2", "--schemes", "learned,rope,alibi",
-                 "--set", "train.steps=3", "--set", "model.dim=16", "--set", "model.heads=2", "--eval-windows", "2",
-                 "--set", "train.batch_size=4"])
+    code = main(
+        [
+            "experiment",
+            "length-extrapolation",
+            "--data",
+            str(text_file),
+            "--out",
+            str(out),
+            "--set",
+            "model.context=8",
+            "--factors",
+            "1,2",
+            "--schemes",
+            "learned,rope,alibi",
+            "--set",
+            "train.steps=3",
+            "--set",
+            "model.dim=16",
+            "--set",
+            "model.heads=2",
+            "--eval-windows",
+            "2",
+            "--set",
+            "train.batch_size=4",
+        ]
+    )
     assert code == 0
     res = json.loads((out / "results.json").read_text())
     ppl = res["perplexity"]
@@ -299,17 +388,22 @@ def test_relative_schemes_run_in_fast_decoding_with_left_padding(kind):
     from tfmr.fastdecode import FastDecoder
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(vocab_size=50, dim=32, layers=2, heads=4, kv_heads=2, context=40,
-                                    pos=Choice(kind))).eval()
+    model = build_model(
+        ModelConfig(
+            vocab_size=50, dim=32, layers=2, heads=4, kv_heads=2, context=40, pos=Choice(kind)
+        )
+    ).eval()
     prompts = [[5, 9, 12, 3, 3], [7], [20, 21, 22, 23, 24, 25, 26, 27]]
     P = max(map(len, prompts))
     ids = torch.zeros(3, P, dtype=torch.long)
     mask = torch.zeros(3, P, dtype=torch.bool)
     for i, p in enumerate(prompts):
-        ids[i, P - len(p):], mask[i, P - len(p):] = torch.tensor(p), True
+        ids[i, P - len(p) :], mask[i, P - len(p) :] = torch.tensor(p), True
     logits = FastDecoder(model, 3, 40).prefill(ids, mask)
     out = FastDecoder(model, 3, 40).generate(ids, 12, attention_mask=mask)
     for i, p in enumerate(prompts):
         with torch.no_grad():
-            torch.testing.assert_close(logits[i], model(torch.tensor([p])).logits[0, -1], atol=1e-5, rtol=1e-5)
-        assert out[i, P:].tolist() == greedy(model, torch.tensor([p]), 12)[0, len(p):].tolist()
+            torch.testing.assert_close(
+                logits[i], model(torch.tensor([p])).logits[0, -1], atol=1e-5, rtol=1e-5
+            )
+        assert out[i, P:].tolist() == greedy(model, torch.tensor([p]), 12)[0, len(p) :].tolist()

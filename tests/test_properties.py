@@ -2,6 +2,7 @@
 `--set` syntax, and the tokenizers and their files. Whatever the input, the only exception is the
 documented one (ConfigError, ValueError naming the file); valid input round-trips.
 Examples are bounded (max_examples) so the suite stays fast."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,13 +13,23 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from tfmr.config import (Choice, ConfigError, RunConfig, apply_override, from_dict, load_file, merge_into,
-                         to_dict)
+from tfmr.config import (
+    Choice,
+    ConfigError,
+    RunConfig,
+    apply_override,
+    from_dict,
+    load_file,
+    merge_into,
+    to_dict,
+)
 from tfmr.tokenizers import CharTokenizer
 from tfmr.tokenizers import load as load_tokenizer
 from tfmr.tokenizers.bpe import BPE
 
-SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def _paths(cfg=None, prefix=""):
@@ -42,10 +53,32 @@ text_no_eq = st.text(max_size=30).filter(lambda s: "=" not in s)
 
 # ----------------------------------------------------------------------------- --set and config files
 @SETTINGS
-@given(key=st.one_of(st.sampled_from(KEYS), text_no_eq,
-                     st.builds(lambda k, junk: k + junk, st.sampled_from(KEYS), st.text(max_size=5))),
-       value=st.one_of(st.text(max_size=30), st.sampled_from(["nan", "inf", "-inf", "1e400", "-0", "none", "true",
-                                                                "1.5", "3", "[1, 2]", "{kind: x}", ""])))
+@given(
+    key=st.one_of(
+        st.sampled_from(KEYS),
+        text_no_eq,
+        st.builds(lambda k, junk: k + junk, st.sampled_from(KEYS), st.text(max_size=5)),
+    ),
+    value=st.one_of(
+        st.text(max_size=30),
+        st.sampled_from(
+            [
+                "nan",
+                "inf",
+                "-inf",
+                "1e400",
+                "-0",
+                "none",
+                "true",
+                "1.5",
+                "3",
+                "[1, 2]",
+                "{kind: x}",
+                "",
+            ]
+        ),
+    ),
+)
 @example(key="model.dim", value="1e400")  # int(inf) once escaped as OverflowError
 @example(key="train.steps", value="-inf")
 @example(key="model.arch.", value="")  # a key below a plain setting once escaped as TypeError
@@ -72,18 +105,43 @@ def _field_values():
     ints = st.integers(min_value=1, max_value=10**6)
     floats = st.floats(min_value=0.0, max_value=1e6, allow_nan=False, allow_infinity=False)
     return st.one_of(
-        st.tuples(st.sampled_from(["model.dim", "model.layers", "model.heads", "model.context", "train.steps",
-                                   "train.batch_size", "train.seed", "sample.max_new_tokens"]), ints).map(
-            lambda kv: (kv[0], str(kv[1]), kv[1])),
-        st.tuples(st.sampled_from(["train.lr", "train.weight_decay", "model.init_std", "train.max_minutes",
-                                   "train.max_memory"]), floats).map(lambda kv: (kv[0], repr(kv[1]), kv[1])),
-        st.tuples(st.sampled_from(["model.bias", "model.tie_embeddings", "train.compile"]), st.booleans()).map(
-            lambda kv: (kv[0], str(kv[1]).lower(), kv[1])),
-        st.tuples(st.sampled_from(["sample.prompt", "train.device", "data.path"]),
-                  st.text(max_size=20).filter(lambda s: s.strip().lower() not in ("none", "null"))).map(
-            lambda kv: (kv[0], kv[1], kv[1])),
+        st.tuples(
+            st.sampled_from(
+                [
+                    "model.dim",
+                    "model.layers",
+                    "model.heads",
+                    "model.context",
+                    "train.steps",
+                    "train.batch_size",
+                    "train.seed",
+                    "sample.max_new_tokens",
+                ]
+            ),
+            ints,
+        ).map(lambda kv: (kv[0], str(kv[1]), kv[1])),
+        st.tuples(
+            st.sampled_from(
+                [
+                    "train.lr",
+                    "train.weight_decay",
+                    "model.init_std",
+                    "train.max_minutes",
+                    "train.max_memory",
+                ]
+            ),
+            floats,
+        ).map(lambda kv: (kv[0], repr(kv[1]), kv[1])),
+        st.tuples(
+            st.sampled_from(["model.bias", "model.tie_embeddings", "train.compile"]), st.booleans()
+        ).map(lambda kv: (kv[0], str(kv[1]).lower(), kv[1])),
+        st.tuples(
+            st.sampled_from(["sample.prompt", "train.device", "data.path"]),
+            st.text(max_size=20).filter(lambda s: s.strip().lower() not in ("none", "null")),
+        ).map(lambda kv: (kv[0], kv[1], kv[1])),
         st.tuples(st.sampled_from(["model.pos.base", "model.ffn.mult"]), floats).map(
-            lambda kv: (kv[0], repr(kv[1]), kv[1])),
+            lambda kv: (kv[0], repr(kv[1]), kv[1])
+        ),
     )
 
 
@@ -93,7 +151,9 @@ def test_valid_assignments_are_read_back_and_round_trip(assignments):
     cfg = RunConfig()
     for key, typed, _ in assignments:
         apply_override(cfg, f"{key}={typed}")
-    for key, _, expected in {a[0]: a for a in assignments}.values():  # the last assignment of each key wins
+    for key, _, expected in {
+        a[0]: a for a in assignments
+    }.values():  # the last assignment of each key wins
         *sections, name = key.split(".")
         obj = cfg
         for s in sections:
@@ -118,15 +178,27 @@ def test_a_config_file_of_any_bytes_is_read_or_refused_with_a_config_error(tmp_p
         pass
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                      max_size=3), max_leaves=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
 
 
 @SETTINGS
-@given(st.dictionaries(st.sampled_from(["model", "data", "train", "sample", "other"]),
-                       st.dictionaries(st.sampled_from(KEYS + ["kind", "x"]).map(lambda k: k.split(".")[-1]),
-                                       json_values, max_size=4), max_size=3))
+@given(
+    st.dictionaries(
+        st.sampled_from(["model", "data", "train", "sample", "other"]),
+        st.dictionaries(
+            st.sampled_from(KEYS + ["kind", "x"]).map(lambda k: k.split(".")[-1]),
+            json_values,
+            max_size=4,
+        ),
+        max_size=3,
+    )
+)
 def test_any_structure_in_a_config_file_is_merged_or_refused_with_a_config_error(tmp_path, data):
     path = tmp_path / "c.json"
     path.write_text(json.dumps(data))
@@ -159,13 +231,18 @@ def test_char_tokenizer_names_the_characters_it_never_saw(corpus, text):
     assert repr(unseen) in str(e.value)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(corpus=st.lists(st.text(max_size=60), min_size=1, max_size=4).filter(lambda ts: any(ts)),
-       text=st.text(max_size=80), merges=st.integers(min_value=0, max_value=30))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    corpus=st.lists(st.text(max_size=60), min_size=1, max_size=4).filter(lambda ts: any(ts)),
+    text=st.text(max_size=80),
+    merges=st.integers(min_value=0, max_value=30),
+)
 def test_bpe_round_trips_any_text_trained_on_any_text(tmp_path, corpus, text, merges):
     tok = BPE.train(corpus + [text] if text else corpus, 256 + merges)
     assert tok.decode(tok.encode(text)) == text
-    other = "".join(reversed(text)) + "☃ unseen \U0001F600"  # byte-level: nothing is unknown
+    other = "".join(reversed(text)) + "☃ unseen \U0001f600"  # byte-level: nothing is unknown
     assert tok.decode(tok.encode(other)) == other
     tok.save(tmp_path)
     again = load_tokenizer(tmp_path)
@@ -188,9 +265,14 @@ def test_a_tokenizer_file_of_any_bytes_loads_or_is_a_value_error_naming_it(tmp_p
 
 
 @SETTINGS
-@given(kind=st.sampled_from(["char", "bpe", "other", 3]),
-       body=st.dictionaries(st.sampled_from(["chars", "ranks", "pattern", "pat_str", "special_tokens", "x"]),
-                            json_values, max_size=4))
+@given(
+    kind=st.sampled_from(["char", "bpe", "other", 3]),
+    body=st.dictionaries(
+        st.sampled_from(["chars", "ranks", "pattern", "pat_str", "special_tokens", "x"]),
+        json_values,
+        max_size=4,
+    ),
+)
 def test_a_tokenizer_file_of_any_json_loads_or_is_a_value_error_naming_it(tmp_path, kind, body):
     (tmp_path / "tokenizer.json").write_text(json.dumps({"kind": kind, **body}))
     try:
@@ -203,17 +285,32 @@ def test_a_tokenizer_file_of_any_json_loads_or_is_a_value_error_naming_it(tmp_pa
 
 
 # ----------------------------------------------------------------------------- hostile config readers (time-bounded)
-HOSTILE_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-10 ** 30, max_value=10 ** 30),
-                           st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-                           st.sampled_from(["32", "2.5", "-1", "1e9", "nan", "*a", "&a x"]))
+HOSTILE_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["32", "2.5", "-1", "1e9", "nan", "*a", "&a x"]),
+)
 
 
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(prefix=st.sampled_from(["", "a: &a [x, x]\nb: [*a, *a]\n", "[" * 40, "x: " + "9" * 5000 + "\n"]),
-       body=st.text(alphabet="[]{}:,&*-\n 9ax\"'", max_size=200), depth=st.integers(0, 3000),
-       suffix=st.sampled_from([".yaml", ".json", ".toml"]))
-def test_a_hostile_config_file_is_read_or_refused_within_the_deadline(tmp_path, prefix, body, depth, suffix):
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    prefix=st.sampled_from(
+        ["", "a: &a [x, x]\nb: [*a, *a]\n", "[" * 40, "x: " + "9" * 5000 + "\n"]
+    ),
+    body=st.text(alphabet="[]{}:,&*-\n 9ax\"'", max_size=200),
+    depth=st.integers(0, 3000),
+    suffix=st.sampled_from([".yaml", ".json", ".toml"]),
+)
+def test_a_hostile_config_file_is_read_or_refused_within_the_deadline(
+    tmp_path, prefix, body, depth, suffix
+):
     """Aliases, deep nesting and huge numbers: read, or one ConfigError, each in under 10 s (the
     first example includes importing the parsers; the others take milliseconds)."""
     import time
@@ -235,16 +332,37 @@ def test_a_hostile_config_file_is_read_or_refused_within_the_deadline(tmp_path, 
         pass
 
 
-GPT2_KEYS = ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
-             "layer_norm_epsilon"]
+GPT2_KEYS = [
+    "vocab_size",
+    "n_positions",
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "n_inner",
+    "activation_function",
+    "layer_norm_epsilon",
+]
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(changes=st.dictionaries(st.sampled_from(GPT2_KEYS), st.one_of(
-    HOSTILE_LEAVES, st.integers(min_value=-5, max_value=10 ** 12),
-    st.sampled_from([[1, 2], {"a": 1}, [[[]]], {"n": {"m": None}}])), max_size=4))
-def test_a_hugging_face_config_of_any_values_is_checked_before_anything_is_built(changes, monkeypatch):
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(GPT2_KEYS),
+        st.one_of(
+            HOSTILE_LEAVES,
+            st.integers(min_value=-5, max_value=10**12),
+            st.sampled_from([[1, 2], {"a": 1}, [[[]]], {"n": {"m": None}}]),
+        ),
+        max_size=4,
+    )
+)
+def test_a_hugging_face_config_of_any_values_is_checked_before_anything_is_built(
+    changes, monkeypatch
+):
     """Any values in a GPT-2 config.json: a ModelConfig that fits in memory, or one ConfigError,
     in under 10 s (the first example includes importing), and nothing built on the way."""
     import time
@@ -254,8 +372,17 @@ def test_a_hugging_face_config_of_any_values_is_checked_before_anything_is_built
     from tfmr.interop.hf_folder import config_namespace, model_config
 
     start = time.perf_counter()
-    base = {"model_type": "gpt2", "vocab_size": 50, "n_positions": 16, "n_embd": 32, "n_layer": 2, "n_head": 2}
-    monkeypatch.setattr(builder, "build_uninitialised", lambda cfg: pytest.fail("built before validation"))
+    base = {
+        "model_type": "gpt2",
+        "vocab_size": 50,
+        "n_positions": 16,
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 2,
+    }
+    monkeypatch.setattr(
+        builder, "build_uninitialised", lambda cfg: pytest.fail("built before validation")
+    )
     try:
         assert isinstance(model_config("gpt2", config_namespace({**base, **changes})), ModelConfig)
     except ConfigError as e:

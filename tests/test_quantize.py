@@ -5,6 +5,7 @@ Tolerances, stated once: the int8 kernel takes bf16 activations, so a quantized 
 differ from fp32 by bf16 rounding plus int8 rounding. On these random models (logits of order 1)
 the largest difference is under 2% of the largest |logit| for int8 and under 1% for bf16.
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,22 +15,47 @@ import sys
 import pytest
 import torch
 
-from tfmr import ModelConfig, build_model
-from tfmr import checkpoint
+from tfmr import ModelConfig, build_model, checkpoint
 from tfmr.config import Choice, ConfigError, RunConfig, to_dict
 from tfmr.decode import greedy
 from tfmr.fastdecode import FastDecoder
-from tfmr.quantize import (Bf16Linear, Int8Linear, WeightOnlyLinear, argmax_agreement, convert_, quantize_,
-                           quantize_int8)
+from tfmr.quantize import (
+    Bf16Linear,
+    Int8Linear,
+    WeightOnlyLinear,
+    argmax_agreement,
+    convert_,
+    quantize_,
+    quantize_int8,
+)
 from tfmr.tokenizers.char import CharTokenizer
 
 TOLERANCE = {"int8": 0.02, "bf16": 0.01}  # max |logit - fp32 logit| / max |fp32 logit|
 
 GPT2_LIKE = ModelConfig(vocab_size=64, dim=32, layers=2, heads=4, context=48)
-LLAMA_LIKE = ModelConfig(vocab_size=64, dim=32, layers=2, heads=4, kv_heads=2, context=48, pos=Choice("rope"),
-                         norm=Choice("rmsnorm"), ffn=Choice("swiglu"), bias=False, tie_embeddings=False)
-SEQ2SEQ = ModelConfig(arch="encoder-decoder", vocab_size=40, dim=32, layers=2, encoder_layers=2, heads=4,
-                      context=32, pos=Choice("learned"))
+LLAMA_LIKE = ModelConfig(
+    vocab_size=64,
+    dim=32,
+    layers=2,
+    heads=4,
+    kv_heads=2,
+    context=48,
+    pos=Choice("rope"),
+    norm=Choice("rmsnorm"),
+    ffn=Choice("swiglu"),
+    bias=False,
+    tie_embeddings=False,
+)
+SEQ2SEQ = ModelConfig(
+    arch="encoder-decoder",
+    vocab_size=40,
+    dim=32,
+    layers=2,
+    encoder_layers=2,
+    heads=4,
+    context=32,
+    pos=Choice("learned"),
+)
 
 
 def _model(cfg, seed=0):
@@ -45,8 +71,12 @@ def test_int8_rounding_is_per_channel_and_symmetric():
     w = torch.tensor([[1.0, -0.5, 0.25], [0.01, 0.03, -0.04]])
     q, s = quantize_int8(w)
     assert q.dtype == torch.int8 and s.dtype == torch.bfloat16 and s.shape == (2,)
-    assert torch.allclose(s.float(), torch.tensor([1.0, 0.04]) / 127, rtol=2 ** -8)
-    assert q[0].tolist() == [127, -64, 32] and q[1].tolist() == [32, 95, -127]  # each row's max is +-127
+    assert torch.allclose(s.float(), torch.tensor([1.0, 0.04]) / 127, rtol=2**-8)
+    assert q[0].tolist() == [127, -64, 32] and q[1].tolist() == [
+        32,
+        95,
+        -127,
+    ]  # each row's max is +-127
     assert ((q.float() * s.float()[:, None] - w).abs() <= s.float()[:, None] * 0.51).all()
 
 
@@ -73,7 +103,9 @@ def test_encoder_decoder_logits_within_tolerance_of_fp32(weights):
     assert _close(q(src, tgt).logits, ref, weights)
     start = tgt[:, :1]
     fast = FastDecoder(q, 2, 12).generate(start, 10, src=src)
-    assert torch.equal(fast, greedy(q, start, 10, src=src))  # the static-cache path decodes it the same
+    assert torch.equal(
+        fast, greedy(q, start, 10, src=src)
+    )  # the static-cache path decodes it the same
 
 
 def test_greedy_agrees_with_fp32_on_95_percent_of_positions():
@@ -123,11 +155,21 @@ def test_a_quantized_model_decodes_only_as_what_it_holds():
         convert_(q, "int8", "bf16")
 
 
-@pytest.mark.parametrize("cfg, message", [
-    (ModelConfig(vocab_size=64, dim=32, layers=1, heads=4, context=16, ffn=Choice("moe", experts=2)),
-     r"blocks\.0\.ffn \(MoE\) reads its weight matrices itself"),
-    (ModelConfig(arch="encoder", vocab_size=64, dim=32, layers=1, heads=4, context=16), "this one is an encoder"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (
+            ModelConfig(
+                vocab_size=64, dim=32, layers=1, heads=4, context=16, ffn=Choice("moe", experts=2)
+            ),
+            r"blocks\.0\.ffn \(MoE\) reads its weight matrices itself",
+        ),
+        (
+            ModelConfig(arch="encoder", vocab_size=64, dim=32, layers=1, heads=4, context=16),
+            "this one is an encoder",
+        ),
+    ],
+)
 def test_what_cannot_be_quantized_is_refused_in_one_line(cfg, message):
     with pytest.raises(ConfigError, match=message) as e:
         quantize_(_model(cfg), "int8")
@@ -137,20 +179,62 @@ def test_what_cannot_be_quantized_is_refused_in_one_line(cfg, message):
 
 
 def _tfmr(*args):
-    return subprocess.run([sys.executable, "-m", "tfmr", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tfmr", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_quantize_then_generate(tmp_path):
     _save_lm(_model(GPT2_LIKE), tmp_path / "fp32")
-    r = _tfmr("checkpoint", "quantize", "--checkpoint", str(tmp_path / "fp32"), "--to", "int8", "--out", str(tmp_path / "q"))
+    r = _tfmr(
+        "checkpoint",
+        "quantize",
+        "--checkpoint",
+        str(tmp_path / "fp32"),
+        "--to",
+        "int8",
+        "--out",
+        str(tmp_path / "q"),
+    )
     assert r.returncode == 0, r.stderr
     assert "linear layers in int8" in r.stdout
-    g = _tfmr("lm", "generate", "--checkpoint", str(tmp_path / "q"), "--prompt", "a0b0", "--max-new-tokens", "5",
-              "--temperature", "0")
+    g = _tfmr(
+        "lm",
+        "generate",
+        "--checkpoint",
+        str(tmp_path / "q"),
+        "--prompt",
+        "a0b0",
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0",
+    )
     assert g.returncode == 0, g.stderr
-    on_the_fly = _tfmr("lm", "generate", "--checkpoint", str(tmp_path / "fp32"), "--prompt", "a0b0", "--max-new-tokens",
-                       "5", "--temperature", "0", "--set", "decode.weights=int8")
+    on_the_fly = _tfmr(
+        "lm",
+        "generate",
+        "--checkpoint",
+        str(tmp_path / "fp32"),
+        "--prompt",
+        "a0b0",
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0",
+        "--set",
+        "decode.weights=int8",
+    )
     assert on_the_fly.returncode == 0 and on_the_fly.stdout == g.stdout
-    bad = _tfmr("lm", "generate", "--checkpoint", str(tmp_path / "q"), "--prompt", "a0", "--set", "decode.weights=bf16")
+    bad = _tfmr(
+        "lm",
+        "generate",
+        "--checkpoint",
+        str(tmp_path / "q"),
+        "--prompt",
+        "a0",
+        "--set",
+        "decode.weights=bf16",
+    )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "holds int8 weights" in bad.stderr

@@ -1,5 +1,6 @@
 """Nothing lost: the non-finite guard, run folders that are never silently overwritten, the run
 lock, an exact resume after a real Ctrl-C (SIGINT), and metrics that stay valid JSON."""
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,13 @@ import sys
 
 import pytest
 import torch
+from conftest import interrupt_at
 
 from tfmr import checkpoint
 from tfmr.config import ConfigError
 from tfmr.loop import NonFiniteError
 from tfmr.runfolder import LOCK
 from tfmr.train import Trainer
-
-from conftest import interrupt_at
 
 
 def _quiet(cfg, out, **kw):
@@ -28,6 +28,7 @@ def _quiet(cfg, out, **kw):
 def _strict_lines(path):
     def refuse(token):
         raise ValueError(f"not JSON: {token}")
+
     return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
 
 
@@ -46,7 +47,9 @@ def test_a_diverging_run_stops_and_never_saves_non_finite_weights(tiny_cfg, tmp_
     tiny_cfg.train.steps, tiny_cfg.train.checkpoint_every, tiny_cfg.train.log_every = 40, 1, 1
     tiny_cfg.train.lr, tiny_cfg.train.warmup = 1e6, 0
     trainer = _quiet(tiny_cfg, tmp_path / "run")
-    with pytest.raises(NonFiniteError, match=r"step \d+: loss .* not finite.*train.on_nonfinite=skip"):
+    with pytest.raises(
+        NonFiniteError, match=r"step \d+: loss .* not finite.*train.on_nonfinite=skip"
+    ):
         trainer.fit()
     assert trainer.step < 40
     ckpt = tmp_path / "run" / "checkpoint"
@@ -69,8 +72,15 @@ def test_skip_mode_drops_non_finite_steps_and_keeps_training(tiny_cfg, tmp_path)
     assert all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
 
 
-@pytest.mark.parametrize("key,value", [("lr", float("inf")), ("lr", float("nan")), ("min_lr", float("nan")),
-                                       ("on_nonfinite", "ignore")])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("lr", float("inf")),
+        ("lr", float("nan")),
+        ("min_lr", float("nan")),
+        ("on_nonfinite", "ignore"),
+    ],
+)
 def test_non_finite_and_unknown_train_settings_are_refused(tiny_cfg, tmp_path, key, value):
     setattr(tiny_cfg.train, key, value)
     with pytest.raises(ConfigError, match=f"train.{key}"):
@@ -81,7 +91,10 @@ def test_a_folder_holding_a_run_is_not_overwritten_without_asking(tiny_cfg, tmp_
     tiny_cfg.train.steps = 3
     _quiet(tiny_cfg, tmp_path / "run").fit()
     before = (tmp_path / "run" / "metrics.jsonl").read_text()
-    with pytest.raises(ConfigError, match="already holds a run; continue it with --resume, or start over with --overwrite"):
+    with pytest.raises(
+        ConfigError,
+        match="already holds a run; continue it with --resume, or start over with --overwrite",
+    ):
         _quiet(tiny_cfg, tmp_path / "run")
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
     tiny_cfg.train.steps = 2
@@ -130,7 +143,9 @@ def test_ctrl_c_finishes_the_step_then_saves_so_resume_is_exact(tiny_cfg, tmp_pa
     resumed = _quiet(tiny_cfg, tmp_path / "b", resume=True)
     assert resumed.step == 6
     resumed.fit()
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
         assert torch.equal(a, b), name
     for a, b in zip(straight.optimizer.state.values(), resumed.optimizer.state.values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
@@ -154,7 +169,9 @@ def test_resume_drops_metrics_written_after_the_last_checkpoint(tiny_cfg, tmp_pa
     resumed = _quiet(tiny_cfg, tmp_path / "run", resume=True)
     assert resumed.step == 4
     resumed.fit()
-    assert [r["step"] for r in _strict_lines(tmp_path / "run" / "metrics.jsonl")] == list(range(1, 11))
+    assert [r["step"] for r in _strict_lines(tmp_path / "run" / "metrics.jsonl")] == list(
+        range(1, 11)
+    )
 
 
 def test_resuming_a_finished_run_says_so(tiny_cfg, tmp_path):
@@ -165,8 +182,9 @@ def test_resuming_a_finished_run_says_so(tiny_cfg, tmp_path):
     assert any("is finished (step 2 of 2)" in s for s in said)
 
 
-def test_a_full_disk_while_saving_leaves_the_previous_checkpoint_and_no_temporary_folder(tiny_cfg, tmp_path,
-                                                                                           monkeypatch):
+def test_a_full_disk_while_saving_leaves_the_previous_checkpoint_and_no_temporary_folder(
+    tiny_cfg, tmp_path, monkeypatch
+):
     import errno
 
     tiny_cfg.train.steps, tiny_cfg.train.checkpoint_every = 4, 2
@@ -179,7 +197,9 @@ def test_a_full_disk_while_saving_leaves_the_previous_checkpoint_and_no_temporar
         return real(tensors, path, *a, **kw)
 
     monkeypatch.setattr(checkpoint, "save_file", full_disk)
-    with pytest.raises(checkpoint.CheckpointError, match=r"cannot write the checkpoint .*No space left on device"):
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"cannot write the checkpoint .*No space left on device"
+    ):
         trainer.fit()
     assert not (tmp_path / "run" / "checkpoint.tmp").exists()
     _, plain = checkpoint.load_state(checkpoint.verify(tmp_path / "run" / "checkpoint"))
@@ -229,7 +249,12 @@ def _child_config(text_file, cache):
     cfg = presets.tiny()
     cfg.data.path, cfg.data.cache_dir = str(text_file), str(cache)
     cfg.model.dropout = 0.1
-    cfg.train.steps, cfg.train.checkpoint_every, cfg.train.eval_every, cfg.train.eval_iters = 60, 5, 30, 1
+    cfg.train.steps, cfg.train.checkpoint_every, cfg.train.eval_every, cfg.train.eval_iters = (
+        60,
+        5,
+        30,
+        1,
+    )
     cfg.train.threads = 1
     return cfg
 
@@ -252,8 +277,13 @@ def test_sigkill_and_sigint_at_random_moments_then_resume_is_bit_identical(text_
     finished, attempts, interrupted = False, 0, 0
     while not finished and attempts < 20:
         attempts += 1
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(run), str(text_file), str(cache)], env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(run), str(text_file), str(cache)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if signals:
             wait = rng.randint(1, 12)  # steps this attempt trains before its signal
             while wait and child.stdout.readline():  # "" when the child has ended
@@ -264,14 +294,23 @@ def test_sigkill_and_sigint_at_random_moments_then_resume_is_bit_identical(text_
         _, err = child.communicate(timeout=120)
         finished = child.returncode == 0
         interrupted += not finished
-        assert finished or child.returncode in (-signal.SIGKILL, -signal.SIGINT) or "KeyboardInterrupt" in err, err
+        assert (
+            finished
+            or child.returncode in (-signal.SIGKILL, -signal.SIGINT)
+            or "KeyboardInterrupt" in err
+        ), err
     assert finished, "the run never finished"
     assert interrupted >= 4, f"only {interrupted} of 6 signals landed during training"
     resumed = _quiet(_child_config(text_file, cache), run, resume=True)
     assert resumed.step == 60
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
         assert torch.equal(a, b), name
-    for a, b in zip(straight.optimizer.state_dict()["state"].values(), resumed.optimizer.state_dict()["state"].values()):
+    for a, b in zip(
+        straight.optimizer.state_dict()["state"].values(),
+        resumed.optimizer.state_dict()["state"].values(),
+    ):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -283,8 +322,9 @@ def test_a_run_that_fails_before_training_leaves_no_lock(tiny_cfg, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the write policy (tfmr.folders)
-TEXT = ("To be, or not to be, that is the question:\n"
-        "Whether 'tis nobler in the mind to suffer\n") * 8
+TEXT = (
+    "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+) * 8
 
 
 @pytest.fixture(scope="module")
@@ -318,12 +358,19 @@ def _make_folder(kind: str, path, root) -> None:
             (path / "export.json").write_text('{"dtype": "float16"}')
         return
     path.mkdir()
-    files = {"empty": {}, "foreign": {"notes.txt": "keep me", "data.csv": "1,2"},
-             "started": {"metrics.jsonl": '{"step": 1}\n'},
-             "hf": {"config.json": '{"model_type": "gpt2"}', "tokenizer.json": "{}", "README.md": "mine"},
-             "onnx": {"prefill.onnx": "graph", "step.onnx": "graph"},
-             "tokenizer": {"tokenizer.json": (run / "checkpoint" / "tokenizer.json").read_text()},
-             "adapter": {"adaptation.safetensors": "weights", "metrics.jsonl": '{"step": 1}\n'}}[kind]
+    files = {
+        "empty": {},
+        "foreign": {"notes.txt": "keep me", "data.csv": "1,2"},
+        "started": {"metrics.jsonl": '{"step": 1}\n'},
+        "hf": {
+            "config.json": '{"model_type": "gpt2"}',
+            "tokenizer.json": "{}",
+            "README.md": "mine",
+        },
+        "onnx": {"prefill.onnx": "graph", "step.onnx": "graph"},
+        "tokenizer": {"tokenizer.json": (run / "checkpoint" / "tokenizer.json").read_text()},
+        "adapter": {"adaptation.safetensors": "weights", "metrics.jsonl": '{"step": 1}\n'},
+    }[kind]
     for name, text in files.items():
         (path / name).write_text(text)
 
@@ -335,27 +382,107 @@ def _tree(path) -> dict:
     path = Path(path)
     if path.is_file():
         return {".": path.read_bytes()}
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 # command -> (argv with {out}, what it writes, whether it takes --overwrite)
 WRITERS = {
-    "train": (["lm", "train", "--preset", "tiny", "--data", "{text}", "--out", "{out}", "--no-progress",
-               "--set", "train.steps=1", "--set", "data.cache_dir={cache}"], "run", True),
-    "finetune": (["lm", "finetune", "--checkpoint", "{ckpt}", "--lora", "rank=2", "--data", "{text}", "--out", "{out}",
-                  "--no-progress", "--set", "train.steps=1"], "adapter", True),
-    "g2p train": (["g2p", "train", "--preset", "g2p-tiny", "--out", "{out}", "--no-progress", "--no-eval"], "run", True),
-    "convert": (["checkpoint", "import", "hf", "--checkpoint", "{hf}", "--out", "{out}"], "checkpoint", True),
+    "train": (
+        [
+            "lm",
+            "train",
+            "--preset",
+            "tiny",
+            "--data",
+            "{text}",
+            "--out",
+            "{out}",
+            "--no-progress",
+            "--set",
+            "train.steps=1",
+            "--set",
+            "data.cache_dir={cache}",
+        ],
+        "run",
+        True,
+    ),
+    "finetune": (
+        [
+            "lm",
+            "finetune",
+            "--checkpoint",
+            "{ckpt}",
+            "--lora",
+            "rank=2",
+            "--data",
+            "{text}",
+            "--out",
+            "{out}",
+            "--no-progress",
+            "--set",
+            "train.steps=1",
+        ],
+        "adapter",
+        True,
+    ),
+    "g2p train": (
+        ["g2p", "train", "--preset", "g2p-tiny", "--out", "{out}", "--no-progress", "--no-eval"],
+        "run",
+        True,
+    ),
+    "convert": (
+        ["checkpoint", "import", "hf", "--checkpoint", "{hf}", "--out", "{out}"],
+        "checkpoint",
+        True,
+    ),
     "average": (["checkpoint", "average", "--out", "{out}", "{ckpt}"], "checkpoint", True),
-    "checkpoint consolidate": (["checkpoint", "consolidate", "{ckpt}", "--out", "{out}"], "checkpoint", True),
-    "export hf": (["checkpoint", "export", "hf", "--checkpoint", "{ckpt}", "--out", "{out}"], "hf", True),
-    "export onnx": (["checkpoint", "export", "onnx", "--checkpoint", "{ckpt}", "--out", "{out}"], "onnx", True),
+    "checkpoint consolidate": (
+        ["checkpoint", "consolidate", "{ckpt}", "--out", "{out}"],
+        "checkpoint",
+        True,
+    ),
+    "export hf": (
+        ["checkpoint", "export", "hf", "--checkpoint", "{ckpt}", "--out", "{out}"],
+        "hf",
+        True,
+    ),
+    "export onnx": (
+        ["checkpoint", "export", "onnx", "--checkpoint", "{ckpt}", "--out", "{out}"],
+        "onnx",
+        True,
+    ),
     "g2p export": (["g2p", "export", "--checkpoint", "{g2p}", "--out", "{out}"], "export", True),
-    "tokenizer train": (["tokenizer", "train", "--data", "{text}", "--vocab-size", "260", "--out", "{out}",
-                        "--no-progress"], "tokenizer", True),
+    "tokenizer train": (
+        [
+            "tokenizer",
+            "train",
+            "--data",
+            "{text}",
+            "--vocab-size",
+            "260",
+            "--out",
+            "{out}",
+            "--no-progress",
+        ],
+        "tokenizer",
+        True,
+    ),
     "viz positions": (["viz", "positions", "--out", "{out}"], "report", False),
 }
-FOLDER_KINDS = ("file", "foreign", "started", "run", "checkpoint", "export", "hf", "onnx", "tokenizer", "adapter")
+FOLDER_KINDS = (
+    "file",
+    "foreign",
+    "started",
+    "run",
+    "checkpoint",
+    "export",
+    "hf",
+    "onnx",
+    "tokenizer",
+    "adapter",
+)
 REPORT_MAY_JOIN = ("foreign", "started", "run")  # a report adds its own files to these
 
 
@@ -371,13 +498,34 @@ def _argv(command: str, out, root, extra=()):
     from tfmr.tasks import g2p
 
     template, _, _ = WRITERS[command]
-    hf = root / "hf-source"  # a real Hugging Face folder: the refusal must not come from reading the source
+    hf = (
+        root / "hf-source"
+    )  # a real Hugging Face folder: the refusal must not come from reading the source
     if not hf.exists():
         from tfmr.cli import main
 
-        assert main(["checkpoint", "export", "hf", "--checkpoint", str(root / "run" / "checkpoint"), "--out", str(hf)]) == 0
-    values = dict(out=out, text=root / "text.txt", ckpt=root / "run" / "checkpoint", cache=root / "cache", hf=hf,
-                  g2p=g2p.SHIPPED)
+        assert (
+            main(
+                [
+                    "checkpoint",
+                    "export",
+                    "hf",
+                    "--checkpoint",
+                    str(root / "run" / "checkpoint"),
+                    "--out",
+                    str(hf),
+                ]
+            )
+            == 0
+        )
+    values = dict(
+        out=out,
+        text=root / "text.txt",
+        ckpt=root / "run" / "checkpoint",
+        cache=root / "cache",
+        hf=hf,
+        g2p=g2p.SHIPPED,
+    )
     return [a.format(**values) for a in template] + list(extra)
 
 
@@ -390,7 +538,9 @@ def _refused(capsys, argv) -> str:
 
 @pytest.mark.parametrize("kind", FOLDER_KINDS)
 @pytest.mark.parametrize("command", WRITERS)
-def test_every_command_that_writes_a_folder_follows_the_one_policy(capsys, policy_root, tmp_path, command, kind):
+def test_every_command_that_writes_a_folder_follows_the_one_policy(
+    capsys, policy_root, tmp_path, command, kind
+):
     """Commands x folder kinds: a folder of another kind is never written over (not even with
     --overwrite), one of the command's own kind only with --overwrite; refused, it is unchanged."""
     _, writes, has_overwrite = WRITERS[command]
@@ -410,19 +560,41 @@ def test_every_command_that_writes_a_folder_follows_the_one_policy(capsys, polic
     assert _tree(out) == before
 
 
-@pytest.mark.parametrize("inside", ["checkpoint", "export", "hf", "onnx", "tokenizer", "adapter", "run-checkpoint",
-                                    "source", "source-holder", "cwd"])
-@pytest.mark.parametrize("command", ["train", "convert", "export hf", "tokenizer train", "average", "finetune"])
+@pytest.mark.parametrize(
+    "inside",
+    [
+        "checkpoint",
+        "export",
+        "hf",
+        "onnx",
+        "tokenizer",
+        "adapter",
+        "run-checkpoint",
+        "source",
+        "source-holder",
+        "cwd",
+    ],
+)
+@pytest.mark.parametrize(
+    "command", ["train", "convert", "export hf", "tokenizer train", "average", "finetune"]
+)
 def test_nothing_is_written_inside_another_artefact_over_the_source_or_the_working_folder(
-        capsys, policy_root, tmp_path, monkeypatch, command, inside):
+    capsys, policy_root, tmp_path, monkeypatch, command, inside
+):
     folder = tmp_path / "thing"
     if inside == "run-checkpoint":
         _make_folder("run", folder, policy_root)
         out = folder / "checkpoint"
     elif inside in ("source", "source-holder"):
         argv = _argv(command, tmp_path / "x", policy_root)
-        source = argv[argv.index("--data" if command in ("train", "tokenizer train") else
-                                 {"average": "--out"}.get(command, "--checkpoint")) + 1]
+        source = argv[
+            argv.index(
+                "--data"
+                if command in ("train", "tokenizer train")
+                else {"average": "--out"}.get(command, "--checkpoint")
+            )
+            + 1
+        ]
         if command == "average":
             source = argv[-1]
         out = source if inside == "source" else str(__import__("pathlib").Path(source).parent)
@@ -440,26 +612,60 @@ def test_nothing_is_written_inside_another_artefact_over_the_source_or_the_worki
     assert _tree(folder) == before
 
 
-@pytest.mark.parametrize("flags,message", [(["--data", "{root}/typo.txt"], "data path not found"),
-                                           (["--set", "model.heads=-1"], "model.heads"),
-                                           (["--set", "model.layers=100000000"], "memory estimate")])
-def test_train_overwrite_deletes_nothing_before_every_check_passed(capsys, policy_root, tmp_path, flags, message):
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--data", "{root}/typo.txt"], "data path not found"),
+        (["--set", "model.heads=-1"], "model.heads"),
+        (["--set", "model.layers=100000000"], "memory estimate"),
+    ],
+)
+def test_train_overwrite_deletes_nothing_before_every_check_passed(
+    capsys, policy_root, tmp_path, flags, message
+):
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(policy_root / "run", run, ignore=shutil.ignore_patterns("run.lock"))
     before = _tree(run)
-    argv = ["lm", "train", "--preset", "tiny", "--data", policy_root / "text.txt", "--out", run, "--overwrite",
-            "--no-progress", "--set", f"data.cache_dir={policy_root / 'cache'}"]
+    argv = [
+        "lm",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        policy_root / "text.txt",
+        "--out",
+        run,
+        "--overwrite",
+        "--no-progress",
+        "--set",
+        f"data.cache_dir={policy_root / 'cache'}",
+    ]
     err = _refused(capsys, argv + [f.format(root=tmp_path) for f in flags])
     assert message in err
     assert _tree(run) == before
 
 
-def test_finetune_refuses_a_second_run_into_one_folder_and_resumes_or_starts_over(capsys, policy_root, tmp_path):
+def test_finetune_refuses_a_second_run_into_one_folder_and_resumes_or_starts_over(
+    capsys, policy_root, tmp_path
+):
     out = tmp_path / "ft"
-    argv = ["lm", "finetune", "--checkpoint", policy_root / "run" / "checkpoint", "--lora", "rank=2", "--data",
-            policy_root / "text.txt", "--out", out, "--no-progress", "--set", "train.eval_iters=1"]
+    argv = [
+        "lm",
+        "finetune",
+        "--checkpoint",
+        policy_root / "run" / "checkpoint",
+        "--lora",
+        "rank=2",
+        "--data",
+        policy_root / "text.txt",
+        "--out",
+        out,
+        "--no-progress",
+        "--set",
+        "train.eval_iters=1",
+    ]
     code, err = _run_cli(capsys, argv + ["--set", "train.steps=2"])
     assert code == 0, err
     first = (out / "adaptation.safetensors").read_bytes()
@@ -485,9 +691,14 @@ def test_finetune_resume_is_exact(policy_root, tmp_path):
     base = policy_root / "run" / "checkpoint"
 
     def trainer(out, steps, **kw):
-        cfg = finetune_config(base, str(policy_root / "text.txt"), [f"train.steps={steps}", "train.eval_iters=1",
-                                                                   "model.dropout=0.1"])
-        return FinetuneTrainer(cfg, out, base, "lora", {"rank": 2}, progress=False, log=lambda *a: None, **kw)
+        cfg = finetune_config(
+            base,
+            str(policy_root / "text.txt"),
+            [f"train.steps={steps}", "train.eval_iters=1", "model.dropout=0.1"],
+        )
+        return FinetuneTrainer(
+            cfg, out, base, "lora", {"rank": 2}, progress=False, log=lambda *a: None, **kw
+        )
 
     trainer(tmp_path / "a", 4).fit()
     first = trainer(tmp_path / "b", 4)
@@ -499,12 +710,24 @@ def test_finetune_resume_is_exact(policy_root, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_replaced_folder_is_written_beside_and_renamed_only_at_success(capsys, policy_root, tmp_path, monkeypatch):
+def test_a_replaced_folder_is_written_beside_and_renamed_only_at_success(
+    capsys, policy_root, tmp_path, monkeypatch
+):
     from tfmr.tokenizers.bpe import BPE
 
     out = tmp_path / "tok"
-    argv = ["tokenizer", "train", "--data", policy_root / "text.txt", "--vocab-size", "260", "--out", out,
-            "--no-progress", "--overwrite"]
+    argv = [
+        "tokenizer",
+        "train",
+        "--data",
+        policy_root / "text.txt",
+        "--vocab-size",
+        "260",
+        "--out",
+        out,
+        "--no-progress",
+        "--overwrite",
+    ]
     assert _run_cli(capsys, argv)[0] == 0
     before = _tree(out)
 
@@ -515,22 +738,38 @@ def test_a_replaced_folder_is_written_beside_and_renamed_only_at_success(capsys,
     monkeypatch.setattr(BPE, "save", full_disk)
     err = _refused(capsys, argv[:5] + ["300"] + argv[6:])
     assert "No space left on device" in err
-    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["tok"]  # no temporary left
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "tok"
+    ]  # no temporary left
 
 
-def test_export_over_an_earlier_export_replaces_the_whole_folder(capsys, policy_root, tmp_path, monkeypatch):
+def test_export_over_an_earlier_export_replaces_the_whole_folder(
+    capsys, policy_root, tmp_path, monkeypatch
+):
     from safetensors import SafetensorError
 
     out = tmp_path / "hf"
-    argv = ["checkpoint", "export", "hf", "--checkpoint", policy_root / "run" / "checkpoint", "--out", out]
+    argv = [
+        "checkpoint",
+        "export",
+        "hf",
+        "--checkpoint",
+        policy_root / "run" / "checkpoint",
+        "--out",
+        out,
+    ]
     assert _run_cli(capsys, argv)[0] == 0
-    (out / "tokenizer.json").write_text("{}")  # another model's tokenizer: it must not survive a replacement
+    (out / "tokenizer.json").write_text(
+        "{}"
+    )  # another model's tokenizer: it must not survive a replacement
     assert _run_cli(capsys, argv + ["--overwrite"])[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     before = _tree(out)
 
     def read_only(*a, **k):
-        raise SafetensorError("Error while serializing: IoError(Os { code: 13, kind: PermissionDenied })")
+        raise SafetensorError(
+            "Error while serializing: IoError(Os { code: 13, kind: PermissionDenied })"
+        )
 
     monkeypatch.setattr("safetensors.torch.save_file", read_only)
     err = _refused(capsys, argv + ["--overwrite"])
@@ -538,7 +777,9 @@ def test_export_over_an_earlier_export_replaces_the_whole_folder(capsys, policy_
     assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
 
-def test_a_full_disk_while_saving_is_one_line_whatever_the_library_raises(tiny_cfg, tmp_path, monkeypatch):
+def test_a_full_disk_while_saving_is_one_line_whatever_the_library_raises(
+    tiny_cfg, tmp_path, monkeypatch
+):
     from safetensors import SafetensorError
 
     tiny_cfg.train.steps = 2
@@ -547,10 +788,14 @@ def test_a_full_disk_while_saving_is_one_line_whatever_the_library_raises(tiny_c
     before = _tree(tmp_path / "run" / "checkpoint")
 
     def full(*a, **k):
-        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+        raise SafetensorError(
+            "Error while serializing: IoError(Os { code: 28, kind: StorageFull })"
+        )
 
     monkeypatch.setattr(checkpoint, "save_file", full)
-    with pytest.raises(checkpoint.CheckpointError, match="cannot write the checkpoint .*StorageFull.*unchanged"):
+    with pytest.raises(
+        checkpoint.CheckpointError, match="cannot write the checkpoint .*StorageFull.*unchanged"
+    ):
         trainer.save()
     assert _tree(tmp_path / "run" / "checkpoint") == before
     assert not (tmp_path / "run" / "checkpoint.tmp").exists()
@@ -588,7 +833,10 @@ def _post(server, body: bytes, host=None):
 def test_explore_refuses_an_empty_host_and_an_empty_host_header(capsys, policy_root, served):
     from tfmr.cli import main
 
-    assert main(["explore", "--checkpoint", str(policy_root / "run" / "checkpoint"), "--host", ""]) == 2
+    assert (
+        main(["explore", "--checkpoint", str(policy_root / "run" / "checkpoint"), "--host", ""])
+        == 2
+    )
     assert "--host is empty, which would listen on every interface" in capsys.readouterr().err
     assert _post(served, b'{"text": "To"}', host="")[0] == 421
 
@@ -614,13 +862,20 @@ def test_explore_says_nothing_when_a_client_goes_away(served, capsys):
     for _ in range(5):
         sock = socket.create_connection(("127.0.0.1", served.server_address[1]))
         body = b'{"text": "To be, or not"}'
-        sock.sendall(b"POST /api/tokens HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %d\r\n\r\n"
-                     % (served.server_address[1], len(body)) + body)
+        sock.sendall(
+            b"POST /api/tokens HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %d\r\n\r\n"
+            % (served.server_address[1], len(body))
+            + body
+        )
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         sock.close()  # reset before the answer is written
     assert _post(served, b'{"text": "To"}')[0] == 200
     err = capsys.readouterr().err
-    assert "BrokenPipeError" not in err and "ConnectionResetError" not in err and "Traceback" not in err
+    assert (
+        "BrokenPipeError" not in err
+        and "ConnectionResetError" not in err
+        and "Traceback" not in err
+    )
 
 
 # ----------------------------------------------------------------------------- tfmr g2p on long inputs (issue #26)
@@ -631,6 +886,7 @@ def test_g2p_ctrl_c_keeps_the_words_already_pronounced(capsys, monkeypatch):
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(g2p, "predict", interrupted)  # Ctrl-C while the model decodes
     try:
         code = main(["g2p", "hello", "blorftastic", "world"])
@@ -638,7 +894,11 @@ def test_g2p_ctrl_c_keeps_the_words_already_pronounced(capsys, monkeypatch):
         pytest.fail("Ctrl-C escaped tfmr g2p: every line was lost")
     out, err = capsys.readouterr()
     assert code == 130 and "interrupted" in err
-    assert [line.split("\t")[0] for line in out.splitlines()] == ["hello", "hello", "world"]  # the dictionary's
+    assert [line.split("\t")[0] for line in out.splitlines()] == [
+        "hello",
+        "hello",
+        "world",
+    ]  # the dictionary's
 
 
 def test_g2p_prints_in_bounded_batches_with_a_progress_line_on_a_terminal(capsys, monkeypatch):
@@ -652,9 +912,14 @@ def test_g2p_prints_in_bounded_batches_with_a_progress_line_on_a_terminal(capsys
     monkeypatch.setattr(cli_g2p, "BATCH_WORDS", 4)
     sizes = []
     real = api.G2P.lookup
-    monkeypatch.setattr(api.G2P, "lookup", lambda self, entries, every: sizes.append(len(entries)) or
-                        real(self, entries, every))
-    monkeypatch.setattr(sys, "stdin", io.StringIO("the\ncat\nsat\non\nthe\nmat\nand\nthe\ndog\nran\n"))
+    monkeypatch.setattr(
+        api.G2P,
+        "lookup",
+        lambda self, entries, every: sizes.append(len(entries)) or real(self, entries, every),
+    )
+    monkeypatch.setattr(
+        sys, "stdin", io.StringIO("the\ncat\nsat\non\nthe\nmat\nand\nthe\ndog\nran\n")
+    )
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert main(["g2p", "-"]) == 0
     out, err = capsys.readouterr()
@@ -671,8 +936,12 @@ def test_g2p_streams_standard_input_before_it_ends():
 
     BATCH_WORDS = getattr(cli_g2p, "BATCH_WORDS", 256)  # noqa: N806 (the batch of the command under test)
 
-    p = subprocess.Popen([sys.executable, "-m", "tfmr", "g2p", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tfmr", "g2p", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         p.stdin.write(b"cat\n" * BATCH_WORDS)
         p.stdin.flush()
@@ -682,7 +951,11 @@ def test_g2p_streams_standard_input_before_it_ends():
         p.stdin.write(b"fox\n")
         p.stdin.close()
         rest = p.stdout.read().decode().splitlines()
-        assert p.wait(timeout=300) == 0 and len(rest) == BATCH_WORDS - 1 + 1 and rest[-1] == "fox\tdictionary\tF AA K S"
+        assert (
+            p.wait(timeout=300) == 0
+            and len(rest) == BATCH_WORDS - 1 + 1
+            and rest[-1] == "fox\tdictionary\tF AA K S"
+        )
     finally:
         p.kill()
         p.wait()

@@ -2,6 +2,7 @@
 stacks (`model.mixer_pattern`): the recurrent form equals the parallel form at every position,
 cached decoding equals the full forward, the decoding state has one size at every length.
 The registry contracts (training, checkpoints, cached decoding) run in tests/test_contracts.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,21 +12,34 @@ from tfmr import Choice, ModelConfig, build_model
 from tfmr.builder import mixer_kinds
 from tfmr.config import ConfigError, RunConfig, apply_override
 from tfmr.fastdecode import FastDecoder
-from tfmr.mixers import (Attention, Retention, retention_chunk, retention_decays, retention_parallel,
-                         retention_recurrent)
+from tfmr.mixers import (
+    Attention,
+    Retention,
+    retention_chunk,
+    retention_decays,
+    retention_parallel,
+    retention_recurrent,
+)
 
 
 def _qkv(B=2, H=4, T=24, Dk=8, Dv=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(B, H, T, Dk, generator=g), torch.randn(B, H, T, Dk, generator=g) * Dk ** -0.5,
-            torch.randn(B, H, T, Dv, generator=g))
+    return (
+        torch.randn(B, H, T, Dk, generator=g),
+        torch.randn(B, H, T, Dk, generator=g) * Dk**-0.5,
+        torch.randn(B, H, T, Dv, generator=g),
+    )
 
 
 def test_decays_are_the_papers():
     """gamma_h = 1 - 2^(-5-h): 1 - 1/32, 1 - 1/64, 1 - 1/128, 1 - 1/256 for four heads."""
     gamma = torch.exp(retention_decays(4)).double()
-    torch.testing.assert_close(gamma, torch.tensor([1 - 1 / 32, 1 - 1 / 64, 1 - 1 / 128, 1 - 1 / 256],
-                                                   dtype=torch.float64), atol=1e-7, rtol=0)
+    torch.testing.assert_close(
+        gamma,
+        torch.tensor([1 - 1 / 32, 1 - 1 / 64, 1 - 1 / 128, 1 - 1 / 256], dtype=torch.float64),
+        atol=1e-7,
+        rtol=0,
+    )
 
 
 def test_recurrent_form_equals_parallel_form_at_every_position():
@@ -36,8 +50,12 @@ def test_recurrent_form_equals_parallel_form_at_every_position():
     torch.testing.assert_close(rec, par, atol=1e-5, rtol=0)
     # the parallel form written out for one position: o_n = sum_m gamma^(n-m) (q_n . k_m) v_m
     n, gamma = 17, torch.exp(lg)[:, None]  # (H, 1)
-    w = (q[:, :, n:n + 1] @ k[:, :, :n + 1].transpose(-2, -1))[:, :, 0] * gamma ** (n - torch.arange(n + 1))
-    torch.testing.assert_close(par[:, :, n], (w[..., None] * v[:, :, :n + 1]).sum(2), atol=1e-5, rtol=0)
+    w = (q[:, :, n : n + 1] @ k[:, :, : n + 1].transpose(-2, -1))[:, :, 0] * gamma ** (
+        n - torch.arange(n + 1)
+    )
+    torch.testing.assert_close(
+        par[:, :, n], (w[..., None] * v[:, :, : n + 1]).sum(2), atol=1e-5, rtol=0
+    )
 
 
 def test_chunks_carry_the_state_exactly():
@@ -47,7 +65,9 @@ def test_chunks_carry_the_state_exactly():
     rec, final = retention_recurrent(q, k, v, lg)
     S, outs, at = torch.zeros(2, 4, 8, 16), [], 0
     for size in (7, 5, 1, 1, 10):
-        out, S = retention_chunk(q[:, :, at:at + size], k[:, :, at:at + size], v[:, :, at:at + size], lg, S)
+        out, S = retention_chunk(
+            q[:, :, at : at + size], k[:, :, at : at + size], v[:, :, at : at + size], lg, S
+        )
         outs.append(out)
         at += size
     torch.testing.assert_close(torch.cat(outs, dim=2), rec, atol=1e-5, rtol=0)
@@ -56,12 +76,25 @@ def test_chunks_carry_the_state_exactly():
 
 def _model(pattern="", pos="rope", **kw):
     torch.manual_seed(0)
-    return build_model(ModelConfig(vocab_size=50, dim=32, layers=3, heads=4, context=32, pos=Choice(pos),
-                                   mixer=Choice("retention"), mixer_pattern=pattern, **kw)).eval()
+    return build_model(
+        ModelConfig(
+            vocab_size=50,
+            dim=32,
+            layers=3,
+            heads=4,
+            context=32,
+            pos=Choice(pos),
+            mixer=Choice("retention"),
+            mixer_pattern=pattern,
+            **kw,
+        )
+    ).eval()
 
 
-@pytest.mark.parametrize("pattern, pos", [("", "rope"), ("", "none"), ("retention,attention", "rope"),
-                                          ("attention,retention", "alibi")])
+@pytest.mark.parametrize(
+    "pattern, pos",
+    [("", "rope"), ("", "none"), ("retention,attention", "rope"), ("attention,retention", "alibi")],
+)
 def test_cached_decoding_equals_the_full_forward(pattern, pos):
     model = _model(pattern, pos)
     ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(1))
@@ -71,7 +104,7 @@ def test_cached_decoding_equals_the_full_forward(pattern, pos):
         logits, state = model.step(ids[:, :5], state)
         torch.testing.assert_close(logits, full[:, 4], atol=1e-5, rtol=1e-5)
         for t in range(5, 12):
-            logits, state = model.step(ids[:, t:t + 1], state)
+            logits, state = model.step(ids[:, t : t + 1], state)
             torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
 
 
@@ -95,11 +128,19 @@ def test_a_hybrid_stack_is_configuration():
     apply_override(cfg, "model.mixer_pattern=retention,retention,attention")
     apply_override(cfg, "model.mixer=retention")
     apply_override(cfg, "model.mixer.value_factor=1")
-    assert mixer_kinds(cfg.model) == ["retention", "retention", "attention", "retention", "retention"]
+    assert mixer_kinds(cfg.model) == [
+        "retention",
+        "retention",
+        "attention",
+        "retention",
+        "retention",
+    ]
     model = build_model(cfg.model)
     kinds = [type(b.attn) for b in model.blocks]
     assert kinds == [Retention, Retention, Attention, Retention, Retention]
-    assert model.blocks[0].attn.value_dim == model.blocks[0].attn.head_dim  # value_factor 1 reached it
+    assert (
+        model.blocks[0].attn.value_dim == model.blocks[0].attn.head_dim
+    )  # value_factor 1 reached it
     assert not model.constant_state()  # the attention layer's cache grows
 
 
@@ -107,8 +148,14 @@ def test_the_parameter_count_of_a_hybrid_stack_is_exact():
     """memory.count_parameters (meta device) counts each layer's own mixer."""
     from tfmr.memory import count_parameters
 
-    cfg = ModelConfig(vocab_size=50, dim=32, layers=5, heads=4, mixer=Choice("retention"),
-                      mixer_pattern="attention,retention,retention")
+    cfg = ModelConfig(
+        vocab_size=50,
+        dim=32,
+        layers=5,
+        heads=4,
+        mixer=Choice("retention"),
+        mixer_pattern="attention,retention,retention",
+    )
     assert count_parameters(cfg) == sum(p.numel() for p in build_model(cfg).parameters())
 
 

@@ -11,6 +11,7 @@
 - lists of kinds printed to users (unknown-kind errors, the pointer-generator's refusal, the
   alignment experiment's runs and --help) come from the registries: MoChA is in every one.
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,17 +47,40 @@ from tfmr.variant import BuildContext, Variant
 ROOT = Path(__file__).resolve().parents[1]
 B, T, DIM, H, HKV, V = 2, 6, 16, 4, 2, 11
 D = DIM // H
-CTX = BuildContext(dim=DIM, heads=H, kv_heads=HKV, context=16, vocab_size=V, bias=True, dropout=0.0, layers=2,
-                   encoder_layers=3, role="decoder-only", new_kernel=Eager)
+CTX = BuildContext(
+    dim=DIM,
+    heads=H,
+    kv_heads=HKV,
+    context=16,
+    vocab_size=V,
+    bias=True,
+    dropout=0.0,
+    layers=2,
+    encoder_layers=3,
+    role="decoder-only",
+    new_kernel=Eager,
+)
 
 # axis -> (its registry, the base class every entry is an instance of)
-AXES = {"pos": (POSITIONS, Position), "kernel": (KERNELS, Kernel), "cross_kernel": (CROSS_KERNELS, Kernel),
-        "attention_pattern": (PATTERNS, Pattern), "mixer": (MIXERS, Mixer), "ffn": (FFNS, FFN),
-        "norm": (NORMS, Norm), "residual": (RESIDUALS, Residual), "head": (HEADS, Head)}
+AXES = {
+    "pos": (POSITIONS, Position),
+    "kernel": (KERNELS, Kernel),
+    "cross_kernel": (CROSS_KERNELS, Kernel),
+    "attention_pattern": (PATTERNS, Pattern),
+    "mixer": (MIXERS, Mixer),
+    "ffn": (FFNS, FFN),
+    "norm": (NORMS, Norm),
+    "residual": (RESIDUALS, Residual),
+    "head": (HEADS, Head),
+}
 ENTRIES = [(axis, kind) for axis, (registry, _) in AXES.items() for kind in registry]
 # options that make a default-sized pattern act at these tiny lengths (rolling and sink caches)
-SMALL = {"sliding": dict(window=3), "sinks": dict(sinks=1, window=3), "longformer": dict(window=3),
-         "bigbird": dict(window=3, block=2, random_blocks=1)}
+SMALL = {
+    "sliding": dict(window=3),
+    "sinks": dict(sinks=1, window=3),
+    "longformer": dict(window=3),
+    "bigbird": dict(window=3, block=2, random_blocks=1),
+}
 
 
 def _built(axis: str, kind: str):
@@ -75,7 +99,11 @@ def _randn(*shape):
 def test_the_builder_reads_no_parameter_names():
     source = (ROOT / "tfmr" / "builder.py").read_text()
     assert "inspect" not in source and "signature" not in source
-    fixed = [p.name for p in (ROOT / "tfmr").rglob("*.py") if re.search(r"\b[A-Z_]+_FIXED\b", p.read_text())]
+    fixed = [
+        p.name
+        for p in (ROOT / "tfmr").rglob("*.py")
+        if re.search(r"\b[A-Z_]+_FIXED\b", p.read_text())
+    ]
     assert fixed == []
 
 
@@ -95,17 +123,34 @@ def test_the_build_context_reaches_each_variant():
     """DeepNorm's constants follow the role and depths of the stack it was built for; RoPE gets
     head_dim, not dim; an alignment kernel gets the heads; every attention gets its own kernel."""
     from tfmr.model import deepnorm_constants
+
     cfg = ModelConfig(dim=48, heads=6, kv_heads=2, encoder_layers=None)
     ctx = context(cfg, "encoder")
-    assert (ctx.dim, ctx.heads, ctx.kv_heads, ctx.head_dim, ctx.role, ctx.encoder_layers) == (48, 6, 2, 8, "encoder",
-                                                                                              cfg.layers)
+    assert (ctx.dim, ctx.heads, ctx.kv_heads, ctx.head_dim, ctx.role, ctx.encoder_layers) == (
+        48,
+        6,
+        2,
+        8,
+        "encoder",
+        cfg.layers,
+    )
     for role in ("encoder", "decoder"):
         made = RESIDUALS["deepnorm"].from_config(dataclasses.replace(CTX, role=role))
         assert (made.alpha, made.beta) == deepnorm_constants(role, CTX.layers, CTX.encoder_layers)
     assert POSITIONS["rope"].from_config(CTX).rotary_dim == D
     assert CROSS_KERNELS["monotonic"].from_config(CTX).r.shape == (H,)
-    model = build_model(ModelConfig(vocab_size=V, dim=DIM, layers=2, heads=H, arch="encoder-decoder", encoder_layers=3,
-                                    residual=Choice("deepnorm"), cross_kernel=Choice("mocha", chunk=2)))
+    model = build_model(
+        ModelConfig(
+            vocab_size=V,
+            dim=DIM,
+            layers=2,
+            heads=H,
+            arch="encoder-decoder",
+            encoder_layers=3,
+            residual=Choice("deepnorm"),
+            cross_kernel=Choice("mocha", chunk=2),
+        )
+    )
     assert model.encoder[0].residual.alpha == deepnorm_constants("encoder", 2, 3)[0]
     assert model.blocks[0].residual.alpha == deepnorm_constants("decoder", 2, 3)[0]
     kernels = [b.attn.kernel for b in model.blocks] + [b.cross.kernel for b in model.blocks]
@@ -117,8 +162,17 @@ def test_the_build_context_reaches_each_variant():
 @pytest.mark.parametrize("axis, kind", ENTRIES, ids=[f"{a}-{k}" for a, k in ENTRIES])
 def test_every_registry_entry_answers_its_seam(axis, kind):
     made = _built(axis, kind)
-    {"pos": _position, "kernel": _kernel, "cross_kernel": _kernel, "attention_pattern": _pattern, "mixer": _mixer,
-     "ffn": _ffn, "norm": _norm, "residual": _residual, "head": _head}[axis](made)
+    {
+        "pos": _position,
+        "kernel": _kernel,
+        "cross_kernel": _kernel,
+        "attention_pattern": _pattern,
+        "mixer": _mixer,
+        "ffn": _ffn,
+        "norm": _norm,
+        "residual": _residual,
+        "head": _head,
+    }[axis](made)
 
 
 def _position(pos: Position):
@@ -131,7 +185,11 @@ def _position(pos: Position):
         rq, rk = pos.rotate(q, k, start)
         assert (rq.shape, rk.shape, rq.dtype, rk.dtype) == (q.shape, k.shape, q.dtype, k.dtype)
     bias = pos.bias(T, T, 0)
-    assert bias is None or bias.dense(Mask(causal=True), T, T, "cpu", torch.float32).shape == (H, T, T)
+    assert bias is None or bias.dense(Mask(causal=True), T, T, "cpu", torch.float32).shape == (
+        H,
+        T,
+        T,
+    )
     assert bias is None or isinstance(bias, Bias)
     limit = type(pos).max_len(CTX.context)
     assert limit is None or limit >= CTX.context
@@ -148,7 +206,7 @@ def _kernel(kernel: Kernel):
     state = kernel.start_state(B, T + 1, "cpu")
     assert (state is not None) == kernel.stateful
     if kernel.stateful:  # step by step from the state equals the full forward's rows
-        rows = [kernel(q[:, :, i:i + 1], k, v, mask, None, state)[0] for i in range(T)]
+        rows = [kernel(q[:, :, i : i + 1], k, v, mask, None, state)[0] for i in range(T)]
         torch.testing.assert_close(torch.cat(rows, dim=2), out, atol=1e-5, rtol=1e-5)
 
 
@@ -162,7 +220,9 @@ def _pattern(pattern: Pattern):
         x, k, v = _randn(B, chunk, DIM), _randn(B, HKV, chunk, D), _randn(B, HKV, chunk, D)
         held_k, held_v, mask = cache.store(attn, x, k, v, start, pattern.mask(True, start))
         assert held_k.shape[:2] == (B, HKV) and held_k.shape[2] >= chunk and isinstance(mask, Mask)
-        assert torch.equal(held_k[:, :, -chunk:], k) and torch.equal(held_v[:, :, -chunk:], v)  # stored as handed
+        assert torch.equal(held_k[:, :, -chunk:], k) and torch.equal(
+            held_v[:, :, -chunk:], v
+        )  # stored as handed
         start += chunk
     assert cache.bytes() > 0
 
@@ -176,20 +236,29 @@ def _mixer(mixer: Mixer):
     assert isinstance(cache, LayerCache)
     first, _ = mixer(x[:, :4], pos, PATTERNS["dense"]().mask(True, 0), cache, 0)
     rest, _ = mixer(x[:, 4:], pos, PATTERNS["dense"]().mask(True, 4), cache, 4)
-    torch.testing.assert_close(torch.cat([first, rest], 1), y, atol=1e-5, rtol=1e-5)  # the cache only stores
+    torch.testing.assert_close(
+        torch.cat([first, rest], 1), y, atol=1e-5, rtol=1e-5
+    )  # the cache only stores
     assert isinstance(mixer.new_memory(4), LayerCache)
     assert isinstance(mixer.constant_state(PATTERNS["dense"]()), bool)
     assert mixer.activation_floats(T) > 0
-    assert all(isinstance(p, nn.Linear) for p in mixer.residual_projections()) and mixer.residual_projections()
+    assert (
+        all(isinstance(p, nn.Linear) for p in mixer.residual_projections())
+        and mixer.residual_projections()
+    )
     decays = mixer.decays()
     assert decays is None or decays.shape == (H,)
-    assert (decays is None) == (weights is not None)  # (eager kernel) a layer without weights declares its decay
+    assert (decays is None) == (
+        weights is not None
+    )  # (eager kernel) a layer without weights declares its decay
 
 
 def _ffn(ffn: FFN):
     y, aux = ffn(_randn(B, T, DIM))
     assert y.shape == (B, T, DIM) and (aux is None or aux.dim() == 0)
-    assert ffn.residual_projections() and all(isinstance(p, nn.Linear) for p in ffn.residual_projections())
+    assert ffn.residual_projections() and all(
+        isinstance(p, nn.Linear) for p in ffn.residual_projections()
+    )
 
 
 def _norm(norm: Norm):
@@ -226,42 +295,69 @@ def test_attention_rotates_and_the_caches_store_what_it_hands_them():
         cache = KVCache(1, HKV, 2 * T, D, torch.float32, "cpu")
         cache.update(torch.zeros(1, HKV, 3, D), torch.zeros(1, HKV, 3, D), 0)
         attn(x, pos, mask, cache, 3)
-        torch.testing.assert_close(cache.k[:, :, 3:3 + T], rotated, atol=0, rtol=0)
-        torch.testing.assert_close(cache.v[:, :, 3:3 + T], v, atol=0, rtol=0)
-        sinks = SinkCache(1, HKV, T, 2, D, torch.float32, "cpu")  # every position a sink: slot = position
+        torch.testing.assert_close(cache.k[:, :, 3 : 3 + T], rotated, atol=0, rtol=0)
+        torch.testing.assert_close(cache.v[:, :, 3 : 3 + T], v, atol=0, rtol=0)
+        sinks = SinkCache(
+            1, HKV, T, 2, D, torch.float32, "cpu"
+        )  # every position a sink: slot = position
         attn(x, pos, PATTERNS["sinks"](T, 2).mask(True, 0), sinks, 0)
         torch.testing.assert_close(sinks.k[:, :, :T], k, atol=0, rtol=0)
         assert not torch.equal(rotated, k)
-    assert not KVCache.positions_inside and SinkCache.positions_inside and SegmentMemory.positions_inside
+    assert (
+        not KVCache.positions_inside
+        and SinkCache.positions_inside
+        and SegmentMemory.positions_inside
+    )
 
 
 def test_every_cache_is_a_layer_cache_and_every_key_store_a_key_store():
-    stores = [KVCache(1, 1, 4, 2, torch.float32, "cpu"), SinkCache(1, 1, 1, 2, 2, torch.float32, "cpu"),
-              SegmentMemory(3), StaticCache(1, 1, 4, 2, torch.float32, "cpu")]
+    stores = [
+        KVCache(1, 1, 4, 2, torch.float32, "cpu"),
+        SinkCache(1, 1, 1, 2, 2, torch.float32, "cpu"),
+        SegmentMemory(3),
+        StaticCache(1, 1, 4, 2, torch.float32, "cpu"),
+    ]
     assert all(isinstance(s, KeyStore) for s in stores)
-    assert all(isinstance(c, LayerCache) for c in stores[:3] + [RetentionState(1, 2, 2, 2, torch.float32, "cpu")])
-    assert not isinstance(RetentionState(1, 2, 2, 2, torch.float32, "cpu"), KeyStore)  # retention stores no keys
+    assert all(
+        isinstance(c, LayerCache)
+        for c in stores[:3] + [RetentionState(1, 2, 2, 2, torch.float32, "cpu")]
+    )
+    assert not isinstance(
+        RetentionState(1, 2, 2, 2, torch.float32, "cpu"), KeyStore
+    )  # retention stores no keys
     assert not isinstance(object(), LayerCache)
 
 
 def test_the_model_families_and_the_pointer_generator_are_decodable():
     tiny = dict(vocab_size=V, dim=DIM, layers=2, heads=H, context=16, kernel=Choice("eager"))
-    models = [build_model(ModelConfig(**tiny)), build_model(ModelConfig(arch="encoder-decoder", **tiny)),
-              build_copy_model(ModelConfig(arch="encoder-decoder", **tiny))]
+    models = [
+        build_model(ModelConfig(**tiny)),
+        build_model(ModelConfig(arch="encoder-decoder", **tiny)),
+        build_copy_model(ModelConfig(arch="encoder-decoder", **tiny)),
+    ]
     src = torch.randint(0, V, (B, 5), generator=torch.Generator().manual_seed(0))
     for model in models:
         assert isinstance(model, Decodable)
-        out = greedy(model.eval(), torch.ones(B, 1, dtype=torch.long), 3, src=src if model.needs_source else None)
+        out = greedy(
+            model.eval(),
+            torch.ones(B, 1, dtype=torch.long),
+            3,
+            src=src if model.needs_source else None,
+        )
         assert out.shape == (B, 4)
     assert not isinstance(build_model(ModelConfig(**tiny)).blocks[0], Decodable)
-    assert models[0].new_cache.__func__ is models[1].new_cache.__func__  # one new_cache, not two copies
+    assert (
+        models[0].new_cache.__func__ is models[1].new_cache.__func__
+    )  # one new_cache, not two copies
 
 
 # ----------------------------------------------------------------------------- lists printed from the registries
 @pytest.mark.parametrize("axis", list(AXES))
 def test_an_unknown_kind_lists_every_kind_of_its_registry(axis):
     registry = AXES[axis][0]
-    fields = {axis: Choice("nope")} | ({"arch": "encoder-decoder"} if axis == "cross_kernel" else {})
+    fields = {axis: Choice("nope")} | (
+        {"arch": "encoder-decoder"} if axis == "cross_kernel" else {}
+    )
     with pytest.raises(ConfigError, match=f"unknown model.{axis} kind 'nope'") as e:
         build_model(ModelConfig(**fields))
     assert f"valid kinds: {', '.join(registry)}" in str(e.value)
@@ -270,19 +366,32 @@ def test_an_unknown_kind_lists_every_kind_of_its_registry(axis):
 
 def test_the_pointer_generators_refusal_lists_every_kernel_that_gives_weights():
     with pytest.raises(ConfigError) as e:
-        build_copy_model(ModelConfig(arch="encoder-decoder", kernel=Choice("sdpa"), dim=DIM, heads=H, layers=1))
+        build_copy_model(
+            ModelConfig(arch="encoder-decoder", kernel=Choice("sdpa"), dim=DIM, heads=H, layers=1)
+        )
     message = str(e.value)
     assert weight_giving(CROSS_KERNELS) == ["eager", *ALIGNMENT_KERNELS]
-    assert f"model.cross_kernel={' | '.join(weight_giving(CROSS_KERNELS))})" in message and "mocha" in message
+    assert (
+        f"model.cross_kernel={' | '.join(weight_giving(CROSS_KERNELS))})" in message
+        and "mocha" in message
+    )
     assert f"model.kernel={' | '.join(weight_giving(KERNELS))}," in message
 
 
 def test_the_alignment_experiment_runs_every_alignment_kernel(capsys):
     from tfmr.experiments import g2p_alignment
+
     runs = g2p_alignment.variants()
-    assert list(runs) == list(g2p_alignment.KINDS) == ["plain", *ALIGNMENT_KERNELS] and "mocha" in runs
-    for kind, cls in ALIGNMENT_KERNELS.items():  # monotonic attention and its subclass MoChA decode hard
-        assert runs[kind].kind == kind and runs[kind].options.get("hard", False) == issubclass(cls, Monotonic)
+    assert (
+        list(runs) == list(g2p_alignment.KINDS) == ["plain", *ALIGNMENT_KERNELS] and "mocha" in runs
+    )
+    for (
+        kind,
+        cls,
+    ) in ALIGNMENT_KERNELS.items():  # monotonic attention and its subclass MoChA decode hard
+        assert runs[kind].kind == kind and runs[kind].options.get("hard", False) == issubclass(
+            cls, Monotonic
+        )
     with pytest.raises(SystemExit):
         main(["experiment", "g2p-alignment", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())

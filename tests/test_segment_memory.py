@@ -2,6 +2,7 @@
 to consecutive segments. Each layer's keys and values come from [SG(memory); segment], the
 memory being that layer's input on the previous segment; positions are relative to the memory
 (RoPE, ALiBi through the position seam)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,19 @@ T = 5  # segment length (and memory length)
 
 def _model(pos="rope", **kw):
     torch.manual_seed(0)
-    return build_model(ModelConfig(vocab_size=50, dim=32, layers=2, heads=4, context=16, pos=Choice(pos),
-                                   kernel=Choice("eager"), tie_embeddings=False, **kw))
+    return build_model(
+        ModelConfig(
+            vocab_size=50,
+            dim=32,
+            layers=2,
+            heads=4,
+            context=16,
+            pos=Choice(pos),
+            kernel=Choice("eager"),
+            tie_embeddings=False,
+            **kw,
+        )
+    )
 
 
 @dataclasses.dataclass
@@ -37,17 +49,23 @@ class SegmentPattern(Dense):
         return SegmentMask(causal=True, q_start=q_start, key_padding=key_padding)
 
 
-@pytest.mark.parametrize("pos, pattern", [("rope", ""), ("alibi", ""), ("none", ""), ("rope", "retention,attention")])
+@pytest.mark.parametrize(
+    "pos, pattern", [("rope", ""), ("alibi", ""), ("none", ""), ("rope", "retention,attention")]
+)
 def test_segments_with_memory_equal_one_forward_under_the_segment_mask(pos, pattern):
     """Three segments of T with memory T: segment 2 equals one causal forward over [s1; s2]; all
     three equal one forward over [s1; s2; s3] where each segment sees itself (causally) and the
     whole previous segment, which is what recurrence with a one-segment memory computes."""
-    model = _model(pos, mixer=Choice("retention") if pattern else Choice("attention"), mixer_pattern=pattern).eval()
+    model = _model(
+        pos, mixer=Choice("retention") if pattern else Choice("attention"), mixer_pattern=pattern
+    ).eval()
     ids = torch.randint(0, 50, (2, 3 * T), generator=torch.Generator().manual_seed(1))
     mems = model.new_memory(T)
     with torch.no_grad():
-        outs = [model(ids[:, s * T:(s + 1) * T], cache=mems).logits for s in range(3)]
-        torch.testing.assert_close(outs[1], model(ids[:, :2 * T]).logits[:, T:], atol=1e-5, rtol=1e-5)
+        outs = [model(ids[:, s * T : (s + 1) * T], cache=mems).logits for s in range(3)]
+        torch.testing.assert_close(
+            outs[1], model(ids[:, : 2 * T]).logits[:, T:], atol=1e-5, rtol=1e-5
+        )
         if pattern:  # retention's state carries everything before, not one segment: no block mask
             return
         model.pattern = SegmentPattern()
@@ -68,7 +86,9 @@ def test_no_gradient_flows_into_the_memory():
     assert model.tok_emb.weight.grad[:25].abs().max() == 0
     assert model.tok_emb.weight.grad[25:].abs().max() > 0
     model.zero_grad()
-    targets = torch.cat((torch.full_like(s1, -100), torch.roll(s2, -1, 1)), dim=1)  # the same loss, one forward
+    targets = torch.cat(
+        (torch.full_like(s1, -100), torch.roll(s2, -1, 1)), dim=1
+    )  # the same loss, one forward
     model(torch.cat((s1, s2), dim=1), targets).loss.backward()
     assert model.tok_emb.weight.grad[:25].abs().max() > 0
 

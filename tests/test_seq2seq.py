@@ -1,4 +1,5 @@
 """Sequence-to-sequence training: batching, teacher forcing, label smoothing, resume, decoding."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,19 @@ import torch
 from tfmr import Choice, ModelConfig, build_model
 from tfmr.config import to_dict
 from tfmr.loop import CompiledOrEager
-from tfmr.seq2seq import (BOS, EOS, PAD, BucketBatches, PairVocab, Seq2SeqTrainConfig, Seq2SeqTrainer, Vocab,
-                          collate, greedy_decode, pad_batch)
+from tfmr.seq2seq import (
+    BOS,
+    EOS,
+    PAD,
+    BucketBatches,
+    PairVocab,
+    Seq2SeqTrainConfig,
+    Seq2SeqTrainer,
+    Vocab,
+    collate,
+    greedy_decode,
+    pad_batch,
+)
 
 
 def _pairs(n=300, seed=0, symbols=8):
@@ -26,11 +38,32 @@ def _pairs(n=300, seed=0, symbols=8):
 
 @dataclass
 class Run:
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(
-        dim=48, layers=2, encoder_layers=2, heads=4, context=16, pos=Choice("learned"), share_embeddings=True))
-    train: Seq2SeqTrainConfig = field(default_factory=lambda: Seq2SeqTrainConfig(
-        steps=200, batch_size=32, lr=3e-3, min_lr=3e-4, warmup=20, weight_decay=0.0, eval_every=1000,
-        log_every=50, checkpoint_every=1000, eval_pairs=64, dtype="float32"))
+    model: ModelConfig = field(
+        default_factory=lambda: ModelConfig(
+            dim=48,
+            layers=2,
+            encoder_layers=2,
+            heads=4,
+            context=16,
+            pos=Choice("learned"),
+            share_embeddings=True,
+        )
+    )
+    train: Seq2SeqTrainConfig = field(
+        default_factory=lambda: Seq2SeqTrainConfig(
+            steps=200,
+            batch_size=32,
+            lr=3e-3,
+            min_lr=3e-4,
+            warmup=20,
+            weight_decay=0.0,
+            eval_every=1000,
+            log_every=50,
+            checkpoint_every=1000,
+            eval_pairs=64,
+            dtype="float32",
+        )
+    )
 
 
 VOCAB = PairVocab(Vocab([f"s{i}" for i in range(8)]), Vocab([f"s{i}" for i in range(8)]))
@@ -61,7 +94,7 @@ def test_bucketing_pads_less_than_random_batches():
     bucketed = sum(cost(b) for b in BucketBatches(pairs, 32, seed=0).epoch_batches(0))
     order = list(range(2000))
     random.Random(0).shuffle(order)
-    unsorted = sum(cost(order[i:i + 32]) for i in range(0, 2000, 32))
+    unsorted = sum(cost(order[i : i + 32]) for i in range(0, 2000, 32))
     assert bucketed < 0.8 * unsorted
 
 
@@ -77,19 +110,30 @@ def test_batch_position_resumes_from_its_state():
 
 def test_label_smoothing_loss_matches_torch_with_ignored_padding():
     torch.manual_seed(0)
-    cfg = ModelConfig(arch="encoder-decoder", vocab_size=20, dim=32, layers=1, heads=2, pad_id=0, label_smoothing=0.1)
+    cfg = ModelConfig(
+        arch="encoder-decoder",
+        vocab_size=20,
+        dim=32,
+        layers=1,
+        heads=2,
+        pad_id=0,
+        label_smoothing=0.1,
+    )
     model = build_model(cfg)
     b = collate([([5, 6, 7], [8, 9]), ([4], [10, 11, 12])])
     out = model(**b)
-    ref = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 20), b["targets"].reshape(-1),
-                                            ignore_index=-100, label_smoothing=0.1)
+    ref = torch.nn.functional.cross_entropy(
+        out.logits.reshape(-1, 20), b["targets"].reshape(-1), ignore_index=-100, label_smoothing=0.1
+    )
     torch.testing.assert_close(out.loss, ref)
 
 
 @pytest.mark.slow
 def test_trainer_learns_to_reverse_and_greedy_decoding_agrees_with_the_full_forward(tmp_path):
     torch.manual_seed(0)
-    trainer = Seq2SeqTrainer(Run(), VOCAB, _pairs(400), _pairs(40, seed=9), tmp_path, progress=False, log=lambda *a: None)
+    trainer = Seq2SeqTrainer(
+        Run(), VOCAB, _pairs(400), _pairs(40, seed=9), tmp_path, progress=False, log=lambda *a: None
+    )
     first = trainer.evaluate()["dev_loss"]
     trainer.fit()
     assert trainer.history[-1]["dev_loss"] < 0.5 * first
@@ -112,8 +156,16 @@ def test_resume_is_bit_identical(tmp_path):
         cfg = Run()
         cfg.model.dropout = 0.1  # the torch RNG state must be restored too
         cfg.train.steps, cfg.train.checkpoint_every = steps, 3
-        trainer = Seq2SeqTrainer(cfg, VOCAB, _pairs(100), _pairs(10, seed=9), out, resume=resume, progress=False,
-                                 log=lambda *a: None)
+        trainer = Seq2SeqTrainer(
+            cfg,
+            VOCAB,
+            _pairs(100),
+            _pairs(10, seed=9),
+            out,
+            resume=resume,
+            progress=False,
+            log=lambda *a: None,
+        )
         trainer.fit()
         return trainer
 
@@ -121,14 +173,21 @@ def test_resume_is_bit_identical(tmp_path):
     run(tmp_path / "b", 3)
     resumed = run(tmp_path / "b", 6, resume=True)
     assert resumed.step == 6 and torch.equal(resumed.batches.state(), straight.batches.state())
-    for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+    for (name, p), q in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
         assert torch.equal(p, q), name
 
 
 def test_time_budget_decays_the_schedule_and_stops(tmp_path):
     cfg = Run()
-    cfg.train.steps, cfg.train.max_minutes = 10_000, 1e-9  # the first step already spends the budget
-    trainer = Seq2SeqTrainer(cfg, VOCAB, _pairs(50), _pairs(10, seed=9), tmp_path, progress=False, log=lambda *a: None)
+    cfg.train.steps, cfg.train.max_minutes = (
+        10_000,
+        1e-9,
+    )  # the first step already spends the budget
+    trainer = Seq2SeqTrainer(
+        cfg, VOCAB, _pairs(50), _pairs(10, seed=9), tmp_path, progress=False, log=lambda *a: None
+    )
     trainer.fit()
     assert trainer.step == 1 and trainer.progress_fraction() == 1.0
 
@@ -139,7 +198,9 @@ def test_the_trainer_leaves_the_callers_config_as_given(tmp_path):
     cfg = Run()
     cfg.train.steps = 2
     given = to_dict(cfg)
-    trainer = Seq2SeqTrainer(cfg, VOCAB, _pairs(50), _pairs(10, seed=9), tmp_path, progress=False, log=lambda *a: None)
+    trainer = Seq2SeqTrainer(
+        cfg, VOCAB, _pairs(50), _pairs(10, seed=9), tmp_path, progress=False, log=lambda *a: None
+    )
     trainer.fit()
     assert to_dict(cfg) == given and cfg.model.arch == "decoder"
     m = trainer.cfg.model
@@ -147,8 +208,16 @@ def test_the_trainer_leaves_the_callers_config_as_given(tmp_path):
     assert (m.src_vocab_size, m.vocab_size) == (len(VOCAB.src), len(VOCAB.tgt))
     cfg.train.steps, cfg.model.dim = 3, 64  # a resumed run keeps its saved model section
     given = to_dict(cfg)
-    resumed = Seq2SeqTrainer(cfg, VOCAB, _pairs(50), _pairs(10, seed=9), tmp_path, resume=True, progress=False,
-                             log=lambda *a: None)
+    resumed = Seq2SeqTrainer(
+        cfg,
+        VOCAB,
+        _pairs(50),
+        _pairs(10, seed=9),
+        tmp_path,
+        resume=True,
+        progress=False,
+        log=lambda *a: None,
+    )
     resumed.fit()
     assert to_dict(cfg) == given and resumed.step == 3 and resumed.cfg.model.dim == Run().model.dim
 
@@ -166,8 +235,15 @@ def test_both_trainers_wire_their_objective_through_the_loop():
 def _compile_run(tmp_path, compile_: bool, steps: int = 0):
     cfg = Run()
     cfg.train.steps, cfg.train.compile, cfg.train.log_every = max(steps, 1), compile_, 1
-    trainer = Seq2SeqTrainer(cfg, VOCAB, _pairs(60), _pairs(10, seed=9), tmp_path / str(compile_),
-                             progress=False, log=lambda *a: None)
+    trainer = Seq2SeqTrainer(
+        cfg,
+        VOCAB,
+        _pairs(60),
+        _pairs(10, seed=9),
+        tmp_path / str(compile_),
+        progress=False,
+        log=lambda *a: None,
+    )
     if steps:
         trainer.fit()
     return trainer
@@ -177,13 +253,18 @@ def test_compile_setting_reaches_the_seq2seq_loss(tmp_path):
     """train.compile=true puts the model behind torch.compile for the shared loop's batch_loss
     (it used to be ignored by the seq2seq trainer)."""
     trainer = _compile_run(tmp_path, True)
-    assert isinstance(trainer.forward, CompiledOrEager) and trainer.forward.failed is None  # it compiled
+    assert (
+        isinstance(trainer.forward, CompiledOrEager) and trainer.forward.failed is None
+    )  # it compiled
     assert isinstance(trainer.forward.compiled, torch._dynamo.eval_frame.OptimizedModule)
     assert trainer.forward.compiled._orig_mod is trainer.model
     assert _compile_run(tmp_path, False).forward is not None
 
 
-@pytest.mark.skipif(os.environ.get("TFMR_COMPILE_TESTS") != "1", reason="set TFMR_COMPILE_TESTS=1 (minutes on 2 cores)")
+@pytest.mark.skipif(
+    os.environ.get("TFMR_COMPILE_TESTS") != "1",
+    reason="set TFMR_COMPILE_TESTS=1 (minutes on 2 cores)",
+)
 def test_compiled_seq2seq_training_matches_eager(tmp_path):
     got = [r["loss"] for r in _compile_run(tmp_path, True, steps=3).history]
     want = [r["loss"] for r in _compile_run(tmp_path, False, steps=3).history]

@@ -10,6 +10,7 @@ key by its cache position and the query by n - 1 (keys stored unrotated); ALiBi 
 -slope_h * (n - 1 - c). While t < S + W this is the absolute position, so the full forward of the
 pattern (the same mask at absolute positions) equals step-by-step decoding there.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -38,7 +39,7 @@ def rope_at(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> 
     inv = base ** (-torch.arange(0, D, 2, dtype=torch.float32) / D)  # (D/2,)
     ang = positions.float()[:, None] * inv[None, :]  # (T, D/2)
     cos, sin = ang.cos(), ang.sin()
-    x1, x2 = x[..., : D // 2], x[..., D // 2:]
+    x1, x2 = x[..., : D // 2], x[..., D // 2 :]
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
@@ -50,7 +51,7 @@ def test_the_sinks_mask_is_sinks_or_window_under_causality(kernel):
     out, _ = KERNELS[kernel]()(q, k, v, Sinks(S, W).mask(True))
     i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
     keep = (j <= i) & ((j < S) | (i - j < W))  # (T, T)
-    scores = (q @ k.transpose(-2, -1) / 8 ** 0.5).masked_fill(~keep, float("-inf"))
+    scores = (q @ k.transpose(-2, -1) / 8**0.5).masked_fill(~keep, float("-inf"))
     torch.testing.assert_close(out, torch.softmax(scores, -1) @ v, atol=1e-6, rtol=1e-5)
 
 
@@ -69,14 +70,14 @@ def test_decoding_steps_follow_positions_inside_the_cache(scheme):
         cache = SinkCache(1, H, S, W, D, torch.float32, "cpu")
         mask = Sinks(S, W).mask(True)
         for t in range(T):
-            got, _ = attn(x[:, t:t + 1], pos, mask.placed(t, 0), cache, t)
+            got, _ = attn(x[:, t : t + 1], pos, mask.placed(t, 0), cache, t)
             keys = torch.tensor(visible(t, S, W))
             n = len(keys)
             c = torch.arange(n)  # cache positions
-            q, k, v = q_all[:, :, t:t + 1], k_all[:, :, keys], v_all[:, :, keys]
+            q, k, v = q_all[:, :, t : t + 1], k_all[:, :, keys], v_all[:, :, keys]
             if scheme == "rope":
                 q, k = rope_at(q, torch.tensor([n - 1])), rope_at(k, c)
-            scores = q @ k.transpose(-2, -1) / D ** 0.5  # (1, H, 1, n)
+            scores = q @ k.transpose(-2, -1) / D**0.5  # (1, H, 1, n)
             if scheme == "alibi":
                 scores = scores - alibi_slopes(H)[:, None, None] * (n - 1 - c).float()
             ref = (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(1, 1, H * D)
@@ -85,9 +86,19 @@ def test_decoding_steps_follow_positions_inside_the_cache(scheme):
 
 def _model(pos="rope", S=2, W=4, **kw):
     torch.manual_seed(0)
-    return build_model(ModelConfig(vocab_size=50, dim=32, layers=2, heads=4, context=16, pos=Choice(pos),
-                                   kernel=Choice("eager"), attention_pattern=Choice("sinks", sinks=S, window=W),
-                                   **kw)).eval()
+    return build_model(
+        ModelConfig(
+            vocab_size=50,
+            dim=32,
+            layers=2,
+            heads=4,
+            context=16,
+            pos=Choice(pos),
+            kernel=Choice("eager"),
+            attention_pattern=Choice("sinks", sinks=S, window=W),
+            **kw,
+        )
+    ).eval()
 
 
 @pytest.mark.parametrize("pos", ["rope", "alibi", "none"])
@@ -103,7 +114,7 @@ def test_step_by_step_equals_the_full_forward_where_positions_agree(pos):
         logits, state = model.step(ids[:, :3], state)
         torch.testing.assert_close(logits, full[:, 2], atol=1e-5, rtol=1e-5)
         for t in range(3, T):
-            logits, state = model.step(ids[:, t:t + 1], state)
+            logits, state = model.step(ids[:, t : t + 1], state)
             if t < S + W or pos == "none":
                 torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
             elif pos == "rope" and t >= S + W + 1:
@@ -122,8 +133,12 @@ def test_decoding_state_bytes_do_not_grow_with_length():
     """(S + W) positions of keys and values per layer, allocated and held, at every length;
     a dense model's held cache grows by one position a step."""
     S, W = 2, 4
-    model, dense = _model("rope", S, W), build_model(ModelConfig(vocab_size=50, dim=32, layers=2, heads=4,
-                                                                 context=16, pos=Choice("rope"))).eval()
+    model, dense = (
+        _model("rope", S, W),
+        build_model(
+            ModelConfig(vocab_size=50, dim=32, layers=2, heads=4, context=16, pos=Choice("rope"))
+        ).eval(),
+    )
     per_position = 2 * 2 * 4 * 8 * 4  # layers x (k, v) x heads x head_dim x fp32 bytes
     state, dstate = model.start_state(1, 20), dense.start_state(1, 20)
     tok = torch.tensor([[3]])

@@ -1,6 +1,7 @@
 """A new symbol-to-symbol task written in this file alone: a word of a made-up alphabet in, its
 letters backwards out. The task layer (tfmr/tasks/symbols.py) trains it, evaluates it, exports it
 and runs its command; its preset joins the registry; tfmr.load reads what it wrote."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,10 +28,29 @@ class ReverseConfig(Seq2SeqConfig):
 
 def reverse_tiny() -> ReverseConfig:
     """Seconds-long reversing runs."""
-    model = ModelConfig(arch="encoder-decoder", dim=48, layers=1, encoder_layers=1, heads=2, context=8,
-                        pos=Choice("learned"), dropout=0.0)
-    train = Seq2SeqTrainConfig(steps=400, batch_size=32, lr=5e-3, min_lr=5e-4, warmup=10, eval_every=400,
-                               log_every=100, checkpoint_every=400, eval_pairs=64, dtype="float32", threads=0)
+    model = ModelConfig(
+        arch="encoder-decoder",
+        dim=48,
+        layers=1,
+        encoder_layers=1,
+        heads=2,
+        context=8,
+        pos=Choice("learned"),
+        dropout=0.0,
+    )
+    train = Seq2SeqTrainConfig(
+        steps=400,
+        batch_size=32,
+        lr=5e-3,
+        min_lr=5e-4,
+        warmup=10,
+        eval_every=400,
+        log_every=100,
+        checkpoint_every=400,
+        eval_pairs=64,
+        dtype="float32",
+        threads=0,
+    )
     return ReverseConfig(model, train, DecodeConfig(beam_size=2, max_len=8, batch_size=64))
 
 
@@ -59,7 +79,10 @@ def run(tmp_path_factory):
         mp.setattr(presets, "PRESETS", dict(presets.PRESETS))
         mp.setattr(presets, "KINDS", dict(presets.KINDS))
         register(TASK)
-        assert TASK.command_line(["train", "--out", str(root / "run"), "--no-progress", "--no-eval"]) == 0
+        assert (
+            TASK.command_line(["train", "--out", str(root / "run"), "--no-progress", "--no-eval"])
+            == 0
+        )
         yield root
 
 
@@ -71,14 +94,22 @@ def cli(capsys, *argv) -> tuple[int, list[str], list[str]]:
 
 def test_its_preset_is_listed_and_its_checkpoints_named(run, capsys):
     assert main(["presets"]) == 0
-    assert re.search(r"^reverse-tiny\s+tfmr reverse\s+Seconds-long reversing runs", capsys.readouterr().out, re.M)
+    assert re.search(
+        r"^reverse-tiny\s+tfmr reverse\s+Seconds-long reversing runs", capsys.readouterr().out, re.M
+    )
     code, _, err = cli(capsys, "train", "--preset", "g2p-tiny", "--out", run / "other")
-    assert code == 2 and err == ["tfmr: error: preset 'g2p-tiny' is a G2PConfig for `tfmr g2p`; valid presets "
-                                 "here: reverse-tiny"]
+    assert code == 2 and err == [
+        "tfmr: error: preset 'g2p-tiny' is a G2PConfig for `tfmr g2p`; valid presets "
+        "here: reverse-tiny"
+    ]
     assert main(["lm", "generate", "--checkpoint", str(run / "run" / "checkpoint")]) == 2
-    err = capsys.readouterr().err  # the copy task's config has the same sections: a checkpoint reads as either
-    assert "is a copy-task or word-reversing checkpoint (tfmr experiment copytask; tfmr reverse); this command " \
-           "reads language-model checkpoints" in err
+    err = (
+        capsys.readouterr().err
+    )  # the copy task's config has the same sections: a checkpoint reads as either
+    assert (
+        "is a copy-task or word-reversing checkpoint (tfmr experiment copytask; tfmr reverse); this command "
+        "reads language-model checkpoints" in err
+    )
 
 
 def test_training_taught_it_to_reverse(run):
@@ -87,7 +118,9 @@ def test_training_taught_it_to_reverse(run):
     data = dataclasses.replace(TASK.load_data(cfg), vocab=vocab)
     torch.manual_seed(0)
     untrained = build_model(cfg.model).eval()
-    before, after = (TASK.evaluate(m, data, "dev", max_len=cfg.decode.max_len) for m in (untrained, model))
+    before, after = (
+        TASK.evaluate(m, data, "dev", max_len=cfg.decode.max_len) for m in (untrained, model)
+    )
     assert before["words"] == after["words"] == len(data.splits["dev"]) > 50
     assert after["per"] < 0.5 * before["per"] and after["wer"] < before["wer"]
 
@@ -96,10 +129,17 @@ def test_eval_prints_what_evaluate_measures(run, capsys):
     ckpt = run / "run" / "checkpoint"
     code, out, _ = cli(capsys, "eval", "--checkpoint", ckpt, "--beam", "1", "--limit", "40")
     model, vocab, cfg = TASK.load_model(ckpt)
-    r = TASK.evaluate(model, dataclasses.replace(TASK.load_data(cfg), vocab=vocab), "test", 1, cfg.decode.max_len,
-                      limit=40)
-    assert code == 0 and out[0].startswith(f"test (40 words), greedy : WER {100 * r['wer']:.2f}%  "
-                                           f"PER {100 * r['per']:.2f}%")
+    r = TASK.evaluate(
+        model,
+        dataclasses.replace(TASK.load_data(cfg), vocab=vocab),
+        "test",
+        1,
+        cfg.decode.max_len,
+        limit=40,
+    )
+    assert code == 0 and out[0].startswith(
+        f"test (40 words), greedy : WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%"
+    )
     assert out[1] == "examples from the test split:" and len(out) == 2 + 12
 
 
@@ -108,13 +148,21 @@ def test_export_writes_an_fp16_copy_that_decodes_alike(run, capsys):
     code, out, err = cli(capsys, "export", "--checkpoint", ckpt, "--out", export)
     assert code == 0, err
     original, exported = load(ckpt, ReverseConfig), load(export, ReverseConfig)
-    assert (original.kind, exported.kind) == ("checkpoint", "export") and original.config == exported.config
+    assert (original.kind, exported.kind) == (
+        "checkpoint",
+        "export",
+    ) and original.config == exported.config
     assert next(exported.model.parameters()).dtype == torch.float32  # fp16 on disk, fp32 in memory
     words = sorted(TASK.load_data(original.config).splits["dev"])[:500]
     same = TASK.agreement(original.model, original.vocab, exported.model, exported.vocab, words)
-    assert out[-1] == f"check: {100 * same:.1f}% of {len(words)} dev words are decoded as the checkpoint does (greedy)"
+    assert (
+        out[-1]
+        == f"check: {100 * same:.1f}% of {len(words)} dev words are decoded as the checkpoint does (greedy)"
+    )
     assert same >= 0.95
-    assert cli(capsys, "export", "--checkpoint", ckpt, "--out", export)[0] == 2  # written once, not over
+    assert (
+        cli(capsys, "export", "--checkpoint", ckpt, "--out", export)[0] == 2
+    )  # written once, not over
 
 
 def test_predict_prints_tsv_and_refuses_what_the_model_cannot_read(run, capsys):
@@ -123,18 +171,23 @@ def test_predict_prints_tsv_and_refuses_what_the_model_cannot_read(run, capsys):
     model, vocab, cfg = TASK.load_model(ckpt)
     expected = TASK.predict(model, vocab, ["qwr", "sdpz"], 1, cfg.decode.max_len)
     assert code == 0 and out == [f"qwr\t{' '.join(expected[0])}", f"sdpz\t{' '.join(expected[1])}"]
-    for word, message in (("qwa", "'qwa' has 'a', not in the model's letters (8 of them)"),
-                          ("q" * 9, "has 9 letters; this model reads at most 8")):
+    for word, message in (
+        ("qwa", "'qwa' has 'a', not in the model's letters (8 of them)"),
+        ("q" * 9, "has 9 letters; this model reads at most 8"),
+    ):
         code, out, err = cli(capsys, "predict", "--checkpoint", ckpt, word)
         assert code == 2 and out == [] and len(err) == 1 and message in err[0]
     code, _, err = cli(capsys, "predict", "qwr")
-    assert code == 2 and err == ["tfmr: error: give --checkpoint DIR: a checkpoint or an export of `tfmr reverse "
-                                 "train`"]
+    assert code == 2 and err == [
+        "tfmr: error: give --checkpoint DIR: a checkpoint or an export of `tfmr reverse train`"
+    ]
 
 
 def test_the_loader_reads_the_run_folder_as_its_checkpoint(run):
     whole, ckpt = load(run / "run"), load(run / "run" / "checkpoint")
     assert (whole.kind, whole.path) == ("run", ckpt.path)
-    assert type(whole.config) is Seq2SeqConfig  # no task is named in a checkpoint; three configs read it
+    assert (
+        type(whole.config) is Seq2SeqConfig
+    )  # no task is named in a checkpoint; three configs read it
     a, b = whole.model.state_dict(), ckpt.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,6 +1,7 @@
 """Text streaming (tfmr.textstream): pieces join to the one-shot decode, and a UTF-8 character
 split over byte-level tokens comes out whole, once its last byte is chosen; the CLI reads the
 prompt from a file or stdin."""
+
 from __future__ import annotations
 
 import io
@@ -20,7 +21,9 @@ TEXT = "東京 café 🙂 naïve 東京 café"
 
 @pytest.fixture(scope="module")
 def bpe():
-    return BPE.train(TEXT * 3, vocab_size=262, pattern="gpt2")  # few merges: most characters stay split
+    return BPE.train(
+        TEXT * 3, vocab_size=262, pattern="gpt2"
+    )  # few merges: most characters stay split
 
 
 def _pieces(tokenizer, ids):
@@ -31,7 +34,14 @@ def _pieces(tokenizer, ids):
 
 def test_split_characters_come_out_whole_when_their_last_byte_arrives(bpe):
     ids = bpe.encode("🙂東")
-    assert [len(bpe.token_bytes(i)) for i in ids] == [1, 1, 1, 1, 1, 2]  # 🙂: 4 tokens; 東: 1 byte + 2 bytes
+    assert [len(bpe.token_bytes(i)) for i in ids] == [
+        1,
+        1,
+        1,
+        1,
+        1,
+        2,
+    ]  # 🙂: 4 tokens; 東: 1 byte + 2 bytes
     pieces, rest = _pieces(bpe, ids)
     assert pieces == ["", "", "", "🙂", "", "東"] and rest == ""
 
@@ -78,13 +88,22 @@ def test_stream_text_joins_to_the_greedy_continuation(bpe):
     model, _ = _tiny(bpe)
     ids = torch.tensor([bpe.encode("東京")])
     text = "".join(stream_text(model, bpe, ids, 12, temperature=0.0))
-    assert text == bpe.decode(greedy(model, ids, 12)[0, ids.shape[1]:].tolist())
+    assert text == bpe.decode(greedy(model, ids, 12)[0, ids.shape[1] :].tolist())
 
 
 def test_generate_reads_the_prompt_from_a_file_and_from_stdin(bpe, tmp_path, capsys, monkeypatch):
     model, cfg = _tiny(bpe)
     checkpoint.save(tmp_path / "ckpt", model, to_dict(RunConfig(model=cfg)), bpe)
-    args = ["lm", "generate", "--checkpoint", str(tmp_path / "ckpt"), "--temperature", "0", "--max-new-tokens", "5"]
+    args = [
+        "lm",
+        "generate",
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "5",
+    ]
     assert main([*args, "--prompt", "東京 café"]) == 0
     direct = capsys.readouterr().out
     assert direct.startswith("東京 café")

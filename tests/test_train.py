@@ -1,4 +1,5 @@
 """Trainer: it learns, it resumes bit for bit, its schedule is the documented one."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import interrupt_at
+
 from tfmr.config import to_dict
 from tfmr.schedule import lr_at
 from tfmr.train import Trainer
@@ -64,7 +65,10 @@ def test_the_trainer_leaves_the_callers_config_as_given(tiny_cfg, tmp_path):
     trainer.fit()
     assert to_dict(tiny_cfg) == given and tiny_cfg.model.vocab_size == 7
     assert trainer.cfg.model.vocab_size == trainer.data.tokenizer.vocab_size != 7
-    tiny_cfg.train.steps, tiny_cfg.model.dropout = 3, 0.25  # a resumed run keeps its saved model section
+    tiny_cfg.train.steps, tiny_cfg.model.dropout = (
+        3,
+        0.25,
+    )  # a resumed run keeps its saved model section
     given = to_dict(tiny_cfg)
     resumed = _quiet(tiny_cfg, tmp_path / "run", resume=True)
     resumed.fit()
@@ -103,7 +107,9 @@ def test_run_writes_metrics_plot_and_checkpoint(tiny_cfg, tmp_path):
     tiny_cfg.train.steps = 10
     trainer = _quiet(tiny_cfg, tmp_path / "run")
     trainer.fit()
-    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["step"] for r in lines] == list(range(1, 11))
     assert "val_loss" in lines[-1]
     png = (tmp_path / "run" / "loss.png").read_bytes()
@@ -132,10 +138,16 @@ def test_language_model_trains_on_bpe_ids_and_carries_its_tokenizer(tiny_cfg, tm
 def test_language_model_time_budget_decays_the_schedule_and_stops(tiny_cfg, tmp_path):
     """The wall-clock budget lives in the shared loop, so `tfmr lm train` has it too."""
     cfg = tiny_cfg
-    cfg.train.steps, cfg.train.max_minutes = 10_000, 1e-9  # the first step already spends the budget
+    cfg.train.steps, cfg.train.max_minutes = (
+        10_000,
+        1e-9,
+    )  # the first step already spends the budget
     trainer = _quiet(cfg, tmp_path / "run")
     last = trainer.fit()
     assert trainer.step == 1 and trainer.progress_fraction() == 1.0
     assert last["step"] == 1 and "val_loss" in last  # the last step evaluates and checkpoints
     assert (tmp_path / "run" / "checkpoint").is_dir()
-    assert trainer.schedule_step() == cfg.train.steps and lr_at(trainer.schedule_step(), cfg.train) == cfg.train.min_lr
+    assert (
+        trainer.schedule_step() == cfg.train.steps
+        and lr_at(trainer.schedule_step(), cfg.train) == cfg.train.min_lr
+    )

@@ -8,12 +8,34 @@
 
 The README's concept map says which module holds each concept and which test checks it.
 """
+
 from .builder import build_model
-from .config import Choice, ConfigError, DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig
+from .config import (
+    Choice,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
+)
 from .interop import from_pretrained
 from .loading import LoadedModel, load
 from .model import Model, Output
 
-__all__ = ["build_model", "Choice", "ConfigError", "DataConfig", "ModelConfig", "RunConfig", "SampleConfig",
-           "TrainConfig", "Model", "Output", "from_pretrained", "load", "LoadedModel"]
+__all__ = [
+    "build_model",
+    "Choice",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "Model",
+    "Output",
+    "from_pretrained",
+    "load",
+    "LoadedModel",
+]
 __version__ = "0.1.0"

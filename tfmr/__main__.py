@@ -1,4 +1,5 @@
 """`python -m tfmr` is the `tfmr` command."""
+
 import sys
 
 from .cli import main

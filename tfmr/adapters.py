@@ -16,6 +16,7 @@ w2, w3, lm_head). Files are safetensors with the settings in their metadata, so
 `load_adaptation(model, path)` rebuilds the transform and loads its weights in one call.
 Training loops and the `finetune` command live in finetune.py; prefix tuning and IA3 are not here.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,9 @@ class LoRALinear(nn.Module):
         y = F.linear(x, self.weight, self.bias)  # (..., out)
         if self.merged:
             return y
-        return y + F.linear(F.linear(self.drop(x), self.lora_A), self.lora_B) * self.scale  # (..., rank) -> (..., out)
+        return (
+            y + F.linear(F.linear(self.drop(x), self.lora_A), self.lora_B) * self.scale
+        )  # (..., rank) -> (..., out)
 
     def delta(self) -> torch.Tensor:
         """The update this layer adds to W: (alpha / rank) B A, (out, in)."""
@@ -80,8 +83,10 @@ class LoRALinear(nn.Module):
             self.merged = False
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
-                f"alpha={self.alpha}, merged={self.merged}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
+            f"alpha={self.alpha}, merged={self.merged}"
+        )
 
 
 class Adapter(nn.Module):
@@ -117,7 +122,9 @@ class AdaptedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias
-        self.adapter = Adapter(base.out_features, bottleneck, activation).to(base.weight.device, base.weight.dtype)
+        self.adapter = Adapter(base.out_features, bottleneck, activation).to(
+            base.weight.device, base.weight.dtype
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.adapter(F.linear(x, self.weight, self.bias))
@@ -133,13 +140,17 @@ def _replace_linears(model: nn.Module, targets, make) -> list[str]:
     chosen = [(name, m) for name, m in found if name.rsplit(".", 1)[-1] in targets]
     if not chosen:
         available = sorted({name.rsplit(".", 1)[-1] for name, _ in found})
-        raise ValueError(f"no linear layer named {', '.join(targets)} in this model; "
-                         f"linear layers here: {', '.join(available)}")
+        raise ValueError(
+            f"no linear layer named {', '.join(targets)} in this model; "
+            f"linear layers here: {', '.join(available)}"
+        )
     shared = _shared_weights(model)
     for name, linear in chosen:
         if id(linear.weight) in shared:
-            raise ValueError(f"{name} shares its weight with another layer (tied embeddings); "
-                             "adapting it would change both; leave it out of the targets")
+            raise ValueError(
+                f"{name} shares its weight with another layer (tied embeddings); "
+                "adapting it would change both; leave it out of the targets"
+            )
         parent_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, attr, make(linear))
     return [name for name, _ in chosen]
@@ -157,14 +168,25 @@ def _train_only(model: nn.Module, keep) -> None:
         p.requires_grad_(keep(name))
 
 
-def apply_lora(model: nn.Module, targets=("q_proj", "v_proj"), rank: int = 8, alpha: float = 16.0,
-               dropout: float = 0.0) -> nn.Module:
+def apply_lora(
+    model: nn.Module,
+    targets=("q_proj", "v_proj"),
+    rank: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+) -> nn.Module:
     """Add LoRA to the named linear layers; freeze everything else. Returns the model (changed in place)."""
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("this model already has LoRA layers")
     _replace_linears(model, targets, lambda lin: LoRALinear(lin, rank, alpha, dropout))
     _train_only(model, lambda name: ".lora_" in name)
-    model.adaptation = {"kind": "lora", "targets": list(targets), "rank": rank, "alpha": alpha, "dropout": dropout}
+    model.adaptation = {
+        "kind": "lora",
+        "targets": list(targets),
+        "rank": rank,
+        "alpha": alpha,
+        "dropout": dropout,
+    }
     return model
 
 
@@ -186,18 +208,30 @@ def unmerge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def apply_adapters(model: nn.Module, targets=("out_proj", "w2"), bottleneck: int = 64, activation: str = "gelu",
-                   train_norms: bool = True) -> nn.Module:
+def apply_adapters(
+    model: nn.Module,
+    targets=("out_proj", "w2"),
+    bottleneck: int = 64,
+    activation: str = "gelu",
+    train_norms: bool = True,
+) -> nn.Module:
     """Insert Houlsby adapters after the named linear layers; train only them (and the norms'
     gains and biases when `train_norms`, as Houlsby et al.). Returns the model (changed in place)."""
     if any(isinstance(m, AdaptedLinear) for m in model.modules()):
         raise ValueError("this model already has adapters")
     _replace_linears(model, targets, lambda lin: AdaptedLinear(lin, bottleneck, activation))
     norm_names = {name for name, m in model.named_modules() if isinstance(m, tuple(NORMS.values()))}
-    _train_only(model, lambda name: ".adapter." in name
-                or (train_norms and name.rsplit(".", 1)[0] in norm_names))
-    model.adaptation = {"kind": "adapter", "targets": list(targets), "bottleneck": bottleneck,
-                        "activation": activation, "train_norms": train_norms}
+    _train_only(
+        model,
+        lambda name: ".adapter." in name or (train_norms and name.rsplit(".", 1)[0] in norm_names),
+    )
+    model.adaptation = {
+        "kind": "adapter",
+        "targets": list(targets),
+        "bottleneck": bottleneck,
+        "activation": activation,
+        "train_norms": train_norms,
+    }
     return model
 
 
@@ -206,7 +240,11 @@ def apply_adapters(model: nn.Module, targets=("out_proj", "w2"), bottleneck: int
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters that train (LoRA / adapter weights, and norms when adapters train them)."""
-    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    return {
+        name: p.detach().cpu().contiguous()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
 
 
 def save_adaptation(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
@@ -216,7 +254,9 @@ def save_adaptation(model: nn.Module, path: str | Path, extra: dict | None = Non
 
     settings = getattr(model, "adaptation", None)
     if settings is None:
-        raise ValueError("this model has no LoRA or adapters to save (apply_lora / apply_adapters first)")
+        raise ValueError(
+            "this model has no LoRA or adapters to save (apply_lora / apply_adapters first)"
+        )
     if any(layer.merged for layer in lora_layers(model)):
         raise ValueError("unmerge the LoRA layers before saving (unmerge_lora(model))")
     path = Path(path)
@@ -242,8 +282,14 @@ def read_adaptation(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], di
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if "tfmr_adaptation" not in meta:
-        raise ValueError(f"{path} has no tfmr adaptation settings in its metadata; was it written by save_lora?")
-    return json.loads(meta["tfmr_adaptation"]), load_file(str(path)), json.loads(meta.get("extra", "{}"))
+        raise ValueError(
+            f"{path} has no tfmr adaptation settings in its metadata; was it written by save_lora?"
+        )
+    return (
+        json.loads(meta["tfmr_adaptation"]),
+        load_file(str(path)),
+        json.loads(meta.get("extra", "{}")),
+    )
 
 
 def load_adaptation(model: nn.Module, path: str | Path, merge: bool = False) -> nn.Module:
@@ -255,11 +301,15 @@ def load_adaptation(model: nn.Module, path: str | Path, merge: bool = False) -> 
     elif settings["kind"] == "adapter":
         apply_adapters(model, **options)
     else:
-        raise ValueError(f"{path}: unknown adaptation kind {settings['kind']!r}; valid: lora, adapter")
+        raise ValueError(
+            f"{path}: unknown adaptation kind {settings['kind']!r}; valid: lora, adapter"
+        )
     expected = set(trainable_state_dict(model))
     if set(tensors) != expected:
-        raise ValueError(f"{path} does not fit this model: missing {sorted(expected - set(tensors))[:4]}, "
-                         f"unexpected {sorted(set(tensors) - expected)[:4]}")
+        raise ValueError(
+            f"{path} does not fit this model: missing {sorted(expected - set(tensors))[:4]}, "
+            f"unexpected {sorted(set(tensors) - expected)[:4]}"
+        )
     device = next(model.parameters()).device
     with torch.no_grad():
         params = dict(model.named_parameters())
@@ -289,6 +339,8 @@ def parse_spec(text: str) -> dict:
         elif key == "targets":
             spec[key].append(part)
         else:
-            raise ValueError(f"cannot read {part!r} in {text!r}; write key=value pairs, e.g. rank=8,alpha=16,"
-                             "targets=q_proj,v_proj")
+            raise ValueError(
+                f"cannot read {part!r} in {text!r}; write key=value pairs, e.g. rank=8,alpha=16,"
+                "targets=q_proj,v_proj"
+            )
     return spec

@@ -13,6 +13,7 @@ same way) and take a sixth argument, `kernel(q, k, v, mask, bias, state)`, see `
 `CROSS_KERNELS` offers every plain kernel of kernels.py beside them. Left out: the additive
 (Bahdanau) energies of the papers; the energies here are scaled dot products (see each class).
 """
+
 from __future__ import annotations
 
 import torch
@@ -73,12 +74,16 @@ class AlignmentKernel(Kernel):
 
     def forward(self, q, k, v, mask: Mask, bias=None, state: AlignmentState | None = None):
         if bias is not None:
-            raise ValueError(f"{type(self).__name__} is a cross-attention kernel and takes no position bias")
+            raise ValueError(
+                f"{type(self).__name__} is a cross-attention kernel and takes no position bias"
+            )
         B, H, Tq, _ = q.shape
         S = k.shape[2]
         scores = (q.float() @ k.float().transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, Tq, S)
         keep = mask.dense(Tq, S, q.device)  # (B or 1, 1, Tq, S) or None
-        keep = None if keep is None else keep[:, :, 0]  # (B or 1, 1, S): cross-attention masks keys only
+        keep = (
+            None if keep is None else keep[:, :, 0]
+        )  # (B or 1, 1, S): cross-attention masks keys only
         prev = first_position(B, H, S, q.device) if state is None else state.prev  # (B, H, S)
         rows = []
         for i in range(Tq):  # sequential over target steps: step i reads step i - 1
@@ -120,17 +125,22 @@ class LocationAware(AlignmentKernel):
     def __init__(self, heads: int, dropout: float = 0.0, channels: int = 8, kernel_size: int = 7):
         super().__init__(heads, dropout)
         if channels < 1 or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"channels must be >= 1 and kernel_size odd and >= 1, got {channels}, {kernel_size}")
+            raise ValueError(
+                f"channels must be >= 1 and kernel_size odd and >= 1, got {channels}, {kernel_size}"
+            )
         self.channels, self.kernel_size = channels, kernel_size
-        self.conv = nn.Conv1d(heads, heads * channels, kernel_size, padding=kernel_size // 2, groups=heads,
-                              bias=False)  # each head convolves its own alignment
-        self.w = nn.Parameter(torch.randn(heads, channels) * channels ** -0.5)  # (H, C)
+        self.conv = nn.Conv1d(
+            heads, heads * channels, kernel_size, padding=kernel_size // 2, groups=heads, bias=False
+        )  # each head convolves its own alignment
+        self.w = nn.Parameter(torch.randn(heads, channels) * channels**-0.5)  # (H, C)
         self.drop = nn.Dropout(dropout)
 
     def location(self, prev: torch.Tensor) -> torch.Tensor:
         """w_h . tanh(F * alpha_{i-1}): (B, H, S) -> (B, H, S)."""
         B, H, S = prev.shape
-        f = self.conv(prev.to(self.conv.weight.dtype)).view(B, H, self.channels, S).float()  # (B, H, C, S)
+        f = (
+            self.conv(prev.to(self.conv.weight.dtype)).view(B, H, self.channels, S).float()
+        )  # (B, H, C, S)
         return torch.einsum("hc,bhcs->bhs", self.w.float(), torch.tanh(f))
 
     def step(self, prev, scores, keep):
@@ -161,8 +171,12 @@ def expected_alignment(prev: torch.Tensor, p: torch.Tensor, eps: float = 1e-10) 
     L = torch.cumsum(log_keep, dim=-1) - log_keep  # (..., S) exclusive: sum over l < j
     S = p.shape[-1]
     upper = torch.ones(S, S, dtype=torch.bool, device=p.device).triu()  # [k, j]: k <= j
-    diff = (L.unsqueeze(-2) - L.unsqueeze(-1)).masked_fill(~upper, float("-inf"))  # (..., k, j) = L_j - L_k
-    q = (prev.unsqueeze(-2) @ torch.exp(diff)).squeeze(-2)  # (..., S): sum_k alpha_i-1,k prod_{k<=l<j}(1 - p_l)
+    diff = (L.unsqueeze(-2) - L.unsqueeze(-1)).masked_fill(
+        ~upper, float("-inf")
+    )  # (..., k, j) = L_j - L_k
+    q = (prev.unsqueeze(-2) @ torch.exp(diff)).squeeze(
+        -2
+    )  # (..., S): sum_k alpha_i-1,k prod_{k<=l<j}(1 - p_l)
     return p * q
 
 
@@ -196,8 +210,14 @@ class Monotonic(AlignmentKernel):
     attention stops) is the subclass `MoChA` below.
     """
 
-    def __init__(self, heads: int, dropout: float = 0.0, r_init: float = -4.0, noise: float = 0.0,
-                 hard: bool = True):
+    def __init__(
+        self,
+        heads: int,
+        dropout: float = 0.0,
+        r_init: float = -4.0,
+        noise: float = 0.0,
+        hard: bool = True,
+    ):
         super().__init__(heads, dropout)
         if noise < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
@@ -222,7 +242,9 @@ class Monotonic(AlignmentKernel):
         return f"heads={self.heads}, noise={self.noise}, hard={self.hard}"
 
 
-def chunk_readout(alpha: torch.Tensor, u: torch.Tensor, width: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+def chunk_readout(
+    alpha: torch.Tensor, u: torch.Tensor, width: int, keep: torch.Tensor | None = None
+) -> torch.Tensor:
     """MoChA's chunkwise softmax (Chiu & Raffel 2018, eq. 18-20) for one target step:
 
         beta_k = sum_{j = k}^{k + w - 1} alpha_j exp(u_k) / sum_{l = j - w + 1}^{j} exp(u_l)
@@ -232,11 +254,17 @@ def chunk_readout(alpha: torch.Tensor, u: torch.Tensor, width: int, keep: torch.
     it is exactly that softmax. alpha, u: (..., S); keep: broadcastable bool or None -> (..., S)."""
     if keep is not None:
         u = u.masked_fill(~keep, float("-inf"))
-    u = u - u.amax(dim=-1, keepdim=True).clamp(min=-1e30)  # stable exp; a fully masked row stays -inf
+    u = u - u.amax(dim=-1, keepdim=True).clamp(
+        min=-1e30
+    )  # stable exp; a fully masked row stays -inf
     e = torch.exp(u)  # (..., S), 0 on padding
-    window_sum = F.pad(e, (width - 1, 0)).unfold(-1, width, 1).sum(-1)  # (..., S): sum over [j - w + 1, j]
+    window_sum = (
+        F.pad(e, (width - 1, 0)).unfold(-1, width, 1).sum(-1)
+    )  # (..., S): sum over [j - w + 1, j]
     ratio = alpha / window_sum.clamp(min=1e-30)  # (..., S)
-    forward_sum = F.pad(ratio, (0, width - 1)).unfold(-1, width, 1).sum(-1)  # (..., S): sum over [k, k + w - 1]
+    forward_sum = (
+        F.pad(ratio, (0, width - 1)).unfold(-1, width, 1).sum(-1)
+    )  # (..., S): sum over [k, k + w - 1]
     return e * forward_sum
 
 
@@ -248,8 +276,15 @@ class MoChA(Monotonic):
     q.k / sqrt(d) (the paper learns a second energy function); the selection adds r. chunk=1 is
     monotonic attention."""
 
-    def __init__(self, heads: int, dropout: float = 0.0, r_init: float = -4.0, noise: float = 0.0,
-                 hard: bool = True, chunk: int = 3):
+    def __init__(
+        self,
+        heads: int,
+        dropout: float = 0.0,
+        r_init: float = -4.0,
+        noise: float = 0.0,
+        hard: bool = True,
+        chunk: int = 3,
+    ):
         super().__init__(heads, dropout, r_init, noise, hard)
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")

@@ -14,6 +14,7 @@ string or a parameter name.
     max_positions(cfg)        the longest sequence cfg's position scheme can place (None: any)
     relative_positions(cfg)   whether cfg's position scheme is relative (sinks, segment memory)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,10 +53,20 @@ def _make(choice: Choice, registry: dict, axis: str, ctx: BuildContext):
 
 def context(cfg: ModelConfig, role: str = "decoder-only") -> BuildContext:
     """What every variant of `cfg` is built from, for a block of the stack `role`."""
-    return BuildContext(dim=cfg.dim, heads=cfg.heads, kv_heads=cfg.kv_heads or cfg.heads, context=cfg.context,
-                        vocab_size=cfg.vocab_size, bias=cfg.bias, dropout=cfg.dropout, layers=cfg.layers,
-                        encoder_layers=cfg.encoder_layers or cfg.layers, role=role,
-                        new_kernel=functools.partial(_kernel, cfg), new_pos_part=functools.partial(_pos_part, cfg))
+    return BuildContext(
+        dim=cfg.dim,
+        heads=cfg.heads,
+        kv_heads=cfg.kv_heads or cfg.heads,
+        context=cfg.context,
+        vocab_size=cfg.vocab_size,
+        bias=cfg.bias,
+        dropout=cfg.dropout,
+        layers=cfg.layers,
+        encoder_layers=cfg.encoder_layers or cfg.layers,
+        role=role,
+        new_kernel=functools.partial(_kernel, cfg),
+        new_pos_part=functools.partial(_pos_part, cfg),
+    )
 
 
 def validate(cfg: ModelConfig) -> None:
@@ -80,30 +91,40 @@ def validate(cfg: ModelConfig) -> None:
     if not 0.0 <= cfg.label_smoothing <= 1.0:
         raise ConfigError(f"model.label_smoothing must be in [0, 1], got {cfg.label_smoothing}")
     if cfg.loss_chunk < 0:
-        raise ConfigError(f"model.loss_chunk must be 0 (off) or a number of tokens, got {cfg.loss_chunk}")
+        raise ConfigError(
+            f"model.loss_chunk must be 0 (off) or a number of tokens, got {cfg.loss_chunk}"
+        )
     _check_option_ranges(cfg)
     check_options(cfg.pos, POSITIONS, "model.pos")
     if cfg.kernel.kind in ALIGNMENT_KERNELS:
-        raise ConfigError(f"model.kernel {cfg.kernel.kind!r} is a stateful cross-attention kernel; set "
-                          f"model.cross_kernel={cfg.kernel.kind} on an encoder-decoder (model.kernel: "
-                          f"{', '.join(KERNELS)})")
+        raise ConfigError(
+            f"model.kernel {cfg.kernel.kind!r} is a stateful cross-attention kernel; set "
+            f"model.cross_kernel={cfg.kernel.kind} on an encoder-decoder (model.kernel: "
+            f"{', '.join(KERNELS)})"
+        )
     check_options(cfg.kernel, KERNELS, "model.kernel")
     if cfg.cross_kernel is not None:
         if cfg.arch != "encoder-decoder":
-            raise ConfigError(f"model.cross_kernel needs model.arch=encoder-decoder (a {cfg.arch} model has no "
-                              f"cross-attention); use model.kernel for self-attention")
+            raise ConfigError(
+                f"model.cross_kernel needs model.arch=encoder-decoder (a {cfg.arch} model has no "
+                f"cross-attention); use model.kernel for self-attention"
+            )
         check_options(cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel")
     check_options(cfg.attention_pattern, PATTERNS, "model.attention_pattern")
     _check_mixers(cfg)
     if PATTERNS[cfg.attention_pattern.kind].positions_in_cache and POSITIONS[cfg.pos.kind].absolute:
-        raise ConfigError(f"model.attention_pattern={cfg.attention_pattern.kind} places positions inside its cache; "
-                          f"model.pos={cfg.pos.kind} adds absolute vectors to the input (use rope, xpos, alibi or none)")
+        raise ConfigError(
+            f"model.attention_pattern={cfg.attention_pattern.kind} places positions inside its cache; "
+            f"model.pos={cfg.pos.kind} adds absolute vectors to the input (use rope, xpos, alibi or none)"
+        )
     check_options(cfg.ffn, FFNS, "model.ffn")
     check_options(cfg.norm, NORMS, "model.norm")
     check_options(cfg.residual, RESIDUALS, "model.residual")
     check_options(cfg.head, HEADS, "model.head")
     if cfg.type_vocab_size < 0:
-        raise ConfigError(f"model.type_vocab_size must be 0 (none) or more, got {cfg.type_vocab_size}")
+        raise ConfigError(
+            f"model.type_vocab_size must be 0 (none) or more, got {cfg.type_vocab_size}"
+        )
 
 
 def mixer_kinds(cfg: ModelConfig) -> list[str]:
@@ -120,14 +141,20 @@ def _check_mixers(cfg: ModelConfig) -> None:
     check_options(cfg.mixer, MIXERS, "model.mixer")
     for kind in set(mixer_kinds(cfg)):
         if kind not in MIXERS:
-            raise ConfigError(f"model.mixer_pattern: unknown mixer kind {kind!r}; valid kinds: {', '.join(MIXERS)}")
+            raise ConfigError(
+                f"model.mixer_pattern: unknown mixer kind {kind!r}; valid kinds: {', '.join(MIXERS)}"
+            )
         if MIXERS[kind].causal_only and cfg.arch == "encoder":
-            raise ConfigError(f"model.mixer {kind!r} is causal; it runs in decoders (model.arch=decoder, or the "
-                              f"decoder of an encoder-decoder), not in an encoder")
+            raise ConfigError(
+                f"model.mixer {kind!r} is causal; it runs in decoders (model.arch=decoder, or the "
+                f"decoder of an encoder-decoder), not in an encoder"
+            )
 
 
 POSITIVE_OPTIONS = ("eps", "base", "ntk_factor", "mult", "hidden", "experts", "top_k")
-MAX_EXPERTS = 1024  # more experts than any published MoE; building (or estimating) 100,000 takes minutes
+MAX_EXPERTS = (
+    1024  # more experts than any published MoE; building (or estimating) 100,000 takes minutes
+)
 
 
 def _check_option_ranges(cfg: ModelConfig) -> None:
@@ -144,10 +171,16 @@ def _check_option_ranges(cfg: ModelConfig) -> None:
             if isinstance(option, bool) or not isinstance(option, (int, float)) or not option > 0:
                 raise ConfigError(f"model.{f.name}.{key} must be a number > 0, got {option!r}")
         option = value.options.get("capacity_factor")
-        if option is not None and (isinstance(option, bool) or not isinstance(option, (int, float)) or option < 0):
-            raise ConfigError(f"model.{f.name}.capacity_factor must be a number >= 0 (0: no limit), got {option!r}")
+        if option is not None and (
+            isinstance(option, bool) or not isinstance(option, (int, float)) or option < 0
+        ):
+            raise ConfigError(
+                f"model.{f.name}.capacity_factor must be a number >= 0 (0: no limit), got {option!r}"
+            )
         if value.options.get("experts", 0) > MAX_EXPERTS:
-            raise ConfigError(f"model.{f.name}.experts must be at most {MAX_EXPERTS}, got {value.options['experts']}")
+            raise ConfigError(
+                f"model.{f.name}.experts must be at most {MAX_EXPERTS}, got {value.options['experts']}"
+            )
 
 
 def _check_finite(cfg: ModelConfig) -> None:
@@ -176,7 +209,9 @@ def _cross_attention(cfg: ModelConfig, ctx: BuildContext) -> Attention:
     no positions act there, so no part of the position scheme either."""
     ctx = dataclasses.replace(ctx, new_pos_part=None)
     if cfg.cross_kernel is not None:
-        cross_kernel = functools.partial(_make, cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel", ctx)
+        cross_kernel = functools.partial(
+            _make, cfg.cross_kernel, CROSS_KERNELS, "model.cross_kernel", ctx
+        )
         ctx = dataclasses.replace(ctx, new_kernel=cross_kernel)
     return Attention.from_config(ctx)
 
@@ -186,13 +221,23 @@ def _mixer(cfg: ModelConfig, kind: str, ctx: BuildContext) -> nn.Module:
     return _make(_mixer_choice(cfg, kind), MIXERS, "model.mixer", ctx)
 
 
-def _block(cfg: ModelConfig, cross: bool = False, role: str = "decoder-only", kind: str = "attention") -> Block:
+def _block(
+    cfg: ModelConfig, cross: bool = False, role: str = "decoder-only", kind: str = "attention"
+) -> Block:
     ctx = context(cfg, role)
     ffn = _make(cfg.ffn, FFNS, "model.ffn", ctx)
     residual = _make(cfg.residual, RESIDUALS, "model.residual", ctx)
     if not cross:
         return Block(_mixer(cfg, kind, ctx), _norm(cfg), ffn, _norm(cfg), residual)
-    return Block(_mixer(cfg, kind, ctx), _norm(cfg), ffn, _norm(cfg), residual, _cross_attention(cfg, ctx), _norm(cfg))
+    return Block(
+        _mixer(cfg, kind, ctx),
+        _norm(cfg),
+        ffn,
+        _norm(cfg),
+        residual,
+        _cross_attention(cfg, ctx),
+        _norm(cfg),
+    )
 
 
 def _norm(cfg: ModelConfig) -> nn.Module:
@@ -225,11 +270,21 @@ class _NoRandomFill(TorchFunctionMode):
     uniform_, and nn.init's functions built on them) leave the tensor as it is."""
 
     # the Tensor methods, and nn.init's functions (inside one of them this mode is off, so each is named)
-    SKIPPED = {"normal_", "uniform_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
-               "xavier_normal_", "orthogonal_"}
+    SKIPPED = {
+        "normal_",
+        "uniform_",
+        "trunc_normal_",
+        "kaiming_uniform_",
+        "kaiming_normal_",
+        "xavier_uniform_",
+        "xavier_normal_",
+        "orthogonal_",
+    }
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", None) in self.SKIPPED:  # Tensor.normal_(t, ...) or nn.init.normal_(tensor=t)
+        if (
+            getattr(func, "__name__", None) in self.SKIPPED
+        ):  # Tensor.normal_(t, ...) or nn.init.normal_(tensor=t)
             return args[0] if args else kwargs["tensor"]
         return func(*args, **(kwargs or {}))
 
@@ -252,11 +307,22 @@ def build_model(cfg: ModelConfig) -> Model | EncoderDecoder:
     role = "decoder-only" if cfg.arch == "decoder" else "encoder-only"
     blocks = [_block(cfg, role=role, kind=kind) for kind in mixer_kinds(cfg)]
     type_emb = nn.Embedding(cfg.type_vocab_size, cfg.dim) if cfg.type_vocab_size else None
-    model = Model(cfg, tok_emb, _position(cfg), blocks, _final_norm(cfg), _head(cfg), _pattern(cfg), type_emb,
-                  _embed_norm(cfg))
+    model = Model(
+        cfg,
+        tok_emb,
+        _position(cfg),
+        blocks,
+        _final_norm(cfg),
+        _head(cfg),
+        _pattern(cfg),
+        type_emb,
+        _embed_norm(cfg),
+    )
     _init(model, cfg)
     if cfg.tie_embeddings:
-        model.lm_head.weight = model.tok_emb.weight  # one matrix for input and output (Press & Wolf 2017)
+        model.lm_head.weight = (
+            model.tok_emb.weight
+        )  # one matrix for input and output (Press & Wolf 2017)
     return model
 
 
@@ -282,14 +348,27 @@ def max_positions(cfg: ModelConfig) -> int | None:
 def _build_encoder_decoder(cfg: ModelConfig) -> EncoderDecoder:
     src_vocab = cfg.src_vocab_size or cfg.vocab_size
     if cfg.share_embeddings and src_vocab != cfg.vocab_size:
-        raise ConfigError(f"model.share_embeddings needs one vocabulary; src_vocab_size is {src_vocab}, "
-                          f"vocab_size is {cfg.vocab_size} (set model.share_embeddings=false)")
+        raise ConfigError(
+            f"model.share_embeddings needs one vocabulary; src_vocab_size is {src_vocab}, "
+            f"vocab_size is {cfg.vocab_size} (set model.share_embeddings=false)"
+        )
     tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
     src_emb = tok_emb if cfg.share_embeddings else nn.Embedding(src_vocab, cfg.dim)
     encoder = [_block(cfg, role="encoder") for _ in range(cfg.encoder_layers or cfg.layers)]
     decoder = [_block(cfg, cross=True, role="decoder", kind=kind) for kind in mixer_kinds(cfg)]
-    model = EncoderDecoder(cfg, src_emb, tok_emb, _position(cfg), _position(cfg), encoder, _final_norm(cfg),
-                           decoder, _final_norm(cfg), _head(cfg), _pattern(cfg))
+    model = EncoderDecoder(
+        cfg,
+        src_emb,
+        tok_emb,
+        _position(cfg),
+        _position(cfg),
+        encoder,
+        _final_norm(cfg),
+        decoder,
+        _final_norm(cfg),
+        _head(cfg),
+        _pattern(cfg),
+    )
     _init(model, cfg)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.tok_emb.weight
@@ -299,5 +378,7 @@ def _build_encoder_decoder(cfg: ModelConfig) -> EncoderDecoder:
 def _init(model: nn.Module, cfg: ModelConfig) -> None:
     """tfmr's init, then each block's residual placement adjusts its block (DeepNorm's beta)."""
     init_weights(model, cfg.init_std)
-    for block in [m for m in model.modules() if isinstance(m, Block)]:  # encoder blocks first, as built
+    for block in [
+        m for m in model.modules() if isinstance(m, Block)
+    ]:  # encoder blocks first, as built
         block.residual.init_block(block)

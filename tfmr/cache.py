@@ -23,6 +23,7 @@ keys sit (`Mask.keys_from` after a rolling cache, `Mask.placed` inside). Preallo
 memory flat and makes the decode step free of reallocations. `kv_bytes_per_token` gives the
 cache cost of a model shape (MHA vs GQA vs MQA).
 """
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
@@ -53,11 +54,9 @@ class KeyStore(Protocol):
 
     positions_inside: bool
 
-    def store(self, attn, x, k, v, start, mask) -> tuple:
-        ...
+    def store(self, attn, x, k, v, start, mask) -> tuple: ...
 
-    def reorder(self, index: torch.Tensor) -> None:
-        ...
+    def reorder(self, index: torch.Tensor) -> None: ...
 
 
 class AbsoluteStore:
@@ -127,11 +126,15 @@ class RollingKVCache(KVCache):
 
     def update(self, k: torch.Tensor, v: torch.Tensor, start: int):
         if start not in (0, self.next_pos):
-            raise ValueError(f"rolling KV cache continues at position {self.next_pos}; asked to write at {start}")
+            raise ValueError(
+                f"rolling KV cache continues at position {self.next_pos}; asked to write at {start}"
+            )
         W, T = self.window, k.shape[2]
         held = min(start, W)  # positions [start - held, start) are in the ring
         slots = torch.arange(start - held, start, device=k.device) % W
-        k_all = torch.cat((self.k.index_select(2, slots), k), dim=2)  # (B, H_kv, held + T, D), oldest first
+        k_all = torch.cat(
+            (self.k.index_select(2, slots), k), dim=2
+        )  # (B, H_kv, held + T, D), oldest first
         v_all = torch.cat((self.v.index_select(2, slots), v), dim=2)
         keep = min(W, held + T)  # the newest `keep` positions stay in the ring
         end = start + T
@@ -162,18 +165,26 @@ class SinkCache(KVCache):
                [sinks, sinks+window)  ring: position p >= sinks lives in slot sinks + p % window
     """
 
-    def __init__(self, batch: int, kv_heads: int, sinks: int, window: int, head_dim: int, dtype, device):
+    def __init__(
+        self, batch: int, kv_heads: int, sinks: int, window: int, head_dim: int, dtype, device
+    ):
         super().__init__(batch, kv_heads, sinks + window, head_dim, dtype, device)
         self.sinks, self.window = sinks, window
         self.next_pos = 0
 
     def update(self, k: torch.Tensor, v: torch.Tensor, start: int):
         if start not in (0, self.next_pos):
-            raise ValueError(f"sink cache continues at position {self.next_pos}; asked to write at {start}")
+            raise ValueError(
+                f"sink cache continues at position {self.next_pos}; asked to write at {start}"
+            )
         S, W, T = self.sinks, self.window, k.shape[2]
         first = max(S, start - W + 1)  # the oldest window position the first new query still sees
-        held = torch.cat((torch.arange(min(start, S)), S + torch.arange(first, max(first, start)) % W)).to(k.device)
-        k_all = torch.cat((self.k.index_select(2, held), k), dim=2)  # (B, Hkv, n, D): sinks, window, new
+        held = torch.cat(
+            (torch.arange(min(start, S)), S + torch.arange(first, max(first, start)) % W)
+        ).to(k.device)
+        k_all = torch.cat(
+            (self.k.index_select(2, held), k), dim=2
+        )  # (B, Hkv, n, D): sinks, window, new
         v_all = torch.cat((self.v.index_select(2, held), v), dim=2)
         pos = torch.arange(start, start + T, device=k.device)
         keep = (pos < S) | (pos >= start + T - W)  # sinks, and the newest `window` of the rest
@@ -217,7 +228,7 @@ class SegmentMemory:
             mk, mv = attn.project_kv(self.h)  # (B, Hkv, M, D)
             k, v = torch.cat((mk, k), dim=2), torch.cat((mv, v), dim=2)  # (B, Hkv, M + T, D)
         self.h = x.detach() if self.h is None else torch.cat((self.h, x.detach()), dim=1)
-        self.h = self.h[:, -self.length:]  # (B, M', dim)
+        self.h = self.h[:, -self.length :]  # (B, M', dim)
         return k, v, mask.placed(k.shape[2] - x.shape[1], 0)
 
     def bytes(self) -> int:
@@ -231,15 +242,27 @@ class SegmentMemory:
 class RetentionState:
     """A retention layer's decoding state S (B, H, Dk, Dv) and nothing else: its size does not
     depend on how many tokens went through. The mixer reads it (`current`), runs a chunk through
-    the chunkwise form (mixers.retention_chunk) and keeps the new state (`keep`); `detach` (Transformer-XL-style segments in
-    training) keeps it out of the next segment's graph. batch None: allocated at the first chunk."""
+    the chunkwise form (mixers.retention_chunk) and keeps the new state (`keep`); `detach` (Transformer-XL-style
+    segments in training) keeps it out of the next segment's graph. batch None: allocated at the first chunk."""
 
-    def __init__(self, batch: int | None, heads: int, key_dim: int, value_dim: int, dtype, device,
-                 detach: bool = False):
+    def __init__(
+        self,
+        batch: int | None,
+        heads: int,
+        key_dim: int,
+        value_dim: int,
+        dtype,
+        device,
+        detach: bool = False,
+    ):
         self.shape = (heads, key_dim, value_dim)
         self.dtype, self.device, self.detach = dtype, device, detach
-        self.S = None if batch is None else torch.zeros(batch, *self.shape, dtype=dtype, device=device)
-        self.seen = 0  # tokens folded into S: the position of the next one (segments restart `start` at 0)
+        self.S = (
+            None if batch is None else torch.zeros(batch, *self.shape, dtype=dtype, device=device)
+        )
+        self.seen = (
+            0  # tokens folded into S: the position of the next one (segments restart `start` at 0)
+        )
 
     def current(self, q: torch.Tensor) -> torch.Tensor:
         """The state before this chunk (zeros at the start), in q's dtype: (B, H, Dk, Dv)."""
@@ -276,23 +299,34 @@ class DecodeState:
     `reorder(index)` keeps batch rows `index` (beam search); it applies to every part.
     """
 
-    def __init__(self, cache: list[LayerCache], pos: int = 0, memory: torch.Tensor | None = None,
-                 memory_mask: torch.Tensor | None = None):
+    def __init__(
+        self,
+        cache: list[LayerCache],
+        pos: int = 0,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+    ):
         self.cache, self.pos = cache, pos
         self.memory, self.memory_mask = memory, memory_mask
         self.cross: list = [None] * len(cache)  # per-layer (k, v) of the memory, computed once
-        self.align: list = [None] * len(cache)  # per-layer state of a stateful cross-attention kernel
-        self.last = None  # the last step's Output (cross-attention weights for copy heads, heatmaps)
+        self.align: list = [None] * len(
+            cache
+        )  # per-layer state of a stateful cross-attention kernel
+        self.last = (
+            None  # the last step's Output (cross-attention weights for copy heads, heatmaps)
+        )
 
-    def reorder(self, index: torch.Tensor) -> "DecodeState":
+    def reorder(self, index: torch.Tensor) -> DecodeState:
         for c in self.cache:
             c.reorder(index)
         if self.memory is not None:
             self.memory = self.memory.index_select(0, index)
         if self.memory_mask is not None:
             self.memory_mask = self.memory_mask.index_select(0, index)
-        self.cross = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
-                      for kv in self.cross]
+        self.cross = [
+            None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
+            for kv in self.cross
+        ]
         for a in self.align:
             if a is not None:
                 a.reorder(index)

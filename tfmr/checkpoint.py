@@ -22,6 +22,7 @@ Saving writes a sibling temporary folder (each file fsync'd), then swaps it into
 renames, so a crash never leaves a half-written checkpoint where the real one was. Loading checks
 every hash before reading anything, and reads only safetensors and JSON: nothing is unpickled.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,7 +42,9 @@ from .config import ConfigError, parse_json
 from .folders import check_output
 
 MANIFEST = "manifest.json"
-SHARDED = "sharded.json"  # in a sharded (fsdp) checkpoint only: written by tfmr.parallel.save_sharded
+SHARDED = (
+    "sharded.json"  # in a sharded (fsdp) checkpoint only: written by tfmr.parallel.save_sharded
+)
 EXPORT_INFO = "export.json"  # in an exported model only: its dtype and where it came from
 
 
@@ -108,7 +111,9 @@ def _unflatten_optimizer(tensors: dict, plain: dict) -> dict:
 
 
 def _fresh_tmp(directory: Path) -> Path:
-    if directory.exists() and not directory.is_dir():  # never replace a user's file with a checkpoint
+    if (
+        directory.exists() and not directory.is_dir()
+    ):  # never replace a user's file with a checkpoint
         raise CheckpointError(f"{directory} is a file; a checkpoint is written as a folder")
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -129,8 +134,10 @@ def _writing(tmp: Path, directory: Path):
         shutil.rmtree(tmp, ignore_errors=True)
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"cannot write the checkpoint {directory}: {reason}{where}; "
-                              "the previous checkpoint, if any, is unchanged") from None
+        raise CheckpointError(
+            f"cannot write the checkpoint {directory}: {reason}{where}; "
+            "the previous checkpoint, if any, is unchanged"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -139,7 +146,11 @@ def _writing(tmp: Path, directory: Path):
 def _owns_memory(t: torch.Tensor) -> bool:
     """A contiguous tensor that covers its whole storage: what safetensors writes as it is."""
     storage = t.untyped_storage()
-    return t.is_contiguous() and t.data_ptr() == storage.data_ptr() and t.numel() * t.element_size() == storage.nbytes()
+    return (
+        t.is_contiguous()
+        and t.data_ptr() == storage.data_ptr()
+        and t.numel() * t.element_size() == storage.nbytes()
+    )
 
 
 def write_weights(model: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> None:
@@ -150,7 +161,9 @@ def write_weights(model: torch.nn.Module, path: str | Path, metadata: dict | Non
     names: dict[tuple, list[str]] = {}
     state = model.state_dict()
     for name, t in state.items():
-        names.setdefault((t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride()), []).append(name)
+        names.setdefault((t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride()), []).append(
+            name
+        )
     out, aliases = {}, dict(metadata or {})
     for group in names.values():
         kept, *others = sorted(group)
@@ -160,9 +173,15 @@ def write_weights(model: torch.nn.Module, path: str | Path, metadata: dict | Non
     save_file(out, str(path), metadata=aliases or None)
 
 
-def save(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=None,
-         optimizer: torch.optim.Optimizer | None = None, tensors: dict | None = None,
-         extra: dict | None = None) -> Path:
+def save(
+    directory: str | Path,
+    model: torch.nn.Module,
+    config: dict,
+    tokenizer=None,
+    optimizer: torch.optim.Optimizer | None = None,
+    tensors: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write a complete checkpoint to `directory`, replacing any previous one atomically."""
     directory = Path(directory)
     tmp = _fresh_tmp(directory)
@@ -215,7 +234,9 @@ def resolve(directory: str | Path) -> Path:
     if (inner / MANIFEST).exists() or (inner.with_name("checkpoint.old") / MANIFEST).exists():
         raise CheckpointError(f"{directory} is a run folder; its checkpoint is {inner}")
     if directory.exists():
-        raise CheckpointError(f"{directory} is not a complete checkpoint (no {MANIFEST}); it may be a cut-short save")
+        raise CheckpointError(
+            f"{directory} is not a complete checkpoint (no {MANIFEST}); it may be a cut-short save"
+        )
     raise CheckpointError(f"no checkpoint at {directory}")
 
 
@@ -226,13 +247,21 @@ def verify(directory: str | Path) -> Path:
         manifest = parse_json((directory / MANIFEST).read_bytes(), "")
     except ConfigError:  # invalid JSON, too deep, a 5,000-digit number
         raise CheckpointError(f"{directory / MANIFEST} is corrupt (not valid JSON)") from None
-    if not isinstance(manifest, dict) or not all(isinstance(v, str) and "/" not in k and k not in ("", ".", "..")
-                                                 for k, v in manifest.items()):
-        raise CheckpointError(f"{directory / MANIFEST} is corrupt (not a table of file names and sha256 digests)")
-    unlisted = sorted(p.name for p in directory.iterdir() if p.name != MANIFEST and p.name not in manifest)
+    if not isinstance(manifest, dict) or not all(
+        isinstance(v, str) and "/" not in k and k not in ("", ".", "..")
+        for k, v in manifest.items()
+    ):
+        raise CheckpointError(
+            f"{directory / MANIFEST} is corrupt (not a table of file names and sha256 digests)"
+        )
+    unlisted = sorted(
+        p.name for p in directory.iterdir() if p.name != MANIFEST and p.name not in manifest
+    )
     if unlisted:
-        raise CheckpointError(f"checkpoint {directory}: {unlisted[0]} is not in its {MANIFEST} (a file added or "
-                              "dropped from the manifest after saving); refusing to load it")
+        raise CheckpointError(
+            f"checkpoint {directory}: {unlisted[0]} is not in its {MANIFEST} (a file added or "
+            "dropped from the manifest after saving); refusing to load it"
+        )
     for name, digest in manifest.items():
         path = directory / name
         if not path.exists():
@@ -251,7 +280,9 @@ def _read_json(path: Path):
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path.parent} has no {path.name}") from None
     except ConfigError as e:  # invalid JSON, nested too deep, a 5,000-digit number
-        raise CheckpointError(f"{path} is corrupt (not valid JSON: {str(e).removeprefix('invalid JSON: ')})") from None
+        raise CheckpointError(
+            f"{path} is corrupt (not valid JSON: {str(e).removeprefix('invalid JSON: ')})"
+        ) from None
 
 
 def read_config(directory: str | Path) -> dict:
@@ -266,8 +297,10 @@ def load_weights(directory: str | Path, model: torch.nn.Module) -> None:
     """Load weights into a model built from the checkpoint's own config."""
     directory = verify(directory)
     if (directory / SHARDED).exists():
-        raise CheckpointError(f"{directory} is a sharded checkpoint (train.parallel=fsdp); make a plain copy first: "
-                              f"tfmr checkpoint consolidate {directory} --out PLAIN")
+        raise CheckpointError(
+            f"{directory} is a sharded checkpoint (train.parallel=fsdp); make a plain copy first: "
+            f"tfmr checkpoint consolidate {directory} --out PLAIN"
+        )
     try:
         missing, unexpected = load_model(model, str(directory / "model.safetensors"), strict=False)
     except (SafetensorError, RuntimeError) as e:
@@ -335,20 +368,32 @@ def average(sources: list[str | Path], directory: str | Path, overwrite: bool = 
     model = read_config(dirs[0]).get("model")
     for d in dirs[1:]:
         if read_config(d).get("model") != model:
-            raise CheckpointError(f"{d} holds a different model than {dirs[0]} (model configs differ); "
-                                  "only checkpoints of one model can be averaged")
+            raise CheckpointError(
+                f"{d} holds a different model than {dirs[0]} (model configs differ); "
+                "only checkpoints of one model can be averaged"
+            )
     directory = check_output(directory, "checkpoint", overwrite=overwrite, sources=dirs)
     tmp = _fresh_tmp(directory)
     with _writing(tmp, directory):
-        save_file(_mean_weights(dirs), str(tmp / "model.safetensors"),
-                  metadata={"averaged_from": json.dumps([str(d) for d in dirs])})
+        save_file(
+            _mean_weights(dirs),
+            str(tmp / "model.safetensors"),
+            metadata={"averaged_from": json.dumps([str(d) for d in dirs])},
+        )
         _copy_files(dirs[0], tmp, skip=WEIGHTS_ONLY + ("model.safetensors",))
         return _commit(tmp, directory)
 
 
-def export(directory: str | Path, model: torch.nn.Module, config: dict, tokenizer=None,
-           dtype: torch.dtype = torch.float16, info: dict | None = None, overwrite: bool = False,
-           sources: tuple = ()) -> Path:
+def export(
+    directory: str | Path,
+    model: torch.nn.Module,
+    config: dict,
+    tokenizer=None,
+    dtype: torch.dtype = torch.float16,
+    info: dict | None = None,
+    overwrite: bool = False,
+    sources: tuple = (),
+) -> Path:
     """Write an inference-only copy of `model` to `directory`: its floating-point weights in
     `dtype` (tied matrices stored once, as in `save`), the config, the tokenizer and EXPORT_INFO
     (`info` plus the dtype), with the manifest, atomically. `verify` and `load_weights` read it
@@ -357,10 +402,14 @@ def export(directory: str | Path, model: torch.nn.Module, config: dict, tokenize
     `directory` follows tfmr.folders: new, empty, or an earlier export with `overwrite` (the write
     replaces the whole folder); a folder holding anything else, or `sources`, is refused."""
     directory = check_output(directory, "export", overwrite=overwrite, sources=sources)
-    small = copy.deepcopy(model).to(dtype)  # only floating-point tensors change type; ties survive the copy
+    small = copy.deepcopy(model).to(
+        dtype
+    )  # only floating-point tensors change type; ties survive the copy
     tmp = _fresh_tmp(directory)
     with _writing(tmp, directory):
-        write_weights(small, tmp / "model.safetensors", metadata={"dtype": str(dtype).replace("torch.", "")})
+        write_weights(
+            small, tmp / "model.safetensors", metadata={"dtype": str(dtype).replace("torch.", "")}
+        )
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
         if tokenizer is not None:
             tokenizer.save(tmp)
@@ -380,7 +429,12 @@ def _mean_weights(dirs: list[Path]) -> dict:
             raise CheckpointError(f"{d} has other tensors than {dirs[0]}; cannot average them")
         for name, w in weights.items():
             if w.shape != first[name].shape:
-                raise CheckpointError(f"{name} is {tuple(w.shape)} in {d} but {tuple(first[name].shape)} in {dirs[0]}")
+                raise CheckpointError(
+                    f"{name} is {tuple(w.shape)} in {d} but {tuple(first[name].shape)} in {dirs[0]}"
+                )
             if w.is_floating_point():
                 total[name] += w.double()
-    return {name: (t / len(dirs)).to(first[name].dtype) if t.is_floating_point() else t for name, t in total.items()}
+    return {
+        name: (t / len(dirs)).to(first[name].dtype) if t.is_floating_point() else t
+        for name, t in total.items()
+    }

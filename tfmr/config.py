@@ -9,6 +9,7 @@ Overrides use dotted keys: `model.heads=8`, `model.pos=rope`, `model.pos.base=50
 Config files are YAML or TOML with the same nesting. Everything here is plain data: it
 round-trips through JSON, which is how checkpoints store it. Presets live in presets.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,15 +37,21 @@ class Choice:
         return {"kind": self.kind, **self.options}
 
     @classmethod
-    def coerce(cls, value: Any, where: str) -> "Choice":
+    def coerce(cls, value: Any, where: str) -> Choice:
         if isinstance(value, Choice):
             return value
         if isinstance(value, str):
             return cls(value)
-        if isinstance(value, dict) and isinstance(value.get("kind"), str) and all(isinstance(k, str) for k in value):
+        if (
+            isinstance(value, dict)
+            and isinstance(value.get("kind"), str)
+            and all(isinstance(k, str) for k in value)
+        ):
             opts = dict(value)
             return cls(opts.pop("kind"), **opts)
-        raise ConfigError(f"{where}: expected a kind name or a table with a 'kind' key, got {value!r}")
+        raise ConfigError(
+            f"{where}: expected a kind name or a table with a 'kind' key, got {value!r}"
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Choice) and self.to_dict() == other.to_dict()
@@ -87,7 +94,9 @@ class ModelConfig:
     residual: Choice = choice("pre")  # where the norm sits: model.RESIDUALS
     init_std: float = 0.02
     label_smoothing: float = 0.0
-    loss_chunk: int = 0  # > 0: training loss over this many tokens at a time, never all (B, T, vocab) logits
+    loss_chunk: int = (
+        0  # > 0: training loss over this many tokens at a time, never all (B, T, vocab) logits
+    )
     pad_id: int | None = None  # padding token: masked as a key, ignored as a target
     head: Choice = choice("linear")  # output head: heads.HEADS
     type_vocab_size: int = 0  # > 0: token-type (segment) embeddings added to the input (BERT)
@@ -129,24 +138,38 @@ class TrainConfig:
     eval_iters: int = 20
     log_every: int = 10
     checkpoint_every: int = 500
-    on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop (nothing saved) | skip (the step)
-    max_minutes: float = 0.0  # > 0: a wall-clock budget; the schedule decays by steps or time, whichever is first
+    on_nonfinite: str = (
+        "stop"  # a non-finite loss or gradient norm: stop (nothing saved) | skip (the step)
+    )
+    max_minutes: float = (
+        0.0  # > 0: a wall-clock budget; the schedule decays by steps or time, whichever is first
+    )
     keep_last: int = 0  # > 0: also keep the last N checkpoints' weights in RUN/snapshots/ (tfmr checkpoint average)
     # an evaluation number where lower is better (dev_loss, dev_wer, val_loss ...): keep the weights at
     # which it was lowest in RUN/best/, the starting weights included (evaluated before step 1)
     keep_best: str = ""
-    max_memory: float = 0.0  # > 0: refuse a run whose memory estimate (tfmr.memory) exceeds this many GB
+    max_memory: float = (
+        0.0  # > 0: refuse a run whose memory estimate (tfmr.memory) exceeds this many GB
+    )
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | mps
-    dtype: str = "auto"  # auto (bf16 autocast on GPU and bf16-capable CPUs, else fp32) | float32 | bfloat16
-    compile: bool = False  # torch.compile the model; if compiling fails, training says why and runs eager
+    dtype: str = (
+        "auto"  # auto (bf16 autocast on GPU and bf16-capable CPUs, else fp32) | float32 | bfloat16
+    )
+    compile: bool = (
+        False  # torch.compile the model; if compiling fails, training says why and runs eager
+    )
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     # the loss (tfmr.objectives.OBJECTIVES): teacher-forcing, or for a language model RL on a metric
     # (reinforce, self-critical, mrt: the window's first half the prompt, its rest the reference)
     objective: Choice = choice("teacher-forcing")
     parallel: str = "none"  # none | auto (ddp under torchrun) | ddp | fsdp (tfmr/parallel.py, docs/distributed.md)
-    parallel_timeout: float = 600.0  # seconds a rank waits for the others before failing (a dead rank)
-    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
+    parallel_timeout: float = (
+        600.0  # seconds a rank waits for the others before failing (a dead rank)
+    )
+    activation_checkpointing: bool = (
+        False  # recompute each block's activations in backward (less memory)
+    )
 
 
 @dataclass
@@ -238,7 +261,16 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        if isinstance(value, str) and value.lower() in (
+            "true",
+            "1",
+            "yes",
+            "on",
+            "false",
+            "0",
+            "no",
+            "off",
+        ):
             return value.lower() in ("true", "1", "yes", "on")
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if hint in (int, float):
@@ -334,11 +366,17 @@ def apply_override(cfg: RunConfig, assignment: str) -> None:
             if isinstance(child, Choice):  # `model.pos=rope` picks a new kind with its defaults
                 setattr(obj, part, Choice(raw.strip()))
             elif dataclasses.is_dataclass(child):
-                raise ConfigError(f"'{dotted}' is a section; set one of its keys: {', '.join(_fields(child))}")
+                raise ConfigError(
+                    f"'{dotted}' is a section; set one of its keys: {', '.join(_fields(child))}"
+                )
             else:
                 hint = _hint(obj, part)
-                text = hint is str or (str in typing.get_args(hint) and parse_scalar(raw) is not None)
-                set_field(obj, part, raw if text else parse_scalar(raw), where)  # data.path=0 is the path "0"
+                text = hint is str or (
+                    str in typing.get_args(hint) and parse_scalar(raw) is not None
+                )
+                set_field(
+                    obj, part, raw if text else parse_scalar(raw), where
+                )  # data.path=0 is the path "0"
             return
         obj, where = child, f"{where}.{part}" if where else part
 
@@ -356,7 +394,9 @@ def load_file(path: str | Path) -> dict:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not a text config file (not UTF-8 at byte {e.start})") from None
+        raise ConfigError(
+            f"{path} is not a text config file (not UTF-8 at byte {e.start})"
+        ) from None
     except OSError as e:
         raise ConfigError(f"cannot read the config file {path}: {e.strerror or e}") from None
     if "\x00" in text:
@@ -453,7 +493,9 @@ def _yaml_loader():
 
         def compose_node(self, parent, index):
             if self.check_event(yaml.AliasEvent):
-                raise ConfigError("YAML aliases (*name) are not read in config files; write the value out")
+                raise ConfigError(
+                    "YAML aliases (*name) are not read in config files; write the value out"
+                )
             self.depth += 1
             if self.depth > MAX_DEPTH:
                 raise ConfigError(f"nested more than {MAX_DEPTH} levels deep; not a config")
@@ -467,6 +509,7 @@ def _yaml_loader():
 
 def merge_into(cfg: RunConfig, data: dict) -> RunConfig:
     """Overlay nested plain data (from a file) onto `cfg`, key by key."""
+
     def overlay(obj: Any, values: dict, where: str) -> None:
         if not isinstance(values, dict):
             raise ConfigError(f"{where or 'config'}: expected a table")
@@ -485,8 +528,13 @@ def merge_into(cfg: RunConfig, data: dict) -> RunConfig:
     return cfg
 
 
-def check_options(choice_: Choice, registry: dict, axis: str, fixed: tuple[str, ...] | None = None,
-                  method: str | None = None) -> None:
+def check_options(
+    choice_: Choice,
+    registry: dict,
+    axis: str,
+    fixed: tuple[str, ...] | None = None,
+    method: str | None = None,
+) -> None:
     """Check a Choice against its registry: known kind, and options the class accepts.
 
     `fixed` names constructor arguments the caller passes itself (not user options); by default
@@ -494,17 +542,26 @@ def check_options(choice_: Choice, registry: dict, axis: str, fixed: tuple[str, 
     checks the options against a classmethod (e.g. a tokenizer's `train`) instead of `__init__`.
     """
     if choice_.kind not in registry:
-        raise ConfigError(f"unknown {axis} kind {choice_.kind!r}; valid kinds: {', '.join(registry)}")
+        raise ConfigError(
+            f"unknown {axis} kind {choice_.kind!r}; valid kinds: {', '.join(registry)}"
+        )
     if fixed is None:
         fixed = getattr(registry[choice_.kind], "receives", ())
     target = registry[choice_.kind] if method is None else getattr(registry[choice_.kind], method)
     params = inspect.signature(target).parameters
-    valid = [n for n, p in params.items()
-             if n not in fixed and n not in ("self", "cls") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    valid = [
+        n
+        for n, p in params.items()
+        if n not in fixed
+        and n not in ("self", "cls")
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
     for name in choice_.options:
         if name not in valid:
             listed = ", ".join(valid) if valid else "(none)"
-            raise ConfigError(f"{axis} kind {choice_.kind!r} has no option {name!r}; valid options: {listed}")
+            raise ConfigError(
+                f"{axis} kind {choice_.kind!r} has no option {name!r}; valid options: {listed}"
+            )
 
 
 def dumps(cfg: Any) -> str:

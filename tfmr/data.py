@@ -13,6 +13,7 @@
 
 Sequence-to-sequence data (pairs, padding, length buckets) lives with the seq2seq tasks.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,9 @@ def _read_file(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it first") from None
+        raise DataError(
+            f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it first"
+        ) from None
 
 
 def read_text(path: str | Path | None) -> str:
@@ -64,7 +67,11 @@ def read_text(path: str | Path | None) -> str:
     path = Path(path)
     if not path.exists():
         raise DataError(f"data path not found: {path}")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if path.is_dir()
+        else [path]
+    )
     if not files:
         raise DataError(f"no files under {path}")
     text = "\n".join(_read_file(f) for f in files)
@@ -82,11 +89,15 @@ def given_tokenizer(choice):
         return None
     others = sorted(set(choice.options) - {"path"})
     if others:
-        raise ConfigError(f"data.tokenizer.path uses a saved tokenizer as is; drop the options {others}")
+        raise ConfigError(
+            f"data.tokenizer.path uses a saved tokenizer as is; drop the options {others}"
+        )
     path = Path(path)
     folder = path.parent if path.is_file() and path.name == "tokenizer.json" else path
     if path.is_file() and path.name != "tokenizer.json":
-        raise DataError(f"data.tokenizer.path {path}: give the folder holding tokenizer.json, or that file")
+        raise DataError(
+            f"data.tokenizer.path {path}: give the folder holding tokenizer.json, or that file"
+        )
     try:
         return load_tokenizer(folder)
     except ValueError as e:
@@ -138,14 +149,18 @@ def prepare(cfg: DataConfig, cache_root: str | Path, log=print, tokenizer=None) 
         try:
             meta = _encode_into(directory, text, cfg, tokenizer, log)
         except OSError as e:  # a read-only or full disk under TFMR_CACHE
-            raise DataError(f"cannot write the token cache {directory}: {e.strerror or e}; set TFMR_CACHE or "
-                            "data.cache_dir to a writable folder") from None
+            raise DataError(
+                f"cannot write the token cache {directory}: {e.strerror or e}; set TFMR_CACHE or "
+                "data.cache_dir to a writable folder"
+            ) from None
     dtype = np.dtype(meta["dtype"])
     train, val = (_read_ids(directory / f"{split}.bin", dtype) for split in ("train", "val"))
     return Prepared(train, val, load_tokenizer(directory), directory)
 
 
-IN_MEMORY = 2 << 30  # id files up to this size are read into memory (a file truncated mid-run cannot then
+IN_MEMORY = (
+    2 << 30
+)  # id files up to this size are read into memory (a file truncated mid-run cannot then
 # end the run with SIGBUS); larger ones are memory-mapped
 
 
@@ -172,18 +187,24 @@ def _cached(directory: Path, log) -> dict | None:
         log(f"note: the token cache in {directory} is incomplete or damaged; tokenizing again")
         meta_path.unlink(missing_ok=True)
         return None
-    log(f"data: cached ids in {directory} ({meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens)")
+    log(
+        f"data: cached ids in {directory} ({meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens)"
+    )
     return meta
 
 
 def _encode_into(directory: Path, text: str, cfg: DataConfig, tokenizer, log) -> dict:
     """Tokenize `text` and write the cache: train.bin, val.bin, the tokenizer, meta.json last."""
     directory.mkdir(parents=True, exist_ok=True)
-    log(f"data: {len(text):,} characters; {'encoding with the given' if tokenizer else 'training the'} "
-        f"{tokenizer.kind if tokenizer else cfg.tokenizer.kind} tokenizer ...")
+    log(
+        f"data: {len(text):,} characters; {'encoding with the given' if tokenizer else 'training the'} "
+        f"{tokenizer.kind if tokenizer else cfg.tokenizer.kind} tokenizer ..."
+    )
     tok = tokenizer if tokenizer is not None else train_tokenizer(cfg.tokenizer, text)
     try:
-        ids = np.asarray(tok.encode(text), dtype=np.uint16 if tok.vocab_size <= 65536 else np.uint32)
+        ids = np.asarray(
+            tok.encode(text), dtype=np.uint16 if tok.vocab_size <= 65536 else np.uint32
+        )
     except ValueError as e:  # a given tokenizer that cannot encode this text (unknown characters)
         raise DataError(f"{cfg.path}: {e}") from None
     n_val = max(1, int(len(ids) * cfg.val_fraction))
@@ -192,17 +213,28 @@ def _encode_into(directory: Path, text: str, cfg: DataConfig, tokenizer, log) ->
     _write_ids(directory / "train.bin", ids[:-n_val])
     _write_ids(directory / "val.bin", ids[-n_val:])
     tok.save(directory)
-    meta = {"dtype": str(ids.dtype), "train_tokens": len(ids) - n_val, "val_tokens": n_val,
-            "vocab_size": tok.vocab_size, "characters": len(text)}
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2))  # written last: marks the cache complete
-    log(f"data: {meta['train_tokens']:,} train / {n_val:,} val tokens, vocab {tok.vocab_size}, cached in {directory}")
+    meta = {
+        "dtype": str(ids.dtype),
+        "train_tokens": len(ids) - n_val,
+        "val_tokens": n_val,
+        "vocab_size": tok.vocab_size,
+        "characters": len(text),
+    }
+    (directory / "meta.json").write_text(
+        json.dumps(meta, indent=2)
+    )  # written last: marks the cache complete
+    log(
+        f"data: {meta['train_tokens']:,} train / {n_val:,} val tokens, vocab {tok.vocab_size}, cached in {directory}"
+    )
     return meta
 
 
 class Batches:
     """Random windows of `context + 1` tokens from a 1-D id array: (inputs, targets) shifted by one."""
 
-    def __init__(self, ids: np.ndarray, context: int, batch_size: int, seed: int, rows: slice | None = None):
+    def __init__(
+        self, ids: np.ndarray, context: int, batch_size: int, seed: int, rows: slice | None = None
+    ):
         if len(ids) < 2:
             raise DataError("not enough tokens to form a single training window")
         self.ids = ids
@@ -213,12 +245,18 @@ class Batches:
 
     def next(self, device: str | torch.device = "cpu"):
         """The next (inputs, targets): `batch_size` windows drawn, the rows `self.rows` kept."""
-        starts = torch.randint(len(self.ids) - self.context, (self.batch_size,), generator=self.gen)[self.rows]
-        rows = np.stack([self.ids[s : s + self.context + 1] for s in starts.tolist()]).astype(np.int64)
+        starts = torch.randint(
+            len(self.ids) - self.context, (self.batch_size,), generator=self.gen
+        )[self.rows]
+        rows = np.stack([self.ids[s : s + self.context + 1] for s in starts.tolist()]).astype(
+            np.int64
+        )
         block = torch.from_numpy(rows)  # (B, context + 1)
         x, y = block[:, :-1].contiguous(), block[:, 1:].contiguous()  # (B, context) each
         if torch.device(device).type == "cuda":
-            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(
+                device, non_blocking=True
+            )
         return x.to(device), y.to(device)
 
     def state(self) -> torch.Tensor:

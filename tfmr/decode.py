@@ -31,15 +31,19 @@ finished ones (`early_stopping` False / True / "never", as in `generate`).
 Left padding (ragged prompts in one batch) and the compiled static-cache path for GPUs live in
 fastdecode.py; the degeneration metrics in degeneration.py.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
-NEG = -1.0e9  # the "impossible" score beam search adds, as Hugging Face does (not -inf: it is summed)
+NEG = (
+    -1.0e9
+)  # the "impossible" score beam search adds, as Hugging Face does (not -inf: it is summed)
 
 
 @runtime_checkable
@@ -61,10 +65,20 @@ class Decodable(Protocol):
 SCALE_MIN, SCALE_MAX = 1e-4, 1e4  # the temperature's and the repetition penalty's range
 
 
-def check_decoding(max_new_tokens: int = 0, temperature: float = 1.0, top_k: int | None = None,
-                   top_p: float | None = None, min_p: float | None = None, repetition: float = 1.0,
-                   ngram: int = 0, beam_size: int | None = None, n_best: int | None = None,
-                   length_penalty: float = 1.0, name: Callable[[str], str] = str, seed: int | None = None) -> None:
+def check_decoding(
+    max_new_tokens: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    repetition: float = 1.0,
+    ngram: int = 0,
+    beam_size: int | None = None,
+    n_best: int | None = None,
+    length_penalty: float = 1.0,
+    name: Callable[[str], str] = str,
+    seed: int | None = None,
+) -> None:
     """Raise ValueError, naming the setting (`name(argument)`: the CLI passes its flag names), for
     any decoding setting out of its range:
 
@@ -75,6 +89,7 @@ def check_decoding(max_new_tokens: int = 0, temperature: float = 1.0, top_k: int
     A temperature or penalty of 1e-40 divides the logits into infinities (NaN probabilities), so
     the ranges stop at 1e-4 (temperature 1e-4 is greedy to every digit that matters).
     """
+
     def bad(arg: str, value, want: str):
         raise ValueError(f"{name(arg)} must be {want}, got {value}")
 
@@ -84,7 +99,11 @@ def check_decoding(max_new_tokens: int = 0, temperature: float = 1.0, top_k: int
     if not integer(max_new_tokens) or max_new_tokens < 0:
         bad("max_new_tokens", max_new_tokens, "an integer >= 0")
     if not (temperature == 0 or SCALE_MIN <= temperature <= SCALE_MAX):
-        bad("temperature", temperature, f"a finite number >= 0 (0 means greedy; else in [{SCALE_MIN:g}, {SCALE_MAX:g}])")
+        bad(
+            "temperature",
+            temperature,
+            f"a finite number >= 0 (0 means greedy; else in [{SCALE_MIN:g}, {SCALE_MAX:g}])",
+        )
     if top_k is not None and (not integer(top_k) or top_k < 0):
         bad("top_k", top_k, "an integer >= 1 (0 or none: no top-k filter)")
     if top_p is not None and not 0 < top_p <= 1:
@@ -92,7 +111,9 @@ def check_decoding(max_new_tokens: int = 0, temperature: float = 1.0, top_k: int
     if min_p is not None and not 0 <= min_p <= 1:
         bad("min_p", min_p, "in [0, 1] (0: no min-p filter)")
     if not (math.isfinite(repetition) and repetition > 0):
-        bad("repetition", repetition, "a finite number > 0 (1: no penalty; > 1 discourages repeats)")
+        bad(
+            "repetition", repetition, "a finite number > 0 (1: no penalty; > 1 discourages repeats)"
+        )
     if not SCALE_MIN <= repetition <= SCALE_MAX:
         bad("repetition", repetition, f"in [{SCALE_MIN:g}, {SCALE_MAX:g}] (1: no penalty)")
     if not integer(ngram) or ngram < 0:
@@ -103,13 +124,17 @@ def check_decoding(max_new_tokens: int = 0, temperature: float = 1.0, top_k: int
         bad("n_best", n_best, f"between 1 and the beam size ({beam_size or 1})")
     if not math.isfinite(length_penalty):
         bad("length_penalty", length_penalty, "a finite number")
-    if seed is not None and (not integer(seed) or not 0 <= seed < 2 ** 63):
+    if seed is not None and (not integer(seed) or not 0 <= seed < 2**63):
         bad("seed", seed, "an integer in [0, 2**63)")
 
 
 # ------------------------------------------------------------------------ logits processors
-def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None,
-                  min_p: float | None = None) -> torch.Tensor:
+def filter_logits(
+    logits: torch.Tensor,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+) -> torch.Tensor:
     """Set to -inf every logit outside the top-k / nucleus (top-p) / min-p set. (B, V) -> (B, V).
 
     top-k: keep the k largest (ties with the k-th kept too).
@@ -151,16 +176,22 @@ def no_repeat_ngram(logits: torch.Tensor, seen: torch.Tensor, n: int) -> torch.T
     T = seen.shape[1]
     if n <= 0 or T < n:
         return logits
-    suffix = seen[:, T - n + 1:]  # (B, n-1): the n-gram the next token would complete starts with this
+    suffix = seen[
+        :, T - n + 1 :
+    ]  # (B, n-1): the n-gram the next token would complete starts with this
     grams = seen.unfold(1, n, 1)  # (B, T-n+1, n): every n-gram so far
     hits = (grams[..., :-1] == suffix[:, None]).all(dim=-1)  # (B, T-n+1)
     V = logits.shape[-1]
     banned = torch.zeros(logits.shape[0], V + 1, dtype=torch.bool, device=logits.device)
-    banned.scatter_(1, torch.where(hits, grams[..., -1].clamp(max=V), V), True)  # misses go to column V
+    banned.scatter_(
+        1, torch.where(hits, grams[..., -1].clamp(max=V), V), True
+    )  # misses go to column V
     return logits.masked_fill(banned[:, :V], float("-inf"))
 
 
-def process(logits: torch.Tensor, seen: torch.Tensor, repetition: float = 1.0, ngram: int = 0) -> torch.Tensor:
+def process(
+    logits: torch.Tensor, seen: torch.Tensor, repetition: float = 1.0, ngram: int = 0
+) -> torch.Tensor:
     """The processors that come before temperature and filtering, in Hugging Face's order."""
     if repetition != 1.0:
         logits = repetition_penalty(logits, seen, repetition)
@@ -169,9 +200,14 @@ def process(logits: torch.Tensor, seen: torch.Tensor, repetition: float = 1.0, n
     return logits
 
 
-def choose(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-           top_p: float | None = None, min_p: float | None = None,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+def choose(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """The next token of each row (B,): the arg-max when temperature <= 0, else a draw from the
     filtered, tempered distribution (`next_token_probs`). `Sampling.choose` as a function."""
     return Sampling(temperature, top_k, top_p, min_p).choose(logits, generator=generator)
@@ -204,8 +240,13 @@ class Sampling:
         """The distribution a token is drawn from, (B, V) -> (B, V) (`next_token_probs`)."""
         return next_token_probs(logits, self.temperature, self.top_k, self.top_p, self.min_p)
 
-    def choose(self, logits: torch.Tensor, seen: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, draw: Callable | None = None) -> torch.Tensor:
+    def choose(
+        self,
+        logits: torch.Tensor,
+        seen: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        draw: Callable | None = None,
+    ) -> torch.Tensor:
         """The next token of each row (B,) from logits (B, V). `seen` (B, T): the tokens so far,
         for the repetition processors (None: they are off). The draw is torch.multinomial from
         `generator` (None: the global RNG), or `draw(probs) -> (B,)` (`exponential_race` in a
@@ -220,8 +261,13 @@ class Sampling:
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
 
 
-def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                     top_p: float | None = None, min_p: float | None = None) -> torch.Tensor:
+def next_token_probs(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+) -> torch.Tensor:
     """The distribution `choose` draws from, (B, V) -> (B, V): softmax of the tempered logits after
     top-k / top-p / min-p, so filtered tokens get 0 and the rest are renormalised. At temperature
     <= 0 (greedy) all the mass is on the arg-max."""
@@ -244,10 +290,22 @@ def _generator(device, seed: int | None) -> torch.Generator:
     return gen
 
 
-def stream(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-           top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
-           seed: int | None = None, eos_id: int | None = None, *, src: torch.Tensor | None = None,
-           repetition: float = 1.0, ngram: int = 0, pad_id: int | None = None) -> Iterator[torch.Tensor]:
+def stream(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    seed: int | None = None,
+    eos_id: int | None = None,
+    *,
+    src: torch.Tensor | None = None,
+    repetition: float = 1.0,
+    ngram: int = 0,
+    pad_id: int | None = None,
+) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) one step at a time, using the KV cache.
 
     A row that has produced `eos_id` yields `pad_id` (default `eos_id`) from then on; the stream
@@ -258,13 +316,39 @@ def stream(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: flo
     The settings are checked when this is called (ValueError), before the first token.
     """
     check_decoding(max_new_tokens, temperature, top_k, top_p, min_p, repetition, ngram)
-    return _stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, seed, eos_id, src,
-                   repetition, ngram, pad_id)
+    return _stream(
+        model,
+        input_ids,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        seed,
+        eos_id,
+        src,
+        repetition,
+        ngram,
+        pad_id,
+    )
 
 
 @torch.no_grad()
-def _stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, seed, eos_id, src,
-            repetition, ngram, pad_id) -> Iterator[torch.Tensor]:
+def _stream(
+    model,
+    input_ids,
+    max_new_tokens,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    seed,
+    eos_id,
+    src,
+    repetition,
+    ngram,
+    pad_id,
+) -> Iterator[torch.Tensor]:
     model.eval()
     gen = _generator(input_ids.device, seed)
     pad = eos_id if pad_id is None else pad_id
@@ -289,29 +373,73 @@ def _stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, 
         seen = torch.cat([seen, nxt[:, None]], dim=1)
         window = torch.cat([window, nxt[:, None]], dim=1)
         if state.pos + 1 > context and not endless:  # slide the window
-            window = window[:, -(context // 2):]
+            window = window[:, -(context // 2) :]
             state = model.start_state(window.shape[0], context, src=src)
             logits, state = model.step(window, state)
         else:
             logits, state = model.step(nxt[:, None], state)
 
 
-def sample(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-           top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
-           seed: int | None = None, eos_id: int | None = None, src: torch.Tensor | None = None, *,
-           repetition: float = 1.0, ngram: int = 0, pad_id: int | None = None) -> torch.Tensor:
+def sample(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    seed: int | None = None,
+    eos_id: int | None = None,
+    src: torch.Tensor | None = None,
+    *,
+    repetition: float = 1.0,
+    ngram: int = 0,
+    pad_id: int | None = None,
+) -> torch.Tensor:
     """Prompt + sampled continuation, (B, T + new). temperature 0 means greedy."""
-    new = list(stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, min_p, seed, eos_id,
-                      src=src, repetition=repetition, ngram=ngram, pad_id=pad_id))
+    new = list(
+        stream(
+            model,
+            input_ids,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            seed,
+            eos_id,
+            src=src,
+            repetition=repetition,
+            ngram=ngram,
+            pad_id=pad_id,
+        )
+    )
     return torch.cat([input_ids] + [t[:, None] for t in new], dim=1) if new else input_ids
 
 
-def greedy(model, input_ids: torch.Tensor, max_new_tokens: int, eos_id: int | None = None,
-           src: torch.Tensor | None = None, *, repetition: float = 1.0, ngram: int = 0,
-           pad_id: int | None = None) -> torch.Tensor:
+def greedy(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    eos_id: int | None = None,
+    src: torch.Tensor | None = None,
+    *,
+    repetition: float = 1.0,
+    ngram: int = 0,
+    pad_id: int | None = None,
+) -> torch.Tensor:
     """Prompt + arg-max continuation, (B, T + new)."""
-    return sample(model, input_ids, max_new_tokens, temperature=0.0, eos_id=eos_id, src=src,
-                  repetition=repetition, ngram=ngram, pad_id=pad_id)
+    return sample(
+        model,
+        input_ids,
+        max_new_tokens,
+        temperature=0.0,
+        eos_id=eos_id,
+        src=src,
+        repetition=repetition,
+        ngram=ngram,
+        pad_id=pad_id,
+    )
 
 
 # ------------------------------------------------------------------------ beam search
@@ -335,7 +463,9 @@ class BeamStep:
     tokens: torch.Tensor  # (B, 2K) the token it adds
     scores: torch.Tensor  # (B, 2K) sum of log-probs of the whole continuation, best first
     ended: torch.Tensor  # (B, 2K) bool: ends here (EOS or the length limit)
-    kept: torch.Tensor  # (B, K) which candidate now runs in beam slot 0..K-1 (an ended one never runs on:
+    kept: (
+        torch.Tensor
+    )  # (B, K) which candidate now runs in beam slot 0..K-1 (an ended one never runs on:
     #                     a slot whose `scores` entry is NEG holds no live beam)
     pooled: torch.Tensor  # (B, 2K) bool: entered the pool of finished hypotheses this step
 
@@ -353,10 +483,20 @@ class Beams:
         pool:     fin_seqs (B, K, L)  fin_scores (B, K)    normalised by length ** length_penalty
     """
 
-    def __init__(self, prompts: torch.Tensor, beam_size: int, max_new_tokens: int, eos_id: int | None,
-                 length_penalty: float = 1.0, early_stopping: bool | str = False, fill: int = 0):
+    def __init__(
+        self,
+        prompts: torch.Tensor,
+        beam_size: int,
+        max_new_tokens: int,
+        eos_id: int | None,
+        length_penalty: float = 1.0,
+        early_stopping: bool | str = False,
+        fill: int = 0,
+    ):
         if early_stopping not in (True, False, "never"):
-            raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+            raise ValueError(
+                f"early_stopping must be True, False or 'never', got {early_stopping!r}"
+            )
         B, P = prompts.shape
         K, L, dev = beam_size, P + max_new_tokens, prompts.device
         self.B, self.K, self.P, self.L = B, K, P, L
@@ -369,7 +509,9 @@ class Beams:
         self.fin_scores = torch.full((B, K), NEG, device=dev)
         self.fin_done = torch.zeros(B, K, dtype=torch.bool, device=dev)
         self.fin_len = torch.zeros(B, K, dtype=torch.long, device=dev)
-        self.improvable = torch.ones(B, 1, dtype=torch.bool, device=dev)  # False for good once decoding stops
+        self.improvable = torch.ones(
+            B, 1, dtype=torch.bool, device=dev
+        )  # False for good once decoding stops
         self.first_k = torch.arange(2 * K, device=dev) < K  # (2K,)
         self.row_base = torch.arange(B, device=dev)[:, None] * K  # (B, 1)
         self.t = 0
@@ -419,12 +561,20 @@ class Beams:
         scores = torch.cat([self.fin_scores, normed], dim=1)  # (B, 3K)
         top = torch.topk(scores, self.K).indices  # (B, K)
         self.fin_scores = torch.take_along_dim(scores, top, dim=1)
-        self.fin_seqs = torch.take_along_dim(torch.cat([self.fin_seqs, cand], dim=1), top[..., None], dim=1)
+        self.fin_seqs = torch.take_along_dim(
+            torch.cat([self.fin_seqs, cand], dim=1), top[..., None], dim=1
+        )
         self.fin_done = torch.take_along_dim(torch.cat([self.fin_done, new], dim=1), top, dim=1)
-        lengths = torch.cat([self.fin_len, torch.full_like(new, self.t + 1, dtype=torch.long)], dim=1)
+        lengths = torch.cat(
+            [self.fin_len, torch.full_like(new, self.t + 1, dtype=torch.long)], dim=1
+        )
         self.fin_len = torch.take_along_dim(lengths, top, dim=1)
-        K = self.K  # which of the 2K candidates made it into the pool (pool rows K.. are candidates)
-        pooled = torch.zeros(self.B, 3 * K, dtype=torch.bool, device=top.device).scatter(1, top, True)[:, K:]
+        K = (
+            self.K
+        )  # which of the 2K candidates made it into the pool (pool rows K.. are candidates)
+        pooled = torch.zeros(self.B, 3 * K, dtype=torch.bool, device=top.device).scatter(
+            1, top, True
+        )[:, K:]
         return pooled & new
 
     def _update_improvable(self, ends):
@@ -435,8 +585,10 @@ class Beams:
         continuation ended; then `improvable` turns False everywhere, which freezes the pools
         (so a caller that checks `finished()` only now and then gets the same result)."""
         best_len = (self.L - self.P) if (self.es == "never" and self.lp > 0.0) else self.t
-        best = self.scores[:, :1] / (best_len ** self.lp)  # (B, 1)
-        worst = torch.where(self.fin_done, self.fin_scores.min(dim=1, keepdim=True).values, NEG)  # (B, K)
+        best = self.scores[:, :1] / (best_len**self.lp)  # (B, 1)
+        worst = torch.where(
+            self.fin_done, self.fin_scores.min(dim=1, keepdim=True).values, NEG
+        )  # (B, K)
         improvable = self.improvable & (best > worst).any(dim=-1, keepdim=True)
         stop = ~improvable.any() | (self.fin_done.all() & (self.es is True)) | ends.all()
         self.improvable = improvable & ~stop
@@ -457,11 +609,22 @@ def _expand(state, rows: int, beam_size: int, device):
 
 
 @torch.no_grad()
-def beam_search(model, input_ids: torch.Tensor, beam_size: int, max_new_tokens: int, eos_id: int | None = None,
-                length_penalty: float = 1.0, src: torch.Tensor | None = None, *,
-                early_stopping: bool | str = False, n_best: int | None = None, pad_id: int | None = None,
-                repetition: float = 1.0, ngram: int = 0,
-                on_step: Callable[[BeamStep], None] | None = None) -> torch.Tensor | NBest:
+def beam_search(
+    model,
+    input_ids: torch.Tensor,
+    beam_size: int,
+    max_new_tokens: int,
+    eos_id: int | None = None,
+    length_penalty: float = 1.0,
+    src: torch.Tensor | None = None,
+    *,
+    early_stopping: bool | str = False,
+    n_best: int | None = None,
+    pad_id: int | None = None,
+    repetition: float = 1.0,
+    ngram: int = 0,
+    on_step: Callable[[BeamStep], None] | None = None,
+) -> torch.Tensor | NBest:
     """Beam search (https://arxiv.org/abs/1409.3215 section 3.2; scoring and stopping as in
     Hugging Face `generate`). Returns the best hypothesis per input, (B, T + new), or with
     `n_best=n` an `NBest` with the n best of each (n <= beam_size), their scores and lengths.
@@ -475,21 +638,31 @@ def beam_search(model, input_ids: torch.Tensor, beam_size: int, max_new_tokens: 
     B, P = input_ids.shape
     K = beam_size
     n = 1 if n_best is None else n_best
-    check_decoding(max_new_tokens, repetition=repetition, ngram=ngram, beam_size=K, length_penalty=length_penalty)
+    check_decoding(
+        max_new_tokens,
+        repetition=repetition,
+        ngram=ngram,
+        beam_size=K,
+        length_penalty=length_penalty,
+    )
     if not 1 <= n <= K:
         raise ValueError(f"n_best must be between 1 and beam_size ({K}), got {n}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if P + max_new_tokens > _context_of(model):
-        raise ValueError(f"beam search keeps the whole sequence in the cache: prompt ({P}) + max_new_tokens "
-                         f"({max_new_tokens}) exceeds the model's context ({_context_of(model)})")
+        raise ValueError(
+            f"beam search keeps the whole sequence in the cache: prompt ({P}) + max_new_tokens "
+            f"({max_new_tokens}) exceeds the model's context ({_context_of(model)})"
+        )
     fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
     state = _expand(model.start_state(B, P + max_new_tokens, src=src), B, K, input_ids.device)
     logits, state = model.step(input_ids.repeat_interleave(K, dim=0), state)  # (B*K, V)
     beams = Beams(input_ids, K, max_new_tokens, eos_id, length_penalty, early_stopping, fill)
     beams.record = on_step is not None
     while True:
-        logprobs = process(torch.log_softmax(logits.float(), dim=-1), beams.history(), repetition, ngram)
+        logprobs = process(
+            torch.log_softmax(logits.float(), dim=-1), beams.history(), repetition, ngram
+        )
         rows, tokens = beams.advance(logprobs)
         if on_step is not None:
             on_step(beams.last)

@@ -18,6 +18,7 @@ method 1, the paper's choice) and no effective order, computed here in one pass 
 counts (tests check it against sacrebleu). `compare_strategies` decodes held-out prompts with each
 strategy and scores the continuations, with the real continuations as the "human" row.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,21 +43,25 @@ class Loop:
     times: int  # how many times they repeat at the end
 
 
-def ending_loop(tokens: list, max_n: int = 90, min_phrase: int = 3, long_run: int = 50) -> Loop | None:
+def ending_loop(
+    tokens: list, max_n: int = 90, min_phrase: int = 3, long_run: int = 50
+) -> Loop | None:
     """The loop a generation ends in, or None. For each phrase length n <= max_n count how many
     times the last n tokens repeat back to back at the end; take the n with the most repeats
     (the shortest on ties). It is a loop when it repeats at least twice and the phrase has at
     least `min_phrase` tokens, or it repeats more than `long_run` times."""
     best_n, best_times = 0, 0
     for n in range(1, min(max_n, len(tokens)) + 1):
-        tail = tokens[len(tokens) - n:]
+        tail = tokens[len(tokens) - n :]
         times = 1
-        while (times + 1) * n <= len(tokens) and tokens[len(tokens) - (times + 1) * n: len(tokens) - times * n] == tail:
+        while (times + 1) * n <= len(tokens) and tokens[
+            len(tokens) - (times + 1) * n : len(tokens) - times * n
+        ] == tail:
             times += 1
         if times > best_times:
             best_n, best_times = n, times
     if best_times > 1 and (best_n >= min_phrase or best_times > long_run):
-        return Loop(list(tokens[len(tokens) - best_n:]), best_times)
+        return Loop(list(tokens[len(tokens) - best_n :]), best_times)
     return None
 
 
@@ -67,7 +72,7 @@ def repetition(gens: Generations, **rule) -> float:
 
 # --------------------------------------------------------------------------- self-BLEU
 def _ngrams(tokens: list, n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 def _best_two(counts: list[Counter]) -> dict:
@@ -87,12 +92,13 @@ def _closest_other_length(lengths: list[int], i: int) -> int:
     """The reference length BLEU uses: the other generations' length closest to gens[i]'s
     (the shorter one on ties)."""
     hyp = lengths[i]
-    others = lengths[:i] + lengths[i + 1:]
+    others = lengths[:i] + lengths[i + 1 :]
     return min(others, key=lambda r: (abs(r - hyp), r))
 
 
-def self_bleu(gens: Generations, max_n: int = 4, sample: int | None = 1000, seed: int = 0,
-              floor: float = 0.1) -> float:
+def self_bleu(
+    gens: Generations, max_n: int = 4, sample: int | None = 1000, seed: int = 0, floor: float = 0.1
+) -> float:
     """Mean BLEU-`max_n` of (a sample of) the generations, each against all the others."""
     gens = [list(g) for g in gens]
     if len(gens) < 2:
@@ -114,7 +120,9 @@ def self_bleu(gens: Generations, max_n: int = 4, sample: int | None = 1000, seed
             correct.append(hits)
             total.append(max(0, lengths[i] - n + 1))
         ref_len = _closest_other_length(lengths, i)
-        scores.append(bleu_from_stats(correct, total, lengths[i], ref_len, smooth="floor", floor=floor) / 100)
+        scores.append(
+            bleu_from_stats(correct, total, lengths[i], ref_len, smooth="floor", floor=floor) / 100
+        )
     return sum(scores) / len(scores)
 
 
@@ -132,7 +140,7 @@ def zipf_coefficient(gens: Generations, top: int = 5000) -> float:
 
 def distinct_n(gens: Generations, n: int) -> float:
     """Distinct n-grams over all n-grams, pooled over the generations (0..1)."""
-    grams = [tuple(g[i:i + n]) for g in gens for i in range(len(g) - n + 1)]
+    grams = [tuple(g[i : i + n]) for g in gens for i in range(len(g) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -152,8 +160,15 @@ class Strategy:
     ngram: int = 0
 
 
-STRATEGY_KEYS = {"beam_size": int, "temperature": float, "top_k": int, "top_p": float, "min_p": float,
-                 "repetition": float, "ngram": int}
+STRATEGY_KEYS = {
+    "beam_size": int,
+    "temperature": float,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "repetition": float,
+    "ngram": int,
+}
 
 
 def parse_strategy(spec: str) -> Strategy:
@@ -166,51 +181,86 @@ def parse_strategy(spec: str) -> Strategy:
         key, _, value = part.partition("=")
         key = key.strip().replace("-", "_")
         if key not in STRATEGY_KEYS or not value:
-            raise ValueError(f"bad strategy {spec!r}: use 'greedy' or key=value pairs with keys "
-                             f"{', '.join(STRATEGY_KEYS)}")
+            raise ValueError(
+                f"bad strategy {spec!r}: use 'greedy' or key=value pairs with keys "
+                f"{', '.join(STRATEGY_KEYS)}"
+            )
         try:
             options[key] = STRATEGY_KEYS[key](value)
         except ValueError:
-            raise ValueError(f"bad strategy {spec!r}: {key} takes {STRATEGY_KEYS[key].__name__}, got {value!r}") from None
+            raise ValueError(
+                f"bad strategy {spec!r}: {key} takes {STRATEGY_KEYS[key].__name__}, got {value!r}"
+            ) from None
     s = Strategy(spec, **options)
     try:
-        check_decoding(0, s.temperature, s.top_k, s.top_p, s.min_p, s.repetition, s.ngram, s.beam_size)
+        check_decoding(
+            0, s.temperature, s.top_k, s.top_p, s.min_p, s.repetition, s.ngram, s.beam_size
+        )
     except ValueError as e:
         raise ValueError(f"bad strategy {spec!r}: {e}") from None
     return s
 
 
 # The rows of Holtzman et al.'s Table 1 that fit a CPU (their beam is 16 wide).
-DEFAULT_STRATEGIES = ("greedy", "beam_size=4", "temperature=1.0", "temperature=0.9", "top_k=40",
-                      "top_k=40,temperature=0.7", "top_p=0.95")
+DEFAULT_STRATEGIES = (
+    "greedy",
+    "beam_size=4",
+    "temperature=1.0",
+    "temperature=0.9",
+    "top_k=40",
+    "top_k=40,temperature=0.7",
+    "top_p=0.95",
+)
 
 
 @torch.no_grad()
-def decode_with(model, prompts: torch.Tensor, new_tokens: int, s: Strategy, seed: int) -> torch.Tensor:
+def decode_with(
+    model, prompts: torch.Tensor, new_tokens: int, s: Strategy, seed: int
+) -> torch.Tensor:
     """The continuations (B, new_tokens) of `prompts` (B, P) under strategy `s`."""
     from .decode import beam_search, sample
 
     if s.beam_size > 1:
-        ids = beam_search(model, prompts, s.beam_size, new_tokens, repetition=s.repetition, ngram=s.ngram)
+        ids = beam_search(
+            model, prompts, s.beam_size, new_tokens, repetition=s.repetition, ngram=s.ngram
+        )
     else:
-        ids = sample(model, prompts, new_tokens, s.temperature, s.top_k, s.top_p, s.min_p, seed=seed,
-                     repetition=s.repetition, ngram=s.ngram)
-    return ids[:, prompts.shape[1]:]
+        ids = sample(
+            model,
+            prompts,
+            new_tokens,
+            s.temperature,
+            s.top_k,
+            s.top_p,
+            s.min_p,
+            seed=seed,
+            repetition=s.repetition,
+            ngram=s.ngram,
+        )
+    return ids[:, prompts.shape[1] :]
 
 
 @torch.no_grad()
 def perplexity(model, prompts: torch.Tensor, continuations: torch.Tensor) -> float:
     """exp(mean NLL) the model gives the continuations after their prompts."""
     ids = torch.cat([prompts, continuations], dim=1)
-    logits = model(ids).logits[:, prompts.shape[1] - 1:-1].float()  # predictions of the continuation
+    logits = (
+        model(ids).logits[:, prompts.shape[1] - 1 : -1].float()
+    )  # predictions of the continuation
     nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), continuations.flatten())
     return float(torch.exp(nll))
 
 
 def score(gens: Generations) -> dict:
     """Every degeneration metric of a set of generations."""
-    return {"repetition_pct": 100 * repetition(gens), "self_bleu4": self_bleu(gens), "zipf": zipf_coefficient(gens),
-            "distinct_1": distinct_n(gens, 1), "distinct_2": distinct_n(gens, 2), "distinct_3": distinct_n(gens, 3)}
+    return {
+        "repetition_pct": 100 * repetition(gens),
+        "self_bleu4": self_bleu(gens),
+        "zipf": zipf_coefficient(gens),
+        "distinct_1": distinct_n(gens, 1),
+        "distinct_2": distinct_n(gens, 2),
+        "distinct_3": distinct_n(gens, 3),
+    }
 
 
 @dataclass
@@ -223,16 +273,29 @@ class Comparison:
 def held_out_windows(ids: np.ndarray, count: int, length: int, seed: int) -> torch.Tensor:
     """`count` windows of `length` tokens from `ids`, non-overlapping where the text allows."""
     if len(ids) < length:
-        raise ValueError(f"the held-out text has {len(ids)} tokens; each prompt + continuation needs {length}")
+        raise ValueError(
+            f"the held-out text has {len(ids)} tokens; each prompt + continuation needs {length}"
+        )
     slots = len(ids) // length
     rng = random.Random(seed)
-    starts = [k * length for k in rng.sample(range(slots), count)] if count <= slots else \
-        [rng.randrange(len(ids) - length + 1) for _ in range(count)]
-    return torch.tensor(np.stack([ids[s:s + length] for s in starts]).astype(np.int64))
+    starts = (
+        [k * length for k in rng.sample(range(slots), count)]
+        if count <= slots
+        else [rng.randrange(len(ids) - length + 1) for _ in range(count)]
+    )
+    return torch.tensor(np.stack([ids[s : s + length] for s in starts]).astype(np.int64))
 
 
-def compare_strategies(model, windows: torch.Tensor, prompt_len: int, strategies: list[Strategy],
-                       decode_text=None, batch_size: int = 50, seed: int = 0, log=print) -> Comparison:
+def compare_strategies(
+    model,
+    windows: torch.Tensor,
+    prompt_len: int,
+    strategies: list[Strategy],
+    decode_text=None,
+    batch_size: int = 50,
+    seed: int = 0,
+    log=print,
+) -> Comparison:
     """Decode the first `prompt_len` tokens of each window with every strategy; score the
     continuations, and the windows' real continuations as "human"."""
     import time
@@ -240,30 +303,53 @@ def compare_strategies(model, windows: torch.Tensor, prompt_len: int, strategies
     model.eval()
     prompts, human = windows[:, :prompt_len], windows[:, prompt_len:]
     new = human.shape[1]
-    cmp = Comparison(setup={"prompts": len(windows), "prompt_tokens": prompt_len, "new_tokens": new, "seed": seed})
+    cmp = Comparison(
+        setup={
+            "prompts": len(windows),
+            "prompt_tokens": prompt_len,
+            "new_tokens": new,
+            "seed": seed,
+        }
+    )
     for s in [None] + list(strategies):
         t0 = time.perf_counter()
         if s is None:
             name, conts = "human", human
         else:
             name = s.name
-            conts = torch.cat([decode_with(model, prompts[i:i + batch_size], new, s, seed + i)
-                               for i in range(0, len(prompts), batch_size)])
+            conts = torch.cat(
+                [
+                    decode_with(model, prompts[i : i + batch_size], new, s, seed + i)
+                    for i in range(0, len(prompts), batch_size)
+                ]
+            )
         gens = conts.tolist()
-        row = {"strategy": name, "perplexity": perplexity(model, prompts, conts), **score(gens),
-               "seconds": time.perf_counter() - t0}
+        row = {
+            "strategy": name,
+            "perplexity": perplexity(model, prompts, conts),
+            **score(gens),
+            "seconds": time.perf_counter() - t0,
+        }
         cmp.rows.append(row)
         if decode_text is not None:
             cmp.examples[name] = [decode_text(g) for g in gens[:3]]
-        log(f"  {name:28s} repetition {row['repetition_pct']:6.2f}%  self-BLEU4 {row['self_bleu4']:.3f}  "
-            f"Zipf {row['zipf']:.3f}  distinct-2 {row['distinct_2']:.3f}  ppl {row['perplexity']:.2f}")
+        log(
+            f"  {name:28s} repetition {row['repetition_pct']:6.2f}%  self-BLEU4 {row['self_bleu4']:.3f}  "
+            f"Zipf {row['zipf']:.3f}  distinct-2 {row['distinct_2']:.3f}  ppl {row['perplexity']:.2f}"
+        )
     return cmp
 
 
-COLUMNS = [("strategy", "strategy", "{}"), ("perplexity", "perplexity", "{:.2f}"),
-           ("self_bleu4", "self-BLEU4", "{:.3f}"), ("zipf", "Zipf coef.", "{:.3f}"),
-           ("repetition_pct", "repetition %", "{:.2f}"), ("distinct_1", "distinct-1", "{:.3f}"),
-           ("distinct_2", "distinct-2", "{:.3f}"), ("distinct_3", "distinct-3", "{:.3f}")]
+COLUMNS = [
+    ("strategy", "strategy", "{}"),
+    ("perplexity", "perplexity", "{:.2f}"),
+    ("self_bleu4", "self-BLEU4", "{:.3f}"),
+    ("zipf", "Zipf coef.", "{:.3f}"),
+    ("repetition_pct", "repetition %", "{:.2f}"),
+    ("distinct_1", "distinct-1", "{:.3f}"),
+    ("distinct_2", "distinct-2", "{:.3f}"),
+    ("distinct_3", "distinct-3", "{:.3f}"),
+]
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -283,10 +369,20 @@ def plot(rows: list[dict], path: Path) -> Path:
     names = [r["strategy"] for r in rows]
     human = next((r for r in rows if r["strategy"] == "human"), None)
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    for ax, (key, title) in zip(axes.flat, [("repetition_pct", "repetition % (ends in a loop)"),
-                                            ("self_bleu4", "self-BLEU4 (lower = more diverse)"),
-                                            ("zipf", "Zipf coefficient"), ("distinct_2", "distinct-2")]):
-        ax.bar(range(len(rows)), [r[key] for r in rows], color=["#888" if n == "human" else "#3b75af" for n in names])
+    for ax, (key, title) in zip(
+        axes.flat,
+        [
+            ("repetition_pct", "repetition % (ends in a loop)"),
+            ("self_bleu4", "self-BLEU4 (lower = more diverse)"),
+            ("zipf", "Zipf coefficient"),
+            ("distinct_2", "distinct-2"),
+        ],
+    ):
+        ax.bar(
+            range(len(rows)),
+            [r[key] for r in rows],
+            color=["#888" if n == "human" else "#3b75af" for n in names],
+        )
         if human is not None:
             ax.axhline(human[key], color="#c44", linestyle="--", linewidth=1)
         ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=8)
@@ -302,6 +398,12 @@ def write_report(cmp: Comparison, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(cmp.rows)
     (out / "decoding.md").write_text(table + "\n", encoding="utf-8")
-    (out / "decoding.json").write_text(json.dumps(asdict(cmp), indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "decoding.json").write_text(
+        json.dumps(asdict(cmp), indent=2, ensure_ascii=False), encoding="utf-8"
+    )
     plot(cmp.rows, out / "decoding.png")
-    return {"table": out / "decoding.md", "json": out / "decoding.json", "plot": out / "decoding.png"}
+    return {
+        "table": out / "decoding.md",
+        "json": out / "decoding.json",
+        "plot": out / "decoding.png",
+    }

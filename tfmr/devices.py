@@ -8,6 +8,7 @@ machine at hand.
 
 Scale-out over several devices (DDP, FSDP) is parallel.py.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +30,9 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is available here; use train.device=cpu")
+        raise ConfigError(
+            "train.device=cuda but no CUDA device is available here; use train.device=cpu"
+        )
     return torch.device(name)
 
 
@@ -47,7 +50,9 @@ def precision(device: torch.device, dtype: str) -> str:
     """What `train.dtype` means on `device`: "bf16" (autocast) or "fp32".
     `auto` is bf16 on GPU and on CPUs with native bf16, fp32 elsewhere."""
     if dtype == "auto":
-        return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
+        return (
+            "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
+        )
     return {"bfloat16": "bf16", "float32": "fp32"}[dtype]
 
 
@@ -55,4 +60,3 @@ def autocast_for(device: torch.device, dtype: str):
     if precision(device, dtype) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-

@@ -20,6 +20,7 @@ Every FFN subclasses `FFN` and declares its projections, which init reads (never
     value_projections()              the Linear layers DeepNorm scales by beta: all of them by
                                      default; the mixture of experts leaves its router out
 """
+
 from __future__ import annotations
 
 import math
@@ -71,8 +72,15 @@ class MLP(FFN):
 
     output_projections = ("w2",)
 
-    def __init__(self, dim: int, bias: bool = True, dropout: float = 0.0, mult: float = 4,
-                 hidden: int | None = None, activation: str = "gelu"):
+    def __init__(
+        self,
+        dim: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        mult: float = 4,
+        hidden: int | None = None,
+        activation: str = "gelu",
+    ):
         super().__init__()
         hidden = hidden or int(mult * dim)
         self.activation = activation
@@ -105,8 +113,16 @@ class GLU(FFN):
 
     output_projections = ("w2",)
 
-    def __init__(self, dim: int, bias: bool = True, dropout: float = 0.0, mult: float = 4,
-                 hidden: int | None = None, multiple_of: int = 8, activation: str = "sigmoid"):
+    def __init__(
+        self,
+        dim: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        mult: float = 4,
+        hidden: int | None = None,
+        multiple_of: int = 8,
+        activation: str = "sigmoid",
+    ):
         super().__init__()
         hidden = hidden or glu_hidden(dim, mult, multiple_of)
         self.activation = activation
@@ -126,24 +142,45 @@ class GLU(FFN):
 class SwiGLU(GLU):
     """GLU with a SiLU (swish) gate, as in PaLM and Llama (https://arxiv.org/abs/2002.05202)."""
 
-    def __init__(self, dim: int, bias: bool = True, dropout: float = 0.0, mult: float = 4,
-                 hidden: int | None = None, multiple_of: int = 8):
+    def __init__(
+        self,
+        dim: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        mult: float = 4,
+        hidden: int | None = None,
+        multiple_of: int = 8,
+    ):
         super().__init__(dim, bias, dropout, mult, hidden, multiple_of, activation="silu")
 
 
 class GeGLU(GLU):
     """GLU with a GELU gate (https://arxiv.org/abs/2002.05202)."""
 
-    def __init__(self, dim: int, bias: bool = True, dropout: float = 0.0, mult: float = 4,
-                 hidden: int | None = None, multiple_of: int = 8):
+    def __init__(
+        self,
+        dim: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        mult: float = 4,
+        hidden: int | None = None,
+        multiple_of: int = 8,
+    ):
         super().__init__(dim, bias, dropout, mult, hidden, multiple_of, activation="gelu")
 
 
 class ReGLU(GLU):
     """GLU with a ReLU gate (https://arxiv.org/abs/2002.05202)."""
 
-    def __init__(self, dim: int, bias: bool = True, dropout: float = 0.0, mult: float = 4,
-                 hidden: int | None = None, multiple_of: int = 8):
+    def __init__(
+        self,
+        dim: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        mult: float = 4,
+        hidden: int | None = None,
+        multiple_of: int = 8,
+    ):
         super().__init__(dim, bias, dropout, mult, hidden, multiple_of, activation="relu")
 
 
@@ -252,10 +289,23 @@ class MoE(FFN):
 
     quantizable = False  # route() reads router.weight itself: weight-only quantization (quantize.py) refuses it
 
-    def __init__(self, dim: int, bias: bool = True, dropout: float = 0.0, experts: int = 8, top_k: int = 2,
-                 capacity_factor: float = 0.0, eval_capacity_factor: float = 0.0, norm_topk: bool | None = None,
-                 balance_coef: float = 0.01, z_coef: float = 0.001, expert: str = "mlp",
-                 hidden: int | None = None, mult: float = 4, activation: str | None = None):
+    def __init__(
+        self,
+        dim: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        experts: int = 8,
+        top_k: int = 2,
+        capacity_factor: float = 0.0,
+        eval_capacity_factor: float = 0.0,
+        norm_topk: bool | None = None,
+        balance_coef: float = 0.01,
+        z_coef: float = 0.001,
+        expert: str = "mlp",
+        hidden: int | None = None,
+        mult: float = 4,
+        activation: str | None = None,
+    ):
         super().__init__()
         if not 1 <= top_k <= experts:
             raise ValueError(f"top_k must be between 1 and experts ({experts}), got {top_k}")
@@ -265,8 +315,9 @@ class MoE(FFN):
         self.balance_coef, self.z_coef = balance_coef, z_coef
         self.expert_kind = expert
         self.router = nn.Linear(dim, experts, bias=False)
-        self.experts = nn.ModuleList(_expert(expert, dim, bias, dropout, hidden, mult, activation)
-                                     for _ in range(experts))
+        self.experts = nn.ModuleList(
+            _expert(expert, dim, bias, dropout, hidden, mult, activation) for _ in range(experts)
+        )
         # routing counts since the last `expert_stats` read (training steps only); not saved
         self.register_buffer("routed", torch.zeros(experts), persistent=False)
         self.register_buffer("dropped", torch.zeros(()), persistent=False)
@@ -300,12 +351,18 @@ class MoE(FFN):
         expert_of = chosen.t().reshape(-1)  # (k*N,)
         order = torch.argsort(expert_of, stable=True)  # grouped by expert, priority kept inside
         counts = torch.bincount(expert_of, minlength=self.num_experts)  # (E,)
-        cap = capacity(n, self.top_k, self.num_experts,
-                       self.capacity_factor if self.training else self.eval_capacity_factor)
+        cap = capacity(
+            n,
+            self.top_k,
+            self.num_experts,
+            self.capacity_factor if self.training else self.eval_capacity_factor,
+        )
         if cap is None:
             return order, counts, counts
         starts = counts.cumsum(0) - counts  # (E,) where each expert's group begins
-        rank = torch.arange(order.numel(), device=order.device) - starts[expert_of[order]]  # place in group
+        rank = (
+            torch.arange(order.numel(), device=order.device) - starts[expert_of[order]]
+        )  # place in group
         return order[rank < cap], counts, counts.clamp(max=cap)
 
     def forward(self, x: torch.Tensor):
@@ -316,20 +373,26 @@ class MoE(FFN):
         order, counts, kept = self.assign(chosen)
         routes = Routes(order % n, _inverse(order, k * n), k)
         inputs = Dispatch.apply(flat, routes)  # (M, dim) tokens grouped by expert
-        outputs = [expert(chunk)[0] for expert, chunk in zip(self.experts, inputs.split(kept.tolist()))]
+        outputs = [
+            expert(chunk)[0] for expert, chunk in zip(self.experts, inputs.split(kept.tolist()))
+        ]
         y = torch.cat(outputs) * gates.t().reshape(-1)[order, None].to(outputs[0].dtype)  # (M, dim)
         out = Combine.apply(y, routes)  # (N, dim): each token's k results summed
         aux = None
         if self.training:
             self.routed += counts.to(self.routed.dtype)
             self.dropped += (counts - kept).sum()
-            aux = self.balance_coef * balance_loss(probs, chosen, self.num_experts) + self.z_coef * z_loss(logits)
+            aux = self.balance_coef * balance_loss(
+                probs, chosen, self.num_experts
+            ) + self.z_coef * z_loss(logits)
         return out.view(shape), aux  # (B, T, dim)
 
     def extra_repr(self) -> str:
-        return (f"experts={self.num_experts}, top_k={self.top_k}, norm_topk={self.norm_topk}, "
-                f"expert={self.expert_kind}, capacity_factor={self.capacity_factor}, "
-                f"balance_coef={self.balance_coef}, z_coef={self.z_coef}")
+        return (
+            f"experts={self.num_experts}, top_k={self.top_k}, norm_topk={self.norm_topk}, "
+            f"expert={self.expert_kind}, capacity_factor={self.capacity_factor}, "
+            f"balance_coef={self.balance_coef}, z_coef={self.z_coef}"
+        )
 
 
 def _expert(kind: str, dim: int, bias: bool, dropout: float, hidden, mult, activation) -> nn.Module:
@@ -340,7 +403,9 @@ def _expert(kind: str, dim: int, bias: bool, dropout: float, hidden, mult, activ
     options = {"dim": dim, "bias": bias, "dropout": dropout, "hidden": hidden, "mult": mult}
     if activation is not None:
         if kind not in ("mlp", "glu"):
-            raise ValueError(f"expert {kind!r} fixes its activation; use expert=mlp or expert=glu to choose one")
+            raise ValueError(
+                f"expert {kind!r} fixes its activation; use expert=mlp or expert=glu to choose one"
+            )
         options["activation"] = activation
     return experts[kind](**options)
 
@@ -363,7 +428,11 @@ def expert_stats(model: nn.Module) -> dict:
         routed, dropped = routed + total, dropped + float(m.dropped)
         m.routed.zero_()
         m.dropped.zero_()
-    return {"moe_load": loads, "moe_max_load": round(peak, 4), "moe_dropped": round(dropped / max(routed, 1.0), 4)}
+    return {
+        "moe_load": loads,
+        "moe_max_load": round(peak, 4),
+        "moe_dropped": round(dropped / max(routed, 1.0), 4),
+    }
 
 
 FFNS = {"mlp": MLP, "glu": GLU, "swiglu": SwiGLU, "geglu": GeGLU, "reglu": ReGLU, "moe": MoE}

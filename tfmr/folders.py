@@ -20,6 +20,7 @@ The policy (docs/reliability.md, section 5, has it as a table):
 Left out: locking (a run's `run.lock`, tfmr/runfolder.py) and the atomic checkpoint swap itself
 (tfmr/checkpoint.py); this module decides what may be written where.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,22 @@ MANIFEST, EXPORT_INFO = "manifest.json", "export.json"  # as tfmr.checkpoint wri
 ADAPTATION = "adaptation.safetensors"  # tfmr.adapters.ADAPTATION_FILE
 TOKENIZER_FILES = {"tokenizer.json", "vocab.json"}
 ONNX_FILES = ("prefill.onnx", "step.onnx", "encoder.onnx", "decoder.onnx")
-RUN_OWNED = ("checkpoint", "checkpoint.old", "checkpoint.tmp", "best", "best.old", "best.tmp", "snapshots")
-RUN_LEFTOVERS = {"run.lock", "metrics.jsonl", "loss.png", "checkpoint.tmp", "finetune.json"}  # stopped before
+RUN_OWNED = (
+    "checkpoint",
+    "checkpoint.old",
+    "checkpoint.tmp",
+    "best",
+    "best.old",
+    "best.tmp",
+    "snapshots",
+)
+RUN_LEFTOVERS = {
+    "run.lock",
+    "metrics.jsonl",
+    "loss.png",
+    "checkpoint.tmp",
+    "finetune.json",
+}  # stopped before
 # its first save (finetune.json: a g2p finetune run's record)
 
 KINDS = {
@@ -56,7 +71,14 @@ KINDS = {
     "foreign": "files tfmr did not write",
 }
 WRITERS = ("run", "adapter", "checkpoint", "export", "hf", "onnx", "tokenizer", "report")
-SEALED = ("checkpoint", "export", "hf", "onnx", "tokenizer", "adapter")  # nothing is written inside these
+SEALED = (
+    "checkpoint",
+    "export",
+    "hf",
+    "onnx",
+    "tokenizer",
+    "adapter",
+)  # nothing is written inside these
 
 
 class FolderError(ConfigError):
@@ -136,23 +158,37 @@ def _check_place(path: Path, shown: str, sources: Iterable[str | Path], replaces
     a source, nor inside another artefact."""
     here = _absolute(os.getcwd())
     if replaces and (path == here or path in here.parents):
-        raise FolderError(f"{shown} is the folder you are in (or holds it); name a new folder to write to")
+        raise FolderError(
+            f"{shown} is the folder you are in (or holds it); name a new folder to write to"
+        )
     for source in sources:
         src = _absolute(source)
         if path == src or path in src.parents or src in path.parents:
-            raise FolderError(f"{shown} is where the input {source} is read from; write to another folder")
+            raise FolderError(
+                f"{shown} is where the input {source} is read from; write to another folder"
+            )
     for parent in path.parents:
         kind = _marked(parent)
         if kind in SEALED:
-            raise FolderError(f"{shown} is inside {KINDS[kind]} ({parent}); write to a folder of its own")
+            raise FolderError(
+                f"{shown} is inside {KINDS[kind]} ({parent}); write to a folder of its own"
+            )
         if kind == "run":
             owned = path.relative_to(parent).parts[0]
             if owned in RUN_OWNED:
-                raise FolderError(f"{shown} is the run {parent}'s own {owned} folder; write to a folder of its own")
+                raise FolderError(
+                    f"{shown} is the run {parent}'s own {owned} folder; write to a folder of its own"
+                )
 
 
-def check_output(path: str | Path, writes: str, overwrite: bool = False, resume: bool = False,
-                 sources: Iterable[str | Path] = (), flag: str = "--out") -> Path:
+def check_output(
+    path: str | Path,
+    writes: str,
+    overwrite: bool = False,
+    resume: bool = False,
+    sources: Iterable[str | Path] = (),
+    flag: str = "--out",
+) -> Path:
     """Refuse (FolderError) writing `writes` (one of WRITERS) to `path` where that could lose or
     break something (see the module docstring); return the folder as an absolute path. Nothing is
     created or deleted. `resume` (a run or fine-tuning run continued) needs such a run there."""
@@ -165,7 +201,9 @@ def check_output(path: str | Path, writes: str, overwrite: bool = False, resume:
     _check_place(absolute, shown, sources, replaces=writes != "report")
     if resume:
         if kind != writes:
-            raise FolderError(f"nothing to resume: {path} holds {describe(absolute, kind)}, not {KINDS[writes]}")
+            raise FolderError(
+                f"nothing to resume: {path} holds {describe(absolute, kind)}, not {KINDS[writes]}"
+            )
         return absolute
     if kind in ("missing", "empty") or (kind == "started" and writes in ("run", "adapter")):
         return absolute
@@ -175,11 +213,16 @@ def check_output(path: str | Path, writes: str, overwrite: bool = False, resume:
         return absolute
     if kind != writes:
         held = "is a folder of" if kind == "foreign" else "holds"
-        raise FolderError(f"{shown} {held} {describe(absolute, kind)}; {KINDS[writes]} is never written over "
-                          "it (not even with --overwrite): choose a new or empty folder")
+        raise FolderError(
+            f"{shown} {held} {describe(absolute, kind)}; {KINDS[writes]} is never written over "
+            "it (not even with --overwrite): choose a new or empty folder"
+        )
     if not overwrite:
-        again = "continue it with --resume, or start over with --overwrite" if writes in ("run", "adapter") \
+        again = (
+            "continue it with --resume, or start over with --overwrite"
+            if writes in ("run", "adapter")
             else "replace it with --overwrite"
+        )
         raise FolderError(f"{path} already holds {describe(absolute, kind)}; {again}")
     return absolute
 
@@ -196,7 +239,10 @@ def staged(path: str | Path) -> Iterator[Path]:
         tmp.mkdir(parents=True)
         yield tmp
         _swap(tmp, path)
-    except (OSError, SafetensorError) as e:  # safetensors reports a full or read-only disk as a SafetensorError
+    except (
+        OSError,
+        SafetensorError,
+    ) as e:  # safetensors reports a full or read-only disk as a SafetensorError
         reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
         raise FolderError(f"cannot write {path}: {reason}; nothing was changed there") from None
     finally:

@@ -21,12 +21,13 @@ dictionary variant unless `all=False`. Predictions are checked (tfmr/tasks/g2p_c
 word that still looks wrong after the repairs is `low-confidence`. The library modules do the
 work; this file puts them together for the command line, the server and Python callers alike.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .builder import max_positions
 from .config import ConfigError
@@ -38,7 +39,12 @@ from .tasks.phonemes import FORMATS, format_phones, strip_stress
 from .tasks.possessive import possessive
 from .tasks.symbols import escape
 
-DICTIONARY, SPELLED, PREDICTED, LOW_CONFIDENCE = "dictionary", "spelled", "predicted", "low-confidence"
+DICTIONARY, SPELLED, PREDICTED, LOW_CONFIDENCE = (
+    "dictionary",
+    "spelled",
+    "predicted",
+    "low-confidence",
+)
 COMPOSED = "composed"  # a possessive of a dictionary word, from its entry (tasks/possessive.py)
 UNREADABLE, BOUNDARY_SOURCE = "unreadable", "boundary"
 PROBLEMS = (UNREADABLE, LOW_CONFIDENCE)  # the sources that make `tfmr g2p` exit with status 1
@@ -50,7 +56,9 @@ class Word:
     """One spoken word of the input, or one boundary (punctuation, nothing spoken)."""
 
     word: str  # as given (a word of the text keeps its case; a spelled-out number is lower case)
-    source: str  # dictionary | composed | spelled | predicted | low-confidence | unreadable | boundary
+    source: (
+        str  # dictionary | composed | spelled | predicted | low-confidence | unreadable | boundary
+    )
     pronunciations: tuple[str, ...]  # as printed: ARPAbet separated by spaces, or IPA
     phones: tuple[tuple[str, ...], ...]  # the ARPAbet symbols of each (stress digits where kept)
     kind: str = WORD  # word | number | abbreviation | acronym | boundary (tfmr/tasks/g2p_text.py)
@@ -70,7 +78,9 @@ class _Entry:
     line: int = 0
     previous: str | None = None  # the word before in the same sentence (homograph rules)
     source: str = _PENDING
-    variants: list = field(default_factory=list)  # ARPAbet tuples, stress digits as the source gives them
+    variants: list = field(
+        default_factory=list
+    )  # ARPAbet tuples, stress digits as the source gives them
     note: str = ""
 
 
@@ -79,13 +89,25 @@ class G2P:
     shipped with tfmr), or `loaded`: a (model, vocab, cfg) already in memory; `beam`: the beam for
     predicted words (None: the model's); `model_only`: send every readable word to the model."""
 
-    def __init__(self, checkpoint: str | Path | None = None, beam: int | None = None, model_only: bool = False,
-                 loaded: tuple | None = None):
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        beam: int | None = None,
+        model_only: bool = False,
+        loaded: tuple | None = None,
+    ):
         if beam is not None and beam < 1:
             raise ConfigError(f"--beam must be at least 1 (1 = greedy), got {beam}")
-        self.checkpoint, self.beam, self.model_only, self.loaded = checkpoint, beam, model_only, loaded
+        self.checkpoint, self.beam, self.model_only, self.loaded = (
+            checkpoint,
+            beam,
+            model_only,
+            loaded,
+        )
         self.lexicon = task.lexicon(True)
-        self.model_stress: bool | None = None  # whether the model predicts stress (its cfg.data.stress), once loaded
+        self.model_stress: bool | None = (
+            None  # whether the model predicts stress (its cfg.data.stress), once loaded
+        )
 
     def model(self):
         """(model, vocab, cfg): `loaded` when given (a model already in memory, as a benchmark
@@ -94,7 +116,9 @@ class G2P:
             return self.loaded
         if self.checkpoint is not None:
             return _load_checkpoint(str(Path(self.checkpoint).resolve()))
-        return _load_checkpoint(str(task.TASK.default_checkpoint().resolve()))  # NoShippedModel when none
+        return _load_checkpoint(
+            str(task.TASK.default_checkpoint().resolve())
+        )  # NoShippedModel when none
 
     def known(self, word: str) -> bool:
         return word in self.lexicon
@@ -129,7 +153,11 @@ class G2P:
             if e.source != _PENDING:
                 continue
             if e.kind == ACRONYM and not self.model_only:
-                e.source, e.variants, e.note = SPELLED, [acronym_phones(e.word)], "read letter by letter"
+                e.source, e.variants, e.note = (
+                    SPELLED,
+                    [acronym_phones(e.word)],
+                    "read letter by letter",
+                )
                 continue
             found = None if self.model_only else self.lexicon.get(e.word.lower())
             source = DICTIONARY
@@ -169,9 +197,11 @@ class G2P:
         left = [e for e in pending if e.source == _PENDING]
         if left and triple is None:
             n = len(left)
-            raise task.NoShippedModel(f"{n} word{'s' if n > 1 else ''} ({_some(e.word for e in left)}) "
-                                      f"{'are' if n > 1 else 'is'} not in CMUdict and no G2P model is shipped in this "
-                                      f"build of tfmr; {task.TRAIN_HINT}")
+            raise task.NoShippedModel(
+                f"{n} word{'s' if n > 1 else ''} ({_some(e.word for e in left)}) "
+                f"{'are' if n > 1 else 'is'} not in CMUdict and no G2P model is shipped in this "
+                f"build of tfmr; {task.TRAIN_HINT}"
+            )
         if left:
             self._predict(left, *triple)
         return entries
@@ -180,14 +210,18 @@ class G2P:
         words = sorted({e.word.lower() for e in entries})
         beam = self.beam or cfg.decode.beam_size
         cap = min(cfg.decode.max_len, cfg.model.context - 1)
-        checked = dict(zip(words, decode_checked(model, vocab, cfg, words, beam, self.lexicon, cap)))
+        checked = dict(
+            zip(words, decode_checked(model, vocab, cfg, words, beam, self.lexicon, cap))
+        )
         for e in entries:
             c = checked[e.word.lower()]
             e.variants = [c.phones]
             e.source = LOW_CONFIDENCE if c.problem else PREDICTED
             e.note = c.problem or (f"repaired: {c.repair}" if c.repair else "")
 
-    def finish(self, entries: Iterable[_Entry], format: str = "arpabet", stress: bool = False) -> list[Word]:  # noqa: A002
+    def finish(
+        self, entries: Iterable[_Entry], format: str = "arpabet", stress: bool = False
+    ) -> list[Word]:  # noqa: A002
         """Entries -> Words, pronunciations formatted (stress digits dropped unless `stress`)."""
         if format not in FORMATS:
             raise ConfigError(f"unknown format {format!r}; valid: {', '.join(FORMATS)}")
@@ -201,18 +235,37 @@ class G2P:
                 phones.append(v)
         note = e.note
         if stress and e.source in (PREDICTED, LOW_CONFIDENCE) and self.model_stress is False:
-            note = "; ".join(filter(None, [note, "no stress digits: this model does not predict stress"]))
-        return Word(e.word, e.source, tuple(format_phones(p, format, stress) for p in phones), tuple(phones),
-                    e.kind, e.token if e.token != e.word else "", note, e.line)
+            note = "; ".join(
+                filter(None, [note, "no stress digits: this model does not predict stress"])
+            )
+        return Word(
+            e.word,
+            e.source,
+            tuple(format_phones(p, format, stress) for p in phones),
+            tuple(phones),
+            e.kind,
+            e.token if e.token != e.word else "",
+            note,
+            e.line,
+        )
 
-    def __call__(self, words_or_text: str | Sequence[str], format: str = "arpabet", stress: bool = False,  # noqa: A002
-                 all: bool | None = None) -> list[Word]:  # noqa: A002
+    def __call__(
+        self,
+        words_or_text: str | Sequence[str],
+        format: str = "arpabet",
+        stress: bool = False,  # noqa: A002
+        all: bool | None = None,
+    ) -> list[Word]:  # noqa: A002
         """Pronounce a text (a str: the front end, one reading per word unless `all`) or a list of
         words (each as it is, every dictionary variant unless all=False)."""
         is_text = isinstance(words_or_text, str)
         if all is None:
             all = not is_text  # noqa: A001
-        entries = self.plan_text(words_or_text.splitlines() or [""]) if is_text else self.plan_words(words_or_text)
+        entries = (
+            self.plan_text(words_or_text.splitlines() or [""])
+            if is_text
+            else self.plan_words(words_or_text)
+        )
         return self.finish(self.fill(self.lookup(entries, all)), format, stress)
 
 
@@ -234,7 +287,11 @@ def why_unreadable(word: str, letters=task.LETTERS, max_letters: int | None = No
     odd = sorted({c for c in word if c not in letters})
     if odd:
         which = ", ".join(repr(c) for c in odd)
-        lacks = "a letter a-z or an apostrophe" if letters == task.LETTERS else "in the model's alphabet"
+        lacks = (
+            "a letter a-z or an apostrophe"
+            if letters == task.LETTERS
+            else "in the model's alphabet"
+        )
         return f"it has {which}, which {'is' if len(odd) == 1 else 'are'} not {lacks} (not guessed)"
     if max_letters is not None and len(word) > max_letters:
         return f"the model reads words of up to {max_letters} letters; this one has {len(word)}"
@@ -252,8 +309,14 @@ def engine(checkpoint: str | None = None, beam: int | None = None) -> G2P:
     return G2P(checkpoint, beam)
 
 
-def pronounce(words_or_text: str | Sequence[str], format: str = "arpabet", stress: bool = False,  # noqa: A002
-              all: bool | None = None, checkpoint: str | None = None, beam: int | None = None) -> list[Word]:  # noqa: A002
+def pronounce(
+    words_or_text: str | Sequence[str],
+    format: str = "arpabet",
+    stress: bool = False,  # noqa: A002
+    all: bool | None = None,
+    checkpoint: str | None = None,
+    beam: int | None = None,
+) -> list[Word]:  # noqa: A002
     """Pronounce a text (str) or a list of words; see the module docstring and docs/g2p.md."""
     return engine(checkpoint, beam)(words_or_text, format, stress, all)
 
@@ -267,7 +330,11 @@ def tsv_lines(words: Iterable[Word], notes: bool = False) -> list[str]:
     for w in words:
         extra = ""
         if notes:
-            origin = f"from {w.token!r} ({w.kind})" if w.token else (w.kind if w.kind not in (WORD, BOUNDARY) else "")
+            origin = (
+                f"from {w.token!r} ({w.kind})"
+                if w.token
+                else (w.kind if w.kind not in (WORD, BOUNDARY) else "")
+            )
             extra = "\t" + escape("; ".join(filter(None, [origin, w.note])))
         for p in w.pronunciations or ("",):
             out.append(f"{escape(w.word)}\t{w.source}\t{p}{extra}")
@@ -280,7 +347,11 @@ def joined(words: Iterable[Word], format: str = "arpabet") -> str:  # noqa: A002
     symbols are apart by spaces: words and punctuation apart by ' | '."""
     parts: list[str] = []
     for w in words:
-        said = w.word if w.source == BOUNDARY_SOURCE else (w.pronunciations[0] if w.pronunciations else "?")
+        said = (
+            w.word
+            if w.source == BOUNDARY_SOURCE
+            else (w.pronunciations[0] if w.pronunciations else "?")
+        )
         if format == "ipa" and w.source == BOUNDARY_SOURCE and parts and w.word in _CLOSING:
             parts[-1] += said
         else:

@@ -9,6 +9,7 @@ so tying and checkpoints see one name. The copy mechanism (pointer-generator) ne
 and the attention weights, so it is not a head kind but a wrapper around a built encoder-decoder:
 pointer.py, built with `build_copy_model(cfg)` in builder.py.
 """
+
 from __future__ import annotations
 
 import torch
@@ -40,7 +41,9 @@ class MLMHead(nn.Module, Head):
     """BERT's masked-LM head (https://arxiv.org/abs/1810.04805): a dense layer, an activation and a
     LayerNorm transform the hidden state before the (tied) output matrix, which has a bias."""
 
-    quantizable = False  # its matrix is a bare parameter, not a linear layer (and it decodes nothing)
+    quantizable = (
+        False  # its matrix is a bare parameter, not a linear layer (and it decodes nothing)
+    )
 
     def __init__(self, dim: int, vocab_size: int, activation: str = "gelu", eps: float = 1e-12):
         super().__init__()
@@ -48,7 +51,9 @@ class MLMHead(nn.Module, Head):
         self.dense = nn.Linear(dim, dim)
         self.act = _activation(activation)
         self.norm = LayerNorm(dim, bias=True, eps=eps)
-        self.weight = nn.Parameter(torch.randn(vocab_size, dim) * 0.02)  # tied to tok_emb by the builder
+        self.weight = nn.Parameter(
+            torch.randn(vocab_size, dim) * 0.02
+        )  # tied to tok_emb by the builder
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ A mask with per-row positions (`by_row`, left-padded batches in fastdecode.py) g
 Not here: the masks and biases (masks.py), the attention patterns that make the masks
 (patterns.py), the stateful alignment kernels of cross-attention (alignment.py).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -112,11 +113,13 @@ def alibi_as_extra_dims(q, k, v, slopes: torch.Tensor, q_start: int, k_start: in
     D, Tk = q.shape[-1], k.shape[2]
     extra = 8 - (D + 4) % 8 + 4 if (D + 4) % 8 else 4
     B, H = q.shape[0], q.shape[1]
-    c = slopes.to(q.device, torch.float64) * D ** 0.5  # (H,)
+    c = slopes.to(q.device, torch.float64) * D**0.5  # (H,)
     c_hi = c.to(q.dtype)
     c_lo = (c - c_hi.double()).to(q.dtype)
     last = q_start + q.shape[2] - 1
-    a = (last - torch.arange(k_start, k_start + Tk, device=q.device)).clamp(min=0)  # (Tk,) distance to the last query
+    a = (last - torch.arange(k_start, k_start + Tk, device=q.device)).clamp(
+        min=0
+    )  # (Tk,) distance to the last query
     a_hi = (a // 256) * 256
     a_lo = a - a_hi
     qx = torch.zeros(B, H, q.shape[2], extra, dtype=q.dtype, device=q.device)  # (B, H, Tq, extra)
@@ -128,13 +131,18 @@ def alibi_as_extra_dims(q, k, v, slopes: torch.Tensor, q_start: int, k_start: in
     kx[..., 0] = kx[..., 1] = -a_hi.to(k.dtype)
     kx[..., 2] = kx[..., 3] = -a_lo.to(k.dtype)
     vx = torch.zeros(B, H, Tk, extra, dtype=v.dtype, device=v.device)
-    return torch.cat((q, qx), -1), torch.cat((k, kx), -1), torch.cat((v, vx), -1), D ** -0.5
+    return torch.cat((q, qx), -1), torch.cat((k, kx), -1), torch.cat((v, vx), -1), D**-0.5
 
 
 def _alibi_fast_ok(mask: Mask, q: torch.Tensor, k_len: int) -> bool:
     """Causal ALiBi with nothing else masked, at a precision where the trick is exact enough."""
-    plain = mask.is_plain_causal(q.shape[2], k_len) or (mask.causal and mask.is_empty(q.shape[2], k_len))
-    precise = q.is_cuda or q.dtype in (torch.float32, torch.float64)  # CPU bf16 matmuls round the sums
+    plain = mask.is_plain_causal(q.shape[2], k_len) or (
+        mask.causal and mask.is_empty(q.shape[2], k_len)
+    )
+    precise = q.is_cuda or q.dtype in (
+        torch.float32,
+        torch.float64,
+    )  # CPU bf16 matmuls round the sums
     return plain and precise and mask.q_start + q.shape[2] - mask.k_start < 65536
 
 
@@ -152,7 +160,11 @@ class SDPA(Kernel):
         self.math = Eager(dropout)
 
     def forward(self, q, k, v, mask: Mask, bias=None):
-        if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled():
+        if (
+            q.device.type == "cpu"
+            and q.dtype in (torch.bfloat16, torch.float16)
+            and torch.is_grad_enabled()
+        ):
             return self.math(q, k, v, mask, bias)[0], None
         q_len, k_len = q.shape[2], k.shape[2]
         p = self.dropout if self.training else 0.0
@@ -160,9 +172,13 @@ class SDPA(Kernel):
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), None
         if isinstance(bias, LinearBias) and _alibi_fast_ok(mask, q, k_len):
             D = q.shape[-1]
-            q2, k2, v2, scale = alibi_as_extra_dims(q, k, v, bias.slopes, mask.q_start, mask.k_start)
+            q2, k2, v2, scale = alibi_as_extra_dims(
+                q, k, v, bias.slopes, mask.q_start, mask.k_start
+            )
             causal = mask.is_plain_causal(q_len, k_len)
-            out = F.scaled_dot_product_attention(q2, k2, v2, dropout_p=p, is_causal=causal, scale=scale)
+            out = F.scaled_dot_product_attention(
+                q2, k2, v2, dropout_p=p, is_causal=causal, scale=scale
+            )
             return out[..., :D], None
         attn_mask = _float_mask(mask, bias, q, k_len)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
@@ -181,7 +197,9 @@ def _compiled_flex():
 _BLOCK_MASKS: dict = {}  # masks without padding: description -> BlockMask, kept across forwards
 
 
-def block_mask_key(mask: Mask, q_len: int, k_len: int, device, compile_mask: bool = True) -> tuple | None:
+def block_mask_key(
+    mask: Mask, q_len: int, k_len: int, device, compile_mask: bool = True
+) -> tuple | None:
     """What a FlexAttention block mask is shared across forwards under: the mask's class and every
     field of it (read from the dataclass, so a field added to `Mask`, to a subclass or to a
     pattern's `Rule` is in the key by itself), the shape and the device. None for a mask that
@@ -214,7 +232,9 @@ def flex_block_mask(mask: Mask, q_len: int, k_len: int, device, compile_mask: bo
             return ok if pad is None else ok & pad[b, kv_idx]
 
         B = None if pad is None else pad.shape[0]
-        mask._memo[key] = create_block_mask(mask_mod, B, None, q_len, k_len, device=device, _compile=compile_mask)
+        mask._memo[key] = create_block_mask(
+            mask_mod, B, None, q_len, k_len, device=device, _compile=compile_mask
+        )
     if shared is not None:
         if len(_BLOCK_MASKS) >= 16:
             _BLOCK_MASKS.pop(next(iter(_BLOCK_MASKS)))  # oldest first
@@ -231,6 +251,7 @@ def flex_score_mod(bias, mask: Mask):
 
         def alibi(score, b, h, q_idx, kv_idx):
             return score - slopes[h] * ((q_idx + qs) - (kv_idx + ks)).abs()
+
         return alibi
     if bias.dim() == 3:  # a tensor (other described biases arrive here evaluated)
         return lambda score, b, h, q_idx, kv_idx: score + bias[h, q_idx, kv_idx]
@@ -273,8 +294,13 @@ class Flex(Kernel):
         return isinstance(bias, LinearBias) and _alibi_fast_ok(mask, q, k_len)
 
     def forward(self, q, k, v, mask: Mask, bias=None):
-        use_flex = (q.is_cuda and q.shape[2] >= self.min_len and not (self.training and self.dropout > 0)
-                    and not mask.by_row and not self._sdpa_is_fast(q, mask, bias, k.shape[2]))
+        use_flex = (
+            q.is_cuda
+            and q.shape[2] >= self.min_len
+            and not (self.training and self.dropout > 0)
+            and not mask.by_row
+            and not self._sdpa_is_fast(q, mask, bias, k.shape[2])
+        )
         if not use_flex:
             return self.fallback(q, k, v, mask, bias)
         out = flex_attention_call(q, k, v, mask, bias)

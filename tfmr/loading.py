@@ -25,6 +25,7 @@ folder's config is a RunConfig holding its model.
 Left out: fine-tuning runs (adaptation.safetensors, read by tfmr/tasks/finetune.py), sharded
 checkpoints (`tfmr checkpoint consolidate` makes a plain copy), remote downloads.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,7 +43,11 @@ from .quantize import prepare_, saved_weights
 from .seq2seq import PairVocab, Seq2SeqConfig
 from .tokenizers import load as load_tokenizer
 
-PAIR_SECTIONS = ("model", "train", "decode")  # what Seq2SeqConfig reads of an unregistered task's config
+PAIR_SECTIONS = (
+    "model",
+    "train",
+    "decode",
+)  # what Seq2SeqConfig reads of an unregistered task's config
 
 
 @dataclass
@@ -57,8 +62,14 @@ class LoadedModel:
     model_type: str = ""  # a Hugging Face folder's model_type
 
 
-def load(path: str | Path, expect: type | None = None, *, runs: bool = True, allow_pickle: bool = False,
-         dtype: torch.dtype | None = None) -> LoadedModel:
+def load(
+    path: str | Path,
+    expect: type | None = None,
+    *,
+    runs: bool = True,
+    allow_pickle: bool = False,
+    dtype: torch.dtype | None = None,
+) -> LoadedModel:
     """The model saved in the folder `path`: a run, a checkpoint, an export or a Hugging Face folder.
 
     `expect`: the run config class the caller reads (RunConfig, a task's); a checkpoint of another
@@ -73,8 +84,10 @@ def load(path: str | Path, expect: type | None = None, *, runs: bool = True, all
         raise CheckpointError(f"{path} is a run folder; its checkpoint is {path / 'checkpoint'}")
     if kind not in ("run", "checkpoint", "export") and not _cut_short(path):
         found = "nothing is there" if kind == "missing" else describe(path, kind)
-        raise CheckpointError(f"no checkpoint at {path}: {found}, not a complete checkpoint, an export, a run or "
-                              "a Hugging Face folder")
+        raise CheckpointError(
+            f"no checkpoint at {path}: {found}, not a complete checkpoint, an export, a run or "
+            "a Hugging Face folder"
+        )
     directory = checkpoint.verify(path / "checkpoint" if kind == "run" else path)
     return _checkpoint(directory, kind if kind == "run" else classify(directory), expect)
 
@@ -88,10 +101,17 @@ def _checkpoint(directory: Path, kind: str, expect: type | None) -> LoadedModel:
     pairs = (directory / "vocab.json").is_file() and not (directory / "tokenizer.json").is_file()
     config = _config(directory, expect, pairs)
     model = build_uninitialised(config.model)  # every weight is loaded next, or CheckpointError
-    prepare_(model, saved_weights(config))  # a quantized checkpoint (tfmr checkpoint quantize): its int8 / bf16 layers
+    prepare_(
+        model, saved_weights(config)
+    )  # a quantized checkpoint (tfmr checkpoint quantize): its int8 / bf16 layers
     checkpoint.load_weights(directory, model)
-    return LoadedModel(model.eval(), PairVocab.load(directory) if pairs else _tokenizer(directory), config, kind,
-                       directory)
+    return LoadedModel(
+        model.eval(),
+        PairVocab.load(directory) if pairs else _tokenizer(directory),
+        config,
+        kind,
+        directory,
+    )
 
 
 def _config(directory: Path, expect: type | None, pairs: bool):
@@ -112,11 +132,17 @@ def _tokenizer(directory: Path):
         raise CheckpointError(f"{directory}: {e}") from None
 
 
-def _hf_folder(path: Path, expect: type | None, allow_pickle: bool, dtype: torch.dtype | None) -> LoadedModel:
+def _hf_folder(
+    path: Path, expect: type | None, allow_pickle: bool, dtype: torch.dtype | None
+) -> LoadedModel:
     if expect not in (None, RunConfig):
         mine = presets.KINDS.get(expect, (expect.__name__, ""))[0]
-        raise CheckpointError(f"{path} is a Hugging Face model folder; this command reads {mine} checkpoints")
+        raise CheckpointError(
+            f"{path} is a Hugging Face model folder; this command reads {mine} checkpoints"
+        )
     model, tokenizer, model_type = from_pretrained(path, allow_pickle=allow_pickle, dtype=dtype)
     if tokenizer is None:
-        raise ConfigError(f"{path}: no tokenizer.json beside the model (tfmr needs one to read text)")
+        raise ConfigError(
+            f"{path}: no tokenizer.json beside the model (tfmr needs one to read text)"
+        )
     return LoadedModel(model.eval(), tokenizer, RunConfig(model=model.cfg), "hf", path, model_type)

@@ -61,41 +61,81 @@ def validate_train(t: TrainConfig) -> None:
     if t.dtype not in DTYPES:
         raise ConfigError(f"train.dtype {t.dtype!r} is not one of: {', '.join(DTYPES)}")
     if t.device.split(":")[0] not in DEVICES:
-        raise ConfigError(f"train.device {t.device!r} is not one of: {', '.join(DEVICES)} (cuda:N allowed)")
-    for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_iters", "log_every", "checkpoint_every"):
+        raise ConfigError(
+            f"train.device {t.device!r} is not one of: {', '.join(DEVICES)} (cuda:N allowed)"
+        )
+    for name in (
+        "steps",
+        "batch_size",
+        "grad_accum",
+        "eval_every",
+        "eval_iters",
+        "log_every",
+        "checkpoint_every",
+    ):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
     if t.warmup < 0 or not t.lr > 0 or not t.min_lr >= 0:
-        raise ConfigError("train.warmup, train.lr and train.min_lr must be non-negative (lr positive)")
+        raise ConfigError(
+            "train.warmup, train.lr and train.min_lr must be non-negative (lr positive)"
+        )
     for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "max_minutes"):
         if not math.isfinite(getattr(t, name)):
             raise ConfigError(f"train.{name} must be a finite number, got {getattr(t, name)}")
     for name in ("beta1", "beta2"):
         if not 0.0 <= getattr(t, name) < 1.0:
-            raise ConfigError(f"train.{name} must be in [0, 1) (AdamW's moment decay), got {getattr(t, name)}")
-    for name in ("weight_decay", "grad_clip", "max_minutes", "threads", "warmup", "batch_tokens", "eval_pairs",
-                 "guided_attention"):  # the last three: Seq2SeqTrainConfig's
+            raise ConfigError(
+                f"train.{name} must be in [0, 1) (AdamW's moment decay), got {getattr(t, name)}"
+            )
+    for name in (
+        "weight_decay",
+        "grad_clip",
+        "max_minutes",
+        "threads",
+        "warmup",
+        "batch_tokens",
+        "eval_pairs",
+        "guided_attention",
+    ):  # the last three: Seq2SeqTrainConfig's
         if getattr(t, name, 0) < 0:
             raise ConfigError(f"train.{name} must be 0 or more, got {getattr(t, name)}")
-    if not 0 <= t.seed < 2 ** 63:
+    if not 0 <= t.seed < 2**63:
         raise ConfigError(f"train.seed must be an integer in [0, 2**63), got {t.seed}")
     if t.on_nonfinite not in ON_NONFINITE:
-        raise ConfigError(f"train.on_nonfinite {t.on_nonfinite!r} is not one of: {', '.join(ON_NONFINITE)}")
+        raise ConfigError(
+            f"train.on_nonfinite {t.on_nonfinite!r} is not one of: {', '.join(ON_NONFINITE)}"
+        )
     if t.keep_last < 0:
-        raise ConfigError(f"train.keep_last must be 0 (off) or a number of checkpoints, got {t.keep_last}")
+        raise ConfigError(
+            f"train.keep_last must be 0 (off) or a number of checkpoints, got {t.keep_last}"
+        )
     if not (math.isfinite(t.max_memory) and t.max_memory >= 0):
-        raise ConfigError(f"train.max_memory must be 0 (no cap) or a number of GB, got {t.max_memory}")
+        raise ConfigError(
+            f"train.max_memory must be 0 (no cap) or a number of GB, got {t.max_memory}"
+        )
     if t.parallel not in parallel.PARALLEL:
-        raise ConfigError(f"train.parallel {t.parallel!r} is not one of: {', '.join(parallel.PARALLEL)}")
+        raise ConfigError(
+            f"train.parallel {t.parallel!r} is not one of: {', '.join(parallel.PARALLEL)}"
+        )
     if not (math.isfinite(t.parallel_timeout) and t.parallel_timeout > 0):
-        raise ConfigError(f"train.parallel_timeout must be a positive number of seconds, got {t.parallel_timeout}")
+        raise ConfigError(
+            f"train.parallel_timeout must be a positive number of seconds, got {t.parallel_timeout}"
+        )
     if t.parallel == "fsdp" and (t.keep_last or t.keep_best):
-        raise ConfigError("train.keep_last and train.keep_best keep plain weights; with train.parallel=fsdp the "
-                          "checkpoint is sharded: leave them off (tfmr checkpoint consolidate makes a plain copy)")
+        raise ConfigError(
+            "train.keep_last and train.keep_best keep plain weights; with train.parallel=fsdp the "
+            "checkpoint is sharded: leave them off (tfmr checkpoint consolidate makes a plain copy)"
+        )
 
 
-def prepare_run(t: TrainConfig, out_dir: str | Path, resume: bool = False,
-                overwrite: bool = False, main: bool = True, writes: str = "run") -> tuple[Path, torch.device, Path]:
+def prepare_run(
+    t: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    main: bool = True,
+    writes: str = "run",
+) -> tuple[Path, torch.device, Path]:
     """What every trainer does first: check the train section and the run folder (tfmr.folders:
     a folder holding a run needs `resume` or `overwrite`; nothing is deleted here), claim it (see
     `claim_run_folder`), set threads. Returns (run folder, device, checkpoint folder). Under
@@ -118,12 +158,17 @@ def prepare_run(t: TrainConfig, out_dir: str | Path, resume: bool = False,
     return out, resolve_device(t.device), ckpt
 
 
-def make_optimizer(model: torch.nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(
+    model: torch.nn.Module, t: TrainConfig, device: torch.device
+) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices (dim >= 2) only; fused kernel where available."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": t.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     kwargs = {"lr": t.lr, "betas": (t.beta1, t.beta2)}
     if device.type in ("cuda", "cpu"):
         kwargs["fused"] = True
@@ -134,8 +179,9 @@ def make_optimizer(model: torch.nn.Module, t: TrainConfig, device: torch.device)
         return torch.optim.AdamW(groups, **kwargs)
 
 
-def accumulate_gradients(model, micro_loss, t: TrainConfig, device: torch.device,
-                         par: parallel.Parallel | None = None) -> tuple[float, float]:
+def accumulate_gradients(
+    model, micro_loss, t: TrainConfig, device: torch.device, par: parallel.Parallel | None = None
+) -> tuple[float, float]:
     """The gradients of one optimizer step, summed over `t.grad_accum` micro-batches
     (`micro_loss()` returns one micro-batch's mean loss) and clipped to `t.grad_clip`; returns
     (mean loss, gradient norm before clipping). The weights are not touched. Under ddp / fsdp
@@ -149,7 +195,9 @@ def accumulate_gradients(model, micro_loss, t: TrainConfig, device: torch.device
                 loss = micro_loss() / t.grad_accum
             (loss * par.loss_scale).backward()
         total += loss.item()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+    norm = torch.nn.utils.clip_grad_norm_(
+        model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf
+    )
     if hasattr(norm, "full_tensor"):  # fsdp: a DTensor (already the norm over all shards)
         norm = norm.full_tensor()
     return par.mean(total), float(norm)
@@ -173,7 +221,9 @@ class CompiledOrEager:
             except Exception as e:  # torch._dynamo / inductor errors have no common public base
                 reason = (str(e).strip().splitlines() or [""])[0][:300]
                 self.failed = f"{type(e).__name__}: {reason}"
-                self.log(f"note: torch.compile failed ({self.failed}); training continues without compiling")
+                self.log(
+                    f"note: torch.compile failed ({self.failed}); training continues without compiling"
+                )
         return self.eager(*args, **kwargs)
 
 
@@ -189,7 +239,7 @@ class _CtrlC:
         self.requested = False
         self.previous = None
 
-    def __enter__(self) -> "_CtrlC":
+    def __enter__(self) -> _CtrlC:
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.getsignal(signal.SIGINT)
             signal.signal(signal.SIGINT, self._handle)
@@ -208,7 +258,9 @@ class _CtrlC:
 
 def finite_json(record: dict) -> str:
     """One metrics line: strict JSON, non-finite numbers written as null."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    clean = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
+    }
     return json.dumps(clean, allow_nan=False)
 
 
@@ -225,25 +277,43 @@ class TrainLoop:
     resume_keeps = ("model", "data")  # config sections a resumed run takes from its checkpoint
     data_parallel = True  # the task splits its batches among ranks (train.parallel ddp / fsdp)
     writes = "run"  # what the run folder holds, for tfmr.folders (a fine-tuning run: "adapter")
-    replaced_files: tuple[str, ...] = ()  # files of the task's own that --overwrite removes with the old run
+    replaced_files: tuple[
+        str, ...
+    ] = ()  # files of the task's own that --overwrite removes with the old run
     objective: Objective | None = None  # train.objective, once `setup_objective` has run
 
-    def __init__(self, cfg, out_dir: str | Path, resume: bool = False, log=print, progress: bool = True,
-                 overwrite: bool = False):
-        cfg = copy.deepcopy(cfg)  # resolved here (vocabulary sizes, a resume's saved sections), not the caller's
+    def __init__(
+        self,
+        cfg,
+        out_dir: str | Path,
+        resume: bool = False,
+        log=print,
+        progress: bool = True,
+        overwrite: bool = False,
+    ):
+        cfg = copy.deepcopy(
+            cfg
+        )  # resolved here (vocabulary sizes, a resume's saved sections), not the caller's
         validate_train(cfg.train)
-        for section in vars(cfg).values():  # a task's own sections check themselves (DecodeConfig.check)
+        for section in vars(
+            cfg
+        ).values():  # a task's own sections check themselves (DecodeConfig.check)
             if callable(getattr(section, "check", None)):
                 section.check()
         if not self.data_parallel and parallel.resolve_kind(cfg.train.parallel) != "none":
-            raise ConfigError(f"train.parallel={cfg.train.parallel}: {type(self).__name__} does not split its "
-                              "batches among processes yet; train it with train.parallel=none")
-        self.parallel = parallel.make(cfg.train.parallel, resolve_device(cfg.train.device), cfg.train.parallel_timeout)
+            raise ConfigError(
+                f"train.parallel={cfg.train.parallel}: {type(self).__name__} does not split its "
+                "batches among processes yet; train it with train.parallel=none"
+            )
+        self.parallel = parallel.make(
+            cfg.train.parallel, resolve_device(cfg.train.device), cfg.train.parallel_timeout
+        )
         main = self.parallel.is_main
         self.cfg, self.log, self.progress = cfg, log if main else _silent, progress and main
         try:
-            self.out, _, self.ckpt_dir = prepare_run(cfg.train, out_dir, resume, overwrite, main=main,
-                                                     writes=self.writes)
+            self.out, _, self.ckpt_dir = prepare_run(
+                cfg.train, out_dir, resume, overwrite, main=main, writes=self.writes
+            )
         except BaseException:
             self.parallel.close()
             raise
@@ -270,10 +340,14 @@ class TrainLoop:
         self.model = self.build_model().to(self.device)
         if cfg.train.activation_checkpointing:
             parallel.checkpoint_activations(self.model)
-        wrapped = self.parallel.wrap(self.model)  # ddp: a wrapper; fsdp: self.model, sharded in place
+        wrapped = self.parallel.wrap(
+            self.model
+        )  # ddp: a wrapper; fsdp: self.model, sharded in place
         self.optimizer = make_optimizer(self.model, cfg.train, self.device)
         self.step, self.seconds, self.history = 0, 0.0, []
-        self.best: dict | None = None  # train.keep_best: {"step", "value"} of the weights in RUN/best/
+        self.best: dict | None = (
+            None  # train.keep_best: {"step", "value"} of the weights in RUN/best/
+        )
         self.lr = schedule.lr_at(0, cfg.train)
         self.seed_rank()
         if resume:
@@ -367,8 +441,10 @@ class TrainLoop:
             parallel.load_sharded(self.ckpt_dir, self.model, self.optimizer)
             tensors, plain = checkpoint.load_state(self.ckpt_dir)
         elif self.parallel.shards_checkpoints:
-            raise ConfigError(f"{self.ckpt_dir} is a plain checkpoint; resume it with train.parallel=ddp or none "
-                              "(train.parallel=fsdp resumes sharded checkpoints)")
+            raise ConfigError(
+                f"{self.ckpt_dir} is a plain checkpoint; resume it with train.parallel=ddp or none "
+                "(train.parallel=fsdp resumes sharded checkpoints)"
+            )
         else:
             self.load_weights()
             tensors, plain = checkpoint.load_state(self.ckpt_dir)
@@ -382,21 +458,49 @@ class TrainLoop:
         self.seed_rank()
         self.batches.load_state(tensors["rng.data"])
         self.load_extra_state(tensors)
-        self.log(f"resumed from {self.ckpt_dir} at step {self.step} ({self.seconds / 60:.1f} min trained)")
+        self.log(
+            f"resumed from {self.ckpt_dir} at step {self.step} ({self.seconds / 60:.1f} min trained)"
+        )
 
     def save(self) -> Path:
-        tensors = {"rng.torch": torch.get_rng_state(), "rng.data": self.batches.state(), **self.extra_state()}
+        tensors = {
+            "rng.torch": torch.get_rng_state(),
+            "rng.data": self.batches.state(),
+            **self.extra_state(),
+        }
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        extra = {"step": self.step, "seconds": self.seconds, "history": self.history, "best": self.best}
+        extra = {
+            "step": self.step,
+            "seconds": self.seconds,
+            "history": self.history,
+            "best": self.best,
+        }
         if self.parallel.shards_checkpoints:  # fsdp: every rank writes its shard
-            return parallel.save_sharded(self.parallel, self.ckpt_dir, self.model, self.optimizer, to_dict(self.cfg),
-                                         self.vocabulary(), tensors, extra)
+            return parallel.save_sharded(
+                self.parallel,
+                self.ckpt_dir,
+                self.model,
+                self.optimizer,
+                to_dict(self.cfg),
+                self.vocabulary(),
+                tensors,
+                extra,
+            )
         if self.parallel.is_main:
-            path = checkpoint.save(self.ckpt_dir, self.saved_weights(), to_dict(self.cfg), self.vocabulary(),
-                                   self.optimizer, tensors, extra)
+            path = checkpoint.save(
+                self.ckpt_dir,
+                self.saved_weights(),
+                to_dict(self.cfg),
+                self.vocabulary(),
+                self.optimizer,
+                tensors,
+                extra,
+            )
             if self.cfg.train.keep_last > 0:
-                checkpoint.keep_snapshot(path, self.out / "snapshots", self.step, self.cfg.train.keep_last)
+                checkpoint.keep_snapshot(
+                    path, self.out / "snapshots", self.step, self.cfg.train.keep_last
+                )
         self.parallel.barrier()
         return self.ckpt_dir
 
@@ -419,10 +523,15 @@ class TrainLoop:
         non-finite loss or gradient norm is never applied (`train.on_nonfinite`)."""
         t = self.cfg.train
         self.lr = schedule.lr_at(self.schedule_step(), t)
-        marks = (torch.get_rng_state(), self.batches.state(),
-                 torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+        marks = (
+            torch.get_rng_state(),
+            self.batches.state(),
+            torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        )
         try:
-            loss, norm = accumulate_gradients(self.model, self.batch_loss, t, self.device, self.parallel)
+            loss, norm = accumulate_gradients(
+                self.model, self.batch_loss, t, self.device, self.parallel
+            )
         except KeyboardInterrupt:
             torch.set_rng_state(marks[0])
             self.batches.load_state(marks[1])
@@ -431,7 +540,9 @@ class TrainLoop:
             self.optimizer.zero_grad(set_to_none=True)
             raise
         if math.isfinite(loss) and math.isfinite(norm):
-            self.torn = True  # between here and the step count, an interrupt would leave half an update
+            self.torn = (
+                True  # between here and the step count, an interrupt would leave half an update
+            )
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr
             self.optimizer.step()
@@ -452,10 +563,16 @@ class TrainLoop:
                 self.log(f"{what}: not finite, step skipped (weights unchanged)")
                 return
             what += " (20 steps in a row skipped)"
-        last = f"the last good checkpoint is {self.ckpt_dir}" if self.ckpt_dir.is_dir() else "no checkpoint was saved"
+        last = (
+            f"the last good checkpoint is {self.ckpt_dir}"
+            if self.ckpt_dir.is_dir()
+            else "no checkpoint was saved"
+        )
         self.optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteError(f"{what}: not finite; training stopped, nothing non-finite saved ({last}). "
-                             "Lower train.lr, or set train.on_nonfinite=skip")
+        raise NonFiniteError(
+            f"{what}: not finite; training stopped, nothing non-finite saved ({last}). "
+            "Lower train.lr, or set train.on_nonfinite=skip"
+        )
 
     @torch.no_grad()
     def run_evaluation(self) -> dict:
@@ -471,14 +588,22 @@ class TrainLoop:
         saves a checkpoint, so `--resume` continues exactly."""
         t = self.cfg.train
         if self.finished():
-            self.log(f"the run in {self.out} is finished (step {self.step} of {t.steps}); "
-                     "raise train.steps or train.max_minutes to train on")
+            self.log(
+                f"the run in {self.out} is finished (step {self.step} of {t.steps}); "
+                "raise train.steps or train.max_minutes to train on"
+            )
             release_run_folder(self.out)
             self.parallel.close()
             return self.history[-1] if self.history else {}
         metrics = self._open_metrics() if self.parallel.is_main else open(os.devnull, "w")
-        bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=t.steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         self.window = (0.0, 0)  # (seconds, tokens) trained since the last log line
         try:
             with _CtrlC() as ctrl_c:
@@ -497,10 +622,14 @@ class TrainLoop:
             bar.close()
             metrics.flush()
             if self.torn:
-                self.log(f"\ninterrupted inside an update: not saved; {self.ckpt_dir} keeps the last checkpoint")
+                self.log(
+                    f"\ninterrupted inside an update: not saved; {self.ckpt_dir} keeps the last checkpoint"
+                )
             else:
                 self.save()
-                self.log(f"\ninterrupted at step {self.step}; checkpoint saved; continue with --resume")
+                self.log(
+                    f"\ninterrupted at step {self.step}; checkpoint saved; continue with --resume"
+                )
             raise
         finally:
             bar.close()
@@ -520,8 +649,13 @@ class TrainLoop:
         self.seconds += spent
         self.window = (self.window[0] + spent, self.window[1] + self.tokens * self.parallel.world)
         self.tokens = 0
-        record = {"step": self.step, "loss": loss, "lr": self.lr, "seconds": round(self.seconds, 2),
-                  **self.log_fields()}
+        record = {
+            "step": self.step,
+            "loss": loss,
+            "lr": self.lr,
+            "seconds": round(self.seconds, 2),
+            **self.log_fields(),
+        }
         if not math.isfinite(loss):
             record["skipped"] = True
         done = self.finished()
@@ -556,8 +690,10 @@ class TrainLoop:
         if not name:
             return
         if name not in evaluation:
-            raise ConfigError(f"train.keep_best={name}: this run's evaluation has no such number; "
-                              f"it has: {', '.join(evaluation) or 'none'}")
+            raise ConfigError(
+                f"train.keep_best={name}: this run's evaluation has no such number; "
+                f"it has: {', '.join(evaluation) or 'none'}"
+            )
         value = float(evaluation[name])
         if not math.isfinite(value) or (self.best is not None and not value < self.best["value"]):
             return
@@ -585,10 +721,16 @@ class TrainLoop:
     def _show(self, bar, record: dict, done: bool) -> None:
         t = self.cfg.train
         if t.max_minutes > 0:  # the bar's end: the steps the time budget will allow
-            bar.total = self.step if done else min(t.steps, round(self.step / max(self.progress_fraction(), 1e-9)))
-        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}",
-                        min=f"{self.seconds / 60:.1f}")
-
+            bar.total = (
+                self.step
+                if done
+                else min(t.steps, round(self.step / max(self.progress_fraction(), 1e-9)))
+            )
+        bar.set_postfix(
+            loss=f"{record['loss']:.3f}",
+            tok_s=f"{record['tokens_per_s']:,.0f}",
+            min=f"{self.seconds / 60:.1f}",
+        )
 
 
 def _silent(*args, **kwargs) -> None:

@@ -15,6 +15,7 @@ FlexAttention block mask) and build a dense tensor only when it has to.
 A mask with per-row positions (`by_row`, fastdecode.py's left-padded batches) goes the dense way.
 The kernels that read these live in kernels.py and alignment.py; the patterns in patterns.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,9 @@ class Rule:
 
     sparse = False  # True when the rule hides some keys (then no dense fast path applies)
 
-    def allowed(self, q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool,
-                table: torch.Tensor | None) -> torch.Tensor | None:
+    def allowed(
+        self, q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool, table: torch.Tensor | None
+    ) -> torch.Tensor | None:
         """Visibility of keys at `k_pos` for queries at `q_pos` (broadcasting tensors of absolute
         positions); None when every key is visible. `table` is `random_table`'s. Tensor
         operations only, so FlexAttention can trace it as a mask_mod."""
@@ -82,7 +84,7 @@ class Mask:
         """True when the pattern's rule hides some keys (a window, random blocks)."""
         return self.rule.sparse
 
-    def keys_from(self, k_start: int) -> "Mask":
+    def keys_from(self, k_start: int) -> Mask:
         """The same mask for keys starting at absolute position `k_start` (a rolling cache)."""
         if k_start == self.k_start:
             return self
@@ -90,7 +92,7 @@ class Mask:
         other._memo = self._memo  # keys of the memo include k_start
         return other
 
-    def placed(self, q_start: int, k_start: int) -> "Mask":
+    def placed(self, q_start: int, k_start: int) -> Mask:
         """The same rules for queries from `q_start` and keys from `k_start` (positions inside a
         cache: attention sinks, Transformer-XL memory)."""
         if (q_start, k_start) == (self.q_start, self.k_start):
@@ -101,14 +103,21 @@ class Mask:
 
     def is_plain_causal(self, q_len: int, k_len: int) -> bool:
         """True when SDPA's built-in causal mask means exactly this mask."""
-        return (self.causal and self.key_padding is None and not self.sparse and self.q_start == self.k_start
-                and q_len == k_len)
+        return (
+            self.causal
+            and self.key_padding is None
+            and not self.sparse
+            and self.q_start == self.k_start
+            and q_len == k_len
+        )
 
     def is_empty(self, q_len: int, k_len: int) -> bool:
         """True when every query may see every key."""
         if self.key_padding is not None or self.sparse:
             return False
-        return not self.causal or self.q_start >= self.k_start + k_len - 1  # the first query sees all keys
+        return (
+            not self.causal or self.q_start >= self.k_start + k_len - 1
+        )  # the first query sees all keys
 
     # ------------------------------------------------------------------ evaluation
     def allowed(self, q_pos: torch.Tensor, k_pos: torch.Tensor, table: torch.Tensor | None = None):
@@ -181,7 +190,9 @@ class LinearBias(Bias):
 
     def at(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
         dist = (q_pos - k_pos).abs().to(torch.float32)  # (..., Tq, Tk)
-        return -self.slopes.to(dist.device, torch.float32)[:, None, None] * dist.unsqueeze(-3)  # (..., H, Tq, Tk)
+        return -self.slopes.to(dist.device, torch.float32)[:, None, None] * dist.unsqueeze(
+            -3
+        )  # (..., H, Tq, Tk)
 
 
 def dense_bias(bias, mask: Mask, q: torch.Tensor, k_len: int) -> torch.Tensor | None:

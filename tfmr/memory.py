@@ -49,6 +49,7 @@ The training total adds all of these (the end-of-run sample decodes while the op
 still held). It is an estimate: allocator overhead, the CUDA context and temporary buffers of the
 kernels are not in it, so it errs low by a few percent on small models.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,20 +78,29 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        return self.parameter_bytes + self.optimizer_bytes + self.activation_bytes + self.kv_cache_bytes
+        return (
+            self.parameter_bytes
+            + self.optimizer_bytes
+            + self.activation_bytes
+            + self.kv_cache_bytes
+        )
 
     def summary(self) -> str:
         """One line for the log."""
-        return (f"memory estimate: {human(self.total)} (parameters {human(self.parameter_bytes)} "
-                f"[{self.params:,}], gradients and AdamW moments {human(self.optimizer_bytes)}, "
-                f"activations {human(self.activation_bytes)} at batch {self.batch} x {self.tokens} tokens, "
-                f"KV cache for sampling {human(self.kv_cache_bytes)})")
+        return (
+            f"memory estimate: {human(self.total)} (parameters {human(self.parameter_bytes)} "
+            f"[{self.params:,}], gradients and AdamW moments {human(self.optimizer_bytes)}, "
+            f"activations {human(self.activation_bytes)} at batch {self.batch} x {self.tokens} tokens, "
+            f"KV cache for sampling {human(self.kv_cache_bytes)})"
+        )
 
     def short(self) -> str:
         """The total and its parts, for an error message."""
-        return (f"{human(self.total)} (parameters {human(self.parameter_bytes)}, optimizer "
-                f"{human(self.optimizer_bytes)}, activations {human(self.activation_bytes)}, "
-                f"KV cache {human(self.kv_cache_bytes)})")
+        return (
+            f"{human(self.total)} (parameters {human(self.parameter_bytes)}, optimizer "
+            f"{human(self.optimizer_bytes)}, activations {human(self.activation_bytes)}, "
+            f"KV cache {human(self.kv_cache_bytes)})"
+        )
 
 
 def human(n: float) -> str:
@@ -109,13 +119,17 @@ class _Measure:
     buffer_bytes: int
     kv_bytes: int
 
-    def __sub__(self, other: "_Measure") -> "_Measure":
-        return _Measure(*(a - b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+    def __sub__(self, other: _Measure) -> _Measure:
+        return _Measure(
+            *(a - b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other)))
+        )
 
-    def __add__(self, other: "_Measure") -> "_Measure":
-        return _Measure(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+    def __add__(self, other: _Measure) -> _Measure:
+        return _Measure(
+            *(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other)))
+        )
 
-    def __mul__(self, k: int) -> "_Measure":
+    def __mul__(self, k: int) -> _Measure:
         return _Measure(*(a * k for a in dataclasses.astuple(self)))
 
 
@@ -128,8 +142,10 @@ def _skeleton(cfg: ModelConfig, layers: int, encoder_layers: int | None):
         with torch.device("meta"):
             return build_model(shallow)
     except RuntimeError as e:  # a shape whose byte size does not fit in 64 bits
-        raise ConfigError(f"the model is far too large to build (model.dim {cfg.dim}, model.context "
-                          f"{cfg.context}, model.vocab_size {cfg.vocab_size}): {str(e).splitlines()[0]}") from None
+        raise ConfigError(
+            f"the model is far too large to build (model.dim {cfg.dim}, model.context "
+            f"{cfg.context}, model.vocab_size {cfg.vocab_size}): {str(e).splitlines()[0]}"
+        ) from None
 
 
 def _measure(model, arch: str, context: int) -> _Measure:
@@ -156,7 +172,9 @@ def _counts(cfg: ModelConfig):
         enc = _measure(_skeleton(cfg, 1, 2), cfg.arch, cfg.context) - m11
         return m11 + dec * (L - 1) + enc * (E - 1), one
     one = _skeleton(cfg, 1, cfg.encoder_layers)
-    if len(set(mixer_kinds(cfg))) > 1:  # a hybrid stack: layers differ, so measure every one (meta device)
+    if (
+        len(set(mixer_kinds(cfg))) > 1
+    ):  # a hybrid stack: layers differ, so measure every one (meta device)
         full = _skeleton(cfg, L, cfg.encoder_layers)
         return _measure(full, cfg.arch, cfg.context), full
     m1 = _measure(one, cfg.arch, cfg.context)
@@ -170,8 +188,13 @@ def count_parameters(cfg: ModelConfig) -> int:
     return _counts(cfg)[0].params
 
 
-def estimate(cfg: ModelConfig, batch: int, tokens: int | None = None, precision: str = "fp32",
-             trainable: int | None = None) -> MemoryEstimate:
+def estimate(
+    cfg: ModelConfig,
+    batch: int,
+    tokens: int | None = None,
+    precision: str = "fp32",
+    trainable: int | None = None,
+) -> MemoryEstimate:
     """The memory a training run of `cfg` at micro-batch `batch` x `tokens` (default: the
     context) will hold; `precision` "fp32" or "bf16" (autocast) sizes the activations; `trainable`
     the parameters the optimizer holds state for (default: all)."""
@@ -184,17 +207,27 @@ def estimate(cfg: ModelConfig, batch: int, tokens: int | None = None, precision:
     decoder_layer = per_attention * len(block.attentions()) + per_ffn
     layers = cfg.layers * decoder_layer
     if len(one.blocks) > 1:  # a hybrid stack (measured whole): each layer's own mixer
-        layers = sum(b.attn.activation_floats(T) * len(b.attentions()) + per_ffn for b in one.blocks)
+        layers = sum(
+            b.attn.activation_floats(T) * len(b.attentions()) + per_ffn for b in one.blocks
+        )
     if cfg.arch == "encoder-decoder":
         encoder_block = one.encoder[0]
-        layers += (cfg.encoder_layers or cfg.layers) * (per_attention * len(encoder_block.attentions()) + per_ffn)
+        layers += (cfg.encoder_layers or cfg.layers) * (
+            per_attention * len(encoder_block.attentions()) + per_ffn
+        )
     tokens_in_batch = batch * T
     activations = tokens_in_batch * ((layers + 3 * cfg.dim) * act + cfg.vocab_size * (act + 8))
     trainable = total.params if trainable is None else trainable
-    return MemoryEstimate(params=total.params, trainable=trainable,
-                          parameter_bytes=4 * total.params + total.buffer_bytes,
-                          optimizer_bytes=12 * trainable, activation_bytes=activations,
-                          kv_cache_bytes=total.kv_bytes, batch=batch, tokens=T)
+    return MemoryEstimate(
+        params=total.params,
+        trainable=trainable,
+        parameter_bytes=4 * total.params + total.buffer_bytes,
+        optimizer_bytes=12 * trainable,
+        activation_bytes=activations,
+        kv_cache_bytes=total.kv_bytes,
+        batch=batch,
+        tokens=T,
+    )
 
 
 # ----------------------------------------------------------------------------- what the machine has
@@ -217,14 +250,20 @@ def available(device: torch.device | str) -> tuple[int | None, str]:
 def check(est: MemoryEstimate, device: torch.device | str, max_gb: float = 0.0) -> None:
     """Refuse (ConfigError) a run whose estimate exceeds `max_gb` (train.max_memory; 0: no cap)
     or the memory free on `device`."""
-    advice = ("make the model or the batch smaller (model.dim, model.layers, model.context, train.batch_size; "
-              "train.grad_accum keeps the effective batch)")
+    advice = (
+        "make the model or the batch smaller (model.dim, model.layers, model.context, train.batch_size; "
+        "train.grad_accum keeps the effective batch)"
+    )
     if max_gb > 0 and est.total > max_gb * GB:
-        raise ConfigError(f"memory estimate {est.short()} exceeds train.max_memory={max_gb:g} GB; {advice}")
+        raise ConfigError(
+            f"memory estimate {est.short()} exceeds train.max_memory={max_gb:g} GB; {advice}"
+        )
     free, where = available(device)
     if free is not None and est.total > free:
-        raise ConfigError(f"memory estimate {est.short()} exceeds the {human(free)} available on "
-                          f"{torch.device(device).type} ({where}); {advice}")
+        raise ConfigError(
+            f"memory estimate {est.short()} exceeds the {human(free)} available on "
+            f"{torch.device(device).type} ({where}); {advice}"
+        )
 
 
 def check_inference(cfg: ModelConfig, device: torch.device | str = "cpu") -> None:
@@ -235,6 +274,8 @@ def check_inference(cfg: ModelConfig, device: torch.device | str = "cpu") -> Non
     need = 4 * total.params + total.buffer_bytes
     free, where = available(device)
     if free is not None and need > free:
-        raise ConfigError(f"the model needs {human(need)} for its weights ({total.params:,} parameters), more than "
-                          f"the {human(free)} available on {torch.device(device).type} ({where}); its config "
-                          f"(model.dim {cfg.dim}, model.layers {cfg.layers}) may be wrong")
+        raise ConfigError(
+            f"the model needs {human(need)} for its weights ({total.params:,} parameters), more than "
+            f"the {human(free)} available on {torch.device(device).type} ({where}); its config "
+            f"(model.dim {cfg.dim}, model.layers {cfg.layers}) may be wrong"
+        )

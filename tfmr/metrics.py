@@ -17,11 +17,12 @@
 pronunciations). Perplexity is exp of a model's mean loss and needs no function; degeneration
 metrics (repetition, self-BLEU, Zipf, distinct-n) live in degeneration.py.
 """
+
 from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 # ----------------------------------------------------------------------------- references
 
@@ -50,7 +51,9 @@ def _sacrebleu():
     try:
         import sacrebleu
     except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("BLEU needs sacrebleu: pip install 'tfmr[metrics]' (or pip install sacrebleu)") from None
+        raise ImportError(
+            "BLEU needs sacrebleu: pip install 'tfmr[metrics]' (or pip install sacrebleu)"
+        ) from None
     return sacrebleu
 
 
@@ -68,14 +71,20 @@ def bleu(hyps: Sequence[str], refs: Sequence, **kwargs) -> float:
 
 def sentence_bleu(hyp: str, refs: str | Sequence[str], **kwargs) -> float:
     """Sentence BLEU (0-100) as sacrebleu computes it (exp smoothing, effective order)."""
-    return _sacrebleu().sentence_bleu(hyp, [refs] if isinstance(refs, str) else list(refs), **kwargs).score
+    return (
+        _sacrebleu()
+        .sentence_bleu(hyp, [refs] if isinstance(refs, str) else list(refs), **kwargs)
+        .score
+    )
 
 
 # ----------------------------------------------------------------------------- BLEU on tokens
 
 
 def _ngrams(tokens: Sequence, max_n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for n in range(1, max_n + 1) for i in range(len(tokens) - n + 1))
+    return Counter(
+        tuple(tokens[i : i + n]) for n in range(1, max_n + 1) for i in range(len(tokens) - n + 1)
+    )
 
 
 def _closest_length(hyp_len: int, ref_lens: list[int]) -> int:
@@ -83,7 +92,9 @@ def _closest_length(hyp_len: int, ref_lens: list[int]) -> int:
     return min(ref_lens, key=lambda r: (abs(hyp_len - r), r))
 
 
-def bleu_stats(hyp: Sequence, refs: list[list], max_n: int = 4) -> tuple[list[int], list[int], int, int]:
+def bleu_stats(
+    hyp: Sequence, refs: list[list], max_n: int = 4
+) -> tuple[list[int], list[int], int, int]:
     """(matches per order, hypothesis n-grams per order, hypothesis length, reference length)."""
     hyp_counts = _ngrams(list(hyp), max_n)
     best: Counter = Counter()
@@ -96,8 +107,15 @@ def bleu_stats(hyp: Sequence, refs: list[list], max_n: int = 4) -> tuple[list[in
     return correct, total, len(hyp), _closest_length(len(hyp), [len(r) for r in refs])
 
 
-def bleu_from_stats(correct: list[int], total: list[int], hyp_len: int, ref_len: int,
-                    smooth: str = "exp", effective_order: bool = False, floor: float = 0.1) -> float:
+def bleu_from_stats(
+    correct: list[int],
+    total: list[int],
+    hyp_len: int,
+    ref_len: int,
+    smooth: str = "exp",
+    effective_order: bool = False,
+    floor: float = 0.1,
+) -> float:
     """BLEU (0-100) from summed statistics: geometric mean of the n-gram precisions times the
     brevity penalty (Papineni et al. 2002), as sacrebleu's compute_bleu. Smoothing of a zero
     precision: "exp" is NIST's (Chen & Cherry 2014, method 3: the k-th zero counts as
@@ -126,12 +144,19 @@ def bleu_from_stats(correct: list[int], total: list[int], hyp_len: int, ref_len:
     return 100.0 * bp * math.exp(sum(logs[:order]) / order)
 
 
-def token_bleu(hyps: Sequence[Sequence], refs: Sequence, max_n: int = 4, smooth: str = "exp") -> float:
+def token_bleu(
+    hyps: Sequence[Sequence], refs: Sequence, max_n: int = 4, smooth: str = "exp"
+) -> float:
     """Corpus BLEU (0-100) over token sequences, statistics summed over the corpus."""
     sums = [[0] * max_n, [0] * max_n, 0, 0]
     for hyp, rs in zip(hyps, _ref_lists(hyps, refs)):
         c, t, h, r = bleu_stats(hyp, rs, max_n)
-        sums = [[a + b for a, b in zip(sums[0], c)], [a + b for a, b in zip(sums[1], t)], sums[2] + h, sums[3] + r]
+        sums = [
+            [a + b for a, b in zip(sums[0], c)],
+            [a + b for a, b in zip(sums[1], t)],
+            sums[2] + h,
+            sums[3] + r,
+        ]
     return bleu_from_stats(*sums, smooth=smooth)
 
 

@@ -36,6 +36,7 @@ max(|sum|, 1)) are off by default: the group norm undoes any per-row scale up to
 exactly (`RowScale`, `head_norm`).
 Not here: the chunkwise-recurrent training form for long sequences, bidirectional retention.
 """
+
 from __future__ import annotations
 
 import torch
@@ -89,7 +90,9 @@ def retention_chunk(q, k, v, log_gamma, state):
     into = torch.exp((i + 1) * lg).to(q.dtype)[None, :, :, None]  # (1, H, T, 1): gamma^(i+1)
     out = retention_parallel(q, k, v, log_gamma) + (q * into) @ state  # (B, H, T, Dv)
     carry = torch.exp((T - 1 - i) * lg).to(q.dtype)[None, :, :, None]  # (1, H, T, 1): gamma^(T-1-m)
-    new = torch.exp(T * lg).to(q.dtype)[None, :, :, None] * state + (k * carry).transpose(-2, -1) @ v
+    new = (
+        torch.exp(T * lg).to(q.dtype)[None, :, :, None] * state + (k * carry).transpose(-2, -1) @ v
+    )
     return out, new  # (B, H, T, Dv), (B, H, Dk, Dv)
 
 
@@ -106,7 +109,11 @@ class HeadRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float().view(x.shape[0], self.heads, -1)  # (N, H, Dv)
-        y = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).view(x.shape).to(x.dtype)
+        y = (
+            (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps))
+            .view(x.shape)
+            .to(x.dtype)
+        )
         return y if self.weight is None else y * self.weight
 
     def extra_repr(self) -> str:
@@ -178,7 +185,9 @@ class PaperRows(RowScale):
         T = q.shape[2]
         D = decay_mask(log_gamma, T)  # (H, T, T)
         r = D.sum(-1)  # (H, T)
-        return r, (q.float() @ k.float().transpose(-2, -1)) * (D / r.sqrt()[..., None])  # R~ (B, H, T, T)
+        return r, (q.float() @ k.float().transpose(-2, -1)) * (
+            D / r.sqrt()[..., None]
+        )  # R~ (B, H, T, T)
 
     def recurrent(self, log_gamma, position):
         r = decay_row_sums(log_gamma, torch.tensor(position, device=log_gamma.device))  # (H,)
@@ -188,8 +197,10 @@ class PaperRows(RowScale):
         with torch.no_grad():
             r, scores = self._rows(q, k, log_gamma)  # inside the chunk
             inner = scores.abs().sum(-1, keepdim=True).clamp(min=1)  # (B, H, T, 1)
-            kv = (state.float().abs().sum(-2, keepdim=True).amax(-1, keepdim=True)
-                  / self.state_weight(r[:, -1])[None, :, None, None]).clamp(min=1)  # (B, H, 1, 1)
+            kv = (
+                state.float().abs().sum(-2, keepdim=True).amax(-1, keepdim=True)
+                / self.state_weight(r[:, -1])[None, :, None, None]
+            ).clamp(min=1)  # (B, H, 1, 1)
             return r.sqrt()[None, :, :, None] * torch.maximum(inner, kv)
 
 
@@ -251,10 +262,24 @@ class Attention(Mixer):
 
     fast_decoding = True
     causal_only = False  # retention is causal only; attention runs in encoders too
-    receives = ("dim", "heads", "kv_heads", "bias", "kernel", "pos_part")  # all of it: attention has no options
+    receives = (
+        "dim",
+        "heads",
+        "kv_heads",
+        "bias",
+        "kernel",
+        "pos_part",
+    )  # all of it: attention has no options
 
-    def __init__(self, dim: int, heads: int, kv_heads: int, bias: bool, kernel: nn.Module,
-                 pos_part: nn.Module | None = None):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        kv_heads: int,
+        bias: bool,
+        kernel: nn.Module,
+        pos_part: nn.Module | None = None,
+    ):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
@@ -269,7 +294,7 @@ class Attention(Mixer):
         self.pos_part = pos_part  # what the position scheme keeps in this layer (Transformer-XL's W_{k,R}), or None
 
     @classmethod
-    def from_config(cls, ctx: BuildContext, **options) -> "Attention":
+    def from_config(cls, ctx: BuildContext, **options) -> Attention:
         """Self-attention on a fresh `model.kernel` (ctx.new_kernel), with its own part of the
         position scheme (ctx.new_pos_part, when the context makes one)."""
         part = None if ctx.new_pos_part is None else ctx.new_pos_part()
@@ -293,11 +318,24 @@ class Attention(Mixer):
     def project_kv(self, src: torch.Tensor):
         """Keys and values of `src` (B, S, dim) -> two (B, Hkv, S, D)."""
         B, S, _ = src.shape
-        k = self.k_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, D)
-        v = self.v_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, D)
+        k = (
+            self.k_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, Hkv, S, D)
+        v = (
+            self.v_proj(src).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, Hkv, S, D)
         return k, v
 
-    def forward(self, x, pos, mask: Mask, cache: KeyStore | None = None, start: Start = 0, kv=None, state=None):
+    def forward(
+        self,
+        x,
+        pos,
+        mask: Mask,
+        cache: KeyStore | None = None,
+        start: Start = 0,
+        kv=None,
+        state=None,
+    ):
         """Self-attention over `x`, or cross-attention when `kv` (keys, values of a memory) is given.
         `state`: a stateful (alignment) kernel's state between decoding steps (alignment.AlignmentState),
         handed to the kernel as its sixth argument; None in training and for every other kernel."""
@@ -328,7 +366,9 @@ class Attention(Mixer):
         if not inside:
             q, k = pos.rotate(q, k, start)
         if cache is not None:
-            k, v, mask = cache.store(self, x, k, v, start, mask)  # (B, Hkv, Tk, D): every held key, oldest first
+            k, v, mask = cache.store(
+                self, x, k, v, start, mask
+            )  # (B, Hkv, Tk, D): every held key, oldest first
         if inside:
             q, k = rotate_inside(pos, q, k)
         return q, k, v, mask
@@ -356,14 +396,25 @@ class Retention(Mixer):
     paper 2023 = norm=group affine=false rows=paper; torchscale today = norm=rms affine=false
     rows=torchscale, bias=false."""
 
-    quantizable = False  # new_memory() reads q_proj.weight's dtype: weight-only quantization refuses it
+    quantizable = (
+        False  # new_memory() reads q_proj.weight's dtype: weight-only quantization refuses it
+    )
 
     fast_decoding = False  # FastDecoder's static per-row cache holds keys, not a recurrent state
     causal_only = True  # the builder refuses it in encoders
     receives = ("dim", "heads", "bias")
 
-    def __init__(self, dim: int, heads: int, bias: bool = True, value_factor: float = 2.0, eps: float = 1e-5,
-                 norm: str = "group", affine: bool = True, rows: str = "none"):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        bias: bool = True,
+        value_factor: float = 2.0,
+        eps: float = 1e-5,
+        norm: str = "group",
+        affine: bool = True,
+        rows: str = "none",
+    ):
         super().__init__()
         if rows not in ROW_SCALES:
             raise ValueError(f"unknown retention rows {rows!r}; valid: {', '.join(ROW_SCALES)}")
@@ -396,28 +447,39 @@ class Retention(Mixer):
     def new_memory(self, length: int) -> RetentionState:
         """Across segments retention carries its state (detached), whatever `length` is."""
         p = self.q_proj.weight
-        return RetentionState(None, self.heads, self.head_dim, self.value_dim, p.dtype, p.device, detach=True)
+        return RetentionState(
+            None, self.heads, self.head_dim, self.value_dim, p.dtype, p.device, detach=True
+        )
 
     def constant_state(self, pattern) -> bool:
         return True
 
     def activation_floats(self, T: int) -> int:
         dim, vdim = self.heads * self.head_dim, self.heads * self.value_dim
-        return 3 * dim + 6 * vdim + 2 * self.heads * T  # x, q, k; v, g, swish, o, norm, gated; scores
+        return (
+            3 * dim + 6 * vdim + 2 * self.heads * T
+        )  # x, q, k; v, g, swish, o, norm, gated; scores
 
     def decays(self) -> torch.Tensor:
         """log gamma_h per head (H,) float32: the decay D[n, m] = gamma_h^(n - m) (`decay_mask`)."""
         return self.log_gamma
 
     # ------------------------------------------------------------ forward
-    def forward(self, x, pos, mask, cache: RetentionState | None = None, start=0, kv=None, state=None):
+    def forward(
+        self, x, pos, mask, cache: RetentionState | None = None, start=0, kv=None, state=None
+    ):
         if kv is not None:
             raise ValueError("retention is a self-mixer; cross-attention stays attention")
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dk)
-        k = self.k_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2) * self.head_dim ** -0.5
+        k = (
+            self.k_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+            * self.head_dim**-0.5
+        )
         v = self.v_proj(x).view(B, T, self.heads, self.value_dim).transpose(1, 2)  # (B, H, T, Dv)
-        q, k = pos.rotate(q, k, start if cache is None else cache.seen)  # RetNet's Theta (rope / xpos)
+        q, k = pos.rotate(
+            q, k, start if cache is None else cache.seen
+        )  # RetNet's Theta (rope / xpos)
         if mask is not None and mask.key_padding is not None:  # padding adds nothing to any state
             k = k * mask.key_padding[:, None, -T:, None].to(k.dtype)
         o = self.retain(q, k, v, cache)  # (B, H, T, Dv)
@@ -430,7 +492,10 @@ class Retention(Mixer):
         row scale (`rows`): the parallel form without a cache; with one, the recurrent form for
         one token and the chunkwise form for more. -> (B, H, T, Dv)."""
         if cache is None:
-            return self._scaled(retention_parallel(q, k, v, self.log_gamma), self.scale.parallel(q, k, self.log_gamma))
+            return self._scaled(
+                retention_parallel(q, k, v, self.log_gamma),
+                self.scale.parallel(q, k, self.log_gamma),
+            )
         state = cache.current(q)
         o, S = retention_chunk(q, k, v, self.log_gamma, state)  # (B, H, T, Dv), (B, H, Dk, Dv)
         if q.shape[2] == 1:
@@ -445,8 +510,10 @@ class Retention(Mixer):
         return o if s is None else o / s.to(o.dtype)
 
     def extra_repr(self) -> str:
-        return (f"heads={self.heads}, head_dim={self.head_dim}, value_dim={self.value_dim}, norm={self.norm_kind}, "
-                f"rows={self.rows}")
+        return (
+            f"heads={self.heads}, head_dim={self.head_dim}, value_dim={self.value_dim}, norm={self.norm_kind}, "
+            f"rows={self.rows}"
+        )
 
 
 MIXERS = {"attention": Attention, "retention": Retention}

@@ -30,6 +30,7 @@ here, never guessed from names: `residual_projections()` (attention's and each F
 projections, for the depth-scaled init), `Residual.needs_final_norm`, `Position.embedding_weights()`,
 `needs_source` on the model classes.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,13 +52,19 @@ from .variant import Variant
 class Output:
     """Everything a forward pass hands back, in one typed object."""
 
-    logits: torch.Tensor | None  # (B, T, vocab), or (B, 1, vocab) with last_only; None: model.loss_chunk
+    logits: (
+        torch.Tensor | None
+    )  # (B, T, vocab), or (B, 1, vocab) with last_only; None: model.loss_chunk
     loss: torch.Tensor | None = None  # cross entropy (+ aux losses) when targets are given
     aux_loss: torch.Tensor | None = None  # sum of the layers' own losses (MoE balance, ...)
     attentions: list = field(default_factory=list)  # per layer: (B, H, Tq, Tk) or None
     hidden: torch.Tensor | None = None  # final hidden states (B, T, dim)
-    cross_attentions: list = field(default_factory=list)  # decoder over encoder: (B, H, T, S) or None
-    encoder_attentions: list = field(default_factory=list)  # encoder self-attention: (B, H, S, S) or None
+    cross_attentions: list = field(
+        default_factory=list
+    )  # decoder over encoder: (B, H, T, S) or None
+    encoder_attentions: list = field(
+        default_factory=list
+    )  # encoder self-attention: (B, H, S, S) or None
 
 
 class Residual(nn.Module, Variant):
@@ -106,11 +113,13 @@ def deepnorm_constants(role: str, layers: int, encoder_layers: int = 0) -> tuple
     if role in ("decoder-only", "encoder-only"):
         return (2 * layers) ** 0.25, (8 * layers) ** -0.25
     if role == "encoder":
-        nm = encoder_layers ** 4 * layers
+        nm = encoder_layers**4 * layers
         return 0.81 * nm ** (1 / 16), 0.87 * nm ** (-1 / 16)
     if role == "decoder":
         return (3 * layers) ** 0.25, (12 * layers) ** -0.25
-    raise ValueError(f"unknown DeepNorm role {role!r}; valid: decoder-only, encoder-only, encoder, decoder")
+    raise ValueError(
+        f"unknown DeepNorm role {role!r}; valid: decoder-only, encoder-only, encoder, decoder"
+    )
 
 
 class DeepNorm(Residual):
@@ -121,8 +130,15 @@ class DeepNorm(Residual):
 
     receives = ("dropout", "role", "layers", "encoder_layers")
 
-    def __init__(self, dropout: float = 0.0, role: str = "decoder-only", layers: int = 1,
-                 encoder_layers: int = 0, alpha: float | None = None, beta: float | None = None):
+    def __init__(
+        self,
+        dropout: float = 0.0,
+        role: str = "decoder-only",
+        layers: int = 1,
+        encoder_layers: int = 0,
+        alpha: float | None = None,
+        beta: float | None = None,
+    ):
         super().__init__(dropout)
         paper_alpha, paper_beta = deepnorm_constants(role, layers, encoder_layers)
         self.alpha = paper_alpha if alpha is None else float(alpha)
@@ -135,8 +151,12 @@ class DeepNorm(Residual):
     @torch.no_grad()
     def init_block(self, block: nn.Module) -> None:
         for attn in block.attentions():
-            for proj, gain in ((attn.q_proj, 1.0), (attn.k_proj, 1.0), (attn.v_proj, self.beta),
-                               (attn.out_proj, self.beta)):
+            for proj, gain in (
+                (attn.q_proj, 1.0),
+                (attn.k_proj, 1.0),
+                (attn.v_proj, self.beta),
+                (attn.out_proj, self.beta),
+            ):
                 nn.init.xavier_normal_(proj.weight, gain=gain)
         for proj in block.ffn.value_projections():  # what the FFN class declares (not its router)
             nn.init.xavier_normal_(proj.weight, gain=self.beta)
@@ -163,8 +183,16 @@ class Block(nn.Module):
         x -> [attn_norm, self-attention] -> [cross_norm, cross-attention]? -> [ffn_norm, ffn] -> x
     """
 
-    def __init__(self, attn: Mixer, attn_norm: nn.Module, ffn: nn.Module, ffn_norm: nn.Module,
-                 residual: nn.Module, cross: Attention | None = None, cross_norm: nn.Module | None = None):
+    def __init__(
+        self,
+        attn: Mixer,
+        attn_norm: nn.Module,
+        ffn: nn.Module,
+        ffn_norm: nn.Module,
+        residual: nn.Module,
+        cross: Attention | None = None,
+        cross_norm: nn.Module | None = None,
+    ):
         super().__init__()
         self.attn_norm, self.attn = attn_norm, attn
         self.cross_norm, self.cross = cross_norm, cross
@@ -178,28 +206,60 @@ class Block(nn.Module):
     def residual_projections(self) -> list[nn.Linear]:
         """Every projection of this block that writes into the residual stream, as declared by
         its attention and feed-forward classes."""
-        return [p for a in self.attentions() for p in a.residual_projections()] + self.ffn.residual_projections()
+        return [
+            p for a in self.attentions() for p in a.residual_projections()
+        ] + self.ffn.residual_projections()
 
-    def forward(self, x, pos, mask: Mask, cache: LayerCache | None = None, start: Start = 0,
-                memory_kv=None, memory_mask: Mask | None = None, cross_state=None) -> BlockOut:
-        x, weights = self.residual(x, self.attn_norm, lambda h: self.attn(h, pos, mask, cache, start))
+    def forward(
+        self,
+        x,
+        pos,
+        mask: Mask,
+        cache: LayerCache | None = None,
+        start: Start = 0,
+        memory_kv=None,
+        memory_mask: Mask | None = None,
+        cross_state=None,
+    ) -> BlockOut:
+        x, weights = self.residual(
+            x, self.attn_norm, lambda h: self.attn(h, pos, mask, cache, start)
+        )
         cross_weights = None
         if self.cross is not None:  # decoder of an encoder-decoder model
-            x, cross_weights = self.residual(x, self.cross_norm,
-                                             lambda h: self.cross(h, pos, memory_mask, kv=memory_kv, state=cross_state))
+            x, cross_weights = self.residual(
+                x,
+                self.cross_norm,
+                lambda h: self.cross(h, pos, memory_mask, kv=memory_kv, state=cross_state),
+            )
         x, aux = self.residual(x, self.ffn_norm, self.ffn)
         return BlockOut(x, weights, cross_weights, aux)
 
 
-def run_blocks(blocks, x, pos, mask: Mask, cache=None, start: Start = 0, memory_kvs=None,
-               memory_mask: Mask | None = None, cross_states=None):
+def run_blocks(
+    blocks,
+    x,
+    pos,
+    mask: Mask,
+    cache=None,
+    start: Start = 0,
+    memory_kvs=None,
+    memory_mask: Mask | None = None,
+    cross_states=None,
+):
     """Apply a stack of blocks; collect attention weights and the sum of auxiliary losses.
     `cross_states`: per layer, the cross-attention kernel's decoding state (or None)."""
     attentions, cross_attentions, aux_total = [], [], None
     for i, block in enumerate(blocks):
-        out = block(x, pos, mask, None if cache is None else cache[i], start,
-                    None if memory_kvs is None else memory_kvs[i], memory_mask,
-                    None if cross_states is None else cross_states[i])
+        out = block(
+            x,
+            pos,
+            mask,
+            None if cache is None else cache[i],
+            start,
+            None if memory_kvs is None else memory_kvs[i],
+            memory_mask,
+            None if cross_states is None else cross_states[i],
+        )
         x = out.x
         attentions.append(out.weights)
         cross_attentions.append(out.cross_weights)
@@ -208,8 +268,13 @@ def run_blocks(blocks, x, pos, mask: Mask, cache=None, start: Start = 0, memory_
     return x, attentions, cross_attentions, aux_total
 
 
-def chunked_lm_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk: int,
-                    label_smoothing: float = 0.0) -> torch.Tensor:
+def chunked_lm_loss(
+    hidden: torch.Tensor,
+    head: nn.Module,
+    targets: torch.Tensor,
+    chunk: int,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """The mean cross entropy of `lm_loss` computed `chunk` positions at a time from the final
     hidden states (B, T, dim): each chunk's logits are made, reduced to a summed loss and dropped,
     then made again in backward (torch.utils.checkpoint), so the (B, T, vocab) logits never exist
@@ -217,18 +282,31 @@ def chunked_lm_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor
     from torch.utils.checkpoint import checkpoint
 
     def summed(h, t):  # (n, dim), (n,) -> summed loss of the chunk
-        return F.cross_entropy(head(h).float(), t, ignore_index=-100, reduction="sum", label_smoothing=label_smoothing)
+        return F.cross_entropy(
+            head(h).float(), t, ignore_index=-100, reduction="sum", label_smoothing=label_smoothing
+        )
 
     h, t = hidden.flatten(0, 1), targets.flatten()  # (B*T, dim), (B*T,)
-    total = sum(checkpoint(summed, h[i:i + chunk], t[i:i + chunk], use_reentrant=False)
-                for i in range(0, h.shape[0], chunk))
+    total = sum(
+        checkpoint(summed, h[i : i + chunk], t[i : i + chunk], use_reentrant=False)
+        for i in range(0, h.shape[0], chunk)
+    )
     return total / (t != -100).sum().clamp(min=1)
 
 
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, aux: torch.Tensor | None, label_smoothing: float = 0.0):
+def lm_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    aux: torch.Tensor | None,
+    label_smoothing: float = 0.0,
+):
     """Mean next-token cross entropy over targets != -100, plus the layers' auxiliary losses."""
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
-                           label_smoothing=label_smoothing)
+    loss = F.cross_entropy(
+        logits.flatten(0, 1).float(),
+        targets.flatten(),
+        ignore_index=-100,
+        label_smoothing=label_smoothing,
+    )
     return loss if aux is None else loss + aux
 
 
@@ -244,7 +322,10 @@ class DecoderStack(nn.Module):
         """One decoding cache per layer (a preallocated KV cache, or a retention layer's state),
         for `batch` sequences of up to `max_len` tokens."""
         p = next(self.parameters())
-        return [block.attn.new_cache(self.pattern, batch, max_len, p.dtype, p.device) for block in self.blocks]
+        return [
+            block.attn.new_cache(self.pattern, batch, max_len, p.dtype, p.device)
+            for block in self.blocks
+        ]
 
 
 class Spine(nn.Module):
@@ -253,21 +334,36 @@ class Spine(nn.Module):
     and fast decoding (fastdecode.py) all end here; a subclass holds `cfg`, `pos`, `blocks`,
     `final_norm` and `lm_head`, and embeds its own tokens (`embed`)."""
 
-    def tail(self, x: torch.Tensor, mask: Mask, cache: list[LayerCache] | None = None, start: Start = 0, *,
-             targets: torch.Tensor | None = None, last_only: bool = False, memory_kvs=None,
-             memory_mask: Mask | None = None, cross_states=None) -> Output:
+    def tail(
+        self,
+        x: torch.Tensor,
+        mask: Mask,
+        cache: list[LayerCache] | None = None,
+        start: Start = 0,
+        *,
+        targets: torch.Tensor | None = None,
+        last_only: bool = False,
+        memory_kvs=None,
+        memory_mask: Mask | None = None,
+        cross_states=None,
+    ) -> Output:
         """Run the blocks on `x` (B, T, dim) under `mask` (the cache and `start` as the blocks take
         them; `memory_kvs`, `memory_mask` and `cross_states` for cross-attention), then the final
         norm and the head; the loss when `targets` are given (`model.loss_chunk`: from the hidden
         states, chunk by chunk, without whole logits). `last_only`: the last position only."""
-        x, attentions, cross, aux = run_blocks(self.blocks, x, self.pos, mask, cache, start, memory_kvs, memory_mask,
-                                               cross_states)
+        x, attentions, cross, aux = run_blocks(
+            self.blocks, x, self.pos, mask, cache, start, memory_kvs, memory_mask, cross_states
+        )
         x = self.final_norm(x)
         if last_only:
             x = x[:, -1:]  # (B, 1, dim): decoding needs only the next-token distribution
-        cross = cross if memory_kvs is not None else []  # cross-attention weights only where there is some
+        cross = (
+            cross if memory_kvs is not None else []
+        )  # cross-attention weights only where there is some
         if targets is not None and self.cfg.loss_chunk > 0:  # the loss only: no whole logits tensor
-            loss = chunked_lm_loss(x, self.lm_head, targets, self.cfg.loss_chunk, self.cfg.label_smoothing)
+            loss = chunked_lm_loss(
+                x, self.lm_head, targets, self.cfg.loss_chunk, self.cfg.label_smoothing
+            )
             return Output(None, loss if aux is None else loss + aux, aux, attentions, x, cross)
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = None if targets is None else lm_loss(logits, targets, aux, self.cfg.label_smoothing)
@@ -279,10 +375,18 @@ class Model(Spine, DecoderStack):
 
     needs_source = False  # decoders: no source sequence (see EncoderDecoder)
 
-    def __init__(self, cfg, tok_emb: nn.Embedding, pos: nn.Module, blocks: list[Block],
-                 final_norm: nn.Module, lm_head: nn.Module, pattern: nn.Module | None = None,
-                 type_emb: nn.Embedding | None = None,
-                 embed_norm: nn.Module | None = None):
+    def __init__(
+        self,
+        cfg,
+        tok_emb: nn.Embedding,
+        pos: nn.Module,
+        blocks: list[Block],
+        final_norm: nn.Module,
+        lm_head: nn.Module,
+        pattern: nn.Module | None = None,
+        type_emb: nn.Embedding | None = None,
+        embed_norm: nn.Module | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         self.causal = cfg.arch == "decoder"
@@ -294,20 +398,30 @@ class Model(Spine, DecoderStack):
         self.blocks = nn.ModuleList(blocks)
         self.final_norm, self.lm_head = final_norm, lm_head
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, *,
-                cache: list[LayerCache] | None = None, start: int = 0,
-                padding_mask: torch.Tensor | None = None, last_only: bool = False,
-                token_type_ids: torch.Tensor | None = None) -> Output:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        cache: list[LayerCache] | None = None,
+        start: int = 0,
+        padding_mask: torch.Tensor | None = None,
+        last_only: bool = False,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> Output:
         mask = self.pattern.mask(self.causal, start, padding_mask)
         x = self.embed(input_ids, start, token_type_ids)  # (B, T, dim)
         return self.tail(x, mask, cache, start, targets=targets, last_only=last_only)
 
-    def embed(self, input_ids: torch.Tensor, start: Start = 0,
-              token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self, input_ids: torch.Tensor, start: Start = 0, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Token ids (B, T) placed at `start` -> the first block's input (B, T, dim)."""
         x = self.pos.embed(self.tok_emb(input_ids), start)  # (B, T, dim)
         if self.type_emb is not None:  # segment A / B (type 0 when not given)
-            x = x + self.type_emb(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+            x = x + self.type_emb(
+                token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+            )
         return self.drop(self.embed_norm(x))
 
     # ------------------------------------------------------------ decoding protocol (new_cache: DecoderStack)
@@ -315,8 +429,10 @@ class Model(Spine, DecoderStack):
         """Transformer-XL segment memories, one per layer, holding `length` tokens: pass them as
         `cache=` to consecutive segments (training and evaluation alike); start stays 0."""
         if self.pos.absolute:
-            raise ValueError(f"segment memory places positions relative to the memory; {type(self.pos).__name__} "
-                             "positions are absolute (use model.pos=rope, xpos, alibi or none)")
+            raise ValueError(
+                f"segment memory places positions relative to the memory; {type(self.pos).__name__} "
+                "positions are absolute (use model.pos=rope, xpos, alibi or none)"
+            )
         return [block.attn.new_memory(length) for block in self.blocks]
 
     def constant_state(self) -> bool:
@@ -355,16 +471,27 @@ class Model(Spine, DecoderStack):
 class EncoderDecoder(Spine, DecoderStack):
     """Encoder-decoder Transformer (Vaswani et al. 2017):
 
-        src ids -> src_emb -> enc_pos.embed -> encoder Blocks (bidirectional) -> enc_norm = memory
-        tgt ids -> tok_emb -> pos.embed -> decoder Blocks (causal self-attn, cross-attn on memory)
-                -> final_norm -> lm_head
+    src ids -> src_emb -> enc_pos.embed -> encoder Blocks (bidirectional) -> enc_norm = memory
+    tgt ids -> tok_emb -> pos.embed -> decoder Blocks (causal self-attn, cross-attn on memory)
+            -> final_norm -> lm_head
     """
 
     needs_source = True  # decoding starts from an encoded source (`start_state(..., src)`)
 
-    def __init__(self, cfg, src_emb: nn.Embedding, tok_emb: nn.Embedding, enc_pos: nn.Module, pos: nn.Module,
-                 encoder: list[Block], enc_norm: nn.Module, decoder: list[Block], final_norm: nn.Module,
-                 lm_head: nn.Module, pattern: nn.Module | None = None):
+    def __init__(
+        self,
+        cfg,
+        src_emb: nn.Embedding,
+        tok_emb: nn.Embedding,
+        enc_pos: nn.Module,
+        pos: nn.Module,
+        encoder: list[Block],
+        enc_norm: nn.Module,
+        decoder: list[Block],
+        final_norm: nn.Module,
+        lm_head: nn.Module,
+        pattern: nn.Module | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         self.src_emb, self.tok_emb = src_emb, tok_emb
@@ -373,7 +500,9 @@ class EncoderDecoder(Spine, DecoderStack):
         self.encoder, self.enc_norm = nn.ModuleList(encoder), enc_norm
         self.blocks = nn.ModuleList(decoder)
         self.final_norm, self.lm_head = final_norm, lm_head
-        self.pattern = pattern if pattern is not None else Dense()  # self-attention of encoder and decoder
+        self.pattern = (
+            pattern if pattern is not None else Dense()
+        )  # self-attention of encoder and decoder
 
     def _key_mask(self, ids: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | None:
         if given is not None or self.cfg.pad_id is None:
@@ -391,7 +520,9 @@ class EncoderDecoder(Spine, DecoderStack):
         where the kernel gives none)."""
         src_mask = self._key_mask(src_ids, src_mask)
         x = self.drop(self.enc_pos.embed(self.src_emb(src_ids), 0))  # (B, S, dim)
-        x, attentions, _, _ = run_blocks(self.encoder, x, self.enc_pos, self.pattern.mask(False, 0, src_mask))
+        x, attentions, _, _ = run_blocks(
+            self.encoder, x, self.enc_pos, self.pattern.mask(False, 0, src_mask)
+        )
         return self.enc_norm(x), src_mask, attentions
 
     def embed(self, tgt_ids: torch.Tensor, start: Start = 0) -> torch.Tensor:
@@ -402,27 +533,70 @@ class EncoderDecoder(Spine, DecoderStack):
         """Each decoder layer's cross-attention keys and values of the memory, computed once."""
         return [block.cross.project_kv(memory) for block in self.blocks]
 
-    def decode(self, tgt_ids, memory, src_mask, targets=None, cache=None, start: int = 0,
-                memory_kvs=None, last_only: bool = False, cross_states=None) -> Output:
+    def decode(
+        self,
+        tgt_ids,
+        memory,
+        src_mask,
+        targets=None,
+        cache=None,
+        start: int = 0,
+        memory_kvs=None,
+        last_only: bool = False,
+        cross_states=None,
+    ) -> Output:
         """The decoder over `memory`. `cross_states` (decoding) are the per-layer states of a
         stateful cross-attention kernel; without them such a kernel starts from alpha_0, so a
         call that does not start at position 0 must pass them."""
-        return self.decode_embedded(self.tok_emb(tgt_ids), memory, src_mask, targets, cache, start, memory_kvs,
-                                    last_only, cross_states)
+        return self.decode_embedded(
+            self.tok_emb(tgt_ids),
+            memory,
+            src_mask,
+            targets,
+            cache,
+            start,
+            memory_kvs,
+            last_only,
+            cross_states,
+        )
 
-    def decode_embedded(self, tok_x, memory, src_mask, targets=None, cache=None, start: int = 0,
-                        memory_kvs=None, last_only: bool = False, cross_states=None) -> Output:
+    def decode_embedded(
+        self,
+        tok_x,
+        memory,
+        src_mask,
+        targets=None,
+        cache=None,
+        start: int = 0,
+        memory_kvs=None,
+        last_only: bool = False,
+        cross_states=None,
+    ) -> Output:
         """The decoder from token embeddings `tok_x` (B, T, dim) instead of ids: `decode` is
         `decode_embedded(tok_emb(ids), ...)`. Two-pass scheduled sampling (objectives.py) feeds
         mixtures of embeddings through it; positions, dropout and blocks are the same."""
         x = self.drop(self.pos.embed(tok_x, start))  # (B, T, dim)
         kvs = memory_kvs if memory_kvs is not None else self.memory_kvs(memory)
-        return self.tail(x, self.pattern.mask(True, start), cache, start, targets=targets, last_only=last_only,
-                         memory_kvs=kvs, memory_mask=Mask(causal=False, key_padding=src_mask),
-                         cross_states=cross_states)
+        return self.tail(
+            x,
+            self.pattern.mask(True, start),
+            cache,
+            start,
+            targets=targets,
+            last_only=last_only,
+            memory_kvs=kvs,
+            memory_mask=Mask(causal=False, key_padding=src_mask),
+            cross_states=cross_states,
+        )
 
-    def forward(self, src_ids: torch.Tensor, tgt_ids: torch.Tensor, targets: torch.Tensor | None = None, *,
-                src_mask: torch.Tensor | None = None) -> Output:
+    def forward(
+        self,
+        src_ids: torch.Tensor,
+        tgt_ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        src_mask: torch.Tensor | None = None,
+    ) -> Output:
         """Teacher forcing: `tgt_ids` are the decoder inputs (BOS + y[:-1]), `targets` are y."""
         memory, src_mask, encoder_attentions = self.encode_with_attention(src_ids, src_mask)
         out = self.decode(tgt_ids, memory, src_mask, targets)
@@ -430,8 +604,13 @@ class EncoderDecoder(Spine, DecoderStack):
         return out
 
     # ------------------------------------------------------------ decoding protocol (new_cache: DecoderStack)
-    def start_state(self, batch: int, max_len: int, src: torch.Tensor | None = None,
-                    src_mask: torch.Tensor | None = None) -> DecodeState:
+    def start_state(
+        self,
+        batch: int,
+        max_len: int,
+        src: torch.Tensor | None = None,
+        src_mask: torch.Tensor | None = None,
+    ) -> DecodeState:
         if src is None:
             raise ValueError("an encoder-decoder model needs the source sequence (src) to decode")
         if src.shape[0] != batch:
@@ -440,12 +619,23 @@ class EncoderDecoder(Spine, DecoderStack):
         state = DecodeState(self.new_cache(batch, max_len), memory=memory, memory_mask=src_mask)
         state.cross = self.memory_kvs(memory)
         # each cross-attention kernel's own state (the previous alignment; None for plain kernels)
-        state.align = [block.cross.kernel.start_state(batch, memory.shape[1], memory.device) for block in self.blocks]
+        state.align = [
+            block.cross.kernel.start_state(batch, memory.shape[1], memory.device)
+            for block in self.blocks
+        ]
         return state
 
     def step(self, tokens: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
-        out = self.decode(tokens, state.memory, state.memory_mask, cache=state.cache, start=state.pos,
-                          memory_kvs=state.cross, last_only=True, cross_states=state.align)
+        out = self.decode(
+            tokens,
+            state.memory,
+            state.memory_mask,
+            cache=state.cache,
+            start=state.pos,
+            memory_kvs=state.cross,
+            last_only=True,
+            cross_states=state.align,
+        )
         state.pos += tokens.shape[1]
         state.last = out  # cross-attention weights of this step, for copy heads and heatmaps
         return out.logits[:, -1], state
@@ -453,7 +643,10 @@ class EncoderDecoder(Spine, DecoderStack):
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= sum(e.weight.numel() for e in {id(self.src_emb): self.src_emb, id(self.tok_emb): self.tok_emb}.values())
+            n -= sum(
+                e.weight.numel()
+                for e in {id(self.src_emb): self.src_emb, id(self.tok_emb): self.tok_emb}.values()
+            )
         return n
 
 
@@ -467,8 +660,12 @@ def init_weights(model: nn.Module, std: float) -> None:
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
     depth_std = std / math.sqrt(2 * len(model.blocks))  # (decoder) layers
-    scaled = {id(proj.weight) for block in model.modules() if isinstance(block, Block)
-              for proj in block.residual_projections()}
+    scaled = {
+        id(proj.weight)
+        for block in model.modules()
+        if isinstance(block, Block)
+        for proj in block.residual_projections()
+    }
     for p in model.parameters():  # in parameter order, so the random draws come in a fixed order
         if id(p) in scaled:
             nn.init.normal_(p, mean=0.0, std=depth_std)

@@ -2,6 +2,7 @@
 
 Where a norm sits (pre, post, DeepNorm) is the `Residual` in model.py, not a property of the norm.
 """
+
 from __future__ import annotations
 
 import torch

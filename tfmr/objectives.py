@@ -55,11 +55,12 @@ encoder-decoders only.
 
 `diagonal_share` measures how diagonal a cross-attention is (the `g2p-guided` experiment).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -81,15 +82,19 @@ def _linear(i: int, k: float, c: float) -> float:
 
 
 def _exponential(i: int, k: float, c: float) -> float:
-    return k ** i
+    return k**i
 
 
 def _inverse_sigmoid(i: int, k: float, c: float) -> float:
     return 0.0 if i / k > 700 else k / (k + math.exp(i / k))
 
 
-SCHEDULES = {"constant": _constant, "linear": _linear, "exponential": _exponential,
-             "inverse-sigmoid": _inverse_sigmoid}
+SCHEDULES = {
+    "constant": _constant,
+    "linear": _linear,
+    "exponential": _exponential,
+    "inverse-sigmoid": _inverse_sigmoid,
+}
 DEFAULT_K = {"constant": 1.0, "linear": 1.0, "exponential": 0.9999, "inverse-sigmoid": 1000.0}
 
 
@@ -98,11 +103,21 @@ class Schedule:
     section 2.4), never below eps_min: linear max(eps_min, k - c i), exponential k^i,
     inverse-sigmoid k / (k + exp(i / k)), constant k. `k=None` takes the kind's usual value."""
 
-    def __init__(self, kind: str = "inverse-sigmoid", k: float | None = None, c: float = 1e-4,
-                 eps_min: float = 0.0):
+    def __init__(
+        self,
+        kind: str = "inverse-sigmoid",
+        k: float | None = None,
+        c: float = 1e-4,
+        eps_min: float = 0.0,
+    ):
         if kind not in SCHEDULES:
             raise ConfigError(f"unknown schedule {kind!r}; valid schedules: {', '.join(SCHEDULES)}")
-        self.kind, self.k, self.c, self.eps_min = kind, float(DEFAULT_K[kind] if k is None else k), float(c), float(eps_min)
+        self.kind, self.k, self.c, self.eps_min = (
+            kind,
+            float(DEFAULT_K[kind] if k is None else k),
+            float(c),
+            float(eps_min),
+        )
         if kind == "inverse-sigmoid" and self.k < 1:
             raise ConfigError(f"the inverse-sigmoid schedule needs k >= 1, got {self.k}")
 
@@ -169,7 +184,9 @@ def _without_targets(batch: dict) -> dict:
 def mix_tokens(gold: torch.Tensor, pred_out: torch.Tensor, eps: float, pad: int) -> torch.Tensor:
     """Decoder inputs (B, T): gold with probability eps per position, else the prediction made at
     the previous position (`pred_out[:, t - 1]`). Position 0 (<s>) and padding stay gold."""
-    pred_in = torch.cat([gold[:, :1], pred_out[:, :-1]], dim=1)  # (B, T): what the model said before t
+    pred_in = torch.cat(
+        [gold[:, :1], pred_out[:, :-1]], dim=1
+    )  # (B, T): what the model said before t
     keep = (torch.rand(gold.shape, device=gold.device) < eps) | (gold == pad)
     keep[:, 0] = True
     return torch.where(keep, gold, pred_in)
@@ -179,7 +196,9 @@ def predict_tokens(logits: torch.Tensor, how: str, temperature: float = 1.0) -> 
     """(B, T, V) -> (B, T): the arg-max, or a draw from softmax(logits / temperature), from the
     global RNG (`decode.Sampling`, the one next-token chooser)."""
     sampling = Sampling(0.0 if how == "argmax" else temperature)
-    return sampling.choose(logits.float().flatten(0, 1)).view(logits.shape[:2])  # (B T, V) -> (B, T)
+    return sampling.choose(logits.float().flatten(0, 1)).view(
+        logits.shape[:2]
+    )  # (B T, V) -> (B, T)
 
 
 PREDICT = ("argmax", "sample")
@@ -225,8 +244,15 @@ class ScheduledSampling(Objective):
     the loss is the cross entropy of the second pass on the mixed inputs. `predict`: argmax, or
     sample (from softmax(logits / temperature)). eps = 1 is teacher forcing."""
 
-    def __init__(self, schedule: str = "inverse-sigmoid", k: float | None = None, c: float = 1e-4,
-                 eps_min: float = 0.0, predict: str = "argmax", temperature: float = 1.0):
+    def __init__(
+        self,
+        schedule: str = "inverse-sigmoid",
+        k: float | None = None,
+        c: float = 1e-4,
+        eps_min: float = 0.0,
+        predict: str = "argmax",
+        temperature: float = 1.0,
+    ):
         self.schedule = Schedule(schedule, k, c, eps_min)
         if predict not in PREDICT:
             raise ConfigError(f"unknown predict {predict!r}; valid: {', '.join(PREDICT)}")
@@ -249,8 +275,16 @@ class ParallelScheduledSampling(ScheduledSampling):
     through the samples or the first K - 1 passes. passes = 2 is scheduled sampling with sampled
     predictions."""
 
-    def __init__(self, passes: int = 2, schedule: str = "inverse-sigmoid", k: float | None = None,
-                 c: float = 1e-4, eps_min: float = 0.0, predict: str = "sample", temperature: float = 1.0):
+    def __init__(
+        self,
+        passes: int = 2,
+        schedule: str = "inverse-sigmoid",
+        k: float | None = None,
+        c: float = 1e-4,
+        eps_min: float = 0.0,
+        predict: str = "sample",
+        temperature: float = 1.0,
+    ):
         super().__init__(schedule, k, c, eps_min, predict, temperature)
         if int(passes) < 1:
             raise ConfigError(f"parallel scheduled sampling needs passes >= 1, got {passes}")
@@ -261,17 +295,21 @@ class ParallelScheduledSampling(ScheduledSampling):
         inputs = gold
         with torch.no_grad():
             for _ in range(self.passes - 1):
-                logits = forward(**{**_without_targets(batch), "tgt_ids": inputs}).logits  # (B, T, V)
-                inputs = mix_tokens(gold, predict_tokens(logits, self.predict, self.temperature), eps,
-                                    self.task.pad)
+                logits = forward(
+                    **{**_without_targets(batch), "tgt_ids": inputs}
+                ).logits  # (B, T, V)
+                inputs = mix_tokens(
+                    gold, predict_tokens(logits, self.predict, self.temperature), eps, self.task.pad
+                )
         return forward(**{**batch, "tgt_ids": inputs})
 
 
 MIXES = ("argmax", "top-k", "softmax")
 
 
-def predicted_embeddings(logits: torch.Tensor, weight: torch.Tensor, how: str, top_k: int = 5,
-                         temperature: float = 1.0) -> torch.Tensor:
+def predicted_embeddings(
+    logits: torch.Tensor, weight: torch.Tensor, how: str, top_k: int = 5, temperature: float = 1.0
+) -> torch.Tensor:
     """(B, T, V) logits, (V, dim) embedding table -> (B, T, dim): the arg-max token's embedding,
     the top-k tokens' embeddings weighted by their renormalised softmax, or all embeddings weighted
     by softmax(logits / temperature) (Mihaylova & Martins 2019, section 3)."""
@@ -296,19 +334,34 @@ class TwoPassScheduledSampling(Objective):
     The encoder runs once. The model must have `decode_embedded` and `tok_emb` (EncoderDecoder).
     With eps = 1 it is teacher forcing (same loss, same gradients)."""
 
-    def __init__(self, schedule: str = "inverse-sigmoid", k: float | None = None, c: float = 1e-4,
-                 eps_min: float = 0.0, mix: str = "softmax", top_k: int = 5, temperature: float = 1.0,
-                 first_grad: bool = False):
+    def __init__(
+        self,
+        schedule: str = "inverse-sigmoid",
+        k: float | None = None,
+        c: float = 1e-4,
+        eps_min: float = 0.0,
+        mix: str = "softmax",
+        top_k: int = 5,
+        temperature: float = 1.0,
+        first_grad: bool = False,
+    ):
         self.schedule = Schedule(schedule, k, c, eps_min)
         if mix not in MIXES:
             raise ConfigError(f"unknown two-pass mix {mix!r}; valid: {', '.join(MIXES)}")
-        self.mix, self.top_k, self.temperature, self.first_grad = mix, int(top_k), float(temperature), bool(first_grad)
+        self.mix, self.top_k, self.temperature, self.first_grad = (
+            mix,
+            int(top_k),
+            float(temperature),
+            bool(first_grad),
+        )
 
     def setup(self, model, task):
         super().setup(model, task)
         if not (hasattr(model, "decode_embedded") and hasattr(model, "tok_emb")):
-            raise ConfigError(f"train.objective=two-pass feeds embeddings through decode_embedded, which "
-                              f"{type(model).__name__} does not have; use scheduled or parallel")
+            raise ConfigError(
+                f"train.objective=two-pass feeds embeddings through decode_embedded, which "
+                f"{type(model).__name__} does not have; use scheduled or parallel"
+            )
 
     def loss(self, forward, model, batch, step):
         eps, gold, targets = self.schedule(step), batch["tgt_ids"], batch["targets"]
@@ -317,7 +370,9 @@ class TwoPassScheduledSampling(Objective):
         gold_emb = model.tok_emb(gold)  # (B, T, dim)
         with torch.set_grad_enabled(self.first_grad and torch.is_grad_enabled()):
             first = model.decode_embedded(gold_emb, memory, src_mask).logits  # (B, T, V)
-            pred = predicted_embeddings(first, weight, self.mix, self.top_k, self.temperature)  # (B, T, dim)
+            pred = predicted_embeddings(
+                first, weight, self.mix, self.top_k, self.temperature
+            )  # (B, T, dim)
         pred_in = torch.cat([gold_emb[:, :1], pred[:, :-1]], dim=1)  # (B, T, dim): said before t
         keep = (torch.rand(gold.shape, device=gold.device) < eps) | (gold == self.task.pad)
         keep[:, 0] = True
@@ -336,8 +391,16 @@ def _start(model, src: torch.Tensor, max_len: int, bos: int):
 
 
 @torch.no_grad()
-def sample_ids(model, src: torch.Tensor, max_len: int, bos: int, eos: int, pad: int, greedy: bool = False,
-               temperature: float = 1.0) -> torch.Tensor:
+def sample_ids(
+    model,
+    src: torch.Tensor,
+    max_len: int,
+    bos: int,
+    eos: int,
+    pad: int,
+    greedy: bool = False,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Batched decoding through the model's protocol, in eval mode, from the global torch RNG:
     (B, L) ids, </s> included, `pad` after it (L <= max_len). For a decoder-only LM `src` is the
     prompt (B, P) and the ids are its continuation; eos < 0: no end token, L = max_len."""
@@ -362,8 +425,9 @@ def sample_ids(model, src: torch.Tensor, max_len: int, bos: int, eos: int, pad: 
     return torch.stack(out, dim=1)
 
 
-def sequence_logprobs(forward, src: torch.Tensor, ys: torch.Tensor, bos: int, eos: int,
-                      needs_source: bool = True) -> torch.Tensor:
+def sequence_logprobs(
+    forward, src: torch.Tensor, ys: torch.Tensor, bos: int, eos: int, needs_source: bool = True
+) -> torch.Tensor:
     """log p(y | x) (N,) with gradient, by one teacher-forced forward on the sequences `ys` (N, L):
     the sum over positions up to and including the first </s> (all L when there is none). With
     `needs_source` False (a decoder-only LM) `src` is the prompt (N, P) and y its continuation."""
@@ -374,8 +438,12 @@ def sequence_logprobs(forward, src: torch.Tensor, ys: torch.Tensor, bos: int, eo
         logits = forward(src_ids=src, tgt_ids=tgt_in).logits  # (N, L, V)
     else:
         P = src.shape[1]
-        logits = forward(torch.cat([src, ys[:, :-1]], dim=1)).logits[:, P - 1:]  # (N, L, V): prompt y, shifted
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least (float64 kept)
+        logits = forward(torch.cat([src, ys[:, :-1]], dim=1)).logits[
+            :, P - 1 :
+        ]  # (N, L, V): prompt y, shifted
+    logits = logits.to(
+        torch.promote_types(logits.dtype, torch.float32)
+    )  # float32 at least (float64 kept)
     logp = torch.log_softmax(logits, dim=-1).gather(-1, ys[..., None]).squeeze(-1)  # (N, L)
     return (logp * valid).sum(1)
 
@@ -390,8 +458,9 @@ def scst_advantage(sample_reward: torch.Tensor, greedy_reward: torch.Tensor) -> 
     return sample_reward - greedy_reward
 
 
-def mrt_loss(logp: torch.Tensor, reward: torch.Tensor, alpha: float = 0.005,
-             mask: torch.Tensor | None = None) -> torch.Tensor:
+def mrt_loss(
+    logp: torch.Tensor, reward: torch.Tensor, alpha: float = 0.005, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Minimum risk (Shen et al. 2016, https://arxiv.org/abs/1512.02433): logp, reward (B, S) over
     each source's candidate set (mask (B, S) False for dropped candidates, e.g. duplicates).
     Q(y) = P(y)^alpha / sum over the set of P(y')^alpha; risk = sum_y Q(y) (-r(y)); mean over B."""
@@ -410,24 +479,38 @@ class _RL(Objective):
     with_guided_attention = False
     for_language_models = True
 
-    def __init__(self, reward: str = "bleu", samples: int = 1, max_len: int = 0, temperature: float = 1.0,
-                 prompt: float = 0.5):
+    def __init__(
+        self,
+        reward: str = "bleu",
+        samples: int = 1,
+        max_len: int = 0,
+        temperature: float = 1.0,
+        prompt: float = 0.5,
+    ):
         if reward not in REWARDS:
             raise ConfigError(f"unknown reward {reward!r}; valid rewards: {', '.join(REWARDS)}")
         if int(samples) < 1:
             raise ConfigError(f"samples must be at least 1, got {samples}")
         if not 0 < float(prompt) < 1:
-            raise ConfigError(f"prompt is the share of a window given as the prompt, between 0 and 1; got {prompt}")
+            raise ConfigError(
+                f"prompt is the share of a window given as the prompt, between 0 and 1; got {prompt}"
+            )
         self.reward_name, self.reward = reward, REWARDS[reward]
-        self.samples, self.max_len, self.temperature = int(samples), int(max_len), float(temperature)
+        self.samples, self.max_len, self.temperature = (
+            int(samples),
+            int(max_len),
+            float(temperature),
+        )
         self.prompt = float(prompt)
 
     def setup(self, model, task):
         super().setup(model, task)
         self.needs_source = bool(model.needs_source)
         if not self.needs_source and not model.causal:
-            raise ConfigError("RL objectives sample continuations: they need a causal model (model.arch=decoder) "
-                              "or an encoder-decoder")
+            raise ConfigError(
+                "RL objectives sample continuations: they need a causal model (model.arch=decoder) "
+                "or an encoder-decoder"
+            )
 
     def logprobs(self, forward, src: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         return sequence_logprobs(forward, src, ys, self.task.bos, self.task.eos, self.needs_source)
@@ -438,8 +521,11 @@ class _RL(Objective):
     def rewards(self, ids: torch.Tensor, refs: list[list], repeat: int) -> torch.Tensor:
         """(N,) rewards of the rows of `ids`; row j belongs to source j // repeat."""
         hyps = [self.task.symbols(row) for row in ids.tolist()]
-        return torch.tensor([self.reward(h, refs[j // repeat]) for j, h in enumerate(hyps)], dtype=torch.float32,
-                            device=ids.device)
+        return torch.tensor(
+            [self.reward(h, refs[j // repeat]) for j, h in enumerate(hyps)],
+            dtype=torch.float32,
+            device=ids.device,
+        )
 
     def length(self, targets: torch.Tensor, src: torch.Tensor) -> int:
         """How many tokens to draw: the longest reference + 5 (exactly its length without an end
@@ -452,7 +538,9 @@ class _RL(Objective):
     def draw(self, model, src: torch.Tensor, n: int, max_len: int, greedy: bool = False) -> tuple:
         src_n = src.repeat_interleave(n, dim=0)  # (B n, S)
         t = self.task
-        return src_n, sample_ids(model, src_n, max_len, t.bos, t.eos, t.pad, greedy, self.temperature)
+        return src_n, sample_ids(
+            model, src_n, max_len, t.bos, t.eos, t.pad, greedy, self.temperature
+        )
 
 
 class Reinforce(_RL):
@@ -460,8 +548,15 @@ class Reinforce(_RL):
     per source, loss -mean((r - b) log p(y|x)), b a moving average of the batch mean reward
     (b <- decay b + (1 - decay) mean r, started at the first batch's mean; saved with checkpoints)."""
 
-    def __init__(self, reward: str = "bleu", samples: int = 4, baseline_decay: float = 0.9, max_len: int = 0,
-                 temperature: float = 1.0, prompt: float = 0.5):
+    def __init__(
+        self,
+        reward: str = "bleu",
+        samples: int = 4,
+        baseline_decay: float = 0.9,
+        max_len: int = 0,
+        temperature: float = 1.0,
+        prompt: float = 0.5,
+    ):
         super().__init__(reward, samples, max_len, temperature, prompt)
         self.decay = float(baseline_decay)
         self.baseline: float | None = None
@@ -477,7 +572,11 @@ class Reinforce(_RL):
         return Output(logits=logp, loss=reinforce_loss(logp, r, b))
 
     def state(self):
-        return {} if self.baseline is None else {"objective.baseline": torch.tensor([self.baseline], dtype=torch.float64)}
+        return (
+            {}
+            if self.baseline is None
+            else {"objective.baseline": torch.tensor([self.baseline], dtype=torch.float64)}
+        )
 
     def load_state(self, tensors):
         if "objective.baseline" in tensors:
@@ -509,40 +608,76 @@ class MinimumRisk(_RL):
     `samples` (candidates=beam); duplicates dropped, the reference added when `with_reference`.
     Q = P^alpha renormalised over the set, loss = E_Q[-reward]."""
 
-    def __init__(self, reward: str = "bleu", samples: int = 8, alpha: float = 0.005, candidates: str = "sample",
-                 with_reference: bool = False, max_len: int = 0, temperature: float = 1.0, prompt: float = 0.5):
+    def __init__(
+        self,
+        reward: str = "bleu",
+        samples: int = 8,
+        alpha: float = 0.005,
+        candidates: str = "sample",
+        with_reference: bool = False,
+        max_len: int = 0,
+        temperature: float = 1.0,
+        prompt: float = 0.5,
+    ):
         super().__init__(reward, samples, max_len, temperature, prompt)
         if candidates not in CANDIDATES:
-            raise ConfigError(f"unknown MRT candidates {candidates!r}; valid: {', '.join(CANDIDATES)}")
-        self.alpha, self.candidates, self.with_reference = float(alpha), candidates, bool(with_reference)
+            raise ConfigError(
+                f"unknown MRT candidates {candidates!r}; valid: {', '.join(CANDIDATES)}"
+            )
+        self.alpha, self.candidates, self.with_reference = (
+            float(alpha),
+            candidates,
+            bool(with_reference),
+        )
 
     def nbest(self, model, src: torch.Tensor, max_len: int) -> torch.Tensor:
         """(B n, L) the n best hypotheses of beam search (width n), `pad` after </s>."""
         t, n, was_training = self.task, self.samples, model.training
         if self.needs_source:
-            start, source = torch.full((src.shape[0], 1), t.bos, dtype=torch.long, device=src.device), src
+            start, source = (
+                torch.full((src.shape[0], 1), t.bos, dtype=torch.long, device=src.device),
+                src,
+            )
         else:
             start, source = src, None  # a language model continues its prompt
         try:
             with torch.no_grad():
-                best = beam_search(model, start, n, min(max_len, t.context - start.shape[1]),
-                                   eos_id=t.eos if t.eos >= 0 else None, src=source, n_best=n, pad_id=t.pad)
+                best = beam_search(
+                    model,
+                    start,
+                    n,
+                    min(max_len, t.context - start.shape[1]),
+                    eos_id=t.eos if t.eos >= 0 else None,
+                    src=source,
+                    n_best=n,
+                    pad_id=t.pad,
+                )
         finally:
             model.train(was_training)
-        return best.ids[:, :, start.shape[1]:].reshape(src.shape[0] * n, -1)
+        return best.ids[:, :, start.shape[1] :].reshape(src.shape[0] * n, -1)
 
     def loss(self, forward, model, batch, step):
         src, targets = batch["src_ids"], batch["targets"]
         B, n = src.shape[0], self.samples
         if self.candidates == "beam":
-            src_n, ys = src.repeat_interleave(n, dim=0), self.nbest(model, src, self.length(targets, src))
+            src_n, ys = (
+                src.repeat_interleave(n, dim=0),
+                self.nbest(model, src, self.length(targets, src)),
+            )
         else:
             src_n, ys = self.draw(model, src, n, self.length(targets, src))  # (B n, L)
         if self.with_reference:
-            gold = torch.where(targets == -100, torch.full_like(targets, self.task.pad), targets)  # (B, T)
+            gold = torch.where(
+                targets == -100, torch.full_like(targets, self.task.pad), targets
+            )  # (B, T)
             L = max(ys.shape[1], gold.shape[1])
-            ys = torch.cat([F.pad(ys.view(B, n, -1), (0, L - ys.shape[1]), value=self.task.pad),
-                            F.pad(gold, (0, L - gold.shape[1]), value=self.task.pad)[:, None]], dim=1)
+            ys = torch.cat(
+                [
+                    F.pad(ys.view(B, n, -1), (0, L - ys.shape[1]), value=self.task.pad),
+                    F.pad(gold, (0, L - gold.shape[1]), value=self.task.pad)[:, None],
+                ],
+                dim=1,
+            )
             n += 1
             ys, src_n = ys.view(B * n, L), src.repeat_interleave(n, dim=0)
         keep = torch.ones(B, n, dtype=torch.bool)
@@ -566,22 +701,32 @@ def build_objective(spec: Choice, model: torch.nn.Module, task: Task) -> Objecti
     kind = OBJECTIVES[spec.kind]
     if not model.needs_source and not kind.for_language_models:
         valid = ", ".join(k for k, v in OBJECTIVES.items() if v.for_language_models)
-        raise ConfigError(f"train.objective={spec.kind} is for encoder-decoder models; a language model "
-                          f"takes: {valid}")
+        raise ConfigError(
+            f"train.objective={spec.kind} is for encoder-decoder models; a language model "
+            f"takes: {valid}"
+        )
     objective = kind(**spec.options)
     objective.setup(model, task)
     return objective
 
 
 # ----------------------------------------------------------------------------- guided attention
-def diagonal_share(attn: torch.Tensor, src_len: torch.Tensor, tgt_len: torch.Tensor, band: float = 0.1) -> torch.Tensor:
+def diagonal_share(
+    attn: torch.Tensor, src_len: torch.Tensor, tgt_len: torch.Tensor, band: float = 0.1
+) -> torch.Tensor:
     """How diagonal a cross-attention is: attn (B, T, S) (rows: target positions t, columns:
     source n, e.g. averaged over heads), lengths (B,) -> (B,) the mean over each word's T valid rows
     of the attention mass on the source positions with |n / N - t / T| <= band (N, T its lengths,
     n / N and t / T as in `guided_weights`). 1 is all mass in the band; padding is left out."""
     B, T, S = attn.shape
-    n = torch.arange(S, device=attn.device, dtype=torch.float32)[None, None, :] / src_len[:, None, None]
-    t = torch.arange(T, device=attn.device, dtype=torch.float32)[None, :, None] / tgt_len[:, None, None]
+    n = (
+        torch.arange(S, device=attn.device, dtype=torch.float32)[None, None, :]
+        / src_len[:, None, None]
+    )
+    t = (
+        torch.arange(T, device=attn.device, dtype=torch.float32)[None, :, None]
+        / tgt_len[:, None, None]
+    )
     real = torch.arange(S, device=attn.device)[None, None, :] < src_len[:, None, None]  # (B, 1, S)
     inside = ((n - t).abs() <= band + 1e-9) & real  # (B, T, S)
     rows = (attn.float() * inside).sum(-1)  # (B, T): mass in the band per row
@@ -589,7 +734,9 @@ def diagonal_share(attn: torch.Tensor, src_len: torch.Tensor, tgt_len: torch.Ten
     return (rows * valid).sum(1) / tgt_len.clamp(min=1)
 
 
-def guided_weights(src_len, tgt_len, sigma: float, S: int | None = None, T: int | None = None) -> torch.Tensor:
+def guided_weights(
+    src_len, tgt_len, sigma: float, S: int | None = None, T: int | None = None
+) -> torch.Tensor:
     """Tachibana et al. 2017 (https://arxiv.org/abs/1710.08969), eq. 1:
     W(t, n) = 1 - exp(-(n / N - t / T)^2 / (2 g^2)), rows target positions t, columns source n.
 
@@ -599,11 +746,18 @@ def guided_weights(src_len, tgt_len, sigma: float, S: int | None = None, T: int 
         return guided_weights(torch.tensor([src_len]), torch.tensor([tgt_len]), sigma)[0]
     S = int(src_len.max()) if S is None else S
     T = int(tgt_len.max()) if T is None else T
-    n = torch.arange(S, device=src_len.device, dtype=torch.float32)[None, None, :] / src_len[:, None, None]
-    t = torch.arange(T, device=src_len.device, dtype=torch.float32)[None, :, None] / tgt_len[:, None, None]
-    w = 1.0 - torch.exp(-(n - t) ** 2 / (2 * sigma ** 2))  # (B, T, S)
-    valid = (torch.arange(T, device=w.device)[None, :, None] < tgt_len[:, None, None]) & \
-            (torch.arange(S, device=w.device)[None, None, :] < src_len[:, None, None])
+    n = (
+        torch.arange(S, device=src_len.device, dtype=torch.float32)[None, None, :]
+        / src_len[:, None, None]
+    )
+    t = (
+        torch.arange(T, device=src_len.device, dtype=torch.float32)[None, :, None]
+        / tgt_len[:, None, None]
+    )
+    w = 1.0 - torch.exp(-((n - t) ** 2) / (2 * sigma**2))  # (B, T, S)
+    valid = (torch.arange(T, device=w.device)[None, :, None] < tgt_len[:, None, None]) & (
+        torch.arange(S, device=w.device)[None, None, :] < src_len[:, None, None]
+    )
     return w * valid
 
 
@@ -613,10 +767,14 @@ def _indices(spec: str, count: int, what: str) -> list[int]:
     try:
         picked = [int(x) for x in spec.split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"train.guided_{what} must be 'all' or comma-separated indices, got {spec!r}") from None
+        raise ConfigError(
+            f"train.guided_{what} must be 'all' or comma-separated indices, got {spec!r}"
+        ) from None
     bad = [i for i in picked if not -count <= i < count]
     if bad or not picked:
-        raise ConfigError(f"train.guided_{what}={spec!r}: the model has {count} {what} (indices 0..{count - 1})")
+        raise ConfigError(
+            f"train.guided_{what}={spec!r}: the model has {count} {what} (indices 0..{count - 1})"
+        )
     return picked
 
 
@@ -628,28 +786,47 @@ class GuidedAttention:
     def __init__(self, weight: float, sigma: float = 0.4, layers: str = "all", heads: str = "0,1"):
         if not sigma > 0:
             raise ConfigError(f"train.guided_sigma must be positive, got {sigma}")
-        self.weight, self.sigma, self.layers_spec, self.heads_spec = float(weight), float(sigma), layers, heads
+        self.weight, self.sigma, self.layers_spec, self.heads_spec = (
+            float(weight),
+            float(sigma),
+            layers,
+            heads,
+        )
 
     def setup(self, model: torch.nn.Module) -> None:
         crosses = [m.cross for m in model.modules() if isinstance(m, Block) and m.cross is not None]
         if not crosses:
-            raise ConfigError("train.guided_attention needs an encoder-decoder model (cross-attention)")
+            raise ConfigError(
+                "train.guided_attention needs an encoder-decoder model (cross-attention)"
+            )
         for a in crosses:
             if not a.kernel.gives_weights:
-                raise ConfigError(f"train.guided_attention needs cross-attention weights, which the "
-                                  f"{type(a.kernel).__name__} kernel does not give; set "
-                                  f"model.kernel={' | '.join(weight_giving(KERNELS))}")
+                raise ConfigError(
+                    f"train.guided_attention needs cross-attention weights, which the "
+                    f"{type(a.kernel).__name__} kernel does not give; set "
+                    f"model.kernel={' | '.join(weight_giving(KERNELS))}"
+                )
         self.layers = _indices(self.layers_spec, len(crosses), "layers")
         self.heads = _indices(self.heads_spec, crosses[0].heads, "heads")
 
-    def loss(self, out: Output, src_ids: torch.Tensor, targets: torch.Tensor, pad: int) -> torch.Tensor:
+    def loss(
+        self, out: Output, src_ids: torch.Tensor, targets: torch.Tensor, pad: int
+    ) -> torch.Tensor:
         src_len, tgt_len = (src_ids != pad).sum(1), (targets != -100).sum(1)  # (B,), (B,)
-        A = torch.stack([out.cross_attentions[i][:, self.heads] for i in self.layers], dim=1)  # (B, L, h, T, S)
+        A = torch.stack(
+            [out.cross_attentions[i][:, self.heads] for i in self.layers], dim=1
+        )  # (B, L, h, T, S)
         W = guided_weights(src_len, tgt_len, self.sigma, A.shape[-1], A.shape[-2])  # (B, T, S)
         valid = (src_len * tgt_len).sum() * A.shape[1] * A.shape[2]
         return (W[:, None, None] * A.float()).sum() / valid
 
 
-OBJECTIVES = {"teacher-forcing": TeacherForcing, "scheduled": ScheduledSampling, "two-pass": TwoPassScheduledSampling,
-              "parallel": ParallelScheduledSampling, "reinforce": Reinforce, "self-critical": SelfCritical,
-              "mrt": MinimumRisk}
+OBJECTIVES = {
+    "teacher-forcing": TeacherForcing,
+    "scheduled": ScheduledSampling,
+    "two-pass": TwoPassScheduledSampling,
+    "parallel": ParallelScheduledSampling,
+    "reinforce": Reinforce,
+    "self-critical": SelfCritical,
+    "mrt": MinimumRisk,
+}

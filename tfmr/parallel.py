@@ -23,6 +23,7 @@ temporary folder, which rank 0 then renames into place (`save_sharded`); `load_s
 checkpoint into a model sharded over any number of ranks, or into a plain model in one process,
 and `consolidate` turns one into a plain single-file checkpoint.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,10 +41,17 @@ from . import checkpoint
 from .config import ConfigError
 
 PARALLEL = ("none", "auto", "ddp", "fsdp")
-SHARDED = checkpoint.SHARDED  # in a sharded checkpoint: the format and the number of ranks that wrote it
+SHARDED = (
+    checkpoint.SHARDED
+)  # in a sharded checkpoint: the format and the number of ranks that wrote it
 
 
-TORCHRUN = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets for every process
+TORCHRUN = (
+    "WORLD_SIZE",
+    "RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)  # what torchrun sets for every process
 
 
 def launched() -> tuple[int, int, int]:
@@ -53,13 +61,18 @@ def launched() -> tuple[int, int, int]:
     env = os.environ
     if not all(name in env for name in TORCHRUN):
         if env.get("WORLD_SIZE", "1") != "1":
-            print(f"note: WORLD_SIZE={env['WORLD_SIZE']} is set but this is no torchrun launch (no "
-                  "RANK / MASTER_ADDR / MASTER_PORT); training in one process", file=sys.stderr)
+            print(
+                f"note: WORLD_SIZE={env['WORLD_SIZE']} is set but this is no torchrun launch (no "
+                "RANK / MASTER_ADDR / MASTER_PORT); training in one process",
+                file=sys.stderr,
+            )
         return 0, 0, 1
     try:
         rank, local, world = int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"])
     except ValueError:
-        raise ConfigError("RANK, LOCAL_RANK and WORLD_SIZE must be integers (torchrun sets them)") from None
+        raise ConfigError(
+            "RANK, LOCAL_RANK and WORLD_SIZE must be integers (torchrun sets them)"
+        ) from None
     if not (world >= 1 and 0 <= rank < world and local >= 0):
         raise ConfigError(f"RANK={rank} and WORLD_SIZE={world} do not describe a torchrun launch")
     return rank, local, world
@@ -69,7 +82,9 @@ class Parallel:
     """One process: the whole model, the whole batch, nothing to synchronise."""
 
     kind = "none"
-    shards_checkpoints = False  # whether checkpoints are written by every rank (torch.distributed.checkpoint)
+    shards_checkpoints = (
+        False  # whether checkpoints are written by every rank (torch.distributed.checkpoint)
+    )
 
     def __init__(self, device: torch.device, timeout: float = 600.0):
         self.device = device
@@ -106,8 +121,10 @@ class Parallel:
     def shard(self, rows: int) -> slice:
         """This rank's rows of a global batch of `rows`."""
         if rows % self.world:
-            raise ConfigError(f"train.batch_size {rows} is the global batch; it must divide evenly among "
-                              f"{self.world} processes")
+            raise ConfigError(
+                f"train.batch_size {rows} is the global batch; it must divide evenly among "
+                f"{self.world} processes"
+            )
         per = rows // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
 
@@ -173,7 +190,9 @@ class FSDP(Distributed):
 
         kwargs = {}
         if self.device.type == "cuda":
-            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            kwargs["mp_policy"] = MixedPrecisionPolicy(
+                param_dtype=torch.bfloat16, reduce_dtype=torch.float32
+            )
         for block in [*getattr(model, "encoder", []), *model.blocks]:
             fully_shard(block, **kwargs)
         fully_shard(model, **kwargs)
@@ -208,8 +227,10 @@ def resolve_kind(kind: str) -> str:
     if kind == "auto":
         return "ddp" if launched()[2] > 1 else "none"
     if kind != "none" and not all(name in os.environ for name in TORCHRUN):
-        raise ConfigError(f"train.parallel={kind} needs a torchrun launch (WORLD_SIZE unset), e.g. "
-                          f"torchrun --standalone --nproc_per_node 2 -m tfmr lm train --set train.parallel={kind}")
+        raise ConfigError(
+            f"train.parallel={kind} needs a torchrun launch (WORLD_SIZE unset), e.g. "
+            f"torchrun --standalone --nproc_per_node 2 -m tfmr lm train --set train.parallel={kind}"
+        )
     return kind
 
 
@@ -247,7 +268,9 @@ def _one_process_quiet():
     resume) warns that it assumes one process on every call; that is the intent here, so the
     warning is filtered. Any other warning passes."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "torch.distributed is disabled, unavailable or uninitialized", UserWarning)
+        warnings.filterwarnings(
+            "ignore", "torch.distributed is disabled, unavailable or uninitialized", UserWarning
+        )
         yield
 
 
@@ -258,8 +281,16 @@ def _state(model: nn.Module, optimizer) -> dict:
     return {"model": msd, "optim": osd}
 
 
-def save_sharded(par: Parallel, directory: str | Path, model: nn.Module, optimizer, config: dict, tokenizer,
-                 tensors: dict, extra: dict) -> Path:
+def save_sharded(
+    par: Parallel,
+    directory: str | Path,
+    model: nn.Module,
+    optimizer,
+    config: dict,
+    tokenizer,
+    tensors: dict,
+    extra: dict,
+) -> Path:
     """Every rank writes its shard of weights and optimizer moments (torch.distributed.checkpoint)
     into DIRECTORY.tmp; rank 0 adds the config, tokenizer, training state and `sharded.json`, then
     the manifest, and swaps the folder into place as `checkpoint.save` does: a crash at any point
@@ -281,7 +312,9 @@ def save_sharded(par: Parallel, directory: str | Path, model: nn.Module, optimiz
                 tokenizer.save(tmp)
             checkpoint.save_file(dict(tensors), str(tmp / "state.safetensors"))
             (tmp / "state.json").write_text(json.dumps(extra, indent=2))
-            (tmp / SHARDED).write_text(json.dumps({"format": "torch.distributed.checkpoint", "world": par.world}))
+            (tmp / SHARDED).write_text(
+                json.dumps({"format": "torch.distributed.checkpoint", "world": par.world})
+            )
             checkpoint._commit(tmp, directory)
     par.barrier()
     return directory
@@ -295,7 +328,10 @@ def load_sharded(directory: str | Path, model: nn.Module, optimizer=None) -> Non
 
     directory = checkpoint.verify(directory)
     if optimizer is None:
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            get_model_state_dict,
+            set_model_state_dict,
+        )
 
         state = {"model": get_model_state_dict(model)}
         with _one_process_quiet():
@@ -308,9 +344,12 @@ def load_sharded(directory: str | Path, model: nn.Module, optimizer=None) -> Non
         with _one_process_quiet():
             dcp.load(state, checkpoint_id=str(directory))
     except Exception as e:  # a checkpoint of another model: DCP says which keys are missing
-        raise checkpoint.CheckpointError(f"cannot read the sharded checkpoint {directory}: "
-                                         f"{str(e).splitlines()[0]}") from None
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        raise checkpoint.CheckpointError(
+            f"cannot read the sharded checkpoint {directory}: {str(e).splitlines()[0]}"
+        ) from None
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+    )
 
 
 def consolidate(source: str | Path, directory: str | Path, build, make_optimizer=None) -> Path:
@@ -321,10 +360,14 @@ def consolidate(source: str | Path, directory: str | Path, build, make_optimizer
 
     source = checkpoint.verify(source)
     if not (source / SHARDED).exists():
-        raise checkpoint.CheckpointError(f"{source} is not a sharded checkpoint (no {SHARDED}); it is plain already")
+        raise checkpoint.CheckpointError(
+            f"{source} is not a sharded checkpoint (no {SHARDED}); it is plain already"
+        )
     directory = Path(directory)
     if directory.resolve() == source.resolve():
-        raise checkpoint.CheckpointError("write the plain checkpoint to another folder than the sharded one")
+        raise checkpoint.CheckpointError(
+            "write the plain checkpoint to another folder than the sharded one"
+        )
     config = json.loads((source / "config.json").read_text())
     model = build(config["model"])
     optimizer = make_optimizer(model) if make_optimizer else None

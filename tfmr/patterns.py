@@ -15,6 +15,7 @@ What a pattern declares on its class (the builder, FastDecoder and decode.stream
 `positions_in_cache` and `constant_state`, see `Dense`. The masks live in masks.py, the kernels
 in kernels.py.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,7 +50,9 @@ class Pattern(nn.Module, Variant):
         """This pattern's rule, put into every mask it makes (the base `Rule`: every key)."""
         return Rule()
 
-    def new_cache(self, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device) -> KVCache:
+    def new_cache(
+        self, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device
+    ) -> KVCache:
         """A preallocated cache for `max_len` positions."""
         return KVCache(batch, kv_heads, max_len, head_dim, dtype, device)
 
@@ -118,7 +121,9 @@ class Longformer(Dense):
     def __init__(self, window: int = 256, global_tokens: int = 1):
         super().__init__()
         if window < 1 or global_tokens < 0:
-            raise ValueError(f"window must be >= 1 and global_tokens >= 0, got {window}, {global_tokens}")
+            raise ValueError(
+                f"window must be >= 1 and global_tokens >= 0, got {window}, {global_tokens}"
+            )
         self.window, self.global_tokens = window, global_tokens
 
     def rule(self) -> Rule:
@@ -171,15 +176,25 @@ class BigBird(Longformer):
     key blocks of `block` positions per query block. Token-level window here (the paper slides
     whole blocks); the random blocks are fixed by `seed`."""
 
-    def __init__(self, window: int = 256, global_tokens: int = 1, random_blocks: int = 2, block: int = 64,
-                 seed: int = 0):
+    def __init__(
+        self,
+        window: int = 256,
+        global_tokens: int = 1,
+        random_blocks: int = 2,
+        block: int = 64,
+        seed: int = 0,
+    ):
         super().__init__(window, global_tokens)
         if random_blocks < 0 or block < 1:
-            raise ValueError(f"random_blocks must be >= 0 and block >= 1, got {random_blocks}, {block}")
+            raise ValueError(
+                f"random_blocks must be >= 0 and block >= 1, got {random_blocks}, {block}"
+            )
         self.random_blocks, self.block, self.seed = random_blocks, block, seed
 
     def rule(self) -> Rule:
-        return BigBirdRule(self.window, self.global_tokens, self.random_blocks, self.block, self.seed)
+        return BigBirdRule(
+            self.window, self.global_tokens, self.random_blocks, self.block, self.seed
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, random_blocks={self.random_blocks}, block={self.block}, seed={self.seed}"
@@ -230,4 +245,10 @@ class Sinks(SlidingWindow):
         return f"sinks={self.sinks}, window={self.window}"
 
 
-PATTERNS = {"dense": Dense, "sliding": SlidingWindow, "longformer": Longformer, "bigbird": BigBird, "sinks": Sinks}
+PATTERNS = {
+    "dense": Dense,
+    "sliding": SlidingWindow,
+    "longformer": Longformer,
+    "bigbird": BigBird,
+    "sinks": Sinks,
+}

@@ -11,6 +11,7 @@ It reads the cross-attention weights, so it refuses a model whose kernel does no
 registries by `kernels.weight_giving`). Build one with `build_copy_model(cfg)` in builder.py; the
 plain output heads are in heads.py.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,13 @@ from .kernels import KERNELS, weight_giving
 from .model import Output
 
 
-def copy_distribution(vocab_logits: torch.Tensor, attn: torch.Tensor, src_ext: torch.Tensor,
-                      p_gen: torch.Tensor, n_ext: int) -> torch.Tensor:
+def copy_distribution(
+    vocab_logits: torch.Tensor,
+    attn: torch.Tensor,
+    src_ext: torch.Tensor,
+    p_gen: torch.Tensor,
+    n_ext: int,
+) -> torch.Tensor:
     """The pointer-generator's output distribution (probabilities, not logits):
 
         P(w) = p_gen * P_vocab(w) + (1 - p_gen) * sum of attention on the source positions holding w
@@ -45,13 +51,13 @@ class CopyState(DecodeState):
     """DecodeState plus the extended source ids, which beam search reorders with the rest."""
 
     @classmethod
-    def wrap(cls, state: DecodeState, src_ext: torch.Tensor, n_ext: int) -> "CopyState":
+    def wrap(cls, state: DecodeState, src_ext: torch.Tensor, n_ext: int) -> CopyState:
         new = cls.__new__(cls)
         new.__dict__.update(state.__dict__)
         new.src_ext, new.n_ext = src_ext, n_ext
         return new
 
-    def reorder(self, index: torch.Tensor) -> "CopyState":
+    def reorder(self, index: torch.Tensor) -> CopyState:
         super().reorder(index)
         self.src_ext = self.src_ext.index_select(0, index)
         return self
@@ -78,17 +84,23 @@ class PointerGenerator(nn.Module):
         super().__init__()
         cfg = base.cfg
         if cfg.arch != "encoder-decoder":
-            raise ConfigError("the pointer-generator needs an encoder-decoder model (model.arch=encoder-decoder)")
+            raise ConfigError(
+                "the pointer-generator needs an encoder-decoder model (model.arch=encoder-decoder)"
+            )
         kernel = base.blocks[layer].cross.kernel
         if not kernel.gives_weights:
             kind = (cfg.cross_kernel or cfg.kernel).kind
-            raise ConfigError(f"the pointer-generator reads cross-attention weights; kernel {kind!r} "
-                              f"({type(kernel).__name__}) does not return them: use a kernel that does "
-                              f"(model.kernel={' | '.join(weight_giving(KERNELS))}, or "
-                              f"model.cross_kernel={' | '.join(weight_giving(CROSS_KERNELS))})")
+            raise ConfigError(
+                f"the pointer-generator reads cross-attention weights; kernel {kind!r} "
+                f"({type(kernel).__name__}) does not return them: use a kernel that does "
+                f"(model.kernel={' | '.join(weight_giving(KERNELS))}, or "
+                f"model.cross_kernel={' | '.join(weight_giving(CROSS_KERNELS))})"
+            )
         if not cfg.share_embeddings or (cfg.src_vocab_size or cfg.vocab_size) != cfg.vocab_size:
-            raise ConfigError("the pointer-generator copies source ids into the output: source and target "
-                              "must share one vocabulary (model.share_embeddings=true)")
+            raise ConfigError(
+                "the pointer-generator copies source ids into the output: source and target "
+                "must share one vocabulary (model.share_embeddings=true)"
+            )
         self.base, self.cfg, self.unk_id, self.layer = base, cfg, unk_id, layer
         self.gate = nn.Linear(3 * cfg.dim, 1)  # [context; state; input] -> p_gen logit
 
@@ -98,8 +110,14 @@ class PointerGenerator(nn.Module):
     def n_ext(self, src_ids: torch.Tensor) -> int:
         return max(int(src_ids.max()) + 1 - self.cfg.vocab_size, 0)
 
-    def mix(self, dec: Output, memory: torch.Tensor, tgt_in: torch.Tensor, src_ext: torch.Tensor,
-            n_ext: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def mix(
+        self,
+        dec: Output,
+        memory: torch.Tensor,
+        tgt_in: torch.Tensor,
+        src_ext: torch.Tensor,
+        n_ext: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(log P (B, T, V + n_ext), p_gen (B, T, 1)) from a decoder Output."""
         attn = dec.cross_attentions[self.layer].float().mean(1)  # (B, T, S): head average
         context = attn @ memory.float()  # (B, T, dim)
@@ -109,8 +127,13 @@ class PointerGenerator(nn.Module):
         probs = copy_distribution(dec.logits, attn, src_ext, p_gen, n_ext)
         return torch.log(probs.clamp_min(1e-20)), p_gen
 
-    def forward(self, src_ids: torch.Tensor, tgt_ids: torch.Tensor, targets: torch.Tensor | None = None,
-                n_ext: int | None = None) -> Output:
+    def forward(
+        self,
+        src_ids: torch.Tensor,
+        tgt_ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        n_ext: int | None = None,
+    ) -> Output:
         """Teacher forcing; src_ids, tgt_ids and targets in the extended vocabulary."""
         n_ext = self.n_ext(src_ids) if n_ext is None else n_ext
         memory, src_mask = self.base.encode(self.in_vocab(src_ids))
@@ -134,6 +157,10 @@ class PointerGenerator(nn.Module):
         tokens = self.in_vocab(tokens)
         _, state = self.base.step(tokens, state)
         dec = state.last  # the step's Output: hidden (B, 1, dim), cross-attention (B, H, T, S)
-        last = Output(dec.logits, hidden=dec.hidden, cross_attentions=[a[:, :, -1:] for a in dec.cross_attentions])
+        last = Output(
+            dec.logits,
+            hidden=dec.hidden,
+            cross_attentions=[a[:, :, -1:] for a in dec.cross_attentions],
+        )
         logp, _ = self.mix(last, state.memory, tokens[:, -1:], state.src_ext, state.n_ext)
         return logp[:, -1], state  # (B, V + n_ext)

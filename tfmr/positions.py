@@ -66,6 +66,7 @@ Relative schemes with learned tables (T5) and rotary variants with per-frequency
 Llama 3) are left out; they plug in the same way (tests/test_contracts.py defines a new absolute
 and a new bias scheme outside the library and runs them through training and every decoder).
 """
+
 from __future__ import annotations
 
 import math
@@ -155,7 +156,9 @@ class Position(nn.Module, Variant):
     def bias(self, q_len: int, k_len: int, start: Start = 0) -> Bias | None:
         return None
 
-    def score(self, q: torch.Tensor, k: torch.Tensor, start: Start = 0, part: nn.Module | None = None) -> Bias | None:
+    def score(
+        self, q: torch.Tensor, k: torch.Tensor, start: Start = 0, part: nn.Module | None = None
+    ) -> Bias | None:
         """The term this scheme adds to one layer's attention scores (`part`: that layer's
         `layer_part`). Schemes whose term depends on positions only answer through `bias`."""
         return self.bias(q.shape[2], k.shape[2], start)
@@ -171,12 +174,16 @@ class NoPosition(Position):
     """No positional information at all (NoPE); causal masking alone leaks some order."""
 
 
-def sinusoid_at(pos: torch.Tensor, dim: int, base: float = 10000.0, halves: bool = False) -> torch.Tensor:
+def sinusoid_at(
+    pos: torch.Tensor, dim: int, base: float = 10000.0, halves: bool = False
+) -> torch.Tensor:
     """The sinusoids of Vaswani et al. 2017, section 3.5, at positions `pos` of any shape (...,):
     sin on even, cos on odd dimensions; with `halves`, the same columns reordered as all sines
     then all cosines (Marian, tensor2tensor). -> (..., dim) float32."""
     pos = pos.to(torch.float32)[..., None]  # (..., 1)
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=pos.device) * (-math.log(base) / dim))
+    freq = torch.exp(
+        torch.arange(0, dim, 2, dtype=torch.float32, device=pos.device) * (-math.log(base) / dim)
+    )
     table = torch.zeros(*pos.shape[:-1], dim, device=pos.device)
     table[..., 0::2] = torch.sin(pos * freq)
     table[..., 1::2] = torch.cos(pos * freq[: dim // 2])
@@ -185,7 +192,9 @@ def sinusoid_at(pos: torch.Tensor, dim: int, base: float = 10000.0, halves: bool
     return table  # (..., dim)
 
 
-def sinusoid_table(length: int, dim: int, base: float = 10000.0, halves: bool = False) -> torch.Tensor:
+def sinusoid_table(
+    length: int, dim: int, base: float = 10000.0, halves: bool = False
+) -> torch.Tensor:
     """`sinusoid_at` for positions 0 .. length - 1: (T, dim)."""
     return sinusoid_at(torch.arange(length), dim, base, halves)
 
@@ -196,7 +205,14 @@ class Sinusoidal(Position):
     absolute = True
     receives = ("dim", "context")
 
-    def __init__(self, dim: int, context: int, base: float = 10000.0, scale: bool = False, halves: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        context: int,
+        base: float = 10000.0,
+        scale: bool = False,
+        halves: bool = False,
+    ):
         super().__init__()
         self.dim, self.base, self.halves = dim, base, halves
         # Marian/fairseq scale token embeddings by sqrt(dim) before adding positions.
@@ -205,10 +221,14 @@ class Sinusoidal(Position):
 
     def embed(self, x: torch.Tensor, start: Start = 0) -> torch.Tensor:
         if isinstance(start, Where):  # per-row positions: computed, so no table bound to check
-            return x * self.scale + sinusoid_at(start.positions, self.dim, self.base, self.halves).to(x.dtype)
+            return x * self.scale + sinusoid_at(
+                start.positions, self.dim, self.base, self.halves
+            ).to(x.dtype)
         end = start + x.shape[1]
         if end > self.table.shape[0]:  # longer than ever seen: extend the table (no parameters)
-            self.table = sinusoid_table(max(end, 2 * self.table.shape[0]), self.dim, self.base, self.halves).to(x.device)
+            self.table = sinusoid_table(
+                max(end, 2 * self.table.shape[0]), self.dim, self.base, self.halves
+            ).to(x.device)
         return x * self.scale + self.table[start:end].to(x.dtype)  # (B, T, dim)
 
     def extra_repr(self) -> str:
@@ -239,7 +259,9 @@ class Learned(Position):
                 f"learned positions cover {self.context} tokens; asked for position {start + x.shape[1] - 1}. "
                 "Use a shorter input, or a scheme that extrapolates (sinusoidal, rope, alibi)."
             )
-        return x + self.wpe(positions_of(start, x.shape[1], x.device))  # (B, T, dim) + (T or B, T, dim)
+        return x + self.wpe(
+            positions_of(start, x.shape[1], x.device)
+        )  # (B, T, dim) + (T or B, T, dim)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -274,24 +296,50 @@ class Rope(Position):
     float32 = ("inv_freq", "zeta")
     receives = ("head_dim", "context")
 
-    def __init__(self, head_dim: int, context: int, base: float = 10000.0, rotary_dim: int | None = None,
-                 ntk_factor: float = 1.0, interpolation: float = 1.0, scale_base: float | None = None,
-                 gamma: float = 0.4):
+    def __init__(
+        self,
+        head_dim: int,
+        context: int,
+        base: float = 10000.0,
+        rotary_dim: int | None = None,
+        ntk_factor: float = 1.0,
+        interpolation: float = 1.0,
+        scale_base: float | None = None,
+        gamma: float = 0.4,
+    ):
         super().__init__()
         r = head_dim if rotary_dim in (None, 0) else int(rotary_dim)
         if r % 2 or not 0 < r <= head_dim:
-            raise ValueError(f"rotary_dim must be even and in (0, head_dim={head_dim}], got {rotary_dim}")
+            raise ValueError(
+                f"rotary_dim must be even and in (0, head_dim={head_dim}], got {rotary_dim}"
+            )
         if ntk_factor < 1.0 or interpolation < 1.0:
-            raise ValueError(f"ntk_factor and interpolation must be >= 1, got {ntk_factor} and {interpolation}")
+            raise ValueError(
+                f"ntk_factor and interpolation must be >= 1, got {ntk_factor} and {interpolation}"
+            )
         self.head_dim, self.rotary_dim, self.base = head_dim, r, float(base)
-        self.ntk_factor, self.interpolation, self.scale_base, self.gamma = ntk_factor, interpolation, scale_base, gamma
-        eff_base = self.base * ntk_factor ** (r / (r - 2)) if ntk_factor != 1.0 and r > 2 else self.base
+        self.ntk_factor, self.interpolation, self.scale_base, self.gamma = (
+            ntk_factor,
+            interpolation,
+            scale_base,
+            gamma,
+        )
+        eff_base = (
+            self.base * ntk_factor ** (r / (r - 2)) if ntk_factor != 1.0 and r > 2 else self.base
+        )
         # the same float32 arithmetic as Hugging Face, so tables agree bit for bit
-        inv_freq = 1.0 / (eff_base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))  # (r/2,)
-        self.inv_freq = inv_freq / interpolation  # float32 on the model's device (see Position._apply)
+        inv_freq = 1.0 / (
+            eff_base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r)
+        )  # (r/2,)
+        self.inv_freq = (
+            inv_freq / interpolation
+        )  # float32 on the model's device (see Position._apply)
         self.zeta = (torch.arange(0, r, 2, dtype=torch.float32) / r + gamma) / (1 + gamma)  # (r/2,)
         self.context = context
-        self._last: tuple = (None, None)  # (start, length, device) -> tables: every layer reuses them
+        self._last: tuple = (
+            None,
+            None,
+        )  # (start, length, device) -> tables: every layer reuses them
 
     def tables(self, start: int, length: int, device) -> tuple[torch.Tensor, ...]:
         """cos, sin (T, r) for positions [start, start + length), in float32, and the xPos scale
@@ -317,7 +365,9 @@ class Rope(Position):
         """q (B, H, T, D), k (B, Hkv, T, D) -> rotated q, k (same shapes and dtypes), at an int
         start (tables shared by the batch, memoised) or per-row positions (a `Where`)."""
         if isinstance(start, Where):
-            cos, sin, scale = (None if t is None else t[:, None] for t in self.tables_at(start.positions))  # (B, 1, T, r)
+            cos, sin, scale = (
+                None if t is None else t[:, None] for t in self.tables_at(start.positions)
+            )  # (B, 1, T, r)
         else:
             cos, sin, scale = self.tables(start, q.shape[2], q.device)  # (T, r)
         if scale is None:
@@ -348,10 +398,20 @@ class XPos(Rope):
     zeta^((m - n) / scale_base) on the score of query m and key n. The same class as `rope`
     with its xPos option on by default."""
 
-    def __init__(self, head_dim: int, context: int, base: float = 10000.0, rotary_dim: int | None = None,
-                 ntk_factor: float = 1.0, interpolation: float = 1.0, scale_base: float = 512.0,
-                 gamma: float = 0.4):
-        super().__init__(head_dim, context, base, rotary_dim, ntk_factor, interpolation, scale_base, gamma)
+    def __init__(
+        self,
+        head_dim: int,
+        context: int,
+        base: float = 10000.0,
+        rotary_dim: int | None = None,
+        ntk_factor: float = 1.0,
+        interpolation: float = 1.0,
+        scale_base: float = 512.0,
+        gamma: float = 0.4,
+    ):
+        super().__init__(
+            head_dim, context, base, rotary_dim, ntk_factor, interpolation, scale_base, gamma
+        )
 
 
 def alibi_slopes(heads: int) -> torch.Tensor:
@@ -377,7 +437,9 @@ class Alibi(Position):
     def __init__(self, heads: int):
         super().__init__()
         self.heads = heads
-        self.slopes = alibi_slopes(heads)  # (H,) float32 on the model's device (see Position._apply)
+        self.slopes = alibi_slopes(
+            heads
+        )  # (H,) float32 on the model's device (see Position._apply)
 
     def bias(self, q_len: int, k_len: int, start: Start = 0) -> LinearBias:
         """The bias described by its slopes (`LinearBias`); the kernel evaluates it at its mask's
@@ -407,7 +469,12 @@ class RelativeScores(Bias):
     table costs one (B, H, Tq, n) product, n <= Tk (2 Tk - 1 for a bidirectional model)."""
 
     def __init__(self, q, k, u, v, r_proj: nn.Module, inv_freq: torch.Tensor, clamp_len: int = 0):
-        self.q, self.k, self.u, self.v = q, k, u, v  # q (B, H, Tq, D), k (B, H, Tk, D), u and v (H, D)
+        self.q, self.k, self.u, self.v = (
+            q,
+            k,
+            u,
+            v,
+        )  # q (B, H, Tq, D), k (B, H, Tk, D), u and v (H, D)
         self.r_proj, self.inv_freq, self.clamp_len = r_proj, inv_freq, clamp_len
 
     def at(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
@@ -434,12 +501,18 @@ class RelativeScores(Bias):
             span = span.clamp(-self.clamp_len, self.clamp_len)
         R = xl_sinusoids(span, self.inv_freq).to(self.q.dtype)  # (n, dim)
         r = self.r_proj(R).view(-1, H, D)  # (n, H, D): W_{k,R} R_d, per head
-        table = torch.einsum("bhid,nhd->bhin", self.q + self.v[:, None].to(self.q.dtype), r)  # (B, H, Tq, n)
+        table = torch.einsum(
+            "bhid,nhd->bhin", self.q + self.v[:, None].to(self.q.dtype), r
+        )  # (B, H, Tq, n)
         index = (dist - lo).clamp(0, span.shape[0] - 1)  # (Tq, Tk) or (B, Tq, Tk)
-        index = (index[None, None] if index.dim() == 2 else index[:, None]).expand(B, H, Tq, -1)  # (B, H, Tq, Tk)
+        index = (index[None, None] if index.dim() == 2 else index[:, None]).expand(
+            B, H, Tq, -1
+        )  # (B, H, Tq, Tk)
         position = table.gather(-1, index)  # (B, H, Tq, Tk): (q_i + v) . W_{k,R} R_{i-j}
-        content = torch.einsum("hd,bhjd->bhj", self.u.to(self.k.dtype), self.k)[:, :, None]  # (B, H, 1, Tk): u . k_j
-        return (position + content).float() * D ** -0.5
+        content = torch.einsum("hd,bhjd->bhj", self.u.to(self.k.dtype), self.k)[
+            :, :, None
+        ]  # (B, H, 1, Tk): u . k_j
+        return (position + content).float() * D**-0.5
 
 
 class TransformerXL(Position):
@@ -461,7 +534,9 @@ class TransformerXL(Position):
     float32 = ("inv_freq",)
     receives = ("dim", "heads", "head_dim")
 
-    def __init__(self, dim: int, heads: int, head_dim: int, base: float = 10000.0, clamp_len: int = 0):
+    def __init__(
+        self, dim: int, heads: int, head_dim: int, base: float = 10000.0, clamp_len: int = 0
+    ):
         super().__init__()
         if dim % 2:
             raise ValueError(f"Transformer-XL's sinusoids need an even dim, got {dim}")
@@ -470,22 +545,35 @@ class TransformerXL(Position):
         self.dim, self.base, self.clamp_len = dim, float(base), int(clamp_len)
         self.u = nn.Parameter(torch.zeros(heads, head_dim))  # (H, D): the global content bias
         self.v = nn.Parameter(torch.zeros(heads, head_dim))  # (H, D): the global position bias
-        self.inv_freq = 1.0 / self.base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # (dim/2,)
+        self.inv_freq = 1.0 / self.base ** (
+            torch.arange(0, dim, 2, dtype=torch.float32) / dim
+        )  # (dim/2,)
 
     @classmethod
     def layer_part(cls, ctx) -> nn.Linear:
         """W_{k,R}: each attention layer's projection of R to its heads (no bias)."""
         return nn.Linear(ctx.dim, ctx.heads * ctx.head_dim, bias=False)
 
-    def score(self, q: torch.Tensor, k: torch.Tensor, start: Start = 0, part: nn.Module | None = None) -> RelativeScores:
+    def score(
+        self, q: torch.Tensor, k: torch.Tensor, start: Start = 0, part: nn.Module | None = None
+    ) -> RelativeScores:
         if part is None:
-            raise ValueError("model.pos=xl scores with each attention layer's own W_{k,R}; this attention has none "
-                             "(build the model with tfmr.build_model)")
+            raise ValueError(
+                "model.pos=xl scores with each attention layer's own W_{k,R}; this attention has none "
+                "(build the model with tfmr.build_model)"
+            )
         return RelativeScores(q, k, self.u, self.v, part, self.inv_freq, self.clamp_len)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, base={self.base:g}, clamp_len={self.clamp_len}"
 
 
-POSITIONS = {"none": NoPosition, "sinusoidal": Sinusoidal, "learned": Learned, "rope": Rope, "xpos": XPos,
-             "alibi": Alibi, "xl": TransformerXL}
+POSITIONS = {
+    "none": NoPosition,
+    "sinusoidal": Sinusoidal,
+    "learned": Learned,
+    "rope": Rope,
+    "xpos": XPos,
+    "alibi": Alibi,
+    "xl": TransformerXL,
+}

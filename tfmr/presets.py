@@ -26,15 +26,28 @@ MoE experiment's base model, `tfmr lm train --preset g2p-tiny` is refused with t
 A task's config class and presets live with the task; the library never imports a task, so the
 task adds them to these registries itself.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from . import checkpoint
-from .config import (Choice, ConfigError, DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig,
-                     apply_override, from_dict, load_file, merge_into, set_field)
+from .config import (
+    Choice,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
+    apply_override,
+    from_dict,
+    load_file,
+    merge_into,
+    set_field,
+)
 
 
 # ----------------------------------------------------------------------------- language models (tfmr lm train)
@@ -43,9 +56,19 @@ def default() -> RunConfig:
     return RunConfig(
         model=ModelConfig(dim=192, layers=4, heads=6, context=128, dropout=0.0),
         data=DataConfig(tokenizer=Choice("char")),
-        train=TrainConfig(steps=1000, batch_size=16, lr=2e-3, min_lr=2e-4, warmup=100,
-                          eval_every=250, eval_iters=10, checkpoint_every=250),
-        sample=SampleConfig(prompt="The ", max_new_tokens=300, temperature=0.8, top_k=40, num_samples=2),
+        train=TrainConfig(
+            steps=1000,
+            batch_size=16,
+            lr=2e-3,
+            min_lr=2e-4,
+            warmup=100,
+            eval_every=250,
+            eval_iters=10,
+            checkpoint_every=250,
+        ),
+        sample=SampleConfig(
+            prompt="The ", max_new_tokens=300, temperature=0.8, top_k=40, num_samples=2
+        ),
     )
 
 
@@ -53,8 +76,18 @@ def tiny() -> RunConfig:
     """Seconds-long runs for tests and smoke checks (fp32 everywhere, so results match across CPUs)."""
     return RunConfig(
         model=ModelConfig(dim=32, layers=2, heads=2, context=32),
-        train=TrainConfig(steps=50, batch_size=8, lr=3e-3, min_lr=3e-4, warmup=5, eval_every=25,
-                          eval_iters=2, log_every=5, checkpoint_every=25, dtype="float32"),
+        train=TrainConfig(
+            steps=50,
+            batch_size=8,
+            lr=3e-3,
+            min_lr=3e-4,
+            warmup=5,
+            eval_every=25,
+            eval_iters=2,
+            log_every=5,
+            checkpoint_every=25,
+            dtype="float32",
+        ),
         sample=SampleConfig(prompt="The ", max_new_tokens=40, num_samples=1),
     )
 
@@ -64,9 +97,20 @@ def nanogpt_shakespeare_char() -> RunConfig:
     return RunConfig(
         model=ModelConfig(dim=128, layers=4, heads=4, context=64, dropout=0.0, bias=False),
         data=DataConfig(tokenizer=Choice("char"), val_fraction=0.1),
-        train=TrainConfig(steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup=100, beta2=0.99,
-                          weight_decay=0.1, grad_clip=1.0, eval_every=250, eval_iters=20, log_every=10,
-                          checkpoint_every=1000),
+        train=TrainConfig(
+            steps=2000,
+            batch_size=12,
+            lr=1e-3,
+            min_lr=1e-4,
+            warmup=100,
+            beta2=0.99,
+            weight_decay=0.1,
+            grad_clip=1.0,
+            eval_every=250,
+            eval_iters=20,
+            log_every=10,
+            checkpoint_every=1000,
+        ),
         sample=SampleConfig(prompt="\n", max_new_tokens=300),
     )
 
@@ -84,9 +128,18 @@ def llama_124m() -> RunConfig:
     """A Llama-architecture model of GPT-2 small's size: 12 layers, dim 768, 12 heads with 4 KV
     heads (GQA), SwiGLU hidden 2048, RoPE, RMSNorm, no biases, tied embeddings, vocab 50304."""
     return RunConfig(
-        model=ModelConfig(vocab_size=50304, dim=768, layers=12, heads=12, kv_heads=4, context=1024, bias=False,
-                          pos=Choice("rope", base=10000.0), norm=Choice("rmsnorm"),
-                          ffn=Choice("swiglu", hidden=2048)),
+        model=ModelConfig(
+            vocab_size=50304,
+            dim=768,
+            layers=12,
+            heads=12,
+            kv_heads=4,
+            context=1024,
+            bias=False,
+            pos=Choice("rope", base=10000.0),
+            norm=Choice("rmsnorm"),
+            ffn=Choice("swiglu", hidden=2048),
+        ),
         train=TrainConfig(steps=5000, batch_size=12, lr=6e-4, min_lr=6e-5, warmup=200, beta2=0.95),
     )
 
@@ -95,10 +148,25 @@ def llama_124m() -> RunConfig:
 def exp_length_extrapolation() -> RunConfig:
     """Length extrapolation: char LM, 2 x 128, trained at context 64 for 600 steps (model.pos varies)."""
     return RunConfig(
-        model=ModelConfig(dim=128, layers=2, heads=4, context=64, kernel=Choice("sdpa"), dropout=0.0),
+        model=ModelConfig(
+            dim=128, layers=2, heads=4, context=64, kernel=Choice("sdpa"), dropout=0.0
+        ),
         data=DataConfig(tokenizer=Choice("char")),  # cache: the experiment's OUT/data unless set
-        train=TrainConfig(steps=600, batch_size=32, lr=2e-3, min_lr=2e-4, warmup=50, eval_every=600, eval_iters=5,
-                          log_every=50, checkpoint_every=600, seed=1337, device="cpu", dtype="float32", threads=0),
+        train=TrainConfig(
+            steps=600,
+            batch_size=32,
+            lr=2e-3,
+            min_lr=2e-4,
+            warmup=50,
+            eval_every=600,
+            eval_iters=5,
+            log_every=50,
+            checkpoint_every=600,
+            seed=1337,
+            device="cpu",
+            dtype="float32",
+            threads=0,
+        ),
     )
 
 
@@ -134,19 +202,36 @@ def exp_long_context() -> RunConfig:
 
 def exp_streaming() -> RunConfig:
     """Streaming generation: a 4 x 128 RoPE model (untrained: memory and speed only), context 256."""
-    return RunConfig(model=ModelConfig(dim=128, layers=4, heads=4, context=256, pos=Choice("rope"),
-                                       kernel=Choice("sdpa")),
-                     train=TrainConfig(seed=1337, device="cpu", dtype="float32"))
+    return RunConfig(
+        model=ModelConfig(
+            dim=128, layers=4, heads=4, context=256, pos=Choice("rope"), kernel=Choice("sdpa")
+        ),
+        train=TrainConfig(seed=1337, device="cpu", dtype="float32"),
+    )
 
 
 def exp_mixers() -> RunConfig:
     """Transformer vs retention vs hybrid: char LM, 6 x 128, RoPE, context 128, 5 minutes each
     (the experiment's --minutes); evaluation every 100 steps."""
     return RunConfig(
-        model=ModelConfig(dim=128, layers=6, heads=4, context=128, pos=Choice("rope"), kernel=Choice("sdpa")),
+        model=ModelConfig(
+            dim=128, layers=6, heads=4, context=128, pos=Choice("rope"), kernel=Choice("sdpa")
+        ),
         data=DataConfig(tokenizer=Choice("char")),
-        train=TrainConfig(steps=100000, batch_size=16, lr=2e-3, min_lr=2e-4, warmup=50, eval_every=100, eval_iters=5,
-                          log_every=50, checkpoint_every=100000, seed=1337, device="cpu", dtype="float32"),
+        train=TrainConfig(
+            steps=100000,
+            batch_size=16,
+            lr=2e-3,
+            min_lr=2e-4,
+            warmup=50,
+            eval_every=100,
+            eval_iters=5,
+            log_every=50,
+            checkpoint_every=100000,
+            seed=1337,
+            device="cpu",
+            dtype="float32",
+        ),
     )
 
 
@@ -181,8 +266,10 @@ def get(name: str, cls: type = RunConfig):
     command, fn = PRESETS[name]
     cfg = fn()
     if not isinstance(cfg, cls):
-        raise ConfigError(f"preset {name!r} is a {type(cfg).__name__} for `tfmr {command}`; valid presets "
-                          f"here: {', '.join(names(cls))}")
+        raise ConfigError(
+            f"preset {name!r} is a {type(cfg).__name__} for `tfmr {command}`; valid presets "
+            f"here: {', '.join(names(cls))}"
+        )
     return cfg
 
 
@@ -205,7 +292,11 @@ def register(cls: type, kind: str, commands: str, presets: dict[str, tuple[str, 
 def fits(cls: type, data: dict) -> bool:
     """Whether saved config `data` has sections of `cls` only, its model among them, and reads as
     one (a section added later, such as a language model's `decode`, may be missing)."""
-    if not isinstance(data, dict) or "model" not in data or not set(data) <= {f.name for f in dataclasses.fields(cls)}:
+    if (
+        not isinstance(data, dict)
+        or "model" not in data
+        or not set(data) <= {f.name for f in dataclasses.fields(cls)}
+    ):
         return False
     try:
         from_dict(cls, data)
@@ -239,17 +330,25 @@ def read_run_config(directory: str | Path, cls: type = RunConfig):
         commands = "; ".join(KINDS[other][1] for other in others)
         mine = KINDS.get(cls, (cls.__name__, ""))[0]
         raise checkpoint.CheckpointError(
-            f"{directory} is a {kinds} checkpoint ({commands}); this command reads {mine} checkpoints") from None
+            f"{directory} is a {kinds} checkpoint ({commands}); this command reads {mine} checkpoints"
+        ) from None
 
 
-def resolve(preset: str | None, config_file: str | Path | None = None, data: str | None = None,
-            overrides: Sequence[str] = (), *, cls: type = RunConfig, saved: str | Path | None = None):
+def resolve(
+    preset: str | None,
+    config_file: str | Path | None = None,
+    data: str | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    cls: type = RunConfig,
+    saved: str | Path | None = None,
+):
     """The one config resolver, for every command:
 
-        preset `preset` (a `cls`), or with `saved` the config saved in that checkpoint folder
-        -> the YAML / TOML / JSON file `config_file`, key by key
-        -> `data`: the --data shortcut for data.path
-        -> each key=value of `overrides` (--set), in order
+    preset `preset` (a `cls`), or with `saved` the config saved in that checkpoint folder
+    -> the YAML / TOML / JSON file `config_file`, key by key
+    -> `data`: the --data shortcut for data.path
+    -> each key=value of `overrides` (--set), in order
     """
     if saved is not None:
         cfg = read_run_config(saved, cls)

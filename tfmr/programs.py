@@ -15,6 +15,7 @@ The programs (the `tfmr` command in tfmr/cli/, the tasks, the benchmarks, the ex
 imports the command line (tests/test_layout.py). The library (tfmr/*.py) never imports this file.
 Left out: loading a checkpoint for a command (tfmr/cli/common.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,16 +27,30 @@ from .checkpoint import CheckpointError
 from .config import ConfigError, RunConfig
 from .data import DataError
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError, IsADirectoryError,
-               NotADirectoryError, PermissionError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    CheckpointError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def shows_default(action: argparse.Action) -> bool:
     """Whether --help should show this flag's default: a flag that takes a value and has one (not
     None, not an empty list). Switches (store_true and the like) and hidden flags have none to show."""
     default = action.default
-    return (bool(action.option_strings) and action.nargs != 0 and action.help is not argparse.SUPPRESS
-            and default is not None and default is not argparse.SUPPRESS and default != [])
+    return (
+        bool(action.option_strings)
+        and action.nargs != 0
+        and action.help is not argparse.SUPPRESS
+        and default is not None
+        and default is not argparse.SUPPRESS
+        and default != []
+    )
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -43,8 +58,11 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if shows_default(action) and "%(default)" not in text and not re.search(
-                rf"default:? {re.escape(str(action.default))}\b", text):
+        if (
+            shows_default(action)
+            and "%(default)" not in text
+            and not re.search(rf"default:? {re.escape(str(action.default))}\b", text)
+        ):
             text += " (default: %(default)s)"
         return text
 
@@ -62,14 +80,26 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def config_flags(p: argparse.ArgumentParser, preset: str = "default", data: bool = True,
-                 preset_help: str | None = None) -> None:
+def config_flags(
+    p: argparse.ArgumentParser,
+    preset: str = "default",
+    data: bool = True,
+    preset_help: str | None = None,
+) -> None:
     """The common flags: --preset, --config, --set (repeatable) and, with `data`, --data."""
-    p.add_argument("--preset", default=preset,
-                   help=preset_help or f"starting configuration (default {preset}; see `tfmr presets`)")
+    p.add_argument(
+        "--preset",
+        default=preset,
+        help=preset_help or f"starting configuration (default {preset}; see `tfmr presets`)",
+    )
     p.add_argument("--config", help="YAML or TOML file overlaid on the preset")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set model.heads=8 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set model.heads=8 (repeatable)",
+    )
     if data:
         p.add_argument("--data", help="shortcut for --set data.path=PATH")
 
@@ -79,8 +109,14 @@ def resolve_config(args, cls: type = RunConfig, saved=None, overrides=()):
     folder `saved`) -> --config file -> --data -> `overrides` (a command's own shortcuts) -> --set."""
     from .presets import resolve
 
-    return resolve(args.preset, args.config, getattr(args, "data", None), [*overrides, *args.set], cls=cls,
-                   saved=saved)
+    return resolve(
+        args.preset,
+        args.config,
+        getattr(args, "data", None),
+        [*overrides, *args.set],
+        cls=cls,
+        saved=saved,
+    )
 
 
 def guarded(func, args) -> int:
@@ -117,6 +153,7 @@ def _number(kind, low: float, what: str):
         if value < low:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
+
     parse.__name__ = what  # argparse names the type in its message
     return parse
 
@@ -136,8 +173,14 @@ def torch_device(name: str):
         raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: no CUDA device here (torch {torch.__version__})")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"--device {name}: MPS is not available here")
     return device

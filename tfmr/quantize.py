@@ -26,6 +26,7 @@ as is an encoder (it does not decode). A quantized checkpoint records `decode.we
 config; loading builds the model, calls `prepare_` and reads the int8 matrices and scales
 (`tfmr checkpoint quantize`, cli/quantize.py). Not here: int4, activation quantization, ONNX export.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,11 +48,17 @@ class WeightOnlyLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool, device=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.bias = nn.Parameter(torch.zeros(out_features, device=device), requires_grad=False) if bias else None
+        self.bias = (
+            nn.Parameter(torch.zeros(out_features, device=device), requires_grad=False)
+            if bias
+            else None
+        )
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "WeightOnlyLinear":
-        module = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.device)
+    def from_linear(cls, linear: nn.Linear) -> WeightOnlyLinear:
+        module = cls(
+            linear.in_features, linear.out_features, linear.bias is not None, linear.weight.device
+        )
         module.set_weight(linear.weight.detach().float())
         if linear.bias is not None:
             module.bias.data.copy_(linear.bias.detach())
@@ -69,8 +76,10 @@ class WeightOnlyLinear(nn.Module):
         return sum(t.numel() * t.element_size() for t in self.buffers())
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, weights={self.weights}, kernel={self.kernel}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, weights={self.weights}, kernel={self.kernel}"
+        )
 
 
 class Bf16Linear(WeightOnlyLinear):
@@ -80,7 +89,9 @@ class Bf16Linear(WeightOnlyLinear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool, device=None):
         super().__init__(in_features, out_features, bias, device)
-        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.bfloat16, device=device))
+        self.register_buffer(
+            "weight", torch.zeros(out_features, in_features, dtype=torch.bfloat16, device=device)
+        )
 
     def set_weight(self, w: torch.Tensor) -> None:
         self.weight.copy_(w.to(torch.bfloat16))
@@ -98,7 +109,9 @@ class Int8Linear(WeightOnlyLinear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool, device=None):
         super().__init__(in_features, out_features, bias, device)
-        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer(
+            "weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
+        )
         self.register_buffer("scale", torch.ones(out_features, dtype=torch.bfloat16, device=device))
 
     def set_weight(self, w: torch.Tensor) -> None:
@@ -111,7 +124,9 @@ class Int8Linear(WeightOnlyLinear):
         return self.weight.float() * self.scale.float()[:, None]
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scale)  # (N, out)
+        return torch.ops.aten._weight_int8pack_mm(
+            x.to(torch.bfloat16), self.weight, self.scale
+        )  # (N, out)
 
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,18 +151,26 @@ def check_quantizable(model: nn.Module, weights: str) -> None:
     if weights == "fp32":
         return
     if not getattr(model, "causal", True) and not getattr(model, "needs_source", False):
-        raise ConfigError(f"decode.weights={weights} quantizes a model for decoding; this one is an encoder "
-                          "(it does not decode): use decode.weights=fp32")
+        raise ConfigError(
+            f"decode.weights={weights} quantizes a model for decoding; this one is an encoder "
+            "(it does not decode): use decode.weights=fp32"
+        )
     for name, module in model.named_modules():
         if not getattr(type(module), "quantizable", True):
-            raise ConfigError(f"decode.weights={weights}: {name} ({type(module).__name__}) reads its weight matrices "
-                              "itself and cannot be quantized; use decode.weights=fp32")
+            raise ConfigError(
+                f"decode.weights={weights}: {name} ({type(module).__name__}) reads its weight matrices "
+                "itself and cannot be quantized; use decode.weights=fp32"
+            )
 
 
 def _linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
     """(parent, attribute, child) for every nn.Linear and quantized linear of `model`."""
-    return [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-            if isinstance(child, (nn.Linear, WeightOnlyLinear))]
+    return [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, (nn.Linear, WeightOnlyLinear))
+    ]
 
 
 def quantize_(model: nn.Module, weights: str) -> nn.Module:
@@ -158,7 +181,9 @@ def quantize_(model: nn.Module, weights: str) -> nn.Module:
     if cls is not None:
         for parent, name, child in _linears(model):
             if isinstance(child, WeightOnlyLinear):
-                raise ConfigError(f"{name} is already quantized ({child.weights}); quantize an fp32 model")
+                raise ConfigError(
+                    f"{name} is already quantized ({child.weights}); quantize an fp32 model"
+                )
             setattr(parent, name, cls.from_linear(child))
     model.quantized = weights
     return model
@@ -171,8 +196,16 @@ def prepare_(model: nn.Module, weights: str) -> nn.Module:
     cls = WEIGHTS[weights]
     if cls is not None:
         for parent, name, child in _linears(model):
-            setattr(parent, name, cls(child.in_features, child.out_features, child.bias is not None,
-                                      child.weight.device))
+            setattr(
+                parent,
+                name,
+                cls(
+                    child.in_features,
+                    child.out_features,
+                    child.bias is not None,
+                    child.weight.device,
+                ),
+            )
     model.quantized = weights
     return model
 
@@ -195,16 +228,20 @@ def convert_(model: nn.Module, stored: str, wanted: str) -> nn.Module:
     if wanted == stored:
         return model
     if stored != "fp32":
-        raise ConfigError(f"this checkpoint holds {stored} weights (tfmr checkpoint quantize): it decodes with "
-                          f"decode.weights={stored} only, not {wanted}")
+        raise ConfigError(
+            f"this checkpoint holds {stored} weights (tfmr checkpoint quantize): it decodes with "
+            f"decode.weights={stored} only, not {wanted}"
+        )
     return quantize_(model, wanted)
 
 
 @torch.no_grad()
-def argmax_agreement(reference: nn.Module, model: nn.Module, ids: torch.Tensor, prompt_len: int) -> float:
+def argmax_agreement(
+    reference: nn.Module, model: nn.Module, ids: torch.Tensor, prompt_len: int
+) -> float:
     """The share of positions of `ids` (B, T) past the prompt where `model`'s arg-max next token is
     the reference's, both reading the same sequence (teacher-forced: a divergence early does not
     count against every later position, as comparing two free-running greedy outputs would)."""
-    ref = reference(ids[:, :-1]).logits[:, prompt_len - 1:].argmax(-1)  # (B, T - prompt_len)
-    got = model(ids[:, :-1]).logits[:, prompt_len - 1:].argmax(-1)
+    ref = reference(ids[:, :-1]).logits[:, prompt_len - 1 :].argmax(-1)  # (B, T - prompt_len)
+    got = model(ids[:, :-1]).logits[:, prompt_len - 1 :].argmax(-1)
     return (ref == got).float().mean().item()

@@ -7,6 +7,7 @@ second process cannot train into the same folder.
 What a run folder may hold and when it may be replaced is tfmr.folders; the loop that claims and
 releases the lock is loop.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,12 @@ def claim_run_folder(out: Path) -> None:
             if pid == os.getpid():
                 return  # this process holds it already (a resumed trainer in the same process)
             if pid is not None and _pid_alive(pid):
-                raise ConfigError(f"another run (pid {pid}) is training in {out}; wait for it, or use another --out")
-            print(f"note: removing a stale lock in {out} (pid {pid} is not running)", file=sys.stderr)
+                raise ConfigError(
+                    f"another run (pid {pid}) is training in {out}; wait for it, or use another --out"
+                ) from None
+            print(
+                f"note: removing a stale lock in {out} (pid {pid} is not running)", file=sys.stderr
+            )
             lock.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as f:
@@ -59,4 +64,3 @@ def release_run_folder(out: Path) -> None:
             lock.unlink()
     except OSError:
         pass
-

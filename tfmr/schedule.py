@@ -8,6 +8,7 @@ or, with `train.max_minutes`, over a wall-clock budget (whichever runs out first
 
 The optimizer (AdamW) and the loop that asks these are loop.py.
 """
+
 from __future__ import annotations
 
 import math

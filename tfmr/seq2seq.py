@@ -17,14 +17,15 @@ What a task adds (the data, its metric, its presets) lives in the task's own mod
 layer is tfmr/tasks/symbols.py, G2P tfmr/tasks/g2p.py. Loading a saved pair model is `tfmr.load`
 (tfmr/loading.py). Beam search is `tfmr.decode.beam_search`.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -52,7 +53,7 @@ class Vocab:
         self.stoi = {s: i for i, s in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, sequences) -> "Vocab":
+    def build(cls, sequences) -> Vocab:
         """Every symbol of `sequences`, sorted (the same data always gives the same ids)."""
         return cls(sorted({s for seq in sequences for s in seq}))
 
@@ -84,15 +85,21 @@ class PairVocab:
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / "vocab.json"
-        data = {"kind": self.kind, "src": self.src.itos[len(SPECIALS):], "tgt": self.tgt.itos[len(SPECIALS):]}
+        data = {
+            "kind": self.kind,
+            "src": self.src.itos[len(SPECIALS) :],
+            "tgt": self.tgt.itos[len(SPECIALS) :],
+        }
         path.write_text(json.dumps(data, ensure_ascii=False))
         return path
 
     @classmethod
-    def load(cls, directory: str | Path) -> "PairVocab":
+    def load(cls, directory: str | Path) -> PairVocab:
         path = Path(directory) / "vocab.json"
         if not path.exists():
-            raise FileNotFoundError(f"no vocab.json in {directory}: not a sequence-to-sequence checkpoint")
+            raise FileNotFoundError(
+                f"no vocab.json in {directory}: not a sequence-to-sequence checkpoint"
+            )
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(Vocab(data["src"]), Vocab(data["tgt"]))
 
@@ -110,9 +117,9 @@ def collate(pairs: Sequence[Pair], device="cpu") -> dict:
     tgt_in = torch.full((B, T), PAD, dtype=torch.long)
     targets = torch.full((B, T), -100, dtype=torch.long)
     for i, (s, t) in enumerate(pairs):
-        src[i, :len(s)] = torch.tensor(s)
-        tgt_in[i, :len(t) + 1] = torch.tensor([BOS] + t)  # <s> y
-        targets[i, :len(t) + 1] = torch.tensor(t + [EOS])  # y </s>
+        src[i, : len(s)] = torch.tensor(s)
+        tgt_in[i, : len(t) + 1] = torch.tensor([BOS] + t)  # <s> y
+        targets[i, : len(t) + 1] = torch.tensor(t + [EOS])  # y </s>
     return {"src_ids": src.to(device), "tgt_ids": tgt_in.to(device), "targets": targets.to(device)}
 
 
@@ -121,8 +128,14 @@ class BucketBatches:
     `pool` batches, cut batches of at most `batch_tokens` padded tokens (source + target) or
     `batch_size` pairs, and shuffle the batch order. Deterministic in (seed, epoch)."""
 
-    def __init__(self, pairs: Sequence[Pair], batch_size: int, batch_tokens: int = 0, seed: int = 0,
-                 pool: int = 100):
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        batch_size: int,
+        batch_tokens: int = 0,
+        seed: int = 0,
+        pool: int = 100,
+    ):
         if not pairs:
             raise ValueError("no training pairs")
         self.pairs, self.batch_size, self.batch_tokens = pairs, batch_size, batch_tokens
@@ -141,11 +154,13 @@ class BucketBatches:
         chunk = self.pool * self.batch_size
         batches = []
         for start in range(0, len(idx), chunk):
-            pool = sorted(idx[start:start + chunk], key=self._cost)
+            pool = sorted(idx[start : start + chunk], key=self._cost)
             batch, longest = [], 0
             for i in pool:
                 longest_if = max(longest, self._cost(i))
-                full = len(batch) >= self.batch_size or (self.batch_tokens and longest_if * (len(batch) + 1) > self.batch_tokens)
+                full = len(batch) >= self.batch_size or (
+                    self.batch_tokens and longest_if * (len(batch) + 1) > self.batch_tokens
+                )
                 if batch and full:
                     batches.append(batch)
                     batch, longest_if = [], self._cost(i)
@@ -185,7 +200,9 @@ class Seq2SeqTrainConfig(TrainConfig):
     batch_tokens: int = 0  # > 0: cap each batch at this many padded tokens (source + target)
     eval_pairs: int = 2000  # dev pairs in the dev loss (and the task's own dev metric)
     # train.objective (in TrainConfig): every kind of objectives.OBJECTIVES (scheduled, two-pass, ...)
-    guided_attention: float = 0.0  # > 0: weight of the guided attention loss (needs model.kernel=eager)
+    guided_attention: float = (
+        0.0  # > 0: weight of the guided attention loss (needs model.kernel=eager)
+    )
     guided_sigma: float = 0.4  # g, the width of the guided attention's diagonal band
     guided_layers: str = "all"  # cross-attention layers it acts on: all, or indices such as 0,1
     guided_heads: str = "0,1"  # heads of each chosen layer it acts on
@@ -199,7 +216,9 @@ class DecodeConfig:
     length_penalty: float = 1.0
     max_len: int = 40  # target tokens, </s> included
     batch_size: int = 500
-    weights: str = "fp32"  # fp32 | bf16 | int8: weight-only quantization for decoding (tfmr/quantize.py)
+    weights: str = (
+        "fp32"  # fp32 | bf16 | int8: weight-only quantization for decoding (tfmr/quantize.py)
+    )
 
     def check(self) -> None:
         """Refuse (ConfigError) a setting out of range before training, not after it."""
@@ -207,7 +226,9 @@ class DecodeConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"decode.{name} must be at least 1, got {getattr(self, name)}")
         if not math.isfinite(self.length_penalty):
-            raise ConfigError(f"decode.length_penalty must be a finite number, got {self.length_penalty}")
+            raise ConfigError(
+                f"decode.length_penalty must be a finite number, got {self.length_penalty}"
+            )
 
 
 @dataclass
@@ -227,8 +248,10 @@ def check_lengths(pairs: Sequence[Pair], cfg: ModelConfig) -> None:
         return
     longest = max(max(len(s), len(t) + 1) for s, t in pairs)
     if longest > cfg.context:
-        raise ConfigError(f"a sequence of {longest} tokens does not fit model.context={cfg.context} "
-                          "with learned positions; raise model.context")
+        raise ConfigError(
+            f"a sequence of {longest} tokens does not fit model.context={cfg.context} "
+            "with learned positions; raise model.context"
+        )
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -245,13 +268,26 @@ class Seq2SeqTrainer(TrainLoop):
 
     data_parallel = False  # length-bucketed batches are not yet split among torchrun processes
 
-    def __init__(self, cfg, vocab: PairVocab, train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair],
-                 out_dir: str | Path, resume: bool = False, log=print, progress: bool = True,
-                 dev_metric: Callable | None = None, make_model: Callable = build_model,
-                 make_batch: Callable = collate, overwrite: bool = False):
+    def __init__(
+        self,
+        cfg,
+        vocab: PairVocab,
+        train_pairs: Sequence[Pair],
+        dev_pairs: Sequence[Pair],
+        out_dir: str | Path,
+        resume: bool = False,
+        log=print,
+        progress: bool = True,
+        dev_metric: Callable | None = None,
+        make_model: Callable = build_model,
+        make_batch: Callable = collate,
+        overwrite: bool = False,
+    ):
         self.vocab, self.train_pairs, self.all_dev_pairs = vocab, train_pairs, dev_pairs
         self.dev_metric, self.make_model, self.make_batch = dev_metric, make_model, make_batch
-        super().__init__(cfg, out_dir, resume=resume, log=log, progress=progress, overwrite=overwrite)
+        super().__init__(
+            cfg, out_dir, resume=resume, log=log, progress=progress, overwrite=overwrite
+        )
 
     def setup_data(self) -> None:
         t, m = self.cfg.train, self.cfg.model
@@ -263,7 +299,9 @@ class Seq2SeqTrainer(TrainLoop):
 
     def build_model(self) -> torch.nn.Module:
         model = self.make_model(self.cfg.model)
-        self.setup_objective(model, Task(BOS, EOS, PAD, self.vocab.tgt.decode, self.cfg.model.context))
+        self.setup_objective(
+            model, Task(BOS, EOS, PAD, self.vocab.tgt.decode, self.cfg.model.context)
+        )
         self.guided = self.guided_attention(model)
         return model
 
@@ -274,10 +312,14 @@ class Seq2SeqTrainer(TrainLoop):
         if not t.guided_attention:
             return None
         if not self.objective.with_guided_attention:
-            raise ConfigError(f"train.guided_attention adds to a teacher-forced loss; train.objective="
-                              f"{t.objective.kind} does not compute one (use teacher-forcing, scheduled, "
-                              "two-pass or parallel)")
-        guided = GuidedAttention(t.guided_attention, t.guided_sigma, t.guided_layers, t.guided_heads)
+            raise ConfigError(
+                f"train.guided_attention adds to a teacher-forced loss; train.objective="
+                f"{t.objective.kind} does not compute one (use teacher-forcing, scheduled, "
+                "two-pass or parallel)"
+            )
+        guided = GuidedAttention(
+            t.guided_attention, t.guided_sigma, t.guided_layers, t.guided_heads
+        )
         guided.setup(model)
         return guided
 
@@ -290,7 +332,9 @@ class Seq2SeqTrainer(TrainLoop):
         out = self.objective_loss(batch)  # train.objective
         if self.guided is None:
             return out.loss
-        return out.loss + self.guided.weight * self.guided.loss(out, batch["src_ids"], batch["targets"], PAD)
+        return out.loss + self.guided.weight * self.guided.loss(
+            out, batch["src_ids"], batch["targets"], PAD
+        )
 
     def log_fields(self) -> dict:
         return {"epoch": self.batches.epoch}
@@ -299,7 +343,7 @@ class Seq2SeqTrainer(TrainLoop):
         """Dev loss (token-weighted, fixed batches) and the task's dev metric."""
         total, count = 0.0, 0
         for i in range(0, len(self.dev_pairs), 256):
-            batch = self.make_batch(self.dev_pairs[i:i + 256], self.device)
+            batch = self.make_batch(self.dev_pairs[i : i + 256], self.device)
             n = int((batch["targets"] != -100).sum())
             with autocast_for(self.device, self.cfg.train.dtype):
                 total += self.model(**batch).loss.item() * n
@@ -311,8 +355,10 @@ class Seq2SeqTrainer(TrainLoop):
 
     def fit(self) -> dict:
         n_params = sum(p.numel() for p in self.model.parameters())
-        self.log(f"model: {n_params / 1e6:.2f}M parameters on {self.device}; "
-                 f"{len(self.batches.pairs):,} training pairs, about {len(self.batches):,} batches per epoch")
+        self.log(
+            f"model: {n_params / 1e6:.2f}M parameters on {self.device}; "
+            f"{len(self.batches.pairs):,} training pairs, about {len(self.batches):,} batches per epoch"
+        )
         return super().fit()
 
 
@@ -321,18 +367,36 @@ def pad_batch(seqs: Sequence[Sequence[int]], device="cpu") -> torch.Tensor:
     """(B, S) ids, right-padded with <pad>."""
     out = torch.full((len(seqs), max(len(s) for s in seqs)), PAD, dtype=torch.long)
     for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.tensor(list(s), dtype=torch.long)
+        out[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
     return out.to(device)
 
 
-def greedy_decode(model, src: torch.Tensor, max_len: int, bos: int = BOS, eos: int = EOS) -> list[list[int]]:
+def greedy_decode(
+    model, src: torch.Tensor, max_len: int, bos: int = BOS, eos: int = EOS
+) -> list[list[int]]:
     """Arg-max decoding (tfmr.decode.greedy) of a batch of padded sources (B, S): each row's ids
     before its </s>."""
     start = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
-    ids = greedy(model, start, max_len, eos_id=eos, src=src)[:, 1:].tolist()  # (B, new), </s> padded
-    return [row[:row.index(eos)] if eos in row else row for row in ids]
+    ids = greedy(model, start, max_len, eos_id=eos, src=src)[
+        :, 1:
+    ].tolist()  # (B, new), </s> padded
+    return [row[: row.index(eos)] if eos in row else row for row in ids]
 
 
-__all__ = ["Vocab", "PairVocab", "BucketBatches", "collate", "Seq2SeqTrainConfig", "DecodeConfig", "Seq2SeqConfig",
-           "Seq2SeqTrainer", "pad_batch", "greedy_decode", "eager_attention", "PAD", "BOS", "EOS",
-           "UNK"]
+__all__ = [
+    "Vocab",
+    "PairVocab",
+    "BucketBatches",
+    "collate",
+    "Seq2SeqTrainConfig",
+    "DecodeConfig",
+    "Seq2SeqConfig",
+    "Seq2SeqTrainer",
+    "pad_batch",
+    "greedy_decode",
+    "eager_attention",
+    "PAD",
+    "BOS",
+    "EOS",
+    "UNK",
+]

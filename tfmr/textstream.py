@@ -18,10 +18,11 @@ pieces. `TextPieces` keeps the text right:
 tokenizer.decode(all new ids). Left out: detokenizers that change earlier text when a later token
 comes (the suffix rule then yields only the part that stays the same, then the rest at the end).
 """
+
 from __future__ import annotations
 
 import codecs
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -36,7 +37,11 @@ class TextPieces:
         self.ids: list[int] = []
         self.shown = ""
         errors = getattr(tokenizer, "decode_errors", "replace")
-        self._bytes = codecs.getincrementaldecoder("utf-8")(errors) if hasattr(tokenizer, "token_bytes") else None
+        self._bytes = (
+            codecs.getincrementaldecoder("utf-8")(errors)
+            if hasattr(tokenizer, "token_bytes")
+            else None
+        )
 
     def add(self, token_id: int) -> str:
         """The text this token completes ('' while a character is still incomplete)."""
@@ -45,9 +50,11 @@ class TextPieces:
         self.ids.append(int(token_id))
         text = self.tokenizer.decode(self.ids)
         stable = text.rstrip(REPLACEMENT)
-        if not stable.startswith(self.shown):  # the detokenizer rewrote earlier text: wait for the end
+        if not stable.startswith(
+            self.shown
+        ):  # the detokenizer rewrote earlier text: wait for the end
             return ""
-        piece, self.shown = stable[len(self.shown):], stable
+        piece, self.shown = stable[len(self.shown) :], stable
         return piece
 
     def finish(self) -> str:
@@ -55,23 +62,35 @@ class TextPieces:
         if self._bytes is not None:
             return self._bytes.decode(b"", final=True)
         text = self.tokenizer.decode(self.ids)
-        rest = text[len(self.shown):] if text.startswith(self.shown) else text
+        rest = text[len(self.shown) :] if text.startswith(self.shown) else text
         self.shown = text
         return rest
 
 
-def stream_text(model, tokenizer, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                **more) -> Iterator[str]:
+def stream_text(
+    model,
+    tokenizer,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    **more,
+) -> Iterator[str]:
     """Yield the text of the continuation of `input_ids` (1, T) piece by piece, as tokens are chosen
     by tfmr.decode.stream (`more`: min_p, eos_id, repetition, ngram, ...). No piece is empty, and
     the pieces join to tokenizer.decode(new ids)."""
     from .decode import stream
 
     if input_ids.shape[0] != 1:
-        raise ValueError(f"stream_text streams one prompt at a time, got a batch of {input_ids.shape[0]}")
+        raise ValueError(
+            f"stream_text streams one prompt at a time, got a batch of {input_ids.shape[0]}"
+        )
     pieces = TextPieces(tokenizer)
-    for tok in stream(model, input_ids, max_new_tokens, temperature, top_k, top_p, seed=seed, **more):
+    for tok in stream(
+        model, input_ids, max_new_tokens, temperature, top_k, top_p, seed=seed, **more
+    ):
         piece = pieces.add(int(tok[0]))
         if piece:
             yield piece

@@ -34,8 +34,13 @@ class Trainer(TrainLoop):
             self.data = self.prepare_data()
         self.cfg.model.vocab_size = self.data.tokenizer.vocab_size
         t = self.cfg.train
-        self.batches = Batches(self.data.train, self.cfg.model.context, t.batch_size, t.seed,
-                               rows=self.parallel.shard(t.batch_size))
+        self.batches = Batches(
+            self.data.train,
+            self.cfg.model.context,
+            t.batch_size,
+            t.seed,
+            rows=self.parallel.shard(t.batch_size),
+        )
 
     def prepare_data(self):
         """Tokenized train / val ids (fine-tuning overrides this to reuse a checkpoint's tokenizer)."""
@@ -46,12 +51,16 @@ class Trainer(TrainLoop):
 
     def build_model(self) -> torch.nn.Module:
         model = build_model(self.cfg.model)
-        self.setup_objective(model, lm_task(self.cfg.model.context))  # teacher forcing or an RL kind
+        self.setup_objective(
+            model, lm_task(self.cfg.model.context)
+        )  # teacher forcing or an RL kind
         return model
 
     def memory_estimate(self) -> memory.MemoryEstimate:
         t = self.cfg.train
-        return memory.estimate(self.cfg.model, t.batch_size, self.batches.context, precision(self.device, t.dtype))
+        return memory.estimate(
+            self.cfg.model, t.batch_size, self.batches.context, precision(self.device, t.dtype)
+        )
 
     def batch_loss(self) -> torch.Tensor:
         x, y = self.batches.next(self.device)
@@ -73,7 +82,9 @@ class Trainer(TrainLoop):
         return result
 
     def fit(self) -> dict:
-        self.log(f"model: {self.model.num_params() / 1e6:.2f}M parameters (non-embedding) on {self.device}")
+        self.log(
+            f"model: {self.model.num_params() / 1e6:.2f}M parameters (non-embedding) on {self.device}"
+        )
         return super().fit()
 
 

@@ -19,10 +19,12 @@ more than fields (attention builds its kernel) writes its own `from_config`.
 Not here: the registries (one dict at the bottom of each variant's module) and their reader
 (builder.py); the seams themselves (the base classes beside their variants).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

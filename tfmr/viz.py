@@ -12,6 +12,7 @@
 maps need weights, so the model runs under `kernels.eager_attention` (same math, and the eager
 kernel returns the weights) for the picture. Perplexity curves are drawn by the experiments.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,15 @@ def _plt():
 def sinusoidal_png(path: Path, length: int = 128, dim: int = 64) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
-    im = ax.imshow(sinusoid_table(length, dim).T.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1,
-                   origin="lower", interpolation="nearest")
+    im = ax.imshow(
+        sinusoid_table(length, dim).T.numpy(),
+        aspect="auto",
+        cmap="RdBu",
+        vmin=-1,
+        vmax=1,
+        origin="lower",
+        interpolation="nearest",
+    )
     ax.set_xlabel("position")
     ax.set_ylabel("dimension (even: sin, odd: cos)")
     ax.set_title(f"Sinusoidal positions (dim {dim})")
@@ -56,15 +64,25 @@ def rope_png(path: Path, length: int = 128, head_dim: int = 64) -> Path:
     rope = Rope(head_dim, length)
     cos, _, _ = rope.tables(0, length, "cpu")  # (T, D)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    im = a.imshow(cos[:, : head_dim // 2].T.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1, origin="lower",
-                  interpolation="nearest")
+    im = a.imshow(
+        cos[:, : head_dim // 2].T.numpy(),
+        aspect="auto",
+        cmap="RdBu",
+        vmin=-1,
+        vmax=1,
+        origin="lower",
+        interpolation="nearest",
+    )
     a.set_xlabel("position")
     a.set_ylabel("frequency pair i (angle = pos * base^(-2i/d))")
     a.set_title("RoPE: cos(angle)")
     fig.colorbar(im, ax=a)
     far = 4 * length
     ones = torch.ones(1, 1, 1, head_dim)
-    for scheme, label in ((rope, "RoPE"), (XPos(head_dim, length, scale_base=length), f"xPos (scale_base {length})")):
+    for scheme, label in (
+        (rope, "RoPE"),
+        (XPos(head_dim, length, scale_base=length), f"xPos (scale_base {length})"),
+    ):
         q, _ = scheme.rotate(ones.expand(1, 1, far, head_dim), ones.expand(1, 1, far, head_dim), 0)
         _, k0 = scheme.rotate(ones, ones, 0)
         b.plot((q[0, 0] @ k0[0, 0, 0]).numpy() / head_dim, label=label)
@@ -103,7 +121,11 @@ def alibi_png(path: Path, length: int = 32, heads: int = 8) -> Path:
 def positions(out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [sinusoidal_png(out / "sinusoidal.png"), rope_png(out / "rope.png"), alibi_png(out / "alibi.png")]
+    return [
+        sinusoidal_png(out / "sinusoidal.png"),
+        rope_png(out / "rope.png"),
+        alibi_png(out / "alibi.png"),
+    ]
 
 
 @torch.no_grad()
@@ -117,7 +139,9 @@ def attention_weights(model, ids: torch.Tensor) -> list[torch.Tensor]:
         return model(ids).attentions
 
 
-def attention_maps(model, ids: torch.Tensor, out_dir: str | Path, labels: list[str] | None = None) -> list[Path]:
+def attention_maps(
+    model, ids: torch.Tensor, out_dir: str | Path, labels: list[str] | None = None
+) -> list[Path]:
     """layer_<i>.png for each layer: a grid of its heads' weights for the first sequence of `ids`."""
     plt = _plt()
     out = Path(out_dir)
@@ -152,12 +176,24 @@ def plot_losses(history: list[dict], path: Path) -> Path | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [r for r in history if "loss" in r]  # an evaluation before step 1 (train.keep_best) has none
-    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6, label="train (batch)")
-    names = sorted({k for r in history for k in r if k.endswith("_loss")})  # train_loss, val_loss, dev_loss
+    steps = [
+        r for r in history if "loss" in r
+    ]  # an evaluation before step 1 (train.keep_best) has none
+    ax.plot(
+        [r["step"] for r in steps],
+        [r["loss"] for r in steps],
+        lw=0.8,
+        alpha=0.6,
+        label="train (batch)",
+    )
+    names = sorted(
+        {k for r in history for k in r if k.endswith("_loss")}
+    )  # train_loss, val_loss, dev_loss
     for name in names:
         evals = [r for r in history if name in r]
-        ax.plot([r["step"] for r in evals], [r[name] for r in evals], "o-", label=name.replace("_", " "))
+        ax.plot(
+            [r["step"] for r in evals], [r[name] for r in evals], "o-", label=name.replace("_", " ")
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.legend()

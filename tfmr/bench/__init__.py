@@ -25,12 +25,37 @@ machine.
     hf-load         loading a Hugging Face folder (GPT-2 124M shape): tfmr.from_pretrained beside
                     transformers' from_pretrained
 """
+
 from __future__ import annotations
 
-from . import (bpe, cpu_decode, g2p, g2p_compare, g2p_lengths, g2p_serve, g2p_stream, gpu, gpu_attention, gpu_decode,
-               hf_load, moe_dispatch, train)
+from . import (
+    bpe,
+    cpu_decode,
+    g2p,
+    g2p_compare,
+    g2p_lengths,
+    g2p_serve,
+    g2p_stream,
+    gpu,
+    gpu_attention,
+    gpu_decode,
+    hf_load,
+    moe_dispatch,
+    train,
+)
 
-BENCHES = {"train": train, "bpe": bpe, "cpu-decode": cpu_decode, "gpu-decode": gpu_decode,
-           "gpu-attention": gpu_attention, "g2p": g2p, "moe-dispatch": moe_dispatch, "gpu": gpu,
-           "hf-load": hf_load, "g2p-serve": g2p_serve, "g2p-lengths": g2p_lengths, "g2p-compare": g2p_compare,
-           "g2p-stream": g2p_stream}
+BENCHES = {
+    "train": train,
+    "bpe": bpe,
+    "cpu-decode": cpu_decode,
+    "gpu-decode": gpu_decode,
+    "gpu-attention": gpu_attention,
+    "g2p": g2p,
+    "moe-dispatch": moe_dispatch,
+    "gpu": gpu,
+    "hf-load": hf_load,
+    "g2p-serve": g2p_serve,
+    "g2p-lengths": g2p_lengths,
+    "g2p-compare": g2p_compare,
+    "g2p-stream": g2p_stream,
+}

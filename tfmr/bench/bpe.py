@@ -17,6 +17,7 @@ and prints a table and then JSON:
 Times include reading the text and pre-tokenization on both sides. Not a test: nothing is
 asserted. Left out: GPU anything, memory use, and HF's own encode speed.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -66,8 +67,13 @@ def hf_train(paths: list[Path], vocab: int, threads: int | None, repeats: int) -
         env["RAYON_NUM_THREADS"] = str(threads)
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", _HF_SCRIPT, json.dumps([str(p) for p in paths]), str(vocab)],
-                             env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _HF_SCRIPT, json.dumps([str(p) for p in paths]), str(vocab)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return {"seconds": min(r["seconds"] for r in runs), "vocab": runs[-1]["vocab"]}
 
@@ -85,7 +91,9 @@ def stdlib_files() -> tuple[list[Path], int]:
     root = Path(os.__file__).parent
     files, skipped = [], 0
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "test", "tests", "__pycache__"))
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in ("site-packages", "test", "tests", "__pycache__")
+        )
         for name in sorted(filenames):
             if name.endswith(".py"):
                 path = Path(dirpath) / name
@@ -109,22 +117,32 @@ def interleaved(repeats: int, runners: dict) -> dict:
 def bench_training(args) -> list[dict]:
     rows = []
     for vocab in args.vocab:
-        best = interleaved(args.repeats, {
-            "hf_s": lambda: hf_train([args.data], vocab, 1, 1)["seconds"],
-            "tfmr_gpt2_s": lambda: tfmr_train([args.data], vocab, "gpt2", 1)[0]["seconds"],
-            "tfmr_gpt4_s": lambda: tfmr_train([args.data], vocab, "gpt4", 1)[0]["seconds"],
-        })
+        best = interleaved(
+            args.repeats,
+            {
+                "hf_s": lambda vocab=vocab: hf_train([args.data], vocab, 1, 1)["seconds"],
+                "tfmr_gpt2_s": lambda vocab=vocab: tfmr_train([args.data], vocab, "gpt2", 1)[0][
+                    "seconds"
+                ],
+                "tfmr_gpt4_s": lambda vocab=vocab: tfmr_train([args.data], vocab, "gpt4", 1)[0][
+                    "seconds"
+                ],
+            },
+        )
         rows.append({"corpus": args.corpus_name, "vocab": vocab, "hf_threads": 1, **best})
     if not args.skip_stdlib:
         files, skipped = stdlib_files()
         mb = sum(p.stat().st_size for p in files) / 1e6
         name = f"stdlib .py ({len(files)} files, {mb:.1f} MB, {skipped} non-UTF-8 skipped)"
         vocab = args.stdlib_vocab
-        best = interleaved(args.stdlib_repeats, {
-            "hf_s": lambda: hf_train(files, vocab, None, 1)["seconds"],
-            "hf_1thread_s": lambda: hf_train(files, vocab, 1, 1)["seconds"],
-            "tfmr_gpt4_s": lambda: tfmr_train(files, vocab, "gpt4", 1)[0]["seconds"],
-        })
+        best = interleaved(
+            args.stdlib_repeats,
+            {
+                "hf_s": lambda: hf_train(files, vocab, None, 1)["seconds"],
+                "hf_1thread_s": lambda: hf_train(files, vocab, 1, 1)["seconds"],
+                "tfmr_gpt4_s": lambda: tfmr_train(files, vocab, "gpt4", 1)[0]["seconds"],
+            },
+        )
         rows.append({"corpus": name, "vocab": vocab, "hf_threads": os.cpu_count(), **best})
     return rows
 
@@ -148,12 +166,15 @@ def bench_encoding(args) -> dict:
     enc = tok.tiktoken_encoding()
     warm = BPE.from_dict(json.loads(tok._to_json()))
     warm.encode(text, fast=False)  # fills its pre-token cache
-    best = interleaved(args.repeats, {
-        "tiktoken": lambda: _timed(lambda: enc.encode_ordinary(text)),
-        "tfmr_fast": lambda: _timed(lambda: tok.encode(text)),
-        "tfmr_pure_cold": lambda: _cold_encode(tok, text),
-        "tfmr_pure_warm": lambda: _timed(lambda: warm.encode(text, fast=False)),
-    })
+    best = interleaved(
+        args.repeats,
+        {
+            "tiktoken": lambda: _timed(lambda: enc.encode_ordinary(text)),
+            "tfmr_fast": lambda: _timed(lambda: tok.encode(text)),
+            "tfmr_pure_cold": lambda: _cold_encode(tok, text),
+            "tfmr_pure_warm": lambda: _timed(lambda: warm.encode(text, fast=False)),
+        },
+    )
     out = {"corpus": args.corpus_name, "text_mb": mb, "vocab": tok.vocab_size}
     out.update({f"{name}_mb_s": mb / seconds for name, seconds in best.items()})
     out["same_ids"] = enc.encode_ordinary(text) == tok.encode(text) == warm.encode(text, fast=False)
@@ -163,28 +184,56 @@ def bench_encoding(args) -> dict:
 
 def print_tables(train_rows: list[dict], encode: dict) -> None:
     print("\nTraining (seconds, best of repeats; lower is better)")
-    print(f"{'corpus':<58} {'vocab':>6} {'HF':>16} {'tfmr gpt2':>10} {'tfmr gpt4':>10} {'HF/tfmr':>8}")
+    print(
+        f"{'corpus':<58} {'vocab':>6} {'HF':>16} {'tfmr gpt2':>10} {'tfmr gpt4':>10} {'HF/tfmr':>8}"
+    )
     for r in train_rows:
         hf = f"{r['hf_s']:.3f} ({r['hf_threads']} thr)"
         g2 = f"{r['tfmr_gpt2_s']:.3f}" if "tfmr_gpt2_s" in r else "-"
         ratio = r["hf_s"] / r["tfmr_gpt4_s"]
-        print(f"{r['corpus']:<58} {r['vocab']:>6} {hf:>16} {g2:>10} {r['tfmr_gpt4_s']:>10.3f} {ratio:>8.2f}")
+        print(
+            f"{r['corpus']:<58} {r['vocab']:>6} {hf:>16} {g2:>10} {r['tfmr_gpt4_s']:>10.3f} {ratio:>8.2f}"
+        )
         if "hf_1thread_s" in r:
             print(f"{'  (HF on 1 thread: ' + format(r['hf_1thread_s'], '.3f') + ' s)':<58}")
     e = encode
-    print(f"\nEncoding {e['corpus']} ({e['text_mb']:.2f} MB, vocab {e['vocab']}), MB/s, best of repeats")
-    print(f"{'tiktoken':>10} {'tfmr fast':>10} {'fast/tiktoken':>14} {'pure cold':>10} {'pure warm':>10} {'same ids':>9}")
-    print(f"{e['tiktoken_mb_s']:>10.2f} {e['tfmr_fast_mb_s']:>10.2f} {e['fast_vs_tiktoken']:>14.2f} "
-          f"{e['tfmr_pure_cold_mb_s']:>10.2f} {e['tfmr_pure_warm_mb_s']:>10.2f} {str(e['same_ids']):>9}")
+    print(
+        f"\nEncoding {e['corpus']} ({e['text_mb']:.2f} MB, vocab {e['vocab']}), MB/s, best of repeats"
+    )
+    print(
+        f"{'tiktoken':>10} {'tfmr fast':>10} {'fast/tiktoken':>14} {'pure cold':>10} {'pure warm':>10} {'same ids':>9}"
+    )
+    print(
+        f"{e['tiktoken_mb_s']:>10.2f} {e['tfmr_fast_mb_s']:>10.2f} {e['fast_vs_tiktoken']:>14.2f} "
+        f"{e['tfmr_pure_cold_mb_s']:>10.2f} {e['tfmr_pure_warm_mb_s']:>10.2f} {str(e['same_ids']):>9}"
+    )
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--data", type=Path, help="a UTF-8 text file (default: the embedded corpus, Python's docs)")
-    p.add_argument("--vocab", type=positive_int, nargs="+", default=[4096, 16384], help="training vocab sizes")
-    p.add_argument("--stdlib-vocab", type=positive_int, default=32768, help="vocab size of the standard-library run")
-    p.add_argument("--encode-vocab", type=positive_int, default=16384, help="vocab size of the encoding run")
-    p.add_argument("--repeats", type=positive_int, default=5, help="runs per figure (the best is kept)")
-    p.add_argument("--stdlib-repeats", type=positive_int, default=2, help="runs of the standard-library training")
+    p.add_argument(
+        "--data", type=Path, help="a UTF-8 text file (default: the embedded corpus, Python's docs)"
+    )
+    p.add_argument(
+        "--vocab", type=positive_int, nargs="+", default=[4096, 16384], help="training vocab sizes"
+    )
+    p.add_argument(
+        "--stdlib-vocab",
+        type=positive_int,
+        default=32768,
+        help="vocab size of the standard-library run",
+    )
+    p.add_argument(
+        "--encode-vocab", type=positive_int, default=16384, help="vocab size of the encoding run"
+    )
+    p.add_argument(
+        "--repeats", type=positive_int, default=5, help="runs per figure (the best is kept)"
+    )
+    p.add_argument(
+        "--stdlib-repeats",
+        type=positive_int,
+        default=2,
+        help="runs of the standard-library training",
+    )
     p.add_argument("--skip-stdlib", action="store_true")
     p.add_argument("--json", type=Path, help="also write the results here")
 
@@ -209,8 +258,11 @@ def main(args) -> int:
         train_rows = bench_training(args)
         encode = bench_encoding(args)
     print_tables(train_rows, encode)
-    result = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-              "training": train_rows, "encoding": encode}
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "training": train_rows,
+        "encoding": encode,
+    }
     print("\n" + json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -17,6 +17,7 @@ running ("same tokens as HF", which equals fp32 here) and teacher-forced on fp32
 The CPU model, native bf16, threads and the load average at start and end go into the table's
 environment line, with a warning when the load exceeded the threads.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,9 @@ from . import gpu_decode
 def small_gpt2():
     import transformers
 
-    cfg = transformers.GPT2Config(n_layer=4, n_embd=256, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    cfg = transformers.GPT2Config(
+        n_layer=4, n_embd=256, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+    )
     return transformers.GPT2LMHeadModel(cfg)
 
 
@@ -44,9 +47,12 @@ def add_arguments(ap) -> None:
     ap.add_argument("--new-tokens", type=positive_int, default=128, help="tokens to generate")
     ap.add_argument("--threads", type=count, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--weights", default="bf16,int8",
-                    help="weight-only quantized rows beside fp32 (tfmr/quantize.py): comma-separated bf16, int8, "
-                         "or none")
+    ap.add_argument(
+        "--weights",
+        default="bf16,int8",
+        help="weight-only quantized rows beside fp32 (tfmr/quantize.py): comma-separated bf16, int8, "
+        "or none",
+    )
 
 
 def cpu_model() -> tuple[str, bool]:
@@ -56,9 +62,13 @@ def cpu_model() -> tuple[str, bool]:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or "cpu", False
-    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    names = [
+        line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")
+    ]
     flags = set(" ".join(line for line in info.splitlines() if line.startswith("flags")).split())
-    return (names[0] if names else platform.processor() or "cpu"), bool(flags & {"avx512_bf16", "amx_bf16"})
+    return (names[0] if names else platform.processor() or "cpu"), bool(
+        flags & {"avx512_bf16", "amx_bf16"}
+    )
 
 
 def load_average() -> float | None:
@@ -67,8 +77,10 @@ def load_average() -> float | None:
 
 def main(args) -> int:
     if args.prompt_len + args.new_tokens > 1024:
-        raise ConfigError(f"--prompt-len + --new-tokens must fit GPT-2's context (1024), got "
-                          f"{args.prompt_len + args.new_tokens}")
+        raise ConfigError(
+            f"--prompt-len + --new-tokens must fit GPT-2's context (1024), got "
+            f"{args.prompt_len + args.new_tokens}"
+        )
     gpu_decode.need_transformers()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,25 +91,44 @@ def main(args) -> int:
     torch.manual_seed(0)
     import transformers
 
-    weights = [] if args.weights == "none" else [w.strip() for w in args.weights.split(",") if w.strip()]
+    weights = (
+        [] if args.weights == "none" else [w.strip() for w in args.weights.split(",") if w.strip()]
+    )
     for w in weights:
         if w not in ("bf16", "int8"):
-            raise ConfigError(f"--weights {args.weights}: each must be bf16 or int8 (or none), got {w!r}")
+            raise ConfigError(
+                f"--weights {args.weights}: each must be bf16 or int8 (or none), got {w!r}"
+            )
     args.weights = weights
     device = torch.device("cpu")
     name, bf16 = cpu_model()
-    env = {"device": name, "native bf16": "yes" if bf16 else "no", "load average at start": load_average(),
-           "threads": torch.get_num_threads(), "dtype": "float32", "weights": ", ".join(["fp32", *weights]),
-           "torch": torch.__version__, "transformers": transformers.__version__,
-           "compile": "off" if args.no_compile else "default (inductor C++)", "prompt": args.prompt_len,
-           "new tokens": args.new_tokens, "rounds": args.rounds}
+    env = {
+        "device": name,
+        "native bf16": "yes" if bf16 else "no",
+        "load average at start": load_average(),
+        "threads": torch.get_num_threads(),
+        "dtype": "float32",
+        "weights": ", ".join(["fp32", *weights]),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "compile": "off" if args.no_compile else "default (inductor C++)",
+        "prompt": args.prompt_len,
+        "new tokens": args.new_tokens,
+        "rounds": args.rounds,
+    }
     print("environment:", env)
     bandwidth = gpu_decode.copy_bandwidth(device, torch.float32)
-    rows = gpu_decode.case("gpt2-small-cpu (4x256)", small_gpt2(), args, device, torch.float32, ["greedy", "beam4"])
+    rows = gpu_decode.case(
+        "gpt2-small-cpu (4x256)", small_gpt2(), args, device, torch.float32, ["greedy", "beam4"]
+    )
     env["load average at end"] = load_average()
     busy = max(env["load average at start"] or 0, env["load average at end"] or 0)
-    if busy > 1.25 * env["threads"]:  # more runnable work than the threads this run uses: figures are shared
-        env["WARNING"] = f"the machine was busy (load average {busy:.1f} for {env['threads']} threads)"
+    if (
+        busy > 1.25 * env["threads"]
+    ):  # more runnable work than the threads this run uses: figures are shared
+        env["WARNING"] = (
+            f"the machine was busy (load average {busy:.1f} for {env['threads']} threads)"
+        )
         print("WARNING:", env["WARNING"])
     gpu_decode.write_report(args.out, rows, env, bandwidth)
     return 0

@@ -4,8 +4,9 @@
 
 Times what `tfmr g2p WORD ...` runs (tfmr.g2p.G2P, its engine), on the words of the test split
 (md5 order; --limit N takes the first N): the model pronouncing every word (--model-only) greedily
-and with beam search, with the long-word checks and repairs `tfmr g2p` applies, one word at a time (the median of --calls single-word calls, each a new
-word), and the dictionary lookup of the same words, measured in the same run. Then the same
+and with beam search, with the long-word checks and repairs `tfmr g2p` applies, one word at a
+time (the median of --calls single-word calls, each a
+new word), and the dictionary lookup of the same words, measured in the same run. Then the same
 greedy decoding one word at a time through the compiled static-cache step (tasks/g2p.py's
 WordDecoder; --no-compiled skips it), after its compile time is reported. The model is the
 shipped one unless --checkpoint names another (a training checkpoint or an export); a build that
@@ -26,6 +27,7 @@ and the breakdown as g2p_bench.json and g2p_bench.md, every system's predictions
 predictions.tsv, a plot of WER by group per peer, and keeps the peers' work files in
 DIR/peers/NAME/ (without --out they go to a temporary folder, removed at the end).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,22 +48,51 @@ from .peers import PEERS
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", help="the model (default: the shipped one); a training checkpoint or an export")
+    p.add_argument(
+        "--checkpoint",
+        help="the model (default: the shipped one); a training checkpoint or an export",
+    )
     p.add_argument("--threads", type=count, default=0, help="torch threads (0: leave the default)")
-    p.add_argument("--limit", type=positive_int, help="only the first N test words (md5 order); default all 6,261")
-    p.add_argument("--beam", type=positive_int, default=5, help="the beam size timed beside greedy (default 5)")
-    p.add_argument("--calls", type=positive_int, default=50, help="single-word calls for the latency median")
-    p.add_argument("--no-compiled", action="store_true",
-                   help="skip the compiled one-word decoder (it compiles for tens of seconds first)")
-    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
-                   help="decode in this dtype (float32, as the loader does; float16 to check that choice)")
-    p.add_argument("--peer", action="append", default=[], choices=sorted(PEERS),
-                   help="also train this G2P program on the train split and score it beside tfmr, with an "
-                        "error breakdown (repeatable; phonetisaurus needs `pip install 'tfmr[bench]'`)")
-    p.add_argument("--peer-train-limit", type=positive_int,
-                   help="train the peers on the first N train words (md5 order) only; default all 112,400")
-    p.add_argument("--out", help="write g2p_bench.json, g2p_bench.md, predictions.tsv and the breakdown plots "
-                                 "here; the peers' work files go to OUT/peers/NAME/ (default: a temporary folder)")
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        help="only the first N test words (md5 order); default all 6,261",
+    )
+    p.add_argument(
+        "--beam", type=positive_int, default=5, help="the beam size timed beside greedy (default 5)"
+    )
+    p.add_argument(
+        "--calls", type=positive_int, default=50, help="single-word calls for the latency median"
+    )
+    p.add_argument(
+        "--no-compiled",
+        action="store_true",
+        help="skip the compiled one-word decoder (it compiles for tens of seconds first)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="decode in this dtype (float32, as the loader does; float16 to check that choice)",
+    )
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        choices=sorted(PEERS),
+        help="also train this G2P program on the train split and score it beside tfmr, with an "
+        "error breakdown (repeatable; phonetisaurus needs `pip install 'tfmr[bench]'`)",
+    )
+    p.add_argument(
+        "--peer-train-limit",
+        type=positive_int,
+        help="train the peers on the first N train words (md5 order) only; default all 112,400",
+    )
+    p.add_argument(
+        "--out",
+        help="write g2p_bench.json, g2p_bench.md, predictions.tsv and the breakdown plots "
+        "here; the peers' work files go to OUT/peers/NAME/ (default: a temporary folder)",
+    )
 
 
 def _timed(fn) -> tuple[float, object]:
@@ -70,11 +101,25 @@ def _timed(fn) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
-def _row(name: str, rate: float, latency: float | None, w: float | None, p: float | None, mark: str = "",
-         training: float | None = None) -> dict:
+def _row(
+    name: str,
+    rate: float,
+    latency: float | None,
+    w: float | None,
+    p: float | None,
+    mark: str = "",
+    training: float | None = None,
+) -> dict:
     """One line of the table: words/s, one-word seconds, WER and PER (0-1; `mark` flags a subset), training seconds."""
-    return {"name": name, "words_per_s": rate, "one_word_s": latency, "wer": w, "per": p, "mark": mark,
-            "training_s": training}
+    return {
+        "name": name,
+        "words_per_s": rate,
+        "one_word_s": latency,
+        "wer": w,
+        "per": p,
+        "mark": mark,
+        "training_s": training,
+    }
 
 
 def _compiled_row(g2p, model, vocab, cfg, singles, refs_by_word, training) -> dict:
@@ -84,15 +129,26 @@ def _compiled_row(g2p, model, vocab, cfg, singles, refs_by_word, training) -> di
     seconds, fast = _timed(lambda: g2p.WordDecoder(model, vocab, cfg))
     buckets = {(len(w) - 1) // 16: w for w in singles}
     seconds += _timed(lambda: [fast(w) for w in buckets.values()])[0]
-    times, hyps = zip(*(_timed(lambda: fast(w)) for w in singles))
+    times, hyps = zip(*(_timed(lambda w=w: fast(w)) for w in singles))
     hyps = [list(g2p.strip_stress(h)) for h in hyps]  # scored without stress, as the table is
-    batched = [list(g2p.strip_stress(h)) for h in g2p.predict(model, vocab, singles, 1, cfg.decode.max_len)]
+    batched = [
+        list(g2p.strip_stress(h)) for h in g2p.predict(model, vocab, singles, 1, cfg.decode.max_len)
+    ]
     same = sum(h == b for h, b in zip(hyps, batched))
-    print(f"compiled one-word decoder: {seconds:.1f} s to build and compile; its predictions equal batched "
-          f"greedy's for {same} of {len(singles)} words")
+    print(
+        f"compiled one-word decoder: {seconds:.1f} s to build and compile; its predictions equal batched "
+        f"greedy's for {same} of {len(singles)} words"
+    )
     refs = [[list(p) for p in refs_by_word[w]] for w in singles]
-    return _row("compiled, 1 word", len(singles) / sum(times), statistics.median(times), wer(list(hyps), refs),
-                per(list(hyps), refs), "*", training)
+    return _row(
+        "compiled, 1 word",
+        len(singles) / sum(times),
+        statistics.median(times),
+        wer(list(hyps), refs),
+        per(list(hyps), refs),
+        "*",
+        training,
+    )
 
 
 def _trained_seconds(checkpoint_dir) -> float | None:
@@ -118,14 +174,22 @@ def _duration(seconds) -> str:
 
 def _cells(r: dict) -> tuple[str, str, str, str]:
     latency = r["one_word_s"]
-    shown = "-" if latency is None else f"{1e3 * latency:.2f} ms" if latency >= 1e-4 else f"{1e6 * latency:.1f} us"
+    shown = (
+        "-"
+        if latency is None
+        else f"{1e3 * latency:.2f} ms"
+        if latency >= 1e-4
+        else f"{1e6 * latency:.1f} us"
+    )
     return f"{r['words_per_s']:,.0f}", shown, _pct(r["wer"], r["mark"]), _pct(r["per"], r["mark"])
 
 
 def _print_table(rows: list[dict], calls: int, training: bool) -> None:
     """The table; with `training` (peers in the run) a training-time column at the end."""
     last = f" {'training':>10}" if training else ""
-    print(f"\n{'':<16} {'words/s':>12} {f'one word (median of {calls})':>28} {'WER':>8} {'PER':>8}{last}")
+    print(
+        f"\n{'':<16} {'words/s':>12} {f'one word (median of {calls})':>28} {'WER':>8} {'PER':>8}{last}"
+    )
     for r in rows:
         rate, shown, w, p = _cells(r)
         last = f" {_duration(r['training_s']):>10}" if training else ""
@@ -133,11 +197,23 @@ def _print_table(rows: list[dict], calls: int, training: bool) -> None:
 
 
 def _markdown(rows: list[dict], calls: int, header: str, breakdowns: dict) -> str:
-    md = [header, "", f"| | words/s | one word (median of {calls}) | WER | PER | training |",
-          "|---|---|---|---|---|---|"]
-    md += [f"| {r['name']} | " + " | ".join(_cells(r)) + f" | {_duration(r['training_s'])} |" for r in rows]
+    md = [
+        header,
+        "",
+        f"| | words/s | one word (median of {calls}) | WER | PER | training |",
+        "|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['name']} | " + " | ".join(_cells(r)) + f" | {_duration(r['training_s'])} |"
+        for r in rows
+    ]
     for name, b in breakdowns.items():
-        md += ["", f"## tfmr beside {name}: where each loses words", "", g2p_breakdown.markdown(b, b["names"])]
+        md += [
+            "",
+            f"## tfmr beside {name}: where each loses words",
+            "",
+            g2p_breakdown.markdown(b, b["names"]),
+        ]
     return "\n".join(md) + "\n"
 
 
@@ -150,24 +226,35 @@ def _run_peers(peers, train: dict, words: list[str], args, out: Path | None) -> 
     """Each peer trained on `train` and pronouncing `words`, in OUT/peers/NAME or a temporary folder."""
     runs = []
     with contextlib.ExitStack() as stack:
-        root = out / "peers" if out else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tfmr-peers-")))
+        root = (
+            out / "peers"
+            if out
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tfmr-peers-")))
+        )
         for peer in peers:
             print()
             runs.append(peer.run(train, words, root / peer.NAME, args.calls))
     return runs
 
 
-def _write(out: Path, report: dict, rows: list[dict], words: list[str], systems: dict, header: str) -> None:
+def _write(
+    out: Path, report: dict, rows: list[dict], words: list[str], systems: dict, header: str
+) -> None:
     """OUT/g2p_bench.json, OUT/g2p_bench.md, OUT/predictions.tsv and one plot per peer."""
     (out / "g2p_bench.json").write_text(json.dumps(report, indent=1))
     (out / "g2p_bench.md").write_text(_markdown(rows, report["calls"], header, report["breakdown"]))
     lines = ["word\t" + "\t".join(systems)]
-    lines += [w + "\t" + "\t".join(" ".join(hyps[i]) for hyps in systems.values()) for i, w in enumerate(words)]
+    lines += [
+        w + "\t" + "\t".join(" ".join(hyps[i]) for hyps in systems.values())
+        for i, w in enumerate(words)
+    ]
     (out / "predictions.tsv").write_text("\n".join(lines) + "\n")
     for name, b in report["breakdown"].items():
         g2p_breakdown.plot(b, b["names"], out / f"g2p_wer_by_group_{name}.png")
-    print(f"\nwritten: {out}/g2p_bench.json, g2p_bench.md, predictions.tsv"
-          + "".join(f", g2p_wer_by_group_{n}.png" for n in report["breakdown"]))
+    print(
+        f"\nwritten: {out}/g2p_bench.json, g2p_bench.md, predictions.tsv"
+        + "".join(f", g2p_wer_by_group_{n}.png" for n in report["breakdown"])
+    )
 
 
 def main(args) -> int:
@@ -185,47 +272,72 @@ def main(args) -> int:
         where = args.checkpoint
     else:
         if not g2p.shipped_model_exists():
-            raise ConfigError("no G2P model is shipped in this build of tfmr; give --checkpoint DIR "
-                              "(a folder written by `tfmr g2p train` or `tfmr g2p export`)")
+            raise ConfigError(
+                "no G2P model is shipped in this build of tfmr; give --checkpoint DIR "
+                "(a folder written by `tfmr g2p train` or `tfmr g2p export`)"
+            )
         model, vocab, cfg = g2p.load_shipped()
         where = f"the shipped model ({g2p.SHIPPED})"
     trained = _trained_seconds(args.checkpoint)
     model = model.to(getattr(torch, args.dtype))
-    data = g2p.load_data(False)  # scored without stress (a model that predicts it has its digits removed), as
+    data = g2p.load_data(
+        False
+    )  # scored without stress (a model that predicts it has its digits removed), as
     refs_by_word = data.splits["test"]  # the peers are trained and as published G2P results are
-    words = sorted(refs_by_word, key=g2p.md5_key)[:args.limit]
+    words = sorted(refs_by_word, key=g2p.md5_key)[: args.limit]
     refs = [[list(p) for p in refs_by_word[w]] for w in words]
     singles = [words[i % len(words)] for i in range(args.calls)]
     params = sum(p.numel() for p in model.parameters())
-    header = (f"G2P speed: {where}, {params / 1e6:.2f}M parameters, {next(model.parameters()).dtype} on CPU, "
-              f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.processor() or 'cpu'}; "
-              f"{len(words):,} test words, scored without stress")
+    header = (
+        f"G2P speed: {where}, {params / 1e6:.2f}M parameters, {next(model.parameters()).dtype} on CPU, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.processor() or 'cpu'}; "
+        f"{len(words):,} test words, scored without stress"
+    )
     print(header)
 
     rows, decoded = [], {}
     for beam in (1, args.beam):
         pron = G2P(beam=beam, model_only=True, loaded=(model, vocab, cfg))
         pron(singles[:3])  # warm-up
-        seconds, said = _timed(lambda: pron(words))
+        seconds, said = _timed(lambda pron=pron: pron(words))
         hyps = [list(w.phones[0]) for w in said]  # stress left out (G2P's default)
-        latency = statistics.median(_timed(lambda: pron([w]))[0] for w in singles)
+        latency = statistics.median(_timed(lambda p=pron, w=w: p([w]))[0] for w in singles)
         name = "model, greedy" if beam == 1 else f"model, beam {beam}"
         decoded[name] = hyps
-        rows.append(_row(name, len(words) / seconds, latency, wer(hyps, refs), per(hyps, refs), training=trained))
+        rows.append(
+            _row(
+                name,
+                len(words) / seconds,
+                latency,
+                wer(hyps, refs),
+                per(hyps, refs),
+                training=trained,
+            )
+        )
     if not args.no_compiled:
         rows.append(_compiled_row(g2p, model, vocab, cfg, singles, refs_by_word, trained))
 
     lookup = G2P()  # every test word is in CMUdict: no model is loaded
     reps = max(1, 200_000 // len(words))  # a lookup takes about a microsecond: time enough of them
     seconds, _ = _timed(lambda: [lookup(words) for _ in range(reps)])
-    latency = statistics.median(_timed(lambda: lookup([w]))[0] for w in singles)
-    lookup_row = _row("CMUdict lookup", reps * len(words) / seconds, latency, None, None)  # it holds the references
+    latency = statistics.median(_timed(lambda w=w: lookup([w]))[0] for w in singles)
+    lookup_row = _row(
+        "CMUdict lookup", reps * len(words) / seconds, latency, None, None
+    )  # it holds the references
 
     train = _peer_train_split(data.splits["train"], args.peer_train_limit, g2p.md5_key)
     runs = _run_peers(peers, train, words, args, out)
     for r in runs:
-        rows.append(_row(r.name, len(words) / r.decode_seconds, r.one_word, wer(r.predictions, refs),
-                         per(r.predictions, refs), training=r.train_seconds))
+        rows.append(
+            _row(
+                r.name,
+                len(words) / r.decode_seconds,
+                r.one_word,
+                wer(r.predictions, refs),
+                per(r.predictions, refs),
+                training=r.train_seconds,
+            )
+        )
     rows.append(lookup_row)
 
     _print_table(rows, args.calls, training=bool(runs))
@@ -236,9 +348,13 @@ def main(args) -> int:
         for note in r.notes:
             print(note)
     if runs and trained is None:
-        print("training: an export (the shipped model too) does not record tfmr's training time (docs/g2p.md)")
-    print("\ngoal on 2 CPU cores: one word <= 10 ms and >= 500 words/s greedy (the shipped model; the dictionary "
-          "answers the words it has, the model the rest)")
+        print(
+            "training: an export (the shipped model too) does not record tfmr's training time (docs/g2p.md)"
+        )
+    print(
+        "\ngoal on 2 CPU cores: one word <= 10 ms and >= 500 words/s greedy (the shipped model; the dictionary "
+        "answers the words it has, the model the rest)"
+    )
 
     mine = list(decoded)[-1]  # the beam decoding, as `tfmr g2p` pronounces by default
     breakdowns = {}
@@ -249,12 +365,32 @@ def main(args) -> int:
         print(f"\ntfmr ({mine}) beside {r.name} on the same {len(words):,} test words:")
         print("\n".join(g2p_breakdown.lines(b, names)))
     if out is not None:
-        report = {"bench": "g2p", "model": where, "parameters": params, "threads": torch.get_num_threads(),
-                  "torch": torch.__version__, "cpu": platform.processor() or "cpu", "test_words": len(words),
-                  "calls": args.calls, "rows": rows, "breakdown": breakdowns,
-                  "peers": {r.name: {"settings": r.settings, "train_words": r.train_words,
-                                     "train_seconds": r.train_seconds, "steps": r.steps,
-                                     "decode_seconds": r.decode_seconds, "notes": r.notes} for r in runs}}
-        systems = {f"tfmr {mine.split(', ')[1]}": decoded[mine], **{r.name: r.predictions for r in runs}}
+        report = {
+            "bench": "g2p",
+            "model": where,
+            "parameters": params,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cpu": platform.processor() or "cpu",
+            "test_words": len(words),
+            "calls": args.calls,
+            "rows": rows,
+            "breakdown": breakdowns,
+            "peers": {
+                r.name: {
+                    "settings": r.settings,
+                    "train_words": r.train_words,
+                    "train_seconds": r.train_seconds,
+                    "steps": r.steps,
+                    "decode_seconds": r.decode_seconds,
+                    "notes": r.notes,
+                }
+                for r in runs
+            },
+        }
+        systems = {
+            f"tfmr {mine.split(', ')[1]}": decoded[mine],
+            **{r.name: r.predictions for r in runs},
+        }
         _write(out, report, rows, words, systems, header)
     return 0

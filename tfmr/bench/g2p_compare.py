@@ -8,18 +8,29 @@ each cell is judged by a reader (docs/g2p.md has that table); this prints the ou
 
     tfmr bench g2p-compare [--sentence TEXT ...]
 """
+
 from __future__ import annotations
 
 import shutil
 import subprocess
 
-SENTENCES = ("Hello, world! The quick brown fox.", "covid19 rock-n-roll ChatGPT café",
-             "Mr. Smith paid $3.50 in 1999.", "I want to record a record.", "The present is to present.",
-             "New York's 21st century", "supercalifragilisticexpialidocious")
+SENTENCES = (
+    "Hello, world! The quick brown fox.",
+    "covid19 rock-n-roll ChatGPT café",
+    "Mr. Smith paid $3.50 in 1999.",
+    "I want to record a record.",
+    "The present is to present.",
+    "New York's 21st century",
+    "supercalifragilisticexpialidocious",
+)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--sentence", action="append", help="a sentence to compare (repeatable; default a fixed set)")
+    p.add_argument(
+        "--sentence",
+        action="append",
+        help="a sentence to compare (repeatable; default a fixed set)",
+    )
 
 
 def tfmr_ipa(text: str) -> str:
@@ -34,7 +45,9 @@ def espeak_ipa(text: str) -> str:
     program = shutil.which("espeak-ng")
     if program is None:
         return "(not installed: apt-get install espeak-ng)"
-    r = subprocess.run([program, "-q", "--ipa", "-v", "en-us", text], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [program, "-q", "--ipa", "-v", "en-us", text], capture_output=True, text=True, timeout=60
+    )
     return " ".join(r.stdout.split()) if r.returncode == 0 else f"(failed: {r.stderr.strip()[:80]})"
 
 
@@ -42,6 +55,7 @@ def g2p_en_reader():
     """A function text -> IPA through g2p_en, or a string saying why it cannot run here."""
     try:
         from g2p_en import G2p
+
         reader = G2p()
         reader("test")
     except ImportError:
@@ -64,13 +78,16 @@ def g2p_en_reader():
             else:
                 word.append(symbol)
         return " ".join(out)
+
     return read
 
 
 def main(args) -> int:
     sentences = args.sentence or SENTENCES
     g2p_en = g2p_en_reader()
-    print("| sentence | tfmr g2p --text --format ipa --stress --join | espeak-ng (en-us) | g2p_en |")
+    print(
+        "| sentence | tfmr g2p --text --format ipa --stress --join | espeak-ng (en-us) | g2p_en |"
+    )
     print("|---|---|---|---|")
     for text in sentences:
         other = g2p_en(text) if callable(g2p_en) else g2p_en

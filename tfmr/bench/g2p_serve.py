@@ -8,6 +8,7 @@ model must pronounce. Run it on a quiet machine; figures on a busy one mean litt
 
     tfmr bench g2p-serve [--checkpoint DIR] [--clients 1 --clients 4 --clients 16] [--seconds 10]
 """
+
 from __future__ import annotations
 
 import http.client
@@ -24,8 +25,15 @@ WORDS = (("dictionary", "hello"), ("predicted", "blorftastic"))
 
 def add_arguments(p) -> None:
     p.add_argument("--checkpoint", help="a G2P checkpoint or export (default: the shipped model)")
-    p.add_argument("--clients", type=int, action="append", help="concurrent clients (repeatable; default 1, 4, 16)")
-    p.add_argument("--seconds", type=float, default=10.0, help="how long each run lasts (default 10)")
+    p.add_argument(
+        "--clients",
+        type=int,
+        action="append",
+        help="concurrent clients (repeatable; default 1, 4, 16)",
+    )
+    p.add_argument(
+        "--seconds", type=float, default=10.0, help="how long each run lasts (default 10)"
+    )
     p.add_argument("--beam", type=int, help="the server's beam (default the model's)")
 
 
@@ -61,7 +69,10 @@ def measure(url: str, word: str, clients: int, seconds: float) -> dict:
     latencies: list[float] = []
     errors: list[int] = []
     until = time.perf_counter() + seconds
-    threads = [threading.Thread(target=_client, args=(url, word, until, latencies, errors)) for _ in range(clients)]
+    threads = [
+        threading.Thread(target=_client, args=(url, word, until, latencies, errors))
+        for _ in range(clients)
+    ]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -69,23 +80,29 @@ def measure(url: str, word: str, clients: int, seconds: float) -> dict:
         t.join()
     elapsed = time.perf_counter() - t0
     ordered = sorted(latencies)
-    return {"requests": len(latencies), "rps": len(latencies) / elapsed, "errors": len(errors),
-            "p50_ms": 1000 * statistics.median(ordered) if ordered else float("nan"),
-            "p95_ms": 1000 * ordered[int(0.95 * (len(ordered) - 1))] if ordered else float("nan")}
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "errors": len(errors),
+        "p50_ms": 1000 * statistics.median(ordered) if ordered else float("nan"),
+        "p95_ms": 1000 * ordered[int(0.95 * (len(ordered) - 1))] if ordered else float("nan"),
+    }
 
 
 def main(args) -> int:
     proc, url = start_server(args.checkpoint, args.beam)
     try:
-        for kind, word in WORDS:
+        for _kind, word in WORDS:
             _client(url, word, time.perf_counter() + 1.0, [], [])  # warm up
         print(f"tfmr g2p serve at {url}, one word a request, {args.seconds:g} s a run")
         print(f"{'word':<24} {'clients':>7} {'requests/s':>11} {'p50':>9} {'p95':>9} {'errors':>7}")
         for kind, word in WORDS:
             for clients in args.clients or [1, 4, 16]:
                 r = measure(url, word, clients, args.seconds)
-                print(f"{word + ' (' + kind + ')':<24} {clients:>7} {r['rps']:>11,.1f} {r['p50_ms']:>7.1f}ms "
-                      f"{r['p95_ms']:>7.1f}ms {r['errors']:>7}")
+                print(
+                    f"{word + ' (' + kind + ')':<24} {clients:>7} {r['rps']:>11,.1f} {r['p50_ms']:>7.1f}ms "
+                    f"{r['p95_ms']:>7.1f}ms {r['errors']:>7}"
+                )
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -22,6 +22,7 @@ The whole run is time-boxed (--minutes, default 8): each section gets what is le
 the sections still to run, and one that overruns its share is stopped and reported as such.
 Published peer figures (docs/benchmarks.md) are quoted there, never taken as this run's results.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,7 @@ class TimeBox(Exception):
 @contextlib.contextmanager
 def time_box(seconds: float):
     """Raise TimeBox in this (main) thread after `seconds`."""
+
     def expire(signum, frame):
         raise TimeBox(f"stopped after {seconds:.0f} s (its share of --minutes)")
 
@@ -80,8 +82,12 @@ class NanoGPTBlock(nn.Module):
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)  # (B, T, C) each
-        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        q, k, v = (
+            t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v)
+        )  # (B, H, T, hd)
+        y = (
+            F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        )  # (B, T, C)
         x = x + self.c_proj(y)
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
 
@@ -112,13 +118,28 @@ def hf_model(kind: str, m):
     except ImportError:
         return None
     if kind == "gpt2":
-        cfg = tr.GPT2Config(vocab_size=m.vocab_size, n_positions=m.context, n_embd=m.dim, n_layer=m.layers,
-                            n_head=m.heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        cfg = tr.GPT2Config(
+            vocab_size=m.vocab_size,
+            n_positions=m.context,
+            n_embd=m.dim,
+            n_layer=m.layers,
+            n_head=m.heads,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
         cfg._attn_implementation = "sdpa"
         return tr.GPT2LMHeadModel(cfg)
-    cfg = tr.LlamaConfig(vocab_size=m.vocab_size, hidden_size=m.dim, intermediate_size=m.ffn.options["hidden"],
-                         num_hidden_layers=m.layers, num_attention_heads=m.heads, num_key_value_heads=m.kv_heads,
-                         max_position_embeddings=m.context, tie_word_embeddings=True)
+    cfg = tr.LlamaConfig(
+        vocab_size=m.vocab_size,
+        hidden_size=m.dim,
+        intermediate_size=m.ffn.options["hidden"],
+        num_hidden_layers=m.layers,
+        num_attention_heads=m.heads,
+        num_key_value_heads=m.kv_heads,
+        max_position_embeddings=m.context,
+        tie_word_embeddings=True,
+    )
     cfg._attn_implementation = "sdpa"
     return tr.LlamaForCausalLM(cfg)
 
@@ -129,24 +150,42 @@ def train_contenders(cfg: RunConfig, family: str, nanogpt: str | None) -> dict:
     rows = {"tfmr": (build_model(m), lambda mdl, x, y: mdl(x, y).loss)}
     if family == "gpt2":
         if nanogpt:
-            spec = importlib.util.spec_from_file_location("nanogpt_model", Path(nanogpt) / "model.py")
+            spec = importlib.util.spec_from_file_location(
+                "nanogpt_model", Path(nanogpt) / "model.py"
+            )
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-            gpt = module.GPT(module.GPTConfig(block_size=m.context, vocab_size=m.vocab_size, n_layer=m.layers,
-                                              n_head=m.heads, n_embd=m.dim, dropout=0.0, bias=True))
+            gpt = module.GPT(
+                module.GPTConfig(
+                    block_size=m.context,
+                    vocab_size=m.vocab_size,
+                    n_layer=m.layers,
+                    n_head=m.heads,
+                    n_embd=m.dim,
+                    dropout=0.0,
+                    bias=True,
+                )
+            )
             rows["nanogpt"] = (gpt, lambda mdl, x, y: mdl(x, y)[1])
         else:
-            rows["nanogpt-arch"] = (NanoGPTStandIn(m.vocab_size, m.context, m.dim, m.layers, m.heads),
-                                    lambda mdl, x, y: mdl(x, y))
+            rows["nanogpt-arch"] = (
+                NanoGPTStandIn(m.vocab_size, m.context, m.dim, m.layers, m.heads),
+                lambda mdl, x, y: mdl(x, y),
+            )
     hf = hf_model(family, m)
     if hf is not None:
-        rows[f"hf-{family}"] = (hf, lambda mdl, x, y: F.cross_entropy(mdl(input_ids=x).logits.flatten(0, 1).float(),
-                                                                      y.flatten()))
+        rows[f"hf-{family}"] = (
+            hf,
+            lambda mdl, x, y: F.cross_entropy(
+                mdl(input_ids=x).logits.flatten(0, 1).float(), y.flatten()
+            ),
+        )
     return rows
 
 
-def bench_train_shape(name: str, family: str, quick: bool, device, steps: int, compile_: bool,
-                      nanogpt: str | None) -> list[dict]:
+def bench_train_shape(
+    name: str, family: str, quick: bool, device, steps: int, compile_: bool, nanogpt: str | None
+) -> list[dict]:
     cfg = preset(name)
     m, t = cfg.model, cfg.train
     if quick:
@@ -178,9 +217,17 @@ def bench_train_shape(name: str, family: str, quick: bool, device, steps: int, c
             torch.cuda.empty_cache()
     tokens = t.batch_size * m.context
     for who, s in times.items():
-        rows.append({"shape": name, "name": who, "ms_per_step": round(s * 1e3, 2), "tokens_per_s": round(tokens / s),
-                     "mfu": round(flops * tokens / s / peak, 4), "tfmr_speedup": round(s / times["tfmr"], 3),
-                     "peak": peak_is})
+        rows.append(
+            {
+                "shape": name,
+                "name": who,
+                "ms_per_step": round(s * 1e3, 2),
+                "tokens_per_s": round(tokens / s),
+                "mfu": round(flops * tokens / s / peak, 4),
+                "tfmr_speedup": round(s / times["tfmr"], 3),
+                "peak": peak_is,
+            }
+        )
     return rows
 
 
@@ -222,27 +269,52 @@ def section_moe(args, device, out: Path) -> dict:
     return json.loads((out / "moe.json").read_text())
 
 
-SECTIONS = {"train": section_train, "decode": section_decode, "attention": section_attention, "moe": section_moe}
+SECTIONS = {
+    "train": section_train,
+    "decode": section_decode,
+    "attention": section_attention,
+    "moe": section_moe,
+}
 
 
 # ----------------------------------------------------------------------------- report
 def markdown(report: dict) -> str:
-    lines = [f"# tfmr bench gpu: {report['device']}, torch {report['torch']}"
-             f"{' (--quick: CPU smoke run, times mean nothing)' if report['quick'] else ''}", ""]
+    lines = [
+        f"# tfmr bench gpu: {report['device']}, torch {report['torch']}"
+        f"{' (--quick: CPU smoke run, times mean nothing)' if report['quick'] else ''}",
+        "",
+    ]
     lines += ["| section | status | seconds |", "|---|---|---|"]
-    lines += [f"| {name} | {s['status']} | {s['seconds']} |" for name, s in report["sections"].items()]
+    lines += [
+        f"| {name} | {s['status']} | {s['seconds']} |" for name, s in report["sections"].items()
+    ]
     train = report["sections"].get("train", {}).get("result")
     if train:
-        lines += ["", "## train (batch x context tokens per step, bf16 autocast on GPU)", "",
-                  "| shape | model | ms/step | tokens/s | MFU | tfmr is |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['shape']} | {r['name']} | {r['ms_per_step']} | {r['tokens_per_s']:,} | {r['mfu'] * 100:.1f}% "
-                  f"| {r['tfmr_speedup']:.2f}x |" for r in train["rows"]]
+        lines += [
+            "",
+            "## train (batch x context tokens per step, bf16 autocast on GPU)",
+            "",
+            "| shape | model | ms/step | tokens/s | MFU | tfmr is |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['shape']} | {r['name']} | {r['ms_per_step']} | {r['tokens_per_s']:,} | {r['mfu'] * 100:.1f}% "
+            f"| {r['tfmr_speedup']:.2f}x |"
+            for r in train["rows"]
+        ]
     moe = report["sections"].get("moe", {}).get("result")
     if moe:
-        lines += ["", "## moe (one layer, forward + backward)", "", "| layer | ms/call | tokens/s | vs dense |",
-                  "|---|---|---|---|"]
-        lines += [f"| {r['layer']} | {r['ms']:.2f} | {r['tokens_per_s']:,.0f} | {r['vs_dense']:.2f}x |"
-                  for r in moe["results"]]
+        lines += [
+            "",
+            "## moe (one layer, forward + backward)",
+            "",
+            "| layer | ms/call | tokens/s | vs dense |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['layer']} | {r['ms']:.2f} | {r['tokens_per_s']:,.0f} | {r['vs_dense']:.2f}x |"
+            for r in moe["results"]
+        ]
     for name, file in (("decode", "decode.md"), ("attention", "attention.md")):
         path = Path(report["out"]) / file
         if report["sections"].get(name, {}).get("status") == "ok" and path.exists():
@@ -251,12 +323,20 @@ def markdown(report: dict) -> str:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--out", default="runs/bench_gpu", help="OUT.json and OUT.md, section outputs in OUT/")
-    p.add_argument("--quick", action="store_true", help="tiny shapes on CPU: every code path (smoke run)")
+    p.add_argument(
+        "--out", default="runs/bench_gpu", help="OUT.json and OUT.md, section outputs in OUT/"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny shapes on CPU: every code path (smoke run)"
+    )
     p.add_argument("--minutes", type=float, default=8.0, help="time box for the whole run")
-    p.add_argument("--only", nargs="*", choices=list(SECTIONS), default=None, help="run only these sections")
+    p.add_argument(
+        "--only", nargs="*", choices=list(SECTIONS), default=None, help="run only these sections"
+    )
     p.add_argument("--no-compile", action="store_true", help="train without torch.compile")
-    p.add_argument("--nanogpt", default=None, help="a nanoGPT checkout: time its GPT instead of the stand-in")
+    p.add_argument(
+        "--nanogpt", default=None, help="a nanoGPT checkout: time its GPT instead of the stand-in"
+    )
 
 
 def main(args) -> int:
@@ -266,9 +346,16 @@ def main(args) -> int:
         args.quick = True
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-              "torch": torch.__version__, "quick": args.quick, "out": str(out), "minutes": args.minutes,
-              "sections": {}}
+    report = {
+        "device": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "quick": args.quick,
+        "out": str(out),
+        "minutes": args.minutes,
+        "sections": {},
+    }
     todo = [name for name in SECTIONS if args.only is None or name in args.only]
     end = time.monotonic() + 60 * args.minutes
     for i, name in enumerate(todo):
@@ -283,7 +370,9 @@ def main(args) -> int:
         except Exception as e:  # noqa: BLE001 - a failed section is a result; the others still run
             if args.quick:
                 raise
-            entry = {"status": f"failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"}
+            entry = {
+                "status": f"failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+            }
         entry["seconds"] = round(time.monotonic() - t0, 1)
         report["sections"][name] = entry
         _sync(device)

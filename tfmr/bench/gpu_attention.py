@@ -24,6 +24,7 @@ T=1024 (max abs error of outputs and gradients). Writes <out>.json and <out>.md 
 markdown. --quick runs small float32 shapes on CPU to prove the script works; its times mean
 nothing (CPU, shared machine).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,6 +41,7 @@ from ..masks import LinearBias, Mask
 from ..patterns import BigBirdRule, LongformerRule, WindowRule
 from ..positions import alibi_slopes
 from ..programs import positive_int
+
 
 def _backend(name):
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -62,6 +64,7 @@ def rows(H: int, quick: bool):
         def call(q, k, v):
             with _backend(backend):
                 return sdpa(q, k, v, Mask(causal=True), bias)[0]
+
         return call
 
     table = {
@@ -78,7 +81,9 @@ def rows(H: int, quick: bool):
         table["sdpa_cudnn"] = forced("CUDNN_ATTENTION", None)
         table["alibi_causal_cudnn"] = forced("CUDNN_ATTENTION", LinearBias(slopes))
         table["flex_raw_causal"] = lambda q, k, v: flex_attention_call(q, k, v, Mask(causal=True))
-        table["alibi_flex"] = lambda q, k, v: flex_attention_call(q, k, v, Mask(causal=True), LinearBias(slopes))
+        table["alibi_flex"] = lambda q, k, v: flex_attention_call(
+            q, k, v, Mask(causal=True), LinearBias(slopes)
+        )
     return table
 
 
@@ -90,6 +95,7 @@ BIGBIRD = Mask(causal=True, rule=BigBirdRule(512, 64, random_blocks=2, block=128
 
 def _timer(device):
     if device.type == "cuda":
+
         def run(fn):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -97,12 +103,14 @@ def _timer(device):
             end.record()
             torch.cuda.synchronize()
             return start.elapsed_time(end)
+
         return run
 
     def run_cpu(fn):
         t0 = time.perf_counter()
         fn()
         return (time.perf_counter() - t0) * 1e3
+
     return run_cpu
 
 
@@ -125,10 +133,16 @@ def check(device, quick: bool) -> dict:
     T, H = (256, 4) if quick else (1024, 16)
     g = torch.Generator(device="cpu").manual_seed(0)
     base = [torch.randn(1, H, T, 64, generator=g).to(device) for _ in range(3)]
-    masks = {"dense_causal": (Mask(causal=True), None), "alibi_causal": (Mask(causal=True), LinearBias(alibi_slopes(H))),
-             "sliding": (Mask(causal=True, rule=WindowRule(T // 4)), None),
-             "longformer": (Mask(causal=True, rule=LongformerRule(T // 8, 16)), None),
-             "bigbird": (Mask(causal=True, rule=BigBirdRule(T // 8, 16, random_blocks=2, block=128)), None)}
+    masks = {
+        "dense_causal": (Mask(causal=True), None),
+        "alibi_causal": (Mask(causal=True), LinearBias(alibi_slopes(H))),
+        "sliding": (Mask(causal=True, rule=WindowRule(T // 4)), None),
+        "longformer": (Mask(causal=True, rule=LongformerRule(T // 8, 16)), None),
+        "bigbird": (
+            Mask(causal=True, rule=BigBirdRule(T // 8, 16, random_blocks=2, block=128)),
+            None,
+        ),
+    }
     out = {}
     for name, (mask, bias) in masks.items():
         kernel = Flex() if name in ("sliding", "longformer", "bigbird") else SDPA()
@@ -144,7 +158,9 @@ def check(device, quick: bool) -> dict:
 
 def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="small float32 shapes on CPU (smoke run)")
-    p.add_argument("--out", default=None, help="output path without extension (default runs/gpu_attention)")
+    p.add_argument(
+        "--out", default=None, help="output path without extension (default runs/gpu_attention)"
+    )
     p.add_argument("--warmup", type=positive_int, default=None)
     p.add_argument("--repeats", type=positive_int, default=None)
 
@@ -158,16 +174,33 @@ def main(args) -> int:
     shapes = [(1, 4, 256), (1, 4, 512)] if args.quick else [(4, 16, 4096), (1, 16, 16384)]
     warmup = args.warmup or (1 if args.quick else 5)
     repeats = args.repeats or (3 if args.quick else 10)
-    out_path = Path(args.out or Path("runs") / ("gpu_attention_quick" if args.quick else "gpu_attention"))
+    out_path = Path(
+        args.out or Path("runs") / ("gpu_attention_quick" if args.quick else "gpu_attention")
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
-    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-              "torch": torch.__version__, "dtype": str(dtype), "head_dim": 64, "quick": args.quick,
-              "max_abs_error_vs_eager_fp32": check(device, args.quick), "times_ms": {}, "ratios": {}}
-    print(f"correctness (max abs error vs eager, fp32): {report['max_abs_error_vs_eager_fp32']}", flush=True)
+    report = {
+        "device": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "dtype": str(dtype),
+        "head_dim": 64,
+        "quick": args.quick,
+        "max_abs_error_vs_eager_fp32": check(device, args.quick),
+        "times_ms": {},
+        "ratios": {},
+    }
+    print(
+        f"correctness (max abs error vs eager, fp32): {report['max_abs_error_vs_eager_fp32']}",
+        flush=True,
+    )
     for B, H, T in shapes:
         g = torch.Generator(device="cpu").manual_seed(1)
-        q, k, v = (torch.randn(B, H, T, 64, generator=g).to(device, dtype).requires_grad_() for _ in range(3))
+        q, k, v = (
+            torch.randn(B, H, T, 64, generator=g).to(device, dtype).requires_grad_()
+            for _ in range(3)
+        )
         times = {}
         for name, fn in rows(H, args.quick).items():
             try:
@@ -189,25 +222,40 @@ def ratios(times: dict) -> dict:
         a, b = times.get(row), times.get(ref)
         return round(b / a, 3) if isinstance(a, float) and isinstance(b, float) else None
 
-    return {"dense_causal / sdpa_flash (goal >= 0.95)": speed("dense_causal", "sdpa_flash"),
-            "sliding_1024 vs dense_causal, x faster (goal >= 2.5 at 16k)": speed("sliding_1024", "dense_causal"),
-            "alibi_causal / sdpa_flash (goal >= 0.8)": speed("alibi_causal", "sdpa_flash"),
-            "alibi_causal_flash / sdpa_flash": speed("alibi_causal_flash", "sdpa_flash"),
-            "alibi_causal_cudnn / sdpa_flash": speed("alibi_causal_cudnn", "sdpa_flash"),
-            "alibi_flex / sdpa_flash": speed("alibi_flex", "sdpa_flash")}
+    return {
+        "dense_causal / sdpa_flash (goal >= 0.95)": speed("dense_causal", "sdpa_flash"),
+        "sliding_1024 vs dense_causal, x faster (goal >= 2.5 at 16k)": speed(
+            "sliding_1024", "dense_causal"
+        ),
+        "alibi_causal / sdpa_flash (goal >= 0.8)": speed("alibi_causal", "sdpa_flash"),
+        "alibi_causal_flash / sdpa_flash": speed("alibi_causal_flash", "sdpa_flash"),
+        "alibi_causal_cudnn / sdpa_flash": speed("alibi_causal_cudnn", "sdpa_flash"),
+        "alibi_flex / sdpa_flash": speed("alibi_flex", "sdpa_flash"),
+    }
 
 
 def markdown(report: dict) -> str:
     shapes = list(report["times_ms"])
     names = list(dict.fromkeys(n for s in shapes for n in report["times_ms"][s]))
-    lines = [f"device: {report['device']}, torch {report['torch']}, {report['dtype']}, head dim 64, "
-             f"forward+backward ms (median)", "", "| row | " + " | ".join(shapes) + " |",
-             "|---" * (len(shapes) + 1) + "|"]
+    lines = [
+        f"device: {report['device']}, torch {report['torch']}, {report['dtype']}, head dim 64, "
+        f"forward+backward ms (median)",
+        "",
+        "| row | " + " | ".join(shapes) + " |",
+        "|---" * (len(shapes) + 1) + "|",
+    ]
     for n in names:
         cells = [report["times_ms"][s].get(n) for s in shapes]
-        lines.append(f"| {n} | " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |")
+        lines.append(
+            f"| {n} | "
+            + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells)
+            + " |"
+        )
     lines += ["", "| ratio | " + " | ".join(shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
     for r in report["ratios"][shapes[0]]:
         lines.append(f"| {r} | " + " | ".join(str(report["ratios"][s][r]) for s in shapes) + " |")
-    lines += ["", f"max abs error vs eager (fp32, outputs and grads): {report['max_abs_error_vs_eager_fp32']}"]
+    lines += [
+        "",
+        f"max abs error vs eager (fp32, outputs and grads): {report['max_abs_error_vs_eager_fp32']}",
+    ]
     return "\n".join(lines) + "\n"

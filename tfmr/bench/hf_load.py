@@ -9,6 +9,7 @@ transformers, tfmr, ...), so that a shared machine's noise hits both alike; the 
 one's median seconds, and the ratio transformers / tfmr. Both build the model and load every
 weight; neither moves it to a GPU. Without transformers installed only tfmr's time is printed.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,13 +22,22 @@ import torch
 
 from ..programs import positive_int
 
-SHAPES = {"gpt2-124m": dict(vocab_size=50257, dim=768, layers=12, heads=12, context=1024),
-          "quick": dict(vocab_size=512, dim=64, layers=2, heads=4, context=128)}
+SHAPES = {
+    "gpt2-124m": dict(vocab_size=50257, dim=768, layers=12, heads=12, context=1024),
+    "quick": dict(vocab_size=512, dim=64, layers=2, heads=4, context=128),
+}
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--quick", action="store_true", help="a tiny GPT-2 shape instead of 124M (a smoke run)")
-    p.add_argument("--rounds", type=positive_int, default=3, help="rounds of (tfmr, transformers) loads (default 3)")
+    p.add_argument(
+        "--quick", action="store_true", help="a tiny GPT-2 shape instead of 124M (a smoke run)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=3,
+        help="rounds of (tfmr, transformers) loads (default 3)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
 
 
@@ -38,8 +48,14 @@ def write_folder(directory: Path, shape: str) -> int:
     from ..interop.hf_export import to_hf_folder
 
     torch.manual_seed(0)
-    cfg = ModelConfig(**SHAPES[shape], pos=Choice("learned"), norm=Choice("layernorm"), bias=True,
-                      tie_embeddings=True, ffn=Choice("mlp", activation="gelu_tanh"))
+    cfg = ModelConfig(
+        **SHAPES[shape],
+        pos=Choice("learned"),
+        norm=Choice("layernorm"),
+        bias=True,
+        tie_embeddings=True,
+        ffn=Choice("mlp", activation="gelu_tanh"),
+    )
     model = build_model(cfg)
     to_hf_folder(model, None, directory, family="gpt2", check=False)
     return sum(p.numel() for p in model.parameters())
@@ -60,6 +76,7 @@ def _hf_load(directory: Path) -> None:
 def main(args) -> int:
     try:
         import transformers  # noqa: F401
+
         loaders = {"tfmr": _tfmr_load, "transformers": _hf_load}
     except ImportError:
         loaders = {"tfmr": _tfmr_load}
@@ -81,6 +98,9 @@ def main(args) -> int:
     else:
         print("  transformers is not installed: no comparison")
     if args.json:
-        Path(args.json).write_text(json.dumps({"shape": shape, "parameters": n, "seconds": medians,
-                                               "rounds": times}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"shape": shape, "parameters": n, "seconds": medians, "rounds": times}, indent=2
+            )
+        )
     return 0

@@ -15,6 +15,7 @@ published bf16 dense peak for known GPUs, otherwise the matmul throughput measur
 run in that dtype (bf16 rows against a bf16 matmul, fp32 rows against an fp32 one), so MFU reads
 as "share of what this machine's matmul reaches" and stays under 100%.
 """
+
 from __future__ import annotations
 
 import copy
@@ -58,7 +59,11 @@ def device_peak(device: torch.device, precision: str = "fp32") -> tuple[float, s
         a @ b
         _sync(device)
         times.append(time.perf_counter() - t0)
-    threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    threads = (
+        f"{torch.get_num_threads()} threads"
+        if device.type == "cpu"
+        else torch.cuda.get_device_name(device)
+    )
     return 2 * n**3 / min(times), f"{precision} matmul measured here ({threads})"
 
 
@@ -102,9 +107,19 @@ def hf_gpt2_peer(cfg: RunConfig, batches, device):
     except ImportError:
         return None
     m = cfg.model
-    hf_cfg = GPT2Config(vocab_size=m.vocab_size, n_positions=m.context, n_embd=m.dim, n_layer=m.layers,
-                        n_head=m.heads, resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=m.dropout,
-                        bos_token_id=m.vocab_size - 1, eos_token_id=m.vocab_size - 1, attn_implementation="sdpa")
+    hf_cfg = GPT2Config(
+        vocab_size=m.vocab_size,
+        n_positions=m.context,
+        n_embd=m.dim,
+        n_layer=m.layers,
+        n_head=m.heads,
+        resid_pdrop=m.dropout,
+        embd_pdrop=m.dropout,
+        attn_pdrop=m.dropout,
+        bos_token_id=m.vocab_size - 1,
+        eos_token_id=m.vocab_size - 1,
+        attn_implementation="sdpa",
+    )
     model = GPT2LMHeadModel(hf_cfg).to(device).train()
     opt = make_optimizer(model, cfg.train, device)
 
@@ -125,15 +140,29 @@ def nanogpt_peer(path: str, cfg: RunConfig, batches, device):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     m, t = cfg.model, cfg.train
-    gpt_cfg = module.GPTConfig(block_size=m.context, vocab_size=m.vocab_size, n_layer=m.layers, n_head=m.heads,
-                               n_embd=m.dim, dropout=m.dropout, bias=m.bias)
+    gpt_cfg = module.GPTConfig(
+        block_size=m.context,
+        vocab_size=m.vocab_size,
+        n_layer=m.layers,
+        n_head=m.heads,
+        n_embd=m.dim,
+        dropout=m.dropout,
+        bias=m.bias,
+    )
     model = module.GPT(gpt_cfg).to(device).train()
     opt = model.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2), device.type)
     return _peer_step(model, opt, batches, cfg, device, lambda mdl, x, y: mdl(x, y)[1])
 
 
-def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 3, peer: bool = True,
-                json_out: str | None = None, nanogpt: str | None = None) -> dict:
+def bench_train(
+    cfg: RunConfig,
+    steps: int = 30,
+    warmup: int = 5,
+    rounds: int = 3,
+    peer: bool = True,
+    json_out: str | None = None,
+    nanogpt: str | None = None,
+) -> dict:
     """Time training steps of tfmr and its peers in alternating rounds; print a table."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg.train.steps = 10**9  # the schedule must not end inside the benchmark
@@ -146,12 +175,16 @@ def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 
         if ours != "fp32":  # show the fp32 figure beside it
             fp32 = copy.deepcopy(cfg)
             fp32.train.dtype = "float32"
-            contenders["tfmr (fp32)"] = Trainer(fp32, Path(tmp) / "fp32", progress=False, log=lambda *_: None).train_step
+            contenders["tfmr (fp32)"] = Trainer(
+                fp32, Path(tmp) / "fp32", progress=False, log=lambda *_: None
+            ).train_step
             precisions["tfmr (fp32)"] = "fp32"
         peer_batches = trainer.batches
         peer_precision = "bf16" if device.type == "cuda" else "fp32"
         if nanogpt:
-            contenders[f"nanogpt ({peer_precision})"] = nanogpt_peer(nanogpt, cfg, peer_batches, device)
+            contenders[f"nanogpt ({peer_precision})"] = nanogpt_peer(
+                nanogpt, cfg, peer_batches, device
+            )
             precisions[f"nanogpt ({peer_precision})"] = peer_precision
         if peer:
             hf = hf_gpt2_peer(cfg, peer_batches, device)
@@ -172,12 +205,26 @@ def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 
     for name, ts in times.items():
         med = statistics.median(ts)
         peak = peaks[precisions[name]][0]
-        rows.append({"name": name, "ms_per_step": med * 1e3, "tokens_per_s": tokens / med,
-                     "mfu": flops_tok * tokens / med / peak, "peak_flops": peak, "tfmr_speedup": med / base})
-    result = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "peaks": {p: {"flops": f, "is": what} for p, (f, what) in peaks.items()},
-              "tokens_per_step": tokens, "steps_timed": len(next(iter(times.values()))),
-              "model": to_dict(cfg.model), "rows": rows}
+        rows.append(
+            {
+                "name": name,
+                "ms_per_step": med * 1e3,
+                "tokens_per_s": tokens / med,
+                "mfu": flops_tok * tokens / med / peak,
+                "peak_flops": peak,
+                "tfmr_speedup": med / base,
+            }
+        )
+    result = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "peaks": {p: {"flops": f, "is": what} for p, (f, what) in peaks.items()},
+        "tokens_per_step": tokens,
+        "steps_timed": len(next(iter(times.values()))),
+        "model": to_dict(cfg.model),
+        "rows": rows,
+    }
     _print_table(result)
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=2))
@@ -186,14 +233,18 @@ def bench_train(cfg: RunConfig, steps: int = 30, warmup: int = 5, rounds: int = 
 
 
 def _print_table(result: dict) -> None:
-    print(f"device {result['device']} ({result['threads']} threads), torch {result['torch']}, "
-          f"{result['tokens_per_step']} tokens/step, {result['steps_timed']} timed steps each")
+    print(
+        f"device {result['device']} ({result['threads']} threads), torch {result['torch']}, "
+        f"{result['tokens_per_step']} tokens/step, {result['steps_timed']} timed steps each"
+    )
     for p, peak in result["peaks"].items():
         print(f"MFU of {p} rows is against: {peak['is']} = {peak['flops'] / 1e12:.2f} TFLOP/s")
     print(f"{'':18} {'ms/step':>9} {'tokens/s':>10} {'MFU':>7} {'tfmr is':>9}")
     for r in result["rows"]:
-        print(f"{r['name']:18} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10,.0f} {r['mfu'] * 100:6.1f}% "
-              f"{r['tfmr_speedup']:8.2f}x")
+        print(
+            f"{r['name']:18} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10,.0f} {r['mfu'] * 100:6.1f}% "
+            f"{r['tfmr_speedup']:8.2f}x"
+        )
     sys.stdout.flush()
 
 
@@ -208,6 +259,12 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     cfg = resolve_config(args)
-    bench_train(cfg, steps=args.steps, warmup=args.warmup, peer=not args.no_peer, json_out=args.json,
-                nanogpt=args.nanogpt)
+    bench_train(
+        cfg,
+        steps=args.steps,
+        warmup=args.warmup,
+        peer=not args.no_peer,
+        json_out=args.json,
+        nanogpt=args.nanogpt,
+    )
     return 0

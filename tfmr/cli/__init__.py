@@ -20,6 +20,7 @@ the command quietly with exit code 0. The commands hold argument parsing and pri
 work is done by the library (tfmr/*.py), the tasks (tfmr/tasks/), the benchmarks (tfmr/bench/)
 and the experiments (tfmr/experiments/).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,11 @@ NOUNS = (lm, g2p, checkpoint, tokenizer, bench, experiment, viz, explore, preset
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="tfmr", description="Transformers, every concept, real and fast. "
-                                             "tfmr NOUN VERB [flags]; tfmr NOUN --help lists the verbs.")
+    parser = Parser(
+        prog="tfmr",
+        description="Transformers, every concept, real and fast. "
+        "tfmr NOUN VERB [flags]; tfmr NOUN --help lists the verbs.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="NOUN")
     for noun in NOUNS:
         noun.add_parser(sub)
@@ -61,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `tfmr lm generate ... | head`: the reader has gone; stop quietly
         quiet_stdout()
         return 0
-    except KeyboardInterrupt:  # Ctrl-C: what was saved has been said (e.g. "continue with --resume")
+    except (
+        KeyboardInterrupt
+    ):  # Ctrl-C: what was saved has been said (e.g. "continue with --resume")
         print("tfmr: interrupted", file=sys.stderr)
         return 130
 
@@ -69,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
     """The (sub)parser of the command `args` chose, `tfmr g2p export` say, to name it in an error."""
     for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+        if (
+            isinstance(action, argparse._SubParsersAction)
+            and getattr(args, action.dest, None) in action.choices
+        ):
             return innermost(action.choices[getattr(args, action.dest)], args)
     return parser
 

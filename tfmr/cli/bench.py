@@ -2,14 +2,18 @@
 
 `tfmr bench --help` lists them; `tfmr bench NAME --help` gives each one's flags.
 """
+
 from __future__ import annotations
 
 
 def add_parser(sub) -> None:
     from ..bench import BENCHES
 
-    p = sub.add_parser("bench", help="benchmarks: speed figures beside peers, measured in the same run",
-                       description="Speed runs; each prints a table (and writes JSON / markdown where asked).")
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks: speed figures beside peers, measured in the same run",
+        description="Speed runs; each prints a table (and writes JSON / markdown where asked).",
+    )
     benches = p.add_subparsers(dest="what", required=True, metavar="NAME")
     for name, module in BENCHES.items():
         doc = (module.__doc__ or "").strip().splitlines()[0]

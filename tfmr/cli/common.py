@@ -11,23 +11,33 @@ types, the parser whose --help shows defaults) live in tfmr/programs.py, so that
 benchmarks and the experiments never import the command line; they are imported here for the
 command modules.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 
 from ..config import ConfigError, RunConfig
-from ..programs import (USER_ERRORS, Parser, config_flags, count, guarded, out_folder,  # noqa: F401 (for the
-                        positive_float, positive_int, resolve_config, torch_device)      # command modules)
+from ..programs import (
+    out_folder,  # noqa: F401 (for the
+)  # command modules)
 
 
-def checkpoint_flags(p: argparse.ArgumentParser, what: str = "a checkpoint folder (RUN/checkpoint)") -> None:
+def checkpoint_flags(
+    p: argparse.ArgumentParser, what: str = "a checkpoint folder (RUN/checkpoint)"
+) -> None:
     """--checkpoint (a tfmr checkpoint or a Hugging Face folder) and --allow-pickle."""
-    p.add_argument("--checkpoint", required=True,
-                   help=f"{what}, or a Hugging Face model folder (config.json + safetensors + tokenizer.json)")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="a Hugging Face folder with only pytorch_model.bin: read it with "
-                        "torch.load(weights_only=True) (default: refused)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help=f"{what}, or a Hugging Face model folder (config.json + safetensors + tokenizer.json)",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="a Hugging Face folder with only pytorch_model.bin: read it with "
+        "torch.load(weights_only=True) (default: refused)",
+    )
 
 
 def load_model(checkpoint_dir, allow_pickle: bool = False, expect: type | None = RunConfig):
@@ -38,7 +48,10 @@ def load_model(checkpoint_dir, allow_pickle: bool = False, expect: type | None =
 
     loaded = load(checkpoint_dir, expect, runs=False, allow_pickle=allow_pickle)
     if loaded.kind == "hf":
-        print(f"loaded Hugging Face folder {checkpoint_dir} (model_type {loaded.model_type})", file=sys.stderr)
+        print(
+            f"loaded Hugging Face folder {checkpoint_dir} (model_type {loaded.model_type})",
+            file=sys.stderr,
+        )
     return loaded.model, loaded.vocab, loaded.config
 
 

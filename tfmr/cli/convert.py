@@ -9,25 +9,43 @@ tokenizer.json; no transformers import). The checkpoint is an ordinary one: `tfm
 or empty folder, or an earlier checkpoint with --overwrite (replaced atomically once the
 conversion succeeded); never the source, a run, or a folder of other files.
 """
+
 from __future__ import annotations
 
 DTYPES = ("stored", "float32", "bfloat16", "float16")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("import", help="a model folder of another library -> a tfmr checkpoint",
-                       description="tfmr checkpoint import FORMAT --checkpoint DIR --out CKPT")
+    p = sub.add_parser(
+        "import",
+        help="a model folder of another library -> a tfmr checkpoint",
+        description="tfmr checkpoint import FORMAT --checkpoint DIR --out CKPT",
+    )
     formats = p.add_subparsers(dest="source_format", required=True, metavar="FORMAT")
-    hf = formats.add_parser("hf", help="a Hugging Face model folder -> a tfmr checkpoint",
-                            description="A Hugging Face model folder (config.json + safetensors + tokenizer.json) "
-                                        "-> a tfmr checkpoint.")
-    hf.add_argument("--checkpoint", required=True, metavar="HF-DIR",
-                    help="the Hugging Face folder to read (config.json + safetensors)")
+    hf = formats.add_parser(
+        "hf",
+        help="a Hugging Face model folder -> a tfmr checkpoint",
+        description="A Hugging Face model folder (config.json + safetensors + tokenizer.json) "
+        "-> a tfmr checkpoint.",
+    )
+    hf.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="HF-DIR",
+        help="the Hugging Face folder to read (config.json + safetensors)",
+    )
     hf.add_argument("--out", required=True, metavar="CKPT", help="the checkpoint folder to write")
-    hf.add_argument("--allow-pickle", action="store_true",
-                    help="read a pytorch_model.bin with torch.load(weights_only=True) (default: refused)")
-    hf.add_argument("--dtype", choices=DTYPES, default="stored", help="weight type (stored: as in the folder)")
-    hf.add_argument("--overwrite", action="store_true", help="replace the checkpoint already in --out")
+    hf.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read a pytorch_model.bin with torch.load(weights_only=True) (default: refused)",
+    )
+    hf.add_argument(
+        "--dtype", choices=DTYPES, default="stored", help="weight type (stored: as in the folder)"
+    )
+    hf.add_argument(
+        "--overwrite", action="store_true", help="replace the checkpoint already in --out"
+    )
     hf.set_defaults(func=run)
 
 
@@ -41,7 +59,9 @@ def run(args) -> int:
 
     out = check_output(args.out, "checkpoint", overwrite=args.overwrite, sources=[args.checkpoint])
     dtype = None if args.dtype == "stored" else getattr(torch, args.dtype)
-    model, tokenizer, model_type = from_pretrained(args.checkpoint, allow_pickle=args.allow_pickle, dtype=dtype)
+    model, tokenizer, model_type = from_pretrained(
+        args.checkpoint, allow_pickle=args.allow_pickle, dtype=dtype
+    )
     checkpoint.save(out, model, to_dict(RunConfig(model=model.cfg)), tokenizer)
     path = args.out
     n = sum(p.numel() for p in model.parameters())

@@ -5,14 +5,18 @@ named exp-NAME) plus its own few flags, and varies one axis on top of the resolv
 g2p-rl, which fine-tunes a given model, takes --checkpoint and --set (the fine-tuning settings);
 copytask (once `tfmr copytask`) starts from its preset `copytask`.
 """
+
 from __future__ import annotations
 
 
 def add_parser(sub) -> None:
     from ..experiments import EXPERIMENTS
 
-    p = sub.add_parser("experiment", help="research experiments that write a table and a plot",
-                       description="tfmr experiment NAME [flags]; tfmr experiment NAME --help gives its flags.")
+    p = sub.add_parser(
+        "experiment",
+        help="research experiments that write a table and a plot",
+        description="tfmr experiment NAME [flags]; tfmr experiment NAME --help gives its flags.",
+    )
     exp = p.add_subparsers(dest="name", required=True, metavar="NAME")
     for name, module in EXPERIMENTS.items():
         doc = (module.__doc__ or "").strip().splitlines()[0]

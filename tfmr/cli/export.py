@@ -13,29 +13,42 @@ a different command: an inference copy of a G2P checkpoint.) --out follows tfmr.
 empty folder, or an earlier export of the same format with --overwrite; the folder is written
 beside and renamed into place once complete.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import sys
 
 from ..config import ConfigError
-
 from .common import checkpoint_flags
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="a checkpoint as a Hugging Face folder or ONNX graphs",
-                       description="tfmr checkpoint export FORMAT --checkpoint CKPT --out DIR")
+    p = sub.add_parser(
+        "export",
+        help="a checkpoint as a Hugging Face folder or ONNX graphs",
+        description="tfmr checkpoint export FORMAT --checkpoint CKPT --out DIR",
+    )
     formats = p.add_subparsers(dest="to", required=True, metavar="FORMAT")
-    hf = formats.add_parser("hf", help="a transformers folder (config.json, model.safetensors, tokenizer.json)",
-                            description="A checkpoint as a Hugging Face folder that transformers loads with the "
-                                        "same logits.")
+    hf = formats.add_parser(
+        "hf",
+        help="a transformers folder (config.json, model.safetensors, tokenizer.json)",
+        description="A checkpoint as a Hugging Face folder that transformers loads with the "
+        "same logits.",
+    )
     _common_flags(hf)
-    hf.add_argument("--family", default=None, help="the family to write (default: the first that fits: "
-                                                   "gpt2, llama; llama writes mistral for a sliding window)")
+    hf.add_argument(
+        "--family",
+        default=None,
+        help="the family to write (default: the first that fits: "
+        "gpt2, llama; llama writes mistral for a sliding window)",
+    )
     hf.set_defaults(func=run)
-    onnx = formats.add_parser("onnx", help="prefill + cached step graphs; encoder + cached decoder step for an "
-                                           "encoder-decoder", description="A checkpoint as ONNX graphs.")
+    onnx = formats.add_parser(
+        "onnx",
+        help="prefill + cached step graphs; encoder + cached decoder step for an encoder-decoder",
+        description="A checkpoint as ONNX graphs.",
+    )
     _common_flags(onnx)
     onnx.set_defaults(func=run, family=None)
 
@@ -43,7 +56,11 @@ def add_parser(sub) -> None:
 def _common_flags(p) -> None:
     checkpoint_flags(p)
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export of the same format in --out")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export of the same format in --out",
+    )
 
 
 def load_for_export(args):
@@ -53,7 +70,9 @@ def load_for_export(args):
     from ..config import RunConfig
     from .common import load_model
 
-    return load_model(args.checkpoint, args.allow_pickle, expect=None if args.to == "onnx" else RunConfig)[:2]
+    return load_model(
+        args.checkpoint, args.allow_pickle, expect=None if args.to == "onnx" else RunConfig
+    )[:2]
 
 
 def run(args) -> int:
@@ -77,6 +96,9 @@ def run(args) -> int:
         family, wrote_tokenizer = to_hf_folder(model.float(), tokenizer, tmp, args.family)
     print(f"{args.checkpoint} -> {args.out} (Hugging Face {family})")
     if not wrote_tokenizer:
-        print(f"note: the {getattr(tokenizer, 'kind', '?')} tokenizer has no tokenizer.json form; "
-              "none was written", file=sys.stderr)
+        print(
+            f"note: the {getattr(tokenizer, 'kind', '?')} tokenizer has no tokenizer.json form; "
+            "none was written",
+            file=sys.stderr,
+        )
     return 0

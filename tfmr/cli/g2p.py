@@ -37,13 +37,14 @@ the preset's beam, and the fresh model beside the shipped one; `eval` reports on
 `export` writes the fp16 form a model is shipped in; `finetune` fine-tunes a model (--checkpoint,
 or the shipped one) with an RL objective on a metric, and prints test WER / PER before and after.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from ..config import ConfigError
 from ..g2p import G2P, LOW_CONFIDENCE, PROBLEMS, UNREADABLE, joined, tsv_lines
@@ -53,73 +54,141 @@ from ..tasks.g2p import G2PConfig
 from ..tasks.phonemes import FORMATS
 from .common import USER_ERRORS, config_flags, resolve_config
 
-VERBS = ("pronounce", "train", "eval", "export", "finetune", "serve")  # cli/spellings.py tells words from these
+VERBS = (
+    "pronounce",
+    "train",
+    "eval",
+    "export",
+    "finetune",
+    "serve",
+)  # cli/spellings.py tells words from these
 
 
 def add_parser(sub) -> None:
     """The `tfmr g2p` noun and its verbs, each with its own flags."""
     from . import serve
 
-    p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict: pronounce words | train | eval | export | "
-                                   "finetune | serve",
-                       description="tfmr g2p WORD ... (or - for standard input; the same as tfmr g2p pronounce "
-                                   "WORD ...) | tfmr g2p VERB [flags]; tfmr g2p VERB --help gives its flags. Words "
-                                   "print as TSV: word<TAB>source<TAB>pronunciation, source dictionary | predicted | "
-                                   "unreadable.")
+    p = sub.add_parser(
+        "g2p",
+        help="grapheme-to-phoneme on CMUdict: pronounce words | train | eval | export | "
+        "finetune | serve",
+        description="tfmr g2p WORD ... (or - for standard input; the same as tfmr g2p pronounce "
+        "WORD ...) | tfmr g2p VERB [flags]; tfmr g2p VERB --help gives its flags. Words "
+        "print as TSV: word<TAB>source<TAB>pronunciation, source dictionary | predicted | "
+        "unreadable.",
+    )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for add in (_pronounce, _train, _eval, _export, _finetune, serve.add_parser):  # in the order of VERBS
+    for add in (
+        _pronounce,
+        _train,
+        _eval,
+        _export,
+        _finetune,
+        serve.add_parser,
+    ):  # in the order of VERBS
         add(verbs)
 
 
-def _checkpoint_flag(p, what: str = "the model to use instead of the shipped one (a training checkpoint "
-                                    "RUN/checkpoint or an export)", **kw) -> None:
+def _checkpoint_flag(
+    p,
+    what: str = "the model to use instead of the shipped one (a training checkpoint "
+    "RUN/checkpoint or an export)",
+    **kw,
+) -> None:
     p.add_argument("--checkpoint", help=what, **kw)
 
 
 def _beams_flag(p) -> None:
-    p.add_argument("--beam", type=int, action="append", help="beam size (1 = greedy), repeatable (default 1 and "
-                                                              "the model's decode.beam_size)")
+    p.add_argument(
+        "--beam",
+        type=int,
+        action="append",
+        help="beam size (1 = greedy), repeatable (default 1 and the model's decode.beam_size)",
+    )
 
 
 def _limit_flag(p) -> None:
-    p.add_argument("--limit", type=int, help="only the first N words of the split (md5 order; default all)")
+    p.add_argument(
+        "--limit", type=int, help="only the first N words of the split (md5 order; default all)"
+    )
 
 
 def _pronounce(verbs) -> None:
-    p = verbs.add_parser("pronounce", help="words (or running text) -> phonemes; the default verb",
-                         description="Pronounce words: CMUdict's pronunciations, the model's for other words.")
-    p.add_argument("words", nargs="*", metavar="WORD", help="words to pronounce (- reads them from standard input)")
+    p = verbs.add_parser(
+        "pronounce",
+        help="words (or running text) -> phonemes; the default verb",
+        description="Pronounce words: CMUdict's pronunciations, the model's for other words.",
+    )
+    p.add_argument(
+        "words",
+        nargs="*",
+        metavar="WORD",
+        help="words to pronounce (- reads them from standard input)",
+    )
     _checkpoint_flag(p)
-    p.add_argument("--model-only", action="store_true", help="pronounce every word with the model, also those "
-                                                             "CMUdict has")
-    p.add_argument("--file", metavar="FILE", help="read words from FILE, one per line (- for standard input)")
-    p.add_argument("--text", metavar="TEXT", help="pronounce running text (- reads it from standard input): "
-                   "numbers, acronyms, hyphenated and camel-case words, punctuation as boundaries; one line per "
-                   "spoken word with a fourth column, the note")
+    p.add_argument(
+        "--model-only",
+        action="store_true",
+        help="pronounce every word with the model, also those CMUdict has",
+    )
+    p.add_argument(
+        "--file", metavar="FILE", help="read words from FILE, one per line (- for standard input)"
+    )
+    p.add_argument(
+        "--text",
+        metavar="TEXT",
+        help="pronounce running text (- reads it from standard input): "
+        "numbers, acronyms, hyphenated and camel-case words, punctuation as boundaries; one line per "
+        "spoken word with a fourth column, the note",
+    )
     p.add_argument("--format", choices=FORMATS, default="arpabet", help="the phoneme alphabet")
-    p.add_argument("--stress", action="store_true", help="keep stress (ARPAbet digits 0 1 2, IPA marks); "
-                   "dictionary words keep CMUdict's, predicted ones the model's when it predicts stress")
-    p.add_argument("--all", action="store_true", help="--text: every dictionary variant of each word (default: "
-                   "the one the homograph rules or the dictionary's order pick)")
-    p.add_argument("--join", action="store_true", help="--text: one line of phonemes per line of text")
-    p.add_argument("--beam", type=int, help="beam size for predicted words (1 = greedy; default the model's "
-                                            "decode.beam_size)")
+    p.add_argument(
+        "--stress",
+        action="store_true",
+        help="keep stress (ARPAbet digits 0 1 2, IPA marks); "
+        "dictionary words keep CMUdict's, predicted ones the model's when it predicts stress",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="--text: every dictionary variant of each word (default: "
+        "the one the homograph rules or the dictionary's order pick)",
+    )
+    p.add_argument(
+        "--join", action="store_true", help="--text: one line of phonemes per line of text"
+    )
+    p.add_argument(
+        "--beam",
+        type=int,
+        help="beam size for predicted words (1 = greedy; default the model's decode.beam_size)",
+    )
     # read only to say what to use instead: they configure training, not pronouncing
     p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
-    p.set_defaults(func=run_predict, intermixed="words")  # words may follow options: g2p hello --beam 1 world
+    p.set_defaults(
+        func=run_predict, intermixed="words"
+    )  # words may follow options: g2p hello --beam 1 world
 
 
 def _train(verbs) -> None:
-    p = verbs.add_parser("train", help="train a G2P model, then report test WER / PER",
-                         description="Train a G2P model (preset, or with --resume the run's saved config, then "
-                                     "--config, then each --set), then report test WER / PER.")
-    config_flags(p, preset="g2p-small", data=False,
-                 preset_help=f"one of {', '.join(names(G2PConfig))} (default g2p-small; with --resume the run's "
-                             "saved config is used)")
+    p = verbs.add_parser(
+        "train",
+        help="train a G2P model, then report test WER / PER",
+        description="Train a G2P model (preset, or with --resume the run's saved config, then "
+        "--config, then each --set), then report test WER / PER.",
+    )
+    config_flags(
+        p,
+        preset="g2p-small",
+        data=False,
+        preset_help=f"one of {', '.join(names(G2PConfig))} (default g2p-small; with --resume the run's "
+        "saved config is used)",
+    )
     p.add_argument("--out", default="runs/g2p", help="run folder (checkpoint, metrics, heatmaps)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start over in an --out that holds a run"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
     _beams_flag(p)
@@ -127,8 +196,11 @@ def _train(verbs) -> None:
 
 
 def _eval(verbs) -> None:
-    p = verbs.add_parser("eval", help="WER / PER of a model on a split, greedy and with beams",
-                         description="WER / PER of a model (--checkpoint, or the shipped one) on a split.")
+    p = verbs.add_parser(
+        "eval",
+        help="WER / PER of a model on a split, greedy and with beams",
+        description="WER / PER of a model (--checkpoint, or the shipped one) on a split.",
+    )
     _checkpoint_flag(p)
     p.add_argument("--split", default="test", choices=g2p.SPLITS, help="which split")
     _beams_flag(p)
@@ -138,31 +210,52 @@ def _eval(verbs) -> None:
 
 
 def _export(verbs) -> None:
-    p = verbs.add_parser("export", help="the fp16 inference copy a model is shipped in",
-                         description="Write the fp16 form a model is shipped in, with a sha256 manifest.")
+    p = verbs.add_parser(
+        "export",
+        help="the fp16 inference copy a model is shipped in",
+        description="Write the fp16 form a model is shipped in, with a sha256 manifest.",
+    )
     _checkpoint_flag(p, "the checkpoint to export (RUN/checkpoint)", required=True)
-    p.add_argument("--out", required=True, help="the folder to write (tfmr/tasks/g2p_model ships it with tfmr)")
+    p.add_argument(
+        "--out", required=True, help="the folder to write (tfmr/tasks/g2p_model ships it with tfmr)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     p.set_defaults(func=run_export)
 
 
 def _finetune(verbs) -> None:
-    p = verbs.add_parser("finetune", help="fine-tune a model with an RL objective on a metric",
-                         description="Fine-tune a model (--checkpoint, or the shipped one) with an RL objective "
-                                     "on a metric; test WER / PER before and after.")
+    p = verbs.add_parser(
+        "finetune",
+        help="fine-tune a model with an RL objective on a metric",
+        description="Fine-tune a model (--checkpoint, or the shipped one) with an RL objective "
+        "on a metric; test WER / PER before and after.",
+    )
     _checkpoint_flag(p)
-    p.add_argument("--objective", default="scst",
-                   help=f"{' | '.join(g2p.RL_OBJECTIVES)} (train.objective "
-                        f"{', '.join(f'{k} = {v}' for k, v in g2p.RL_OBJECTIVES.items())}). Fine-tuning starts "
-                        f"from the model's own config with {' '.join(g2p.FINETUNE_DEFAULTS)}, samples per word "
-                        f"{g2p.FINETUNE_SAMPLES}; --set changes any of them")
-    p.add_argument("--reward", default="exact", help="per (1 - PER) | exact (exact match) | bleu "
-                                                    "(sentence BLEU on phonemes)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting of the model's own config, e.g. --set train.steps=200 (repeatable)")
+    p.add_argument(
+        "--objective",
+        default="scst",
+        help=f"{' | '.join(g2p.RL_OBJECTIVES)} (train.objective "
+        f"{', '.join(f'{k} = {v}' for k, v in g2p.RL_OBJECTIVES.items())}). Fine-tuning starts "
+        f"from the model's own config with {' '.join(g2p.FINETUNE_DEFAULTS)}, samples per word "
+        f"{g2p.FINETUNE_SAMPLES}; --set changes any of them",
+    )
+    p.add_argument(
+        "--reward",
+        default="exact",
+        help="per (1 - PER) | exact (exact match) | bleu (sentence BLEU on phonemes)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of the model's own config, e.g. --set train.steps=200 (repeatable)",
+    )
     p.add_argument("--out", required=True, help="the fine-tuning run folder")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start over in an --out that holds a run"
+    )
     _limit_flag(p)
     _beams_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -171,7 +264,9 @@ def _finetune(verbs) -> None:
 
 def _check_counts(args) -> None:
     """--beam and --limit are counts from 1 (one line, exit 2, before any work)."""
-    beams = args.beam if isinstance(args.beam, list) else [args.beam] if args.beam is not None else []
+    beams = (
+        args.beam if isinstance(args.beam, list) else [args.beam] if args.beam is not None else []
+    )
     for beam in beams:
         if beam < 1:
             raise ConfigError(f"--beam must be at least 1 (1 = greedy), got {beam}")
@@ -188,16 +283,23 @@ def run_train(args) -> int:
     t0 = time.perf_counter()
     out = args.out
     cfg = resolve_config(args, G2PConfig, saved=Path(out) / "checkpoint" if args.resume else None)
-    trainer, data = g2p.train(cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
-    print(f"checkpoint: {trainer.ckpt_dir}  (trained {trainer.seconds / 60:.1f} min, {trainer.step} steps, "
-          f"epoch {trainer.batches.epoch})")
+    trainer, data = g2p.train(
+        cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
+    )
+    print(
+        f"checkpoint: {trainer.ckpt_dir}  (trained {trainer.seconds / 60:.1f} min, {trainer.step} steps, "
+        f"epoch {trainer.batches.epoch})"
+    )
     if not args.no_eval:
         results = g2p.report(trainer.model.eval(), data, cfg, out, "test", _beams(cfg, args.beam))
-        greedy = results.get("greedy") or g2p.evaluate(trainer.model, data, "test", 1, cfg.decode.max_len,
-                                                       cfg.decode.batch_size)
+        greedy = results.get("greedy") or g2p.evaluate(
+            trainer.model, data, "test", 1, cfg.decode.max_len, cfg.decode.batch_size
+        )
         g2p.compare_with_shipped(greedy, data, "test", label=f"your model ({trainer.ckpt_dir})")
-    print(f"total {(time.perf_counter() - t0) / 60:.1f} min. Try your own words:\n"
-          f"  tfmr g2p --checkpoint {trainer.ckpt_dir} hello transformer")
+    print(
+        f"total {(time.perf_counter() - t0) / 60:.1f} min. Try your own words:\n"
+        f"  tfmr g2p --checkpoint {trainer.ckpt_dir} hello transformer"
+    )
     return 0
 
 
@@ -218,17 +320,34 @@ def run_finetune(args) -> int:
     _check_counts(args)
     g2p.finetune_overrides(args.objective, args.reward)  # unknown names: one line, before any work
     if args.resume and args.checkpoint:
-        raise ConfigError("g2p finetune --resume continues the run in --out; it takes no --checkpoint")
-    record = g2p.finetune(args.checkpoint, args.objective, args.reward, args.out, args.set, resume=args.resume,
-                          overwrite=args.overwrite, limit=args.limit, beams=args.beam,
-                          progress=not args.no_progress)
-    print(f"{record['objective']} on {record['reward']}, {record['steps']} steps from {record['source']}")
+        raise ConfigError(
+            "g2p finetune --resume continues the run in --out; it takes no --checkpoint"
+        )
+    record = g2p.finetune(
+        args.checkpoint,
+        args.objective,
+        args.reward,
+        args.out,
+        args.set,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        limit=args.limit,
+        beams=args.beam,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{record['objective']} on {record['reward']}, {record['steps']} steps from {record['source']}"
+    )
     print(g2p.side_by_side(record))
     best = record.get("best")
     if best:
-        print(f"after: the weights of step {best['step']}, the lowest {best['metric']} ({best['value']:.4f}), "
-              f"in {Path(args.out) / 'best'}")
-    print(f"checkpoint: {Path(args.out) / 'checkpoint'}; results: {Path(args.out) / g2p.FINETUNE_RECORD}")
+        print(
+            f"after: the weights of step {best['step']}, the lowest {best['metric']} ({best['value']:.4f}), "
+            f"in {Path(args.out) / 'best'}"
+        )
+    print(
+        f"checkpoint: {Path(args.out) / 'checkpoint'}; results: {Path(args.out) / g2p.FINETUNE_RECORD}"
+    )
     return 0
 
 
@@ -239,16 +358,24 @@ def run_export(args) -> int:
     original, vocab, cfg = g2p.TASK.load_model(args.checkpoint)
     exported, exported_vocab, _ = g2p.TASK.load_model(out)
     params = sum(p.numel() for p in original.parameters())
-    print(f"exported {params:,} parameters as float16 to {out}: model.safetensors {size / 1e6:.2f} MB, "
-          f"{total / 1e6:.2f} MB in all, sha256 of every file in {out / 'manifest.json'}")
+    print(
+        f"exported {params:,} parameters as float16 to {out}: model.safetensors {size / 1e6:.2f} MB, "
+        f"{total / 1e6:.2f} MB in all, sha256 of every file in {out / 'manifest.json'}"
+    )
     data = g2p.load_data(cfg.data.stress)
     words = sorted(data.splits["dev"], key=g2p.md5_key)[:500]
     same = g2p.agreement(original, vocab, exported, exported_vocab, words)
-    print(f"check: {100 * same:.1f}% of {len(words)} dev words are pronounced as the fp32 checkpoint does (greedy)")
+    print(
+        f"check: {100 * same:.1f}% of {len(words)} dev words are pronounced as the fp32 checkpoint does (greedy)"
+    )
     if out.resolve() == g2p.SHIPPED.resolve():
-        print(f"this is now the shipped model; ship it with: git add {_shown(g2p.SHIPPED)} && git commit")
+        print(
+            f"this is now the shipped model; ship it with: git add {_shown(g2p.SHIPPED)} && git commit"
+        )
     else:
-        print(f"to ship it: tfmr g2p export --checkpoint {args.checkpoint} --out {_shown(g2p.SHIPPED)} --overwrite")
+        print(
+            f"to ship it: tfmr g2p export --checkpoint {args.checkpoint} --out {_shown(g2p.SHIPPED)} --overwrite"
+        )
     return 0
 
 
@@ -260,7 +387,10 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-BATCH_WORDS, BATCH_LINES = 256, 64  # read, pronounce and print this many at a time: memory stays flat
+BATCH_WORDS, BATCH_LINES = (
+    256,
+    64,
+)  # read, pronounce and print this many at a time: memory stays flat
 
 
 def _stdin_lines() -> Iterator[str]:
@@ -324,7 +454,12 @@ class _Progress:
         self.done += n
         if self.on:
             rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
-            print(f"\r{self.done:,} {self.what} done ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+            print(
+                f"\r{self.done:,} {self.what} done ({rate:,.0f}/s)",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
             self.shown = True
 
     def close(self) -> None:
@@ -336,15 +471,23 @@ def run_predict(args) -> int:
     _check_counts(args)
     text, rest = args.text, args.words
     if text is None and not rest and not args.file:
-        raise ConfigError("give one or more words to pronounce, - to read them from standard input, --file FILE, "
-                          "or --text TEXT")
+        raise ConfigError(
+            "give one or more words to pronounce, - to read them from standard input, --file FILE, "
+            "or --text TEXT"
+        )
     if args.set or args.config:
-        raise ConfigError("pronouncing reads no --set or --config (they configure training); use --stress to keep "
-                          "stress, --beam K for the beam, --checkpoint DIR for another model")
+        raise ConfigError(
+            "pronouncing reads no --set or --config (they configure training); use --stress to keep "
+            "stress, --beam K for the beam, --checkpoint DIR for another model"
+        )
     if args.join and text is None:
-        raise ConfigError("--join writes one line per line of text: use it with --text TEXT (or --text -)")
+        raise ConfigError(
+            "--join writes one line per line of text: use it with --text TEXT (or --text -)"
+        )
     if text is not None and (rest or args.file):
-        raise ConfigError("--text takes the text (or - for standard input); give no words or --file beside it")
+        raise ConfigError(
+            "--text takes the text (or - for standard input); give no words or --file beside it"
+        )
     engine = G2P(args.checkpoint, args.beam, args.model_only)
     if args.checkpoint:
         engine.model()  # now: a wrong --checkpoint fails before any output
@@ -356,7 +499,9 @@ def run_predict(args) -> int:
     return _pronounce_stream(engine, batches, args, text is not None, _Progress(what))
 
 
-def _pronounce_stream(engine: G2P, batches: Iterable[list[str]], args, is_text: bool, progress: _Progress) -> int:
+def _pronounce_stream(
+    engine: G2P, batches: Iterable[list[str]], args, is_text: bool, progress: _Progress
+) -> int:
     """Pronounce and print batch by batch; 1 when a word was unreadable or low-confidence. On
     Ctrl-C the words of the batch that were already pronounced are printed, then exit 130."""
     status, first_line = 0, 0
@@ -372,11 +517,16 @@ def _pronounce_stream(engine: G2P, batches: Iterable[list[str]], args, is_text: 
                 done = (e for e in entries if e.source != "pending")
                 _emit(engine.finish(done, args.format, args.stress), args, is_text, partial=True)
                 raise
-            status = max(status, _emit(engine.finish(entries, args.format, args.stress), args, is_text))
+            status = max(
+                status, _emit(engine.finish(entries, args.format, args.stress), args, is_text)
+            )
             progress.step(len(batch))
     except KeyboardInterrupt:
         progress.close()
-        print("tfmr: interrupted: the words printed above are pronounced; the rest are not", file=sys.stderr)
+        print(
+            "tfmr: interrupted: the words printed above are pronounced; the rest are not",
+            file=sys.stderr,
+        )
         return 130
     progress.close()
     return status

@@ -22,6 +22,7 @@ chosen method would ignore is refused: sampling flags with --beam, beam flags wi
 search keeps the whole sequence in the model's context, so without --max-new-tokens it generates
 at most what the context leaves after the prompt (with a note); sampling slides its window.
 """
+
 from __future__ import annotations
 
 import sys
@@ -32,35 +33,93 @@ from .common import checkpoint_flags, encode_text, load_model
 
 DEFAULT_NEW_TOKENS = 200
 DEFAULT_TEMPERATURE = 0.8
-FLAGS = {"max_new_tokens": "--max-new-tokens", "temperature": "--temperature", "top_k": "--top-k",
-         "top_p": "--top-p", "min_p": "--min-p", "repetition": "--repetition-penalty", "ngram": "--no-repeat-ngram",
-         "beam_size": "--beam", "n_best": "--n-best", "length_penalty": "--length-penalty", "seed": "--seed"}
+FLAGS = {
+    "max_new_tokens": "--max-new-tokens",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "min_p": "--min-p",
+    "repetition": "--repetition-penalty",
+    "ngram": "--no-repeat-ngram",
+    "beam_size": "--beam",
+    "n_best": "--n-best",
+    "length_penalty": "--length-penalty",
+    "seed": "--seed",
+}
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="sample text from a checkpoint, streamed")
     checkpoint_flags(p)
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--prompt", default="\n", help="the text to continue ('-': read it from stdin; default a newline)")
-    source.add_argument("--prompt-file", metavar="FILE", help="read the prompt from a UTF-8 text file")
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help=f"tokens to generate (default {DEFAULT_NEW_TOKENS}; with --beam at most what the context "
-                        "leaves after the prompt)")
-    p.add_argument("--temperature", type=float, default=None, help=f"0 means greedy (default {DEFAULT_TEMPERATURE})")
+    source.add_argument(
+        "--prompt",
+        default="\n",
+        help="the text to continue ('-': read it from stdin; default a newline)",
+    )
+    source.add_argument(
+        "--prompt-file", metavar="FILE", help="read the prompt from a UTF-8 text file"
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help=f"tokens to generate (default {DEFAULT_NEW_TOKENS}; with --beam at most what the context "
+        "leaves after the prompt)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help=f"0 means greedy (default {DEFAULT_TEMPERATURE})",
+    )
     p.add_argument("--top-k", type=int, default=None, help="keep the K most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus: keep the most likely tokens up to mass P, in (0, 1]")
-    p.add_argument("--min-p", type=float, default=None, help="keep tokens with p >= min_p * the best p, in [0, 1]")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages tokens already seen")
-    p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N", help="never repeat an N-gram")
-    p.add_argument("--beam", type=int, default=1, metavar="K", help="beam search with K beams (K > 1)")
-    p.add_argument("--n-best", type=int, default=None, help="with --beam: print the N best, with scores")
-    p.add_argument("--length-penalty", type=float, default=None,
-                   help="with --beam: score = sum log p / length ** this (> 0 favours long; default 1)")
-    p.add_argument("--num-samples", type=int, default=None, help="sampling: how many continuations (default 1)")
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="nucleus: keep the most likely tokens up to mass P, in (0, 1]",
+    )
+    p.add_argument(
+        "--min-p",
+        type=float,
+        default=None,
+        help="keep tokens with p >= min_p * the best p, in [0, 1]",
+    )
+    p.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="> 1 discourages tokens already seen"
+    )
+    p.add_argument(
+        "--no-repeat-ngram", type=int, default=0, metavar="N", help="never repeat an N-gram"
+    )
+    p.add_argument(
+        "--beam", type=int, default=1, metavar="K", help="beam search with K beams (K > 1)"
+    )
+    p.add_argument(
+        "--n-best", type=int, default=None, help="with --beam: print the N best, with scores"
+    )
+    p.add_argument(
+        "--length-penalty",
+        type=float,
+        default=None,
+        help="with --beam: score = sum log p / length ** this (> 0 favours long; default 1)",
+    )
+    p.add_argument(
+        "--num-samples", type=int, default=None, help="sampling: how many continuations (default 1)"
+    )
     p.add_argument("--seed", type=int, default=None, help="sampling: the random seed")
-    p.add_argument("--lora", metavar="DIR", help="add the LoRA (or adapter) weights of a `tfmr lm finetune` run")
-    p.add_argument("--set", action="append", default=[], metavar="decode.KEY=VALUE",
-                   help="a decode setting: decode.weights=fp32|bf16|int8 (weight-only quantization, tfmr/quantize.py)")
+    p.add_argument(
+        "--lora",
+        metavar="DIR",
+        help="add the LoRA (or adapter) weights of a `tfmr lm finetune` run",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="decode.KEY=VALUE",
+        help="a decode setting: decode.weights=fp32|bf16|int8 (weight-only quantization, tfmr/quantize.py)",
+    )
     p.set_defaults(func=run)
 
 
@@ -69,28 +128,58 @@ def check_flags(args) -> None:
     from ..decode import check_decoding
 
     if args.beam < 1:
-        raise ConfigError(f"--beam must be an integer >= 1 (1: sampling; K > 1: beam search), got {args.beam}")
+        raise ConfigError(
+            f"--beam must be an integer >= 1 (1: sampling; K > 1: beam search), got {args.beam}"
+        )
     if args.beam > 1:
-        ignored = [flag for flag, value in (("--temperature", args.temperature), ("--top-k", args.top_k),
-                                            ("--top-p", args.top_p), ("--min-p", args.min_p),
-                                            ("--num-samples", args.num_samples), ("--seed", args.seed))
-                   if value is not None]
+        ignored = [
+            flag
+            for flag, value in (
+                ("--temperature", args.temperature),
+                ("--top-k", args.top_k),
+                ("--top-p", args.top_p),
+                ("--min-p", args.min_p),
+                ("--num-samples", args.num_samples),
+                ("--seed", args.seed),
+            )
+            if value is not None
+        ]
         if ignored:
-            raise ConfigError(f"{', '.join(ignored)}: sampling flag(s) that beam search (--beam {args.beam}) "
-                              "does not use; drop them, or drop --beam to sample")
+            raise ConfigError(
+                f"{', '.join(ignored)}: sampling flag(s) that beam search (--beam {args.beam}) "
+                "does not use; drop them, or drop --beam to sample"
+            )
     else:
-        ignored = [flag for flag, value in (("--n-best", args.n_best), ("--length-penalty", args.length_penalty))
-                   if value is not None]
+        ignored = [
+            flag
+            for flag, value in (
+                ("--n-best", args.n_best),
+                ("--length-penalty", args.length_penalty),
+            )
+            if value is not None
+        ]
         if ignored:
-            raise ConfigError(f"{', '.join(ignored)}: beam-search flag(s) that sampling does not use; "
-                              "add --beam K (K > 1) to use them")
+            raise ConfigError(
+                f"{', '.join(ignored)}: beam-search flag(s) that sampling does not use; "
+                "add --beam K (K > 1) to use them"
+            )
     if args.num_samples is not None and args.num_samples < 1:
         raise ConfigError(f"--num-samples must be at least 1, got {args.num_samples}")
     try:
-        check_decoding(args.max_new_tokens or 0, DEFAULT_TEMPERATURE if args.temperature is None else args.temperature,
-                       args.top_k, args.top_p, args.min_p, args.repetition_penalty, args.no_repeat_ngram,
-                       args.beam, args.n_best, 1.0 if args.length_penalty is None else args.length_penalty,
-                       name=FLAGS.get, seed=args.seed)
+        check_decoding(
+            args.max_new_tokens or 0,
+            DEFAULT_TEMPERATURE if args.temperature is None else args.temperature,
+            args.top_k,
+            args.top_p,
+            args.min_p,
+            args.repetition_penalty,
+            args.no_repeat_ngram,
+            args.beam,
+            args.n_best,
+            1.0 if args.length_penalty is None else args.length_penalty,
+            name=FLAGS.get,
+            seed=args.seed,
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -105,7 +194,9 @@ def prompt_ids(model, tokenizer, prompt):
     return ids
 
 
-def stream_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, **more) -> str:
+def stream_text(
+    model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, **more
+) -> str:
     """Generate and print text as it is produced (tfmr.textstream: whole UTF-8 characters only);
     returns the continuation. `more`: min_p, repetition, ngram (see tfmr.decode.stream)."""
     from ..textstream import stream_text as pieces
@@ -113,7 +204,9 @@ def stream_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, to
     ids = prompt_ids(model, tokenizer, prompt)
     sys.stdout.write(prompt)
     text = []
-    for piece in pieces(model, tokenizer, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, **more):
+    for piece in pieces(
+        model, tokenizer, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, **more
+    ):
         text.append(piece)
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -129,11 +222,16 @@ def beam_length(model, prompt_len: int, asked: int | None) -> int:
     context = model.cfg.context
     room = context - prompt_len
     if room < 1:
-        raise ConfigError(f"the prompt ({prompt_len} tokens) fills the model's context ({context} tokens); beam "
-                          "search keeps the whole sequence in the context: shorten the prompt")
+        raise ConfigError(
+            f"the prompt ({prompt_len} tokens) fills the model's context ({context} tokens); beam "
+            "search keeps the whole sequence in the context: shorten the prompt"
+        )
     if room < DEFAULT_NEW_TOKENS:
-        print(f"note: beam search keeps the whole sequence in the model's context ({context} tokens): at most "
-              f"{room} new tokens after the {prompt_len}-token prompt", file=sys.stderr)
+        print(
+            f"note: beam search keeps the whole sequence in the model's context ({context} tokens): at most "
+            f"{room} new tokens after the {prompt_len}-token prompt",
+            file=sys.stderr,
+        )
     return min(room, DEFAULT_NEW_TOKENS)
 
 
@@ -146,15 +244,26 @@ def beam_text(model, tokenizer, args) -> None:
     new = beam_length(model, ids.shape[1], args.max_new_tokens)
     penalty = 1.0 if args.length_penalty is None else args.length_penalty
     try:
-        best = beam_search(model, ids, args.beam, new, length_penalty=penalty, n_best=n,
-                           repetition=args.repetition_penalty, ngram=args.no_repeat_ngram)
+        best = beam_search(
+            model,
+            ids,
+            args.beam,
+            new,
+            length_penalty=penalty,
+            n_best=n,
+            repetition=args.repetition_penalty,
+            ngram=args.no_repeat_ngram,
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for k in range(n):
         if n > 1:
             print(f"--- beam {k + 1} of {args.beam}, score {float(best.scores[0, k]):.4f}")
         length = int(best.lengths[0, k])
-        print(args.prompt + tokenizer.decode(best.ids[0, k, ids.shape[1]:ids.shape[1] + length].tolist()))
+        print(
+            args.prompt
+            + tokenizer.decode(best.ids[0, k, ids.shape[1] : ids.shape[1] + length].tolist())
+        )
 
 
 def seq2seq_ids(args):
@@ -164,13 +273,17 @@ def seq2seq_ids(args):
     from ..interop.hf_folder import generation_ids
 
     if not is_hf_folder(args.checkpoint):
-        raise ConfigError(f"{args.checkpoint}: generate translates with an encoder-decoder Hugging Face folder (its "
-                          "config names the decoder start token); this tfmr checkpoint records none")
+        raise ConfigError(
+            f"{args.checkpoint}: generate translates with an encoder-decoder Hugging Face folder (its "
+            "config names the decoder start token); this tfmr checkpoint records none"
+        )
     ids = generation_ids(args.checkpoint)
     if ids.decoder_start is None:
         raise ConfigError(f"{args.checkpoint}: config.json has no decoder_start_token_id")
     new = DEFAULT_NEW_TOKENS if args.max_new_tokens is None else args.max_new_tokens
-    if ids.forced_eos is not None and ids.forced_eos == ids.eos:  # the limit's last place is the end token
+    if (
+        ids.forced_eos is not None and ids.forced_eos == ids.eos
+    ):  # the limit's last place is the end token
         new -= 1
     return ids.decoder_start, ids.eos, new
 
@@ -202,8 +315,20 @@ def translate_stream(model, tokenizer, args, first, src, eos, new) -> None:
         if i:
             print("\n---")
         pieces, seed = TextPieces(tokenizer), None if args.seed is None else args.seed + i
-        for tok in stream(model, first, new, temperature, args.top_k, args.top_p, args.min_p, seed, eos, src=src,
-                          repetition=args.repetition_penalty, ngram=args.no_repeat_ngram):
+        for tok in stream(
+            model,
+            first,
+            new,
+            temperature,
+            args.top_k,
+            args.top_p,
+            args.min_p,
+            seed,
+            eos,
+            src=src,
+            repetition=args.repetition_penalty,
+            ngram=args.no_repeat_ngram,
+        ):
             if int(tok[0]) == eos:
                 break
             sys.stdout.write(pieces.add(int(tok[0])))
@@ -217,13 +342,23 @@ def translate_beam(model, tokenizer, args, first, src, eos, new) -> None:
 
     n = args.n_best or 1
     penalty = 1.0 if args.length_penalty is None else args.length_penalty
-    best = beam_search(model, first, args.beam, max(new, 1), eos, penalty, src=src, n_best=n,
-                       repetition=args.repetition_penalty, ngram=args.no_repeat_ngram)
+    best = beam_search(
+        model,
+        first,
+        args.beam,
+        max(new, 1),
+        eos,
+        penalty,
+        src=src,
+        n_best=n,
+        repetition=args.repetition_penalty,
+        ngram=args.no_repeat_ngram,
+    )
     for k in range(n):
         if args.n_best:
             print(f"--- beam {k + 1} of {args.beam}, score {float(best.scores[0, k]):.4f}")
-        ids = best.ids[0, k, 1:1 + int(best.lengths[0, k])].tolist()
-        print(tokenizer.decode(ids[:ids.index(eos)] if eos in ids else ids))
+        ids = best.ids[0, k, 1 : 1 + int(best.lengths[0, k])].tolist()
+        print(tokenizer.decode(ids[: ids.index(eos)] if eos in ids else ids))
 
 
 def read_prompt(args) -> str:
@@ -232,7 +367,9 @@ def read_prompt(args) -> str:
         try:
             return Path(args.prompt_file).read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ConfigError(f"--prompt-file {args.prompt_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            raise ConfigError(
+                f"--prompt-file {args.prompt_file}: not UTF-8 text ({e.reason} at byte {e.start})"
+            ) from None
     if args.prompt == "-":
         return sys.stdin.read()
     return args.prompt
@@ -247,11 +384,15 @@ def decode_weights(model, cfg, sets, lora: bool) -> None:
     stored = saved_weights(cfg)
     for assignment in sets:
         if not assignment.startswith("decode."):
-            raise ConfigError(f"--set {assignment}: generate takes decode settings only (decode.weights=int8)")
+            raise ConfigError(
+                f"--set {assignment}: generate takes decode settings only (decode.weights=int8)"
+            )
         apply_override(cfg, assignment)
     if lora and cfg.decode.weights != stored:
-        raise ConfigError("--lora merges adapter weights into fp32 matrices; quantize the merged model afterwards, "
-                          "not with --set decode.weights")
+        raise ConfigError(
+            "--lora merges adapter weights into fp32 matrices; quantize the merged model afterwards, "
+            "not with --set decode.weights"
+        )
     convert_(model, stored, cfg.decode.weights)
 
 
@@ -264,8 +405,10 @@ def run(args) -> int:
         translate(model, tokenizer, args)
         return 0
     if model.cfg.arch != "decoder":
-        raise ConfigError(f"{args.checkpoint}: generate continues a prompt with a decoder-only model or translates "
-                          f"with an encoder-decoder (without --lora); this one is {model.cfg.arch}")
+        raise ConfigError(
+            f"{args.checkpoint}: generate continues a prompt with a decoder-only model or translates "
+            f"with an encoder-decoder (without --lora); this one is {model.cfg.arch}"
+        )
     if args.lora:  # base + LoRA / adapter weights from `tfmr lm finetune`, merged for speed
         from ..tasks.finetune import add_finetuned
 
@@ -279,6 +422,17 @@ def run(args) -> int:
         if i:
             print("\n---")
         seed = None if args.seed is None else args.seed + i
-        stream_text(model, tokenizer, args.prompt, new, temperature, args.top_k, args.top_p, seed, min_p=args.min_p,
-                    repetition=args.repetition_penalty, ngram=args.no_repeat_ngram)
+        stream_text(
+            model,
+            tokenizer,
+            args.prompt,
+            new,
+            temperature,
+            args.top_k,
+            args.top_p,
+            seed,
+            min_p=args.min_p,
+            repetition=args.repetition_penalty,
+            ngram=args.no_repeat_ngram,
+        )
     return 0

@@ -7,6 +7,7 @@
 
 Each verb's module adds its own parser (and flags) under this one.
 """
+
 from __future__ import annotations
 
 from . import eval as eval_
@@ -16,8 +17,11 @@ VERBS = (train, generate, eval_, finetune)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("lm", help="language models: train | generate | eval | finetune",
-                       description="Language models: tfmr lm VERB [flags]; tfmr lm VERB --help gives its flags.")
+    p = sub.add_parser(
+        "lm",
+        help="language models: train | generate | eval | finetune",
+        description="Language models: tfmr lm VERB [flags]; tfmr lm VERB --help gives its flags.",
+    )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:
         verb.add_parser(verbs)

@@ -1,11 +1,14 @@
 """`tfmr presets`: every preset with the command that uses it and its docstring's first line;
 `-v` prints each one's whole config. The registry is tfmr.presets.PRESETS.
 """
+
 from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("presets", help="list presets (every command's), with the command that uses each")
+    p = sub.add_parser(
+        "presets", help="list presets (every command's), with the command that uses each"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print each preset's full config")
     p.set_defaults(func=run)
 

@@ -8,6 +8,7 @@ manifest), which `tfmr lm generate`, `tfmr g2p eval --checkpoint DIR` and the li
 like any other (tfmr/quantize.py). A model that cannot be quantized is refused in one line.
 Not here: ONNX export of a quantized model.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +22,12 @@ TARGETS = ("int8", "bf16")
 def add_parser(sub) -> None:
     p = sub.add_parser("quantize", help="a checkpoint with int8 or bf16 weights for decoding")
     checkpoint_flags(p, "a tfmr checkpoint (language model or G2P)")
-    p.add_argument("--to", choices=TARGETS, required=True, help="the weights' type (per-channel scales for int8)")
+    p.add_argument(
+        "--to",
+        choices=TARGETS,
+        required=True,
+        help="the weights' type (per-channel scales for int8)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="the new checkpoint folder")
     p.set_defaults(func=run)
 
@@ -36,10 +42,16 @@ def run(args) -> int:
     if out.exists() and out.resolve() == source.resolve():
         raise ConfigError(f"--out {out} is the checkpoint being quantized; write to another folder")
     if out.is_dir() and any(out.iterdir()) and not (out / checkpoint.MANIFEST).exists():
-        raise ConfigError(f"--out {out} holds other files (it is not a checkpoint); write to a new or empty folder")
-    model, tokenizer, cfg = load_model(source, args.allow_pickle, expect=None)  # a G2P checkpoint too
+        raise ConfigError(
+            f"--out {out} holds other files (it is not a checkpoint); write to a new or empty folder"
+        )
+    model, tokenizer, cfg = load_model(
+        source, args.allow_pickle, expect=None
+    )  # a G2P checkpoint too
     convert_(model, saved_weights(cfg), args.to)
     cfg.decode.weights = args.to
     checkpoint.save(out, model, to_dict(cfg), tokenizer)
-    print(f"wrote {out}: linear layers in {args.to} ({weight_bytes(model) / 1e6:.1f} MB of matrices)")
+    print(
+        f"wrote {out}: linear layers in {args.to} ({weight_bytes(model) / 1e6:.1f} MB of matrices)"
+    )
     return 0

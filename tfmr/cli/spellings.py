@@ -16,18 +16,25 @@ error naming the new spelling; the command then runs (and exits) as the new one 
 after `g2p`, where a verb would stand, are pronounced, silently. A verb is a verb only there, so
 `tfmr g2p pronounce train` pronounces the word "train".
 """
+
 from __future__ import annotations
 
 import sys
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from ..config import ConfigError
 from .g2p import VERBS as G2P_VERBS
 
 # old first word -> today's words; the rest of the command line follows unchanged
-MOVED = {"train": ["lm", "train"], "generate": ["lm", "generate"], "eval": ["lm", "eval"],
-         "finetune": ["lm", "finetune"], "average": ["checkpoint", "average"],
-         "quantize": ["checkpoint", "quantize"], "copytask": ["experiment", "copytask"]}
+MOVED = {
+    "train": ["lm", "train"],
+    "generate": ["lm", "generate"],
+    "eval": ["lm", "eval"],
+    "finetune": ["lm", "finetune"],
+    "average": ["checkpoint", "average"],
+    "quantize": ["checkpoint", "quantize"],
+    "copytask": ["experiment", "copytask"],
+}
 HELP = ("-h", "--help")
 
 
@@ -35,31 +42,40 @@ def _take(args: list[str], flag: str) -> tuple[str | None, list[str]]:
     """(the value of `flag` given as `FLAG VALUE` or `FLAG=VALUE`, the other arguments)."""
     for i, arg in enumerate(args):
         if arg == flag and i + 1 < len(args):
-            return args[i + 1], args[:i] + args[i + 2:]
+            return args[i + 1], args[:i] + args[i + 2 :]
         if arg.startswith(flag + "="):
-            return arg[len(flag) + 1:], args[:i] + args[i + 1:]
+            return arg[len(flag) + 1 :], args[:i] + args[i + 1 :]
     return None, args
 
 
-Rewrite = tuple[list[str], Optional[tuple[str, str]]]  # (argv today, (old words, new words) to note, or None)
+Rewrite = tuple[
+    list[str], tuple[str, str] | None
+]  # (argv today, (old words, new words) to note, or None)
 
 
 def _convert(rest: list[str]) -> Rewrite:
     source, rest = _take(rest, "--from-hf")
     flags = [] if source is None else ["--checkpoint", source]
-    return ["checkpoint", "import", "hf", *flags, *rest], ("convert --from-hf", "checkpoint import hf --checkpoint")
+    return ["checkpoint", "import", "hf", *flags, *rest], (
+        "convert --from-hf",
+        "checkpoint import hf --checkpoint",
+    )
 
 
 def _export(rest: list[str]) -> Rewrite:
     target, rest = _take(rest, "--to")
     target_words = [] if target is None else [target]
-    return ["checkpoint", "export", *target_words, *rest], (" ".join(["export", "--to", *target_words]),
-                                                            " ".join(["checkpoint", "export", *target_words]))
+    return ["checkpoint", "export", *target_words, *rest], (
+        " ".join(["export", "--to", *target_words]),
+        " ".join(["checkpoint", "export", *target_words]),
+    )
 
 
 def _serve(rest: list[str]) -> Rewrite:
     if "--g2p" not in rest:
-        raise ConfigError("say what to serve: tfmr g2p serve (the G2P endpoint, once `tfmr serve --g2p`)")
+        raise ConfigError(
+            "say what to serve: tfmr g2p serve (the G2P endpoint, once `tfmr serve --g2p`)"
+        )
     return ["g2p", "serve", *[a for a in rest if a != "--g2p"]], ("serve --g2p", "g2p serve")
 
 
@@ -76,7 +92,12 @@ def _moved(first: str) -> Callable[[list[str]], Rewrite]:
 
 
 REWRITES: dict[str, Callable[[list[str]], Rewrite]] = {
-    **{first: _moved(first) for first in MOVED}, "convert": _convert, "export": _export, "serve": _serve, "g2p": _g2p}
+    **{first: _moved(first) for first in MOVED},
+    "convert": _convert,
+    "export": _export,
+    "serve": _serve,
+    "g2p": _g2p,
+}
 
 
 def modern(argv: Sequence[str]) -> list[str]:
@@ -87,6 +108,8 @@ def modern(argv: Sequence[str]) -> list[str]:
         return argv
     new, note = REWRITES[argv[0]](argv[1:])
     if note:
-        print(f"tfmr: note: 'tfmr {note[0]}' is now 'tfmr {note[1]}'; the old spelling still works for now",
-              file=sys.stderr)
+        print(
+            f"tfmr: note: 'tfmr {note[0]}' is now 'tfmr {note[1]}'; the old spelling still works for now",
+            file=sys.stderr,
+        )
     return new

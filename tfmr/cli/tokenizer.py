@@ -11,6 +11,7 @@ returns an exit code; a user mistake (missing file, non-UTF-8 data, bad id) prin
 `tfmr: error: ...` and returns 2.
 Left out: streaming corpora larger than memory, and training other tokenizer kinds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,25 +32,47 @@ class CorpusError(ValueError):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add `tokenizer` and its subcommands to an argparse subparsers object."""
-    p = subparsers.add_parser("tokenizer", help="train, encode, decode and show a byte-level BPE tokenizer")
-    sub = p.add_subparsers(dest="tokenizer_command", required=True, metavar="{train,encode,decode,show}")
+    p = subparsers.add_parser(
+        "tokenizer", help="train, encode, decode and show a byte-level BPE tokenizer"
+    )
+    sub = p.add_subparsers(
+        dest="tokenizer_command", required=True, metavar="{train,encode,decode,show}"
+    )
 
     t = sub.add_parser("train", help="train a byte-level BPE tokenizer on a text file or folder")
-    t.add_argument("--data", required=True, help="a UTF-8 text file, or a folder searched for --glob files")
-    t.add_argument("--vocab-size", type=int, required=True, help="ids in total: 256 bytes + merges + special")
+    t.add_argument(
+        "--data", required=True, help="a UTF-8 text file, or a folder searched for --glob files"
+    )
+    t.add_argument(
+        "--vocab-size", type=int, required=True, help="ids in total: 256 bytes + merges + special"
+    )
     t.add_argument("--out", required=True, help="folder to write tokenizer.json into")
-    t.add_argument("--overwrite", action="store_true", help="replace the tokenizer folder already in --out")
-    t.add_argument("--pattern", default="gpt4", help="pre-tokenization: gpt2, gpt4 (default) or a regex")
-    t.add_argument("--glob", default="*.txt", help="files to read when --data is a folder (default *.txt)")
-    t.add_argument("--special-token", action="append", default=[], dest="special_tokens", metavar="TOKEN",
-                   help="add a special token, e.g. '<|endoftext|>' (repeatable)")
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace the tokenizer folder already in --out"
+    )
+    t.add_argument(
+        "--pattern", default="gpt4", help="pre-tokenization: gpt2, gpt4 (default) or a regex"
+    )
+    t.add_argument(
+        "--glob", default="*.txt", help="files to read when --data is a folder (default *.txt)"
+    )
+    t.add_argument(
+        "--special-token",
+        action="append",
+        default=[],
+        dest="special_tokens",
+        metavar="TOKEN",
+        help="add a special token, e.g. '<|endoftext|>' (repeatable)",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("encode", help="print the ids of TEXT")
     _tokenizer_flag(e)
     e.add_argument("text", metavar="TEXT", help="the text; '-' reads standard input")
-    e.add_argument("--allow-special", action="store_true", help="encode special-token strings as special ids")
+    e.add_argument(
+        "--allow-special", action="store_true", help="encode special-token strings as special ids"
+    )
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("decode", help="print the text of ids")
@@ -61,14 +84,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     _tokenizer_flag(s)
     s.add_argument("text", metavar="TEXT", help="the text; '-' reads standard input")
     s.add_argument("--no-color", action="store_true", help="brackets instead of colours")
-    s.add_argument("--color", action="store_true", help="colours even when the output is not a terminal")
-    s.add_argument("--allow-special", action="store_true", help="encode special-token strings as special ids")
+    s.add_argument(
+        "--color", action="store_true", help="colours even when the output is not a terminal"
+    )
+    s.add_argument(
+        "--allow-special", action="store_true", help="encode special-token strings as special ids"
+    )
     s.set_defaults(func=cmd_show)
     return p
 
 
 def _tokenizer_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tokenizer", required=True, metavar="DIR", help="folder holding tokenizer.json")
+    p.add_argument(
+        "--tokenizer", required=True, metavar="DIR", help="folder holding tokenizer.json"
+    )
 
 
 def _fail(message: str) -> int:
@@ -118,8 +147,13 @@ def cmd_train(args) -> int:
         files = corpus_files(args.data, args.glob)
         texts = read_corpus(files)
         start = time.perf_counter()
-        tok = BPE.train(texts, args.vocab_size, pattern=args.pattern, special_tokens=args.special_tokens,
-                        progress=not args.no_progress)
+        tok = BPE.train(
+            texts,
+            args.vocab_size,
+            pattern=args.pattern,
+            special_tokens=args.special_tokens,
+            progress=not args.no_progress,
+        )
         seconds = time.perf_counter() - start
         with staged(out) as tmp:
             name = tok.save(tmp).name
@@ -129,7 +163,9 @@ def cmd_train(args) -> int:
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
     print(f"trained {tok!r} on {mb:.2f} MB from {len(files)} file(s) in {seconds:.2f} s -> {path}")
     if tok.vocab_size < args.vocab_size:
-        print(f"note: the corpus ran out of pairs to merge; the vocabulary has {tok.vocab_size} ids")
+        print(
+            f"note: the corpus ran out of pairs to merge; the vocabulary has {tok.vocab_size} ids"
+        )
     return 0
 
 
@@ -182,7 +218,9 @@ def token_groups(tok, ids: list[int]) -> list[tuple[str, list[int]]]:
     groups: list[tuple[str, list[int]]] = []
     buf, members = b"", []
     for i in ids:
-        buf += tok.token_bytes(i) if hasattr(tok, "token_bytes") else tok.decode([i]).encode("utf-8")
+        buf += (
+            tok.token_bytes(i) if hasattr(tok, "token_bytes") else tok.decode([i]).encode("utf-8")
+        )
         members.append(i)
         try:
             text = buf.decode("utf-8", "surrogatepass")

@@ -10,6 +10,7 @@ With --resume the config is the one saved in OUT/checkpoint, then --config and -
 run: --set train.steps=N); a change to the saved model or data sections is refused, since the
 saved weights and token ids are what the run continues.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,9 @@ def add_parser(sub) -> None:
     p.set_defaults(preset=None)  # None: the default preset, or with --resume the run's saved config
     p.add_argument("--out", default="runs/train", help="run folder (checkpoint, metrics, plots)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start over in an --out that holds a run"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -53,12 +56,16 @@ def resolve_for_resume(args):
         before, after = to_dict(getattr(saved, section)), to_dict(getattr(cfg, section))
         for key in after:
             if not _same(section, key, before[key], after[key]):
-                raise ConfigError(f"--resume continues the run saved in {args.out} with its {section} section as "
-                                  f"saved, but this command changes {section}.{key} ({before[key]!r} -> "
-                                  f"{after[key]!r}); start a new run for that (another --out, or --overwrite)")
+                raise ConfigError(
+                    f"--resume continues the run saved in {args.out} with its {section} section as "
+                    f"saved, but this command changes {section}.{key} ({before[key]!r} -> "
+                    f"{after[key]!r}); start a new run for that (another --out, or --overwrite)"
+                )
     if args.preset is not None:
-        print(f"note: --resume continues the config saved in {ckpt}; --preset {args.preset} is not read",
-              file=sys.stderr)
+        print(
+            f"note: --resume continues the config saved in {ckpt}; --preset {args.preset} is not read",
+            file=sys.stderr,
+        )
     return cfg
 
 
@@ -93,30 +100,49 @@ def run(args) -> int:
     check_sample(cfg)
     if os.environ.get("RANK", "0") == "0":
         print(describe(cfg))
-    trainer = Trainer(cfg, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
+    trainer = Trainer(
+        cfg, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
+    )
     if not trainer.parallel.is_main:
         trainer.fit()
         return 0
     s = cfg.sample
     problem = sample_problem(trainer.data.tokenizer, s.prompt) if s.num_samples else None
     if problem:
-        print(f"note: {problem}; no samples will be printed at the end (set sample.prompt)", file=sys.stderr)
+        print(
+            f"note: {problem}; no samples will be printed at the end (set sample.prompt)",
+            file=sys.stderr,
+        )
     print(trainer.model)
     try:
         trainer.fit()
     except KeyboardInterrupt:
         return 130
-    print(f"checkpoint: {trainer.ckpt_dir}\nmetrics:    {args.out}/metrics.jsonl\nloss curve: {args.out}/loss.png")
+    print(
+        f"checkpoint: {trainer.ckpt_dir}\nmetrics:    {args.out}/metrics.jsonl\nloss curve: {args.out}/loss.png"
+    )
     if trainer.parallel.shards_checkpoints and s.num_samples:
-        problem = (f"the model is sharded across processes; make a plain checkpoint with "
-                   f"tfmr checkpoint consolidate {trainer.ckpt_dir} --out PLAIN")
+        problem = (
+            f"the model is sharded across processes; make a plain checkpoint with "
+            f"tfmr checkpoint consolidate {trainer.ckpt_dir} --out PLAIN"
+        )
         print(f"\nno sample: {problem}; then tfmr lm generate --checkpoint PLAIN --prompt TEXT")
         return 0
     if problem:
-        print(f"\nno sample: {problem}; try: tfmr lm generate --checkpoint {trainer.ckpt_dir} --prompt TEXT")
+        print(
+            f"\nno sample: {problem}; try: tfmr lm generate --checkpoint {trainer.ckpt_dir} --prompt TEXT"
+        )
         return 0
     for i in range(s.num_samples):
         print(f"\n--- sample {i + 1} (temperature {s.temperature}, top-k {s.top_k}) ---")
-        stream_text(trainer.model, trainer.data.tokenizer, s.prompt, s.max_new_tokens, s.temperature,
-                    s.top_k, None, seed=cfg.train.seed + i)
+        stream_text(
+            trainer.model,
+            trainer.data.tokenizer,
+            s.prompt,
+            s.max_new_tokens,
+            s.temperature,
+            s.top_k,
+            None,
+            seed=cfg.train.seed + i,
+        )
     return 0

@@ -2,6 +2,7 @@
 bias; `attention`: a checkpoint's attention heatmaps per layer and head for a text (an
 encoder-decoder's encoder self-attention, the text being the source). The drawing is tfmr/viz.py.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,9 @@ def add_parser(sub) -> None:
     v.set_defaults(func=run)
     v = viz_sub.add_parser("attention", help="attention heatmaps per layer and head for a text")
     checkpoint_flags(v)
-    v.add_argument("--text", required=True, help="the text to attend over (cut to the model's context)")
+    v.add_argument(
+        "--text", required=True, help="the text to attend over (cut to the model's context)"
+    )
     v.add_argument("--out", default="runs/viz", help="folder for the PNG files")
     v.set_defaults(func=run)
 
@@ -37,6 +40,8 @@ def run(args) -> int:
         if not ids:
             raise ConfigError("the text is empty; give at least one character")
         labels = [tokenizer.decode([i]) for i in ids]
-        paths = viz.attention_maps(model, torch.tensor([ids[: model.cfg.context]]), args.out, labels)
+        paths = viz.attention_maps(
+            model, torch.tensor([ids[: model.cfg.context]]), args.out, labels
+        )
     print("\n".join(str(p) for p in paths))
     return 0

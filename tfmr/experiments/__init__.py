@@ -23,13 +23,35 @@ axis on top of the resolved config; its own flags are only the axis (which varia
 The G2P experiments share tfmr/experiments/g2p_common.py and write OUT/table.md, OUT/results.json
 and OUT/NAME.png.
 """
+
 from __future__ import annotations
 
 from ..tasks import copytask
-from . import (g2p_alignment, g2p_guided, g2p_rl, g2p_sampling, g2p_scaling, length_extrapolation, long_context,
-               mixer_race, moe, norm_depth, streaming)
+from . import (
+    g2p_alignment,
+    g2p_guided,
+    g2p_rl,
+    g2p_sampling,
+    g2p_scaling,
+    length_extrapolation,
+    long_context,
+    mixer_race,
+    moe,
+    norm_depth,
+    streaming,
+)
 
-EXPERIMENTS = {"length-extrapolation": length_extrapolation, "norm-depth": norm_depth, "moe": moe,
-               "long-context": long_context, "streaming": streaming, "mixers": mixer_race,
-               "g2p-sampling": g2p_sampling, "g2p-guided": g2p_guided, "g2p-alignment": g2p_alignment,
-               "g2p-rl": g2p_rl, "g2p-scaling": g2p_scaling, "copytask": copytask}
+EXPERIMENTS = {
+    "length-extrapolation": length_extrapolation,
+    "norm-depth": norm_depth,
+    "moe": moe,
+    "long-context": long_context,
+    "streaming": streaming,
+    "mixers": mixer_race,
+    "g2p-sampling": g2p_sampling,
+    "g2p-guided": g2p_guided,
+    "g2p-alignment": g2p_alignment,
+    "g2p-rl": g2p_rl,
+    "g2p-scaling": g2p_scaling,
+    "copytask": copytask,
+}

@@ -21,6 +21,7 @@ its steps, which differ between models). Times depend on the machine
 and its load: compare the kernels of one run, not runs. Writes OUT/table.md, OUT/results.json,
 OUT/g2p-alignment.png and each variant's run folder.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,7 +42,10 @@ KINDS = ("plain", *ALIGNMENT_KERNELS)
 
 def variants() -> dict[str, Choice | None]:
     """model.cross_kernel of each run in KINDS (None: the base run's kernel)."""
-    return {"plain": None, **{kind: _cross_kernel(kind, cls) for kind, cls in ALIGNMENT_KERNELS.items()}}
+    return {
+        "plain": None,
+        **{kind: _cross_kernel(kind, cls) for kind, cls in ALIGNMENT_KERNELS.items()},
+    }
 
 
 def _cross_kernel(kind: str, cls: type) -> Choice:
@@ -63,16 +67,24 @@ MONOTONIC_R = -1.0
 
 def add_arguments(p) -> None:
     add_common(p, "exp-g2p-alignment", "runs/g2p-alignment")
-    p.add_argument("--only", nargs="+", default=None, choices=KINDS, help=f"a subset of: {' '.join(KINDS)}")
-    p.add_argument("--lengths", default="4-14", help="word lengths timed, FIRST-LAST letters (default 4-14)")
-    p.add_argument("--per-length", type=positive_int, default=20, help="words timed per length (default 20)")
+    p.add_argument(
+        "--only", nargs="+", default=None, choices=KINDS, help=f"a subset of: {' '.join(KINDS)}"
+    )
+    p.add_argument(
+        "--lengths", default="4-14", help="word lengths timed, FIRST-LAST letters (default 4-14)"
+    )
+    p.add_argument(
+        "--per-length", type=positive_int, default=20, help="words timed per length (default 20)"
+    )
 
 
 def lengths(spec: str) -> list[int]:
     try:
         first, last = (int(x) for x in spec.split("-"))
     except ValueError:
-        raise ConfigError(f"--lengths must look like FIRST-LAST (e.g. 4-14), got {spec!r}") from None
+        raise ConfigError(
+            f"--lengths must look like FIRST-LAST (e.g. 4-14), got {spec!r}"
+        ) from None
     if not 1 <= first <= last:
         raise ConfigError(f"--lengths {spec}: need 1 <= FIRST <= LAST")
     return list(range(first, last + 1))
@@ -87,15 +99,20 @@ def words_by_length(data: g2p.G2PData, wanted: list[int], per_length: int) -> di
 
 
 @torch.inference_mode()
-def time_per_word(model, data: g2p.G2PData, cfg: g2p.G2PConfig, by_length: dict[int, list[str]],
-                  progress: bool) -> tuple[dict[int, float], dict[int, float]]:
+def time_per_word(
+    model, data: g2p.G2PData, cfg: g2p.G2PConfig, by_length: dict[int, list[str]], progress: bool
+) -> tuple[dict[int, float], dict[int, float]]:
     """Median milliseconds to decode one word (batch 1, greedy) per word length, and per decoder
     step (the word's time over its steps: its phonemes and the end token). A word's time grows with
     the steps its model takes, which differ between models; the time per step is what the kernel
     changes as the source gets longer."""
-    g2p.predict(model, data.vocab, [next(iter(by_length.values()))[0]], 1, cfg.decode.max_len)  # warm-up
+    g2p.predict(
+        model, data.vocab, [next(iter(by_length.values()))[0]], 1, cfg.decode.max_len
+    )  # warm-up
     per_word, per_step = {}, {}
-    for n, words in tqdm(by_length.items(), desc="timing", unit="length", disable=not progress, leave=False):
+    for n, words in tqdm(
+        by_length.items(), desc="timing", unit="length", disable=not progress, leave=False
+    ):
         times, steps = [], []
         for w in words:
             t0 = time.perf_counter()
@@ -113,7 +130,9 @@ def plot(results: list[dict], path, title: str):
     left.bar(names, [100 * r["wer"] for r in results])
     left.set_ylabel("test WER (%), greedy")
     for r in results:
-        right.plot(list(r["ms_per_step"]), list(r["ms_per_step"].values()), "o-", ms=3, label=r["name"])
+        right.plot(
+            list(r["ms_per_step"]), list(r["ms_per_step"].values()), "o-", ms=3, label=r["name"]
+        )
     right.set_xlabel("word length (letters)")
     right.set_ylabel("ms per decoder step (batch 1, greedy, median)")
     right.legend()
@@ -137,26 +156,48 @@ def main(args) -> int:
         cfg.model.cross_kernel = kernel
         trainer = train_variant(cfg, out / name, data, not args.no_progress)
         ms, ms_step = time_per_word(trainer.model, data, cfg, by_length, not args.no_progress)
-        r = {"name": name, "cross_kernel": None if kernel is None else kernel.to_dict(), "steps": trainer.step,
-             "train_seconds": trainer.seconds, "ms_per_word": ms, "ms_per_step": ms_step,
-             **test_wer(trainer.model, data, cfg, args.limit)}
+        r = {
+            "name": name,
+            "cross_kernel": None if kernel is None else kernel.to_dict(),
+            "steps": trainer.step,
+            "train_seconds": trainer.seconds,
+            "ms_per_word": ms,
+            "ms_per_step": ms_step,
+            **test_wer(trainer.model, data, cfg, args.limit),
+        }
         results.append(r)
         rows.append(row(r))
         print(markdown(header(by_length), rows[-1:]).splitlines()[-1], flush=True)
     m, t = base.model, base.train
-    title = (f"cross-attention kernels, G2P, {m.layers}+{m.encoder_layers} layers x dim {m.dim}, {t.steps} steps, "
-             f"{results[0]['words']:,} test words; timing: median of {args.per_length} words per length, batch 1")
+    title = (
+        f"cross-attention kernels, G2P, {m.layers}+{m.encoder_layers} layers x dim {m.dim}, {t.steps} steps, "
+        f"{results[0]['words']:,} test words; timing: median of {args.per_length} words per length, batch 1"
+    )
     plot(results, out / "g2p-alignment.png", title)
     write(out, "g2p-alignment", title, markdown(header(by_length), rows), results, args, base)
     return 0
 
 
 def header(by_length: dict[int, list[str]]) -> list[str]:
-    return ["cross-attention", "test WER", "test PER", "train s", *(f"ms/word, {n} letters" for n in by_length),
-            f"ms/step, {min(by_length)} letters", f"ms/step, {max(by_length)} letters"]
+    return [
+        "cross-attention",
+        "test WER",
+        "test PER",
+        "train s",
+        *(f"ms/word, {n} letters" for n in by_length),
+        f"ms/step, {min(by_length)} letters",
+        f"ms/step, {max(by_length)} letters",
+    ]
 
 
 def row(r: dict) -> list:
     steps = list(r["ms_per_step"].values())
-    return [r["name"], pct(r["wer"]), pct(r["per"]), f"{r['train_seconds']:.0f}",
-            *(f"{v:.1f}" for v in r["ms_per_word"].values()), f"{steps[0]:.2f}", f"{steps[-1]:.2f}"]
+    return [
+        r["name"],
+        pct(r["wer"]),
+        pct(r["per"]),
+        f"{r['train_seconds']:.0f}",
+        *(f"{v:.1f}" for v in r["ms_per_word"].values()),
+        f"{steps[0]:.2f}",
+        f"{steps[-1]:.2f}",
+    ]

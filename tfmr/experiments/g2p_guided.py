@@ -15,6 +15,7 @@ tfmr.objectives.diagonal_share); the run's share is the mean over the words. "St
 diagonal" is the first evaluated step whose share is at least --threshold. Writes OUT/table.md,
 OUT/results.json, OUT/g2p-guided.png (share vs step) and each variant's run folder.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,17 +32,35 @@ from .g2p_common import add_common, figure, markdown, pct, save, test_wer, train
 
 def add_arguments(p) -> None:
     add_common(p, "exp-g2p-guided", "runs/g2p-guided")
-    p.add_argument("--weight", type=float, default=1.0, help="train.guided_attention of the guided run (default 1.0)")
-    p.add_argument("--band", type=float, default=0.1, help="the diagonal band |n/N - t/T| <= band (default 0.1)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="diagonal when the dev words' mean diagonal share reaches this (default 0.5)")
-    p.add_argument("--words", type=int, default=200, help="dev words the share is measured on (default 200)")
+    p.add_argument(
+        "--weight",
+        type=float,
+        default=1.0,
+        help="train.guided_attention of the guided run (default 1.0)",
+    )
+    p.add_argument(
+        "--band",
+        type=float,
+        default=0.1,
+        help="the diagonal band |n/N - t/T| <= band (default 0.1)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="diagonal when the dev words' mean diagonal share reaches this (default 0.5)",
+    )
+    p.add_argument(
+        "--words", type=int, default=200, help="dev words the share is measured on (default 200)"
+    )
 
 
 def diagonality(data: g2p.G2PData, cfg: g2p.G2PConfig, words: int, band: float):
     """A dev_metric for the trainer: {"diagonal_share": mean over the dev words}."""
     chosen = sorted(data.splits["dev"], key=g2p.md5_key)[:words]
-    pairs = [(data.vocab.src.encode(w), data.vocab.tgt.encode(data.splits["dev"][w][0])) for w in chosen]
+    pairs = [
+        (data.vocab.src.encode(w), data.vocab.tgt.encode(data.splits["dev"][w][0])) for w in chosen
+    ]
     t = cfg.train
 
     @torch.no_grad()
@@ -51,10 +70,17 @@ def diagonality(data: g2p.G2PData, cfg: g2p.G2PConfig, words: int, band: float):
         with eager_attention(model):
             where.setup(model)  # the layers and heads the guided loss reads
             out = model(batch["src_ids"], batch["tgt_ids"])
-        A = torch.stack([out.cross_attentions[i][:, where.heads] for i in where.layers], 1)  # (B, L, h, T, S)
-        share = diagonal_share(A.float().mean((1, 2)), (batch["src_ids"] != PAD).sum(1),
-                               (batch["targets"] != -100).sum(1), band)  # (B,)
+        A = torch.stack(
+            [out.cross_attentions[i][:, where.heads] for i in where.layers], 1
+        )  # (B, L, h, T, S)
+        share = diagonal_share(
+            A.float().mean((1, 2)),
+            (batch["src_ids"] != PAD).sum(1),
+            (batch["targets"] != -100).sum(1),
+            band,
+        )  # (B,)
         return {"diagonal_share": float(share.mean())}
+
     return metric
 
 
@@ -78,7 +104,9 @@ def plot(results: list[dict], path, title: str, threshold: float):
 def main(args) -> int:
     base = resolve_config(args, g2p.G2PConfig)
     if not (0 < args.band < 1 and 0 < args.threshold <= 1 and args.words >= 1 and args.weight > 0):
-        raise ConfigError("--band must be in (0, 1), --threshold in (0, 1], --words at least 1, --weight positive")
+        raise ConfigError(
+            "--band must be in (0, 1), --threshold in (0, 1], --words at least 1, --weight positive"
+        )
     out = out_folder(args.out)
     data = g2p.load_data(base.data.stress)
     metric = diagonality(data, base, args.words, args.band)
@@ -87,19 +115,36 @@ def main(args) -> int:
         print(f"training {name} (train.guided_attention={weight}) ...", flush=True)
         cfg = copy.deepcopy(base)
         cfg.train.guided_attention = weight
-        trainer = train_variant(cfg, out / name.split()[0], data, not args.no_progress, dev_metric=metric)
+        trainer = train_variant(
+            cfg, out / name.split()[0], data, not args.no_progress, dev_metric=metric
+        )
         curve = [(r["step"], r["diagonal_share"]) for r in trainer.history if "diagonal_share" in r]
         reached = steps_until(curve, args.threshold)
-        r = {"name": name, "guided_attention": weight, "curve": curve, "steps_until_diagonal": reached,
-             "final_share": curve[-1][1], **test_wer(trainer.model, data, cfg, args.limit)}
+        r = {
+            "name": name,
+            "guided_attention": weight,
+            "curve": curve,
+            "steps_until_diagonal": reached,
+            "final_share": curve[-1][1],
+            **test_wer(trainer.model, data, cfg, args.limit),
+        }
         results.append(r)
-        rows.append([name, "not reached" if reached is None else reached, f"{r['final_share']:.3f}", pct(r["wer"]),
-                     pct(r["per"])])
+        rows.append(
+            [
+                name,
+                "not reached" if reached is None else reached,
+                f"{r['final_share']:.3f}",
+                pct(r["wer"]),
+                pct(r["per"]),
+            ]
+        )
         print(markdown(HEADER, rows[-1:]).splitlines()[-1], flush=True)
     m, t = base.model, base.train
-    title = (f"guided attention loss, G2P, {m.layers}+{m.encoder_layers} layers x dim {m.dim}, {t.steps} steps, "
-             f"share measured every {t.eval_every} steps on {args.words} dev words, band {args.band}, "
-             f"threshold {args.threshold}")
+    title = (
+        f"guided attention loss, G2P, {m.layers}+{m.encoder_layers} layers x dim {m.dim}, {t.steps} steps, "
+        f"share measured every {t.eval_every} steps on {args.words} dev words, band {args.band}, "
+        f"threshold {args.threshold}"
+    )
     plot(results, out / "g2p-guided.png", title, args.threshold)
     write(out, "g2p-guided", title, markdown(HEADER, rows), results, args, base)
     return 0

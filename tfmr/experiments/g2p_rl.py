@@ -10,6 +10,7 @@ each --set; the weights of its lowest dev WER (evaluated every 25 steps and at t
 possibly the model itself) are tested on the test split, greedy and with the model's beam, beside
 the model before. Writes OUT/table.md, OUT/results.json, OUT/g2p-rl.png and the runs OUT/scst, OUT/mrt.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,28 @@ OBJECTIVES = ("scst", "mrt")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", default=None, help="the model to fine-tune (default the shipped one)")
+    p.add_argument(
+        "--checkpoint", default=None, help="the model to fine-tune (default the shipped one)"
+    )
     p.add_argument("--reward", default="exact", help="per | exact | bleu (default exact)")
-    p.add_argument("--only", nargs="+", default=None, choices=OBJECTIVES, help="a subset of: scst mrt")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a fine-tuning setting, e.g. --set train.steps=200 (repeatable)")
-    p.add_argument("--out", default="runs/g2p-rl", help="where the runs, table.md, results.json and the plot go")
-    p.add_argument("--limit", type=int, default=None, help="test on the first N test words only; default all")
+    p.add_argument(
+        "--only", nargs="+", default=None, choices=OBJECTIVES, help="a subset of: scst mrt"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a fine-tuning setting, e.g. --set train.steps=200 (repeatable)",
+    )
+    p.add_argument(
+        "--out",
+        default="runs/g2p-rl",
+        help="where the runs, table.md, results.json and the plot go",
+    )
+    p.add_argument(
+        "--limit", type=int, default=None, help="test on the first N test words only; default all"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -48,9 +64,16 @@ def plot(rows: dict, curves: dict, kept: dict, path, title: str):
     """Left: dev WER per step of each run, the kept weights circled; right: the change in test WER."""
     plt, fig, (left, right) = figure(2, width=5.0)
     for name, points in curves.items():
-        line, = left.plot([s for s, _ in points], [100 * w for _, w in points], "o-", label=name)
+        (line,) = left.plot([s for s, _ in points], [100 * w for _, w in points], "o-", label=name)
         if name in kept:
-            left.plot([kept[name]["step"]], [100 * kept[name]["value"]], "o", ms=14, mfc="none", color=line.get_color())
+            left.plot(
+                [kept[name]["step"]],
+                [100 * kept[name]["value"]],
+                "o",
+                ms=14,
+                mfc="none",
+                color=line.get_color(),
+            )
     left.set_xlabel("fine-tuning step")
     left.set_ylabel("dev WER (%)")
     left.set_title("dev WER (circled: the weights kept)", fontsize=9)
@@ -59,7 +82,12 @@ def plot(rows: dict, curves: dict, kept: dict, path, title: str):
     width = 0.8 / len(decoders)
     for j, dec in enumerate(decoders):
         change = [100 * (rows[n][dec]["wer"] - rows["before"][dec]["wer"]) for n in names]
-        right.bar([i + (j - (len(decoders) - 1) / 2) * width for i in range(len(names))], change, width, label=dec)
+        right.bar(
+            [i + (j - (len(decoders) - 1) / 2) * width for i in range(len(names))],
+            change,
+            width,
+            label=dec,
+        )
     right.axhline(0, color="black", lw=0.8)
     right.set_xticks(range(len(names)), names)
     right.set_ylabel("test WER change (points, < 0: better)")
@@ -92,19 +120,40 @@ def main(args) -> int:
     records = {}
     for objective in chosen:
         print(f"fine-tuning with {objective} on {args.reward} ...", flush=True)
-        records[objective] = g2p.finetune(args.checkpoint, objective, args.reward, out / objective, args.set,
-                                          overwrite=True, limit=args.limit, beams=beams,
-                                          progress=not args.no_progress, log=lambda *a, **k: None, before=before)
+        records[objective] = g2p.finetune(
+            args.checkpoint,
+            objective,
+            args.reward,
+            out / objective,
+            args.set,
+            overwrite=True,
+            limit=args.limit,
+            beams=beams,
+            progress=not args.no_progress,
+            log=lambda *a, **k: None,
+            before=before,
+        )
     rows = {"before": before, **{f"after {o.upper()}": r["after"] for o, r in records.items()}}
     kept = {o.upper(): r["best"] for o, r in records.items() if r.get("best")}
     decoders = list(before)
     header = ["model", *(f"{d} {m}" for d in decoders for m in ("WER", "PER")), "weights tested"]
-    table = markdown(header, [[name, *(pct(r[d][m]) for d in decoders for m in ("wer", "per")),
-                               kept_column(kept.get(name.split()[-1]))] for name, r in rows.items()])
+    table = markdown(
+        header,
+        [
+            [
+                name,
+                *(pct(r[d][m]) for d in decoders for m in ("wer", "per")),
+                kept_column(kept.get(name.split()[-1])),
+            ]
+            for name, r in rows.items()
+        ],
+    )
     steps = {o.upper(): r["steps"] for o, r in records.items()}
     model = "the shipped model" if shipped else args.checkpoint
-    title = (f"RL fine-tuning of {model} on reward {args.reward}, steps {steps}, "
-             f"{before['greedy']['words']:,} test words")
+    title = (
+        f"RL fine-tuning of {model} on reward {args.reward}, steps {steps}, "
+        f"{before['greedy']['words']:,} test words"
+    )
     curves = {o.upper(): dev_curve(out / o) for o in records}
     plot(rows, curves, kept, out / "g2p-rl.png", title)
     write(out, "g2p-rl", title, table, {"rows": rows, "runs": records}, args, None)

@@ -13,10 +13,11 @@ Learned positions have no vector past L, so their longer lengths are n/a.
 
 The base run is the preset `exp-length-extrapolation` (char LM, 2 x 128, context L = 64, 600
 steps) through the common --preset / --config / --set / --data flags; model.context is L and
-model.pos is what varies. Writes results.json, table.md and perplexity.png in --out. The published reference (ALiBi paper,
-https://arxiv.org/abs/2108.12409, WikiText-103, trained at 1024, tested at 16k): sinusoidal
+model.pos is what varies. Writes results.json, table.md and perplexity.png in --out. The published
+reference (ALiBi paper, https://arxiv.org/abs/2108.12409, WikiText-103, trained at 1024, tested at 16k): sinusoidal
 19.3 -> 453, rotary 19.3 -> 107, ALiBi 18.7 -> 18.0.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,15 +36,37 @@ from .plots import save
 # position kind -> its options here. Sinusoidal scales token embeddings by sqrt(dim) as in
 # Vaswani et al. and fairseq (the ALiBi paper's baseline); unscaled, the table swamps embeddings
 # initialised at std 0.02 and the model barely learns in this budget.
-SCHEMES = {"sinusoidal": {"scale": True}, "learned": {}, "rope": {}, "xpos": {}, "alibi": {}, "none": {}}
+SCHEMES = {
+    "sinusoidal": {"scale": True},
+    "learned": {},
+    "rope": {},
+    "xpos": {},
+    "alibi": {},
+    "none": {},
+}
 
 
 def add_arguments(p) -> None:
     config_flags(p, preset="exp-length-extrapolation")
-    p.add_argument("--out", default="runs/length-extrapolation", help="folder for models, table and plot")
-    p.add_argument("--factors", default="1,2,4,8,16", help="evaluation lengths as multiples of L (model.context)")
-    p.add_argument("--schemes", default=",".join(SCHEMES), help=f"position kinds to train ({', '.join(SCHEMES)})")
-    p.add_argument("--eval-windows", type=positive_int, default=8, help="windows of the longest length to score")
+    p.add_argument(
+        "--out", default="runs/length-extrapolation", help="folder for models, table and plot"
+    )
+    p.add_argument(
+        "--factors",
+        default="1,2,4,8,16",
+        help="evaluation lengths as multiples of L (model.context)",
+    )
+    p.add_argument(
+        "--schemes",
+        default=",".join(SCHEMES),
+        help=f"position kinds to train ({', '.join(SCHEMES)})",
+    )
+    p.add_argument(
+        "--eval-windows",
+        type=positive_int,
+        default=8,
+        help="windows of the longest length to score",
+    )
 
 
 def run_config(base: RunConfig, scheme: str, out: Path) -> RunConfig:
@@ -62,20 +85,24 @@ def perplexity(model, ids, length: int, n_tokens: int, batch: int = 8) -> float:
     data = torch.as_tensor(ids[: n_tokens + 1].astype("int64"))
     windows = n_tokens // length
     x = data[: windows * length].view(windows, length)  # (N, L)
-    y = data[1: windows * length + 1].view(windows, length)
+    y = data[1 : windows * length + 1].view(windows, length)
     total = 0.0
     for i in range(0, windows, batch):
-        total += model(x[i:i + batch], y[i:i + batch]).loss.item() * len(x[i:i + batch])
+        total += model(x[i : i + batch], y[i : i + batch]).loss.item() * len(x[i : i + batch])
     return math.exp(total / windows)
 
 
-def evaluate(model, scheme: str, val, cfg: RunConfig, factors: list[int], eval_windows: int) -> dict:
+def evaluate(
+    model, scheme: str, val, cfg: RunConfig, factors: list[int], eval_windows: int
+) -> dict:
     """{row name: [perplexity per factor or None]} for one trained model (and RoPE's variants)."""
     context = cfg.model.context
     n_tokens = eval_windows * context * max(factors)
     if len(val) <= n_tokens:
-        raise ValueError(f"the validation split has {len(val)} tokens; {n_tokens + 1} needed "
-                         f"(lower --eval-windows, --factors or model.context, or give more text)")
+        raise ValueError(
+            f"the validation split has {len(val)} tokens; {n_tokens + 1} needed "
+            f"(lower --eval-windows, --factors or model.context, or give more text)"
+        )
     rows = {scheme: []}
     variants = {}
     if scheme == "rope":
@@ -86,7 +113,11 @@ def evaluate(model, scheme: str, val, cfg: RunConfig, factors: list[int], eval_w
     for f in factors:
         length = f * context
         limit = type(original).max_len(context)  # learned positions stop at the training context
-        rows[scheme].append(None if limit is not None and length > limit else perplexity(model, val, length, n_tokens))
+        rows[scheme].append(
+            None
+            if limit is not None and length > limit
+            else perplexity(model, val, length, n_tokens)
+        )
         for name, option in variants.items():
             model.pos = Rope(head_dim, context, **{option: float(f)})
             rows[name].append(perplexity(model, val, length, n_tokens))
@@ -115,7 +146,13 @@ def plot(results: dict, factors: list[int], context: int, path: Path) -> None:
     lengths = [f * context for f in factors]
     for name, ppl in results["perplexity"].items():
         pts = [(n, p) for n, p in zip(lengths, ppl) if p is not None]
-        ax.plot([n for n, _ in pts], [p for _, p in pts], marker="o", label=name, ls="--" if "+" in name else "-")
+        ax.plot(
+            [n for n, _ in pts],
+            [p for _, p in pts],
+            marker="o",
+            label=name,
+            ls="--" if "+" in name else "-",
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(lengths, [str(n) for n in lengths])
@@ -136,33 +173,52 @@ def main(args) -> int:
     try:
         factors = [int(f) for f in args.factors.split(",")]
     except ValueError:
-        raise ConfigError(f"--factors takes whole numbers separated by commas, got {args.factors!r}") from None
+        raise ConfigError(
+            f"--factors takes whole numbers separated by commas, got {args.factors!r}"
+        ) from None
     if not factors or min(factors) < 1:
         raise ConfigError(f"--factors must be positive, got {args.factors!r}")
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
     if not schemes:
         raise ConfigError(f"--schemes: give one or more position kinds ({', '.join(SCHEMES)})")
     context = base.model.context
-    results = {"context": context, "factors": factors, "perplexity": {}, "train": {},
-               "config": {k: v for k, v in vars(args).items() if k != "func"}, "base": to_dict(base)}
+    results = {
+        "context": context,
+        "factors": factors,
+        "perplexity": {},
+        "train": {},
+        "config": {k: v for k, v in vars(args).items() if k != "func"},
+        "base": to_dict(base),
+    }
     for scheme in schemes:
         cfg = run_config(base, scheme, out)
         t0 = time.perf_counter()
-        trainer = Trainer(cfg, out / scheme, log=lambda *a: None, progress=False, overwrite=True)  # a re-run replaces it
+        trainer = Trainer(
+            cfg, out / scheme, log=lambda *a: None, progress=False, overwrite=True
+        )  # a re-run replaces it
         last = trainer.fit()
         seconds = time.perf_counter() - t0
         try:
-            rows = evaluate(trainer.model, scheme, trainer.data.val, cfg, factors, args.eval_windows)
+            rows = evaluate(
+                trainer.model, scheme, trainer.data.val, cfg, factors, args.eval_windows
+            )
         except ValueError as e:
             raise ConfigError(str(e)) from None
         results["perplexity"].update(rows)
-        results["train"][scheme] = {"seconds": round(seconds, 1), "val_loss": last.get("val_loss"),
-                                    "train_loss": last.get("train_loss")}
+        results["train"][scheme] = {
+            "seconds": round(seconds, 1),
+            "val_loss": last.get("val_loss"),
+            "train_loss": last.get("train_loss"),
+        }
         for name, ppl in rows.items():
             shown = ", ".join("n/a" if p is None else f"{p:.2f}" for p in ppl)
             print(f"{name:>12}: {shown}   (trained in {seconds:.0f}s)", flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     table = write_table(results, factors, context, out / "table.md")
     plot(results, factors, context, out / "perplexity.png")
-    print("\n" + table + f"\nwritten: {out / 'results.json'}, {out / 'table.md'}, {out / 'perplexity.png'}")
+    print(
+        "\n"
+        + table
+        + f"\nwritten: {out / 'results.json'}, {out / 'table.md'}, {out / 'perplexity.png'}"
+    )
     return 0

@@ -23,6 +23,7 @@ loss per L-long stretch. Writes results.json, table.md and loss_by_position.png 
 
     tfmr experiment long-context --out runs/long-context
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from ..builder import relative_positions
 from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..data import Batches
-from ..patterns import SlidingWindow, Sinks
+from ..patterns import Sinks, SlidingWindow
 from ..programs import config_flags, out_folder, positive_int, resolve_config
 from ..train import Trainer
 from .plots import save
@@ -58,24 +59,38 @@ class SegmentTrainer(Trainer):
         super().setup_data()
         t = self.cfg.train
         rows = max(1, t.batch_size // self.segments)
-        self.batches = Batches(self.data.train, self.cfg.model.context * self.segments, rows, t.seed)
+        self.batches = Batches(
+            self.data.train, self.cfg.model.context * self.segments, rows, t.seed
+        )
 
     def batch_loss(self) -> torch.Tensor:
         x, y = self.batches.next(self.device)  # (B, segments * L)
         self.tokens += x.numel()
         L = self.cfg.model.context
         memory = self.model.new_memory(L)
-        losses = [self.forward(x[:, i:i + L], y[:, i:i + L], cache=memory).loss for i in range(0, x.shape[1], L)]
+        losses = [
+            self.forward(x[:, i : i + L], y[:, i : i + L], cache=memory).loss
+            for i in range(0, x.shape[1], L)
+        ]
         return torch.stack(losses).mean()
 
 
 def add_arguments(p) -> None:
     config_flags(p, preset="exp-long-context")
     p.add_argument("--out", default="runs/long-context", help="folder for models, table and plot")
-    p.add_argument("--factor", type=positive_int, default=16, help="evaluation length as a multiple of L")
-    p.add_argument("--windows", type=positive_int, default=4, help="held-out windows of factor x L tokens to score")
+    p.add_argument(
+        "--factor", type=positive_int, default=16, help="evaluation length as a multiple of L"
+    )
+    p.add_argument(
+        "--windows",
+        type=positive_int,
+        default=4,
+        help="held-out windows of factor x L tokens to score",
+    )
     p.add_argument("--sinks", type=positive_int, default=4, help="attention sinks of the sinks row")
-    p.add_argument("--segments", type=positive_int, default=4, help="consecutive segments per XL training row")
+    p.add_argument(
+        "--segments", type=positive_int, default=4, help="consecutive segments per XL training row"
+    )
 
 
 def model_config(base: RunConfig, name: str, out: Path) -> RunConfig:
@@ -106,8 +121,13 @@ def score(row: str, model, x: torch.Tensor, y: torch.Tensor, L: int, sinks: int)
             model.pattern = original
     if row == "xl":
         memory = model.new_memory(L)
-        return torch.cat([token_losses(model(x[:, i:i + L], cache=memory).logits, y[:, i:i + L])
-                          for i in range(0, x.shape[1], L)], dim=1)
+        return torch.cat(
+            [
+                token_losses(model(x[:, i : i + L], cache=memory).logits, y[:, i : i + L])
+                for i in range(0, x.shape[1], L)
+            ],
+            dim=1,
+        )
     return sink_losses(model, x, y, L, sinks)
 
 
@@ -118,7 +138,7 @@ def sink_losses(model, x, y, L: int, sinks: int) -> torch.Tensor:
         state = model.start_state(x.shape[0], x.shape[1])
         logits = []
         for t in range(x.shape[1]):
-            out = model(x[:, t:t + 1], cache=state.cache, start=t)
+            out = model(x[:, t : t + 1], cache=state.cache, start=t)
             logits.append(out.logits)
         return token_losses(torch.cat(logits, dim=1), y)
     finally:
@@ -138,7 +158,10 @@ def buckets(losses: list[float], L: int) -> list[tuple[str, float]]:
 def write_table(results: dict, path: Path) -> str:
     rows = results["rows"]
     names = [b for b, _ in next(iter(rows.values()))["buckets"]]
-    lines = ["| row | " + " | ".join(f"pos {n}" for n in names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines = [
+        "| row | " + " | ".join(f"pos {n}" for n in names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
     for row, r in rows.items():
         lines.append(f"| {row} | " + " | ".join(f"{v:.3f}" for _, v in r["buckets"]) + " |")
     table = "\n".join(lines) + "\n"
@@ -156,7 +179,7 @@ def plot(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row, r in results["rows"].items():
         per = r["per_position"]
-        chunks = [sum(per[i:i + L]) / len(per[i:i + L]) for i in range(0, len(per), L)]
+        chunks = [sum(per[i : i + L]) / len(per[i : i + L]) for i in range(0, len(per), L)]
         ax.plot([(i + 1) * L for i in range(len(chunks))], chunks, marker="o", ms=3, label=row)
     ax.axvline(L, color="grey", lw=0.8, ls=":")
     ax.set_xlabel(f"position (end of each stretch of L = {L} tokens)")
@@ -172,37 +195,74 @@ def main(args) -> int:
     out = out_folder(args.out)
     L = base.model.context
     if not relative_positions(base.model):
-        raise ConfigError(f"long-context needs relative positions (sinks, XL); model.pos is {base.model.pos.kind}")
+        raise ConfigError(
+            f"long-context needs relative positions (sinks, XL); model.pos is {base.model.pos.kind}"
+        )
     if args.sinks >= L:
         raise ConfigError(f"--sinks ({args.sinks}) must be below model.context ({L})")
     N = args.factor * L
-    results = {"context": L, "factor": args.factor, "rows": {}, "train": {},
-               "config": {k: v for k, v in vars(args).items() if k != "func"}, "base": to_dict(base)}
+    results = {
+        "context": L,
+        "factor": args.factor,
+        "rows": {},
+        "train": {},
+        "config": {k: v for k, v in vars(args).items() if k != "func"},
+        "base": to_dict(base),
+    }
     models = {}
     for name in MODELS:
         cfg = model_config(base, name, out)
         extra = {"segments": args.segments} if name == "xl" else {}
         t0 = time.perf_counter()
-        trainer = (SegmentTrainer if name == "xl" else Trainer)(cfg, out / name, log=lambda *a: None, progress=False,
-                                                                 overwrite=True, **extra)
+        trainer = (SegmentTrainer if name == "xl" else Trainer)(
+            cfg, out / name, log=lambda *a: None, progress=False, overwrite=True, **extra
+        )
         last = trainer.fit()
-        results["train"][name] = {"seconds": round(time.perf_counter() - t0, 1), "val_loss": last.get("val_loss")}
+        results["train"][name] = {
+            "seconds": round(time.perf_counter() - t0, 1),
+            "val_loss": last.get("val_loss"),
+        }
         models[name] = trainer.model
         val = trainer.data.val
     if len(val) < args.windows * N + 1:
-        raise ConfigError(f"the validation split has {len(val)} tokens; {args.windows * N + 1} needed "
-                          "(lower --windows, --factor or model.context, or give more text with --data)")
+        raise ConfigError(
+            f"the validation split has {len(val)} tokens; {args.windows * N + 1} needed "
+            "(lower --windows, --factor or model.context, or give more text with --data)"
+        )
     data = torch.as_tensor(val[: args.windows * N + 1].astype("int64"))
     x, y = data[:-1].view(args.windows, N), data[1:].view(args.windows, N)  # (W, N)
-    owner = {"full": "attention", "sliding": "attention", "sinks": "attention", "xl": "xl", "retention": "retention"}
+    owner = {
+        "full": "attention",
+        "sliding": "attention",
+        "sinks": "attention",
+        "xl": "xl",
+        "retention": "retention",
+    }
     for row in ROWS:
         model = models[owner[row]]
-        per = score(row, model, x.to(next(model.parameters()).device), y.to(next(model.parameters()).device),
-                    L, args.sinks).mean(0).tolist()
+        per = (
+            score(
+                row,
+                model,
+                x.to(next(model.parameters()).device),
+                y.to(next(model.parameters()).device),
+                L,
+                args.sinks,
+            )
+            .mean(0)
+            .tolist()
+        )
         results["rows"][row] = {"per_position": per, "buckets": buckets(per, L)}
-        print(f"{row:>10}: " + ", ".join(f"{n} {v:.3f}" for n, v in results["rows"][row]["buckets"]), flush=True)
+        print(
+            f"{row:>10}: " + ", ".join(f"{n} {v:.3f}" for n, v in results["rows"][row]["buckets"]),
+            flush=True,
+        )
     (out / "results.json").write_text(json.dumps(results, indent=2))
     table = write_table(results, out / "table.md")
     plot(results, out / "loss_by_position.png")
-    print("\n" + table + f"\nwritten: {out / 'results.json'}, {out / 'table.md'}, {out / 'loss_by_position.png'}")
+    print(
+        "\n"
+        + table
+        + f"\nwritten: {out / 'results.json'}, {out / 'table.md'}, {out / 'loss_by_position.png'}"
+    )
     return 0

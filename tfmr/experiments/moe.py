@@ -16,6 +16,7 @@ holds 4x (top2) or 8x (switch) the FFN parameters. Writes OUT/moe.png, OUT/resul
 run's metrics.jsonl (with the experts' load). Validation loss is the plain cross entropy (the
 balance and z losses are training-only). Tokens/s is the trainer's own, median over log windows.
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,7 +53,9 @@ def active_ffn_params(model) -> int:
 
 def run_one(name: str, ffn: Choice, base: RunConfig, out: Path) -> dict:
     cfg = config(ffn, base)
-    trainer = Trainer(cfg, out / name, progress=False, log=lambda *a: None, overwrite=True)  # a re-run replaces it
+    trainer = Trainer(
+        cfg, out / name, progress=False, log=lambda *a: None, overwrite=True
+    )  # a re-run replaces it
     start = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - start
@@ -64,28 +67,38 @@ def run_one(name: str, ffn: Choice, base: RunConfig, out: Path) -> dict:
     dropped = [r["moe_dropped"] for r in history if "moe_dropped" in r]
     ffn_total = sum(p.numel() for b in trainer.model.blocks for p in b.ffn.parameters())
     return {
-        "name": name, "ffn": ffn.to_dict(), "history": [{k: r[k] for k in ("step", "loss")} for r in history],
+        "name": name,
+        "ffn": ffn.to_dict(),
+        "history": [{k: r[k] for k in ("step", "loss")} for r in history],
         "evals": [{k: r[k] for k in ("step", "train_loss", "val_loss")} for r in evals],
-        "final_val": evals[-1]["val_loss"], "final_train": evals[-1]["train_loss"],
-        "tokens_per_s": statistics.median(speeds) if speeds else float("nan"), "wall_s": seconds,
-        "params": trainer.model.num_params(), "ffn_params": ffn_total,
+        "final_val": evals[-1]["val_loss"],
+        "final_train": evals[-1]["train_loss"],
+        "tokens_per_s": statistics.median(speeds) if speeds else float("nan"),
+        "wall_s": seconds,
+        "params": trainer.model.num_params(),
+        "ffn_params": ffn_total,
         "active_ffn_params": active_ffn_params(trainer.model),
-        "max_load_last": loads[-1] if loads else None, "dropped_mean": statistics.mean(dropped) if dropped else None,
+        "max_load_last": loads[-1] if loads else None,
+        "dropped_mean": statistics.mean(dropped) if dropped else None,
     }
 
 
 def table(results: list[dict]) -> str:
     dense = next((r for r in results if r["name"] == "dense"), results[0])
-    rows = ["| model | FFN params (total) | FFN params (active) | final train loss | final val loss | tokens/s | "
-            "vs dense | busiest expert x E (last window) | dropped |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | FFN params (total) | FFN params (active) | final train loss | final val loss | tokens/s | "
+        "vs dense | busiest expert x E (last window) | dropped |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         load = "-" if r["max_load_last"] is None else f"{r['max_load_last']:.2f}"
         drop = "-" if r["dropped_mean"] is None else f"{100 * r['dropped_mean']:.1f}%"
-        rows.append(f"| {r['name']} | {r['ffn_params']:,} | {r['active_ffn_params']:,} | {r['final_train']:.4f} | "
-                    f"{r['final_val']:.4f} | {r['tokens_per_s']:,.0f} | "
-                    f"{r['tokens_per_s'] / dense['tokens_per_s']:.2f}x | "
-                    f"{load} | {drop} |")
+        rows.append(
+            f"| {r['name']} | {r['ffn_params']:,} | {r['active_ffn_params']:,} | {r['final_train']:.4f} | "
+            f"{r['final_val']:.4f} | {r['tokens_per_s']:,.0f} | "
+            f"{r['tokens_per_s'] / dense['tokens_per_s']:.2f}x | "
+            f"{load} | {drop} |"
+        )
     return "\n".join(rows)
 
 
@@ -93,15 +106,24 @@ def add_arguments(p) -> None:
     config_flags(p, preset="exp-moe")
     p.add_argument("--out", default="runs/moe", help="report folder (table, plot, runs)")
     p.add_argument("--experts", type=positive_int, default=8, help="experts of the MoE variants")
-    p.add_argument("--only", nargs="+", default=None, choices=("dense", "top2", "switch"),
-                   help="a subset of: dense top2 switch")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        choices=("dense", "top2", "switch"),
+        help="a subset of: dense top2 switch",
+    )
 
 
 def main(args) -> int:
     base = resolve_config(args)
     m, t = base.model, base.train
     out = out_folder(args.out)
-    chosen = {k: v for k, v in variants(m.dim, args.experts).items() if args.only is None or k in args.only}
+    chosen = {
+        k: v
+        for k, v in variants(m.dim, args.experts).items()
+        if args.only is None or k in args.only
+    }
     results = []
     for name, ffn in chosen.items():
         print(f"training {name} ({ffn}) ...", flush=True)
@@ -110,8 +132,9 @@ def main(args) -> int:
     title = f"dense vs MoE, {m.layers} layers x dim {m.dim}, {t.steps} steps, lr {t.lr}"
     png = plot(results, out / "moe.png", title)
     settings = {k: v for k, v in vars(args).items() if k != "func"}
-    (out / "results.json").write_text(json.dumps({"args": settings, "base": to_dict(base), "results": results},
-                                                 indent=1))
+    (out / "results.json").write_text(
+        json.dumps({"args": settings, "base": to_dict(base), "results": results}, indent=1)
+    )
     print(f"\n{title}\n{table(results)}\nplot: {png}")
     return 0
 

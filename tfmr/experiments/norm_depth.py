@@ -12,6 +12,7 @@ OUT/<placement>/metrics.jsonl. What the paper claims (DeepNet, https://arxiv.org
 Post-LN grows unstable with depth, Pre-LN is stable but leaves quality on the table, DeepNorm
 keeps Post-LN's placement and trains stably. At this toy size, read the figures, not the claim.
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,7 +38,9 @@ def config(placement: str, base: RunConfig) -> RunConfig:
 
 def run_one(placement: str, base: RunConfig, out: Path) -> dict:
     cfg = config(placement, base)
-    trainer = Trainer(cfg, out / placement, progress=False, log=lambda *a: None, overwrite=True)  # a re-run replaces it
+    trainer = Trainer(
+        cfg, out / placement, progress=False, log=lambda *a: None, overwrite=True
+    )  # a re-run replaces it
     start = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - start
@@ -45,11 +48,15 @@ def run_one(placement: str, base: RunConfig, out: Path) -> dict:
     evals = [r for r in history if "val_loss" in r]
     losses = [r["loss"] for r in history]
     return {
-        "name": placement, "history": [{k: r[k] for k in ("step", "loss")} for r in history],
+        "name": placement,
+        "history": [{k: r[k] for k in ("step", "loss")} for r in history],
         "evals": [{k: r[k] for k in ("step", "train_loss", "val_loss")} for r in evals],
-        "final_val": evals[-1]["val_loss"], "best_val": min(r["val_loss"] for r in evals),
-        "final_train": evals[-1]["train_loss"], "max_loss": max(losses),
-        "finite": all(math.isfinite(v) for v in losses), "s_per_step": seconds / cfg.train.steps,
+        "final_val": evals[-1]["val_loss"],
+        "best_val": min(r["val_loss"] for r in evals),
+        "final_train": evals[-1]["train_loss"],
+        "max_loss": max(losses),
+        "finite": all(math.isfinite(v) for v in losses),
+        "s_per_step": seconds / cfg.train.steps,
         "params": trainer.model.num_params(),
     }
 
@@ -73,9 +80,22 @@ def plot(results: list[dict], path: Path, title: str) -> Path:
     for i, r in enumerate(results):
         color = f"C{i}"
         steps = [h["step"] for h in r["history"]]
-        ax.plot(steps, smooth([h["loss"] for h in r["history"]]), color=color, lw=1.2, label=f"{r['name']} (train)")
-        ax.plot([e["step"] for e in r["evals"]], [e["val_loss"] for e in r["evals"]], "o--", color=color,
-                ms=4, lw=0.8, label=f"{r['name']} (val)")
+        ax.plot(
+            steps,
+            smooth([h["loss"] for h in r["history"]]),
+            color=color,
+            lw=1.2,
+            label=f"{r['name']} (train)",
+        )
+        ax.plot(
+            [e["step"] for e in r["evals"]],
+            [e["val_loss"] for e in r["evals"]],
+            "o--",
+            color=color,
+            ms=4,
+            lw=0.8,
+            label=f"{r['name']} (val)",
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats/char)")
     ax.set_title(title)
@@ -86,19 +106,28 @@ def plot(results: list[dict], path: Path, title: str) -> Path:
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| placement | final train loss | final val loss | best val loss | highest batch loss | s/step |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| placement | final train loss | final val loss | best val loss | highest batch loss | s/step |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
-        rows.append(f"| {r['name']} | {r['final_train']:.4f} | {r['final_val']:.4f} | {r['best_val']:.4f} | "
-                    f"{r['max_loss']:.3f} | {r['s_per_step']:.2f} |")
+        rows.append(
+            f"| {r['name']} | {r['final_train']:.4f} | {r['final_val']:.4f} | {r['best_val']:.4f} | "
+            f"{r['max_loss']:.3f} | {r['s_per_step']:.2f} |"
+        )
     return "\n".join(rows)
 
 
 def add_arguments(p) -> None:
     config_flags(p, preset="exp-norm-depth")
     p.add_argument("--out", default="runs/norm-depth", help="report folder (table, plot, runs)")
-    p.add_argument("--placements", nargs="+", default=list(PLACEMENTS), choices=PLACEMENTS,
-                   help="the residual placements to compare")
+    p.add_argument(
+        "--placements",
+        nargs="+",
+        default=list(PLACEMENTS),
+        choices=PLACEMENTS,
+        help="the residual placements to compare",
+    )
 
 
 def main(args) -> int:
@@ -107,14 +136,18 @@ def main(args) -> int:
     out = out_folder(args.out)
     results = []
     for placement in args.placements:
-        print(f"training {placement} ({m.layers} layers x dim {m.dim}, {t.steps} steps, lr {t.lr}) ...", flush=True)
+        print(
+            f"training {placement} ({m.layers} layers x dim {m.dim}, {t.steps} steps, lr {t.lr}) ...",
+            flush=True,
+        )
         results.append(run_one(placement, base, out))
         print(table(results[-1:]).splitlines()[-1], flush=True)
     title = f"{m.layers} layers x dim {m.dim}, lr {t.lr}, warmup {t.warmup}, batch {t.batch_size}x{m.context}"
     png = plot(results, out / "norm_depth.png", title)
     settings = {k: v for k, v in vars(args).items() if k != "func"}
-    (out / "results.json").write_text(json.dumps({"args": settings, "base": to_dict(base), "results": results},
-                                                 indent=1))
+    (out / "results.json").write_text(
+        json.dumps({"args": settings, "base": to_dict(base), "results": results}, indent=1)
+    )
     print(f"\n{title}\n{table(results)}\nplot: {png}")
     return 0
 

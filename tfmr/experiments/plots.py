@@ -1,5 +1,6 @@
 """The experiments' figures: one way to open a headless figure and one way to save it (tight
 layout, 110 dpi, the figure closed so a long run does not hold every plot in memory)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -17,6 +17,7 @@ stay flat. Writes results.json, table.md and streaming.png in --out.
 
     tfmr experiment streaming --out runs/streaming                    # 20,000 tokens per variant
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,11 +37,21 @@ VARIANTS = ("full", "sliding", "sinks", "retention", "hybrid")
 
 def add_arguments(p) -> None:
     config_flags(p, preset="exp-streaming", data=False)
-    p.add_argument("--out", default="runs/streaming", help="folder for the table, plot and results.json")
-    p.add_argument("--tokens", type=positive_int, default=20000, help="tokens to generate per variant")
-    p.add_argument("--every", type=positive_int, default=1000, help="record memory and speed every N tokens")
-    p.add_argument("--window", type=positive_int, default=252, help="window of sliding and sinks (sinks: + 4)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"which to run ({', '.join(VARIANTS)})")
+    p.add_argument(
+        "--out", default="runs/streaming", help="folder for the table, plot and results.json"
+    )
+    p.add_argument(
+        "--tokens", type=positive_int, default=20000, help="tokens to generate per variant"
+    )
+    p.add_argument(
+        "--every", type=positive_int, default=1000, help="record memory and speed every N tokens"
+    )
+    p.add_argument(
+        "--window", type=positive_int, default=252, help="window of sliding and sinks (sinks: + 4)"
+    )
+    p.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"which to run ({', '.join(VARIANTS)})"
+    )
 
 
 def variant_config(base: RunConfig, name: str, window: int) -> RunConfig:
@@ -70,18 +81,28 @@ def generate(model, tokens: int, every: int, device) -> list[dict]:
         if i % every == 0 or i == tokens:
             now = time.perf_counter()
             done = i - (records[-1]["tokens"] if records else 0)
-            records.append({"tokens": i, "state_bytes": sum(c.used_bytes() for c in state.cache),
-                            "tokens_per_s": round(done / max(now - t0, 1e-9), 1)})
+            records.append(
+                {
+                    "tokens": i,
+                    "state_bytes": sum(c.used_bytes() for c in state.cache),
+                    "tokens_per_s": round(done / max(now - t0, 1e-9), 1),
+                }
+            )
             t0 = now
     return records
 
 
 def write_table(results: dict, path: Path) -> str:
-    lines = ["| variant | state bytes at start | at end | tokens/s at start | at end |", "|---|---|---|---|---|"]
+    lines = [
+        "| variant | state bytes at start | at end | tokens/s at start | at end |",
+        "|---|---|---|---|---|",
+    ]
     for name, recs in results["variants"].items():
         a, b = recs[0], recs[-1]
-        lines.append(f"| {name} | {a['state_bytes']:,} | {b['state_bytes']:,} | {a['tokens_per_s']:.0f} | "
-                     f"{b['tokens_per_s']:.0f} |")
+        lines.append(
+            f"| {name} | {a['state_bytes']:,} | {b['state_bytes']:,} | {a['tokens_per_s']:.0f} | "
+            f"{b['tokens_per_s']:.0f} |"
+        )
     table = "\n".join(lines) + "\n"
     path.write_text(table)
     return table
@@ -113,16 +134,29 @@ def main(args) -> int:
     if not names or any(v not in VARIANTS for v in names):
         raise ConfigError(f"--variants takes some of {', '.join(VARIANTS)}; got {args.variants!r}")
     device = torch.device("cuda" if base.train.device == "cuda" else "cpu")
-    results = {"tokens": args.tokens, "every": args.every, "window": args.window, "variants": {},
-               "config": {k: v for k, v in vars(args).items() if k != "func"}, "base": to_dict(base)}
+    results = {
+        "tokens": args.tokens,
+        "every": args.every,
+        "window": args.window,
+        "variants": {},
+        "config": {k: v for k, v in vars(args).items() if k != "func"},
+        "base": to_dict(base),
+    }
     for name in names:
         torch.manual_seed(base.train.seed)
         model = build_model(variant_config(base, name, args.window).model).to(device)
         results["variants"][name] = recs = generate(model, args.tokens, args.every, device)
-        print(f"{name:>10}: state {recs[0]['state_bytes']:,} -> {recs[-1]['state_bytes']:,} bytes, "
-              f"{recs[0]['tokens_per_s']:.0f} -> {recs[-1]['tokens_per_s']:.0f} tokens/s", flush=True)
+        print(
+            f"{name:>10}: state {recs[0]['state_bytes']:,} -> {recs[-1]['state_bytes']:,} bytes, "
+            f"{recs[0]['tokens_per_s']:.0f} -> {recs[-1]['tokens_per_s']:.0f} tokens/s",
+            flush=True,
+        )
     (out / "results.json").write_text(json.dumps(results, indent=2))
     table = write_table(results, out / "table.md")
     plot(results, out / "streaming.png")
-    print("\n" + table + f"\nwritten: {out / 'results.json'}, {out / 'table.md'}, {out / 'streaming.png'}")
+    print(
+        "\n"
+        + table
+        + f"\nwritten: {out / 'results.json'}, {out / 'table.md'}, {out / 'streaming.png'}"
+    )
     return 0

@@ -18,6 +18,7 @@ model is not safe to run from two threads at once. The server binds to the host 
 web page elsewhere cannot reach it through a DNS name that points at this machine; served on every
 interface (0.0.0.0), it answers any name.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,13 @@ from urllib.parse import parse_qs, urlsplit
 from ..config import ConfigError, parse_json
 from .session import Session, export_json, export_safetensors
 
-TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-         ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
 MAX_BODY = 1 << 20  # a request body larger than 1 MiB is refused
 VIEWS = ("tokens", "attention", "distribution", "step", "decode", "beam", "positions")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -74,7 +80,9 @@ class LocalHandler(BaseHTTPRequestHandler):
     has `verbose`, `hosts` and `host`."""
 
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # keep-alive replies go out at once (no 40 ms wait for a delayed ACK)
+    disable_nagle_algorithm = (
+        True  # keep-alive replies go out at once (no 40 ms wait for a delayed ACK)
+    )
 
     def log_message(self, format, *args) -> None:  # noqa: A002 (the base class's name)
         if self.server.verbose:
@@ -102,14 +110,16 @@ class LocalHandler(BaseHTTPRequestHandler):
         host = (self.headers.get("Host") or "").strip().lower()
         if self.server.hosts is None or (host and host in self.server.hosts):
             return True
-        self.error(HTTPStatus.MISDIRECTED_REQUEST, f"this server answers only on {self.server.host}")
+        self.error(
+            HTTPStatus.MISDIRECTED_REQUEST, f"this server answers only on {self.server.host}"
+        )
         return False
 
 
 class Handler(LocalHandler):
     """One request: an asset, or a view of the session as JSON."""
 
-    server: "ExploreServer"
+    server: ExploreServer
     server_version = "tfmr-explore"
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -139,10 +149,14 @@ class Handler(LocalHandler):
             length = -1
         if not 0 <= length <= MAX_BODY:
             self.close_connection = True
-            return self.error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY} bytes")
+            return self.error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY} bytes"
+            )
         try:
             args = parse_json(self.rfile.read(length) or b"{}", "the request body")
-        except ConfigError as e:  # invalid, nested too deep (a RecursionError otherwise), a 5,000-digit number
+        except (
+            ConfigError
+        ) as e:  # invalid, nested too deep (a RecursionError otherwise), a 5,000-digit number
             return self.error(HTTPStatus.BAD_REQUEST, first_line(e))
         if not isinstance(args, dict):
             return self.error(HTTPStatus.BAD_REQUEST, "the request body must be a JSON object")
@@ -152,10 +166,16 @@ class Handler(LocalHandler):
         try:
             with self.server.lock:
                 result = call(self.server.session)
-        except (ConfigError, TypeError, ValueError) as e:  # a bad request: a setting, a missing field
+        except (
+            ConfigError,
+            TypeError,
+            ValueError,
+        ) as e:  # a bad request: a setting, a missing field
             return self.error(HTTPStatus.BAD_REQUEST, first_line(e))
         except Exception as e:  # noqa: BLE001 - one request failing must not stop the server
-            return self.error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {first_line(e)}")
+            return self.error(
+                HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {first_line(e)}"
+            )
         self.send_json(HTTPStatus.OK, result)
 
     def export(self, query: dict) -> None:
@@ -170,13 +190,17 @@ class Handler(LocalHandler):
         except (ConfigError, ValueError) as e:
             return self.error(HTTPStatus.BAD_REQUEST, first_line(e))
         except Exception as e:  # noqa: BLE001
-            return self.error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {first_line(e)}")
+            return self.error(
+                HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {first_line(e)}"
+            )
         if fmt == "json":
             body, kind = export_json(tensors, labels), "application/json"
         else:
             body, kind = export_safetensors(tensors, labels), "application/octet-stream"
         name = f"attention.{fmt}"
-        self.send(HTTPStatus.OK, body, kind, {"Content-Disposition": f'attachment; filename="{name}"'})
+        self.send(
+            HTTPStatus.OK, body, kind, {"Content-Disposition": f'attachment; filename="{name}"'}
+        )
 
 
 def first_line(e: Exception) -> str:
@@ -188,9 +212,13 @@ class ExploreServer(ThreadingHTTPServer):
     """A threading HTTP server bound to (host, port) that serves one Session."""
 
     daemon_threads = True
-    request_queue_size = 128  # socketserver's 5 resets connections when a page and a few scripts ask at once
+    request_queue_size = (
+        128  # socketserver's 5 resets connections when a page and a few scripts ask at once
+    )
 
-    def __init__(self, session: Session, host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
+    def __init__(
+        self, session: Session, host: str = "127.0.0.1", port: int = 0, verbose: bool = False
+    ):
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), Handler)
@@ -211,13 +239,17 @@ class ExploreServer(ThreadingHTTPServer):
         return f"http://{host}:{self.server_address[1]}/"
 
 
-def serve(session: Session, host: str = "127.0.0.1", port: int = 8765, verbose: bool = False) -> ExploreServer:
+def serve(
+    session: Session, host: str = "127.0.0.1", port: int = 8765, verbose: bool = False
+) -> ExploreServer:
     """A server for `session` on (host, port), not yet serving (call serve_forever). A port in use
     or a host this machine does not have is a ConfigError; so is an empty host, which would listen
     on every interface."""
     if not host.strip():
-        raise ConfigError("--host is empty, which would listen on every interface; give an address "
-                          "(127.0.0.1: this machine only; 0.0.0.0: every interface, if you mean it)")
+        raise ConfigError(
+            "--host is empty, which would listen on every interface; give an address "
+            "(127.0.0.1: this machine only; 0.0.0.0: every interface, if you mean it)"
+        )
     try:
         return ExploreServer(session, host, port, verbose)
     except OSError as e:

@@ -29,6 +29,7 @@ feeds it, so attention sinks and retention show what decoding computes. What a r
 wrong (an empty prompt, a character the tokenizer never saw, a prompt longer than the context,
 a setting out of range) is a ConfigError with one line for the page. The HTTP side is server.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,7 @@ def _first_sentence(text: str | None) -> str:
     """The first sentence of a docstring, on one line, without its code quotes."""
     words = " ".join((text or "").replace("`", "").split())
     end = words.find(". ")
-    return words if end < 0 else words[:end + 1]
+    return words if end < 0 else words[: end + 1]
 
 
 @dataclass
@@ -160,14 +161,27 @@ class Session:
     # ------------------------------------------------------------ the views
     def info(self) -> dict:
         c = self.cfg
-        return {"kind": self.kind, "name": self.name, "arch": c.arch, "layers": c.layers,
-                "encoder_layers": (c.encoder_layers or c.layers) if c.arch == "encoder-decoder" else 0,
-                "heads": c.heads, "dim": c.dim, "context": c.context, "vocab_size": c.vocab_size,
-                "kernel": c.kernel.kind, "positions": repr(self.model.pos), "pattern": repr(self.model.pattern),
-                "mixers": self.mixers(), "source": self.source,
-                "constant_state": bool(getattr(self.model, "constant_state", lambda: False)()),
-                "parameters": sum(p.numel() for p in self.model.parameters()), "example": self.example(),
-                "max_beam": MAX_BEAM, "beam_new_tokens": BEAM_NEW_TOKENS}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "arch": c.arch,
+            "layers": c.layers,
+            "encoder_layers": (c.encoder_layers or c.layers) if c.arch == "encoder-decoder" else 0,
+            "heads": c.heads,
+            "dim": c.dim,
+            "context": c.context,
+            "vocab_size": c.vocab_size,
+            "kernel": c.kernel.kind,
+            "positions": repr(self.model.pos),
+            "pattern": repr(self.model.pattern),
+            "mixers": self.mixers(),
+            "source": self.source,
+            "constant_state": bool(getattr(self.model, "constant_state", lambda: False)()),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "example": self.example(),
+            "max_beam": MAX_BEAM,
+            "beam_new_tokens": BEAM_NEW_TOKENS,
+        }
 
     def tokens(self, text: str, generated=()) -> dict:
         inp = self.inputs(text, generated)
@@ -204,11 +218,20 @@ class Session:
         except (TypeError, ValueError):
             raise ConfigError(f"the layer must be a whole number, got {layer!r}") from None
         if not 0 <= layer < len(weights):
-            raise ConfigError(f"layer {layer} does not exist; the {which} attention has {len(weights)} layers")
+            raise ConfigError(
+                f"layer {layer} does not exist; the {which} attention has {len(weights)} layers"
+            )
         mixer = self.mixers()[layer] if which == "self" else "attention"
-        view = {"which": which, "layer": layer, "layers": len(weights), "kinds": list(stacks), "mixer": mixer,
-                "mixers": self.mixers() if which == "self" else ["attention"] * len(weights),
-                "queries": [t["text"] for t in queries], "keys": [t["text"] for t in keys]}
+        view = {
+            "which": which,
+            "layer": layer,
+            "layers": len(weights),
+            "kinds": list(stacks),
+            "mixer": mixer,
+            "mixers": self.mixers() if which == "self" else ["attention"] * len(weights),
+            "queries": [t["text"] for t in queries],
+            "keys": [t["text"] for t in keys],
+        }
         if which != "encoder":
             view["predicts"] = [self.label(int(i)) for i in out.logits[0].argmax(-1).tolist()]
         if weights[layer] is not None:
@@ -216,8 +239,12 @@ class Session:
         decays = self.model.blocks[layer].attn.decays() if which == "self" else None
         if decays is None:
             raise ConfigError(f"the {which} attention of layer {layer} gives no weights")
-        return {**view, "weights": None, "decay": _rounded(decay_mask(decays, inp.tgt.shape[1])),
-                "gammas": _rounded(decays.exp(), 8)}
+        return {
+            **view,
+            "weights": None,
+            "decay": _rounded(decay_mask(decays, inp.tgt.shape[1])),
+            "gammas": _rounded(decays.exp(), 8),
+        }
 
     @torch.no_grad()
     def next_logits(self, inp: Inputs) -> torch.Tensor:
@@ -226,13 +253,23 @@ class Session:
         token one step at a time. For attention sinks (positions inside the cache) and retention
         (the recurrent state) that is what decoding computes, not what one full forward would."""
         state = self.model.start_state(1, self.limit, src=inp.src)
-        logits, state = self.model.step(inp.tgt[:, :inp.given], state)
+        logits, state = self.model.step(inp.tgt[:, : inp.given], state)
         for t in range(inp.given, inp.tgt.shape[1]):
-            logits, state = self.model.step(inp.tgt[:, t:t + 1], state)
+            logits, state = self.model.step(inp.tgt[:, t : t + 1], state)
         return logits.float()
 
-    def distribution(self, text: str, generated=(), temperature=1.0, top_k=None, top_p=None, min_p=None,
-                     repetition=1.0, ngram=0, shown: int = SHOWN) -> dict:
+    def distribution(
+        self,
+        text: str,
+        generated=(),
+        temperature=1.0,
+        top_k=None,
+        top_p=None,
+        min_p=None,
+        repetition=1.0,
+        ngram=0,
+        shown: int = SHOWN,
+    ) -> dict:
         """The SHOWN most likely next tokens by the model's own tempered probability (`before`);
         the repetition penalty and the no-repeat-n-gram ban over the text so far (decode.process,
         as decode.stream applies them), then the filters; the renormalised probability a sample is
@@ -245,17 +282,44 @@ class Session:
         before = decode.next_token_probs(logits, s.temperature if s.temperature > 0 else 1.0)[0]
         after = decode.next_token_probs(processed, *s.filters())[0]
         penalised = decode.repetition_penalty(logits, inp.tgt, s.repetition)[0] != logits[0]
-        banned = torch.isinf(decode.no_repeat_ngram(logits, inp.tgt, s.ngram)[0]) & ~torch.isinf(logits[0])
+        banned = torch.isinf(decode.no_repeat_ngram(logits, inp.tgt, s.ngram)[0]) & ~torch.isinf(
+            logits[0]
+        )
         order = torch.argsort(before, descending=True, stable=True)[:shown].tolist()
         kept = after > 0
-        return {"tokens": [{"id": i, "text": self.label(i), "before": float(before[i]), "after": float(after[i]),
-                            "kept": bool(kept[i]), "penalised": bool(penalised[i]), "banned": bool(banned[i])}
-                           for i in order],
-                "kept": int(kept.sum()), "vocab": int(after.numel()), "kept_mass": float(before[kept].sum()),
-                "greedy": s.temperature <= 0, "penalised": int(penalised.sum()), "banned": int(banned.sum())}
+        return {
+            "tokens": [
+                {
+                    "id": i,
+                    "text": self.label(i),
+                    "before": float(before[i]),
+                    "after": float(after[i]),
+                    "kept": bool(kept[i]),
+                    "penalised": bool(penalised[i]),
+                    "banned": bool(banned[i]),
+                }
+                for i in order
+            ],
+            "kept": int(kept.sum()),
+            "vocab": int(after.numel()),
+            "kept_mass": float(before[kept].sum()),
+            "greedy": s.temperature <= 0,
+            "penalised": int(penalised.sum()),
+            "banned": int(banned.sum()),
+        }
 
-    def step(self, text: str, generated=(), temperature=1.0, top_k=None, top_p=None, min_p=None,
-             repetition=1.0, ngram=0, seed: int | None = 0) -> dict:
+    def step(
+        self,
+        text: str,
+        generated=(),
+        temperature=1.0,
+        top_k=None,
+        top_p=None,
+        min_p=None,
+        repetition=1.0,
+        ngram=0,
+        seed: int | None = 0,
+    ) -> dict:
         """One more token after the text so far, drawn by decode.choose from `distribution`'s
         `after` (the arg-max at temperature 0), after the same processors. The draw of step n
         uses seed + n, so the same settings step the same way."""
@@ -265,7 +329,9 @@ class Session:
         if self.eos_id is not None and generated and generated[-1] == self.eos_id:
             raise ConfigError("the output has ended (</s>); reset the generation to step again")
         if inp.tgt.shape[1] >= self.limit:
-            raise ConfigError(f"the text fills the model's context ({self.limit} tokens); it cannot step further")
+            raise ConfigError(
+                f"the text fills the model's context ({self.limit} tokens); it cannot step further"
+            )
         gen = None
         if seed is not None:
             gen = torch.Generator().manual_seed(int(seed) + len(generated))
@@ -281,14 +347,29 @@ class Session:
         room = self.limit - start.shape[1]
         new = min(DECODE_NEW_TOKENS if max_new_tokens is None else int(max_new_tokens), room)
         if new < 1:
-            raise ConfigError(f"the text fills the model's context ({self.limit} tokens); nothing to decode")
-        ids = decode.greedy(self.model, start, new, eos_id=self.eos_id, src=inp.src)[0, start.shape[1]:].tolist()
+            raise ConfigError(
+                f"the text fills the model's context ({self.limit} tokens); nothing to decode"
+            )
+        ids = decode.greedy(self.model, start, new, eos_id=self.eos_id, src=inp.src)[
+            0, start.shape[1] :
+        ].tolist()
         if self.eos_id is not None and self.eos_id in ids:
-            ids = ids[:ids.index(self.eos_id) + 1]
-        return {"generated": ids, "labels": [self.label(i) for i in ids], "rendered": self.render(ids)}
+            ids = ids[: ids.index(self.eos_id) + 1]
+        return {
+            "generated": ids,
+            "labels": [self.label(i) for i in ids],
+            "rendered": self.render(ids),
+        }
 
-    def beam(self, text: str, width: int = 3, max_new_tokens: int | None = None, generated=(), repetition=1.0,
-             ngram=0) -> dict:
+    def beam(
+        self,
+        text: str,
+        width: int = 3,
+        max_new_tokens: int | None = None,
+        generated=(),
+        repetition=1.0,
+        ngram=0,
+    ) -> dict:
         """Beam search (decode.beam_search, width 1-8) from the text so far, with its tree; the
         repetition penalty and no-repeat-n-gram apply to the candidates as in `generate`."""
         s = _settings(1.0, None, None, None, repetition, ngram)
@@ -303,17 +384,33 @@ class Session:
         room = self.limit - start.shape[1]
         new = min(BEAM_NEW_TOKENS, room) if max_new_tokens in (None, "") else int(max_new_tokens)
         if new < 1 or new > room:
-            raise ConfigError(f"beam search keeps the whole sequence in the context ({self.limit} tokens): "
-                              f"{start.shape[1]} tokens so far leave room for 1 to {room} new ones, not {new}")
+            raise ConfigError(
+                f"beam search keeps the whole sequence in the context ({self.limit} tokens): "
+                f"{start.shape[1]} tokens so far leave room for 1 to {room} new ones, not {new}"
+            )
         steps: list[decode.BeamStep] = []
-        best = decode.beam_search(self.model, start, width, new, eos_id=self.eos_id, length_penalty=LENGTH_PENALTY,
-                                  src=inp.src, n_best=width, repetition=s.repetition, ngram=s.ngram,
-                                  on_step=steps.append)
+        best = decode.beam_search(
+            self.model,
+            start,
+            width,
+            new,
+            eos_id=self.eos_id,
+            length_penalty=LENGTH_PENALTY,
+            src=inp.src,
+            n_best=width,
+            repetition=s.repetition,
+            ngram=s.ngram,
+            on_step=steps.append,
+        )
         tree = beam_tree(steps, best, start.shape[1], self.label, self.root_label(inp))
-        so_far = list(generated)  # already stepped: the output so far, which each hypothesis continues
+        so_far = list(
+            generated
+        )  # already stepped: the output so far, which each hypothesis continues
         for hyp in tree["n_best"]:
             hyp["length"] = len(hyp["ids"])
-            hyp["log_prob"] = hyp["score"] * max(hyp["length"], 1) ** LENGTH_PENALTY  # the sum the tree shows
+            hyp["log_prob"] = (
+                hyp["score"] * max(hyp["length"], 1) ** LENGTH_PENALTY
+            )  # the sum the tree shows
             hyp["rendered"] = self.render([int(g) for g in so_far] + hyp["ids"])
         return {**tree, "length_penalty": LENGTH_PENALTY, "stepped": len(so_far)}
 
@@ -328,8 +425,13 @@ class Session:
         attn = self.model.blocks[0].attn
         parts = [("encoder", self.model.enc_pos, False)] if self.model.needs_source else []
         parts.append(("decoder", self.model.pos, True))
-        return {"length": T, "parts": [position_view(name, pos, T, self.cfg.dim, attn.heads, attn.head_dim, causal)
-                                       for name, pos, causal in parts]}
+        return {
+            "length": T,
+            "parts": [
+                position_view(name, pos, T, self.cfg.dim, attn.heads, attn.head_dim, causal)
+                for name, pos, causal in parts
+            ],
+        }
 
     def export(self, text: str, generated=()) -> tuple[dict, dict]:
         """(tensors, labels): every layer's attention for one input, each (1, heads, query, key),
@@ -345,11 +447,18 @@ class Session:
             stacks = {"attention": out.attentions}
             labels = {"tokens": tgt}
         else:
-            stacks = {"encoder_attention": out.encoder_attentions, "decoder_attention": out.attentions,
-                      "cross_attention": out.cross_attentions}
+            stacks = {
+                "encoder_attention": out.encoder_attentions,
+                "decoder_attention": out.attentions,
+                "cross_attention": out.cross_attentions,
+            }
             labels = {"encoder_tokens": [t["text"] for t in inp.src_tokens], "decoder_tokens": tgt}
-        tensors = {f"{name}.{i}": w.float().contiguous() for name, stack in stacks.items()
-                   for i, w in enumerate(stack) if w is not None}
+        tensors = {
+            f"{name}.{i}": w.float().contiguous()
+            for name, stack in stacks.items()
+            for i, w in enumerate(stack)
+            if w is not None
+        }
         return tensors, {**labels, "layers": {name: len(stack) for name, stack in stacks.items()}}
 
 
@@ -379,7 +488,17 @@ def beam_tree(steps, best: decode.NBest, prompt_len: int, label, root: str) -> d
     log-prob, and its fate: "running" (a beam of the next step), "finished" (entered the pool of
     finished hypotheses) or "pruned". The n best are marked by rank; the nodes on the best path
     carry best=True."""
-    nodes = [{"id": 0, "parent": None, "step": -1, "token": None, "text": root, "score": 0.0, "fate": "root"}]
+    nodes = [
+        {
+            "id": 0,
+            "parent": None,
+            "step": -1,
+            "token": None,
+            "text": root,
+            "score": 0.0,
+            "fate": "root",
+        }
+    ]
     running = {0: 0}  # beam slot -> node id
     finished: dict[tuple, int] = {}  # token path -> node id
     paths = {0: ()}
@@ -388,11 +507,20 @@ def beam_tree(steps, best: decode.NBest, prompt_len: int, label, root: str) -> d
         ended, pooled, kept = s.ended[0].tolist(), s.pooled[0].tolist(), s.kept[0].tolist()
         ids = {}
         for c, (p, tok, score) in enumerate(zip(parents, tokens, scores)):
-            if score <= decode.NEG / 2 or p not in running:  # a placeholder beam (only one at the start)
+            if (
+                score <= decode.NEG / 2 or p not in running
+            ):  # a placeholder beam (only one at the start)
                 continue
             fate = "finished" if pooled[c] else "pruned"
-            node = {"id": len(nodes), "parent": running[p], "step": s.t, "token": tok, "text": label(tok),
-                    "score": score, "fate": fate}
+            node = {
+                "id": len(nodes),
+                "parent": running[p],
+                "step": s.t,
+                "token": tok,
+                "text": label(tok),
+                "score": score,
+                "fate": fate,
+            }
             ids[c] = node["id"]
             paths[node["id"]] = paths[running[p]] + (tok,)
             if pooled[c]:
@@ -406,12 +534,19 @@ def beam_tree(steps, best: decode.NBest, prompt_len: int, label, root: str) -> d
     n_best = []
     for rank in range(best.ids.shape[1]):
         length = int(best.lengths[0, rank])
-        toks = tuple(best.ids[0, rank, prompt_len:prompt_len + length].tolist())
+        toks = tuple(best.ids[0, rank, prompt_len : prompt_len + length].tolist())
         node = finished.get(toks)
         if node is not None:
             nodes[node]["rank"] = rank
-        n_best.append({"rank": rank, "ids": list(toks), "text": [label(t) for t in toks],
-                       "score": float(best.scores[0, rank]), "node": node})
+        n_best.append(
+            {
+                "rank": rank,
+                "ids": list(toks),
+                "text": [label(t) for t in toks],
+                "score": float(best.scores[0, rank]),
+                "node": node,
+            }
+        )
     node = n_best[0]["node"] if n_best else None
     while node is not None:
         nodes[node]["best"] = True
@@ -420,7 +555,9 @@ def beam_tree(steps, best: decode.NBest, prompt_len: int, label, root: str) -> d
 
 
 # ---------------------------------------------------------------------------- positions
-def position_view(where: str, pos, T: int, dim: int, heads: int, head_dim: int, causal: bool) -> dict:
+def position_view(
+    where: str, pos, T: int, dim: int, heads: int, head_dim: int, causal: bool
+) -> dict:
     """What a position module does, read through its three hooks (positions.py):
 
         embedding   what `embed` adds to zero token embeddings, (T, dim): sinusoidal, learned
@@ -430,8 +567,13 @@ def position_view(where: str, pos, T: int, dim: int, heads: int, head_dim: int, 
 
     and, for the caption, `about` (the first sentence of the class's docstring) and `settings`
     (its extra_repr, as print(model) shows it)."""
-    view: dict = {"where": where, "module": repr(pos), "name": type(pos).__name__,
-                  "about": _first_sentence(type(pos).__doc__), "settings": pos.extra_repr().replace("=", " ")}
+    view: dict = {
+        "where": where,
+        "module": repr(pos),
+        "name": type(pos).__name__,
+        "about": _first_sentence(type(pos).__doc__),
+        "settings": pos.extra_repr().replace("=", " "),
+    }
     added = pos.embed(torch.zeros(1, T, dim), 0)[0]  # (T, dim)
     if bool(added.abs().max() > 0):
         view["embedding"] = _rounded(added, 4)
@@ -447,7 +589,9 @@ def position_view(where: str, pos, T: int, dim: int, heads: int, head_dim: int, 
         allowed = mask.dense(T, T, "cpu")
         if allowed is not None:
             dense = dense.masked_fill(~allowed[0], float("nan"))
-        view["bias"] = [[[None if v != v else round(v, 4) for v in row] for row in h] for h in dense.tolist()]
+        view["bias"] = [
+            [[None if v != v else round(v, 4) for v in row] for row in h] for h in dense.tolist()
+        ]
     return view
 
 
@@ -460,7 +604,9 @@ class LMSession(Session):
 
     kind = "lm"
 
-    def __init__(self, model, directory: Path, tokenizer, example: str = "", source: str = "tfmr checkpoint"):
+    def __init__(
+        self, model, directory: Path, tokenizer, example: str = "", source: str = "tfmr checkpoint"
+    ):
         super().__init__(model, directory)
         self.tokenizer, self._example, self.source = tokenizer, example, source
         self.byte_spans = not isinstance(tokenizer, HFTokenizer)
@@ -495,13 +641,19 @@ class LMSession(Session):
             raise ConfigError(f"the prompt cannot be encoded: {e}") from None
         ids = ids + [int(g) for g in generated]
         if any(not 0 <= i < self.cfg.vocab_size for i in ids):
-            raise ConfigError(f"a generated token id is outside the vocabulary (0 to {self.cfg.vocab_size - 1})")
+            raise ConfigError(
+                f"a generated token id is outside the vocabulary (0 to {self.cfg.vocab_size - 1})"
+            )
         if len(ids) > self.limit:
-            raise ConfigError(f"the text is {len(ids)} tokens; this model reads at most {self.limit} (its context): "
-                              "shorten it")
+            raise ConfigError(
+                f"the text is {len(ids)} tokens; this model reads at most {self.limit} (its context): "
+                "shorten it"
+            )
         tokens, at = [], 0
         for n, i in enumerate(ids):
-            tokens.append({"id": i, "text": self.label(i), "generated": n >= len(ids) - len(generated)})
+            tokens.append(
+                {"id": i, "text": self.label(i), "generated": n >= len(ids) - len(generated)}
+            )
             if self.byte_spans:
                 size = len(self.tokenizer.token_bytes(i))
                 tokens[-1]["bytes"] = [at, at + size]
@@ -521,12 +673,12 @@ class Seq2SeqSession(Session):
     def __init__(self, model, directory: Path, vocab: PairVocab):
         super().__init__(model, directory)
         self.vocab = vocab
-        symbols = vocab.src.itos[len(SPECIALS):]
+        symbols = vocab.src.itos[len(SPECIALS) :]
         self.by_char = all(len(s) == 1 for s in symbols)
         self.fold = all(s == s.lower() for s in symbols)
 
     def example(self) -> str:
-        symbols = self.vocab.src.itos[len(SPECIALS):]
+        symbols = self.vocab.src.itos[len(SPECIALS) :]
         if self.by_char and set("tomato") <= set(symbols):
             return "tomato"
         return ("" if self.by_char else " ").join(symbols[:5])
@@ -539,8 +691,12 @@ class Seq2SeqSession(Session):
         return itos[token_id] if 0 <= token_id < len(itos) else SPECIALS[3]
 
     def info(self) -> dict:
-        return {**super().info(), "tokenizer": "symbols", "source_symbols": len(self.vocab.src),
-                "target_symbols": len(self.vocab.tgt)}
+        return {
+            **super().info(),
+            "tokenizer": "symbols",
+            "source_symbols": len(self.vocab.src),
+            "target_symbols": len(self.vocab.tgt),
+        }
 
     def root_label(self, inp: Inputs) -> str:
         """<s> and the symbols stepped so far: where the beam starts."""
@@ -556,18 +712,36 @@ class Seq2SeqSession(Session):
         stoi = self.vocab.src.stoi
         unknown = sorted({s for s in symbols if s not in stoi or s in SPECIALS})
         if unknown:
-            alphabet = self.vocab.src.itos[len(SPECIALS):]
-            known = f"these {len(alphabet)}: {''.join(alphabet)!r}" if self.by_char else f"{len(alphabet)} symbols"
-            raise ConfigError(f"not in the model's input alphabet: {', '.join(map(repr, unknown))}; it knows {known}")
+            alphabet = self.vocab.src.itos[len(SPECIALS) :]
+            known = (
+                f"these {len(alphabet)}: {''.join(alphabet)!r}"
+                if self.by_char
+                else f"{len(alphabet)} symbols"
+            )
+            raise ConfigError(
+                f"not in the model's input alphabet: {', '.join(map(repr, unknown))}; it knows {known}"
+            )
         tgt = [BOS] + [int(g) for g in generated]
         for what, n in (("input", len(symbols)), ("output", len(tgt))):
             if n > self.limit:
-                raise ConfigError(f"the {what} is {n} symbols; this model reads at most {self.limit}: shorten it")
+                raise ConfigError(
+                    f"the {what} is {n} symbols; this model reads at most {self.limit}: shorten it"
+                )
         if any(not 0 <= i < self.cfg.vocab_size for i in tgt):
-            raise ConfigError(f"a generated id is outside the vocabulary (0 to {self.cfg.vocab_size - 1})")
+            raise ConfigError(
+                f"a generated id is outside the vocabulary (0 to {self.cfg.vocab_size - 1})"
+            )
         src_tokens = [{"id": stoi[s], "text": s} for s in symbols]
-        tgt_tokens = [{"id": i, "text": self.label(i), "generated": n > 0} for n, i in enumerate(tgt)]
-        return Inputs(torch.tensor([tgt]), torch.tensor([[stoi[s] for s in symbols]]), 1, tgt_tokens, src_tokens)
+        tgt_tokens = [
+            {"id": i, "text": self.label(i), "generated": n > 0} for n, i in enumerate(tgt)
+        ]
+        return Inputs(
+            torch.tensor([tgt]),
+            torch.tensor([[stoi[s] for s in symbols]]),
+            1,
+            tgt_tokens,
+            src_tokens,
+        )
 
     def decode(self, text: str, max_new_tokens: int | None = None) -> dict:
         """The greedy output and its alignment: the last layer's cross-attention, averaged over
@@ -577,9 +751,11 @@ class Seq2SeqSession(Session):
         body = ids[:-1] if ids and ids[-1] == EOS else ids
         out = self.forward_with_weights(self.inputs(text, body))
         result["body"] = body  # the output without </s>: what the attention view reads by default
-        result["alignment"] = {"rows": [self.label(i) for i in body] + [SPECIALS[2]],
-                               "columns": [t["text"] for t in self.inputs(text).src_tokens],
-                               "weights": _rounded(out.cross_attentions[-1][0].float().mean(0))}
+        result["alignment"] = {
+            "rows": [self.label(i) for i in body] + [SPECIALS[2]],
+            "columns": [t["text"] for t in self.inputs(text).src_tokens],
+            "weights": _rounded(out.cross_attentions[-1][0].float().mean(0)),
+        }
         return result
 
 
@@ -593,15 +769,25 @@ def open_checkpoint(path: str | Path) -> Session:
     loaded = load(path, runs=False, dtype=torch.float32)
     arch = loaded.model.cfg.arch
     if loaded.kind == "hf" and arch != "decoder":
-        raise ConfigError(f"{path} holds a Hugging Face {loaded.model_type} model ({arch}); explore shows "
-                          "Hugging Face decoder-only language models (gpt2, bloom, llama, mistral, mixtral)")
+        raise ConfigError(
+            f"{path} holds a Hugging Face {loaded.model_type} model ({arch}); explore shows "
+            "Hugging Face decoder-only language models (gpt2, bloom, llama, mistral, mixtral)"
+        )
     if arch == "encoder":
-        raise ConfigError(f"{loaded.path} holds an encoder-only model; explore shows language models and "
-                          "encoder-decoder models")
+        raise ConfigError(
+            f"{loaded.path} holds an encoder-only model; explore shows language models and "
+            "encoder-decoder models"
+        )
     if isinstance(loaded.vocab, PairVocab):
         return Seq2SeqSession(loaded.model, loaded.path, loaded.vocab)
     if loaded.kind == "hf":
-        return LMSession(loaded.model, loaded.path, loaded.vocab,
-                         source=f"Hugging Face folder (model_type {loaded.model_type})")
+        return LMSession(
+            loaded.model,
+            loaded.path,
+            loaded.vocab,
+            source=f"Hugging Face folder (model_type {loaded.model_type})",
+        )
     prompt = loaded.config.sample.prompt
-    return LMSession(loaded.model, loaded.path, loaded.vocab, prompt if isinstance(prompt, str) else "")
+    return LMSession(
+        loaded.model, loaded.path, loaded.vocab, prompt if isinstance(prompt, str) else ""
+    )

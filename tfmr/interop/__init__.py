@@ -12,6 +12,7 @@ config.json (hf_folder.py) both work. `transformers` is only needed by the calle
 (it is a test extra), never imported here. `torchscale.py` loads microsoft/torchscale's RetNet
 retention layer (`load_retention`) the same way.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,6 +26,8 @@ def from_hf(hf_model) -> torch.nn.Module:
     """A tfmr model with `hf_model`'s architecture and weights (eval mode, same dtype)."""
     model_type = getattr(hf_model.config, "model_type", None)
     family(model_type)  # an unmapped family is refused before its weights are touched
-    model = model_from_hf_state(model_type, hf_model.config, hf_model.state_dict(), where=f"{model_type} model")
+    model = model_from_hf_state(
+        model_type, hf_model.config, hf_model.state_dict(), where=f"{model_type} model"
+    )
     dtype = next(hf_model.parameters()).dtype
     return model.to(dtype).eval()

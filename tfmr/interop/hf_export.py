@@ -12,6 +12,7 @@ logits compared with the model's, so a folder that would not reproduce the model
 behind. Exported families: GPT-2 (learned positions, LayerNorm, MLP, tied) and Llama / Mistral
 (RoPE, RMSNorm, SwiGLU, GQA, optional sliding window). Left out: BLOOM, BERT, Marian, Mixtral.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,15 @@ def _common(cfg, model) -> list[str]:
 
 def gpt2_requirements(cfg, model) -> list[str]:
     reasons = _common(cfg, model)
-    wanted = (("pos", cfg.pos.kind, "learned"), ("norm", cfg.norm.kind, "layernorm"), ("ffn", cfg.ffn.kind, "mlp"),
-              ("attention_pattern", cfg.attention_pattern.kind, "dense"))
-    reasons += [f"{name} {have!r} (GPT-2 has {need!r})" for name, have, need in wanted if have != need]
+    wanted = (
+        ("pos", cfg.pos.kind, "learned"),
+        ("norm", cfg.norm.kind, "layernorm"),
+        ("ffn", cfg.ffn.kind, "mlp"),
+        ("attention_pattern", cfg.attention_pattern.kind, "dense"),
+    )
+    reasons += [
+        f"{name} {have!r} (GPT-2 has {need!r})" for name, have, need in wanted if have != need
+    ]
     if cfg.kv_heads not in (None, cfg.heads):
         reasons.append(f"kv_heads {cfg.kv_heads} (GPT-2 has no grouped-query attention)")
     if not cfg.bias:
@@ -56,30 +63,52 @@ def gpt2_requirements(cfg, model) -> list[str]:
     if not cfg.tie_embeddings:
         reasons.append("tie_embeddings=False (GPT-2 ties the output matrix to the embedding)")
     if cfg.ffn.kind == "mlp" and model.blocks[0].ffn.activation not in GPT2_ACTS:
-        reasons.append(f"activation {model.blocks[0].ffn.activation!r} (GPT-2 has {', '.join(GPT2_ACTS)})")
+        reasons.append(
+            f"activation {model.blocks[0].ffn.activation!r} (GPT-2 has {', '.join(GPT2_ACTS)})"
+        )
     return reasons
 
 
 def gpt2_config(cfg, model) -> dict:
-    return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.vocab_size,
-            "n_positions": cfg.context, "n_embd": cfg.dim, "n_layer": cfg.layers, "n_head": cfg.heads,
-            "n_inner": model.blocks[0].ffn.w1.out_features,
-            "activation_function": GPT2_ACTS[model.blocks[0].ffn.activation],
-            "layer_norm_epsilon": model.final_norm.eps, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-            "tie_word_embeddings": True}
+    return {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.context,
+        "n_embd": cfg.dim,
+        "n_layer": cfg.layers,
+        "n_head": cfg.heads,
+        "n_inner": model.blocks[0].ffn.w1.out_features,
+        "activation_function": GPT2_ACTS[model.blocks[0].ffn.activation],
+        "layer_norm_epsilon": model.final_norm.eps,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "tie_word_embeddings": True,
+    }
 
 
 def gpt2_state(sd: dict, cfg) -> dict:
-    out = {"transformer.wte.weight": sd["tok_emb.weight"], "transformer.wpe.weight": sd["pos.wpe.weight"],
-           "transformer.ln_f.weight": sd["final_norm.weight"], "transformer.ln_f.bias": sd["final_norm.bias"]}
+    out = {
+        "transformer.wte.weight": sd["tok_emb.weight"],
+        "transformer.wpe.weight": sd["pos.wpe.weight"],
+        "transformer.ln_f.weight": sd["final_norm.weight"],
+        "transformer.ln_f.bias": sd["final_norm.bias"],
+    }
     for i in range(cfg.layers):
         h, b = f"transformer.h.{i}.", f"blocks.{i}."
         qkv = [sd[f"{b}attn.{p}_proj.weight"] for p in "qkv"]
-        out[h + "attn.c_attn.weight"] = torch.cat(qkv, dim=0).t()  # 3 x (out, in) -> Conv1D (in, 3*out)
+        out[h + "attn.c_attn.weight"] = torch.cat(
+            qkv, dim=0
+        ).t()  # 3 x (out, in) -> Conv1D (in, 3*out)
         out[h + "attn.c_attn.bias"] = torch.cat([sd[f"{b}attn.{p}_proj.bias"] for p in "qkv"])
-        for theirs, ours, conv in (("attn.c_proj", "attn.out_proj", True), ("mlp.c_fc", "ffn.w1", True),
-                                   ("mlp.c_proj", "ffn.w2", True), ("ln_1", "attn_norm", False),
-                                   ("ln_2", "ffn_norm", False)):
+        for theirs, ours, conv in (
+            ("attn.c_proj", "attn.out_proj", True),
+            ("mlp.c_fc", "ffn.w1", True),
+            ("mlp.c_proj", "ffn.w2", True),
+            ("ln_1", "attn_norm", False),
+            ("ln_2", "ffn_norm", False),
+        ):
             weight = sd[f"{b}{ours}.weight"]
             out[f"{h}{theirs}.weight"] = weight.t() if conv else weight
             out[f"{h}{theirs}.bias"] = sd[f"{b}{ours}.bias"]
@@ -88,40 +117,75 @@ def gpt2_state(sd: dict, cfg) -> dict:
 
 def llama_requirements(cfg, model) -> list[str]:
     reasons = _common(cfg, model)
-    wanted = (("pos", cfg.pos.kind, "rope"), ("norm", cfg.norm.kind, "rmsnorm"), ("ffn", cfg.ffn.kind, "swiglu"))
-    reasons += [f"{name} {have!r} (Llama has {need!r})" for name, have, need in wanted if have != need]
-    extra = sorted(set(cfg.pos.options) - {"base", "interpolation"}) if cfg.pos.kind == "rope" else []
+    wanted = (
+        ("pos", cfg.pos.kind, "rope"),
+        ("norm", cfg.norm.kind, "rmsnorm"),
+        ("ffn", cfg.ffn.kind, "swiglu"),
+    )
+    reasons += [
+        f"{name} {have!r} (Llama has {need!r})" for name, have, need in wanted if have != need
+    ]
+    extra = (
+        sorted(set(cfg.pos.options) - {"base", "interpolation"}) if cfg.pos.kind == "rope" else []
+    )
     if extra:
-        reasons.append(f"RoPE options {extra} (Llama's RoPE takes a base and linear interpolation only)")
+        reasons.append(
+            f"RoPE options {extra} (Llama's RoPE takes a base and linear interpolation only)"
+        )
     if cfg.attention_pattern.kind not in ("dense", "sliding"):
-        reasons.append(f"attention_pattern {cfg.attention_pattern.kind!r} (Llama is dense, Mistral sliding)")
+        reasons.append(
+            f"attention_pattern {cfg.attention_pattern.kind!r} (Llama is dense, Mistral sliding)"
+        )
     return reasons
 
 
 def llama_config(cfg, model) -> dict:
     sliding = cfg.attention_pattern.kind == "sliding"
-    out = {"model_type": "mistral" if sliding else "llama",
-           "architectures": ["MistralForCausalLM" if sliding else "LlamaForCausalLM"],
-           "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim, "intermediate_size": model.blocks[0].ffn.w1.out_features,
-           "num_hidden_layers": cfg.layers, "num_attention_heads": cfg.heads,
-           "num_key_value_heads": cfg.kv_heads or cfg.heads, "head_dim": cfg.dim // cfg.heads, "hidden_act": "silu",
-           "max_position_embeddings": cfg.context, "rms_norm_eps": model.final_norm.eps,
-           "rope_theta": float(cfg.pos.options.get("base", 10000.0)), "tie_word_embeddings": cfg.tie_embeddings,
-           "attention_bias": cfg.bias, "mlp_bias": cfg.bias, "attention_dropout": 0.0}
+    out = {
+        "model_type": "mistral" if sliding else "llama",
+        "architectures": ["MistralForCausalLM" if sliding else "LlamaForCausalLM"],
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": model.blocks[0].ffn.w1.out_features,
+        "num_hidden_layers": cfg.layers,
+        "num_attention_heads": cfg.heads,
+        "num_key_value_heads": cfg.kv_heads or cfg.heads,
+        "head_dim": cfg.dim // cfg.heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.context,
+        "rms_norm_eps": model.final_norm.eps,
+        "rope_theta": float(cfg.pos.options.get("base", 10000.0)),
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": cfg.bias,
+        "mlp_bias": cfg.bias,
+        "attention_dropout": 0.0,
+    }
     if "interpolation" in cfg.pos.options:
-        out["rope_scaling"] = {"rope_type": "linear", "factor": float(cfg.pos.options["interpolation"])}
+        out["rope_scaling"] = {
+            "rope_type": "linear",
+            "factor": float(cfg.pos.options["interpolation"]),
+        }
     if sliding:
         out["sliding_window"] = int(cfg.attention_pattern.options["window"])
     return out
 
 
 def llama_state(sd: dict, cfg) -> dict:
-    out = {"model.embed_tokens.weight": sd["tok_emb.weight"], "model.norm.weight": sd["final_norm.weight"]}
+    out = {
+        "model.embed_tokens.weight": sd["tok_emb.weight"],
+        "model.norm.weight": sd["final_norm.weight"],
+    }
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = sd["lm_head.weight"]
-    pairs = {"self_attn.q_proj": "attn.q_proj", "self_attn.k_proj": "attn.k_proj", "self_attn.v_proj": "attn.v_proj",
-             "self_attn.o_proj": "attn.out_proj", "mlp.gate_proj": "ffn.w1", "mlp.up_proj": "ffn.w3",
-             "mlp.down_proj": "ffn.w2"}
+    pairs = {
+        "self_attn.q_proj": "attn.q_proj",
+        "self_attn.k_proj": "attn.k_proj",
+        "self_attn.v_proj": "attn.v_proj",
+        "self_attn.o_proj": "attn.out_proj",
+        "mlp.gate_proj": "ffn.w1",
+        "mlp.up_proj": "ffn.w3",
+        "mlp.down_proj": "ffn.w2",
+    }
     for i in range(cfg.layers):
         h, b = f"model.layers.{i}.", f"blocks.{i}."
         for theirs, ours in pairs.items():
@@ -132,15 +196,19 @@ def llama_state(sd: dict, cfg) -> dict:
     return out
 
 
-EXPORTERS = {"gpt2": (gpt2_requirements, gpt2_config, gpt2_state),
-             "llama": (llama_requirements, llama_config, llama_state)}
+EXPORTERS = {
+    "gpt2": (gpt2_requirements, gpt2_config, gpt2_state),
+    "llama": (llama_requirements, llama_config, llama_state),
+}
 
 
 def pick_family(model, family: str | None = None) -> str:
     """The family to write `model` as: `family`, checked, or the first in EXPORTERS that fits."""
     cfg = model.cfg
     if family is not None and family not in EXPORTERS:
-        raise ConfigError(f"cannot export to Hugging Face family {family!r}; exportable: {', '.join(EXPORTERS)}")
+        raise ConfigError(
+            f"cannot export to Hugging Face family {family!r}; exportable: {', '.join(EXPORTERS)}"
+        )
     reasons = {}
     for name in [family] if family else EXPORTERS:
         reasons[name] = EXPORTERS[name][0](cfg, model)
@@ -167,7 +235,11 @@ def special_tokens(tokenizer) -> dict[str, int]:
     from ..tokenizers.hf import HFTokenizer
 
     if isinstance(tokenizer, HFTokenizer):
-        return {t["content"]: int(t["id"]) for t in tokenizer.data.get("added_tokens") or [] if t.get("special")}
+        return {
+            t["content"]: int(t["id"])
+            for t in tokenizer.data.get("added_tokens") or []
+            if t.get("special")
+        }
     return dict(getattr(tokenizer, "special_tokens", None) or {})
 
 
@@ -180,7 +252,9 @@ def start_end_ids(tokenizer, vocab_size: int) -> dict[str, int | None]:
     return {"bos_token_id": first(BOS_NAMES), "eos_token_id": first(EOS_NAMES)}
 
 
-def to_hf_folder(model, tokenizer, out, family: str | None = None, check: bool = True) -> tuple[str, bool]:
+def to_hf_folder(
+    model, tokenizer, out, family: str | None = None, check: bool = True
+) -> tuple[str, bool]:
     """Write `model` (and `tokenizer`) to the folder `out`; (family written, tokenizer written)."""
     from ..checkpoint import save_file  # safetensors' own, with the normal file mode
     from .hf_folder import from_pretrained
@@ -189,10 +263,18 @@ def to_hf_folder(model, tokenizer, out, family: str | None = None, check: bool =
     _, make_config, make_state = EXPORTERS[family]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = {**make_config(model.cfg, model), **start_end_ids(tokenizer, model.cfg.vocab_size),
-              "torch_dtype": str(next(model.parameters()).dtype).split(".")[-1]}
-    state = {k: v.detach().contiguous().clone() for k, v in make_state(model.state_dict(), model.cfg).items()}
-    partial = out / "model.safetensors.partial"  # then renamed: a model still reading the old file's map keeps it
+    config = {
+        **make_config(model.cfg, model),
+        **start_end_ids(tokenizer, model.cfg.vocab_size),
+        "torch_dtype": str(next(model.parameters()).dtype).split(".")[-1],
+    }
+    state = {
+        k: v.detach().contiguous().clone()
+        for k, v in make_state(model.state_dict(), model.cfg).items()
+    }
+    partial = (
+        out / "model.safetensors.partial"
+    )  # then renamed: a model still reading the old file's map keeps it
     save_file(state, str(partial), metadata={"format": "pt"})
     os.replace(partial, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(config, indent=2))
@@ -213,5 +295,7 @@ def _check_round_trip(model, back, out: Path) -> None:
     if not torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4):
         for name in ("config.json", "model.safetensors", "tokenizer.json"):
             (out / name).unlink(missing_ok=True)
-        raise ConfigError(f"{out}: the written folder did not reproduce the model's logits (a setting the export "
-                          "does not carry); its files were removed")
+        raise ConfigError(
+            f"{out}: the written folder did not reproduce the model's logits (a setting the export "
+            "does not carry); its files were removed"
+        )

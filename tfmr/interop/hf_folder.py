@@ -20,10 +20,10 @@ Every way a folder can be wrong (no config.json, an unmapped model_type, a pickl
 truncated shard, a missing tensor, a tensor whose shape the config does not imply) is a one-line
 ConfigError. Left out: remote downloads (pass a local folder), quantized weights, adapters.
 """
+
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,8 +36,15 @@ from ..config import ConfigError, check_types, parse_json
 from ..memory import check_inference
 from . import bert, bloom, gpt2, llama, marian
 
-FAMILIES = {"gpt2": gpt2, "bloom": bloom, "llama": llama, "mistral": llama, "mixtral": llama,
-            "bert": bert, "marian": marian}
+FAMILIES = {
+    "gpt2": gpt2,
+    "bloom": bloom,
+    "llama": llama,
+    "mistral": llama,
+    "mixtral": llama,
+    "bert": bert,
+    "marian": marian,
+}
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 PICKLE = "pytorch_model.bin"
@@ -68,8 +75,10 @@ def _shards(directory: Path) -> list[str]:
     shards = sorted(set(weight_map.values()), key=str)
     for shard in shards:
         if not isinstance(shard, str) or Path(shard).name != shard or shard in (".", ".."):
-            raise ConfigError(f"{directory / INDEX} names the weight file {shard!r}, which is not a file of "
-                              f"{directory}; refusing to read it")
+            raise ConfigError(
+                f"{directory / INDEX} names the weight file {shard!r}, which is not a file of "
+                f"{directory}; refusing to read it"
+            )
     return shards
 
 
@@ -95,8 +104,10 @@ def is_hf_folder(directory) -> bool:
 
 def family(model_type: str):
     if model_type not in FAMILIES:
-        raise ConfigError(f"no tfmr mapping for Hugging Face model_type {model_type!r}; "
-                          f"supported: {', '.join(FAMILIES)}")
+        raise ConfigError(
+            f"no tfmr mapping for Hugging Face model_type {model_type!r}; "
+            f"supported: {', '.join(FAMILIES)}"
+        )
     return FAMILIES[model_type]
 
 
@@ -104,7 +115,11 @@ def config_namespace(data: dict):
     """config.json as attributes (what the family mappers read), over the family's defaults."""
     fam = family(data["model_type"])
     aliases = getattr(fam, "HF_ALIASES", {})
-    named = {aliases.get(k, k): v for k, v in data.items() if aliases.get(k, k) not in data or k not in aliases}
+    named = {
+        aliases.get(k, k): v
+        for k, v in data.items()
+        if aliases.get(k, k) not in data or k not in aliases
+    }
     return SimpleNamespace(**{**fam.HF_DEFAULTS[data["model_type"]], **named})
 
 
@@ -117,7 +132,9 @@ def _load_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise ConfigError(f"{path}: not a complete safetensors file ({str(e).splitlines()[0]})") from None
+        raise ConfigError(
+            f"{path}: not a complete safetensors file ({str(e).splitlines()[0]})"
+        ) from None
 
 
 def read_state_dict(directory, allow_pickle: bool = False) -> dict:
@@ -129,18 +146,26 @@ def read_state_dict(directory, allow_pickle: bool = False) -> dict:
             state.update(_load_safetensors(directory / shard))
         missing = sorted(set(_read_json(directory / INDEX)["weight_map"]) - set(state))
         if missing:
-            raise ConfigError(f"{directory}: tensors listed in {INDEX} are in no shard, e.g. {missing[0]}")
+            raise ConfigError(
+                f"{directory}: tensors listed in {INDEX} are in no shard, e.g. {missing[0]}"
+            )
         return state
     if (directory / WEIGHTS).is_file():
         return _load_safetensors(directory / WEIGHTS)
     if (directory / PICKLE).is_file():
         if not allow_pickle:
-            raise ConfigError(f"{directory} has only {PICKLE} (a pickle, which can run code when loaded); "
-                              "convert it to safetensors, or pass --allow-pickle to read it tensors-only")
+            raise ConfigError(
+                f"{directory} has only {PICKLE} (a pickle, which can run code when loaded); "
+                "convert it to safetensors, or pass --allow-pickle to read it tensors-only"
+            )
         try:
             return torch.load(directory / PICKLE, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... for a bad file
-            raise ConfigError(f"{directory / PICKLE}: not loadable as tensors only ({str(e).splitlines()[0]})") from None
+        except (
+            Exception
+        ) as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... for a bad file
+            raise ConfigError(
+                f"{directory / PICKLE}: not loadable as tensors only ({str(e).splitlines()[0]})"
+            ) from None
     raise ConfigError(f"{directory}: no weights ({WEIGHTS}, {INDEX} or {PICKLE})")
 
 
@@ -175,8 +200,10 @@ def _check_shapes(model: torch.nn.Module, state: dict, where) -> None:
     expected = model.state_dict()
     for name, tensor in state.items():
         if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ConfigError(f"{where}: weights do not match config.json: {name} has shape {tuple(tensor.shape)}, "
-                              f"the config implies {tuple(expected[name].shape)}")
+            raise ConfigError(
+                f"{where}: weights do not match config.json: {name} has shape {tuple(tensor.shape)}, "
+                f"the config implies {tuple(expected[name].shape)}"
+            )
 
 
 def _load_in_place(model: torch.nn.Module, state: dict):
@@ -227,8 +254,10 @@ def _check_unread(state: _Tracked, cfg, where) -> None:
     for name in sorted(set(state) - state.read):
         number = re.search(r"\.(\d+)\.", f".{name}")
         if number and int(number.group(1)) >= deepest:
-            raise ConfigError(f"{where}: the weights hold {name}, past the {deepest} layers config.json "
-                              "describes; the config does not match its weights")
+            raise ConfigError(
+                f"{where}: the weights hold {name}, past the {deepest} layers config.json "
+                "describes; the config does not match its weights"
+            )
 
 
 def model_config(model_type: str, hf_config, where="the model"):
@@ -239,8 +268,15 @@ def model_config(model_type: str, hf_config, where="the model"):
         cfg = family(model_type).config_from_hf(hf_config)
         check_types(cfg, "model")
         validate(cfg)
-    except (ValueError, AttributeError, TypeError, OverflowError) as e:  # ConfigError is a ValueError
-        raise ConfigError(f"{where}: config.json does not describe a model tfmr can build: {e}") from None
+    except (
+        ValueError,
+        AttributeError,
+        TypeError,
+        OverflowError,
+    ) as e:  # ConfigError is a ValueError
+        raise ConfigError(
+            f"{where}: config.json does not describe a model tfmr can build: {e}"
+        ) from None
     try:
         check_inference(cfg)  # refused before the allocator is asked
     except ConfigError as e:
@@ -248,7 +284,9 @@ def model_config(model_type: str, hf_config, where="the model"):
     return cfg
 
 
-def model_from_hf_state(model_type: str, hf_config, hf_state: dict, where="the model") -> torch.nn.Module:
+def model_from_hf_state(
+    model_type: str, hf_config, hf_state: dict, where="the model"
+) -> torch.nn.Module:
     """A tfmr model from a family's config (attributes) and Hugging Face state dict, weights loaded."""
     fam = family(model_type)
     cfg = model_config(model_type, hf_config, where)
@@ -257,22 +295,33 @@ def model_from_hf_state(model_type: str, hf_config, hf_state: dict, where="the m
     try:
         state = fam.state_dict_from_hf(read, cfg)
     except KeyError as e:
-        raise ConfigError(f"{where}: weight {e.args[0]} is missing (config.json says {cfg.layers} layers)") from None
-    except (RuntimeError, ValueError) as e:  # a fused matrix that cannot be split as the config says
-        raise ConfigError(f"{where}: weights do not match config.json ({str(e).splitlines()[0]})") from None
+        raise ConfigError(
+            f"{where}: weight {e.args[0]} is missing (config.json says {cfg.layers} layers)"
+        ) from None
+    except (
+        RuntimeError,
+        ValueError,
+    ) as e:  # a fused matrix that cannot be split as the config says
+        raise ConfigError(
+            f"{where}: weights do not match config.json ({str(e).splitlines()[0]})"
+        ) from None
     _check_unread(read, cfg, where)
     _check_shapes(model, state, where)
     missing, unexpected = _load_in_place(model, state)
     if missing or unexpected:
-        raise ConfigError(f"{where}: weight mapping for {model_type} is incomplete: missing "
-                          f"{missing[:3]}, unexpected {sorted(unexpected)[:3]}")
+        raise ConfigError(
+            f"{where}: weight mapping for {model_type} is incomplete: missing "
+            f"{missing[:3]}, unexpected {sorted(unexpected)[:3]}"
+        )
     return model.eval()
 
 
 class GenerationIds(NamedTuple):
     decoder_start: int | None  # the first decoder input of an encoder-decoder (Marian: the pad id)
     eos: int | None  # generation stops after this token
-    forced_eos: int | None  # the token forced at the length limit (transformers' forced_eos_token_id)
+    forced_eos: (
+        int | None
+    )  # the token forced at the length limit (transformers' forced_eos_token_id)
 
 
 def generation_ids(directory) -> GenerationIds:
@@ -291,7 +340,9 @@ def generation_ids(directory) -> GenerationIds:
             raise ConfigError(f"{directory}: {key} is {value!r}, not a token id")
         return value
 
-    return GenerationIds(one("decoder_start_token_id"), one("eos_token_id"), one("forced_eos_token_id"))
+    return GenerationIds(
+        one("decoder_start_token_id"), one("eos_token_id"), one("forced_eos_token_id")
+    )
 
 
 def load_hf_tokenizer(directory):
@@ -307,7 +358,9 @@ def load_hf_tokenizer(directory):
         raise ConfigError(f"{path}: {e}") from None
 
 
-def from_pretrained(directory, allow_pickle: bool = False, dtype: torch.dtype | None = None) -> Loaded:
+def from_pretrained(
+    directory, allow_pickle: bool = False, dtype: torch.dtype | None = None
+) -> Loaded:
     """(model, tokenizer, model_type) from a local Hugging Face folder; weights in their stored
     floating type unless `dtype` is given."""
     directory = Path(directory)

@@ -13,21 +13,47 @@ Both expert layouts load: transformers 5 stacks the experts (`mlp.experts.gate_u
 (`block_sparse_moe.experts.e.w1/w2/w3`). Not mapped (refused with a message): a head_dim other
 than hidden_size / heads, biases on only some projections, RoPE scaling other than linear.
 """
+
 from __future__ import annotations
 
 from ..config import Choice, ModelConfig
 
 ROPE_TYPES = ("default", "linear")
-_LLAMA = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-          "num_attention_heads": 32, "num_key_value_heads": None, "hidden_act": "silu", "rms_norm_eps": 1e-6,
-          "max_position_embeddings": 2048, "tie_word_embeddings": False, "rope_theta": 10000.0}
+_LLAMA = {
+    "vocab_size": 32000,
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": None,
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-6,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
+    "rope_theta": 10000.0,
+}
 # transformers' defaults per model_type, for a config.json that leaves a key out (tfmr.interop.hf_folder)
-HF_DEFAULTS = {"llama": _LLAMA,
-               "mistral": {**_LLAMA, "intermediate_size": 14336, "num_key_value_heads": 8,
-                           "max_position_embeddings": 4096 * 32, "sliding_window": 4096},
-               "mixtral": {**_LLAMA, "intermediate_size": 14336, "num_key_value_heads": 8,
-                           "max_position_embeddings": 4096 * 32, "rope_theta": 1e6, "sliding_window": None,
-                           "num_local_experts": 8, "num_experts_per_tok": 2, "router_aux_loss_coef": 0.001}}
+HF_DEFAULTS = {
+    "llama": _LLAMA,
+    "mistral": {
+        **_LLAMA,
+        "intermediate_size": 14336,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 4096 * 32,
+        "sliding_window": 4096,
+    },
+    "mixtral": {
+        **_LLAMA,
+        "intermediate_size": 14336,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 4096 * 32,
+        "rope_theta": 1e6,
+        "sliding_window": None,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "router_aux_loss_coef": 0.001,
+    },
+}
 
 
 def _rope(c) -> Choice:
@@ -37,7 +63,9 @@ def _rope(c) -> Choice:
     theta = params.get("rope_theta", getattr(c, "rope_theta", 10000.0))
     kind = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
     if kind not in ROPE_TYPES:
-        raise ValueError(f"RoPE scaling {kind!r} has no tfmr equivalent; supported: {', '.join(ROPE_TYPES)}")
+        raise ValueError(
+            f"RoPE scaling {kind!r} has no tfmr equivalent; supported: {', '.join(ROPE_TYPES)}"
+        )
     options = {"base": float(theta)}
     if kind == "linear":
         options["interpolation"] = float(params.get("factor", scaling.get("factor")))
@@ -52,16 +80,26 @@ def _ffn(c) -> Choice:
         raise ValueError(f"activation {c.hidden_act!r}: tfmr maps the SwiGLU (silu) FFN only")
     if c.model_type != "mixtral":
         return Choice("swiglu", hidden=c.intermediate_size)
-    return Choice("moe", experts=c.num_local_experts, top_k=c.num_experts_per_tok, expert="swiglu",
-                  hidden=c.intermediate_size, norm_topk=True, capacity_factor=0.0,
-                  balance_coef=float(getattr(c, "router_aux_loss_coef", 0.0)), z_coef=0.0)
+    return Choice(
+        "moe",
+        experts=c.num_local_experts,
+        top_k=c.num_experts_per_tok,
+        expert="swiglu",
+        hidden=c.intermediate_size,
+        norm_topk=True,
+        capacity_factor=0.0,
+        balance_coef=float(getattr(c, "router_aux_loss_coef", 0.0)),
+        z_coef=0.0,
+    )
 
 
 def config_from_hf(c) -> ModelConfig:
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     if head_dim * c.num_attention_heads != c.hidden_size:
-        raise ValueError(f"head_dim {head_dim} x {c.num_attention_heads} heads != hidden_size {c.hidden_size}; "
-                         "tfmr's attention uses head_dim = dim / heads")
+        raise ValueError(
+            f"head_dim {head_dim} x {c.num_attention_heads} heads != hidden_size {c.hidden_size}; "
+            "tfmr's attention uses head_dim = dim / heads"
+        )
     attn_bias, mlp_bias = getattr(c, "attention_bias", False), getattr(c, "mlp_bias", False)
     if c.model_type == "mixtral" and attn_bias:
         raise ValueError("Mixtral with attention biases is not supported (its experts have none)")
@@ -70,12 +108,22 @@ def config_from_hf(c) -> ModelConfig:
     window = getattr(c, "sliding_window", None) if getattr(c, "use_sliding_window", True) else None
     pattern = Choice("sliding", window=int(window)) if window else Choice("dense")
     return ModelConfig(
-        arch="decoder", vocab_size=c.vocab_size, dim=c.hidden_size, layers=c.num_hidden_layers,
-        heads=c.num_attention_heads, kv_heads=c.num_key_value_heads or c.num_attention_heads,
-        context=c.max_position_embeddings, dropout=0.0, bias=bool(attn_bias),
+        arch="decoder",
+        vocab_size=c.vocab_size,
+        dim=c.hidden_size,
+        layers=c.num_hidden_layers,
+        heads=c.num_attention_heads,
+        kv_heads=c.num_key_value_heads or c.num_attention_heads,
+        context=c.max_position_embeddings,
+        dropout=0.0,
+        bias=bool(attn_bias),
         tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
-        pos=_rope(c), kernel=Choice("sdpa"), attention_pattern=pattern, ffn=_ffn(c),
-        norm=Choice("rmsnorm", eps=c.rms_norm_eps), residual=Choice("pre"),
+        pos=_rope(c),
+        kernel=Choice("sdpa"),
+        attention_pattern=pattern,
+        ffn=_ffn(c),
+        norm=Choice("rmsnorm", eps=c.rms_norm_eps),
+        residual=Choice("pre"),
     )
 
 
@@ -83,7 +131,10 @@ def _experts(sd: dict, h: str, b: str, experts: int) -> dict:
     """Mixtral's router and experts, from either layout, as tfmr's per-expert linears."""
     out = {}
     if h + "mlp.experts.gate_up_proj" in sd:  # transformers 5: stacked experts
-        gate_up, down = sd[h + "mlp.experts.gate_up_proj"], sd[h + "mlp.experts.down_proj"]  # (E, 2I, D), (E, D, I)
+        gate_up, down = (
+            sd[h + "mlp.experts.gate_up_proj"],
+            sd[h + "mlp.experts.down_proj"],
+        )  # (E, 2I, D), (E, D, I)
         hidden = gate_up.shape[1] // 2
         out[b + "ffn.router.weight"] = sd[h + "mlp.gate.weight"]
         for e in range(experts):
@@ -100,12 +151,20 @@ def _experts(sd: dict, h: str, b: str, experts: int) -> dict:
 
 
 def state_dict_from_hf(sd: dict, cfg: ModelConfig) -> dict:
-    out = {"tok_emb.weight": sd["model.embed_tokens.weight"], "final_norm.weight": sd["model.norm.weight"]}
+    out = {
+        "tok_emb.weight": sd["model.embed_tokens.weight"],
+        "final_norm.weight": sd["model.norm.weight"],
+    }
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = sd["lm_head.weight"]
     for i in range(cfg.layers):
         h, b = f"model.layers.{i}.", f"blocks.{i}."
-        for ours, theirs in (("q_proj", "q_proj"), ("k_proj", "k_proj"), ("v_proj", "v_proj"), ("out_proj", "o_proj")):
+        for ours, theirs in (
+            ("q_proj", "q_proj"),
+            ("k_proj", "k_proj"),
+            ("v_proj", "v_proj"),
+            ("out_proj", "o_proj"),
+        ):
             for kind in ("weight", "bias") if cfg.bias else ("weight",):
                 out[f"{b}attn.{ours}.{kind}"] = sd[f"{h}self_attn.{theirs}.{kind}"]
         out[b + "attn_norm.weight"] = sd[h + "input_layernorm.weight"]

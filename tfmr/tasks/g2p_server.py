@@ -15,6 +15,7 @@ request is a 400 with {"error": "one line"}; a word that needs a model when none
 503; anything else that fails is a 500 with one line, and the server goes on. Model calls take
 turns (one lock). What it leaves out: TLS, authentication, batching requests together.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,14 +43,23 @@ def answer(engine: G2P, request: dict) -> dict:
         raise ConfigError('give "text" (a string) or "words" (a list of strings), not both')
     if text is not None and not isinstance(text, str):
         raise ConfigError('"text" must be a string')
-    if words is not None and not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
+    if words is not None and not (
+        isinstance(words, list) and all(isinstance(w, str) for w in words)
+    ):
         raise ConfigError('"words" must be a list of strings')
-    fmt, stress, every = request.get("format", "arpabet"), request.get("stress", False), request.get("all")
+    fmt, stress, every = (
+        request.get("format", "arpabet"),
+        request.get("stress", False),
+        request.get("all"),
+    )
     if not isinstance(stress, bool) or not isinstance(every, (bool, type(None))):
         raise ConfigError('"stress" and "all" must be true or false')
     result = engine(text if text is not None else words, fmt, stress, every)
-    out = {"words": [w.to_dict() for w in result], "tsv": tsv_lines(result, notes=text is not None),
-           "status": int(any(w.source in PROBLEMS for w in result))}
+    out = {
+        "words": [w.to_dict() for w in result],
+        "tsv": tsv_lines(result, notes=text is not None),
+        "status": int(any(w.source in PROBLEMS for w in result)),
+    }
     if text is not None:
         lines: dict[int, list] = {}
         for w in result:
@@ -61,12 +71,16 @@ def answer(engine: G2P, request: dict) -> dict:
 class Handler(LocalHandler):
     """One request: POST /g2p or GET /health."""
 
-    server: "G2PServer"
+    server: G2PServer
     server_version = "tfmr-g2p"
 
     def send_json(self, status: int, data) -> None:
         """JSON in UTF-8 as it is (IPA stays readable), where explore's escapes to ASCII."""
-        self.send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
+        self.send(
+            status,
+            json.dumps(data, ensure_ascii=False).encode("utf-8"),
+            "application/json; charset=utf-8",
+        )
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if not self.host_ok():
@@ -91,7 +105,9 @@ class Handler(LocalHandler):
         except ConfigError as e:
             return self.error(HTTPStatus.BAD_REQUEST, first_line(e))
         except Exception as e:  # noqa: BLE001 - one request failing must not stop the server
-            return self.error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {first_line(e)}")
+            return self.error(
+                HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {first_line(e)}"
+            )
         self.send_json(HTTPStatus.OK, result)
 
     def read_request(self) -> dict | None:
@@ -102,7 +118,9 @@ class Handler(LocalHandler):
             length = -1
         if not 0 <= length <= MAX_BODY:
             self.close_connection = True
-            self.error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY} bytes")
+            self.error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY} bytes"
+            )
             return None
         body = self.rfile.read(length)
         if (self.headers.get("Content-Type") or "").startswith("text/plain"):
@@ -138,7 +156,9 @@ class G2PServer(ThreadingHTTPServer):
             _, _, cfg = self.engine.model()
         except task.NoShippedModel:
             return
-        self.health.update(model=str(self.engine.checkpoint or task.SHIPPED), stress=bool(cfg.data.stress))
+        self.health.update(
+            model=str(self.engine.checkpoint or task.SHIPPED), stress=bool(cfg.data.stress)
+        )
 
     @property
     def url(self) -> str:
@@ -146,7 +166,9 @@ class G2PServer(ThreadingHTTPServer):
         return f"http://{host}:{self.server_address[1]}/g2p"
 
 
-def serve(engine: G2P, host: str = "127.0.0.1", port: int = 8766, verbose: bool = False) -> G2PServer:
+def serve(
+    engine: G2P, host: str = "127.0.0.1", port: int = 8766, verbose: bool = False
+) -> G2PServer:
     """A server for `engine` on (host, port) with its model loaded, not yet serving (call
     serve_forever). A port in use or a host this machine does not have is a ConfigError."""
     try:

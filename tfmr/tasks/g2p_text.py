@@ -23,45 +23,118 @@ acronyms. What it leaves out: dates and times as such (12/05 is two numbers), ro
 units (km, kg), and any language but English; characters outside Latin letters, digits and
 punctuation stay in a word, which the pronouncer then reports as unreadable.
 """
+
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-WORD, NUMBER, ABBREVIATION, ACRONYM, BOUNDARY = "word", "number", "abbreviation", "acronym", "boundary"
+WORD, NUMBER, ABBREVIATION, ACRONYM, BOUNDARY = (
+    "word",
+    "number",
+    "abbreviation",
+    "acronym",
+    "boundary",
+)
 KINDS = (WORD, NUMBER, ABBREVIATION, ACRONYM, BOUNDARY)
 
 # Letters that NFKD does not split into a base letter and a mark.
-_FOLDS = {"ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L",
-          "đ": "d", "Đ": "D", "ð": "d", "þ": "th", "ı": "i", "‘": "'", "’": "'", "ʼ": "'", "“": '"', "”": '"',
-          "„": '"', "«": '"', "»": '"', "–": " - ", "—": " - ", "…": "...", "\u00a0": " "}
+_FOLDS = {
+    "ß": "ss",
+    "æ": "ae",
+    "Æ": "AE",
+    "œ": "oe",
+    "Œ": "OE",
+    "ø": "o",
+    "Ø": "O",
+    "ł": "l",
+    "Ł": "L",
+    "đ": "d",
+    "Đ": "D",
+    "ð": "d",
+    "þ": "th",
+    "ı": "i",
+    "‘": "'",
+    "’": "'",
+    "ʼ": "'",
+    "“": '"',
+    "”": '"',
+    "„": '"',
+    "«": '"',
+    "»": '"',
+    "–": " - ",
+    "—": " - ",
+    "…": "...",
+    "\u00a0": " ",
+}
 
-ABBREVIATIONS = {"mr": ("mister",), "mrs": ("missus",), "ms": ("miz",), "dr": ("doctor",), "prof": ("professor",),
-                 "st": ("saint",), "jr": ("junior",), "sr": ("senior",), "vs": ("versus",), "etc": ("et", "cetera"),
-                 "e.g": ("for", "example"), "i.e": ("that", "is"), "approx": ("approximately",), "no": ("number",)}
+ABBREVIATIONS = {
+    "mr": ("mister",),
+    "mrs": ("missus",),
+    "ms": ("miz",),
+    "dr": ("doctor",),
+    "prof": ("professor",),
+    "st": ("saint",),
+    "jr": ("junior",),
+    "sr": ("senior",),
+    "vs": ("versus",),
+    "etc": ("et", "cetera"),
+    "e.g": ("for", "example"),
+    "i.e": ("that", "is"),
+    "approx": ("approximately",),
+    "no": ("number",),
+}
 # "no." is read "number" only before a digit (No. 5); elsewhere it is the word "no" and a full stop.
 
 SYMBOLS = {"&": ("and",), "+": ("plus",), "@": ("at",), "=": ("equals",), "%": ("percent",)}
 # sign -> (unit, units, hundredth, hundredths); num2words says the amounts
-CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
-              "€": ("euro", "euros", "cent", "cents")}
+CURRENCIES = {
+    "$": ("dollar", "dollars", "cent", "cents"),
+    "£": ("pound", "pounds", "penny", "pence"),
+    "€": ("euro", "euros", "cent", "cents"),
+}
 PUNCTUATION = ".,!?;:()[]{}\"'-/&*…"
 
 LETTER_NAMES = {
-    "a": "EY1", "b": "B IY1", "c": "S IY1", "d": "D IY1", "e": "IY1", "f": "EH1 F", "g": "JH IY1",
-    "h": "EY1 CH", "i": "AY1", "j": "JH EY1", "k": "K EY1", "l": "EH1 L", "m": "EH1 M", "n": "EH1 N",
-    "o": "OW1", "p": "P IY1", "q": "K Y UW1", "r": "AA1 R", "s": "EH1 S", "t": "T IY1", "u": "Y UW1",
-    "v": "V IY1", "w": "D AH1 B AH0 L Y UW0", "x": "EH1 K S", "y": "W AY1", "z": "Z IY1",
+    "a": "EY1",
+    "b": "B IY1",
+    "c": "S IY1",
+    "d": "D IY1",
+    "e": "IY1",
+    "f": "EH1 F",
+    "g": "JH IY1",
+    "h": "EY1 CH",
+    "i": "AY1",
+    "j": "JH EY1",
+    "k": "K EY1",
+    "l": "EH1 L",
+    "m": "EH1 M",
+    "n": "EH1 N",
+    "o": "OW1",
+    "p": "P IY1",
+    "q": "K Y UW1",
+    "r": "AA1 R",
+    "s": "EH1 S",
+    "t": "T IY1",
+    "u": "Y UW1",
+    "v": "V IY1",
+    "w": "D AH1 B AH0 L Y UW0",
+    "x": "EH1 K S",
+    "y": "W AY1",
+    "z": "Z IY1",
 }
 
 _CHUNK = re.compile(r"\S+")
 _MONEY = re.compile(r"([$£€])(\d[\d,]*(?:\.\d+)?)")
 _NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
 _ORDINAL = re.compile(r"(\d+)(st|nd|rd|th)", re.I)
-_PIECE = re.compile(r"[$£€]\d[\d,]*(?:\.\d+)?|\d+(?:st|nd|rd|th)\b|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?%?"
-                    r"|[^\W\d_]+(?:'[^\W\d_]+)*|'[^\W\d_]+|.", re.UNICODE)
+_PIECE = re.compile(
+    r"[$£€]\d[\d,]*(?:\.\d+)?|\d+(?:st|nd|rd|th)\b|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?%?"
+    r"|[^\W\d_]+(?:'[^\W\d_]+)*|'[^\W\d_]+|.",
+    re.UNICODE,
+)
 _CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z']+|[^\W\d_]+")
 _VOWEL_LETTERS = frozenset("aeiouy")
 
@@ -94,8 +167,10 @@ def _num2words():
     except ImportError:
         from ..config import ConfigError
 
-        raise ConfigError("G2P reads numbers with the num2words package, a dependency of tfmr: "
-                          "pip install num2words") from None
+        raise ConfigError(
+            "G2P reads numbers with the num2words package, a dependency of tfmr: "
+            "pip install num2words"
+        ) from None
     return num2words
 
 
@@ -175,7 +250,11 @@ def _chunk_tokens(chunk: str, following: str, known: Callable[[str], bool]) -> l
     if abbreviation is not None:
         return abbreviation
     core = chunk.strip(PUNCTUATION.replace("'", ""))
-    pieces = _keep_apostrophes(chunk, core) if "'" in core and known(core.lower()) else _PIECE.findall(chunk)
+    pieces = (
+        _keep_apostrophes(chunk, core)
+        if "'" in core and known(core.lower())
+        else _PIECE.findall(chunk)
+    )
     tokens: list[Token] = []
     for piece in pieces:
         if piece in ("-", "/") and piece != chunk:  # inside a word: rock-n-roll, and/or
@@ -188,7 +267,7 @@ def _keep_apostrophes(chunk: str, core: str) -> list[str]:
     """A chunk whose apostrophes belong to a dictionary word ('em, rock'n'roll): that word whole,
     with the punctuation around it apart."""
     start = chunk.index(core)
-    return list(chunk[:start]) + [core] + list(chunk[start + len(core):])
+    return list(chunk[:start]) + [core] + list(chunk[start + len(core) :])
 
 
 def _abbreviation(chunk: str, following: str) -> list[Token] | None:
@@ -199,7 +278,7 @@ def _abbreviation(chunk: str, following: str) -> list[Token] | None:
     key = m.group(1).lower()
     if key == "no" and not following[:1].isdigit():
         return None
-    tokens = [Token(chunk[:len(m.group(1)) + 1], ABBREVIATION, ABBREVIATIONS[key])]
+    tokens = [Token(chunk[: len(m.group(1)) + 1], ABBREVIATION, ABBREVIATIONS[key])]
     return tokens + [Token(c, BOUNDARY, ()) for c in m.group(2)]
 
 

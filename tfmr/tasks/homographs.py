@@ -15,20 +15,25 @@ the dictionary's first variant, and the reason says so. What it leaves out: homo
 differ in their vowels rather than their stress (read, lead, live, wind, tear, bass), which a
 rule on the word before cannot tell apart.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .phonemes import primary_syllable
 
-NOUN_CUES = frozenset("the a an this that these those my your his her its our their every each no some any "
-                      "another one".split())
-VERB_CUES = frozenset("to will would can could shall should may might must i we you they he she it not "
-                      "don't doesn't didn't won't can't cannot".split())
+NOUN_CUES = frozenset(
+    "the a an this that these those my your his her its our their every each no some any "
+    "another one".split()
+)
+VERB_CUES = frozenset(
+    "to will would can could shall should may might must i we you they he she it not "
+    "don't doesn't didn't won't can't cannot".split()
+)
 
 
 def cue(previous: str | None) -> str | None:
-    """"noun", "verb" or None: what the word before says about the next word."""
+    """ "noun", "verb" or None: what the word before says about the next word."""
     if not previous:
         return None
     previous = previous.lower()

@@ -14,20 +14,58 @@ narrow transcription (aspiration, flapping, vowel length): one symbol maps to on
 A vowel written without a digit (the output of a model trained without stress) is spelled as
 its unstressed form for AH (ə) and ER (ɚ), the more frequent ones in CMUdict.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 # ARPAbet (CMUdict's 39 symbols) -> IPA. AH and ER carry two entries: stressed (1, 2) and not (0).
 ARPABET_IPA = {
-    "AA": "ɑ", "AE": "æ", "AH": "ʌ", "AH0": "ə", "AO": "ɔ", "AW": "aʊ", "AY": "aɪ", "EH": "ɛ",
-    "ER": "ɝ", "ER0": "ɚ", "EY": "eɪ", "IH": "ɪ", "IY": "i", "OW": "oʊ", "OY": "ɔɪ", "UH": "ʊ",
+    "AA": "ɑ",
+    "AE": "æ",
+    "AH": "ʌ",
+    "AH0": "ə",
+    "AO": "ɔ",
+    "AW": "aʊ",
+    "AY": "aɪ",
+    "EH": "ɛ",
+    "ER": "ɝ",
+    "ER0": "ɚ",
+    "EY": "eɪ",
+    "IH": "ɪ",
+    "IY": "i",
+    "OW": "oʊ",
+    "OY": "ɔɪ",
+    "UH": "ʊ",
     "UW": "u",
-    "B": "b", "CH": "tʃ", "D": "d", "DH": "ð", "F": "f", "G": "ɡ", "HH": "h", "JH": "dʒ", "K": "k",
-    "L": "l", "M": "m", "N": "n", "NG": "ŋ", "P": "p", "R": "ɹ", "S": "s", "SH": "ʃ", "T": "t",
-    "TH": "θ", "V": "v", "W": "w", "Y": "j", "Z": "z", "ZH": "ʒ",
+    "B": "b",
+    "CH": "tʃ",
+    "D": "d",
+    "DH": "ð",
+    "F": "f",
+    "G": "ɡ",
+    "HH": "h",
+    "JH": "dʒ",
+    "K": "k",
+    "L": "l",
+    "M": "m",
+    "N": "n",
+    "NG": "ŋ",
+    "P": "p",
+    "R": "ɹ",
+    "S": "s",
+    "SH": "ʃ",
+    "T": "t",
+    "TH": "θ",
+    "V": "v",
+    "W": "w",
+    "Y": "j",
+    "Z": "z",
+    "ZH": "ʒ",
 }
-VOWELS = frozenset(("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"))
+VOWELS = frozenset(
+    ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW")
+)
 PRIMARY, SECONDARY = "ˈ", "ˌ"
 # Consonant clusters that may open an English syllable (besides any single consonant but NG):
 # where stress marks go in IPA (the maximal onset rule, on a short list).
@@ -65,7 +103,7 @@ def primary_syllable(phones: Sequence[str]) -> int | None:
 
 def ipa_of(phone: str) -> str:
     """One symbol's IPA; a KeyError names a symbol outside CMUdict's set."""
-    base, digit = phone.rstrip("012"), phone[len(phone.rstrip("012")):]
+    base, digit = phone.rstrip("012"), phone[len(phone.rstrip("012")) :]
     if base in ("AH", "ER") and digit != "1" and digit != "2":
         return ARPABET_IPA[base + "0"]  # unstressed, or no digit at all
     return ARPABET_IPA[base]
@@ -75,7 +113,7 @@ def _onset_start(phones: Sequence[str], vowel_at: int, previous_vowel: int) -> i
     """Where the syllable of the vowel at `vowel_at` begins: after the previous vowel, the
     longest run of consonants before this vowel that can open a syllable (one consonant at least,
     all of them at the start of the word)."""
-    consonants = [strip_stress([p])[0] for p in phones[previous_vowel + 1:vowel_at]]
+    consonants = [strip_stress([p])[0] for p in phones[previous_vowel + 1 : vowel_at]]
     if previous_vowel < 0:
         return 0
     for take in range(len(consonants), 0, -1):

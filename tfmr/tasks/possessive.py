@@ -14,9 +14,10 @@ CMUdict reduces differently in the possessive entry.
 Not handled here: contractions ('ll, 'd, n't, 're, 've) and names with an apostrophe inside
 (o'kelly, d'alessi); those go to the model like any other word.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 SIBILANTS = frozenset({"S", "Z", "SH", "ZH", "CH", "JH"})
 VOICELESS = frozenset({"P", "T", "K", "F", "TH"})

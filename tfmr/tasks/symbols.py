@@ -29,6 +29,7 @@ to the closest reference over its length (tfmr.metrics). Training is the one loo
 What a task's command adds beyond train | eval | export | predict (G2P's dictionary, text front
 end, shipped model) stays in the task.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,8 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -50,8 +51,18 @@ from ..folders import check_output
 from ..loading import load
 from ..metrics import closest_reference, per, wer
 from ..programs import config_flags, guarded, positive_int, resolve_config
-from ..seq2seq import (BOS, EOS, SPECIALS, PairVocab, Seq2SeqConfig, Seq2SeqTrainer, Vocab, eager_attention,
-                       greedy_decode, pad_batch)
+from ..seq2seq import (
+    BOS,
+    EOS,
+    SPECIALS,
+    PairVocab,
+    Seq2SeqConfig,
+    Seq2SeqTrainer,
+    Vocab,
+    eager_attention,
+    greedy_decode,
+    pad_batch,
+)
 
 SPLITS = ("train", "dev", "test")
 
@@ -94,10 +105,12 @@ class PairData:
     vocab: PairVocab
 
     @classmethod
-    def build(cls, splits: dict, **fields) -> "PairData":
+    def build(cls, splits: dict, **fields) -> PairData:
         """The vocabularies from the train split's symbols, sorted (the same data, the same ids)."""
         train = splits["train"]
-        vocab = PairVocab(Vocab.build(train), Vocab.build(t for targets in train.values() for t in targets))
+        vocab = PairVocab(
+            Vocab.build(train), Vocab.build(t for targets in train.values() for t in targets)
+        )
         return cls(splits, vocab, **fields)
 
     def words(self, split: str) -> list:
@@ -106,7 +119,11 @@ class PairData:
     def pairs(self, split: str) -> list[tuple[list[int], list[int]]]:
         """(source ids, target ids) for every reference of every source of `split`."""
         src, tgt = self.vocab.src, self.vocab.tgt
-        return [(src.encode(s), tgt.encode(t)) for s, targets in self.splits[split].items() for t in targets]
+        return [
+            (src.encode(s), tgt.encode(t))
+            for s, targets in self.splits[split].items()
+            for t in targets
+        ]
 
 
 def load_run(path: str | Path, config_class: type):
@@ -117,10 +134,12 @@ def load_run(path: str | Path, config_class: type):
     return loaded.model, loaded.vocab, loaded.config
 
 
-def register(task: "SymbolTask") -> None:
+def register(task: SymbolTask) -> None:
     """Add the task's config class and presets to tfmr.presets (`tfmr presets`, --preset, the
     checkpoint kinds of messages). A task module calls it once, at its end."""
-    presets.register(task.config_class, task.title, f"tfmr {task.command or task.name}", task.presets)
+    presets.register(
+        task.config_class, task.title, f"tfmr {task.command or task.name}", task.presets
+    )
 
 
 def escape(text: str) -> str:
@@ -146,7 +165,9 @@ class CompiledDecoder:
 
         eager = build_uninitialised(dataclasses.replace(cfg.model, kernel=Choice("eager")))
         eager = eager.to(next(model.parameters()).dtype)
-        prepare_(eager, getattr(model, "quantized", "fp32"))  # the same (quantized) layers as `model`
+        prepare_(
+            eager, getattr(model, "quantized", "fp32")
+        )  # the same (quantized) layers as `model`
         eager.load_state_dict(model.state_dict())  # strict: every parameter
         self.vocab, self.max_len = vocab, cfg.decode.max_len
         self.decoder = FastDecoder(eager.eval(), 1, self.max_len + 1, compile=compile)
@@ -154,13 +175,17 @@ class CompiledDecoder:
 
     def __call__(self, source) -> list[str]:
         src = pad_batch([self.vocab.src.encode(source)])  # (1, S)
-        ids = self.decoder.generate(self.start, self.max_len, eos_id=EOS, src=src, check_every=1)[0, 1:].tolist()
+        ids = self.decoder.generate(self.start, self.max_len, eos_id=EOS, src=src, check_every=1)[
+            0, 1:
+        ].tolist()
         return self.vocab.tgt.decode(ids)  # stops at </s>
 
 
 def _beam(model, src, beam_size, max_len, length_penalty) -> list[list[int]]:
     start = torch.full((src.shape[0], 1), BOS, dtype=torch.long, device=src.device)
-    ids = beam_search(model, start, beam_size, max_len, eos_id=EOS, length_penalty=length_penalty, src=src)
+    ids = beam_search(
+        model, start, beam_size, max_len, eos_id=EOS, length_penalty=length_penalty, src=src
+    )
     return [row[1:] for row in ids.tolist()]  # drop <s>; Vocab.decode stops at </s>
 
 
@@ -211,12 +236,25 @@ RL_OBJECTIVES = {"scst": "self-critical", "mrt": "mrt", "reinforce": "reinforce"
 # these settings lowered test WER (32.47 -> 32.20% greedy); 300 steps at lr 1e-4 with reward per
 # raised it (33.29%). The weights tested after are those of the lowest dev WER, evaluated every 25
 # steps and at the start.
-FINETUNE_DEFAULTS = ("train.steps=100", "train.lr=3e-5", "train.min_lr=3e-6", "train.warmup=10",
-                     "train.batch_size=64", "train.batch_tokens=0", "train.weight_decay=0.0", "train.eval_every=25",
-                     "train.keep_best=dev_wer", "train.checkpoint_every=100", "train.log_every=10",
-                     "train.max_minutes=0", "train.guided_attention=0")
+FINETUNE_DEFAULTS = (
+    "train.steps=100",
+    "train.lr=3e-5",
+    "train.min_lr=3e-6",
+    "train.warmup=10",
+    "train.batch_size=64",
+    "train.batch_tokens=0",
+    "train.weight_decay=0.0",
+    "train.eval_every=25",
+    "train.keep_best=dev_wer",
+    "train.checkpoint_every=100",
+    "train.log_every=10",
+    "train.max_minutes=0",
+    "train.guided_attention=0",
+)
 FINETUNE_SAMPLES = {"self-critical": 4, "mrt": 8, "reinforce": 4}  # sequences drawn per source
-FINETUNE_RECORD = "finetune.json"  # in the run folder: the source and the test results before and after
+FINETUNE_RECORD = (
+    "finetune.json"  # in the run folder: the source and the test results before and after
+)
 
 
 def finetune_overrides(objective: str, reward: str) -> list[str]:
@@ -228,8 +266,12 @@ def finetune_overrides(objective: str, reward: str) -> list[str]:
     if reward not in REWARDS:
         raise ConfigError(f"unknown reward {reward!r}; valid: {', '.join(REWARDS)}")
     kind = RL_OBJECTIVES[objective]
-    return [*FINETUNE_DEFAULTS, f"train.objective={kind}", f"train.objective.reward={reward}",
-            f"train.objective.samples={FINETUNE_SAMPLES[kind]}"]
+    return [
+        *FINETUNE_DEFAULTS,
+        f"train.objective={kind}",
+        f"train.objective.reward={reward}",
+        f"train.objective.samples={FINETUNE_SAMPLES[kind]}",
+    ]
 
 
 def side_by_side(record: dict) -> str:
@@ -238,8 +280,10 @@ def side_by_side(record: dict) -> str:
     rows = [f"test ({words:,} words)   WER before  WER after   PER before  PER after"]
     for name, b in record["before"].items():
         a = record["after"].get(name, {})
-        rows.append(f"  {name:<18} {100 * b['wer']:9.2f}% {100 * a.get('wer', float('nan')):9.2f}%  "
-                    f"{100 * b['per']:9.2f}% {100 * a.get('per', float('nan')):9.2f}%")
+        rows.append(
+            f"  {name:<18} {100 * b['wer']:9.2f}% {100 * a.get('wer', float('nan')):9.2f}%  "
+            f"{100 * b['per']:9.2f}% {100 * a.get('per', float('nan')):9.2f}%"
+        )
     return "\n".join(rows)
 
 
@@ -251,6 +295,7 @@ def _loader(source: Path):
         model = build_model(model_cfg)
         checkpoint.load_weights(source, model)
         return model
+
     return make
 
 
@@ -260,7 +305,9 @@ class SymbolTask:
     `register` it. Methods take the data, config and model explicitly; the task holds no state."""
 
     name = ""  # the command (`tfmr NAME`) and the default run folder (runs/NAME)
-    command = ""  # the `tfmr` command words when they are not NAME (the copy task: `experiment copytask`)
+    command = (
+        ""  # the `tfmr` command words when they are not NAME (the copy task: `experiment copytask`)
+    )
     title = ""  # the checkpoint kind in messages ("a G2P checkpoint")
     config_class: type = Seq2SeqConfig
     presets: dict[str, tuple[str, Callable]] = {}
@@ -279,9 +326,11 @@ class SymbolTask:
     def describe_data(self, data: PairData, cfg, pairs: int) -> str:
         """The data line of a training run (after "data: ")."""
         n = {s: len(data.splits[s]) for s in SPLITS}
-        return (f"{n['train']:,} train / {n['dev']:,} dev / {n['test']:,} test {self.items}, {pairs:,} training pairs, "
-                f"{len(data.vocab.src) - len(SPECIALS)} {self.source_units} -> "
-                f"{len(data.vocab.tgt) - len(SPECIALS)} {self.target_units}")
+        return (
+            f"{n['train']:,} train / {n['dev']:,} dev / {n['test']:,} test {self.items}, {pairs:,} training pairs, "
+            f"{len(data.vocab.src) - len(SPECIALS)} {self.source_units} -> "
+            f"{len(data.vocab.tgt) - len(SPECIALS)} {self.target_units}"
+        )
 
     def dev_sources(self, cfg) -> int:
         """Dev sources decoded (greedy) at each evaluation for dev WER / PER; 0 for none."""
@@ -297,7 +346,9 @@ class SymbolTask:
 
     def default_checkpoint(self) -> Path:
         """The model used when no checkpoint is given (G2P: the shipped one)."""
-        raise ConfigError(f"give --checkpoint DIR: a checkpoint or an export of `tfmr {self.name} train`")
+        raise ConfigError(
+            f"give --checkpoint DIR: a checkpoint or an export of `tfmr {self.name} train`"
+        )
 
     # ------------------------------------------------------------------ models and predictions
     def load_model(self, path: str | Path):
@@ -305,8 +356,16 @@ class SymbolTask:
         return load_run(path, self.config_class)
 
     @torch.inference_mode()
-    def predict(self, model, vocab: PairVocab, sources: Sequence, beam_size: int = 1, max_len: int = 40,
-                batch_size: int = 500, length_penalty: float = 1.0) -> list[list[str]]:
+    def predict(
+        self,
+        model,
+        vocab: PairVocab,
+        sources: Sequence,
+        beam_size: int = 1,
+        max_len: int = 40,
+        batch_size: int = 500,
+        length_penalty: float = 1.0,
+    ) -> list[list[str]]:
         """The output of each source (in the order given): greedy with beam_size 1, else beam search.
 
         Sources are decoded in batches of similar length (sorted by length): a batch decodes until
@@ -319,7 +378,7 @@ class SymbolTask:
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         out: list[list[str]] = [[] for _ in sources]
         for i in range(0, len(order), batch_size):
-            rows = order[i:i + batch_size]
+            rows = order[i : i + batch_size]
             src = pad_batch([vocab.src.encode(self.fold(sources[j])) for j in rows], device)
             if beam_size <= 1:
                 ids = greedy_decode(model, src, max_len)
@@ -329,8 +388,16 @@ class SymbolTask:
                 out[j] = vocab.tgt.decode(row)
         return out
 
-    def evaluate(self, model, data: PairData, split: str = "test", beam_size: int = 1, max_len: int = 40,
-                 batch_size: int = 500, limit: int | None = None) -> dict:
+    def evaluate(
+        self,
+        model,
+        data: PairData,
+        split: str = "test",
+        beam_size: int = 1,
+        max_len: int = 40,
+        batch_size: int = 500,
+        limit: int | None = None,
+    ) -> dict:
         """WER and PER of `model` on `split` (its first `limit` sources in md5 order when given):
         the scores, "words" (how many sources), "seconds" and "predictions" ({source: output})."""
         sources = sorted(data.splits[split], key=md5_key)[:limit]
@@ -338,8 +405,12 @@ class SymbolTask:
         hyps = self.predict(model, data.vocab, sources, beam_size, max_len, batch_size)
         seconds = time.perf_counter() - t0
         predictions = dict(zip(sources, hyps))
-        return {**self.score(predictions, data, split), "words": len(sources), "seconds": seconds,
-                "predictions": predictions}
+        return {
+            **self.score(predictions, data, split),
+            "words": len(sources),
+            "seconds": seconds,
+            "predictions": predictions,
+        }
 
     def score(self, predictions: dict, data: PairData, split: str) -> dict:
         """WER and PER of {source: output} against `split`'s references."""
@@ -348,63 +419,117 @@ class SymbolTask:
         refs = [[list(t) for t in data.splits[split][s]] for s in sources]
         return {"wer": wer(hyps, refs), "per": per(hyps, refs)}
 
-    def agreement(self, model_a, vocab_a: PairVocab, model_b, vocab_b: PairVocab, sources: Sequence) -> float:
+    def agreement(
+        self, model_a, vocab_a: PairVocab, model_b, vocab_b: PairVocab, sources: Sequence
+    ) -> float:
         """The share of `sources` two models decode the same way (greedy)."""
         a, b = self.predict(model_a, vocab_a, sources), self.predict(model_b, vocab_b, sources)
         return sum(x == y for x, y in zip(a, b)) / max(len(sources), 1)
 
-    def show_examples(self, result: dict, data: PairData, split: str, sources: Sequence, out=print) -> None:
+    def show_examples(
+        self, result: dict, data: PairData, split: str, sources: Sequence, out=print
+    ) -> None:
         refs = data.splits[split]
         for s in sources:
             hyp = result["predictions"][s]
             ok = list(hyp) in [list(t) for t in refs[s]]
             _, closest = closest_reference(hyp, [list(t) for t in refs[s]])
-            out(f"  {'ok   ' if ok else 'WRONG'} {_text(s):<16} {' '.join(hyp):<32} reference: {' '.join(closest)}")
+            out(
+                f"  {'ok   ' if ok else 'WRONG'} {_text(s):<16} {' '.join(hyp):<32} reference: {' '.join(closest)}"
+            )
 
     # ------------------------------------------------------------------ the jobs
     def dev_metric(self, data: PairData, n: int):
         """A callable for Seq2SeqTrainer: greedy WER / PER on the first `n` dev sources (md5 order)."""
+
         def metric(model) -> dict:
             if n <= 0:
                 return {}
             r = self.evaluate(model, data, "dev", beam_size=1, limit=n)
             return {"dev_wer": r["wer"], "dev_per": r["per"]}
+
         return metric
 
-    def trainer(self, cfg, vocab: PairVocab, train_pairs: Sequence, dev_pairs: Sequence, out: str | Path,
-                data: PairData | None = None, **options) -> Seq2SeqTrainer:
+    def trainer(
+        self,
+        cfg,
+        vocab: PairVocab,
+        train_pairs: Sequence,
+        dev_pairs: Sequence,
+        out: str | Path,
+        data: PairData | None = None,
+        **options,
+    ) -> Seq2SeqTrainer:
         """The one loop on the task's id pairs; with `data`, dev WER / PER on its first
         `dev_sources(cfg)` dev sources at each evaluation. `options` are Seq2SeqTrainer's (resume,
         progress, log, overwrite, make_model)."""
         metric = None if data is None else self.dev_metric(data, self.dev_sources(cfg))
         return Seq2SeqTrainer(cfg, vocab, train_pairs, dev_pairs, out, dev_metric=metric, **options)
 
-    def train(self, cfg, out: str | Path, resume: bool = False, progress: bool = True, log=print,
-              overwrite: bool = False):
+    def train(
+        self,
+        cfg,
+        out: str | Path,
+        resume: bool = False,
+        progress: bool = True,
+        log=print,
+        overwrite: bool = False,
+    ):
         """Train (or resume) a model; returns (trainer, data)."""
-        check_output(out, "run", overwrite=overwrite, resume=resume)  # before the data is read (tfmr.folders)
+        check_output(
+            out, "run", overwrite=overwrite, resume=resume
+        )  # before the data is read (tfmr.folders)
         t0 = time.perf_counter()
         data = self.load_data(cfg)
         pairs = data.pairs("train")
         log(f"data: {self.describe_data(data, cfg, len(pairs))}; {time.perf_counter() - t0:.1f}s")
-        trainer = self.trainer(cfg, data.vocab, pairs, data.pairs("dev"), out, data, resume=resume, progress=progress,
-                               log=log, overwrite=overwrite)  # resuming, the saved model and data sections win
+        trainer = self.trainer(
+            cfg,
+            data.vocab,
+            pairs,
+            data.pairs("dev"),
+            out,
+            data,
+            resume=resume,
+            progress=progress,
+            log=log,
+            overwrite=overwrite,
+        )  # resuming, the saved model and data sections win
         log("resolved config:\n" + dumps(trainer.cfg))
         trainer.fit()
         return trainer, data
 
-    def report(self, model, data: PairData, cfg, out: str | Path | None, split: str = "test",
-               beams: Sequence[int] = (1,), log=print, heatmap_words: Sequence | None = None,
-               limit: int | None = None) -> dict:
+    def report(
+        self,
+        model,
+        data: PairData,
+        cfg,
+        out: str | Path | None,
+        split: str = "test",
+        beams: Sequence[int] = (1,),
+        log=print,
+        heatmap_words: Sequence | None = None,
+        limit: int | None = None,
+    ) -> dict:
         """Evaluate on `split` with each beam size, print WER / PER and examples, save heatmaps
         (OUT/heatmaps, unless `out` is None). The results without their predictions, by decoder."""
         results = {}
         for beam in beams:
-            r = self.evaluate(model, data, split, beam_size=beam, max_len=cfg.decode.max_len,
-                              batch_size=cfg.decode.batch_size, limit=limit)
+            r = self.evaluate(
+                model,
+                data,
+                split,
+                beam_size=beam,
+                max_len=cfg.decode.max_len,
+                batch_size=cfg.decode.batch_size,
+                limit=limit,
+            )
             name = "greedy" if beam <= 1 else f"beam {beam}"
-            log(f"{split} ({r['words']:,} {self.items}), {name:<7}: WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%"
-                f"{self.score_note(r, data)}  ({r['seconds']:.1f}s)")
+            log(
+                f"{split} ({r['words']:,} {self.items}), {name:<7}: "
+                f"WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%"
+                f"{self.score_note(r, data)}  ({r['seconds']:.1f}s)"
+            )
             results[name] = r
             for line in self.extra_lines(r, data, split):
                 log(line)
@@ -414,13 +539,22 @@ class SymbolTask:
         if out is not None:
             sources = list(self.heatmap_sources if heatmap_words is None else heatmap_words)
             sources += list(best["predictions"])[:4]
-            paths = save_heatmaps(model, data.vocab, dict(zip(sources, self.predict(model, data.vocab, sources))),
-                                  Path(out) / "heatmaps")
+            paths = save_heatmaps(
+                model,
+                data.vocab,
+                dict(zip(sources, self.predict(model, data.vocab, sources))),
+                Path(out) / "heatmaps",
+            )
             log(f"cross-attention heatmaps: {paths[0].parent}/ ({len(paths)} PNGs)")
         return {k: {m: v for m, v in r.items() if m != "predictions"} for k, r in results.items()}
 
-    def export(self, source: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
-               overwrite: bool = False) -> Path:
+    def export(
+        self,
+        source: str | Path,
+        out: str | Path,
+        dtype: torch.dtype = torch.float16,
+        overwrite: bool = False,
+    ) -> Path:
         """Write the model of checkpoint `source` (a training checkpoint or an export) to `out` as
         weights in `dtype` (fp16: 2 bytes per parameter), vocab.json, config.json, export.json and
         the sha256 manifest (tfmr.checkpoint.export; an earlier export in `out` is replaced only
@@ -428,23 +562,44 @@ class SymbolTask:
         model, vocab, cfg = self.load_model(source)
         source = checkpoint.resolve(source)
         state = source / "state.json"
-        info = {"source": f"{source.parent.name}/{source.name}",
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "step": json.loads(state.read_text()).get("step") if state.exists() else None}
-        return checkpoint.export(out, model, to_dict(cfg), vocab, dtype, info, overwrite=overwrite, sources=(source,))
+        info = {
+            "source": f"{source.parent.name}/{source.name}",
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "step": json.loads(state.read_text()).get("step") if state.exists() else None,
+        }
+        return checkpoint.export(
+            out, model, to_dict(cfg), vocab, dtype, info, overwrite=overwrite, sources=(source,)
+        )
 
-    def test_results(self, model, data: PairData, cfg, beams: Sequence[int], limit: int | None) -> dict:
+    def test_results(
+        self, model, data: PairData, cfg, beams: Sequence[int], limit: int | None
+    ) -> dict:
         """{"greedy" | "beam K": {"wer", "per", "words"}} on the test split."""
         out = {}
         for beam in beams:
-            r = self.evaluate(model, data, "test", beam, cfg.decode.max_len, cfg.decode.batch_size, limit=limit)
-            out["greedy" if beam <= 1 else f"beam {beam}"] = {k: r[k] for k in ("wer", "per", "words")}
+            r = self.evaluate(
+                model, data, "test", beam, cfg.decode.max_len, cfg.decode.batch_size, limit=limit
+            )
+            out["greedy" if beam <= 1 else f"beam {beam}"] = {
+                k: r[k] for k in ("wer", "per", "words")
+            }
         return out
 
-    def finetune(self, source: str | Path | None, objective: str, reward: str, out: str | Path,
-                 sets: Sequence[str] = (), resume: bool = False, overwrite: bool = False, limit: int | None = None,
-                 beams: Sequence[int] | None = None, progress: bool = True, log=print,
-                 before: dict | None = None) -> dict:
+    def finetune(
+        self,
+        source: str | Path | None,
+        objective: str,
+        reward: str,
+        out: str | Path,
+        sets: Sequence[str] = (),
+        resume: bool = False,
+        overwrite: bool = False,
+        limit: int | None = None,
+        beams: Sequence[int] | None = None,
+        progress: bool = True,
+        log=print,
+        before: dict | None = None,
+    ) -> dict:
         """Fine-tune a model with an RL objective (tfmr.objectives) in the one training loop, and
         evaluate it on the test split before and after (greedy and the model's beam).
 
@@ -456,20 +611,30 @@ class SymbolTask:
         `train.keep_best` is set (the default: dev_wer; they may be the starting weights). Returns
         that record: {"source", "objective", "reward", "before", "after", "steps", "best"}."""
         out = Path(out)
-        check_output(out, "run", overwrite=overwrite, resume=resume)  # before the source is tested (tfmr.folders)
+        check_output(
+            out, "run", overwrite=overwrite, resume=resume
+        )  # before the source is tested (tfmr.folders)
         record_path = out / FINETUNE_RECORD
         if resume:
             if not record_path.exists():
-                raise ConfigError(f"nothing to resume: {record_path} does not exist (not a {self.name} finetune run)")
+                raise ConfigError(
+                    f"nothing to resume: {record_path} does not exist (not a {self.name} finetune run)"
+                )
             record = json.loads(record_path.read_text())
-            cfg = presets.resolve(None, overrides=list(sets), cls=self.config_class, saved=out / "checkpoint")
+            cfg = presets.resolve(
+                None, overrides=list(sets), cls=self.config_class, saved=out / "checkpoint"
+            )
             vocab, options = PairVocab.load(out / "checkpoint"), {}
         else:
             source = self.default_checkpoint() if source is None else source
             base, vocab, _ = self.load_model(source)
             source = checkpoint.resolve(source)
-            cfg = presets.resolve(None, overrides=[*finetune_overrides(objective, reward), *sets],
-                                  cls=self.config_class, saved=source)
+            cfg = presets.resolve(
+                None,
+                overrides=[*finetune_overrides(objective, reward), *sets],
+                cls=self.config_class,
+                saved=source,
+            )
             record = {"source": str(source), "objective": objective, "reward": reward}
             options = {"make_model": _loader(source)}
         beams = sorted(set(beams)) if beams else sorted({1, cfg.decode.beam_size})
@@ -478,8 +643,19 @@ class SymbolTask:
             if before is None:
                 log(f"testing the model of {source} before fine-tuning ...")
             record["before"] = before or self.test_results(base, data, cfg, beams, limit)
-        trainer = self.trainer(cfg, vocab, data.pairs("train"), data.pairs("dev"), out, data, resume=resume,
-                               progress=progress, log=log, overwrite=overwrite, **options)
+        trainer = self.trainer(
+            cfg,
+            vocab,
+            data.pairs("train"),
+            data.pairs("dev"),
+            out,
+            data,
+            resume=resume,
+            progress=progress,
+            log=log,
+            overwrite=overwrite,
+            **options,
+        )
         if not resume:
             out.mkdir(parents=True, exist_ok=True)
             record_path.write_text(json.dumps(record, indent=1))
@@ -487,8 +663,10 @@ class SymbolTask:
         if trainer.best is not None:  # train.keep_best: test the weights of the best dev number
             checkpoint.load_weights(out / "best", trainer.model)
             record["best"] = {"metric": cfg.train.keep_best, **trainer.best}
-            log(f"testing the weights of step {trainer.best['step']} (lowest {cfg.train.keep_best}, "
-                f"{trainer.best['value']:.4f}) ...")
+            log(
+                f"testing the weights of step {trainer.best['step']} (lowest {cfg.train.keep_best}, "
+                f"{trainer.best['value']:.4f}) ..."
+            )
         record["after"] = self.test_results(trainer.model.eval(), data, cfg, beams, limit)
         record["steps"] = trainer.step
         record_path.write_text(json.dumps(record, indent=1))
@@ -498,41 +676,76 @@ class SymbolTask:
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         """The flags of the task's command: ACTION [SOURCE ...], the config flags and the rest."""
         p.add_argument("action", choices=("train", "eval", "export", "predict"))
-        p.add_argument("sources", nargs="*", metavar="SOURCE", help=f"predict: the {self.items} to decode")
+        p.add_argument(
+            "sources", nargs="*", metavar="SOURCE", help=f"predict: the {self.items} to decode"
+        )
         config_flags(p, preset=self.default_preset, data=False)
-        p.add_argument("--out", help=f"train: the run folder (default runs/{self.name}); eval: where heatmaps go; "
-                                     "export: the folder to write")
-        p.add_argument("--checkpoint", help="eval / export / predict: a training checkpoint or an export")
-        p.add_argument("--resume", action="store_true", help="train: continue the run saved in --out")
-        p.add_argument("--overwrite", action="store_true", help="train: start over; export: replace an export")
+        p.add_argument(
+            "--out",
+            help=f"train: the run folder (default runs/{self.name}); eval: where heatmaps go; "
+            "export: the folder to write",
+        )
+        p.add_argument(
+            "--checkpoint", help="eval / export / predict: a training checkpoint or an export"
+        )
+        p.add_argument(
+            "--resume", action="store_true", help="train: continue the run saved in --out"
+        )
+        p.add_argument(
+            "--overwrite", action="store_true", help="train: start over; export: replace an export"
+        )
         p.add_argument("--split", default="test", choices=SPLITS, help="eval: which split")
-        p.add_argument("--beam", type=positive_int, action="append",
-                       help="beam size (1 = greedy); repeatable for eval and train (default 1 and the model's)")
-        p.add_argument("--limit", type=positive_int, help="eval: only the first N sources of the split (md5 order)")
+        p.add_argument(
+            "--beam",
+            type=positive_int,
+            action="append",
+            help="beam size (1 = greedy); repeatable for eval and train (default 1 and the model's)",
+        )
+        p.add_argument(
+            "--limit",
+            type=positive_int,
+            help="eval: only the first N sources of the split (md5 order)",
+        )
         p.add_argument("--no-eval", action="store_true", help="train: skip the test-set evaluation")
         p.add_argument("--no-progress", action="store_true")
 
     def main(self, args) -> int:
         if args.sources and args.action != "predict":
-            raise ConfigError(f"{self.name} {args.action} takes no {self.items} (got {args.sources[0]!r})")
-        actions = {"train": self._train_command, "eval": self._eval_command, "export": self._export_command,
-                   "predict": self._predict_command}
+            raise ConfigError(
+                f"{self.name} {args.action} takes no {self.items} (got {args.sources[0]!r})"
+            )
+        actions = {
+            "train": self._train_command,
+            "eval": self._eval_command,
+            "export": self._export_command,
+            "predict": self._predict_command,
+        }
         return actions[args.action](args)
 
     def command_line(self, argv: Sequence[str] | None = None) -> int:
         """Parse `argv` and run the command: 0, or 2 with one line for a user's mistake."""
-        parser = argparse.ArgumentParser(prog=f"tfmr {self.name}", description=f"the {self.title} task")
+        parser = argparse.ArgumentParser(
+            prog=f"tfmr {self.name}", description=f"the {self.title} task"
+        )
         self.add_arguments(parser)
-        return guarded(self.main, parser.parse_intermixed_args(argv))  # SOURCE ... may follow options
+        return guarded(
+            self.main, parser.parse_intermixed_args(argv)
+        )  # SOURCE ... may follow options
 
     def _beams(self, cfg, asked: Sequence[int] | None) -> list[int]:
         return sorted(set(asked)) if asked else sorted({1, cfg.decode.beam_size})
 
     def _train_command(self, args) -> int:
         out = args.out or f"runs/{self.name}"
-        cfg = resolve_config(args, self.config_class, saved=Path(out) / "checkpoint" if args.resume else None)
-        trainer, data = self.train(cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
-        print(f"checkpoint: {trainer.ckpt_dir}  ({trainer.step} steps, epoch {trainer.batches.epoch})")
+        cfg = resolve_config(
+            args, self.config_class, saved=Path(out) / "checkpoint" if args.resume else None
+        )
+        trainer, data = self.train(
+            cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
+        )
+        print(
+            f"checkpoint: {trainer.ckpt_dir}  ({trainer.step} steps, epoch {trainer.batches.epoch})"
+        )
         if not args.no_eval:
             self.report(trainer.model.eval(), data, cfg, out, "test", self._beams(cfg, args.beam))
         return 0
@@ -540,19 +753,27 @@ class SymbolTask:
     def _eval_command(self, args) -> int:
         model, vocab, cfg = self.load_model(args.checkpoint or self.default_checkpoint())
         data = dataclasses.replace(self.load_data(cfg), vocab=vocab)
-        self.report(model, data, cfg, args.out, args.split, self._beams(cfg, args.beam), limit=args.limit)
+        self.report(
+            model, data, cfg, args.out, args.split, self._beams(cfg, args.beam), limit=args.limit
+        )
         return 0
 
     def _export_command(self, args) -> int:
         if not args.checkpoint or not args.out:
-            raise ConfigError(f"{self.name} export needs --checkpoint (the model) and --out DIR (where to write it)")
+            raise ConfigError(
+                f"{self.name} export needs --checkpoint (the model) and --out DIR (where to write it)"
+            )
         out = self.export(args.checkpoint, args.out, overwrite=args.overwrite)
         original, vocab, cfg = self.load_model(args.checkpoint)
         exported, exported_vocab, _ = self.load_model(out)
         sources = sorted(self.load_data(cfg).splits["dev"], key=md5_key)[:500]
         same = self.agreement(original, vocab, exported, exported_vocab, sources)
-        print(f"exported {sum(p.numel() for p in original.parameters()):,} parameters as float16 to {out}")
-        print(f"check: {100 * same:.1f}% of {len(sources)} dev {self.items} are decoded as the checkpoint does (greedy)")
+        print(
+            f"exported {sum(p.numel() for p in original.parameters()):,} parameters as float16 to {out}"
+        )
+        print(
+            f"check: {100 * same:.1f}% of {len(sources)} dev {self.items} are decoded as the checkpoint does (greedy)"
+        )
         return 0
 
     def _predict_command(self, args) -> int:
@@ -562,8 +783,15 @@ class SymbolTask:
         sources = [self.fold(s) for s in args.sources]
         self.check_sources(sources, vocab, cfg)
         beam = (args.beam or [cfg.decode.beam_size])[-1]
-        outputs = self.predict(model, vocab, sources, beam, cfg.decode.max_len, cfg.decode.batch_size,
-                               cfg.decode.length_penalty)
+        outputs = self.predict(
+            model,
+            vocab,
+            sources,
+            beam,
+            cfg.decode.max_len,
+            cfg.decode.batch_size,
+            cfg.decode.length_penalty,
+        )
         for given, output in zip(args.sources, outputs):
             print(f"{escape(given)}\t{' '.join(output)}")
         return 0
@@ -571,12 +799,16 @@ class SymbolTask:
     def check_sources(self, sources: Sequence, vocab: PairVocab, cfg) -> None:
         """Refuse (ConfigError, one line) a source with a symbol outside the model's input
         vocabulary, or longer than its learned positions reach."""
-        known = set(vocab.src.itos[len(SPECIALS):])
+        known = set(vocab.src.itos[len(SPECIALS) :])
         for s in sources:
             unknown = sorted(set(s) - known)
             if unknown:
-                raise ConfigError(f"{_text(s)!r} has {', '.join(map(repr, unknown))}, not in the model's "
-                                  f"{self.source_units} ({len(known)} of them)")
+                raise ConfigError(
+                    f"{_text(s)!r} has {', '.join(map(repr, unknown))}, not in the model's "
+                    f"{self.source_units} ({len(known)} of them)"
+                )
             if max_positions(cfg.model) is not None and len(s) > cfg.model.context:
-                raise ConfigError(f"{_text(s)!r} has {len(s)} {self.source_units}; this model reads at most "
-                                  f"{cfg.model.context}")
+                raise ConfigError(
+                    f"{_text(s)!r} has {len(s)} {self.source_units}; this model reads at most "
+                    f"{cfg.model.context}"
+                )

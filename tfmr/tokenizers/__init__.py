@@ -8,6 +8,7 @@ A Hugging Face `tokenizer.json` (no "kind", a "model" entry) loads too, through 
 tfmr's own BPE where that is exact, else the `tokenizers` library (kind "hf").
 A file that is not a tokenizer description (any bytes at all) is a ValueError naming the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,18 @@ def load(directory: str | Path):
         raise FileNotFoundError(f"no tokenizer.json in {directory}")
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
-        kind = None if isinstance(data, dict) and "kind" not in data and "model" in data else data["kind"]
-    except (ValueError, KeyError, TypeError, IndexError, RecursionError) as e:  # not UTF-8 / JSON / a table
+        kind = (
+            None
+            if isinstance(data, dict) and "kind" not in data and "model" in data
+            else data["kind"]
+        )
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        RecursionError,
+    ) as e:  # not UTF-8 / JSON / a table
         raise ValueError(f"{path} is not a valid tokenizer file: {e}") from None
     if kind is None:  # a Hugging Face tokenizer.json
         return from_hf_json(data)

@@ -44,6 +44,7 @@ is skipped and ids differ from a plain `tiktoken.Encoding`; for every string wit
 Left out: byte-level "prefix space" options, normalisation (NFC etc.), training from an existing
 tokenizer, the "unstable token" API of tiktoken, and o200k's pattern (pass it as a string).
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,8 +55,8 @@ import gc
 import heapq
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import regex
 
@@ -91,7 +92,7 @@ def _to_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiktoken_module():
     try:
         import tiktoken
@@ -103,7 +104,9 @@ def _tiktoken_module():
 def _resolve_pattern(pattern: str) -> tuple[str | None, str]:
     """Return (name or None, pattern string); validate custom patterns on a probe text."""
     if not isinstance(pattern, str) or not pattern:
-        raise ValueError(f"pattern must be one of {sorted(PATTERNS)} or a regex string, got {pattern!r}")
+        raise ValueError(
+            f"pattern must be one of {sorted(PATTERNS)} or a regex string, got {pattern!r}"
+        )
     if pattern in PATTERNS:
         return pattern, PATTERNS[pattern]
     for name, pat in PATTERNS.items():
@@ -125,7 +128,9 @@ def _resolve_pattern(pattern: str) -> tuple[str | None, str]:
 
 
 def _special_regex(tokens: Iterable[str]):
-    return regex.compile("|".join(regex.escape(t) for t in sorted(tokens, key=lambda t: (-len(t), t))))
+    return regex.compile(
+        "|".join(regex.escape(t) for t in sorted(tokens, key=lambda t: (-len(t), t)))
+    )
 
 
 def _check_special_tokens(special: dict[str, int], ranks_ids: set[int]) -> dict[str, int]:
@@ -138,7 +143,9 @@ def _check_special_tokens(special: dict[str, int], ranks_ids: set[int]) -> dict[
         except UnicodeEncodeError as e:
             raise ValueError(f"special token {tok!r} is not valid UTF-8 text") from e
         if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx <= _MAX_RANK:
-            raise ValueError(f"special token {tok!r}: id must be an int in [0, {_MAX_RANK}], got {idx!r}")
+            raise ValueError(
+                f"special token {tok!r}: id must be an int in [0, {_MAX_RANK}], got {idx!r}"
+            )
         if idx in ranks_ids:
             raise ValueError(f"special token {tok!r}: id {idx} is already a mergeable token's rank")
         out[tok] = idx
@@ -147,7 +154,9 @@ def _check_special_tokens(special: dict[str, int], ranks_ids: set[int]) -> dict[
     for a in out:
         for b in out:
             if a != b and b.startswith(a):
-                raise ValueError(f"special token {a!r} is a prefix of {b!r}; that makes matching ambiguous")
+                raise ValueError(
+                    f"special token {a!r} is a prefix of {b!r}; that makes matching ambiguous"
+                )
     return out
 
 
@@ -163,7 +172,9 @@ def _check_ranks(ranks: dict[bytes, int]) -> dict[bytes, int]:
         raise ValueError("mergeable_ranks: two tokens share a rank; every rank must be distinct")
     missing = [i for i in range(256) if _SINGLE_BYTES[i] not in ranks]
     if missing:
-        raise ValueError(f"mergeable_ranks must contain all 256 single bytes; missing {missing[:8]}...")
+        raise ValueError(
+            f"mergeable_ranks must contain all 256 single bytes; missing {missing[:8]}..."
+        )
     return dict(ranks)
 
 
@@ -242,7 +253,9 @@ def _gc_paused():
             gc.enable()
 
 
-def count_words(texts: Iterable[str], pat_str: str, special_tokens=(), progress: bool = False) -> Counter:
+def count_words(
+    texts: Iterable[str], pat_str: str, special_tokens=(), progress: bool = False
+) -> Counter:
     """Pre-tokenize `texts` (each one a document) and count the pieces; special tokens are cut out."""
     pat = regex.compile(pat_str)
     split = _special_regex(special_tokens).split if special_tokens else None
@@ -412,7 +425,9 @@ class BPE:
     """Byte-level BPE: a rank table, a split pattern and special tokens (see the module docstring)."""
 
     kind = "bpe"
-    decode_errors = _ERRORS  # the handler decode(errors="replace") uses; tfmr.textstream decodes with it too
+    decode_errors = (
+        _ERRORS  # the handler decode(errors="replace") uses; tfmr.textstream decodes with it too
+    )
 
     def __init__(
         self,
@@ -426,7 +441,9 @@ class BPE:
         self._ranks = _check_ranks(mergeable_ranks)
         self.pattern_name, self.pat_str = _resolve_pattern(pattern)
         self._pat = regex.compile(self.pat_str)
-        self.special_tokens = _check_special_tokens(dict(special_tokens or {}), set(self._ranks.values()))
+        self.special_tokens = _check_special_tokens(
+            dict(special_tokens or {}), set(self._ranks.values())
+        )
         self.fast = fast  # use tiktoken when it is installed
         self._decoder = {r: t for t, r in self._ranks.items()}
         self.merges = _check_merges(merges, self._decoder) if merges is not None else None
@@ -447,7 +464,7 @@ class BPE:
         pattern: str = "gpt4",
         special_tokens: Iterable[str] | None = None,
         progress: bool = False,
-    ) -> "BPE":
+    ) -> BPE:
         """Learn a tokenizer of `vocab_size` ids (256 bytes + merges + special tokens).
 
         `text` is one string or an iterable of documents (pre-tokens never cross documents).
@@ -458,7 +475,10 @@ class BPE:
         if len(set(specials)) != len(specials):
             raise ValueError("special_tokens contains duplicates")
         _check_special_tokens({s: i for i, s in enumerate(specials)}, set())  # fail before training
-        if not isinstance(vocab_size, int) or not 256 + len(specials) <= vocab_size <= MAX_TRAIN_VOCAB:
+        if (
+            not isinstance(vocab_size, int)
+            or not 256 + len(specials) <= vocab_size <= MAX_TRAIN_VOCAB
+        ):
             raise ValueError(
                 f"vocab_size must be an int in [256 + {len(specials)} special tokens, {MAX_TRAIN_VOCAB}], "
                 f"got {vocab_size!r}"
@@ -482,7 +502,7 @@ class BPE:
     @classmethod
     def from_tiktoken_file(
         cls, path: str | Path, pattern: str = "gpt4", special_tokens: dict[str, int] | None = None
-    ) -> "BPE":
+    ) -> BPE:
         """Load a tiktoken rank file: one "base64(token bytes) rank" per line."""
         ranks: dict[bytes, int] = {}
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -511,7 +531,7 @@ class BPE:
         return path
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BPE":
+    def from_dict(cls, data: dict) -> BPE:
         """Rebuild a tokenizer from the contents of tokenizer.json."""
         kind = data.get("kind") if isinstance(data, dict) else None
         if kind != cls.kind:
@@ -537,7 +557,7 @@ class BPE:
             raise ValueError(f"invalid BPE tokenizer data: {e}") from e
 
     @classmethod
-    def load(cls, directory: str | Path) -> "BPE":
+    def load(cls, directory: str | Path) -> BPE:
         path = Path(directory) / "tokenizer.json"
         if not path.exists():
             raise FileNotFoundError(f"no tokenizer.json in {directory}")
@@ -563,7 +583,9 @@ class BPE:
             "pat_str": self.pat_str,
             "special_tokens": self.special_tokens,
         }
-        lines = [f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}," for k, v in head.items()]
+        lines = [
+            f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}," for k, v in head.items()
+        ]
         made_by = {256 + k: list(m) for k, m in enumerate(self.merges or ())}
         rows = []
         for tok, r in sorted(self._ranks.items(), key=lambda kv: kv[1]):
@@ -571,7 +593,9 @@ class BPE:
                 readable = tok.decode("utf-8")
             except UnicodeDecodeError:
                 readable = None
-            row = [base64.b64encode(tok).decode(), r, readable] + ([made_by[r]] if r in made_by else [])
+            row = [base64.b64encode(tok).decode(), r, readable] + (
+                [made_by[r]] if r in made_by else []
+            )
             rows.append("    " + json.dumps(row, ensure_ascii=False))
         return "{\n" + "\n".join(lines) + '\n  "ranks": [\n' + ",\n".join(rows) + "\n  ]\n}\n"
 
@@ -599,7 +623,9 @@ class BPE:
         if self._tk is None and self.fast_unavailable is None:
             tiktoken = _tiktoken_module()
             if tiktoken is None:
-                self.fast_unavailable = "the tiktoken package is not installed (pip install tiktoken)"
+                self.fast_unavailable = (
+                    "the tiktoken package is not installed (pip install tiktoken)"
+                )
                 return None
             try:
                 self._tk = tiktoken.Encoding(
@@ -608,7 +634,9 @@ class BPE:
                     mergeable_ranks=self._ranks,
                     special_tokens=self.special_tokens,
                 )
-            except Exception as e:  # tiktoken raises plain ValueError/BaseException subclasses from Rust
+            except (
+                Exception
+            ) as e:  # tiktoken raises plain ValueError/BaseException subclasses from Rust
                 self.fast_unavailable = f"tiktoken cannot build this encoding: {e}"
         return self._tk
 
@@ -637,7 +665,11 @@ class BPE:
         self._check_disallowed(text, allowed, disallowed_special)
         tk = self._fast_encoding(text, fast)
         if tk is not None:
-            return tk.encode(text, allowed_special=allowed, disallowed_special=()) if allowed else tk.encode_ordinary(text)
+            return (
+                tk.encode(text, allowed_special=allowed, disallowed_special=())
+                if allowed
+                else tk.encode_ordinary(text)
+            )
         if not allowed:
             return self._encode_ordinary_py(text)
         return self._encode_with_special_py(text, allowed)
@@ -652,18 +684,24 @@ class BPE:
         if allowed_special in ("none", None):
             return frozenset()
         if isinstance(allowed_special, str):
-            raise ValueError(f"allowed_special must be 'all', 'none' or a set of strings, got {allowed_special!r}")
+            raise ValueError(
+                f"allowed_special must be 'all', 'none' or a set of strings, got {allowed_special!r}"
+            )
         allowed = frozenset(allowed_special)
         unknown = allowed - self.special_tokens.keys()
         if unknown:
-            raise ValueError(f"allowed_special has tokens that are not special tokens: {sorted(unknown)}")
+            raise ValueError(
+                f"allowed_special has tokens that are not special tokens: {sorted(unknown)}"
+            )
         return allowed
 
     def _check_disallowed(self, text: str, allowed: frozenset, disallowed_special) -> None:
         if disallowed_special == "all":
             disallowed = frozenset(self.special_tokens) - allowed
         elif isinstance(disallowed_special, str):
-            raise ValueError(f"disallowed_special must be 'all' or a collection, got {disallowed_special!r}")
+            raise ValueError(
+                f"disallowed_special must be 'all' or a collection, got {disallowed_special!r}"
+            )
         else:
             disallowed = frozenset(disallowed_special)
         if not disallowed:
@@ -737,7 +775,9 @@ class BPE:
             return b"".join([dec[i] for i in ids])
         except (KeyError, TypeError):
             bad = [i for i in ids if not _known(dec, i)]
-            raise ValueError(f"unknown token ids {bad[:10]!r} (vocab_size {self.vocab_size})") from None
+            raise ValueError(
+                f"unknown token ids {bad[:10]!r} (vocab_size {self.vocab_size})"
+            ) from None
 
     def decode(self, ids, errors: str = "replace") -> str:
         """Ids -> text. errors="replace": bytes that are not UTF-8 become U+FFFD (lone surrogates

@@ -4,6 +4,7 @@ The simplest tokenizer there is (nanoGPT's shakespeare-char uses it). Ids are th
 characters of the corpus, so the same text always gives the same vocabulary. Byte-level BPE lives
 in `bpe.py`; both follow the small protocol in `tokenizers/__init__.py`.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ class CharTokenizer:
         self.stoi = {c: i for i, c in enumerate(self.chars)}
 
     @classmethod
-    def train(cls, text: str) -> "CharTokenizer":
+    def train(cls, text: str) -> CharTokenizer:
         if not text:
             raise ValueError("CharTokenizer.train: the text is empty")
         return cls(sorted(set(text)))
@@ -58,9 +59,11 @@ class CharTokenizer:
         return path
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CharTokenizer":
+    def from_dict(cls, data: dict) -> CharTokenizer:
         chars = data.get("chars") if isinstance(data, dict) else None
-        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+        if not isinstance(chars, list) or not all(
+            isinstance(c, str) and len(c) == 1 for c in chars
+        ):
             raise ValueError("a char tokenizer's 'chars' must be a list of single characters")
         return cls(chars)
 

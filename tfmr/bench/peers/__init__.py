@@ -11,6 +11,7 @@
 Peers are scored by the caller with tfmr.metrics, the same multi-reference WER / PER as tfmr's own
 rows. Left out: peers that need a network or a GPU, and any tuning of a peer beyond its defaults.
 """
+
 from __future__ import annotations
 
 from . import phonetisaurus

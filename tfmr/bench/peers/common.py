@@ -1,9 +1,10 @@
 """What every G2P peer shares: the result of its run and the two ways it can stop the bench.
 
-    PeerRun         one peer's training time (per step), decoding time, predictions, one-word latency
-    PeerMissing     its programs are not installed (one line: the extra and the pip command)
-    PeerFailed      one of its programs exited with an error (one line: the program and its last words)
+PeerRun         one peer's training time (per step), decoding time, predictions, one-word latency
+PeerMissing     its programs are not installed (one line: the extra and the pip command)
+PeerFailed      one of its programs exited with an error (one line: the program and its last words)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,5 +29,7 @@ class PeerRun:
     steps: dict  # {step name: seconds}
     decode_seconds: float  # pronouncing every word in one call (model loading included)
     predictions: list  # one phoneme list per word, in the order given
-    one_word: float | None = None  # median seconds of single-word calls in one process (None: not measured)
+    one_word: float | None = (
+        None  # median seconds of single-word calls in one process (None: not measured)
+    )
     notes: list = field(default_factory=list)  # lines worth printing under the table

@@ -22,6 +22,7 @@ give the one-word latency: the model loaded once, then one word per call, as tfm
 one-word figure is measured. Nothing is written outside OUT. Left out: the RNN decoder, n-best
 lists, tuning of the n-gram order.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -67,8 +68,10 @@ def tools() -> dict[str, Path]:
         else:
             found[name] = exe
     if missing:
-        raise PeerMissing(f"--peer {NAME} needs Phonetisaurus ({', '.join(missing)} not found), from the "
-                          f"`{EXTRA}` extra: {INSTALL}")
+        raise PeerMissing(
+            f"--peer {NAME} needs Phonetisaurus ({', '.join(missing)} not found), from the "
+            f"`{EXTRA}` extra: {INSTALL}"
+        )
     return found
 
 
@@ -86,10 +89,15 @@ def _step(command: list, log: Path, stdout: Path | None = None) -> float:
     t0 = time.perf_counter()
     try:
         with open(log, "w") as err, open(stdout or os.devnull, "w") as out:
-            rc = subprocess.run([str(c) for c in command], stdout=out if stdout else err,
-                                stderr=err if stdout else subprocess.STDOUT).returncode
+            rc = subprocess.run(
+                [str(c) for c in command],
+                stdout=out if stdout else err,
+                stderr=err if stdout else subprocess.STDOUT,
+            ).returncode
     except OSError as e:  # not executable here (another platform, a broken install)
-        raise PeerFailed(f"{Path(command[0]).name} could not be started: {e.strerror or e}") from None
+        raise PeerFailed(
+            f"{Path(command[0]).name} could not be started: {e.strerror or e}"
+        ) from None
     seconds = time.perf_counter() - t0
     if rc != 0:
         last = (log.read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
@@ -101,11 +109,27 @@ def train(lexicon: Path, folder: Path, exe: dict, order: int = ORDER) -> tuple[P
     """align -> estimate-ngram -> arpa2wfst; (the model's path, {step: seconds})."""
     corpus, arpa, model = folder / "model.corpus", folder / "model.arpa", folder / "model.fst"
     steps = {
-        "align": _step([exe["phonetisaurus-align"], f"--input={lexicon}", f"--ofile={corpus}", "--seq1_del=false",
-                        "--seq2_del=true", "--seq1_max=2", "--seq2_max=2", "--grow=false"], folder / "align.log"),
-        "ngram": _step([exe["estimate-ngram"], "-o", order, "-s", "ModKN", "-t", corpus, "-wl", arpa],
-                       folder / "ngram.log"),
-        "wfst": _step([exe["phonetisaurus-arpa2wfst"], f"--lm={arpa}", f"--ofile={model}"], folder / "wfst.log"),
+        "align": _step(
+            [
+                exe["phonetisaurus-align"],
+                f"--input={lexicon}",
+                f"--ofile={corpus}",
+                "--seq1_del=false",
+                "--seq2_del=true",
+                "--seq1_max=2",
+                "--seq2_max=2",
+                "--grow=false",
+            ],
+            folder / "align.log",
+        ),
+        "ngram": _step(
+            [exe["estimate-ngram"], "-o", order, "-s", "ModKN", "-t", corpus, "-wl", arpa],
+            folder / "ngram.log",
+        ),
+        "wfst": _step(
+            [exe["phonetisaurus-arpa2wfst"], f"--lm={arpa}", f"--ofile={model}"],
+            folder / "wfst.log",
+        ),
     }
     arpa.unlink(missing_ok=True)  # hundreds of MB for the whole split; the FST holds the same model
     return model, steps
@@ -122,12 +146,25 @@ def parse_predictions(text: str, words: list[str]) -> list[list[str]]:
     return [said.get(w, []) for w in words]
 
 
-def pronounce(model: Path, words: list[str], folder: Path, exe: dict) -> tuple[float, list[list[str]]]:
+def pronounce(
+    model: Path, words: list[str], folder: Path, exe: dict
+) -> tuple[float, list[list[str]]]:
     """(seconds, predictions) of one g2pfst process for all `words` (loading the model included)."""
     wordlist, out = folder / "words.txt", folder / "predictions.tsv"
     wordlist.write_text("".join(f"{w}\n" for w in words), encoding="utf-8")
-    seconds = _step([exe["phonetisaurus-g2pfst"], f"--model={model}", "--nbest=1", "--beam=10000", "--thresh=99",
-                     "--print_scores=false", f"--wordlist={wordlist}"], folder / "g2pfst.log", stdout=out)
+    seconds = _step(
+        [
+            exe["phonetisaurus-g2pfst"],
+            f"--model={model}",
+            "--nbest=1",
+            "--beam=10000",
+            "--thresh=99",
+            "--print_scores=false",
+            f"--wordlist={wordlist}",
+        ],
+        folder / "g2pfst.log",
+        stdout=out,
+    )
     return seconds, parse_predictions(out.read_text(encoding="utf-8"), words)
 
 
@@ -143,7 +180,9 @@ def one_word(model: Path, words: list[str], calls: int) -> tuple[float, list[lis
     def say(word: str) -> list[str]:
         paths = list(decoder.Phoneticize(word, 1, 10000, 99.0, False, False, 0.0))
         labels = [decoder.FindOsym(i) for i in paths[0].Uniques] if paths else []
-        return [p for label in labels for p in label.split("|") if p != "_"]  # multi-phoneme chunks, skips
+        return [
+            p for label in labels for p in label.split("|") if p != "_"
+        ]  # multi-phoneme chunks, skips
 
     singles = [words[i % len(words)] for i in range(calls)]
     times, hyps = [], []
@@ -160,23 +199,43 @@ def run(train_split: dict, words: list[str], folder: Path, calls: int = 50, log=
     exe = tools()
     folder.mkdir(parents=True, exist_ok=True)
     pairs = write_lexicon(train_split, folder / "train.lex")
-    log(f"{NAME}: training on {len(train_split):,} words ({pairs:,} pronunciations), order {ORDER} ...")
+    log(
+        f"{NAME}: training on {len(train_split):,} words ({pairs:,} pronunciations), order {ORDER} ..."
+    )
     model, steps = train(folder / "train.lex", folder, exe)
-    log(f"{NAME}: trained in {sum(steps.values()):.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
-        + f"); pronouncing {len(words):,} words ...")
+    log(
+        f"{NAME}: trained in {sum(steps.values()):.1f} s ("
+        + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
+        + f"); pronouncing {len(words):,} words ..."
+    )
     seconds, predictions = pronounce(model, words, folder, exe)
-    result = PeerRun(NAME, f"align (2-2 chunks, silent letters), mitlm {ORDER}-gram modified Kneser-Ney, WFST, "
-                           "nbest 1",
-                     len(train_split), sum(steps.values()), steps, seconds, predictions)
-    result.notes.append(f"{NAME}: words/s from one g2pfst process for all {len(words):,} words, loading the "
-                        f"model included")
+    result = PeerRun(
+        NAME,
+        f"align (2-2 chunks, silent letters), mitlm {ORDER}-gram modified Kneser-Ney, WFST, "
+        "nbest 1",
+        len(train_split),
+        sum(steps.values()),
+        steps,
+        seconds,
+        predictions,
+    )
+    result.notes.append(
+        f"{NAME}: words/s from one g2pfst process for all {len(words):,} words, loading the "
+        f"model included"
+    )
     single = one_word(model, words, calls)
     if single is None:
-        result.notes.append(f"{NAME}: its Python bindings did not import, so its one-word latency is not measured")
+        result.notes.append(
+            f"{NAME}: its Python bindings did not import, so its one-word latency is not measured"
+        )
     else:
         result.one_word = single[0]
         batch = dict(zip(words, predictions))
-        same = sum(h == batch[w] for w, h in zip([words[i % len(words)] for i in range(calls)], single[1]))
-        result.notes.append(f"{NAME}: one word through its Python bindings (model loaded once); their predictions "
-                            f"equal g2pfst's for {same} of {calls} words")
+        same = sum(
+            h == batch[w] for w, h in zip([words[i % len(words)] for i in range(calls)], single[1])
+        )
+        result.notes.append(
+            f"{NAME}: one word through its Python bindings (model loaded once); their predictions "
+            f"equal g2pfst's for {same} of {calls} words"
+        )
     return result
