@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `tfmr lm generate ... | head`: the reader has gone; stop quietly
         quiet_stdout()
         return 0
-    except (
-        KeyboardInterrupt
-    ):  # Ctrl-C: what was saved has been said (e.g. "continue with --resume")
+    except KeyboardInterrupt:  # Ctrl-C: what was saved has been said ("continue with --resume")
         print("tfmr: interrupted", file=sys.stderr)
         return 130
 

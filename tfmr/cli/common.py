@@ -18,9 +18,18 @@ import argparse
 import sys
 
 from ..config import ConfigError, RunConfig
-from ..programs import (
-    out_folder,  # noqa: F401 (for the
-)  # command modules)
+from ..programs import (  # noqa: F401 (re-exported for the command modules)
+    USER_ERRORS,
+    Parser,
+    config_flags,
+    count,
+    guarded,
+    out_folder,
+    positive_float,
+    positive_int,
+    resolve_config,
+    torch_device,
+)
 
 
 def checkpoint_flags(

@@ -50,14 +50,25 @@ from ..seq2seq import Seq2SeqTrainer  # noqa: F401 (re-exported: what g2p.train 
 from .cmudict_reader import read_entries
 from .g2p_presets import PRESETS, G2PConfig, G2PDataConfig, g2p_base, g2p_small, g2p_tiny  # noqa: F401
 from .possessive import possessive
-from .symbols import (
-    RL_OBJECTIVES,  # noqa: F401
+from .symbols import (  # noqa: F401 (the task layer's helpers, re-exported under tasks.g2p)
+    FINETUNE_DEFAULTS,
+    FINETUNE_RECORD,
+    FINETUNE_SAMPLES,
+    RL_OBJECTIVES,
+    SPLITS,
     CompiledDecoder,
     PairData,
     SymbolTask,
+    bucket,
+    cross_attention,
+    finetune_overrides,
     load_run,
+    md5_key,
     register,
+    save_heatmaps,
+    side_by_side,
     split_by_source,
+    split_of,
 )
 
 WORD = re.compile(r"^[a-z']+$")
