@@ -16,6 +16,8 @@ same way) and take a sixth argument, `kernel(q, k, v, mask, bias, state)`, see `
 
 from __future__ import annotations
 
+from collections import ChainMap
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -299,5 +301,6 @@ class MoChA(Monotonic):
 
 # Cross-attention kernels (`model.cross_kernel`): every kernel, plus the stateful alignment ones,
 # which only cross-attention may use (the builder refuses them for self-attention).
+# CROSS_KERNELS is a live view of both registries: a kernel added to either is a cross kernel.
 ALIGNMENT_KERNELS = {"location": LocationAware, "monotonic": Monotonic, "mocha": MoChA}
-CROSS_KERNELS = {**KERNELS, **ALIGNMENT_KERNELS}
+CROSS_KERNELS = ChainMap(ALIGNMENT_KERNELS, KERNELS)  # iterates KERNELS' kinds first

@@ -24,7 +24,7 @@ import math
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .alignment import ALIGNMENT_KERNELS, CROSS_KERNELS
+from .alignment import CROSS_KERNELS
 from .config import Choice, ConfigError, ModelConfig, check_options
 from .ffn import FFNS
 from .heads import HEADS
@@ -96,7 +96,7 @@ def validate(cfg: ModelConfig) -> None:
         )
     _check_option_ranges(cfg)
     check_options(cfg.pos, POSITIONS, "model.pos")
-    if cfg.kernel.kind in ALIGNMENT_KERNELS:
+    if getattr(CROSS_KERNELS.get(cfg.kernel.kind), "stateful", False):  # declared on the class
         raise ConfigError(
             f"model.kernel {cfg.kernel.kind!r} is a stateful cross-attention kernel; set "
             f"model.cross_kernel={cfg.kernel.kind} on an encoder-decoder (model.kernel: "
