@@ -53,6 +53,7 @@ class Decodable(Protocol):
     the next position `pos`, and `reorder(rows)`."""
 
     needs_source: bool  # True: start_state needs the source ids (encoder-decoders)
+    cfg: object  # its ModelConfig: the decoders read `cfg.context`, the most positions it takes
 
     def start_state(self, batch: int, max_len: int, src: torch.Tensor | None = None):
         """A fresh decoding state for `batch` rows of up to `max_len` tokens."""
