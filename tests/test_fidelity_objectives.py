@@ -21,6 +21,8 @@ u' < p = 1 - eps and indexes u' by the target position t - 1 (its model shifts t
 So the reference is fed u' = 1 - u, one column over: the same numbers (1 - u is exact for torch's
 uniforms). Nematus' target vocabulary has no <pad> or <s>; its sampler draws from the model's
 distribution over its own vocabulary, which in tfmr's ids is those two ids at probability zero.
+Its cost -log P is read from the model's softmax over all its ids, as tfmr's log p is (a model of
+Nematus' own would normalise over its vocabulary only; docs/objectives.md lists the difference).
 """
 
 from __future__ import annotations
