@@ -2,12 +2,15 @@
 
     teacher-forcing   cross entropy of the gold next token, the gold prefix fed in (the default)
     scheduled         scheduled sampling (Bengio et al. 2015): each input position gets the model's
-                      own previous prediction with probability 1 - eps_i
+                      own previous prediction with probability 1 - eps_i; mode=parallel (one
+                      teacher-forced pass predicts, the default) or sequential (the exact loop
+                      over positions, one pass each)
     two-pass          two-pass scheduled sampling (Mihaylova & Martins 2019): a teacher-forced
                       first pass, then per position the gold embedding or a predicted one
                       (arg-max, top-k weighted, softmax weighted)
-    parallel          parallel scheduled sampling (Duckworth et al. 2019): K passes, each mixing
-                      samples of the previous pass with gold; the loss on the last
+    parallel          parallel scheduled sampling (Duckworth et al. 2019, as tensor2tensor): K
+                      passes, each mixing samples of the previous pass with gold at the positions
+                      the earlier passes left open; the loss on the last
     reinforce         REINFORCE on a metric with a moving-average reward baseline
     self-critical     SCST (Rennie et al. 2017): the greedy decode's reward is the baseline
     mrt               minimum risk training (Shen et al. 2016) over a sampled or beam n-best set
@@ -30,7 +33,8 @@ saves, so resumed runs stay bit-identical; a running baseline is saved through `
 Design choices:
 - A Transformer decoder is parallel over positions, so "the model's own previous prediction"
   (scheduled, parallel) comes from a teacher-forced pass without gradient, as in Duckworth et al.
-  and Mihaylova & Martins; training stays one parallel pass per round, never a token-by-token loop.
+  and Mihaylova & Martins; training stays one parallel pass per round. The token-by-token loop of
+  the paper is there too (`scheduled` with mode=sequential), for checking and small models.
 - Two-pass mixes *embeddings*. The seam is `EncoderDecoder.decode_embedded(tok_x, memory, ...)`:
   `decode(ids)` is `decode_embedded(tok_emb(ids))`, so the spine gains no flag; the objective
   encodes once and runs the decoder twice from embeddings it computes (it calls the model's
@@ -40,6 +44,8 @@ Design choices:
   no gradient), then get log p(y|x) with gradient by one teacher-forced forward on the samples.
   The sampler is here, not `tfmr.decode.sample`, because that one draws from its own generator
   (seeded from the OS when no seed is given) and a training objective must use the saved RNG.
+  It never draws the task's specials (`Task.specials`: <pad>, <s>; `WithoutSpecials`), which the
+  rewards would drop while log p counted them; nor does MRT's beam.
 
 The registry `OBJECTIVES` at the bottom is read by `build_objective`, the one wiring of
 `train.objective` into a trainer (the training loop's `setup_objective`, which `Seq2SeqTrainer`
@@ -159,12 +165,26 @@ class Task:
     pad: int
     symbols: Callable[[Sequence[int]], list]  # target ids -> symbols, up to the first </s>
     context: int  # longest target the model's positions take
+    # ids the RL sampler never draws; None: <pad> and <s>, which no output may be (the symbols
+    # drop them, so a reward would not see what log p counts)
+    specials: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.specials is None:
+            self.specials = tuple(i for i in (self.pad, self.bos) if i >= 0)
 
 
 def lm_task(context: int) -> Task:
     """A decoder-only LM's Task: no <s> or </s> (continuations run to the reference's length),
-    token ids as the reward's symbols."""
-    return Task(bos=-1, eos=-1, pad=0, symbols=lambda ids: [str(i) for i in ids], context=context)
+    token ids as the reward's symbols, every id a text token (none held back from the sampler)."""
+    return Task(
+        bos=-1,
+        eos=-1,
+        pad=0,
+        symbols=lambda ids: [str(i) for i in ids],
+        context=context,
+        specials=(),
+    )
 
 
 def lm_batch(objective, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -235,14 +255,53 @@ class TeacherForcing(Objective):
         return forward(**batch)
 
 
+def keep_earlier(previous: torch.Tensor, mixed: torch.Tensor, index: int) -> torch.Tensor:
+    """Decoder inputs (B, T): `previous` at positions t <= index, `mixed` after. Parallel pass
+    `index` (0-based) leaves what earlier passes decided at those positions (tensor2tensor's
+    `is_later_timestep`: its target position t - 1 < index is our input position t <= index)."""
+    later = torch.arange(mixed.shape[1], device=mixed.device)[None, :] > index  # (1, T)
+    return torch.where(later, mixed, previous)
+
+
+def one_pass_inputs(forward, batch: dict, eps: float, how: str, temperature: float, pad: int):
+    """Scheduled sampling's mixed decoder inputs (B, T), the one-pass parallel approximation: the
+    predictions come from one teacher-forced pass, so the one at t - 1 saw the gold prefix."""
+    with torch.no_grad():
+        first = forward(**_without_targets(batch)).logits  # (B, T, V)
+    return mix_tokens(batch["tgt_ids"], predict_tokens(first, how, temperature), eps, pad)
+
+
+def sequential_inputs(forward, batch: dict, eps: float, how: str, temperature: float, pad: int):
+    """Scheduled sampling's mixed decoder inputs (B, T), exactly as Bengio et al. 2015: position by
+    position, input t + 1 is gold with probability eps, else the prediction made at t from the
+    inputs already mixed (not the gold prefix). One full decoder pass without gradient per
+    position (T - 1 of them): slow, for checking and small models. Per position the draws are the
+    prediction (B,), then the coins (B,), from the global RNG (tensor2tensor's order)."""
+    gold = batch["tgt_ids"]
+    inputs, rest = gold.clone(), _without_targets(batch)
+    with torch.no_grad():
+        for t in range(gold.shape[1] - 1):
+            logits = forward(**{**rest, "tgt_ids": inputs}).logits[:, t : t + 1]  # (B, 1, V)
+            pred = predict_tokens(logits, how, temperature)[:, 0]  # (B,)
+            keep = (torch.rand(gold.shape[0], device=gold.device) < eps) | (gold[:, t + 1] == pad)
+            inputs[:, t + 1] = torch.where(keep, gold[:, t + 1], pred)
+    return inputs
+
+
+SS_MODES = {"parallel": one_pass_inputs, "sequential": sequential_inputs}
+
+
 class ScheduledSampling(Objective):
     """Scheduled sampling (Bengio et al. 2015, https://arxiv.org/abs/1506.03099).
 
     Each decoder input position t >= 1 is the gold y_{t-1} with probability eps_i (the schedule at
-    training step i), else the model's own prediction for that position. A Transformer predicts
-    all positions at once, so the predictions come from a teacher-forced pass without gradient;
-    the loss is the cross entropy of the second pass on the mixed inputs. `predict`: argmax, or
-    sample (from softmax(logits / temperature)). eps = 1 is teacher forcing."""
+    training step i), else the model's own prediction for that position; the loss is the cross
+    entropy of a pass on the mixed inputs. `mode` (SS_MODES): parallel (default), the one-pass
+    approximation: a Transformer predicts all positions at once, so the predictions come from a
+    teacher-forced pass without gradient; sequential, the paper's algorithm: the prediction at t
+    conditions on the inputs mixed before it, one pass per position (tensor2tensor's
+    `sequential_scheduled_sampling`). `predict`: argmax, or sample (from softmax(logits /
+    temperature)). eps = 1 is teacher forcing."""
 
     def __init__(
         self,
@@ -252,28 +311,35 @@ class ScheduledSampling(Objective):
         eps_min: float = 0.0,
         predict: str = "argmax",
         temperature: float = 1.0,
+        mode: str = "parallel",
     ):
         self.schedule = Schedule(schedule, k, c, eps_min)
         if predict not in PREDICT:
             raise ConfigError(f"unknown predict {predict!r}; valid: {', '.join(PREDICT)}")
-        self.predict, self.temperature = predict, float(temperature)
+        if mode not in SS_MODES:
+            raise ConfigError(
+                f"unknown scheduled sampling mode {mode!r}; valid: {', '.join(SS_MODES)}"
+            )
+        self.predict, self.temperature, self.mode = predict, float(temperature), mode
 
     def loss(self, forward, model, batch, step):
-        eps = self.schedule(step)
-        with torch.no_grad():
-            first = forward(**_without_targets(batch)).logits  # (B, T, V)
-        pred = predict_tokens(first, self.predict, self.temperature)  # (B, T)
-        mixed = mix_tokens(batch["tgt_ids"], pred, eps, self.task.pad)
+        mixed = SS_MODES[self.mode](
+            forward, batch, self.schedule(step), self.predict, self.temperature, self.task.pad
+        )
         return forward(**{**batch, "tgt_ids": mixed})
 
 
 class ParallelScheduledSampling(ScheduledSampling):
-    """Parallel scheduled sampling (Duckworth et al. 2019, https://arxiv.org/abs/1906.04331).
+    """Parallel scheduled sampling (Duckworth et al. 2019, https://arxiv.org/abs/1906.04331), as
+    tensor2tensor's `scheduled_sampling_method=parallel`.
 
     K passes: the first teacher-forced; pass k feeds gold with probability eps_i per position, else
-    a token sampled from pass k - 1; the loss is the cross entropy of pass K. No gradient flows
-    through the samples or the first K - 1 passes. passes = 2 is scheduled sampling with sampled
-    predictions."""
+    a token sampled from pass k - 1, except that the positions the earlier passes settled (input
+    t <= k - 2, `keep_earlier`) keep their tokens; the loss is the cross entropy of pass K. So
+    pass k fixes one more position for good, and K = T passes equal sequential scheduled sampling.
+    No gradient flows through the samples or the first K - 1 passes. passes = 2 is scheduled
+    sampling with sampled predictions, and tensor2tensor's `scheduled_sampling_num_passes=1`
+    (its count leaves out the teacher-forced pass): `passes` = num_passes + 1."""
 
     def __init__(
         self,
@@ -294,13 +360,12 @@ class ParallelScheduledSampling(ScheduledSampling):
         eps, gold = self.schedule(step), batch["tgt_ids"]
         inputs = gold
         with torch.no_grad():
-            for _ in range(self.passes - 1):
+            for index in range(self.passes - 1):
                 logits = forward(
                     **{**_without_targets(batch), "tgt_ids": inputs}
                 ).logits  # (B, T, V)
-                inputs = mix_tokens(
-                    gold, predict_tokens(logits, self.predict, self.temperature), eps, self.task.pad
-                )
+                pred = predict_tokens(logits, self.predict, self.temperature)  # (B, T)
+                inputs = keep_earlier(inputs, mix_tokens(gold, pred, eps, self.task.pad), index)
         return forward(**{**batch, "tgt_ids": inputs})
 
 
@@ -388,6 +453,45 @@ def _start(model, src: torch.Tensor, max_len: int, bos: int):
         start = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
         return model.start_state(src.shape[0], max_len, src=src), start
     return model.start_state(src.shape[0], src.shape[1] + max_len), src
+
+
+class WithoutSpecials:
+    """A model's decoding protocol (decode.Decodable: `needs_source`, `cfg`, `start_state`, `step`,
+    train / eval) in which the ids `never` get no probability: their logits are -inf at every
+    step, so a draw is from the model's distribution over the other ids renormalised, and an
+    arg-max or a beam is over those. The RL objectives decode their candidates (samples, the
+    greedy baseline, a beam's n-best) through it with the task's specials (<pad>, <s>): no
+    candidate holds a token that log p would count and the reward drop. The logits of log p
+    itself stay the model's."""
+
+    def __init__(self, model, never: Sequence[int]):
+        self.model, self.never = model, torch.tensor(list(never), dtype=torch.long)
+
+    @property
+    def needs_source(self) -> bool:
+        return self.model.needs_source
+
+    @property
+    def cfg(self):
+        return self.model.cfg
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def start_state(self, *args, **kwargs):
+        return self.model.start_state(*args, **kwargs)
+
+    def step(self, tokens: torch.Tensor, state):
+        logits, state = self.model.step(tokens, state)  # (B, V)
+        return logits.index_fill(-1, self.never.to(logits.device), float("-inf")), state
 
 
 @torch.no_grad()
@@ -539,8 +643,12 @@ class _RL(Objective):
         src_n = src.repeat_interleave(n, dim=0)  # (B n, S)
         t = self.task
         return src_n, sample_ids(
-            model, src_n, max_len, t.bos, t.eos, t.pad, greedy, self.temperature
+            self.decoder(model), src_n, max_len, t.bos, t.eos, t.pad, greedy, self.temperature
         )
+
+    def decoder(self, model) -> WithoutSpecials:
+        """The model as the candidates are decoded from: the task's specials never drawn."""
+        return WithoutSpecials(model, self.task.specials)
 
 
 class Reinforce(_RL):
@@ -600,12 +708,32 @@ class SelfCritical(_RL):
 
 
 CANDIDATES = ("sample", "beam")
+REFERENCES = ("append", "replace_last")
+
+
+def _key(row: Sequence[int], eos: int) -> tuple:
+    """A candidate's ids up to and including its first </s> (what follows is padding)."""
+    row = list(row)
+    return tuple(row[: row.index(eos) + 1] if eos in row else row)
+
+
+def replace_last(rows: list[tuple], gold: tuple, sort: bool) -> tuple | None:
+    """Nematus' way of adding the reference (mrt_utils.full_sampler, `mrt_reference`): unless the
+    gold target is already a candidate, it takes the place of the last distinct candidate, which
+    is the greatest in id order for sampled candidates (Nematus sorts them to drop duplicates) and
+    the worst of a beam's n-best. Returns the candidate to replace, or None."""
+    distinct = list(dict.fromkeys(rows))
+    if gold in distinct:
+        return None
+    return max(distinct) if sort else distinct[-1]
 
 
 class MinimumRisk(_RL):
     """Minimum risk training (Shen et al. 2016, https://arxiv.org/abs/1512.02433) over a candidate
     set per source: `samples` draws (candidates=sample) or the n-best of a beam search of width
-    `samples` (candidates=beam); duplicates dropped, the reference added when `with_reference`.
+    `samples` (candidates=beam); duplicates dropped. With `with_reference` the gold target joins
+    the set: `reference=append` adds it as one more candidate, `replace_last` puts it in place of
+    the last candidate unless it is one already (Nematus, `replace_last`), so the set keeps n.
     Q = P^alpha renormalised over the set, loss = E_Q[-reward]."""
 
     def __init__(
@@ -615,6 +743,7 @@ class MinimumRisk(_RL):
         alpha: float = 0.005,
         candidates: str = "sample",
         with_reference: bool = False,
+        reference: str = "append",
         max_len: int = 0,
         temperature: float = 1.0,
         prompt: float = 0.5,
@@ -624,10 +753,15 @@ class MinimumRisk(_RL):
             raise ConfigError(
                 f"unknown MRT candidates {candidates!r}; valid: {', '.join(CANDIDATES)}"
             )
-        self.alpha, self.candidates, self.with_reference = (
+        if reference not in REFERENCES:
+            raise ConfigError(
+                f"unknown MRT reference {reference!r}; valid: {', '.join(REFERENCES)}"
+            )
+        self.alpha, self.candidates, self.with_reference, self.reference = (
             float(alpha),
             candidates,
             bool(with_reference),
+            reference,
         )
 
     def nbest(self, model, src: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -643,7 +777,7 @@ class MinimumRisk(_RL):
         try:
             with torch.no_grad():
                 best = beam_search(
-                    model,
+                    self.decoder(model),
                     start,
                     n,
                     min(max_len, t.context - start.shape[1]),
@@ -656,6 +790,27 @@ class MinimumRisk(_RL):
             model.train(was_training)
         return best.ids[:, :, start.shape[1] :].reshape(src.shape[0] * n, -1)
 
+    def add_reference(self, ys: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The candidates (B, n, L) with the gold target (B, T) added: (B, n + 1, L') appended, or
+        (B, n, L') in place of the last candidate (`replace_last`); L' = max(L, T), `pad` after."""
+        pad, eos = self.task.pad, self.task.eos
+        gold = torch.where(targets == -100, torch.full_like(targets, pad), targets)  # (B, T)
+        L = max(ys.shape[2], gold.shape[1])
+        ys, gold = (
+            F.pad(ys, (0, L - ys.shape[2]), value=pad),
+            F.pad(gold, (0, L - gold.shape[1]), value=pad),
+        )
+        if self.reference == "append":
+            return torch.cat([ys, gold[:, None]], dim=1)  # (B, n + 1, L)
+        ys = ys.clone()
+        for b in range(ys.shape[0]):
+            rows = [_key(r, eos) for r in ys[b].tolist()]
+            out = replace_last(rows, _key(gold[b].tolist(), eos), self.candidates == "sample")
+            for j, row in enumerate(rows):
+                if out is not None and row == out:
+                    ys[b, j] = gold[b]
+        return ys
+
     def loss(self, forward, model, batch, step):
         src, targets = batch["src_ids"], batch["targets"]
         B, n = src.shape[0], self.samples
@@ -667,19 +822,9 @@ class MinimumRisk(_RL):
         else:
             src_n, ys = self.draw(model, src, n, self.length(targets, src))  # (B n, L)
         if self.with_reference:
-            gold = torch.where(
-                targets == -100, torch.full_like(targets, self.task.pad), targets
-            )  # (B, T)
-            L = max(ys.shape[1], gold.shape[1])
-            ys = torch.cat(
-                [
-                    F.pad(ys.view(B, n, -1), (0, L - ys.shape[1]), value=self.task.pad),
-                    F.pad(gold, (0, L - gold.shape[1]), value=self.task.pad)[:, None],
-                ],
-                dim=1,
-            )
-            n += 1
-            ys, src_n = ys.view(B * n, L), src.repeat_interleave(n, dim=0)
+            ys = self.add_reference(ys.view(B, n, -1), targets)  # (B, n', L')
+            n = ys.shape[1]
+            ys, src_n = ys.reshape(B * n, -1), src.repeat_interleave(n, dim=0)
         keep = torch.ones(B, n, dtype=torch.bool)
         rows = [tuple(self.task.symbols(r)) for r in ys.tolist()]
         for b in range(B):  # drop repeated candidates: the set is a set
