@@ -407,8 +407,9 @@ class Monotonic(AlignmentKernel):
     def selection(self, scores, keep):
         """p_ij = sigmoid(energy + r (+ noise in training)), 0 on padding keys: (B, H, S)."""
         energy = scores + self.r.float()[:, None]
-        if self.training and self.noise > 0:
-            energy = energy + self.noise * torch.randn_like(energy)
+        if self.training and self.noise > 0:  # drawn in (B, H, S) order whatever energy's layout
+            noise = torch.randn(energy.shape, dtype=energy.dtype, device=energy.device)
+            energy = energy + self.noise * noise
         p = torch.sigmoid(energy)
         return p if keep is None else p.masked_fill(~keep, 0.0)
 
