@@ -198,7 +198,7 @@ def test_location_options_reach_the_built_kernel():
         cross_kernel=Choice("location", score="additive", start="uniform", scaling=2.0),
     )
     kernel = build_model(cfg).blocks[0].cross.kernel
-    assert kernel.score.U.shape == (4, 8, 8)  # (heads, head_dim, channels): head_dim from the build
+    assert kernel.score.U.shape == (cfg.heads, cfg.dim // cfg.heads, kernel.channels)  # head_dim
     assert "start=uniform, score=additive, scaling=2.0" in repr(kernel)
 
 
@@ -290,9 +290,10 @@ def test_monotonic_additive_hard_decoding_equals_tensorflow_step_by_step():
 
 
 def test_additive_energy_starts_as_the_reference_initialises_it():
-    energy = AdditiveEnergy(heads=3, head_dim=16)
-    assert torch.equal(energy.g, torch.full((3,), 0.25))  # sqrt(1 / num_units)
-    assert torch.equal(energy.b, torch.zeros(3, 16))
+    heads, units = 3, 16
+    energy = AdditiveEnergy(heads=heads, head_dim=units)
+    assert torch.equal(energy.g, torch.full((heads,), (1.0 / units) ** 0.5))  # sqrt(1 / num_units)
+    assert torch.equal(energy.b, torch.zeros(heads, units))
 
 
 def test_mocha_takes_the_additive_energy_and_chunk_one_is_monotonic():
