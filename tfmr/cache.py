@@ -6,7 +6,9 @@
                      the window however long the sequence; `update` returns the held keys, oldest
                      first, followed by the new ones
     SinkCache        attention sinks + a rolling window (StreamingLLM): the first `sinks` positions
-                     and a ring of `window`, keys stored unrotated, positions inside the cache
+                     and a ring of `window`, keys stored unrotated, positions inside the cache; a
+                     chunk's queries slide over the window (`ChunkSinkCache`: the reference's
+                     eviction, room for the whole chunk first)
     SegmentMemory    Transformer-XL: the previous segment's hidden states (detached) for one layer
     RetentionState   a retention layer's recurrent state (B, H, D_k, D_v), the same size at every
                      length (mixers.py)
@@ -26,9 +28,12 @@ cache cost of a model shape (MHA vs GQA vs MQA).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol, runtime_checkable
 
 import torch
+
+from .masks import EVERY_KEY
 
 
 @runtime_checkable
@@ -178,7 +183,7 @@ class SinkCache(KVCache):
                 f"sink cache continues at position {self.next_pos}; asked to write at {start}"
             )
         S, W, T = self.sinks, self.window, k.shape[2]
-        first = max(S, start - W + 1)  # the oldest window position the first new query still sees
+        first = self.oldest_held(start, T)
         held = torch.cat(
             (torch.arange(min(start, S)), S + torch.arange(first, max(first, start)) % W)
         ).to(k.device)
@@ -194,6 +199,11 @@ class SinkCache(KVCache):
         self.next_pos = start + T
         return k_all, v_all
 
+    def oldest_held(self, start: int, T: int) -> int:
+        """The oldest window position handed to a chunk of T at `start`: the oldest one its
+        first query still sees (the window - 1 before it); the chunk's later queries slide."""
+        return max(self.sinks, start - self.window + 1)
+
     positions_inside = True  # keys come unrotated: attention rotates them at their cache positions
 
     def store(self, attn, x, k, v, start, mask):
@@ -202,6 +212,25 @@ class SinkCache(KVCache):
 
     def held(self) -> int:
         return min(self.next_pos, self.sinks) + min(max(self.next_pos - self.sinks, 0), self.window)
+
+
+class ChunkSinkCache(SinkCache):
+    """The sink cache with StreamingLLM's own eviction (`StartRecentKVCache.evict_for_space`):
+    before a chunk of T tokens it keeps the sinks and only the window - T most recent positions,
+    room for the whole chunk, whose queries then see every held key and the chunk causally (no
+    window inside it: a chunk longer than the window, or a first chunk longer than sinks +
+    window, is attended whole, as the reference does). One token at a time it is `SinkCache`.
+    Afterwards both keep the sinks and the newest `window` positions.
+
+        chunk of T after the cache filled:  keys  sinks | window - T held | the T new
+    """
+
+    def oldest_held(self, start: int, T: int) -> int:
+        return max(self.sinks, start + T - self.window)
+
+    def store(self, attn, x, k, v, start, mask):
+        mask = dataclasses.replace(mask, rule=EVERY_KEY)  # the pattern's window acts on eviction
+        return super().store(attn, x, k, v, start, mask)
 
 
 class SegmentMemory:

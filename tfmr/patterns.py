@@ -10,6 +10,7 @@ adds causality and padding; kernels evaluate the rule densely or as a FlexAttent
     longformer  window + `global_tokens` leading positions that see and are seen by all
     bigbird     window + global tokens + random key blocks
     sinks       StreamingLLM: attention sinks + window, a constant-size cache with positions inside it
+                (`evict=slide|chunk`: how a multi-token chunk makes room, `SINK_CACHES`)
 
 What a pattern declares on its class (the builder, FastDecoder and decode.stream read these):
 `positions_in_cache` and `constant_state`, see `Dense`. The masks live in masks.py, the kernels
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .cache import KVCache, RollingKVCache, SinkCache
+from .cache import ChunkSinkCache, KVCache, RollingKVCache, SinkCache
 from .masks import Mask, Rule
 from .variant import Variant
 
@@ -214,6 +215,10 @@ class SinksRule(WindowRule):
         return ok
 
 
+# How a sink cache makes room for a chunk of several tokens fed at once (`evict`).
+SINK_CACHES = {"slide": SinkCache, "chunk": ChunkSinkCache}
+
+
 class Sinks(SlidingWindow):
     """Attention sinks + sliding window (StreamingLLM, Xiao et al. 2023,
     https://arxiv.org/abs/2309.17453): each query sees the first `sinks` positions and the `window`
@@ -224,25 +229,34 @@ class Sinks(SlidingWindow):
 
         keys:  [0 .. sinks-1]  . . . (evicted) . . .  [t-window+1 .. t]
         cache positions: 0 .. sinks-1, sinks .. sinks+window-1 (query at the last)
+
+    `evict` says what a chunk of several tokens fed at once sees once the cache is full: `slide`
+    (default) hands it the window - 1 positions before it and slides each query's window inside
+    the chunk, as the full forward does; `chunk` is the reference's `evict_for_space`: the
+    window - T most recent positions and the whole chunk, causally (`cache.ChunkSinkCache`,
+    tested token for token against it). One token at a time the two are the same.
     """
 
     positions_in_cache = True
     constant_state = True
 
-    def __init__(self, sinks: int = 4, window: int = 256):
+    def __init__(self, sinks: int = 4, window: int = 256, evict: str = "slide"):
         super().__init__(window)
         if sinks < 0:
             raise ValueError(f"sinks must be 0 or more, got {sinks}")
-        self.sinks = sinks
+        if evict not in SINK_CACHES:
+            raise ValueError(f"evict must be one of {', '.join(SINK_CACHES)}; got {evict!r}")
+        self.sinks, self.evict = sinks, evict
 
     def rule(self) -> Rule:
         return SinksRule(self.window, self.sinks)
 
     def new_cache(self, batch, kv_heads, max_len, head_dim, dtype, device) -> KVCache:
-        return SinkCache(batch, kv_heads, self.sinks, self.window, head_dim, dtype, device)
+        cache = SINK_CACHES[self.evict]
+        return cache(batch, kv_heads, self.sinks, self.window, head_dim, dtype, device)
 
     def extra_repr(self) -> str:
-        return f"sinks={self.sinks}, window={self.window}"
+        return f"sinks={self.sinks}, window={self.window}, evict={self.evict}"
 
 
 PATTERNS = {
