@@ -23,9 +23,8 @@ import re
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError
 from .config import ConfigError, RunConfig
-from .data import DataError
+from .errors import CheckpointError, DataError
 
 USER_ERRORS = (
     ConfigError,
