@@ -33,7 +33,6 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import checkpoint
 from .config import (
     Choice,
     ConfigError,
@@ -48,6 +47,7 @@ from .config import (
     merge_into,
     set_field,
 )
+from .errors import CheckpointError
 
 
 # ----------------------------------------------------------------------------- language models (tfmr lm train)
@@ -319,7 +319,9 @@ def read_run_config(directory: str | Path, cls: type = RunConfig):
     """The config saved in checkpoint `directory`, as a `cls`. A checkpoint written by another
     command (a G2P checkpoint given to `tfmr lm generate`, say) is refused with a CheckpointError
     that names its kind and the command that reads it, instead of an unknown-key error."""
-    data = checkpoint.read_config(directory)
+    from .checkpoint import read_config  # torch: only a command that reads a checkpoint pays it
+
+    data = read_config(directory)
     try:
         return from_dict(cls, data)
     except ConfigError:
@@ -329,7 +331,7 @@ def read_run_config(directory: str | Path, cls: type = RunConfig):
         kinds = " or ".join(dict.fromkeys(KINDS[other][0] for other in others))
         commands = "; ".join(KINDS[other][1] for other in others)
         mine = KINDS.get(cls, (cls.__name__, ""))[0]
-        raise checkpoint.CheckpointError(
+        raise CheckpointError(
             f"{directory} is a {kinds} checkpoint ({commands}); this command reads {mine} checkpoints"
         ) from None
 

@@ -3,9 +3,12 @@
     g2p-tiny, g2p-small, g2p-base, g2p-long           tfmr g2p train --preset NAME
     exp-g2p-sampling, -guided, -alignment, -scaling   the base runs of the G2P experiments
 
-PRESETS maps each name to (the command that uses it, its function); tfmr/tasks/g2p.py adds them,
-and the config class, to tfmr.presets' registries when it is imported (the library never imports
-a task). What the recipes were sized on is said beside each one.
+PRESETS maps each name to (the command that uses it, its function); this module adds them, and
+the config class, to tfmr.presets' registries when it is imported (the library never imports a
+task), and needs no torch, so `tfmr presets` and `tfmr g2p --help` list them without loading it
+(tfmr/tasks/g2p.py, the task, imports this). What the recipes were sized on is said beside each
+one; each preset's docstring is its description in `tfmr presets` and in docs/g2p.md's table
+(tests/test_presets_text.py checks they agree).
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..config import Choice, ModelConfig
-from ..seq2seq import DecodeConfig, Seq2SeqTrainConfig
+from .. import presets
+from ..config import Choice, DecodeConfig, ModelConfig, Seq2SeqTrainConfig
+
+# the task's name (its command, `tfmr g2p`) and title (the checkpoint kind in messages)
+NAME, TITLE = "g2p", "G2P"
 
 
 # ----------------------------------------------------------------------------- the config
@@ -203,3 +209,5 @@ PRESETS: dict[str, tuple[str, Callable]] = {
     "exp-g2p-alignment": ("experiment g2p-alignment", exp_g2p_alignment),
     "exp-g2p-scaling": ("experiment g2p-scaling", exp_g2p_scaling),
 }
+
+presets.register(G2PConfig, TITLE, f"tfmr {NAME}", PRESETS)
