@@ -24,6 +24,8 @@ in one run mean much on a shared machine.
                     decoding, attention, MoE): one JSON and one markdown table (--quick: CPU smoke run)
     hf-load         loading a Hugging Face folder (GPT-2 124M shape): tfmr.from_pretrained beside
                     transformers' from_pretrained
+    startup         `tfmr --help`, `--version`, `presets`, `g2p hello` as fresh processes, beside
+                    `python -c "import torch"` (goal: 0.3 s)
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ MODULES = {
     "g2p-lengths": "tfmr.bench.g2p_lengths",
     "g2p-compare": "tfmr.bench.g2p_compare",
     "g2p-stream": "tfmr.bench.g2p_stream",
+    "startup": "tfmr.bench.startup",
 }
 
 
