@@ -4,6 +4,7 @@
     KINDS                      every run config class -> (its kind, the commands that read it)
     register(cls, ...)         what a task adds to both: its config class and its presets
     get(name, cls)             a fresh config from a preset, checked to be a `cls` (RunConfig, ...)
+    describe(name)             its description: the docstring's first paragraph, on one line
     read_run_config(dir, cls)  a checkpoint's saved config; another command's checkpoint is named as such
     resolve(...)               preset (or a run's saved config) -> YAML/TOML file -> --data -> each --set
 
@@ -30,6 +31,7 @@ task adds them to these registries itself.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -251,6 +253,13 @@ PRESETS: dict[str, tuple[str, Callable]] = {
     "exp-streaming": ("experiment streaming", exp_streaming),
     "exp-mixers": ("experiment mixers", exp_mixers),
 }
+
+
+def describe(name: str) -> str:
+    """Preset `name`'s description, on one line: its function's docstring's first paragraph. The one
+    source of what `tfmr presets` prints and the docs' preset tables quote (a test checks them)."""
+    doc = inspect.getdoc(PRESETS[name][1]) or ""
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 def names(cls: type = RunConfig) -> list[str]:
