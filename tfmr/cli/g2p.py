@@ -200,6 +200,12 @@ def _train(verbs) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the whole resolved config at start (default: a short summary)",
+    )
     _beams_flag(p)
     p.set_defaults(func=run_train)
 
@@ -295,7 +301,12 @@ def run_train(args) -> int:
     out = args.out
     cfg = resolve_config(args, G2PConfig, saved=Path(out) / "checkpoint" if args.resume else None)
     trainer, data = g2p.train(
-        cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
+        cfg,
+        out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        verbose=args.verbose,
     )
     print(
         f"checkpoint: {trainer.ckpt_dir}  (trained {trainer.seconds / 60:.1f} min, {trainer.step} steps, "

@@ -51,6 +51,7 @@ from ..folders import check_output
 from ..loading import load
 from ..metrics import closest_reference, per, wer
 from ..programs import config_flags, guarded, positive_int, resolve_config
+from ..runsummary import summary
 from ..seq2seq import (
     BOS,
     EOS,
@@ -447,8 +448,10 @@ class SymbolTask:
         progress: bool = True,
         log=print,
         overwrite: bool = False,
+        verbose: bool = False,
     ):
-        """Train (or resume) a model; returns (trainer, data)."""
+        """Train (or resume) a model; returns (trainer, data). Before the first step it logs a short
+        summary (tfmr.runsummary); `verbose`: the whole resolved config first."""
         check_output(
             out, "run", overwrite=overwrite, resume=resume
         )  # before the data is read (tfmr.folders)
@@ -468,7 +471,10 @@ class SymbolTask:
             log=log,
             overwrite=overwrite,
         )  # resuming, the saved model and data sections win
-        log("resolved config:\n" + dumps(trainer.cfg))
+        if verbose:
+            log("resolved config:\n" + dumps(trainer.cfg))
+        for line in summary(trainer):
+            log(line)
         trainer.fit()
         return trainer, data
 
@@ -681,6 +687,9 @@ class SymbolTask:
         )
         p.add_argument("--no-eval", action="store_true", help="train: skip the test-set evaluation")
         p.add_argument("--no-progress", action="store_true")
+        p.add_argument(
+            "-v", "--verbose", action="store_true", help="train: print the whole resolved config"
+        )
 
     def main(self, args) -> int:
         if args.sources and args.action != "predict":
@@ -714,7 +723,12 @@ class SymbolTask:
             args, self.config_class, saved=Path(out) / "checkpoint" if args.resume else None
         )
         trainer, data = self.train(
-            cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
+            cfg,
+            out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+            verbose=args.verbose,
         )
         print(
             f"checkpoint: {trainer.ckpt_dir}  ({trainer.step} steps, epoch {trainer.batches.epoch})"
