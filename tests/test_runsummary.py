@@ -61,6 +61,7 @@ def test_the_summary_says_the_run_the_shape_the_length_and_the_compute(tmp_path,
         model=presets.tiny().model,
         train=TrainConfig(steps=1234, max_minutes=7.5, dtype="float32"),
     )
+    t = cfg.train
     trainer = types.SimpleNamespace(cfg=cfg, out=tmp_path / "run", device=CPU, step=0)
     lines = runsummary.summary(trainer, "a corpus")
     assert lines[0].startswith(f"run: {tmp_path / 'run'} (a new run)")
@@ -68,7 +69,9 @@ def test_the_summary_says_the_run_the_shape_the_length_and_the_compute(tmp_path,
     m = cfg.model
     assert f"{m.layers} layers of width {m.dim}, {m.heads} heads, context {m.context}" in lines[1]
     assert lines[2] == "data: a corpus"
-    assert lines[3].startswith("training: 1,234 steps or 7.5 minutes, whichever comes first")
+    assert lines[3].startswith(
+        f"training: 1,234 steps of batches of {t.batch_size} (or 7.5 minutes, whichever comes first)"
+    )
     assert lines[4].startswith("compute: cpu, fp32 (train.dtype=float32), ")
     trainer.step = 40
     assert "(resumed at step 40)" in runsummary.summary(trainer)[0]

@@ -210,8 +210,6 @@ class G2P:
         return entries
 
     def _predict(self, entries: list[_Entry], model, vocab, cfg) -> None:
-        from .tasks.g2p_checks import decode_checked
-
         words = sorted({e.word.lower() for e in entries})
         beam = self.beam or cfg.decode.beam_size
         cap = min(cfg.decode.max_len, cfg.model.context - 1)
@@ -272,6 +270,14 @@ class G2P:
             else self.plan_words(words_or_text)
         )
         return self.finish(self.fill(self.lookup(entries, all)), format, stress)
+
+
+def decode_checked(*args, **kwargs):
+    """tasks/g2p_checks.py's decode_checked (the model's words, checked and repaired), imported with
+    torch on the first word the model reads."""
+    from .tasks import g2p_checks
+
+    return g2p_checks.decode_checked(*args, **kwargs)
 
 
 @functools.lru_cache(maxsize=4)

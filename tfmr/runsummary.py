@@ -58,11 +58,13 @@ def shape(m) -> str:
 
 def schedule(t) -> str:
     """The train section's length and schedule in a few words."""
-    budget = f" or {t.max_minutes:g} minutes, whichever comes first" if t.max_minutes > 0 else ""
+    tokens = getattr(t, "batch_tokens", 0)  # a pair task's cap (Seq2SeqTrainConfig)
+    batch = f"up to {tokens:,} tokens" if tokens else f"{t.batch_size:,}"
+    budget = f" (or {t.max_minutes:g} minutes, whichever comes first)" if t.max_minutes > 0 else ""
     return (
-        f"{t.steps:,} steps{budget}, lr {t.lr:g} after {t.warmup:,} warmup steps, down to "
-        f"{t.min_lr:g}; evaluation every {t.eval_every:,} steps, a checkpoint every "
-        f"{t.checkpoint_every:,}"
+        f"{t.steps:,} steps of batches of {batch}{budget}, lr {t.lr:g} after {t.warmup:,} warmup "
+        f"steps, down to {t.min_lr:g}; evaluation every {t.eval_every:,} steps, a checkpoint "
+        f"every {t.checkpoint_every:,}"
     )
 
 
