@@ -540,10 +540,19 @@ def test_resume_refuses_to_change_the_saved_model_or_data(capsys, run_dir, tmp_p
 def test_resume_continues_the_saved_config_not_the_default_preset(capsys, run_dir, tmp_path):
     run = _copy_run(run_dir, tmp_path / "run")
     code, out, err = cli(
-        capsys, "lm", "train", "--out", run, "--resume", "--no-progress", "--set", "train.steps=3"
+        capsys,
+        "lm",
+        "train",
+        "--out",
+        run,
+        "--resume",
+        "--no-progress",
+        "--set",
+        "train.steps=3",
+        "-v",
     )
     assert code == 0, err
-    assert '"dim": 32' in out and '"batch_size": 8' in out  # the tiny run's config, printed as used
+    assert '"dim": 32' in out and '"batch_size": 8' in out  # -v: the tiny run's config, as used
     assert "at step 2" in out
     code, out, err = cli(
         capsys, "lm", "train", "--preset", "default", "--out", run, "--resume", "--no-progress"

@@ -55,9 +55,10 @@ def test_train_then_generate_then_resume(text_file, tmp_path):
         "--no-progress",
         "--set",
         "train.steps=12",
+        "-v",
     )
     assert r.returncode == 0, r.stderr
-    assert '"steps": 12' in r.stdout  # the resolved config is printed at start
+    assert '"steps": 12' in r.stdout  # -v: the resolved config is printed at start
     assert "step 12: train loss" in r.stdout
     g = tfmr(
         "lm",

@@ -96,6 +96,7 @@ def test_bench_help_lists_every_bench(capsys):
         "g2p-lengths",
         "g2p-compare",
         "g2p-stream",
+        "startup",
     }
     with pytest.raises(SystemExit) as e:
         main(["bench", "--help"])

@@ -9,19 +9,46 @@
 The README's concept map says which module holds each concept and which test checks it.
 """
 
-from .builder import build_model
-from .config import (
-    Choice,
-    ConfigError,
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    SampleConfig,
-    TrainConfig,
-)
-from .interop import from_pretrained
-from .loading import LoadedModel, load
-from .model import Model, Output
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr__ below
+    from .builder import build_model
+    from .config import (
+        Choice,
+        ConfigError,
+        DataConfig,
+        ModelConfig,
+        RunConfig,
+        SampleConfig,
+        TrainConfig,
+    )
+    from .interop import from_pretrained
+    from .loading import LoadedModel, load
+    from .model import Model, Output
+
+__version__ = "0.1.0"
+
+# name -> the module that holds it. Read on first use (PEP 562), so that `import tfmr`, and with it
+# the command line's parser, `tfmr --help` and `tfmr presets`, loads no torch; `from tfmr import
+# build_model` imports tfmr.builder (and torch) then.
+_HOMES = {
+    "build_model": "builder",
+    "Choice": "config",
+    "ConfigError": "config",
+    "DataConfig": "config",
+    "ModelConfig": "config",
+    "RunConfig": "config",
+    "SampleConfig": "config",
+    "TrainConfig": "config",
+    "Model": "model",
+    "Output": "model",
+    "from_pretrained": "interop",
+    "load": "loading",
+    "LoadedModel": "loading",
+}
 
 __all__ = [
     "build_model",
@@ -38,4 +65,16 @@ __all__ = [
     "load",
     "LoadedModel",
 ]
-__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """tfmr.NAME for the names of __all__, imported from their module on first use and kept."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'tfmr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

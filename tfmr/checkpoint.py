@@ -39,6 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model
 
 from .config import ConfigError, parse_json
+from .errors import CheckpointError  # defined in errors.py (torch-free), re-exported here
 from .folders import check_output
 
 MANIFEST = "manifest.json"
@@ -46,10 +47,6 @@ SHARDED = (
     "sharded.json"  # in a sharded (fsdp) checkpoint only: written by tfmr.parallel.save_sharded
 )
 EXPORT_INFO = "export.json"  # in an exported model only: its dtype and where it came from
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete, tampered with or from another model."""
 
 
 def _sha256(path: Path) -> str:

@@ -1,6 +1,9 @@
 """Typed configuration: small dataclasses, one `kind` per axis, overrides and config files.
 
-A run is described by `RunConfig` (model, data, train, sample sections). Each axis of variation is
+A run is described by `RunConfig` (model, data, train, sample sections), a sequence-to-sequence
+run by `Seq2SeqConfig` (model, train: `Seq2SeqTrainConfig`, decode: `DecodeConfig`; the trainer is
+seq2seq.py, which re-exports them; they live here so that presets and the command line need no
+torch). Each axis of variation is
 a `Choice(kind, **options)`; the valid kinds live in one plain dict per axis in the module that
 implements them (e.g. `POSITIONS` in positions.py), and the builder checks kinds and options
 against those dicts, so a typo fails at build time with the valid choices listed.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -197,6 +201,56 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     decode: DecodeWeightsConfig = field(default_factory=DecodeWeightsConfig)
+
+
+# ----------------------------------------------------------------------------- sequence pairs (seq2seq.py)
+@dataclass
+class Seq2SeqTrainConfig(TrainConfig):
+    """TrainConfig plus what sequence pairs need."""
+
+    batch_tokens: int = 0  # > 0: cap each batch at this many padded tokens (source + target)
+    eval_pairs: int = 2000  # dev pairs in the dev loss (and the task's own dev metric)
+    # train.objective (in TrainConfig): every kind of objectives.OBJECTIVES (scheduled, two-pass, ...)
+    guided_attention: float = (
+        0.0  # > 0: weight of the guided attention loss (needs model.kernel=eager)
+    )
+    guided_sigma: float = 0.4  # g, the width of the guided attention's diagonal band
+    guided_layers: str = "all"  # cross-attention layers it acts on: all, or indices such as 0,1
+    guided_heads: str = "0,1"  # heads of each chosen layer it acts on
+
+
+@dataclass
+class DecodeConfig:
+    """How a trained model is decoded for evaluation."""
+
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    max_len: int = 40  # target tokens, </s> included
+    batch_size: int = 500
+    weights: str = (
+        "fp32"  # fp32 | bf16 | int8: weight-only quantization for decoding (tfmr/quantize.py)
+    )
+
+    def check(self) -> None:
+        """Refuse (ConfigError) a setting out of range before training, not after it."""
+        for name in ("beam_size", "max_len", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"decode.{name} must be at least 1, got {getattr(self, name)}")
+        if not math.isfinite(self.length_penalty):
+            raise ConfigError(
+                f"decode.length_penalty must be a finite number, got {self.length_penalty}"
+            )
+
+
+@dataclass
+class Seq2SeqConfig:
+    """The sections every sequence-to-sequence run saves: the model, its training and its decoding.
+    A task's own config has these and may add its own (G2P's `data`); `tfmr.load` reads a pair
+    checkpoint whose task is not registered as this, its other sections left out."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: Seq2SeqTrainConfig = field(default_factory=Seq2SeqTrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
 # ----------------------------------------------------------------------------- plain data

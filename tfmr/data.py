@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, DataConfig, check_options, parse_json, to_dict
+from .errors import DataError  # defined in errors.py (torch-free), re-exported here
 from .tokenizers import TOKENIZERS
 from .tokenizers import load as load_tokenizer
 
@@ -35,10 +36,6 @@ def default_cache_root() -> Path:
     """Where token ids are cached across runs: $TFMR_CACHE, else ~/.cache/tfmr/data."""
     env = os.environ.get("TFMR_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "tfmr" / "data"
-
-
-class DataError(ValueError):
-    """Input text that cannot be used; the message names the file and the reason."""
 
 
 def embedded_corpus() -> str:

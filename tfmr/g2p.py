@@ -29,15 +29,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .builder import max_positions
 from .config import ConfigError
-from .tasks import g2p as task
-from .tasks.g2p_checks import decode_checked
+from .tasks.g2p_lexicon import LETTERS, TRAIN_HINT, NoShippedModel, lexicon
 from .tasks.g2p_text import ACRONYM, BOUNDARY, WORD, Token, acronym_phones, tokenize
 from .tasks.homographs import choose
 from .tasks.phonemes import FORMATS, format_phones, strip_stress
 from .tasks.possessive import possessive
-from .tasks.symbols import escape
+from .tasks.symbols_common import escape
+
+# The model's side (tfmr.tasks.g2p, tasks/g2p_checks.py, the builder) imports torch: it is imported
+# on the first word the dictionary does not have, so a look-up such as `tfmr g2p hello` needs none.
 
 DICTIONARY, SPELLED, PREDICTED, LOW_CONFIDENCE = (
     "dictionary",
@@ -104,7 +105,7 @@ class G2P:
             model_only,
             loaded,
         )
-        self.lexicon = task.lexicon(True)
+        self.lexicon = lexicon(True)
         self.model_stress: bool | None = (
             None  # whether the model predicts stress (its cfg.data.stress), once loaded
         )
@@ -116,9 +117,9 @@ class G2P:
             return self.loaded
         if self.checkpoint is not None:
             return _load_checkpoint(str(Path(self.checkpoint).resolve()))
-        return _load_checkpoint(
-            str(task.TASK.default_checkpoint().resolve())
-        )  # NoShippedModel when none
+        from .tasks import g2p as task
+
+        return _load_checkpoint(str(task.TASK.default_checkpoint().resolve()))  # NoShippedModel
 
     def known(self, word: str) -> bool:
         return word in self.lexicon
@@ -182,13 +183,15 @@ class G2P:
             return entries
         try:
             triple = self.model()
-        except task.NoShippedModel:
+        except NoShippedModel:
             triple = None
-        letters, max_letters = task.LETTERS, None
+        letters, max_letters = LETTERS, None
         if triple is not None:
+            from .builder import max_positions
+
             model, vocab, cfg = triple
             self.model_stress = bool(cfg.data.stress)
-            letters = task.LETTERS | set(vocab.src.itos[4:])
+            letters = LETTERS | set(vocab.src.itos[4:])
             max_letters = cfg.model.context if max_positions(cfg.model) is not None else None
         for e in pending:
             note = why_unreadable(e.word.lower(), letters, max_letters)
@@ -197,10 +200,10 @@ class G2P:
         left = [e for e in pending if e.source == _PENDING]
         if left and triple is None:
             n = len(left)
-            raise task.NoShippedModel(
+            raise NoShippedModel(
                 f"{n} word{'s' if n > 1 else ''} ({_some(e.word for e in left)}) "
                 f"{'are' if n > 1 else 'is'} not in CMUdict and no G2P model is shipped in this "
-                f"build of tfmr; {task.TRAIN_HINT}"
+                f"build of tfmr; {TRAIN_HINT}"
             )
         if left:
             self._predict(left, *triple)
@@ -269,14 +272,24 @@ class G2P:
         return self.finish(self.fill(self.lookup(entries, all)), format, stress)
 
 
+def decode_checked(*args, **kwargs):
+    """tasks/g2p_checks.py's decode_checked (the model's words, checked and repaired), imported with
+    torch on the first word the model reads."""
+    from .tasks import g2p_checks
+
+    return g2p_checks.decode_checked(*args, **kwargs)
+
+
 @functools.lru_cache(maxsize=4)
 def _load_checkpoint(path: str):
+    from .tasks import g2p as task
+
     if Path(path) == task.SHIPPED.resolve():
         return task.load_shipped()
     return task.TASK.load_model(path)
 
 
-def why_unreadable(word: str, letters=task.LETTERS, max_letters: int | None = None) -> str | None:
+def why_unreadable(word: str, letters=LETTERS, max_letters: int | None = None) -> str | None:
     """Why the model cannot read `word` (lower case), or None when it can."""
     if not word:
         return "an empty word"
@@ -287,11 +300,7 @@ def why_unreadable(word: str, letters=task.LETTERS, max_letters: int | None = No
     odd = sorted({c for c in word if c not in letters})
     if odd:
         which = ", ".join(repr(c) for c in odd)
-        lacks = (
-            "a letter a-z or an apostrophe"
-            if letters == task.LETTERS
-            else "in the model's alphabet"
-        )
+        lacks = "a letter a-z or an apostrophe" if letters == LETTERS else "in the model's alphabet"
         return f"it has {which}, which {'is' if len(odd) == 1 else 'are'} not {lacks} (not guessed)"
     if max_letters is not None and len(word) > max_letters:
         return f"the model reads words of up to {max_letters} letters; this one has {len(word)}"

@@ -4,6 +4,7 @@
     KINDS                      every run config class -> (its kind, the commands that read it)
     register(cls, ...)         what a task adds to both: its config class and its presets
     get(name, cls)             a fresh config from a preset, checked to be a `cls` (RunConfig, ...)
+    describe(name)             its description: the docstring's first paragraph, on one line
     read_run_config(dir, cls)  a checkpoint's saved config; another command's checkpoint is named as such
     resolve(...)               preset (or a run's saved config) -> YAML/TOML file -> --data -> each --set
 
@@ -30,10 +31,10 @@ task adds them to these registries itself.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import checkpoint
 from .config import (
     Choice,
     ConfigError,
@@ -48,6 +49,7 @@ from .config import (
     merge_into,
     set_field,
 )
+from .errors import CheckpointError
 
 
 # ----------------------------------------------------------------------------- language models (tfmr lm train)
@@ -253,6 +255,13 @@ PRESETS: dict[str, tuple[str, Callable]] = {
 }
 
 
+def describe(name: str) -> str:
+    """Preset `name`'s description, on one line: its function's docstring's first paragraph. The one
+    source of what `tfmr presets` prints and the docs' preset tables quote (a test checks them)."""
+    doc = inspect.getdoc(PRESETS[name][1]) or ""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 def names(cls: type = RunConfig) -> list[str]:
     """The presets whose config is a `cls`, in registry order."""
     return [name for name, (_, fn) in PRESETS.items() if isinstance(fn(), cls)]
@@ -319,7 +328,9 @@ def read_run_config(directory: str | Path, cls: type = RunConfig):
     """The config saved in checkpoint `directory`, as a `cls`. A checkpoint written by another
     command (a G2P checkpoint given to `tfmr lm generate`, say) is refused with a CheckpointError
     that names its kind and the command that reads it, instead of an unknown-key error."""
-    data = checkpoint.read_config(directory)
+    from .checkpoint import read_config  # torch: only a command that reads a checkpoint pays it
+
+    data = read_config(directory)
     try:
         return from_dict(cls, data)
     except ConfigError:
@@ -329,7 +340,7 @@ def read_run_config(directory: str | Path, cls: type = RunConfig):
         kinds = " or ".join(dict.fromkeys(KINDS[other][0] for other in others))
         commands = "; ".join(KINDS[other][1] for other in others)
         mine = KINDS.get(cls, (cls.__name__, ""))[0]
-        raise checkpoint.CheckpointError(
+        raise CheckpointError(
             f"{directory} is a {kinds} checkpoint ({commands}); this command reads {mine} checkpoints"
         ) from None
 

@@ -1,7 +1,9 @@
 """What every program shares: the argument helpers and the user-error rule.
 
     Parser                  argparse.ArgumentParser whose --help shows each flag's default and whose
-                            errors are one line `tfmr: error: ...` (exit code 2)
+                            errors are one line `tfmr: error: ...` (exit code 2); with `populate`,
+                            its flags are added when first read
+    lazy_commands(sub, ...) `tfmr bench NAME` and the like: each NAME's module imported only when run
     USER_ERRORS             mistakes a user can fix; `guarded` prints them as one line, exit code 2
     config_flags(p, ...)    --preset NAME, --config FILE, --set KEY=VALUE (repeatable), --data PATH
     resolve_config(args)    those flags through the one resolver (tfmr.presets.resolve)
@@ -19,13 +21,17 @@ Left out: loading a checkpoint for a command (tfmr/cli/common.py).
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
+import importlib.util
 import re
 import sys
+import tokenize
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .checkpoint import CheckpointError
 from .config import ConfigError, RunConfig
-from .data import DataError
+from .errors import CheckpointError, DataError
 
 USER_ERRORS = (
     ConfigError,
@@ -69,15 +75,72 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
 class Parser(argparse.ArgumentParser):
     """The parser of every program: defaults shown in --help, and a usage mistake (an unknown
-    flag, a missing one, a bad value) said in one line `tfmr: error: ...` with exit code 2."""
+    flag, a missing one, a bad value) said in one line `tfmr: error: ...` with exit code 2.
 
-    def __init__(self, *args, **kwargs):
+    `populate(parser)`, when given, adds the parser's flags the first time anything reads them
+    (parsing, --help, a test walking the parsers): `tfmr bench NAME` and `tfmr experiment NAME`
+    import their module, and with it torch, only when that command is the one asked for."""
+
+    def __init__(self, *args, populate: Callable[[Parser], None] | None = None, **kwargs):
         kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
+        self._populate = populate
+
+    # argparse reads every flag through `_actions` (parsing, usage, help), so a lazy parser fills
+    # itself on the first read; while it fills, `_populate` is already None (no recursion)
+    @property
+    def _actions(self) -> list[argparse.Action]:
+        populate = self.__dict__.get("_populate")
+        if populate is not None:
+            self._populate = None
+            populate(self)
+        return self.__dict__["_actions"]
+
+    @_actions.setter
+    def _actions(self, actions: list[argparse.Action]) -> None:
+        self.__dict__["_actions"] = actions
 
     def error(self, message: str):
         print(f"tfmr: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         raise SystemExit(2)
+
+
+def lazy_commands(sub, modules: Mapping[str, str]) -> None:
+    """Add one command per `modules` entry (name -> dotted module with `add_arguments(parser)`
+    and `main(args)`) to the subparsers `sub`. Each one's help line is its module's docstring's
+    first line, read from the file without importing it; its flags are added, and the module
+    imported, only when the command is parsed or its --help asked for (Parser's `populate`)."""
+    for name, dotted in modules.items():
+        doc = first_doc_line(dotted)
+        sub.add_parser(name, help=doc, description=doc, populate=_importer(dotted))
+
+
+def _importer(dotted: str) -> Callable[[argparse.ArgumentParser], None]:
+    def populate(parser: argparse.ArgumentParser) -> None:
+        module = importlib.import_module(dotted)
+        module.add_arguments(parser)
+        parser.set_defaults(func=module.main)
+
+    return populate
+
+
+def first_doc_line(dotted: str) -> str:
+    """The first line of module `dotted`'s docstring, read from its source without running it."""
+    spec = importlib.util.find_spec(dotted)
+    if spec is None or not spec.origin:
+        return ""
+    with tokenize.open(spec.origin) as f:
+        for token in tokenize.generate_tokens(f.readline):
+            if token.type == tokenize.STRING:  # the first statement: the docstring, if any
+                return (ast.literal_eval(token.string).strip().splitlines() or [""])[0]
+            if token.type not in (
+                tokenize.COMMENT,
+                tokenize.NL,
+                tokenize.NEWLINE,
+                tokenize.ENCODING,
+            ):
+                return ""
+    return ""
 
 
 def config_flags(

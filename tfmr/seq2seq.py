@@ -21,16 +21,20 @@ layer is tfmr/tasks/symbols.py, G2P tfmr/tasks/g2p.py. Loading a saved pair mode
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .builder import build_model, max_positions
-from .config import ConfigError, ModelConfig, TrainConfig
+from .config import (  # the pair configs live in config.py (torch-free), re-exported here
+    ConfigError,
+    DecodeConfig,
+    ModelConfig,
+    Seq2SeqConfig,
+    Seq2SeqTrainConfig,
+)
 from .decode import greedy
 from .devices import autocast_for
 from .kernels import eager_attention  # re-exported: run a model on the eager kernel
@@ -190,56 +194,6 @@ class BucketBatches:
     def __len__(self) -> int:
         """Batches per epoch (of the current epoch; other epochs differ by a few)."""
         return len(self._order)
-
-
-# ----------------------------------------------------------------------------- config
-@dataclass
-class Seq2SeqTrainConfig(TrainConfig):
-    """TrainConfig plus what sequence pairs need."""
-
-    batch_tokens: int = 0  # > 0: cap each batch at this many padded tokens (source + target)
-    eval_pairs: int = 2000  # dev pairs in the dev loss (and the task's own dev metric)
-    # train.objective (in TrainConfig): every kind of objectives.OBJECTIVES (scheduled, two-pass, ...)
-    guided_attention: float = (
-        0.0  # > 0: weight of the guided attention loss (needs model.kernel=eager)
-    )
-    guided_sigma: float = 0.4  # g, the width of the guided attention's diagonal band
-    guided_layers: str = "all"  # cross-attention layers it acts on: all, or indices such as 0,1
-    guided_heads: str = "0,1"  # heads of each chosen layer it acts on
-
-
-@dataclass
-class DecodeConfig:
-    """How a trained model is decoded for evaluation."""
-
-    beam_size: int = 5
-    length_penalty: float = 1.0
-    max_len: int = 40  # target tokens, </s> included
-    batch_size: int = 500
-    weights: str = (
-        "fp32"  # fp32 | bf16 | int8: weight-only quantization for decoding (tfmr/quantize.py)
-    )
-
-    def check(self) -> None:
-        """Refuse (ConfigError) a setting out of range before training, not after it."""
-        for name in ("beam_size", "max_len", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"decode.{name} must be at least 1, got {getattr(self, name)}")
-        if not math.isfinite(self.length_penalty):
-            raise ConfigError(
-                f"decode.length_penalty must be a finite number, got {self.length_penalty}"
-            )
-
-
-@dataclass
-class Seq2SeqConfig:
-    """The sections every sequence-to-sequence run saves: the model, its training and its decoding.
-    A task's own config has these and may add its own (G2P's `data`); `tfmr.load` reads a pair
-    checkpoint whose task is not registered as this, its other sections left out."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: Seq2SeqTrainConfig = field(default_factory=Seq2SeqTrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
 def check_lengths(pairs: Sequence[Pair], cfg: ModelConfig) -> None:

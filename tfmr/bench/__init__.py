@@ -1,9 +1,9 @@
 """Benchmarks: speed runs that print figures beside a peer measured in the same run.
 
 Each module here exposes `add_arguments(parser)` and `main(args) -> int` and is listed in
-`BENCHES`; `tfmr bench NAME` runs it. Benchmarks time the library; they assert nothing (speed
-goals live here, never in timed tests). Only ratios measured in one run mean much on a shared
-machine.
+`MODULES` (`BENCHES` holds them imported); `tfmr bench NAME` runs it. Benchmarks time the
+library; they assert nothing (speed goals live here, never in timed tests). Only ratios measured
+in one run mean much on a shared machine.
 
     train           training tokens/s and MFU: tfmr's Trainer beside Hugging Face GPT-2 and nanoGPT
     bpe             BPE training and encoding: tfmr beside Hugging Face tokenizers and tiktoken
@@ -24,38 +24,39 @@ machine.
                     decoding, attention, MoE): one JSON and one markdown table (--quick: CPU smoke run)
     hf-load         loading a Hugging Face folder (GPT-2 124M shape): tfmr.from_pretrained beside
                     transformers' from_pretrained
+    startup         `tfmr --help`, `--version`, `presets`, `g2p hello` as fresh processes, beside
+                    `python -c "import torch"` (goal: 0.3 s)
 """
 
 from __future__ import annotations
 
-from . import (
-    bpe,
-    cpu_decode,
-    g2p,
-    g2p_compare,
-    g2p_lengths,
-    g2p_serve,
-    g2p_stream,
-    gpu,
-    gpu_attention,
-    gpu_decode,
-    hf_load,
-    moe_dispatch,
-    train,
-)
+import importlib
 
-BENCHES = {
-    "train": train,
-    "bpe": bpe,
-    "cpu-decode": cpu_decode,
-    "gpu-decode": gpu_decode,
-    "gpu-attention": gpu_attention,
-    "g2p": g2p,
-    "moe-dispatch": moe_dispatch,
-    "gpu": gpu,
-    "hf-load": hf_load,
-    "g2p-serve": g2p_serve,
-    "g2p-lengths": g2p_lengths,
-    "g2p-compare": g2p_compare,
-    "g2p-stream": g2p_stream,
+# name -> its module. `tfmr bench NAME` imports NAME's module only (tfmr.programs.lazy_commands
+# reads the help lines from the files), so `tfmr --help` and `tfmr bench --help` load no torch;
+# BENCHES (name -> module, every one imported) is made on first use.
+MODULES = {
+    "train": "tfmr.bench.train",
+    "bpe": "tfmr.bench.bpe",
+    "cpu-decode": "tfmr.bench.cpu_decode",
+    "gpu-decode": "tfmr.bench.gpu_decode",
+    "gpu-attention": "tfmr.bench.gpu_attention",
+    "g2p": "tfmr.bench.g2p",
+    "moe-dispatch": "tfmr.bench.moe_dispatch",
+    "gpu": "tfmr.bench.gpu",
+    "hf-load": "tfmr.bench.hf_load",
+    "g2p-serve": "tfmr.bench.g2p_serve",
+    "g2p-lengths": "tfmr.bench.g2p_lengths",
+    "g2p-compare": "tfmr.bench.g2p_compare",
+    "g2p-stream": "tfmr.bench.g2p_stream",
+    "startup": "tfmr.bench.startup",
 }
+
+
+def __getattr__(name: str):
+    """BENCHES: name -> module, each imported (and kept) on first use."""
+    if name != "BENCHES":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    benches = {key: importlib.import_module(dotted) for key, dotted in MODULES.items()}
+    globals()["BENCHES"] = benches
+    return benches

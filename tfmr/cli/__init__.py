@@ -12,6 +12,10 @@ of `lm` and `checkpoint`, its verb) and sets `func`; `build_parser` adds the nou
 said in one note), parses and runs. docs/cli.md has the whole tree, old spellings beside new.
 Each verb's parser owns its flags, so a flag the verb does not read is argparse's one-line error
 (tfmr.programs.Parser), and every flag's --help shows its default.
+`tfmr --version` prints the versions. Building the parser, `--help`, `--version`, `tfmr presets`
+and a dictionary look-up (`tfmr g2p hello`) import no torch (tests/test_startup.py): each module
+here imports the library's torch modules inside the functions that run a command, and `tfmr bench
+NAME` / `tfmr experiment NAME` import their module only when run (tfmr.programs.lazy_commands).
 Common flags (tfmr/programs.py): --preset NAME, --config FILE (YAML/TOML), --set key=value
 (repeatable), --data PATH, plus --out DIR and --resume where a command writes a run. User
 mistakes (a bad key, a missing file, a tampered checkpoint) print one line, `tfmr: error: ...`,
@@ -26,9 +30,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import __version__
 from ..programs import Parser
 from . import bench, checkpoint, experiment, explore, g2p, lm, presets, spellings, tokenizer, viz
 from .common import USER_ERRORS, config_flags, guarded, load_model, resolve_config  # noqa: F401 (public)
+
+# every task's presets in the one registry, without torch, in the order `tfmr presets` lists them
+# isort: off
+from ..tasks import g2p_presets  # noqa: F401
+from ..tasks import copytask_presets  # noqa: F401
+# isort: on
 
 NOUNS = (lm, g2p, checkpoint, tokenizer, bench, experiment, viz, explore, presets)
 
@@ -38,6 +49,9 @@ def build_parser() -> Parser:
         prog="tfmr",
         description="Transformers, every concept, real and fast. "
         "tfmr NOUN VERB [flags]; tfmr NOUN --help lists the verbs.",
+    )
+    parser.add_argument(
+        "--version", action=Version, nargs=0, help="print tfmr's version (and torch's) and exit"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="NOUN")
     for noun in NOUNS:
@@ -68,6 +82,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: what was saved has been said ("continue with --resume")
         print("tfmr: interrupted", file=sys.stderr)
         return 130
+
+
+class Version(argparse.Action):
+    """--version: `tfmr X.Y.Z (torch A.B.C, Python D.E.F)`. Torch's version is read from its
+    installed metadata, never by importing it, so the answer stays as quick as --help."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
+def version_line() -> str:
+    """tfmr's version, with torch's (from its package metadata) and Python's."""
+    import importlib.metadata
+    import platform
+
+    try:
+        torch = f"torch {importlib.metadata.version('torch')}"
+    except importlib.metadata.PackageNotFoundError:
+        torch = "torch not installed"
+    return f"tfmr {__version__} ({torch}, Python {platform.python_version()})"
 
 
 def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

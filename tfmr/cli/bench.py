@@ -1,13 +1,16 @@
 """`tfmr bench NAME`: the speed runs (tfmr/bench/), each printing figures beside a peer.
 
-`tfmr bench --help` lists them; `tfmr bench NAME --help` gives each one's flags.
+`tfmr bench --help` lists them; `tfmr bench NAME --help` gives each one's flags. A bench's module
+is imported only when it is the one asked for (tfmr.programs.lazy_commands).
 """
 
 from __future__ import annotations
 
+from ..programs import lazy_commands
+
 
 def add_parser(sub) -> None:
-    from ..bench import BENCHES
+    from ..bench import MODULES
 
     p = sub.add_parser(
         "bench",
@@ -15,8 +18,4 @@ def add_parser(sub) -> None:
         description="Speed runs; each prints a table (and writes JSON / markdown where asked).",
     )
     benches = p.add_subparsers(dest="what", required=True, metavar="NAME")
-    for name, module in BENCHES.items():
-        doc = (module.__doc__ or "").strip().splitlines()[0]
-        b = benches.add_parser(name, help=doc, description=doc)
-        module.add_arguments(b)
-        b.set_defaults(func=module.main)
+    lazy_commands(benches, MODULES)  # NAME's module (and torch) is imported when NAME runs

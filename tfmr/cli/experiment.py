@@ -8,9 +8,11 @@ copytask (once `tfmr copytask`) starts from its preset `copytask`.
 
 from __future__ import annotations
 
+from ..programs import lazy_commands
+
 
 def add_parser(sub) -> None:
-    from ..experiments import EXPERIMENTS
+    from ..experiments import MODULES
 
     p = sub.add_parser(
         "experiment",
@@ -18,8 +20,4 @@ def add_parser(sub) -> None:
         description="tfmr experiment NAME [flags]; tfmr experiment NAME --help gives its flags.",
     )
     exp = p.add_subparsers(dest="name", required=True, metavar="NAME")
-    for name, module in EXPERIMENTS.items():
-        doc = (module.__doc__ or "").strip().splitlines()[0]
-        e = exp.add_parser(name, help=doc, description=doc)
-        module.add_arguments(e)
-        e.set_defaults(func=module.main)
+    lazy_commands(exp, MODULES)  # NAME's module (and torch) is imported when NAME runs

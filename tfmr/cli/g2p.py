@@ -49,10 +49,19 @@ from pathlib import Path
 from ..config import ConfigError
 from ..g2p import G2P, LOW_CONFIDENCE, PROBLEMS, UNREADABLE, joined, tsv_lines
 from ..presets import names
-from ..tasks import g2p
-from ..tasks.g2p import G2PConfig
+from ..tasks.g2p_presets import G2PConfig
 from ..tasks.phonemes import FORMATS
+from ..tasks.symbols_common import (
+    FINETUNE_DEFAULTS,
+    FINETUNE_RECORD,
+    FINETUNE_SAMPLES,
+    RL_OBJECTIVES,
+    SPLITS,
+)
 from .common import USER_ERRORS, config_flags, resolve_config
+
+# Everything above needs no torch, so the parser and a dictionary look-up (`tfmr g2p hello`) load
+# none; the verbs that train, evaluate or export import the task (tfmr.tasks.g2p) when they run.
 
 VERBS = (
     "pronounce",
@@ -191,6 +200,12 @@ def _train(verbs) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the whole resolved config at start (default: a short summary)",
+    )
     _beams_flag(p)
     p.set_defaults(func=run_train)
 
@@ -202,7 +217,7 @@ def _eval(verbs) -> None:
         description="WER / PER of a model (--checkpoint, or the shipped one) on a split.",
     )
     _checkpoint_flag(p)
-    p.add_argument("--split", default="test", choices=g2p.SPLITS, help="which split")
+    p.add_argument("--split", default="test", choices=SPLITS, help="which split")
     _beams_flag(p)
     _limit_flag(p)
     p.add_argument("--out", default="runs/g2p", help="where the heatmaps go")
@@ -234,10 +249,10 @@ def _finetune(verbs) -> None:
     p.add_argument(
         "--objective",
         default="scst",
-        help=f"{' | '.join(g2p.RL_OBJECTIVES)} (train.objective "
-        f"{', '.join(f'{k} = {v}' for k, v in g2p.RL_OBJECTIVES.items())}). Fine-tuning starts "
-        f"from the model's own config with {' '.join(g2p.FINETUNE_DEFAULTS)}, samples per word "
-        f"{g2p.FINETUNE_SAMPLES}; --set changes any of them",
+        help=f"{' | '.join(RL_OBJECTIVES)} (train.objective "
+        f"{', '.join(f'{k} = {v}' for k, v in RL_OBJECTIVES.items())}). Fine-tuning starts "
+        f"from the model's own config with {' '.join(FINETUNE_DEFAULTS)}, samples per word "
+        f"{FINETUNE_SAMPLES}; --set changes any of them",
     )
     p.add_argument(
         "--reward",
@@ -279,12 +294,19 @@ def _beams(cfg: G2PConfig, asked: Sequence[int] | None) -> list[int]:
 
 
 def run_train(args) -> int:
+    from ..tasks import g2p
+
     _check_counts(args)
     t0 = time.perf_counter()
     out = args.out
     cfg = resolve_config(args, G2PConfig, saved=Path(out) / "checkpoint" if args.resume else None)
     trainer, data = g2p.train(
-        cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
+        cfg,
+        out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        verbose=args.verbose,
     )
     print(
         f"checkpoint: {trainer.ckpt_dir}  (trained {trainer.seconds / 60:.1f} min, {trainer.step} steps, "
@@ -305,10 +327,14 @@ def run_train(args) -> int:
 
 def _model(args):
     """(model, vocab, cfg) of --checkpoint, or of the shipped model."""
+    from ..tasks import g2p
+
     return g2p.TASK.load_model(args.checkpoint) if args.checkpoint else g2p.load_shipped()
 
 
 def run_eval(args) -> int:
+    from ..tasks import g2p
+
     _check_counts(args)
     model, _, cfg = _model(args)
     data = g2p.load_data(cfg.data.stress)
@@ -317,6 +343,8 @@ def run_eval(args) -> int:
 
 
 def run_finetune(args) -> int:
+    from ..tasks import g2p
+
     _check_counts(args)
     g2p.finetune_overrides(args.objective, args.reward)  # unknown names: one line, before any work
     if args.resume and args.checkpoint:
@@ -346,12 +374,14 @@ def run_finetune(args) -> int:
             f"in {Path(args.out) / 'best'}"
         )
     print(
-        f"checkpoint: {Path(args.out) / 'checkpoint'}; results: {Path(args.out) / g2p.FINETUNE_RECORD}"
+        f"checkpoint: {Path(args.out) / 'checkpoint'}; results: {Path(args.out) / FINETUNE_RECORD}"
     )
     return 0
 
 
 def run_export(args) -> int:
+    from ..tasks import g2p
+
     out = g2p.export(args.checkpoint, args.out, overwrite=args.overwrite)
     size = (out / "model.safetensors").stat().st_size
     total = sum(p.stat().st_size for p in out.iterdir())

@@ -1,5 +1,6 @@
-"""`tfmr presets`: every preset with the command that uses it and its docstring's first line;
-`-v` prints each one's whole config. The registry is tfmr.presets.PRESETS.
+"""`tfmr presets`: every preset with the command that uses it and its description (its docstring's
+first paragraph, tfmr.presets.describe), one line each; `-v` prints each one's whole config. The
+registry is tfmr.presets.PRESETS.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..config import dumps
-    from ..presets import PRESETS
+    from ..presets import PRESETS, describe
 
     width = max(map(len, PRESETS))
     cmd_width = max(len(command) for command, _ in PRESETS.values()) + len("tfmr ")
     for name, (command, fn) in PRESETS.items():
-        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        doc = describe(name)
         if args.verbose:
             print(f"# {name} ({f'tfmr {command}'}): {doc}\n{dumps(fn())}")
         else:

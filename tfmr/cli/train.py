@@ -4,6 +4,9 @@
                [--resume | --overwrite]
 
 The run (checkpoint, metrics.jsonl, loss.png) is written to --out; the work is tfmr.train.Trainer.
+Before the first step it prints a short summary (tfmr.runsummary: model, data, steps, device,
+precision and threads, notes on a busy or bf16 CPU), every check having passed; -v prints the
+whole resolved config and the model too (the config is saved with each checkpoint anyway).
 Under torchrun (`torchrun --nproc_per_node N -m tfmr lm train --set train.parallel=ddp|fsdp`,
 docs/distributed.md) only rank 0 prints; the others train silently.
 With --resume the config is the one saved in OUT/checkpoint, then --config and --set (a longer
@@ -32,6 +35,12 @@ def add_parser(sub) -> None:
         "--overwrite", action="store_true", help="start over in an --out that holds a run"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the whole resolved config and the model at start (default: a short summary)",
+    )
     p.set_defaults(func=run)
 
 
@@ -91,15 +100,35 @@ def sample_problem(tokenizer, prompt: str) -> str | None:
     return None if ids else "sample.prompt is empty"
 
 
+def print_start(trainer, verbose: bool) -> None:
+    """What the run says before its first step, every check passed: a short summary
+    (tfmr.runsummary), or with -v the whole resolved config and the model first."""
+    from ..runsummary import summary
+    from ..train import describe
+
+    if verbose:
+        print(describe(trainer.cfg))
+        print(trainer.model)
+    data = trainer.cfg.data
+    tokenizer = trainer.data.tokenizer
+    source = data.path or "the embedded corpus (Python's reference documentation)"
+    print(
+        "\n".join(
+            summary(
+                trainer,
+                f"{source}, {data.tokenizer.kind} tokenizer ({tokenizer.vocab_size:,} tokens)",
+            )
+        )
+    )
+
+
 def run(args) -> int:
     from ..builder import validate
-    from ..train import Trainer, describe
+    from ..train import Trainer
 
     cfg = resolve_for_resume(args) if args.resume else resolve_config(args)
     validate(cfg.model)
     check_sample(cfg)
-    if os.environ.get("RANK", "0") == "0":
-        print(describe(cfg))
     trainer = Trainer(
         cfg, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
     )
@@ -113,7 +142,7 @@ def run(args) -> int:
             f"note: {problem}; no samples will be printed at the end (set sample.prompt)",
             file=sys.stderr,
         )
-    print(trainer.model)
+    print_start(trainer, args.verbose)
     try:
         trainer.fit()
     except KeyboardInterrupt:

@@ -1,10 +1,11 @@
 """Experiments: runs that answer a research question and write a table and a plot.
 
 Each module here exposes `add_arguments(parser)` and `main(args) -> int`, and is listed in
-`EXPERIMENTS`; `tfmr experiment NAME` runs it. Experiments build on the library (builder,
-Trainer, data) and add no model code of their own. Each takes the common --preset / --config /
---set / --data flags, starting from its preset `exp-NAME` (tfmr/presets.py), and varies its one
-axis on top of the resolved config; its own flags are only the axis (which variants) and --out.
+`MODULES` (`EXPERIMENTS` holds them imported); `tfmr experiment NAME` runs it. Experiments build
+on the library (builder, Trainer, data) and add no model code of their own. Each takes the common
+--preset / --config / --set / --data flags, starting from its preset `exp-NAME` (tfmr/presets.py),
+and varies its one axis on top of the resolved config; its own flags are only the axis (which
+variants) and --out.
 
     length-extrapolation   train at context L with each position scheme, test at L ... 16L
     norm-depth             Post-LN, Pre-LN and DeepNorm on a deep thin stack at one learning rate
@@ -26,32 +27,31 @@ and OUT/NAME.png.
 
 from __future__ import annotations
 
-from ..tasks import copytask
-from . import (
-    g2p_alignment,
-    g2p_guided,
-    g2p_rl,
-    g2p_sampling,
-    g2p_scaling,
-    length_extrapolation,
-    long_context,
-    mixer_race,
-    moe,
-    norm_depth,
-    streaming,
-)
+import importlib
 
-EXPERIMENTS = {
-    "length-extrapolation": length_extrapolation,
-    "norm-depth": norm_depth,
-    "moe": moe,
-    "long-context": long_context,
-    "streaming": streaming,
-    "mixers": mixer_race,
-    "g2p-sampling": g2p_sampling,
-    "g2p-guided": g2p_guided,
-    "g2p-alignment": g2p_alignment,
-    "g2p-rl": g2p_rl,
-    "g2p-scaling": g2p_scaling,
-    "copytask": copytask,
+# name -> its module. `tfmr experiment NAME` imports NAME's module only (tfmr.programs.lazy_commands
+# reads the help lines from the files), so `tfmr --help` loads no torch; EXPERIMENTS (name ->
+# module, every one imported) is made on first use.
+MODULES = {
+    "length-extrapolation": "tfmr.experiments.length_extrapolation",
+    "norm-depth": "tfmr.experiments.norm_depth",
+    "moe": "tfmr.experiments.moe",
+    "long-context": "tfmr.experiments.long_context",
+    "streaming": "tfmr.experiments.streaming",
+    "mixers": "tfmr.experiments.mixer_race",
+    "g2p-sampling": "tfmr.experiments.g2p_sampling",
+    "g2p-guided": "tfmr.experiments.g2p_guided",
+    "g2p-alignment": "tfmr.experiments.g2p_alignment",
+    "g2p-rl": "tfmr.experiments.g2p_rl",
+    "g2p-scaling": "tfmr.experiments.g2p_scaling",
+    "copytask": "tfmr.tasks.copytask",
 }
+
+
+def __getattr__(name: str):
+    """EXPERIMENTS: name -> module, each imported (and kept) on first use."""
+    if name != "EXPERIMENTS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    experiments = {key: importlib.import_module(dotted) for key, dotted in MODULES.items()}
+    globals()["EXPERIMENTS"] = experiments
+    return experiments

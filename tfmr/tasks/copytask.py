@@ -15,13 +15,13 @@ from the source through its cross-attention.
 
 trains both on the same data for the same steps and prints token and sequence accuracy on
 test sequences (about a minute per head on one core). The config (model shape, training budget;
-CopyTaskConfig) comes from the presets `copytask` and `copytask-tiny`, defined here and added to
-tfmr.presets' registry at the end of this file; train.seed also seeds the data. The task is a
-symbol-to-symbol task of the task layer (tfmr/tasks/symbols.py: CopyTask), whose config,
-registration, training loop and command it uses; its data, two heads and accuracy are its own.
-At 600 steps the pointer-generator has not
-yet learned when to generate and when to copy and trails the plain head; by 1500 it copies the
-never-seen symbols (numbers in docs/seq2seq.md). A demonstration, not a tuned benchmark.
+CopyTaskConfig) comes from the presets `copytask` and `copytask-tiny`, defined and added to
+tfmr.presets' registry in tasks/copytask_presets.py (no torch there, so `tfmr presets` lists
+them); train.seed also seeds the data. The task is a symbol-to-symbol task of the task layer
+(tfmr/tasks/symbols.py: CopyTask), whose training loop and command it uses; its data, two heads
+and accuracy are its own. At 600 steps the pointer-generator has not yet learned when to generate
+and when to copy and trails the plain head; by 1500 it copies the never-seen symbols (numbers in
+docs/seq2seq.md). A demonstration, not a tuned benchmark.
 """
 
 from __future__ import annotations
@@ -32,78 +32,29 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..builder import build_copy_model
-from ..config import Choice, ModelConfig
 from ..programs import config_flags, out_folder, resolve_config
 from ..seq2seq import (
     UNK,
-    DecodeConfig,
     PairVocab,
-    Seq2SeqConfig,
-    Seq2SeqTrainConfig,
     Vocab,
     greedy_decode,
     pad_batch,
 )
-from .symbols import SymbolTask, register
+from .copytask_presets import (  # noqa: F401 (its config and presets, registered there; re-exported)
+    COMMAND,
+    NAME,
+    PRESETS,
+    TITLE,
+    CopyTaskConfig,
+    copytask,
+    copytask_tiny,
+)
+from .symbols import SymbolTask
 
 KNOWN = [chr(ord("a") + i) for i in range(20)]
-
-
-# ----------------------------------------------------------------------------- config and presets
-@dataclass
-class CopyTaskConfig(Seq2SeqConfig):
-    """The copy task's two models (plain head and pointer-generator) share this shape and budget."""
-
-    model: ModelConfig = field(
-        default_factory=lambda: ModelConfig(
-            arch="encoder-decoder",
-            dim=64,
-            layers=2,
-            encoder_layers=2,
-            heads=4,
-            context=32,
-            kernel=Choice("eager"),
-            pos=Choice("learned"),
-            share_embeddings=True,
-            tie_embeddings=True,
-        )
-    )
-    train: Seq2SeqTrainConfig = field(
-        default_factory=lambda: Seq2SeqTrainConfig(
-            steps=1500,
-            batch_size=64,
-            lr=2e-3,
-            min_lr=1e-4,
-            warmup=50,
-            weight_decay=0.0,
-            eval_every=250,
-            log_every=20,
-            checkpoint_every=10**9,
-            eval_pairs=256,
-            dtype="float32",
-            threads=1,
-        )
-    )
-    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(max_len=14))
-
-
-def copytask() -> CopyTaskConfig:
-    """Pointer-generator vs plain head, 1500 steps each (about a minute per head on one core); seed 0."""
-    cfg = CopyTaskConfig()
-    cfg.train.seed = 0  # also the data seed
-    return cfg
-
-
-def copytask_tiny() -> CopyTaskConfig:
-    """Seconds-long copy-task runs for tests and smoke checks (the numbers mean nothing)."""
-    cfg = copytask()
-    cfg.model.dim, cfg.model.layers, cfg.model.encoder_layers, cfg.model.heads = 16, 1, 1, 2
-    cfg.train.steps, cfg.train.warmup, cfg.train.eval_every, cfg.train.eval_pairs = 4, 1, 10**9, 16
-    return cfg
 
 
 # ----------------------------------------------------------------------------- data
@@ -182,12 +133,9 @@ class CopyTask(SymbolTask):
     """The copy task in the task layer: its config and presets, the one loop on each head's ids
     (the heads encode the examples differently, so it trains on id pairs, not on PairData)."""
 
-    name, title, command = "copytask", "copy-task", "experiment copytask"
+    name, title, command = NAME, TITLE, COMMAND
     config_class = CopyTaskConfig
-    presets = {
-        "copytask": ("experiment copytask", copytask),
-        "copytask-tiny": ("experiment copytask", copytask_tiny),
-    }
+    presets = PRESETS  # registered by copytask_presets.py, which needs no torch
     default_preset = "copytask"
 
     def run(
@@ -279,4 +227,3 @@ if (
     )  # line imported; that module's task holds the presets
 
     raise SystemExit(registered.command_line())
-register(TASK)

