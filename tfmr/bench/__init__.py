@@ -24,6 +24,11 @@ machine.
                     decoding, attention, MoE): one JSON and one markdown table (--quick: CPU smoke run)
     hf-load         loading a Hugging Face folder (GPT-2 124M shape): tfmr.from_pretrained beside
                     transformers' from_pretrained
+    quant-quality   what weight-only quantization costs in quality: held-out perplexity of a small
+                    trained LM and the G2P test WER / PER at fp32, bf16 and int8 (nothing timed)
+    tables          one command for the CPU tables of docs/benchmarks.md: runs train, cpu-decode,
+                    quant-quality, bpe, hf-load and g2p, each beside its peer, and rewrites each
+                    table between its marker comments, headed by the machine and the command
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from . import (
     gpu_decode,
     hf_load,
     moe_dispatch,
+    quant_quality,
+    tables,
     train,
 )
 
@@ -58,4 +65,6 @@ BENCHES = {
     "g2p-lengths": g2p_lengths,
     "g2p-compare": g2p_compare,
     "g2p-stream": g2p_stream,
+    "quant-quality": quant_quality,
+    "tables": tables,
 }
