@@ -85,7 +85,7 @@ def train_table(args, out: Path) -> list[str]:
         f"vocab {m['vocab_size']}; {r['tokens_per_step']:,} tokens a step, "
         f"{r['steps_timed']} timed steps each, contenders alternating.",
         "",
-        "| contender | ms/step | tokens/s | MFU | the first row is |",
+        "| contender | ms/step | tokens/s | MFU | first row's speed-up over this row |",
         "|---|---|---|---|---|",
     ]
     for row in r["rows"]:

@@ -235,11 +235,11 @@ def export_decoder(model, out, check: bool = True) -> list[Path]:
     """Write prefill.onnx and step.onnx for a decoder-only `model` into the folder `out`."""
     if model.cfg.arch != "decoder":
         raise ConfigError(f"ONNX export covers decoder-only models; this one is {model.cfg.arch}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     graph = _Graph(
         exportable(model)
     ).eval()  # a wrapper left in train mode: export restores it, dropout and all
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     layers = len(model.blocks)
     present = _names(layers, "present")
     kv_axes = {0: "batch", 2: "past"}
@@ -366,9 +366,9 @@ def export_encoder_decoder(model, out, check: bool = True) -> list[Path]:
             f"this exporter covers encoder-decoder models; this one is {model.cfg.arch}"
         )
     _refuse_stateful(model)
+    model = exportable(model).eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = exportable(model).eval()
     encoder, step = _Encoder(model).eval(), _DecoderStep(model).eval()  # (see export_decoder)
     layers, attn = len(model.blocks), model.blocks[0].attn
     cross, past, present = (
