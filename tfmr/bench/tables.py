@@ -71,8 +71,11 @@ def _given(args) -> list:
 
 # ----------------------------------------------------------------------------- the sections
 def train_argv(args, out: Path) -> list:
-    size = ["--preset", "tiny", "--steps", "3", "--warmup", "1"] if args.quick else []
-    size = size or ["--preset", "nanogpt-shakespeare-char", "--steps", "90"]
+    size = (
+        ["--preset", "tiny", "--steps", "3", "--warmup", "1"]
+        if args.quick
+        else ["--preset", "nanogpt-shakespeare-char", "--steps", "90"]
+    )
     nanogpt = ["--nanogpt", Arg(args.nanogpt, "PATH/TO/nanoGPT")] if args.nanogpt else []
     return [*size, *_given(args), *nanogpt, "--json", Arg(str(out / "train.json"), "FILE.json")]
 
