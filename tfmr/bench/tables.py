@@ -174,8 +174,9 @@ def bpe_table(args, out: Path) -> list[str]:
     ]
     for t in r["training"]:
         gpt2 = f"{t['tfmr_gpt2_s']:.3f}" if "tfmr_gpt2_s" in t else "-"
+        one = f"; 1 thr: {t['hf_1thread_s']:.3f}" if "hf_1thread_s" in t else ""
         lines.append(
-            f"| {t['corpus']} | {t['vocab']} | {t['hf_s']:.3f} ({t['hf_threads']} thr) | {gpt2} | "
+            f"| {t['corpus']} | {t['vocab']} | {t['hf_s']:.3f} ({t['hf_threads']} thr{one}) | {gpt2} | "
             f"{t['tfmr_gpt4_s']:.3f} | {t['hf_s'] / t['tfmr_gpt4_s']:.2f} |"
         )
     e = r["encoding"]
@@ -218,8 +219,10 @@ def g2p_argv(args, out: Path) -> list:
 
 def g2p_table(args, out: Path) -> list[str]:
     r = json.loads((out / "g2p" / "g2p_bench.json").read_text())
+    shipped = r["model"].startswith("the shipped model")  # its path is this machine's
     lines = [
-        f"{r['model']}, {r['parameters'] / 1e6:.2f}M parameters, {r['test_words']:,} test words, "
+        f"{'the shipped model' if shipped else Path(r['model']).name}, "
+        f"{r['parameters'] / 1e6:.2f}M parameters, {r['test_words']:,} test words, "
         "scored without stress.",
         "",
         f"| | words/s | one word (median of {r['calls']}) | WER | PER |",
