@@ -93,6 +93,30 @@ def test_a_busy_machine_puts_a_warning_in_the_table():
     assert block.endswith("| loader | seconds |")
 
 
+def test_tables_name_no_path_of_this_machine(tmp_path):
+    (tmp_path / "g2p").mkdir()
+    row = {"name": "model, greedy", "words_per_s": 1234.4, "one_word_s": 0.0123, "mark": ""}
+    report = {"model": "the shipped model (/abs/tfmr/tasks/g2p_model)", "parameters": 3.16e6}
+    report |= {"test_words": 6261, "calls": 50, "rows": [{**row, "wer": 0.2845, "per": 0.0697}]}
+    (tmp_path / "g2p" / "g2p_bench.json").write_text(json.dumps(report))
+    lines = tables.g2p_table(None, tmp_path)
+    assert lines[0].startswith("the shipped model, 3.16M parameters, 6,261 test words")
+    assert "| model, greedy | 1,234 | 12.300 ms | 28.45% | 6.97% |" in lines
+    assert "/abs" not in "\n".join(lines)
+    train = {"corpus": "stdlib .py", "vocab": 300, "hf_threads": 2, "hf_s": 3.0}
+    train |= {"hf_1thread_s": 4.0, "tfmr_gpt4_s": 2.0}
+    encoding = {"corpus": "t.txt", "text_mb": 1.0, "vocab": 300, "same_ids": True}
+    encoding |= {
+        f"{k}_mb_s": 1.0 for k in ("tiktoken", "tfmr_fast", "tfmr_pure_cold", "tfmr_pure_warm")
+    }
+    (tmp_path / "bpe.json").write_text(
+        json.dumps({"training": [train], "encoding": {**encoding, "fast_vs_tiktoken": 1.0}})
+    )
+    assert "| stdlib .py | 300 | 3.000 (2 thr; 1 thr: 4.000) | - | 2.000 | 1.50 |" in (
+        tables.bpe_table(None, tmp_path)
+    )
+
+
 def test_replace_block_keeps_everything_outside_the_markers():
     start, end = tables.markers("bpe")
     text = f"head\n{start}\nold\nrows\n{end}\ntail {start[:4]}\n"
