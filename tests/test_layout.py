@@ -97,6 +97,8 @@ def test_bench_help_lists_every_bench(capsys):
         "g2p-compare",
         "g2p-stream",
         "startup",
+        "quant-quality",
+        "tables",
     }
     with pytest.raises(SystemExit) as e:
         main(["bench", "--help"])

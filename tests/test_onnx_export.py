@@ -2,7 +2,8 @@
 cached decoder-step graphs (encoder-decoder), run by onnxruntime at batch sizes and lengths other
 than the traced ones, give the model's outputs (atol 1e-4), also with dropout in the config;
 greedy decoding run entirely through onnxruntime picks tfmr's tokens, for a random model and for
-the shipped G2P model."""
+the shipped G2P model. Weight-only quantized models (int8, bf16) export their stored matrices and
+match tfmr's quantized logits within a stated tolerance (see the section at the end)."""
 
 from __future__ import annotations
 
@@ -285,3 +286,124 @@ def test_export_prints_the_graphs_and_no_torch_warnings(tmp_path, capfd, recwarn
     assert out.splitlines() == [
         str(tmp_path / "onnx" / name) for name in ("prefill.onnx", "step.onnx")
     ]
+
+
+# ----------------------------------------------------------------------------- quantized weights
+# A quantized model's graph stores the int8 matrices (DequantizeLinear, per-axis scales) or the bf16
+# ones (Cast) and multiplies in fp32: onnxruntime (fused MatMulNBits at fp32 activations,
+# interop.onnx_export.session) equals the traced arithmetic at atol 1e-4 (the exporter's own check),
+# and tfmr's int8 / bf16 logits within the tolerance of tests/test_quantize.py (max |difference| <=
+# 2% / 1% of max |logit|): tfmr's kernels round the activations to bf16, the graph does not.
+QUANTIZED_TOLERANCE = {"int8": 0.02, "bf16": 0.01}
+ONNX_INT8, ONNX_BF16 = 3, 16  # onnx.TensorProto data types
+
+
+def _llama_like():
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        vocab_size=64,
+        dim=32,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        context=32,
+        pos=Choice("rope"),
+        norm=Choice("rmsnorm"),
+        ffn=Choice("swiglu"),
+        bias=False,
+        tie_embeddings=False,
+    )
+    return build_model(cfg).eval()
+
+
+def _initializers(path):
+    """{onnx data type: bytes} of the graph's stored tensors."""
+    import onnx
+    from onnx import numpy_helper
+
+    sizes: dict = {}
+    for t in onnx.load(str(path)).graph.initializer:
+        sizes[t.data_type] = sizes.get(t.data_type, 0) + numpy_helper.to_array(t).nbytes
+    return sizes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["int8", "bf16"])
+def test_a_quantized_model_exports_its_stored_matrices_and_matches_tfmr(weights, tmp_path):
+    import copy
+
+    import onnx
+
+    from tfmr.interop.onnx_export import export_onnx, session
+    from tfmr.quantize import WeightOnlyLinear, quantize_
+
+    model = _llama_like()
+    q = quantize_(copy.deepcopy(model), weights)
+    layers = sum(isinstance(m, WeightOnlyLinear) for m in q.modules())
+    fp32 = export_onnx(model, tmp_path / "fp32")
+    paths = export_onnx(q, tmp_path / weights)  # the exporter's check ran at atol 1e-4
+    ops = [n.op_type for n in onnx.load(str(paths[0])).graph.node]
+    op = {"int8": "DequantizeLinear", "bf16": "Cast"}[weights]
+    assert ops.count(op) >= layers and (weights == "bf16" or "DequantizeLinear" in ops)
+    stored, dense = _initializers(paths[0]), _initializers(fp32[0])
+    kind = {"int8": ONNX_INT8, "bf16": ONNX_BF16}[weights]
+    assert stored[kind] > 0 and sum(stored.values()) < 0.6 * sum(dense.values())
+    ids = torch.randint(0, 64, (3, 9), generator=torch.Generator().manual_seed(4))  # (B, T)
+    with torch.no_grad():
+        ref = q(ids).logits
+    got = torch.from_numpy(session(paths[0]).run(None, {"input_ids": ids.numpy()})[0])
+    assert (got - ref).abs().max() <= QUANTIZED_TOLERANCE[weights] * ref.abs().max()
+
+
+def test_a_quantized_kind_without_an_onnx_operator_is_refused_in_one_line(tmp_path):
+    from tfmr.config import ConfigError
+    from tfmr.interop.onnx_export import export_onnx
+    from tfmr.quantize import Int8Linear, quantize_
+
+    class NoOnnx(Int8Linear):
+        weights, onnx = "int4-like", ""
+
+    q = quantize_(_llama_like(), "int8")
+    head = q.lm_head
+    q.lm_head = NoOnnx(head.in_features, head.out_features, False)
+    with pytest.raises(ConfigError, match=r"ONNX export of int4-like weights \(lm_head\)") as e:
+        export_onnx(q, tmp_path / "onnx")
+    assert "\n" not in str(e.value) and not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.slow
+def test_the_shipped_g2p_model_in_int8_exports_and_decodes_words_through_onnxruntime(tmp_path):
+    from pathlib import Path
+
+    from tfmr.interop.onnx_export import session
+    from tfmr.seq2seq import BOS, EOS, greedy_decode, pad_batch
+    from tfmr.tasks.g2p import G2PConfig
+    from tfmr.tasks.symbols import load_run
+
+    shipped = Path(__file__).resolve().parents[1] / "tfmr" / "tasks" / "g2p_model"
+    q, o = str(tmp_path / "int8"), str(tmp_path / "onnx")
+    assert (
+        main(["checkpoint", "quantize", "--checkpoint", str(shipped), "--to", "int8", "--out", q])
+        == 0
+    )
+    assert main(["checkpoint", "export", "onnx", "--checkpoint", q, "--out", o]) == 0
+    model, vocab, cfg = load_run(q, G2PConfig)
+    assert model.quantized == "int8"
+    assert _initializers(tmp_path / "onnx" / "decoder.onnx")[ONNX_INT8] > 0
+    heads, head_dim, layers = cfg.model.heads, cfg.model.dim // cfg.model.heads, cfg.model.layers
+    src = pad_batch([vocab.src.encode(list(w)) for w in ("hello", "transformer", "cat")])  # (3, S)
+    encoder, decoder = (
+        session(tmp_path / "onnx" / "encoder.onnx"),
+        session(tmp_path / "onnx" / "decoder.onnx"),
+    )
+    names = [i.name for i in decoder.get_inputs()]
+    _, src_mask, *cross = encoder.run(None, {"src_ids": src.numpy()})
+    past = [numpy.zeros((3, heads, 0, head_dim), numpy.float32)] * (2 * layers)
+    tokens, chosen = numpy.full((3, 1), BOS, dtype=numpy.int64), []
+    for _ in range(20):
+        logits, *past = decoder.run(None, dict(zip(names, [tokens, src_mask, *past, *cross])))
+        tokens = logits[:, -1].argmax(-1)[:, None]
+        chosen.append(tokens[:, 0].tolist())
+    rows = [list(r) for r in zip(*chosen)]
+    got = [r[: r.index(EOS)] if EOS in r else r for r in rows]
+    assert got == greedy_decode(model, src, 20)  # tfmr's int8 model picks the same phonemes

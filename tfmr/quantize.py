@@ -24,7 +24,10 @@ reads one row of it). A module whose forward reads its linear layers' `.weight` 
 router, retention's state) declares `quantizable = False` and a model holding one is refused,
 as is an encoder (it does not decode). A quantized checkpoint records `decode.weights` in its
 config; loading builds the model, calls `prepare_` and reads the int8 matrices and scales
-(`tfmr checkpoint quantize`, cli/quantize.py). Not here: int4, activation quantization, ONNX export.
+(`tfmr checkpoint quantize`, cli/quantize.py). Each kind declares `onnx`, the ONNX operator that
+turns its stored matrix back into floats (int8: DequantizeLinear with per-axis scales; bf16: Cast),
+which the ONNX exporter reads (interop/onnx_export.py). Not here: int4 (docs/decoding.md says
+why), activation quantization.
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ from .config import ConfigError
 class WeightOnlyLinear(nn.Module):
     """y = x W^T + b with W held in a smaller type (subclasses); the bias stays in float and is
     added in the input's dtype. Subclasses declare `weights` (the name in WEIGHTS), `bytes_per_weight`
-    and `kernel` (what computes x W^T), and define `matmul` and `set_weight`."""
+    and `kernel` (what computes x W^T), and `onnx` (the ONNX operator that makes floats of the stored
+    matrix; empty: not exportable), and define `matmul` and `set_weight`."""
 
     weights = ""
     bytes_per_weight = 4
     kernel = ""
+    onnx = ""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, device=None):
         super().__init__()
@@ -86,6 +91,7 @@ class Bf16Linear(WeightOnlyLinear):
     """The matrix in bfloat16; x is cast to bf16 for a bf16 x bf16 matmul (fp32 accumulation)."""
 
     weights, bytes_per_weight, kernel = "bf16", 2, "aten.linear (bf16)"
+    onnx = "Cast"
 
     def __init__(self, in_features: int, out_features: int, bias: bool, device=None):
         super().__init__(in_features, out_features, bias, device)
@@ -106,6 +112,7 @@ class Int8Linear(WeightOnlyLinear):
     stored tensor, not a cast."""
 
     weights, bytes_per_weight, kernel = "int8", 1, "aten._weight_int8pack_mm (bf16 activations)"
+    onnx = "DequantizeLinear"
 
     def __init__(self, in_features: int, out_features: int, bias: bool, device=None):
         super().__init__(in_features, out_features, bias, device)

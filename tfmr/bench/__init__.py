@@ -26,6 +26,11 @@ in one run mean much on a shared machine.
                     transformers' from_pretrained
     startup         `tfmr --help`, `--version`, `presets`, `g2p hello` as fresh processes, beside
                     `python -c "import torch"` (goal: 0.3 s)
+    quant-quality   what weight-only quantization costs in quality: held-out perplexity of a small
+                    trained LM and the G2P test WER / PER at fp32, bf16 and int8 (nothing timed)
+    tables          one command for the CPU tables of docs/benchmarks.md: runs train, cpu-decode,
+                    quant-quality, bpe, hf-load and g2p, each beside its peer, and rewrites each
+                    table between its marker comments, headed by the machine and the command
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ MODULES = {
     "g2p-compare": "tfmr.bench.g2p_compare",
     "g2p-stream": "tfmr.bench.g2p_stream",
     "startup": "tfmr.bench.startup",
+    "quant-quality": "tfmr.bench.quant_quality",
+    "tables": "tfmr.bench.tables",
 }
 
 

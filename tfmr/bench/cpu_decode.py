@@ -16,6 +16,11 @@ copies (tfmr/quantize.py; --weights picks them): their bandwidth limit counts th
 running ("same tokens as HF", which equals fp32 here) and teacher-forced on fp32's greedy output.
 The CPU model, native bf16, threads and the load average at start and end go into the table's
 environment line, with a warning when the load exceeded the threads.
+
+Quality beside the speed: after the timed runs, a small language model is trained for
+--quality-steps steps on the embedded corpus (or --checkpoint names a trained one) and its held-out
+perplexity at fp32, bf16 and int8 is printed under the table (quant_quality.py's `lm` part; that
+bench also scores the G2P model quantized). --quality-steps 0 leaves it out.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch
 
 from ..config import ConfigError
 from ..programs import count, positive_int
-from . import gpu_decode
+from . import gpu_decode, quant_quality
 
 
 def small_gpt2():
@@ -52,6 +57,18 @@ def add_arguments(ap) -> None:
         default="bf16,int8",
         help="weight-only quantized rows beside fp32 (tfmr/quantize.py): comma-separated bf16, int8, "
         "or none",
+    )
+    ap.add_argument(
+        "--quality-steps",
+        type=count,
+        default=400,
+        help="train the perplexity model this many steps (0: no quality table)",
+    )
+    ap.add_argument(
+        "--windows", type=positive_int, default=128, help="held-out windows the perplexity reads"
+    )
+    ap.add_argument(
+        "--checkpoint", help="a trained language-model checkpoint for the perplexity rows"
     )
 
 
@@ -130,5 +147,8 @@ def main(args) -> int:
             f"the machine was busy (load average {busy:.1f} for {env['threads']} threads)"
         )
         print("WARNING:", env["WARNING"])
-    gpu_decode.write_report(args.out, rows, env, bandwidth)
+    quality = None
+    if args.checkpoint or args.quality_steps:
+        quality = quant_quality.lm_quality(args.checkpoint, args.quality_steps, args.windows)
+    gpu_decode.write_report(args.out, rows, env, bandwidth, quality)
     return 0

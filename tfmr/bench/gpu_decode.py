@@ -470,13 +470,20 @@ def main(args) -> int:
     return 0
 
 
-def write_report(path: str, rows: list, env: dict, bandwidth) -> None:
-    """The table as markdown at `path` and everything as JSON beside it; print the table."""
+def write_report(path: str, rows: list, env: dict, bandwidth, quality: dict | None = None) -> None:
+    """The table as markdown at `path` and everything as JSON beside it; print the table. With
+    `quality` (quant_quality.lm_quality) its perplexity table follows."""
+    from .quant_quality import lm_lines
+
     text = markdown(rows, env, bandwidth)
+    if quality:
+        text += "\n" + "\n".join(lm_lines(quality)) + "\n"
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     out.with_suffix(".json").write_text(
-        json.dumps({"env": env, "copy_bandwidth": bandwidth, "rows": rows}, indent=2)
+        json.dumps(
+            {"env": env, "copy_bandwidth": bandwidth, "rows": rows, "quality": quality}, indent=2
+        )
     )
     print("\n" + text + f"\nwritten: {out} and {out.with_suffix('.json')}")

@@ -5,8 +5,8 @@
 Writes a tfmr checkpoint (model.safetensors with the int8 matrices and their per-channel scales,
 or the bf16 matrices; config.json with `decode.weights` set; the tokenizer or vocab; the sha256
 manifest), which `tfmr lm generate`, `tfmr g2p eval --checkpoint DIR` and the library loaders read
-like any other (tfmr/quantize.py). A model that cannot be quantized is refused in one line.
-Not here: ONNX export of a quantized model.
+like any other (tfmr/quantize.py), and `tfmr checkpoint export onnx` exports (int8 as
+DequantizeLinear, bf16 as Cast). A model that cannot be quantized is refused in one line.
 """
 
 from __future__ import annotations

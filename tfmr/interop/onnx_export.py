@@ -29,13 +29,26 @@ graphs are run at another batch size and length and compared with the model (ato
 mismatch (a variant whose shape logic the trace froze, such as a sliding-window mask) removes the
 files and says so. The warnings torch's tracer always gives (a Python bool taken from a tensor,
 TracerWarning; the legacy exporter's deprecation) are filtered, since that check is what tells
-whether the trace holds; any other warning passes. Left out: encoder-only models, stateful
-cross-attention kernels (`alignment.ALIGNMENT_KERNELS`), a static-cache graph for GPUs.
+whether the trace holds; any other warning passes.
+
+A weight-only quantized model (tfmr/quantize.py) is exported with its matrices as stored: each
+quantized layer's class declares the ONNX operator that makes floats of them (`onnx`), int8 as
+`DequantizeLinear` (the int8 matrix, one fp32 scale per output row, axis 0) and bf16 as `Cast`,
+feeding an fp32 `MatMul` (constant folding is off for such a model, or the exporter would fold
+the Cast into an fp32 matrix). The traced copy computes exactly what the graph does, x times the
+dequantized matrix in fp32, so the check holds at atol 1e-4; tfmr's own int8 kernel rounds the
+activations to bf16, so its logits differ from the graph's by that rounding. onnxruntime fuses
+DequantizeLinear + MatMul into MatMulNBits and by default runs it with 8-bit activations
+(`session.qdq_matmulnbits_accuracy_level` 4); the check sets it to 1 (fp32 activations).
+Left out: encoder-only models, stateful cross-attention kernels (`alignment.ALIGNMENT_KERNELS`),
+a static-cache graph for GPUs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -43,6 +56,7 @@ import torch
 
 from ..cache import AbsoluteStore
 from ..config import ConfigError
+from ..quantize import WeightOnlyLinear
 
 
 class ConcatCache(AbsoluteStore):
@@ -96,6 +110,113 @@ def quiet_trace():
         yield
 
 
+def session(path, activations: str = "1"):
+    """An onnxruntime CPU session of the graph at `path`; `activations` is the accuracy level of
+    its fused quantized matmuls (MatMulNBits): "1" fp32 (the graph's own arithmetic), "4" int8
+    (onnxruntime's default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", activations)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+# ----------------------------------------------------------------------------- quantized weights
+class _DequantizedMatmul(torch.autograd.Function):
+    """x W^T with W = DequantizeLinear(q, scale, zero, axis=0): Int8Linear's int8 matrix (out, in)
+    and one scale per output row (fp32, exact from its bf16), stored as they are in the graph."""
+
+    stored = ("weight", "scale", "zero")
+
+    @staticmethod
+    def tensors(layer) -> tuple:
+        return layer.weight, layer.scale.float(), torch.zeros_like(layer.weight[:, 0])
+
+    @staticmethod
+    def forward(ctx, x, q, scale, zero):
+        return x @ (q.float() * scale[:, None]).t()  # (N, out)
+
+    @staticmethod
+    def symbolic(g, x, q, scale, zero):
+        w = g.op("DequantizeLinear", q, scale, zero, axis_i=0)  # (out, in) float
+        return g.op("MatMul", x, g.op("Transpose", w, perm_i=[1, 0]))
+
+
+class _CastMatmul(torch.autograd.Function):
+    """x W^T with W = Cast(bf16 matrix, float): Bf16Linear's matrix stored in bfloat16 in the graph."""
+
+    stored = ("weight",)
+
+    @staticmethod
+    def tensors(layer) -> tuple:
+        return (layer.weight.to(torch.bfloat16),)
+
+    @staticmethod
+    def forward(ctx, x, w):
+        return x @ w.float().t()  # (N, out)
+
+    @staticmethod
+    def symbolic(g, x, w):
+        f = g.op("Cast", w, to_i=1)  # to onnx.TensorProto.FLOAT
+        return g.op("MatMul", x, g.op("Transpose", f, perm_i=[1, 0]))
+
+
+ONNX_OPS = {"DequantizeLinear": _DequantizedMatmul, "Cast": _CastMatmul}
+
+
+class _ExportedLinear(torch.nn.Module):
+    """A quantized linear layer as the graph computes it: its stored matrix made float by the
+    operator its class declares, then an fp32 MatMul, then the bias."""
+
+    def __init__(self, layer: WeightOnlyLinear):
+        super().__init__()
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+        self.op = ONNX_OPS[layer.onnx]
+        for name, t in zip(self.op.stored, self.op.tensors(layer)):
+            self.register_buffer(name, t)
+        self.bias = layer.bias
+
+    def forward(self, x):
+        flat = x.reshape(-1, self.in_features)  # (N, in)
+        y = self.op.apply(flat, *[getattr(self, n) for n in self.op.stored])  # (N, out)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)  # (..., out)
+
+
+def _quantized_layers(model) -> list:
+    return [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, WeightOnlyLinear)
+    ]
+
+
+def quantized(model) -> bool:
+    """Whether `model` holds quantized layers as the graph computes them (`exportable`'s copy)."""
+    return any(isinstance(m, _ExportedLinear) for m in model.modules())
+
+
+def exportable(model):
+    """`model` in fp32, ready to trace: the model itself (converted in place) when it holds no
+    quantized layer; else a copy whose quantized layers compute as the graph will (_ExportedLinear).
+    A kind that declares no ONNX operator is refused in one line."""
+    layers = _quantized_layers(model)
+    if not layers:
+        return model.float()
+    for _, name, layer in layers:
+        if layer.onnx not in ONNX_OPS:
+            raise ConfigError(
+                f"ONNX export of {layer.weights} weights ({name}) is not supported: ONNX has no "
+                "operator for them here; export the fp32 checkpoint"
+            )
+    twin = copy.deepcopy(model).float()  # bf16 -> fp32 is exact; _ExportedLinear stores bf16 again
+    for parent, name, layer in _quantized_layers(twin):
+        setattr(parent, name, _ExportedLinear(layer))
+    return twin
+
+
 def _names(layers: int, prefix: str) -> list[str]:
     return [f"{prefix}.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
 
@@ -114,11 +235,11 @@ def export_decoder(model, out, check: bool = True) -> list[Path]:
     """Write prefill.onnx and step.onnx for a decoder-only `model` into the folder `out`."""
     if model.cfg.arch != "decoder":
         raise ConfigError(f"ONNX export covers decoder-only models; this one is {model.cfg.arch}")
+    graph = _Graph(
+        exportable(model)
+    ).eval()  # a wrapper left in train mode: export restores it, dropout and all
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    graph = _Graph(
-        model.float()
-    ).eval()  # a wrapper left in train mode: export restores it, dropout and all
     layers = len(model.blocks)
     present = _names(layers, "present")
     kv_axes = {0: "batch", 2: "past"}
@@ -131,6 +252,7 @@ def export_decoder(model, out, check: bool = True) -> list[Path]:
             (ids,),
             str(paths[0]),
             dynamo=False,
+            do_constant_folding=not quantized(graph.model),
             input_names=["input_ids"],
             output_names=["logits", *present],
             dynamic_axes={
@@ -144,6 +266,7 @@ def export_decoder(model, out, check: bool = True) -> list[Path]:
             (ids[:, :1], *past),
             str(paths[1]),
             dynamo=False,
+            do_constant_folding=not quantized(graph.model),
             input_names=["input_ids", *_names(layers, "past")],
             output_names=["logits", *present],
             dynamic_axes={
@@ -161,15 +284,13 @@ def export_decoder(model, out, check: bool = True) -> list[Path]:
 @torch.no_grad()
 def _check(graph, paths: list[Path]) -> None:
     """Run both graphs with onnxruntime at a batch and length other than the traced ones."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
+    if importlib.util.find_spec("onnxruntime") is None:
         return
     ids = torch.arange(3 * 7).remainder(graph.model.cfg.vocab_size).view(3, 7)  # (B, T)
     ref = graph(ids)
-    prefill = ort.InferenceSession(str(paths[0]), providers=["CPUExecutionProvider"])
+    prefill = session(paths[0])
     got = prefill.run(None, {"input_ids": ids.numpy()})
-    step = ort.InferenceSession(str(paths[1]), providers=["CPUExecutionProvider"])
+    step = session(paths[1])
     names = [i.name for i in step.get_inputs()]
     nxt = ids[:, -1:]
     ref_step = graph(nxt, *ref[1:])
@@ -245,9 +366,9 @@ def export_encoder_decoder(model, out, check: bool = True) -> list[Path]:
             f"this exporter covers encoder-decoder models; this one is {model.cfg.arch}"
         )
     _refuse_stateful(model)
+    model = exportable(model).eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = model.float().eval()
     encoder, step = _Encoder(model).eval(), _DecoderStep(model).eval()  # (see export_decoder)
     layers, attn = len(model.blocks), model.blocks[0].attn
     cross, past, present = (
@@ -266,6 +387,7 @@ def export_encoder_decoder(model, out, check: bool = True) -> list[Path]:
             (src,),
             str(paths[0]),
             dynamo=False,
+            do_constant_folding=not quantized(model),
             input_names=["src_ids"],
             output_names=["memory", "src_mask", *cross],
             dynamic_axes={n: {0: "batch", 1: "src"} for n in ("src_ids", "memory", "src_mask")}
@@ -276,6 +398,7 @@ def export_encoder_decoder(model, out, check: bool = True) -> list[Path]:
             (ids, src_mask, *kv, *cross_kv),
             str(paths[1]),
             dynamo=False,
+            do_constant_folding=not quantized(model),
             input_names=["input_ids", "src_mask", *past, *cross],
             output_names=["logits", *present],
             dynamic_axes={
@@ -304,9 +427,7 @@ def empty_past(model, batch: int) -> list[torch.Tensor]:
 def _check_encoder_decoder(model, paths: list[Path]) -> None:
     """Encode a padded batch of another size and length, then run three decoder steps from an
     empty past (the first feeds two tokens), each compared with the model's own cached decoding."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
+    if importlib.util.find_spec("onnxruntime") is None:
         return
     src = (
         torch.arange(3 * 7).remainder(model.cfg.src_vocab_size or model.cfg.vocab_size).view(3, 7)
@@ -318,7 +439,7 @@ def _check_encoder_decoder(model, paths: list[Path]) -> None:
         src[1, 5:] = model.cfg.pad_id  # one padded row
     enc = _Encoder(model).eval()
     ref_enc = enc(src)
-    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in paths]
+    sessions = [session(p) for p in paths]
     got_enc = sessions[0].run(None, {"src_ids": src.numpy()})
     pairs = [(ref_enc, got_enc)]
     layers = len(model.blocks)
