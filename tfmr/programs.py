@@ -4,7 +4,10 @@
                             errors are one line `tfmr: error: ...` (exit code 2)
     USER_ERRORS             mistakes a user can fix; `guarded` prints them as one line, exit code 2
     config_flags(p, ...)    --preset NAME, --config FILE, --set KEY=VALUE (repeatable), --data PATH
-    resolve_config(args)    those flags through the one resolver (tfmr.presets.resolve)
+    resolve_config(args)    those flags through the one resolver (tfmr.presets.resolve), shortened
+                            under TFMR_DOCS_SHORT=1
+    short(what, value)      a size capped for a shortened run (TFMR_DOCS_SHORT=1: the docs test);
+    shortened(cfg)          the same for a config's training settings; both change nothing unset
     guarded(func, args)     run a program's main under the user-error rule
     out_folder(path)        an --out folder for reports (tfmr.folders' policy), created
     positive_int, ...       argparse types for counts (a bad value is argparse's exit 2)
@@ -19,6 +22,7 @@ Left out: loading a checkpoint for a command (tfmr/cli/common.py).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -109,7 +113,7 @@ def resolve_config(args, cls: type = RunConfig, saved=None, overrides=()):
     folder `saved`) -> --config file -> --data -> `overrides` (a command's own shortcuts) -> --set."""
     from .presets import resolve
 
-    return resolve(
+    cfg = resolve(
         args.preset,
         args.config,
         getattr(args, "data", None),
@@ -117,6 +121,54 @@ def resolve_config(args, cls: type = RunConfig, saved=None, overrides=()):
         cls=cls,
         saved=saved,
     )
+    return shortened(cfg)
+
+
+# A shortened run: TFMR_DOCS_SHORT=1 caps every long piece of work a command does, so the docs test
+# (tests/test_docs_commands.py) can run every documented command, as written, in a few minutes.
+# Unset, empty or 0, nothing changes. The caps by what they limit:
+SHORT_ENV = "TFMR_DOCS_SHORT"
+SHORT_CAPS = {
+    "steps": 8,  # training steps (and warmup, eval and checkpoint intervals: at most this)
+    "every": 1,  # checkpoint interval: a snapshot each step, so `--last 8` finds eight
+    "minutes": 0.05,  # a wall-clock budget (train.max_minutes, an experiment's budgets)
+    "batches": 2,  # evaluation batches (train.eval_iters)
+    "words": 40,  # sources decoded: test and dev words, an evaluation's --limit, prompts
+    "repeats": 1,  # a benchmark's repeats and rounds
+    "tokens": 32,  # tokens generated, sizes of a benchmark's inputs
+}
+# (section, field, cap) of a config that `shortened` caps, where the config has them
+SHORT_FIELDS = (
+    ("train", "steps", "steps"),
+    ("train", "warmup", "steps"),
+    ("train", "eval_every", "steps"),
+    ("train", "log_every", "steps"),
+    ("train", "checkpoint_every", "every"),
+    ("train", "eval_iters", "batches"),
+    ("train", "max_minutes", "minutes"),
+    ("train", "eval_pairs", "words"),
+    ("data", "dev_words", "words"),
+    ("sample", "max_new_tokens", "tokens"),
+)
+
+
+def short(what: str, value=None):
+    """`value` (None: no limit) capped at SHORT_CAPS[what] in a shortened run (the environment
+    variable TFMR_DOCS_SHORT set to anything but empty or 0); `value` as it is otherwise."""
+    if os.environ.get(SHORT_ENV, "") in ("", "0"):
+        return value
+    cap = SHORT_CAPS[what]
+    return cap if value is None else type(value)(min(value, cap))
+
+
+def shortened(cfg):
+    """`cfg` with the settings of SHORT_FIELDS it has capped by `short` (unchanged unless shortened);
+    a wall-clock budget or a count of 0 (none) stays 0."""
+    for section, name, what in SHORT_FIELDS:
+        part = getattr(cfg, section, None)
+        if part is not None and getattr(part, name, None):
+            setattr(part, name, short(what, getattr(part, name)))
+    return cfg
 
 
 def guarded(func, args) -> int:

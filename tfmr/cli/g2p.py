@@ -49,6 +49,7 @@ from pathlib import Path
 from ..config import ConfigError
 from ..g2p import G2P, LOW_CONFIDENCE, PROBLEMS, UNREADABLE, joined, tsv_lines
 from ..presets import names
+from ..programs import short
 from ..tasks import g2p
 from ..tasks.g2p import G2PConfig
 from ..tasks.phonemes import FORMATS
@@ -291,9 +292,10 @@ def run_train(args) -> int:
         f"epoch {trainer.batches.epoch})"
     )
     if not args.no_eval:
-        results = g2p.report(trainer.model.eval(), data, cfg, out, "test", _beams(cfg, args.beam))
+        beams, limit = _beams(cfg, args.beam), short("words")
+        results = g2p.report(trainer.model.eval(), data, cfg, out, "test", beams, limit=limit)
         greedy = results.get("greedy") or g2p.evaluate(
-            trainer.model, data, "test", 1, cfg.decode.max_len, cfg.decode.batch_size
+            trainer.model, data, "test", 1, cfg.decode.max_len, cfg.decode.batch_size, limit=limit
         )
         g2p.compare_with_shipped(greedy, data, "test", label=f"your model ({trainer.ckpt_dir})")
     print(
@@ -312,7 +314,8 @@ def run_eval(args) -> int:
     _check_counts(args)
     model, _, cfg = _model(args)
     data = g2p.load_data(cfg.data.stress)
-    g2p.report(model, data, cfg, args.out, args.split, _beams(cfg, args.beam), limit=args.limit)
+    beams, limit = _beams(cfg, args.beam), short("words", args.limit)
+    g2p.report(model, data, cfg, args.out, args.split, beams, limit=limit)
     return 0
 
 

@@ -50,7 +50,7 @@ from ..decode import beam_search
 from ..folders import check_output
 from ..loading import load
 from ..metrics import closest_reference, per, wer
-from ..programs import config_flags, guarded, positive_int, resolve_config
+from ..programs import config_flags, guarded, positive_int, resolve_config, short, shortened
 from ..seq2seq import (
     BOS,
     EOS,
@@ -621,19 +621,23 @@ class SymbolTask:
                     f"nothing to resume: {record_path} does not exist (not a {self.name} finetune run)"
                 )
             record = json.loads(record_path.read_text())
-            cfg = presets.resolve(
-                None, overrides=list(sets), cls=self.config_class, saved=out / "checkpoint"
+            cfg = shortened(
+                presets.resolve(
+                    None, overrides=list(sets), cls=self.config_class, saved=out / "checkpoint"
+                )
             )
             vocab, options = PairVocab.load(out / "checkpoint"), {}
         else:
             source = self.default_checkpoint() if source is None else source
             base, vocab, _ = self.load_model(source)
             source = checkpoint.resolve(source)
-            cfg = presets.resolve(
-                None,
-                overrides=[*finetune_overrides(objective, reward), *sets],
-                cls=self.config_class,
-                saved=source,
+            cfg = shortened(
+                presets.resolve(
+                    None,
+                    overrides=[*finetune_overrides(objective, reward), *sets],
+                    cls=self.config_class,
+                    saved=source,
+                )
             )
             record = {"source": str(source), "objective": objective, "reward": reward}
             options = {"make_model": _loader(source)}
@@ -747,15 +751,15 @@ class SymbolTask:
             f"checkpoint: {trainer.ckpt_dir}  ({trainer.step} steps, epoch {trainer.batches.epoch})"
         )
         if not args.no_eval:
-            self.report(trainer.model.eval(), data, cfg, out, "test", self._beams(cfg, args.beam))
+            beams = self._beams(cfg, args.beam)
+            self.report(trainer.model.eval(), data, cfg, out, "test", beams, limit=short("words"))
         return 0
 
     def _eval_command(self, args) -> int:
         model, vocab, cfg = self.load_model(args.checkpoint or self.default_checkpoint())
         data = dataclasses.replace(self.load_data(cfg), vocab=vocab)
-        self.report(
-            model, data, cfg, args.out, args.split, self._beams(cfg, args.beam), limit=args.limit
-        )
+        beams, limit = self._beams(cfg, args.beam), short("words", args.limit)
+        self.report(model, data, cfg, args.out, args.split, beams, limit=limit)
         return 0
 
     def _export_command(self, args) -> int:

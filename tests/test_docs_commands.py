@@ -1,0 +1,343 @@
+"""The docs as tests: every command of README.md and docs/*.md runs as written (issue #28).
+
+What runs, block by block, in the order a reader meets them (README.md first, then docs/*.md by name):
+
+    ```sh / ```bash     each command (a line, with its backslash continuations) in bash; it must exit 0
+    ```console          `$ ` lines are commands; the lines after one are its output as shown: each
+                        must appear in what the command printed (`...` stands for anything)
+    ```python           a whole program: it runs and must exit 0
+    ```python fragment  a piece of a program (names from the prose around it): compiled only
+
+Every other block says what it is (```text, ```json, ...): a block without a language fails
+`test_every_block_says_what_it_is`, so a command cannot hide in one. No command fails with a
+traceback.
+
+Where: one scratch copy of the working folder for the whole file (tfmr/, the docs, a `.venv/bin`
+whose `tfmr` and `python` are this interpreter), the files a reader brings (`READER_FILES`: their
+text, a word list) and TFMR_DOCS_SHORT=1, which caps training steps, time budgets, evaluated words
+and benchmark repeats (tfmr.programs.short), so the whole file stays a few CPU minutes. The README's
+blocks run first, whatever is selected: every page is read after the README's quickstart.
+
+What cannot run here (a GPU, the network, several processes, a server that never ends) is listed
+in SKIPPED, one reason each; `test_skipped_commands_are_few_and_still_in_the_docs` keeps that list
+short and fails on an entry whose command left the docs. A failing command is reported with the
+doc file and line it came from, its exit status and the end of its output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tfmr import presets, programs
+from tfmr.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SHELL, CONSOLE, PYTHON = ("sh", "bash"), "console", "python"
+TIMEOUT = 300  # seconds for one command: a hung one fails instead of stopping the suite
+MAX_SKIPPED = 24
+
+# (doc, the command as written, continuations joined, comment dropped) -> why it cannot run here
+SKIPPED = {
+    (
+        "README.md",
+        "make run",
+    ): "the whole set-up (a virtual environment installed from the network)",
+    ("README.md", "make test"): "the test suite itself",
+}
+
+
+# ----------------------------------------------------------------------------- reading the docs
+@dataclasses.dataclass
+class Block:
+    doc: str
+    line: int  # of the opening fence, from 1
+    lang: str
+    info: str
+    body: list[str]
+
+
+@dataclasses.dataclass
+class Command:
+    doc: str
+    line: int
+    text: str  # as bash reads it: continuation lines joined
+    shown: list[str]  # console: the output shown under it
+
+    @property
+    def key(self) -> str:
+        """The command without its trailing comment, spaces collapsed (SKIPPED's key)."""
+        return " ".join(_drop_comment(self.text).split())
+
+
+def blocks(path: Path) -> list[Block]:
+    """The fenced blocks of a Markdown file."""
+    out, lines, i = [], path.read_text(encoding="utf-8").splitlines(), 0
+    while i < len(lines):
+        m = re.match(r"^(\s*)```(.*)$", lines[i])
+        if not m:
+            i += 1
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].strip() == "```")
+        info = m.group(2).strip()
+        indent = len(m.group(1))
+        body = [line[indent:] for line in lines[i + 1 : end]]
+        out.append(Block(_name(path), i + 1, info.split()[0] if info else "", info, body))
+        i = end + 1
+    return out
+
+
+def _name(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
+def _drop_comment(text: str) -> str:
+    """`text` less a trailing `# ...` comment (a # after a space, outside quotes)."""
+    quote = None
+    for k, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (k == 0 or text[k - 1].isspace()):
+            return text[:k].rstrip()
+    return text.rstrip()
+
+
+def commands(block: Block) -> list[Command]:
+    """The commands of a shell or console block, each with its first line's number."""
+    out: list[Command] = []
+    k = 0
+    while k < len(block.body):
+        line = block.body[k]
+        first = block.line + 1 + k
+        if block.lang == CONSOLE and not line.startswith("$ "):
+            if out:
+                out[-1].shown.append(line)
+            k += 1
+            continue
+        text = line[2:] if block.lang == CONSOLE else line
+        while text.rstrip().endswith("\\") and k + 1 < len(block.body):
+            k += 1
+            text = text.rstrip()[:-1] + " " + block.body[k].strip()
+        if text.strip() and not text.lstrip().startswith("#"):
+            out.append(Command(block.doc, first, text.strip(), []))
+        k += 1
+    return out
+
+
+def all_blocks() -> list[Block]:
+    return [b for path in DOCS for b in blocks(path)]
+
+
+# ----------------------------------------------------------------------------- the scratch folder
+READER_FILES = {  # what a reader brings: their own text and a list of words
+    "my_text.txt": "text",
+    "input.txt": "text",
+    "new.txt": "text",
+    "corpus.txt": "text",
+    "text.txt": "text",
+    "words.txt": "hello\nblorftastic\ntransformer\n",
+}
+
+
+def _reader_text() -> str:
+    """A few hundred kB of real English: tfmr's own docs."""
+    return "\n".join(p.read_text(encoding="utf-8") for p in DOCS)
+
+
+def _make_scratch(root: Path) -> dict:
+    """A copy of the working folder in `root` and the environment commands run in there."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "tfmr", root / "tfmr", ignore=ignore)
+    shutil.copytree(ROOT / "docs", root / "docs", ignore=ignore)
+    for name in ("README.md", "pyproject.toml", "Makefile"):
+        shutil.copy(ROOT / name, root / name)
+    bin_dir = root / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    shims = {"python": "", "python3": "", "tfmr": "-m tfmr"}
+    for name, args in shims.items():
+        shim = bin_dir / name
+        shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {args} "$@"\n')
+        shim.chmod(0o755)
+    text = _reader_text()
+    for name, content in READER_FILES.items():
+        (root / name).write_text(text if content == "text" else content, encoding="utf-8")
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(root),
+        programs.SHORT_ENV: "1",
+        "TFMR_CACHE": str(root / ".cache"),
+        "MPLBACKEND": "Agg",
+        "NO_COLOR": "1",
+    }
+    return env
+
+
+@dataclasses.dataclass
+class Scratch:
+    root: Path
+    env: dict
+    readme_failures: list[str]
+
+
+def run_command(cmd: Command, scratch: Scratch) -> str | None:
+    """Run one command in the scratch folder; None, or what went wrong (doc:line first)."""
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(
+            ["bash", "-c", "set -o pipefail\n" + cmd.text],
+            cwd=scratch.root,
+            env=scratch.env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        return f"{cmd.doc}:{cmd.line}: `{cmd.text}` ran past {TIMEOUT} s"
+    print(f"{time.perf_counter() - t0:6.1f}s  {cmd.doc}:{cmd.line}  {cmd.text[:90]}")
+    output = done.stdout + done.stderr
+    problem = None
+    if "Traceback (most recent call last)" in done.stderr:
+        problem = "a traceback"
+    elif cmd.shown:
+        missing = [line for line in cmd.shown if not _shown_in(line, output)]
+        problem = f"output without {missing[0]!r}" if missing else None
+    elif done.returncode != 0:
+        problem = f"exit status {done.returncode}"
+    if problem is None:
+        return None
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    return f"{cmd.doc}:{cmd.line}: `{cmd.text}`: {problem}\n{tail}"
+
+
+def _shown_in(line: str, output: str) -> bool:
+    """Whether a line of output as the docs show it (`...` for anything) is in `output`."""
+    pieces = [p.strip() for p in line.split("...") if p.strip()]
+    if not pieces:
+        return True
+    pattern = ".*".join(re.escape(p) for p in pieces)
+    return any(re.search(pattern, out_line) for out_line in output.splitlines())
+
+
+def run_python(block: Block, scratch: Scratch) -> str | None:
+    """Run a python block as a script in the scratch folder; None, or what went wrong."""
+    script = scratch.root / f"doc_block_{Path(block.doc).stem}_{block.line}.py"
+    script.write_text("\n".join(block.body) + "\n", encoding="utf-8")
+    cmd = Command(block.doc, block.line, f"python {script.name}", [])
+    return run_command(cmd, scratch)
+
+
+def run_doc(doc: str, scratch: Scratch) -> list[str]:
+    """Every runnable block of `doc`, in order; what went wrong."""
+    failures = []
+    for block in all_blocks():
+        if block.doc != doc:
+            continue
+        if block.lang == PYTHON and "fragment" not in block.info.split()[1:]:
+            if (doc, block.body[0].strip()) not in SKIPPED:
+                failures.append(run_python(block, scratch))
+        elif block.lang in (*SHELL, CONSOLE):
+            for cmd in commands(block):
+                if (doc, cmd.key) not in SKIPPED:
+                    failures.append(run_command(cmd, scratch))
+    return [f for f in failures if f]
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Scratch:
+    """The scratch folder, with the README's commands run in it (every page comes after them)."""
+    root = tmp_path_factory.mktemp("docs-scratch")
+    made = Scratch(root, _make_scratch(root), [])
+    made.readme_failures = run_doc("README.md", made)
+    return made
+
+
+# ----------------------------------------------------------------------------- the tests
+def test_readme_commands_run_as_written(scratch):
+    assert not scratch.readme_failures, "\n\n".join(scratch.readme_failures)
+
+
+@pytest.mark.parametrize("doc", [_name(p) for p in DOCS[1:]], ids=lambda d: Path(d).stem)
+def test_doc_commands_run_as_written(doc, scratch):
+    failures = run_doc(doc, scratch)
+    assert not failures, "\n\n".join(failures)
+
+
+def test_every_block_says_what_it_is():
+    untagged = [f"{b.doc}:{b.line}" for b in all_blocks() if not b.lang]
+    assert not untagged, f"blocks without a language (sh, console, python, text, ...): {untagged}"
+
+
+def test_python_fragments_compile():
+    for b in all_blocks():
+        if b.lang == PYTHON and "fragment" in b.info.split()[1:]:
+            compile("\n".join(b.body), f"{b.doc}:{b.line}", "exec")
+
+
+def test_skipped_commands_are_few_and_still_in_the_docs():
+    assert len(SKIPPED) <= MAX_SKIPPED
+    found = {(c.doc, c.key) for b in all_blocks() for c in _runnable(b)}
+    found |= {(b.doc, b.body[0].strip()) for b in all_blocks() if b.lang == PYTHON and b.body}
+    gone = [key for key in SKIPPED if key not in found]
+    assert not gone, f"SKIPPED lists commands the docs no longer have: {gone}"
+
+
+def _runnable(block: Block) -> list[Command]:
+    return commands(block) if block.lang in (*SHELL, CONSOLE) else []
+
+
+def test_the_collector_reads_continuations_comments_and_console_output(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```sh\ntfmr a --x 1 \\\n    --y 2   # note\n# a comment line\ntfmr b '#not' # c\n```\n"
+        "```console\n$ tfmr c\nout 1\n...\n```\n```text\n$ tfmr d\n```\n"
+    )
+    found = [c for b in blocks(page) for c in _runnable(b)]
+    assert [(c.line, c.key, c.shown) for c in found] == [
+        (2, "tfmr a --x 1 --y 2", []),
+        (5, "tfmr b '#not'", []),
+        (8, "tfmr c", ["out 1", "..."]),
+    ]
+    assert _shown_in("valid keys: arch, ...", "tfmr: error: valid keys: arch, vocab_size")
+    assert not _shown_in("valid keys: dim, ...", "tfmr: error: valid keys: arch, vocab_size")
+
+
+# ----------------------------------------------------------------------------- shortening
+def test_shortening_changes_nothing_unless_asked(monkeypatch):
+    args = type("Args", (), {"preset": "g2p-base", "config": None, "set": [], "data": None})
+    from tfmr.tasks.g2p import G2PConfig
+
+    monkeypatch.delenv(programs.SHORT_ENV, raising=False)
+    assert programs.resolve_config(args, G2PConfig) == presets.resolve("g2p-base", cls=G2PConfig)
+    assert programs.short("words") is None and programs.short("repeats", 5) == 5
+    monkeypatch.setenv(programs.SHORT_ENV, "0")
+    assert programs.resolve_config(args, G2PConfig) == presets.resolve("g2p-base", cls=G2PConfig)
+
+
+def test_shortening_caps_training_evaluation_and_repeats(monkeypatch):
+    monkeypatch.setenv(programs.SHORT_ENV, "1")
+    full = presets.resolve("g2p-base", cls=__import__("tfmr.tasks.g2p").tasks.g2p.G2PConfig)
+    args = type("Args", (), {"preset": "g2p-base", "config": None, "set": [], "data": None})
+    cfg = programs.resolve_config(args, type(full))
+    caps = programs.SHORT_CAPS
+    assert full.train.steps > caps["steps"] and cfg.train.steps == caps["steps"]
+    assert cfg.train.checkpoint_every == caps["every"] and cfg.data.dev_words == caps["words"]
+    assert cfg.model == full.model  # the model is the preset's: only the work is shorter
+    assert programs.short("words") == caps["words"] and programs.short("repeats", 5) == 1
+    lm = programs.resolve_config(
+        type("Args", (), {"preset": "default", "config": None, "set": [], "data": None}),
+        RunConfig,
+    )
+    assert lm.train.max_minutes == 0 and lm.train.steps == caps["steps"]  # no budget stays none
