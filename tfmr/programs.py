@@ -8,6 +8,7 @@
                             under TFMR_DOCS_SHORT=1
     short(what, value)      a size capped for a shortened run (TFMR_DOCS_SHORT=1: the docs test);
     shortened(cfg)          the same for a config's training settings; both change nothing unset
+    progress_bar(...)       a tqdm bar on stderr for long work, shown on a terminal (TFMR_PROGRESS)
     guarded(func, args)     run a program's main under the user-error rule
     out_folder(path)        an --out folder for reports (tfmr.folders' policy), created
     positive_int, ...       argparse types for counts (a bad value is argparse's exit 2)
@@ -152,10 +153,15 @@ SHORT_FIELDS = (
 )
 
 
+def shortening() -> bool:
+    """Whether this is a shortened run: TFMR_DOCS_SHORT set to anything but empty or 0 (the one
+    place that reads it)."""
+    return os.environ.get(SHORT_ENV, "") not in ("", "0")
+
+
 def short(what: str, value=None):
-    """`value` (None: no limit) capped at SHORT_CAPS[what] in a shortened run (the environment
-    variable TFMR_DOCS_SHORT set to anything but empty or 0); `value` as it is otherwise."""
-    if os.environ.get(SHORT_ENV, "") in ("", "0"):
+    """`value` (None: no limit) capped at SHORT_CAPS[what] in a shortened run; as it is otherwise."""
+    if not shortening():
         return value
     cap = SHORT_CAPS[what]
     return cap if value is None else type(value)(min(value, cap))
@@ -169,6 +175,30 @@ def shortened(cfg):
         if part is not None and getattr(part, name, None):
             setattr(part, name, short(what, getattr(part, name)))
     return cfg
+
+
+# Progress of long work (decoding a test split, timing a benchmark): a tqdm bar on standard error,
+# as training's, shown when standard error is a terminal; TFMR_PROGRESS=1 shows it anyway, 0 never.
+PROGRESS_ENV = "TFMR_PROGRESS"
+
+
+def progress_bar(total: int | None, desc: str, unit: str = "it", enabled: bool = True):
+    """A tqdm bar for `total` units of work (None: a count without an end), on standard error;
+    disabled unless `enabled` (a command's --no-progress) and standard error is a terminal or
+    TFMR_PROGRESS=1. Use it as a context manager and `update(n)` it."""
+    from tqdm.auto import tqdm
+
+    on = shows_progress(enabled)
+    return tqdm(
+        total=total, desc=desc, unit=unit, disable=not on, file=sys.stderr, dynamic_ncols=True
+    )
+
+
+def shows_progress(enabled: bool = True) -> bool:
+    """Whether progress is shown: `enabled`, and TFMR_PROGRESS=1 or standard error a terminal
+    (TFMR_PROGRESS=0: never)."""
+    forced = os.environ.get(PROGRESS_ENV, "")
+    return enabled and forced != "0" and (forced != "" or sys.stderr.isatty())
 
 
 def guarded(func, args) -> int:

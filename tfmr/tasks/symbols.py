@@ -50,7 +50,15 @@ from ..decode import beam_search
 from ..folders import check_output
 from ..loading import load
 from ..metrics import closest_reference, per, wer
-from ..programs import config_flags, guarded, positive_int, resolve_config, short, shortened
+from ..programs import (
+    config_flags,
+    guarded,
+    positive_int,
+    progress_bar,
+    resolve_config,
+    short,
+    shortened,
+)
 from ..seq2seq import (
     BOS,
     EOS,
@@ -365,8 +373,10 @@ class SymbolTask:
         max_len: int = 40,
         batch_size: int = 500,
         length_penalty: float = 1.0,
+        progress: str = "",
     ) -> list[list[str]]:
-        """The output of each source (in the order given): greedy with beam_size 1, else beam search.
+        """The output of each source (in the order given): greedy with beam_size 1, else beam search;
+        with `progress`, a bar of that name counts the sources decoded (programs.progress_bar).
 
         Sources are decoded in batches of similar length (sorted by length): a batch decodes until
         its longest output ends, so a short source no longer waits for a long one, and the encoder
@@ -377,15 +387,17 @@ class SymbolTask:
         device = next(model.parameters()).device  # (the decoders put the model in eval mode)
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         out: list[list[str]] = [[] for _ in sources]
-        for i in range(0, len(order), batch_size):
-            rows = order[i : i + batch_size]
-            src = pad_batch([vocab.src.encode(self.fold(sources[j])) for j in rows], device)
-            if beam_size <= 1:
-                ids = greedy_decode(model, src, max_len)
-            else:
-                ids = _beam(model, src, beam_size, max_len, length_penalty)
-            for j, row in zip(rows, ids):
-                out[j] = vocab.tgt.decode(row)
+        with progress_bar(len(sources), progress, self.items, enabled=bool(progress)) as bar:
+            for i in range(0, len(order), batch_size):
+                rows = order[i : i + batch_size]
+                src = pad_batch([vocab.src.encode(self.fold(sources[j])) for j in rows], device)
+                if beam_size <= 1:
+                    ids = greedy_decode(model, src, max_len)
+                else:
+                    ids = _beam(model, src, beam_size, max_len, length_penalty)
+                for j, row in zip(rows, ids):
+                    out[j] = vocab.tgt.decode(row)
+                bar.update(len(rows))
         return out
 
     def evaluate(
@@ -397,12 +409,16 @@ class SymbolTask:
         max_len: int = 40,
         batch_size: int = 500,
         limit: int | None = None,
+        progress: str = "",
     ) -> dict:
         """WER and PER of `model` on `split` (its first `limit` sources in md5 order when given):
-        the scores, "words" (how many sources), "seconds" and "predictions" ({source: output})."""
+        the scores, "words" (how many sources), "seconds" and "predictions" ({source: output}).
+        `progress`: the name of a progress bar while decoding (none when empty)."""
         sources = sorted(data.splits[split], key=md5_key)[:limit]
         t0 = time.perf_counter()
-        hyps = self.predict(model, data.vocab, sources, beam_size, max_len, batch_size)
+        hyps = self.predict(
+            model, data.vocab, sources, beam_size, max_len, batch_size, progress=progress
+        )
         seconds = time.perf_counter() - t0
         predictions = dict(zip(sources, hyps))
         return {
@@ -515,6 +531,7 @@ class SymbolTask:
         (OUT/heatmaps, unless `out` is None). The results without their predictions, by decoder."""
         results = {}
         for beam in beams:
+            name = "greedy" if beam <= 1 else f"beam {beam}"
             r = self.evaluate(
                 model,
                 data,
@@ -523,8 +540,8 @@ class SymbolTask:
                 max_len=cfg.decode.max_len,
                 batch_size=cfg.decode.batch_size,
                 limit=limit,
+                progress=f"{split}, {name}",
             )
-            name = "greedy" if beam <= 1 else f"beam {beam}"
             log(
                 f"{split} ({r['words']:,} {self.items}), {name:<7}: "
                 f"WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%"
@@ -577,12 +594,18 @@ class SymbolTask:
         """{"greedy" | "beam K": {"wer", "per", "words"}} on the test split."""
         out = {}
         for beam in beams:
+            name = "greedy" if beam <= 1 else f"beam {beam}"
             r = self.evaluate(
-                model, data, "test", beam, cfg.decode.max_len, cfg.decode.batch_size, limit=limit
+                model,
+                data,
+                "test",
+                beam,
+                cfg.decode.max_len,
+                cfg.decode.batch_size,
+                limit=limit,
+                progress=f"test, {name}",
             )
-            out["greedy" if beam <= 1 else f"beam {beam}"] = {
-                k: r[k] for k in ("wer", "per", "words")
-            }
+            out[name] = {k: r[k] for k in ("wer", "per", "words")}
         return out
 
     def finetune(
