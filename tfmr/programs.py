@@ -134,8 +134,12 @@ SHORT_CAPS = {
     "every": 1,  # checkpoint interval: a snapshot each step, so `--last 8` finds eight
     "minutes": 0.05,  # a wall-clock budget (train.max_minutes, an experiment's budgets)
     "batches": 2,  # evaluation batches (train.eval_iters)
+    "batch": 4,  # sequences (or pairs) in a training batch
+    "batch_tokens": 256,  # padded tokens in a batch of pairs
     "words": 40,  # sources decoded: test and dev words, an evaluation's --limit, prompts
+    "train_words": 500,  # the words a benchmark's peer trains on
     "repeats": 1,  # a benchmark's repeats and rounds
+    "variants": 2,  # the settings an experiment's grid tries on each axis
     "tokens": 32,  # tokens generated, sizes of a benchmark's inputs
 }
 # (section, field, cap) of a config that `shortened` caps, where the config has them
@@ -146,6 +150,8 @@ SHORT_FIELDS = (
     ("train", "log_every", "steps"),
     ("train", "checkpoint_every", "every"),
     ("train", "eval_iters", "batches"),
+    ("train", "batch_size", "batch"),
+    ("train", "batch_tokens", "batch_tokens"),
     ("train", "max_minutes", "minutes"),
     ("train", "eval_pairs", "words"),
     ("data", "dev_words", "words"),
