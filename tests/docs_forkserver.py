@@ -1,11 +1,13 @@
 """The docs test's `tfmr`: one interpreter imports tfmr once, then forks a child per command.
 
     python docs_forkserver.py serve SOCKET      the server: imports tfmr.cli, then per connection
-                                                forks a child that runs `tfmr ARGS` as
-                                                `python -m tfmr ARGS` does (tfmr/__main__.py)
-    python docs_forkserver.py run ARGS ...      a command: sends ARGS, the working folder, the
-                                                environment and its standard streams to the server
-                                                ($TFMR_DOCS_FORKSERVER), exits with the child's status
+                                                forks a child that runs the command as `python`
+                                                would: `-m tfmr ARGS` (tfmr/__main__.py), `-c CODE`
+                                                or `SCRIPT.py ARGS`
+    python docs_forkserver.py run ARGV ...      a command: sends ARGV (python's), the working folder,
+                                                the environment and its standard streams to the
+                                                server ($TFMR_DOCS_FORKSERVER), exits with the
+                                                child's status
 
 Every command of the docs starts Python and imports torch and tfmr, about 3 CPU seconds before any
 work; over a hundred commands that was most of the docs test's cost. A forked child starts from an
@@ -104,22 +106,47 @@ def _child(conn: socket.socket) -> int:
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
-    sys.argv = ["tfmr", *req["argv"]]
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_end_with_caller, args=(conn,), daemon=True).start()
-    code = _main()
+    code = _main(req["argv"])
     sys.stdout.flush()
     sys.stderr.flush()
+    _log_cpu(req["argv"])
     conn.sendall(code.to_bytes(4, "big"))
     return code
 
 
-def _main() -> int:
-    """`python -m tfmr` with sys.argv: its exit status, a traceback printed as Python prints it."""
-    from tfmr.cli import main
+def _log_cpu(argv: list[str]) -> None:
+    """Add this command's CPU seconds (user + system, its own and its children's) to the log
+    beside the socket, which the docs test reads to show what each command cost."""
+    import resource
+
+    used = sum(
+        r.ru_utime + r.ru_stime
+        for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
+    with open(os.environ["TFMR_DOCS_FORKSERVER"] + ".cpu", "a") as log:
+        log.write(f"{used:.2f}\t{' '.join(argv)[:80]}\n")
+
+
+def _main(argv: list[str]) -> int:
+    """What `python ARGV` does for `-m tfmr ARGS`, `-c CODE ARGS` and `SCRIPT ARGS`: its exit
+    status, a traceback printed as the interpreter prints it."""
+    import runpy
 
     try:
-        return main() or 0
+        if argv[:2] == ["-m", "tfmr"]:
+            from tfmr.cli import main
+
+            sys.argv, sys.path[0] = ["tfmr", *argv[2:]], os.getcwd()
+            return main() or 0
+        if argv[0] == "-c":
+            sys.argv, sys.path[0] = ["-c", *argv[2:]], os.getcwd()
+            exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})  # noqa: S102
+            return 0
+        sys.argv, sys.path[0] = list(argv), os.path.dirname(os.path.abspath(argv[0]))
+        runpy.run_path(argv[0], run_name="__main__")
+        return 0
     except SystemExit as e:
         if e.code is None or isinstance(e.code, int):
             return e.code or 0

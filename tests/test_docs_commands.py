@@ -231,6 +231,7 @@ def _hf_folder(path: Path, family: str, text: str) -> None:
     trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=alphabet, show_progress=False)
     tok.train_from_iterator([text[:20000]], trainer)
     size = dict(vocab_size=tok.get_vocab_size(), hidden_size=32, num_attention_heads=4)
+    size.update(bos_token_id=None, eos_token_id=None)  # GPT-2's 50256 is outside this vocabulary
     if family == "gpt2":
         cfg = transformers.GPT2Config(n_layer=2, n_positions=256, **size)
     else:
@@ -255,8 +256,8 @@ FORKSERVER = Path(__file__).with_name("docs_forkserver.py")
 
 def _make_scratch(root: Path) -> dict:
     """A copy of the working folder in `root` and the environment commands run in there: `tfmr`
-    (and `python -m tfmr`) go to the fork server (docs_forkserver.py), any other `python` is this
-    interpreter."""
+    (and `python -m tfmr`, `python -c`, `python SCRIPT.py`) go to the fork server
+    (docs_forkserver.py), any other `python` is this interpreter."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "tfmr", root / "tfmr", ignore=ignore)
     shutil.copytree(ROOT / "docs", root / "docs", ignore=ignore)
@@ -265,10 +266,11 @@ def _make_scratch(root: Path) -> dict:
     bin_dir = root / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     python, server = shlex.quote(sys.executable), shlex.quote(str(FORKSERVER))
-    tfmr = f'exec {python} -S {server} run "$@"'
-    shims = {
-        "tfmr": tfmr,
-        "python": f'[ "$1" = -m ] && [ "$2" = tfmr ] && shift 2 && {tfmr}\nexec {python} "$@"',
+    forked = f"exec {python} -S {server} run"
+    shims = {  # python -m tfmr, -c CODE and SCRIPT.py go to the fork server; the rest runs here
+        "tfmr": f'{forked} -m tfmr "$@"',
+        "python": f'case "$1" in -m) [ "$2" = tfmr ] && {forked} "$@";; -c|*.py) {forked} "$@";; '
+        f'esac\nexec {python} "$@"',
     }
     shims["python3"] = shims["python"]
     for name, body in shims.items():
@@ -315,7 +317,7 @@ class Scratch:
 
 def run_command(cmd: Command, scratch: Scratch) -> str | None:
     """Run one command in the scratch folder; None, or what went wrong (doc:line first)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds(scratch)
     try:
         done = subprocess.run(
             ["bash", "-c", "set -o pipefail\n" + cmd.text],
@@ -327,7 +329,8 @@ def run_command(cmd: Command, scratch: Scratch) -> str | None:
         )
     except subprocess.TimeoutExpired:
         return f"{cmd.doc}:{cmd.line}: `{cmd.text}` ran past {TIMEOUT} s"
-    print(f"{time.perf_counter() - t0:6.1f}s  {cmd.doc}:{cmd.line}  {cmd.text[:90]}")
+    cpu = _cpu_seconds(scratch) - cpu0
+    print(f"{time.perf_counter() - t0:6.1f}s {cpu:6.1f} cpu  {cmd.doc}:{cmd.line}  {cmd.text[:80]}")
     output = done.stdout + done.stderr
     problem = None
     if "Traceback (most recent call last)" in done.stderr:
@@ -341,6 +344,13 @@ def run_command(cmd: Command, scratch: Scratch) -> str | None:
         return None
     tail = "\n".join(output.strip().splitlines()[-15:])
     return f"{cmd.doc}:{cmd.line}: `{cmd.text}`: {problem}\n{tail}"
+
+
+def _cpu_seconds(scratch: Scratch) -> float:
+    """The CPU seconds of the commands the fork server ran so far (it logs each one)."""
+    log = Path(scratch.env["TFMR_DOCS_FORKSERVER"] + ".cpu")
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sum(float(line.split("\t")[0]) for line in lines)
 
 
 def _shows_error(cmd: Command) -> bool:

@@ -132,7 +132,7 @@ SHORT_ENV = "TFMR_DOCS_SHORT"
 SHORT_CAPS = {
     "steps": 8,  # training steps (and warmup, eval and checkpoint intervals: at most this)
     "every": 1,  # checkpoint interval: a snapshot each step, so `--last 8` finds eight
-    "minutes": 0.05,  # a wall-clock budget (train.max_minutes, an experiment's budgets)
+    "minutes": 1.0,  # a wall-clock budget (train.max_minutes): the steps' cap comes first
     "batches": 2,  # evaluation batches (train.eval_iters)
     "batch": 4,  # sequences (or pairs) in a training batch
     "batch_tokens": 256,  # padded tokens in a batch of pairs
@@ -140,7 +140,7 @@ SHORT_CAPS = {
     "train_words": 500,  # the words a benchmark's peer trains on
     "repeats": 1,  # a benchmark's repeats and rounds
     "variants": 2,  # the settings an experiment's grid tries on each axis
-    "tokens": 32,  # tokens generated, sizes of a benchmark's inputs
+    "tokens": 8,  # tokens generated, sizes of a benchmark's inputs
 }
 # (section, field, cap) of a config that `shortened` caps, where the config has them
 SHORT_FIELDS = (

@@ -206,7 +206,12 @@ def _eval(verbs) -> None:
     p.add_argument("--split", default="test", choices=g2p.SPLITS, help="which split")
     _beams_flag(p)
     _limit_flag(p)
-    p.add_argument("--out", default="runs/g2p", help="where the heatmaps go")
+    p.add_argument(
+        "--out",
+        default="runs/g2p-eval",
+        help="where the heatmaps go (not runs/g2p: that is `train`'s run folder, which a folder "
+        "of heatmaps would block)",
+    )
     p.set_defaults(func=run_eval)
 
 

@@ -234,12 +234,15 @@ def frontier(results: list[dict]) -> list[dict]:
 
 
 def fit(points: list[tuple[float, float]]) -> tuple[float, float] | None:
-    """Least squares of log WER = log a - b log C: (a, b), or None with fewer than 2 budgets."""
+    """Least squares of log WER = log a - b log C: (a, b), or None with fewer than 2 points at
+    different compute (nothing to fit a slope to)."""
     if len(points) < 2:
         return None
     xs, ys = [math.log(c) for c, _ in points], [math.log(w) for _, w in points]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
     return math.exp(my - slope * mx), -slope
 

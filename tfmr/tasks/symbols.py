@@ -633,7 +633,7 @@ class SymbolTask:
         testing the source model again. "after" tests the weights of the lowest dev number when
         `train.keep_best` is set (the default: dev_wer; they may be the starting weights). Returns
         that record: {"source", "objective", "reward", "before", "after", "steps", "best"}."""
-        out = Path(out)
+        out, limit = Path(out), short("words", limit)  # TFMR_DOCS_SHORT: a few test words
         check_output(
             out, "run", overwrite=overwrite, resume=resume
         )  # before the source is tested (tfmr.folders)
