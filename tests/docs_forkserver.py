@@ -11,9 +11,11 @@
 
 Every command of the docs starts Python and imports torch and tfmr, about 3 CPU seconds before any
 work; over a hundred commands that was most of the docs test's cost. A forked child starts from an
-interpreter that has done the imports (and nothing else: no data, no model, no thread pool), then
-takes the command's streams, folder, environment and arguments, so the command itself runs as
-written. The child ends when the command does, or when its caller goes away (a timeout).
+interpreter that has done the imports and read CMUdict into its splits (tfmr.tasks.g2p.load_data
+keeps them for the process, as a long-running `tfmr g2p serve` does; each G2P command spent 2-5
+CPU seconds reading it), and nothing else: no model, no thread pool. It then takes the command's
+streams, folder, environment and arguments, so the command itself runs as written. The child
+ends when the command does, or when its caller goes away (a timeout).
 
 Not here: which commands run (tests/test_docs_commands.py).
 """
@@ -58,6 +60,10 @@ def serve(path: str) -> None:
     import transformers  # noqa: F401 - the peers' and the Hugging Face folders',
 
     import tfmr.cli  # noqa: F401 - and tfmr's own
+    from tfmr.tasks import g2p
+
+    for stress in (False, True):  # CMUdict read once: every G2P command starts by reading it
+        g2p.load_data(stress)
 
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
