@@ -293,6 +293,7 @@ def _make_scratch(root: Path) -> dict:
         "TFMR_DOCS_FORKSERVER": str(sock),
         "MPLBACKEND": "Agg",
         "NO_COLOR": "1",
+        "OMP_NUM_THREADS": "1",  # each command on one thread: small work, a shared machine
     }
 
 

@@ -140,6 +140,7 @@ SHORT_CAPS = {
     "train_words": 500,  # the words a benchmark's peer trains on
     "repeats": 1,  # a benchmark's repeats and rounds
     "variants": 2,  # the settings an experiment's grid tries on each axis
+    "threads": 1,  # torch threads a run asks for (train.threads): small batches gain nothing from more
     "tokens": 8,  # tokens generated, sizes of a benchmark's inputs
 }
 # (section, field, cap) of a config that `shortened` caps, where the config has them
@@ -153,6 +154,7 @@ SHORT_FIELDS = (
     ("train", "batch_size", "batch"),
     ("train", "batch_tokens", "batch_tokens"),
     ("train", "max_minutes", "minutes"),
+    ("train", "threads", "threads"),
     ("train", "eval_pairs", "words"),
     ("data", "dev_words", "words"),
     ("sample", "max_new_tokens", "tokens"),
