@@ -4,24 +4,30 @@ What runs, block by block, in the order a reader meets them (README.md first, th
 
     ```sh / ```bash     each command (a line, with its backslash continuations) in bash; it must exit 0
     ```console          `$ ` lines are commands; the lines after one are its output as shown: each
-                        must appear in what the command printed (`...` stands for anything)
+                        must appear in what the command printed (`...` stands for anything), and it
+                        must fail exactly when the docs show `tfmr: error: ...` under it
     ```python           a whole program: it runs and must exit 0
     ```python fragment  a piece of a program (names from the prose around it): compiled only
 
 Every other block says what it is (```text, ```json, ...): a block without a language fails
-`test_every_block_says_what_it_is`, so a command cannot hide in one. No command fails with a
-traceback.
+`test_every_block_says_what_it_is`, so a command cannot hide in one. No command may print a
+traceback. A command that serves until stopped (SERVERS: `tfmr explore`, `tfmr g2p serve`) must
+answer on its port; the commands after it in its block (the docs' curl lines) run against it.
 
 Where: one scratch copy of the working folder for the whole file (tfmr/, the docs, a `.venv/bin`
-whose `tfmr` and `python` are this interpreter), the files a reader brings (`READER_FILES`: their
-text, a word list) and TFMR_DOCS_SHORT=1, which caps training steps, time budgets, evaluated words
-and benchmark repeats (tfmr.programs.short), so the whole file stays a few CPU minutes. The README's
-blocks run first, whatever is selected: every page is read after the README's quickstart.
+whose `tfmr` and `python` are this interpreter), with what a reader brings (READER_FILES: their
+text, a word list; READER_FOLDERS: Hugging Face folders, built tiny) and TFMR_DOCS_SHORT=1, which
+caps training steps, time budgets, evaluated words and benchmark repeats (tfmr.programs.short).
+`tfmr ...` runs in a fork of one interpreter that imported tfmr once (docs_forkserver.py), which
+saves the 3 CPU seconds of imports each of a hundred commands would spend. The README's blocks run
+first, whatever is selected: every page is read after the README's quickstart (and AFTER names the
+pages that build on another's runs).
 
-What cannot run here (a GPU, the network, several processes, a server that never ends) is listed
-in SKIPPED, one reason each; `test_skipped_commands_are_few_and_still_in_the_docs` keeps that list
-short and fails on an entry whose command left the docs. A failing command is reported with the
-doc file and line it came from, its exit status and the end of its output.
+What cannot run here (a GPU, the network, torchrun with several processes) is listed in SKIPPED,
+one reason each; `test_skipped_commands_are_few_and_still_in_the_docs` keeps that list short and
+fails on an entry whose command left the docs. A failing command is reported with the doc file and
+line it came from, what went wrong and the end of its output. Each command's time and CPU seconds
+are printed (pytest -s shows them).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import pytest
 
 from tfmr import presets, programs
 from tfmr.config import RunConfig
+from tfmr.tasks.g2p import G2PConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -547,29 +554,35 @@ def test_the_collector_reads_continuations_comments_and_console_output(tmp_path)
 
 
 # ----------------------------------------------------------------------------- shortening
-def test_shortening_changes_nothing_unless_asked(monkeypatch):
-    args = type("Args", (), {"preset": "g2p-base", "config": None, "set": [], "data": None})
-    from tfmr.tasks.g2p import G2PConfig
+def _flags(preset: str):
+    """The parsed config flags of `tfmr ... --preset PRESET`, nothing else given."""
+    return type("Args", (), {"preset": preset, "config": None, "set": [], "data": None})
 
+
+def test_shortening_changes_nothing_unless_asked(monkeypatch):
     monkeypatch.delenv(programs.SHORT_ENV, raising=False)
-    assert programs.resolve_config(args, G2PConfig) == presets.resolve("g2p-base", cls=G2PConfig)
+    for preset, cls in (("g2p-base", G2PConfig), ("default", RunConfig)):
+        assert programs.resolve_config(_flags(preset), cls) == presets.resolve(preset, cls=cls)
     assert programs.short("words") is None and programs.short("repeats", 5) == 5
+    assert not programs.shortening()
     monkeypatch.setenv(programs.SHORT_ENV, "0")
-    assert programs.resolve_config(args, G2PConfig) == presets.resolve("g2p-base", cls=G2PConfig)
+    assert programs.resolve_config(_flags("g2p-base"), G2PConfig) == presets.resolve(
+        "g2p-base", cls=G2PConfig
+    )
 
 
 def test_shortening_caps_training_evaluation_and_repeats(monkeypatch):
     monkeypatch.setenv(programs.SHORT_ENV, "1")
-    full = presets.resolve("g2p-base", cls=__import__("tfmr.tasks.g2p").tasks.g2p.G2PConfig)
-    args = type("Args", (), {"preset": "g2p-base", "config": None, "set": [], "data": None})
-    cfg = programs.resolve_config(args, type(full))
     caps = programs.SHORT_CAPS
+    full = presets.resolve("g2p-base", cls=G2PConfig)
+    cfg = programs.resolve_config(_flags("g2p-base"), G2PConfig)
     assert full.train.steps > caps["steps"] and cfg.train.steps == caps["steps"]
-    assert cfg.train.checkpoint_every == caps["every"] and cfg.data.dev_words == caps["words"]
+    assert full.train.keep_last and cfg.train.checkpoint_every == caps["every"]  # its snapshots
+    assert cfg.train.batch_tokens == min(full.train.batch_tokens, caps["batch_tokens"])
+    assert cfg.data.dev_words == caps["words"] and cfg.train.threads <= caps["threads"]
     assert cfg.model == full.model  # the model is the preset's: only the work is shorter
-    assert programs.short("words") == caps["words"] and programs.short("repeats", 5) == 1
-    lm = programs.resolve_config(
-        type("Args", (), {"preset": "default", "config": None, "set": [], "data": None}),
-        RunConfig,
-    )
-    assert lm.train.max_minutes == 0 and lm.train.steps == caps["steps"]  # no budget stays none
+    assert programs.short("words") == caps["words"]
+    assert programs.short("repeats", caps["repeats"] + 4) == caps["repeats"]
+    lm = programs.resolve_config(_flags("default"), RunConfig)
+    assert lm.train.steps == lm.train.checkpoint_every == caps["steps"]  # no snapshots: one save
+    assert lm.train.max_minutes == 0  # no budget stays none

@@ -131,7 +131,7 @@ def resolve_config(args, cls: type = RunConfig, saved=None, overrides=()):
 SHORT_ENV = "TFMR_DOCS_SHORT"
 SHORT_CAPS = {
     "steps": 8,  # training steps (and warmup, eval and checkpoint intervals: at most this)
-    "every": 1,  # checkpoint interval: a snapshot each step, so `--last 8` finds eight
+    "every": 1,  # checkpoint interval of a run that keeps snapshots: `--last 8` finds eight
     "minutes": 1.0,  # a wall-clock budget (train.max_minutes): the steps' cap comes first
     "batches": 2,  # evaluation batches (train.eval_iters)
     "batch": 4,  # sequences (or pairs) in a training batch
@@ -149,7 +149,7 @@ SHORT_FIELDS = (
     ("train", "warmup", "steps"),
     ("train", "eval_every", "steps"),
     ("train", "log_every", "steps"),
-    ("train", "checkpoint_every", "every"),
+    ("train", "checkpoint_every", "steps"),
     ("train", "eval_iters", "batches"),
     ("train", "batch_size", "batch"),
     ("train", "batch_tokens", "batch_tokens"),
@@ -182,6 +182,9 @@ def shortened(cfg):
         part = getattr(cfg, section, None)
         if part is not None and getattr(part, name, None):
             setattr(part, name, short(what, getattr(part, name)))
+    train = getattr(cfg, "train", None)
+    if getattr(train, "keep_last", 0):  # snapshots are kept at checkpoints: one each step
+        train.checkpoint_every = short("every", train.checkpoint_every)
     return cfg
 
 
