@@ -575,6 +575,16 @@ def test_average_last_zero_is_refused(capsys, run_dir, tmp_path):
     assert "--last N takes the number of newest snapshots to average (N >= 1), got 0" in line
 
 
+def test_average_of_a_run_without_snapshots_says_why(capsys, tmp_path):
+    """docs/g2p.md's `--last 8 RUN/snapshots` on a run that kept none (issue #28): the line names
+    the setting that keeps them, not the arguments."""
+    line = one_line_error(
+        capsys, "checkpoint", "average", "--last", "8", "--out", tmp_path / "avg", tmp_path / "s"
+    )
+    assert f"{tmp_path / 's'} is not a folder of snapshots" in line
+    assert "train.keep_last=N" in line
+
+
 def test_bench_train_measures_the_peak_in_the_dtype_it_benchmarks(monkeypatch):
     from tfmr.bench import train as bench
 

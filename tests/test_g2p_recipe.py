@@ -116,6 +116,11 @@ def test_the_power_law_fit_recovers_known_constants():
     assert g2p_scaling.fit(pts[:1]) is None
 
 
+def test_no_fit_when_every_point_has_the_same_compute():
+    """A frontier at one compute (a shortened run's budgets all end at its step cap) has no slope."""
+    assert g2p_scaling.fit([(3.0, 0.9), (3.0, 0.8)]) is None
+
+
 @pytest.mark.parametrize(
     "bad, word",
     [("--shapes=2y128", "LAYERSxWIDTH"), ("--budgets=0,1", "positive"), ("--budgets=x", "TFLOPs")],

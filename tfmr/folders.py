@@ -223,7 +223,9 @@ def check_output(
             if writes in ("run", "adapter")
             else "replace it with --overwrite"
         )
-        raise FolderError(f"{path} already holds {describe(absolute, kind)}; {again}")
+        raise FolderError(
+            f"{path} already holds {describe(absolute, kind)}; {again} (or choose another {flag})"
+        )
     return absolute
 
 

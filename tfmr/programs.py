@@ -6,7 +6,11 @@
     lazy_commands(sub, ...) `tfmr bench NAME` and the like: each NAME's module imported only when run
     USER_ERRORS             mistakes a user can fix; `guarded` prints them as one line, exit code 2
     config_flags(p, ...)    --preset NAME, --config FILE, --set KEY=VALUE (repeatable), --data PATH
-    resolve_config(args)    those flags through the one resolver (tfmr.presets.resolve)
+    resolve_config(args)    those flags through the one resolver (tfmr.presets.resolve), shortened
+                            under TFMR_DOCS_SHORT=1
+    short(what, value)      a size capped for a shortened run (TFMR_DOCS_SHORT=1: the docs test);
+    shortened(cfg)          the same for a config's training settings; both change nothing unset
+    progress_bar(...)       a tqdm bar on stderr for long work, shown on a terminal (TFMR_PROGRESS)
     guarded(func, args)     run a program's main under the user-error rule
     out_folder(path)        an --out folder for reports (tfmr.folders' policy), created
     positive_int, ...       argparse types for counts (a bad value is argparse's exit 2)
@@ -24,6 +28,7 @@ import argparse
 import ast
 import importlib
 import importlib.util
+import os
 import re
 import sys
 import tokenize
@@ -172,7 +177,7 @@ def resolve_config(args, cls: type = RunConfig, saved=None, overrides=()):
     folder `saved`) -> --config file -> --data -> `overrides` (a command's own shortcuts) -> --set."""
     from .presets import resolve
 
-    return resolve(
+    cfg = resolve(
         args.preset,
         args.config,
         getattr(args, "data", None),
@@ -180,6 +185,94 @@ def resolve_config(args, cls: type = RunConfig, saved=None, overrides=()):
         cls=cls,
         saved=saved,
     )
+    return shortened(cfg)
+
+
+# A shortened run: TFMR_DOCS_SHORT=1 caps every long piece of work a command does, so the docs test
+# (tests/test_docs_commands.py) can run every documented command, as written, in a few minutes.
+# Unset, empty or 0, nothing changes. The caps by what they limit:
+SHORT_ENV = "TFMR_DOCS_SHORT"
+SHORT_CAPS = {
+    "steps": 8,  # training steps (and warmup, eval and checkpoint intervals: at most this)
+    "every": 1,  # checkpoint interval of a run that keeps snapshots: `--last 8` finds eight
+    "minutes": 1.0,  # a wall-clock budget (train.max_minutes): the steps' cap comes first
+    "batches": 2,  # evaluation batches (train.eval_iters)
+    "batch": 4,  # sequences (or pairs) in a training batch
+    "batch_tokens": 256,  # padded tokens in a batch of pairs
+    "words": 40,  # sources decoded: test and dev words, an evaluation's --limit, prompts
+    "train_words": 500,  # the words a benchmark's peer trains on
+    "repeats": 1,  # a benchmark's repeats and rounds
+    "variants": 2,  # the settings an experiment's grid tries on each axis
+    "threads": 1,  # torch threads a run asks for (train.threads): small batches gain nothing from more
+    "tokens": 8,  # tokens generated, sizes of a benchmark's inputs
+}
+# (section, field, cap) of a config that `shortened` caps, where the config has them
+SHORT_FIELDS = (
+    ("train", "steps", "steps"),
+    ("train", "warmup", "steps"),
+    ("train", "eval_every", "steps"),
+    ("train", "log_every", "steps"),
+    ("train", "checkpoint_every", "steps"),
+    ("train", "eval_iters", "batches"),
+    ("train", "batch_size", "batch"),
+    ("train", "batch_tokens", "batch_tokens"),
+    ("train", "max_minutes", "minutes"),
+    ("train", "threads", "threads"),
+    ("train", "eval_pairs", "words"),
+    ("data", "dev_words", "words"),
+    ("sample", "max_new_tokens", "tokens"),
+)
+
+
+def shortening() -> bool:
+    """Whether this is a shortened run: TFMR_DOCS_SHORT set to anything but empty or 0 (the one
+    place that reads it)."""
+    return os.environ.get(SHORT_ENV, "") not in ("", "0")
+
+
+def short(what: str, value=None):
+    """`value` (None: no limit) capped at SHORT_CAPS[what] in a shortened run; as it is otherwise."""
+    if not shortening():
+        return value
+    cap = SHORT_CAPS[what]
+    return cap if value is None else type(value)(min(value, cap))
+
+
+def shortened(cfg):
+    """`cfg` with the settings of SHORT_FIELDS it has capped by `short` (unchanged unless shortened);
+    a wall-clock budget or a count of 0 (none) stays 0."""
+    for section, name, what in SHORT_FIELDS:
+        part = getattr(cfg, section, None)
+        if part is not None and getattr(part, name, None):
+            setattr(part, name, short(what, getattr(part, name)))
+    train = getattr(cfg, "train", None)
+    if getattr(train, "keep_last", 0):  # snapshots are kept at checkpoints: one each step
+        train.checkpoint_every = short("every", train.checkpoint_every)
+    return cfg
+
+
+# Progress of long work (decoding a test split, timing a benchmark): a tqdm bar on standard error,
+# as training's, shown when standard error is a terminal; TFMR_PROGRESS=1 shows it anyway, 0 never.
+PROGRESS_ENV = "TFMR_PROGRESS"
+
+
+def progress_bar(total: int | None, desc: str, unit: str = "it", enabled: bool = True):
+    """A tqdm bar for `total` units of work (None: a count without an end), on standard error;
+    disabled unless `enabled` (a command's --no-progress) and standard error is a terminal or
+    TFMR_PROGRESS=1. Use it as a context manager and `update(n)` it."""
+    from tqdm.auto import tqdm
+
+    on = shows_progress(enabled)
+    return tqdm(
+        total=total, desc=desc, unit=unit, disable=not on, file=sys.stderr, dynamic_ncols=True
+    )
+
+
+def shows_progress(enabled: bool = True) -> bool:
+    """Whether progress is shown: `enabled`, and TFMR_PROGRESS=1 or standard error a terminal
+    (TFMR_PROGRESS=0: never)."""
+    forced = os.environ.get(PROGRESS_ENV, "")
+    return enabled and forced != "0" and (forced != "" or sys.stderr.isatty())
 
 
 def guarded(func, args) -> int:

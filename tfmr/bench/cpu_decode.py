@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError
-from ..programs import count, positive_int
+from ..programs import count, positive_int, short, shortening
 from . import gpu_decode, quant_quality
 
 
@@ -99,6 +99,8 @@ def main(args) -> int:
             f"{args.prompt_len + args.new_tokens}"
         )
     gpu_decode.need_transformers()
+    args.rounds, args.new_tokens = short("repeats", args.rounds), short("tokens", args.new_tokens)
+    args.no_compile = args.no_compile or shortening()  # a shortened run: no minutes of compiling
     if args.threads:
         torch.set_num_threads(args.threads)
     args.mode, args.check, args.static_too = None, True, True

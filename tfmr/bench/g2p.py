@@ -42,7 +42,7 @@ import torch
 
 from ..config import ConfigError
 from ..metrics import per, wer
-from ..programs import count, out_folder, positive_int
+from ..programs import count, out_folder, positive_int, short, shortening
 from . import g2p_breakdown
 from .peers import PEERS
 
@@ -264,6 +264,10 @@ def main(args) -> int:
     peers = [PEERS[name] for name in dict.fromkeys(args.peer)]
     for peer in peers:
         peer.tools()  # a missing peer is refused now, in one line, before anything is loaded
+    if shortening():  # TFMR_DOCS_SHORT: a few words, a small peer, no compiling
+        args.limit, args.calls = short("words", args.limit), short("repeats", args.calls)
+        args.peer_train_limit = short("train_words", args.peer_train_limit)
+        args.no_compiled = True
     out = out_folder(args.out) if args.out else None
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -37,7 +37,7 @@ from .. import decode
 from ..config import ConfigError
 from ..fastdecode import FastDecoder
 from ..interop import FAMILIES, from_hf
-from ..programs import positive_int, torch_device
+from ..programs import positive_int, progress_bar, torch_device
 from ..quantize import argmax_agreement, quantize_
 from ..quantize import weight_bytes as quantized_bytes
 
@@ -140,10 +140,11 @@ def bytes_per_step(model, batch: int, max_len: int) -> tuple[int, int]:
 
 
 class Bench:
-    """Methods timed in alternating rounds; failures recorded, not raised."""
+    """Methods timed in alternating rounds; failures recorded, not raised. The timed rounds show a
+    progress bar named `name` (programs.progress_bar: on a terminal), after each warm-up's line."""
 
-    def __init__(self, device, rounds: int):
-        self.device, self.rounds = device, rounds
+    def __init__(self, device, rounds: int, name: str = "timing"):
+        self.device, self.rounds, self.name = device, rounds, name
         self.methods: dict = {}
         self.results: dict = {}
 
@@ -163,16 +164,17 @@ class Bench:
                     "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
                 }
                 log(f"  {name} FAILED: {self.results[name]['error']}")
-        for _ in range(self.rounds):
-            for name, fn in self.methods.items():
-                r = self.results[name]
-                if "error" in r:
-                    continue
-                sync(self.device)
-                t0 = time.perf_counter()
-                r["out"] = fn()
-                sync(self.device)
-                r["times"].append(time.perf_counter() - t0)
+        timed = [name for name in self.methods if "error" not in self.results[name]]
+        with progress_bar(self.rounds * len(timed), self.name, "run") as bar:
+            for _ in range(self.rounds):
+                for name in timed:
+                    r = self.results[name]
+                    sync(self.device)
+                    t0 = time.perf_counter()
+                    r["out"] = self.methods[name]()
+                    sync(self.device)
+                    r["times"].append(time.perf_counter() - t0)
+                    bar.update(1)
         for r in self.results.values():
             if "times" in r:
                 r["seconds"] = statistics.median(r["times"])
@@ -227,7 +229,7 @@ def case(name, hf, args, device, dtype, strategies, log=print) -> list[dict]:
     }
     agreement = {}
     for strategy in strategies:
-        bench = Bench(device, args.rounds)
+        bench = Bench(device, args.rounds, f"{strategy}: timed rounds")
         if strategy == "greedy":
             bench.add("hf", lambda: hf.generate(ids, do_sample=False, num_beams=1, **hf_common))
             bench.add("tfmr-eager", lambda: decode.greedy(model, ids, N))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..programs import positive_int
+from ..programs import positive_int, short, shortening
 
 SHAPES = {
     "gpt2-124m": dict(vocab_size=50257, dim=768, layers=12, heads=12, context=1024),
@@ -80,7 +80,8 @@ def main(args) -> int:
         loaders = {"tfmr": _tfmr_load, "transformers": _hf_load}
     except ImportError:
         loaders = {"tfmr": _tfmr_load}
-    shape = "quick" if args.quick else "gpt2-124m"
+    args.rounds = short("repeats", args.rounds)  # TFMR_DOCS_SHORT: one round of the tiny shape
+    shape = "quick" if args.quick or shortening() else "gpt2-124m"
     times: dict[str, list[float]] = {name: [] for name in loaders}
     with tempfile.TemporaryDirectory() as tmp:
         n = write_folder(Path(tmp), shape)

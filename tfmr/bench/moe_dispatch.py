@@ -24,7 +24,7 @@ import torch
 
 from ..config import ConfigError
 from ..ffn import FFNS, MoE
-from ..programs import count, positive_int, torch_device
+from ..programs import count, positive_int, short, torch_device
 
 
 def timer(device: torch.device):
@@ -103,6 +103,8 @@ def main(args) -> int:
     if any(k > args.experts for k in args.top_k or ()):
         raise ConfigError(f"--top-k cannot exceed --experts ({args.experts})")
     args.variants = [(k, 0.0) for k in args.top_k] if args.top_k else [(2, 0.0), (1, 1.25)]
+    args.rounds, args.iters = short("repeats", args.rounds), short("repeats", args.iters)
+    args.tokens = short("tokens", args.tokens)  # TFMR_DOCS_SHORT: one small call per layer
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch_device(args.device)

@@ -43,8 +43,13 @@ def run(args) -> int:
             raise ConfigError(
                 f"--last N takes the number of newest snapshots to average (N >= 1), got {args.last}"
             )
-        if len(sources) != 1 or not sources[0].is_dir():
+        if len(sources) != 1:
             raise ConfigError("--last N takes one folder of snapshots (RUN/snapshots)")
+        if not sources[0].is_dir():
+            raise ConfigError(
+                f"{sources[0]} is not a folder of snapshots: a run keeps them with "
+                "--set train.keep_last=N, one at each of its checkpoints (train.checkpoint_every)"
+            )
         found = sorted(
             p for p in sources[0].iterdir() if p.is_dir() and not p.name.endswith((".tmp", ".old"))
         )

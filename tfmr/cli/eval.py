@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ConfigError
+from ..programs import short
 from .common import checkpoint_flags, encode_text, load_model, out_folder
 
 
@@ -83,7 +84,8 @@ def run_decoding(args) -> int:
     held_out = ids[-max(1, int(len(ids) * cfg.data.val_fraction)) :]  # the split training held out
     context = cfg.model.context
     prompt_len = args.prompt_len or min(32, context // 4)
-    new = args.new_tokens or min(200, context - prompt_len)
+    new = short("tokens", args.new_tokens or min(200, context - prompt_len))
+    args.prompts = short("words", args.prompts)  # TFMR_DOCS_SHORT: a few short continuations
     if prompt_len + new > context:
         raise ConfigError(
             f"--prompt-len {prompt_len} + --new-tokens {new} exceeds the model's context ({context})"

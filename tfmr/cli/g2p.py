@@ -49,6 +49,7 @@ from pathlib import Path
 from ..config import ConfigError
 from ..g2p import G2P, LOW_CONFIDENCE, PROBLEMS, UNREADABLE, joined, tsv_lines
 from ..presets import names
+from ..programs import short, shows_progress
 from ..tasks.g2p_presets import G2PConfig
 from ..tasks.phonemes import FORMATS
 from ..tasks.symbols_common import (
@@ -220,7 +221,12 @@ def _eval(verbs) -> None:
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")
     _beams_flag(p)
     _limit_flag(p)
-    p.add_argument("--out", default="runs/g2p", help="where the heatmaps go")
+    p.add_argument(
+        "--out",
+        default="runs/g2p-eval",
+        help="where the heatmaps go (not runs/g2p: that is `train`'s run folder, which a folder "
+        "of heatmaps would block)",
+    )
     p.set_defaults(func=run_eval)
 
 
@@ -313,9 +319,10 @@ def run_train(args) -> int:
         f"epoch {trainer.batches.epoch})"
     )
     if not args.no_eval:
-        results = g2p.report(trainer.model.eval(), data, cfg, out, "test", _beams(cfg, args.beam))
+        beams, limit = _beams(cfg, args.beam), short("words")
+        results = g2p.report(trainer.model.eval(), data, cfg, out, "test", beams, limit=limit)
         greedy = results.get("greedy") or g2p.evaluate(
-            trainer.model, data, "test", 1, cfg.decode.max_len, cfg.decode.batch_size
+            trainer.model, data, "test", 1, cfg.decode.max_len, cfg.decode.batch_size, limit=limit
         )
         g2p.compare_with_shipped(greedy, data, "test", label=f"your model ({trainer.ckpt_dir})")
     print(
@@ -338,7 +345,8 @@ def run_eval(args) -> int:
     _check_counts(args)
     model, _, cfg = _model(args)
     data = g2p.load_data(cfg.data.stress)
-    g2p.report(model, data, cfg, args.out, args.split, _beams(cfg, args.beam), limit=args.limit)
+    beams, limit = _beams(cfg, args.beam), short("words", args.limit)
+    g2p.report(model, data, cfg, args.out, args.split, beams, limit=limit)
     return 0
 
 
@@ -473,28 +481,53 @@ def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 class _Progress:
-    """A line on standard error, rewritten after each batch, when stderr is a terminal and the
-    input runs to more than one batch."""
+    """A line on standard error, rewritten after each batch: how many words (or lines) are done,
+    of how many when the input is known ahead (words on the command line, --file FILE), the rate
+    and the time left. Shown when standard error is a terminal (TFMR_PROGRESS=1 forces it, 0 hides
+    it: programs.shows_progress); the line is cleared at the end."""
 
-    def __init__(self, what: str):
-        self.what, self.done, self.shown, self.t0 = what, 0, False, time.perf_counter()
-        self.on = sys.stderr.isatty()
+    def __init__(self, what: str, total: int | None = None):
+        self.what, self.total, self.done, self.shown = what, total, 0, False
+        self.t0, self.on = time.perf_counter(), shows_progress()
+
+    def start(self) -> None:
+        """Say that work began (loading the model and the first batch take a few seconds)."""
+        if self.on and self.total and self.total > BATCH_WORDS:
+            self._show(f"0 of {self.total:,} {self.what} done")
 
     def step(self, n: int) -> None:
         self.done += n
         if self.on:
             rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
-            print(
-                f"\r{self.done:,} {self.what} done ({rate:,.0f}/s)",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-            self.shown = True
+            if self.total:
+                left = max(self.total - self.done, 0) / max(rate, 1e-9)
+                self._show(
+                    f"{self.done:,} of {self.total:,} {self.what} done ({rate:,.0f}/s, "
+                    f"about {left:,.0f} s left)"
+                )
+            else:
+                self._show(f"{self.done:,} {self.what} done ({rate:,.0f}/s)")
+
+    def _show(self, text: str) -> None:
+        print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
+        self.shown = True
 
     def close(self) -> None:
         if self.shown:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+def _count_words(args_words: Sequence[str], file: str | None) -> int | None:
+    """How many words iter_words will give, when that is known without reading standard input."""
+    if "-" in args_words or file == "-":
+        return None
+    n = len(args_words)
+    if file:
+        try:
+            n += sum(1 for line in _file_lines(file) if line.strip())
+        except OSError:
+            return None  # iter_words says what is wrong, in one line
+    return n
 
 
 def run_predict(args) -> int:
@@ -522,11 +555,12 @@ def run_predict(args) -> int:
     if args.checkpoint:
         engine.model()  # now: a wrong --checkpoint fails before any output
     if text is None:
-        batches, what = _batches(iter_words(rest, args.file), BATCH_WORDS), "words"
+        batches = _batches(iter_words(rest, args.file), BATCH_WORDS)
+        progress = _Progress("words", _count_words(rest, args.file))
     else:
         lines = _stdin_lines() if text == "-" else iter(text.splitlines() or [""])
-        batches, what = _batches(lines, BATCH_LINES), "lines"
-    return _pronounce_stream(engine, batches, args, text is not None, _Progress(what))
+        batches, progress = _batches(lines, BATCH_LINES), _Progress("lines")
+    return _pronounce_stream(engine, batches, args, text is not None, progress)
 
 
 def _pronounce_stream(
@@ -536,6 +570,7 @@ def _pronounce_stream(
     Ctrl-C the words of the batch that were already pronounced are printed, then exit 130."""
     status, first_line = 0, 0
     all_variants = args.all or not is_text
+    progress.start()
     try:
         for batch in batches:
             entries = engine.plan_text(batch, first_line) if is_text else engine.plan_words(batch)

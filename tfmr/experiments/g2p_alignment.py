@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..alignment import ALIGNMENT_KERNELS, Monotonic
 from ..config import Choice, ConfigError
-from ..programs import out_folder, positive_int, resolve_config
+from ..programs import out_folder, positive_int, resolve_config, short
 from ..tasks import g2p
 from .g2p_common import add_common, figure, markdown, pct, save, test_wer, train_variant, write
 
@@ -156,10 +156,11 @@ def main(args) -> int:
     wanted = lengths(args.lengths)
     out = out_folder(args.out)
     data = g2p.load_data(base.data.stress)
-    by_length = words_by_length(data, wanted, args.per_length)
+    by_length = words_by_length(data, wanted, short("repeats", args.per_length))
     if not by_length:
         raise ConfigError(f"no test words of {args.lengths} letters")
     chosen = {n: k for n, k in variants().items() if args.only is None or n in args.only}
+    chosen = dict(list(chosen.items())[: short("variants", len(chosen))])  # TFMR_DOCS_SHORT
     results, rows = [], []
     for name, kernel in chosen.items():
         print(f"training {name} (model.cross_kernel={kernel or 'the base kernel'}) ...", flush=True)

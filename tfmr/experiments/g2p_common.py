@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import to_dict
 from ..metrics import per, wer
-from ..programs import config_flags, positive_int
+from ..programs import config_flags, positive_int, short
 from ..seq2seq import Seq2SeqTrainer
 from ..tasks import g2p
 from .plots import figure, save  # noqa: F401 (the G2P experiments' figures)
@@ -68,6 +68,7 @@ def test_wer(
 ) -> dict:
     """Test WER / PER on all words and on the long ones (more than LONG letters; None when the
     words tested hold none)."""
+    limit = short("words", limit)  # TFMR_DOCS_SHORT: a few test words
     r = g2p.evaluate(
         model, data, "test", beam, cfg.decode.max_len, cfg.decode.batch_size, limit=limit
     )

@@ -24,7 +24,7 @@ import torch
 
 from ..config import ConfigError
 from ..objectives import GuidedAttention, diagonal_share
-from ..programs import out_folder, resolve_config
+from ..programs import out_folder, resolve_config, short
 from ..seq2seq import PAD, collate, eager_attention
 from ..tasks import g2p
 from .g2p_common import add_common, figure, markdown, pct, save, test_wer, train_variant, write
@@ -108,6 +108,7 @@ def main(args) -> int:
             "--band must be in (0, 1), --threshold in (0, 1], --words at least 1, --weight positive"
         )
     out = out_folder(args.out)
+    args.words = short("words", args.words)  # TFMR_DOCS_SHORT: the share on a few dev words
     data = g2p.load_data(base.data.stress)
     metric = diagonality(data, base, args.words, args.band)
     results, rows = [], []

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from ..config import ConfigError
-from ..programs import out_folder
+from ..programs import out_folder, short
 from ..tasks import g2p
 from .g2p_common import figure, markdown, pct, save, write
 
@@ -104,6 +104,7 @@ def main(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     chosen = [o for o in OBJECTIVES if args.only is None or o in args.only]
+    args.limit = short("words", args.limit)  # TFMR_DOCS_SHORT: a few test words
     for objective in chosen:
         g2p.finetune_overrides(objective, args.reward)  # unknown reward: one line before any work
     shipped = args.checkpoint is None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 
 from ..config import Choice, ConfigError
-from ..programs import out_folder, resolve_config
+from ..programs import out_folder, resolve_config, short
 from ..tasks import g2p
 from .g2p_common import (
     LONG,
@@ -95,6 +95,7 @@ def main(args) -> int:
         for n, c in variants(base.train.steps, args.k).items()
         if args.only is None or n in args.only
     }
+    chosen = dict(list(chosen.items())[: short("variants", len(chosen))])  # TFMR_DOCS_SHORT
     results, rows = [], []
     for name, objective in chosen.items():
         print(f"training {name} ({objective}) ...", flush=True)

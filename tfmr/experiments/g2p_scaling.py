@@ -38,7 +38,7 @@ import math
 from pathlib import Path
 
 from ..config import ConfigError
-from ..programs import out_folder, resolve_config
+from ..programs import out_folder, resolve_config, short
 from ..seq2seq import BucketBatches
 from ..tasks import g2p
 from .g2p_common import add_common, figure, markdown, pct, save, train_variant, write
@@ -140,12 +140,12 @@ def plan(
     batch_tokens, lr = t.batch_tokens, t.lr
     m.layers = m.encoder_layers = layers
     m.dim, m.heads, m.dropout = dim, 4, 0.0
-    tokens = int(round(batch_tokens * math.sqrt(budget / smallest)))
+    tokens = short("batch_tokens", int(round(batch_tokens * math.sqrt(budget / smallest))))
     src, tgt = batch_means(data.pairs("train"), tokens, t.seed)
     per_step = train_flops(
         layers, layers, dim, m.ffn.options.get("mult", 4), len(data.vocab.tgt), src, tgt
     )
-    steps = max(10, round(budget * 1e12 / per_step))
+    steps = short("steps", max(10, round(budget * 1e12 / per_step)))
     t.steps, t.batch_tokens, t.batch_size = steps, tokens, 1 << 20
     t.lr = lr * math.sqrt(128 / dim)
     t.min_lr, t.warmup, t.max_minutes = t.lr / 20, max(1, steps // 10), 0.0
@@ -234,12 +234,15 @@ def frontier(results: list[dict]) -> list[dict]:
 
 
 def fit(points: list[tuple[float, float]]) -> tuple[float, float] | None:
-    """Least squares of log WER = log a - b log C: (a, b), or None with fewer than 2 budgets."""
+    """Least squares of log WER = log a - b log C: (a, b), or None with fewer than 2 points at
+    different compute (nothing to fit a slope to)."""
     if len(points) < 2:
         return None
     xs, ys = [math.log(c) for c, _ in points], [math.log(w) for _, w in points]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
     return math.exp(my - slope * mx), -slope
 
@@ -330,6 +333,12 @@ def plot(results, best, law, target, path, title, runs=()):
 def main(args) -> int:
     base = resolve_config(args, g2p.G2PConfig)
     shapes, budgets = parse_shapes(args.shapes), parse_budgets(args.budgets)
+    # TFMR_DOCS_SHORT: the first shapes and budgets, a few test words
+    shapes, budgets = (
+        shapes[: short("variants", len(shapes))],
+        budgets[: short("variants", len(budgets))],
+    )
+    args.limit = short("words", args.limit)
     if base.train.batch_tokens < 64:
         raise ConfigError(
             f"train.batch_tokens must be at least 64 here, got {base.train.batch_tokens}"

@@ -30,7 +30,7 @@ import torch
 
 from ..config import Choice, ConfigError, RunConfig, to_dict
 from ..positions import Rope
-from ..programs import config_flags, out_folder, positive_int, resolve_config
+from ..programs import config_flags, out_folder, positive_int, resolve_config, short
 from .plots import save
 
 # position kind -> its options here. Sinusoidal scales token embeddings by sqrt(dim) as in
@@ -182,6 +182,7 @@ def main(args) -> int:
     if not schemes:
         raise ConfigError(f"--schemes: give one or more position kinds ({', '.join(SCHEMES)})")
     context = base.model.context
+    args.eval_windows = short("batches", args.eval_windows)  # TFMR_DOCS_SHORT: 2 windows a length
     results = {
         "context": context,
         "factors": factors,

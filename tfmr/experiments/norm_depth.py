@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ..config import Choice, RunConfig, to_dict
-from ..programs import Parser, config_flags, guarded, out_folder, resolve_config
+from ..programs import Parser, config_flags, guarded, out_folder, resolve_config, short
 from ..train import Trainer
 from .plots import save
 
@@ -135,7 +135,7 @@ def main(args) -> int:
     m, t = base.model, base.train
     out = out_folder(args.out)
     results = []
-    for placement in args.placements:
+    for placement in args.placements[: short("variants", len(args.placements))]:
         print(
             f"training {placement} ({m.layers} layers x dim {m.dim}, {t.steps} steps, lr {t.lr}) ...",
             flush=True,

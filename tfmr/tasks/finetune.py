@@ -38,6 +38,7 @@ from ..devices import precision
 from ..interop import from_pretrained, is_hf_folder
 from ..interop.hf_folder import weights_digest
 from ..presets import resolve
+from ..programs import shortened
 from ..tokenizers import load as load_tokenizer
 from ..train import Trainer
 
@@ -205,8 +206,14 @@ def finetune_config(base_dir, data: str | None, sets: list[str]) -> RunConfig:
     at the new data with the default token cache, then each `--set`. A Hugging Face folder: the
     `default` preset with the folder's model config."""
     if not is_hf_folder(base_dir):
-        return resolve(
-            None, data=data, overrides=["data.cache_dir=none", *sets], cls=RunConfig, saved=base_dir
+        return shortened(
+            resolve(
+                None,
+                data=data,
+                overrides=["data.cache_dir=none", *sets],
+                cls=RunConfig,
+                saved=base_dir,
+            )
         )
     from ..interop.hf_folder import config_namespace, family, read_hf_config
 
@@ -224,7 +231,7 @@ def finetune_config(base_dir, data: str | None, sets: list[str]) -> RunConfig:
     cfg.model = model_cfg
     for assignment in sets:
         apply_override(cfg, assignment)
-    return cfg
+    return shortened(cfg)
 
 
 def add_finetuned(model, adaptation_path, base_dir, merge: bool = True):

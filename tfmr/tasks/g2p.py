@@ -240,7 +240,14 @@ def compare_with_shipped(
     shipped_data = data if cfg.data.stress == data.stress else load_data(cfg.data.stress)
     limit = fresh["words"] if fresh["words"] < len(data.splits[split]) else None
     r = evaluate(
-        model, shipped_data, split, 1, cfg.decode.max_len, cfg.decode.batch_size, limit=limit
+        model,
+        shipped_data,
+        split,
+        1,
+        cfg.decode.max_len,
+        cfg.decode.batch_size,
+        limit=limit,
+        progress=f"{split}, the shipped model",
     )
     both = data.stress == cfg.data.stress  # else both are scored without stress
     log(

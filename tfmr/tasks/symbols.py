@@ -50,7 +50,15 @@ from ..decode import beam_search
 from ..folders import check_output
 from ..loading import load
 from ..metrics import closest_reference, per, wer
-from ..programs import config_flags, guarded, positive_int, resolve_config
+from ..programs import (
+    config_flags,
+    guarded,
+    positive_int,
+    progress_bar,
+    resolve_config,
+    short,
+    shortened,
+)
 from ..runsummary import summary
 from ..seq2seq import (
     BOS,
@@ -339,8 +347,10 @@ class SymbolTask:
         max_len: int = 40,
         batch_size: int = 500,
         length_penalty: float = 1.0,
+        progress: str = "",
     ) -> list[list[str]]:
-        """The output of each source (in the order given): greedy with beam_size 1, else beam search.
+        """The output of each source (in the order given): greedy with beam_size 1, else beam search;
+        with `progress`, a bar of that name counts the sources decoded (programs.progress_bar).
 
         Sources are decoded in batches of similar length (sorted by length): a batch decodes until
         its longest output ends, so a short source no longer waits for a long one, and the encoder
@@ -351,15 +361,17 @@ class SymbolTask:
         device = next(model.parameters()).device  # (the decoders put the model in eval mode)
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         out: list[list[str]] = [[] for _ in sources]
-        for i in range(0, len(order), batch_size):
-            rows = order[i : i + batch_size]
-            src = pad_batch([vocab.src.encode(self.fold(sources[j])) for j in rows], device)
-            if beam_size <= 1:
-                ids = greedy_decode(model, src, max_len)
-            else:
-                ids = _beam(model, src, beam_size, max_len, length_penalty)
-            for j, row in zip(rows, ids):
-                out[j] = vocab.tgt.decode(row)
+        with progress_bar(len(sources), progress, self.items, enabled=bool(progress)) as bar:
+            for i in range(0, len(order), batch_size):
+                rows = order[i : i + batch_size]
+                src = pad_batch([vocab.src.encode(self.fold(sources[j])) for j in rows], device)
+                if beam_size <= 1:
+                    ids = greedy_decode(model, src, max_len)
+                else:
+                    ids = _beam(model, src, beam_size, max_len, length_penalty)
+                for j, row in zip(rows, ids):
+                    out[j] = vocab.tgt.decode(row)
+                bar.update(len(rows))
         return out
 
     def evaluate(
@@ -371,12 +383,16 @@ class SymbolTask:
         max_len: int = 40,
         batch_size: int = 500,
         limit: int | None = None,
+        progress: str = "",
     ) -> dict:
         """WER and PER of `model` on `split` (its first `limit` sources in md5 order when given):
-        the scores, "words" (how many sources), "seconds" and "predictions" ({source: output})."""
+        the scores, "words" (how many sources), "seconds" and "predictions" ({source: output}).
+        `progress`: the name of a progress bar while decoding (none when empty)."""
         sources = sorted(data.splits[split], key=md5_key)[:limit]
         t0 = time.perf_counter()
-        hyps = self.predict(model, data.vocab, sources, beam_size, max_len, batch_size)
+        hyps = self.predict(
+            model, data.vocab, sources, beam_size, max_len, batch_size, progress=progress
+        )
         seconds = time.perf_counter() - t0
         predictions = dict(zip(sources, hyps))
         return {
@@ -494,6 +510,7 @@ class SymbolTask:
         (OUT/heatmaps, unless `out` is None). The results without their predictions, by decoder."""
         results = {}
         for beam in beams:
+            name = "greedy" if beam <= 1 else f"beam {beam}"
             r = self.evaluate(
                 model,
                 data,
@@ -502,8 +519,8 @@ class SymbolTask:
                 max_len=cfg.decode.max_len,
                 batch_size=cfg.decode.batch_size,
                 limit=limit,
+                progress=f"{split}, {name}",
             )
-            name = "greedy" if beam <= 1 else f"beam {beam}"
             log(
                 f"{split} ({r['words']:,} {self.items}), {name:<7}: "
                 f"WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%"
@@ -556,12 +573,18 @@ class SymbolTask:
         """{"greedy" | "beam K": {"wer", "per", "words"}} on the test split."""
         out = {}
         for beam in beams:
+            name = "greedy" if beam <= 1 else f"beam {beam}"
             r = self.evaluate(
-                model, data, "test", beam, cfg.decode.max_len, cfg.decode.batch_size, limit=limit
+                model,
+                data,
+                "test",
+                beam,
+                cfg.decode.max_len,
+                cfg.decode.batch_size,
+                limit=limit,
+                progress=f"test, {name}",
             )
-            out["greedy" if beam <= 1 else f"beam {beam}"] = {
-                k: r[k] for k in ("wer", "per", "words")
-            }
+            out[name] = {k: r[k] for k in ("wer", "per", "words")}
         return out
 
     def finetune(
@@ -589,7 +612,7 @@ class SymbolTask:
         testing the source model again. "after" tests the weights of the lowest dev number when
         `train.keep_best` is set (the default: dev_wer; they may be the starting weights). Returns
         that record: {"source", "objective", "reward", "before", "after", "steps", "best"}."""
-        out = Path(out)
+        out, limit = Path(out), short("words", limit)  # TFMR_DOCS_SHORT: a few test words
         check_output(
             out, "run", overwrite=overwrite, resume=resume
         )  # before the source is tested (tfmr.folders)
@@ -600,19 +623,23 @@ class SymbolTask:
                     f"nothing to resume: {record_path} does not exist (not a {self.name} finetune run)"
                 )
             record = json.loads(record_path.read_text())
-            cfg = presets.resolve(
-                None, overrides=list(sets), cls=self.config_class, saved=out / "checkpoint"
+            cfg = shortened(
+                presets.resolve(
+                    None, overrides=list(sets), cls=self.config_class, saved=out / "checkpoint"
+                )
             )
             vocab, options = PairVocab.load(out / "checkpoint"), {}
         else:
             source = self.default_checkpoint() if source is None else source
             base, vocab, _ = self.load_model(source)
             source = checkpoint.resolve(source)
-            cfg = presets.resolve(
-                None,
-                overrides=[*finetune_overrides(objective, reward), *sets],
-                cls=self.config_class,
-                saved=source,
+            cfg = shortened(
+                presets.resolve(
+                    None,
+                    overrides=[*finetune_overrides(objective, reward), *sets],
+                    cls=self.config_class,
+                    saved=source,
+                )
             )
             record = {"source": str(source), "objective": objective, "reward": reward}
             options = {"make_model": _loader(source)}
@@ -734,15 +761,15 @@ class SymbolTask:
             f"checkpoint: {trainer.ckpt_dir}  ({trainer.step} steps, epoch {trainer.batches.epoch})"
         )
         if not args.no_eval:
-            self.report(trainer.model.eval(), data, cfg, out, "test", self._beams(cfg, args.beam))
+            beams = self._beams(cfg, args.beam)
+            self.report(trainer.model.eval(), data, cfg, out, "test", beams, limit=short("words"))
         return 0
 
     def _eval_command(self, args) -> int:
         model, vocab, cfg = self.load_model(args.checkpoint or self.default_checkpoint())
         data = dataclasses.replace(self.load_data(cfg), vocab=vocab)
-        self.report(
-            model, data, cfg, args.out, args.split, self._beams(cfg, args.beam), limit=args.limit
-        )
+        beams, limit = self._beams(cfg, args.beam), short("words", args.limit)
+        self.report(model, data, cfg, args.out, args.split, beams, limit=limit)
         return 0
 
     def _export_command(self, args) -> int:
