@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import ConfigError
-from .tasks.g2p_lexicon import LETTERS, TRAIN_HINT, NoShippedModel, lexicon
+from .tasks.g2p_lexicon import LETTERS, TRAIN_HINT, Lexicon, NoShippedModel
 from .tasks.g2p_text import ACRONYM, BOUNDARY, WORD, Token, acronym_phones, tokenize
 from .tasks.homographs import choose
 from .tasks.phonemes import FORMATS, format_phones, strip_stress
@@ -105,7 +105,7 @@ class G2P:
             model_only,
             loaded,
         )
-        self.lexicon = lexicon(True)
+        self.lexicon = Lexicon(stress=True)  # the first words without parsing the whole file
         self.model_stress: bool | None = (
             None  # whether the model predicts stress (its cfg.data.stress), once loaded
         )

