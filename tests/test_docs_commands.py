@@ -72,11 +72,6 @@ SKIPPED = {
         ".venv/bin/tfmr bench train --preset nanogpt-shakespeare-char --data "
         "PATH/TO/tinyshakespeare.txt --nanogpt PATH/TO/nanoGPT --steps 90",
     ): NANOGPT,
-    (
-        "docs/benchmarks.md",
-        ".venv/bin/tfmr bench train --preset nanogpt-shakespeare-char --data "
-        "PATH/TO/tinyshakespeare.txt --nanogpt PATH/TO/nanoGPT --steps 90",
-    ): NANOGPT,
     ("docs/benchmarks.md", "tfmr bench gpu --out runs/bench_gpu"): GPU,
     ("docs/attention.md", "tfmr bench gpu-attention"): GPU + " (its --quick run is below it)",
     ("docs/decoding.md", "tfmr bench gpu-decode --out decode_gpu.md"): GPU,
