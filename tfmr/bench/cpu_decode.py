@@ -100,6 +100,10 @@ def main(args) -> int:
         )
     gpu_decode.need_transformers()
     args.rounds, args.new_tokens = short("repeats", args.rounds), short("tokens", args.new_tokens)
+    args.quality_steps, args.windows = (
+        short("steps", args.quality_steps),
+        short("words", args.windows),
+    )
     args.no_compile = args.no_compile or shortening()  # a shortened run: no minutes of compiling
     if args.threads:
         torch.set_num_threads(args.threads)
