@@ -66,3 +66,22 @@ def interrupt_at(trainer, step: int) -> None:
         return train_step()
 
     trainer.train_step = interrupted
+
+
+def reversal_batch(g, B: int, vocab: int):
+    """A batch of the reversal task for encoder-decoders (ids 0 pad, 1 bos, 2 eos, 3.. symbols):
+    2-5 symbols in, the same backwards then </s> out. (src (B, 5), decoder input (B, 6), targets
+    (B, 6) with -100 where nothing is scored), drawn from generator `g`."""
+    import torch
+
+    lengths = torch.randint(2, 6, (B,), generator=g)
+    src, tgt_in = torch.full((B, 5), 0), torch.full((B, 6), 0)
+    targets = torch.full((B, 6), -100)
+    for b in range(B):
+        n = int(lengths[b])
+        s = torch.randint(3, vocab, (n,), generator=g)
+        y = torch.cat((s.flip(0), torch.tensor([2])))
+        src[b, :n] = s
+        tgt_in[b, : n + 1] = torch.cat((torch.tensor([1]), y[:-1]))
+        targets[b, : n + 1] = y
+    return src, tgt_in, targets

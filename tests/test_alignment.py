@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import reversal_batch
 
 from tfmr import Choice, ConfigError, ModelConfig, RunConfig, build_model, checkpoint, decode
 from tfmr.alignment import (
@@ -283,18 +284,7 @@ def test_beam_search_reorders_the_alignment_state(kind):
 
 
 def _reversal_batch(g, B=32):
-    lengths = torch.randint(2, 6, (B,), generator=g)
-    src = torch.full((B, 5), PAD)
-    tgt_in = torch.full((B, 6), PAD)
-    targets = torch.full((B, 6), -100)
-    for b in range(B):
-        n = int(lengths[b])
-        s = torch.randint(3, V, (n,), generator=g)
-        y = torch.cat((s.flip(0), torch.tensor([EOS])))
-        src[b, :n] = s
-        tgt_in[b, : n + 1] = torch.cat((torch.tensor([BOS]), y[:-1]))
-        targets[b, : n + 1] = y
-    return src, tgt_in, targets
+    return reversal_batch(g, B, V)  # conftest: pad 0, bos 1, eos 2, as PAD, BOS, EOS here
 
 
 @pytest.mark.parametrize("kind", sorted(ALIGNMENT_KERNELS))

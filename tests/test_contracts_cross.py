@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_steps_match_full_forward
+from conftest import assert_steps_match_full_forward, reversal_batch
 
 from tfmr import Choice, ConfigError, ModelConfig, RunConfig, build_model, checkpoint, decode
 from tfmr.alignment import ALIGNMENT_KERNELS, CROSS_KERNELS, AlignmentKernel
@@ -57,18 +57,6 @@ def _src(B=3, S=7, seed=0):
     src = torch.randint(3, V, (B, S), generator=torch.Generator().manual_seed(seed))
     src[1, 4:] = PAD  # a padded row
     return src
-
-
-def _reversal_batch(g, B=16):
-    """Reverse 2-5 symbols: (src, decoder input, targets) with -100 where nothing is scored."""
-    src, tgt_in = torch.full((B, 5), PAD), torch.full((B, 6), PAD)
-    targets = torch.full((B, 6), -100)
-    for b, n in enumerate(torch.randint(2, 6, (B,), generator=g).tolist()):
-        s = torch.randint(3, V, (n,), generator=g)
-        y = torch.cat((s.flip(0), torch.tensor([EOS])))
-        src[b, :n], targets[b, : n + 1] = s, y
-        tgt_in[b, : n + 1] = torch.cat((torch.tensor([BOS]), y[:-1]))
-    return src, tgt_in, targets
 
 
 def test_the_registered_kernel_is_a_cross_kernel_with_its_option(registered):
@@ -113,11 +101,14 @@ def test_it_trains_and_round_trips_a_checkpoint(registered, tmp_path):
     cfg = _cfg(layers=1, encoder_layers=1)
     model = build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g, fixed = torch.Generator().manual_seed(0), _reversal_batch(torch.Generator().manual_seed(9))
+    g, fixed = (
+        torch.Generator().manual_seed(0),
+        reversal_batch(torch.Generator().manual_seed(9), 16, V),
+    )
     with torch.no_grad():
         before = model.train()(*fixed).loss.item()
     for _ in range(30):
-        loss = model.train()(*_reversal_batch(g)).loss
+        loss = model.train()(*reversal_batch(g, 16, V)).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
