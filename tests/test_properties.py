@@ -360,6 +360,10 @@ GPT2_KEYS = [
         max_size=4,
     )
 )
+@example(changes={"vocab_size": 2**63})  # found by CI: torch's overflow message ran on for lines
+@example(changes={"n_embd": 2**63})
+@example(changes={"n_inner": 2**63})
+@example(changes={"n_layer": 2**40})  # a per-layer list of 2**40 kinds filled the memory
 def test_a_hugging_face_config_of_any_values_is_checked_before_anything_is_built(
     changes, monkeypatch
 ):

@@ -47,8 +47,8 @@ def _make(choice: Choice, registry: dict, axis: str, ctx: BuildContext):
         return registry[choice.kind].from_config(ctx, **choice.options)
     except ConfigError:  # a part built inside the hook (attention's kernel) said what is wrong
         raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{axis} {choice.kind!r}: {e}") from None
+    except (TypeError, ValueError) as e:  # torch's own messages run on with a C++ stack
+        raise ConfigError(f"{axis} {choice.kind!r}: {str(e).splitlines()[0]}") from None
 
 
 def context(cfg: ModelConfig, role: str = "decoder-only") -> BuildContext:
@@ -69,6 +69,10 @@ def context(cfg: ModelConfig, role: str = "decoder-only") -> BuildContext:
     )
 
 
+_LARGEST_SIZE = 2**31 - 1  # one tensor dimension past this is a wrong config, not a model
+_LARGEST = {"layers": 10_000}  # a per-layer list is built before any tensor
+
+
 def validate(cfg: ModelConfig) -> None:
     """Check the shape and every axis before any tensor is allocated."""
     if cfg.arch not in ARCHS:
@@ -76,13 +80,20 @@ def validate(cfg: ModelConfig) -> None:
     for name in ("vocab_size", "dim", "layers", "heads", "context"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"model.{name} must be at least 1, got {getattr(cfg, name)}")
+        if getattr(cfg, name) > _LARGEST.get(name, _LARGEST_SIZE):
+            raise ConfigError(
+                f"model.{name} {getattr(cfg, name):,} is past the largest tfmr builds "
+                f"({_LARGEST.get(name, _LARGEST_SIZE):,}); the config is likely wrong"
+            )
     if cfg.dim % cfg.heads:
         raise ConfigError(f"model.dim ({cfg.dim}) must be divisible by model.heads ({cfg.heads})")
     kv = cfg.kv_heads or cfg.heads
     if kv < 1 or cfg.heads % kv:
         raise ConfigError(f"model.heads ({cfg.heads}) must be a multiple of model.kv_heads ({kv})")
-    if cfg.encoder_layers is not None and cfg.encoder_layers < 1:
-        raise ConfigError(f"model.encoder_layers must be at least 1, got {cfg.encoder_layers}")
+    if cfg.encoder_layers is not None and not 1 <= cfg.encoder_layers <= _LARGEST["layers"]:
+        raise ConfigError(
+            f"model.encoder_layers must be 1 to {_LARGEST['layers']:,}, got {cfg.encoder_layers}"
+        )
     _check_finite(cfg)
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
@@ -170,6 +181,11 @@ def _check_option_ranges(cfg: ModelConfig) -> None:
                 continue
             if isinstance(option, bool) or not isinstance(option, (int, float)) or not option > 0:
                 raise ConfigError(f"model.{f.name}.{key} must be a number > 0, got {option!r}")
+            if isinstance(option, int) and option > _LARGEST_SIZE:
+                raise ConfigError(
+                    f"model.{f.name}.{key} {option:,} is past the largest tfmr builds "
+                    f"({_LARGEST_SIZE:,}); the config is likely wrong"
+                )
         option = value.options.get("capacity_factor")
         if option is not None and (
             isinstance(option, bool) or not isinstance(option, (int, float)) or option < 0

@@ -141,7 +141,7 @@ def _skeleton(cfg: ModelConfig, layers: int, encoder_layers: int | None):
     try:
         with torch.device("meta"):
             return build_model(shallow)
-    except RuntimeError as e:  # a shape whose byte size does not fit in 64 bits
+    except (RuntimeError, TypeError) as e:  # a shape whose byte size does not fit in 64 bits
         raise ConfigError(
             f"the model is far too large to build (model.dim {cfg.dim}, model.context "
             f"{cfg.context}, model.vocab_size {cfg.vocab_size}): {str(e).splitlines()[0]}"
