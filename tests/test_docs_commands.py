@@ -519,6 +519,13 @@ def test_every_block_says_what_it_is():
     assert not untagged, f"blocks without a language (sh, console, python, text, ...): {untagged}"
 
 
+def test_console_blocks_start_with_a_command():
+    """Output before any `$ ` line would be checked against nothing."""
+    consoles = [b for b in all_blocks() if b.lang == CONSOLE]
+    bad = [f"{b.doc}:{b.line}" for b in consoles if not (b.body and b.body[0].startswith("$ "))]
+    assert not bad, f"console blocks that do not start with `$ COMMAND`: {bad}"
+
+
 def test_python_fragments_compile():
     for b in all_blocks():
         if b.lang == PYTHON and "fragment" in b.info.split()[1:]:
