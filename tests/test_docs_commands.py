@@ -54,7 +54,7 @@ from tfmr.tasks.g2p import G2PConfig
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL, CONSOLE, PYTHON = ("sh", "bash"), "console", "python"
-TIMEOUT = 600  # seconds (wall clock) for one command: a hung one fails instead of stopping the suite
+TIMEOUT = 600  # seconds (wall clock) for one command: a hung one fails, the suite goes on
 
 # (doc, the command as written, continuations joined, comment dropped; a python block: its first
 # line) -> why it cannot run here. At most a fifth of the commands (a test holds it).
