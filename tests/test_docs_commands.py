@@ -502,11 +502,13 @@ def scratch(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- the tests
+@pytest.mark.slow
 def test_readme_commands_run_as_written(scratch):
     if scratch.done["README.md"]:
         pytest.fail("\n\n".join(scratch.done["README.md"]), pytrace=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", [_name(p) for p in DOCS[1:]], ids=lambda d: Path(d).stem)
 def test_doc_commands_run_as_written(doc, scratch):
     failures = run_once(doc, scratch)
