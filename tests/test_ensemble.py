@@ -54,6 +54,21 @@ def test_each_step_combines_the_members_as_defined(combine):
     assert torch.allclose(got.exp().sum(-1), torch.ones(3))  # normalised
 
 
+def test_a_full_forward_is_the_combined_log_probability_of_every_prefix():
+    a, b = _model(0), _model(1, dim=48)
+    ens = Ensemble([a, b], weights=[1, 3])
+    src, ids = _src(), torch.randint(3, V, (3, 5), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        la, lb = _logp(a, src, ids), _logp(b, src, ids)  # (B, T, V)
+        out = ens(src, ids)
+        torch.testing.assert_close(
+            out.logits, torch.log(0.25 * la.exp() + 0.75 * lb.exp()), atol=1e-5, rtol=1e-5
+        )
+        assert out.loss is None and len(out.cross_attentions) == len(a(src, ids).cross_attentions)
+        with pytest.raises(ValueError, match="not trained"):
+            ens(src, ids, ids)
+
+
 def test_one_member_decodes_as_that_member():
     a, src = _model(0), _src()
     start = torch.full((3, 1), BOS)

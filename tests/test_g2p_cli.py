@@ -448,3 +448,41 @@ def test_make_run_trains_the_same_weights_however_busy_the_machine(tmp_path, mon
     a = load_file(str(quiet.ckpt_dir / "model.safetensors"))
     b = load_file(str(busy.ckpt_dir / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_repeated_checkpoint_is_an_ensemble_in_pronounce_and_eval(tiny, capsys, tmp_path):
+    """A model ensembled with itself pronounces and scores as that model; --checkpoint repeated
+    goes through the ensemble (tfmr/ensemble.py) in `tfmr g2p` and `tfmr g2p eval`."""
+    words = ["blorftastic", "hello", "zyxwv"]
+    one = run(capsys, "--model-only", "--checkpoint", str(tiny.ckpt), *words)
+    two = run(
+        capsys,
+        "--model-only",
+        "--checkpoint",
+        str(tiny.ckpt),
+        "--checkpoint",
+        str(tiny.ckpt),
+        *words,
+    )
+    assert one[1] and two[1] == one[1]
+    scores = []  # each decoder's score line, its time left out
+    for ckpts in ([tiny.ckpt], [tiny.ckpt, tiny.ckpt]):
+        flags = [x for c in ckpts for x in ("--checkpoint", str(c))]
+        argv = ["eval", *flags, "--limit", "30", "--beam", "1", "--beam", "3"]
+        code, out, err = run(capsys, *argv, "--out", str(tmp_path / str(len(ckpts))))
+        assert code == 0, err
+        scores.append([x.rsplit("  (", 1)[0] for x in out if x.startswith("test (30 words)")])
+    assert len(scores[0]) == 2 and scores[1] == scores[0]
+
+
+def test_an_ensemble_of_two_vocabularies_is_refused_in_one_line(tiny, monkeypatch):
+    from tfmr import g2p as api
+    from tfmr.seq2seq import PairVocab
+
+    model, vocab, cfg = api._load_checkpoint(str(tiny.ckpt.resolve()))
+    other = PairVocab(vocab.src, types.SimpleNamespace(itos=[*vocab.tgt.itos, "XX"]))
+    triples = {"a": (model, vocab, cfg), "b": (model, other, cfg)}
+    monkeypatch.setattr(api, "_load_checkpoint", triples.__getitem__)
+    api._load_ensemble.cache_clear()
+    with pytest.raises(api.ConfigError, match="b: its letters or phonemes differ from a's"):
+        api._load_ensemble(("a", "b"))

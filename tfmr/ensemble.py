@@ -10,6 +10,10 @@ sum_m w_m log p_m(y) up to a constant (`combine="logprob"`, a product of experts
 normalised log-probabilities, so beam search's scores stay sums of log-probabilities. Weights
 default to equal and are normalised to sum to 1.
 
+A full forward (`ens(src, tgt)`, teacher forcing, as scoring a given output needs) returns the
+first member's Output with its logits replaced by the combined log-probabilities: the attention
+maps it carries are the first member's.
+
 Left out: members with different vocabularies (a mapping between them is the caller's), and
 training an ensemble (each member trains on its own; distil the ensemble for a single model).
 """
@@ -81,24 +85,35 @@ class Ensemble(nn.Module):
         self, tokens: torch.Tensor, state: EnsembleState
     ) -> tuple[torch.Tensor, EnsembleState]:
         """Feed tokens (B, T) to every member -> (the ensemble's next-token log-probs (B, V), state)."""
-        logps, states = [], []
+        logits, states = [], []
         for model, member in zip(self.members, state.members, strict=True):
-            logits, member = model.step(tokens, member)
-            logps.append(logits.float().log_softmax(-1))
+            out, member = model.step(tokens, member)
+            logits.append(out)
             states.append(member)
-        sizes = {lp.shape[-1] for lp in logps}
+        state.members = states
+        return self._combine(logits), state
+
+    def forward(self, *args, **kwargs):
+        """Every member's forward on the same inputs -> the first member's Output, its logits
+        (B, T, V) the combined log-probabilities (no loss: an ensemble is not trained)."""
+        if kwargs.get("targets") is not None or len(args) > 2:
+            raise ValueError("an ensemble is not trained: call it without targets")
+        outs = [model(*args, **kwargs) for model in self.members]
+        combined = self._combine([o.logits for o in outs])
+        return dataclasses.replace(outs[0], logits=combined, loss=None, aux_loss=None)
+
+    def _combine(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        """The members' logits (..., V) -> the ensemble's log-probabilities (..., V)."""
+        sizes = {lg.shape[-1] for lg in logits}
         if len(sizes) > 1:
             raise ValueError(
                 f"ensemble members predict different vocabularies (sizes {sorted(sizes)})"
             )
-        stacked = torch.stack(logps)  # (M, B, V)
-        w = self.weights.to(stacked.device)[:, None, None]  # (M, 1, 1)
+        stacked = torch.stack([lg.float().log_softmax(-1) for lg in logits])  # (M, ..., V)
+        w = self.weights.to(stacked.device).view(-1, *[1] * (stacked.dim() - 1))  # (M, 1.., 1)
         if self.combine == "prob":
-            out = torch.logsumexp(stacked + w.log(), dim=0)  # log sum_m w_m p_m
-        else:
-            out = (stacked * w).sum(0).log_softmax(-1)  # sum_m w_m log p_m, renormalised
-        state.members = states
-        return out, state
+            return torch.logsumexp(stacked + w.log(), dim=0)  # log sum_m w_m p_m
+        return (stacked * w).sum(0).log_softmax(-1)  # sum_m w_m log p_m, renormalised
 
     def extra_repr(self) -> str:
         weights = ", ".join(f"{w:.3g}" for w in self.weights.tolist())

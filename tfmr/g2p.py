@@ -9,8 +9,9 @@
                          unreadable | boundary), its pronunciations as printed, the ARPAbet
                          symbols, and a note (which homograph reading, what was repaired, ...)
     G2P(checkpoint=None) the engine: CMUdict with stress, the text front end, the homograph rules and
-                         the model (the shipped one unless a checkpoint is given), loaded once, on
-                         the first word that needs it
+                         the model (the shipped one unless a checkpoint is given; a list of
+                         checkpoints is an ensemble, tfmr/ensemble.py), loaded once, on the first
+                         word that needs it
     pronounce(...)       G2P's call on a process-wide engine per checkpoint
     tsv_lines(words)     the lines `tfmr g2p` prints; joined(words) the `--join` line
 
@@ -87,12 +88,13 @@ class _Entry:
 
 class G2P:
     """The pronouncing engine. `checkpoint`: a training checkpoint or an export (None: the model
-    shipped with tfmr), or `loaded`: a (model, vocab, cfg) already in memory; `beam`: the beam for
+    shipped with tfmr), several of them (an ensemble: one vocabulary, the first one's decode
+    settings), or `loaded`: a (model, vocab, cfg) already in memory; `beam`: the beam for
     predicted words (None: the model's); `model_only`: send every readable word to the model."""
 
     def __init__(
         self,
-        checkpoint: str | Path | None = None,
+        checkpoint: str | Path | Sequence[str | Path] | None = None,
         beam: int | None = None,
         model_only: bool = False,
         loaded: tuple | None = None,
@@ -115,6 +117,10 @@ class G2P:
         converts it), else loaded once per process (NoShippedModel when there is none)."""
         if self.loaded is not None:
             return self.loaded
+        if isinstance(self.checkpoint, (list, tuple)) and len(self.checkpoint) > 1:
+            return _load_ensemble(tuple(str(Path(c).resolve()) for c in self.checkpoint))
+        if isinstance(self.checkpoint, (list, tuple)):
+            return _load_checkpoint(str(Path(self.checkpoint[0]).resolve()))
         if self.checkpoint is not None:
             return _load_checkpoint(str(Path(self.checkpoint).resolve()))
         from .tasks import g2p as task
@@ -289,6 +295,23 @@ def _load_checkpoint(path: str):
     return task.TASK.load_model(path)
 
 
+@functools.lru_cache(maxsize=2)
+def _load_ensemble(paths: tuple[str, ...]):
+    """(Ensemble of the models at `paths`, the shared vocab, the first one's config); members whose
+    vocabularies differ (letters, phonemes, stress or not) are refused in one line."""
+    from .ensemble import Ensemble
+
+    loaded = [_load_checkpoint(p) for p in paths]
+    _, vocab, cfg = loaded[0]
+    for path, (_, v, _) in zip(paths[1:], loaded[1:]):
+        if (v.src.itos, v.tgt.itos) != (vocab.src.itos, vocab.tgt.itos):
+            raise ConfigError(
+                f"--checkpoint {path}: its letters or phonemes differ from {paths[0]}'s; an "
+                "ensemble's models share one vocabulary (train them with the same data settings)"
+            )
+    return Ensemble([m for m, _, _ in loaded]), vocab, cfg
+
+
 def why_unreadable(word: str, letters=LETTERS, max_letters: int | None = None) -> str | None:
     """Why the model cannot read `word` (lower case), or None when it can."""
     if not word:
@@ -313,7 +336,7 @@ def _some(words, n: int = 3) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def engine(checkpoint: str | None = None, beam: int | None = None) -> G2P:
+def engine(checkpoint: str | tuple[str, ...] | None = None, beam: int | None = None) -> G2P:
     """One G2P per (checkpoint, beam) per process: the model is loaded once."""
     return G2P(checkpoint, beam)
 
@@ -323,11 +346,13 @@ def pronounce(
     format: str = "arpabet",
     stress: bool = False,  # noqa: A002
     all: bool | None = None,
-    checkpoint: str | None = None,
+    checkpoint: str | Sequence[str] | None = None,
     beam: int | None = None,
 ) -> list[Word]:  # noqa: A002
-    """Pronounce a text (str) or a list of words; see the module docstring and docs/g2p.md."""
-    return engine(checkpoint, beam)(words_or_text, format, stress, all)
+    """Pronounce a text (str) or a list of words; see the module docstring and docs/g2p.md.
+    `checkpoint`: a model, or a list of models decoding as one ensemble."""
+    key = tuple(checkpoint) if isinstance(checkpoint, list) else checkpoint
+    return engine(key, beam)(words_or_text, format, stress, all)
 
 
 # ---------------------------------------------------------------------------- printing

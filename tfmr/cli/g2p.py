@@ -13,7 +13,7 @@ Each verb's parser owns its flags (`tfmr g2p export --beam 5` is argparse's one-
 right after `g2p` are the verb `pronounce` (cli/spellings.py), so `tfmr g2p hello world` works.
 Words alone are pronounced: a word CMUdict has gets every one of its pronunciations (source
 `dictionary`), any other word the model's (source `predicted`): the shipped model, or the one in
---checkpoint (a training checkpoint or an export). `-` reads words from standard input and
+--checkpoint (a training checkpoint or an export; repeated, an ensemble). `-` reads words from standard input and
 --file FILE from a file, one word per line. The output is TSV, one line per pronunciation:
 
     word<TAB>source<TAB>pronunciation          hello	dictionary	HH AH L OW
@@ -99,12 +99,13 @@ def add_parser(sub) -> None:
         add(verbs)
 
 
-def _checkpoint_flag(
-    p,
-    what: str = "the model to use instead of the shipped one (a training checkpoint "
-    "RUN/checkpoint or an export)",
-    **kw,
-) -> None:
+ONE_MODEL = "the model to use instead of the shipped one (a training checkpoint RUN/checkpoint or an export)"
+ENSEMBLE = ONE_MODEL[:-1] + "; repeat it for an ensemble of models with one vocabulary)"
+
+
+def _checkpoint_flag(p, what: str = ONE_MODEL, **kw) -> None:
+    if what == ENSEMBLE:  # the commands that decode may read several models, as one
+        kw["action"] = "append"
     p.add_argument("--checkpoint", help=what, **kw)
 
 
@@ -135,7 +136,7 @@ def _pronounce(verbs) -> None:
         metavar="WORD",
         help="words to pronounce (- reads them from standard input)",
     )
-    _checkpoint_flag(p)
+    _checkpoint_flag(p, ENSEMBLE)
     p.add_argument(
         "--model-only",
         action="store_true",
@@ -217,7 +218,7 @@ def _eval(verbs) -> None:
         help="WER / PER of a model on a split, greedy and with beams",
         description="WER / PER of a model (--checkpoint, or the shipped one) on a split.",
     )
-    _checkpoint_flag(p)
+    _checkpoint_flag(p, ENSEMBLE)
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")
     _beams_flag(p)
     _limit_flag(p)
@@ -333,10 +334,10 @@ def run_train(args) -> int:
 
 
 def _model(args):
-    """(model, vocab, cfg) of --checkpoint, or of the shipped model."""
-    from ..tasks import g2p
+    """(model, vocab, cfg) of --checkpoint (an ensemble when repeated), or of the shipped model."""
+    from ..g2p import G2P
 
-    return g2p.TASK.load_model(args.checkpoint) if args.checkpoint else g2p.load_shipped()
+    return G2P(args.checkpoint).model()
 
 
 def run_eval(args) -> int:

@@ -35,7 +35,9 @@ def add_parser(verbs) -> None:
     )
     p.add_argument(
         "--checkpoint",
-        help="the G2P model (a training checkpoint or an export; default the shipped one)",
+        action="append",
+        help="the G2P model (a training checkpoint or an export; default the shipped one); "
+        "repeat it for an ensemble of models with one vocabulary",
     )
     p.add_argument(
         "--beam", type=int, help="beam for predicted words (default the model's decode.beam_size)"
