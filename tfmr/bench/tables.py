@@ -8,8 +8,10 @@ threads and compile settings do not reach the next), each measuring tfmr beside 
 same run, then its table replaces what stands in --doc between `<!-- bench:NAME start -->` and
 `<!-- bench:NAME end -->`; nothing outside the markers changes. Each table is headed by the
 machine (CPU model, native bf16, threads, the load average at the start and the end of that bench,
-torch version, date) and the exact command (paths shown as placeholders); a load average above the
-thread count at the start or the end puts a warning line in the table. Default sizes:
+torch version, date) and the exact command (paths shown as placeholders); a load average more than
+half a core above the thread count at the start or the end puts a warning line in the table (the
+sections run back to back, so the load the previous bench's own threads left in the 1-minute
+average is not counted as other work). Default sizes:
 
     train          tfmr bench train --preset nanogpt-shakespeare-char --steps 90: tfmr beside
                    Hugging Face GPT-2 and (--nanogpt DIR, a nanoGPT checkout) nanoGPT's own GPT,
@@ -282,6 +284,9 @@ def replace_block(text: str, name: str, block: str) -> str:
     return f"{head}{start}\n{block.rstrip()}\n{end}{tail}"
 
 
+BUSY_MARGIN = 0.5  # cores of load beyond the bench's own threads before a table says "busy"
+
+
 def machine_line(start: float | None, end: float | None) -> tuple[str, str | None]:
     """(the machine line, a warning when the load average at start or end exceeded the threads)."""
     name, bf16 = cpu_model()
@@ -292,9 +297,10 @@ def machine_line(start: float | None, end: float | None) -> tuple[str, str | Non
         f"machine: {name} (native bf16: {'yes' if bf16 else 'no'}), {threads} {plural}, load "
         f"average {start} at start and {end} at end; torch {torch.__version__}; {date}"
     )
-    busy = max(start or 0.0, end or 0.0) > threads
+    busy = max(start or 0.0, end or 0.0) > threads + BUSY_MARGIN
     warning = (
-        f"> **Warning: the machine was busy** (load average above its {threads} {plural}): other "
+        f"> **Warning: the machine was busy** (load average more than {BUSY_MARGIN} above its "
+        f"{threads} {plural}): other "
         "work shared the cores, so the absolute figures are low; only the ratios measured in the "
         "same run hold."
     )
