@@ -484,5 +484,39 @@ def test_an_ensemble_of_two_vocabularies_is_refused_in_one_line(tiny, monkeypatc
     triples = {"a": (model, vocab, cfg), "b": (model, other, cfg)}
     monkeypatch.setattr(api, "_load_checkpoint", triples.__getitem__)
     api._load_ensemble.cache_clear()
-    with pytest.raises(api.ConfigError, match="b: its letters or phonemes differ from a's"):
+    with pytest.raises(api.ConfigError, match="b: its symbols differ from a's"):
         api._load_ensemble(("a", "b"))
+
+
+def test_an_exported_ensemble_loads_as_one_and_pronounces_as_its_members(tiny, capsys, tmp_path):
+    """`g2p export` with --checkpoint repeated writes one folder (ensemble.json beside config.json,
+    one manifest); tfmr.load reads it back as the Ensemble, and `tfmr g2p --checkpoint DIR` decodes
+    with it: a model ensembled with itself pronounces as its own fp16 export does."""
+    import tfmr
+    from tfmr.ensemble import Ensemble
+    from tfmr.folders import classify
+
+    out = tmp_path / "ens"
+    code, lines, err = run(
+        capsys,
+        "export",
+        "--checkpoint",
+        str(tiny.ckpt),
+        "--checkpoint",
+        str(tiny.ckpt),
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    assert "(2 models, one ensemble)" in lines[0] and (out / "ensemble.json").is_file()
+    assert classify(out) == "export" and checkpoint.verify(out)
+    loaded = tfmr.load(out, G2PConfig)
+    assert isinstance(loaded.model, Ensemble) and len(loaded.model.members) == 2
+    words = ["blorftastic", "hello", "zyxwv"]
+    ensembled = run(capsys, "--model-only", "--checkpoint", str(out), *words)
+    alone = run(capsys, "--model-only", "--checkpoint", str(tiny.export), *words)
+    assert ensembled[1] and ensembled[1] == alone[1]
+    argv = ["checkpoint", "quantize", "--checkpoint", str(out), "--to", "int8"]
+    code = main([*argv, "--out", str(tmp_path / "q")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "is an exported ensemble; quantize each member" in err[-1]

@@ -47,6 +47,7 @@ SHARDED = (
     "sharded.json"  # in a sharded (fsdp) checkpoint only: written by tfmr.parallel.save_sharded
 )
 EXPORT_INFO = "export.json"  # in an exported model only: its dtype and where it came from
+ENSEMBLE = "ensemble.json"  # in an exported ensemble only: its members' configs, weights, combine
 
 
 def _sha256(path: Path) -> str:
@@ -282,6 +283,21 @@ def _read_json(path: Path):
         ) from None
 
 
+def read_ensemble(directory: Path) -> dict | None:
+    """ENSEMBLE of a verified export: {"members": [config dicts], "weights", "combine"}, or None."""
+    if not (directory / ENSEMBLE).is_file():
+        return None
+    data = _read_json(directory / ENSEMBLE)
+    members = data.get("members") if isinstance(data, dict) else None
+    if (
+        not isinstance(members, list)
+        or len(members) < 2
+        or not all(isinstance(m, dict) for m in members)
+    ):
+        raise CheckpointError(f"{directory / ENSEMBLE} is corrupt (no list of member configs)")
+    return data
+
+
 def read_config(directory: str | Path) -> dict:
     directory = verify(directory)
     config = _read_json(directory / "config.json")
@@ -390,11 +406,14 @@ def export(
     info: dict | None = None,
     overwrite: bool = False,
     sources: tuple = (),
+    ensemble: dict | None = None,
 ) -> Path:
     """Write an inference-only copy of `model` to `directory`: its floating-point weights in
     `dtype` (tied matrices stored once, as in `save`), the config, the tokenizer and EXPORT_INFO
-    (`info` plus the dtype), with the manifest, atomically. `verify` and `load_weights` read it
-    like any checkpoint; the weights are cast to the dtype of the model they are loaded into.
+    (`info` plus the dtype), with the manifest, atomically; for a tfmr.ensemble.Ensemble also
+    ENSEMBLE (`ensemble`: the members' configs, weights and combine; tfmr.loading reads it).
+    `verify` and `load_weights` read it like any checkpoint; the weights are cast to the dtype of
+    the model they are loaded into.
 
     `directory` follows tfmr.folders: new, empty, or an earlier export with `overwrite` (the write
     replaces the whole folder); a folder holding anything else, or `sources`, is refused."""
@@ -412,6 +431,8 @@ def export(
             tokenizer.save(tmp)
         about = {"dtype": str(dtype).replace("torch.", ""), **(info or {})}
         (tmp / EXPORT_INFO).write_text(json.dumps(about, indent=2, ensure_ascii=False))
+        if ensemble is not None:
+            (tmp / ENSEMBLE).write_text(json.dumps(ensemble, indent=2, ensure_ascii=False))
         return _commit(tmp, directory)
 
 

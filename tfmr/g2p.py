@@ -297,19 +297,12 @@ def _load_checkpoint(path: str):
 
 @functools.lru_cache(maxsize=2)
 def _load_ensemble(paths: tuple[str, ...]):
-    """(Ensemble of the models at `paths`, the shared vocab, the first one's config); members whose
+    """(Ensemble of the models at `paths`, the shared vocab, the first one's config); models whose
     vocabularies differ (letters, phonemes, stress or not) are refused in one line."""
-    from .ensemble import Ensemble
+    from .tasks.symbols import ensemble_of
 
     loaded = [_load_checkpoint(p) for p in paths]
-    _, vocab, cfg = loaded[0]
-    for path, (_, v, _) in zip(paths[1:], loaded[1:]):
-        if (v.src.itos, v.tgt.itos) != (vocab.src.itos, vocab.tgt.itos):
-            raise ConfigError(
-                f"--checkpoint {path}: its letters or phonemes differ from {paths[0]}'s; an "
-                "ensemble's models share one vocabulary (train them with the same data settings)"
-            )
-    return Ensemble([m for m, _, _ in loaded]), vocab, cfg
+    return ensemble_of(loaded, paths), loaded[0][1], loaded[0][2]
 
 
 def why_unreadable(word: str, letters=LETTERS, max_letters: int | None = None) -> str | None:

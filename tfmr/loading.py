@@ -8,7 +8,9 @@ What the folder holds (tfmr.folders.classify, the classifier of the write policy
     run          the run's checkpoint (RUN/checkpoint, or checkpoint.old after a cut-short save)
     checkpoint   a tfmr checkpoint, every file checked against its sha256 manifest first; the model
     export       is built from the saved config without random weights and every weight is loaded
-                 (a quantized one as its int8 / bf16 layers, an fp16 export into an fp32 model)
+                 (a quantized one as its int8 / bf16 layers, an fp16 export into an fp32 model;
+                 an exported ensemble, ensemble.json beside config.json, as a tfmr.ensemble.Ensemble
+                 of its members, `config` the first member's)
     hf           a Hugging Face model folder (config.json with a model_type; tfmr.interop)
 
 and anything else is one line that names what the folder holds. A folder cut short while it was
@@ -100,10 +102,8 @@ def _cut_short(path: Path) -> bool:
 def _checkpoint(directory: Path, kind: str, expect: type | None) -> LoadedModel:
     pairs = (directory / "vocab.json").is_file() and not (directory / "tokenizer.json").is_file()
     config = _config(directory, expect, pairs)
-    model = build_uninitialised(config.model)  # every weight is loaded next, or CheckpointError
-    prepare_(
-        model, saved_weights(config)
-    )  # a quantized checkpoint (tfmr checkpoint quantize): its int8 / bf16 layers
+    ensemble = checkpoint.read_ensemble(directory)
+    model = _built(config) if ensemble is None else _ensemble(ensemble, type(config), directory)
     checkpoint.load_weights(directory, model)
     return LoadedModel(
         model.eval(),
@@ -112,6 +112,26 @@ def _checkpoint(directory: Path, kind: str, expect: type | None) -> LoadedModel:
         kind,
         directory,
     )
+
+
+def _built(config):
+    """The model of `config`, uninitialised (every weight is loaded next, or CheckpointError); a
+    quantized checkpoint (tfmr checkpoint quantize) gets its int8 / bf16 layers."""
+    model = build_uninitialised(config.model)
+    prepare_(model, saved_weights(config))
+    return model
+
+
+def _ensemble(saved: dict, cls: type, directory: Path):
+    """An exported ensemble (checkpoint.ENSEMBLE): each member built from its config read as
+    `cls` (the class config.json, the first member's, read as), in one Ensemble."""
+    from .ensemble import Ensemble
+
+    try:
+        members = [_built(from_dict(cls, member)) for member in saved["members"]]
+        return Ensemble(members, saved.get("weights"), saved.get("combine", "prob"))
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{directory / checkpoint.ENSEMBLE}: {e}") from None
 
 
 def _config(directory: Path, expect: type | None, pairs: bool):

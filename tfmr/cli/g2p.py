@@ -237,7 +237,13 @@ def _export(verbs) -> None:
         help="the fp16 inference copy a model is shipped in",
         description="Write the fp16 form a model is shipped in, with a sha256 manifest.",
     )
-    _checkpoint_flag(p, "the checkpoint to export (RUN/checkpoint)", required=True)
+    _checkpoint_flag(
+        p,
+        "the checkpoint to export (RUN/checkpoint); repeat it to export an ensemble of models "
+        "with one vocabulary, which tfmr g2p then decodes as one",
+        required=True,
+        action="append",
+    )
     p.add_argument(
         "--out", required=True, help="the folder to write (tfmr/tasks/g2p_model ships it with tfmr)"
     )
@@ -394,12 +400,14 @@ def run_export(args) -> int:
     out = g2p.export(args.checkpoint, args.out, overwrite=args.overwrite)
     size = (out / "model.safetensors").stat().st_size
     total = sum(p.stat().st_size for p in out.iterdir())
-    original, vocab, cfg = g2p.TASK.load_model(args.checkpoint)
+    original, vocab, cfg = _model(args)  # an ensemble when --checkpoint was repeated
     exported, exported_vocab, _ = g2p.TASK.load_model(out)
     params = sum(p.numel() for p in original.parameters())
+    members = f" ({len(args.checkpoint)} models, one ensemble)" if len(args.checkpoint) > 1 else ""
     print(
-        f"exported {params:,} parameters as float16 to {out}: model.safetensors {size / 1e6:.2f} MB, "
-        f"{total / 1e6:.2f} MB in all, sha256 of every file in {out / 'manifest.json'}"
+        f"exported {params:,} parameters{members} as float16 to {out}: model.safetensors "
+        f"{size / 1e6:.2f} MB, {total / 1e6:.2f} MB in all, sha256 of every file in "
+        f"{out / 'manifest.json'}"
     )
     data = g2p.load_data(cfg.data.stress)
     words = sorted(data.splits["dev"], key=g2p.md5_key)[:500]
@@ -412,9 +420,8 @@ def run_export(args) -> int:
             f"this is now the shipped model; ship it with: git add {_shown(g2p.SHIPPED)} && git commit"
         )
     else:
-        print(
-            f"to ship it: tfmr g2p export --checkpoint {args.checkpoint} --out {_shown(g2p.SHIPPED)} --overwrite"
-        )
+        flags = " ".join(f"--checkpoint {c}" for c in args.checkpoint)
+        print(f"to ship it: tfmr g2p export {flags} --out {_shown(g2p.SHIPPED)} --overwrite")
     return 0
 
 

@@ -48,6 +48,13 @@ def run(args) -> int:
     model, tokenizer, cfg = load_model(
         source, args.allow_pickle, expect=None
     )  # a G2P checkpoint too
+    from ..ensemble import Ensemble
+
+    if isinstance(model, Ensemble):
+        raise ConfigError(
+            f"{source} is an exported ensemble; quantize each member's checkpoint, then export them "
+            "together (tfmr g2p export --checkpoint A --checkpoint B)"
+        )
     convert_(model, saved_weights(cfg), args.to)
     cfg.decode.weights = args.to
     checkpoint.save(out, model, to_dict(cfg), tokenizer)

@@ -149,6 +149,25 @@ def load_run(path: str | Path, config_class: type):
     return loaded.model, loaded.vocab, loaded.config
 
 
+def _saved_step(source: Path) -> int | None:
+    state = source / "state.json"
+    return json.loads(state.read_text()).get("step") if state.exists() else None
+
+
+def ensemble_of(loaded: list, sources: Sequence, weights=None):
+    """One Ensemble of loaded (model, vocab, cfg) triples that share one vocabulary."""
+    from ..ensemble import Ensemble
+
+    vocab = loaded[0][1]
+    for path, (_, other, _) in zip(sources[1:], loaded[1:]):
+        if (other.src.itos, other.tgt.itos) != (vocab.src.itos, vocab.tgt.itos):
+            raise ConfigError(
+                f"{path}: its symbols differ from {sources[0]}'s; an ensemble's models share one "
+                "vocabulary (train them with the same data settings)"
+            )
+    return Ensemble([m for m, _, _ in loaded], weights)
+
+
 def register(task: SymbolTask) -> None:
     """Add the task's config class and presets to tfmr.presets (`tfmr presets`, --preset, the
     checkpoint kinds of messages). A task module calls it once, at its end."""
@@ -546,25 +565,45 @@ class SymbolTask:
 
     def export(
         self,
-        source: str | Path,
+        source: str | Path | Sequence[str | Path],
         out: str | Path,
         dtype: torch.dtype = torch.float16,
         overwrite: bool = False,
+        weights: Sequence[float] | None = None,
     ) -> Path:
         """Write the model of checkpoint `source` (a training checkpoint or an export) to `out` as
         weights in `dtype` (fp16: 2 bytes per parameter), vocab.json, config.json, export.json and
         the sha256 manifest (tfmr.checkpoint.export; an earlier export in `out` is replaced only
-        with `overwrite`). Returns `out`."""
-        model, vocab, cfg = self.load_model(source)
-        source = checkpoint.resolve(source)
-        state = source / "state.json"
+        with `overwrite`). Several sources are one ensemble (tfmr.ensemble, mean probability,
+        `weights` default equal): one vocab.json, the first one's config.json and ensemble.json
+        with every member's config; tfmr.load reads it back as the Ensemble. Returns `out`."""
+        sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        loaded = [self.load_model(s) for s in sources]
+        resolved = [checkpoint.resolve(s) for s in sources]
+        model, vocab, cfg = loaded[0]
+        ensemble = None
+        if len(loaded) > 1:
+            model = ensemble_of(loaded, resolved, weights)
+            ensemble = {
+                "members": [to_dict(c) for _, _, c in loaded],
+                "weights": list(weights) if weights else None,
+                "combine": "prob",
+            }
         info = {
-            "source": f"{source.parent.name}/{source.name}",
+            "source": ", ".join(f"{s.parent.name}/{s.name}" for s in resolved),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "step": json.loads(state.read_text()).get("step") if state.exists() else None,
+            "step": _saved_step(resolved[0]) if len(resolved) == 1 else None,
         }
         return checkpoint.export(
-            out, model, to_dict(cfg), vocab, dtype, info, overwrite=overwrite, sources=(source,)
+            out,
+            model,
+            to_dict(cfg),
+            vocab,
+            dtype,
+            info,
+            overwrite=overwrite,
+            sources=tuple(resolved),
+            ensemble=ensemble,
         )
 
     def test_results(
