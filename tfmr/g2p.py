@@ -117,10 +117,9 @@ class G2P:
         converts it), else loaded once per process (NoShippedModel when there is none)."""
         if self.loaded is not None:
             return self.loaded
-        if isinstance(self.checkpoint, (list, tuple)) and len(self.checkpoint) > 1:
-            return _load_ensemble(tuple(str(Path(c).resolve()) for c in self.checkpoint))
-        if isinstance(self.checkpoint, (list, tuple)):
-            return _load_checkpoint(str(Path(self.checkpoint[0]).resolve()))
+        if isinstance(self.checkpoint, (list, tuple)):  # --checkpoint repeated: an ensemble
+            paths = tuple(str(Path(c).resolve()) for c in self.checkpoint)
+            return _load_ensemble(paths) if len(paths) > 1 else _load_checkpoint(paths[0])
         if self.checkpoint is not None:
             return _load_checkpoint(str(Path(self.checkpoint).resolve()))
         from .tasks import g2p as task
