@@ -364,6 +364,7 @@ GPT2_KEYS = [
 @example(changes={"n_embd": 2**63})
 @example(changes={"n_inner": 2**63})
 @example(changes={"n_layer": 2**40})  # a per-layer list of 2**40 kinds filled the memory
+@example(changes={"n_layer": 2**31 - 1})  # the largest count: refused by the memory estimate
 def test_a_hugging_face_config_of_any_values_is_checked_before_anything_is_built(
     changes, monkeypatch
 ):

@@ -69,8 +69,7 @@ def context(cfg: ModelConfig, role: str = "decoder-only") -> BuildContext:
     )
 
 
-_LARGEST_SIZE = 2**31 - 1  # one tensor dimension past this is a wrong config, not a model
-_LARGEST = {"layers": 10_000}  # a per-layer list is built before any tensor
+_LARGEST_SIZE = 2**31 - 1  # one tensor dimension (or a layer count) past this is a wrong config
 
 
 def validate(cfg: ModelConfig) -> None:
@@ -80,19 +79,19 @@ def validate(cfg: ModelConfig) -> None:
     for name in ("vocab_size", "dim", "layers", "heads", "context"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"model.{name} must be at least 1, got {getattr(cfg, name)}")
-        if getattr(cfg, name) > _LARGEST.get(name, _LARGEST_SIZE):
+        if getattr(cfg, name) > _LARGEST_SIZE:
             raise ConfigError(
                 f"model.{name} {getattr(cfg, name):,} is past the largest tfmr builds "
-                f"({_LARGEST.get(name, _LARGEST_SIZE):,}); the config is likely wrong"
+                f"({_LARGEST_SIZE:,}); the config is likely wrong"
             )
     if cfg.dim % cfg.heads:
         raise ConfigError(f"model.dim ({cfg.dim}) must be divisible by model.heads ({cfg.heads})")
     kv = cfg.kv_heads or cfg.heads
     if kv < 1 or cfg.heads % kv:
         raise ConfigError(f"model.heads ({cfg.heads}) must be a multiple of model.kv_heads ({kv})")
-    if cfg.encoder_layers is not None and not 1 <= cfg.encoder_layers <= _LARGEST["layers"]:
+    if cfg.encoder_layers is not None and not 1 <= cfg.encoder_layers <= _LARGEST_SIZE:
         raise ConfigError(
-            f"model.encoder_layers must be 1 to {_LARGEST['layers']:,}, got {cfg.encoder_layers}"
+            f"model.encoder_layers must be 1 to {_LARGEST_SIZE:,}, got {cfg.encoder_layers}"
         )
     _check_finite(cfg)
     if not 0.0 <= cfg.dropout < 1.0:
@@ -140,8 +139,19 @@ def validate(cfg: ModelConfig) -> None:
 
 def mixer_kinds(cfg: ModelConfig) -> list[str]:
     """The mixer kind of each layer: model.mixer_pattern repeated over model.layers, or model.mixer."""
-    kinds = [k.strip() for k in cfg.mixer_pattern.split(",") if k.strip()] or [cfg.mixer.kind]
+    kinds = _mixer_pattern(cfg)
     return [kinds[i % len(kinds)] for i in range(cfg.layers)]
+
+
+def mixer_kind_set(cfg: ModelConfig) -> set[str]:
+    """The mixer kinds the layers use, without a list as long as model.layers (a config's layer
+    count is checked against memory after this)."""
+    kinds = _mixer_pattern(cfg)
+    return set(kinds[: min(cfg.layers, len(kinds))])
+
+
+def _mixer_pattern(cfg: ModelConfig) -> list[str]:
+    return [k.strip() for k in cfg.mixer_pattern.split(",") if k.strip()] or [cfg.mixer.kind]
 
 
 def _mixer_choice(cfg: ModelConfig, kind: str) -> Choice:
@@ -150,7 +160,7 @@ def _mixer_choice(cfg: ModelConfig, kind: str) -> Choice:
 
 def _check_mixers(cfg: ModelConfig) -> None:
     check_options(cfg.mixer, MIXERS, "model.mixer")
-    for kind in set(mixer_kinds(cfg)):
+    for kind in sorted(mixer_kind_set(cfg)):
         if kind not in MIXERS:
             raise ConfigError(
                 f"model.mixer_pattern: unknown mixer kind {kind!r}; valid kinds: {', '.join(MIXERS)}"

@@ -141,7 +141,7 @@ def _skeleton(cfg: ModelConfig, layers: int, encoder_layers: int | None):
     try:
         with torch.device("meta"):
             return build_model(shallow)
-    except (RuntimeError, TypeError) as e:  # a shape whose byte size does not fit in 64 bits
+    except RuntimeError as e:  # a shape whose byte size does not fit in 64 bits
         raise ConfigError(
             f"the model is far too large to build (model.dim {cfg.dim}, model.context "
             f"{cfg.context}, model.vocab_size {cfg.vocab_size}): {str(e).splitlines()[0]}"
@@ -161,7 +161,7 @@ def _measure(model, arch: str, context: int) -> _Measure:
 def _counts(cfg: ModelConfig):
     """(the measure at cfg's depth, a one-layer skeleton to read the block's shape from; for a
     hybrid stack, the whole skeleton)."""
-    from .builder import mixer_kinds
+    from .builder import mixer_kind_set
 
     L = cfg.layers
     if cfg.arch == "encoder-decoder":
@@ -173,7 +173,7 @@ def _counts(cfg: ModelConfig):
         return m11 + dec * (L - 1) + enc * (E - 1), one
     one = _skeleton(cfg, 1, cfg.encoder_layers)
     if (
-        len(set(mixer_kinds(cfg))) > 1
+        len(mixer_kind_set(cfg)) > 1
     ):  # a hybrid stack: layers differ, so measure every one (meta device)
         full = _skeleton(cfg, L, cfg.encoder_layers)
         return _measure(full, cfg.arch, cfg.context), full
