@@ -520,3 +520,44 @@ def test_an_exported_ensemble_loads_as_one_and_pronounces_as_its_members(tiny, c
     code = main([*argv, "--out", str(tmp_path / "q")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "is an exported ensemble; quantize each member" in err[-1]
+
+
+def test_distillation_trains_on_the_teachers_pronunciations_and_resumes_on_the_same(
+    tiny, tmp_path, monkeypatch
+):
+    """data.teacher: every train word's target is the teacher's beam output (a word the teacher
+    says nothing for keeps its first pronunciation); RUN/teacher.json holds them and --resume
+    reads them back instead of decoding again; a teacher of other phonemes is refused."""
+    from tfmr.tasks import g2p_distill
+
+    full = g2p.load_data(False)
+    some = sorted(full.splits["train"], key=g2p.md5_key)[:120]
+    train = {w: full.splits["train"][w] for w in some}
+    small = g2p.G2PData({**full.splits, "train": train}, full.vocab)
+    monkeypatch.setattr(g2p, "load_data", lambda stress=False: small)
+    cfg = tiny_cfg(steps=4, eval_every=4, save_every=4)
+    cfg.data.teacher = str(tiny.export)
+    seen = []
+    real = g2p.TASK.train_pairs
+    monkeypatch.setattr(
+        g2p.TASK, "train_pairs", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
+    )
+    g2p.train(cfg, tmp_path / "student", **QUIET)
+    saved = json.loads((tmp_path / "student" / "teacher.json").read_text())
+    model, vocab, tcfg = g2p.TASK.load_model(tiny.export)
+    said = g2p.TASK.predict(model, vocab, some, tcfg.decode.beam_size, tcfg.decode.max_len)
+    assert saved["teacher"] == str(tiny.export) and saved["targets"] == dict(zip(some, said))
+    src, tgt = full.vocab.src, full.vocab.tgt
+    want = [(src.encode(w), tgt.encode(p or train[w][0])) for w, p in zip(some, said)]
+    assert seen[0] == want and want != small.pairs("train")[: len(want)]
+    monkeypatch.setattr(g2p_distill, "_decode", lambda *a: pytest.fail("decoded again"))
+    cfg.train.steps = 8
+    g2p.train(cfg, tmp_path / "student", resume=True, **QUIET)
+    assert seen[1] == seen[0]
+    monkeypatch.undo()
+    stressed = tiny_cfg()
+    stressed.data.stress, stressed.data.teacher = True, str(tiny.export)
+    with pytest.raises(
+        g2p_distill.ConfigError, match="its letters or phonemes differ from this run's data"
+    ):
+        g2p_distill._decode(g2p.TASK, g2p.load_data(True), stressed)

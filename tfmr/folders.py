@@ -53,6 +53,7 @@ RUN_LEFTOVERS = {
     "loss.png",
     "checkpoint.tmp",
     "finetune.json",
+    "teacher.json",  # tasks/g2p_distill.py: written before the first step
 }  # stopped before
 # its first save (finetune.json: a g2p finetune run's record)
 

@@ -149,6 +149,14 @@ class G2PTask(SymbolTask):
     def load_data(self, cfg: G2PConfig) -> G2PData:
         return load_data(cfg.data.stress)
 
+    def train_pairs(self, data: G2PData, cfg: G2PConfig, out: Path, resume: bool, log=print):
+        """The dictionary's train pairs, or with data.teacher the teacher's (tasks/g2p_distill.py)."""
+        if not cfg.data.teacher:
+            return super().train_pairs(data, cfg, out, resume, log)
+        from .g2p_distill import teacher_pairs
+
+        return teacher_pairs(self, data, cfg, out, resume, log)
+
     def fold(self, word: str) -> str:
         return word.lower()
 

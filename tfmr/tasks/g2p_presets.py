@@ -28,6 +28,9 @@ NAME, TITLE = "g2p", "G2P"
 class G2PDataConfig:
     stress: bool = False  # keep the stress digits (AH0, EY1) in the phonemes
     dev_words: int = 1000  # dev words decoded (greedy) at each evaluation; 0 for none
+    # sequence-level distillation: a model (an export, an exported ensemble or a checkpoint) whose
+    # beam output replaces each train word's pronunciations ("": the dictionary's)
+    teacher: str = ""
 
 
 @dataclass

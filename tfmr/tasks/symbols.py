@@ -492,7 +492,7 @@ class SymbolTask:
         )  # before the data is read (tfmr.folders)
         t0 = time.perf_counter()
         data = self.load_data(cfg)
-        pairs = data.pairs("train")
+        pairs = self.train_pairs(data, cfg, Path(out), resume, log)
         log(f"data: {self.describe_data(data, cfg, len(pairs))}; {time.perf_counter() - t0:.1f}s")
         trainer = self.trainer(
             cfg,
@@ -512,6 +512,11 @@ class SymbolTask:
             log(line)
         trainer.fit()
         return trainer, data
+
+    def train_pairs(self, data: PairData, cfg, out: Path, resume: bool, log=print) -> list:
+        """The (source ids, target ids) pairs a run trains on: the train split's (a task may put
+        other targets in their place, as G2P's sequence-level distillation does)."""
+        return data.pairs("train")
 
     def report(
         self,

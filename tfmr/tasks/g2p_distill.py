@@ -1,0 +1,75 @@
+"""Sequence-level knowledge distillation for G2P (Kim & Rush 2016): a student trains on a teacher's
+pronunciations instead of the dictionary's.
+
+    tfmr g2p train --preset g2p-small --set data.teacher=tfmr/tasks/g2p_model --out runs/student
+
+`data.teacher` names a model tfmr.load reads (an export, an exported ensemble, a checkpoint). Before
+the first step the teacher pronounces every train word with its own beam (`decode.beam_size`),
+and that one pronunciation is the word's only target; dev and test keep the dictionary's, so dev
+WER and the test scores stay comparable with any other run. The teacher must share the data's
+vocabularies (trained with the same `data.stress`). Its outputs are written to RUN/teacher.json
+(atomically) and read back by `--resume`, so a resumed run trains on the same targets; a fresh
+run (or `--overwrite`) decodes them again. Why: a small student of a strong teacher (an ensemble)
+can come close to it at a fraction of its decoding cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..config import ConfigError
+
+TEACHER_FILE = "teacher.json"  # in a distilled run's folder: {"teacher": path, "targets": {...}}
+
+
+def teacher_pairs(task, data, cfg, out: Path, resume: bool, log=print) -> list:
+    """(source ids, target ids) of every train word with the teacher's pronunciation as target."""
+    targets = _read(out) if resume else None
+    if targets is None:
+        targets = _decode(task, data, cfg)
+        _write(out, cfg.data.teacher, targets)
+        log(f"distillation: {len(targets):,} train words pronounced by {cfg.data.teacher}")
+    src, tgt, train = data.vocab.src, data.vocab.tgt, data.splits["train"]
+    # a word the teacher says nothing for keeps the dictionary's first pronunciation
+    return [(src.encode(w), tgt.encode(targets.get(w) or train[w][0])) for w in train]
+
+
+def _decode(task, data, cfg) -> dict[str, list[str]]:
+    """The teacher's beam output for each train word (words in the split's order)."""
+    model, vocab, tcfg = task.load_model(cfg.data.teacher)
+    if (vocab.src.itos, vocab.tgt.itos) != (data.vocab.src.itos, data.vocab.tgt.itos):
+        raise ConfigError(
+            f"data.teacher {cfg.data.teacher}: its letters or phonemes differ from this run's "
+            f"data (data.stress={cfg.data.stress}); distil from a model trained on the same data"
+        )
+    words = list(data.splits["train"])
+    outputs = task.predict(
+        model,
+        vocab,
+        words,
+        tcfg.decode.beam_size,
+        tcfg.decode.max_len,
+        tcfg.decode.batch_size,
+        tcfg.decode.length_penalty,
+        progress="teacher",
+    )
+    return dict(zip(words, outputs))
+
+
+def _read(out: Path) -> dict | None:
+    path = out / TEACHER_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())["targets"]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path} is corrupt; start the run again without --resume") from None
+
+
+def _write(out: Path, teacher: str, targets: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{TEACHER_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({"teacher": teacher, "targets": targets}, ensure_ascii=False))
+    os.replace(tmp, out / TEACHER_FILE)
