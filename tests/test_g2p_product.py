@@ -217,8 +217,8 @@ def test_decoding_stops_at_a_length_tied_to_the_word(monkeypatch):
     monkeypatch.setattr(
         g2p,
         "predict",
-        lambda m, v, words, beam, max_len, *a: (
-            seen.append(max_len) or real(m, v, words, beam, max_len, *a)
+        lambda m, v, words, beam, max_len, *a, **k: (
+            seen.append(max_len) or real(m, v, words, beam, max_len, *a, **k)
         ),
     )
     api.G2P(beam=1)(["blorf"])
@@ -295,4 +295,24 @@ def test_bench_g2p_compare_prints_one_row_per_sentence(capsys, monkeypatch):
         len(out) == 3
         and out[2].startswith("| Hello, world! | həˈloʊ, ˈwɝld! | ")
         and out[2].endswith("(skipped) |")
+    )
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_the_searchs_own_score_is_the_teacher_forced_mean_log_probability(beam):
+    """predict(scored=True) reads each word's mean log-probability off the search (no second
+    forward pass): it equals tasks/g2p_checks.scores' teacher-forced figure, and the outputs equal
+    the unscored decoding's; the checks score a word cut at its limit as it is printed."""
+    from tfmr.tasks import g2p_checks
+
+    model, vocab, cfg = g2p.load_shipped()
+    words = sorted(g2p.load_data(False).splits["test"], key=g2p.md5_key)[:150]
+    outs, means = g2p.TASK.predict(model, vocab, words, beam, 40, 64, scored=True)
+    assert outs == g2p.TASK.predict(model, vocab, words, beam, 40, 64)
+    forward = g2p_checks.scores(model, vocab, words, outs)
+    assert None not in means and max(abs(m - f) for m, f in zip(means, forward)) < 1e-4
+    cut = g2p_checks._decode(model, vocab, cfg, ["transformer"], beam, [3])[0]
+    assert len(cut.phones) == 3
+    assert cut.score == pytest.approx(
+        g2p_checks.scores(model, vocab, ["transformer"], [cut.phones])[0], abs=1e-6
     )

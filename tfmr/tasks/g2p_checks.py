@@ -132,13 +132,28 @@ def _decode(
 ) -> list[Checked]:
     from .g2p import predict
 
-    preds = predict(
-        model, vocab, words, beam, max(limits), cfg.decode.batch_size, cfg.decode.length_penalty
+    preds, means = predict(
+        model,
+        vocab,
+        words,
+        beam,
+        max(limits),
+        cfg.decode.batch_size,
+        cfg.decode.length_penalty,
+        scored=True,
     )
-    preds = [
-        tuple(p[:limit]) for p, limit in zip(preds, limits)
-    ]  # each word stops at its own limit
-    return [Checked(p, s) for p, s in zip(preds, scores(model, vocab, words, preds))]
+    out = [Checked(tuple(p[:limit]), m) for p, m, limit in zip(preds, means, limits)]
+    # the search's own score holds for a word that ended within its limit; one cut at its limit
+    # (or never ended) is scored as it is printed, with </s> after its last phoneme
+    cut = [
+        i
+        for i, (p, m, limit) in enumerate(zip(preds, means, limits))
+        if m is None or len(p) > limit
+    ]
+    rescored = scores(model, vocab, [words[i] for i in cut], [out[i].phones for i in cut])
+    for i, s in zip(cut, rescored):
+        out[i].score = s
+    return out
 
 
 def decode_checked(

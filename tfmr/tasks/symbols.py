@@ -210,6 +210,28 @@ class CompiledDecoder:
         return self.vocab.tgt.decode(ids)  # stops at </s>
 
 
+def _scored(model, src, beam_size, max_len, length_penalty):
+    """(ids, mean log-probability per symbol, </s> included, or None without </s>) of each row:
+    beam search keeps its hypotheses' scores (beam 1 is greedy decoding)."""
+    start = torch.full((src.shape[0], 1), BOS, dtype=torch.long, device=src.device)
+    nb = beam_search(
+        model,
+        start,
+        beam_size,
+        max_len,
+        eos_id=EOS,
+        length_penalty=length_penalty,
+        src=src,
+        n_best=1,
+    )
+    lengths = nb.lengths[:, 0].double()  # (B,) generated symbols, </s> included
+    sums = nb.scores[:, 0].double() * lengths.pow(length_penalty)  # undo the length penalty
+    rows = [row[1 : 1 + n] for row, n in zip(nb.ids[:, 0].tolist(), nb.lengths[:, 0].tolist())]
+    ended = [bool(row) and row[-1] == EOS for row in rows]
+    means = [m if e else None for m, e in zip((sums / lengths).tolist(), ended)]
+    return rows, means  # Vocab.decode stops at </s>
+
+
 def _beam(model, src, beam_size, max_len, length_penalty) -> list[list[int]]:
     start = torch.full((src.shape[0], 1), BOS, dtype=torch.long, device=src.device)
     ids = beam_search(
@@ -367,9 +389,12 @@ class SymbolTask:
         batch_size: int = 500,
         length_penalty: float = 1.0,
         progress: str = "",
-    ) -> list[list[str]]:
+        scored: bool = False,
+    ):
         """The output of each source (in the order given): greedy with beam_size 1, else beam search;
         with `progress`, a bar of that name counts the sources decoded (programs.progress_bar).
+        `scored`: (outputs, means), each output's mean log-probability per symbol, </s> included,
+        from the search itself (None for one that ran to max_len without </s>).
 
         Sources are decoded in batches of similar length (sorted by length): a batch decodes until
         its longest output ends, so a short source no longer waits for a long one, and the encoder
@@ -380,18 +405,23 @@ class SymbolTask:
         device = next(model.parameters()).device  # (the decoders put the model in eval mode)
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         out: list[list[str]] = [[] for _ in sources]
+        means: list[float | None] = [None for _ in sources]
         with progress_bar(len(sources), progress, self.items, enabled=bool(progress)) as bar:
             for i in range(0, len(order), batch_size):
                 rows = order[i : i + batch_size]
                 src = pad_batch([vocab.src.encode(self.fold(sources[j])) for j in rows], device)
-                if beam_size <= 1:
+                if scored:
+                    ids, batch_means = _scored(model, src, beam_size, max_len, length_penalty)
+                    for j, mean in zip(rows, batch_means):
+                        means[j] = mean
+                elif beam_size <= 1:
                     ids = greedy_decode(model, src, max_len)
                 else:
                     ids = _beam(model, src, beam_size, max_len, length_penalty)
                 for j, row in zip(rows, ids):
                     out[j] = vocab.tgt.decode(row)
                 bar.update(len(rows))
-        return out
+        return (out, means) if scored else out
 
     def evaluate(
         self,
