@@ -31,6 +31,7 @@ from tfmr import checkpoint  # noqa: E402
 from tfmr import loop as tfmr_loop  # noqa: E402
 from tfmr.builder import build_model  # noqa: E402
 from tfmr.cli import main  # noqa: E402
+from tfmr.config import ConfigError  # noqa: E402
 from tfmr.tasks import g2p  # noqa: E402
 from tfmr.tasks.g2p import G2PConfig  # noqa: E402
 from tfmr.tasks.symbols import load_run  # noqa: E402
@@ -484,7 +485,7 @@ def test_an_ensemble_of_two_vocabularies_is_refused_in_one_line(tiny, monkeypatc
     triples = {"a": (model, vocab, cfg), "b": (model, other, cfg)}
     monkeypatch.setattr(api, "_load_checkpoint", triples.__getitem__)
     api._load_ensemble.cache_clear()
-    with pytest.raises(api.ConfigError, match="b: its symbols differ from a's"):
+    with pytest.raises(ConfigError, match="b: its symbols differ from a's"):
         api._load_ensemble(("a", "b"))
 
 
@@ -520,6 +521,12 @@ def test_an_exported_ensemble_loads_as_one_and_pronounces_as_its_members(tiny, c
     code = main([*argv, "--out", str(tmp_path / "q")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "is an exported ensemble; quantize each member" in err[-1]
+    from tfmr.explore.session import open_checkpoint
+
+    with pytest.raises(ConfigError, match="explore shows one model's attention"):
+        open_checkpoint(out)
+    with pytest.raises(ConfigError, match="the compiled one-word decoder runs one model"):
+        g2p.WordDecoder(loaded.model, loaded.vocab, loaded.config, compile=False)
 
 
 def test_distillation_trains_on_the_teachers_pronunciations_and_resumes_on_the_same(

@@ -767,6 +767,13 @@ def open_checkpoint(path: str | Path) -> Session:
     vocabularies (G2P, the copy task). An encoder-only model, or a Hugging Face encoder or
     encoder-decoder folder, is a ConfigError: the page reads text into a decoder."""
     loaded = load(path, runs=False, dtype=torch.float32)
+    from ..ensemble import Ensemble
+
+    if isinstance(loaded.model, Ensemble):
+        raise ConfigError(
+            f"{loaded.path} is an exported ensemble of {len(loaded.model.members)} models; explore "
+            "shows one model's attention and beams: open one member's checkpoint"
+        )
     arch = loaded.model.cfg.arch
     if loaded.kind == "hf" and arch != "decoder":
         raise ConfigError(

@@ -189,9 +189,15 @@ class CompiledDecoder:
     def __init__(self, model, vocab: PairVocab, cfg, compile: bool = True):
         from ..builder import build_uninitialised
         from ..config import Choice
+        from ..ensemble import Ensemble
         from ..fastdecode import FastDecoder
         from ..quantize import prepare_
 
+        if isinstance(model, Ensemble):
+            raise ConfigError(
+                "the compiled one-word decoder runs one model; this is an ensemble (decode it "
+                "with predict, or compile one member)"
+            )
         eager = build_uninitialised(dataclasses.replace(cfg.model, kernel=Choice("eager")))
         eager = eager.to(next(model.parameters()).dtype)
         prepare_(
