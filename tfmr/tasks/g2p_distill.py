@@ -4,9 +4,10 @@ pronunciations instead of the dictionary's.
     tfmr g2p train --preset g2p-small --set data.teacher=tfmr/tasks/g2p_model --out runs/student
 
 `data.teacher` names a model tfmr.load reads (an export, an exported ensemble, a checkpoint). Before
-the first step the teacher pronounces every train word with its own beam (`decode.beam_size`),
-and that one pronunciation is the word's only target; dev and test keep the dictionary's, so dev
-WER and the test scores stay comparable with any other run. The teacher must share the data's
+the first step the teacher pronounces every train word with its own beam (`decode.beam_size`, or
+`data.teacher_beam`: 1 is greedy, several times faster), and that one pronunciation is the word's
+only target; dev and test keep the dictionary's, so dev WER and the test scores stay comparable
+with any other run. The teacher must share the data's
 vocabularies (trained with the same `data.stress`). Its outputs are written to RUN/teacher.json
 (atomically) and read back by `--resume`, so a resumed run trains on the same targets; a fresh
 run (or `--overwrite`) decodes them again. Why: a small student of a strong teacher (an ensemble)
@@ -45,11 +46,15 @@ def _decode(task, data, cfg) -> dict[str, list[str]]:
             f"data (data.stress={cfg.data.stress}); distil from a model trained on the same data"
         )
     words = list(data.splits["train"])
+    if cfg.data.teacher_beam < 0:
+        raise ConfigError(
+            f"data.teacher_beam must be 0 (the teacher's) or more, got {cfg.data.teacher_beam}"
+        )
     outputs = task.predict(
         model,
         vocab,
         words,
-        tcfg.decode.beam_size,
+        cfg.data.teacher_beam or tcfg.decode.beam_size,
         tcfg.decode.max_len,
         tcfg.decode.batch_size,
         tcfg.decode.length_penalty,

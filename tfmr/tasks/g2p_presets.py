@@ -31,6 +31,7 @@ class G2PDataConfig:
     # sequence-level distillation: a model (an export, an exported ensemble or a checkpoint) whose
     # beam output replaces each train word's pronunciations ("": the dictionary's)
     teacher: str = ""
+    teacher_beam: int = 0  # the teacher's beam for the targets (0: its own decode.beam_size)
 
 
 @dataclass
