@@ -87,6 +87,11 @@ class PairVocab:
     def __init__(self, src: Vocab, tgt: Vocab):
         self.src, self.tgt = src, tgt
 
+    def same_symbols(self, other: PairVocab) -> bool:
+        """Whether `other` gives every source and target symbol the same id (models that can
+        ensemble, or teach one another)."""
+        return (self.src.itos, self.tgt.itos) == (other.src.itos, other.tgt.itos)
+
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / "vocab.json"
         data = {

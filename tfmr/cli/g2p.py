@@ -103,10 +103,9 @@ ONE_MODEL = "the model to use instead of the shipped one (a training checkpoint 
 ENSEMBLE = ONE_MODEL[:-1] + "; repeat it for an ensemble of models with one vocabulary)"
 
 
-def _checkpoint_flag(p, what: str = ONE_MODEL, **kw) -> None:
-    if what == ENSEMBLE:  # the commands that decode may read several models, as one
-        kw["action"] = "append"
-    p.add_argument("--checkpoint", help=what, **kw)
+def _checkpoint_flag(p, what: str = ONE_MODEL, many: bool = False, **kw) -> None:
+    """--checkpoint; `many`: repeatable, a list of models read as one ensemble."""
+    p.add_argument("--checkpoint", help=what, action="append" if many else "store", **kw)
 
 
 def _beams_flag(p) -> None:
@@ -136,7 +135,7 @@ def _pronounce(verbs) -> None:
         metavar="WORD",
         help="words to pronounce (- reads them from standard input)",
     )
-    _checkpoint_flag(p, ENSEMBLE)
+    _checkpoint_flag(p, ENSEMBLE, many=True)
     p.add_argument(
         "--model-only",
         action="store_true",
@@ -218,7 +217,7 @@ def _eval(verbs) -> None:
         help="WER / PER of a model on a split, greedy and with beams",
         description="WER / PER of a model (--checkpoint, or the shipped one) on a split.",
     )
-    _checkpoint_flag(p, ENSEMBLE)
+    _checkpoint_flag(p, ENSEMBLE, many=True)
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")
     _beams_flag(p)
     _limit_flag(p)
@@ -241,8 +240,8 @@ def _export(verbs) -> None:
         p,
         "the checkpoint to export (RUN/checkpoint); repeat it to export an ensemble of models "
         "with one vocabulary, which tfmr g2p then decodes as one",
+        many=True,
         required=True,
-        action="append",
     )
     p.add_argument(
         "--out", required=True, help="the folder to write (tfmr/tasks/g2p_model ships it with tfmr)"

@@ -40,7 +40,7 @@ def teacher_pairs(task, data, cfg, out: Path, resume: bool, log=print) -> list:
 def _decode(task, data, cfg) -> dict[str, list[str]]:
     """The teacher's beam output for each train word (words in the split's order)."""
     model, vocab, tcfg = task.load_model(cfg.data.teacher)
-    if (vocab.src.itos, vocab.tgt.itos) != (data.vocab.src.itos, data.vocab.tgt.itos):
+    if not data.vocab.same_symbols(vocab):
         raise ConfigError(
             f"data.teacher {cfg.data.teacher}: its letters or phonemes differ from this run's "
             f"data (data.stress={cfg.data.stress}); distil from a model trained on the same data"

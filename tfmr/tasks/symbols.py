@@ -160,7 +160,7 @@ def ensemble_of(loaded: list, sources: Sequence, weights=None):
 
     vocab = loaded[0][1]
     for path, (_, other, _) in zip(sources[1:], loaded[1:]):
-        if (other.src.itos, other.tgt.itos) != (vocab.src.itos, vocab.tgt.itos):
+        if not vocab.same_symbols(other):
             raise ConfigError(
                 f"{path}: its symbols differ from {sources[0]}'s; an ensemble's models share one "
                 "vocabulary (train them with the same data settings)"
