@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from ..config import ConfigError
+from ..folders import FolderError
 
 TEACHER_FILE = "teacher.json"  # in a distilled run's folder: {"teacher": path, "targets": {...}}
 
@@ -74,7 +75,12 @@ def _read(out: Path) -> dict | None:
 
 
 def _write(out: Path, teacher: str, targets: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """RUN/teacher.json, whole or not at all; a full disk or a read-only folder is one line."""
     tmp = out / f".{TEACHER_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({"teacher": teacher, "targets": targets}, ensure_ascii=False))
-    os.replace(tmp, out / TEACHER_FILE)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"teacher": teacher, "targets": targets}, ensure_ascii=False))
+        os.replace(tmp, out / TEACHER_FILE)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise FolderError(f"cannot write {out / TEACHER_FILE}: {e.strerror or e}") from None
