@@ -443,6 +443,11 @@ WRITERS = {
         "checkpoint",
         True,
     ),
+    "quantize": (
+        ["checkpoint", "quantize", "--checkpoint", "{ckpt}", "--to", "int8", "--out", "{out}"],
+        "checkpoint",
+        True,
+    ),
     "export hf": (
         ["checkpoint", "export", "hf", "--checkpoint", "{ckpt}", "--out", "{out}"],
         "hf",
@@ -576,7 +581,8 @@ def test_every_command_that_writes_a_folder_follows_the_one_policy(
     ],
 )
 @pytest.mark.parametrize(
-    "command", ["train", "convert", "export hf", "tokenizer train", "average", "finetune"]
+    "command",
+    ["train", "convert", "export hf", "tokenizer train", "average", "finetune", "quantize"],
 )
 def test_nothing_is_written_inside_another_artefact_over_the_source_or_the_working_folder(
     capsys, policy_root, tmp_path, monkeypatch, command, inside

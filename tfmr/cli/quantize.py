@@ -1,12 +1,16 @@
 """`tfmr checkpoint quantize`: a checkpoint with its linear layers' weights in int8 or bf16, for decoding.
 
-    tfmr checkpoint quantize --checkpoint CKPT --to int8 --out DIR     language model, G2P model or HF folder
+    tfmr checkpoint quantize --checkpoint CKPT --to int8 --out DIR [--overwrite]
+                                         CKPT: a language model, a G2P model or a Hugging Face folder
 
 Writes a tfmr checkpoint (model.safetensors with the int8 matrices and their per-channel scales,
 or the bf16 matrices; config.json with `decode.weights` set; the tokenizer or vocab; the sha256
 manifest), which `tfmr lm generate`, `tfmr g2p eval --checkpoint DIR` and the library loaders read
 like any other (tfmr/quantize.py), and `tfmr checkpoint export onnx` exports (int8 as
 DequantizeLinear, bf16 as Cast). A model that cannot be quantized is refused in one line.
+--out follows the folder policy of every writing command (tfmr/folders.py): a new or empty folder,
+or an earlier checkpoint with --overwrite; never the source, a folder around or inside it, or a
+folder of other files.
 """
 
 from __future__ import annotations
@@ -29,22 +33,21 @@ def add_parser(sub) -> None:
         help="the weights' type (per-channel scales for int8)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="the new checkpoint folder")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the checkpoint already in --out"
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from .. import checkpoint
     from ..config import to_dict
+    from ..folders import check_output
     from ..quantize import convert_, saved_weights, weight_bytes
     from .common import load_model
 
-    source, out = Path(args.checkpoint), Path(args.out)
-    if out.exists() and out.resolve() == source.resolve():
-        raise ConfigError(f"--out {out} is the checkpoint being quantized; write to another folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / checkpoint.MANIFEST).exists():
-        raise ConfigError(
-            f"--out {out} holds other files (it is not a checkpoint); write to a new or empty folder"
-        )
+    source = Path(args.checkpoint)
+    out = check_output(args.out, "checkpoint", overwrite=args.overwrite, sources=[source])
     model, tokenizer, cfg = load_model(
         source, args.allow_pickle, expect=None
     )  # a G2P checkpoint too
