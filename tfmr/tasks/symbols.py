@@ -620,6 +620,20 @@ class SymbolTask:
         with every member's config; tfmr.load reads it back as the Ensemble. Returns `out`."""
         sources = list(source) if isinstance(source, (list, tuple)) else [source]
         loaded = [self.load_model(s) for s in sources]
+        return self._export_loaded(loaded, sources, out, dtype, overwrite, weights)[0]
+
+    def _export_loaded(
+        self,
+        loaded: list,
+        sources: Sequence,
+        out,
+        dtype=torch.float16,
+        overwrite=False,
+        weights=None,
+    ) -> tuple:
+        """`export` of models already loaded ((model, vocab, cfg) per source): (the folder written,
+        the model it holds (an Ensemble for several), its vocabulary). The model is left as it was
+        (fp32): the export writes a copy."""
         resolved = [checkpoint.resolve(s) for s in sources]
         model, vocab, cfg = loaded[0]
         ensemble = None
@@ -635,7 +649,7 @@ class SymbolTask:
             "parameters": sum(p.numel() for p in model.parameters()),
             "step": _saved_step(resolved[0]) if len(resolved) == 1 else None,
         }
-        return checkpoint.export(
+        written = checkpoint.export(
             out,
             model,
             to_dict(cfg),
@@ -646,6 +660,7 @@ class SymbolTask:
             sources=tuple(resolved),
             ensemble=ensemble,
         )
+        return written, model, vocab
 
     def test_results(
         self, model, data: PairData, cfg, beams: Sequence[int], limit: int | None
@@ -857,10 +872,13 @@ class SymbolTask:
             raise ConfigError(
                 f"{self.name} export needs --checkpoint (the model) and --out DIR (where to write it)"
             )
-        out = self.export(args.checkpoint, args.out, overwrite=args.overwrite)
-        original, vocab, cfg = self.load_model(args.checkpoint)
+        given = args.checkpoint if isinstance(args.checkpoint, (list, tuple)) else [args.checkpoint]
+        loaded = [self.load_model(s) for s in given]  # each source read once
+        out, original, vocab = self._export_loaded(
+            loaded, given, args.out, overwrite=args.overwrite
+        )
         exported, exported_vocab, _ = self.load_model(out)
-        sources = sorted(self.load_data(cfg).splits["dev"], key=md5_key)[:500]
+        sources = sorted(self.load_data(loaded[0][2]).splits["dev"], key=md5_key)[:500]
         same = self.agreement(original, vocab, exported, exported_vocab, sources)
         print(
             f"exported {sum(p.numel() for p in original.parameters()):,} parameters as float16 to {out}"
