@@ -157,7 +157,7 @@ def test_export_writes_an_fp16_copy_that_decodes_alike(run, capsys):
     same = TASK.agreement(original.model, original.vocab, exported.model, exported.vocab, words)
     assert (
         out[-1]
-        == f"check: {100 * same:.1f}% of {len(words)} dev words are decoded as the checkpoint does (greedy)"
+        == f"check: {100 * same:.1f}% of {len(words)} dev words are decoded as the fp32 checkpoint does (greedy)"
     )
     assert same >= 0.95
     assert (

@@ -59,7 +59,7 @@ from ..tasks.symbols_common import (
     RL_OBJECTIVES,
     SPLITS,
 )
-from .common import USER_ERRORS, config_flags, resolve_config
+from .common import USER_ERRORS, config_flags
 
 # Everything above needs no torch, so the parser and a dictionary look-up (`tfmr g2p hello`) load
 # none; the verbs that train, evaluate or export import the task (tfmr.tasks.g2p) when they run.
@@ -309,33 +309,7 @@ def run_train(args) -> int:
     from ..tasks import g2p
 
     _check_counts(args)
-    t0 = time.perf_counter()
-    out = args.out
-    cfg = resolve_config(args, G2PConfig, saved=Path(out) / "checkpoint" if args.resume else None)
-    trainer, data = g2p.train(
-        cfg,
-        out,
-        resume=args.resume,
-        progress=not args.no_progress,
-        overwrite=args.overwrite,
-        verbose=args.verbose,
-    )
-    print(
-        f"checkpoint: {trainer.ckpt_dir}  (trained {trainer.seconds / 60:.1f} min, {trainer.step} steps, "
-        f"epoch {trainer.batches.epoch})"
-    )
-    if not args.no_eval:
-        beams, limit = _beams(cfg, args.beam), short("words")
-        results = g2p.report(trainer.model.eval(), data, cfg, out, "test", beams, limit=limit)
-        greedy = results.get("greedy") or g2p.evaluate(
-            trainer.model, data, "test", 1, cfg.decode.max_len, cfg.decode.batch_size, limit=limit
-        )
-        g2p.compare_with_shipped(greedy, data, "test", label=f"your model ({trainer.ckpt_dir})")
-    print(
-        f"total {(time.perf_counter() - t0) / 60:.1f} min. Try your own words:\n"
-        f"  tfmr g2p --checkpoint {trainer.ckpt_dir} hello transformer"
-    )
-    return 0
+    return g2p.TASK.train_command(args)
 
 
 def _model(args):
@@ -396,40 +370,7 @@ def run_finetune(args) -> int:
 def run_export(args) -> int:
     from ..tasks import g2p
 
-    out = g2p.export(args.checkpoint, args.out, overwrite=args.overwrite)
-    size = (out / "model.safetensors").stat().st_size
-    total = sum(p.stat().st_size for p in out.iterdir())
-    original, vocab, cfg = _model(args)  # an ensemble when --checkpoint was repeated
-    exported, exported_vocab, _ = g2p.TASK.load_model(out)
-    params = sum(p.numel() for p in original.parameters())
-    members = f" ({len(args.checkpoint)} models, one ensemble)" if len(args.checkpoint) > 1 else ""
-    print(
-        f"exported {params:,} parameters{members} as float16 to {out}: model.safetensors "
-        f"{size / 1e6:.2f} MB, {total / 1e6:.2f} MB in all, sha256 of every file in "
-        f"{out / 'manifest.json'}"
-    )
-    data = g2p.load_data(cfg.data.stress)
-    words = sorted(data.splits["dev"], key=g2p.md5_key)[:500]
-    same = g2p.agreement(original, vocab, exported, exported_vocab, words)
-    print(
-        f"check: {100 * same:.1f}% of {len(words)} dev words are pronounced as the fp32 checkpoint does (greedy)"
-    )
-    if out.resolve() == g2p.SHIPPED.resolve():
-        print(
-            f"this is now the shipped model; ship it with: git add {_shown(g2p.SHIPPED)} && git commit"
-        )
-    else:
-        flags = " ".join(f"--checkpoint {c}" for c in args.checkpoint)
-        print(f"to ship it: tfmr g2p export {flags} --out {_shown(g2p.SHIPPED)} --overwrite")
-    return 0
-
-
-def _shown(path: Path) -> str:
-    """`path` relative to the working directory when it is under it (tfmr/tasks/g2p_model in a clone)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    return g2p.TASK.export_command(args)
 
 
 BATCH_WORDS, BATCH_LINES = (

@@ -44,6 +44,7 @@ from pathlib import Path
 from .. import checkpoint
 from ..metrics import closest_reference  # noqa: F401 (re-exported)
 from ..presets import resolve  # noqa: F401 (re-exported)
+from ..programs import short
 from ..seq2seq import Seq2SeqTrainer  # noqa: F401 (re-exported: what g2p.train runs)
 from .g2p_lexicon import (  # noqa: F401 (torch-free, for tfmr g2p's look-ups; re-exported here)
     LETTERS,
@@ -144,6 +145,7 @@ class G2PTask(SymbolTask):
     presets = PRESETS  # registered by g2p_presets.py, which needs no torch
     default_preset = "g2p-small"
     items, source_units, target_units = "words", "letters", "phonemes"
+    decoded = "pronounced"
     heatmap_sources = EXAMPLE_WORDS
 
     def load_data(self, cfg: G2PConfig) -> G2PData:
@@ -193,6 +195,34 @@ class G2PTask(SymbolTask):
             f"{' (stress left out)' if data.stress else ''}"
         ]
 
+    def after_training(self, trainer, data: G2PData, cfg: G2PConfig, results, seconds: float):
+        """The fresh model's greedy test figures beside the shipped model's, and how to try it."""
+        if results is not None:
+            limit = short("words")
+            greedy = results.get("greedy") or self.evaluate(
+                trainer.model,
+                data,
+                "test",
+                1,
+                cfg.decode.max_len,
+                cfg.decode.batch_size,
+                limit=limit,
+            )
+            compare_with_shipped(greedy, data, "test", label=f"your model ({trainer.ckpt_dir})")
+        return [
+            f"total {seconds / 60:.1f} min. Try your own words:",
+            f"  tfmr g2p --checkpoint {trainer.ckpt_dir} hello transformer",
+        ]
+
+    def after_export(self, out: Path, sources) -> list[str]:
+        """How to ship the export (or, when it is the shipped model's folder, how to commit it)."""
+        if out.resolve() == SHIPPED.resolve():
+            return [
+                f"this is now the shipped model; ship it with: git add {_shown(SHIPPED)} && git commit"
+            ]
+        flags = " ".join(f"--checkpoint {c}" for c in sources)
+        return [f"to ship it: tfmr g2p export {flags} --out {_shown(SHIPPED)} --overwrite"]
+
     def default_checkpoint(self) -> Path:
         if not shipped_model_exists():
             raise NoShippedModel(
@@ -213,6 +243,14 @@ class WordDecoder(CompiledDecoder):
 # ----------------------------------------------------------------------------- the shipped model
 # package data (pyproject.toml); read at call time, so tests can point it elsewhere
 SHIPPED = Path(__file__).with_name("g2p_model")
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is under it (tfmr/tasks/g2p_model in a clone)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def shipped_model_exists() -> bool:

@@ -20,8 +20,9 @@ What a subclass gives (the rest has defaults):
     presets               {name: (command, function)}; default_preset, the one `train` starts from
     load_data(cfg)        its PairData
     fold(source)          how an input is read (G2P: folded to lower case); default as it is
-    items, source_units, target_units   what its sources and symbols are called (words, letters, ...)
+    items, source_units, target_units, decoded   what its sources, symbols and decoding are called
     describe_data, dev_sources, score, score_note, extra_lines, default_checkpoint, heatmap_sources
+    after_training, after_export   the last lines of the train and export commands
 
 WER is the share of sources whose output equals none of their references, PER the edit distance
 to the closest reference over its length (tfmr.metrics). Training is the one loop on pairs
@@ -342,6 +343,7 @@ class SymbolTask:
     presets: dict[str, tuple[str, Callable]] = {}
     default_preset = ""
     items, source_units, target_units = "sources", "source symbols", "target symbols"
+    decoded = "decoded"  # the export check's verb ("pronounced" for G2P)
     heatmap_sources: tuple = ()  # drawn by `report` before the split's first few
 
     # ------------------------------------------------------------------ what a task gives
@@ -819,9 +821,9 @@ class SymbolTask:
                 f"{self.name} {args.action} takes no {self.items} (got {args.sources[0]!r})"
             )
         actions = {
-            "train": self._train_command,
+            "train": self.train_command,
             "eval": self._eval_command,
-            "export": self._export_command,
+            "export": self.export_command,
             "predict": self._predict_command,
         }
         return actions[args.action](args)
@@ -839,7 +841,9 @@ class SymbolTask:
     def _beams(self, cfg, asked: Sequence[int] | None) -> list[int]:
         return sorted(set(asked)) if asked else sorted({1, cfg.decode.beam_size})
 
-    def _train_command(self, args) -> int:
+    def train_command(self, args) -> int:
+        """`tfmr TASK train`: train (or --resume) the run in --out, then report the test split."""
+        t0 = time.perf_counter()
         out = args.out or f"runs/{self.name}"
         cfg = resolve_config(
             args, self.config_class, saved=Path(out) / "checkpoint" if args.resume else None
@@ -853,12 +857,22 @@ class SymbolTask:
             verbose=args.verbose,
         )
         print(
-            f"checkpoint: {trainer.ckpt_dir}  ({trainer.step} steps, epoch {trainer.batches.epoch})"
+            f"checkpoint: {trainer.ckpt_dir}  (trained {trainer.seconds / 60:.1f} min, "
+            f"{trainer.step} steps, epoch {trainer.batches.epoch})"
         )
+        results = None
         if not args.no_eval:
             beams = self._beams(cfg, args.beam)
-            self.report(trainer.model.eval(), data, cfg, out, "test", beams, limit=short("words"))
+            results = self.report(
+                trainer.model.eval(), data, cfg, out, "test", beams, limit=short("words")
+            )
+        for line in self.after_training(trainer, data, cfg, results, time.perf_counter() - t0):
+            print(line)
         return 0
+
+    def after_training(self, trainer, data: PairData, cfg, results: dict | None, seconds: float):
+        """Lines `train_command` prints last (`results`: the test report, None with --no-eval)."""
+        return []
 
     def _eval_command(self, args) -> int:
         model, vocab, cfg = self.load_model(args.checkpoint or self.default_checkpoint())
@@ -867,7 +881,9 @@ class SymbolTask:
         self.report(model, data, cfg, args.out, args.split, beams, limit=limit)
         return 0
 
-    def _export_command(self, args) -> int:
+    def export_command(self, args) -> int:
+        """`tfmr TASK export`: write the --checkpoint model(s) to --out as one fp16 folder, then
+        check the export decodes 500 dev sources as the fp32 model does."""
         if not args.checkpoint or not args.out:
             raise ConfigError(
                 f"{self.name} export needs --checkpoint (the model) and --out DIR (where to write it)"
@@ -877,16 +893,28 @@ class SymbolTask:
         out, original, vocab = self._export_loaded(
             loaded, given, args.out, overwrite=args.overwrite
         )
+        size = (out / "model.safetensors").stat().st_size
+        total = sum(p.stat().st_size for p in out.iterdir())
+        members = f" ({len(given)} models, one ensemble)" if len(given) > 1 else ""
+        print(
+            f"exported {sum(p.numel() for p in original.parameters()):,} parameters{members} as "
+            f"float16 to {out}: model.safetensors {size / 1e6:.2f} MB, {total / 1e6:.2f} MB in "
+            f"all, sha256 of every file in {out / checkpoint.MANIFEST}"
+        )
         exported, exported_vocab, _ = self.load_model(out)
         sources = sorted(self.load_data(loaded[0][2]).splits["dev"], key=md5_key)[:500]
         same = self.agreement(original, vocab, exported, exported_vocab, sources)
         print(
-            f"exported {sum(p.numel() for p in original.parameters()):,} parameters as float16 to {out}"
+            f"check: {100 * same:.1f}% of {len(sources)} dev {self.items} are {self.decoded} as "
+            "the fp32 checkpoint does (greedy)"
         )
-        print(
-            f"check: {100 * same:.1f}% of {len(sources)} dev {self.items} are decoded as the checkpoint does (greedy)"
-        )
+        for line in self.after_export(out, given):
+            print(line)
         return 0
+
+    def after_export(self, out: Path, sources: Sequence) -> list[str]:
+        """Lines `export_command` prints last (G2P: how to ship the export)."""
+        return []
 
     def _predict_command(self, args) -> int:
         if not args.sources:
