@@ -191,6 +191,36 @@ def test_absurd_sizes_are_estimated_without_building_them():
         memory.count_parameters(ModelConfig(dim=30, heads=4))
 
 
+@pytest.mark.parametrize("layers", [1, 2, 3, 4, 5, 7])
+def test_a_hybrid_stack_is_counted_from_its_pattern_exactly(layers):
+    """A pattern of 3 mixers over 1-7 layers (shorter than, equal to, and a whole or partial
+    multiple of the pattern): the count, the KV cache and the activations equal the built model's
+    layer by layer, though only the pattern's periods are built."""
+    cfg = ModelConfig(
+        vocab_size=40,
+        dim=24,
+        layers=layers,
+        heads=2,
+        context=8,
+        mixer=Choice("retention"),
+        mixer_pattern="retention,attention,attention",
+    )
+    built = build_model(cfg)
+    assert memory.count_parameters(cfg) == sum(p.numel() for p in built.parameters())
+    est = memory.estimate(cfg, batch=2, tokens=8)
+    assert est.kv_cache_bytes == sum(c.bytes() for c in built.new_cache(1, cfg.context))
+    per_ffn = 2 * cfg.dim + built.blocks[0].ffn.active_parameters() // cfg.dim
+    floats = sum(b.attn.activation_floats(8) * len(b.attentions()) + per_ffn for b in built.blocks)
+    act = 2 * 8 * ((floats + 3 * cfg.dim) * 4 + cfg.vocab_size * (4 + 8))
+    assert est.activation_bytes == act
+
+
+def test_a_deep_hybrid_stack_is_estimated_without_building_it():
+    cfg = ModelConfig(layers=10**8, mixer=Choice("retention"), mixer_pattern="retention,attention")
+    huge = memory.estimate(cfg, batch=1, tokens=8)  # a loop of 1e8 blocks if built
+    assert huge.params > 10**12 and huge.kv_cache_bytes > 0
+
+
 def test_available_memory_is_read_from_proc_meminfo():
     free, where = memory.available(torch.device("cpu"))
     assert free > 0 and "MemAvailable" in where

@@ -139,18 +139,19 @@ def validate(cfg: ModelConfig) -> None:
 
 def mixer_kinds(cfg: ModelConfig) -> list[str]:
     """The mixer kind of each layer: model.mixer_pattern repeated over model.layers, or model.mixer."""
-    kinds = _mixer_pattern(cfg)
+    kinds = mixer_pattern(cfg)
     return [kinds[i % len(kinds)] for i in range(cfg.layers)]
 
 
 def mixer_kind_set(cfg: ModelConfig) -> set[str]:
     """The mixer kinds the layers use, without a list as long as model.layers (a config's layer
     count is checked against memory after this)."""
-    kinds = _mixer_pattern(cfg)
+    kinds = mixer_pattern(cfg)
     return set(kinds[: min(cfg.layers, len(kinds))])
 
 
-def _mixer_pattern(cfg: ModelConfig) -> list[str]:
+def mixer_pattern(cfg: ModelConfig) -> list[str]:
+    """The mixer kinds of one period of the stack (model.mixer_pattern, or model.mixer alone)."""
     return [k.strip() for k in cfg.mixer_pattern.split(",") if k.strip()] or [cfg.mixer.kind]
 
 

@@ -159,9 +159,9 @@ def _measure(model, arch: str, context: int) -> _Measure:
 
 
 def _counts(cfg: ModelConfig):
-    """(the measure at cfg's depth, a one-layer skeleton to read the block's shape from; for a
-    hybrid stack, the whole skeleton)."""
-    from .builder import mixer_kind_set
+    """(the measure at cfg's depth, a skeleton to read the blocks' shapes from: one layer, or for a
+    hybrid stack the pattern's first period of layers)."""
+    from .builder import mixer_pattern
 
     L = cfg.layers
     if cfg.arch == "encoder-decoder":
@@ -171,15 +171,24 @@ def _counts(cfg: ModelConfig):
         dec = _measure(_skeleton(cfg, 2, 1), cfg.arch, cfg.context) - m11
         enc = _measure(_skeleton(cfg, 1, 2), cfg.arch, cfg.context) - m11
         return m11 + dec * (L - 1) + enc * (E - 1), one
-    one = _skeleton(cfg, 1, cfg.encoder_layers)
-    if (
-        len(mixer_kind_set(cfg)) > 1
-    ):  # a hybrid stack: layers differ, so measure every one (meta device)
-        full = _skeleton(cfg, L, cfg.encoder_layers)
-        return _measure(full, cfg.arch, cfg.context), full
-    m1 = _measure(one, cfg.arch, cfg.context)
-    block = _measure(_skeleton(cfg, 2, cfg.encoder_layers), cfg.arch, cfg.context) - m1
-    return m1 + block * (L - 1), one
+    period = min(len(mixer_pattern(cfg)), L)  # a hybrid stack repeats its pattern of mixers
+    one = _skeleton(cfg, period, cfg.encoder_layers)
+    first = _measure(one, cfg.arch, cfg.context)
+    repeats, rest = divmod(L, period)
+    total = first
+    if repeats > 1:  # one more period measured, then counted repeats - 1 times
+        two = _measure(_skeleton(cfg, 2 * period, cfg.encoder_layers), cfg.arch, cfg.context)
+        total = first + (two - first) * (repeats - 1)
+    if rest:  # the pattern's first `rest` layers once more
+        part = _skeleton(cfg, period + rest, cfg.encoder_layers)
+        total = total + (_measure(part, cfg.arch, cfg.context) - first)
+    return total, one
+
+
+def _repeats(cfg: ModelConfig, period: int) -> list[int]:
+    """How many of cfg's layers are built like layer i of the pattern's first period."""
+    repeats, rest = divmod(cfg.layers, period)
+    return [repeats + (i < rest) for i in range(period)]
 
 
 def count_parameters(cfg: ModelConfig) -> int:
@@ -206,9 +215,10 @@ def estimate(
     per_ffn = 2 * cfg.dim + block.ffn.active_parameters() // cfg.dim
     decoder_layer = per_attention * len(block.attentions()) + per_ffn
     layers = cfg.layers * decoder_layer
-    if len(one.blocks) > 1:  # a hybrid stack (measured whole): each layer's own mixer
+    if len(one.blocks) > 1:  # a hybrid stack: each layer's own mixer, its pattern repeated
         layers = sum(
-            b.attn.activation_floats(T) * len(b.attentions()) + per_ffn for b in one.blocks
+            n * (b.attn.activation_floats(T) * len(b.attentions()) + per_ffn)
+            for b, n in zip(one.blocks, _repeats(cfg, len(one.blocks)))
         )
     if cfg.arch == "encoder-decoder":
         encoder_block = one.encoder[0]
