@@ -6,7 +6,7 @@ decoder-only and encoder-decoder models and the pointer-generator alike:
     model.needs_source                                             (encoder-decoders: src=...)
     model.start_state(batch, max_len, src=None) -> DecodeState   (KV caches, position, memory)
     model.step(tokens (B, T), state) -> (next-token logits (B, V), state)
-    state.reorder(rows)                                            (beam search keeps survivors)
+    state.reorder(rows, same_sources)                              (beam search keeps survivors)
 
     Sampling           how the next token is chosen (repetition, no-repeat-n-gram, temperature,
                        top-k, top-p, min-p; temperature 0: arg-max): the one chooser, used here, by
@@ -50,7 +50,7 @@ NEG = (
 class Decodable(Protocol):
     """What the decoders here need of a model (model.Model, model.EncoderDecoder,
     pointer.PointerGenerator). The state is a cache.DecodeState (or a subclass): per-layer caches,
-    the next position `pos`, and `reorder(rows)`."""
+    the next position `pos`, and `reorder(rows, same_sources=False)`."""
 
     needs_source: bool  # True: start_state needs the source ids (encoder-decoders)
     cfg: object  # its ModelConfig: the decoders read `cfg.context`, the most positions it takes
@@ -669,7 +669,7 @@ def beam_search(
             on_step(beams.last)
         if beams.finished():
             break
-        state.reorder(rows)
+        state.reorder(rows, same_sources=True)  # rows stay among their source's beams
         logits, state = model.step(tokens[:, None], state)
     best = beams.result(n)
     return best if n_best is not None else best.ids[:, 0]

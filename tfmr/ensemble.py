@@ -39,9 +39,9 @@ class EnsembleState:
     def pos(self) -> int:
         return self.members[0].pos
 
-    def reorder(self, index: torch.Tensor) -> EnsembleState:
+    def reorder(self, index: torch.Tensor, same_sources: bool = False) -> EnsembleState:
         """Keep batch rows `index` in every member (beam search keeps the survivors)."""
-        self.members = [state.reorder(index) for state in self.members]
+        self.members = [state.reorder(index, same_sources) for state in self.members]
         return self
 
 

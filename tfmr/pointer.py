@@ -57,9 +57,10 @@ class CopyState(DecodeState):
         new.src_ext, new.n_ext = src_ext, n_ext
         return new
 
-    def reorder(self, index: torch.Tensor) -> CopyState:
-        super().reorder(index)
-        self.src_ext = self.src_ext.index_select(0, index)
+    def reorder(self, index: torch.Tensor, same_sources: bool = False) -> CopyState:
+        super().reorder(index, same_sources)
+        if not same_sources:  # the extended source ids are the source's
+            self.src_ext = self.src_ext.index_select(0, index)
         return self
 
 
