@@ -428,6 +428,48 @@ def test_static_cache_refuses_to_overflow():
         cache.update(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2), 0)
 
 
+@pytest.mark.parametrize("rows", [[2, 0, 0], [1, 1, 0, 0, 2, 2]])  # beam reorder; expand to 6
+def test_a_cache_reorders_the_slots_written_as_a_fresh_copy_would(rows):
+    """reorder copies only the written slots (in place when the batch keeps its size): what
+    `update` hands attention afterwards equals the cache of the reordered rows written anew."""
+    torch.manual_seed(0)
+    k, v = torch.randn(3, 2, 3, 4), torch.randn(3, 2, 3, 4)  # (B, H, T, D)
+    index = torch.tensor(rows)
+    for cache in (
+        KVCache(3, 2, 8, 4, torch.float32, "cpu"),
+        RollingKVCache(3, 2, 2, 4, torch.float32, "cpu"),
+    ):
+        cache.update(k[:, :, :2], v[:, :, :2], 0)
+        cache.reorder(index)
+        fresh = type(cache)(len(rows), 2, cache.max_len, 4, torch.float32, "cpu")
+        fresh.update(k[index][:, :, :2], v[index][:, :, :2], 0)
+        got, want = (
+            cache.update(k[index][:, :, 2:], v[index][:, :, 2:], 2),
+            fresh.update(k[index][:, :, 2:], v[index][:, :, 2:], 2),
+        )
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_beams_of_one_source_keep_the_source_side_of_the_state_uncopied():
+    """DecodeState.reorder(same_sources=True), beam search's: the self-attention caches follow the
+    rows, the memory and cross-attention keys (the same for every beam of a source) stay put."""
+    from tfmr.cache import DecodeState
+
+    cache = KVCache(4, 1, 3, 2, torch.float32, "cpu")
+    cache.update(
+        torch.arange(4.0)[:, None, None, None].expand(4, 1, 1, 2), torch.zeros(4, 1, 1, 2), 0
+    )
+    memory = torch.randn(4, 5, 2)
+    state = DecodeState([cache], memory=memory)
+    state.cross = [(memory[:, None], memory[:, None])]
+    state.reorder(torch.tensor([1, 1, 3, 2]), same_sources=True)  # sources: rows 0-1 and 2-3
+    assert cache.k[:, 0, 0, 0].tolist() == [1.0, 1.0, 3.0, 2.0]
+    assert state.memory is memory and state.cross[0][0].data_ptr() == memory.data_ptr()
+    state.reorder(torch.tensor([3, 0, 0, 1]))  # any rows: everything follows
+    assert torch.equal(state.memory, memory[[3, 0, 0, 1]])
+
+
 # ------------------------------------------------------------------ pictures
 def test_viz_attention_writes_one_heatmap_per_layer_from_a_checkpoint(tmp_path):
     """`tfmr viz attention`: the eager weights of each layer as a PNG; the kernel is restored."""
