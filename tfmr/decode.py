@@ -669,7 +669,8 @@ def beam_search(
             on_step(beams.last)
         if beams.finished():
             break
-        state.reorder(rows, same_sources=True)  # rows stay among their source's beams
+        if K > 1:  # one beam a source (greedy with scores) always continues its own row
+            state.reorder(rows, same_sources=True)  # rows stay among their source's beams
         logits, state = model.step(tokens[:, None], state)
     best = beams.result(n)
     return best if n_best is not None else best.ids[:, 0]
