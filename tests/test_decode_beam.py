@@ -114,6 +114,94 @@ def test_batched_decoding_equals_one_by_one():
         torch.testing.assert_close(batch_beam.scores[i], one.scores[0])
 
 
+class _Speller(torch.nn.Module):
+    """A model whose next token depends only on its prompt and the step: prompt row i spells
+    tokens 3, 4, ... for `lengths[i]` steps, then EOS (2), each choice far likelier than the rest,
+    so inputs finish at different steps."""
+
+    needs_source = False
+
+    def __init__(self, lengths: list[int], seeds: list[int]):
+        super().__init__()
+        self.lengths, self.cfg = torch.tensor(lengths), ModelConfig(context=64)
+        self.noise = torch.stack(  # (inputs, steps, V): each input's own, whatever the batch
+            [torch.randn(64, 12, generator=torch.Generator().manual_seed(s)) for s in seeds]
+        )
+
+    def start_state(self, batch, max_len, src=None):
+        return _RowsState(torch.arange(batch))
+
+    def step(self, tokens, state):
+        t = state.pos - 1 + tokens.shape[1] - 1  # the step of the token to predict, from 0
+        logits = self.noise[state.rows, t].clone()  # (B, V)
+        n = self.lengths[state.rows]
+        want = torch.where(t < n, 3 + t % 9, torch.full_like(n, 2))
+        logits[torch.arange(len(n)), want] += 6.0
+        state.pos += tokens.shape[1]
+        return logits, state
+
+
+class _RowsState:
+    def __init__(self, rows):
+        self.rows, self.pos = rows, 1
+
+    def reorder(self, index, same_sources=False):
+        self.rows = self.rows[index]
+        return self
+
+
+def _spied(monkeypatch) -> list:
+    from tfmr.decode import Beams
+
+    dropped, drop = [], Beams.drop_finished
+
+    def spy(self, share=0.25):
+        kept = drop(self, share)
+        dropped.append(kept is not None)
+        return kept
+
+    monkeypatch.setattr(Beams, "drop_finished", spy)
+    return dropped
+
+
+@pytest.mark.parametrize("early_stopping", [False, True, "never"])
+@pytest.mark.parametrize("beam", [1, 3])
+def test_inputs_that_finish_early_leave_the_batch_and_change_nothing(
+    beam, early_stopping, monkeypatch
+):
+    """Beam search drops the inputs that can no longer improve from the batch (Beams.drop_finished,
+    with the decoding state's rows): a batch whose inputs end at different steps gives each
+    input's hypotheses, scores and lengths exactly as decoding it alone does."""
+    lengths = [1, 7, 2, 9, 3, 3, 12, 5]
+    ids = torch.arange(len(lengths))[:, None].repeat(1, 2) + 20
+    kw = dict(eos_id=2, n_best=beam, pad_id=0, early_stopping=early_stopping)
+    dropped = _spied(monkeypatch)
+    batch = beam_search(_Speller(lengths, range(8)), ids, beam, 16, **kw)
+    assert any(dropped)  # some inputs did leave the batch early
+    for i, n in enumerate(lengths):
+        one = beam_search(_Speller([n], [i]), ids[i : i + 1], beam, 16, **kw)
+        assert torch.equal(batch.lengths[i], one.lengths[0])
+        assert torch.equal(batch.ids[i, :, : one.ids.shape[-1]], one.ids[0])
+        assert (batch.ids[i, :, one.ids.shape[-1] :] == 0).all()
+        torch.testing.assert_close(batch.scores[i], one.scores[0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_real_model_s_finished_inputs_leave_the_batch_and_greedy_is_unchanged(monkeypatch):
+    """The same with a Transformer's caches reordered to fewer rows: greedy with scores (beam 1)
+    on a batch equals each input alone."""
+    model = _lm(5)
+    torch.manual_seed(5)
+    ids = torch.randint(1, 40, (8, 3))
+    eos = int(torch.mode(greedy(model, ids, 12)[:, 3:].flatten()).values)  # a frequent token
+    dropped = _spied(monkeypatch)
+    batch = beam_search(model, ids, 1, 12, eos_id=eos, n_best=1, pad_id=0)
+    assert any(dropped)
+    for i in range(len(ids)):
+        one = beam_search(model, ids[i : i + 1], 1, 12, eos_id=eos, n_best=1, pad_id=0)
+        assert torch.equal(batch.ids[i, :, : one.ids.shape[-1]], one.ids[0])
+        torch.testing.assert_close(batch.scores[i], one.scores[0], atol=1e-5, rtol=1e-5)
+
+
 def test_seq2seq_beam_1_is_greedy_and_batches_with_source_padding_equal_one_by_one():
     model = _seq2seq()
     src = torch.tensor([[5, 6, 7, 8, 9], [12, 13, 0, 0, 0]])  # the second source is padded

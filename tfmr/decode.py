@@ -515,6 +515,8 @@ class Beams:
         )  # False for good once decoding stops
         self.first_k = torch.arange(2 * K, device=dev) < K  # (2K,)
         self.row_base = torch.arange(B, device=dev)[:, None] * K  # (B, 1)
+        self.origin = torch.arange(B, device=dev)  # (B,) each row's input, as `drop_finished` keeps
+        self.final = None  # the pools of every input, (fin_seqs, fin_scores, fin_len), once dropped
         self.t = 0
         self.last: BeamStep | None = None  # the step just taken, kept when `record` is True
         self.record = False
@@ -598,11 +600,45 @@ class Beams:
         """True when decoding can stop for every input (one host sync)."""
         return not bool(self.improvable.any())
 
+    def drop_finished(self, share: float = 0.25) -> torch.Tensor | None:
+        """Stop carrying the inputs none of whose beams can improve its pool any more, once they
+        are at least `share` of the rows: their pools are final (kept aside for `result`), so the
+        search goes on the same for the others. Returns the inputs kept (B',), as rows of the batch
+        before, or None when nothing is dropped. The stopping rules still hold for the kept rows:
+        a dropped input is not improvable (or, with early_stopping=True, its pool is full, which
+        freezes it), and an input whose continuations all end does so only at the length limit,
+        which every input reaches at the same step."""
+        running = self.improvable[:, 0]
+        if self.es is True:  # a full pool is final under early stopping
+            running = running & ~self.fin_done.all(dim=-1)
+        keep = running.nonzero()[:, 0]
+        if self.B - keep.numel() < share * self.B or keep.numel() == 0:
+            return None
+        self._save_pools()
+        for name in ("seqs", "scores", "fin_seqs", "fin_scores", "fin_done", "fin_len"):
+            setattr(self, name, getattr(self, name).index_select(0, keep))
+        self.improvable = self.improvable.index_select(0, keep)
+        self.src_beam, self.origin = self.src_beam.index_select(0, keep), self.origin[keep]
+        self.B = keep.numel()
+        self.row_base = torch.arange(self.B, device=keep.device)[:, None] * self.K
+        return keep
+
+    def _save_pools(self) -> None:
+        if self.final is None:
+            self.final = (self.fin_seqs.clone(), self.fin_scores.clone(), self.fin_len.clone())
+            return
+        for whole, part in zip(self.final, (self.fin_seqs, self.fin_scores, self.fin_len)):
+            whole.index_copy_(0, self.origin, part)
+
     def result(self, n: int) -> NBest:
         """The n best finished hypotheses, cropped to the longest one returned."""
-        lengths = self.fin_len[:, :n]
+        fin_seqs, fin_scores, fin_len = self.fin_seqs, self.fin_scores, self.fin_len
+        if self.final is not None:  # inputs were dropped on the way: every pool, in input order
+            self._save_pools()
+            fin_seqs, fin_scores, fin_len = self.final
+        lengths = fin_len[:, :n]
         end = self.P + int(lengths.max())
-        return NBest(self.fin_seqs[:, :n, :end], self.fin_scores[:, :n], lengths)
+        return NBest(fin_seqs[:, :n, :end], fin_scores[:, :n], lengths)
 
 
 def _expand(state, rows: int, beam_size: int, device):
@@ -669,7 +705,12 @@ def beam_search(
             on_step(beams.last)
         if beams.finished():
             break
-        if K > 1:  # one beam a source (greedy with scores) always continues its own row
+        kept = None if on_step is not None else beams.drop_finished()  # a drawn tree keeps all
+        if kept is not None:  # the finished inputs' rows leave the batch, source side and all
+            rows = rows.view(-1, K)[kept].view(-1)
+            tokens = tokens.view(-1, K)[kept].view(-1)
+            state.reorder(rows)
+        elif K > 1:  # one beam a source (greedy with scores) always continues its own row
             state.reorder(rows, same_sources=True)  # rows stay among their source's beams
         logits, state = model.step(tokens[:, None], state)
     best = beams.result(n)
