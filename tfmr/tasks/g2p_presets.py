@@ -67,14 +67,14 @@ def _g2p_model(
 
 # g2p-small trains a fixed number of steps, the schedule decayed over them, so the same seed gives the
 # same model on a busy machine as on a quiet one (a wall-clock budget trained fewer steps, and a worse
-# model, whenever the machine was shared). Sized on the 2-core AMD EPYC without AVX512-BF16 (so fp32
-# training), 2 threads, quiet machine: the median step took 217-237 ms over two 60-second runs (4.2
-# and 4.6 steps/s); 420 s x 4.4 steps/s = 1,850 steps, less the 4 evaluations' few seconds each:
-# 1,800 steps. A CPU with bf16 (about 9 steps/s) takes about 3.5 minutes. Busy machines take
-# longer; the model is the same.
-STEPS_SMALL = 1800
-# g2p-base, the shipped model's recipe: a fixed number of steps (the schedule decayed over them), so the
-# run is the same in one sitting or several (`--resume`), on a quiet machine or a busy one.
+# model, whenever the machine was shared). Its shape is the scaling experiment's compute-optimal one
+# at a few minutes of these cores (2x96; docs/g2p.md, "A compute-optimal recipe"), with that
+# experiment's learning rate rule (2e-3 x sqrt(128 / width)). Sized on the 2-core AMD EPYC without
+# AVX512-BF16 (so fp32 training), 2 threads, quiet machine: 150 steps took 0.144 s each (2x128:
+# 0.222 s); 2,900 steps are about 7 minutes with the evaluations. A CPU with bf16 takes about half.
+# Busy machines take longer; the model is the same.
+STEPS_SMALL = 2900
+WIDTH_SMALL = 96
 STEPS_BASE = 8000
 # g2p-long: g2p-base's model and batch trained 3.75 times as long, the schedule decayed over all of it;
 # about 5 hours of 2 quiet fp32 cores (0.6 s a step), so it is meant to run across sittings (`--resume`).
@@ -102,16 +102,16 @@ def g2p_tiny() -> G2PConfig:
 
 
 def g2p_small() -> G2PConfig:
-    """The `make run` job: a small G2P Transformer, 2+2 layers of width 128, 4 heads, no dropout;
-    1,800 steps (about 7 minutes on 2 quiet CPU cores in fp32)."""
+    """The `make run` job: a small G2P Transformer, 2+2 layers of width 96, 4 heads, no dropout;
+    2,900 steps (about 7 minutes on 2 quiet CPU cores in fp32)."""
     return G2PConfig(
-        model=_g2p_model(128, 2, 4, 0.0, 0.1),
+        model=_g2p_model(WIDTH_SMALL, 2, 4, 0.0, 0.1),
         data=G2PDataConfig(dev_words=1000),
         train=Seq2SeqTrainConfig(
             steps=STEPS_SMALL,
             batch_size=256,
             batch_tokens=5000,
-            lr=2e-3,
+            lr=2e-3 * (128 / WIDTH_SMALL) ** 0.5,
             min_lr=1e-4,
             warmup=200,
             weight_decay=0.01,
@@ -169,12 +169,13 @@ def exp_g2p_scaling() -> G2PConfig:
 
 
 # ----------------------------------------------------------------------------- experiments (tfmr experiment g2p-*)
-# g2p-small's model at a fixed number of steps, sized so that each experiment (all its runs) takes
-# about 5-10 minutes on 2 quiet CPU cores, from g2p-small's 4.4 steps/s: the scheduled-sampling kinds
-# run 2 passes per step, the alignment kernels loop over target positions, guided attention needs the
-# eager kernel. Not yet timed as whole experiments (docs/objectives.md: "to be measured").
+# The 2x128 model g2p-small had when these were measured (docs/objectives.md), at a fixed number of
+# steps, sized so that each experiment (all its runs) takes about 5-10 minutes on 2 quiet CPU cores
+# at its 4.4 steps/s: the scheduled-sampling kinds run 2 passes per step, the alignment kernels
+# loop over target positions, guided attention needs the eager kernel.
 def _exp_g2p(steps: int, eval_every: int | None = None) -> G2PConfig:
     cfg = g2p_small()
+    cfg.model, cfg.train.lr = _g2p_model(128, 2, 4, 0.0, 0.1), 2e-3
     t = cfg.train
     t.steps, t.warmup, t.eval_every, t.checkpoint_every = (
         steps,
@@ -188,12 +189,12 @@ def _exp_g2p(steps: int, eval_every: int | None = None) -> G2PConfig:
 
 
 def exp_g2p_sampling() -> G2PConfig:
-    """Teacher forcing vs scheduled sampling (3 kinds): g2p-small's model, 300 steps each (train.objective varies)."""
+    """Teacher forcing vs scheduled sampling (3 kinds): a 2x128 model, 300 steps each (train.objective varies)."""
     return _exp_g2p(300)
 
 
 def exp_g2p_guided() -> G2PConfig:
-    """With and without the guided attention loss: g2p-small's model on the eager kernel, 500 steps each."""
+    """With and without the guided attention loss: a 2x128 model on the eager kernel, 500 steps each."""
     cfg = _exp_g2p(500, eval_every=25)
     cfg.model.kernel = Choice("eager")
     cfg.train.eval_pairs = 200
@@ -201,7 +202,7 @@ def exp_g2p_guided() -> G2PConfig:
 
 
 def exp_g2p_alignment() -> G2PConfig:
-    """Plain vs each alignment kernel of cross-attention: g2p-small's model, 300 steps each."""
+    """Plain vs each alignment kernel of cross-attention: a 2x128 model, 300 steps each."""
     return _exp_g2p(300)
 
 
