@@ -75,6 +75,8 @@ def _g2p_model(
 # Busy machines take longer; the model is the same.
 STEPS_SMALL = 2900
 WIDTH_SMALL = 96
+# g2p-base, the shipped model's recipe: a fixed number of steps (the schedule decayed over them), so the
+# run is the same in one sitting or several (`--resume`), on a quiet machine or a busy one.
 STEPS_BASE = 8000
 # g2p-long: g2p-base's model and batch trained 3.75 times as long, the schedule decayed over all of it;
 # about 5 hours of 2 quiet fp32 cores (0.6 s a step), so it is meant to run across sittings (`--resume`).

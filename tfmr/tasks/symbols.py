@@ -411,8 +411,9 @@ class SymbolTask:
         the same outputs (each row is decoded on its own: the padding is masked out). Batches of 250
         to 2,000 words ran at the same speed. `batch_size` counts decoder rows, so beam search
         takes batch_size / beam_size sources at a time: at 1,000-5,000 rows a step's attention
-        and bookkeeping cost more than its matrices (the shipped G2P model, beam 5, 2 threads:
-        160-250 words/s at 200-1,000 words a batch, 240-300 at 100)."""
+        and bookkeeping cost more than its matrices (the shipped G2P model, beam 5, 2 threads,
+        3,000 test words: 160-170 words/s at 1,000 words a batch, 250 at 500, 270-275 at 250,
+        240-300 at 100-125)."""
         device = next(model.parameters()).device  # (the decoders put the model in eval mode)
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         out: list[list[str]] = [[] for _ in sources]
