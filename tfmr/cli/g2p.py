@@ -49,7 +49,7 @@ from pathlib import Path
 from ..config import ConfigError
 from ..g2p import G2P, LOW_CONFIDENCE, PROBLEMS, UNREADABLE, joined, tsv_lines
 from ..presets import names
-from ..programs import short, shows_progress
+from ..programs import shows_progress
 from ..tasks.g2p_presets import G2PConfig
 from ..tasks.phonemes import FORMATS
 from ..tasks.symbols_common import (
@@ -301,10 +301,6 @@ def _check_counts(args) -> None:
         raise ConfigError(f"--limit must be at least 1 (a number of words), got {args.limit}")
 
 
-def _beams(cfg: G2PConfig, asked: Sequence[int] | None) -> list[int]:
-    return sorted(set(asked)) if asked else sorted({1, cfg.decode.beam_size})
-
-
 def run_train(args) -> int:
     from ..tasks import g2p
 
@@ -312,22 +308,11 @@ def run_train(args) -> int:
     return g2p.TASK.train_command(args)
 
 
-def _model(args):
-    """(model, vocab, cfg) of --checkpoint (an ensemble when repeated), or of the shipped model."""
-    from ..g2p import G2P
-
-    return G2P(args.checkpoint).model()
-
-
 def run_eval(args) -> int:
     from ..tasks import g2p
 
     _check_counts(args)
-    model, _, cfg = _model(args)
-    data = g2p.load_data(cfg.data.stress)
-    beams, limit = _beams(cfg, args.beam), short("words", args.limit)
-    g2p.report(model, data, cfg, args.out, args.split, beams, limit=limit)
-    return 0
+    return g2p.TASK.eval_command(args)
 
 
 def run_finetune(args) -> int:

@@ -155,6 +155,13 @@ def _saved_step(source: Path) -> int | None:
     return json.loads(state.read_text()).get("step") if state.exists() else None
 
 
+def _listed(checkpoint) -> list:
+    """--checkpoint as a list: repeated (a list), once (a path) or not at all ([])."""
+    if checkpoint is None:
+        return []
+    return list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+
+
 def ensemble_of(loaded: list, sources: Sequence, weights=None):
     """One Ensemble of loaded (model, vocab, cfg) triples that share one vocabulary."""
     from ..ensemble import Ensemble
@@ -827,7 +834,7 @@ class SymbolTask:
             )
         actions = {
             "train": self.train_command,
-            "eval": self._eval_command,
+            "eval": self.eval_command,
             "export": self.export_command,
             "predict": self._predict_command,
         }
@@ -879,8 +886,13 @@ class SymbolTask:
         """Lines `train_command` prints last (`results`: the test report, None with --no-eval)."""
         return []
 
-    def _eval_command(self, args) -> int:
-        model, vocab, cfg = self.load_model(args.checkpoint or self.default_checkpoint())
+    def eval_command(self, args) -> int:
+        """`tfmr TASK eval`: WER / PER on a split of --checkpoint (repeated: one ensemble; none:
+        the task's default model), greedy and with the beams asked for."""
+        given = _listed(args.checkpoint) or [self.default_checkpoint()]
+        loaded = [self.load_model(s) for s in given]
+        model = loaded[0][0] if len(loaded) == 1 else ensemble_of(loaded, given)
+        _, vocab, cfg = loaded[0]
         data = dataclasses.replace(self.load_data(cfg), vocab=vocab)
         beams, limit = self._beams(cfg, args.beam), short("words", args.limit)
         self.report(model, data, cfg, args.out, args.split, beams, limit=limit)
@@ -893,7 +905,7 @@ class SymbolTask:
             raise ConfigError(
                 f"{self.name} export needs --checkpoint (the model) and --out DIR (where to write it)"
             )
-        given = args.checkpoint if isinstance(args.checkpoint, (list, tuple)) else [args.checkpoint]
+        given = _listed(args.checkpoint)
         loaded = [self.load_model(s) for s in given]  # each source read once
         out, original, vocab = self._export_loaded(
             loaded, given, args.out, overwrite=args.overwrite
