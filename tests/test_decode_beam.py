@@ -202,6 +202,43 @@ def test_a_real_model_s_finished_inputs_leave_the_batch_and_greedy_is_unchanged(
         torch.testing.assert_close(batch.scores[i], one.scores[0], atol=1e-5, rtol=1e-5)
 
 
+def test_greedy_goes_on_without_the_rows_that_ended(monkeypatch):
+    """Greedy decoding drops the rows that ended once they are a quarter of the batch (the state,
+    the source and the tokens seen follow the rows left): each row's tokens, the pad after its EOS
+    included, are those of decoding it alone, for a speller and for an encoder-decoder whose
+    sources are padded."""
+    import tfmr.decode as decode
+
+    dropped, many = [], decode._many_ended
+    monkeypatch.setattr(
+        decode, "_many_ended", lambda done: dropped.append(many(done)) or many(done)
+    )
+    lengths = [1, 7, 2, 9, 3, 3, 12, 5]
+    ids = torch.arange(len(lengths))[:, None].repeat(1, 2) + 20
+    batch = greedy(_Speller(lengths, range(8)), ids, 16, eos_id=2, pad_id=0)
+    assert any(dropped)
+    for i, n in enumerate(lengths):
+        alone = greedy(_Speller([n], [i]), ids[i : i + 1], 16, eos_id=2, pad_id=0)[0]
+        assert (
+            torch.equal(batch[i, : alone.shape[0]], alone) and not batch[i, alone.shape[0] :].any()
+        )
+    model = _seq2seq(3)
+    torch.manual_seed(3)
+    src = torch.randint(3, 30, (6, 7))
+    src[1, 3:] = src[4, 2:] = 0  # padded sources
+    bos = torch.ones(6, 1, dtype=torch.long)
+    eos = int(greedy(model, bos, 10, src=src)[0, -1])  # ends rows 0, 2, 3 and 5 a step early
+    dropped.clear()
+    batch = greedy(model, bos, 10, eos_id=eos, src=src, pad_id=0)
+    assert any(dropped)
+    for i in range(6):
+        n = int((src[i] != 0).sum())
+        alone = greedy(model, bos[:1], 10, eos_id=eos, src=src[i : i + 1, :n], pad_id=0)[0]
+        assert (
+            torch.equal(batch[i, : alone.shape[0]], alone) and not batch[i, alone.shape[0] :].any()
+        )
+
+
 def test_seq2seq_beam_1_is_greedy_and_batches_with_source_padding_equal_one_by_one():
     model = _seq2seq()
     src = torch.tensor([[5, 6, 7, 8, 9], [12, 13, 0, 0, 0]])  # the second source is padded

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -98,6 +97,17 @@ def test_stress_is_removed_by_default_and_kept_on_request(data):
     assert all(not re.search(r"\d", p) for p in data.vocab.tgt.itos)
 
 
+class _Rows:
+    """The Oracle's decoding state: each row's answer, the step and the position."""
+
+    def __init__(self, rows: list[list[int]]):
+        self.rows, self.t, self.pos = rows, 0, 0
+
+    def reorder(self, index, same_sources=False):
+        self.rows = [self.rows[i] for i in index.tolist()]
+        return self
+
+
 class Oracle(torch.nn.Module):
     """A stand-in model speaking the decoding protocol: it spells out a fixed answer per source word."""
 
@@ -109,17 +119,13 @@ class Oracle(torch.nn.Module):
     def start_state(self, batch, max_len, src):
         # the answer of each source row: `answers` maps a word's letter ids to its answer, so the
         # rows may come in any order (predict batches words by length)
-        self.t, self.rows = (
-            0,
-            [self.answers[tuple(i for i in row if i != 0)] for row in src.tolist()],
-        )
-        return SimpleNamespace(pos=0)
+        return _Rows([self.answers[tuple(i for i in row if i != 0)] for row in src.tolist()])
 
     def step(self, tokens, state):
-        logits = torch.full((len(self.rows), 50), -1.0)
-        for i, row in enumerate(self.rows):
-            logits[i, row[self.t] if self.t < len(row) else 2] = 1.0  # </s> after the answer
-        self.t += 1
+        logits = torch.full((len(state.rows), 50), -1.0)
+        for i, row in enumerate(state.rows):
+            logits[i, row[state.t] if state.t < len(row) else 2] = 1.0  # </s> after the answer
+        state.t += 1
         state.pos += tokens.shape[1]
         return logits, state
 

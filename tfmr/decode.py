@@ -363,22 +363,35 @@ def _stream(
     state = model.start_state(window.shape[0], context, src=src)
     logits, state = model.step(window, state)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    ended = None if pad is None else torch.full_like(done, pad, dtype=torch.long)  # an ended row's
+    live = None  # (B',) the rows still decoding, once ended ones have left the batch
     for _ in range(max_new_tokens):
         nxt = sampling.choose(logits.float(), seen, gen)
         if eos_id is not None:
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             done = done | (nxt == eos_id)
-        yield nxt
+        yield nxt if live is None else ended.index_copy(0, live, nxt)
         if eos_id is not None and bool(done.all()):
             return
         seen = torch.cat([seen, nxt[:, None]], dim=1)
         window = torch.cat([window, nxt[:, None]], dim=1)
+        if sampling.temperature <= 0 and eos_id is not None and _many_ended(done):
+            keep = (~done).nonzero()[:, 0]  # arg-max rows are independent: the rest go on alike
+            live = keep if live is None else live[keep]
+            state.reorder(keep)
+            seen, window, done, nxt = seen[keep], window[keep], done[keep], nxt[keep]
+            src = None if src is None else src[keep]
         if state.pos + 1 > context and not endless:  # slide the window
             window = window[:, -(context // 2) :]
             state = model.start_state(window.shape[0], context, src=src)
             logits, state = model.step(window, state)
         else:
             logits, state = model.step(nxt[:, None], state)
+
+
+def _many_ended(done: torch.Tensor, share: float = 0.25) -> bool:
+    """A quarter of the rows or more have ended: greedy decoding goes on without them."""
+    return int(done.sum()) >= share * done.numel()
 
 
 def sample(
