@@ -363,7 +363,8 @@ def _stream(
     state = model.start_state(window.shape[0], context, src=src)
     logits, state = model.step(window, state)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-    ended = None if pad is None else torch.full_like(done, pad, dtype=torch.long)  # an ended row's
+    # what each row yields once it has left the batch (its EOS came earlier): `pad`
+    ended = None if pad is None else torch.full_like(done, pad, dtype=torch.long)
     live = None  # (B',) the rows still decoding, once ended ones have left the batch
     for _ in range(max_new_tokens):
         nxt = sampling.choose(logits.float(), seen, gen)
