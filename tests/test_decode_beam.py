@@ -210,9 +210,7 @@ def test_greedy_goes_on_without_the_rows_that_ended(monkeypatch):
     import tfmr.decode as decode
 
     dropped, many = [], decode._many_ended
-    monkeypatch.setattr(
-        decode, "_many_ended", lambda done: dropped.append(many(done)) or many(done)
-    )
+    monkeypatch.setattr(decode, "_many_ended", lambda *a: dropped.append(many(*a)) or many(*a))
     lengths = [1, 7, 2, 9, 3, 3, 12, 5]
     ids = torch.arange(len(lengths))[:, None].repeat(1, 2) + 20
     batch = greedy(_Speller(lengths, range(8)), ids, 16, eos_id=2, pad_id=0)

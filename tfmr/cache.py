@@ -124,13 +124,10 @@ class KVCache(AbsoluteStore):
         """Select batch rows (beam search keeps the surviving hypotheses). Only the slots written
         so far are copied, in place when the batch keeps its size: copying the whole allocation
         every step took two thirds of G2P's beam search."""
-        n = self.written()
-        if index.numel() != self.k.shape[0]:  # a new batch size (beams expanded): new tensors
-            k, v = self.k, self.v
+        n, k, v = self.written(), self.k, self.v
+        if index.numel() != k.shape[0]:  # a new batch size (beams expanded): new tensors
             self.k = k.new_empty((index.numel(), *k.shape[1:]))
             self.v = v.new_empty((index.numel(), *v.shape[1:]))
-        else:
-            k, v = self.k, self.v
         self.k[:, :, :n] = k[:, :, :n].index_select(0, index)  # (B', H_kv, n, D)
         self.v[:, :, :n] = v[:, :, :n].index_select(0, index)
 

@@ -372,11 +372,12 @@ def _stream(
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             done = done | (nxt == eos_id)
         yield nxt if live is None else ended.index_copy(0, live, nxt)
-        if eos_id is not None and bool(done.all()):
+        finished = 0 if eos_id is None else int(done.sum())  # one host sync a step
+        if finished == done.numel():
             return
         seen = torch.cat([seen, nxt[:, None]], dim=1)
         window = torch.cat([window, nxt[:, None]], dim=1)
-        if sampling.temperature <= 0 and eos_id is not None and _many_ended(done):
+        if sampling.temperature <= 0 and _many_ended(finished, done.numel()):
             keep = (~done).nonzero()[:, 0]  # arg-max rows are independent: the rest go on alike
             live = keep if live is None else live[keep]
             state.reorder(keep)
@@ -390,9 +391,9 @@ def _stream(
             logits, state = model.step(nxt[:, None], state)
 
 
-def _many_ended(done: torch.Tensor, share: float = 0.25) -> bool:
+def _many_ended(finished: int, rows: int, share: float = 0.25) -> bool:
     """A quarter of the rows or more have ended: greedy decoding goes on without them."""
-    return int(done.sum()) >= share * done.numel()
+    return finished > 0 and finished >= share * rows
 
 
 def sample(

@@ -162,6 +162,11 @@ def _listed(checkpoint) -> list:
     return list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
 
 
+def one_model(loaded: list, sources: Sequence, weights=None):
+    """The model of one loaded (model, vocab, cfg), or the Ensemble of several (`ensemble_of`)."""
+    return loaded[0][0] if len(loaded) == 1 else ensemble_of(loaded, sources, weights)
+
+
 def ensemble_of(loaded: list, sources: Sequence, weights=None):
     """One Ensemble of loaded (model, vocab, cfg) triples that share one vocabulary."""
     from ..ensemble import Ensemble
@@ -649,10 +654,9 @@ class SymbolTask:
         the model it holds (an Ensemble for several), its vocabulary). The model is left as it was
         (fp32): the export writes a copy."""
         resolved = [checkpoint.resolve(s) for s in sources]
-        model, vocab, cfg = loaded[0]
-        ensemble = None
+        _, vocab, cfg = loaded[0]
+        model, ensemble = one_model(loaded, resolved, weights), None
         if len(loaded) > 1:
-            model = ensemble_of(loaded, resolved, weights)
             ensemble = {
                 "members": [to_dict(c) for _, _, c in loaded],
                 "weights": list(weights) if weights else None,
@@ -891,8 +895,7 @@ class SymbolTask:
         the task's default model), greedy and with the beams asked for."""
         given = _listed(args.checkpoint) or [self.default_checkpoint()]
         loaded = [self.load_model(s) for s in given]
-        model = loaded[0][0] if len(loaded) == 1 else ensemble_of(loaded, given)
-        _, vocab, cfg = loaded[0]
+        model, (_, vocab, cfg) = one_model(loaded, given), loaded[0]
         data = dataclasses.replace(self.load_data(cfg), vocab=vocab)
         beams, limit = self._beams(cfg, args.beam), short("words", args.limit)
         self.report(model, data, cfg, args.out, args.split, beams, limit=limit)
