@@ -34,6 +34,8 @@ from .config import ConfigError
 from .tasks.g2p_lexicon import LETTERS, TRAIN_HINT, Lexicon, NoShippedModel
 from .tasks.g2p_text import ACRONYM, BOUNDARY, WORD, Token, acronym_phones, tokenize
 from .tasks.homographs import choose
+from .tasks.inflection import choose as choose_inflection
+from .tasks.inflection import describe as describe_inflection
 from .tasks.phonemes import FORMATS, format_phones, strip_stress
 from .tasks.possessive import possessive
 from .tasks.symbols_common import escape
@@ -47,7 +49,8 @@ DICTIONARY, SPELLED, PREDICTED, LOW_CONFIDENCE = (
     "predicted",
     "low-confidence",
 )
-COMPOSED = "composed"  # a possessive of a dictionary word, from its entry (tasks/possessive.py)
+COMPOSED = "composed"  # a possessive or an inflected form of a dictionary word, from its entry
+# (tasks/possessive.py, tasks/inflection.py)
 UNREADABLE, BOUNDARY_SOURCE = "unreadable", "boundary"
 PROBLEMS = (UNREADABLE, LOW_CONFIDENCE)  # the sources that make `tfmr g2p` exit with status 1
 _PENDING = "pending"
@@ -221,11 +224,30 @@ class G2P:
         checked = dict(
             zip(words, decode_checked(model, vocab, cfg, words, beam, self.lexicon, cap))
         )
+        composed = {} if self.model_only else self._inflected(checked, model, vocab)
         for e in entries:
-            c = checked[e.word.lower()]
+            w = e.word.lower()
+            if w in composed:
+                e.variants, e.source = [composed[w].phones], COMPOSED
+                e.note = describe_inflection(composed[w])
+                continue
+            c = checked[w]
             e.variants = [c.phones]
             e.source = LOW_CONFIDENCE if c.problem else PREDICTED
             e.note = c.problem or (f"repaired: {c.repair}" if c.repair else "")
+
+    def _inflected(self, checked: dict, model, vocab) -> dict:
+        """{word: Candidate} for the predicted words better said as a regular form of a dictionary
+        word (tasks/inflection.py): the model scores the candidates against its own output."""
+        from .tasks.g2p_checks import scores
+
+        def score(words, phones):
+            phones = phones if self.model_stress else [strip_stress(p) for p in phones]
+            return scores(model, vocab, words, phones)
+
+        words = list(checked)
+        own = [None if checked[w].problem else checked[w].score for w in words]
+        return choose_inflection(words, own, self.lexicon, score)
 
     def finish(
         self, entries: Iterable[_Entry], format: str = "arpabet", stress: bool = False

@@ -65,6 +65,9 @@ from .g2p_presets import (  # noqa: F401 (registered there, without torch; re-ex
     g2p_small,
     g2p_tiny,
 )
+from . import g2p_checks
+from .inflection import choose as choose_inflection
+from .inflection import inflections
 from .possessive import possessive
 from .symbols import (  # noqa: F401 (the task layer's helpers, re-exported under tasks.g2p)
     FINETUNE_DEFAULTS,
@@ -106,16 +109,34 @@ def with_possessives(result: dict, data: G2PData, split: str) -> dict:
     """`evaluate`'s result re-scored with every possessive of a train-split word taken from the
     train split's entries (tasks/possessive.py) instead of from the model: what `tfmr g2p` does
     with the whole dictionary. Adds `composed`, how many words that changed hands."""
+    predictions, composed = _possessives(result["predictions"], data.splits["train"])
+    return {**score(predictions, data, split), "composed": composed}
+
+
+def with_inflections(result: dict, data: G2PData, split: str, model) -> dict:
+    """`with_possessives`, and then each word that is a regular form of a train-split word
+    (tasks/inflection.py) said as composed from that word's entry where `model` scores the
+    composition within inflection.MARGIN of its own output: all that `tfmr g2p` composes from its
+    dictionary. Adds `inflected`, how many outputs that changed."""
     train = data.splits["train"]
-    composed = {w: possessive(w, train) for w in result["predictions"]}
-    predictions = {
-        w: list(c[0]) if c else p
-        for (w, p), c in zip(result["predictions"].items(), composed.values())
-    }
-    return {
-        **score(predictions, data, split),
-        "composed": sum(c is not None for c in composed.values()),
-    }
+    predictions, composed = _possessives(result["predictions"], train)
+    words = [w for w in predictions if inflections(w, train)]
+
+    def model_scores(ws, phones):
+        return g2p_checks.scores(model, data.vocab, ws, phones)
+
+    own = model_scores(words, [predictions[w] for w in words])
+    chosen = choose_inflection(words, own, train, model_scores)
+    changed = sum(list(c.phones) != list(predictions[w]) for w, c in chosen.items())
+    predictions.update({w: list(c.phones) for w, c in chosen.items()})
+    return {**score(predictions, data, split), "composed": composed, "inflected": changed}
+
+
+def _possessives(predictions: dict, train: dict) -> tuple[dict, int]:
+    """The predictions with each possessive of a `train` word from its entries, and how many."""
+    found = {w: possessive(w, train) for w in predictions}
+    out = {w: list(found[w][0]) if found[w] else p for w, p in predictions.items()}
+    return out, sum(c is not None for c in found.values())
 
 
 def stress_free(result: dict) -> tuple[float, float]:
@@ -183,17 +204,26 @@ class G2PTask(SymbolTask):
             return ""
         return f"; stress left out: WER {100 * result['wer_no_stress']:.2f}%  PER {100 * result['per_no_stress']:.2f}%"
 
-    def extra_lines(self, result: dict, data: G2PData, split: str) -> list[str]:
-        """The result re-scored with the possessives of train words from the dictionary, as
-        `tfmr g2p` pronounces them (kept in result["possessives"])."""
+    def extra_lines(self, result: dict, data: G2PData, split: str, model=None) -> list[str]:
+        """The result re-scored as `tfmr g2p` says words it composes from the dictionary: the
+        possessives of train words (kept in result["possessives"]), then also their inflected
+        forms, which asks `model` (result["inflections"])."""
         if split == "train":
             return []
         c = result["possessives"] = with_possessives(result, data, split)
-        return [
+        lines = [
             f"  with the {c['composed']} possessives of train words from the dictionary (as `tfmr g2p` does): "
             f"WER {100 * stress_free(c)[0]:.2f}%  PER {100 * stress_free(c)[1]:.2f}%"
             f"{' (stress left out)' if data.stress else ''}"
         ]
+        if model is not None:
+            i = result["inflections"] = with_inflections(result, data, split, model)
+            lines.append(
+                f"  and {i['inflected']} outputs changed to inflections of train words (-s, -ed, -ing, -ness; "
+                f"all that `tfmr g2p` composes): WER {100 * stress_free(i)[0]:.2f}%  "
+                f"PER {100 * stress_free(i)[1]:.2f}%{' (stress left out)' if data.stress else ''}"
+            )
+        return lines
 
     def after_training(self, trainer, data: G2PData, cfg: G2PConfig, results, seconds: float):
         """The fresh model's greedy test figures beside the shipped model's, and how to try it."""

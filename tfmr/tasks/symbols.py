@@ -383,8 +383,9 @@ class SymbolTask:
         """More numbers on a result's line of `report` (G2P: the scores with stress left out)."""
         return ""
 
-    def extra_lines(self, result: dict, data: PairData, split: str) -> list[str]:
-        """Lines `report` prints after a result's (G2P: the possessives); may add to `result`."""
+    def extra_lines(self, result: dict, data: PairData, split: str, model=None) -> list[str]:
+        """Lines `report` prints after a result's (G2P: the words it composes from the dictionary
+        instead, which may ask `model`); may add to `result`."""
         return []
 
     def default_checkpoint(self) -> Path:
@@ -606,7 +607,7 @@ class SymbolTask:
                 f"{self.score_note(r, data)}  ({r['seconds']:.1f}s)"
             )
             results[name] = r
-            for line in self.extra_lines(r, data, split):
+            for line in self.extra_lines(r, data, split, model):
                 log(line)
         best = results[list(results)[-1]]
         log(f"examples from the {split} split:")
