@@ -407,7 +407,7 @@ def test_bench_g2p_prints_its_table(tiny, capsys, none_shipped):
     )
     out = capsys.readouterr().out
     assert "20 test words" in out
-    for name in ("model, greedy", "model, beam 5"):
+    for name in ("model, greedy", "model, beam 5", "tfmr g2p, beam 5"):
         assert re.search(
             rf"^{name}\s+[\d,]+\s+\d+\.\d\d ms\s+\d+\.\d\d%\s+\d+\.\d\d%$", out, re.M
         ), name

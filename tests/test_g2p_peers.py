@@ -264,7 +264,12 @@ def test_phonetisaurus_beside_the_shipped_model_end_to_end(tmp_path, capsys):
         assert re.search(
             rf"^{name}\s+[\d,]+\s+\d+\.\d\d ms\s+\d+\.\d\d%\s+\d+\.\d\d%\s+-$", text, re.M
         ), name
-    assert "tfmr (model, beam 2) beside phonetisaurus on the same 30 test words:" in text
+    # `tfmr g2p` with the train split as its dictionary: the model and the rules on held-out words
+    assert re.search(
+        r"^tfmr g2p, beam 2\s+[\d,]+\s+\d+\.\d\d ms\s+\d+\.\d\d%\s+\d+\.\d\d%\s+-$", text, re.M
+    )
+    assert "tfmr model, beam 2 beside phonetisaurus on the same 30 test words:" in text
+    assert "tfmr g2p, beam 2 beside phonetisaurus on the same 30 test words:" in text
     assert (
         re.search(r"^  with an apostrophe\s+\d+\s", text, re.M)
         and "right when either is right (oracle)" in text
@@ -277,14 +282,17 @@ def test_phonetisaurus_beside_the_shipped_model_end_to_end(tmp_path, capsys):
         rows["phonetisaurus"]["training_s"] > 0
         and report["peers"]["phonetisaurus"]["train_words"] == 500
     )
-    b = report["breakdown"]["phonetisaurus"]
-    assert b["names"] == ["tfmr beam 2", "phonetisaurus"] and b["words"] == 30
+    assert report["breakdown"]["tfmr-g2p-phonetisaurus"]["wer"][0] == pytest.approx(
+        rows["tfmr g2p, beam 2"]["wer"]
+    )
+    b = report["breakdown"]["model-phonetisaurus"]
+    assert b["names"] == ["tfmr model, beam 2", "phonetisaurus"] and b["words"] == 30
     assert b["wer"] == [
         pytest.approx(rows["model, beam 2"]["wer"]),
         pytest.approx(rows["phonetisaurus"]["wer"]),
     ]
     assert b["misses"]["only_first"] + b["misses"]["both"] == round(30 * b["wer"][0])
-    assert (out / "g2p_wer_by_group_phonetisaurus.png").stat().st_size > 0
+    assert (out / "g2p_wer_by_group_model-phonetisaurus.png").stat().st_size > 0
     assert "| phonetisaurus |" in (out / "g2p_bench.md").read_text()
     assert len((out / "predictions.tsv").read_text().splitlines()) == 31
 

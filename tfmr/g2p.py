@@ -26,7 +26,7 @@ work; this file puts them together for the command line, the server and Python c
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -93,7 +93,9 @@ class G2P:
     """The pronouncing engine. `checkpoint`: a training checkpoint or an export (None: the model
     shipped with tfmr), several of them (an ensemble: one vocabulary, the first one's decode
     settings), or `loaded`: a (model, vocab, cfg) already in memory; `beam`: the beam for
-    predicted words (None: the model's); `model_only`: send every readable word to the model."""
+    predicted words (None: the model's); `model_only`: send every readable word to the model;
+    `lexicon`: {word: [pronunciation, ...]} instead of CMUdict (a benchmark gives it the train
+    split, so that held-out words go through the model and the rules as unknown words do)."""
 
     def __init__(
         self,
@@ -101,6 +103,7 @@ class G2P:
         beam: int | None = None,
         model_only: bool = False,
         loaded: tuple | None = None,
+        lexicon: Mapping | None = None,
     ):
         if beam is not None and beam < 1:
             raise ConfigError(f"--beam must be at least 1 (1 = greedy), got {beam}")
@@ -110,7 +113,8 @@ class G2P:
             model_only,
             loaded,
         )
-        self.lexicon = Lexicon(stress=True)  # the first words without parsing the whole file
+        # CMUdict's first words come without parsing the whole file
+        self.lexicon = Lexicon(stress=True) if lexicon is None else lexicon
         self.model_stress: bool | None = (
             None  # whether the model predicts stress (its cfg.data.stress), once loaded
         )

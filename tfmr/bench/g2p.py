@@ -4,7 +4,9 @@
 
 Times what `tfmr g2p WORD ...` runs (tfmr.g2p.G2P, its engine), on the words of the test split
 (md5 order; --limit N takes the first N): the model pronouncing every word (--model-only) greedily
-and with beam search, with the long-word checks and repairs `tfmr g2p` applies, one word at a
+and with beam search, with the long-word checks and repairs `tfmr g2p` applies; then `tfmr g2p`
+itself with the train split as its dictionary, so that each test word is an unknown word to it
+(the model, and the possessives and inflections composed from train entries: docs/g2p.md); one word at a
 time (the median of --calls single-word calls, each a
 new word), and the dictionary lookup of the same words, measured in the same run. Then the same
 greedy decoding one word at a time through the compiled static-cache step (tasks/g2p.py's
@@ -20,7 +22,7 @@ speed. Goal on 2 CPU cores: one word <= 10 ms, >= 2,000 words/s greedy (about Ph
 the first N train words in md5 order, for a quick check) and pronounces the same test words.
 Its row joins the table, with a training column (a peer's training time in this run; tfmr's
 from its training checkpoint's state.json, none for an export), then an error breakdown of
-tfmr's beam decoding beside the peer (tfmr/bench/g2p_breakdown.py): WER with and without an
+tfmr's beam decoding, and of what `tfmr g2p` says, beside the peer (tfmr/bench/g2p_breakdown.py): WER with and without an
 apostrophe and by word length, the words only one of them misses and those both miss. A peer
 that is not installed is refused with one line before anything runs. --out DIR writes the table
 and the breakdown as g2p_bench.json and g2p_bench.md, every system's predictions as
@@ -207,10 +209,10 @@ def _markdown(rows: list[dict], calls: int, header: str, breakdowns: dict) -> st
         f"| {r['name']} | " + " | ".join(_cells(r)) + f" | {_duration(r['training_s'])} |"
         for r in rows
     ]
-    for name, b in breakdowns.items():
+    for b in breakdowns.values():
         md += [
             "",
-            f"## tfmr beside {name}: where each loses words",
+            f"## {b['names'][0]} beside {b['names'][1]}: where each loses words",
             "",
             g2p_breakdown.markdown(b, b["names"]),
         ]
@@ -288,6 +290,7 @@ def main(args) -> int:
         False
     )  # scored without stress (a model that predicts it has its digits removed), as
     refs_by_word = data.splits["test"]  # the peers are trained and as published G2P results are
+    train_entries = g2p.load_data(True).splits["train"]  # with stress, as `tfmr g2p`'s dictionary
     words = sorted(refs_by_word, key=g2p.md5_key)[: args.limit]
     refs = [[list(p) for p in refs_by_word[w]] for w in words]
     singles = [words[i % len(words)] for i in range(args.calls)]
@@ -300,23 +303,20 @@ def main(args) -> int:
     print(header)
 
     rows, decoded = [], {}
-    for beam in (1, args.beam):
-        pron = G2P(beam=beam, model_only=True, loaded=(model, vocab, cfg))
+    loaded = (model, vocab, cfg)
+    engines = {
+        "model, greedy": G2P(beam=1, model_only=True, loaded=loaded),
+        f"model, beam {args.beam}": G2P(beam=args.beam, model_only=True, loaded=loaded),
+        # what `tfmr g2p` says of a word its dictionary lacks: the model, possessives and inflections
+        f"tfmr g2p, beam {args.beam}": G2P(beam=args.beam, loaded=loaded, lexicon=train_entries),
+    }
+    for name, pron in engines.items():
         pron(singles[:3])  # warm-up
         seconds, said = _timed(lambda pron=pron: pron(words))
-        hyps = [list(w.phones[0]) for w in said]  # stress left out (G2P's default)
+        decoded[name] = hyps = [list(w.phones[0]) for w in said]  # stress left out (the default)
         latency = statistics.median(_timed(lambda p=pron, w=w: p([w]))[0] for w in singles)
-        name = "model, greedy" if beam == 1 else f"model, beam {beam}"
-        decoded[name] = hyps
         rows.append(
-            _row(
-                name,
-                len(words) / seconds,
-                latency,
-                wer(hyps, refs),
-                per(hyps, refs),
-                training=trained,
-            )
+            _row(name, len(words) / seconds, latency, wer(hyps, refs), per(hyps, refs), training=trained)
         )
     from ..ensemble import Ensemble
 
@@ -366,14 +366,16 @@ def main(args) -> int:
         "answers the words it has, the model the rest)"
     )
 
-    mine = list(decoded)[-1]  # the beam decoding, as `tfmr g2p` pronounces by default
+    # the model's beam decoding and what `tfmr g2p` says, each beside each peer
+    mine = dict(zip(("model", "tfmr-g2p"), list(decoded)[-2:]))
     breakdowns = {}
     for r in runs:
-        names = [f"tfmr {mine.split(', ')[1]}", r.name]
-        b = g2p_breakdown.breakdown(words, refs, decoded[mine], r.predictions)
-        breakdowns[r.name] = {"names": names, **b}
-        print(f"\ntfmr ({mine}) beside {r.name} on the same {len(words):,} test words:")
-        print("\n".join(g2p_breakdown.lines(b, names)))
+        for key, system in mine.items():
+            names = [system if system.startswith("tfmr") else f"tfmr {system}", r.name]
+            b = g2p_breakdown.breakdown(words, refs, decoded[system], r.predictions)
+            breakdowns[f"{key}-{r.name}"] = {"names": names, **b}
+            print(f"\n{names[0]} beside {r.name} on the same {len(words):,} test words:")
+            print("\n".join(g2p_breakdown.lines(b, names)))
     if out is not None:
         report = {
             "bench": "g2p",
@@ -399,7 +401,7 @@ def main(args) -> int:
             },
         }
         systems = {
-            f"tfmr {mine.split(', ')[1]}": decoded[mine],
+            **{n if n.startswith("tfmr") else f"tfmr {n}": decoded[n] for n in mine.values()},
             **{r.name: r.predictions for r in runs},
         }
         _write(out, report, rows, words, systems, header)
