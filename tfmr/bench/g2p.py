@@ -22,8 +22,8 @@ speed. Goal on 2 CPU cores: one word <= 10 ms, >= 2,000 words/s greedy (about Ph
 the first N train words in md5 order, for a quick check) and pronounces the same test words.
 Its row joins the table, with a training column (a peer's training time in this run; tfmr's
 from its training checkpoint's state.json, none for an export), then an error breakdown of
-tfmr's beam decoding, and of what `tfmr g2p` says, beside the peer (tfmr/bench/g2p_breakdown.py): WER with and without an
-apostrophe and by word length, the words only one of them misses and those both miss. A peer
+tfmr's beam decoding, and of what `tfmr g2p` says, beside the peer (tfmr/bench/g2p_breakdown.py):
+WER with and without an apostrophe and by word length, the words only one of them misses and those both miss. A peer
 that is not installed is refused with one line before anything runs. --out DIR writes the table
 and the breakdown as g2p_bench.json and g2p_bench.md, every system's predictions as
 predictions.tsv, a plot of WER by group per peer, and keeps the peers' work files in
@@ -316,7 +316,14 @@ def main(args) -> int:
         decoded[name] = hyps = [list(w.phones[0]) for w in said]  # stress left out (the default)
         latency = statistics.median(_timed(lambda p=pron, w=w: p([w]))[0] for w in singles)
         rows.append(
-            _row(name, len(words) / seconds, latency, wer(hyps, refs), per(hyps, refs), training=trained)
+            _row(
+                name,
+                len(words) / seconds,
+                latency,
+                wer(hyps, refs),
+                per(hyps, refs),
+                training=trained,
+            )
         )
     from ..ensemble import Ensemble
 

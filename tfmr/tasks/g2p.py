@@ -46,6 +46,7 @@ from ..metrics import closest_reference  # noqa: F401 (re-exported)
 from ..presets import resolve  # noqa: F401 (re-exported)
 from ..programs import short
 from ..seq2seq import Seq2SeqTrainer  # noqa: F401 (re-exported: what g2p.train runs)
+from . import g2p_checks
 from .g2p_lexicon import (  # noqa: F401 (torch-free, for tfmr g2p's look-ups; re-exported here)
     LETTERS,
     TRAIN_HINT,
@@ -65,7 +66,6 @@ from .g2p_presets import (  # noqa: F401 (registered there, without torch; re-ex
     g2p_small,
     g2p_tiny,
 )
-from . import g2p_checks
 from .inflection import choose as choose_inflection
 from .inflection import inflections
 from .possessive import possessive

@@ -16,9 +16,10 @@ the train split as the dictionary): 1,065 of its 6,265 words have a candidate, a
 composed ones turned 132 wrong outputs right and 21 right ones wrong (WER 28.54% -> 26.77%,
 stress left out); 0.5 gave 26.94%, 1.0 and above 26.77% and 26.72% (docs/g2p.md, "Inflections").
 CMUdict itself: for 93% of its 23,956 words that have a candidate (the stem is in CMUdict
-too), a candidate is one of the word's own pronunciations (-s 93%, -ed 94%, -ing 94%, -ness 78%). The agentive or comparative
--er, -ly and -ism/-ist were tried and left out: on the dev split they made more words wrong than
-right (the stem's vowels change, or -er is part of the stem: `paper`).
+too), a candidate is one of the word's own pronunciations (-s 93%, -ed 94%, -ing 94%, -ness
+78%). The agentive or comparative -er, -ly and -ism/-ist were tried and left out: on the dev
+split they made more words wrong than right (the stem's vowels change, or -er is part of the
+stem: `paper`).
 """
 
 from __future__ import annotations
@@ -148,9 +149,7 @@ def choose(
         if w not in best or s > best[w][1]:
             best[w] = (c, s)
     floor = dict(zip(words, own))
-    return {
-        w: c for w, (c, s) in best.items() if floor[w] is None or s >= floor[w] - margin
-    }
+    return {w: c for w, (c, s) in best.items() if floor[w] is None or s >= floor[w] - margin}
 
 
 def describe(c: Candidate) -> str:
