@@ -18,8 +18,11 @@
 A string is text: it goes through the front end (tfmr/tasks/g2p_text.py), homographs are chosen
 from the word before (tfmr/tasks/homographs.py) and each word gets one pronunciation unless
 `all`. A list holds words taken as they are (no splitting, no numbers), each with every
-dictionary variant unless `all=False`. Predictions are checked (tfmr/tasks/g2p_checks.py): a
-word that still looks wrong after the repairs is `low-confidence`. The library modules do the
+dictionary variant unless `all=False`. A possessive of a dictionary word is said from its entry
+(tfmr/tasks/possessive.py); predictions are checked (tfmr/tasks/g2p_checks.py): a word that
+still looks wrong after the repairs is `low-confidence`, and one that is a regular form of a
+dictionary word (-s, -ed, -ing, -ness) is composed from its entry where the model finds the
+composition about as likely as its own output (tfmr/tasks/inflection.py). The library modules do the
 work; this file puts them together for the command line, the server and Python callers alike.
 """
 

@@ -12,7 +12,8 @@ adds to that layer is G2P's own:
     load_data(stress)         G2PData: the three splits, vocabularies and training pairs (every
                               pronunciation of a train word is one pair)
     G2PTask, TASK             the task: words folded to lower case, the stress-free scores beside
-                              a stressed model's, the possessives of train words from the dictionary
+                              a stressed model's, the possessives and inflections of train words
+                              from the dictionary (with_possessives, with_inflections)
     SHIPPED, load_shipped()   the model shipped inside the package (tfmr/tasks/g2p_model/), checked
                               against its manifest before it is read; none until one is trained
     compare_with_shipped(...) a fresh model beside the shipped one on the test split (`make run`)
