@@ -47,7 +47,6 @@ from ..metrics import closest_reference  # noqa: F401 (re-exported)
 from ..presets import resolve  # noqa: F401 (re-exported)
 from ..programs import short
 from ..seq2seq import Seq2SeqTrainer  # noqa: F401 (re-exported: what g2p.train runs)
-from . import g2p_checks
 from .g2p_lexicon import (  # noqa: F401 (torch-free, for tfmr g2p's look-ups; re-exported here)
     LETTERS,
     TRAIN_HINT,
@@ -84,6 +83,7 @@ from .symbols import (  # noqa: F401 (the task layer's helpers, re-exported unde
     finetune_overrides,
     load_run,
     md5_key,
+    mean_logprobs,
     register,
     save_heatmaps,
     side_by_side,
@@ -124,7 +124,7 @@ def with_inflections(result: dict, data: G2PData, split: str, model) -> dict:
     words = [w for w in predictions if inflections(w, train)]
 
     def model_scores(ws, phones):
-        return g2p_checks.scores(model, data.vocab, ws, phones)
+        return mean_logprobs(model, data.vocab, ws, phones)
 
     own = model_scores(words, [predictions[w] for w in words])
     chosen = choose_inflection(words, own, train, model_scores)

@@ -28,7 +28,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
+from .symbols import mean_logprobs
 
 PER_LETTER, EXTRA = 1.6, 4  # the length limit: ceil(1.6 * letters) + 4 phonemes
 # phonemes per letter: at least MIN_RATIO[i] for words of RATIO_FROM[i] letters or more, at most MAX_RATIO.
@@ -89,26 +89,11 @@ def problem(word: str, phones: Sequence[str], score: float, limit: int) -> str:
     return ""
 
 
-@torch.inference_mode()
 def scores(
     model, vocab, words: Sequence[str], phones: Sequence[Sequence[str]], batch_size: int = 256
 ) -> list[float]:
     """The mean log-probability per phoneme (and </s>) the model gives each word's `phones`."""
-    from ..seq2seq import BOS, EOS, PAD, pad_batch
-
-    device = next(model.parameters()).device
-    model.eval()
-    out: list[float] = []
-    for i in range(0, len(words), batch_size):
-        src = pad_batch([vocab.src.encode(w.lower()) for w in words[i : i + batch_size]], device)
-        rows = [vocab.tgt.encode(list(p)) for p in phones[i : i + batch_size]]
-        tgt = pad_batch([[BOS] + r for r in rows], device)  # (B, T)
-        gold = pad_batch([r + [EOS] for r in rows], device)  # (B, T)
-        logp = model(src, tgt).logits.float().log_softmax(-1)  # (B, T, V)
-        picked = logp.gather(-1, gold.unsqueeze(-1)).squeeze(-1)  # (B, T)
-        mask = (gold != PAD).float()
-        out.extend(((picked * mask).sum(1) / mask.sum(1)).tolist())
-    return out
+    return mean_logprobs(model, vocab, [w.lower() for w in words], phones, batch_size)
 
 
 def dictionary_parts(word: str, lexicon: dict, min_letters: int = 3) -> list[str] | None:

@@ -9,6 +9,7 @@ tuple of symbols, and a source may have several right targets (its references).
     SymbolTask            subclass it with the task's name, config class, presets and data; it then
                           trains, predicts, evaluates, reports, exports, fine-tunes and runs a command
     CompiledDecoder       one source at a time through a compiled static-cache step (lowest latency)
+    mean_logprobs(...)    the model's mean log-probability per symbol of given outputs (teacher-forced)
     cross_attention, save_heatmaps   the decoder's cross-attention over the source, as numbers and PNGs
     load_run(path, cls)   (model, vocab, config) of a pair checkpoint: tfmr.load, unpacked
     register(task)        the task's config class and presets added to tfmr.presets' registries
@@ -64,6 +65,7 @@ from ..runsummary import summary
 from ..seq2seq import (
     BOS,
     EOS,
+    PAD,
     SPECIALS,
     PairVocab,
     Seq2SeqConfig,
@@ -249,6 +251,27 @@ def _scored(model, src, beam_size, max_len, length_penalty):
     ended = [bool(row) and row[-1] == EOS for row in rows]
     means = [m if e else None for m, e in zip((sums / lengths).tolist(), ended)]
     return rows, means  # Vocab.decode stops at </s>
+
+
+@torch.inference_mode()
+def mean_logprobs(
+    model, vocab: PairVocab, sources: Sequence, outputs: Sequence[Sequence], batch_size: int = 256
+) -> list[float]:
+    """The mean log-probability per output symbol (and </s>) that `model` gives each source's
+    output, teacher-forced: one forward pass per batch."""
+    device = next(model.parameters()).device
+    model.eval()
+    out: list[float] = []
+    for i in range(0, len(sources), batch_size):
+        src = pad_batch([vocab.src.encode(s) for s in sources[i : i + batch_size]], device)
+        rows = [vocab.tgt.encode(list(o)) for o in outputs[i : i + batch_size]]
+        tgt = pad_batch([[BOS] + r for r in rows], device)  # (B, T)
+        gold = pad_batch([r + [EOS] for r in rows], device)  # (B, T)
+        logp = model(src, tgt).logits.float().log_softmax(-1)  # (B, T, V)
+        picked = logp.gather(-1, gold.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        mask = (gold != PAD).float()
+        out.extend(((picked * mask).sum(1) / mask.sum(1)).tolist())
+    return out
 
 
 def _beam(model, src, beam_size, max_len, length_penalty) -> list[list[int]]:
