@@ -1,8 +1,8 @@
 """Inflected forms of dictionary words (plurals, -ed, -ing, -ness) composed from the stem's
 entry, and kept where the G2P model finds them about as likely as its own guess.
 
-A word the dictionary lacks is often a regular form of one it has: `abandons`, `carried`,
-`stopping`, `happiness`. The stem's entry says how the stem sounds; the ending follows English's
+A word the dictionary lacks is often a regular form of one it has: `podcasts`, `hashtags`,
+`bingeing`, `transformering`. The stem's entry says how the stem sounds; the ending follows English's
 rules: the plural -s as the possessive's (tasks/possessive.py: IH Z after a sibilant, S after
 another voiceless consonant, Z otherwise), the past -ed as T after a voiceless consonant, IH D
 after T or D, D otherwise; -ing IH NG; -ness N AH S. The spellings undo English's: a dropped
