@@ -8,7 +8,7 @@ another voiceless consonant, Z otherwise), the past -ed as T after a voiceless c
 after T or D, D otherwise; -ing IH NG; -ness N AH S. The spellings undo English's: a dropped
 final e (making <- make), a doubled consonant (stopped <- stop), y -> i (carried <- carry).
 
-A rule is only a candidate: `sped` is not `sp` + -ed, and a stem's vowel may move (`wicked`).
+A rule is only a candidate: `wicked` is not `wick` + -ed, and a stem's vowel may move.
 `choose` asks the model: every candidate is scored (its mean log-probability per phoneme,
 teacher-forced) and the best replaces the model's own output when it scores at least that
 output's score minus MARGIN. MARGIN was chosen on tfmr's dev split (the shipped model, beam 5,
@@ -18,8 +18,8 @@ stress left out); 0.5 gave 26.94%, 1.0 and above 26.77% and 26.72% (docs/g2p.md,
 CMUdict itself: for 93% of its 23,956 words that have a candidate (the stem is in CMUdict
 too), a candidate is one of the word's own pronunciations (-s 93%, -ed 94%, -ing 94%, -ness
 78%). The agentive or comparative -er, -ly and -ism/-ist were tried and left out: on the dev
-split they made more words wrong than right (the stem's vowels change, or -er is part of the
-stem: `paper`).
+split they made more words wrong than right at most margins (-er at all: `paper` is not
+`pap` + -er).
 """
 
 from __future__ import annotations
