@@ -18,7 +18,7 @@ stress left out); 0.5 gave 26.94%, 1.0 and above 26.77% and 26.72% (docs/g2p.md,
 CMUdict itself: for 93% of its 23,956 words that have a candidate (the stem is in CMUdict
 too), a candidate is one of the word's own pronunciations (-s 93%, -ed 94%, -ing 94%, -ness
 78%). The agentive or comparative -er, -ly and -ism/-ist were tried and left out: on the dev
-split they made more words wrong than right at most margins (-er at all: `paper` is not
+split they gained a few words at small margins and lost more at large ones (`paper` is not
 `pap` + -er).
 """
 
