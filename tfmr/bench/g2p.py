@@ -374,7 +374,7 @@ def main(args) -> int:
     )
 
     # the model's beam decoding and what `tfmr g2p` says, each beside each peer
-    mine = dict(zip(("model", "tfmr-g2p"), list(decoded)[-2:]))
+    mine = {"model": f"model, beam {args.beam}", "tfmr-g2p": f"tfmr g2p, beam {args.beam}"}
     breakdowns = {}
     for r in runs:
         for key, system in mine.items():
