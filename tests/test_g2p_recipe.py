@@ -1,7 +1,8 @@
-"""Issue #24's recipe and scaling experiment: the shipped model's preset (`g2p-base`) resolves to a
-step-based run that predicts stress, a tiny run of the same recipe resumes bit for bit, and
-`tfmr experiment g2p-scaling` at tiny size writes its table, plot and fit and continues where it
-stopped. The FLOP count is checked against the parameters of the model the builder makes."""
+"""Issue #24's recipe and scaling experiment: the shipped model's preset (`g2p-long`, and
+`g2p-base` before it) resolves to a step-based run that predicts stress, a tiny run of the same
+recipe resumes bit for bit, and `tfmr experiment g2p-scaling` at tiny size writes its table, plot
+and fit and continues where it stopped. The FLOP count is checked against the parameters of the
+model the builder makes."""
 
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ from tfmr.tasks.g2p import G2PConfig  # noqa: E402
 QUIET = {"progress": False, "log": lambda *a, **k: None}
 
 
-def test_the_recipe_is_one_step_based_command_that_predicts_stress():
-    cfg = presets.resolve("g2p-base", None, None, [], cls=G2PConfig)
+@pytest.mark.parametrize(
+    "preset, steps", [("g2p-long", g2p_presets.STEPS_LONG), ("g2p-base", g2p_presets.STEPS_BASE)]
+)
+def test_the_recipe_is_one_step_based_command_that_predicts_stress(preset, steps):
+    cfg = presets.resolve(preset, None, None, [], cls=G2PConfig)
     t = cfg.train
-    assert (
-        t.max_minutes == 0 and t.steps == g2p_presets.STEPS_BASE
-    )  # steps, not minutes, decide the schedule
+    assert t.max_minutes == 0 and t.steps == steps  # steps, not minutes, decide the schedule
     assert cfg.data.stress and t.keep_last > 0 and t.checkpoint_every <= 500
     assert t.warmup < t.steps and t.min_lr < t.lr
     data = g2p.load_data(True)

@@ -64,15 +64,15 @@ def test_docs_g2p_preset_table_quotes_the_listing():
     doc = (ROOT / "docs" / "g2p.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `([\w-]+)` \| (.+?) \| .+ \|$", doc, re.M)
     table = {name: text for name, text in rows if name in presets.PRESETS}
-    assert {"g2p-tiny", "g2p-small", "g2p-base"} <= set(table)
+    assert {"g2p-tiny", "g2p-small", "g2p-base", "g2p-long"} <= set(table)
     for name, text in table.items():
         assert text == presets.describe(name), name
 
 
 def test_g2p_base_says_the_duration_docs_g2p_measured():
-    """g2p-base's minutes (its description, hence the listing and the docs' table) are the shipped
+    """g2p-base's minutes (its description, hence the listing and the docs' table) are its shipped
     run's, as docs/g2p.md's "The shipped model" measured them."""
     doc = (ROOT / "docs" / "g2p.md").read_text(encoding="utf-8")
-    measured = float(re.search(r"for ([\d.]+) minutes, \d+ epochs, in one sitting", doc).group(1))
+    measured = float(re.search(r"8,000 steps, ([\d.]+) min in one sitting", doc).group(1))
     said = int(re.search(r"about (\d+) minutes", presets.describe("g2p-base")).group(1))
     assert said == round(measured)
