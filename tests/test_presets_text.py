@@ -70,8 +70,8 @@ def test_docs_g2p_preset_table_quotes_the_listing():
 
 
 def test_g2p_base_says_the_duration_docs_g2p_measured():
-    """g2p-base's minutes (its description, hence the listing and the docs' table) are its shipped
-    run's, as docs/g2p.md's "The shipped model" measured them."""
+    """g2p-base's minutes (its description, hence the listing and the docs' table) are those of
+    its run that shipped before g2p-long, as docs/g2p.md's "The shipped model" measured them."""
     doc = (ROOT / "docs" / "g2p.md").read_text(encoding="utf-8")
     measured = float(re.search(r"8,000 steps, ([\d.]+) min in one sitting", doc).group(1))
     said = int(re.search(r"about (\d+) minutes", presets.describe("g2p-base")).group(1))

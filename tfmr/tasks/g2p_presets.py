@@ -80,7 +80,8 @@ WIDTH_SMALL = 96
 # machine or a busy one.
 STEPS_BASE = 8000
 # g2p-long: g2p-base's model and batch trained 3.75 times as long, the schedule decayed over all of it;
-# about 5 hours of 2 quiet fp32 cores (0.6 s a step), so it is meant to run across sittings (`--resume`).
+# 5-7 hours of 2 quiet fp32 cores (0.55-0.9 s a step), so it is meant to run across sittings (`--resume`).
+# The shipped model is the mean of its last 8 checkpoints (keep_last; tfmr checkpoint average).
 STEPS_LONG = 30000
 
 
