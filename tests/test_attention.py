@@ -222,6 +222,40 @@ def test_sdpa_alibi_takes_the_causal_fast_path():
     assert calls and calls[0].get("is_causal") and "attn_mask" not in calls[0]
 
 
+@pytest.mark.parametrize(
+    "batch, q_len, k_len, math",
+    [(500, 1, 12, True), (500, 10, 10, True), (1, 1, 12, False), (64, 4, 128, False)],
+)
+def test_sdpa_on_cpu_takes_the_math_path_for_many_short_rows_only(batch, q_len, k_len, math):
+    """Decoding many short rows (batched G2P) goes through the eager maths, measured faster there
+    (kernels._math_is_faster); a single row or long keys stay on the fused kernel. Either way the
+    output is the fused kernel's to float rounding, padding included."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(batch, 4, q_len, 8, generator=g)  # 4 heads, as the G2P models have
+    k, v = torch.randn(2, batch, 4, k_len, 8, generator=g)
+    padding = torch.arange(k_len)[None, :] < torch.randint(1, k_len + 1, (batch, 1), generator=g)
+    mask = Mask(causal=False, key_padding=padding)
+    calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kw):
+        calls.append(kw)
+        return original(*args, **kw)
+
+    torch.nn.functional.scaled_dot_product_attention = spy
+    try:
+        with torch.no_grad():
+            out, _ = KERNELS["sdpa"]()(q, k, v, mask)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = original
+    assert bool(calls) != math
+    with torch.no_grad():
+        fused = original(q, k, v, attn_mask=padding[:, None, None, :])
+    torch.testing.assert_close(out, fused, rtol=1e-5, atol=1e-6)
+    if math:
+        assert torch.equal(out, Eager()(q, k, v, mask)[0])
+
+
 # ------------------------------------------------------------------ masks mean what they say
 def test_sliding_window_mask_definition():
     keep = Mask(causal=True, rule=WindowRule(3)).dense(6, 6, "cpu")[0, 0].int()

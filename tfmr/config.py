@@ -174,6 +174,9 @@ class TrainConfig:
     activation_checkpointing: bool = (
         False  # recompute each block's activations in backward (less memory)
     )
+    # a trained model (export or checkpoint folder) whose weights start a fresh run: same widths;
+    # a shallower stack takes layers spread over the source's (tfmr/warmstart.py); "" starts at random
+    init: str = ""
 
 
 @dataclass

@@ -35,6 +35,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, memory, parallel, schedule
 from .builder import build_model
+from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig, from_dict, to_dict
 from .devices import DEVICES, DTYPES, autocast_for, resolve_device
 from .ffn import expert_stats
@@ -256,6 +258,22 @@ class _CtrlC:
             signal.signal(signal.SIGINT, self.previous)
 
 
+def same_vocabulary(mine, theirs) -> bool:
+    """Whether two vocabularies give every symbol the same id: a pair vocabulary's own check
+    (seq2seq.PairVocab.same_symbols), else the files each saves, byte for byte."""
+    if type(mine) is not type(theirs):
+        return False
+    if hasattr(mine, "same_symbols"):
+        return mine.same_symbols(theirs)
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        mine.save(a)
+        theirs.save(b)
+        files = sorted(p.name for p in Path(a).iterdir())
+        if files != sorted(p.name for p in Path(b).iterdir()):
+            return False
+        return all((Path(a) / f).read_bytes() == (Path(b) / f).read_bytes() for f in files)
+
+
 def finite_json(record: dict) -> str:
     """One metrics line: strict JSON, non-finite numbers written as null."""
     clean = {
@@ -338,6 +356,8 @@ class TrainLoop:
         self.check_memory()
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         self.model = self.build_model().to(self.device)
+        if cfg.train.init and not resume:  # a resumed run's weights are in its checkpoint
+            self.log(self.warm_start(cfg.train.init))
         if cfg.train.activation_checkpointing:
             parallel.checkpoint_activations(self.model)
         wrapped = self.parallel.wrap(
@@ -414,6 +434,23 @@ class TrainLoop:
         return self.objective.loss(self.forward, self.model, batch, self.step)
 
     # ------------------------------------------------------------------ state
+    def warm_start(self, path: str) -> str:
+        """Fill the fresh model from the trained model at `path` (train.init, tfmr/warmstart.py),
+        once its vocabulary is checked to be this run's; return the line the log shows."""
+        from .loading import load
+        from .warmstart import copy_weights
+
+        try:
+            loaded = load(path)
+        except (OSError, CheckpointError, ConfigError) as e:
+            raise ConfigError(f"train.init {path}: {e}") from None
+        if not same_vocabulary(self.vocabulary(), loaded.vocab):
+            raise ConfigError(
+                f"train.init {path}: its vocabulary differs from this run's data; start from a "
+                "model trained on the same data (and settings, e.g. data.stress)"
+            )
+        return copy_weights(self.model, loaded.model.to(self.device), path)
+
     def adopt_saved_config(self) -> None:
         saved = from_dict(type(self.cfg), checkpoint.read_config(self.ckpt_dir))
         for name in self.resume_keeps:

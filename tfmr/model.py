@@ -374,6 +374,9 @@ class Model(Spine, DecoderStack):
     """Decoder-only (causal LM) or encoder-only (bidirectional) Transformer."""
 
     needs_source = False  # decoders: no source sequence (see EncoderDecoder)
+    layer_stacks = (
+        "blocks",
+    )  # stacks a shallower copy may take every few layers of (warmstart.py)
 
     def __init__(
         self,
@@ -477,6 +480,7 @@ class EncoderDecoder(Spine, DecoderStack):
     """
 
     needs_source = True  # decoding starts from an encoded source (`start_state(..., src)`)
+    layer_stacks = ("encoder", "blocks")  # warmstart.py: a shallower copy takes spread layers
 
     def __init__(
         self,
