@@ -20,7 +20,7 @@ saved falls back to its `.old` twin (tfmr.checkpoint.resolve).
 sequence-to-sequence checkpoint, its PairVocab (vocab.json). `config` is the saved run config read
 as `expect` when it is given. Without it a language model's is a RunConfig; a pair checkpoint's is
 the config class a task registered (tfmr.presets.KINDS) when it is the only one the saved
-sections read as (G2P's, with its `data` section), else a seq2seq.Seq2SeqConfig of its model,
+sections read as (G2P's, with its `data` section), else a config.Seq2SeqConfig of its model,
 train and decode sections (a checkpoint does not say which task wrote it). A Hugging Face
 folder's config is a RunConfig holding its model.
 
@@ -38,12 +38,12 @@ import torch
 from . import checkpoint, presets
 from .builder import build_uninitialised
 from .checkpoint import CheckpointError
-from .config import ConfigError, RunConfig, from_dict
+from .config import ConfigError, RunConfig, Seq2SeqConfig, from_dict
 from .folders import classify, describe
 from .interop import from_pretrained
 from .quantize import prepare_, saved_weights
-from .seq2seq import PairVocab, Seq2SeqConfig
 from .tokenizers import load as load_tokenizer
+from .vocab import PairVocab
 
 PAIR_SECTIONS = (
     "model",
@@ -57,7 +57,7 @@ class LoadedModel:
     """A saved model, ready to run, and what it came from."""
 
     model: torch.nn.Module  # in eval mode
-    vocab: object  # a tokenizer (tfmr.tokenizers), or a seq2seq.PairVocab
+    vocab: object  # a tokenizer (tfmr.tokenizers), or a vocab.PairVocab
     config: object  # the run config (see the module docstring)
     kind: str  # what the folder was: run | checkpoint | export | hf
     path: Path  # the folder the weights were read from (a run's checkpoint folder, a `.old` twin)

@@ -260,7 +260,7 @@ class _CtrlC:
 
 def same_vocabulary(mine, theirs) -> bool:
     """Whether two vocabularies give every symbol the same id: a pair vocabulary's own check
-    (seq2seq.PairVocab.same_symbols), else the files each saves, byte for byte."""
+    (vocab.PairVocab.same_symbols), else the files each saves, byte for byte."""
     if type(mine) is not type(theirs):
         return False
     if hasattr(mine, "same_symbols"):
