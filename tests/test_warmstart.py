@@ -67,8 +67,13 @@ def test_the_same_shape_gives_the_same_model():
     "student, source, says",
     [
         (pair(1, 1, dim=64), pair(1, 1), "shaped"),  # another width
-        (pair(3, 1), pair(2, 2), "the source has 2 blocks layers, this model 3"),
+        (pair(3, 1), pair(2, 2), "it has 2 blocks layers, this model 3"),
         (dataclasses.replace(pair(1, 1), arch="decoder"), pair(1, 1), "same kind"),
+        (
+            dataclasses.replace(pair(1, 1), arch="decoder"),
+            dataclasses.replace(pair(1, 1), arch="encoder"),
+            "same kind",
+        ),
     ],
 )
 def test_what_cannot_be_copied_is_refused_in_one_line(student, source, says):
@@ -84,6 +89,23 @@ def test_a_quantized_source_is_refused():
     quantize_(source, "int8")
     with pytest.raises(ConfigError, match="int8"):
         copy_weights(build_model(pair(1, 1)), source, "T")
+
+
+def test_a_language_model_run_starts_from_every_other_layer_of_a_trained_one(tiny_cfg, tmp_path):
+    """The loop's seam serves every task: a language model (train.py), its tokenizer compared
+    file for file."""
+    from tfmr.train import Trainer
+
+    quiet = {"progress": False, "log": lambda *a: None}
+    tiny_cfg.model.layers, tiny_cfg.train.steps = 3, 2
+    source = Trainer(tiny_cfg, tmp_path / "source", **quiet)
+    source.fit()
+    student_cfg = dataclasses.replace(tiny_cfg, model=dataclasses.replace(tiny_cfg.model, layers=2))
+    student_cfg.train = dataclasses.replace(tiny_cfg.train, init=str(source.ckpt_dir))
+    student = Trainer(student_cfg, tmp_path / "student", **quiet)
+    theirs = source.model.state_dict()
+    for key, value in student.model.state_dict().items():
+        assert torch.equal(value, theirs[key.replace("blocks.1.", "blocks.2.")]), key
 
 
 # ----------------------------------------------------------------------------- in a G2P run

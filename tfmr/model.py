@@ -374,9 +374,7 @@ class Model(Spine, DecoderStack):
     """Decoder-only (causal LM) or encoder-only (bidirectional) Transformer."""
 
     needs_source = False  # decoders: no source sequence (see EncoderDecoder)
-    layer_stacks = (
-        "blocks",
-    )  # stacks a shallower copy may take every few layers of (warmstart.py)
+    layer_stacks = ("blocks",)  # warmstart.py: a shallower copy takes spread layers
 
     def __init__(
         self,

@@ -34,14 +34,14 @@ def spread(n: int, source: int) -> list[int]:
     return [round(i * (source - 1) / (n - 1)) for i in range(n)]
 
 
-def layer_maps(model: nn.Module, source: nn.Module) -> dict[str, list[int]]:
+def layer_maps(model: nn.Module, source: nn.Module, origin: str) -> dict[str, list[int]]:
     """{stack name: the source layer of each of the model's layers} for each declared stack."""
     maps = {}
     for name in getattr(type(model), "layer_stacks", ()):
         n, m = len(getattr(model, name)), len(getattr(source, name))
         if n > m:
             raise ConfigError(
-                f"train.init: the source has {m} {name} layers, this model {n}; a model started "
+                f"train.init {origin}: it has {m} {name} layers, this model {n}; a model started "
                 "from another takes as many layers or fewer"
             )
         maps[name] = spread(n, m)
@@ -66,12 +66,13 @@ def copy_weights(model: nn.Module, source: nn.Module, origin: str) -> str:
             f"train.init {origin}: its linear layers are {quantized}; start from the fp32 or fp16 "
             "model it was quantized from"
         )
-    if type(source) is not type(model):
+    arch = getattr(source.cfg, "arch", None), getattr(model.cfg, "arch", None)
+    if type(source) is not type(model) or arch[0] != arch[1]:
         raise ConfigError(
-            f"train.init {origin}: a {type(source).__name__} cannot start a "
-            f"{type(model).__name__}; start from a model of the same kind"
+            f"train.init {origin}: a {type(source).__name__} ({arch[0]}) cannot start a "
+            f"{type(model).__name__} ({arch[1]}); start from a model of the same kind"
         )
-    maps = layer_maps(model, source)
+    maps = layer_maps(model, source, origin)
     theirs = source.state_dict()
     new = {}
     for key, mine in model.state_dict().items():
