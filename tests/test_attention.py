@@ -5,10 +5,12 @@ BigBird patterns mean what they say; rolling and static caches decode exactly li
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tfmr import Choice, ModelConfig, build_model
 from tfmr.cache import KVCache, RollingKVCache, kv_bytes_per_token
@@ -205,8 +207,9 @@ def test_dense_causal_mask_at_an_offset_matches_definition():
     assert torch.equal(m[0, 0], expected)
 
 
-def test_sdpa_alibi_takes_the_causal_fast_path():
-    q, k, v = _qkv(9, 9)
+@contextlib.contextmanager
+def sdpa_calls():
+    """The keyword arguments of every torch SDPA call made inside the block."""
     calls = []
     original = torch.nn.functional.scaled_dot_product_attention
 
@@ -216,9 +219,15 @@ def test_sdpa_alibi_takes_the_causal_fast_path():
 
     torch.nn.functional.scaled_dot_product_attention = spy
     try:
-        KERNELS["sdpa"]()(q, k, v, Mask(causal=True), LinearBias(alibi_slopes(H)))
+        yield calls
     finally:
         torch.nn.functional.scaled_dot_product_attention = original
+
+
+def test_sdpa_alibi_takes_the_causal_fast_path():
+    q, k, v = _qkv(9, 9)
+    with sdpa_calls() as calls:
+        KERNELS["sdpa"]()(q, k, v, Mask(causal=True), LinearBias(alibi_slopes(H)))
     assert calls and calls[0].get("is_causal") and "attn_mask" not in calls[0]
 
 
@@ -235,22 +244,11 @@ def test_sdpa_on_cpu_takes_the_math_path_for_many_short_rows_only(batch, q_len, 
     k, v = torch.randn(2, batch, 4, k_len, 8, generator=g)
     padding = torch.arange(k_len)[None, :] < torch.randint(1, k_len + 1, (batch, 1), generator=g)
     mask = Mask(causal=False, key_padding=padding)
-    calls = []
-    original = torch.nn.functional.scaled_dot_product_attention
-
-    def spy(*args, **kw):
-        calls.append(kw)
-        return original(*args, **kw)
-
-    torch.nn.functional.scaled_dot_product_attention = spy
-    try:
-        with torch.no_grad():
-            out, _ = KERNELS["sdpa"]()(q, k, v, mask)
-    finally:
-        torch.nn.functional.scaled_dot_product_attention = original
+    with sdpa_calls() as calls, torch.no_grad():
+        out, _ = KERNELS["sdpa"]()(q, k, v, mask)
     assert bool(calls) != math
     with torch.no_grad():
-        fused = original(q, k, v, attn_mask=padding[:, None, None, :])
+        fused = F.scaled_dot_product_attention(q, k, v, attn_mask=padding[:, None, None, :])
     torch.testing.assert_close(out, fused, rtol=1e-5, atol=1e-6)
     if math:
         assert torch.equal(out, Eager()(q, k, v, mask)[0])

@@ -148,39 +148,24 @@ def test_a_g2p_run_starts_from_the_spread_layers_of_a_trained_one(tmp_path, monk
     assert any("started from" in str(line) and "(0, 2) of 3" in str(line) for line in lines)
 
 
+def refused(capsys, out, *settings: str) -> str:
+    """`tfmr g2p train --preset g2p-tiny --set ...` must fail with exit code 2 and one line."""
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    code = main(["g2p", "train", "--preset", "g2p-tiny", *sets, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert not (out / "checkpoint").exists()
+    return err[0]
+
+
 def test_a_source_with_other_symbols_is_one_line(tmp_path, capsys):
     teacher, _ = g2p.train(tiny(1, 1), tmp_path / "teacher", **QUIET)  # no stress digits
-    code = main(
-        [
-            "g2p",
-            "train",
-            "--preset",
-            "g2p-tiny",
-            "--set",
-            "data.stress=true",
-            "--set",
-            f"train.init={teacher.ckpt_dir}",
-            "--out",
-            str(tmp_path / "student"),
-        ]
+    line = refused(
+        capsys, tmp_path / "student", "data.stress=true", f"train.init={teacher.ckpt_dir}"
     )
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "vocabulary differs" in err[0], err
-    assert not (tmp_path / "student" / "checkpoint").exists()
+    assert "vocabulary differs" in line
 
 
 def test_a_missing_source_is_one_line(tmp_path, capsys):
-    code = main(
-        [
-            "g2p",
-            "train",
-            "--preset",
-            "g2p-tiny",
-            "--set",
-            f"train.init={tmp_path / 'nowhere'}",
-            "--out",
-            str(tmp_path / "student"),
-        ]
-    )
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "train.init" in err[0], err
+    line = refused(capsys, tmp_path / "student", f"train.init={tmp_path / 'nowhere'}")
+    assert "train.init" in line and "nowhere" in line
