@@ -169,3 +169,18 @@ def test_a_source_with_other_symbols_is_one_line(tmp_path, capsys):
 def test_a_missing_source_is_one_line(tmp_path, capsys):
     line = refused(capsys, tmp_path / "student", f"train.init={tmp_path / 'nowhere'}")
     assert "train.init" in line and "nowhere" in line
+
+
+def test_the_fast_student_recipe_starts_from_the_shipped_model_of_any_install():
+    """g2p-fast's teacher and starting weights are the package's own export, not a run folder a
+    clone lacks; its 2+1 student takes the shipped model's encoder layers 0, 2 and decoder layer 0."""
+    from tfmr.tasks import g2p
+
+    cfg = g2p.resolve("g2p-fast", None, None, [], cls=g2p.G2PConfig)
+    assert cfg.data.teacher == cfg.train.init == str(g2p.SHIPPED)
+    teacher, _, _ = g2p.load_shipped()
+    sizes = {k: getattr(teacher.cfg, k) for k in ("vocab_size", "src_vocab_size")}  # set by the data
+    student = build_model(dataclasses.replace(cfg.model, **sizes))
+    said = copy_weights(student, teacher, "shipped")
+    assert "encoder layers (0, 2) of 3" in said and "blocks layers (0,) of 3" in said
+    assert torch.equal(student.encoder[1].ffn.w1.weight, teacher.encoder[2].ffn.w1.weight)

@@ -1,6 +1,6 @@
 """Starting a run from a trained model's weights (`train.init`): the same shape, or a shallower one.
 
-    tfmr g2p train --preset g2p-fast --set train.init=runs/g2p-long/averaged --out runs/g2p-fast
+    tfmr g2p train --preset g2p-small --set train.init=runs/g2p/checkpoint --out runs/g2p-again
 
 Every parameter of the new model is copied from the source model's parameter of the same name
 and shape. A layer stack the model class declares (`layer_stacks`: the decoder's `blocks`, an

@@ -59,6 +59,7 @@ from .g2p_lexicon import (  # noqa: F401 (torch-free, for tfmr g2p's look-ups; r
 from .g2p_presets import (  # noqa: F401 (registered there, without torch; re-exported)
     NAME,
     PRESETS,
+    SHIPPED,
     TITLE,
     G2PConfig,
     G2PDataConfig,
@@ -272,8 +273,8 @@ class WordDecoder(CompiledDecoder):
 
 
 # ----------------------------------------------------------------------------- the shipped model
-# package data (pyproject.toml); read at call time, so tests can point it elsewhere
-SHIPPED = Path(__file__).with_name("g2p_model")
+# SHIPPED (g2p_presets.py, imported above) is package data (pyproject.toml); it is read at call time,
+# so tests can point g2p.SHIPPED elsewhere
 
 
 def _shown(path: Path) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .. import presets
 from ..config import Choice, DecodeConfig, ModelConfig, Seq2SeqTrainConfig
@@ -83,8 +84,11 @@ STEPS_BASE = 8000
 # 5-7 hours of 2 quiet fp32 cores (0.55-0.9 s a step), so it is meant to run across sittings (`--resume`).
 # The shipped model is the mean of its last 8 checkpoints (keep_last; tfmr checkpoint average).
 STEPS_LONG = 30000
-# g2p-fast: a student whose teacher and starting weights are g2p-long's averaged checkpoint
-FAST_TEACHER = "runs/g2p-long/averaged"
+# the model shipped inside the package (g2p-long's averaged checkpoint, exported); tasks/g2p.py loads it
+SHIPPED = Path(__file__).with_name("g2p_model")
+# g2p-fast: a student whose teacher and starting weights are the shipped model, so the recipe runs
+# from any install (the run folder it was first made from, runs/g2p-long/averaged, is not kept)
+FAST_TEACHER = str(SHIPPED)
 FAST_STEPS = 6000
 
 
@@ -168,7 +172,7 @@ def g2p_long() -> G2PConfig:
 
 
 def g2p_fast() -> G2PConfig:
-    """A fast student of g2p-long: 2+1 layers of width 192 started from g2p-long's averaged weights
+    """A fast student of the shipped model (g2p-long): 2+1 layers of width 192 started from its weights
     (train.init keeps its encoder layers 0 and 2 and decoder layer 0) and trained on its beam-5
     pronunciations (data.teacher); 6,000 steps (about 50 minutes on 2 CPU cores in fp32, after a
     9-minute teacher pass), resumable."""
