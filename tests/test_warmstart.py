@@ -179,7 +179,8 @@ def test_the_fast_student_recipe_starts_from_the_shipped_model_of_any_install():
     cfg = g2p.resolve("g2p-fast", None, None, [], cls=g2p.G2PConfig)
     assert cfg.data.teacher == cfg.train.init == str(g2p.SHIPPED)
     teacher, _, _ = g2p.load_shipped()
-    sizes = {k: getattr(teacher.cfg, k) for k in ("vocab_size", "src_vocab_size")}  # set by the data
+    # the vocabulary sizes are set from the data when a run starts
+    sizes = {k: getattr(teacher.cfg, k) for k in ("vocab_size", "src_vocab_size")}
     student = build_model(dataclasses.replace(cfg.model, **sizes))
     said = copy_weights(student, teacher, "shipped")
     assert "encoder layers (0, 2) of 3" in said and "blocks layers (0,) of 3" in said
