@@ -14,6 +14,10 @@ WordDecoder; --no-compiled skips it), after its compile time is reported. The mo
 shipped one unless --checkpoint names another (a training checkpoint or an export); a build that
 ships none needs --checkpoint. The WER of each decoding on those words is printed beside its
 speed. Goal on 2 CPU cores: one word <= 10 ms, >= 2,000 words/s greedy (about Phonetisaurus' rate).
+Each engine is warmed up first, as a process that pronounces many words is: its dictionary read
+whole (a flagged word's repair looks up its parts; about 1.4 s once per process, which a 3-word
+warm-up left inside the first timed row) and one batch of words decoded; the warm-up's seconds
+are printed.
 
     tfmr bench g2p --peer phonetisaurus [--peer-train-limit N] [--out DIR]
 
@@ -101,6 +105,12 @@ def _timed(fn) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
+
+
+def _warm_up(pron, words: list[str], cfg) -> None:
+    """What a process pays once before its first words: the whole dictionary, then one batch."""
+    len(pron.lexicon)
+    pron(words[: cfg.decode.batch_size])
 
 
 def _row(
@@ -311,7 +321,7 @@ def main(args) -> int:
         f"tfmr g2p, beam {args.beam}": G2P(beam=args.beam, loaded=loaded, lexicon=train_entries),
     }
     for name, pron in engines.items():
-        pron(singles[:3])  # warm-up
+        print(f"{name}: warm-up {_timed(lambda p=pron: _warm_up(p, words, cfg))[0]:.1f} s")
         seconds, said = _timed(lambda pron=pron: pron(words))
         decoded[name] = hyps = [list(w.phones[0]) for w in said]  # stress left out (the default)
         latency = statistics.median(_timed(lambda p=pron, w=w: p([w]))[0] for w in singles)
