@@ -408,6 +408,8 @@ def test_bench_g2p_prints_its_table(tiny, capsys, none_shipped):
     out = capsys.readouterr().out
     assert "20 test words" in out
     for name in ("model, greedy", "model, beam 5", "tfmr g2p, beam 5"):
+        # each engine is warmed up (its dictionary read, one batch decoded) before it is timed
+        assert re.search(rf"^{name}: warm-up \d+\.\d s$", out, re.M), name
         assert re.search(
             rf"^{name}\s+[\d,]+\s+\d+\.\d\d ms\s+\d+\.\d\d%\s+\d+\.\d\d%$", out, re.M
         ), name
