@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from tfmr import ModelConfig, build_model
-from tfmr.decode import filter_logits, greedy, sample
+from tfmr.decode import eval_mode, filter_logits, greedy, sample
 
 
 def _model():
@@ -117,3 +117,13 @@ def test_the_exponential_race_draws_from_the_distribution():
         torch.bincount(exponential_race(p.expand(20_000, 5).clone()), minlength=5).float() / 20_000
     )
     assert (freq - p).abs().max() < 0.015 and freq[4] == 0
+
+
+def test_decoding_puts_every_module_in_eval_mode_and_leaves_an_eval_model_untouched():
+    model = _model().eval()
+    model.blocks[0].train()  # one submodule left training: dropout would sample in it
+    eval_mode(model)
+    assert not any(m.training for m in model.modules())
+    model.train()
+    greedy(model, torch.tensor([[1, 2, 3]]), 2)
+    assert not any(m.training for m in model.modules())

@@ -278,6 +278,13 @@ def next_token_probs(
 
 
 # ------------------------------------------------------------------------ greedy and sampling
+def eval_mode(model) -> None:
+    """model.eval(), skipped when no module is training: eval() sets every module's flag (about
+    0.5 ms for the 3+3 G2P model on CPU, a few percent of a word's decoding), the check reads them."""
+    if any(m.training for m in model.modules()):
+        model.eval()
+
+
 def _context_of(model) -> int:
     return model.cfg.context
 
@@ -350,7 +357,7 @@ def _stream(
     ngram,
     pad_id,
 ) -> Iterator[torch.Tensor]:
-    model.eval()
+    eval_mode(model)
     gen = _generator(input_ids.device, seed)
     pad = eos_id if pad_id is None else pad_id
     context = _context_of(model)
@@ -686,7 +693,7 @@ def beam_search(
     is called with a `BeamStep` after every step: the candidates, their scores and their fate (the
     tree `tfmr explore` draws); it changes nothing in the search.
     """
-    model.eval()
+    eval_mode(model)
     B, P = input_ids.shape
     K = beam_size
     n = 1 if n_best is None else n_best

@@ -48,7 +48,7 @@ import torch
 from .. import checkpoint, presets
 from ..builder import max_positions
 from ..config import ConfigError, dumps, to_dict
-from ..decode import beam_search
+from ..decode import beam_search, eval_mode
 from ..folders import check_output
 from ..loading import load
 from ..metrics import closest_reference, per, wer
@@ -260,7 +260,7 @@ def mean_logprobs(
     """The mean log-probability per output symbol (and </s>) that `model` gives each source's
     output, teacher-forced: one forward pass per batch."""
     device = next(model.parameters()).device
-    model.eval()
+    eval_mode(model)
     out: list[float] = []
     for i in range(0, len(sources), batch_size):
         src = pad_batch([vocab.src.encode(s) for s in sources[i : i + batch_size]], device)
