@@ -274,6 +274,17 @@ def test_export_is_fp16_with_a_manifest_and_pronounces_like_the_checkpoint(tiny)
     )  # exact on the tiny model
 
 
+def test_the_export_of_an_average_names_the_checkpoints_and_steps_it_is_the_mean_of(tiny, tmp_path):
+    avg = checkpoint.average([tiny.ckpt, tiny.ckpt], tmp_path / "averaged")
+    source = {"checkpoint": f"{tiny.ckpt.parent.name}/{tiny.ckpt.name}", "step": 30}
+    assert checkpoint.averaged_from(avg) == [source, source]
+    assert checkpoint.averaged_from(tiny.ckpt) is None  # not an average
+    info = json.loads((g2p.export(avg, tmp_path / "export") / "export.json").read_text())
+    assert info["averaged_from"] == [source, source] and info["source"].endswith("/averaged")
+    plain = json.loads((tiny.export / "export.json").read_text())
+    assert "averaged_from" not in plain
+
+
 def test_a_changed_byte_in_the_shipped_model_is_refused_with_one_line(
     tiny, tmp_path, monkeypatch, capsys
 ):

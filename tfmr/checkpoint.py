@@ -35,7 +35,7 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model
 
 from .config import ConfigError, parse_json
@@ -46,6 +46,7 @@ MANIFEST = "manifest.json"
 SHARDED = (
     "sharded.json"  # in a sharded (fsdp) checkpoint only: written by tfmr.parallel.save_sharded
 )
+AVERAGED = "averaged_from"  # model.safetensors metadata of an average: its checkpoints and steps
 EXPORT_INFO = "export.json"  # in an exported model only: its dtype and where it came from
 ENSEMBLE = "ensemble.json"  # in an exported ensemble only: its members' configs, weights, combine
 
@@ -391,10 +392,30 @@ def average(sources: list[str | Path], directory: str | Path, overwrite: bool = 
         save_file(
             _mean_weights(dirs),
             str(tmp / "model.safetensors"),
-            metadata={"averaged_from": json.dumps([str(d) for d in dirs])},
+            metadata={AVERAGED: json.dumps([_averaged_source(d) for d in dirs])},
         )
         _copy_files(dirs[0], tmp, skip=WEIGHTS_ONLY + ("model.safetensors",))
         return _commit(tmp, directory)
+
+
+def _averaged_source(directory: Path) -> dict:
+    """One checkpoint of an average: its folder (with its parent's name) and its step."""
+    state = directory / "state.json"
+    step = _read_json(state).get("step") if state.exists() else None
+    return {"checkpoint": f"{directory.parent.name}/{directory.name}", "step": step}
+
+
+def averaged_from(directory: str | Path) -> list[dict] | None:
+    """The checkpoints `directory` is the mean of ({"checkpoint", "step"} each), from its weights'
+    metadata; None when it is not an average (or was written before averages recorded this)."""
+    with safe_open(str(Path(directory) / "model.safetensors"), "pt") as f:
+        found = (f.metadata() or {}).get(AVERAGED)
+    try:
+        sources = json.loads(found) if found else None
+    except ValueError:
+        return None
+    ok = isinstance(sources, list) and all(isinstance(s, dict) for s in sources)
+    return sources if ok else None
 
 
 def export(

@@ -691,6 +691,9 @@ class SymbolTask:
             "parameters": sum(p.numel() for p in model.parameters()),
             "step": _saved_step(resolved[0]) if len(resolved) == 1 else None,
         }
+        averaged = checkpoint.averaged_from(resolved[0]) if len(resolved) == 1 else None
+        if averaged:  # the mean of several checkpoints: which, and their steps
+            info["averaged_from"] = averaged
         written = checkpoint.export(
             out,
             model,
