@@ -29,7 +29,12 @@ QUIET = {"progress": False, "log": lambda *a, **k: None}
 
 
 @pytest.mark.parametrize(
-    "preset, steps", [("g2p-long", g2p_presets.STEPS_LONG), ("g2p-base", g2p_presets.STEPS_BASE)]
+    "preset, steps",
+    [
+        ("g2p-long", g2p_presets.STEPS_LONG),
+        ("g2p-base", g2p_presets.STEPS_BASE),
+        ("g2p-student", g2p_presets.STUDENT_STEPS),
+    ],
 )
 def test_the_recipe_is_one_step_based_command_that_predicts_stress(preset, steps):
     cfg = presets.resolve(preset, None, None, [], cls=G2PConfig)
@@ -39,6 +44,10 @@ def test_the_recipe_is_one_step_based_command_that_predicts_stress(preset, steps
     assert t.warmup < t.steps and t.min_lr < t.lr
     data = g2p.load_data(True)
     assert any(p[-1] in "012" for p in data.vocab.tgt.itos)  # the targets carry stress digits
+    if cfg.data.teacher:  # a student: its teacher is the shipped model, which exists in any install
+        assert (
+            cfg.data.teacher == str(g2p.SHIPPED) and (g2p.SHIPPED / "model.safetensors").is_file()
+        )
 
 
 def tiny_recipe(steps: int = 8) -> G2PConfig:
