@@ -280,8 +280,9 @@ def next_token_probs(
 # ------------------------------------------------------------------------ greedy and sampling
 def eval_mode(model) -> None:
     """model.eval(), skipped when no module is training: eval() sets every module's flag (about
-    0.5 ms for the 3+3 G2P model on CPU, a few percent of a word's decoding), the check reads them."""
-    if any(m.training for m in model.modules()):
+    0.5 ms for the 3+3 G2P model on CPU, a few percent of a word's decoding), the check reads them.
+    A wrapper that is not an nn.Module (an objective's view of the model) is always told."""
+    if not isinstance(model, torch.nn.Module) or any(m.training for m in model.modules()):
         model.eval()
 
 
