@@ -398,11 +398,19 @@ def average(sources: list[str | Path], directory: str | Path, overwrite: bool = 
         return _commit(tmp, directory)
 
 
+def saved_step(directory: str | Path) -> int | None:
+    """The step a training checkpoint was saved at (its state.json); None for a folder without one
+    (an export, an average of exports)."""
+    state = Path(directory) / "state.json"
+    return _read_json(state).get("step") if state.exists() else None
+
+
 def _averaged_source(directory: Path) -> dict:
     """One checkpoint of an average: its folder (with its parent's name) and its step."""
-    state = directory / "state.json"
-    step = _read_json(state).get("step") if state.exists() else None
-    return {"checkpoint": f"{directory.parent.name}/{directory.name}", "step": step}
+    return {
+        "checkpoint": f"{directory.parent.name}/{directory.name}",
+        "step": saved_step(directory),
+    }
 
 
 def averaged_from(directory: str | Path) -> list[dict] | None:

@@ -152,11 +152,6 @@ def load_run(path: str | Path, config_class: type):
     return loaded.model, loaded.vocab, loaded.config
 
 
-def _saved_step(source: Path) -> int | None:
-    state = source / "state.json"
-    return json.loads(state.read_text()).get("step") if state.exists() else None
-
-
 def _listed(checkpoint) -> list:
     """--checkpoint as a list: repeated (a list), once (a path) or not at all ([])."""
     if checkpoint is None:
@@ -689,7 +684,7 @@ class SymbolTask:
         info = {
             "source": ", ".join(f"{s.parent.name}/{s.name}" for s in resolved),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "step": _saved_step(resolved[0]) if len(resolved) == 1 else None,
+            "step": checkpoint.saved_step(resolved[0]) if len(resolved) == 1 else None,
         }
         averaged = checkpoint.averaged_from(resolved[0]) if len(resolved) == 1 else None
         if averaged:  # the mean of several checkpoints: which, and their steps
