@@ -532,8 +532,12 @@ class EncoderDecoder(Spine, DecoderStack):
         return self.drop(self.pos.embed(self.tok_emb(tgt_ids), start))
 
     def memory_kvs(self, memory: torch.Tensor) -> list:
-        """Each decoder layer's cross-attention keys and values of the memory, computed once."""
-        return [block.cross.project_kv(memory) for block in self.blocks]
+        """Each decoder layer's cross-attention keys and values of the memory, computed once and
+        laid out contiguous (B, Hkv, S, D): read as the heads' transposed view of the projection,
+        every decoding step's attention matmuls copied them again (G2P's batched greedy decoding)."""
+        return [
+            tuple(t.contiguous() for t in block.cross.project_kv(memory)) for block in self.blocks
+        ]
 
     def decode(
         self,
