@@ -429,6 +429,26 @@ def test_bench_g2p_prints_its_table(tiny, capsys, none_shipped):
     assert "give --checkpoint" in capsys.readouterr().err
 
 
+def test_bench_g2p_times_int8_dynamic_weights_and_leaves_the_compiled_row_out(
+    tiny, capsys, none_shipped, tmp_path
+):
+    """int8-dynamic weights (a quantized checkpoint) time like any model; torch.compile cannot
+    trace their kernel, so the compiled one-word row is left out with a line, and a cast of the
+    weights (--dtype float16) is refused in one line."""
+    q = str(tmp_path / "dyn")
+    argv = ["checkpoint", "quantize", "--checkpoint", str(tiny.ckpt), "--to", "int8-dynamic"]
+    assert main([*argv, "--out", q]) == 0
+    capsys.readouterr()
+    assert main(["bench", "g2p", "--limit", "10", "--calls", "2", "--checkpoint", q]) == 0
+    out = capsys.readouterr().out
+    assert "compiled, 1 word: left out (torch.compile cannot trace DynamicInt8Linear" in out
+    assert re.search(r"^model, greedy\s+[\d,]+\s+\d+\.\d\d ms", out, re.M)
+    assert not re.search(r"^compiled, 1 word\s+[\d,]", out, re.M)
+    assert main(["bench", "g2p", "--limit", "10", "--checkpoint", q, "--dtype", "float16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds int8-dynamic weights" in err[0]
+
+
 # ----------------------------------------------------------------------------- make run is reproducible
 def test_make_run_trains_the_same_weights_however_busy_the_machine(tmp_path, monkeypatch):
     """g2p-small (`make run`) decays its schedule over a fixed number of steps: a machine that

@@ -295,7 +295,13 @@ def main(args) -> int:
         model, vocab, cfg = g2p.load_shipped()
         where = f"the shipped model ({g2p.SHIPPED})"
     trained = _trained_seconds(args.checkpoint)
-    model = model.to(getattr(torch, args.dtype))
+    if args.dtype != "float32":  # a cast would also turn a quantized model's scales to floats
+        if getattr(model, "quantized", "fp32") != "fp32":
+            raise ConfigError(
+                f"--dtype {args.dtype} casts the weights; this checkpoint holds "
+                f"{model.quantized} weights: leave --dtype out"
+            )
+        model = model.to(getattr(torch, args.dtype))
     data = g2p.load_data(
         False
     )  # scored without stress (a model that predicts it has its digits removed), as
@@ -336,10 +342,16 @@ def main(args) -> int:
             )
         )
     from ..ensemble import Ensemble
+    from ..quantize import uncompiled_layers
 
     if isinstance(model, Ensemble):  # WordDecoder compiles one model's step
         print(
             "compiled, 1 word: left out (the model is an ensemble; the compiled step is one model's)"
+        )
+    elif not args.no_compiled and uncompiled_layers(model):
+        print(
+            f"compiled, 1 word: left out (torch.compile cannot trace {', '.join(uncompiled_layers(model))}: "
+            "decode.weights=int8-dynamic; time the one-word path with int8 or fp32 weights)"
         )
     elif not args.no_compiled:
         rows.append(_compiled_row(g2p, model, vocab, cfg, singles, refs_by_word, trained))
@@ -368,7 +380,7 @@ def main(args) -> int:
     rows.append(lookup_row)
 
     _print_table(rows, args.calls, training=bool(runs))
-    if not args.no_compiled:
+    if any(r["mark"] for r in rows):
         print(f"* the compiled decoder's WER / PER are on the {args.calls} words it was timed on")
     for r in runs:
         print(f"{r.name}: {r.settings}; trained on {r.train_words:,} train words in this run")
