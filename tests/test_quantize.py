@@ -21,7 +21,6 @@ from tfmr.decode import greedy
 from tfmr.fastdecode import FastDecoder
 from tfmr.quantize import (
     Bf16Linear,
-    DynamicInt8Linear,
     Int8Linear,
     WeightOnlyLinear,
     argmax_agreement,
@@ -31,11 +30,7 @@ from tfmr.quantize import (
 )
 from tfmr.tokenizers.char import CharTokenizer
 
-TOLERANCE = {
-    "int8": 0.02,
-    "bf16": 0.01,
-    "int8-dynamic": 0.04,
-}  # max |logit - fp32 logit| / max |fp32 logit|
+TOLERANCE = {"int8": 0.02, "bf16": 0.01}  # max |logit - fp32 logit| / max |fp32 logit|
 
 GPT2_LIKE = ModelConfig(vocab_size=64, dim=32, layers=2, heads=4, context=48)
 LLAMA_LIKE = ModelConfig(
@@ -98,7 +93,7 @@ def test_decoder_only_logits_within_tolerance_of_fp32(cfg, weights):
     assert _close(q(ids).logits, ref, weights)
 
 
-@pytest.mark.parametrize("weights", ["int8", "bf16", "int8-dynamic"])
+@pytest.mark.parametrize("weights", ["int8", "bf16"])
 def test_encoder_decoder_logits_within_tolerance_of_fp32(weights):
     model = _model(SEQ2SEQ)
     g = torch.Generator().manual_seed(2)
@@ -113,41 +108,13 @@ def test_encoder_decoder_logits_within_tolerance_of_fp32(weights):
     )  # the static-cache path decodes it the same
 
 
-def test_dynamic_int8_holds_int8s_matrix_and_quantizes_its_input_per_call():
-    """int8-dynamic stores exactly what int8 stores; its kernel (fbgemm) equals the definition of
-    dynamic quantization: the input affinely quantized to 7 bits (0..127) with one scale and zero
-    point from its range (0 included), integer products, the sums scaled back, the bias added."""
-    torch.manual_seed(4)
-    linear = torch.nn.Linear(48, 20)
-    a, b = Int8Linear.from_linear(linear), DynamicInt8Linear.from_linear(linear)
-    assert torch.equal(a.weight, b.weight) and torch.equal(a.scale, b.scale)
-    x = torch.randn(5, 48) * 3
-    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
-    sx = (hi - lo) / 127
-    zx = round(-lo / sx)
-    qx = torch.clamp(torch.round(x / sx) + zx, 0, 127)  # (5, 48), 7-bit
-    sums = (qx - zx).double() @ b.weight.double().t()  # (5, 20) integer sums
-    expected = (sums * sx * b.scale.double()[None, :]).float() + linear.bias
-    torch.testing.assert_close(b(x), expected, rtol=1e-4, atol=1e-4)
-    with torch.no_grad():
-        assert (b(x) - linear(x)).abs().max() <= 0.05 * linear(x).abs().max()
-
-
-def test_dynamic_int8_is_refused_by_the_compiled_decoder_in_one_line():
-    q = quantize_(_model(SEQ2SEQ), "int8-dynamic")
-    with pytest.raises(ValueError, match="cannot trace this model's DynamicInt8Linear") as e:
-        FastDecoder(q, 1, 12, compile=True)
-    assert "\n" not in str(e.value)
-    FastDecoder(q, 1, 12)  # eager: decodes (test_encoder_decoder_logits_within_tolerance_of_fp32)
-
-
 def test_greedy_agrees_with_fp32_on_95_percent_of_positions():
     model = _model(GPT2_LIKE)
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)  # a trained model's peaky logits; random ones are near ties
     prompt = torch.randint(0, 64, (4, 4), generator=torch.Generator().manual_seed(3))
     ids = greedy(model, prompt, 40)
-    for weights in ("int8", "bf16", "int8-dynamic"):
+    for weights in ("int8", "bf16"):
         q = quantize_(copy.deepcopy(model), weights)
         assert argmax_agreement(model, q, ids, 4) >= 0.95
         fast = FastDecoder(q, 4, 44).generate(prompt, 40)
@@ -162,7 +129,7 @@ def _save_lm(model, directory, weights="fp32"):
     return checkpoint.save(directory, model, to_dict(cfg), tok)
 
 
-@pytest.mark.parametrize("weights", ["int8", "bf16", "int8-dynamic"])
+@pytest.mark.parametrize("weights", ["int8", "bf16"])
 def test_quantized_checkpoint_round_trips(weights, tmp_path):
     from tfmr.cli.common import load_model
 

@@ -194,7 +194,7 @@ class SampleConfig:
 class DecodeWeightsConfig:
     """How a language model is run for decoding (`tfmr lm generate`, the fast path)."""
 
-    weights: str = "fp32"  # fp32 | bf16 | int8 | int8-dynamic (tfmr/quantize.py)
+    weights: str = "fp32"  # fp32 | bf16 | int8: weight-only quantization of the linear layers (tfmr/quantize.py)
 
 
 @dataclass
@@ -231,7 +231,7 @@ class DecodeConfig:
     max_len: int = 40  # target tokens, </s> included
     batch_size: int = 500
     weights: str = (
-        "fp32"  # fp32 | bf16 | int8 | int8-dynamic: quantized linear layers (tfmr/quantize.py)
+        "fp32"  # fp32 | bf16 | int8: weight-only quantization for decoding (tfmr/quantize.py)
     )
 
     def check(self) -> None:

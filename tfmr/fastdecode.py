@@ -48,7 +48,6 @@ from .cache import AbsoluteStore
 from .decode import Beams, NBest, Sampling, check_decoding, exponential_race
 from .masks import Mask
 from .positions import Where
-from .quantize import uncompiled_layers
 
 SRC_BUCKET = 16  # compiled encoding pads sources to a multiple of this (one graph per multiple)
 
@@ -150,12 +149,6 @@ class FastDecoder(nn.Module):
             raise ValueError(
                 f"max_len {max_len} exceeds the {limit} positions this model's "
                 f"{type(model.pos).__name__} positions can place"
-            )
-        uncompiled = uncompiled_layers(model)
-        if compile and uncompiled:
-            raise ValueError(
-                f"torch.compile cannot trace this model's {', '.join(uncompiled)} layers "
-                "(decode.weights=int8-dynamic): decode it with compile=False, or use int8"
             )
         self.model = model.eval()
         p, a = next(model.parameters()), model.blocks[0].attn

@@ -1,4 +1,4 @@
-"""Quantized linear layers for decoding: every linear layer's matrix stored in fewer bytes.
+"""Weight-only quantization for decoding: every linear layer's matrix stored in fewer bytes.
 
 A decode step at batch 1 reads every weight once to produce one token, so on a CPU (and for the
 output matrix of a large vocabulary above all) the step is bound by bytes, not arithmetic. Here
@@ -14,9 +14,6 @@ as they were:
            the kernel is aten._weight_int8pack_mm (int8 weights, bf16 activations and scales),
            the fastest weight-only kernel of torch 2.13 on CPU (docs/decoding.md, "weight-only
            quantization": dequantize-then-matmul and torch.compile's fusion read more bytes)
-    int8-dynamic  the same int8 matrix and scales, multiplied by fbgemm's dynamic int8 kernel: the
-           input is quantized to 8 bits per call too (so not weight-only); faster than fp32 for
-           many rows at once on a CPU without native bf16 (batched G2P decoding); CPU only
 
     quantize_(model, "int8")      swap in quantized modules computed from the model's weights
     prepare_(model, "int8")       swap in empty quantized modules (a quantized checkpoint loads next)
@@ -29,14 +26,11 @@ as is an encoder (it does not decode). A quantized checkpoint records `decode.we
 config; loading builds the model, calls `prepare_` and reads the int8 matrices and scales
 (`tfmr checkpoint quantize`, cli/quantize.py). Each kind declares `onnx`, the ONNX operator that
 turns its stored matrix back into floats (int8: DequantizeLinear with per-axis scales; bf16: Cast),
-which the ONNX exporter reads (interop/onnx_export.py; int8-dynamic declares none), and `compiles`,
-whether torch.compile can trace its kernel (int8-dynamic: no). Not here: int4 (docs/decoding.md
-says why), static activation quantization.
+which the ONNX exporter reads (interop/onnx_export.py). Not here: int4 (docs/decoding.md says
+why), activation quantization.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +49,6 @@ class WeightOnlyLinear(nn.Module):
     bytes_per_weight = 4
     kernel = ""
     onnx = ""
-    compiles = True  # torch.compile can trace the kernel (the compiled one-word decoders ask)
 
     def __init__(self, in_features: int, out_features: int, bias: bool, device=None):
         super().__init__()
@@ -143,62 +136,6 @@ class Int8Linear(WeightOnlyLinear):
         )  # (N, out)
 
 
-class DynamicInt8Linear(Int8Linear):
-    """Int8Linear's matrix and scales (the same stored tensors), multiplied by fbgemm's dynamic int8
-    kernel instead: each call quantizes its input to 8 bits with one scale from the input's range,
-    multiplies in integers and scales the sums back to fp32. Where many rows share a matrix
-    (batched decoding) it is faster than fp32 on a CPU without native bf16, where the weight-only
-    kernel's bf16 activations are slow: the shipped G2P model's batched greedy decoding ran
-    1.1-1.3x the fp32 rate, and the weight-only int8 one about 0.6x (docs/g2p.md, "Speed").
-    CPU only; not compiled (`compiles`) nor exported to ONNX. torch 2.13 marks the quantized
-    tensor type that packs the matrix as deprecated: where the kernel is gone, decoding with these
-    weights is refused in one line."""
-
-    weights, kernel = "int8-dynamic", "quantized.linear_dynamic (fbgemm; 8-bit inputs per call)"
-    onnx = ""
-    compiles = False
-
-    def __init__(self, in_features: int, out_features: int, bias: bool, device=None):
-        super().__init__(in_features, out_features, bias, device)
-        self._packed = None  # fbgemm's packed matrix, made from the stored one at the first call
-
-    def set_weight(self, w: torch.Tensor) -> None:
-        super().set_weight(w)
-        self._packed = None
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._packed = None
-
-    def _pack(self):
-        if self.weight.device.type != "cpu" or not _has_dynamic_int8():
-            raise ConfigError(
-                "decode.weights=int8-dynamic needs torch's fbgemm dynamic int8 kernel on CPU "
-                f"(device {self.weight.device.type}, torch {torch.__version__}); use int8 or fp32"
-            )
-        zero = torch.zeros(self.out_features, dtype=torch.long)
-        with warnings.catch_warnings():  # torch 2.13's deprecation of quantized tensors, said above
-            warnings.simplefilter("ignore", UserWarning)
-            q = torch.quantize_per_channel(
-                self.dequantized(), self.scale.double(), zero, 0, torch.qint8
-            )  # the stored int8 matrix, exactly: its values are multiples of their row's scale
-        return torch.ops.quantized.linear_prepack(q, None)
-
-    def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        if self._packed is None:
-            self._packed = self._pack()
-        return torch.ops.quantized.linear_dynamic(
-            x.float().contiguous(), self._packed, True
-        )  # (N, out); True: 7-bit inputs, which keep fbgemm's AVX2 pair sums from saturating
-
-
-def _has_dynamic_int8() -> bool:
-    """Whether this torch has fbgemm's dynamic int8 linear kernel."""
-    return "fbgemm" in torch.backends.quantized.supported_engines and hasattr(
-        torch.ops.quantized, "linear_dynamic"
-    )
-
-
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(q int8 (out, in), s bf16 (out,)) with w ~ q * s[:, None]: symmetric, per output channel;
     q is rounded against the bf16 scale the kernel multiplies by."""
@@ -207,12 +144,7 @@ def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, s
 
 
-WEIGHTS = {
-    "fp32": None,
-    "bf16": Bf16Linear,
-    "int8": Int8Linear,
-    "int8-dynamic": DynamicInt8Linear,
-}
+WEIGHTS = {"fp32": None, "bf16": Bf16Linear, "int8": Int8Linear}
 
 
 def check_weights(weights: str) -> None:
@@ -283,11 +215,6 @@ def prepare_(model: nn.Module, weights: str) -> nn.Module:
             )
     model.quantized = weights
     return model
-
-
-def uncompiled_layers(model: nn.Module) -> list[str]:
-    """The classes of `model`'s layers that declare torch.compile cannot trace them (`compiles`)."""
-    return sorted({type(m).__name__ for m in model.modules() if not getattr(m, "compiles", True)})
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -49,6 +49,7 @@ import torch
 from ..config import ConfigError
 from ..metrics import per, wer
 from ..programs import count, out_folder, positive_int, short, shortening
+from ..quantize import WeightOnlyLinear
 from . import g2p_breakdown
 from .peers import PEERS
 
@@ -311,8 +312,14 @@ def main(args) -> int:
     refs = [[list(p) for p in refs_by_word[w]] for w in words]
     singles = [words[i % len(words)] for i in range(args.calls)]
     params = sum(p.numel() for p in model.parameters())
+    kind = getattr(model, "quantized", "fp32")
+    if kind != "fp32":  # the quantized matrices are buffers, not parameters
+        params += sum(m.weight.numel() for m in model.modules() if isinstance(m, WeightOnlyLinear))
+    weights = f"{next(model.parameters()).dtype}" + (
+        f", linear layers {kind}" if kind != "fp32" else ""
+    )
     header = (
-        f"G2P speed: {where}, {params / 1e6:.2f}M parameters, {next(model.parameters()).dtype} on CPU, "
+        f"G2P speed: {where}, {params / 1e6:.2f}M weights, {weights} on CPU, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.processor() or 'cpu'}; "
         f"{len(words):,} test words, scored without stress"
     )
@@ -342,16 +349,10 @@ def main(args) -> int:
             )
         )
     from ..ensemble import Ensemble
-    from ..quantize import uncompiled_layers
 
     if isinstance(model, Ensemble):  # WordDecoder compiles one model's step
         print(
             "compiled, 1 word: left out (the model is an ensemble; the compiled step is one model's)"
-        )
-    elif not args.no_compiled and uncompiled_layers(model):
-        print(
-            f"compiled, 1 word: left out (torch.compile cannot trace {', '.join(uncompiled_layers(model))}: "
-            "decode.weights=int8-dynamic; time the one-word path with int8 or fp32 weights)"
         )
     elif not args.no_compiled:
         rows.append(_compiled_row(g2p, model, vocab, cfg, singles, refs_by_word, trained))

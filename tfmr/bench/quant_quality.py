@@ -36,7 +36,7 @@ from ..programs import count, positive_int
 from ..quantize import WEIGHTS, quantize_, weight_bytes
 
 PARTS = ("lm", "g2p")
-PRECISIONS = tuple(WEIGHTS)  # fp32 first, then every quantized kind
+PRECISIONS = tuple(WEIGHTS)  # fp32 first, then every weight-only kind
 
 
 def matrix_bytes(model: nn.Module) -> int:

@@ -118,7 +118,7 @@ def add_parser(sub) -> None:
         action="append",
         default=[],
         metavar="decode.KEY=VALUE",
-        help="a decode setting: decode.weights=fp32|bf16|int8|int8-dynamic (quantized linear layers, tfmr/quantize.py)",
+        help="a decode setting: decode.weights=fp32|bf16|int8 (weight-only quantization, tfmr/quantize.py)",
     )
     p.set_defaults(func=run)
 

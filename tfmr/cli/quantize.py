@@ -1,5 +1,4 @@
 """`tfmr checkpoint quantize`: a checkpoint with its linear layers' weights in int8 or bf16, for decoding.
-(int8-dynamic stores what int8 does and multiplies with 8-bit inputs too: tfmr/quantize.py.)
 
     tfmr checkpoint quantize --checkpoint CKPT --to int8 --out DIR [--overwrite]
                                          CKPT: a language model, a G2P model or a Hugging Face folder
@@ -21,7 +20,7 @@ from pathlib import Path
 from ..config import ConfigError
 from .common import checkpoint_flags
 
-TARGETS = ("int8", "bf16", "int8-dynamic")
+TARGETS = ("int8", "bf16")
 
 
 def add_parser(sub) -> None:
