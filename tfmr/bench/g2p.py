@@ -12,7 +12,9 @@ new word), and the dictionary lookup of the same words, measured in the same run
 greedy decoding one word at a time through the compiled static-cache step (tasks/g2p.py's
 WordDecoder; --no-compiled skips it), after its compile time is reported. The model is the
 shipped one unless --checkpoint names another (a training checkpoint or an export); a build that
-ships none needs --checkpoint. The WER of each decoding on those words is printed beside its
+ships none needs --checkpoint. A quantized checkpoint (`tfmr checkpoint quantize`) is timed
+as it holds its weights (its kind in the header); --dtype float16 would cast them and is
+refused. The WER of each decoding on those words is printed beside its
 speed. Goal on 2 CPU cores: one word <= 10 ms, >= 2,000 words/s greedy (about Phonetisaurus' rate).
 Each engine is warmed up first, as a process that pronounces many words is: its dictionary read
 whole (a flagged word's repair looks up its parts; about 1.4 s once per process, which a 3-word
