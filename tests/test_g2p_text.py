@@ -158,6 +158,13 @@ def test_loops_cuts_and_short_outputs_are_flagged_and_dictionary_words_are_not()
         "cut at the length limit"
     )
     assert "low model score" in problem("blorf", "B L AO R F".split(), -0.9, 12)
+    # the shipped model's greedy incomprehensibilities: an -ies word without its final Z
+    said = "IH2 NG K AA2 M P R IY0 HH EH1 N S IH0 B IH2 L AH0 T IY0".split()
+    assert problem("Incomprehensibilities", said, -0.1, 38) == (
+        "an -ies word whose pronunciation does not end in Z"
+    )
+    assert problem("incomprehensibilities", [*said, "Z"], -0.1, 38) == ""
+    assert problem("ties", ["T", "AY1"], -0.1, 12) == ""  # 4 letters: not checked
     flagged = [
         w
         for w, prons in list(LEX.items())[::50]
