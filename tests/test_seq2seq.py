@@ -282,15 +282,15 @@ def test_seq2seq_and_language_model_trainers_share_one_loop():
 
 
 def test_the_memory_keys_and_values_are_laid_out_for_every_step_to_read_without_a_copy():
-    """memory_kvs: each layer's cross-attention keys and values, the same numbers as its
-    projection, stored contiguous (B, H, S, D) so a decoding step's matmuls need no copy."""
+    """A decoding state holds each layer's cross-attention keys and values: the same numbers as
+    its projection, stored contiguous (B, H, S, D) so a decoding step's matmuls need no copy."""
     cfg = Run().model
     cfg.arch, cfg.vocab_size, cfg.src_vocab_size = "encoder-decoder", 12, 12
     model = build_model(cfg).eval()
     src = torch.randint(4, 12, (3, 7))
     with torch.no_grad():
         memory, _ = model.encode(src)
-        kvs = model.memory_kvs(memory)
+        kvs = model.start_state(3, 8, src=src).cross
         for block, (k, v) in zip(model.blocks, kvs):
             k_view, v_view = block.cross.project_kv(memory)
             assert not k_view.is_contiguous()  # the heads' view of the projection, as computed

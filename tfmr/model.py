@@ -532,12 +532,8 @@ class EncoderDecoder(Spine, DecoderStack):
         return self.drop(self.pos.embed(self.tok_emb(tgt_ids), start))
 
     def memory_kvs(self, memory: torch.Tensor) -> list:
-        """Each decoder layer's cross-attention keys and values of the memory, computed once and
-        laid out contiguous (B, Hkv, S, D): read as the heads' transposed view of the projection,
-        every decoding step's attention matmuls copied them again (G2P's batched greedy decoding)."""
-        return [
-            tuple(t.contiguous() for t in block.cross.project_kv(memory)) for block in self.blocks
-        ]
+        """Each decoder layer's cross-attention keys and values of the memory, computed once."""
+        return [block.cross.project_kv(memory) for block in self.blocks]
 
     def decode(
         self,
@@ -623,7 +619,9 @@ class EncoderDecoder(Spine, DecoderStack):
             raise ValueError(f"src has {src.shape[0]} rows, the decoding batch has {batch}")
         memory, src_mask = self.encode(src, src_mask)
         state = DecodeState(self.new_cache(batch, max_len), memory=memory, memory_mask=src_mask)
-        state.cross = self.memory_kvs(memory)
+        # held for every step, so laid out contiguous (B, Hkv, S, D) once: as the heads' transposed
+        # view of the projection, each step's attention matmuls copied them again (G2P greedy)
+        state.cross = [tuple(t.contiguous() for t in kv) for kv in self.memory_kvs(memory)]
         # each cross-attention kernel's own state (the previous alignment; None for plain kernels)
         state.align = [
             block.cross.kernel.start_state(batch, memory.shape[1], memory.device)
