@@ -398,11 +398,16 @@ def average(sources: list[str | Path], directory: str | Path, overwrite: bool = 
         return _commit(tmp, directory)
 
 
-def saved_step(directory: str | Path) -> int | None:
-    """The step a training checkpoint was saved at (its state.json); None for a folder without one
-    (an export, an average of exports)."""
+def saved_state(directory: str | Path) -> dict:
+    """A training checkpoint's state.json (its step, seconds, history ...); {} for a folder without
+    one (an export, an average of exports). A corrupt one is a CheckpointError, in one line."""
     state = Path(directory) / "state.json"
-    return _read_json(state).get("step") if state.exists() else None
+    return _read_json(state) if state.exists() else {}
+
+
+def saved_step(directory: str | Path) -> int | None:
+    """The step a training checkpoint was saved at; None for a folder without state.json."""
+    return saved_state(directory).get("step")
 
 
 def _averaged_source(directory: Path) -> dict:

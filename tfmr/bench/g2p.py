@@ -172,8 +172,7 @@ def _trained_seconds(checkpoint_dir) -> float | None:
 
     if not checkpoint_dir:
         return None
-    state = checkpoint.resolve(checkpoint_dir) / "state.json"
-    seconds = json.loads(state.read_text()).get("seconds") if state.exists() else None
+    seconds = checkpoint.saved_state(checkpoint.resolve(checkpoint_dir)).get("seconds")
     return float(seconds) if seconds else None
 
 
@@ -298,11 +297,12 @@ def main(args) -> int:
         model, vocab, cfg = g2p.load_shipped()
         where = f"the shipped model ({g2p.SHIPPED})"
     trained = _trained_seconds(args.checkpoint)
+    kind = getattr(model, "quantized", "fp32")  # a quantized checkpoint's weights (quantize.py)
     if args.dtype != "float32":  # a cast would also turn a quantized model's scales to floats
-        if getattr(model, "quantized", "fp32") != "fp32":
+        if kind != "fp32":
             raise ConfigError(
                 f"--dtype {args.dtype} casts the weights; this checkpoint holds "
-                f"{model.quantized} weights: leave --dtype out"
+                f"{kind} weights: leave --dtype out"
             )
         model = model.to(getattr(torch, args.dtype))
     data = g2p.load_data(
@@ -314,7 +314,6 @@ def main(args) -> int:
     refs = [[list(p) for p in refs_by_word[w]] for w in words]
     singles = [words[i % len(words)] for i in range(args.calls)]
     params = sum(p.numel() for p in model.parameters())
-    kind = getattr(model, "quantized", "fp32")
     if kind != "fp32":  # the quantized matrices are buffers, not parameters
         params += sum(m.weight.numel() for m in model.modules() if isinstance(m, WeightOnlyLinear))
     weights = f"{next(model.parameters()).dtype}" + (
