@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tfmr import Choice, ModelConfig, build_model
-from tfmr.config import to_dict
+from tfmr.config import ConfigError, to_dict
 from tfmr.loop import CompiledOrEager
 from tfmr.seq2seq import (
     BOS,
@@ -20,10 +20,13 @@ from tfmr.seq2seq import (
     PairVocab,
     Seq2SeqTrainConfig,
     Seq2SeqTrainer,
+    Soft,
     Vocab,
     collate,
     greedy_decode,
     pad_batch,
+    soft_cross_entropy,
+    teacher_distributions,
 )
 
 
@@ -298,3 +301,94 @@ def test_the_memory_keys_and_values_are_laid_out_for_every_step_to_read_without_
             assert k.shape == (3, 4, 7, 12)
             torch.testing.assert_close(k, k_view, rtol=0, atol=0)
             torch.testing.assert_close(v, v_view, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- word-level distillation
+def _quiet_trainer(cfg, pairs, out):
+    return Seq2SeqTrainer(
+        cfg, VOCAB, pairs, _pairs(10, seed=9), out, progress=False, log=lambda *a: None
+    )
+
+
+def _one_hot_soft(pairs):
+    """Soft targets that put all their mass on the gold symbol (y_1 .. y_T, </s>)."""
+    return [
+        (
+            s,
+            t,
+            Soft(
+                torch.tensor([[y] for y in t + [EOS]], dtype=torch.int16),
+                torch.ones(len(t) + 1, 1).half(),
+            ),
+        )
+        for s, t in pairs
+    ]
+
+
+def test_soft_cross_entropy_on_one_hot_targets_is_torchs_cross_entropy():
+    """Soft targets with all their mass on the gold symbol give F.cross_entropy (padding ignored)."""
+    torch.manual_seed(0)
+    pairs = _one_hot_soft([([5, 6, 7], [8, 9]), ([4], [10, 11, 12])])
+    b = collate(pairs)
+    assert b["soft_ids"].shape == (2, 4, 1) and b["soft_probs"][0, 3].item() == 0  # padding
+    logits = torch.randn(2, 4, 20)
+    ref = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, 20), b["targets"].reshape(-1), ignore_index=-100
+    )
+    torch.testing.assert_close(soft_cross_entropy(logits, b), ref)
+
+
+def test_teacher_distributions_are_the_teacher_forced_top_k_renormalised():
+    """Each pair's Soft is its own teacher-forced forward's k most likely symbols, probabilities
+    renormalised over them, whatever batch the pair was read in."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="encoder-decoder", vocab_size=12, dim=32, layers=1, heads=2, pad_id=0)
+    model = build_model(cfg)
+    pairs = _pairs(30, symbols=7)
+    softs, mass = teacher_distributions(model, pairs, k=3, batch_size=8)
+    assert 0 < mass < 1
+    model.eval()
+    for (s, t), soft in zip(pairs, softs):
+        b = collate([(s, t)])
+        p = model(b["src_ids"], b["tgt_ids"]).logits[0].softmax(-1)  # (T + 1, V)
+        top, ids = p.topk(3, dim=-1)
+        assert torch.equal(soft.ids.long(), ids)
+        torch.testing.assert_close(
+            soft.probs.float(), top / top.sum(-1, keepdim=True), atol=1e-3, rtol=0
+        )
+
+
+def test_word_distill_on_one_hot_soft_targets_is_plain_teacher_forcing(tmp_path):
+    """train.word_distill=1 on soft targets that are the gold symbols trains exactly as plain
+    teacher forcing without label smoothing, although that run's model smooths its labels: the
+    whole loss comes from the soft targets, and they are read where the objective's loss is."""
+
+    def run(out, pairs, w, smoothing):
+        cfg = Run()
+        cfg.model.label_smoothing, cfg.train.steps, cfg.train.word_distill = smoothing, 5, w
+        trainer = _quiet_trainer(cfg, pairs, out)
+        trainer.fit()
+        return trainer
+
+    plain = run(tmp_path / "plain", _pairs(100), 0.0, 0.0)
+    soft = run(tmp_path / "soft", _one_hot_soft(_pairs(100)), 1.0, 0.1)
+    smoothed = run(tmp_path / "smoothed", _pairs(100), 0.0, 0.1)
+    assert smoothed.history[0]["loss"] != pytest.approx(plain.history[0]["loss"], rel=1e-3)
+    assert [h["loss"] for h in soft.history if "loss" in h] == pytest.approx(
+        [h["loss"] for h in plain.history if "loss" in h], rel=1e-5
+    )
+    for (name, p), q in zip(plain.model.state_dict().items(), soft.model.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_word_distill_is_refused_without_soft_targets_out_of_range_or_off_the_gold_target(tmp_path):
+    cfg = Run()
+    cfg.train.word_distill = 0.5
+    with pytest.raises(ConfigError, match="training pairs carry none"):
+        _quiet_trainer(cfg, _pairs(20), tmp_path / "a")
+    cfg.train.word_distill = 1.5
+    with pytest.raises(ConfigError, match=r"a weight in \[0, 1\], got 1.5"):
+        _quiet_trainer(cfg, _one_hot_soft(_pairs(20)), tmp_path / "b")
+    cfg.train.word_distill, cfg.train.objective = 0.5, Choice("reinforce")
+    with pytest.raises(ConfigError, match="train.word_distill adds to a teacher-forced loss"):
+        _quiet_trainer(cfg, _one_hot_soft(_pairs(20)), tmp_path / "c")

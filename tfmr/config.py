@@ -220,6 +220,10 @@ class Seq2SeqTrainConfig(TrainConfig):
     guided_sigma: float = 0.4  # g, the width of the guided attention's diagonal band
     guided_layers: str = "all"  # cross-attention layers it acts on: all, or indices such as 0,1
     guided_heads: str = "0,1"  # heads of each chosen layer it acts on
+    # > 0: word-level distillation (Kim & Rush 2016): the loss is (1 - w) x the objective's + w x the
+    # cross entropy against a teacher's distribution at each target position (the pairs' soft
+    # targets; G2P: data.teacher); 0: off
+    word_distill: float = 0.0
 
 
 @dataclass

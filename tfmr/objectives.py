@@ -226,10 +226,11 @@ PREDICT = ("argmax", "sample")
 
 # ----------------------------------------------------------------------------- objectives
 class Objective:
-    """One micro-batch's loss. `with_guided_attention`: whether the guided attention term can be
-    added to the Output this objective returns (its cross-attention is over the gold target)."""
+    """One micro-batch's loss. `over_gold_target`: whether the Output this objective returns is
+    over the gold target's positions (its logits and cross-attention), so that terms read there
+    can be added to it: guided attention, word-level distillation's soft targets."""
 
-    with_guided_attention = True
+    over_gold_target = True
     for_language_models = False  # whether a decoder-only LM's batch (`lm_batch`) is read
 
     def setup(self, model: torch.nn.Module, task: Task) -> None:
@@ -580,7 +581,7 @@ class _RL(Objective):
     (`lm_batch`), `prompt` is the share of each training window given as the prompt; the rest is
     the reference continuation the sampled one is rewarded against."""
 
-    with_guided_attention = False
+    over_gold_target = False
     for_language_models = True
 
     def __init__(

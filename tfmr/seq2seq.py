@@ -5,7 +5,12 @@ batched greedy decoding for encoder-decoder models.
     BucketBatches           batches of pairs of similar length (little padding), reshuffled every
                             epoch from (seed, epoch), so the data position is two integers
     collate(pairs)          {src_ids (B, S), tgt_ids (B, T) = <s> y, targets (B, T) = y </s>}, padded
-                            with <pad> (inputs) and -100 (targets, ignored by the loss)
+                            with <pad> (inputs) and -100 (targets, ignored by the loss); pairs
+                            that carry soft targets add soft_ids / soft_probs (B, T, k)
+    teacher_distributions   word-level distillation's soft targets (Kim & Rush 2016): a teacher's
+                            k most likely next symbols and their probabilities at every target
+                            position of each pair, teacher-forced; `train.word_distill` mixes
+                            them into the loss (soft_cross_entropy)
     Seq2SeqTrainer          the one training loop (loop.TrainLoop) on pairs: teacher forcing
                             with label smoothing on bucketed batches, or another objective of
                             objectives.py (`train.objective`, `train.guided_attention`); its loop,
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -42,22 +48,42 @@ from .objectives import GuidedAttention, Task
 from .vocab import BOS, EOS, PAD, SPECIALS, UNK, PairVocab, Vocab  # re-exported here
 
 # ----------------------------------------------------------------------------- batches
-Pair = tuple[list[int], list[int]]
+# (source ids, target ids), or with word-level distillation (source ids, target ids, Soft)
+Pair = tuple
+
+
+@dataclass(frozen=True)
+class Soft:
+    """One pair's soft targets: at each of its len(target) + 1 positions (y_1 .. y_T, </s>) a
+    teacher's k most likely symbols, `ids` (T + 1, k), and their probabilities renormalised over
+    those k, `probs` (T + 1, k) in fp16 (kept small: 112,400 G2P pairs hold about 20 MB)."""
+
+    ids: torch.Tensor
+    probs: torch.Tensor
 
 
 def collate(pairs: Sequence[Pair], device="cpu") -> dict:
-    """Pad a list of (src ids, tgt ids) into the three tensors teacher forcing needs."""
+    """Pad a list of (src ids, tgt ids[, Soft]) into the three tensors teacher forcing needs, and
+    soft_ids / soft_probs (B, T, k) when the pairs carry soft targets (probability 0 on padding)."""
     B = len(pairs)
-    S = max(len(s) for s, _ in pairs)
-    T = max(len(t) for _, t in pairs) + 1
+    S = max(len(p[0]) for p in pairs)
+    T = max(len(p[1]) for p in pairs) + 1
     src = torch.full((B, S), PAD, dtype=torch.long)
     tgt_in = torch.full((B, T), PAD, dtype=torch.long)
     targets = torch.full((B, T), -100, dtype=torch.long)
-    for i, (s, t) in enumerate(pairs):
+    for i, (s, t, *_) in enumerate(pairs):
         src[i, : len(s)] = torch.tensor(s)
         tgt_in[i, : len(t) + 1] = torch.tensor([BOS] + t)  # <s> y
         targets[i, : len(t) + 1] = torch.tensor(t + [EOS])  # y </s>
-    return {"src_ids": src.to(device), "tgt_ids": tgt_in.to(device), "targets": targets.to(device)}
+    batch = {"src_ids": src, "tgt_ids": tgt_in, "targets": targets}
+    if len(pairs[0]) > 2:
+        k = pairs[0][2].ids.shape[1]
+        batch["soft_ids"] = torch.zeros((B, T, k), dtype=torch.long)
+        batch["soft_probs"] = torch.zeros((B, T, k))
+        for i, (_, t, soft) in enumerate(pairs):
+            batch["soft_ids"][i, : len(t) + 1] = soft.ids
+            batch["soft_probs"][i, : len(t) + 1] = soft.probs
+    return {name: x.to(device) for name, x in batch.items()}
 
 
 class BucketBatches:
@@ -81,7 +107,7 @@ class BucketBatches:
         self._order = self.epoch_batches(0)
 
     def _cost(self, idx: int) -> int:
-        s, t = self.pairs[idx]
+        s, t = self.pairs[idx][:2]
         return len(s) + len(t) + 1
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
@@ -133,12 +159,54 @@ def check_lengths(pairs: Sequence[Pair], cfg: ModelConfig) -> None:
     """Learned positions cannot go past model.context: refuse data that would."""
     if max_positions(cfg) is None:
         return
-    longest = max(max(len(s), len(t) + 1) for s, t in pairs)
+    longest = max(max(len(p[0]), len(p[1]) + 1) for p in pairs)
     if longest > cfg.context:
         raise ConfigError(
             f"a sequence of {longest} tokens does not fit model.context={cfg.context} "
             "with learned positions; raise model.context"
         )
+
+
+# ----------------------------------------------------------------------------- word-level distillation
+@torch.inference_mode()
+def teacher_distributions(
+    model, pairs: Sequence[Pair], k: int, batch_size: int = 500, done: Callable | None = None
+) -> tuple[list[Soft], float]:
+    """Word-level distillation's soft targets (Kim & Rush 2016): `model` (the teacher, an
+    encoder-decoder) teacher-forced on each pair's own target, its k most likely symbols at every
+    position (y_1 .. y_T, </s>) with their probabilities renormalised over those k. Returns the
+    Soft of each pair (in the order given) and the mean probability mass the k kept. Pairs are
+    read in length-sorted batches, so a batch pads little; `done(n)` is called after each batch
+    with the pairs it read (a progress bar's update). The teacher is put in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), len(pairs[i][1])))
+    softs: list = [None] * len(pairs)
+    mass, positions = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = collate([pairs[i][:2] for i in rows], device)
+        logits = model(batch["src_ids"], batch["tgt_ids"]).logits  # (B, T, V)
+        top, ids = logits.float().softmax(-1).topk(k, dim=-1)  # (B, T, k) each
+        kept = top.sum(-1)  # (B, T)
+        live = batch["targets"] != -100
+        mass, positions = mass + float(kept[live].sum()), positions + int(live.sum())
+        probs = top / kept.unsqueeze(-1)
+        for j, i in enumerate(rows):
+            n = len(pairs[i][1]) + 1
+            softs[i] = Soft(ids[j, :n].to(torch.int16).cpu(), probs[j, :n].half().cpu())
+        if done is not None:
+            done(len(rows))
+    return softs, mass / max(positions, 1)
+
+
+def soft_cross_entropy(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """The student's cross entropy against the soft targets (-sum_k p_k log q(id_k)), the mean over
+    the target positions (targets != -100) of logits (B, T, V) and the batch's soft_ids / soft_probs."""
+    logq = torch.log_softmax(logits.float(), -1).gather(-1, batch["soft_ids"])  # (B, T, k)
+    per_position = -(batch["soft_probs"] * logq).sum(-1)  # (B, T)
+    live = batch["targets"] != -100
+    return per_position[live].sum() / live.sum().clamp(min=1)
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -183,6 +251,18 @@ class Seq2SeqTrainer(TrainLoop):
         check_lengths(self.train_pairs, m)
         self.batches = BucketBatches(self.train_pairs, t.batch_size, t.batch_tokens, t.seed)
         self.dev_pairs = list(self.all_dev_pairs)[: t.eval_pairs]
+        self.check_soft_targets()
+
+    def check_soft_targets(self) -> None:
+        """`train.word_distill` in [0, 1], and above 0 only with pairs that carry soft targets."""
+        w = self.cfg.train.word_distill
+        if not 0.0 <= w <= 1.0:
+            raise ConfigError(f"train.word_distill is a weight in [0, 1], got {w}")
+        if w > 0 and len(self.train_pairs[0]) < 3:
+            raise ConfigError(
+                "train.word_distill mixes a teacher's distributions into the loss, and this run's "
+                "training pairs carry none (G2P: set data.teacher)"
+            )
 
     def build_model(self) -> torch.nn.Module:
         model = self.make_model(self.cfg.model)
@@ -190,6 +270,11 @@ class Seq2SeqTrainer(TrainLoop):
             model, Task(BOS, EOS, PAD, self.vocab.tgt.decode, self.cfg.model.context)
         )
         self.guided = self.guided_attention(model)
+        if self.cfg.train.word_distill and not self.objective.over_gold_target:
+            raise ConfigError(
+                f"train.word_distill adds to a teacher-forced loss; train.objective="
+                f"{self.cfg.train.objective.kind} does not compute one"
+            )
         return model
 
     def guided_attention(self, model: torch.nn.Module) -> GuidedAttention | None:
@@ -198,7 +283,7 @@ class Seq2SeqTrainer(TrainLoop):
         t = self.cfg.train
         if not t.guided_attention:
             return None
-        if not self.objective.with_guided_attention:
+        if not self.objective.over_gold_target:
             raise ConfigError(
                 f"train.guided_attention adds to a teacher-forced loss; train.objective="
                 f"{t.objective.kind} does not compute one (use teacher-forcing, scheduled, "
@@ -215,11 +300,16 @@ class Seq2SeqTrainer(TrainLoop):
 
     def batch_loss(self) -> torch.Tensor:
         batch = self.make_batch(self.batches.next(), self.device)
+        soft = {name: batch.pop(name) for name in ("soft_ids", "soft_probs") if name in batch}
         self.tokens += int((batch["targets"] != -100).sum())  # target tokens
         out = self.objective_loss(batch)  # train.objective
+        loss = out.loss
+        w = self.cfg.train.word_distill
+        if w:  # word-level distillation: (1 - w) x the objective's loss + w x the soft targets'
+            loss = (1 - w) * loss + w * soft_cross_entropy(out.logits, {**batch, **soft})
         if self.guided is None:
-            return out.loss
-        return out.loss + self.guided.weight * self.guided.loss(
+            return loss
+        return loss + self.guided.weight * self.guided.loss(
             out, batch["src_ids"], batch["targets"], PAD
         )
 
@@ -281,6 +371,9 @@ __all__ = [
     "Seq2SeqTrainer",
     "pad_batch",
     "greedy_decode",
+    "Soft",
+    "teacher_distributions",
+    "soft_cross_entropy",
     "eager_attention",
     "PAD",
     "BOS",
