@@ -605,3 +605,53 @@ def test_distillation_trains_on_the_teachers_pronunciations_and_resumes_on_the_s
         g2p_distill.ConfigError, match="its letters or phonemes differ from this run's data"
     ):
         g2p_distill._decode(g2p.TASK, g2p.load_data(True), stressed)
+
+
+def test_word_level_distillation_trains_on_the_teachers_distributions_and_resumes_bit_exactly(
+    tiny, tmp_path, monkeypatch
+):
+    """train.word_distill with data.teacher: each train pair carries the teacher's SOFT_TOPK most
+    likely phonemes along its target, made again on --resume alike, and a run stopped and resumed
+    ends with the weights of one run straight through; without a teacher it is refused in one line."""
+    from tfmr.seq2seq import ConfigError
+    from tfmr.tasks import g2p_distill
+
+    full = g2p.load_data(False)
+    some = sorted(full.splits["train"], key=g2p.md5_key)[:120]
+    small = g2p.G2PData(
+        {**full.splits, "train": {w: full.splits["train"][w] for w in some}}, full.vocab
+    )
+    monkeypatch.setattr(g2p, "load_data", lambda stress=False: small)
+    seen, lines = [], []
+    real = g2p.TASK.train_pairs
+    monkeypatch.setattr(
+        g2p.TASK, "train_pairs", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
+    )
+
+    def run(out, steps, resume=False):
+        cfg = tiny_cfg(steps=steps, eval_every=4, checkpoint_every=4, word_distill=0.5)
+        cfg.data.teacher = str(tiny.export)
+        trainer, _ = g2p.train(cfg, out, resume=resume, progress=False, log=lines.append)
+        return trainer
+
+    straight = run(tmp_path / "straight", 8)
+    run(tmp_path / "stopped", 4)
+    resumed = run(tmp_path / "stopped", 8, resume=True)
+    assert all(
+        len(p) == 3 and p[2].ids.shape == (len(p[1]) + 1, g2p_distill.SOFT_TOPK) for p in seen[0]
+    )
+    for a, b in zip(seen[0], seen[2]):
+        assert (
+            a[:2] == b[:2]
+            and torch.equal(a[2].ids, b[2].ids)
+            and torch.equal(a[2].probs, b[2].probs)
+        )
+    assert any(
+        line.startswith("word-level distillation: the teacher's 8 most likely") for line in lines
+    )
+    for (name, p), q in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
+        assert torch.equal(p, q), name
+    with pytest.raises(ConfigError, match=r"carry none \(G2P: set data.teacher\)"):
+        g2p.train(tiny_cfg(word_distill=0.5), tmp_path / "no-teacher", **QUIET)

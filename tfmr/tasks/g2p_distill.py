@@ -32,8 +32,10 @@ from ..config import ConfigError
 from ..folders import FolderError
 
 TEACHER_FILE = "teacher.json"  # in a distilled run's folder: {"teacher": path, "targets": {...}}
-# phonemes of the teacher kept at each position for word-level distillation: the shipped model puts
-# 99.9% of its probability on its 8 most likely at the train words' positions (the run's log says)
+# phonemes of the teacher kept at each position for word-level distillation. The shipped model puts
+# 95.1% of its probability on its 8 most likely at the train pairs' positions (the run's log says
+# it); most of the rest is the tenth its label smoothing spread over all 69 phonemes, which the
+# renormalisation leaves out
 SOFT_TOPK = 8
 
 
