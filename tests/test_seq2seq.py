@@ -319,6 +319,7 @@ def _one_hot_soft(pairs):
             Soft(
                 torch.tensor([[y] for y in t + [EOS]], dtype=torch.int16),
                 torch.ones(len(t) + 1, 1).half(),
+                torch.zeros(len(t) + 1).half(),
             ),
         )
         for s, t in pairs
@@ -338,9 +339,25 @@ def test_soft_cross_entropy_on_one_hot_targets_is_torchs_cross_entropy():
     torch.testing.assert_close(soft_cross_entropy(logits, b), ref)
 
 
-def test_teacher_distributions_are_the_teacher_forced_top_k_renormalised():
-    """Each pair's Soft is its own teacher-forced forward's k most likely symbols, probabilities
-    renormalised over them, whatever batch the pair was read in."""
+def test_soft_cross_entropy_is_torchs_cross_entropy_with_the_rest_spread_evenly():
+    """Against probability targets, F.cross_entropy is the reference: the k kept symbols at the
+    teacher's probabilities and its leftover probability spread over the other V - k symbols."""
+    torch.manual_seed(1)
+    B, T, V, k = 2, 3, 11, 4
+    logits, teacher = torch.randn(B, T, V), torch.randn(B, T, V).softmax(-1)
+    top, ids = teacher.topk(k, dim=-1)
+    rest = 1 - top.sum(-1)
+    dense = (rest / (V - k)).unsqueeze(-1).expand(B, T, V).scatter(-1, ids, top)  # (B, T, V)
+    targets = torch.tensor([[5, 6, 2], [7, 2, -100]])
+    batch = {"soft_ids": ids, "soft_probs": top, "soft_rest": rest, "targets": targets}
+    live = targets != -100
+    ref = torch.nn.functional.cross_entropy(logits[live], dense[live])
+    torch.testing.assert_close(soft_cross_entropy(logits, batch), ref)
+
+
+def test_teacher_distributions_are_the_teacher_forced_top_k_and_the_rest():
+    """Each pair's Soft is its own teacher-forced forward's k most likely symbols, their
+    probabilities and the probability left over, whatever batch the pair was read in."""
     torch.manual_seed(0)
     cfg = ModelConfig(arch="encoder-decoder", vocab_size=12, dim=32, layers=1, heads=2, pad_id=0)
     model = build_model(cfg)
@@ -353,9 +370,8 @@ def test_teacher_distributions_are_the_teacher_forced_top_k_renormalised():
         p = model(b["src_ids"], b["tgt_ids"]).logits[0].softmax(-1)  # (T + 1, V)
         top, ids = p.topk(3, dim=-1)
         assert torch.equal(soft.ids.long(), ids)
-        torch.testing.assert_close(
-            soft.probs.float(), top / top.sum(-1, keepdim=True), atol=1e-3, rtol=0
-        )
+        torch.testing.assert_close(soft.probs.float(), top, atol=1e-3, rtol=0)
+        torch.testing.assert_close(soft.rest.float(), 1 - top.sum(-1), atol=1e-3, rtol=0)
 
 
 def test_word_distill_on_one_hot_soft_targets_is_plain_teacher_forcing(tmp_path):

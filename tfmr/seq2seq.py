@@ -55,16 +55,19 @@ Pair = tuple
 @dataclass(frozen=True)
 class Soft:
     """One pair's soft targets: at each of its len(target) + 1 positions (y_1 .. y_T, </s>) a
-    teacher's k most likely symbols, `ids` (T + 1, k), and their probabilities renormalised over
-    those k, `probs` (T + 1, k) in fp16 (kept small: 112,400 G2P pairs hold about 20 MB)."""
+    teacher's k most likely symbols, `ids` (T + 1, k), their probabilities, `probs` (T + 1, k),
+    and the probability it gives all the other symbols, `rest` (T + 1,), which the loss spreads
+    evenly over them; fp16 (kept small: 112,400 G2P pairs at k = 8 hold about 20 MB)."""
 
     ids: torch.Tensor
     probs: torch.Tensor
+    rest: torch.Tensor
 
 
 def collate(pairs: Sequence[Pair], device="cpu") -> dict:
     """Pad a list of (src ids, tgt ids[, Soft]) into the three tensors teacher forcing needs, and
-    soft_ids / soft_probs (B, T, k) when the pairs carry soft targets (probability 0 on padding)."""
+    soft_ids / soft_probs (B, T, k) and soft_rest (B, T) when the pairs carry soft targets
+    (probability 0 on padding)."""
     B = len(pairs)
     S = max(len(p[0]) for p in pairs)
     T = max(len(p[1]) for p in pairs) + 1
@@ -80,9 +83,11 @@ def collate(pairs: Sequence[Pair], device="cpu") -> dict:
         k = pairs[0][2].ids.shape[1]
         batch["soft_ids"] = torch.zeros((B, T, k), dtype=torch.long)
         batch["soft_probs"] = torch.zeros((B, T, k))
+        batch["soft_rest"] = torch.zeros((B, T))
         for i, (_, t, soft) in enumerate(pairs):
             batch["soft_ids"][i, : len(t) + 1] = soft.ids
             batch["soft_probs"][i, : len(t) + 1] = soft.probs
+            batch["soft_rest"][i, : len(t) + 1] = soft.rest
     return {name: x.to(device) for name, x in batch.items()}
 
 
@@ -174,7 +179,7 @@ def teacher_distributions(
 ) -> tuple[list[Soft], float]:
     """Word-level distillation's soft targets (Kim & Rush 2016): `model` (the teacher, an
     encoder-decoder) teacher-forced on each pair's own target, its k most likely symbols at every
-    position (y_1 .. y_T, </s>) with their probabilities renormalised over those k. Returns the
+    position (y_1 .. y_T, </s>), their probabilities and the rest of its probability. Returns the
     Soft of each pair (in the order given) and the mean probability mass the k kept. Pairs are
     read in length-sorted batches, so a batch pads little; `done(n)` is called after each batch
     with the pairs it read (a progress bar's update). The teacher is put in eval mode."""
@@ -191,20 +196,28 @@ def teacher_distributions(
         kept = top.sum(-1)  # (B, T)
         live = batch["targets"] != -100
         mass, positions = mass + float(kept[live].sum()), positions + int(live.sum())
-        probs = top / kept.unsqueeze(-1)
+        rest = (1 - kept).clamp(min=0)  # (B, T)
         for j, i in enumerate(rows):
             n = len(pairs[i][1]) + 1
-            softs[i] = Soft(ids[j, :n].to(torch.int16).cpu(), probs[j, :n].half().cpu())
+            ids_j, top_j, rest_j = ids[j, :n].to(torch.int16), top[j, :n].half(), rest[j, :n].half()
+            softs[i] = Soft(ids_j.cpu(), top_j.cpu(), rest_j.cpu())
         if done is not None:
             done(len(rows))
     return softs, mass / max(positions, 1)
 
 
 def soft_cross_entropy(logits: torch.Tensor, batch: dict) -> torch.Tensor:
-    """The student's cross entropy against the soft targets (-sum_k p_k log q(id_k)), the mean over
-    the target positions (targets != -100) of logits (B, T, V) and the batch's soft_ids / soft_probs."""
-    logq = torch.log_softmax(logits.float(), -1).gather(-1, batch["soft_ids"])  # (B, T, k)
-    per_position = -(batch["soft_probs"] * logq).sum(-1)  # (B, T)
+    """The student's cross entropy against the soft targets, the mean over the target positions
+    (targets != -100) of logits (B, T, V) and the batch's soft_ids / soft_probs / soft_rest:
+    -sum_k p_k log q(id_k) - rest / (V - k) x the sum of -log q over the V - k other symbols
+    (the teacher's leftover probability spread evenly: mostly what label smoothing taught it)."""
+    logq = torch.log_softmax(logits.float(), -1)  # (B, T, V)
+    kept = logq.gather(-1, batch["soft_ids"])  # (B, T, k)
+    others = logq.sum(-1) - kept.sum(-1)  # (B, T): sum of log q over the symbols not kept
+    V, k = logits.shape[-1], kept.shape[-1]
+    per_position = (
+        -(batch["soft_probs"] * kept).sum(-1) - batch["soft_rest"] / max(V - k, 1) * others
+    )
     live = batch["targets"] != -100
     return per_position[live].sum() / live.sum().clamp(min=1)
 
@@ -300,7 +313,7 @@ class Seq2SeqTrainer(TrainLoop):
 
     def batch_loss(self) -> torch.Tensor:
         batch = self.make_batch(self.batches.next(), self.device)
-        soft = {name: batch.pop(name) for name in ("soft_ids", "soft_probs") if name in batch}
+        soft = {k: batch.pop(k) for k in ("soft_ids", "soft_probs", "soft_rest") if k in batch}
         self.tokens += int((batch["targets"] != -100).sum())  # target tokens
         out = self.objective_loss(batch)  # train.objective
         loss = out.loss

@@ -15,9 +15,9 @@ can come close to it at a fraction of its decoding cost.
 
 Word-level distillation (`train.word_distill=W`, with data.teacher) adds the teacher's
 distribution at every position of each target: one teacher-forced pass over the train pairs
-before the first step keeps its SOFT_TOPK most likely phonemes there (seq2seq.teacher_distributions),
-and the student's loss becomes (1 - W) x its cross entropy on the target + W x its cross entropy
-against those. The pass is made again on `--resume` (about a minute for the shipped model on 2
+before the first step keeps its SOFT_TOPK most likely phonemes there and the probability it gives
+the rest (seq2seq.teacher_distributions), and the student's loss becomes (1 - W) x its cross
+entropy on the target + W x its cross entropy against that distribution. The pass is made again on `--resume` (about a minute for the shipped model on 2
 cores; the same numbers at the same thread count), not stored: it would add about 20 MB to a run.
 """
 
@@ -34,8 +34,8 @@ from ..folders import FolderError
 TEACHER_FILE = "teacher.json"  # in a distilled run's folder: {"teacher": path, "targets": {...}}
 # phonemes of the teacher kept at each position for word-level distillation. The shipped model puts
 # 95.1% of its probability on its 8 most likely at the train pairs' positions (the run's log says
-# it); most of the rest is the tenth its label smoothing spread over all 69 phonemes, which the
-# renormalisation leaves out
+# it); the rest, mostly what its label smoothing (0.1) spread over all 69 phonemes, is kept as one
+# number and spread evenly over the others (seq2seq.soft_cross_entropy)
 SOFT_TOPK = 8
 
 
