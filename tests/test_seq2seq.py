@@ -408,3 +408,7 @@ def test_word_distill_is_refused_without_soft_targets_out_of_range_or_off_the_go
     cfg.train.word_distill, cfg.train.objective = 0.5, Choice("reinforce")
     with pytest.raises(ConfigError, match="train.word_distill adds to a teacher-forced loss"):
         _quiet_trainer(cfg, _one_hot_soft(_pairs(20)), tmp_path / "c")
+    cfg = Run()
+    cfg.train.word_distill, cfg.model.loss_chunk = 0.5, 8
+    with pytest.raises(ConfigError, match="set model.loss_chunk=0"):
+        _quiet_trainer(cfg, _one_hot_soft(_pairs(20)), tmp_path / "d")

@@ -288,6 +288,11 @@ class Seq2SeqTrainer(TrainLoop):
                 f"train.word_distill adds to a teacher-forced loss; train.objective="
                 f"{self.cfg.train.objective.kind} does not compute one"
             )
+        if self.cfg.train.word_distill and self.cfg.model.loss_chunk:
+            raise ConfigError(
+                "train.word_distill reads the whole logits, which model.loss_chunk never makes; "
+                "set model.loss_chunk=0"
+            )
         return model
 
     def guided_attention(self, model: torch.nn.Module) -> GuidedAttention | None:

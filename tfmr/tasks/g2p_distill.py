@@ -17,8 +17,9 @@ Word-level distillation (`train.word_distill=W`, with data.teacher) adds the tea
 distribution at every position of each target: one teacher-forced pass over the train pairs
 before the first step keeps its SOFT_TOPK most likely phonemes there and the probability it gives
 the rest (seq2seq.teacher_distributions), and the student's loss becomes (1 - W) x its cross
-entropy on the target + W x its cross entropy against that distribution. The pass is made again on `--resume` (about a minute for the shipped model on 2
-cores; the same numbers at the same thread count), not stored: it would add about 20 MB to a run.
+entropy on the target + W x its cross entropy against that distribution. The pass is made again
+on `--resume` (about a minute for the shipped model on 2 cores; the same numbers at the same
+thread count), not stored: it would add about 20 MB to a run.
 """
 
 from __future__ import annotations
