@@ -6,11 +6,13 @@ batched greedy decoding for encoder-decoder models.
                             epoch from (seed, epoch), so the data position is two integers
     collate(pairs)          {src_ids (B, S), tgt_ids (B, T) = <s> y, targets (B, T) = y </s>}, padded
                             with <pad> (inputs) and -100 (targets, ignored by the loss); pairs
-                            that carry soft targets add soft_ids / soft_probs (B, T, k)
+                            that carry soft targets (Soft) add soft_ids / soft_probs (B, T, k)
+                            and soft_rest (B, T)
     teacher_distributions   word-level distillation's soft targets (Kim & Rush 2016): a teacher's
-                            k most likely next symbols and their probabilities at every target
-                            position of each pair, teacher-forced; `train.word_distill` mixes
-                            them into the loss (soft_cross_entropy)
+                            (a model's or an ensemble's) k most likely next symbols, their
+                            probabilities and the rest at every target position of each pair,
+                            teacher-forced; `train.word_distill` mixes them into the loss
+                            (soft_cross_entropy)
     Seq2SeqTrainer          the one training loop (loop.TrainLoop) on pairs: teacher forcing
                             with label smoothing on bucketed batches, or another objective of
                             objectives.py (`train.objective`, `train.guided_attention`); its loop,
