@@ -372,6 +372,13 @@ def test_teacher_distributions_are_the_teacher_forced_top_k_and_the_rest():
         assert torch.equal(soft.ids.long(), ids)
         torch.testing.assert_close(soft.probs.float(), top, atol=1e-3, rtol=0)
         torch.testing.assert_close(soft.rest.float(), 1 - top.sum(-1), atol=1e-3, rtol=0)
+    # an ensemble teaches its combined distribution: a model twice over teaches as the model
+    from tfmr.ensemble import Ensemble
+
+    twice, _ = teacher_distributions(Ensemble([model, model]), pairs, k=3, batch_size=8)
+    for a, b in zip(softs, twice):
+        assert torch.equal(a.ids, b.ids)
+        torch.testing.assert_close(a.probs.float(), b.probs.float(), atol=1e-3, rtol=0)
 
 
 def test_word_distill_on_one_hot_soft_targets_is_plain_teacher_forcing(tmp_path):
