@@ -419,3 +419,18 @@ def test_word_distill_is_refused_without_soft_targets_out_of_range_or_off_the_go
     cfg.train.word_distill, cfg.model.loss_chunk = 0.5, 8
     with pytest.raises(ConfigError, match="set model.loss_chunk=0"):
         _quiet_trainer(cfg, _one_hot_soft(_pairs(20)), tmp_path / "d")
+
+
+def test_teacher_distributions_keep_symbol_ids_past_int16():
+    """A vocabulary of more than 32,767 symbols keeps its ids whole (int32, not int16)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="encoder-decoder", vocab_size=40_000, dim=8, layers=1, heads=1, pad_id=0)
+    model = build_model(cfg)
+    pairs = [([5, 6, 7], [30_000, 39_999]), ([4], [33_000])]
+    softs, _ = teacher_distributions(model, pairs, k=4)
+    model.eval()
+    for (s, t), soft in zip(pairs, softs):
+        b = collate([(s, t)])
+        ids = model(b["src_ids"], b["tgt_ids"]).logits[0].topk(4, dim=-1).indices
+        assert torch.equal(soft.ids.long(), ids)
+    assert max(int(soft.ids.max()) for soft in softs) > 32_767

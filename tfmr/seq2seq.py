@@ -59,7 +59,8 @@ class Soft:
     """One pair's soft targets: at each of its len(target) + 1 positions (y_1 .. y_T, </s>) a
     teacher's k most likely symbols, `ids` (T + 1, k), their probabilities, `probs` (T + 1, k),
     and the probability it gives all the other symbols, `rest` (T + 1,), which the loss spreads
-    evenly over them; fp16 (kept small: 112,400 G2P pairs at k = 8 hold about 20 MB)."""
+    evenly over them. Kept small: ids int16 (int32 past 32,767 symbols), probabilities fp16;
+    112,400 G2P pairs at k = 8 hold about 20 MB."""
 
     ids: torch.Tensor
     probs: torch.Tensor
@@ -199,9 +200,10 @@ def teacher_distributions(
         live = batch["targets"] != -100
         mass, positions = mass + float(kept[live].sum()), positions + int(live.sum())
         rest = (1 - kept).clamp(min=0)  # (B, T)
+        id_type = torch.int16 if logits.shape[-1] <= torch.iinfo(torch.int16).max else torch.int32
         for j, i in enumerate(rows):
             n = len(pairs[i][1]) + 1
-            ids_j, top_j, rest_j = ids[j, :n].to(torch.int16), top[j, :n].half(), rest[j, :n].half()
+            ids_j, top_j, rest_j = ids[j, :n].to(id_type), top[j, :n].half(), rest[j, :n].half()
             softs[i] = Soft(ids_j.cpu(), top_j.cpu(), rest_j.cpu())
         if done is not None:
             done(len(rows))
