@@ -268,18 +268,6 @@ class Seq2SeqTrainer(TrainLoop):
         check_lengths(self.train_pairs, m)
         self.batches = BucketBatches(self.train_pairs, t.batch_size, t.batch_tokens, t.seed)
         self.dev_pairs = list(self.all_dev_pairs)[: t.eval_pairs]
-        self.check_soft_targets()
-
-    def check_soft_targets(self) -> None:
-        """`train.word_distill` in [0, 1], and above 0 only with pairs that carry soft targets."""
-        w = self.cfg.train.word_distill
-        if not 0.0 <= w <= 1.0:
-            raise ConfigError(f"train.word_distill is a weight in [0, 1], got {w}")
-        if w > 0 and len(self.train_pairs[0]) < 3:
-            raise ConfigError(
-                "train.word_distill mixes a teacher's distributions into the loss, and this run's "
-                "training pairs carry none (G2P: set data.teacher)"
-            )
 
     def build_model(self) -> torch.nn.Module:
         model = self.make_model(self.cfg.model)
@@ -287,17 +275,32 @@ class Seq2SeqTrainer(TrainLoop):
             model, Task(BOS, EOS, PAD, self.vocab.tgt.decode, self.cfg.model.context)
         )
         self.guided = self.guided_attention(model)
-        if self.cfg.train.word_distill and not self.objective.over_gold_target:
+        self.check_word_distill()
+        return model
+
+    def check_word_distill(self) -> None:
+        """`train.word_distill`, checked at start: a weight in [0, 1]; above 0, training pairs that
+        carry soft targets, an objective over the gold target and whole logits."""
+        w = self.cfg.train.word_distill
+        if not 0.0 <= w <= 1.0:
+            raise ConfigError(f"train.word_distill is a weight in [0, 1], got {w}")
+        if not w:
+            return
+        if len(self.train_pairs[0]) < 3:
+            raise ConfigError(
+                "train.word_distill mixes a teacher's distributions into the loss, and this run's "
+                "training pairs carry none (G2P: set data.teacher)"
+            )
+        if not self.objective.over_gold_target:
             raise ConfigError(
                 f"train.word_distill adds to a teacher-forced loss; train.objective="
                 f"{self.cfg.train.objective.kind} does not compute one"
             )
-        if self.cfg.train.word_distill and self.cfg.model.loss_chunk:
+        if self.cfg.model.loss_chunk:
             raise ConfigError(
                 "train.word_distill reads the whole logits, which model.loss_chunk never makes; "
                 "set model.loss_chunk=0"
             )
-        return model
 
     def guided_attention(self, model: torch.nn.Module) -> GuidedAttention | None:
         """The guided attention term (`train.guided_attention`), checked against the model and the

@@ -43,14 +43,18 @@ SOFT_TOPK = 8
 def teacher_pairs(task, data, cfg, out: Path, resume: bool, log=print) -> list:
     """(source ids, target ids) of every train word with the teacher's pronunciation as target."""
     targets = _read(out) if resume else None
+    teacher = None  # loaded once, for whichever of its passes this run makes
     if targets is None:
-        targets = _decode(task, data, cfg)
+        teacher = _teacher(task, data, cfg)
+        targets = _decode(task, data, cfg, teacher)
         _write(out, cfg.data.teacher, targets)
         log(f"distillation: {len(targets):,} train words pronounced by {cfg.data.teacher}")
     src, tgt, train = data.vocab.src, data.vocab.tgt, data.splits["train"]
     # a word the teacher says nothing for keeps the dictionary's first pronunciation
     pairs = [(src.encode(w), tgt.encode(targets.get(w) or train[w][0])) for w in train]
-    return _with_soft_targets(task, data, cfg, pairs, log) if cfg.train.word_distill > 0 else pairs
+    if cfg.train.word_distill <= 0:
+        return pairs
+    return _with_soft_targets(teacher or _teacher(task, data, cfg), pairs, cfg, log)
 
 
 def _teacher(task, data, cfg) -> tuple:
@@ -64,12 +68,12 @@ def _teacher(task, data, cfg) -> tuple:
     return model, vocab, tcfg
 
 
-def _with_soft_targets(task, data, cfg, pairs: list, log=print) -> list:
+def _with_soft_targets(teacher: tuple, pairs: list, cfg, log=print) -> list:
     """Each pair with the teacher's distributions along its target: (source, target, Soft)."""
     from ..programs import progress_bar
     from ..seq2seq import teacher_distributions
 
-    model = _teacher(task, data, cfg)[0]
+    model = teacher[0]
     t0 = time.perf_counter()
     with progress_bar(len(pairs), "teacher distributions", "pairs") as bar:
         softs, mass = teacher_distributions(model, pairs, SOFT_TOPK, done=bar.update)
@@ -81,9 +85,10 @@ def _with_soft_targets(task, data, cfg, pairs: list, log=print) -> list:
     return [(s, t, soft) for (s, t), soft in zip(pairs, softs)]
 
 
-def _decode(task, data, cfg) -> dict[str, list[str]]:
-    """The teacher's beam output for each train word (words in the split's order)."""
-    model, vocab, tcfg = _teacher(task, data, cfg)
+def _decode(task, data, cfg, teacher: tuple | None = None) -> dict[str, list[str]]:
+    """The teacher's beam output for each train word (words in the split's order); `teacher`: its
+    (model, vocab, config) already loaded, else data.teacher is loaded and checked here."""
+    model, vocab, tcfg = teacher or _teacher(task, data, cfg)
     words = list(data.splits["train"])
     if cfg.data.teacher_beam < 0:
         raise ConfigError(
